@@ -1,0 +1,163 @@
+//! In-memory verification state, kept coherent with every write.
+//!
+//! Verification reads only these structures: sharded maps behind
+//! `parking_lot` read locks plus atomics, so the verify path touches no disk
+//! and takes no global lock. Writers (serialized by the store's catalog
+//! mutex) update them after the storage commit and before returning.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::policy::{Role, ScopeSet};
+
+/// Marks a member that is no longer in the organization.
+pub(crate) const ROLE_REMOVED: u8 = u8::MAX;
+
+pub(crate) struct OrgHot {
+    pub id: Arc<str>,
+    pub not_before: AtomicU64,
+}
+
+pub(crate) struct MemberHot {
+    pub org: Arc<OrgHot>,
+    pub user: Arc<str>,
+    pub role: AtomicU8,
+    pub not_before: AtomicU64,
+}
+
+impl MemberHot {
+    pub(crate) fn role(&self) -> Option<Role> {
+        Role::from_index(self.role.load(Ordering::Acquire))
+    }
+    pub(crate) fn set_role(&self, role: Option<Role>) {
+        let v = role.map_or(ROLE_REMOVED, |r| r as u8);
+        self.role.store(v, Ordering::Release);
+    }
+    /// The latest of the member's and the organization's cutoffs.
+    pub(crate) fn cutoff(&self) -> u64 {
+        self.not_before
+            .load(Ordering::Acquire)
+            .max(self.org.not_before.load(Ordering::Acquire))
+    }
+}
+
+/// Mutable bookkeeping of a refresh token, touched only by writers.
+#[derive(Default)]
+pub(crate) struct RefreshExtra {
+    pub last_refresh: Option<u64>,
+    /// Live access ids, oldest first.
+    pub live: Vec<[u8; 16]>,
+}
+
+pub(crate) struct RefreshHot {
+    pub id: [u8; 16],
+    pub member: Arc<MemberHot>,
+    pub verifier: [u8; 32],
+    pub scopes: ScopeSet,
+    pub created_at: u64,
+    /// `u64::MAX` when the token never expires.
+    pub expires_at: u64,
+    pub revoked: AtomicBool,
+    /// When it was revoked (for the purge's retention); 0 if never.
+    pub revoked_at: AtomicU64,
+    pub extra: Mutex<RefreshExtra>,
+}
+
+impl RefreshHot {
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+            || self.member.role().is_none()
+            || self.created_at < self.member.cutoff()
+    }
+}
+
+pub(crate) struct AccessHot {
+    pub refresh: Arc<RefreshHot>,
+    pub verifier: [u8; 32],
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub revoked: AtomicBool,
+}
+
+/// Ids are random, so their first eight bytes are already a good hash.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
+type IdMap<V> = HashMap<[u8; 16], V, BuildHasherDefault<IdHasher>>;
+
+const SHARDS: usize = 64;
+
+/// A map from token id to `V`, split into shards each behind its own lock.
+pub(crate) struct Sharded<V> {
+    shards: Box<[RwLock<IdMap<V>>]>,
+}
+
+impl<V> Sharded<V> {
+    pub(crate) fn new() -> Self {
+        Sharded {
+            shards: (0..SHARDS).map(|_| RwLock::new(IdMap::default())).collect(),
+        }
+    }
+
+    fn shard(&self, id: &[u8; 16]) -> &RwLock<IdMap<V>> {
+        // The last byte: the hash uses the first eight, so shards and buckets
+        // stay independent.
+        &self.shards[id[15] as usize % SHARDS]
+    }
+
+    pub(crate) fn with<R>(&self, id: &[u8; 16], f: impl FnOnce(Option<&V>) -> R) -> R {
+        let g = self.shard(id).read();
+        f(g.get(id))
+    }
+
+    pub(crate) fn insert(&self, id: [u8; 16], v: V) {
+        self.shard(&id).write().insert(id, v);
+    }
+
+    pub(crate) fn remove(&self, id: &[u8; 16]) -> Option<V> {
+        self.shard(id).write().remove(id)
+    }
+
+    pub(crate) fn contains(&self, id: &[u8; 16]) -> bool {
+        self.shard(id).read().contains_key(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Visits every entry, shard by shard; `f` returns false to stop.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8; 16], &V) -> bool) {
+        for s in self.shards.iter() {
+            let g = s.read();
+            for (k, v) in g.iter() {
+                if !f(k, v) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl<V: Clone> Sharded<V> {
+    pub(crate) fn get(&self, id: &[u8; 16]) -> Option<V> {
+        self.with(id, |v| v.cloned())
+    }
+}

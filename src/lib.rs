@@ -1,0 +1,82 @@
+//! # tokenvault
+//!
+//! An embedded, in-process store for API refresh tokens, the short-lived
+//! access tokens derived from them, and their revocation, with a policy layer
+//! for role-restricted tokens and owner assignment — the token flow of
+//! Squadcast's public API, as a library a Rust service links in.
+//!
+//! ```
+//! use tokenvault::{Actor, Error, GenerateOptions, Role, TokenStore};
+//!
+//! let store = TokenStore::temporary()?;
+//! // The host keeps membership in sync.
+//! store.add_member("acme", "olivia", Role::Owner)?;
+//! store.add_member("acme", "uma", Role::User)?;
+//! let owner = Actor::new("acme", "olivia");
+//!
+//! // The Owner assigns a token to a User; the secret is shown once.
+//! let issued = store.assign(&owner, "uma", GenerateOptions::default().label("cli"))?;
+//!
+//! // Uma's client trades it for a short-lived access token...
+//! let grant = store.exchange(issued.token.expose())?;
+//! // ...which the API verifies on every call, in memory.
+//! let who = store.authorize(grant.access_token.expose(), "incident-write")?;
+//! assert_eq!(&*who.user, "uma");
+//! // Role restricted: a User token never carries Admin scopes.
+//! assert!(matches!(
+//!     store.authorize(grant.access_token.expose(), "user-write"),
+//!     Err(Error::InsufficientScope(_))
+//! ));
+//!
+//! // Revoking the refresh token revokes every access token derived from it.
+//! store.revoke(&owner, &issued.info.id, Some("laptop lost"))?;
+//! assert!(matches!(store.verify(grant.access_token.expose()), Err(Error::Revoked)));
+//! # Ok::<(), tokenvault::Error>(())
+//! ```
+//!
+//! ## What it offers
+//! - [`TokenStore`]: one `Clone + Send + Sync` handle, opened from a
+//!   [`Config`] (a path or a temporary store).
+//! - Membership kept by the host: [`TokenStore::add_member`],
+//!   [`TokenStore::set_role`], [`TokenStore::transfer_ownership`],
+//!   [`TokenStore::remove_member`].
+//! - Refresh tokens: [`TokenStore::generate`] (own), [`TokenStore::assign`]
+//!   (the Owner, for another member), [`TokenStore::list_own`],
+//!   [`TokenStore::list_org`].
+//! - [`TokenStore::exchange`], [`TokenStore::verify`],
+//!   [`TokenStore::authorize`]: verification touches no disk.
+//! - Revocation with cascade: [`TokenStore::revoke`],
+//!   [`TokenStore::revoke_all`] (a member, the org, or before a cutoff),
+//!   [`TokenStore::revoke_access`].
+//! - [`TokenStore::audit`], [`TokenStore::purge_expired`],
+//!   [`TokenStore::check_integrity`], [`TokenStore::stats`].
+//!
+//! ## Security model in short
+//! Secrets are shown once and stored only as a keyed blake3 verifier; no
+//! secret reaches disk, a log or `Debug` output. Management calls are checked
+//! against the store's own member records. See the README for the whole
+//! model, durability and the disk format.
+#![deny(missing_docs, unsafe_code)]
+
+mod clock;
+pub mod codec;
+mod config;
+mod error;
+mod hot;
+mod policy;
+mod storage;
+mod store;
+pub mod token;
+mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, StoreKey};
+pub use error::{Error, Result};
+pub use policy::{Policy, PolicyBuilder, Role};
+pub use storage::IntegrityReport;
+pub use store::TokenStore;
+pub use token::{SecretToken, TokenId, TokenKind};
+pub use types::{
+    AccessGrant, Actor, AuditEvent, GenerateOptions, IssuedToken, Principal, PurgeReport,
+    RevokeScope, Scopes, Stats, TokenInfo, TokenState,
+};

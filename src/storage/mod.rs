@@ -1,0 +1,100 @@
+//! The storage boundary. The rest of the crate speaks to storage only through
+//! [`Backend`], whose calls are at the level of the domain (put a member,
+//! put a refresh record, append an event, load everything, ...), so that a
+//! backend other than sled is one new module rather than a rewrite.
+
+use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord};
+use crate::error::Result;
+
+pub(crate) mod sled_backend;
+
+/// One change to durable state. A batch of changes is committed atomically.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// Insert or replace a member.
+    PutMember(MemberRecord),
+    /// Remove a member record.
+    DeleteMember { org: String, user: String },
+    /// Set an organization's not-before cutoff.
+    PutOrgCutoff { org: String, at: u64 },
+    /// Insert or replace a refresh record (and its member index entry).
+    PutRefresh(RefreshRecord),
+    /// Delete a refresh record and its index entry; its access records must be
+    /// deleted by `DeleteAccess` changes in the same batch.
+    DeleteRefresh {
+        id: [u8; 16],
+        org: String,
+        user: String,
+    },
+    /// Record the time of the last exchange of a refresh token.
+    PutLastRefresh { id: [u8; 16], at: u64 },
+    /// Insert or replace an access record.
+    PutAccess(AccessRecord),
+    /// Delete an access record.
+    DeleteAccess { refresh_id: [u8; 16], id: [u8; 16] },
+    /// Append an audit event.
+    Event(EventRecord),
+}
+
+/// Everything verification and management need in memory, read at open.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub members: Vec<MemberRecord>,
+    pub org_cutoffs: Vec<(String, u64)>,
+    pub refresh: Vec<RefreshRecord>,
+    pub access: Vec<AccessRecord>,
+    pub last_refresh: Vec<([u8; 16], u64)>,
+    /// Records that could not be decoded and were left out (fail closed:
+    /// a token whose record is unreadable does not verify).
+    pub skipped: u64,
+}
+
+/// What [`crate::TokenStore::check_integrity`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Members checked.
+    pub members: u64,
+    /// Refresh records checked.
+    pub refresh_tokens: u64,
+    /// Access records checked.
+    pub access_tokens: u64,
+    /// Audit events checked.
+    pub events: u64,
+    /// Each problem found, in words (an index entry without its record, a
+    /// record without its index entry, an undecodable value, ...).
+    pub problems: Vec<String>,
+}
+
+impl IntegrityReport {
+    /// Whether no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A storage engine.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Reads a metadata value.
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes a metadata value durably.
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<()>;
+    /// Reads everything that lives in memory.
+    fn load(&self) -> Result<Snapshot>;
+    /// Applies a batch atomically (all or nothing, also across a crash).
+    /// Not necessarily durable on return: see [`Backend::sync`].
+    fn commit(&self, changes: &[Change]) -> Result<()>;
+    /// Makes every batch committed before the call durable.
+    fn sync(&self) -> Result<()>;
+    /// One refresh record.
+    fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>>;
+    /// The refresh records of an organization, or of one member of it.
+    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>>;
+    /// A fresh, increasing sequence number for an audit event.
+    fn next_seq(&self) -> Result<u64>;
+    /// The newest `limit` events of `org`, newest first.
+    fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>>;
+    /// Walks all stored data and reports inconsistencies.
+    fn check_integrity(&self) -> Result<IntegrityReport>;
+    /// Bytes used on disk.
+    fn size_on_disk(&self) -> Result<u64>;
+}

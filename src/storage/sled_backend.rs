@@ -1,0 +1,340 @@
+//! The sled 0.34 backend: the only module of the crate that touches sled.
+
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Db, Transactional, Tree};
+
+use super::{Backend, Change, IntegrityReport, Snapshot};
+use crate::codec::{
+    decode, encode, member_key, org_key, AccessRecord, EventRecord, MemberRecord,
+    RefreshRecord,
+};
+use crate::error::{Error, Result};
+
+pub(crate) struct SledBackend {
+    db: Db,
+    meta: Tree,
+    members: Tree,
+    cutoffs: Tree,
+    refresh: Tree,
+    by_member: Tree,
+    access: Tree,
+    last_refresh: Tree,
+    events: Tree,
+}
+
+fn io(e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(e) => Error::Io(e.to_string()),
+        sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
+        other => Error::Io(other.to_string()),
+    }
+}
+
+fn by_member_key(org: &str, user: &str, id: &[u8; 16]) -> Vec<u8> {
+    let mut k = member_key(org, user);
+    k.extend_from_slice(id);
+    k
+}
+
+fn access_key(refresh_id: &[u8; 16], id: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(refresh_id);
+    k[16..].copy_from_slice(id);
+    k
+}
+
+impl SledBackend {
+    /// Opens (or creates) a database at `path`, or a temporary one.
+    pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<Self> {
+        let cfg = sled::Config::new().cache_capacity(cache_bytes);
+        let cfg = match path {
+            Some(p) => cfg.path(p),
+            None => cfg.temporary(true),
+        };
+        let db = cfg.open().map_err(io)?;
+        let t = |name: &str| db.open_tree(name).map_err(io);
+        Ok(SledBackend {
+            meta: t("meta")?,
+            members: t("members")?,
+            cutoffs: t("cutoffs")?,
+            refresh: t("refresh")?,
+            by_member: t("refresh_by_member")?,
+            access: t("access")?,
+            last_refresh: t("last_refresh")?,
+            events: t("events")?,
+            db,
+        })
+    }
+}
+
+type TxResult = std::result::Result<(), ConflictableTransactionError<Error>>;
+
+fn enc<T: serde::Serialize>(v: &T) -> std::result::Result<Vec<u8>, ConflictableTransactionError<Error>> {
+    encode(v).map_err(ConflictableTransactionError::Abort)
+}
+
+impl Backend for SledBackend {
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(name).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(name, value).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Snapshot> {
+        let mut s = Snapshot::default();
+        for kv in self.members.iter() {
+            let (_, v) = kv.map_err(io)?;
+            match decode::<MemberRecord>(&v, "member") {
+                Ok(m) => s.members.push(m),
+                Err(_) => s.skipped += 1,
+            }
+        }
+        for kv in self.cutoffs.iter() {
+            let (k, v) = kv.map_err(io)?;
+            let org = org_from_key(&k).ok_or_else(|| Error::Corrupt("bad cutoff key".into()))?;
+            let at = u64_from(&v).ok_or_else(|| Error::Corrupt("bad cutoff value".into()))?;
+            s.org_cutoffs.push((org, at));
+        }
+        s.refresh.reserve(self.refresh.len());
+        for kv in self.refresh.iter() {
+            let (_, v) = kv.map_err(io)?;
+            match decode::<RefreshRecord>(&v, "refresh") {
+                Ok(r) => s.refresh.push(r),
+                Err(_) => s.skipped += 1,
+            }
+        }
+        for kv in self.access.iter() {
+            let (_, v) = kv.map_err(io)?;
+            match decode::<AccessRecord>(&v, "access") {
+                Ok(a) => s.access.push(a),
+                Err(_) => s.skipped += 1,
+            }
+        }
+        for kv in self.last_refresh.iter() {
+            let (k, v) = kv.map_err(io)?;
+            match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
+                (Ok(id), Some(at)) => s.last_refresh.push((id, at)),
+                _ => s.skipped += 1,
+            }
+        }
+        Ok(s)
+    }
+
+    fn commit(&self, changes: &[Change]) -> Result<()> {
+        let res: std::result::Result<(), TransactionError<Error>> = (
+            &self.members,
+            &self.cutoffs,
+            &self.refresh,
+            &self.by_member,
+            &self.access,
+            &self.last_refresh,
+            &self.events,
+        )
+            .transaction(|(members, cutoffs, refresh, by_member, access, last, events)| -> TxResult {
+                for c in changes {
+                    match c {
+                        Change::PutMember(m) => {
+                            members.insert(member_key(&m.org, &m.user), enc(m)?)?;
+                        }
+                        Change::DeleteMember { org, user } => {
+                            members.remove(member_key(org, user))?;
+                        }
+                        Change::PutOrgCutoff { org, at } => {
+                            cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
+                        }
+                        Change::PutRefresh(r) => {
+                            refresh.insert(&r.id[..], enc(r)?)?;
+                            by_member.insert(by_member_key(&r.org, &r.user, &r.id), &[][..])?;
+                        }
+                        Change::DeleteRefresh { id, org, user } => {
+                            refresh.remove(&id[..])?;
+                            by_member.remove(by_member_key(org, user, id))?;
+                            last.remove(&id[..])?;
+                        }
+                        Change::PutLastRefresh { id, at } => {
+                            last.insert(&id[..], &at.to_be_bytes()[..])?;
+                        }
+                        Change::PutAccess(a) => {
+                            access.insert(&access_key(&a.refresh_id, &a.id)[..], enc(a)?)?;
+                        }
+                        Change::DeleteAccess { refresh_id, id } => {
+                            access.remove(&access_key(refresh_id, id)[..])?;
+                        }
+                        Change::Event(e) => {
+                            let mut k = org_key(&e.org);
+                            k.extend_from_slice(&e.seq.to_be_bytes());
+                            events.insert(k, enc(e)?)?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+        match res {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(io(e)),
+        }
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>> {
+        match self.refresh.get(id).map_err(io)? {
+            Some(v) => Ok(Some(decode::<RefreshRecord>(&v, "refresh")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
+        let prefix = match user {
+            Some(u) => member_key(org, u),
+            None => org_key(org),
+        };
+        let mut out = Vec::new();
+        for kv in self.by_member.scan_prefix(prefix) {
+            let (k, _) = kv.map_err(io)?;
+            if k.len() < 16 {
+                return Err(Error::Corrupt("short refresh_by_member key".into()));
+            }
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&k[k.len() - 16..]);
+            if let Some(r) = self.get_refresh(&id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_seq(&self) -> Result<u64> {
+        self.db.generate_id().map_err(io)
+    }
+
+    fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>> {
+        let mut out = Vec::new();
+        for kv in self.events.scan_prefix(org_key(org)).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = kv.map_err(io)?;
+            out.push(decode::<EventRecord>(&v, "event")?);
+        }
+        Ok(out)
+    }
+
+    fn check_integrity(&self) -> Result<IntegrityReport> {
+        let mut r = IntegrityReport::default();
+        let p = &mut r.problems;
+        for kv in self.members.iter() {
+            let (k, v) = kv.map_err(io)?;
+            r.members += 1;
+            match decode::<MemberRecord>(&v, "member") {
+                Ok(m) if member_key(&m.org, &m.user) == k.as_ref() => {}
+                Ok(m) => p.push(format!("member {}/{} stored under a foreign key", m.org, m.user)),
+                Err(e) => p.push(format!("members: {e}")),
+            }
+        }
+        for kv in self.cutoffs.iter() {
+            let (k, v) = kv.map_err(io)?;
+            if org_from_key(&k).is_none() || u64_from(&v).is_none() {
+                p.push("cutoffs: undecodable entry".into());
+            }
+        }
+        let mut refresh_ids = std::collections::HashSet::new();
+        for kv in self.refresh.iter() {
+            let (k, v) = kv.map_err(io)?;
+            r.refresh_tokens += 1;
+            match decode::<RefreshRecord>(&v, "refresh") {
+                Ok(rec) => {
+                    if rec.id[..] != k[..] {
+                        p.push(format!("refresh record {} stored under a foreign key", crate::TokenId(rec.id)));
+                    }
+                    let ik = by_member_key(&rec.org, &rec.user, &rec.id);
+                    if !self.by_member.contains_key(ik).map_err(io)? {
+                        p.push(format!(
+                            "refresh record {} has no refresh_by_member entry",
+                            crate::TokenId(rec.id)
+                        ));
+                    }
+                    refresh_ids.insert(rec.id);
+                }
+                Err(e) => p.push(format!("refresh: {e}")),
+            }
+        }
+        for kv in self.by_member.iter() {
+            let (k, _) = kv.map_err(io)?;
+            let ok = k.len() >= 16 && {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&k[k.len() - 16..]);
+                match self.refresh.get(id).map_err(io)? {
+                    Some(v) => match decode::<RefreshRecord>(&v, "refresh") {
+                        Ok(rec) => by_member_key(&rec.org, &rec.user, &rec.id) == k.as_ref(),
+                        Err(_) => false,
+                    },
+                    None => false,
+                }
+            };
+            if !ok {
+                p.push("refresh_by_member entry without its refresh record".into());
+            }
+        }
+        for kv in self.access.iter() {
+            let (k, v) = kv.map_err(io)?;
+            r.access_tokens += 1;
+            match decode::<AccessRecord>(&v, "access") {
+                Ok(a) => {
+                    if access_key(&a.refresh_id, &a.id)[..] != k[..] {
+                        p.push(format!("access record {} stored under a foreign key", crate::TokenId(a.id)));
+                    }
+                    if !refresh_ids.contains(&a.refresh_id) {
+                        p.push(format!(
+                            "access record {} without its refresh record {}",
+                            crate::TokenId(a.id),
+                            crate::TokenId(a.refresh_id)
+                        ));
+                    }
+                }
+                Err(e) => p.push(format!("access: {e}")),
+            }
+        }
+        for kv in self.last_refresh.iter() {
+            let (k, v) = kv.map_err(io)?;
+            let ok = <[u8; 16]>::try_from(&k[..]).is_ok_and(|id| refresh_ids.contains(&id));
+            if !ok || u64_from(&v).is_none() {
+                p.push("last_refresh entry without its refresh record".into());
+            }
+        }
+        for kv in self.events.iter() {
+            let (_, v) = kv.map_err(io)?;
+            r.events += 1;
+            if let Err(e) = decode::<EventRecord>(&v, "event") {
+                p.push(format!("events: {e}"));
+            }
+        }
+        Ok(r)
+    }
+
+    fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(io)
+    }
+}
+
+fn org_from_key(k: &[u8]) -> Option<String> {
+    let (&len, rest) = k.split_first()?;
+    if rest.len() != len as usize {
+        return None;
+    }
+    String::from_utf8(rest.to_vec()).ok()
+}
+
+fn u64_from(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}

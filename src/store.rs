@@ -1,0 +1,1521 @@
+//! The public [`TokenStore`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use subtle::ConstantTimeEq;
+
+use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord, StoredState};
+use crate::config::{load_or_create_key, Config, StoreKey};
+use crate::error::{Error, Result};
+use crate::hot::{AccessHot, MemberHot, OrgHot, RefreshExtra, RefreshHot, Sharded, ROLE_REMOVED};
+use crate::policy::{may, Action, Policy, Role};
+use crate::storage::sled_backend::SledBackend;
+use crate::storage::{Backend, Change, IntegrityReport};
+use crate::token::{self, TokenId, TokenKind};
+use crate::types::*;
+use crate::Clock;
+
+const SCHEMA_VERSION: &[u8] = b"1";
+const HOST: &str = "host";
+const MAX_ID: usize = 128;
+const MAX_LABEL: usize = 256;
+const MAX_REASON: usize = 512;
+
+/// An embedded store of refresh tokens, the access tokens derived from them,
+/// their revocation, and the policy of who may do which.
+///
+/// Cheap to clone (an `Arc` inside) and `Send + Sync`: share one store
+/// between threads. See the [crate documentation](crate) for an example.
+#[derive(Clone)]
+pub struct TokenStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("prefix", &self.inner.prefix)
+            .field("refresh_tokens", &self.inner.refresh.len())
+            .field("access_tokens", &self.inner.access.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct OrgEntry {
+    hot: Arc<OrgHot>,
+    members: HashMap<String, Arc<MemberHot>>,
+    owner: Option<String>,
+}
+
+#[derive(Default)]
+struct Catalog {
+    orgs: HashMap<String, OrgEntry>,
+}
+
+impl Catalog {
+    fn org_mut(&mut self, org: &str) -> &mut OrgEntry {
+        self.orgs.entry(org.to_string()).or_insert_with(|| OrgEntry {
+            hot: Arc::new(OrgHot {
+                id: Arc::from(org),
+                not_before: AtomicU64::new(0),
+            }),
+            members: HashMap::new(),
+            owner: None,
+        })
+    }
+
+    fn member(&self, org: &str, user: &str) -> Option<&Arc<MemberHot>> {
+        self.orgs.get(org)?.members.get(user)
+    }
+}
+
+/// Group commit: concurrent durable callers share one flush.
+struct Flusher {
+    lock: Mutex<()>,
+    written: AtomicU64,
+    flushed: AtomicU64,
+    lazy: AtomicU64,
+}
+
+struct Inner {
+    backend: Box<dyn Backend>,
+    policy: Arc<Policy>,
+    clock: Arc<dyn Clock>,
+    prefix: String,
+    refresh_key: [u8; 32],
+    access_key: [u8; 32],
+    access_ttl: u64,
+    cap: usize,
+    durable_exchange: bool,
+    lazy_flush_every: u64,
+    retention: u64,
+    refresh: Sharded<Arc<RefreshHot>>,
+    access: Sharded<AccessHot>,
+    catalog: Mutex<Catalog>,
+    flusher: Flusher,
+    skipped: u64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.refresh_key.zeroize();
+        self.access_key.zeroize();
+    }
+}
+
+fn check_id(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > MAX_ID || s.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} id must be 1 to {MAX_ID} bytes without control characters"
+        )));
+    }
+    if what == "organization" && s.contains('/') {
+        return Err(Error::InvalidArgument(
+            "organization id must not contain `/`".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(what: &str, s: &str, max: usize) -> Result<()> {
+    if s.len() > max || s.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be at most {max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn verifier(key: &[u8; 32], secret: &[u8; 32]) -> [u8; 32] {
+    *blake3::keyed_hash(key, secret).as_bytes()
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.ct_eq(b).into()
+}
+
+impl TokenStore {
+    /// Opens (or creates) the store in directory `path` with default
+    /// settings; the key file is `path` with `.key` appended.
+    ///
+    /// # Errors
+    /// As [`Config::open`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = tokenvault::TokenStore::open(dir.path().join("tokens.db"))?;
+    /// # drop(store);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<TokenStore> {
+        Config::new(path).open()
+    }
+
+    /// A temporary store with default settings, deleted when dropped.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the temporary files cannot be created.
+    ///
+    /// ```
+    /// let store = tokenvault::TokenStore::temporary()?;
+    /// # drop(store);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn temporary() -> Result<TokenStore> {
+        Config::temporary().open()
+    }
+
+    pub(crate) fn open_with(cfg: Config) -> Result<TokenStore> {
+        cfg.validate()?;
+        if let Some(p) = &cfg.path {
+            if !cfg.create_if_missing && !p.exists() {
+                return Err(Error::NotFound(format!(
+                    "no token store at {} (create one first)",
+                    p.display()
+                )));
+            }
+        }
+        let key = match (&cfg.key, cfg.key_file_path()) {
+            (Some(k), _) => k.clone(),
+            (None, Some(kf)) => {
+                let exists = cfg.path.as_ref().is_some_and(|p| p.exists());
+                load_or_create_key(&kf, !exists)?
+            }
+            (None, None) => StoreKey::generate()?,
+        };
+        let backend = SledBackend::open(cfg.path.as_deref(), cfg.cache_bytes)?;
+        Self::with_backend(Box::new(backend), cfg, key)
+    }
+
+    fn with_backend(backend: Box<dyn Backend>, cfg: Config, key: StoreKey) -> Result<TokenStore> {
+        let fingerprint = key.derive("tokenvault 2026-11 key fingerprint");
+        match backend.meta_get("schema")? {
+            None => {
+                backend.meta_put("key_fingerprint", &fingerprint[..16])?;
+                backend.meta_put("schema", SCHEMA_VERSION)?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {
+                let stored = backend.meta_get("key_fingerprint")?;
+                let ok = stored
+                    .as_deref()
+                    .is_some_and(|s| bool::from(s.ct_eq(&fingerprint[..16])));
+                if !ok {
+                    return Err(Error::KeyMismatch);
+                }
+            }
+            Some(v) => {
+                return Err(Error::Corrupt(format!(
+                    "unknown schema version {:?}",
+                    String::from_utf8_lossy(&v)
+                )))
+            }
+        }
+        let snap = backend.load()?;
+        let inner = Inner {
+            policy: Arc::new(cfg.policy.clone()),
+            clock: cfg.clock.clone(),
+            prefix: cfg.prefix.clone(),
+            refresh_key: key.derive("tokenvault 2026-11 refresh verifier"),
+            access_key: key.derive("tokenvault 2026-11 access verifier"),
+            access_ttl: cfg.access_ttl.as_secs(),
+            cap: cfg.max_access_per_refresh,
+            durable_exchange: cfg.durable_exchange,
+            lazy_flush_every: cfg.lazy_flush_every,
+            retention: cfg.retention.as_secs(),
+            refresh: Sharded::new(),
+            access: Sharded::new(),
+            catalog: Mutex::new(Catalog::default()),
+            flusher: Flusher {
+                lock: Mutex::new(()),
+                written: AtomicU64::new(0),
+                flushed: AtomicU64::new(0),
+                lazy: AtomicU64::new(0),
+            },
+            skipped: snap.skipped,
+            backend,
+        };
+        {
+            let mut cat = inner.catalog.lock();
+            for (org, at) in &snap.org_cutoffs {
+                cat.org_mut(org).hot.not_before.store(*at, Ordering::Relaxed);
+            }
+            for m in &snap.members {
+                let entry = cat.org_mut(&m.org);
+                let hot = Arc::new(MemberHot {
+                    org: entry.hot.clone(),
+                    user: Arc::from(m.user.as_str()),
+                    role: AtomicU8::new(m.role as u8),
+                    not_before: AtomicU64::new(m.not_before),
+                });
+                if m.role == Role::Owner {
+                    entry.owner = Some(m.user.clone());
+                }
+                entry.members.insert(m.user.clone(), hot);
+            }
+            // Tokens of members no longer present hang on a removed member.
+            let mut ghosts: HashMap<(String, String), Arc<MemberHot>> = HashMap::new();
+            let last: HashMap<[u8; 16], u64> = snap.last_refresh.iter().copied().collect();
+            for r in &snap.refresh {
+                let member = match cat.member(&r.org, &r.user) {
+                    Some(m) => m.clone(),
+                    None => ghosts
+                        .entry((r.org.clone(), r.user.clone()))
+                        .or_insert_with(|| {
+                            Arc::new(MemberHot {
+                                org: cat.org_mut(&r.org).hot.clone(),
+                                user: Arc::from(r.user.as_str()),
+                                role: AtomicU8::new(ROLE_REMOVED),
+                                not_before: AtomicU64::new(0),
+                            })
+                        })
+                        .clone(),
+                };
+                let hot = inner.hot_of(r, member, last.get(&r.id).copied());
+                inner.refresh.insert(r.id, Arc::new(hot));
+            }
+            let mut access = snap.access;
+            access.sort_by_key(|a| (a.issued_at, a.id));
+            for a in access {
+                let Some(parent) = inner.refresh.get(&a.refresh_id) else {
+                    continue;
+                };
+                parent.extra.lock().live.push(a.id);
+                inner.access.insert(
+                    a.id,
+                    AccessHot {
+                        refresh: parent,
+                        verifier: a.verifier,
+                        issued_at: a.issued_at,
+                        expires_at: a.expires_at,
+                        revoked: AtomicBool::new(a.revoked),
+                    },
+                );
+            }
+        }
+        Ok(TokenStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The token prefix of this store (e.g. `tv`).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The role → scopes policy of this store.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    // ----- membership (kept in sync by the host) -----
+
+    /// Adds `user` to `org` with `role`. An organization has exactly one
+    /// Owner: add it with [`Role::Owner`] first, then the others. Durable on
+    /// return.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty or overlong id;
+    /// [`Error::Conflict`] if the member exists or the org already has an
+    /// Owner; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// assert!(store.add_member("acme", "bob", Role::Owner).is_err());
+    /// assert_eq!(store.member_role("acme", "ann"), Some(Role::Owner));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn add_member(&self, org: &str, user: &str, role: Role) -> Result<()> {
+        check_id("organization", org)?;
+        check_id("user", user)?;
+        let inner = &*self.inner;
+        let mut cat = inner.catalog.lock();
+        if let Some(e) = cat.orgs.get(org) {
+            if e.members.contains_key(user) {
+                return Err(Error::Conflict(format!("{user} is already a member of {org}")));
+            }
+            if role == Role::Owner {
+                if let Some(o) = &e.owner {
+                    return Err(Error::Conflict(format!(
+                        "{org} already has an Owner ({o}); transfer ownership instead"
+                    )));
+                }
+            }
+        }
+        let rec = MemberRecord {
+            org: org.into(),
+            user: user.into(),
+            role,
+            not_before: 0,
+        };
+        let changes = vec![
+            Change::PutMember(rec),
+            inner.event(org, HOST, "member.add", Some(format!("{user} as {role}")), "ok")?,
+        ];
+        let ticket = inner.commit(&changes)?;
+        let entry = cat.org_mut(org);
+        let hot = Arc::new(MemberHot {
+            org: entry.hot.clone(),
+            user: Arc::from(user),
+            role: AtomicU8::new(role as u8),
+            not_before: AtomicU64::new(0),
+        });
+        entry.members.insert(user.into(), hot);
+        if role == Role::Owner {
+            entry.owner = Some(user.into());
+        }
+        drop(cat);
+        inner.sync(ticket)
+    }
+
+    /// Changes a member's role. The Owner's role changes only through
+    /// [`TokenStore::transfer_ownership`]. Tokens keep their scopes but at
+    /// verification they are cut to the new role's at once. Durable on
+    /// return.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown member; [`Error::Conflict`] when
+    /// asked to make or unmake the Owner; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::Admin)?;
+    /// store.set_role("acme", "bob", Role::User)?;
+    /// assert_eq!(store.member_role("acme", "bob"), Some(Role::User));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn set_role(&self, org: &str, user: &str, role: Role) -> Result<()> {
+        let inner = &*self.inner;
+        let cat = inner.catalog.lock();
+        let m = cat
+            .member(org, user)
+            .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
+            .clone();
+        let current = m.role().unwrap_or(Role::Stakeholder);
+        if role == Role::Owner && current != Role::Owner {
+            return Err(Error::Conflict(
+                "use transfer_ownership to make a member the Owner".into(),
+            ));
+        }
+        if current == Role::Owner && role != Role::Owner {
+            return Err(Error::Conflict(
+                "the Owner's role changes only by transferring ownership".into(),
+            ));
+        }
+        let rec = MemberRecord {
+            org: org.into(),
+            user: user.into(),
+            role,
+            not_before: m.not_before.load(Ordering::Acquire),
+        };
+        let changes = vec![
+            Change::PutMember(rec),
+            inner.event(org, HOST, "member.role", Some(format!("{user} to {role}")), "ok")?,
+        ];
+        let ticket = inner.commit(&changes)?;
+        m.set_role(Some(role));
+        drop(cat);
+        inner.sync(ticket)
+    }
+
+    /// Makes `new_owner` (already a member) the Owner of `org`; the previous
+    /// Owner becomes an Admin. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if `new_owner` is not a member; [`Error::Io`] if
+    /// storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::Admin)?;
+    /// store.transfer_ownership("acme", "bob")?;
+    /// assert_eq!(store.member_role("acme", "bob"), Some(Role::Owner));
+    /// assert_eq!(store.member_role("acme", "ann"), Some(Role::Admin));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn transfer_ownership(&self, org: &str, new_owner: &str) -> Result<()> {
+        let inner = &*self.inner;
+        let mut cat = inner.catalog.lock();
+        let new = cat
+            .member(org, new_owner)
+            .ok_or_else(|| Error::NotFound(format!("{new_owner} is not a member of {org}")))?
+            .clone();
+        if new.role() == Some(Role::Owner) {
+            return Ok(());
+        }
+        let old_owner = cat.orgs.get(org).and_then(|e| e.owner.clone());
+        let old = old_owner.as_deref().and_then(|o| cat.member(org, o)).cloned();
+        let mut changes = vec![Change::PutMember(MemberRecord {
+            org: org.into(),
+            user: new_owner.into(),
+            role: Role::Owner,
+            not_before: new.not_before.load(Ordering::Acquire),
+        })];
+        if let Some(o) = &old {
+            changes.push(Change::PutMember(MemberRecord {
+                org: org.into(),
+                user: o.user.to_string(),
+                role: Role::Admin,
+                not_before: o.not_before.load(Ordering::Acquire),
+            }));
+        }
+        changes.push(inner.event(org, HOST, "member.transfer", Some(new_owner.into()), "ok")?);
+        let ticket = inner.commit(&changes)?;
+        if let Some(o) = &old {
+            o.set_role(Some(Role::Admin));
+        }
+        new.set_role(Some(Role::Owner));
+        cat.org_mut(org).owner = Some(new_owner.into());
+        drop(cat);
+        inner.sync(ticket)
+    }
+
+    /// Removes a member and revokes every one of their tokens, durably. The
+    /// Owner cannot be removed (transfer ownership first). Returns how many
+    /// refresh tokens were revoked.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown member; [`Error::Conflict`] for the
+    /// Owner; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// assert_eq!(store.remove_member("acme", "bob")?, 1);
+    /// assert!(store.exchange(t.token.expose()).is_err());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn remove_member(&self, org: &str, user: &str) -> Result<usize> {
+        let inner = &*self.inner;
+        let mut cat = inner.catalog.lock();
+        let m = cat
+            .member(org, user)
+            .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
+            .clone();
+        if m.role() == Some(Role::Owner) {
+            return Err(Error::Conflict(
+                "the Owner cannot be removed; transfer ownership first".into(),
+            ));
+        }
+        let now = inner.now();
+        let mut changes = Vec::new();
+        let ids = inner.revoke_records(
+            org,
+            Some(user),
+            |_| true,
+            now,
+            HOST,
+            Some("member removed"),
+            &mut changes,
+        )?;
+        changes.push(Change::DeleteMember {
+            org: org.into(),
+            user: user.into(),
+        });
+        changes.push(inner.event(org, HOST, "member.remove", Some(user.into()), "ok")?);
+        let ticket = inner.commit(&changes)?;
+        m.set_role(None);
+        inner.mark_revoked(&ids, now);
+        if let Some(e) = cat.orgs.get_mut(org) {
+            e.members.remove(user);
+        }
+        drop(cat);
+        inner.sync(ticket)?;
+        Ok(ids.len())
+    }
+
+    /// A member's current role, if they are a member.
+    pub fn member_role(&self, org: &str, user: &str) -> Option<Role> {
+        let cat = self.inner.catalog.lock();
+        cat.member(org, user).and_then(|m| m.role())
+    }
+
+    /// The members of `org` and their roles, sorted by user id.
+    pub fn members(&self, org: &str) -> Vec<(String, Role)> {
+        let cat = self.inner.catalog.lock();
+        let mut out: Vec<(String, Role)> = cat
+            .orgs
+            .get(org)
+            .map(|e| {
+                e.members
+                    .iter()
+                    .filter_map(|(u, m)| m.role().map(|r| (u.clone(), r)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    // ----- refresh tokens -----
+
+    /// A member creates their own refresh token (the profile page's
+    /// "Generate New Token"). The secret is in the answer and nowhere else.
+    /// Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] if the actor is not a member;
+    /// [`Error::InvalidArgument`] for a scope outside the member's role, an
+    /// unknown scope, a zero expiry, or a bad label; [`Error::Io`] if storage
+    /// fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, GenerateOptions, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let issued = store.generate(
+    ///     &Actor::new("acme", "ann"),
+    ///     GenerateOptions::default().label("ci").scopes(["read"]),
+    /// )?;
+    /// assert!(issued.token.expose().starts_with("tvr_"));
+    /// assert_eq!(issued.info.scopes, vec!["read".to_string()]);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn generate(&self, actor: &Actor, opts: GenerateOptions) -> Result<IssuedToken> {
+        self.issue(actor, None, opts)
+    }
+
+    /// The Owner creates a token for another member of the organization
+    /// (Settings › API Tokens › Assign Token To User). It shows in that
+    /// member's own list, with the Owner as `created_by`. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless the actor is the Owner of the org;
+    /// [`Error::NotFound`] if `user` is not a member; otherwise as
+    /// [`TokenStore::generate`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.assign(&Actor::new("acme", "ann"), "bob", Default::default())?;
+    /// assert_eq!(t.info.created_by, "ann");
+    /// let bobs = store.list_own(&Actor::new("acme", "bob"))?;
+    /// assert_eq!(bobs[0].id, t.info.id);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn assign(&self, actor: &Actor, user: &str, opts: GenerateOptions) -> Result<IssuedToken> {
+        self.issue(actor, Some(user), opts)
+    }
+
+    fn issue(&self, actor: &Actor, to: Option<&str>, opts: GenerateOptions) -> Result<IssuedToken> {
+        let inner = &*self.inner;
+        if let Some(l) = &opts.label {
+            check_text("label", l, MAX_LABEL)?;
+        }
+        if opts.expires_in == Some(0) {
+            return Err(Error::InvalidArgument("expires_in must be positive".into()));
+        }
+        let action = if to.is_some() { "token.assign" } else { "token.generate" };
+        let cat = inner.catalog.lock();
+        let role = inner.actor_role(&cat, actor, action)?;
+        let subject = to.unwrap_or(&actor.user);
+        if to.is_some() && !may(role, Action::AssignOther) {
+            return Err(inner.deny(actor, action, Some(subject.into()), "only the Owner may assign tokens"));
+        }
+        let member = cat
+            .member(&actor.org, subject)
+            .ok_or_else(|| Error::NotFound(format!("{subject} is not a member of {}", actor.org)))?
+            .clone();
+        let subject_role = member.role().unwrap_or(Role::Stakeholder);
+        let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
+        let now = inner.now();
+        let (id, secret) = loop {
+            let (id, secret) = token::fresh()?;
+            if !inner.refresh.contains(&id.0) {
+                break (id, secret);
+            }
+        };
+        let rec = RefreshRecord {
+            id: id.0,
+            org: actor.org.clone(),
+            user: subject.into(),
+            role_at_issue: subject_role,
+            scopes: inner.policy.names(scopes),
+            label: opts.label.clone(),
+            created_at: now,
+            created_by: actor.user.clone(),
+            expires_at: opts.expires_in.map(|s| now.saturating_add(s)),
+            state: StoredState::Active,
+            verifier: verifier(&inner.refresh_key, &secret.0),
+        };
+        let changes = vec![
+            Change::PutRefresh(rec.clone()),
+            inner.event(&actor.org, &actor.user, action, Some(format!("{id} for {subject}")), "ok")?,
+        ];
+        let ticket = inner.commit(&changes)?;
+        let hot = inner.hot_of(&rec, member, None);
+        inner.refresh.insert(id.0, Arc::new(hot));
+        drop(cat);
+        inner.sync(ticket)?;
+        Ok(IssuedToken {
+            token: token::encode(&inner.prefix, TokenKind::Refresh, &id, &secret),
+            info: inner.info_of(rec, now),
+        })
+    }
+
+    /// The actor's own tokens (the profile page), including those the Owner
+    /// assigned to them, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] if the actor is not a member; [`Error::Io`] or
+    /// [`Error::Corrupt`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// store.generate(&ann, Default::default())?;
+    /// assert_eq!(store.list_own(&ann)?.len(), 1);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn list_own(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
+        let inner = &*self.inner;
+        let cat = inner.catalog.lock();
+        inner.actor_role(&cat, actor, "token.list")?;
+        inner.list(&actor.org, Some(&actor.user))
+    }
+
+    /// Every token of the actor's organization (Settings › API Tokens);
+    /// Owner only. Oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
+    /// [`Error::Corrupt`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// assert_eq!(store.list_org(&Actor::new("acme", "ann"))?.len(), 1);
+    /// assert!(store.list_org(&Actor::new("acme", "bob")).is_err());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn list_org(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
+        let inner = &*self.inner;
+        let cat = inner.catalog.lock();
+        let role = inner.actor_role(&cat, actor, "token.list_org")?;
+        if !may(role, Action::ListOrg) {
+            return Err(inner.deny(actor, "token.list_org", None, "only the Owner may list every token"));
+        }
+        inner.list(&actor.org, None)
+    }
+
+    // ----- exchange and verification -----
+
+    /// Trades a refresh token for a short-lived access token
+    /// (`GET /oauth/access-token`) and records the time as `last_refresh`.
+    /// Lazily durable unless [`Config::durable_exchange`] is set.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a string that is not a refresh token;
+    /// [`Error::InvalidToken`] for an unknown id or a wrong secret;
+    /// [`Error::Revoked`] / [`Error::Expired`] (said only after the secret
+    /// matched); [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
+    /// let grant = store.exchange(t.token.expose())?;
+    /// assert_eq!(grant.token_type, "Bearer");
+    /// assert!(grant.expires_at > grant.issued_at);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
+        let inner = &*self.inner;
+        let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        let v = verifier(&inner.refresh_key, &parsed.secret.0);
+        let parent = inner
+            .refresh
+            .get(&parsed.id.0)
+            .filter(|r| ct_eq(&r.verifier, &v))
+            .ok_or(Error::InvalidToken)?;
+        let now = inner.now();
+        if parent.is_revoked() {
+            return Err(Error::Revoked);
+        }
+        if parent.expires_at <= now {
+            return Err(Error::Expired);
+        }
+        let (aid, asecret) = loop {
+            let (id, secret) = token::fresh()?;
+            if !inner.access.contains(&id.0) {
+                break (id, secret);
+            }
+        };
+        let expires_at = now.saturating_add(inner.access_ttl).min(parent.expires_at);
+        let access_verifier = verifier(&inner.access_key, &asecret.0);
+        let rec = AccessRecord {
+            id: aid.0,
+            refresh_id: parent.id,
+            issued_at: now,
+            expires_at,
+            revoked: false,
+            verifier: access_verifier,
+        };
+        let ticket = {
+            let mut extra = parent.extra.lock();
+            let mut changes = Vec::with_capacity(3);
+            let mut evict = 0;
+            while extra.live.len() - evict >= inner.cap {
+                changes.push(Change::DeleteAccess {
+                    refresh_id: parent.id,
+                    id: extra.live[evict],
+                });
+                evict += 1;
+            }
+            changes.push(Change::PutAccess(rec));
+            changes.push(Change::PutLastRefresh { id: parent.id, at: now });
+            let ticket = inner.commit(&changes)?;
+            for old in extra.live.drain(..evict) {
+                inner.access.remove(&old);
+            }
+            extra.live.push(aid.0);
+            extra.last_refresh = Some(now);
+            inner.access.insert(
+                aid.0,
+                AccessHot {
+                    refresh: parent.clone(),
+                    verifier: access_verifier,
+                    issued_at: now,
+                    expires_at,
+                    revoked: AtomicBool::new(false),
+                },
+            );
+            ticket
+        };
+        if inner.durable_exchange {
+            inner.sync(ticket)?;
+        } else {
+            inner.lazy(ticket)?;
+        }
+        Ok(AccessGrant {
+            access_token: token::encode(&inner.prefix, TokenKind::Access, &aid, &asecret),
+            expires_at,
+            issued_at: now,
+            refresh_token: token::SecretToken::from_str_unchecked(refresh_token),
+            token_type: "Bearer",
+            access_id: aid,
+            refresh_id: TokenId(parent.id),
+        })
+    }
+
+    /// Checks an access token (`Authorization: Bearer …`) and says whom it
+    /// speaks for. Reads memory only: no disk, no global lock.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`], [`Error::InvalidToken`], [`Error::Revoked`] (the
+    /// token, its refresh token, or its holder's membership is gone),
+    /// [`Error::Expired`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// let grant = store.exchange(t.token.expose())?;
+    /// let who = store.verify(grant.access_token.expose())?;
+    /// assert_eq!(&*who.user, "bob");
+    /// assert!(who.scopes.contains("incident-write"));
+    /// assert!(!who.scopes.contains("user-write"));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn verify(&self, access_token: &str) -> Result<Principal> {
+        let inner = &*self.inner;
+        let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        let v = verifier(&inner.access_key, &parsed.secret.0);
+        let now = inner.now();
+        inner.access.with(&parsed.id.0, |a| {
+            let a = a.ok_or(Error::InvalidToken)?;
+            if !ct_eq(&a.verifier, &v) {
+                return Err(Error::InvalidToken);
+            }
+            let r = &a.refresh;
+            if a.revoked.load(Ordering::Acquire) || r.is_revoked() {
+                return Err(Error::Revoked);
+            }
+            let role = r.member.role().ok_or(Error::Revoked)?;
+            if a.expires_at <= now || r.expires_at <= now {
+                return Err(Error::Expired);
+            }
+            Ok(Principal {
+                org: r.member.org.id.clone(),
+                user: r.member.user.clone(),
+                role,
+                scopes: Scopes {
+                    set: r.scopes.and(inner.policy.mask(role)),
+                    policy: inner.policy.clone(),
+                },
+                refresh_id: TokenId(r.id),
+                access_id: parsed.id,
+                expires_at: a.expires_at,
+            })
+        })
+    }
+
+    /// [`TokenStore::verify`], then requires `scope` among the effective
+    /// scopes.
+    ///
+    /// # Errors
+    /// As [`TokenStore::verify`], and [`Error::InsufficientScope`] when the
+    /// scope is not granted.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// assert!(store.authorize(access.expose(), "read").is_ok());
+    /// assert!(matches!(
+    ///     store.authorize(access.expose(), "user-write"),
+    ///     Err(Error::InsufficientScope(_))
+    /// ));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn authorize(&self, access_token: &str, scope: &str) -> Result<Principal> {
+        let p = self.verify(access_token)?;
+        if p.scopes.contains(scope) {
+            Ok(p)
+        } else {
+            Err(Error::InsufficientScope(scope.into()))
+        }
+    }
+
+    // ----- revocation -----
+
+    /// Revokes one refresh token and, with it, every access token derived
+    /// from it. Its holder or the Owner of its org may do so. Durable and in
+    /// force on return. Revoking a revoked token changes nothing and succeeds.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::Forbidden`] if the
+    /// actor is neither the holder nor the Owner of its org (or is in another
+    /// org); [`Error::InvalidArgument`] for a bad reason text; [`Error::Io`]
+    /// if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// store.revoke(&ann, &t.info.id, Some("leaked"))?;
+    /// assert!(matches!(store.verify(access.expose()), Err(Error::Revoked)));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn revoke(&self, actor: &Actor, id: &TokenId, reason: Option<&str>) -> Result<()> {
+        if let Some(r) = reason {
+            check_text("reason", r, MAX_REASON)?;
+        }
+        let inner = &*self.inner;
+        let cat = inner.catalog.lock();
+        let role = inner.actor_role(&cat, actor, "token.revoke")?;
+        let hot = inner
+            .refresh
+            .get(&id.0)
+            .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
+        let target = Some(id.to_string());
+        if *hot.member.org.id != *actor.org {
+            return Err(inner.deny(actor, "token.revoke", target, "the token belongs to another organization"));
+        }
+        let own = *hot.member.user == *actor.user;
+        if !own && !may(role, Action::RevokeOther) {
+            return Err(inner.deny(actor, "token.revoke", target, "only the Owner may revoke another member's token"));
+        }
+        let now = inner.now();
+        let mut rec = inner
+            .backend
+            .get_refresh(&id.0)?
+            .ok_or_else(|| Error::Corrupt(format!("token {id} is in memory but not on disk")))?;
+        if rec.state != StoredState::Active {
+            return Ok(());
+        }
+        rec.state = StoredState::Revoked {
+            at: now,
+            by: actor.user.clone(),
+            reason: reason.map(Into::into),
+        };
+        let changes = vec![
+            Change::PutRefresh(rec),
+            inner.event(&actor.org, &actor.user, "token.revoke", target, "ok")?,
+        ];
+        let ticket = inner.commit(&changes)?;
+        inner.mark_revoked(&[id.0], now);
+        drop(cat);
+        inner.sync(ticket)
+    }
+
+    /// Bulk revocation: every token of one member (the member themselves or
+    /// the Owner), or of the whole organization (the Owner), optionally only
+    /// those issued before `before` (Unix seconds, not in the future). With
+    /// `before`, the cutoff is also kept (the latest cutoff wins) so that
+    /// verification checks it too. Durable and in force on return. Returns
+    /// how many refresh tokens were revoked.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] per the policy table; [`Error::InvalidArgument`]
+    /// for a cutoff in the future; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, RevokeScope, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// store.generate(&ann, Default::default())?;
+    /// assert_eq!(store.revoke_all(&ann, RevokeScope::Org, None)?, 2);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn revoke_all(&self, actor: &Actor, scope: RevokeScope, before: Option<u64>) -> Result<usize> {
+        let inner = &*self.inner;
+        let mut cat = inner.catalog.lock();
+        let role = inner.actor_role(&cat, actor, "token.revoke_all")?;
+        let now = inner.now();
+        let (user, target) = match &scope {
+            RevokeScope::Member(u) => {
+                if *u != actor.user && !may(role, Action::BulkRevokeOther) {
+                    return Err(inner.deny(actor, "token.revoke_all", Some(u.clone()), "only the Owner may revoke another member's tokens"));
+                }
+                (Some(u.as_str()), u.clone())
+            }
+            RevokeScope::Org => {
+                if !may(role, Action::BulkRevokeOrg) {
+                    return Err(inner.deny(actor, "token.revoke_all", Some("org".into()), "only the Owner may revoke every token of the organization"));
+                }
+                (None, "org".to_string())
+            }
+        };
+        if let Some(t) = before {
+            if t > now {
+                return Err(Error::InvalidArgument(
+                    "the cutoff time cannot be in the future".into(),
+                ));
+            }
+        }
+        let cutoff = before.unwrap_or(u64::MAX);
+        let mut changes = Vec::new();
+        let ids = inner.revoke_records(
+            &actor.org,
+            user,
+            |r| r.created_at < cutoff,
+            now,
+            &actor.user,
+            Some(if before.is_some() { "revoked before cutoff" } else { "bulk revocation" }),
+            &mut changes,
+        )?;
+        let mut member_cut = None;
+        if let Some(t) = before {
+            match user {
+                Some(u) => {
+                    if let Some(m) = cat.member(&actor.org, u) {
+                        let at = m.not_before.load(Ordering::Acquire).max(t);
+                        changes.push(Change::PutMember(MemberRecord {
+                            org: actor.org.clone(),
+                            user: u.into(),
+                            role: m.role().unwrap_or(Role::Stakeholder),
+                            not_before: at,
+                        }));
+                        member_cut = Some((m.clone(), at));
+                    }
+                }
+                None => {
+                    let at = cat.org_mut(&actor.org).hot.not_before.load(Ordering::Acquire).max(t);
+                    changes.push(Change::PutOrgCutoff {
+                        org: actor.org.clone(),
+                        at,
+                    });
+                }
+            }
+        }
+        let what = match before {
+            Some(t) => format!("{target} before {t}"),
+            None => target,
+        };
+        changes.push(inner.event(&actor.org, &actor.user, "token.revoke_all", Some(what), "ok")?);
+        let ticket = inner.commit(&changes)?;
+        inner.mark_revoked(&ids, now);
+        if let Some((m, at)) = member_cut {
+            m.not_before.store(at, Ordering::Release);
+        }
+        if let (Some(t), None) = (before, user) {
+            let org = cat.org_mut(&actor.org);
+            org.hot.not_before.fetch_max(t, Ordering::AcqRel);
+        }
+        drop(cat);
+        inner.sync(ticket)?;
+        Ok(ids.len())
+    }
+
+    /// Revokes a single access token, presented by its holder (as RFC 7009's
+    /// revocation endpoint does). Its refresh token stays usable. Durable on
+    /// return; revoking a revoked token succeeds.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] or [`Error::InvalidToken`] if the token is not a
+    /// known access token of this store; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// store.revoke_access(access.expose())?;
+    /// assert!(matches!(store.verify(access.expose()), Err(Error::Revoked)));
+    /// assert!(store.exchange(t.token.expose()).is_ok());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn revoke_access(&self, access_token: &str) -> Result<()> {
+        let inner = &*self.inner;
+        let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        let v = verifier(&inner.access_key, &parsed.secret.0);
+        let found = inner.access.with(&parsed.id.0, |a| {
+            a.filter(|a| ct_eq(&a.verifier, &v)).map(|a| {
+                (
+                    a.refresh.clone(),
+                    AccessRecord {
+                        id: parsed.id.0,
+                        refresh_id: a.refresh.id,
+                        issued_at: a.issued_at,
+                        expires_at: a.expires_at,
+                        revoked: true,
+                        verifier: a.verifier,
+                    },
+                    a.revoked.load(Ordering::Acquire),
+                )
+            })
+        });
+        let (parent, rec, already) = found.ok_or(Error::InvalidToken)?;
+        if already {
+            return Ok(());
+        }
+        let ticket = {
+            let _extra = parent.extra.lock();
+            if !inner.access.contains(&rec.id) {
+                // Purged or evicted meanwhile: nothing left to revoke.
+                return Ok(());
+            }
+            let ticket = inner.commit(&[Change::PutAccess(rec.clone())])?;
+            inner.access.with(&rec.id, |a| {
+                if let Some(a) = a {
+                    a.revoked.store(true, Ordering::Release);
+                }
+            });
+            ticket
+        };
+        inner.sync(ticket)
+    }
+
+    // ----- audit, growth, operations -----
+
+    /// The audit trail of the actor's organization, newest first (Owner
+    /// only): every management call with who, what, when and the outcome,
+    /// including refused ones.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
+    /// [`Error::Corrupt`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let events = store.audit(&Actor::new("acme", "ann"), 10)?;
+    /// assert_eq!(events[0].action, "member.add");
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn audit(&self, actor: &Actor, limit: usize) -> Result<Vec<AuditEvent>> {
+        let inner = &*self.inner;
+        {
+            let cat = inner.catalog.lock();
+            let role = inner.actor_role(&cat, actor, "audit")?;
+            if !may(role, Action::Audit) {
+                return Err(inner.deny(actor, "audit", None, "only the Owner may read the audit trail"));
+            }
+        }
+        Ok(inner
+            .backend
+            .events(&actor.org, limit)?
+            .into_iter()
+            .map(|e| AuditEvent {
+                seq: e.seq,
+                at: e.at,
+                org: e.org,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                outcome: e.outcome,
+            })
+            .collect())
+    }
+
+    /// Removes, in one bounded batch of at most `limit` records, access
+    /// records that can no longer verify (expired, revoked, or of a revoked
+    /// or expired refresh token) and refresh records revoked or expired for
+    /// longer than the retention. Call again while `more` is true.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero limit; [`Error::Io`] if storage
+    /// fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Config, ManualClock, Role};
+    /// let clock = ManualClock::new(1_000_000);
+    /// let store = Config::temporary().clock(clock.clone()).open()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
+    /// store.exchange(t.token.expose())?;
+    /// clock.advance(7_200);
+    /// let report = store.purge_expired(1_000)?;
+    /// assert_eq!(report.access_removed, 1);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn purge_expired(&self, limit: usize) -> Result<PurgeReport> {
+        if limit == 0 {
+            return Err(Error::InvalidArgument("limit must be positive".into()));
+        }
+        let inner = &*self.inner;
+        let cat = inner.catalog.lock();
+        let now = inner.now();
+        let mut report = PurgeReport::default();
+        // Refresh records past retention, with all their access records.
+        let mut dead: Vec<Arc<RefreshHot>> = Vec::new();
+        let mut budget = limit;
+        inner.refresh.for_each(|_, r| {
+            let gone_since = if r.is_revoked() {
+                Some(r.revoked_at.load(Ordering::Acquire))
+            } else if r.expires_at <= now {
+                Some(r.expires_at)
+            } else {
+                None
+            };
+            if let Some(t) = gone_since {
+                if t.saturating_add(inner.retention) <= now {
+                    if budget == 0 {
+                        report.more = true;
+                        return false;
+                    }
+                    budget -= 1;
+                    dead.push(r.clone());
+                }
+            }
+            true
+        });
+        let mut changes = Vec::new();
+        let mut dead_access: Vec<([u8; 16], [u8; 16])> = Vec::new();
+        for r in &dead {
+            let extra = r.extra.lock();
+            for a in &extra.live {
+                changes.push(Change::DeleteAccess { refresh_id: r.id, id: *a });
+                dead_access.push((r.id, *a));
+            }
+            changes.push(Change::DeleteRefresh {
+                id: r.id,
+                org: r.member.org.id.to_string(),
+                user: r.member.user.to_string(),
+            });
+        }
+        // Access records that can no longer verify.
+        let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id).collect();
+        if !report.more {
+            inner.access.for_each(|id, a| {
+                let useless = a.expires_at <= now
+                    || a.revoked.load(Ordering::Acquire)
+                    || a.refresh.is_revoked()
+                    || a.refresh.expires_at <= now;
+                if useless && !dead_set.contains(&a.refresh.id) {
+                    if budget == 0 {
+                        report.more = true;
+                        return false;
+                    }
+                    budget -= 1;
+                    changes.push(Change::DeleteAccess { refresh_id: a.refresh.id, id: *id });
+                    dead_access.push((a.refresh.id, *id));
+                }
+                true
+            });
+        }
+        if changes.is_empty() {
+            return Ok(report);
+        }
+        let ticket = inner.commit(&changes)?;
+        for (_, aid) in &dead_access {
+            if let Some(a) = inner.access.remove(aid) {
+                a.refresh.extra.lock().live.retain(|x| x != aid);
+            }
+        }
+        for r in &dead {
+            inner.refresh.remove(&r.id);
+        }
+        report.access_removed = dead_access.len() as u64;
+        report.refresh_removed = dead.len() as u64;
+        drop(cat);
+        inner.lazy(ticket)?;
+        Ok(report)
+    }
+
+    /// Walks every stored record and index and reports any index entry
+    /// without its record, record without its index entries, or undecodable
+    /// value.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if storage cannot be read.
+    ///
+    /// ```
+    /// let store = tokenvault::TokenStore::temporary()?;
+    /// assert!(store.check_integrity()?.is_clean());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn check_integrity(&self) -> Result<IntegrityReport> {
+        let _cat = self.inner.catalog.lock();
+        let mut r = self.inner.backend.check_integrity()?;
+        if self.inner.skipped > 0 && r.problems.is_empty() {
+            r.problems.push(format!(
+                "{} undecodable records were skipped when the store was opened",
+                self.inner.skipped
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Counts of organizations, members, tokens by state, and bytes on disk.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the size on disk cannot be read.
+    ///
+    /// ```
+    /// let store = tokenvault::TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", tokenvault::Role::Owner)?;
+    /// assert_eq!(store.stats()?.members, 1);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn stats(&self) -> Result<Stats> {
+        let inner = &*self.inner;
+        let mut s = Stats::default();
+        {
+            let cat = inner.catalog.lock();
+            for e in cat.orgs.values() {
+                if !e.members.is_empty() {
+                    s.orgs += 1;
+                }
+                s.members += e.members.len() as u64;
+            }
+        }
+        let now = inner.now();
+        inner.refresh.for_each(|_, r| {
+            if r.is_revoked() {
+                s.revoked += 1;
+            } else if r.expires_at <= now {
+                s.expired += 1;
+            } else {
+                s.active += 1;
+            }
+            true
+        });
+        s.access_tokens = inner.access.len() as u64;
+        s.disk_bytes = inner.backend.size_on_disk()?;
+        Ok(s)
+    }
+
+    /// Makes every write so far durable.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// tokenvault::TokenStore::temporary()?.flush()?;
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn flush(&self) -> Result<()> {
+        let t = self.inner.flusher.written.load(Ordering::Acquire);
+        self.inner.sync(t.max(1))
+    }
+}
+
+impl Inner {
+    fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    fn hot_of(&self, r: &RefreshRecord, member: Arc<MemberHot>, last: Option<u64>) -> RefreshHot {
+        let (revoked, at) = match &r.state {
+            StoredState::Active => (false, 0),
+            StoredState::Revoked { at, .. } => (true, *at),
+        };
+        RefreshHot {
+            id: r.id,
+            member,
+            verifier: r.verifier,
+            scopes: self.policy.set_of(&r.scopes),
+            created_at: r.created_at,
+            expires_at: r.expires_at.unwrap_or(u64::MAX),
+            revoked: AtomicBool::new(revoked),
+            revoked_at: AtomicU64::new(at),
+            extra: Mutex::new(RefreshExtra {
+                last_refresh: last,
+                live: Vec::new(),
+            }),
+        }
+    }
+
+    fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
+        let hot = self.refresh.get(&r.id);
+        let last_refresh = hot.as_ref().and_then(|h| h.extra.lock().last_refresh);
+        let state = match r.state {
+            StoredState::Revoked { at, by, reason } => TokenState::Revoked { at, by, reason },
+            StoredState::Active if hot.as_ref().is_some_and(|h| h.is_revoked()) => {
+                TokenState::Revoked {
+                    at: hot.as_ref().map_or(0, |h| h.member.cutoff()),
+                    by: HOST.into(),
+                    reason: Some("cutoff or membership".into()),
+                }
+            }
+            StoredState::Active if r.expires_at.is_some_and(|e| e <= now) => TokenState::Expired,
+            StoredState::Active => TokenState::Active,
+        };
+        TokenInfo {
+            id: TokenId(r.id),
+            org: r.org,
+            user: r.user,
+            role_at_issue: r.role_at_issue,
+            scopes: r.scopes,
+            label: r.label,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            expires_at: r.expires_at,
+            last_refresh,
+            state,
+        }
+    }
+
+    fn list(&self, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let now = self.now();
+        let mut recs = self.backend.list_refresh(org, user)?;
+        recs.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        Ok(recs.into_iter().map(|r| self.info_of(r, now)).collect())
+    }
+
+    fn actor_role(&self, cat: &Catalog, actor: &Actor, action: &str) -> Result<Role> {
+        match cat.member(&actor.org, &actor.user).and_then(|m| m.role()) {
+            Some(r) => Ok(r),
+            None => Err(self.deny(actor, action, None, "the actor is not a member of the organization")),
+        }
+    }
+
+    /// Records a refused call in the audit trail (lazily) and makes the error.
+    fn deny(&self, actor: &Actor, action: &str, target: Option<String>, why: &str) -> Error {
+        if check_id("organization", &actor.org).is_ok() && check_id("user", &actor.user).is_ok() {
+            if let Ok(ev) = self.event(&actor.org, &actor.user, action, target, &format!("denied: {why}")) {
+                if let Ok(t) = self.commit(&[ev]) {
+                    let _ = self.lazy(t);
+                }
+            }
+        }
+        Error::Forbidden(why.into())
+    }
+
+    fn event(&self, org: &str, actor: &str, action: &str, target: Option<String>, outcome: &str) -> Result<Change> {
+        Ok(Change::Event(EventRecord {
+            seq: self.backend.next_seq()?,
+            at: self.now(),
+            org: org.into(),
+            actor: actor.into(),
+            action: action.into(),
+            target,
+            outcome: outcome.into(),
+        }))
+    }
+
+    /// Adds to `changes` the revocation of each active refresh record of
+    /// `org` (or of one member) that `pick` selects; returns their ids.
+    #[allow(clippy::too_many_arguments)]
+    fn revoke_records(
+        &self,
+        org: &str,
+        user: Option<&str>,
+        pick: impl Fn(&RefreshRecord) -> bool,
+        now: u64,
+        by: &str,
+        reason: Option<&str>,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<[u8; 16]>> {
+        let mut ids = Vec::new();
+        for mut r in self.backend.list_refresh(org, user)? {
+            if r.state == StoredState::Active && pick(&r) {
+                ids.push(r.id);
+                r.state = StoredState::Revoked {
+                    at: now,
+                    by: by.into(),
+                    reason: reason.map(Into::into),
+                };
+                changes.push(Change::PutRefresh(r));
+            }
+        }
+        Ok(ids)
+    }
+
+    fn mark_revoked(&self, ids: &[[u8; 16]], now: u64) {
+        for id in ids {
+            if let Some(h) = self.refresh.get(id) {
+                h.revoked_at.store(now, Ordering::Release);
+                h.revoked.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Commits a batch and returns its ticket for [`Inner::sync`].
+    fn commit(&self, changes: &[Change]) -> Result<u64> {
+        self.backend.commit(changes)?;
+        Ok(self.flusher.written.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Waits until the batch with `ticket` is durable; concurrent callers
+    /// share one flush.
+    fn sync(&self, ticket: u64) -> Result<()> {
+        let f = &self.flusher;
+        if f.flushed.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        let _g = f.lock.lock();
+        if f.flushed.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        let target = f.written.load(Ordering::Acquire);
+        self.backend.sync()?;
+        f.flushed.fetch_max(target, Ordering::AcqRel);
+        f.lazy.store(0, Ordering::Release);
+        Ok(())
+    }
+
+    /// A lazy write: flushed by the engine in the background, or here once
+    /// enough lazy writes have piled up, so a later durable call never
+    /// inherits a long backlog.
+    fn lazy(&self, ticket: u64) -> Result<()> {
+        let n = self.flusher.lazy.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.lazy_flush_every {
+            self.sync(ticket)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! Public value types the store's calls take and return.
+
+use std::sync::Arc;
+
+use crate::policy::{Policy, Role, ScopeSet};
+use crate::token::{SecretToken, TokenId};
+
+/// Who performs a management call: a member `(org, user)` already
+/// authenticated by the host. The store reads the actor's role from its own
+/// member records; it never trusts a role passed in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Actor {
+    /// The organization id.
+    pub org: String,
+    /// The user id within the organization.
+    pub user: String,
+}
+
+impl Actor {
+    /// The member `user` of `org`.
+    pub fn new(org: impl Into<String>, user: impl Into<String>) -> Self {
+        Actor {
+            org: org.into(),
+            user: user.into(),
+        }
+    }
+}
+
+/// Options of `generate` and `assign`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenerateOptions {
+    /// A label shown in lists.
+    pub label: Option<String>,
+    /// Narrow the token to these scopes (each must be allowed for the
+    /// member's role); `None` gives every scope of the role.
+    pub scopes: Option<Vec<String>>,
+    /// Seconds until the refresh token expires; `None` for no expiry.
+    pub expires_in: Option<u64>,
+}
+
+impl GenerateOptions {
+    /// Sets the label.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+    /// Narrows the scopes.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Sets an expiry, in seconds from now.
+    pub fn expires_in(mut self, secs: u64) -> Self {
+        self.expires_in = Some(secs);
+        self
+    }
+}
+
+/// The state of a refresh token as shown in lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenState {
+    /// Usable.
+    Active,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked {
+        /// When (Unix seconds).
+        at: u64,
+        /// Who revoked it (a user id, or `host` for membership changes).
+        by: String,
+        /// Why, if a reason was given.
+        reason: Option<String>,
+    },
+}
+
+impl TokenState {
+    /// `active`, `expired` or `revoked`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Expired => "expired",
+            TokenState::Revoked { .. } => "revoked",
+        }
+    }
+}
+
+/// A refresh token as shown in lists: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: TokenId,
+    /// Organization.
+    pub org: String,
+    /// The member the token belongs to.
+    pub user: String,
+    /// The member's role when the token was issued.
+    pub role_at_issue: Role,
+    /// Scopes the token carries (before intersection with the current role).
+    pub scopes: Vec<String>,
+    /// Label, if any.
+    pub label: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Who created it: the member themselves, or the Owner who assigned it.
+    pub created_by: String,
+    /// Unix seconds, if it expires.
+    pub expires_at: Option<u64>,
+    /// The last exchange, Unix seconds.
+    pub last_refresh: Option<u64>,
+    /// Active, expired or revoked.
+    pub state: TokenState,
+}
+
+/// A refresh token just made: the secret is here once and nowhere else.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The refresh token text to hand to its holder.
+    pub token: SecretToken,
+    /// What lists will show of it.
+    pub info: TokenInfo,
+}
+
+/// The answer of `exchange`, with the fields of Squadcast's
+/// `GET /oauth/access-token`.
+#[derive(Debug, Clone)]
+pub struct AccessGrant {
+    /// The access token.
+    pub access_token: SecretToken,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Unix seconds.
+    pub issued_at: u64,
+    /// The refresh token it was made from.
+    pub refresh_token: SecretToken,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// The access token's public id.
+    pub access_id: TokenId,
+    /// The refresh token's public id.
+    pub refresh_id: TokenId,
+}
+
+/// The effective scopes of a verified token.
+#[derive(Clone)]
+pub struct Scopes {
+    pub(crate) set: ScopeSet,
+    pub(crate) policy: Arc<Policy>,
+}
+
+impl Scopes {
+    /// Whether `scope` is granted.
+    pub fn contains(&self, scope: &str) -> bool {
+        self.policy.bit(scope).is_some_and(|b| self.set.contains(b))
+    }
+    /// The scope names.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.policy.names(self.set)
+    }
+    /// Whether no scope is granted.
+    pub fn is_empty(&self) -> bool {
+        self.set.0 == 0
+    }
+}
+
+impl std::fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.to_vec()).finish()
+    }
+}
+
+impl PartialEq for Scopes {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_vec() == other.to_vec()
+    }
+}
+
+/// Who a verified access token speaks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// Organization.
+    pub org: Arc<str>,
+    /// The member.
+    pub user: Arc<str>,
+    /// The member's current role.
+    pub role: Role,
+    /// The token's scopes ∩ the current role's scopes.
+    pub scopes: Scopes,
+    /// The refresh token the access token derives from.
+    pub refresh_id: TokenId,
+    /// The access token's id.
+    pub access_id: TokenId,
+    /// When the access token expires (Unix seconds).
+    pub expires_at: u64,
+}
+
+/// Which tokens a bulk revocation covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeScope {
+    /// Every token of one member of the actor's organization.
+    Member(String),
+    /// Every token of the actor's organization.
+    Org,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Increasing sequence number.
+    pub seq: u64,
+    /// Unix seconds.
+    pub at: u64,
+    /// Organization.
+    pub org: String,
+    /// Who acted (a user id, or `host` for membership calls).
+    pub actor: String,
+    /// What was called, e.g. `generate`, `revoke`, `member.add`.
+    pub action: String,
+    /// What it acted on (a token id or a user), if anything.
+    pub target: Option<String>,
+    /// `ok`, or `denied: …` / `failed: …`.
+    pub outcome: String,
+}
+
+/// What `purge_expired` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Access records removed (expired, revoked, or of a dead family).
+    pub access_removed: u64,
+    /// Refresh records removed (revoked or expired longer ago than the
+    /// retention).
+    pub refresh_removed: u64,
+    /// Whether more remains to purge (call again).
+    pub more: bool,
+}
+
+/// Counts for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Organizations with at least one member.
+    pub orgs: u64,
+    /// Members.
+    pub members: u64,
+    /// Refresh tokens that are usable.
+    pub active: u64,
+    /// Refresh tokens that are revoked.
+    pub revoked: u64,
+    /// Refresh tokens that are expired.
+    pub expired: u64,
+    /// Access records held (live or awaiting purge).
+    pub access_tokens: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
