@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("tokenvault.db");
     let store = Config::new(&path).open()?;
-    println!("1. Opened a store at {} (key file beside it, mode 0600).", path.display());
+    println!(
+        "1. Opened a store at {} (key file beside it, mode 0600).",
+        path.display()
+    );
 
     store.add_member("acme", "olivia", Role::Owner)?;
     store.add_member("acme", "adam", Role::Admin)?;
@@ -25,7 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &own.token.expose()[..8]
     );
 
-    let for_adam = store.assign(&olivia, "adam", GenerateOptions::default().label("terraform"))?;
+    let for_adam = store.assign(
+        &olivia,
+        "adam",
+        GenerateOptions::default().label("terraform"),
+    )?;
     let for_uma = store.assign(&olivia, "uma", GenerateOptions::default().label("ci"))?;
     println!(
         "4. olivia (Owner) assigned tokens {} to adam and {} to uma.",
@@ -44,10 +51,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     match store.list_org(&adam) {
-        Err(Error::Forbidden(why)) => println!("6. adam (Admin) may not list the org's tokens: {why}."),
+        Err(Error::Forbidden(why)) => {
+            println!("6. adam (Admin) may not list the org's tokens: {why}.")
+        }
         other => return Err(format!("expected Forbidden, got {other:?}").into()),
     }
-    println!("   olivia lists all {} tokens of acme.", store.list_org(&olivia)?.len());
+    println!(
+        "   olivia lists all {} tokens of acme.",
+        store.list_org(&olivia)?.len()
+    );
 
     let grant = store.exchange(for_uma.token.expose())?;
     println!(
@@ -60,7 +72,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         who.org, who.user, who.role, who.scopes
     );
     match store.authorize(grant.access_token.expose(), "user-write") {
-        Err(Error::InsufficientScope(s)) => println!("9. A User token is refused the Admin scope `{s}`."),
+        Err(Error::InsufficientScope(s)) => {
+            println!("9. A User token is refused the Admin scope `{s}`.")
+        }
         other => return Err(format!("expected InsufficientScope, got {other:?}").into()),
     }
     let second = store.exchange(for_uma.token.expose())?;
@@ -68,7 +82,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("10. olivia revoked uma's assigned token.");
     for (n, g) in [&grant, &second].iter().enumerate() {
         match store.verify(g.access_token.expose()) {
-            Err(Error::Revoked) => println!("    derived access token #{} is rejected: revoked.", n + 1),
+            Err(Error::Revoked) => {
+                println!("    derived access token #{} is rejected: revoked.", n + 1)
+            }
             other => return Err(format!("expected Revoked, got {other:?}").into()),
         }
     }

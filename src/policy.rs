@@ -193,7 +193,12 @@ impl Default for Policy {
     fn default() -> Self {
         let base = ["read", "squad-read"];
         let user = ["incident-write"];
-        let admin = ["service-write", "squad-create", "squad-update", "user-write"];
+        let admin = [
+            "service-write",
+            "squad-create",
+            "squad-update",
+            "user-write",
+        ];
         Policy::builder()
             .grant(Role::Stakeholder, base)
             .grant(Role::User, base)

@@ -57,14 +57,16 @@ struct Catalog {
 
 impl Catalog {
     fn org_mut(&mut self, org: &str) -> &mut OrgEntry {
-        self.orgs.entry(org.to_string()).or_insert_with(|| OrgEntry {
-            hot: Arc::new(OrgHot {
-                id: Arc::from(org),
-                not_before: AtomicU64::new(0),
-            }),
-            members: HashMap::new(),
-            owner: None,
-        })
+        self.orgs
+            .entry(org.to_string())
+            .or_insert_with(|| OrgEntry {
+                hot: Arc::new(OrgHot {
+                    id: Arc::from(org),
+                    not_before: AtomicU64::new(0),
+                }),
+                members: HashMap::new(),
+                owner: None,
+            })
     }
 
     fn member(&self, org: &str, user: &str) -> Option<&Arc<MemberHot>> {
@@ -241,7 +243,10 @@ impl TokenStore {
         {
             let mut cat = inner.catalog.lock();
             for (org, at) in &snap.org_cutoffs {
-                cat.org_mut(org).hot.not_before.store(*at, Ordering::Relaxed);
+                cat.org_mut(org)
+                    .hot
+                    .not_before
+                    .store(*at, Ordering::Relaxed);
             }
             for m in &snap.members {
                 let entry = cat.org_mut(&m.org);
@@ -337,7 +342,9 @@ impl TokenStore {
         let mut cat = inner.catalog.lock();
         if let Some(e) = cat.orgs.get(org) {
             if e.members.contains_key(user) {
-                return Err(Error::Conflict(format!("{user} is already a member of {org}")));
+                return Err(Error::Conflict(format!(
+                    "{user} is already a member of {org}"
+                )));
             }
             if role == Role::Owner {
                 if let Some(o) = &e.owner {
@@ -355,7 +362,13 @@ impl TokenStore {
         };
         let changes = vec![
             Change::PutMember(rec),
-            inner.event(org, HOST, "member.add", Some(format!("{user} as {role}")), "ok")?,
+            inner.event(
+                org,
+                HOST,
+                "member.add",
+                Some(format!("{user} as {role}")),
+                "ok",
+            )?,
         ];
         let ticket = inner.commit(&changes)?;
         let entry = cat.org_mut(org);
@@ -417,7 +430,13 @@ impl TokenStore {
         };
         let changes = vec![
             Change::PutMember(rec),
-            inner.event(org, HOST, "member.role", Some(format!("{user} to {role}")), "ok")?,
+            inner.event(
+                org,
+                HOST,
+                "member.role",
+                Some(format!("{user} to {role}")),
+                "ok",
+            )?,
         ];
         let ticket = inner.commit(&changes)?;
         m.set_role(Some(role));
@@ -453,7 +472,10 @@ impl TokenStore {
             return Ok(());
         }
         let old_owner = cat.orgs.get(org).and_then(|e| e.owner.clone());
-        let old = old_owner.as_deref().and_then(|o| cat.member(org, o)).cloned();
+        let old = old_owner
+            .as_deref()
+            .and_then(|o| cat.member(org, o))
+            .cloned();
         let mut changes = vec![Change::PutMember(MemberRecord {
             org: org.into(),
             user: new_owner.into(),
@@ -619,12 +641,21 @@ impl TokenStore {
         if opts.expires_in == Some(0) {
             return Err(Error::InvalidArgument("expires_in must be positive".into()));
         }
-        let action = if to.is_some() { "token.assign" } else { "token.generate" };
+        let action = if to.is_some() {
+            "token.assign"
+        } else {
+            "token.generate"
+        };
         let cat = inner.catalog.lock();
         let role = inner.actor_role(&cat, actor, action)?;
         let subject = to.unwrap_or(&actor.user);
         if to.is_some() && !may(role, Action::AssignOther) {
-            return Err(inner.deny(actor, action, Some(subject.into()), "only the Owner may assign tokens"));
+            return Err(inner.deny(
+                actor,
+                action,
+                Some(subject.into()),
+                "only the Owner may assign tokens",
+            ));
         }
         let member = cat
             .member(&actor.org, subject)
@@ -654,7 +685,13 @@ impl TokenStore {
         };
         let changes = vec![
             Change::PutRefresh(rec.clone()),
-            inner.event(&actor.org, &actor.user, action, Some(format!("{id} for {subject}")), "ok")?,
+            inner.event(
+                &actor.org,
+                &actor.user,
+                action,
+                Some(format!("{id} for {subject}")),
+                "ok",
+            )?,
         ];
         let ticket = inner.commit(&changes)?;
         let hot = inner.hot_of(&rec, member, None);
@@ -712,7 +749,12 @@ impl TokenStore {
         let cat = inner.catalog.lock();
         let role = inner.actor_role(&cat, actor, "token.list_org")?;
         if !may(role, Action::ListOrg) {
-            return Err(inner.deny(actor, "token.list_org", None, "only the Owner may list every token"));
+            return Err(inner.deny(
+                actor,
+                "token.list_org",
+                None,
+                "only the Owner may list every token",
+            ));
         }
         inner.list(&actor.org, None)
     }
@@ -773,6 +815,15 @@ impl TokenStore {
         };
         let ticket = {
             let mut extra = parent.extra.lock();
+            // Checked again under the family's lock: a purge that removes a
+            // revoked family takes this lock too, so no access record can be
+            // written for a family that is being deleted.
+            if parent.is_revoked() {
+                return Err(Error::Revoked);
+            }
+            if parent.expires_at <= inner.now() {
+                return Err(Error::Expired);
+            }
             let mut changes = Vec::with_capacity(3);
             let mut evict = 0;
             while extra.live.len() - evict >= inner.cap {
@@ -783,7 +834,10 @@ impl TokenStore {
                 evict += 1;
             }
             changes.push(Change::PutAccess(rec));
-            changes.push(Change::PutLastRefresh { id: parent.id, at: now });
+            changes.push(Change::PutLastRefresh {
+                id: parent.id,
+                at: now,
+            });
             let ticket = inner.commit(&changes)?;
             for old in extra.live.drain(..evict) {
                 inner.access.remove(&old);
@@ -936,11 +990,21 @@ impl TokenStore {
             .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
         let target = Some(id.to_string());
         if *hot.member.org.id != *actor.org {
-            return Err(inner.deny(actor, "token.revoke", target, "the token belongs to another organization"));
+            return Err(inner.deny(
+                actor,
+                "token.revoke",
+                target,
+                "the token belongs to another organization",
+            ));
         }
         let own = *hot.member.user == *actor.user;
         if !own && !may(role, Action::RevokeOther) {
-            return Err(inner.deny(actor, "token.revoke", target, "only the Owner may revoke another member's token"));
+            return Err(inner.deny(
+                actor,
+                "token.revoke",
+                target,
+                "only the Owner may revoke another member's token",
+            ));
         }
         let now = inner.now();
         let mut rec = inner
@@ -987,7 +1051,12 @@ impl TokenStore {
     /// assert_eq!(store.revoke_all(&ann, RevokeScope::Org, None)?, 2);
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
-    pub fn revoke_all(&self, actor: &Actor, scope: RevokeScope, before: Option<u64>) -> Result<usize> {
+    pub fn revoke_all(
+        &self,
+        actor: &Actor,
+        scope: RevokeScope,
+        before: Option<u64>,
+    ) -> Result<usize> {
         let inner = &*self.inner;
         let mut cat = inner.catalog.lock();
         let role = inner.actor_role(&cat, actor, "token.revoke_all")?;
@@ -995,13 +1064,23 @@ impl TokenStore {
         let (user, target) = match &scope {
             RevokeScope::Member(u) => {
                 if *u != actor.user && !may(role, Action::BulkRevokeOther) {
-                    return Err(inner.deny(actor, "token.revoke_all", Some(u.clone()), "only the Owner may revoke another member's tokens"));
+                    return Err(inner.deny(
+                        actor,
+                        "token.revoke_all",
+                        Some(u.clone()),
+                        "only the Owner may revoke another member's tokens",
+                    ));
                 }
                 (Some(u.as_str()), u.clone())
             }
             RevokeScope::Org => {
                 if !may(role, Action::BulkRevokeOrg) {
-                    return Err(inner.deny(actor, "token.revoke_all", Some("org".into()), "only the Owner may revoke every token of the organization"));
+                    return Err(inner.deny(
+                        actor,
+                        "token.revoke_all",
+                        Some("org".into()),
+                        "only the Owner may revoke every token of the organization",
+                    ));
                 }
                 (None, "org".to_string())
             }
@@ -1021,7 +1100,11 @@ impl TokenStore {
             |r| r.created_at < cutoff,
             now,
             &actor.user,
-            Some(if before.is_some() { "revoked before cutoff" } else { "bulk revocation" }),
+            Some(if before.is_some() {
+                "revoked before cutoff"
+            } else {
+                "bulk revocation"
+            }),
             &mut changes,
         )?;
         let mut member_cut = None;
@@ -1040,7 +1123,12 @@ impl TokenStore {
                     }
                 }
                 None => {
-                    let at = cat.org_mut(&actor.org).hot.not_before.load(Ordering::Acquire).max(t);
+                    let at = cat
+                        .org_mut(&actor.org)
+                        .hot
+                        .not_before
+                        .load(Ordering::Acquire)
+                        .max(t);
                     changes.push(Change::PutOrgCutoff {
                         org: actor.org.clone(),
                         at,
@@ -1052,7 +1140,13 @@ impl TokenStore {
             Some(t) => format!("{target} before {t}"),
             None => target,
         };
-        changes.push(inner.event(&actor.org, &actor.user, "token.revoke_all", Some(what), "ok")?);
+        changes.push(inner.event(
+            &actor.org,
+            &actor.user,
+            "token.revoke_all",
+            Some(what),
+            "ok",
+        )?);
         let ticket = inner.commit(&changes)?;
         inner.mark_revoked(&ids, now);
         if let Some((m, at)) = member_cut {
@@ -1151,7 +1245,12 @@ impl TokenStore {
             let cat = inner.catalog.lock();
             let role = inner.actor_role(&cat, actor, "audit")?;
             if !may(role, Action::Audit) {
-                return Err(inner.deny(actor, "audit", None, "only the Owner may read the audit trail"));
+                return Err(inner.deny(
+                    actor,
+                    "audit",
+                    None,
+                    "only the Owner may read the audit trail",
+                ));
             }
         }
         Ok(inner
@@ -1227,7 +1326,10 @@ impl TokenStore {
         for r in &dead {
             let extra = r.extra.lock();
             for a in &extra.live {
-                changes.push(Change::DeleteAccess { refresh_id: r.id, id: *a });
+                changes.push(Change::DeleteAccess {
+                    refresh_id: r.id,
+                    id: *a,
+                });
                 dead_access.push((r.id, *a));
             }
             changes.push(Change::DeleteRefresh {
@@ -1250,7 +1352,10 @@ impl TokenStore {
                         return false;
                     }
                     budget -= 1;
-                    changes.push(Change::DeleteAccess { refresh_id: a.refresh.id, id: *id });
+                    changes.push(Change::DeleteAccess {
+                        refresh_id: a.refresh.id,
+                        id: *id,
+                    });
                     dead_access.push((a.refresh.id, *id));
                 }
                 true
@@ -1412,21 +1517,32 @@ impl Inner {
     fn list(&self, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
         let now = self.now();
         let mut recs = self.backend.list_refresh(org, user)?;
-        recs.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        recs.sort_by_key(|r| (r.created_at, r.id));
         Ok(recs.into_iter().map(|r| self.info_of(r, now)).collect())
     }
 
     fn actor_role(&self, cat: &Catalog, actor: &Actor, action: &str) -> Result<Role> {
         match cat.member(&actor.org, &actor.user).and_then(|m| m.role()) {
             Some(r) => Ok(r),
-            None => Err(self.deny(actor, action, None, "the actor is not a member of the organization")),
+            None => Err(self.deny(
+                actor,
+                action,
+                None,
+                "the actor is not a member of the organization",
+            )),
         }
     }
 
     /// Records a refused call in the audit trail (lazily) and makes the error.
     fn deny(&self, actor: &Actor, action: &str, target: Option<String>, why: &str) -> Error {
         if check_id("organization", &actor.org).is_ok() && check_id("user", &actor.user).is_ok() {
-            if let Ok(ev) = self.event(&actor.org, &actor.user, action, target, &format!("denied: {why}")) {
+            if let Ok(ev) = self.event(
+                &actor.org,
+                &actor.user,
+                action,
+                target,
+                &format!("denied: {why}"),
+            ) {
                 if let Ok(t) = self.commit(&[ev]) {
                     let _ = self.lazy(t);
                 }
@@ -1435,7 +1551,14 @@ impl Inner {
         Error::Forbidden(why.into())
     }
 
-    fn event(&self, org: &str, actor: &str, action: &str, target: Option<String>, outcome: &str) -> Result<Change> {
+    fn event(
+        &self,
+        org: &str,
+        actor: &str,
+        action: &str,
+        target: Option<String>,
+        outcome: &str,
+    ) -> Result<Change> {
         Ok(Change::Event(EventRecord {
             seq: self.backend.next_seq()?,
             at: self.now(),

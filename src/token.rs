@@ -276,7 +276,10 @@ pub(crate) fn parse(prefix: &str, kind: TokenKind, token: &str) -> Result<Parsed
     }
     let body = &t[p + 2..];
     let mut payload = [0u8; PAYLOAD_LEN];
-    for (i, digits) in body[..PAYLOAD_DIGITS].chunks_exact(CHUNK_DIGITS).enumerate() {
+    for (i, digits) in body[..PAYLOAD_DIGITS]
+        .chunks_exact(CHUNK_DIGITS)
+        .enumerate()
+    {
         let v = read_digits(digits).ok_or(Error::Malformed("not base62"))?;
         payload[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
     }
@@ -321,7 +324,9 @@ pub fn inspect(prefix: &str, token: &str) -> Result<(TokenKind, TokenId)> {
 /// check that every valid token round-trips).
 #[doc(hidden)]
 pub fn encode_raw(prefix: &str, kind: TokenKind, id: [u8; 16], secret: [u8; 32]) -> String {
-    encode(prefix, kind, &TokenId(id), &Secret(secret)).0.clone()
+    encode(prefix, kind, &TokenId(id), &Secret(secret))
+        .0
+        .clone()
 }
 
 /// The public pieces of a parsed token, for tests and fuzzing.

@@ -7,8 +7,7 @@ use sled::{Db, Transactional, Tree};
 
 use super::{Backend, Change, IntegrityReport, Snapshot};
 use crate::codec::{
-    decode, encode, member_key, org_key, AccessRecord, EventRecord, MemberRecord,
-    RefreshRecord,
+    decode, encode, member_key, org_key, AccessRecord, EventRecord, MemberRecord, RefreshRecord,
 };
 use crate::error::{Error, Result};
 
@@ -71,7 +70,9 @@ impl SledBackend {
 
 type TxResult = std::result::Result<(), ConflictableTransactionError<Error>>;
 
-fn enc<T: serde::Serialize>(v: &T) -> std::result::Result<Vec<u8>, ConflictableTransactionError<Error>> {
+fn enc<T: serde::Serialize>(
+    v: &T,
+) -> std::result::Result<Vec<u8>, ConflictableTransactionError<Error>> {
     encode(v).map_err(ConflictableTransactionError::Abort)
 }
 
@@ -136,45 +137,47 @@ impl Backend for SledBackend {
             &self.last_refresh,
             &self.events,
         )
-            .transaction(|(members, cutoffs, refresh, by_member, access, last, events)| -> TxResult {
-                for c in changes {
-                    match c {
-                        Change::PutMember(m) => {
-                            members.insert(member_key(&m.org, &m.user), enc(m)?)?;
-                        }
-                        Change::DeleteMember { org, user } => {
-                            members.remove(member_key(org, user))?;
-                        }
-                        Change::PutOrgCutoff { org, at } => {
-                            cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
-                        }
-                        Change::PutRefresh(r) => {
-                            refresh.insert(&r.id[..], enc(r)?)?;
-                            by_member.insert(by_member_key(&r.org, &r.user, &r.id), &[][..])?;
-                        }
-                        Change::DeleteRefresh { id, org, user } => {
-                            refresh.remove(&id[..])?;
-                            by_member.remove(by_member_key(org, user, id))?;
-                            last.remove(&id[..])?;
-                        }
-                        Change::PutLastRefresh { id, at } => {
-                            last.insert(&id[..], &at.to_be_bytes()[..])?;
-                        }
-                        Change::PutAccess(a) => {
-                            access.insert(&access_key(&a.refresh_id, &a.id)[..], enc(a)?)?;
-                        }
-                        Change::DeleteAccess { refresh_id, id } => {
-                            access.remove(&access_key(refresh_id, id)[..])?;
-                        }
-                        Change::Event(e) => {
-                            let mut k = org_key(&e.org);
-                            k.extend_from_slice(&e.seq.to_be_bytes());
-                            events.insert(k, enc(e)?)?;
+            .transaction(
+                |(members, cutoffs, refresh, by_member, access, last, events)| -> TxResult {
+                    for c in changes {
+                        match c {
+                            Change::PutMember(m) => {
+                                members.insert(member_key(&m.org, &m.user), enc(m)?)?;
+                            }
+                            Change::DeleteMember { org, user } => {
+                                members.remove(member_key(org, user))?;
+                            }
+                            Change::PutOrgCutoff { org, at } => {
+                                cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
+                            }
+                            Change::PutRefresh(r) => {
+                                refresh.insert(&r.id[..], enc(r)?)?;
+                                by_member.insert(by_member_key(&r.org, &r.user, &r.id), &[][..])?;
+                            }
+                            Change::DeleteRefresh { id, org, user } => {
+                                refresh.remove(&id[..])?;
+                                by_member.remove(by_member_key(org, user, id))?;
+                                last.remove(&id[..])?;
+                            }
+                            Change::PutLastRefresh { id, at } => {
+                                last.insert(&id[..], &at.to_be_bytes()[..])?;
+                            }
+                            Change::PutAccess(a) => {
+                                access.insert(&access_key(&a.refresh_id, &a.id)[..], enc(a)?)?;
+                            }
+                            Change::DeleteAccess { refresh_id, id } => {
+                                access.remove(&access_key(refresh_id, id)[..])?;
+                            }
+                            Change::Event(e) => {
+                                let mut k = org_key(&e.org);
+                                k.extend_from_slice(&e.seq.to_be_bytes());
+                                events.insert(k, enc(e)?)?;
+                            }
                         }
                     }
-                }
-                Ok(())
-            });
+                    Ok(())
+                },
+            );
         match res {
             Ok(()) => Ok(()),
             Err(TransactionError::Abort(e)) => Err(e),
@@ -238,7 +241,10 @@ impl Backend for SledBackend {
             r.members += 1;
             match decode::<MemberRecord>(&v, "member") {
                 Ok(m) if member_key(&m.org, &m.user) == k.as_ref() => {}
-                Ok(m) => p.push(format!("member {}/{} stored under a foreign key", m.org, m.user)),
+                Ok(m) => p.push(format!(
+                    "member {}/{} stored under a foreign key",
+                    m.org, m.user
+                )),
                 Err(e) => p.push(format!("members: {e}")),
             }
         }
@@ -255,7 +261,10 @@ impl Backend for SledBackend {
             match decode::<RefreshRecord>(&v, "refresh") {
                 Ok(rec) => {
                     if rec.id[..] != k[..] {
-                        p.push(format!("refresh record {} stored under a foreign key", crate::TokenId(rec.id)));
+                        p.push(format!(
+                            "refresh record {} stored under a foreign key",
+                            crate::TokenId(rec.id)
+                        ));
                     }
                     let ik = by_member_key(&rec.org, &rec.user, &rec.id);
                     if !self.by_member.contains_key(ik).map_err(io)? {
@@ -292,7 +301,10 @@ impl Backend for SledBackend {
             match decode::<AccessRecord>(&v, "access") {
                 Ok(a) => {
                     if access_key(&a.refresh_id, &a.id)[..] != k[..] {
-                        p.push(format!("access record {} stored under a foreign key", crate::TokenId(a.id)));
+                        p.push(format!(
+                            "access record {} stored under a foreign key",
+                            crate::TokenId(a.id)
+                        ));
                     }
                     if !refresh_ids.contains(&a.refresh_id) {
                         p.push(format!(
