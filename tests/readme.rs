@@ -1,0 +1,38 @@
+//! The README's library example is the crate documentation's example (which
+//! rustdoc runs), line for line, so the README never shows code that does not
+//! compile.
+
+fn doc_example() -> Vec<String> {
+    let lib = include_str!("../src/lib.rs");
+    let doc: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let start = doc.iter().position(|l| *l == "```").expect("doc example") + 1;
+    let end = start + doc[start..].iter().position(|l| *l == "```").unwrap();
+    doc[start..end]
+        .iter()
+        .filter(|l| !l.starts_with("# "))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+fn readme_example() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let lines: Vec<&str> = readme.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == "```rust")
+        .expect("rust block")
+        + 1;
+    let end = start + lines[start..].iter().position(|l| *l == "```").unwrap();
+    lines[start..end].iter().map(|l| l.to_string()).collect()
+}
+
+#[test]
+fn readme_example_matches_crate_docs() {
+    let doc = doc_example();
+    assert!(doc.len() > 10, "doc example too short: {doc:?}");
+    assert_eq!(readme_example(), doc);
+}
