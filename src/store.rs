@@ -53,6 +53,9 @@ struct OrgEntry {
 #[derive(Default)]
 struct Catalog {
     orgs: HashMap<String, OrgEntry>,
+    /// Stand-ins for members no longer present, so that their (revoked)
+    /// tokens still have someone to hang on.
+    ghosts: HashMap<(String, String), Arc<MemberHot>>,
 }
 
 impl Catalog {
@@ -71,6 +74,26 @@ impl Catalog {
 
     fn member(&self, org: &str, user: &str) -> Option<&Arc<MemberHot>> {
         self.orgs.get(org)?.members.get(user)
+    }
+
+    /// The member a token of `(org, user)` hangs on: the member, or a
+    /// removed stand-in.
+    fn holder(&mut self, org: &str, user: &str) -> Arc<MemberHot> {
+        if let Some(m) = self.member(org, user) {
+            return m.clone();
+        }
+        let org_hot = self.org_mut(org).hot.clone();
+        self.ghosts
+            .entry((org.to_string(), user.to_string()))
+            .or_insert_with(|| {
+                Arc::new(MemberHot {
+                    org: org_hot,
+                    user: Arc::from(user),
+                    role: AtomicU8::new(ROLE_REMOVED),
+                    not_before: AtomicU64::new(0),
+                })
+            })
+            .clone()
     }
 }
 
@@ -241,65 +264,25 @@ impl TokenStore {
             backend,
         };
         {
+            // Loading is applying every stored record to empty memory.
             let mut cat = inner.catalog.lock();
-            for (org, at) in &snap.org_cutoffs {
-                cat.org_mut(org)
-                    .hot
-                    .not_before
-                    .store(*at, Ordering::Relaxed);
-            }
-            for m in &snap.members {
-                let entry = cat.org_mut(&m.org);
-                let hot = Arc::new(MemberHot {
-                    org: entry.hot.clone(),
-                    user: Arc::from(m.user.as_str()),
-                    role: AtomicU8::new(m.role as u8),
-                    not_before: AtomicU64::new(m.not_before),
-                });
-                if m.role == Role::Owner {
-                    entry.owner = Some(m.user.clone());
-                }
-                entry.members.insert(m.user.clone(), hot);
-            }
-            // Tokens of members no longer present hang on a removed member.
-            let mut ghosts: HashMap<(String, String), Arc<MemberHot>> = HashMap::new();
-            let last: HashMap<[u8; 16], u64> = snap.last_refresh.iter().copied().collect();
-            for r in &snap.refresh {
-                let member = match cat.member(&r.org, &r.user) {
-                    Some(m) => m.clone(),
-                    None => ghosts
-                        .entry((r.org.clone(), r.user.clone()))
-                        .or_insert_with(|| {
-                            Arc::new(MemberHot {
-                                org: cat.org_mut(&r.org).hot.clone(),
-                                user: Arc::from(r.user.as_str()),
-                                role: AtomicU8::new(ROLE_REMOVED),
-                                not_before: AtomicU64::new(0),
-                            })
-                        })
-                        .clone(),
-                };
-                let hot = inner.hot_of(r, member, last.get(&r.id).copied());
-                inner.refresh.insert(r.id, Arc::new(hot));
-            }
+            let mut changes: Vec<Change> = Vec::new();
+            changes.extend(
+                snap.org_cutoffs
+                    .into_iter()
+                    .map(|(org, at)| Change::PutOrgCutoff { org, at }),
+            );
+            changes.extend(snap.members.into_iter().map(Change::PutMember));
+            changes.extend(snap.refresh.into_iter().map(Change::PutRefresh));
             let mut access = snap.access;
             access.sort_by_key(|a| (a.issued_at, a.id));
-            for a in access {
-                let Some(parent) = inner.refresh.get(&a.refresh_id) else {
-                    continue;
-                };
-                parent.extra.lock().live.push(a.id);
-                inner.access.insert(
-                    a.id,
-                    AccessHot {
-                        refresh: parent,
-                        verifier: a.verifier,
-                        issued_at: a.issued_at,
-                        expires_at: a.expires_at,
-                        revoked: AtomicBool::new(a.revoked),
-                    },
-                );
-            }
+            changes.extend(access.into_iter().map(Change::PutAccess));
+            changes.extend(
+                snap.last_refresh
+                    .into_iter()
+                    .map(|(id, at)| Change::PutLastRefresh { id, at }),
+            );
+            inner.apply(&mut cat, &changes);
         }
         Ok(TokenStore {
             inner: Arc::new(inner),
@@ -370,18 +353,7 @@ impl TokenStore {
                 "ok",
             )?,
         ];
-        let ticket = inner.commit(&changes)?;
-        let entry = cat.org_mut(org);
-        let hot = Arc::new(MemberHot {
-            org: entry.hot.clone(),
-            user: Arc::from(user),
-            role: AtomicU8::new(role as u8),
-            not_before: AtomicU64::new(0),
-        });
-        entry.members.insert(user.into(), hot);
-        if role == Role::Owner {
-            entry.owner = Some(user.into());
-        }
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)
     }
@@ -406,7 +378,7 @@ impl TokenStore {
     /// ```
     pub fn set_role(&self, org: &str, user: &str, role: Role) -> Result<()> {
         let inner = &*self.inner;
-        let cat = inner.catalog.lock();
+        let mut cat = inner.catalog.lock();
         let m = cat
             .member(org, user)
             .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
@@ -438,8 +410,7 @@ impl TokenStore {
                 "ok",
             )?,
         ];
-        let ticket = inner.commit(&changes)?;
-        m.set_role(Some(role));
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)
     }
@@ -491,12 +462,7 @@ impl TokenStore {
             }));
         }
         changes.push(inner.event(org, HOST, "member.transfer", Some(new_owner.into()), "ok")?);
-        let ticket = inner.commit(&changes)?;
-        if let Some(o) = &old {
-            o.set_role(Some(Role::Admin));
-        }
-        new.set_role(Some(Role::Owner));
-        cat.org_mut(org).owner = Some(new_owner.into());
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)
     }
@@ -547,12 +513,7 @@ impl TokenStore {
             user: user.into(),
         });
         changes.push(inner.event(org, HOST, "member.remove", Some(user.into()), "ok")?);
-        let ticket = inner.commit(&changes)?;
-        m.set_role(None);
-        inner.mark_revoked(&ids, now);
-        if let Some(e) = cat.orgs.get_mut(org) {
-            e.members.remove(user);
-        }
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
         Ok(ids.len())
@@ -646,7 +607,7 @@ impl TokenStore {
         } else {
             "token.generate"
         };
-        let cat = inner.catalog.lock();
+        let mut cat = inner.catalog.lock();
         let role = inner.actor_role(&cat, actor, action)?;
         let subject = to.unwrap_or(&actor.user);
         if to.is_some() && !may(role, Action::AssignOther) {
@@ -693,9 +654,7 @@ impl TokenStore {
                 "ok",
             )?,
         ];
-        let ticket = inner.commit(&changes)?;
-        let hot = inner.hot_of(&rec, member, None);
-        inner.refresh.insert(id.0, Arc::new(hot));
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
         Ok(IssuedToken {
@@ -804,14 +763,13 @@ impl TokenStore {
             }
         };
         let expires_at = now.saturating_add(inner.access_ttl).min(parent.expires_at);
-        let access_verifier = verifier(&inner.access_key, &asecret.0);
         let rec = AccessRecord {
             id: aid.0,
             refresh_id: parent.id,
             issued_at: now,
             expires_at,
             revoked: false,
-            verifier: access_verifier,
+            verifier: verifier(&inner.access_key, &asecret.0),
         };
         let ticket = {
             let mut extra = parent.extra.lock();
@@ -839,21 +797,7 @@ impl TokenStore {
                 at: now,
             });
             let ticket = inner.commit(&changes)?;
-            for old in extra.live.drain(..evict) {
-                inner.access.remove(&old);
-            }
-            extra.live.push(aid.0);
-            extra.last_refresh = Some(now);
-            inner.access.insert(
-                aid.0,
-                AccessHot {
-                    refresh: parent.clone(),
-                    verifier: access_verifier,
-                    issued_at: now,
-                    expires_at,
-                    revoked: AtomicBool::new(false),
-                },
-            );
+            inner.apply_family(&parent, &mut extra, &changes);
             ticket
         };
         if inner.durable_exchange {
@@ -982,7 +926,7 @@ impl TokenStore {
             check_text("reason", r, MAX_REASON)?;
         }
         let inner = &*self.inner;
-        let cat = inner.catalog.lock();
+        let mut cat = inner.catalog.lock();
         let role = inner.actor_role(&cat, actor, "token.revoke")?;
         let hot = inner
             .refresh
@@ -1023,8 +967,7 @@ impl TokenStore {
             Change::PutRefresh(rec),
             inner.event(&actor.org, &actor.user, "token.revoke", target, "ok")?,
         ];
-        let ticket = inner.commit(&changes)?;
-        inner.mark_revoked(&[id.0], now);
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)
     }
@@ -1107,7 +1050,6 @@ impl TokenStore {
             }),
             &mut changes,
         )?;
-        let mut member_cut = None;
         if let Some(t) = before {
             match user {
                 Some(u) => {
@@ -1119,7 +1061,6 @@ impl TokenStore {
                             role: m.role().unwrap_or(Role::Stakeholder),
                             not_before: at,
                         }));
-                        member_cut = Some((m.clone(), at));
                     }
                 }
                 None => {
@@ -1147,15 +1088,7 @@ impl TokenStore {
             Some(what),
             "ok",
         )?);
-        let ticket = inner.commit(&changes)?;
-        inner.mark_revoked(&ids, now);
-        if let Some((m, at)) = member_cut {
-            m.not_before.store(at, Ordering::Release);
-        }
-        if let (Some(t), None) = (before, user) {
-            let org = cat.org_mut(&actor.org);
-            org.hot.not_before.fetch_max(t, Ordering::AcqRel);
-        }
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
         Ok(ids.len())
@@ -1205,17 +1138,14 @@ impl TokenStore {
             return Ok(());
         }
         let ticket = {
-            let _extra = parent.extra.lock();
+            let mut extra = parent.extra.lock();
             if !inner.access.contains(&rec.id) {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }
-            let ticket = inner.commit(&[Change::PutAccess(rec.clone())])?;
-            inner.access.with(&rec.id, |a| {
-                if let Some(a) = a {
-                    a.revoked.store(true, Ordering::Release);
-                }
-            });
+            let changes = [Change::PutAccess(rec)];
+            let ticket = inner.commit(&changes)?;
+            inner.apply_family(&parent, &mut extra, &changes);
             ticket
         };
         inner.sync(ticket)
@@ -1295,7 +1225,7 @@ impl TokenStore {
             return Err(Error::InvalidArgument("limit must be positive".into()));
         }
         let inner = &*self.inner;
-        let cat = inner.catalog.lock();
+        let mut cat = inner.catalog.lock();
         let now = inner.now();
         let mut report = PurgeReport::default();
         // Refresh records past retention, with all their access records.
@@ -1322,7 +1252,6 @@ impl TokenStore {
             true
         });
         let mut changes = Vec::new();
-        let mut dead_access: Vec<([u8; 16], [u8; 16])> = Vec::new();
         for r in &dead {
             let extra = r.extra.lock();
             for a in &extra.live {
@@ -1330,7 +1259,6 @@ impl TokenStore {
                     refresh_id: r.id,
                     id: *a,
                 });
-                dead_access.push((r.id, *a));
             }
             changes.push(Change::DeleteRefresh {
                 id: r.id,
@@ -1356,7 +1284,6 @@ impl TokenStore {
                         refresh_id: a.refresh.id,
                         id: *id,
                     });
-                    dead_access.push((a.refresh.id, *id));
                 }
                 true
             });
@@ -1364,17 +1291,9 @@ impl TokenStore {
         if changes.is_empty() {
             return Ok(report);
         }
-        let ticket = inner.commit(&changes)?;
-        for (_, aid) in &dead_access {
-            if let Some(a) = inner.access.remove(aid) {
-                a.refresh.extra.lock().live.retain(|x| x != aid);
-            }
-        }
-        for r in &dead {
-            inner.refresh.remove(&r.id);
-        }
-        report.access_removed = dead_access.len() as u64;
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
         report.refresh_removed = dead.len() as u64;
+        report.access_removed = changes.len() as u64 - report.refresh_removed;
         drop(cat);
         inner.lazy(ticket)?;
         Ok(report)
@@ -1463,7 +1382,128 @@ impl Inner {
         self.clock.now()
     }
 
-    fn hot_of(&self, r: &RefreshRecord, member: Arc<MemberHot>, last: Option<u64>) -> RefreshHot {
+    /// Brings the in-memory state in line with a committed batch. Every
+    /// write path goes through here (and so does loading at open), so memory
+    /// and storage cannot drift apart call by call.
+    fn apply(&self, cat: &mut Catalog, changes: &[Change]) {
+        for c in changes {
+            match c {
+                Change::PutMember(m) => {
+                    let entry = cat.org_mut(&m.org);
+                    match entry.members.get(&m.user) {
+                        Some(hot) => {
+                            hot.set_role(Some(m.role));
+                            hot.not_before.fetch_max(m.not_before, Ordering::AcqRel);
+                        }
+                        None => {
+                            let hot = Arc::new(MemberHot {
+                                org: entry.hot.clone(),
+                                user: Arc::from(m.user.as_str()),
+                                role: AtomicU8::new(m.role as u8),
+                                not_before: AtomicU64::new(m.not_before),
+                            });
+                            entry.members.insert(m.user.clone(), hot);
+                        }
+                    }
+                    if m.role == Role::Owner {
+                        entry.owner = Some(m.user.clone());
+                    } else if entry.owner.as_deref() == Some(m.user.as_str()) {
+                        entry.owner = None;
+                    }
+                }
+                Change::DeleteMember { org, user } => {
+                    let entry = cat.org_mut(org);
+                    if let Some(hot) = entry.members.remove(user) {
+                        hot.set_role(None);
+                        if entry.owner.as_deref() == Some(user.as_str()) {
+                            entry.owner = None;
+                        }
+                        cat.ghosts.insert((org.clone(), user.clone()), hot);
+                    }
+                }
+                Change::PutOrgCutoff { org, at } => {
+                    cat.org_mut(org)
+                        .hot
+                        .not_before
+                        .fetch_max(*at, Ordering::AcqRel);
+                }
+                Change::PutRefresh(r) => match self.refresh.get(&r.id) {
+                    Some(hot) => {
+                        // Revocation is one-way.
+                        if let StoredState::Revoked { at, .. } = r.state {
+                            hot.revoked_at.store(at, Ordering::Release);
+                            hot.revoked.store(true, Ordering::Release);
+                        }
+                    }
+                    None => {
+                        let member = cat.holder(&r.org, &r.user);
+                        self.refresh.insert(r.id, Arc::new(self.hot_of(r, member)));
+                    }
+                },
+                Change::DeleteRefresh { id, .. } => {
+                    self.refresh.remove(id);
+                }
+                Change::PutAccess(_)
+                | Change::DeleteAccess { .. }
+                | Change::PutLastRefresh { .. } => {
+                    let id = match c {
+                        Change::PutAccess(a) => a.refresh_id,
+                        Change::DeleteAccess { refresh_id, .. } => *refresh_id,
+                        Change::PutLastRefresh { id, .. } => *id,
+                        _ => unreachable!("matched above"),
+                    };
+                    if let Some(parent) = self.refresh.get(&id) {
+                        let mut extra = parent.extra.lock();
+                        self.apply_family(&parent, &mut extra, std::slice::from_ref(c));
+                    }
+                }
+                Change::Event(_) => {}
+            }
+        }
+    }
+
+    /// The access-token part of [`Inner::apply`] for one family whose lock
+    /// the caller holds (the exchange path).
+    fn apply_family(&self, parent: &Arc<RefreshHot>, extra: &mut RefreshExtra, changes: &[Change]) {
+        for c in changes {
+            match c {
+                Change::PutAccess(a) => {
+                    let updated = self.access.with(&a.id, |old| match old {
+                        Some(old) => {
+                            if a.revoked {
+                                old.revoked.store(true, Ordering::Release);
+                            }
+                            true
+                        }
+                        None => false,
+                    });
+                    if !updated {
+                        extra.live.push(a.id);
+                        self.access.insert(
+                            a.id,
+                            AccessHot {
+                                refresh: parent.clone(),
+                                verifier: a.verifier,
+                                issued_at: a.issued_at,
+                                expires_at: a.expires_at,
+                                revoked: AtomicBool::new(a.revoked),
+                            },
+                        );
+                    }
+                }
+                Change::DeleteAccess { id, .. } => {
+                    self.access.remove(id);
+                    extra.live.retain(|x| x != id);
+                }
+                Change::PutLastRefresh { at, .. } => {
+                    extra.last_refresh = Some(extra.last_refresh.map_or(*at, |l| l.max(*at)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn hot_of(&self, r: &RefreshRecord, member: Arc<MemberHot>) -> RefreshHot {
         let (revoked, at) = match &r.state {
             StoredState::Active => (false, 0),
             StoredState::Revoked { at, .. } => (true, *at),
@@ -1477,10 +1517,7 @@ impl Inner {
             expires_at: r.expires_at.unwrap_or(u64::MAX),
             revoked: AtomicBool::new(revoked),
             revoked_at: AtomicU64::new(at),
-            extra: Mutex::new(RefreshExtra {
-                last_refresh: last,
-                live: Vec::new(),
-            }),
+            extra: Mutex::new(RefreshExtra::default()),
         }
     }
 
@@ -1598,13 +1635,12 @@ impl Inner {
         Ok(ids)
     }
 
-    fn mark_revoked(&self, ids: &[[u8; 16]], now: u64) {
-        for id in ids {
-            if let Some(h) = self.refresh.get(id) {
-                h.revoked_at.store(now, Ordering::Release);
-                h.revoked.store(true, Ordering::Release);
-            }
-        }
+    /// Commits a batch, brings memory in line, and returns the ticket for
+    /// [`Inner::sync`].
+    fn commit_apply(&self, cat: &mut Catalog, changes: &[Change]) -> Result<u64> {
+        let ticket = self.commit(changes)?;
+        self.apply(cat, changes);
+        Ok(ticket)
     }
 
     /// Commits a batch and returns its ticket for [`Inner::sync`].
