@@ -105,7 +105,7 @@ struct Flusher {
     lazy: AtomicU64,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     backend: Box<dyn Backend>,
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
@@ -287,6 +287,14 @@ impl TokenStore {
         Ok(TokenStore {
             inner: Arc::new(inner),
         })
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<TokenStore> {
+        weak.upgrade().map(|inner| TokenStore { inner })
     }
 
     /// The token prefix of this store (e.g. `tv`).
