@@ -1,0 +1,192 @@
+//! The command line grammar (clap derive).
+//!
+//! To add a command (e.g. `serve` behind the `http` feature), add a variant
+//! to [`Command`] and a match arm in `commands::run`.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use tokenvault::{Actor, Role, TokenId};
+
+use crate::parse;
+
+/// Operate a tokenvault store: members, refresh and access tokens,
+/// revocation, audit, purge and integrity.
+#[derive(Debug, Parser)]
+#[command(name = "tokenvault", version, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 refused or failed, 2 bad usage.\n\
+A TOKEN given as `-` is read from standard input."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts, before or after its name.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The store's directory (its key file is PATH.key beside it).
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENVAULT_DB",
+        default_value = "./tokenvault.db",
+        value_name = "PATH"
+    )]
+    pub db: PathBuf,
+    /// Print exactly one JSON document on standard output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the store and its key file (mode 0600).
+    Init,
+    /// Keep the organization's membership (as the host service does).
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Refresh tokens: generate, assign, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Trade a refresh token for an access token and print the grant.
+    Exchange {
+        /// The refresh token, or `-` to read it from standard input.
+        #[arg(value_name = "REFRESH_TOKEN")]
+        token: String,
+    },
+    /// Check an access token and print whom it speaks for.
+    Verify {
+        /// The access token, or `-` to read it from standard input.
+        #[arg(value_name = "ACCESS_TOKEN")]
+        token: String,
+        /// Also require this scope.
+        #[arg(long, value_name = "S")]
+        scope: Option<String>,
+    },
+    /// The organization's audit trail, newest first (Owner only).
+    Audit {
+        /// The acting Owner.
+        #[arg(long = "as", value_name = "ORG/OWNER", value_parser = parse::actor)]
+        actor: Actor,
+        /// How many events to show.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+    },
+    /// Remove expired access tokens and old revoked or expired refresh
+    /// tokens, in batches (a progress bar when standard error is a terminal).
+    Purge {
+        /// Records removed per batch.
+        #[arg(long, value_name = "N", default_value_t = 1000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
+    /// Check every record and index; exit 1 if anything is wrong.
+    Check,
+    /// Counts of members, tokens by state, and size on disk.
+    Stats,
+    /// Play the seed story on a temporary store and narrate each step.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a member with ROLE (owner, admin, user or stakeholder).
+    Add {
+        org: String,
+        user: String,
+        #[arg(value_parser = parse::role)]
+        role: Role,
+    },
+    /// Change a member's role (the Owner changes only by `transfer`).
+    Role {
+        org: String,
+        user: String,
+        #[arg(value_parser = parse::role)]
+        role: Role,
+    },
+    /// Remove a member and revoke all their tokens.
+    Remove { org: String, user: String },
+    /// Make NEW_OWNER the Owner; the previous Owner becomes an Admin.
+    Transfer { org: String, new_owner: String },
+    /// The members of ORG and their roles.
+    List { org: String },
+}
+
+/// `--label`, `--scopes`, `--expires-in` of `generate` and `assign`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// A label shown in lists.
+    #[arg(long, value_name = "L")]
+    pub label: Option<String>,
+    /// Narrow the token to these scopes (comma separated).
+    #[arg(long, value_name = "a,b", value_delimiter = ',')]
+    pub scopes: Option<Vec<String>>,
+    /// Expiry: 30d, 12h, 90m, 3600s, or plain seconds (default: never).
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Generate the actor's own refresh token (printed once).
+    Generate {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        #[command(flatten)]
+        issue: IssueArgs,
+    },
+    /// The Owner assigns a refresh token to another member (printed once).
+    Assign {
+        #[arg(long = "as", value_name = "ORG/OWNER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The member who receives the token.
+        #[arg(long, value_name = "USER")]
+        to: String,
+        #[command(flatten)]
+        issue: IssueArgs,
+    },
+    /// The actor's own tokens; with --all every token of the org (Owner only).
+    List {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        /// Every token of the organization.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a refresh token and every access token derived from it.
+    Revoke {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The token's id (32 hex digits, as `token list` shows).
+        #[arg(value_name = "ID", value_parser = token_id)]
+        id: TokenId,
+        /// Why (kept in the token's record).
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// Revoke every token of a member or of the organization.
+    #[command(group(ArgGroup::new("target").required(true).args(["user", "org"])))]
+    RevokeAll {
+        #[arg(long = "as", value_name = "ORG/OWNER", value_parser = parse::actor)]
+        actor: Actor,
+        /// Every token of this member.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Every token of the organization.
+        #[arg(long)]
+        org: bool,
+        /// Only tokens issued before TIME (now, Unix seconds, or RFC 3339);
+        /// the cutoff is kept, so verification checks it too.
+        #[arg(long, value_name = "TIME", value_parser = parse::time)]
+        before: Option<u64>,
+    },
+}
+
+fn token_id(s: &str) -> Result<TokenId, String> {
+    s.parse::<TokenId>()
+        .map_err(|_| format!("`{s}` is not a token id (32 hexadecimal digits)"))
+}

@@ -1,0 +1,573 @@
+//! What each command does: open the store, call the library, shape the
+//! answer.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokenvault::{Config, GenerateOptions, IssuedToken, RevokeScope, Role, TokenInfo, TokenStore};
+use zeroize::Zeroizing;
+
+use crate::cli::{Cli, Command, IssueArgs, MemberCommand, TokenCommand};
+use crate::error::CliError;
+use crate::output::{plural, when, Report, Table};
+use crate::parse::format_time;
+
+/// Runs the parsed command line.
+pub fn run(cli: &Cli) -> Result<Report, CliError> {
+    let db = &cli.global.db;
+    match &cli.command {
+        Command::Init => init(db),
+        Command::Demo => crate::demo::run(),
+        other => {
+            let store = open_existing(db)?;
+            let result = on_store(&store, other);
+            // Every write, including the audit entry of a refused call, is
+            // durable before the process exits.
+            let flushed = store.flush();
+            let report = result?;
+            flushed?;
+            Ok(report)
+        }
+    }
+}
+
+/// The key file the library uses for `db`: the same path with `.key`
+/// appended to its last component.
+pub fn key_file(db: &Path) -> Result<PathBuf, CliError> {
+    let name = db.file_name().ok_or_else(|| {
+        CliError::new(
+            "usage",
+            format!(
+                "--db {} does not name a directory (e.g. ./tokenvault.db)",
+                db.display()
+            ),
+        )
+    })?;
+    let mut name = name.to_os_string();
+    name.push(".key");
+    Ok(db.with_file_name(name))
+}
+
+/// Opens an existing store; creates nothing when it is missing.
+pub fn open_existing(db: &Path) -> Result<TokenStore, CliError> {
+    let kf = key_file(db)?;
+    if !db.exists() {
+        return Err(CliError::new(
+            "not_found",
+            format!(
+                "no token store at {} (create one with `tokenvault init`, or pass --db PATH)",
+                db.display()
+            ),
+        ));
+    }
+    if !kf.exists() {
+        return Err(CliError::new(
+            "key_mismatch",
+            format!(
+                "the key file {} of the store {} is missing; the store opens only with the key it was created with",
+                kf.display(),
+                db.display()
+            ),
+        ));
+    }
+    Ok(Config::new(db).create_if_missing(false).open()?)
+}
+
+fn init(db: &Path) -> Result<Report, CliError> {
+    let kf = key_file(db)?;
+    if db.exists() {
+        return Err(CliError::new(
+            "conflict",
+            format!("a token store already exists at {}", db.display()),
+        ));
+    }
+    if kf.exists() {
+        return Err(CliError::new(
+            "conflict",
+            format!(
+                "a key file already exists at {} without its store; move it away first",
+                kf.display()
+            ),
+        ));
+    }
+    let store = Config::new(db).open()?;
+    store.flush()?;
+    Ok(Report::new(
+        json!({ "db": db.display().to_string(), "key_file": kf.display().to_string() }),
+        format!(
+            "Created a token store at {} with its key file {} (mode 0600; keep it secret and back it up).\n\
+             Next: tokenvault member add ORG USER owner",
+            db.display(),
+            kf.display()
+        ),
+    ))
+}
+
+fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
+    match cmd {
+        Command::Member(m) => member(store, m),
+        Command::Token(t) => token(store, t),
+        Command::Exchange { token } => exchange(store, token),
+        Command::Verify { token, scope } => verify(store, token, scope.as_deref()),
+        Command::Audit { actor, limit } => audit(store, actor, *limit),
+        Command::Purge { batch } => purge(store, *batch as usize),
+        Command::Check => check(store),
+        Command::Stats => stats(store),
+        Command::Init | Command::Demo => unreachable_command(),
+    }
+}
+
+fn unreachable_command() -> Result<Report, CliError> {
+    Err(CliError::new(
+        "usage",
+        "this command does not run on an existing store",
+    ))
+}
+
+// ----- members -----
+
+fn member(store: &TokenStore, cmd: &MemberCommand) -> Result<Report, CliError> {
+    match cmd {
+        MemberCommand::Add { org, user, role } => {
+            store.add_member(org, user, *role)?;
+            Ok(Report::new(
+                json!({ "org": org, "user": user, "role": role.as_str() }),
+                format!("Added {user} to {org} as {role}."),
+            ))
+        }
+        MemberCommand::Role { org, user, role } => {
+            store.set_role(org, user, *role)?;
+            Ok(Report::new(
+                json!({ "org": org, "user": user, "role": role.as_str() }),
+                format!("{org}/{user} is now {role}; their tokens carry at most a {role}'s scopes from now on."),
+            ))
+        }
+        MemberCommand::Remove { org, user } => {
+            let n = store.remove_member(org, user)?;
+            Ok(Report::new(
+                json!({ "org": org, "user": user, "revoked": n }),
+                format!(
+                    "Removed {user} from {org} and revoked {}.",
+                    plural(n as u64, "refresh token", "refresh tokens")
+                ),
+            ))
+        }
+        MemberCommand::Transfer { org, new_owner } => {
+            let previous = owner_of(store, org);
+            store.transfer_ownership(org, new_owner)?;
+            let human = match &previous {
+                Some(p) if p == new_owner => format!("{new_owner} is already the Owner of {org}."),
+                Some(p) => format!("{new_owner} is now the Owner of {org}; {p} became an Admin."),
+                None => format!("{new_owner} is now the Owner of {org}."),
+            };
+            Ok(Report::new(
+                json!({ "org": org, "owner": new_owner, "previous_owner": previous }),
+                human,
+            ))
+        }
+        MemberCommand::List { org } => {
+            let members = store.members(org);
+            if members.is_empty() {
+                return Err(CliError::new(
+                    "not_found",
+                    format!("no organization {org} (it has no members)"),
+                ));
+            }
+            let mut table = Table::new(["USER", "ROLE"]);
+            for (u, r) in &members {
+                table.row(vec![u.clone(), r.to_string()]);
+            }
+            let list: Vec<Value> = members
+                .iter()
+                .map(|(u, r)| json!({ "user": u, "role": r.as_str() }))
+                .collect();
+            Ok(Report::new(
+                json!({ "org": org, "members": list }),
+                table.render(),
+            ))
+        }
+    }
+}
+
+fn owner_of(store: &TokenStore, org: &str) -> Option<String> {
+    store
+        .members(org)
+        .into_iter()
+        .find(|(_, r)| *r == Role::Owner)
+        .map(|(u, _)| u)
+}
+
+// ----- tokens -----
+
+fn options(a: &IssueArgs) -> GenerateOptions {
+    GenerateOptions {
+        label: a.label.clone(),
+        scopes: a.scopes.clone(),
+        expires_in: a.expires_in,
+    }
+}
+
+fn token(store: &TokenStore, cmd: &TokenCommand) -> Result<Report, CliError> {
+    match cmd {
+        TokenCommand::Generate { actor, issue } => {
+            let t = store.generate(actor, options(issue))?;
+            Ok(issued(&t))
+        }
+        TokenCommand::Assign { actor, to, issue } => {
+            let t = store.assign(actor, to, options(issue))?;
+            Ok(issued(&t))
+        }
+        TokenCommand::List { actor, all } => {
+            let tokens = if *all {
+                store.list_org(actor)?
+            } else {
+                store.list_own(actor)?
+            };
+            let json = json!({ "tokens": tokens.iter().map(token_json).collect::<Vec<_>>() });
+            let human = if tokens.is_empty() {
+                "No tokens.".to_string()
+            } else {
+                token_table(&tokens)
+            };
+            Ok(Report::new(json, human))
+        }
+        TokenCommand::Revoke { actor, id, reason } => {
+            store.revoke(actor, id, reason.as_deref())?;
+            Ok(Report::new(
+                json!({ "id": id.to_string(), "revoked": true }),
+                format!("Revoked token {id}; it and every access token derived from it are rejected from now on."),
+            ))
+        }
+        TokenCommand::RevokeAll {
+            actor,
+            user,
+            org: _,
+            before,
+        } => {
+            let scope = match user {
+                Some(u) => RevokeScope::Member(u.clone()),
+                None => RevokeScope::Org,
+            };
+            let n = store.revoke_all(actor, scope, *before)?;
+            let whose = match user {
+                Some(u) => format!("of {}/{u}", actor.org),
+                None => format!("of the organization {}", actor.org),
+            };
+            let cutoff = match before {
+                Some(t) => format!(" issued before {}", format_time(*t)),
+                None => String::new(),
+            };
+            Ok(Report::new(
+                json!({ "revoked": n, "org": actor.org, "user": user, "before": before }),
+                format!(
+                    "Revoked {} {whose}{cutoff}.",
+                    plural(n as u64, "refresh token", "refresh tokens")
+                ),
+            ))
+        }
+    }
+}
+
+fn issued(t: &IssuedToken) -> Report {
+    let i = &t.info;
+    let secret = t.token.expose();
+    let json = json!({
+        "id": i.id.to_string(),
+        "token": secret,
+        "user": i.user,
+        "role": i.role_at_issue.as_str(),
+        "scopes": i.scopes,
+        "expires_at": i.expires_at,
+    });
+    let by = if i.created_by == i.user {
+        String::new()
+    } else {
+        format!(", assigned by {}", i.created_by)
+    };
+    let human = format!(
+        "Refresh token {} for {}/{} ({}{by}), scopes {}, expires {}.\n\
+         It is shown only this once; store it now:\n{secret}",
+        i.id,
+        i.org,
+        i.user,
+        i.role_at_issue,
+        i.scopes.join(","),
+        when(i.expires_at, "never"),
+    );
+    Report::new(json, human)
+}
+
+fn token_json(t: &TokenInfo) -> Value {
+    json!({
+        "id": t.id.to_string(),
+        "user": t.user,
+        "role": t.role_at_issue.as_str(),
+        "scopes": t.scopes,
+        "label": t.label,
+        "created_at": t.created_at,
+        "created_by": t.created_by,
+        "expires_at": t.expires_at,
+        "last_refresh": t.last_refresh,
+        "state": t.state.as_str(),
+    })
+}
+
+fn token_table(tokens: &[TokenInfo]) -> String {
+    let mut table = Table::new([
+        "ID",
+        "USER",
+        "ROLE",
+        "STATE",
+        "LABEL",
+        "CREATED",
+        "BY",
+        "EXPIRES",
+        "LAST REFRESH",
+        "SCOPES",
+    ]);
+    for t in tokens {
+        table.row(vec![
+            t.id.to_string(),
+            t.user.clone(),
+            t.role_at_issue.to_string(),
+            t.state.as_str().to_string(),
+            t.label.clone().unwrap_or_else(|| "-".into()),
+            format_time(t.created_at),
+            t.created_by.clone(),
+            when(t.expires_at, "never"),
+            when(t.last_refresh, "never"),
+            t.scopes.join(","),
+        ]);
+    }
+    table.render()
+}
+
+// ----- exchange and verification -----
+
+/// Most a token read from standard input may be; longer input is refused.
+const MAX_STDIN: u64 = 64 * 1024;
+
+/// The token argument, or standard input's content for `-` (surrounding
+/// whitespace and the trailing newline removed).
+fn token_text(arg: &str) -> Result<Zeroizing<String>, CliError> {
+    if arg != "-" {
+        return Ok(Zeroizing::new(arg.to_string()));
+    }
+    let mut raw = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut raw)?;
+    if raw.len() as u64 > MAX_STDIN {
+        return Err(CliError::new(
+            "malformed",
+            "standard input is far longer than a token",
+        ));
+    }
+    let text = std::str::from_utf8(&raw)
+        .map_err(|_| CliError::new("malformed", "standard input is not text"))?
+        .trim();
+    if text.is_empty() {
+        return Err(CliError::new("malformed", "standard input held no token"));
+    }
+    Ok(Zeroizing::new(text.to_string()))
+}
+
+fn exchange(store: &TokenStore, arg: &str) -> Result<Report, CliError> {
+    let refresh = token_text(arg)?;
+    let g = store.exchange(&refresh)?;
+    let json = json!({
+        "data": {
+            "access_token": g.access_token.expose(),
+            "expires_at": g.expires_at,
+            "issued_at": g.issued_at,
+            "refresh_token": g.refresh_token.expose(),
+            "type": g.token_type,
+        }
+    });
+    let human = format!(
+        "Access token ({}) from refresh token {}, issued {}, expires {}:\n{}",
+        g.token_type,
+        g.refresh_id,
+        format_time(g.issued_at),
+        format_time(g.expires_at),
+        g.access_token.expose()
+    );
+    Ok(Report::new(json, human))
+}
+
+fn verify(store: &TokenStore, arg: &str, scope: Option<&str>) -> Result<Report, CliError> {
+    let access = token_text(arg)?;
+    let p = match scope {
+        Some(s) => store.authorize(&access, s)?,
+        None => store.verify(&access)?,
+    };
+    let scopes = p.scopes.to_vec();
+    let json = json!({
+        "org": &*p.org,
+        "user": &*p.user,
+        "role": p.role.as_str(),
+        "scopes": scopes,
+        "refresh_id": p.refresh_id.to_string(),
+        "expires_at": p.expires_at,
+    });
+    let granted = match scope {
+        Some(s) => format!(" It grants `{s}`."),
+        None => String::new(),
+    };
+    let human = format!(
+        "Valid: {}/{} ({}), scopes {}; from refresh token {}; expires {}.{granted}",
+        p.org,
+        p.user,
+        p.role,
+        if scopes.is_empty() {
+            "(none)".to_string()
+        } else {
+            scopes.join(",")
+        },
+        p.refresh_id,
+        format_time(p.expires_at),
+    );
+    Ok(Report::new(json, human))
+}
+
+// ----- operations -----
+
+fn audit(store: &TokenStore, actor: &tokenvault::Actor, limit: usize) -> Result<Report, CliError> {
+    let events = store.audit(actor, limit)?;
+    let list: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "at": e.at,
+                "org": e.org,
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "outcome": e.outcome,
+            })
+        })
+        .collect();
+    let mut table = Table::new(["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME"]);
+    for e in &events {
+        table.row(vec![
+            e.seq.to_string(),
+            format_time(e.at),
+            e.actor.clone(),
+            e.action.clone(),
+            e.target.clone().unwrap_or_else(|| "-".into()),
+            e.outcome.clone(),
+        ]);
+    }
+    let human = if events.is_empty() {
+        "No audit events.".to_string()
+    } else {
+        table.render()
+    };
+    Ok(Report::new(json!({ "events": list }), human))
+}
+
+fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} purging: {pos} records removed, batch {msg} [{elapsed}]",
+        ) {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let (mut access, mut refresh, mut batches) = (0u64, 0u64, 0u64);
+    let result = loop {
+        let r = match store.purge_expired(batch) {
+            Ok(r) => r,
+            Err(e) => break Err(e),
+        };
+        batches += 1;
+        access += r.access_removed;
+        refresh += r.refresh_removed;
+        if let Some(b) = &bar {
+            b.set_position(access + refresh);
+            b.set_message(batches.to_string());
+        }
+        // A batch that removed nothing cannot make progress: stop there.
+        if !r.more || r.access_removed + r.refresh_removed == 0 {
+            break Ok(());
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    result?;
+    Ok(Report::new(
+        json!({ "access_removed": access, "refresh_removed": refresh, "batches": batches }),
+        format!(
+            "Purged {} and {} in {}.",
+            plural(access, "access record", "access records"),
+            plural(refresh, "refresh record", "refresh records"),
+            plural(batches, "batch", "batches"),
+        ),
+    ))
+}
+
+fn check(store: &TokenStore) -> Result<Report, CliError> {
+    let r = store.check_integrity()?;
+    if !r.is_clean() {
+        let mut e = CliError::new(
+            "corrupt",
+            format!(
+                "the integrity check found {}",
+                plural(r.problems.len() as u64, "problem", "problems")
+            ),
+        );
+        e.details = r.problems;
+        return Err(e);
+    }
+    Ok(Report::new(
+        json!({
+            "clean": true,
+            "members": r.members,
+            "refresh_tokens": r.refresh_tokens,
+            "access_tokens": r.access_tokens,
+            "events": r.events,
+            "problems": [],
+        }),
+        format!(
+            "Integrity check passed: {}, {}, {} and {} checked, no problems.",
+            plural(r.members, "member", "members"),
+            plural(r.refresh_tokens, "refresh record", "refresh records"),
+            plural(r.access_tokens, "access record", "access records"),
+            plural(r.events, "audit event", "audit events"),
+        ),
+    ))
+}
+
+fn stats(store: &TokenStore) -> Result<Report, CliError> {
+    let s = store.stats()?;
+    let json = json!({
+        "orgs": s.orgs,
+        "members": s.members,
+        "tokens": { "active": s.active, "revoked": s.revoked, "expired": s.expired },
+        "access_tokens": s.access_tokens,
+        "disk_bytes": s.disk_bytes,
+    });
+    let mut table = Table::new(["organizations", &s.orgs.to_string()]);
+    table.row(vec!["members".into(), s.members.to_string()]);
+    table.row(vec!["tokens active".into(), s.active.to_string()]);
+    table.row(vec!["tokens revoked".into(), s.revoked.to_string()]);
+    table.row(vec!["tokens expired".into(), s.expired.to_string()]);
+    table.row(vec![
+        "access tokens held".into(),
+        s.access_tokens.to_string(),
+    ]);
+    table.row(vec![
+        "size on disk".into(),
+        format!("{} bytes", s.disk_bytes),
+    ]);
+    Ok(Report::new(json, table.render()))
+}
