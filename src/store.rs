@@ -122,6 +122,8 @@ pub(crate) struct Inner {
     catalog: Mutex<Catalog>,
     flusher: Flusher,
     skipped: u64,
+    /// The last audit sequence number handed out.
+    event_seq: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -261,6 +263,7 @@ impl TokenStore {
                 lazy: AtomicU64::new(0),
             },
             skipped: snap.skipped,
+            event_seq: AtomicU64::new(snap.last_event_seq),
             backend,
         };
         {
@@ -1605,7 +1608,7 @@ impl Inner {
         outcome: &str,
     ) -> Result<Change> {
         Ok(Change::Event(EventRecord {
-            seq: self.backend.next_seq()?,
+            seq: self.event_seq.fetch_add(1, Ordering::AcqRel) + 1,
             at: self.now(),
             org: org.into(),
             actor: actor.into(),

@@ -134,3 +134,24 @@ fn story_survives_reopen() {
     assert!(store.exchange(refresh.expose()).is_ok());
     assert!(store.check_integrity().unwrap().is_clean());
 }
+
+#[test]
+fn audit_sequence_numbers_continue_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let owner = Actor::new("acme", "olivia");
+    {
+        let store = TokenStore::open(&path).unwrap();
+        store.add_member("acme", "olivia", Role::Owner).unwrap();
+        store.generate(&owner, Default::default()).unwrap();
+    }
+    let store = TokenStore::open(&path).unwrap();
+    store.generate(&owner, Default::default()).unwrap();
+    let seqs: Vec<u64> = store
+        .audit(&owner, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![3, 2, 1]);
+}

@@ -32,7 +32,8 @@ pub(crate) enum Change {
     PutAccess(AccessRecord),
     /// Delete an access record.
     DeleteAccess { refresh_id: [u8; 16], id: [u8; 16] },
-    /// Append an audit event.
+    /// Append an audit event; its `seq` is also kept as the highest sequence
+    /// number committed.
     Event(EventRecord),
 }
 
@@ -44,6 +45,8 @@ pub(crate) struct Snapshot {
     pub refresh: Vec<RefreshRecord>,
     pub access: Vec<AccessRecord>,
     pub last_refresh: Vec<([u8; 16], u64)>,
+    /// The highest audit sequence number committed.
+    pub last_event_seq: u64,
     /// Records that could not be decoded and were left out (fail closed:
     /// a token whose record is unreadable does not verify).
     pub skipped: u64,
@@ -89,8 +92,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>>;
     /// The refresh records of an organization, or of one member of it.
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>>;
-    /// A fresh, increasing sequence number for an audit event.
-    fn next_seq(&self) -> Result<u64>;
     /// The newest `limit` events of `org`, newest first.
     fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>>;
     /// Walks all stored data and reports inconsistencies.

@@ -11,6 +11,8 @@ use crate::codec::{
 };
 use crate::error::{Error, Result};
 
+const EVENT_SEQ: &str = "event_seq";
+
 pub(crate) struct SledBackend {
     db: Db,
     meta: Tree,
@@ -117,6 +119,10 @@ impl Backend for SledBackend {
                 Err(_) => s.skipped += 1,
             }
         }
+        s.last_event_seq = match self.meta.get(EVENT_SEQ).map_err(io)? {
+            Some(v) => u64_from(&v).ok_or_else(|| Error::Corrupt("bad event_seq".into()))?,
+            None => 0,
+        };
         for kv in self.last_refresh.iter() {
             let (k, v) = kv.map_err(io)?;
             match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
@@ -136,9 +142,10 @@ impl Backend for SledBackend {
             &self.access,
             &self.last_refresh,
             &self.events,
+            &self.meta,
         )
             .transaction(
-                |(members, cutoffs, refresh, by_member, access, last, events)| -> TxResult {
+                |(members, cutoffs, refresh, by_member, access, last, events, meta)| -> TxResult {
                     for c in changes {
                         match c {
                             Change::PutMember(m) => {
@@ -172,6 +179,7 @@ impl Backend for SledBackend {
                                 let mut k = org_key(&e.org);
                                 k.extend_from_slice(&e.seq.to_be_bytes());
                                 events.insert(k, enc(e)?)?;
+                                meta.insert(EVENT_SEQ, &e.seq.to_be_bytes()[..])?;
                             }
                         }
                     }
@@ -215,10 +223,6 @@ impl Backend for SledBackend {
             }
         }
         Ok(out)
-    }
-
-    fn next_seq(&self) -> Result<u64> {
-        self.db.generate_id().map_err(io)
     }
 
     fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>> {
