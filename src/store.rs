@@ -1503,7 +1503,7 @@ impl Inner {
     fn list(&self, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
         let now = self.now();
         let mut recs = self.backend.list_refresh(org, user)?;
-        recs.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        recs.sort_by_key(|a| (a.created_at, a.id));
         Ok(recs.into_iter().map(|r| self.info_of(r, now)).collect())
     }
 
