@@ -74,7 +74,6 @@ pub(crate) async fn access_token(
         .trim();
     let refresh = SecretToken::from_str_unchecked(text);
     let grant = blocking(move || {
-        let app = app;
         let info = app.store.verify_refresh(refresh.expose())?;
         if let Some(l) = &app.limiter {
             l.take(&info.id).map_err(ApiError::rate_limited)?;
