@@ -50,6 +50,11 @@
 //!   [`TokenStore::revoke_access`].
 //! - [`TokenStore::audit`], [`TokenStore::purge_expired`],
 //!   [`TokenStore::check_integrity`], [`TokenStore::stats`].
+//! - With the cargo feature `http`: the module `tokenvault::http`, Squadcast's
+//!   token endpoints (`GET /oauth/access-token`, `/v3/refresh-token`, RFC 7009
+//!   revocation, RFC 7662 introspection) as an axum router, a tower layer and
+//!   extractor that guard a host's routes with bearer verification and a
+//!   scope check, and a server.
 //!
 //! ## Security model in short
 //! Secrets are shown once and stored only as a keyed blake3 verifier; no
@@ -63,6 +68,8 @@ pub mod codec;
 mod config;
 mod error;
 mod hot;
+#[cfg(feature = "http")]
+pub mod http;
 mod janitor;
 mod policy;
 mod storage;

@@ -875,9 +875,58 @@ impl TokenStore {
                 },
                 refresh_id: TokenId(r.id),
                 access_id: parsed.id,
+                issued_at: a.issued_at,
                 expires_at: a.expires_at,
             })
         })
+    }
+
+    /// Checks a refresh token without exchanging it, and says which token it
+    /// is: for a front that must know a presented refresh token's holder
+    /// (RFC 7662 introspection, RFC 7009 revocation, a rate limit keyed by
+    /// token). Records nothing and issues nothing.
+    ///
+    /// # Errors
+    /// As [`TokenStore::exchange`]: [`Error::Malformed`],
+    /// [`Error::InvalidToken`] for an unknown id or a wrong secret, then
+    /// [`Error::Revoked`] (the token, a cutoff, or the holder's membership)
+    /// or [`Error::Expired`]; [`Error::Io`] or [`Error::Corrupt`] if its
+    /// record cannot be read.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default())?;
+    /// let info = store.verify_refresh(t.token.expose())?;
+    /// assert_eq!((info.id, info.user.as_str()), (t.info.id, "ann"));
+    /// store.revoke(&ann, &t.info.id, None)?;
+    /// assert!(matches!(store.verify_refresh(t.token.expose()), Err(Error::Revoked)));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn verify_refresh(&self, refresh_token: &str) -> Result<TokenInfo> {
+        let inner = &*self.inner;
+        let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        let v = verifier(&inner.refresh_key, &parsed.secret.0);
+        let hot = inner
+            .refresh
+            .get(&parsed.id.0)
+            .filter(|r| ct_eq(&r.verifier, &v))
+            .ok_or(Error::InvalidToken)?;
+        if hot.is_revoked() {
+            return Err(Error::Revoked);
+        }
+        let now = inner.now();
+        if hot.expires_at <= now {
+            return Err(Error::Expired);
+        }
+        // Purged between the two reads: as good as unknown.
+        let rec = inner
+            .backend
+            .get_refresh(&hot.id)?
+            .ok_or(Error::InvalidToken)?;
+        Ok(inner.info_of(rec, now))
     }
 
     /// [`TokenStore::verify`], then requires `scope` among the effective
@@ -981,6 +1030,48 @@ impl TokenStore {
         let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)
+    }
+
+    /// Revokes a refresh token presented by whoever holds it (RFC 7009's
+    /// revocation endpoint for refresh tokens), and with it every access
+    /// token derived from it. Holding the secret is the authority: the
+    /// revocation is made and audited as the token's holder. A token that is
+    /// already revoked or expired is left as it is, and the call succeeds.
+    /// Durable and in force on return.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] or [`Error::InvalidToken`] if the string is not a
+    /// known refresh token of this store; [`Error::InvalidArgument`] for a
+    /// bad reason text; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// store.revoke_refresh(t.token.expose(), Some("leaked"))?;
+    /// assert!(matches!(store.verify(access.expose()), Err(Error::Revoked)));
+    /// // Again: nothing left to do, still a success.
+    /// store.revoke_refresh(t.token.expose(), None)?;
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn revoke_refresh(&self, refresh_token: &str, reason: Option<&str>) -> Result<()> {
+        if let Some(r) = reason {
+            check_text("reason", r, MAX_REASON)?;
+        }
+        let info = match self.verify_refresh(refresh_token) {
+            Ok(info) => info,
+            Err(Error::Revoked | Error::Expired) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match self.revoke(&Actor::new(info.org, info.user), &info.id, reason) {
+            // The holder left the organization meanwhile, which revoked the
+            // token already.
+            Err(Error::Forbidden(_)) if self.verify_refresh(refresh_token).is_err() => Ok(()),
+            Err(Error::NotFound(_)) => Ok(()),
+            r => r,
+        }
     }
 
     /// Bulk revocation: every token of one member (the member themselves or

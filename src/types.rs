@@ -194,6 +194,8 @@ pub struct Principal {
     pub refresh_id: TokenId,
     /// The access token's id.
     pub access_id: TokenId,
+    /// When the access token was issued (Unix seconds).
+    pub issued_at: u64,
     /// When the access token expires (Unix seconds).
     pub expires_at: u64,
 }

@@ -1,0 +1,250 @@
+//! The HTTP front (cargo feature `http`): Squadcast's token endpoints ready to
+//! mount in an axum router, a tower layer that guards a host's own routes,
+//! and a small server.
+//!
+//! # Endpoints of [`router`]
+//!
+//! | route | auth | answer |
+//! |---|---|---|
+//! | `GET /oauth/access-token` | header `X-Refresh-Token` | 200 `{"data": {"access_token", "expires_at", "issued_at", "refresh_token", "type": "Bearer"}}` |
+//! | `GET /v3/refresh-token` | Bearer | 200 `{"data": [{"id", "organization_id", "user_id", "token", "last_refresh", "rate_limit", "deleted"}]}`: own tokens, or the org's for the Owner |
+//! | `POST /v3/refresh-token` `{"user_id": …}` | Bearer, scope `user-write` | 201 `{"data": {…}}`, `token` holding the secret this once |
+//! | `DELETE /v3/refresh-token/{id}` | Bearer, scope `user-write` | 204; revokes the token and its access tokens |
+//! | `POST /oauth/revoke` (RFC 7009) | Bearer of the same org | 200, even for an unknown token |
+//! | `POST /oauth/introspect` (RFC 7662) | Bearer of the same org | 200 `{"active": false}` or `{"active": true, "scope", "sub", "exp", "iat", "token_type"}` |
+//!
+//! Times in `expires_at`/`issued_at`/`exp`/`iat` are Unix seconds;
+//! `last_refresh` is RFC 3339 (`0001-01-01T00:00:00Z` when never exchanged).
+//! In lists, `token` is a masked hint, `tvr_****` and the last four hex
+//! digits of the public id: the store never keeps the secret, and the hint
+//! is derived from nothing secret. `deleted` is true once revoked;
+//! `rate_limit` is the exchanges a minute the server allows the token.
+//! `POST` also takes optional `label`, `scopes` and `expires_in` (seconds).
+//!
+//! Refusals use Squadcast's envelope `{"meta": {"status", "error_message"}}`:
+//! 400 missing or garbled header, 401 malformed / unknown / revoked /
+//! expired token (with an RFC 6750 `WWW-Authenticate` challenge), 403 the
+//! policy table or a missing scope, 404 unknown id, 409 conflict, 413 body
+//! too large, 422 bad body, 429 rate limit (with `Retry-After`), 431 header
+//! too large, 408 request too slow. Responses carrying tokens are
+//! `Cache-Control: no-store`.
+//!
+//! The management calls act as the principal of the bearer token: the store
+//! reads that member's current role and applies DESIGN.md's policy table,
+//! exactly as [`TokenStore::generate`], [`TokenStore::assign`],
+//! [`TokenStore::list_own`], [`TokenStore::list_org`] and
+//! [`TokenStore::revoke`] do. `/oauth/revoke` revokes an access token alone,
+//! or a refresh token with every access token derived from it, on the
+//! authority of whoever presents it ([`TokenStore::revoke_refresh`]); a token
+//! of another organization is treated as unknown (200, nothing changes;
+//! `{"active": false}` for introspection).
+//!
+//! # Limits
+//! Request bodies, each header, and the request head are bounded; a request
+//! must complete within a timeout and a connection must send its head within
+//! another ([`HttpConfig`]). Exchanges are rate limited per refresh token
+//! ([`RateLimit`]); only exchanges whose token verified are counted, so the
+//! public id of a token is not enough to exhaust its bucket.
+//!
+//! # Logging
+//! One `tracing` event per request at INFO, target `tokenvault::http`:
+//! method, route template (never the raw path or query), status and
+//! milliseconds. No token, header or body is ever logged.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let store = tokenvault::TokenStore::open("tokens.db").expect("store");
+//! tokenvault::http::serve(store, "127.0.0.1:8080".parse().unwrap()).await
+//! # }
+//! ```
+
+mod auth;
+mod error;
+mod ratelimit;
+mod routes;
+mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+pub use auth::{require_bearer, require_scope, Authorized, Bearer, BearerLayer};
+pub use error::ApiError;
+pub use ratelimit::RateLimit;
+pub use server::{serve, serve_on, serve_with};
+
+use crate::TokenStore;
+
+/// Settings of the HTTP front. Every one has a default; see each method.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenvault::http::{HttpConfig, RateLimit};
+/// let cfg = HttpConfig::default()
+///     .rate_limit(RateLimit { per_minute: 30, burst: 5 })
+///     .max_body_bytes(8 * 1024)
+///     .request_timeout(Duration::from_secs(10));
+/// assert_eq!(cfg.rate_limit_settings(), Some(RateLimit { per_minute: 30, burst: 5 }));
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    rate_limit: Option<RateLimit>,
+    max_body_bytes: usize,
+    max_header_bytes: usize,
+    request_timeout: Duration,
+    header_read_timeout: Duration,
+    max_connections: usize,
+    shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            rate_limit: Some(RateLimit::default()),
+            max_body_bytes: 16 * 1024,
+            max_header_bytes: 8 * 1024,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The per-refresh-token limit on exchanges (default 60 a minute, bursts
+    /// of 10; zeros are raised to one).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// No rate limit on exchanges (`rate_limit` then shows 0 in lists).
+    pub fn no_rate_limit(mut self) -> Self {
+        self.rate_limit = None;
+        self
+    }
+
+    /// The rate limit in force, if any.
+    pub fn rate_limit_settings(&self) -> Option<RateLimit> {
+        self.rate_limit.map(|l| RateLimit {
+            per_minute: l.per_minute.max(1),
+            burst: l.burst.max(1),
+        })
+    }
+
+    /// Largest request body in bytes (default 16 KiB, at least 64); larger
+    /// ones get 413.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n.max(64);
+        self
+    }
+
+    /// Largest single header value in bytes (default 8 KiB, at least 256);
+    /// a larger one gets 431. The whole request head (request line and every
+    /// header) may be four times this, and at least 8 KiB, when served by
+    /// [`serve_on`].
+    pub fn max_header_bytes(mut self, n: usize) -> Self {
+        self.max_header_bytes = n.max(256);
+        self
+    }
+
+    /// How long one request may take, body included (default 30 s, at least
+    /// 1 ms); a slower one gets 408.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a connection may take to send a request head, idle
+    /// keep-alive time included (default 10 s, at least 1 ms); then
+    /// [`serve_on`] closes it.
+    pub fn header_read_timeout(mut self, d: Duration) -> Self {
+        self.header_read_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Connections [`serve_on`] serves at once (default 1024, at least 1);
+    /// more are closed on accept.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long [`serve_on`] lets open requests finish after the shutdown
+    /// signal (default 10 s).
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.shutdown_grace = d;
+        self
+    }
+
+    pub(crate) fn head_bytes(&self) -> usize {
+        self.max_header_bytes.saturating_mul(4).max(8 * 1024)
+    }
+}
+
+/// The endpoints with default settings ([`HttpConfig::default`]), to mount in
+/// a host's router (`Router::merge`). See the [module documentation](self)
+/// for the routes and their shapes.
+///
+/// ```
+/// let store = tokenvault::TokenStore::temporary()?;
+/// let app: axum::Router = axum::Router::new()
+///     .route("/health", axum::routing::get(|| async { "ok" }))
+///     .merge(tokenvault::http::router(store));
+/// # drop(app);
+/// # Ok::<(), tokenvault::Error>(())
+/// ```
+pub fn router(store: TokenStore) -> Router {
+    router_with(store, &HttpConfig::default())
+}
+
+/// The endpoints with the given settings. It sets no fallback, so it merges
+/// into a router that has one; [`app`] adds Squadcast-shaped 404s.
+///
+/// ```
+/// use tokenvault::http::{router_with, HttpConfig, RateLimit};
+/// let store = tokenvault::TokenStore::temporary()?;
+/// let cfg = HttpConfig::default().rate_limit(RateLimit { per_minute: 6, burst: 2 });
+/// let app: axum::Router = router_with(store, &cfg);
+/// # drop(app);
+/// # Ok::<(), tokenvault::Error>(())
+/// ```
+pub fn router_with(store: TokenStore, cfg: &HttpConfig) -> Router {
+    server::guarded(routes(store, cfg), cfg)
+}
+
+/// [`router_with`] plus a Squadcast-shaped 404 for every other path and 405
+/// for a wrong method: what [`serve`] serves.
+///
+/// ```
+/// use tokenvault::http::{app, HttpConfig};
+/// let store = tokenvault::TokenStore::temporary()?;
+/// let app: axum::Router = app(store, &HttpConfig::default());
+/// # drop(app);
+/// # Ok::<(), tokenvault::Error>(())
+/// ```
+pub fn app(store: TokenStore, cfg: &HttpConfig) -> Router {
+    let r = routes(store, cfg)
+        .fallback(server::not_found)
+        .method_not_allowed_fallback(server::method_not_allowed);
+    server::guarded(r, cfg)
+}
+
+fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
+    let state = Arc::new(routes::AppState {
+        store,
+        limiter: cfg.rate_limit.map(ratelimit::RateLimiter::new),
+    });
+    Router::new()
+        .route("/oauth/access-token", get(routes::access_token))
+        .route("/v3/refresh-token", get(routes::list).post(routes::create))
+        .route("/v3/refresh-token/{id}", delete(routes::delete))
+        .route("/oauth/revoke", post(routes::revoke))
+        .route("/oauth/introspect", post(routes::introspect))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+}

@@ -1,0 +1,1001 @@
+//! The HTTP front of issue 6, over real loopback HTTP with a real client
+//! (reqwest, and raw TCP for what a client library will not send): the seed
+//! story end to end through Squadcast's endpoints, each refusal of DESIGN.md's
+//! policy table, RFC 7009 revocation and RFC 7662 introspection, the
+//! per-token rate limit, the bearer layer on host routes with a User and an
+//! Admin token, and malformed, oversized and slow requests, which must get
+//! their 4xx without a panic or a hang. A test also checks that the request
+//! log never holds a token (invariant 1). Every server binds 127.0.0.1:0.
+#![cfg(feature = "http")]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokenvault::http::{self, require_bearer, require_scope, Authorized, HttpConfig, RateLimit};
+use tokenvault::token::encode_raw;
+use tokenvault::{Actor, GenerateOptions, Role, TokenId, TokenKind, TokenStore};
+
+// ----- harness -----
+
+/// A server on a tokio runtime in a background thread; stopped on drop.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(store: &TokenStore, cfg: HttpConfig) -> Server {
+        let app = http::app(store.clone(), &cfg);
+        Server::start_app(app, cfg)
+    }
+
+    fn start_app(app: Router, cfg: HttpConfig) -> Server {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind loopback");
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                http::serve_on(listener, app, &cfg, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .expect("serve");
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server started");
+        Server {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// acme: olivia (Owner), adam (Admin), uma (User), sam (Stakeholder);
+/// globex: gina (Owner), gus (User).
+fn seeded() -> TokenStore {
+    let store = TokenStore::temporary().unwrap();
+    store.add_member("acme", "olivia", Role::Owner).unwrap();
+    store.add_member("acme", "adam", Role::Admin).unwrap();
+    store.add_member("acme", "uma", Role::User).unwrap();
+    store.add_member("acme", "sam", Role::Stakeholder).unwrap();
+    store.add_member("globex", "gina", Role::Owner).unwrap();
+    store.add_member("globex", "gus", Role::User).unwrap();
+    store
+}
+
+/// A refresh token made through the library (the profile page of the host).
+fn refresh_of(store: &TokenStore, org: &str, user: &str) -> (String, String) {
+    let t = store
+        .generate(&Actor::new(org, user), GenerateOptions::default())
+        .unwrap();
+    (t.token.expose().to_string(), t.info.id.to_string())
+}
+
+fn exchange(s: &Server, refresh: &str) -> Response {
+    client()
+        .get(s.url("/oauth/access-token"))
+        .header("X-Refresh-Token", refresh)
+        .send()
+        .unwrap()
+}
+
+/// Exchanges through the endpoint and returns the access token.
+fn access(s: &Server, refresh: &str) -> String {
+    let res = exchange(s, refresh);
+    assert_eq!(res.status(), StatusCode::OK);
+    let v: Value = res.json().unwrap();
+    v["data"]["access_token"].as_str().unwrap().to_string()
+}
+
+/// A member's access token, via a library-made refresh token.
+fn bearer_of(s: &Server, store: &TokenStore, org: &str, user: &str) -> String {
+    let (refresh, _) = refresh_of(store, org, user);
+    access(s, &refresh)
+}
+
+fn list(s: &Server, bearer: &str) -> Response {
+    client()
+        .get(s.url("/v3/refresh-token"))
+        .bearer_auth(bearer)
+        .send()
+        .unwrap()
+}
+
+fn create(s: &Server, bearer: &str, body: Value) -> Response {
+    client()
+        .post(s.url("/v3/refresh-token"))
+        .bearer_auth(bearer)
+        .json(&body)
+        .send()
+        .unwrap()
+}
+
+fn delete(s: &Server, bearer: &str, id: &str) -> Response {
+    client()
+        .delete(s.url(&format!("/v3/refresh-token/{id}")))
+        .bearer_auth(bearer)
+        .send()
+        .unwrap()
+}
+
+fn form(s: &Server, path: &str, bearer: Option<&str>, body: &str) -> Response {
+    let mut rb = client()
+        .post(s.url(path))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.to_string());
+    if let Some(b) = bearer {
+        rb = rb.bearer_auth(b);
+    }
+    rb.send().unwrap()
+}
+
+fn introspect(s: &Server, bearer: &str, token: &str) -> Value {
+    let res = form(
+        s,
+        "/oauth/introspect",
+        Some(bearer),
+        &format!("token={token}"),
+    );
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().unwrap()
+}
+
+/// Checks Squadcast's error envelope and returns the status.
+fn refusal(res: Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let v: Value = res.json().expect("a JSON error body");
+    assert_eq!(v["meta"]["status"], json!(status.as_u16()), "{v}");
+    assert!(v["meta"]["error_message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    (status, v)
+}
+
+fn challenge(res: &Response) -> String {
+    res.headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn ids_of(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Sends raw bytes and returns what comes back until the server closes or
+/// `wait` passes.
+fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    let _ = c.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ----- the seed story -----
+
+#[test]
+fn seed_story_end_to_end() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let (olivia_refresh, _) = refresh_of(&store, "acme", "olivia");
+
+    // The exchange answers Squadcast's shape.
+    let res = exchange(&s, &olivia_refresh);
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let grant: Value = res.json().unwrap();
+    let d = &grant["data"];
+    assert_eq!(d["type"], "Bearer");
+    assert_eq!(d["refresh_token"], json!(olivia_refresh));
+    assert!(d["access_token"].as_str().unwrap().starts_with("tva_"));
+    let (iat, exp) = (
+        d["issued_at"].as_u64().unwrap(),
+        d["expires_at"].as_u64().unwrap(),
+    );
+    assert_eq!(exp - iat, 3600);
+    let olivia = d["access_token"].as_str().unwrap().to_string();
+
+    // The Owner generates her own token over HTTP: the secret once, in `token`.
+    let res = create(&s, &olivia, json!({"user_id": "olivia", "label": "ci"}));
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let own: Value = res.json().unwrap();
+    let own = &own["data"];
+    assert!(own["token"].as_str().unwrap().starts_with("tvr_"));
+    assert_eq!(own["organization_id"], "acme");
+    assert_eq!(own["user_id"], "olivia");
+    assert_eq!(own["last_refresh"], "0001-01-01T00:00:00Z");
+    assert_eq!(own["deleted"], false);
+    assert_eq!(own["rate_limit"], 60);
+
+    // ...and assigns one to Uma, a User.
+    let res = create(&s, &olivia, json!({"user_id": "uma"}));
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let assigned: Value = res.json().unwrap();
+    let uma_refresh = assigned["data"]["token"].as_str().unwrap().to_string();
+    let uma_id = assigned["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(assigned["data"]["user_id"], "uma");
+
+    // Uma's client exchanges it; the assigned token shows in her own list,
+    // masked, with its last exchange.
+    let uma = access(&s, &uma_refresh);
+    let res = list(&s, &uma);
+    assert_eq!(res.status(), StatusCode::OK);
+    let mine: Value = res.json().unwrap();
+    assert_eq!(ids_of(&mine), vec![uma_id.clone()]);
+    let t = &mine["data"][0];
+    let hint = t["token"].as_str().unwrap();
+    assert_eq!(hint, format!("tvr_****{}", &uma_id[28..]));
+    assert_ne!(hint, uma_refresh);
+    let last = t["last_refresh"].as_str().unwrap();
+    assert!(
+        last.ends_with('Z') && last.len() == 20 && last != "0001-01-01T00:00:00Z",
+        "{last}"
+    );
+    assert_eq!(t["deleted"], false);
+    assert!(t["rate_limit"].is_u64());
+
+    // The Owner lists every token of the org: hers (2) and Uma's.
+    let all: Value = list(&s, &olivia).json().unwrap();
+    assert_eq!(ids_of(&all).len(), 3);
+    assert!(ids_of(&all).contains(&uma_id));
+    for t in all["data"].as_array().unwrap() {
+        let text = t.to_string();
+        assert!(!text.contains(&uma_refresh) && !text.contains(&olivia_refresh));
+    }
+
+    // Revoking Uma's token revokes her access token with it.
+    let res = delete(&s, &olivia, &uma_id);
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (status, _) = refusal(list(&s, &uma));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let res = exchange(&s, &uma_refresh);
+    assert!(challenge(&res).contains("invalid_token"));
+    assert_eq!(refusal(res).0, StatusCode::UNAUTHORIZED);
+    let all: Value = list(&s, &olivia).json().unwrap();
+    let revoked = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == json!(uma_id))
+        .unwrap();
+    assert_eq!(revoked["deleted"], true);
+}
+
+// ----- the policy table -----
+
+#[test]
+fn each_refusal_of_the_policy_table() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let olivia = bearer_of(&s, &store, "acme", "olivia");
+    let adam = bearer_of(&s, &store, "acme", "adam");
+    let uma = bearer_of(&s, &store, "acme", "uma");
+    let sam = bearer_of(&s, &store, "acme", "sam");
+    let gina = bearer_of(&s, &store, "globex", "gina");
+    let (_, uma_token) = refresh_of(&store, "acme", "uma"); // its public id
+
+    // A User and a Stakeholder lack `user-write`: 403 insufficient_scope.
+    for who in [&uma, &sam] {
+        let res = create(&s, who, json!({"user_id": "uma"}));
+        let c = challenge(&res);
+        assert!(c.contains(r#"error="insufficient_scope""#), "{c}");
+        assert!(c.contains(r#"scope="user-write""#), "{c}");
+        assert_eq!(refusal(res).0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            refusal(delete(&s, who, &uma_token)).0,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    // An Admin generates for herself but may not assign to another member.
+    assert_eq!(
+        create(&s, &adam, json!({"user_id": "adam"})).status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        refusal(create(&s, &adam, json!({"user_id": "uma"}))).0,
+        StatusCode::FORBIDDEN
+    );
+    // An Admin lists only her own tokens, not the org's.
+    let adams: Value = list(&s, &adam).json().unwrap();
+    assert!(adams["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["user_id"] == "adam"));
+    assert!(!ids_of(&adams).contains(&uma_token));
+    // A User's list is her own too.
+    let umas: Value = list(&s, &uma).json().unwrap();
+    assert!(ids_of(&umas).contains(&uma_token));
+    assert!(umas["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["user_id"] == "uma"));
+
+    // An Admin may not revoke another member's token; it stays usable.
+    assert_eq!(
+        refusal(delete(&s, &adam, &uma_token)).0,
+        StatusCode::FORBIDDEN
+    );
+    let all: Value = list(&s, &olivia).json().unwrap();
+    let t = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == json!(uma_token))
+        .unwrap()
+        .clone();
+    assert_eq!(t["deleted"], false);
+
+    // Nothing crosses an org: the Owner of globex sees, assigns and revokes
+    // nothing of acme.
+    let ginas: Value = list(&s, &gina).json().unwrap();
+    assert!(ginas["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["organization_id"] == "globex"));
+    assert_eq!(
+        refusal(delete(&s, &gina, &uma_token)).0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        refusal(create(&s, &gina, json!({"user_id": "uma"}))).0,
+        StatusCode::NOT_FOUND
+    );
+
+    // The Owner: unknown member 404, unknown or garbled id 404, scopes
+    // beyond the member's role 422.
+    assert_eq!(
+        refusal(create(&s, &olivia, json!({"user_id": "nobody"}))).0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        refusal(delete(&s, &olivia, &"0".repeat(32))).0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        refusal(delete(&s, &olivia, "not-an-id")).0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        refusal(create(
+            &s,
+            &olivia,
+            json!({"user_id": "uma", "scopes": ["user-write"]})
+        ))
+        .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Bad bodies: 422.
+    for body in [
+        json!({}),
+        json!([]),
+        json!({"user_id": ""}),
+        json!({"user_id": true}),
+    ] {
+        assert_eq!(
+            refusal(create(&s, &olivia, body)).0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    let res = client()
+        .post(s.url("/v3/refresh-token"))
+        .bearer_auth(&olivia)
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(refusal(res).0, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The Owner revokes the member's token; the member revokes her own.
+    assert_eq!(
+        delete(&s, &olivia, &uma_token).status(),
+        StatusCode::NO_CONTENT
+    );
+    let (_, adam_token) = refresh_of(&store, "acme", "adam");
+    assert_eq!(
+        delete(&s, &adam, &adam_token).status(),
+        StatusCode::NO_CONTENT
+    );
+    // Revoking again changes nothing and succeeds.
+    assert_eq!(
+        delete(&s, &adam, &adam_token).status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // Without a token, or with a bad one: 401.
+    let res = client().get(s.url("/v3/refresh-token")).send().unwrap();
+    let c = challenge(&res);
+    assert!(
+        c.starts_with("Bearer realm=") && !c.contains("error="),
+        "{c}"
+    );
+    assert_eq!(refusal(res).0, StatusCode::UNAUTHORIZED);
+    let res = list(&s, "tva_forged");
+    assert!(challenge(&res).contains(r#"error="invalid_token""#));
+    assert_eq!(refusal(res).0, StatusCode::UNAUTHORIZED);
+
+    // A removed member's access token stops at once.
+    store.remove_member("acme", "uma").unwrap();
+    assert_eq!(refusal(list(&s, &uma)).0, StatusCode::UNAUTHORIZED);
+    // A demoted Admin loses `user-write` at once.
+    store.set_role("acme", "adam", Role::User).unwrap();
+    assert_eq!(
+        refusal(create(&s, &adam, json!({"user_id": "adam"}))).0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+// ----- RFC 7009 and RFC 7662 -----
+
+#[test]
+fn rfc7662_introspection() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let olivia = bearer_of(&s, &store, "acme", "olivia");
+    let (uma_refresh, _) = refresh_of(&store, "acme", "uma");
+    let uma = access(&s, &uma_refresh);
+    let gus = bearer_of(&s, &store, "globex", "gus");
+
+    let v = introspect(&s, &olivia, &uma);
+    assert_eq!(v["active"], true);
+    assert_eq!(v["sub"], "uma");
+    assert_eq!(v["token_type"], "Bearer");
+    let scopes: Vec<&str> = v["scope"].as_str().unwrap().split(' ').collect();
+    assert!(scopes.contains(&"incident-write") && !scopes.contains(&"user-write"));
+    assert_eq!(
+        v["exp"].as_u64().unwrap() - v["iat"].as_u64().unwrap(),
+        3600
+    );
+
+    let v = introspect(&s, &olivia, &uma_refresh);
+    assert_eq!(v["active"], true);
+    assert_eq!(v["sub"], "uma");
+    assert_eq!(v["token_type"], "refresh_token");
+    assert!(v["iat"].is_u64());
+
+    // Anything not live, and anything of another org, is just inactive.
+    let long = "x".repeat(5000);
+    for t in ["", "garbage", "tva_x", long.as_str()] {
+        let res = form(
+            &s,
+            "/oauth/introspect",
+            Some(&olivia),
+            &format!("token={t}"),
+        );
+        if t.is_empty() {
+            assert_eq!(refusal(res).0, StatusCode::BAD_REQUEST);
+        } else {
+            assert_eq!(res.json::<Value>().unwrap(), json!({"active": false}));
+        }
+    }
+    assert_eq!(introspect(&s, &gus, &uma), json!({"active": false}));
+    assert_eq!(introspect(&s, &gus, &uma_refresh), json!({"active": false}));
+    store
+        .revoke(
+            &Actor::new("acme", "uma"),
+            &store.verify_refresh(&uma_refresh).unwrap().id,
+            None,
+        )
+        .unwrap();
+    assert_eq!(introspect(&s, &olivia, &uma), json!({"active": false}));
+    assert_eq!(
+        introspect(&s, &olivia, &uma_refresh),
+        json!({"active": false})
+    );
+
+    // Guarded by a bearer token; the body must hold `token`.
+    let res = form(&s, "/oauth/introspect", None, "token=x");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = form(
+        &s,
+        "/oauth/introspect",
+        Some(&olivia),
+        "token_type_hint=access_token",
+    );
+    let (status, v) = refusal(res);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let res = client()
+        .post(s.url("/oauth/introspect"))
+        .bearer_auth(&olivia)
+        .header("Content-Type", "text/plain")
+        .body("token=x")
+        .send()
+        .unwrap();
+    assert_eq!(refusal(res).0, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn rfc7009_revocation() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let olivia = bearer_of(&s, &store, "acme", "olivia");
+    let gina = bearer_of(&s, &store, "globex", "gina");
+    let (uma_refresh, _) = refresh_of(&store, "acme", "uma");
+    let uma1 = access(&s, &uma_refresh);
+    let uma2 = access(&s, &uma_refresh);
+
+    // An unknown or malformed token: 200 all the same.
+    for t in ["unknown", "tvr_zzzz", "tva_"] {
+        let res = form(&s, "/oauth/revoke", Some(&olivia), &format!("token={t}"));
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    // Another org's caller cannot revoke acme's token: 200, nothing changes.
+    let res = form(&s, "/oauth/revoke", Some(&gina), &format!("token={uma1}"));
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(list(&s, &uma1).status(), StatusCode::OK);
+
+    // An access token alone: the refresh token and its other access tokens
+    // stay usable.
+    let body = format!("token={uma1}&token_type_hint=access_token");
+    assert_eq!(
+        form(&s, "/oauth/revoke", Some(&uma2), &body).status(),
+        StatusCode::OK
+    );
+    assert_eq!(refusal(list(&s, &uma1)).0, StatusCode::UNAUTHORIZED);
+    assert_eq!(list(&s, &uma2).status(), StatusCode::OK);
+    assert_eq!(exchange(&s, &uma_refresh).status(), StatusCode::OK);
+
+    // A refresh token (a wrong hint does not matter): it and every access
+    // token derived from it.
+    let body = format!("token={uma_refresh}&token_type_hint=access_token");
+    assert_eq!(
+        form(&s, "/oauth/revoke", Some(&olivia), &body).status(),
+        StatusCode::OK
+    );
+    assert_eq!(refusal(list(&s, &uma2)).0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refusal(exchange(&s, &uma_refresh)).0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Again: 200.
+    let body = format!("token={uma_refresh}");
+    assert_eq!(
+        form(&s, "/oauth/revoke", Some(&olivia), &body).status(),
+        StatusCode::OK
+    );
+    // The audit trail names the holder as the one who revoked.
+    let events = store.audit(&Actor::new("acme", "olivia"), 50).unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.action == "token.revoke" && e.actor == "uma" && e.outcome == "ok"));
+
+    // Guarded by a bearer token; `token` is required.
+    let res = form(&s, "/oauth/revoke", None, &format!("token={uma_refresh}"));
+    assert!(challenge(&res).starts_with("Bearer"));
+    assert_eq!(refusal(res).0, StatusCode::UNAUTHORIZED);
+    let (status, v) = refusal(form(&s, "/oauth/revoke", Some(&olivia), ""));
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+}
+
+// ----- rate limit -----
+
+#[test]
+fn exchanges_are_rate_limited_per_refresh_token() {
+    let store = seeded();
+    let cfg = HttpConfig::default().rate_limit(RateLimit {
+        per_minute: 1,
+        burst: 2,
+    });
+    let s = Server::start(&store, cfg);
+    let (a, a_id) = refresh_of(&store, "acme", "uma");
+    let (b, _) = refresh_of(&store, "acme", "uma");
+
+    // Failed attempts cost nothing: ids are public, so a well-formed token
+    // with a's id and a wrong secret must not drain a's bucket.
+    let a_id: TokenId = a_id.parse().unwrap();
+    let forged = encode_raw("tv", TokenKind::Refresh, *a_id.as_bytes(), [7; 32]);
+    for _ in 0..5 {
+        assert_eq!(refusal(exchange(&s, &forged)).0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(exchange(&s, &a).status(), StatusCode::OK);
+    assert_eq!(exchange(&s, &a).status(), StatusCode::OK);
+    let res = exchange(&s, &a);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(refusal(res).0, StatusCode::TOO_MANY_REQUESTS);
+    // Another token has its own bucket.
+    let b_access = access(&s, &b);
+    // Lists report the limit.
+    let v: Value = list(&s, &b_access).json().unwrap();
+    assert!(v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["rate_limit"] == 1));
+}
+
+// ----- the layer on host routes -----
+
+fn sample_app(store: &TokenStore) -> Router {
+    Router::new()
+        .route(
+            "/incidents",
+            post(|Authorized(p): Authorized| async move { format!("incident by {}", p.user) })
+                .layer(require_scope(store, "incident-write")),
+        )
+        .route(
+            "/users",
+            post(|a: Authorized| async move { format!("user made by {}", a.user) })
+                .layer(require_scope(store, "user-write")),
+        )
+        .route(
+            "/me",
+            get(|a: Authorized| async move { format!("{} {}", a.user, a.role) }),
+        )
+        .route_layer(require_bearer(store))
+        .route(
+            "/extension",
+            get(|a: Authorized| async move { a.org.to_string() }).layer(Extension(store.clone())),
+        )
+        .route(
+            "/unwired",
+            get(|a: Authorized| async move { a.org.to_string() }),
+        )
+        .merge(http::router(store.clone()))
+}
+
+#[test]
+fn bearer_layer_guards_host_routes() {
+    let store = seeded();
+    let s = Server::start_app(sample_app(&store), HttpConfig::default());
+    let uma = bearer_of(&s, &store, "acme", "uma");
+    let adam = bearer_of(&s, &store, "acme", "adam");
+    let c = client();
+    let call = |path: &str, bearer: Option<&str>| {
+        let mut rb = if path == "/me" || path == "/extension" || path == "/unwired" {
+            c.get(s.url(path))
+        } else {
+            c.post(s.url(path))
+        };
+        if let Some(b) = bearer {
+            rb = rb.bearer_auth(b);
+        }
+        rb.send().unwrap()
+    };
+
+    // The User: incidents yes, users no (RFC 6750 insufficient_scope).
+    let res = call("/incidents", Some(&uma));
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().unwrap(), "incident by uma");
+    let res = call("/users", Some(&uma));
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let ch = challenge(&res);
+    assert!(
+        ch.contains(r#"error="insufficient_scope""#) && ch.contains(r#"scope="user-write""#),
+        "{ch}"
+    );
+    // The Admin: both.
+    assert_eq!(call("/incidents", Some(&adam)).status(), StatusCode::OK);
+    let res = call("/users", Some(&adam));
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().unwrap(), "user made by adam");
+    assert_eq!(call("/me", Some(&adam)).text().unwrap(), "adam admin");
+    assert_eq!(call("/extension", Some(&uma)).text().unwrap(), "acme");
+
+    // No token: 401 with a bare challenge; a bad token: invalid_token.
+    for path in ["/incidents", "/users", "/me", "/extension"] {
+        let res = call(path, None);
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let ch = challenge(&res);
+        assert!(
+            ch.starts_with("Bearer realm=\"tokenvault\"") && !ch.contains("error="),
+            "{ch}"
+        );
+        let res = call(path, Some("tva_not_a_token"));
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(challenge(&res).contains(r#"error="invalid_token""#));
+    }
+    let res = c
+        .post(s.url("/incidents"))
+        .header("Authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Without the layer or the extension, the extractor refuses (a wiring
+    // mistake), never lets the request through.
+    assert_eq!(
+        call("/unwired", Some(&uma)).status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    // The Admin demoted: user-write is gone at once; removed: nothing works.
+    store.set_role("acme", "adam", Role::User).unwrap();
+    assert_eq!(call("/users", Some(&adam)).status(), StatusCode::FORBIDDEN);
+    store.remove_member("acme", "adam").unwrap();
+    let res = call("/incidents", Some(&adam));
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(challenge(&res).contains(r#"error="invalid_token""#));
+}
+
+// ----- malformed, oversized, slow -----
+
+#[test]
+fn malformed_and_oversized_requests() {
+    let store = seeded();
+    let cfg = HttpConfig::default()
+        .max_body_bytes(1024)
+        .max_header_bytes(1024);
+    let s = Server::start(&store, cfg);
+    let olivia = bearer_of(&s, &store, "acme", "olivia");
+    let c = client();
+
+    // The exchange: missing header 400; garbage, overlong 401; two headers 400.
+    let res = c.get(s.url("/oauth/access-token")).send().unwrap();
+    assert_eq!(refusal(res).0, StatusCode::BAD_REQUEST);
+    let long = "A".repeat(900);
+    for bad in ["", "garbage", "tvr_", long.as_str()] {
+        assert_eq!(
+            refusal(exchange(&s, bad)).0,
+            StatusCode::UNAUTHORIZED,
+            "{bad}"
+        );
+    }
+    let res = c
+        .get(s.url("/oauth/access-token"))
+        .header("X-Refresh-Token", "a")
+        .header("X-Refresh-Token", "b")
+        .send()
+        .unwrap();
+    assert_eq!(refusal(res).0, StatusCode::BAD_REQUEST);
+    // Bytes that are not text in the header.
+    let reply = raw(
+        s.addr,
+        b"GET /oauth/access-token HTTP/1.1\r\nHost: x\r\nX-Refresh-Token: \xff\xfe\x80\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(20),
+    );
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+
+    // An access token where a refresh token belongs, and the reverse.
+    let res = exchange(&s, &olivia);
+    assert_eq!(refusal(res).0, StatusCode::UNAUTHORIZED);
+    let (olivia_refresh, _) = refresh_of(&store, "acme", "olivia");
+    assert_eq!(
+        refusal(list(&s, &olivia_refresh)).0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A body over the limit: 413; a header over the limit: 431.
+    let res = create(
+        &s,
+        &olivia,
+        json!({"user_id": "olivia", "label": "x".repeat(4096)}),
+    );
+    assert_eq!(refusal(res).0, StatusCode::PAYLOAD_TOO_LARGE);
+    let res = c
+        .get(s.url("/v3/refresh-token"))
+        .bearer_auth(&olivia)
+        .header("X-Padding", "p".repeat(2000))
+        .send()
+        .unwrap();
+    assert_eq!(refusal(res).0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // A head far beyond the bound is cut off by the server itself.
+    let mut huge = b"GET /v3/refresh-token HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..200 {
+        huge.extend_from_slice(format!("X-H{i}: {}\r\n", "q".repeat(500)).as_bytes());
+    }
+    huge.extend_from_slice(b"\r\n");
+    let reply = raw(s.addr, &huge, Duration::from_secs(20));
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 431"),
+        "{reply}"
+    );
+    // Not HTTP at all.
+    let reply = raw(
+        s.addr,
+        b"\x16\x03\x01\x00\xa5hello\r\n\r\n",
+        Duration::from_secs(20),
+    );
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
+    // A label with control characters is refused by the store: 422.
+    let res = create(
+        &s,
+        &olivia,
+        json!({"user_id": "olivia", "label": "a\u{7}b"}),
+    );
+    assert_eq!(refusal(res).0, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Unknown routes and methods keep the envelope.
+    assert_eq!(
+        refusal(c.get(s.url("/nope")).send().unwrap()).0,
+        StatusCode::NOT_FOUND
+    );
+    let res = c.put(s.url("/v3/refresh-token")).send().unwrap();
+    assert_eq!(refusal(res).0, StatusCode::METHOD_NOT_ALLOWED);
+
+    // After all that the server still answers.
+    assert_eq!(list(&s, &olivia).status(), StatusCode::OK);
+    assert!(store.check_integrity().unwrap().is_clean());
+}
+
+#[test]
+fn slow_clients_are_cut_off() {
+    let store = seeded();
+    let cfg = HttpConfig::default()
+        .header_read_timeout(Duration::from_millis(300))
+        .request_timeout(Duration::from_millis(500));
+    let s = Server::start(&store, cfg);
+    let olivia = bearer_of(&s, &store, "acme", "olivia");
+
+    // A head that never ends: the server closes the connection (the client's
+    // own 30 s read timeout only guards against a hang of the test).
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(b"GET /v3/refresh-token HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = match c.read_to_end(&mut buf) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the server kept a stalled connection open");
+
+    // A body announced but never sent: 408.
+    let req = format!(
+        "POST /v3/refresh-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {olivia}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(req.as_bytes()).unwrap();
+    let mut reply = [0u8; 64];
+    let n = c.read(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    // Nothing was created.
+    assert_eq!(
+        store.list_own(&Actor::new("acme", "olivia")).unwrap().len(),
+        1
+    );
+}
+
+// ----- logging -----
+
+/// Collects every tracing event of the process as text.
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={:?}", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut f = Fields(event.metadata().target().to_string());
+        event.record(&mut f);
+        self.0.lock().unwrap().push(f.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+fn captured() -> Arc<Mutex<Vec<String>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        tracing::subscriber::set_global_default(Capture(log.clone())).expect("one subscriber");
+        log
+    })
+    .clone()
+}
+
+#[test]
+fn one_log_line_per_request_and_never_a_token() {
+    let log = captured();
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let (refresh, _) = refresh_of(&store, "acme", "olivia");
+    let bearer = access(&s, &refresh);
+    let made: Value = create(&s, &bearer, json!({"user_id": "uma"}))
+        .json()
+        .unwrap();
+    let assigned = made["data"]["token"].as_str().unwrap().to_string();
+    let _ = exchange(&s, &format!("{}x", &refresh[..refresh.len() - 1]));
+    let _ = form(
+        &s,
+        "/oauth/revoke",
+        Some(&bearer),
+        &format!("token={assigned}"),
+    );
+    let _ = client()
+        .get(s.url(&format!("/v3/refresh-token/{refresh}?token={refresh}")))
+        .send()
+        .unwrap();
+    drop(s);
+
+    let lines = log.lock().unwrap().clone();
+    let requests = lines
+        .iter()
+        .filter(|l| l.starts_with("tokenvault::http") && l.contains("message=request"))
+        .count();
+    assert!(requests >= 5, "{lines:#?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("route=/v3/refresh-token") && l.contains("status=201")));
+    for l in &lines {
+        for secret in [&refresh, &bearer, &assigned] {
+            assert!(!l.contains(secret.as_str()), "a token reached the log: {l}");
+        }
+        assert!(
+            !l.contains(&refresh[4..20]),
+            "part of a token reached the log: {l}"
+        );
+    }
+}
