@@ -1056,3 +1056,50 @@ fn demo_narrates_the_seed_story() {
     assert!(doc["steps"].as_array().unwrap().len() >= 10);
     assert!(!v.db.exists());
 }
+
+/// `tokenvault serve` answers Squadcast's exchange endpoint on loopback and
+/// stops on SIGTERM (std's `Child::kill` sends SIGKILL, so use `kill`).
+#[test]
+fn serve_answers_the_exchange_endpoint() {
+    let v = Vault::seeded();
+    let issued = v.ok(&["token", "generate", "--as", "acme/uma"]);
+    let token = issued["token"].as_str().unwrap().to_string();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let bin = assert_cmd::cargo::cargo_bin("tokenvault");
+    let mut child = std::process::Command::new(bin)
+        .arg("--db")
+        .arg(&v.db)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/oauth/access-token");
+    let client = reqwest::blocking::Client::new();
+    let mut answer = None;
+    for _ in 0..100 {
+        match client.get(&url).header("X-Refresh-Token", &token).send() {
+            Ok(r) => {
+                answer = Some(r);
+                break;
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    let answer = answer.expect("server came up");
+    assert_eq!(answer.status().as_u16(), 200);
+    let body: Value = answer.json().unwrap();
+    assert_eq!(body["data"]["type"], "Bearer");
+    let missing = client.get(&url).send().unwrap();
+    assert_eq!(missing.status().as_u16(), 400);
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

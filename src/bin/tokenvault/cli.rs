@@ -90,6 +90,20 @@ pub enum Command {
     Stats,
     /// Play the seed story on a temporary store and narrate each step.
     Demo,
+    /// Serve the HTTP front (Squadcast's token endpoints) on ADDR until
+    /// Ctrl-C or SIGTERM, logging one line per request to standard error.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Exchanges a minute allowed per refresh token (0: no limit).
+        #[arg(long, value_name = "N", default_value_t = 60)]
+        rate_per_minute: u32,
+        /// Exchanges allowed back to back per refresh token.
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        rate_burst: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -115,8 +115,41 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
         Command::Purge { batch } => purge(store, *batch as usize),
         Command::Check => check(store),
         Command::Stats => stats(store),
+        Command::Serve {
+            listen,
+            rate_per_minute,
+            rate_burst,
+        } => serve(store, *listen, *rate_per_minute, *rate_burst),
         Command::Init | Command::Demo => unreachable_command(),
     }
+}
+
+fn serve(
+    store: &TokenStore,
+    listen: std::net::SocketAddr,
+    per_minute: u32,
+    burst: u32,
+) -> Result<Report, CliError> {
+    use tokenvault::http::{HttpConfig, RateLimit};
+    // Logs go to standard error; a second subscriber (in tests) is ignored.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg = if per_minute == 0 {
+        HttpConfig::default().no_rate_limit()
+    } else {
+        HttpConfig::default().rate_limit(RateLimit { per_minute, burst })
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new("io", format!("cannot start the runtime: {e}")))?;
+    rt.block_on(tokenvault::http::serve_with(store.clone(), listen, &cfg))
+        .map_err(|e| CliError::new("io", format!("cannot serve on {listen}: {e}")))?;
+    Ok(Report::new(
+        json!({ "served": listen.to_string() }),
+        format!("Stopped serving on {listen}."),
+    ))
 }
 
 fn unreachable_command() -> Result<Report, CliError> {
