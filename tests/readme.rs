@@ -21,6 +21,11 @@ fn doc_example() -> Vec<String> {
 fn readme_example() -> Vec<String> {
     let readme = include_str!("../README.md");
     let lines: Vec<&str> = readme.lines().collect();
+    let section = lines
+        .iter()
+        .position(|l| *l == "## Using the library")
+        .expect("library section");
+    let lines = &lines[section..];
     let start = lines
         .iter()
         .position(|l| *l == "```rust")
