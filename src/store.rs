@@ -773,6 +773,12 @@ impl TokenStore {
         };
         let ticket = {
             let mut extra = parent.extra.lock();
+            // A purge may have removed the family while we waited for its
+            // lock: writing now would leave an access record without its
+            // refresh record.
+            if !inner.refresh.contains(&parent.id) {
+                return Err(Error::InvalidToken);
+            }
             let mut changes = Vec::with_capacity(3);
             let mut evict = 0;
             while extra.live.len() - evict >= inner.cap {
@@ -1222,12 +1228,48 @@ impl TokenStore {
             }
             true
         });
+        // Access records that can no longer verify.
+        let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id).collect();
+        let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
+        if !report.more {
+            inner.access.for_each(|id, a| {
+                let useless_now = a.expires_at <= now
+                    || a.revoked.load(Ordering::Acquire)
+                    || a.refresh.is_revoked()
+                    || a.refresh.expires_at <= now;
+                if useless_now && !dead_set.contains(&a.refresh.id) {
+                    if budget == 0 {
+                        report.more = true;
+                        return false;
+                    }
+                    budget -= 1;
+                    useless.push((a.refresh.clone(), *id));
+                }
+                true
+            });
+        }
+        // Hold the lock of every family touched from the commit until memory
+        // agrees with it: an exchange or revoke_access that writes under its
+        // family's lock then either lands before (and is purged with it) or
+        // finds the records gone, so none can write an access record after
+        // its deletion (an orphan, or a purged record brought back).
+        let mut families: Vec<Arc<RefreshHot>> = dead.clone();
+        let mut seen = dead_set.clone();
+        for (r, _) in &useless {
+            if seen.insert(r.id) {
+                families.push(r.clone());
+            }
+        }
+        let mut guards: HashMap<[u8; 16], parking_lot::MutexGuard<'_, RefreshExtra>> =
+            families.iter().map(|f| (f.id, f.extra.lock())).collect();
         let mut changes = Vec::new();
         let mut dead_access: Vec<([u8; 16], [u8; 16])> = Vec::new();
         for r in &dead {
-            let extra = r.extra.lock();
-            for a in &extra.live {
-                changes.push(Change::DeleteAccess { refresh_id: r.id, id: *a });
+            for a in &guards[&r.id].live {
+                changes.push(Change::DeleteAccess {
+                    refresh_id: r.id,
+                    id: *a,
+                });
                 dead_access.push((r.id, *a));
             }
             changes.push(Change::DeleteRefresh {
@@ -1236,38 +1278,30 @@ impl TokenStore {
                 user: r.member.user.to_string(),
             });
         }
-        // Access records that can no longer verify.
-        let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id).collect();
-        if !report.more {
-            inner.access.for_each(|id, a| {
-                let useless = a.expires_at <= now
-                    || a.revoked.load(Ordering::Acquire)
-                    || a.refresh.is_revoked()
-                    || a.refresh.expires_at <= now;
-                if useless && !dead_set.contains(&a.refresh.id) {
-                    if budget == 0 {
-                        report.more = true;
-                        return false;
-                    }
-                    budget -= 1;
-                    changes.push(Change::DeleteAccess { refresh_id: a.refresh.id, id: *id });
-                    dead_access.push((a.refresh.id, *id));
-                }
-                true
-            });
+        for (r, id) in &useless {
+            // Evicted by an exchange meanwhile: already deleted.
+            if guards[&r.id].live.contains(id) {
+                changes.push(Change::DeleteAccess {
+                    refresh_id: r.id,
+                    id: *id,
+                });
+                dead_access.push((r.id, *id));
+            }
         }
         if changes.is_empty() {
             return Ok(report);
         }
         let ticket = inner.commit(&changes)?;
-        for (_, aid) in &dead_access {
-            if let Some(a) = inner.access.remove(aid) {
-                a.refresh.extra.lock().live.retain(|x| x != aid);
+        for (rid, aid) in &dead_access {
+            inner.access.remove(aid);
+            if let Some(g) = guards.get_mut(rid) {
+                g.live.retain(|x| x != aid);
             }
         }
         for r in &dead {
             inner.refresh.remove(&r.id);
         }
+        drop(guards);
         report.access_removed = dead_access.len() as u64;
         report.refresh_removed = dead.len() as u64;
         drop(cat);
