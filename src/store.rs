@@ -784,9 +784,13 @@ impl TokenStore {
         };
         let ticket = {
             let mut extra = parent.extra.lock();
-            // Checked again under the family's lock: a purge that removes a
-            // revoked family takes this lock too, so no access record can be
-            // written for a family that is being deleted.
+            // Checked again under the family's lock: a purge holds the lock
+            // of every family it touches until memory agrees with disk, so
+            // no access record is written for a family being deleted (an
+            // orphan), nor for one revoked or expired meanwhile.
+            if !inner.refresh.contains(&parent.id) {
+                return Err(Error::InvalidToken);
+            }
             if parent.is_revoked() {
                 return Err(Error::Revoked);
             }
@@ -1353,10 +1357,43 @@ impl TokenStore {
             }
             true
         });
+        // Access records that can no longer verify.
+        let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id).collect();
+        let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
+        if !report.more {
+            inner.access.for_each(|id, a| {
+                let useless_now = a.expires_at <= now
+                    || a.revoked.load(Ordering::Acquire)
+                    || a.refresh.is_revoked()
+                    || a.refresh.expires_at <= now;
+                if useless_now && !dead_set.contains(&a.refresh.id) {
+                    if budget == 0 {
+                        report.more = true;
+                        return false;
+                    }
+                    budget -= 1;
+                    useless.push((a.refresh.clone(), *id));
+                }
+                true
+            });
+        }
+        // Hold the lock of every family touched from the commit until memory
+        // agrees with it: an exchange or revoke_access that writes under its
+        // family's lock then either lands before (and is purged with it) or
+        // finds the records gone, so none can write an access record after
+        // its deletion (an orphan, or a purged record brought back).
+        let mut families: Vec<Arc<RefreshHot>> = dead.clone();
+        let mut seen = dead_set.clone();
+        for (r, _) in &useless {
+            if seen.insert(r.id) {
+                families.push(r.clone());
+            }
+        }
+        let mut guards: HashMap<[u8; 16], parking_lot::MutexGuard<'_, RefreshExtra>> =
+            families.iter().map(|f| (f.id, f.extra.lock())).collect();
         let mut changes = Vec::new();
         for r in &dead {
-            let extra = r.extra.lock();
-            for a in &extra.live {
+            for a in &guards[&r.id].live {
                 changes.push(Change::DeleteAccess {
                     refresh_id: r.id,
                     id: *a,
@@ -1368,32 +1405,37 @@ impl TokenStore {
                 user: r.member.user.to_string(),
             });
         }
-        // Access records that can no longer verify.
-        let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id).collect();
-        if !report.more {
-            inner.access.for_each(|id, a| {
-                let useless = a.expires_at <= now
-                    || a.revoked.load(Ordering::Acquire)
-                    || a.refresh.is_revoked()
-                    || a.refresh.expires_at <= now;
-                if useless && !dead_set.contains(&a.refresh.id) {
-                    if budget == 0 {
-                        report.more = true;
-                        return false;
-                    }
-                    budget -= 1;
-                    changes.push(Change::DeleteAccess {
-                        refresh_id: a.refresh.id,
-                        id: *id,
-                    });
-                }
-                true
-            });
+        for (r, id) in &useless {
+            // Evicted by an exchange meanwhile: already deleted.
+            if guards[&r.id].live.contains(id) {
+                changes.push(Change::DeleteAccess {
+                    refresh_id: r.id,
+                    id: *id,
+                });
+            }
         }
         if changes.is_empty() {
             return Ok(report);
         }
-        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        let ticket = inner.commit(&changes)?;
+        // Bring memory in line while every touched family is still locked.
+        let mut per_family: HashMap<[u8; 16], Vec<Change>> = HashMap::new();
+        let mut refresh_deletes = Vec::new();
+        for c in &changes {
+            match c {
+                Change::DeleteAccess { refresh_id, .. } => {
+                    per_family.entry(*refresh_id).or_default().push(c.clone())
+                }
+                _ => refresh_deletes.push(c.clone()),
+            }
+        }
+        for fam in &families {
+            if let (Some(mine), Some(guard)) = (per_family.get(&fam.id), guards.get_mut(&fam.id)) {
+                inner.apply_family(fam, guard, mine);
+            }
+        }
+        inner.apply(&mut cat, &refresh_deletes);
+        drop(guards);
         report.refresh_removed = dead.len() as u64;
         report.access_removed = changes.len() as u64 - report.refresh_removed;
         drop(cat);

@@ -1,6 +1,7 @@
 //! The sled 0.34 backend: the only module of the crate that touches sled.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
@@ -54,7 +55,7 @@ impl SledBackend {
             Some(p) => cfg.path(p),
             None => cfg.temporary(true),
         };
-        let db = cfg.open().map_err(io)?;
+        let db = open_waiting_for_lock(&cfg, path.is_some())?;
         let t = |name: &str| db.open_tree(name).map_err(io);
         Ok(SledBackend {
             meta: t("meta")?,
@@ -67,6 +68,31 @@ impl SledBackend {
             events: t("events")?,
             db,
         })
+    }
+}
+
+/// How long opening waits for a lock that sled itself still holds.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the database, waiting up to [`LOCK_WAIT`] for the directory's file
+/// lock. sled 0.34 releases that lock a little after the last handle is
+/// dropped (its background threads let go of the file later), so opening a
+/// store right after closing it in the same process may find the lock still
+/// taken. A lock held by a live store elsewhere still fails, after the wait.
+fn open_waiting_for_lock(cfg: &sled::Config, on_disk: bool) -> Result<Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match cfg.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if on_disk
+                    && e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(io(e)),
+        }
     }
 }
 

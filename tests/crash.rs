@@ -1,0 +1,474 @@
+//! Crash test (issue 3; DESIGN.md invariants 2, 5 and 6): a child process
+//! (this test binary run again with `TOKENVAULT_CRASH_CHILD=<dir>`) performs
+//! random calls on a store, and the parent kills it with SIGKILL at a random
+//! moment, reopens the store and checks that every acknowledged revocation
+//! still holds (the refresh token does not exchange, its access tokens do not
+//! verify), every acknowledged generate/assign is present, acknowledged role
+//! changes and removals hold, `check_integrity()` is clean and nothing
+//! panics. Then the next child carries on with the same store.
+//!
+//! What the child writes, all in the test's temporary directory:
+//! - `acks.log`: before each mutating call a `try …` line, after it returned
+//!   `ok …`, both synced (`sync_data`) before going on. Only token ids, never
+//!   a secret. The last `try` without its `ok` is the call in flight when
+//!   the child died: it may or may not have happened.
+//! - `secrets.log`: the token texts the child received, written and synced
+//!   after the call returned and before its `ok` line. Secrets must never
+//!   reach the store's disk or logs (invariant 1); this file is the test's
+//!   own data, as a client's credential file would be, and lets the parent
+//!   (which never sees the child's memory) present the revoked tokens after
+//!   the restart.
+//!
+//! At least 50 cycles in CI; `TOKENVAULT_CRASH_CYCLES` raises it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenvault::{
+    Actor, Config, GenerateOptions, RevokeScope, Role, StoreKey, TokenState, TokenStore,
+};
+
+const CHILD_ENV: &str = "TOKENVAULT_CRASH_CHILD";
+const SEED_ENV: &str = "TOKENVAULT_CRASH_SEED";
+const DEFAULT_CYCLES: u64 = 50;
+/// The organizations, their Owners (never changed here) and other members.
+const MEMBERS: [(&str, &str, Role); 6] = [
+    ("acme", "o", Role::Owner),
+    ("acme", "a1", Role::Admin),
+    ("acme", "u1", Role::User),
+    ("acme", "u2", Role::User),
+    ("beta", "p", Role::Owner),
+    ("beta", "u1", Role::User),
+];
+
+fn owner(org: &str) -> &'static str {
+    if org == "acme" {
+        "o"
+    } else {
+        "p"
+    }
+}
+
+fn open(dir: &Path) -> TokenStore {
+    Config::new(dir.join("store"))
+        .key(StoreKey::from_bytes([7; 32]))
+        .open()
+        .expect("opening the store")
+}
+
+/// xorshift64*: enough randomness for picking calls, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Complete lines of a log; a torn last line (the child died writing it) is
+/// cut off the file so the next child starts on a fresh line.
+fn read_lines(path: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    if complete < text.len() {
+        let f = OpenOptions::new().write(true).open(path).expect("log");
+        f.set_len(complete as u64).expect("truncate torn line");
+    }
+    text[..complete].lines().map(str::to_string).collect()
+}
+
+struct Log(File);
+
+impl Log {
+    fn open(path: &Path) -> Log {
+        Log(OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open log"))
+    }
+    fn line(&mut self, s: &str) {
+        self.0
+            .write_all(format!("{s}\n").as_bytes())
+            .expect("write log");
+        self.0.sync_data().expect("sync log");
+    }
+}
+
+// ------------------------------------------------------------------- child
+
+struct Known {
+    /// Refresh tokens: id, org, user, text.
+    refresh: Vec<(String, String, String, String)>,
+    /// Access tokens: id, refresh id, text.
+    access: Vec<(String, String, String)>,
+}
+
+fn load_known(dir: &Path) -> Known {
+    let mut k = Known {
+        refresh: Vec::new(),
+        access: Vec::new(),
+    };
+    for l in read_lines(&dir.join("secrets.log")) {
+        let f: Vec<&str> = l.split(' ').collect();
+        match f.as_slice() {
+            ["r", id, org, user, text] => k.refresh.push((
+                id.to_string(),
+                org.to_string(),
+                user.to_string(),
+                text.to_string(),
+            )),
+            ["a", id, rid, text] => {
+                k.access
+                    .push((id.to_string(), rid.to_string(), text.to_string()))
+            }
+            _ => panic!("bad secrets line {l:?}"),
+        }
+    }
+    k
+}
+
+/// Runs random calls until killed (or, should the parent vanish, for 30 s).
+fn child(dir: &Path) {
+    let seed: u64 = std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut rng = Rng(seed | 1);
+    let store = open(dir);
+    let mut acks = Log::open(&dir.join("acks.log"));
+    let mut secrets = Log::open(&dir.join("secrets.log"));
+    let mut known = load_known(dir);
+    for (org, user, role) in MEMBERS {
+        if store.member_role(org, user).is_none() {
+            let what = format!("add {org} {user} {role}");
+            acks.line(&format!("try {what}"));
+            store
+                .add_member(org, user, role)
+                .expect("re-adding a member");
+            acks.line(&format!("ok {what}"));
+        }
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let (org, user, _) = MEMBERS[rng.below(MEMBERS.len())];
+        let actor = Actor::new(org, user);
+        match rng.below(100) {
+            0..=19 => {
+                let what = format!("gen {org} {user}");
+                acks.line(&format!("try {what}"));
+                if let Ok(t) = store.generate(&actor, GenerateOptions::default()) {
+                    let id = t.info.id.to_string();
+                    secrets.line(&format!("r {id} {org} {user} {}", t.token.expose()));
+                    acks.line(&format!("ok {what} {id}"));
+                    known
+                        .refresh
+                        .push((id, org.into(), user.into(), t.token.expose().into()));
+                }
+            }
+            20..=29 => {
+                let (_, to, _) = MEMBERS[rng.below(MEMBERS.len())];
+                let what = format!("assign {org} {to}");
+                acks.line(&format!("try {what}"));
+                let o = Actor::new(org, owner(org));
+                if let Ok(t) = store.assign(&o, to, GenerateOptions::default()) {
+                    let id = t.info.id.to_string();
+                    secrets.line(&format!("r {id} {org} {to} {}", t.token.expose()));
+                    acks.line(&format!("ok {what} {id}"));
+                    known
+                        .refresh
+                        .push((id, org.into(), to.into(), t.token.expose().into()));
+                }
+            }
+            30..=54 if !known.refresh.is_empty() => {
+                let (rid, _, _, text) = &known.refresh[rng.below(known.refresh.len())];
+                // Exchange is lazily durable: no try/ok, only the secret.
+                if let Ok(g) = store.exchange(text) {
+                    let aid = g.access_id.to_string();
+                    secrets.line(&format!("a {aid} {rid} {}", g.access_token.expose()));
+                    known
+                        .access
+                        .push((aid, rid.clone(), g.access_token.expose().into()));
+                }
+            }
+            55..=64 if !known.refresh.is_empty() => {
+                let (id, org, holder, _) = known.refresh[rng.below(known.refresh.len())].clone();
+                let by = if rng.below(2) == 0 {
+                    holder
+                } else {
+                    owner(&org).to_string()
+                };
+                let what = format!("revoke {id}");
+                acks.line(&format!("try {what}"));
+                let tid: tokenvault::TokenId = id.parse().expect("token id");
+                if store
+                    .revoke(&Actor::new(org, by), &tid, Some("crash test"))
+                    .is_ok()
+                {
+                    acks.line(&format!("ok {what}"));
+                }
+            }
+            65..=69 => {
+                let what = format!("revoke_member {org} {user}");
+                acks.line(&format!("try {what}"));
+                let o = Actor::new(org, owner(org));
+                if store
+                    .revoke_all(&o, RevokeScope::Member(user.into()), None)
+                    .is_ok()
+                {
+                    acks.line(&format!("ok {what}"));
+                }
+            }
+            70..=79 if !known.access.is_empty() => {
+                let (aid, _, text) = known.access[rng.below(known.access.len())].clone();
+                let what = format!("revoke_access {aid}");
+                acks.line(&format!("try {what}"));
+                if store.revoke_access(&text).is_ok() {
+                    acks.line(&format!("ok {what}"));
+                }
+            }
+            80..=87 if user != owner(org) => {
+                let role = [Role::Stakeholder, Role::User, Role::Admin][rng.below(3)];
+                let what = format!("role {org} {user} {role}");
+                acks.line(&format!("try {what}"));
+                if store.set_role(org, user, role).is_ok() {
+                    acks.line(&format!("ok {what}"));
+                }
+            }
+            88..=91 if user != owner(org) => {
+                let what = format!("remove {org} {user}");
+                acks.line(&format!("try {what}"));
+                if store.remove_member(org, user).is_ok() {
+                    acks.line(&format!("ok {what}"));
+                    let role = MEMBERS
+                        .iter()
+                        .find(|m| m.0 == org && m.1 == user)
+                        .expect("member")
+                        .2;
+                    let what = format!("add {org} {user} {role}");
+                    acks.line(&format!("try {what}"));
+                    store
+                        .add_member(org, user, role)
+                        .expect("re-adding a member");
+                    acks.line(&format!("ok {what}"));
+                }
+            }
+            _ if !known.access.is_empty() => {
+                let (_, _, text) = &known.access[rng.below(known.access.len())];
+                let _ = store.verify(text);
+            }
+            _ => {}
+        }
+    }
+}
+
+// ------------------------------------------------------------------ parent
+
+#[derive(Default)]
+struct Expect {
+    /// Acknowledged refresh tokens: id → (org, user).
+    tokens: BTreeMap<String, (String, String)>,
+    /// Refresh ids whose revocation was acknowledged.
+    revoked: HashSet<String>,
+    /// Access ids whose revocation was acknowledged.
+    revoked_access: HashSet<String>,
+    /// Last acknowledged role of each member (`None`: removed).
+    roles: HashMap<(String, String), Option<Role>>,
+    /// The call in flight at the kill, if any.
+    pending: Option<String>,
+    acked: usize,
+}
+
+fn expectations(lines: &[String]) -> Expect {
+    let mut e = Expect::default();
+    for l in lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        match f.as_slice() {
+            ["try", rest @ ..] => e.pending = Some(rest.join(" ")),
+            ["ok", rest @ ..] => {
+                e.pending = None;
+                e.acked += 1;
+                match rest {
+                    ["gen" | "assign", org, user, id] => {
+                        e.tokens
+                            .insert(id.to_string(), (org.to_string(), user.to_string()));
+                    }
+                    ["revoke", id] => {
+                        e.revoked.insert(id.to_string());
+                    }
+                    ["revoke_member" | "remove", org, user] => {
+                        for (id, (o, u)) in &e.tokens {
+                            if o == org && u == user {
+                                e.revoked.insert(id.clone());
+                            }
+                        }
+                        if rest[0] == "remove" {
+                            e.roles.insert((org.to_string(), user.to_string()), None);
+                        }
+                    }
+                    ["revoke_access", id] => {
+                        e.revoked_access.insert(id.to_string());
+                    }
+                    ["add" | "role", org, user, role] => {
+                        let role: Role = role.parse().expect("role");
+                        e.roles
+                            .insert((org.to_string(), user.to_string()), Some(role));
+                    }
+                    _ => panic!("bad ack line {l:?}"),
+                }
+            }
+            _ => panic!("bad ack line {l:?}"),
+        }
+    }
+    e
+}
+
+/// Reopens the store after a kill and checks everything acknowledged.
+fn check_after_crash(dir: &Path, cycle: u64) -> usize {
+    let store = open(dir);
+    let report = store.check_integrity().expect("check_integrity");
+    assert!(
+        report.is_clean(),
+        "cycle {cycle}: invariant 6: {:?}",
+        report.problems
+    );
+
+    let e = expectations(&read_lines(&dir.join("acks.log")));
+    let known = load_known(dir);
+    let texts: HashMap<&str, &str> = known
+        .refresh
+        .iter()
+        .map(|(id, _, _, t)| (id.as_str(), t.as_str()))
+        .collect();
+    let mut listed = HashMap::new();
+    for org in ["acme", "beta"] {
+        for t in store
+            .list_org(&Actor::new(org, owner(org)))
+            .expect("list_org")
+        {
+            listed.insert(t.id.to_string(), t);
+        }
+    }
+    let pending = e.pending.as_deref().unwrap_or("");
+
+    // Every acknowledged generate/assign is present, with its holder.
+    for (id, (org, user)) in &e.tokens {
+        let t = listed
+            .get(id)
+            .unwrap_or_else(|| panic!("cycle {cycle}: acknowledged token {id} is gone"));
+        assert_eq!((&t.org, &t.user), (org, user), "cycle {cycle}: token {id}");
+    }
+    // Invariant 2: every acknowledged revocation holds after the crash.
+    for id in &e.revoked {
+        let t = &listed[id];
+        assert!(
+            matches!(t.state, TokenState::Revoked { .. }),
+            "cycle {cycle}: invariant 2: revoked token {id} listed as {:?}",
+            t.state
+        );
+        let text = texts[id.as_str()];
+        let r = store.exchange(text);
+        assert!(
+            matches!(r, Err(tokenvault::Error::Revoked)),
+            "cycle {cycle}: invariant 2: revoked token {id} exchanged: {r:?}"
+        );
+    }
+    // No access token verifies once its family or itself was revoked, and
+    // none verifies for a family the list does not show active.
+    for (aid, rid, text) in &known.access {
+        let r = store.verify(text);
+        if e.revoked.contains(rid.as_str()) || e.revoked_access.contains(aid) {
+            assert!(
+                matches!(r, Err(tokenvault::Error::Revoked) | Err(tokenvault::Error::InvalidToken)),
+                "cycle {cycle}: invariant 2: access token {aid} of a revoked family verified: {r:?}"
+            );
+        }
+        if let Ok(p) = &r {
+            let parent = listed.get(rid.as_str()).map(|t| &t.state);
+            assert_eq!(
+                parent,
+                Some(&TokenState::Active),
+                "cycle {cycle}: access token {aid} verifies but its family is not active"
+            );
+            assert_eq!(store.member_role(&p.org, &p.user), Some(p.role));
+        }
+    }
+    // Acknowledged membership changes hold (unless the call in flight
+    // touched the same member).
+    for ((org, user), role) in &e.roles {
+        if pending.contains(&format!("{org} {user}")) {
+            continue;
+        }
+        assert_eq!(
+            store.member_role(org, user),
+            *role,
+            "cycle {cycle}: acknowledged role of {org}/{user} lost"
+        );
+    }
+    e.acked
+}
+
+fn cycles() -> u64 {
+    std::env::var("TOKENVAULT_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CYCLES)
+}
+
+#[test]
+fn invariant_2_and_6_acknowledged_writes_survive_sigkill() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        child(Path::new(&dir));
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let dir: PathBuf = tmp.path().to_path_buf();
+    let exe = std::env::current_exe().expect("test binary");
+    let mut rng = Rng(0x5EED_CAFE ^ u64::from(std::process::id()));
+    let (n, mut acked, mut killed) = (cycles(), 0, 0);
+    for cycle in 0..n {
+        let stderr = File::create(dir.join("child.stderr")).expect("stderr file");
+        let mut c = Command::new(&exe)
+            .args([
+                "invariant_2_and_6_acknowledged_writes_survive_sigkill",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &dir)
+            .env(SEED_ENV, rng.next().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning the child");
+        std::thread::sleep(Duration::from_millis(40 + rng.next() % 400));
+        if let Some(status) = c.try_wait().expect("child status") {
+            let err = std::fs::read_to_string(dir.join("child.stderr")).unwrap_or_default();
+            panic!("cycle {cycle}: the child stopped by itself ({status}):\n{err}");
+        }
+        c.kill().expect("SIGKILL");
+        let status = c.wait().expect("reaping the child");
+        assert!(!status.success(), "cycle {cycle}: child was not killed");
+        killed += 1;
+        acked = check_after_crash(&dir, cycle);
+    }
+    eprintln!("crash test: {killed} SIGKILL cycles, {acked} acknowledged calls checked");
+    assert_eq!(killed, n);
+    assert!(
+        acked > 0,
+        "the children acknowledged nothing: the test tested nothing"
+    );
+}
