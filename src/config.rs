@@ -301,6 +301,17 @@ pub(crate) fn load_or_create_key(path: &Path, create: bool) -> Result<StoreKey> 
 
 fn write_key_file(path: &Path, key: &StoreKey) -> Result<()> {
     use std::io::Write;
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    // Written whole to a side file, then renamed: a crash midway leaves no
+    // short key file behind, only a side file that the next open replaces.
+    let mut side = path.as_os_str().to_os_string();
+    side.push(".new");
+    let side = PathBuf::from(side);
+    let _ = std::fs::remove_file(&side);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -308,15 +319,21 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)?;
-        }
-    }
     let mut f = opts
-        .open(path)
-        .map_err(|e| Error::Io(format!("cannot create key file {}: {e}", path.display())))?;
+        .open(&side)
+        .map_err(|e| Error::Io(format!("cannot create key file {}: {e}", side.display())))?;
     f.write_all(&key.0)?;
     f.sync_all()?;
+    drop(f);
+    // A hard link never replaces an existing file: if another process made
+    // the key first, its key stands and this open fails clearly.
+    let linked = std::fs::hard_link(&side, path);
+    let _ = std::fs::remove_file(&side);
+    linked.map_err(|e| Error::Io(format!("cannot create key file {}: {e}", path.display())))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(dir) = std::fs::File::open(parent) {
+            let _ = dir.sync_all();
+        }
+    }
     Ok(())
 }
