@@ -19,6 +19,8 @@ use crate::types::*;
 use crate::Clock;
 
 const SCHEMA_VERSION: &[u8] = b"1";
+/// Derives the key fingerprint kept in the meta tree (and by shared backends).
+const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
 const HOST: &str = "host";
 const MAX_ID: usize = 128;
 const MAX_LABEL: usize = 256;
@@ -217,7 +219,7 @@ impl TokenStore {
     }
 
     fn with_backend(backend: Box<dyn Backend>, cfg: Config, key: StoreKey) -> Result<TokenStore> {
-        let fingerprint = key.derive("tokenvault 2026-11 key fingerprint");
+        let fingerprint = key.derive(FINGERPRINT_CONTEXT);
         match backend.meta_get("schema")? {
             None => {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
