@@ -65,6 +65,8 @@ mod error;
 mod hot;
 mod janitor;
 mod policy;
+#[cfg(feature = "postgres")]
+mod replica;
 mod storage;
 mod store;
 pub mod token;
@@ -75,6 +77,8 @@ pub use config::{Config, StoreKey};
 pub use error::{Error, Result};
 pub use janitor::Janitor;
 pub use policy::{Policy, PolicyBuilder, Role};
+#[cfg(feature = "postgres")]
+pub use replica::{PostgresOptions, SyncStatus};
 pub use storage::IntegrityReport;
 pub use store::TokenStore;
 pub use token::{SecretToken, TokenId, TokenKind};
