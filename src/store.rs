@@ -18,6 +18,15 @@ use crate::token::{self, TokenId, TokenKind};
 use crate::types::*;
 use crate::Clock;
 
+// Hooks for a store on a shared backend (PostgreSQL): freshness and
+// read-through for verification, the management lock, the replica's sync.
+#[cfg(feature = "postgres")]
+#[path = "store/shared.rs"]
+mod shared;
+#[cfg(not(feature = "postgres"))]
+#[path = "store/unshared.rs"]
+mod shared;
+
 const SCHEMA_VERSION: &[u8] = b"1";
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
@@ -124,6 +133,9 @@ pub(crate) struct Inner {
     catalog: Mutex<Catalog>,
     flusher: Flusher,
     skipped: u64,
+    /// Set when the backend is shared with other replicas.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    shared: Option<shared::Slot>,
 }
 
 impl Drop for Inner {
@@ -197,6 +209,10 @@ impl TokenStore {
     }
 
     pub(crate) fn open_with(cfg: Config) -> Result<TokenStore> {
+        #[cfg(feature = "postgres")]
+        if cfg.postgres.is_some() {
+            return shared::open(cfg);
+        }
         cfg.validate()?;
         if let Some(p) = &cfg.path {
             if !cfg.create_if_missing && !p.exists() {
@@ -263,6 +279,7 @@ impl TokenStore {
                 lazy: AtomicU64::new(0),
             },
             skipped: snap.skipped,
+            shared: None,
             backend,
         };
         {
