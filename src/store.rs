@@ -755,7 +755,10 @@ impl TokenStore {
     /// [`Error::Malformed`] for a string that is not a refresh token;
     /// [`Error::InvalidToken`] for an unknown id or a wrong secret;
     /// [`Error::Revoked`] / [`Error::Expired`] (said only after the secret
-    /// matched); [`Error::Io`] if storage fails.
+    /// matched); [`Error::Io`] if storage fails, or on a shared (PostgreSQL)
+    /// store whose replica is stale (it fails closed, see
+    /// [`TokenStore::verify`]); [`Error::Limit`] when the replica's budget
+    /// of reads for tokens it does not hold is spent.
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -770,6 +773,7 @@ impl TokenStore {
     pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        inner.fresh_refresh(&parsed.id.0)?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let parent = inner
             .refresh
@@ -844,12 +848,18 @@ impl TokenStore {
     }
 
     /// Checks an access token (`Authorization: Bearer …`) and says whom it
-    /// speaks for. Reads memory only: no disk, no global lock.
+    /// speaks for. Reads memory only: no disk, no global lock. On a store
+    /// shared through PostgreSQL (feature `postgres`), a token this replica
+    /// does not hold yet (made on another replica) is read from the database
+    /// once, and a replica that has not synchronised within its staleness
+    /// bound fails closed rather than answer from stale memory.
     ///
     /// # Errors
     /// [`Error::Malformed`], [`Error::InvalidToken`], [`Error::Revoked`] (the
     /// token, its refresh token, or its holder's membership is gone),
-    /// [`Error::Expired`].
+    /// [`Error::Expired`]; on a shared store also [`Error::Io`] (the replica
+    /// is stale, or the database cannot be read) and [`Error::Limit`] (too
+    /// many reads of tokens this replica does not hold: try again).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -866,6 +876,7 @@ impl TokenStore {
     pub fn verify(&self, access_token: &str) -> Result<Principal> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        inner.fresh_access(&parsed.id.0)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let now = inner.now();
         inner.access.with(&parsed.id.0, |a| {
@@ -1143,6 +1154,7 @@ impl TokenStore {
     pub fn revoke_access(&self, access_token: &str) -> Result<()> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        inner.fresh_access(&parsed.id.0)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = inner.access.with(&parsed.id.0, |a| {
             a.filter(|a| ct_eq(&a.verifier, &v)).map(|a| {
