@@ -349,7 +349,7 @@ impl TokenStore {
         check_id("organization", org)?;
         check_id("user", user)?;
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         if let Some(e) = cat.orgs.get(org) {
             if e.members.contains_key(user) {
                 return Err(Error::Conflict(format!(
@@ -405,7 +405,7 @@ impl TokenStore {
     /// ```
     pub fn set_role(&self, org: &str, user: &str, role: Role) -> Result<()> {
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let m = cat
             .member(org, user)
             .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
@@ -461,7 +461,7 @@ impl TokenStore {
     /// ```
     pub fn transfer_ownership(&self, org: &str, new_owner: &str) -> Result<()> {
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let new = cat
             .member(org, new_owner)
             .ok_or_else(|| Error::NotFound(format!("{new_owner} is not a member of {org}")))?
@@ -514,7 +514,7 @@ impl TokenStore {
     /// ```
     pub fn remove_member(&self, org: &str, user: &str) -> Result<usize> {
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let m = cat
             .member(org, user)
             .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
@@ -634,7 +634,7 @@ impl TokenStore {
         } else {
             "token.generate"
         };
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, action)?;
         let subject = to.unwrap_or(&actor.user);
         if to.is_some() && !may(role, Action::AssignOther) {
@@ -708,7 +708,7 @@ impl TokenStore {
     /// ```
     pub fn list_own(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
-        let cat = inner.catalog.lock();
+        let cat = inner.lock_for_read()?;
         inner.actor_role(&cat, actor, "token.list")?;
         inner.list(&actor.org, Some(&actor.user))
     }
@@ -732,7 +732,7 @@ impl TokenStore {
     /// ```
     pub fn list_org(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
-        let cat = inner.catalog.lock();
+        let cat = inner.lock_for_read()?;
         let role = inner.actor_role(&cat, actor, "token.list_org")?;
         if !may(role, Action::ListOrg) {
             return Err(inner.deny(
@@ -964,8 +964,9 @@ impl TokenStore {
             check_text("reason", r, MAX_REASON)?;
         }
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, "token.revoke")?;
+        inner.find_refresh(&mut cat, &id.0)?;
         let hot = inner
             .refresh
             .get(&id.0)
@@ -1039,7 +1040,7 @@ impl TokenStore {
         before: Option<u64>,
     ) -> Result<usize> {
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, "token.revoke_all")?;
         let now = inner.now();
         let (user, target) = match &scope {
@@ -1211,7 +1212,7 @@ impl TokenStore {
     pub fn audit(&self, actor: &Actor, limit: usize) -> Result<Vec<AuditEvent>> {
         let inner = &*self.inner;
         {
-            let cat = inner.catalog.lock();
+            let cat = inner.lock_for_read()?;
             let role = inner.actor_role(&cat, actor, "audit")?;
             if !may(role, Action::Audit) {
                 return Err(inner.deny(
@@ -1264,7 +1265,7 @@ impl TokenStore {
             return Err(Error::InvalidArgument("limit must be positive".into()));
         }
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let now = inner.now();
         let mut report = PurgeReport::default();
         // Refresh records past retention, with all their access records.
