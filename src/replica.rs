@@ -46,6 +46,7 @@ pub struct PostgresOptions {
     pub(crate) read_through_per_second: u32,
     pub(crate) connect_timeout: Duration,
     pub(crate) lock_timeout: Duration,
+    pub(crate) listen: bool,
 }
 
 impl fmt::Debug for PostgresOptions {
@@ -58,6 +59,7 @@ impl fmt::Debug for PostgresOptions {
             .field("pool_size", &self.pool_size)
             .field("change_log_retention", &self.change_log_retention)
             .field("read_through_per_second", &self.read_through_per_second)
+            .field("listen", &self.listen)
             .finish_non_exhaustive()
     }
 }
@@ -78,7 +80,18 @@ impl PostgresOptions {
             read_through_per_second: 1000,
             connect_timeout: Duration::from_secs(2),
             lock_timeout: Duration::from_secs(5),
+            listen: true,
         }
+    }
+
+    /// Whether to wait for `NOTIFY` (default true). With false, or when the
+    /// server refuses `LISTEN` (engines that speak PostgreSQL's protocol
+    /// without it), replicas learn of changes by polling alone: changes
+    /// then take up to the poll interval to arrive, and the staleness bound
+    /// holds all the same.
+    pub fn listen(mut self, yes: bool) -> Self {
+        self.listen = yes;
+        self
     }
 
     /// How long a replica may go without a successful sync before
@@ -202,8 +215,9 @@ pub struct SyncStatus {
     pub since_last_sync: Option<Duration>,
     /// Whether verification currently answers (within the staleness bound).
     pub fresh: bool,
-    /// Whether the listening connection is up.
-    pub listening: bool,
+    /// Whether the sync connection (which `LISTEN`s, unless polling alone)
+    /// is up.
+    pub connected: bool,
     /// How many times the listening connection was re-established.
     pub reconnects: u64,
     /// How many times a full snapshot was reloaded (after falling behind the
@@ -241,7 +255,7 @@ pub(crate) struct Replica {
     /// Nanoseconds since `base`, plus one, of the start of the last
     /// successful sync; 0 when there was none.
     last_ok: AtomicU64,
-    listening: AtomicBool,
+    connected: AtomicBool,
     stop: AtomicBool,
     reconnects: AtomicU64,
     reloads: AtomicU64,
@@ -264,7 +278,7 @@ impl Replica {
             opts,
             applied: AtomicU64::new(0),
             last_ok: AtomicU64::new(0),
-            listening: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
@@ -381,7 +395,7 @@ impl Replica {
             since_last_sync: (last != 0)
                 .then(|| Duration::from_nanos(self.now().saturating_sub(last))),
             fresh: self.check_fresh().is_ok(),
-            listening: self.listening.load(Ordering::Acquire),
+            connected: self.connected.load(Ordering::Acquire),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             reloads: self.reloads.load(Ordering::Relaxed),
             read_throughs: self.read_throughs.load(Ordering::Relaxed),
@@ -435,17 +449,24 @@ fn run(rep: &Replica, spec: &ConnSpec, target: &Weak<dyn Follower>) {
         let c = match conn.as_mut() {
             Some(c) => c,
             None => {
-                let opened = spec.connect(Some("tokenvault-sync")).and_then(|mut c| {
-                    c.listen()?;
-                    Ok(c)
-                });
-                match opened {
-                    Ok(c) => {
+                match spec.connect(Some("tokenvault-sync")) {
+                    Ok(mut c) => {
+                        if rep.opts.listen {
+                            if let Err(e) = c.listen() {
+                                rep.note_error(&e);
+                                if c.is_closed() {
+                                    rep.nap(backoff);
+                                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                                    continue;
+                                }
+                                // No LISTEN on this server: polling alone.
+                            }
+                        }
                         if ever_connected {
                             rep.reconnects.fetch_add(1, Ordering::Relaxed);
                         }
                         ever_connected = true;
-                        rep.listening.store(true, Ordering::Release);
+                        rep.connected.store(true, Ordering::Release);
                         conn.insert(c)
                     }
                     Err(e) => {
@@ -465,7 +486,7 @@ fn run(rep: &Replica, spec: &ConnSpec, target: &Weak<dyn Follower>) {
         if let Err(e) = synced {
             rep.note_error(&e);
             if c.is_closed() {
-                rep.listening.store(false, Ordering::Release);
+                rep.connected.store(false, Ordering::Release);
                 conn = None;
             }
             rep.nap(backoff);
@@ -482,7 +503,7 @@ fn run(rep: &Replica, spec: &ConnSpec, target: &Weak<dyn Follower>) {
         }
         if let Err(e) = c.wait(poll) {
             rep.note_error(&e);
-            rep.listening.store(false, Ordering::Release);
+            rep.connected.store(false, Ordering::Release);
             conn = None;
         }
     }
