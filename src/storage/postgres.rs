@@ -919,28 +919,39 @@ impl PgBackend {
         // From here the guard releases the local claim, whatever happens.
         let guard = ManageLock { sh: sh.clone() };
         let mut w = sh.writer.lock();
-        if w.as_ref().is_some_and(Conn::is_closed) {
-            *w = None;
-        }
-        if w.is_none() {
-            *w = Some(sh.spec.connect(Some("tokenvault-manage"))?);
-        }
-        let Some(c) = w.as_mut() else {
-            return Err(Error::Io("PostgreSQL: no management connection".into()));
-        };
-        if let Err(e) = c
-            .client
-            .execute("SELECT pg_advisory_lock($1)", &[&MANAGE_LOCK])
-        {
-            if c.is_closed() {
+        for attempt in 0..2 {
+            if w.as_ref().is_some_and(Conn::is_closed) {
                 *w = None;
             }
-            return Err(pg(e));
+            let fresh = w.is_none();
+            if fresh {
+                *w = Some(sh.spec.connect(Some("tokenvault-manage"))?);
+            }
+            let Some(c) = w.as_mut() else { continue };
+            match c
+                .client
+                .execute("SELECT pg_advisory_lock($1)", &[&MANAGE_LOCK])
+            {
+                Ok(_) => {
+                    let serial = c.serial;
+                    drop(w);
+                    sh.manager.lock().owner = Some((std::thread::current().id(), serial));
+                    return Ok(guard);
+                }
+                Err(e) => {
+                    if !c.is_closed() {
+                        return Err(pg(e));
+                    }
+                    *w = None;
+                    // An idle connection that died (a server restart):
+                    // nothing was held on it, so one more try is safe.
+                    if fresh || attempt == 1 {
+                        return Err(pg(e));
+                    }
+                }
+            }
         }
-        let serial = c.serial;
-        drop(w);
-        sh.manager.lock().owner = Some((std::thread::current().id(), serial));
-        Ok(guard)
+        Err(Error::Io("PostgreSQL: no management connection".into()))
     }
 
     /// Runs `f` on a connection: the management connection for the thread
