@@ -50,6 +50,9 @@
 //!   [`TokenStore::revoke_access`].
 //! - [`TokenStore::audit`], [`TokenStore::purge_expired`],
 //!   [`TokenStore::check_integrity`], [`TokenStore::stats`].
+//! - With the cargo feature `postgres`, `Config::postgres`: the same store
+//!   in PostgreSQL, shared by several service replicas, each verifying from
+//!   its own memory within a staleness bound (see `docs/scaling.md`).
 //!
 //! ## Security model in short
 //! Secrets are shown once and stored only as a keyed blake3 verifier; no

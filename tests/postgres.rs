@@ -19,7 +19,7 @@ use std::sync::{Arc, Barrier, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
-use tokenvault::token::{encode_raw, TokenKind};
+use tokenvault::token::{decode_raw, encode_raw, TokenKind};
 use tokenvault::{
     Actor, Config, Error, GenerateOptions, PostgresOptions, RevokeScope, Role, StoreKey,
     TokenState, TokenStore,
@@ -173,6 +173,10 @@ fn seed(store: &TokenStore) -> (Actor, Actor, Actor) {
     )
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn kind<T: std::fmt::Debug>(r: Result<T, Error>) -> &'static str {
     match r {
         Ok(_) => "ok",
@@ -293,6 +297,35 @@ fn seed_story_on_postgres() {
     let report = store.check_integrity().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(report.refresh_tokens, 3);
+
+    // Invariant 1: no secret in any table, as text or as bytes.
+    let mut sql = db.sql();
+    let mut dump = String::new();
+    for table in [
+        "meta", "members", "cutoffs", "refresh", "access", "events", "epoch", "changes",
+    ] {
+        for row in sql
+            .query(&format!("SELECT t::text FROM tokenvault_{table} t"), &[])
+            .unwrap()
+        {
+            dump.push_str(row.get::<_, &str>(0));
+            dump.push('\n');
+        }
+    }
+    assert!(
+        dump.contains(&hex(own.info.id.as_bytes())),
+        "the dump is not hex"
+    );
+    for (t, kind) in [
+        (&own.token, TokenKind::Refresh),
+        (&to_uma.token, TokenKind::Refresh),
+        (&g1.access_token, TokenKind::Access),
+        (&ga.access_token, TokenKind::Access),
+    ] {
+        let (_, secret) = decode_raw("tv", kind, t.expose()).unwrap();
+        assert!(!dump.contains(&t.expose()[4..]));
+        assert!(!dump.contains(&hex(&secret)), "a secret is stored");
+    }
 
     // Reopened: everything is where it was.
     drop(store);
