@@ -89,20 +89,25 @@ pub struct Config {
     pub(crate) retention: Duration,
     pub(crate) create_if_missing: bool,
     pub(crate) cache_bytes: u64,
+    /// A shared PostgreSQL store instead of sled (see `Config::postgres`).
+    #[cfg(feature = "postgres")]
+    pub(crate) postgres: Option<crate::replica::PostgresOptions>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("path", &self.path)
+        let mut d = f.debug_struct("Config");
+        d.field("path", &self.path)
             .field("key", &self.key.as_ref().map(|_| "redacted"))
             .field("key_file", &self.key_file)
             .field("access_ttl", &self.access_ttl)
             .field("max_access_per_refresh", &self.max_access_per_refresh)
             .field("prefix", &self.prefix)
             .field("durable_exchange", &self.durable_exchange)
-            .field("retention", &self.retention)
-            .finish_non_exhaustive()
+            .field("retention", &self.retention);
+        #[cfg(feature = "postgres")]
+        d.field("postgres", &self.postgres);
+        d.finish_non_exhaustive()
     }
 }
 
@@ -122,6 +127,8 @@ impl Config {
             retention: Duration::from_secs(30 * 24 * 3600),
             create_if_missing: true,
             cache_bytes: 64 * 1024 * 1024,
+            #[cfg(feature = "postgres")]
+            postgres: None,
         }
     }
 

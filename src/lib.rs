@@ -55,6 +55,9 @@
 //!   revocation, RFC 7662 introspection) as an axum router, a tower layer and
 //!   extractor that guard a host's routes with bearer verification and a
 //!   scope check, and a server.
+//! - With the cargo feature `postgres`, `Config::postgres`: the same store
+//!   in PostgreSQL, shared by several service replicas, each verifying from
+//!   its own memory within a staleness bound (see the README's Scaling out).
 //!
 //! ## Security model in short
 //! Secrets are shown once and stored only as a keyed blake3 verifier; no
@@ -72,6 +75,8 @@ mod hot;
 pub mod http;
 mod janitor;
 mod policy;
+#[cfg(feature = "postgres")]
+mod replica;
 mod storage;
 mod store;
 pub mod token;
@@ -82,6 +87,8 @@ pub use config::{Config, StoreKey};
 pub use error::{Error, Result};
 pub use janitor::Janitor;
 pub use policy::{Policy, PolicyBuilder, Role};
+#[cfg(feature = "postgres")]
+pub use replica::{PostgresOptions, SyncStatus};
 pub use storage::IntegrityReport;
 pub use store::TokenStore;
 pub use token::{SecretToken, TokenId, TokenKind};

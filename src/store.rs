@@ -18,7 +18,18 @@ use crate::token::{self, TokenId, TokenKind};
 use crate::types::*;
 use crate::Clock;
 
+// Hooks for a store on a shared backend (PostgreSQL): freshness and
+// read-through for verification, the management lock, the replica's sync.
+#[cfg(feature = "postgres")]
+#[path = "store/shared.rs"]
+mod shared;
+#[cfg(not(feature = "postgres"))]
+#[path = "store/unshared.rs"]
+mod shared;
+
 const SCHEMA_VERSION: &[u8] = b"1";
+/// Derives the key fingerprint kept in the meta tree (and by shared backends).
+const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
 const HOST: &str = "host";
 const MAX_ID: usize = 128;
 const MAX_LABEL: usize = 256;
@@ -124,6 +135,9 @@ pub(crate) struct Inner {
     skipped: u64,
     /// The last audit sequence number handed out.
     event_seq: AtomicU64,
+    /// Set when the backend is shared with other replicas.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    shared: Option<shared::Slot>,
 }
 
 impl Drop for Inner {
@@ -197,6 +211,10 @@ impl TokenStore {
     }
 
     pub(crate) fn open_with(cfg: Config) -> Result<TokenStore> {
+        #[cfg(feature = "postgres")]
+        if cfg.postgres.is_some() {
+            return shared::open(cfg);
+        }
         cfg.validate()?;
         if let Some(p) = &cfg.path {
             if !cfg.create_if_missing && !p.exists() {
@@ -219,7 +237,7 @@ impl TokenStore {
     }
 
     fn with_backend(backend: Box<dyn Backend>, cfg: Config, key: StoreKey) -> Result<TokenStore> {
-        let fingerprint = key.derive("tokenvault 2026-11 key fingerprint");
+        let fingerprint = key.derive(FINGERPRINT_CONTEXT);
         match backend.meta_get("schema")? {
             None => {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
@@ -264,6 +282,7 @@ impl TokenStore {
             },
             skipped: snap.skipped,
             event_seq: AtomicU64::new(snap.last_event_seq),
+            shared: None,
             backend,
         };
         {
@@ -333,7 +352,7 @@ impl TokenStore {
         check_id("organization", org)?;
         check_id("user", user)?;
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         if let Some(e) = cat.orgs.get(org) {
             if e.members.contains_key(user) {
                 return Err(Error::Conflict(format!(
@@ -389,7 +408,7 @@ impl TokenStore {
     /// ```
     pub fn set_role(&self, org: &str, user: &str, role: Role) -> Result<()> {
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let m = cat
             .member(org, user)
             .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
@@ -445,7 +464,7 @@ impl TokenStore {
     /// ```
     pub fn transfer_ownership(&self, org: &str, new_owner: &str) -> Result<()> {
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let new = cat
             .member(org, new_owner)
             .ok_or_else(|| Error::NotFound(format!("{new_owner} is not a member of {org}")))?
@@ -498,7 +517,7 @@ impl TokenStore {
     /// ```
     pub fn remove_member(&self, org: &str, user: &str) -> Result<usize> {
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let m = cat
             .member(org, user)
             .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
@@ -618,7 +637,7 @@ impl TokenStore {
         } else {
             "token.generate"
         };
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, action)?;
         let subject = to.unwrap_or(&actor.user);
         if to.is_some() && !may(role, Action::AssignOther) {
@@ -692,7 +711,7 @@ impl TokenStore {
     /// ```
     pub fn list_own(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
-        let cat = inner.catalog.lock();
+        let cat = inner.lock_for_read()?;
         inner.actor_role(&cat, actor, "token.list")?;
         inner.list(&actor.org, Some(&actor.user))
     }
@@ -716,7 +735,7 @@ impl TokenStore {
     /// ```
     pub fn list_org(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
-        let cat = inner.catalog.lock();
+        let cat = inner.lock_for_read()?;
         let role = inner.actor_role(&cat, actor, "token.list_org")?;
         if !may(role, Action::ListOrg) {
             return Err(inner.deny(
@@ -739,7 +758,10 @@ impl TokenStore {
     /// [`Error::Malformed`] for a string that is not a refresh token;
     /// [`Error::InvalidToken`] for an unknown id or a wrong secret;
     /// [`Error::Revoked`] / [`Error::Expired`] (said only after the secret
-    /// matched); [`Error::Io`] if storage fails.
+    /// matched); [`Error::Io`] if storage fails, or on a shared (PostgreSQL)
+    /// store whose replica is stale (it fails closed, see
+    /// [`TokenStore::verify`]); [`Error::Limit`] when the replica's budget
+    /// of reads for tokens it does not hold is spent.
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -754,6 +776,7 @@ impl TokenStore {
     pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        inner.fresh_refresh(&parsed.id.0)?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let parent = inner
             .refresh
@@ -832,12 +855,18 @@ impl TokenStore {
     }
 
     /// Checks an access token (`Authorization: Bearer …`) and says whom it
-    /// speaks for. Reads memory only: no disk, no global lock.
+    /// speaks for. Reads memory only: no disk, no global lock. On a store
+    /// shared through PostgreSQL (feature `postgres`), a token this replica
+    /// does not hold yet (made on another replica) is read from the database
+    /// once, and a replica that has not synchronised within its staleness
+    /// bound fails closed rather than answer from stale memory.
     ///
     /// # Errors
     /// [`Error::Malformed`], [`Error::InvalidToken`], [`Error::Revoked`] (the
     /// token, its refresh token, or its holder's membership is gone),
-    /// [`Error::Expired`].
+    /// [`Error::Expired`]; on a shared store also [`Error::Io`] (the replica
+    /// is stale, or the database cannot be read) and [`Error::Limit`] (too
+    /// many reads of tokens this replica does not hold: try again).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -854,6 +883,7 @@ impl TokenStore {
     pub fn verify(&self, access_token: &str) -> Result<Principal> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        inner.fresh_access(&parsed.id.0)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let now = inner.now();
         inner.access.with(&parsed.id.0, |a| {
@@ -990,8 +1020,9 @@ impl TokenStore {
             check_text("reason", r, MAX_REASON)?;
         }
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, "token.revoke")?;
+        inner.find_refresh(&mut cat, &id.0)?;
         let hot = inner
             .refresh
             .get(&id.0)
@@ -1107,7 +1138,7 @@ impl TokenStore {
         before: Option<u64>,
     ) -> Result<usize> {
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, "token.revoke_all")?;
         let now = inner.now();
         let (user, target) = match &scope {
@@ -1222,6 +1253,7 @@ impl TokenStore {
     pub fn revoke_access(&self, access_token: &str) -> Result<()> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        inner.fresh_access(&parsed.id.0)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = inner.access.with(&parsed.id.0, |a| {
             a.filter(|a| ct_eq(&a.verifier, &v)).map(|a| {
@@ -1278,7 +1310,7 @@ impl TokenStore {
     pub fn audit(&self, actor: &Actor, limit: usize) -> Result<Vec<AuditEvent>> {
         let inner = &*self.inner;
         {
-            let cat = inner.catalog.lock();
+            let cat = inner.lock_for_read()?;
             let role = inner.actor_role(&cat, actor, "audit")?;
             if !may(role, Action::Audit) {
                 return Err(inner.deny(
@@ -1331,7 +1363,7 @@ impl TokenStore {
             return Err(Error::InvalidArgument("limit must be positive".into()));
         }
         let inner = &*self.inner;
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.lock_for_write()?;
         let now = inner.now();
         let mut report = PurgeReport::default();
         // Refresh records past retention, with all their access records.

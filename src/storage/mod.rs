@@ -6,6 +6,8 @@
 use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord};
 use crate::error::Result;
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sled_backend;
 
 /// One change to durable state. A batch of changes is committed atomically.

@@ -1,0 +1,510 @@
+//! A store on PostgreSQL shared by several service replicas (cargo feature
+//! `postgres`): the options, each replica's freshness, and the thread that
+//! keeps its memory in line with the database.
+//!
+//! Every replica verifies from its own memory. It learns of changes made by
+//! the others through the change log (see the storage module): a background
+//! thread applies "changes since my last sequence number" when PostgreSQL
+//! notifies it (`LISTEN`), after every reconnect, and on a short poll as a
+//! safety net. Each successful sync is stamped with the time it *started*;
+//! a verification that finds the newest stamp older than the staleness bound
+//! fails closed with [`Error::Io`] instead of answering from stale memory.
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::storage::postgres::{Conn, ConnSpec};
+
+/// Settings of a store on PostgreSQL; give them to
+/// [`Config::postgres_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenvault::{Config, PostgresOptions, StoreKey};
+/// let config = Config::postgres_with(
+///     PostgresOptions::new("host=127.0.0.1 user=tokenvault dbname=tokens")
+///         .staleness_bound(Duration::from_millis(500))
+///         .pool_size(8),
+/// )
+/// .key(StoreKey::from_bytes([7; 32]));
+/// # drop(config);
+/// ```
+#[derive(Clone)]
+pub struct PostgresOptions {
+    pub(crate) url: String,
+    pub(crate) staleness_bound: Duration,
+    pub(crate) poll_interval: Option<Duration>,
+    pub(crate) pool_size: usize,
+    pub(crate) change_log_retention: Duration,
+    pub(crate) read_through_per_second: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) listen: bool,
+}
+
+impl fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connection string may hold a password: never shown.
+        f.debug_struct("PostgresOptions")
+            .field("url", &"redacted")
+            .field("staleness_bound", &self.staleness_bound)
+            .field("poll_interval", &self.poll())
+            .field("pool_size", &self.pool_size)
+            .field("change_log_retention", &self.change_log_retention)
+            .field("read_through_per_second", &self.read_through_per_second)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresOptions {
+    /// Options for the database at `url`, a libpq-style connection string:
+    /// `postgresql://user:password@host:port/dbname` or
+    /// `host=… port=… user=… dbname=…` (a `host` that starts with `/` is a
+    /// Unix socket directory). TLS is not supported: use a Unix socket, a
+    /// loopback address, or a TLS-terminating proxy beside the replica.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresOptions {
+            url: url.into(),
+            staleness_bound: Duration::from_secs(1),
+            poll_interval: None,
+            pool_size: 4,
+            change_log_retention: Duration::from_secs(600),
+            read_through_per_second: 1000,
+            connect_timeout: Duration::from_secs(2),
+            lock_timeout: Duration::from_secs(5),
+            listen: true,
+        }
+    }
+
+    /// Whether to wait for `NOTIFY` (default true). With false, or when the
+    /// server refuses `LISTEN` (engines that speak PostgreSQL's protocol
+    /// without it), replicas learn of changes by polling alone: changes
+    /// then take up to the poll interval to arrive, and the staleness bound
+    /// holds all the same.
+    pub fn listen(mut self, yes: bool) -> Self {
+        self.listen = yes;
+        self
+    }
+
+    /// How long a replica may go without a successful sync before
+    /// verification fails closed (default 1 s, at least 10 ms). A
+    /// revocation committed on any replica is in force on every replica for
+    /// each verification that starts this long after the revocation
+    /// returned.
+    pub fn staleness_bound(mut self, bound: Duration) -> Self {
+        self.staleness_bound = bound;
+        self
+    }
+
+    /// How often a replica polls the change log when no notification comes
+    /// (default a quarter of the staleness bound; must be below it). The
+    /// poll is what keeps an idle replica fresh, and the fallback where
+    /// `LISTEN`/`NOTIFY` is missing.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = Some(every);
+        self
+    }
+
+    /// Connections for commits and reads (default 4, 1 to 64); each replica
+    /// also holds one for listening and, during management calls, one for
+    /// the management lock.
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n;
+        self
+    }
+
+    /// How long change-log rows are kept (default 10 minutes). A replica
+    /// that was cut off for longer reloads a full snapshot instead.
+    pub fn change_log_retention(mut self, retention: Duration) -> Self {
+        self.change_log_retention = retention;
+        self
+    }
+
+    /// At most this many database reads per second for tokens this replica
+    /// does not hold in memory (default 1000, at least 1). Beyond it such a
+    /// token gets [`Error::Limit`] (try again) instead of a database read: a
+    /// guard against floods of made-up tokens, whose checksums anyone can
+    /// compute.
+    pub fn read_through_per_second(mut self, n: u32) -> Self {
+        self.read_through_per_second = n;
+        self
+    }
+
+    /// How long to wait for a connection (default 2 s), unless the
+    /// connection string sets `connect_timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a management call waits for another replica's management
+    /// call to finish (default 5 s).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn poll(&self) -> Duration {
+        self.poll_interval.unwrap_or(self.staleness_bound / 4)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
+        if self.staleness_bound < Duration::from_millis(10) {
+            return bad("staleness_bound must be at least 10 ms");
+        }
+        if self.poll().is_zero() || self.poll() >= self.staleness_bound {
+            return bad("poll_interval must be positive and below the staleness bound");
+        }
+        if !(1..=64).contains(&self.pool_size) {
+            return bad("pool_size must be 1 to 64");
+        }
+        if self.read_through_per_second == 0 {
+            return bad("read_through_per_second must be at least 1");
+        }
+        if self.connect_timeout.is_zero() || self.lock_timeout.is_zero() {
+            return bad("connect_timeout and lock_timeout must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// A store in the PostgreSQL database at `url`, shared by every replica
+    /// opened on it, with default [`PostgresOptions`]. The store key must be
+    /// given ([`Config::key`], or an existing [`Config::key_file`]), the
+    /// same on every replica. The sled-only settings (path, cache, lazy
+    /// flushing) do not apply.
+    ///
+    /// ```no_run
+    /// use tokenvault::{Config, StoreKey};
+    /// # let key_bytes = [7u8; 32];
+    /// let store = Config::postgres("host=/run/postgresql user=svc dbname=tokens")
+    ///     .key(StoreKey::from_bytes(key_bytes))
+    ///     .open()?;
+    /// # drop(store);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Config::postgres_with(PostgresOptions::new(url))
+    }
+
+    /// A store on PostgreSQL with the given options; see
+    /// [`Config::postgres`].
+    pub fn postgres_with(options: PostgresOptions) -> Self {
+        let mut c = Config::temporary();
+        c.postgres = Some(options);
+        c
+    }
+}
+
+/// How fresh a replica is; see [`crate::TokenStore::sync_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// The change-log sequence number this replica has applied.
+    pub applied_seq: u64,
+    /// Time since the start of the last successful sync (`None`: never).
+    pub since_last_sync: Option<Duration>,
+    /// Whether verification currently answers (within the staleness bound).
+    pub fresh: bool,
+    /// Whether the sync connection (which `LISTEN`s, unless polling alone)
+    /// is up.
+    pub connected: bool,
+    /// How many times the listening connection was re-established.
+    pub reconnects: u64,
+    /// How many times a full snapshot was reloaded (after falling behind the
+    /// pruned change log).
+    pub reloads: u64,
+    /// Database reads for tokens not in memory.
+    pub read_throughs: u64,
+    /// The last sync error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+const MISS_CACHE: usize = 65_536;
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Ids a read-through found in no table: made up (a real token's record is
+/// committed before its secret is handed out), so never worth reading again.
+#[derive(Default)]
+struct Misses {
+    set: HashSet<[u8; 16]>,
+    order: VecDeque<[u8; 16]>,
+}
+
+/// One replica's view of the shared store.
+pub(crate) struct Replica {
+    base: Instant,
+    bound: Duration,
+    pub(crate) opts: PostgresOptions,
+    applied: AtomicU64,
+    /// Nanoseconds since `base`, plus one, of the start of the last
+    /// successful sync; 0 when there was none.
+    last_ok: AtomicU64,
+    connected: AtomicBool,
+    stop: AtomicBool,
+    reconnects: AtomicU64,
+    reloads: AtomicU64,
+    read_throughs: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    misses: Mutex<Misses>,
+    bucket: Mutex<Bucket>,
+}
+
+impl Replica {
+    pub(crate) fn new(opts: PostgresOptions) -> Self {
+        let now = Instant::now();
+        Replica {
+            base: now,
+            bound: opts.staleness_bound,
+            bucket: Mutex::new(Bucket {
+                tokens: f64::from(opts.read_through_per_second),
+                at: now,
+            }),
+            opts,
+            applied: AtomicU64::new(0),
+            last_ok: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            read_throughs: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            misses: Mutex::new(Misses::default()),
+        }
+    }
+
+    /// A timestamp for [`Replica::mark_ok`], taken before a sync reads.
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Called under the catalog lock, after memory reflects `seq`.
+    pub(crate) fn set_applied(&self, seq: u64) {
+        self.applied.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Memory now reflects every commit made before `started`.
+    pub(crate) fn mark_ok(&self, started: u64) {
+        self.last_ok.fetch_max(started, Ordering::AcqRel);
+        *self.last_error.lock() = None;
+    }
+
+    pub(crate) fn note_error(&self, e: &Error) {
+        *self.last_error.lock() = Some(e.to_string());
+    }
+
+    pub(crate) fn note_reload(&self) {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ok when the last successful sync started within the staleness bound.
+    #[inline]
+    pub(crate) fn check_fresh(&self) -> Result<()> {
+        let last = self.last_ok.load(Ordering::Acquire);
+        let now = self.now();
+        if last != 0 && now.saturating_sub(last) <= self.bound.as_nanos() as u64 {
+            return Ok(());
+        }
+        Err(self.stale(now, last))
+    }
+
+    #[cold]
+    fn stale(&self, now: u64, last: u64) -> Error {
+        let since = if last == 0 {
+            "never synchronised".to_string()
+        } else {
+            format!(
+                "last synchronised {:?} ago",
+                Duration::from_nanos(now.saturating_sub(last))
+            )
+        };
+        Error::Io(format!(
+            "this replica's view of the shared token store is stale ({since}, bound {:?}); \
+             failing closed until PostgreSQL is reachable again",
+            self.bound
+        ))
+    }
+
+    /// Whether a read-through for `id` is pointless (known absent), else
+    /// takes one unit of the read-through budget or fails with
+    /// [`Error::Limit`].
+    pub(crate) fn admit_read(&self, id: &[u8; 16]) -> Result<bool> {
+        if self.misses.lock().set.contains(id) {
+            return Ok(false);
+        }
+        let rate = f64::from(self.opts.read_through_per_second);
+        let mut b = self.bucket.lock();
+        let now = Instant::now();
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
+        b.at = now;
+        if b.tokens < 1.0 {
+            return Err(Error::Limit(
+                "too many lookups of tokens this replica does not hold; try again shortly".into(),
+            ));
+        }
+        b.tokens -= 1.0;
+        self.read_throughs.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    pub(crate) fn remember_missing(&self, id: [u8; 16]) {
+        let mut m = self.misses.lock();
+        if m.set.insert(id) {
+            m.order.push_back(id);
+            if m.order.len() > MISS_CACHE {
+                if let Some(old) = m.order.pop_front() {
+                    m.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn status(&self) -> SyncStatus {
+        let last = self.last_ok.load(Ordering::Acquire);
+        SyncStatus {
+            applied_seq: self.applied(),
+            since_last_sync: (last != 0)
+                .then(|| Duration::from_nanos(self.now().saturating_sub(last))),
+            fresh: self.check_fresh().is_ok(),
+            connected: self.connected.load(Ordering::Acquire),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            read_throughs: self.read_throughs.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().clone(),
+        }
+    }
+
+    /// Sleeps up to `d`, waking early when stopped.
+    fn nap(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stopped() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+}
+
+/// What the sync thread drives: the store, which applies what it reads.
+pub(crate) trait Follower: Send + Sync + 'static {
+    /// Reads the change log through `conn` and applies it (or reloads a
+    /// snapshot when the log no longer reaches back far enough).
+    fn sync_via(&self, conn: &mut Conn) -> Result<()>;
+}
+
+/// Starts the replica's sync thread. It holds the store weakly and ends when
+/// the store is dropped.
+pub(crate) fn spawn(
+    replica: Arc<Replica>,
+    spec: ConnSpec,
+    target: Weak<dyn Follower>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("tokenvault-sync".into())
+        .spawn(move || run(&replica, &spec, &target))
+        .map(drop)
+        .map_err(|e| Error::Io(format!("cannot start the sync thread: {e}")))
+}
+
+fn run(rep: &Replica, spec: &ConnSpec, target: &Weak<dyn Follower>) {
+    let poll = rep.opts.poll();
+    let retention = rep.opts.change_log_retention;
+    let prune_every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut conn: Option<Conn> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut ever_connected = false;
+    let mut last_prune = Instant::now();
+    while !rep.stopped() {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => {
+                match spec.connect(Some("tokenvault-sync")) {
+                    Ok(mut c) => {
+                        if rep.opts.listen {
+                            if let Err(e) = c.listen() {
+                                rep.note_error(&e);
+                                if c.is_closed() {
+                                    rep.nap(backoff);
+                                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                                    continue;
+                                }
+                                // No LISTEN on this server: polling alone.
+                            }
+                        }
+                        if ever_connected {
+                            rep.reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        ever_connected = true;
+                        rep.connected.store(true, Ordering::Release);
+                        conn.insert(c)
+                    }
+                    Err(e) => {
+                        rep.note_error(&e);
+                        rep.nap(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+        };
+        // Catch up: after (re)connecting, on each notification, on each poll.
+        let synced = match target.upgrade() {
+            Some(store) => store.sync_via(c),
+            None => return,
+        };
+        if let Err(e) = synced {
+            rep.note_error(&e);
+            if c.is_closed() {
+                rep.connected.store(false, Ordering::Release);
+                conn = None;
+            }
+            rep.nap(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
+        backoff = MIN_BACKOFF;
+        if last_prune.elapsed() >= prune_every {
+            last_prune = Instant::now();
+            // Best effort: any replica may prune, and the next one retries.
+            if let Err(e) = c.prune(retention) {
+                rep.note_error(&e);
+            }
+        }
+        if let Err(e) = c.wait(poll) {
+            rep.note_error(&e);
+            rep.connected.store(false, Ordering::Release);
+            conn = None;
+        }
+    }
+}
