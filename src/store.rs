@@ -1,7 +1,7 @@
 //! The public [`TokenStore`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -85,14 +85,7 @@ impl Catalog {
         let org_hot = self.org_mut(org).hot.clone();
         self.ghosts
             .entry((org.to_string(), user.to_string()))
-            .or_insert_with(|| {
-                Arc::new(MemberHot {
-                    org: org_hot,
-                    user: Arc::from(user),
-                    role: AtomicU8::new(ROLE_REMOVED),
-                    not_before: AtomicU64::new(0),
-                })
-            })
+            .or_insert_with(|| Arc::new(MemberHot::new(org_hot, user, ROLE_REMOVED, 0)))
             .clone()
     }
 }
@@ -124,6 +117,8 @@ pub(crate) struct Inner {
     skipped: u64,
     /// The last audit sequence number handed out.
     event_seq: AtomicU64,
+    /// The policy's scope names, interned (see [`crate::policy::interned_names`]).
+    scope_names: &'static [Box<str>],
 }
 
 impl Drop for Inner {
@@ -273,6 +268,7 @@ impl TokenStore {
             },
             skipped: snap.skipped,
             event_seq: AtomicU64::new(snap.last_event_seq),
+            scope_names: crate::policy::interned_names(&cfg.policy),
             backend,
         };
         {
@@ -875,12 +871,12 @@ impl TokenStore {
                 return Err(Error::Expired);
             }
             Ok(Principal {
-                org: r.member.org.id.clone(),
+                org: r.member.org_name.clone(),
                 user: r.member.user.clone(),
                 role,
                 scopes: Scopes {
                     set: r.scopes.and(inner.policy.mask(role)),
-                    policy: inner.policy.clone(),
+                    names: inner.scope_names,
                 },
                 refresh_id: TokenId(r.id),
                 access_id: parsed.id,
@@ -1532,12 +1528,12 @@ impl Inner {
                             hot.not_before.fetch_max(m.not_before, Ordering::AcqRel);
                         }
                         None => {
-                            let hot = Arc::new(MemberHot {
-                                org: entry.hot.clone(),
-                                user: Arc::from(m.user.as_str()),
-                                role: AtomicU8::new(m.role as u8),
-                                not_before: AtomicU64::new(m.not_before),
-                            });
+                            let hot = Arc::new(MemberHot::new(
+                                entry.hot.clone(),
+                                &m.user,
+                                m.role as u8,
+                                m.not_before,
+                            ));
                             entry.members.insert(m.user.clone(), hot);
                         }
                     }

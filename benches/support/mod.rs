@@ -314,19 +314,41 @@ pub fn time_batches(batches: usize, per_batch: usize, mut f: impl FnMut(usize)) 
     out
 }
 
-/// Calls per second of `threads` threads running `f` for `dur`.
-pub fn throughput<F>(threads: usize, dur: Duration, f: F) -> f64
+/// What `threads` threads running a job for a while achieved.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    /// Calls per second of wall-clock time, all threads together.
+    pub per_sec: f64,
+    /// Calls per second of CPU time the threads got (from
+    /// /proc/thread-self/schedstat): what the job costs, whatever else
+    /// the machine runs.
+    pub per_cpu_sec: f64,
+    /// Share of the wall-clock time the threads spent waiting for a core
+    /// (other processes had it).
+    pub waiting: f64,
+}
+
+/// (on-CPU ns, runqueue-wait ns) of the calling thread, if the kernel says.
+pub fn thread_sched_ns() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut it = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// Runs `f(thread, n)` on `threads` threads for `dur`.
+pub fn throughput<F>(threads: usize, dur: Duration, f: F) -> Throughput
 where
     F: Fn(usize, u64) + Sync,
 {
     let stop = std::sync::atomic::AtomicBool::new(false);
     let start = Instant::now();
-    let counts: Vec<u64> = std::thread::scope(|s| {
+    let results: Vec<(u64, u64, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let f = &f;
                 let stop = &stop;
                 s.spawn(move || {
+                    let before = thread_sched_ns().unwrap_or((0, 0));
                     let mut n = 0u64;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         for _ in 0..64 {
@@ -334,7 +356,8 @@ where
                             n += 1;
                         }
                     }
-                    n
+                    let after = thread_sched_ns().unwrap_or((0, 0));
+                    (n, after.0 - before.0, after.1 - before.1)
                 })
             })
             .collect();
@@ -345,7 +368,19 @@ where
             .map(|h| h.join().expect("thread"))
             .collect()
     });
-    counts.iter().sum::<u64>() as f64 / start.elapsed().as_secs_f64()
+    let wall = start.elapsed().as_secs_f64();
+    let ops: u64 = results.iter().map(|r| r.0).sum();
+    let cpu: u64 = results.iter().map(|r| r.1).sum();
+    let wait: u64 = results.iter().map(|r| r.2).sum();
+    Throughput {
+        per_sec: ops as f64 / wall,
+        per_cpu_sec: if cpu > 0 {
+            ops as f64 / (cpu as f64 / 1e9)
+        } else {
+            f64::NAN
+        },
+        waiting: wait as f64 / 1e9 / (wall * threads as f64),
+    }
 }
 
 /// This process's resident memory, MiB (`VmRSS` of /proc/self/status).
