@@ -98,12 +98,25 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_RECORD>()
 }
 
+/// Appends to a vector (encoding straight into the output, after the
+/// version byte, with no intermediate buffer).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for Append<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// Encodes a record with its version byte.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![FORMAT_VERSION];
-    let body = bincode::serde::encode_to_vec(value, config())
+    // Large enough for an access record or a typical refresh record, so
+    // that encoding allocates once.
+    let mut out = Vec::with_capacity(192);
+    out.push(FORMAT_VERSION);
+    bincode::serde::encode_into_writer(value, Append(&mut out), config())
         .map_err(|e| Error::Corrupt(format!("cannot encode a record: {e}")))?;
-    out.extend_from_slice(&body);
     Ok(out)
 }
 

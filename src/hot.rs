@@ -62,8 +62,30 @@ impl MemberHot {
 #[derive(Default)]
 pub(crate) struct RefreshExtra {
     pub last_refresh: Option<u64>,
-    /// Live access ids, oldest first.
-    pub live: Vec<[u8; 16]>,
+    /// Live access ids with their slots, oldest first.
+    pub live: Vec<([u8; 16], u32)>,
+    /// One past the highest slot used; slots below it may be taken.
+    pub next_slot: u32,
+}
+
+impl RefreshExtra {
+    /// The slot for a new access record of a family holding `live.len() <
+    /// cap` records: the next unused one, or a gap left by a purge.
+    pub(crate) fn free_slot(&self, cap: usize) -> u32 {
+        if (self.next_slot as usize) < cap {
+            return self.next_slot;
+        }
+        let mut used: Vec<u32> = self.live.iter().map(|(_, s)| *s).collect();
+        used.sort_unstable();
+        let mut want = 0u32;
+        for s in used {
+            if s > want {
+                break;
+            }
+            want = s + 1;
+        }
+        want
+    }
 }
 
 pub(crate) struct RefreshHot {
@@ -93,6 +115,8 @@ pub(crate) struct AccessHot {
     pub verifier: [u8; 32],
     pub issued_at: u64,
     pub expires_at: u64,
+    /// Where its record is stored within its family.
+    pub slot: u32,
     pub revoked: AtomicBool,
 }
 

@@ -18,7 +18,9 @@ use crate::token::{self, TokenId, TokenKind};
 use crate::types::*;
 use crate::Clock;
 
-const SCHEMA_VERSION: &[u8] = b"1";
+/// Version 2 keys access records by family and slot (version 1: by family
+/// and access id); version-1 stores are upgraded on open.
+const SCHEMA_VERSION: &[u8] = b"2";
 const HOST: &str = "host";
 const MAX_ID: usize = 128;
 const MAX_LABEL: usize = 256;
@@ -229,13 +231,17 @@ impl TokenStore {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
                 backend.meta_put("schema", SCHEMA_VERSION)?;
             }
-            Some(v) if v == SCHEMA_VERSION => {
+            Some(v) if v == SCHEMA_VERSION || v == b"1" => {
                 let stored = backend.meta_get("key_fingerprint")?;
                 let ok = stored
                     .as_deref()
                     .is_some_and(|s| bool::from(s.ct_eq(&fingerprint[..16])));
                 if !ok {
                     return Err(Error::KeyMismatch);
+                }
+                if v != SCHEMA_VERSION {
+                    backend.upgrade_from_v1()?;
+                    backend.meta_put("schema", SCHEMA_VERSION)?;
                 }
             }
             Some(v) => {
@@ -283,8 +289,12 @@ impl TokenStore {
             changes.extend(snap.members.into_iter().map(Change::PutMember));
             changes.extend(snap.refresh.into_iter().map(Change::PutRefresh));
             let mut access = snap.access;
-            access.sort_by_key(|a| (a.issued_at, a.id));
-            changes.extend(access.into_iter().map(Change::PutAccess));
+            access.sort_by_key(|(_, a)| (a.issued_at, a.id));
+            changes.extend(
+                access
+                    .into_iter()
+                    .map(|(slot, rec)| Change::PutAccess { rec, slot }),
+            );
             changes.extend(
                 snap.last_refresh
                     .into_iter()
@@ -798,20 +808,25 @@ impl TokenStore {
             if parent.expires_at <= inner.now() {
                 return Err(Error::Expired);
             }
-            let mut changes = Vec::with_capacity(3);
-            let mut evict = 0;
-            while extra.live.len() - evict >= inner.cap {
-                changes.push(Change::DeleteAccess {
-                    refresh_id: parent.id,
-                    id: extra.live[evict],
-                });
-                evict += 1;
-            }
-            changes.push(Change::PutAccess(rec));
-            changes.push(Change::PutLastRefresh {
-                id: parent.id,
-                at: now,
-            });
+            // Past the cap, the new record takes the slot of the oldest,
+            // which evicts it in the same single write. (More than `cap`
+            // live records only if the cap was lowered since they were
+            // made: those are deleted in the same atomic batch.)
+            let mut changes = Vec::with_capacity(1);
+            let slot = match extra.live.len().checked_sub(inner.cap) {
+                Some(excess) => {
+                    for &(id, slot) in &extra.live[..excess] {
+                        changes.push(Change::DeleteAccess {
+                            refresh_id: parent.id,
+                            id,
+                            slot,
+                        });
+                    }
+                    extra.live[excess].1
+                }
+                None => extra.free_slot(inner.cap),
+            };
+            changes.push(Change::PutAccess { rec, slot });
             let ticket = inner.commit(&changes)?;
             inner.apply_family(&parent, &mut extra, &changes);
             ticket
@@ -1145,21 +1160,22 @@ impl TokenStore {
                         revoked: true,
                         verifier: a.verifier,
                     },
+                    a.slot,
                     a.revoked.load(Ordering::Acquire),
                 )
             })
         });
-        let (parent, rec, already) = found.ok_or(Error::InvalidToken)?;
+        let (parent, rec, slot, already) = found.ok_or(Error::InvalidToken)?;
         if already {
             return Ok(());
         }
         let ticket = {
             let mut extra = parent.extra.lock();
-            if !inner.access.contains(&rec.id) {
+            if !extra.live.contains(&(rec.id, slot)) {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }
-            let changes = [Change::PutAccess(rec)];
+            let changes = [Change::PutAccess { rec, slot }];
             let ticket = inner.commit(&changes)?;
             inner.apply_family(&parent, &mut extra, &changes);
             ticket
@@ -1267,49 +1283,93 @@ impl TokenStore {
             }
             true
         });
-        let mut changes = Vec::new();
-        for r in &dead {
-            let extra = r.extra.lock();
-            for a in &extra.live {
-                changes.push(Change::DeleteAccess {
-                    refresh_id: r.id,
-                    id: *a,
-                });
-            }
-            changes.push(Change::DeleteRefresh {
-                id: r.id,
-                org: r.member.org.id.to_string(),
-                user: r.member.user.to_string(),
-            });
-        }
         // Access records that can no longer verify.
         let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id).collect();
+        let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
         if !report.more {
             inner.access.for_each(|id, a| {
-                let useless = a.expires_at <= now
+                let gone = a.expires_at <= now
                     || a.revoked.load(Ordering::Acquire)
                     || a.refresh.is_revoked()
                     || a.refresh.expires_at <= now;
-                if useless && !dead_set.contains(&a.refresh.id) {
+                if gone && !dead_set.contains(&a.refresh.id) {
                     if budget == 0 {
                         report.more = true;
                         return false;
                     }
                     budget -= 1;
-                    changes.push(Change::DeleteAccess {
-                        refresh_id: a.refresh.id,
-                        id: *id,
-                    });
+                    useless.push((a.refresh.clone(), *id));
                 }
                 true
             });
         }
+        if dead.is_empty() && useless.is_empty() {
+            return Ok(report);
+        }
+        // Every family touched is locked (in id order) from here to the end
+        // of the commit, as an exchange locks its family: a slot read here
+        // cannot be taken over by a concurrent exchange before it is
+        // deleted.
+        useless.sort_by_key(|(r, id)| (r.id, *id));
+        let mut families: Vec<Arc<RefreshHot>> = dead.clone();
+        families.extend(useless.iter().map(|(r, _)| r.clone()));
+        families.sort_by_key(|r| r.id);
+        families.dedup_by_key(|r| r.id);
+        let mut guards: Vec<_> = families.iter().map(|r| r.extra.lock()).collect();
+        let mut per_family: Vec<Vec<Change>> = Vec::with_capacity(families.len());
+        let mut refresh_changes = Vec::with_capacity(dead.len());
+        let mut access_removed = 0u64;
+        let mut u = 0;
+        for (r, extra) in families.iter().zip(guards.iter()) {
+            let mut fam = Vec::new();
+            if dead_set.contains(&r.id) {
+                for &(id, slot) in &extra.live {
+                    fam.push(Change::DeleteAccess {
+                        refresh_id: r.id,
+                        id,
+                        slot,
+                    });
+                }
+                refresh_changes.push(Change::DeleteRefresh {
+                    id: r.id,
+                    org: r.member.org.id.to_string(),
+                    user: r.member.user.to_string(),
+                });
+            }
+            while u < useless.len() && useless[u].0.id == r.id {
+                let id = useless[u].1;
+                if let Some(&(_, slot)) = extra.live.iter().find(|(x, _)| *x == id) {
+                    fam.push(Change::DeleteAccess {
+                        refresh_id: r.id,
+                        id,
+                        slot,
+                    });
+                }
+                u += 1;
+            }
+            access_removed += fam.len() as u64;
+            // The newest access record of a family tells its last exchange;
+            // keep that time when records of a surviving family go.
+            if !fam.is_empty() && !dead_set.contains(&r.id) {
+                if let Some(at) = extra.last_refresh {
+                    fam.push(Change::PutLastRefresh { id: r.id, at });
+                }
+            }
+            per_family.push(fam);
+        }
+        let mut changes: Vec<Change> = per_family.iter().flatten().cloned().collect();
+        changes.extend(refresh_changes.iter().cloned());
         if changes.is_empty() {
             return Ok(report);
         }
-        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        let ticket = inner.commit(&changes)?;
+        for ((r, extra), fam) in families.iter().zip(guards.iter_mut()).zip(&per_family) {
+            inner.apply_family(r, extra, fam);
+        }
+        drop(guards);
+        inner.apply(&mut cat, &refresh_changes);
         report.refresh_removed = dead.len() as u64;
-        report.access_removed = changes.len() as u64 - report.refresh_removed;
+        report.access_removed = access_removed;
         drop(cat);
         inner.lazy(ticket)?;
         Ok(report)
@@ -1462,25 +1522,23 @@ impl TokenStore {
                     verifier: verifier(&inner.refresh_key, &secret.0),
                 }));
                 let mut access = Vec::with_capacity(exchanges);
-                for _ in 0..exchanges {
+                for slot in 0..exchanges as u32 {
                     let (aid, asecret) = loop {
                         let (aid, asecret) = token::fresh()?;
                         if !inner.access.contains(&aid.0) {
                             break (aid, asecret);
                         }
                     };
-                    changes.push(Change::PutAccess(AccessRecord {
+                    let rec = AccessRecord {
                         id: aid.0,
                         refresh_id: id.0,
                         issued_at: now,
                         expires_at: now.saturating_add(inner.access_ttl),
                         revoked: false,
                         verifier: verifier(&inner.access_key, &asecret.0),
-                    }));
+                    };
+                    changes.push(Change::PutAccess { rec, slot });
                     access.push((aid, asecret));
-                }
-                if exchanges > 0 {
-                    changes.push(Change::PutLastRefresh { id: id.0, at: now });
                 }
                 secrets.push((id, secret, access));
             }
@@ -1575,11 +1633,11 @@ impl Inner {
                 Change::DeleteRefresh { id, .. } => {
                     self.refresh.remove(id);
                 }
-                Change::PutAccess(_)
+                Change::PutAccess { .. }
                 | Change::DeleteAccess { .. }
                 | Change::PutLastRefresh { .. } => {
                     let id = match c {
-                        Change::PutAccess(a) => a.refresh_id,
+                        Change::PutAccess { rec, .. } => rec.refresh_id,
                         Change::DeleteAccess { refresh_id, .. } => *refresh_id,
                         Change::PutLastRefresh { id, .. } => *id,
                         _ => unreachable!("matched above"),
@@ -1599,7 +1657,7 @@ impl Inner {
     fn apply_family(&self, parent: &Arc<RefreshHot>, extra: &mut RefreshExtra, changes: &[Change]) {
         for c in changes {
             match c {
-                Change::PutAccess(a) => {
+                Change::PutAccess { rec: a, slot } => {
                     let updated = self.access.with(&a.id, |old| match old {
                         Some(old) => {
                             if a.revoked {
@@ -1609,23 +1667,39 @@ impl Inner {
                         }
                         None => false,
                     });
-                    if !updated {
-                        extra.live.push(a.id);
-                        self.access.insert(
-                            a.id,
-                            AccessHot {
-                                refresh: parent.clone(),
-                                verifier: a.verifier,
-                                issued_at: a.issued_at,
-                                expires_at: a.expires_at,
-                                revoked: AtomicBool::new(a.revoked),
-                            },
-                        );
+                    if updated {
+                        continue;
                     }
+                    // A record put in a used slot replaces (evicts) the one
+                    // there. Slots at or past `next_slot` are free.
+                    if *slot < extra.next_slot {
+                        if let Some(i) = extra.live.iter().position(|(_, s)| s == slot) {
+                            let (old, _) = extra.live.remove(i);
+                            self.access.remove(&old);
+                        }
+                    }
+                    extra.next_slot = extra.next_slot.max(slot.saturating_add(1));
+                    extra.live.push((a.id, *slot));
+                    extra.last_refresh = Some(
+                        extra
+                            .last_refresh
+                            .map_or(a.issued_at, |l| l.max(a.issued_at)),
+                    );
+                    self.access.insert(
+                        a.id,
+                        AccessHot {
+                            refresh: parent.clone(),
+                            verifier: a.verifier,
+                            issued_at: a.issued_at,
+                            expires_at: a.expires_at,
+                            slot: *slot,
+                            revoked: AtomicBool::new(a.revoked),
+                        },
+                    );
                 }
                 Change::DeleteAccess { id, .. } => {
                     self.access.remove(id);
-                    extra.live.retain(|x| x != id);
+                    extra.live.retain(|(x, _)| x != id);
                 }
                 Change::PutLastRefresh { at, .. } => {
                     extra.last_refresh = Some(extra.last_refresh.map_or(*at, |l| l.max(*at)));

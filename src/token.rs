@@ -216,14 +216,13 @@ fn checksum(prefix: &str, kind: TokenKind, payload: &[u8; PAYLOAD_LEN]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn push_digits(out: &mut String, mut v: u64, n: usize) {
+fn push_digits(out: &mut Vec<u8>, mut v: u64, n: usize) {
     let mut buf = [0u8; CHUNK_DIGITS];
     for slot in buf[..n].iter_mut().rev() {
         *slot = ALPHABET[(v % 62) as usize];
         v /= 62;
     }
-    // All bytes come from ALPHABET, which is ASCII.
-    out.extend(buf[..n].iter().map(|&b| b as char));
+    out.extend_from_slice(&buf[..n]);
 }
 
 /// Base62 digit values by byte; `INVALID` for bytes outside the alphabet.
@@ -264,10 +263,10 @@ pub(crate) fn encode(prefix: &str, kind: TokenKind, id: &TokenId, secret: &Secre
     let mut payload = [0u8; PAYLOAD_LEN];
     payload[..16].copy_from_slice(&id.0);
     payload[16..].copy_from_slice(&secret.0);
-    let mut out = String::with_capacity(prefix.len() + 2 + PAYLOAD_DIGITS + CHECK_DIGITS);
-    out.push_str(prefix);
-    out.push(kind.letter() as char);
-    out.push('_');
+    let mut out = Vec::with_capacity(prefix.len() + 2 + PAYLOAD_DIGITS + CHECK_DIGITS);
+    out.extend_from_slice(prefix.as_bytes());
+    out.push(kind.letter());
+    out.push(b'_');
     for chunk in payload.chunks_exact(8) {
         let mut b = [0u8; 8];
         b.copy_from_slice(chunk);
@@ -279,7 +278,18 @@ pub(crate) fn encode(prefix: &str, kind: TokenKind, id: &TokenId, secret: &Secre
         CHECK_DIGITS,
     );
     payload.zeroize();
-    SecretToken(out)
+    // A `str` prefix followed by ASCII: always UTF-8 (the fallback only
+    // keeps this free of a panic path).
+    let text = match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            let s = String::from_utf8_lossy(&bytes).into_owned();
+            bytes.zeroize();
+            s
+        }
+    };
+    SecretToken(text)
 }
 
 /// The length of every token with this prefix.

@@ -26,12 +26,21 @@ pub(crate) enum Change {
         org: String,
         user: String,
     },
-    /// Record the time of the last exchange of a refresh token.
+    /// Record the time of the last exchange of a refresh token, for when
+    /// no access record of it is left to tell (exchange itself does not
+    /// write it: the newest access record's `issued_at` says it).
     PutLastRefresh { id: [u8; 16], at: u64 },
-    /// Insert or replace an access record.
-    PutAccess(AccessRecord),
-    /// Delete an access record.
-    DeleteAccess { refresh_id: [u8; 16], id: [u8; 16] },
+    /// Put an access record in slot `slot` of its family. A family (the
+    /// access tokens of one refresh token) has at most `cap` slots; an
+    /// access record put in a slot replaces the one there, which is how an
+    /// exchange past the cap evicts the oldest in the same single write.
+    PutAccess { rec: AccessRecord, slot: u32 },
+    /// Delete the access record `id` in slot `slot` of its family.
+    DeleteAccess {
+        refresh_id: [u8; 16],
+        id: [u8; 16],
+        slot: u32,
+    },
     /// Append an audit event; its `seq` is also kept as the highest sequence
     /// number committed.
     Event(EventRecord),
@@ -43,7 +52,8 @@ pub(crate) struct Snapshot {
     pub members: Vec<MemberRecord>,
     pub org_cutoffs: Vec<(String, u64)>,
     pub refresh: Vec<RefreshRecord>,
-    pub access: Vec<AccessRecord>,
+    /// Access records with their slots.
+    pub access: Vec<(u32, AccessRecord)>,
     pub last_refresh: Vec<([u8; 16], u64)>,
     /// The highest audit sequence number committed.
     pub last_event_seq: u64,
@@ -86,6 +96,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Applies a batch atomically (all or nothing, also across a crash).
     /// Not necessarily durable on return: see [`Backend::sync`].
     fn commit(&self, changes: &[Change]) -> Result<()>;
+    /// Brings data written by schema version 1 (access records keyed by
+    /// refresh id and access id) to the current layout (keyed by refresh id
+    /// and slot). Idempotent; atomic.
+    fn upgrade_from_v1(&self) -> Result<()>;
     /// Makes every batch committed before the call durable.
     fn sync(&self) -> Result<()>;
     /// One refresh record.

@@ -39,11 +39,28 @@ fn by_member_key(org: &str, user: &str, id: &[u8; 16]) -> Vec<u8> {
     k
 }
 
-fn access_key(refresh_id: &[u8; 16], id: &[u8; 16]) -> [u8; 32] {
-    let mut k = [0u8; 32];
+/// An access record's key: its family (refresh id) and slot, so that the
+/// records of a family sit together and a new record can replace an
+/// evicted one in place.
+fn access_key(refresh_id: &[u8; 16], slot: u32) -> [u8; ACCESS_KEY_LEN] {
+    let mut k = [0u8; ACCESS_KEY_LEN];
     k[..16].copy_from_slice(refresh_id);
-    k[16..].copy_from_slice(id);
+    k[16..].copy_from_slice(&slot.to_be_bytes());
     k
+}
+
+const ACCESS_KEY_LEN: usize = 20;
+/// Schema version 1 keyed access records by refresh id and access id.
+const V1_ACCESS_KEY_LEN: usize = 32;
+
+/// The slot of an access key of the current layout.
+fn slot_of(k: &[u8]) -> Option<u32> {
+    if k.len() != ACCESS_KEY_LEN {
+        return None;
+    }
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&k[16..]);
+    Some(u32::from_be_bytes(b))
 }
 
 impl SledBackend {
@@ -113,10 +130,10 @@ impl Backend for SledBackend {
             }
         }
         for kv in self.access.iter() {
-            let (_, v) = kv.map_err(io)?;
-            match decode::<AccessRecord>(&v, "access") {
-                Ok(a) => s.access.push(a),
-                Err(_) => s.skipped += 1,
+            let (k, v) = kv.map_err(io)?;
+            match (slot_of(&k), decode::<AccessRecord>(&v, "access")) {
+                (Some(slot), Ok(a)) if k[..16] == a.refresh_id => s.access.push((slot, a)),
+                _ => s.skipped += 1,
             }
         }
         s.last_event_seq = match self.meta.get(EVENT_SEQ).map_err(io)? {
@@ -134,6 +151,34 @@ impl Backend for SledBackend {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<()> {
+        // A batch that touches only access records (an exchange, an access
+        // revocation) needs no transaction over every tree: one insert is
+        // atomic, and so is a Batch on one tree. An exchange is one insert,
+        // which also replaces the record it evicts (same slot).
+        let access_only = changes
+            .iter()
+            .all(|c| matches!(c, Change::PutAccess { .. } | Change::DeleteAccess { .. }));
+        if access_only {
+            if let [Change::PutAccess { rec, slot }] = changes {
+                self.access
+                    .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
+                    .map_err(io)?;
+                return Ok(());
+            }
+            let mut batch = sled::Batch::default();
+            for c in changes {
+                match c {
+                    Change::PutAccess { rec, slot } => {
+                        batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
+                    }
+                    Change::DeleteAccess {
+                        refresh_id, slot, ..
+                    } => batch.remove(&access_key(refresh_id, *slot)[..]),
+                    _ => unreachable!("checked above: access changes only"),
+                }
+            }
+            return self.access.apply_batch(batch).map_err(io);
+        }
         let res: std::result::Result<(), TransactionError<Error>> = (
             &self.members,
             &self.cutoffs,
@@ -169,11 +214,14 @@ impl Backend for SledBackend {
                             Change::PutLastRefresh { id, at } => {
                                 last.insert(&id[..], &at.to_be_bytes()[..])?;
                             }
-                            Change::PutAccess(a) => {
-                                access.insert(&access_key(&a.refresh_id, &a.id)[..], enc(a)?)?;
+                            Change::PutAccess { rec, slot } => {
+                                access
+                                    .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
                             }
-                            Change::DeleteAccess { refresh_id, id } => {
-                                access.remove(&access_key(refresh_id, id)[..])?;
+                            Change::DeleteAccess {
+                                refresh_id, slot, ..
+                            } => {
+                                access.remove(&access_key(refresh_id, *slot)[..])?;
                             }
                             Change::Event(e) => {
                                 let mut k = org_key(&e.org);
@@ -191,6 +239,44 @@ impl Backend for SledBackend {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(io(e)),
         }
+    }
+
+    fn upgrade_from_v1(&self) -> Result<()> {
+        // Group the version-1 records by family, oldest first, and give them
+        // slots 0, 1, ... in one batch on the access tree (atomic). Keys
+        // that are not well-formed version-1 records are left alone (the
+        // loader skips them, the integrity check reports them).
+        let mut old: Vec<(sled::IVec, AccessRecord)> = Vec::new();
+        for kv in self.access.iter() {
+            let (k, v) = kv.map_err(io)?;
+            if k.len() != V1_ACCESS_KEY_LEN {
+                continue;
+            }
+            if let Ok(a) = decode::<AccessRecord>(&v, "access") {
+                if k[..16] == a.refresh_id && k[16..] == a.id {
+                    old.push((k, a));
+                }
+            }
+        }
+        if old.is_empty() {
+            return Ok(());
+        }
+        old.sort_by_key(|(_, a)| (a.refresh_id, a.issued_at, a.id));
+        let mut batch = sled::Batch::default();
+        let mut family = None;
+        let mut slot = 0u32;
+        for (k, a) in &old {
+            if family != Some(a.refresh_id) {
+                family = Some(a.refresh_id);
+                slot = 0;
+            }
+            batch.remove(k.clone());
+            batch.insert(&access_key(&a.refresh_id, slot)[..], encode(a)?);
+            slot += 1;
+        }
+        self.access.apply_batch(batch).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {
@@ -299,14 +385,21 @@ impl Backend for SledBackend {
                 p.push("refresh_by_member entry without its refresh record".into());
             }
         }
+        let mut access_ids = std::collections::HashSet::new();
         for kv in self.access.iter() {
             let (k, v) = kv.map_err(io)?;
             r.access_tokens += 1;
             match decode::<AccessRecord>(&v, "access") {
                 Ok(a) => {
-                    if access_key(&a.refresh_id, &a.id)[..] != k[..] {
+                    if slot_of(&k).is_none() || k[..16] != a.refresh_id {
                         p.push(format!(
                             "access record {} stored under a foreign key",
+                            crate::TokenId(a.id)
+                        ));
+                    }
+                    if !access_ids.insert(a.id) {
+                        p.push(format!(
+                            "access record {} stored twice",
                             crate::TokenId(a.id)
                         ));
                     }
