@@ -251,8 +251,7 @@ impl TokenStore {
                 )))
             }
         }
-        let snap = backend.load()?;
-        let inner = Inner {
+        let mut inner = Inner {
             policy: Arc::new(cfg.policy.clone()),
             clock: cfg.clock.clone(),
             prefix: cfg.prefix.clone(),
@@ -272,36 +271,51 @@ impl TokenStore {
                 flushed: AtomicU64::new(0),
                 lazy: AtomicU64::new(0),
             },
-            skipped: snap.skipped,
-            event_seq: AtomicU64::new(snap.last_event_seq),
+            skipped: 0,
+            event_seq: AtomicU64::new(0),
             scope_names: crate::policy::interned_names(&cfg.policy),
             backend,
         };
-        {
-            // Loading is applying every stored record to empty memory.
-            let mut cat = inner.catalog.lock();
-            let mut changes: Vec<Change> = Vec::new();
-            changes.extend(
-                snap.org_cutoffs
-                    .into_iter()
-                    .map(|(org, at)| Change::PutOrgCutoff { org, at }),
-            );
-            changes.extend(snap.members.into_iter().map(Change::PutMember));
-            changes.extend(snap.refresh.into_iter().map(Change::PutRefresh));
-            let mut access = snap.access;
-            access.sort_by_key(|(_, a)| (a.issued_at, a.id));
-            changes.extend(
-                access
-                    .into_iter()
-                    .map(|(slot, rec)| Change::PutAccess { rec, slot }),
-            );
-            changes.extend(
-                snap.last_refresh
-                    .into_iter()
-                    .map(|(id, at)| Change::PutLastRefresh { id, at }),
-            );
-            inner.apply(&mut cat, &changes);
-        }
+        // Loading is applying every stored record to empty memory, one at
+        // a time as the backend reads it (from two threads at once).
+        let loaded = inner.backend.load(&|c| match &c {
+            // Keys are unique, so a refresh record is new: only finding its
+            // member needs the catalog.
+            Change::PutRefresh(r) if !inner.refresh.contains(&r.id) => {
+                let member = inner.catalog.lock().holder(&r.org, &r.user);
+                inner
+                    .refresh
+                    .insert(r.id, Arc::new(inner.hot_of(r, member)));
+            }
+            // An access record needs only its family.
+            Change::PutAccess { rec, .. } => {
+                if let Some(parent) = inner.refresh.get(&rec.refresh_id) {
+                    let mut extra = parent.extra.lock();
+                    inner.apply_family(&parent, &mut extra, std::slice::from_ref(&c));
+                }
+            }
+            _ => inner.apply(&mut inner.catalog.lock(), std::slice::from_ref(&c)),
+        })?;
+        // Access records came in no particular order: each family's live
+        // list must be oldest first (the cap evicts from the front).
+        inner.refresh.for_each(|_, r| {
+            let mut extra = r.extra.lock();
+            if extra.live.len() > 1 {
+                let mut keyed: Vec<(u64, [u8; 16], u32)> = extra
+                    .live
+                    .iter()
+                    .map(|&(id, slot)| {
+                        let at = inner.access.with(&id, |a| a.map_or(0, |a| a.issued_at));
+                        (at, id, slot)
+                    })
+                    .collect();
+                keyed.sort_unstable();
+                extra.live = keyed.into_iter().map(|(_, id, slot)| (id, slot)).collect();
+            }
+            true
+        });
+        inner.skipped = loaded.skipped;
+        inner.event_seq = AtomicU64::new(loaded.last_event_seq);
         Ok(TokenStore {
             inner: Arc::new(inner),
         })

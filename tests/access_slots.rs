@@ -50,6 +50,15 @@ fn eviction_survives_a_reopen() {
     let report = store.check_integrity().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(report.access_tokens, 3);
+    // Slots now hold, in slot order, the 4th, 5th and 3rd token: the next
+    // exchange must still evict the oldest (the 3rd), not slot 0.
+    clock.advance(1);
+    let g = store.exchange(t.token.expose()).unwrap();
+    access.push(g.access_token.expose().to_string());
+    assert_eq!(
+        verifies(&store, &access),
+        vec![false, false, false, true, true, true]
+    );
 }
 
 #[test]

@@ -46,15 +46,9 @@ pub(crate) enum Change {
     Event(EventRecord),
 }
 
-/// Everything verification and management need in memory, read at open.
+/// What loading found besides the records it handed over.
 #[derive(Debug, Default)]
-pub(crate) struct Snapshot {
-    pub members: Vec<MemberRecord>,
-    pub org_cutoffs: Vec<(String, u64)>,
-    pub refresh: Vec<RefreshRecord>,
-    /// Access records with their slots.
-    pub access: Vec<(u32, AccessRecord)>,
-    pub last_refresh: Vec<([u8; 16], u64)>,
+pub(crate) struct Loaded {
     /// The highest audit sequence number committed.
     pub last_event_seq: u64,
     /// Records that could not be decoded and were left out (fail closed:
@@ -91,8 +85,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a metadata value durably.
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()>;
-    /// Reads everything that lives in memory.
-    fn load(&self) -> Result<Snapshot>;
+    /// Hands every record that lives in memory to `apply`, one at a time
+    /// (nothing is held in between), in phases: organization cutoffs and
+    /// members; then refresh records; then access records; then
+    /// last-exchange times. Within the refresh and the access phase, calls
+    /// may come from several threads at once and in any order.
+    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded>;
     /// Applies a batch atomically (all or nothing, also across a crash).
     /// Not necessarily durable on return: see [`Backend::sync`].
     fn commit(&self, changes: &[Change]) -> Result<()>;

@@ -1,13 +1,15 @@
 //! The sled 0.34 backend: the only module of the crate that touches sled.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
-use super::{Backend, Change, IntegrityReport, Snapshot};
+use super::{Backend, Change, IntegrityReport, Loaded};
 use crate::codec::{
-    decode, encode, member_key, org_key, AccessRecord, EventRecord, MemberRecord, RefreshRecord,
+    decode, decode_access, decode_refresh, encode, member_key, org_key, AccessRecord, EventRecord,
+    MemberRecord, RefreshRecord,
 };
 use crate::error::{Error, Result};
 
@@ -106,48 +108,50 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn load(&self) -> Result<Snapshot> {
-        let mut s = Snapshot::default();
-        for kv in self.members.iter() {
-            let (_, v) = kv.map_err(io)?;
-            match decode::<MemberRecord>(&v, "member") {
-                Ok(m) => s.members.push(m),
-                Err(_) => s.skipped += 1,
-            }
-        }
+    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded> {
+        let mut info = Loaded::default();
         for kv in self.cutoffs.iter() {
             let (k, v) = kv.map_err(io)?;
             let org = org_from_key(&k).ok_or_else(|| Error::Corrupt("bad cutoff key".into()))?;
             let at = u64_from(&v).ok_or_else(|| Error::Corrupt("bad cutoff value".into()))?;
-            s.org_cutoffs.push((org, at));
+            apply(Change::PutOrgCutoff { org, at });
         }
-        s.refresh.reserve(self.refresh.len());
-        for kv in self.refresh.iter() {
+        for kv in self.members.iter() {
             let (_, v) = kv.map_err(io)?;
-            match decode::<RefreshRecord>(&v, "refresh") {
-                Ok(r) => s.refresh.push(r),
-                Err(_) => s.skipped += 1,
+            match decode::<MemberRecord>(&v, "member") {
+                Ok(m) => apply(Change::PutMember(m)),
+                Err(_) => info.skipped += 1,
             }
         }
-        for kv in self.access.iter() {
-            let (k, v) = kv.map_err(io)?;
-            match (slot_of(&k), decode::<AccessRecord>(&v, "access")) {
-                (Some(slot), Ok(a)) if k[..16] == a.refresh_id => s.access.push((slot, a)),
-                _ => s.skipped += 1,
+        let skipped = AtomicU64::new(0);
+        let skip = || {
+            skipped.fetch_add(1, Ordering::Relaxed);
+        };
+        // A record under another id's key is corrupt: left out (fail
+        // closed), as the integrity check reports it.
+        scan_in_halves(&self.refresh, &|k, v| match decode_refresh(v) {
+            Ok(r) if r.id[..] == *k => apply(Change::PutRefresh(r)),
+            _ => skip(),
+        })?;
+        scan_in_halves(&self.access, &|k, v| match (slot_of(k), decode_access(v)) {
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                apply(Change::PutAccess { rec, slot })
             }
-        }
-        s.last_event_seq = match self.meta.get(EVENT_SEQ).map_err(io)? {
+            _ => skip(),
+        })?;
+        info.skipped += skipped.into_inner();
+        info.last_event_seq = match self.meta.get(EVENT_SEQ).map_err(io)? {
             Some(v) => u64_from(&v).ok_or_else(|| Error::Corrupt("bad event_seq".into()))?,
             None => 0,
         };
         for kv in self.last_refresh.iter() {
             let (k, v) = kv.map_err(io)?;
             match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
-                (Ok(id), Some(at)) => s.last_refresh.push((id, at)),
-                _ => s.skipped += 1,
+                (Ok(id), Some(at)) => apply(Change::PutLastRefresh { id, at }),
+                _ => info.skipped += 1,
             }
         }
-        Ok(s)
+        Ok(info)
     }
 
     fn commit(&self, changes: &[Change]) -> Result<()> {
@@ -434,6 +438,28 @@ impl Backend for SledBackend {
     fn size_on_disk(&self) -> Result<u64> {
         self.db.size_on_disk().map_err(io)
     }
+}
+
+/// Calls `f` on every entry of `tree`, the lower and the upper half of the
+/// key space on two threads (keys there start with a random id, so the
+/// halves are even): opening a store is mostly sled's page reads and
+/// decoding, and two cores do it in about half the time.
+fn scan_in_halves(tree: &Tree, f: &(dyn Fn(&[u8], &[u8]) + Sync)) -> Result<()> {
+    let scan = |range: sled::Iter| -> Result<()> {
+        for kv in range {
+            let (k, v) = kv.map_err(io)?;
+            f(&k, &v);
+        }
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let upper = s.spawn(|| scan(tree.range(&[0x80u8][..]..)));
+        let lower = scan(tree.range(..&[0x80u8][..]));
+        let upper = upper
+            .join()
+            .map_err(|_| Error::Io("a loader thread failed".into()))?;
+        lower.and(upper)
+    })
 }
 
 fn org_from_key(k: &[u8]) -> Option<String> {
