@@ -24,12 +24,25 @@ pub(crate) struct OrgHot {
 
 pub(crate) struct MemberHot {
     pub org: Arc<OrgHot>,
+    /// The organization id again, in an allocation of this member's own:
+    /// verification hands out clones of it, and one shared reference count
+    /// for a whole organization would bounce between cores.
+    pub org_name: Arc<str>,
     pub user: Arc<str>,
     pub role: AtomicU8,
     pub not_before: AtomicU64,
 }
 
 impl MemberHot {
+    pub(crate) fn new(org: Arc<OrgHot>, user: &str, role: u8, not_before: u64) -> MemberHot {
+        MemberHot {
+            org_name: Arc::from(&*org.id),
+            org,
+            user: Arc::from(user),
+            role: AtomicU8::new(role),
+            not_before: AtomicU64::new(not_before),
+        }
+    }
     pub(crate) fn role(&self) -> Option<Role> {
         Role::from_index(self.role.load(Ordering::Acquire))
     }
@@ -49,8 +62,30 @@ impl MemberHot {
 #[derive(Default)]
 pub(crate) struct RefreshExtra {
     pub last_refresh: Option<u64>,
-    /// Live access ids, oldest first.
-    pub live: Vec<[u8; 16]>,
+    /// Live access ids with their slots, oldest first.
+    pub live: Vec<([u8; 16], u32)>,
+    /// One past the highest slot used; slots below it may be taken.
+    pub next_slot: u32,
+}
+
+impl RefreshExtra {
+    /// The slot for a new access record of a family holding `live.len() <
+    /// cap` records: the next unused one, or a gap left by a purge.
+    pub(crate) fn free_slot(&self, cap: usize) -> u32 {
+        if (self.next_slot as usize) < cap {
+            return self.next_slot;
+        }
+        let mut used: Vec<u32> = self.live.iter().map(|(_, s)| *s).collect();
+        used.sort_unstable();
+        let mut want = 0u32;
+        for s in used {
+            if s > want {
+                break;
+            }
+            want = s + 1;
+        }
+        want
+    }
 }
 
 pub(crate) struct RefreshHot {
@@ -80,6 +115,8 @@ pub(crate) struct AccessHot {
     pub verifier: [u8; 32],
     pub issued_at: u64,
     pub expires_at: u64,
+    /// Where its record is stored within its family.
+    pub slot: u32,
     pub revoked: AtomicBool,
 }
 
@@ -102,24 +139,32 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<[u8; 16], V, BuildHasherDefault<IdHasher>>;
 
-const SHARDS: usize = 64;
+const SHARDS: usize = 128;
+
+/// One shard on cache lines of its own (128 bytes: a line and the one the
+/// prefetcher pairs with it), so that readers of different shards on
+/// different cores do not share a lock word's line.
+#[repr(align(128))]
+struct Shard<V>(RwLock<IdMap<V>>);
 
 /// A map from token id to `V`, split into shards each behind its own lock.
 pub(crate) struct Sharded<V> {
-    shards: Box<[RwLock<IdMap<V>>]>,
+    shards: Box<[Shard<V>]>,
 }
 
 impl<V> Sharded<V> {
     pub(crate) fn new() -> Self {
         Sharded {
-            shards: (0..SHARDS).map(|_| RwLock::new(IdMap::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(IdMap::default())))
+                .collect(),
         }
     }
 
     fn shard(&self, id: &[u8; 16]) -> &RwLock<IdMap<V>> {
         // The last byte: the hash uses the first eight, so shards and buckets
         // stay independent.
-        &self.shards[id[15] as usize % SHARDS]
+        &self.shards[id[15] as usize % SHARDS].0
     }
 
     pub(crate) fn with<R>(&self, id: &[u8; 16], f: impl FnOnce(Option<&V>) -> R) -> R {
@@ -140,13 +185,13 @@ impl<V> Sharded<V> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| s.0.read().len()).sum()
     }
 
     /// Visits every entry, shard by shard; `f` returns false to stop.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8; 16], &V) -> bool) {
         for s in self.shards.iter() {
-            let g = s.read();
+            let g = s.0.read();
             for (k, v) in g.iter() {
                 if !f(k, v) {
                     return;

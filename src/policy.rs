@@ -290,6 +290,27 @@ impl Policy {
     }
 }
 
+/// The scope names of `policy` (by bit), interned for the life of the
+/// process: one copy per distinct list of names, however many stores use
+/// it, so that a verified token's [`crate::Scopes`] can name its scopes
+/// without holding a reference count. Bounded by the number of distinct
+/// policies a process builds.
+pub(crate) fn interned_names(policy: &Policy) -> &'static [Box<str>] {
+    static TABLE: parking_lot::Mutex<Vec<&'static [Box<str>]>> =
+        parking_lot::Mutex::new(Vec::new());
+    let mut table = TABLE.lock();
+    let same = |l: &[Box<str>]| {
+        l.len() == policy.names.len() && l.iter().zip(&policy.names).all(|(a, b)| **a == **b)
+    };
+    if let Some(found) = table.iter().find(|l| same(l)) {
+        return found;
+    }
+    let list: Box<[Box<str>]> = policy.names.iter().map(|n| n.as_str().into()).collect();
+    let list: &'static [Box<str>] = Box::leak(list);
+    table.push(list);
+    list
+}
+
 /// The management calls of DESIGN.md's policy table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {

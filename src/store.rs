@@ -1,7 +1,7 @@
 //! The public [`TokenStore`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -27,9 +27,11 @@ mod shared;
 #[path = "store/unshared.rs"]
 mod shared;
 
-const SCHEMA_VERSION: &[u8] = b"1";
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
+/// Version 2 keys access records by family and slot (version 1: by family
+/// and access id); version-1 stores are upgraded on open.
+const SCHEMA_VERSION: &[u8] = b"2";
 const HOST: &str = "host";
 const MAX_ID: usize = 128;
 const MAX_LABEL: usize = 256;
@@ -96,14 +98,7 @@ impl Catalog {
         let org_hot = self.org_mut(org).hot.clone();
         self.ghosts
             .entry((org.to_string(), user.to_string()))
-            .or_insert_with(|| {
-                Arc::new(MemberHot {
-                    org: org_hot,
-                    user: Arc::from(user),
-                    role: AtomicU8::new(ROLE_REMOVED),
-                    not_before: AtomicU64::new(0),
-                })
-            })
+            .or_insert_with(|| Arc::new(MemberHot::new(org_hot, user, ROLE_REMOVED, 0)))
             .clone()
     }
 }
@@ -138,6 +133,8 @@ pub(crate) struct Inner {
     /// Set when the backend is shared with other replicas.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     shared: Option<shared::Slot>,
+    /// The policy's scope names, interned (see [`crate::policy::interned_names`]).
+    scope_names: &'static [Box<str>],
 }
 
 impl Drop for Inner {
@@ -175,8 +172,17 @@ fn verifier(key: &[u8; 32], secret: &[u8; 32]) -> [u8; 32] {
     *blake3::keyed_hash(key, secret).as_bytes()
 }
 
+/// Constant-time equality of two verifiers: the words are folded without
+/// branching and only the folded result is compared, in constant time.
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.ct_eq(b).into()
+    let mut acc = 0u64;
+    for i in 0..4 {
+        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+        x.copy_from_slice(&a[i * 8..i * 8 + 8]);
+        y.copy_from_slice(&b[i * 8..i * 8 + 8]);
+        acc |= u64::from_ne_bytes(x) ^ u64::from_ne_bytes(y);
+    }
+    acc.ct_eq(&0).into()
 }
 
 impl TokenStore {
@@ -243,13 +249,17 @@ impl TokenStore {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
                 backend.meta_put("schema", SCHEMA_VERSION)?;
             }
-            Some(v) if v == SCHEMA_VERSION => {
+            Some(v) if v == SCHEMA_VERSION || v == b"1" => {
                 let stored = backend.meta_get("key_fingerprint")?;
                 let ok = stored
                     .as_deref()
                     .is_some_and(|s| bool::from(s.ct_eq(&fingerprint[..16])));
                 if !ok {
                     return Err(Error::KeyMismatch);
+                }
+                if v != SCHEMA_VERSION {
+                    backend.upgrade_from_v1()?;
+                    backend.meta_put("schema", SCHEMA_VERSION)?;
                 }
             }
             Some(v) => {
@@ -259,8 +269,7 @@ impl TokenStore {
                 )))
             }
         }
-        let snap = backend.load()?;
-        let inner = Inner {
+        let mut inner = Inner {
             policy: Arc::new(cfg.policy.clone()),
             clock: cfg.clock.clone(),
             prefix: cfg.prefix.clone(),
@@ -280,32 +289,52 @@ impl TokenStore {
                 flushed: AtomicU64::new(0),
                 lazy: AtomicU64::new(0),
             },
-            skipped: snap.skipped,
-            event_seq: AtomicU64::new(snap.last_event_seq),
+            skipped: 0,
+            event_seq: AtomicU64::new(0),
             shared: None,
+            scope_names: crate::policy::interned_names(&cfg.policy),
             backend,
         };
-        {
-            // Loading is applying every stored record to empty memory.
-            let mut cat = inner.catalog.lock();
-            let mut changes: Vec<Change> = Vec::new();
-            changes.extend(
-                snap.org_cutoffs
-                    .into_iter()
-                    .map(|(org, at)| Change::PutOrgCutoff { org, at }),
-            );
-            changes.extend(snap.members.into_iter().map(Change::PutMember));
-            changes.extend(snap.refresh.into_iter().map(Change::PutRefresh));
-            let mut access = snap.access;
-            access.sort_by_key(|a| (a.issued_at, a.id));
-            changes.extend(access.into_iter().map(Change::PutAccess));
-            changes.extend(
-                snap.last_refresh
-                    .into_iter()
-                    .map(|(id, at)| Change::PutLastRefresh { id, at }),
-            );
-            inner.apply(&mut cat, &changes);
-        }
+        // Loading is applying every stored record to empty memory, one at
+        // a time as the backend reads it (from two threads at once).
+        let loaded = inner.backend.load(&|c| match &c {
+            // Keys are unique, so a refresh record is new: only finding its
+            // member needs the catalog.
+            Change::PutRefresh(r) if !inner.refresh.contains(&r.id) => {
+                let member = inner.catalog.lock().holder(&r.org, &r.user);
+                inner
+                    .refresh
+                    .insert(r.id, Arc::new(inner.hot_of(r, member)));
+            }
+            // An access record needs only its family.
+            Change::PutAccess { rec, .. } => {
+                if let Some(parent) = inner.refresh.get(&rec.refresh_id) {
+                    let mut extra = parent.extra.lock();
+                    inner.apply_family(&parent, &mut extra, std::slice::from_ref(&c));
+                }
+            }
+            _ => inner.apply(&mut inner.catalog.lock(), std::slice::from_ref(&c)),
+        })?;
+        // Access records came in no particular order: each family's live
+        // list must be oldest first (the cap evicts from the front).
+        inner.refresh.for_each(|_, r| {
+            let mut extra = r.extra.lock();
+            if extra.live.len() > 1 {
+                let mut keyed: Vec<(u64, [u8; 16], u32)> = extra
+                    .live
+                    .iter()
+                    .map(|&(id, slot)| {
+                        let at = inner.access.with(&id, |a| a.map_or(0, |a| a.issued_at));
+                        (at, id, slot)
+                    })
+                    .collect();
+                keyed.sort_unstable();
+                extra.live = keyed.into_iter().map(|(_, id, slot)| (id, slot)).collect();
+            }
+            true
+        });
+        inner.skipped = loaded.skipped;
+        inner.event_seq = AtomicU64::new(loaded.last_event_seq);
         Ok(TokenStore {
             inner: Arc::new(inner),
         })
@@ -820,20 +849,25 @@ impl TokenStore {
             if parent.expires_at <= inner.now() {
                 return Err(Error::Expired);
             }
-            let mut changes = Vec::with_capacity(3);
-            let mut evict = 0;
-            while extra.live.len() - evict >= inner.cap {
-                changes.push(Change::DeleteAccess {
-                    refresh_id: parent.id,
-                    id: extra.live[evict],
-                });
-                evict += 1;
-            }
-            changes.push(Change::PutAccess(rec));
-            changes.push(Change::PutLastRefresh {
-                id: parent.id,
-                at: now,
-            });
+            // Past the cap, the new record takes the slot of the oldest,
+            // which evicts it in the same single write. (More than `cap`
+            // live records only if the cap was lowered since they were
+            // made: those are deleted in the same atomic batch.)
+            let mut changes = Vec::with_capacity(1);
+            let slot = match extra.live.len().checked_sub(inner.cap) {
+                Some(excess) => {
+                    for &(id, slot) in &extra.live[..excess] {
+                        changes.push(Change::DeleteAccess {
+                            refresh_id: parent.id,
+                            id,
+                            slot,
+                        });
+                    }
+                    extra.live[excess].1
+                }
+                None => extra.free_slot(inner.cap),
+            };
+            changes.push(Change::PutAccess { rec, slot });
             let ticket = inner.commit(&changes)?;
             inner.apply_family(&parent, &mut extra, &changes);
             ticket
@@ -900,12 +934,12 @@ impl TokenStore {
                 return Err(Error::Expired);
             }
             Ok(Principal {
-                org: r.member.org.id.clone(),
+                org: r.member.org_name.clone(),
                 user: r.member.user.clone(),
                 role,
                 scopes: Scopes {
                     set: r.scopes.and(inner.policy.mask(role)),
-                    policy: inner.policy.clone(),
+                    names: inner.scope_names,
                 },
                 refresh_id: TokenId(r.id),
                 access_id: parsed.id,
@@ -1267,21 +1301,22 @@ impl TokenStore {
                         revoked: true,
                         verifier: a.verifier,
                     },
+                    a.slot,
                     a.revoked.load(Ordering::Acquire),
                 )
             })
         });
-        let (parent, rec, already) = found.ok_or(Error::InvalidToken)?;
+        let (parent, rec, slot, already) = found.ok_or(Error::InvalidToken)?;
         if already {
             return Ok(());
         }
         let ticket = {
             let mut extra = parent.extra.lock();
-            if !inner.access.contains(&rec.id) {
+            if !extra.live.contains(&(rec.id, slot)) {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }
-            let changes = [Change::PutAccess(rec)];
+            let changes = [Change::PutAccess { rec, slot }];
             let ticket = inner.commit(&changes)?;
             inner.apply_family(&parent, &mut extra, &changes);
             ticket
@@ -1394,11 +1429,11 @@ impl TokenStore {
         let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
         if !report.more {
             inner.access.for_each(|id, a| {
-                let useless_now = a.expires_at <= now
+                let gone = a.expires_at <= now
                     || a.revoked.load(Ordering::Acquire)
                     || a.refresh.is_revoked()
                     || a.refresh.expires_at <= now;
-                if useless_now && !dead_set.contains(&a.refresh.id) {
+                if gone && !dead_set.contains(&a.refresh.id) {
                     if budget == 0 {
                         report.more = true;
                         return false;
@@ -1409,67 +1444,73 @@ impl TokenStore {
                 true
             });
         }
-        // Hold the lock of every family touched from the commit until memory
-        // agrees with it: an exchange or revoke_access that writes under its
-        // family's lock then either lands before (and is purged with it) or
-        // finds the records gone, so none can write an access record after
-        // its deletion (an orphan, or a purged record brought back).
+        if dead.is_empty() && useless.is_empty() {
+            return Ok(report);
+        }
+        // Every family touched is locked (in id order) from here to the end
+        // of the commit, as an exchange locks its family: a slot read here
+        // cannot be taken over by a concurrent exchange before it is
+        // deleted.
+        useless.sort_by_key(|(r, id)| (r.id, *id));
         let mut families: Vec<Arc<RefreshHot>> = dead.clone();
-        let mut seen = dead_set.clone();
-        for (r, _) in &useless {
-            if seen.insert(r.id) {
-                families.push(r.clone());
-            }
-        }
-        let mut guards: HashMap<[u8; 16], parking_lot::MutexGuard<'_, RefreshExtra>> =
-            families.iter().map(|f| (f.id, f.extra.lock())).collect();
-        let mut changes = Vec::new();
-        for r in &dead {
-            for a in &guards[&r.id].live {
-                changes.push(Change::DeleteAccess {
-                    refresh_id: r.id,
-                    id: *a,
+        families.extend(useless.iter().map(|(r, _)| r.clone()));
+        families.sort_by_key(|r| r.id);
+        families.dedup_by_key(|r| r.id);
+        let mut guards: Vec<_> = families.iter().map(|r| r.extra.lock()).collect();
+        let mut per_family: Vec<Vec<Change>> = Vec::with_capacity(families.len());
+        let mut refresh_changes = Vec::with_capacity(dead.len());
+        let mut access_removed = 0u64;
+        let mut u = 0;
+        for (r, extra) in families.iter().zip(guards.iter()) {
+            let mut fam = Vec::new();
+            if dead_set.contains(&r.id) {
+                for &(id, slot) in &extra.live {
+                    fam.push(Change::DeleteAccess {
+                        refresh_id: r.id,
+                        id,
+                        slot,
+                    });
+                }
+                refresh_changes.push(Change::DeleteRefresh {
+                    id: r.id,
+                    org: r.member.org.id.to_string(),
+                    user: r.member.user.to_string(),
                 });
             }
-            changes.push(Change::DeleteRefresh {
-                id: r.id,
-                org: r.member.org.id.to_string(),
-                user: r.member.user.to_string(),
-            });
-        }
-        for (r, id) in &useless {
-            // Evicted by an exchange meanwhile: already deleted.
-            if guards[&r.id].live.contains(id) {
-                changes.push(Change::DeleteAccess {
-                    refresh_id: r.id,
-                    id: *id,
-                });
+            while u < useless.len() && useless[u].0.id == r.id {
+                let id = useless[u].1;
+                if let Some(&(_, slot)) = extra.live.iter().find(|(x, _)| *x == id) {
+                    fam.push(Change::DeleteAccess {
+                        refresh_id: r.id,
+                        id,
+                        slot,
+                    });
+                }
+                u += 1;
             }
+            access_removed += fam.len() as u64;
+            // The newest access record of a family tells its last exchange;
+            // keep that time when records of a surviving family go.
+            if !fam.is_empty() && !dead_set.contains(&r.id) {
+                if let Some(at) = extra.last_refresh {
+                    fam.push(Change::PutLastRefresh { id: r.id, at });
+                }
+            }
+            per_family.push(fam);
         }
+        let mut changes: Vec<Change> = per_family.iter().flatten().cloned().collect();
+        changes.extend(refresh_changes.iter().cloned());
         if changes.is_empty() {
             return Ok(report);
         }
         let ticket = inner.commit(&changes)?;
-        // Bring memory in line while every touched family is still locked.
-        let mut per_family: HashMap<[u8; 16], Vec<Change>> = HashMap::new();
-        let mut refresh_deletes = Vec::new();
-        for c in &changes {
-            match c {
-                Change::DeleteAccess { refresh_id, .. } => {
-                    per_family.entry(*refresh_id).or_default().push(c.clone())
-                }
-                _ => refresh_deletes.push(c.clone()),
-            }
+        for ((r, extra), fam) in families.iter().zip(guards.iter_mut()).zip(&per_family) {
+            inner.apply_family(r, extra, fam);
         }
-        for fam in &families {
-            if let (Some(mine), Some(guard)) = (per_family.get(&fam.id), guards.get_mut(&fam.id)) {
-                inner.apply_family(fam, guard, mine);
-            }
-        }
-        inner.apply(&mut cat, &refresh_deletes);
         drop(guards);
+        inner.apply(&mut cat, &refresh_changes);
         report.refresh_removed = dead.len() as u64;
-        report.access_removed = changes.len() as u64 - report.refresh_removed;
+        report.access_removed = access_removed;
         drop(cat);
         inner.lazy(ticket)?;
         Ok(report)
@@ -1551,6 +1592,120 @@ impl TokenStore {
         let t = self.inner.flusher.written.load(Ordering::Acquire);
         self.inner.sync(t.max(1))
     }
+
+    /// **For benchmarks only; not part of the supported API.** Issues
+    /// `count` refresh tokens to the actor, as [`TokenStore::generate`] with
+    /// default options would, and exchanges each of them `exchanges` times,
+    /// writing in atomic batches of up to 2,048 tokens (one audit event per
+    /// batch) and flushing once at the end, so that a benchmark builds a
+    /// store of a million tokens in seconds. `sink` receives each refresh
+    /// token with its access tokens.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] if the actor is not a member;
+    /// [`Error::InvalidArgument`] if `exchanges` exceeds the cap of live
+    /// access tokens per refresh token; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let mut access = Vec::new();
+    /// store.bulk_issue_for_benchmarks(&Actor::new("acme", "ann"), 3, 1, &mut |_, a| {
+    ///     access.extend(a)
+    /// })?;
+    /// assert_eq!(access.len(), 3);
+    /// assert!(store.verify(access[0].expose()).is_ok());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    #[doc(hidden)]
+    pub fn bulk_issue_for_benchmarks(
+        &self,
+        actor: &Actor,
+        count: usize,
+        exchanges: usize,
+        sink: &mut dyn FnMut(token::SecretToken, Vec<token::SecretToken>),
+    ) -> Result<()> {
+        const BATCH: usize = 2048;
+        let inner = &*self.inner;
+        if exchanges > inner.cap {
+            return Err(Error::InvalidArgument(
+                "more exchanges per token than the cap of live access tokens".into(),
+            ));
+        }
+        let mut done = 0;
+        while done < count {
+            let n = BATCH.min(count - done);
+            let mut cat = inner.catalog.lock();
+            let role = inner.actor_role(&cat, actor, "token.bulk_generate")?;
+            let scopes = inner.policy.names(inner.policy.narrow(role, None)?);
+            let now = inner.now();
+            let mut changes = Vec::with_capacity(n * (2 + exchanges) + 1);
+            let mut secrets = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (id, secret) = loop {
+                    let (id, secret) = token::fresh()?;
+                    if !inner.refresh.contains(&id.0) {
+                        break (id, secret);
+                    }
+                };
+                changes.push(Change::PutRefresh(RefreshRecord {
+                    id: id.0,
+                    org: actor.org.clone(),
+                    user: actor.user.clone(),
+                    role_at_issue: role,
+                    scopes: scopes.clone(),
+                    label: None,
+                    created_at: now,
+                    created_by: actor.user.clone(),
+                    expires_at: None,
+                    state: StoredState::Active,
+                    verifier: verifier(&inner.refresh_key, &secret.0),
+                }));
+                let mut access = Vec::with_capacity(exchanges);
+                for slot in 0..exchanges as u32 {
+                    let (aid, asecret) = loop {
+                        let (aid, asecret) = token::fresh()?;
+                        if !inner.access.contains(&aid.0) {
+                            break (aid, asecret);
+                        }
+                    };
+                    let rec = AccessRecord {
+                        id: aid.0,
+                        refresh_id: id.0,
+                        issued_at: now,
+                        expires_at: now.saturating_add(inner.access_ttl),
+                        revoked: false,
+                        verifier: verifier(&inner.access_key, &asecret.0),
+                    };
+                    changes.push(Change::PutAccess { rec, slot });
+                    access.push((aid, asecret));
+                }
+                secrets.push((id, secret, access));
+            }
+            changes.push(inner.event(
+                &actor.org,
+                &actor.user,
+                "token.bulk_generate",
+                Some(format!("{n} tokens")),
+                "ok",
+            )?);
+            inner.commit_apply(&mut cat, &changes)?;
+            drop(cat);
+            for (id, secret, access) in secrets {
+                let tokens = access
+                    .iter()
+                    .map(|(aid, s)| token::encode(&inner.prefix, TokenKind::Access, aid, s))
+                    .collect();
+                sink(
+                    token::encode(&inner.prefix, TokenKind::Refresh, &id, &secret),
+                    tokens,
+                );
+            }
+            done += n;
+        }
+        self.flush()
+    }
 }
 
 impl Inner {
@@ -1572,12 +1727,12 @@ impl Inner {
                             hot.not_before.fetch_max(m.not_before, Ordering::AcqRel);
                         }
                         None => {
-                            let hot = Arc::new(MemberHot {
-                                org: entry.hot.clone(),
-                                user: Arc::from(m.user.as_str()),
-                                role: AtomicU8::new(m.role as u8),
-                                not_before: AtomicU64::new(m.not_before),
-                            });
+                            let hot = Arc::new(MemberHot::new(
+                                entry.hot.clone(),
+                                &m.user,
+                                m.role as u8,
+                                m.not_before,
+                            ));
                             entry.members.insert(m.user.clone(), hot);
                         }
                     }
@@ -1619,11 +1774,11 @@ impl Inner {
                 Change::DeleteRefresh { id, .. } => {
                     self.refresh.remove(id);
                 }
-                Change::PutAccess(_)
+                Change::PutAccess { .. }
                 | Change::DeleteAccess { .. }
                 | Change::PutLastRefresh { .. } => {
                     let id = match c {
-                        Change::PutAccess(a) => a.refresh_id,
+                        Change::PutAccess { rec, .. } => rec.refresh_id,
                         Change::DeleteAccess { refresh_id, .. } => *refresh_id,
                         Change::PutLastRefresh { id, .. } => *id,
                         _ => unreachable!("matched above"),
@@ -1643,7 +1798,7 @@ impl Inner {
     fn apply_family(&self, parent: &Arc<RefreshHot>, extra: &mut RefreshExtra, changes: &[Change]) {
         for c in changes {
             match c {
-                Change::PutAccess(a) => {
+                Change::PutAccess { rec: a, slot } => {
                     let updated = self.access.with(&a.id, |old| match old {
                         Some(old) => {
                             if a.revoked {
@@ -1653,23 +1808,45 @@ impl Inner {
                         }
                         None => false,
                     });
-                    if !updated {
-                        extra.live.push(a.id);
-                        self.access.insert(
-                            a.id,
-                            AccessHot {
-                                refresh: parent.clone(),
-                                verifier: a.verifier,
-                                issued_at: a.issued_at,
-                                expires_at: a.expires_at,
-                                revoked: AtomicBool::new(a.revoked),
-                            },
-                        );
+                    if updated {
+                        continue;
                     }
+                    // A record put in a used slot replaces (evicts) the one
+                    // there. Slots at or past `next_slot` are free; a record
+                    // from a backend without slots takes the next free one.
+                    let slot = &if *slot == crate::storage::SLOT_ANY {
+                        extra.next_slot
+                    } else {
+                        *slot
+                    };
+                    if *slot < extra.next_slot {
+                        if let Some(i) = extra.live.iter().position(|(_, s)| s == slot) {
+                            let (old, _) = extra.live.remove(i);
+                            self.access.remove(&old);
+                        }
+                    }
+                    extra.next_slot = extra.next_slot.max(slot.saturating_add(1));
+                    extra.live.push((a.id, *slot));
+                    extra.last_refresh = Some(
+                        extra
+                            .last_refresh
+                            .map_or(a.issued_at, |l| l.max(a.issued_at)),
+                    );
+                    self.access.insert(
+                        a.id,
+                        AccessHot {
+                            refresh: parent.clone(),
+                            verifier: a.verifier,
+                            issued_at: a.issued_at,
+                            expires_at: a.expires_at,
+                            slot: *slot,
+                            revoked: AtomicBool::new(a.revoked),
+                        },
+                    );
                 }
                 Change::DeleteAccess { id, .. } => {
                     self.access.remove(id);
-                    extra.live.retain(|x| x != id);
+                    extra.live.retain(|(x, _)| x != id);
                 }
                 Change::PutLastRefresh { at, .. } => {
                     extra.last_refresh = Some(extra.last_refresh.map_or(*at, |l| l.max(*at)));

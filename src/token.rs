@@ -194,40 +194,68 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
 }
 
 fn checksum(prefix: &str, kind: TokenKind, payload: &[u8; PAYLOAD_LEN]) -> u32 {
-    let mut h = blake3::Hasher::new();
-    h.update(prefix.as_bytes());
-    h.update(&[kind.letter()]);
-    h.update(payload);
-    let out = h.finalize();
+    let p = prefix.len();
+    let out = if p <= MAX_PREFIX {
+        // One-shot hashing of a stack buffer is cheaper than the
+        // incremental hasher; the buffer holds the secret, so wipe it.
+        let mut buf = [0u8; MAX_PREFIX + 1 + PAYLOAD_LEN];
+        buf[..p].copy_from_slice(prefix.as_bytes());
+        buf[p] = kind.letter();
+        buf[p + 1..p + 1 + PAYLOAD_LEN].copy_from_slice(payload);
+        let out = blake3::hash(&buf[..p + 1 + PAYLOAD_LEN]);
+        buf.zeroize();
+        out
+    } else {
+        let mut h = blake3::Hasher::new();
+        h.update(prefix.as_bytes());
+        h.update(&[kind.letter()]);
+        h.update(payload);
+        h.finalize()
+    };
     let b = out.as_bytes();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn push_digits(out: &mut String, mut v: u64, n: usize) {
+fn push_digits(out: &mut Vec<u8>, mut v: u64, n: usize) {
     let mut buf = [0u8; CHUNK_DIGITS];
     for slot in buf[..n].iter_mut().rev() {
         *slot = ALPHABET[(v % 62) as usize];
         v /= 62;
     }
-    // All bytes come from ALPHABET, which is ASCII.
-    out.extend(buf[..n].iter().map(|&b| b as char));
+    out.extend_from_slice(&buf[..n]);
 }
 
-fn digit(c: u8) -> Option<u64> {
-    match c {
-        b'0'..=b'9' => Some((c - b'0') as u64),
-        b'A'..=b'Z' => Some((c - b'A') as u64 + 10),
-        b'a'..=b'z' => Some((c - b'a') as u64 + 36),
-        _ => None,
+/// Base62 digit values by byte; `INVALID` for bytes outside the alphabet.
+const INVALID: u8 = 0xff;
+const DIGITS: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 62 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    t
+};
 
+/// Reads at most 11 base62 digits; `None` for a byte outside the alphabet
+/// or a value beyond `u64`.
 fn read_digits(s: &[u8]) -> Option<u64> {
+    let (&last, head) = s.split_last()?;
+    debug_assert!(head.len() < CHUNK_DIGITS);
+    // Ten digits stay below 64^10 = 2^60 even with invalid bytes masked to
+    // six bits, so only the last step can overflow.
     let mut v: u64 = 0;
-    for &c in s {
-        v = v.checked_mul(62)?.checked_add(digit(c)?)?;
+    let mut bad = 0u8;
+    for &c in head {
+        let d = DIGITS[c as usize];
+        bad |= d;
+        v = v * 62 + u64::from(d & 63);
     }
-    Some(v)
+    let d = DIGITS[last as usize];
+    if (bad | d) & 0x80 != 0 {
+        return None;
+    }
+    v.checked_mul(62)?.checked_add(u64::from(d))
 }
 
 /// Writes a token.
@@ -235,10 +263,10 @@ pub(crate) fn encode(prefix: &str, kind: TokenKind, id: &TokenId, secret: &Secre
     let mut payload = [0u8; PAYLOAD_LEN];
     payload[..16].copy_from_slice(&id.0);
     payload[16..].copy_from_slice(&secret.0);
-    let mut out = String::with_capacity(prefix.len() + 2 + PAYLOAD_DIGITS + CHECK_DIGITS);
-    out.push_str(prefix);
-    out.push(kind.letter() as char);
-    out.push('_');
+    let mut out = Vec::with_capacity(prefix.len() + 2 + PAYLOAD_DIGITS + CHECK_DIGITS);
+    out.extend_from_slice(prefix.as_bytes());
+    out.push(kind.letter());
+    out.push(b'_');
     for chunk in payload.chunks_exact(8) {
         let mut b = [0u8; 8];
         b.copy_from_slice(chunk);
@@ -250,7 +278,18 @@ pub(crate) fn encode(prefix: &str, kind: TokenKind, id: &TokenId, secret: &Secre
         CHECK_DIGITS,
     );
     payload.zeroize();
-    SecretToken(out)
+    // A `str` prefix followed by ASCII: always UTF-8 (the fallback only
+    // keeps this free of a panic path).
+    let text = match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            let s = String::from_utf8_lossy(&bytes).into_owned();
+            bytes.zeroize();
+            s
+        }
+    };
+    SecretToken(text)
 }
 
 /// The length of every token with this prefix.
@@ -280,10 +319,16 @@ pub(crate) fn parse(prefix: &str, kind: TokenKind, token: &str) -> Result<Parsed
         .chunks_exact(CHUNK_DIGITS)
         .enumerate()
     {
-        let v = read_digits(digits).ok_or(Error::Malformed("not base62"))?;
+        let Some(v) = read_digits(digits) else {
+            payload.zeroize();
+            return Err(Error::Malformed("not base62"));
+        };
         payload[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
     }
-    let check = read_digits(&body[PAYLOAD_DIGITS..]).ok_or(Error::Malformed("not base62"))?;
+    let Some(check) = read_digits(&body[PAYLOAD_DIGITS..]) else {
+        payload.zeroize();
+        return Err(Error::Malformed("not base62"));
+    };
     if check != checksum(prefix, kind, &payload) as u64 {
         payload.zeroize();
         return Err(Error::Malformed("checksum mismatch"));
@@ -380,6 +425,54 @@ mod tests {
         b[4..15].copy_from_slice(b"zzzzzzzzzzz");
         let s = String::from_utf8(b).unwrap();
         assert!(parse("tv", TokenKind::Refresh, &s).is_err());
+    }
+
+    /// The digit reader agrees with plain checked arithmetic on valid,
+    /// invalid and overflowing inputs.
+    #[test]
+    fn digit_reader_matches_reference() {
+        fn reference(s: &[u8]) -> Option<u64> {
+            let mut v: u64 = 0;
+            for &c in s {
+                let d = ALPHABET.iter().position(|&a| a == c)? as u64;
+                v = v.checked_mul(62)?.checked_add(d)?;
+            }
+            Some(v)
+        }
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"00000000000".to_vec(),
+            b"zzzzzzzzzzz".to_vec(),
+            b"LygHa16AHYF".to_vec(),
+            b"LygHa16AHYG".to_vec(),
+            b"zzzzzz".to_vec(),
+            b"0000000000{".to_vec(),
+            b"/0000000000".to_vec(),
+            b"000@0000000".to_vec(),
+            b"000`0000000".to_vec(),
+            vec![0xc3; 11],
+        ];
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for _ in 0..2000 {
+            let mut c = Vec::new();
+            for _ in 0..11 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly alphabet bytes, sometimes anything.
+                c.push(if x.is_multiple_of(17) {
+                    (x >> 8) as u8
+                } else {
+                    ALPHABET[(x >> 8) as usize % 62]
+                });
+            }
+            cases.push(c);
+        }
+        for c in &cases {
+            assert_eq!(read_digits(c), reference(c), "{c:?}");
+            assert_eq!(read_digits(&c[..6]), reference(&c[..6]), "{c:?}");
+        }
+        assert_eq!(read_digits(b"LygHa16AHYF"), Some(u64::MAX));
+        assert_eq!(read_digits(b"LygHa16AHYG"), None);
     }
 
     #[test]

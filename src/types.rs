@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::policy::{Policy, Role, ScopeSet};
+use crate::policy::{Role, ScopeSet};
 use crate::token::{SecretToken, TokenId};
 
 /// Who performs a management call: a member `(org, user)` already
@@ -149,17 +149,27 @@ pub struct AccessGrant {
 #[derive(Clone)]
 pub struct Scopes {
     pub(crate) set: ScopeSet,
-    pub(crate) policy: Arc<Policy>,
+    /// The policy's scope names by bit (interned: no reference count to
+    /// bounce between threads that verify at the same time).
+    pub(crate) names: &'static [Box<str>],
 }
 
 impl Scopes {
     /// Whether `scope` is granted.
     pub fn contains(&self, scope: &str) -> bool {
-        self.policy.bit(scope).is_some_and(|b| self.set.contains(b))
+        self.names
+            .iter()
+            .position(|n| **n == *scope)
+            .is_some_and(|i| self.set.contains(i as u8))
     }
     /// The scope names.
     pub fn to_vec(&self) -> Vec<String> {
-        self.policy.names(self.set)
+        self.names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.set.contains(*i as u8))
+            .map(|(_, n)| n.to_string())
+            .collect()
     }
     /// Whether no scope is granted.
     pub fn is_empty(&self) -> bool {

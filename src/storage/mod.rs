@@ -28,18 +28,44 @@ pub(crate) enum Change {
         org: String,
         user: String,
     },
-    /// Record the time of the last exchange of a refresh token.
+    /// Record the time of the last exchange of a refresh token, for when
+    /// no access record of it is left to tell (exchange itself does not
+    /// write it: the newest access record's `issued_at` says it).
     PutLastRefresh { id: [u8; 16], at: u64 },
-    /// Insert or replace an access record.
-    PutAccess(AccessRecord),
-    /// Delete an access record.
-    DeleteAccess { refresh_id: [u8; 16], id: [u8; 16] },
+    /// Put an access record in slot `slot` of its family. A family (the
+    /// access tokens of one refresh token) has at most `cap` slots; an
+    /// access record put in a slot replaces the one there, which is how an
+    /// exchange past the cap evicts the oldest in the same single write.
+    PutAccess { rec: AccessRecord, slot: u32 },
+    /// Delete the access record `id` in slot `slot` of its family.
+    DeleteAccess {
+        refresh_id: [u8; 16],
+        id: [u8; 16],
+        slot: u32,
+    },
     /// Append an audit event; its `seq` is also kept as the highest sequence
     /// number committed.
     Event(EventRecord),
 }
 
-/// Everything verification and management need in memory, read at open.
+/// What loading found besides the records it handed over.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// The highest audit sequence number committed.
+    pub last_event_seq: u64,
+    /// Records that could not be decoded and were left out (fail closed:
+    /// a token whose record is unreadable does not verify).
+    pub skipped: u64,
+}
+
+/// The slot of an access record whose backend keeps no slots (PostgreSQL):
+/// memory gives it the family's next free slot, evicting nothing.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) const SLOT_ANY: u32 = u32::MAX;
+
+/// Everything a shared backend holds, read at once (PostgreSQL reads it in
+/// one snapshot and hands it over record by record).
+#[cfg(feature = "postgres")]
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub members: Vec<MemberRecord>,
@@ -47,11 +73,36 @@ pub(crate) struct Snapshot {
     pub refresh: Vec<RefreshRecord>,
     pub access: Vec<AccessRecord>,
     pub last_refresh: Vec<([u8; 16], u64)>,
-    /// The highest audit sequence number committed.
-    pub last_event_seq: u64,
-    /// Records that could not be decoded and were left out (fail closed:
-    /// a token whose record is unreadable does not verify).
+    /// Records that could not be decoded and were left out (fail closed).
     pub skipped: u64,
+}
+
+#[cfg(feature = "postgres")]
+impl Snapshot {
+    /// The snapshot as changes to apply to empty memory, in an order that
+    /// finds every record's member and family.
+    pub(crate) fn into_changes(self) -> Vec<Change> {
+        let mut changes: Vec<Change> = Vec::new();
+        changes.extend(
+            self.org_cutoffs
+                .into_iter()
+                .map(|(org, at)| Change::PutOrgCutoff { org, at }),
+        );
+        changes.extend(self.members.into_iter().map(Change::PutMember));
+        changes.extend(self.refresh.into_iter().map(Change::PutRefresh));
+        let mut access = self.access;
+        access.sort_by_key(|a| (a.issued_at, a.id));
+        changes.extend(access.into_iter().map(|rec| Change::PutAccess {
+            rec,
+            slot: SLOT_ANY,
+        }));
+        changes.extend(
+            self.last_refresh
+                .into_iter()
+                .map(|(id, at)| Change::PutLastRefresh { id, at }),
+        );
+        changes
+    }
 }
 
 /// What [`crate::TokenStore::check_integrity`] found.
@@ -83,11 +134,19 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a metadata value durably.
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()>;
-    /// Reads everything that lives in memory.
-    fn load(&self) -> Result<Snapshot>;
+    /// Hands every record that lives in memory to `apply`, one at a time
+    /// (nothing is held in between), in phases: organization cutoffs and
+    /// members; then refresh records; then access records; then
+    /// last-exchange times. Within the refresh and the access phase, calls
+    /// may come from several threads at once and in any order.
+    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded>;
     /// Applies a batch atomically (all or nothing, also across a crash).
     /// Not necessarily durable on return: see [`Backend::sync`].
     fn commit(&self, changes: &[Change]) -> Result<()>;
+    /// Brings data written by schema version 1 (access records keyed by
+    /// refresh id and access id) to the current layout (keyed by refresh id
+    /// and slot). Idempotent; atomic.
+    fn upgrade_from_v1(&self) -> Result<()>;
     /// Makes every batch committed before the call durable.
     fn sync(&self) -> Result<()>;
     /// One refresh record.

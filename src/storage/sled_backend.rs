@@ -1,14 +1,16 @@
 //! The sled 0.34 backend: the only module of the crate that touches sled.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
-use super::{Backend, Change, IntegrityReport, Snapshot};
+use super::{Backend, Change, IntegrityReport, Loaded};
 use crate::codec::{
-    decode, encode, member_key, org_key, AccessRecord, EventRecord, MemberRecord, RefreshRecord,
+    decode, decode_access, decode_refresh, encode, member_key, org_key, AccessRecord, EventRecord,
+    MemberRecord, RefreshRecord,
 };
 use crate::error::{Error, Result};
 
@@ -40,11 +42,28 @@ fn by_member_key(org: &str, user: &str, id: &[u8; 16]) -> Vec<u8> {
     k
 }
 
-fn access_key(refresh_id: &[u8; 16], id: &[u8; 16]) -> [u8; 32] {
-    let mut k = [0u8; 32];
+/// An access record's key: its family (refresh id) and slot, so that the
+/// records of a family sit together and a new record can replace an
+/// evicted one in place.
+fn access_key(refresh_id: &[u8; 16], slot: u32) -> [u8; ACCESS_KEY_LEN] {
+    let mut k = [0u8; ACCESS_KEY_LEN];
     k[..16].copy_from_slice(refresh_id);
-    k[16..].copy_from_slice(id);
+    k[16..].copy_from_slice(&slot.to_be_bytes());
     k
+}
+
+const ACCESS_KEY_LEN: usize = 20;
+/// Schema version 1 keyed access records by refresh id and access id.
+const V1_ACCESS_KEY_LEN: usize = 32;
+
+/// The slot of an access key of the current layout.
+fn slot_of(k: &[u8]) -> Option<u32> {
+    if k.len() != ACCESS_KEY_LEN {
+        return None;
+    }
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&k[16..]);
+    Some(u32::from_be_bytes(b))
 }
 
 impl SledBackend {
@@ -115,51 +134,81 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn load(&self) -> Result<Snapshot> {
-        let mut s = Snapshot::default();
-        for kv in self.members.iter() {
-            let (_, v) = kv.map_err(io)?;
-            match decode::<MemberRecord>(&v, "member") {
-                Ok(m) => s.members.push(m),
-                Err(_) => s.skipped += 1,
-            }
-        }
+    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded> {
+        let mut info = Loaded::default();
         for kv in self.cutoffs.iter() {
             let (k, v) = kv.map_err(io)?;
             let org = org_from_key(&k).ok_or_else(|| Error::Corrupt("bad cutoff key".into()))?;
             let at = u64_from(&v).ok_or_else(|| Error::Corrupt("bad cutoff value".into()))?;
-            s.org_cutoffs.push((org, at));
+            apply(Change::PutOrgCutoff { org, at });
         }
-        s.refresh.reserve(self.refresh.len());
-        for kv in self.refresh.iter() {
+        for kv in self.members.iter() {
             let (_, v) = kv.map_err(io)?;
-            match decode::<RefreshRecord>(&v, "refresh") {
-                Ok(r) => s.refresh.push(r),
-                Err(_) => s.skipped += 1,
+            match decode::<MemberRecord>(&v, "member") {
+                Ok(m) => apply(Change::PutMember(m)),
+                Err(_) => info.skipped += 1,
             }
         }
-        for kv in self.access.iter() {
-            let (_, v) = kv.map_err(io)?;
-            match decode::<AccessRecord>(&v, "access") {
-                Ok(a) => s.access.push(a),
-                Err(_) => s.skipped += 1,
+        let skipped = AtomicU64::new(0);
+        let skip = || {
+            skipped.fetch_add(1, Ordering::Relaxed);
+        };
+        // A record under another id's key is corrupt: left out (fail
+        // closed), as the integrity check reports it.
+        scan_in_halves(&self.refresh, &|k, v| match decode_refresh(v) {
+            Ok(r) if r.id[..] == *k => apply(Change::PutRefresh(r)),
+            _ => skip(),
+        })?;
+        scan_in_halves(&self.access, &|k, v| match (slot_of(k), decode_access(v)) {
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                apply(Change::PutAccess { rec, slot })
             }
-        }
-        s.last_event_seq = match self.meta.get(EVENT_SEQ).map_err(io)? {
+            _ => skip(),
+        })?;
+        info.skipped += skipped.into_inner();
+        info.last_event_seq = match self.meta.get(EVENT_SEQ).map_err(io)? {
             Some(v) => u64_from(&v).ok_or_else(|| Error::Corrupt("bad event_seq".into()))?,
             None => 0,
         };
         for kv in self.last_refresh.iter() {
             let (k, v) = kv.map_err(io)?;
             match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
-                (Ok(id), Some(at)) => s.last_refresh.push((id, at)),
-                _ => s.skipped += 1,
+                (Ok(id), Some(at)) => apply(Change::PutLastRefresh { id, at }),
+                _ => info.skipped += 1,
             }
         }
-        Ok(s)
+        Ok(info)
     }
 
     fn commit(&self, changes: &[Change]) -> Result<()> {
+        // A batch that touches only access records (an exchange, an access
+        // revocation) needs no transaction over every tree: one insert is
+        // atomic, and so is a Batch on one tree. An exchange is one insert,
+        // which also replaces the record it evicts (same slot).
+        let access_only = changes
+            .iter()
+            .all(|c| matches!(c, Change::PutAccess { .. } | Change::DeleteAccess { .. }));
+        if access_only {
+            if let [Change::PutAccess { rec, slot }] = changes {
+                self.access
+                    .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
+                    .map_err(io)?;
+                return Ok(());
+            }
+            let mut batch = sled::Batch::default();
+            for c in changes {
+                match c {
+                    Change::PutAccess { rec, slot } => {
+                        batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
+                    }
+                    Change::DeleteAccess {
+                        refresh_id, slot, ..
+                    } => batch.remove(&access_key(refresh_id, *slot)[..]),
+                    _ => unreachable!("checked above: access changes only"),
+                }
+            }
+            return self.access.apply_batch(batch).map_err(io);
+        }
         let res: std::result::Result<(), TransactionError<Error>> = (
             &self.members,
             &self.cutoffs,
@@ -195,11 +244,14 @@ impl Backend for SledBackend {
                             Change::PutLastRefresh { id, at } => {
                                 last.insert(&id[..], &at.to_be_bytes()[..])?;
                             }
-                            Change::PutAccess(a) => {
-                                access.insert(&access_key(&a.refresh_id, &a.id)[..], enc(a)?)?;
+                            Change::PutAccess { rec, slot } => {
+                                access
+                                    .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
                             }
-                            Change::DeleteAccess { refresh_id, id } => {
-                                access.remove(&access_key(refresh_id, id)[..])?;
+                            Change::DeleteAccess {
+                                refresh_id, slot, ..
+                            } => {
+                                access.remove(&access_key(refresh_id, *slot)[..])?;
                             }
                             Change::Event(e) => {
                                 let mut k = org_key(&e.org);
@@ -217,6 +269,44 @@ impl Backend for SledBackend {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(io(e)),
         }
+    }
+
+    fn upgrade_from_v1(&self) -> Result<()> {
+        // Group the version-1 records by family, oldest first, and give them
+        // slots 0, 1, ... in one batch on the access tree (atomic). Keys
+        // that are not well-formed version-1 records are left alone (the
+        // loader skips them, the integrity check reports them).
+        let mut old: Vec<(sled::IVec, AccessRecord)> = Vec::new();
+        for kv in self.access.iter() {
+            let (k, v) = kv.map_err(io)?;
+            if k.len() != V1_ACCESS_KEY_LEN {
+                continue;
+            }
+            if let Ok(a) = decode::<AccessRecord>(&v, "access") {
+                if k[..16] == a.refresh_id && k[16..] == a.id {
+                    old.push((k, a));
+                }
+            }
+        }
+        if old.is_empty() {
+            return Ok(());
+        }
+        old.sort_by_key(|(_, a)| (a.refresh_id, a.issued_at, a.id));
+        let mut batch = sled::Batch::default();
+        let mut family = None;
+        let mut slot = 0u32;
+        for (k, a) in &old {
+            if family != Some(a.refresh_id) {
+                family = Some(a.refresh_id);
+                slot = 0;
+            }
+            batch.remove(k.clone());
+            batch.insert(&access_key(&a.refresh_id, slot)[..], encode(a)?);
+            slot += 1;
+        }
+        self.access.apply_batch(batch).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {
@@ -325,14 +415,21 @@ impl Backend for SledBackend {
                 p.push("refresh_by_member entry without its refresh record".into());
             }
         }
+        let mut access_ids = std::collections::HashSet::new();
         for kv in self.access.iter() {
             let (k, v) = kv.map_err(io)?;
             r.access_tokens += 1;
             match decode::<AccessRecord>(&v, "access") {
                 Ok(a) => {
-                    if access_key(&a.refresh_id, &a.id)[..] != k[..] {
+                    if slot_of(&k).is_none() || k[..16] != a.refresh_id {
                         p.push(format!(
                             "access record {} stored under a foreign key",
+                            crate::TokenId(a.id)
+                        ));
+                    }
+                    if !access_ids.insert(a.id) {
+                        p.push(format!(
+                            "access record {} stored twice",
                             crate::TokenId(a.id)
                         ));
                     }
@@ -367,6 +464,28 @@ impl Backend for SledBackend {
     fn size_on_disk(&self) -> Result<u64> {
         self.db.size_on_disk().map_err(io)
     }
+}
+
+/// Calls `f` on every entry of `tree`, the lower and the upper half of the
+/// key space on two threads (keys there start with a random id, so the
+/// halves are even): opening a store is mostly sled's page reads and
+/// decoding, and two cores do it in about half the time.
+fn scan_in_halves(tree: &Tree, f: &(dyn Fn(&[u8], &[u8]) + Sync)) -> Result<()> {
+    let scan = |range: sled::Iter| -> Result<()> {
+        for kv in range {
+            let (k, v) = kv.map_err(io)?;
+            f(&k, &v);
+        }
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let upper = s.spawn(|| scan(tree.range(&[0x80u8][..]..)));
+        let lower = scan(tree.range(..&[0x80u8][..]));
+        let upper = upper
+            .join()
+            .map_err(|_| Error::Io("a loader thread failed".into()))?;
+        lower.and(upper)
+    })
 }
 
 fn org_from_key(k: &[u8]) -> Option<String> {

@@ -25,7 +25,7 @@ use crate::config::{load_or_create_key, Config};
 use crate::error::{Error, Result};
 use crate::replica::{self, Follower, Replica, SyncStatus};
 use crate::storage::postgres::{Conn, ConnSpec, LogBatch, PgBackend};
-use crate::storage::{Backend, Change, Snapshot};
+use crate::storage::{Backend, Change, Snapshot, SLOT_ANY};
 
 /// What a store on a shared backend keeps beside its memory.
 pub(super) struct Slot {
@@ -292,6 +292,7 @@ impl Inner {
                 changes.push(Change::DeleteAccess {
                     refresh_id: a.refresh.id,
                     id: *id,
+                    slot: SLOT_ANY,
                 });
             }
             true
@@ -317,21 +318,7 @@ impl Inner {
             }
         }
         drop(members);
-        changes.extend(
-            snap.org_cutoffs
-                .into_iter()
-                .map(|(org, at)| Change::PutOrgCutoff { org, at }),
-        );
-        changes.extend(snap.members.into_iter().map(Change::PutMember));
-        changes.extend(snap.refresh.into_iter().map(Change::PutRefresh));
-        let mut acc = snap.access;
-        acc.sort_by_key(|a| (a.issued_at, a.id));
-        changes.extend(acc.into_iter().map(Change::PutAccess));
-        changes.extend(
-            snap.last_refresh
-                .into_iter()
-                .map(|(id, at)| Change::PutLastRefresh { id, at }),
-        );
+        changes.extend(snap.into_changes());
         self.apply(cat, &changes);
         rep.set_applied(seq);
         rep.note_reload();
@@ -395,7 +382,10 @@ impl Inner {
             }
             if let Some(a) = got.access {
                 if !self.access.contains(&a.id) {
-                    changes.push(Change::PutAccess(a));
+                    changes.push(Change::PutAccess {
+                        rec: a,
+                        slot: SLOT_ANY,
+                    });
                 }
             }
             self.apply(&mut cat, &changes);

@@ -1,0 +1,279 @@
+//! Access records live in per-family slots (schema version 2): an exchange
+//! past the cap replaces the oldest record in one write. These tests check
+//! that what verifies in memory is what verifies after a reopen, that the
+//! store stays consistent (invariant 6) across eviction, purge, a lowered
+//! cap, and the upgrade of a version-1 store.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokenvault::{Actor, Config, ManualClock, Role, StoreKey, TokenStore};
+
+const T0: u64 = 1_800_000_000;
+
+fn open(path: &Path, cap: usize, clock: &ManualClock) -> TokenStore {
+    Config::new(path)
+        .key(StoreKey::from_bytes([7; 32]))
+        .max_access_per_refresh(cap)
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+fn verifies(store: &TokenStore, tokens: &[String]) -> Vec<bool> {
+    tokens.iter().map(|t| store.verify(t).is_ok()).collect()
+}
+
+#[test]
+fn eviction_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, 3, &clock);
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    let t = store
+        .generate(&Actor::new("acme", "ann"), Default::default())
+        .unwrap();
+    let mut access = Vec::new();
+    for _ in 0..5 {
+        clock.advance(1);
+        let g = store.exchange(t.token.expose()).unwrap();
+        access.push(g.access_token.expose().to_string());
+    }
+    let expected = vec![false, false, true, true, true];
+    assert_eq!(verifies(&store, &access), expected);
+    store.flush().unwrap();
+    drop(store);
+    let store = open(&path, 3, &clock);
+    assert_eq!(verifies(&store, &access), expected);
+    assert_eq!(store.stats().unwrap().access_tokens, 3);
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.access_tokens, 3);
+    // Slots now hold, in slot order, the 4th, 5th and 3rd token: the next
+    // exchange must still evict the oldest (the 3rd), not slot 0.
+    clock.advance(1);
+    let g = store.exchange(t.token.expose()).unwrap();
+    access.push(g.access_token.expose().to_string());
+    assert_eq!(
+        verifies(&store, &access),
+        vec![false, false, false, true, true, true]
+    );
+}
+
+#[test]
+fn a_lowered_cap_evicts_the_surplus_on_the_next_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, 5, &clock);
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    let t = store
+        .generate(&Actor::new("acme", "ann"), Default::default())
+        .unwrap();
+    let mut access = Vec::new();
+    for _ in 0..5 {
+        clock.advance(1);
+        access.push(
+            store
+                .exchange(t.token.expose())
+                .unwrap()
+                .access_token
+                .expose()
+                .to_string(),
+        );
+    }
+    drop(store);
+    let store = open(&path, 2, &clock);
+    // Nothing is evicted until the family is written again.
+    assert_eq!(verifies(&store, &access), vec![true; 5]);
+    clock.advance(1);
+    access.push(
+        store
+            .exchange(t.token.expose())
+            .unwrap()
+            .access_token
+            .expose()
+            .to_string(),
+    );
+    let expected = vec![false, false, false, false, true, true];
+    assert_eq!(verifies(&store, &access), expected);
+    drop(store);
+    let store = open(&path, 2, &clock);
+    assert_eq!(verifies(&store, &access), expected);
+    assert!(store.check_integrity().unwrap().is_clean());
+}
+
+#[test]
+fn purge_frees_slots_and_keeps_the_last_exchange_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, 3, &clock);
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    let ann = Actor::new("acme", "ann");
+    let t = store.generate(&ann, Default::default()).unwrap();
+    for _ in 0..3 {
+        store.exchange(t.token.expose()).unwrap();
+    }
+    clock.advance(3_600);
+    let r = store.purge_expired(100).unwrap();
+    assert_eq!(r.access_removed, 3);
+    assert_eq!(store.list_own(&ann).unwrap()[0].last_refresh, Some(T0));
+    drop(store);
+    // The last exchange time outlives the records that told it.
+    let store = open(&path, 3, &clock);
+    assert_eq!(store.list_own(&ann).unwrap()[0].last_refresh, Some(T0));
+    let mut access = Vec::new();
+    for _ in 0..3 {
+        access.push(
+            store
+                .exchange(t.token.expose())
+                .unwrap()
+                .access_token
+                .expose()
+                .to_string(),
+        );
+    }
+    assert_eq!(verifies(&store, &access), vec![true; 3]);
+    drop(store);
+    let store = open(&path, 3, &clock);
+    assert_eq!(verifies(&store, &access), vec![true; 3]);
+    assert_eq!(
+        store.list_own(&ann).unwrap()[0].last_refresh,
+        Some(T0 + 3_600)
+    );
+    assert!(store.check_integrity().unwrap().is_clean());
+}
+
+#[test]
+fn a_revoked_access_token_stays_revoked_in_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, 3, &clock);
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    let t = store
+        .generate(&Actor::new("acme", "ann"), Default::default())
+        .unwrap();
+    let a = store.exchange(t.token.expose()).unwrap().access_token;
+    let b = store.exchange(t.token.expose()).unwrap().access_token;
+    store.revoke_access(a.expose()).unwrap();
+    drop(store);
+    let store = open(&path, 3, &clock);
+    assert!(store.verify(a.expose()).is_err());
+    assert!(store.verify(b.expose()).is_ok());
+    assert!(store.check_integrity().unwrap().is_clean());
+}
+
+/// A store written with the version-1 layout (access records keyed by
+/// refresh id ‖ access id) opens, is upgraded, and verifies the same.
+#[test]
+fn a_version_1_store_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, 3, &clock);
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    let t = store
+        .generate(&Actor::new("acme", "ann"), Default::default())
+        .unwrap();
+    let mut access = Vec::new();
+    for _ in 0..3 {
+        clock.advance(1);
+        access.push(
+            store
+                .exchange(t.token.expose())
+                .unwrap()
+                .access_token
+                .expose()
+                .to_string(),
+        );
+    }
+    let ids: Vec<_> = access
+        .iter()
+        .map(|a| tokenvault::token::inspect("tv", a).unwrap().1)
+        .collect();
+    store.flush().unwrap();
+    drop(store);
+    {
+        // Rewrite the access tree to the version-1 layout.
+        let raw = sled::open(&path).unwrap();
+        let tree = raw.open_tree("access").unwrap();
+        let rows: Vec<_> = tree.iter().map(|kv| kv.unwrap()).collect();
+        assert_eq!(rows.len(), 3);
+        for (k, v) in rows {
+            assert_eq!(k.len(), 20);
+            // Find which access record this is by trying each id.
+            let id = ids
+                .iter()
+                .find(|id| v.windows(16).any(|w| w == id.as_bytes()))
+                .unwrap();
+            let mut old = k[..16].to_vec();
+            old.extend_from_slice(id.as_bytes());
+            tree.remove(&k).unwrap();
+            tree.insert(old, v).unwrap();
+        }
+        raw.open_tree("meta")
+            .unwrap()
+            .insert("schema", "1")
+            .unwrap();
+        raw.flush().unwrap();
+    }
+    let store = open(&path, 3, &clock);
+    assert_eq!(verifies(&store, &access), vec![true; 3]);
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    // The oldest is evicted first, as before the upgrade.
+    clock.advance(1);
+    access.push(
+        store
+            .exchange(t.token.expose())
+            .unwrap()
+            .access_token
+            .expose()
+            .to_string(),
+    );
+    assert_eq!(verifies(&store, &access), vec![false, true, true, true]);
+    drop(store);
+    let raw = sled::open(&path).unwrap();
+    assert_eq!(
+        raw.open_tree("meta")
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        b"2"
+    );
+    let tree = raw.open_tree("access").unwrap();
+    assert!(tree.iter().keys().all(|k| k.unwrap().len() == 20));
+}
+
+#[test]
+fn durable_exchange_with_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Config::new(&path)
+        .durable_exchange(true)
+        .max_access_per_refresh(2)
+        .access_ttl(Duration::from_secs(60))
+        .open()
+        .unwrap();
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    let t = store
+        .generate(&Actor::new("acme", "ann"), Default::default())
+        .unwrap();
+    let grants: Vec<_> = (0..4)
+        .map(|_| {
+            store
+                .exchange(t.token.expose())
+                .unwrap()
+                .access_token
+                .expose()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(verifies(&store, &grants), vec![false, false, true, true]);
+    assert!(store.check_integrity().unwrap().is_clean());
+}
