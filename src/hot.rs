@@ -5,6 +5,7 @@
 //! and takes no global lock. Writers (serialized by the store's catalog
 //! mutex) update them after the storage commit and before returning.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -24,25 +25,59 @@ pub(crate) struct OrgHot {
 
 pub(crate) struct MemberHot {
     pub org: Arc<OrgHot>,
-    /// The organization id again, in an allocation of this member's own:
-    /// verification hands out clones of it, and one shared reference count
-    /// for a whole organization would bounce between cores.
-    pub org_name: Arc<str>,
     pub user: Arc<str>,
     pub role: AtomicU8,
     pub not_before: AtomicU64,
+    /// Unique for the life of the process: the key of the names cache.
+    uid: u64,
+}
+
+static NEXT_MEMBER_UID: AtomicU64 = AtomicU64::new(1);
+
+const NAME_CACHE: usize = 256;
+
+type NameSlot = Option<(u64, Arc<str>, Arc<str>)>;
+
+thread_local! {
+    /// Per thread, copies of recently verified members' names (direct
+    /// mapped by member uid).
+    static NAMES: RefCell<Vec<NameSlot>> = RefCell::new(vec![None; NAME_CACHE]);
 }
 
 impl MemberHot {
     pub(crate) fn new(org: Arc<OrgHot>, user: &str, role: u8, not_before: u64) -> MemberHot {
         MemberHot {
-            org_name: Arc::from(&*org.id),
             org,
             user: Arc::from(user),
             role: AtomicU8::new(role),
             not_before: AtomicU64::new(not_before),
+            uid: NEXT_MEMBER_UID.fetch_add(1, Ordering::Relaxed),
         }
     }
+
+    /// The organization and user ids for a [`crate::Principal`]: clones of
+    /// copies the calling thread owns (a small cache per thread), so that
+    /// threads verifying the same member's tokens at once do not bounce one
+    /// reference count between their cores.
+    pub(crate) fn names(&self) -> (Arc<str>, Arc<str>) {
+        NAMES
+            .try_with(|cache| {
+                let mut cache = cache.borrow_mut();
+                let slot = &mut cache[(self.uid % NAME_CACHE as u64) as usize];
+                match slot {
+                    Some((uid, org, user)) if *uid == self.uid => (org.clone(), user.clone()),
+                    _ => {
+                        let org: Arc<str> = Arc::from(&*self.org.id);
+                        let user: Arc<str> = Arc::from(&*self.user);
+                        *slot = Some((self.uid, org.clone(), user.clone()));
+                        (org, user)
+                    }
+                }
+            })
+            // The thread is ending: the shared copies do.
+            .unwrap_or_else(|_| (self.org.id.clone(), self.user.clone()))
+    }
+
     pub(crate) fn role(&self) -> Option<Role> {
         Role::from_index(self.role.load(Ordering::Acquire))
     }
@@ -204,5 +239,40 @@ impl<V> Sharded<V> {
 impl<V: Clone> Sharded<V> {
     pub(crate) fn get(&self, id: &[u8; 16]) -> Option<V> {
         self.with(id, |v| v.cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(org: &Arc<OrgHot>, user: &str) -> MemberHot {
+        MemberHot::new(org.clone(), user, Role::User as u8, 0)
+    }
+
+    /// The per-thread names cache never answers with another member's
+    /// names, also when members share a cache slot, and on any thread.
+    #[test]
+    fn names_come_from_the_right_member() {
+        let org = Arc::new(OrgHot {
+            id: Arc::from("acme"),
+            not_before: AtomicU64::new(0),
+        });
+        let members: Vec<MemberHot> = (0..3 * NAME_CACHE)
+            .map(|i| member(&org, &format!("user{i}")))
+            .collect();
+        for _ in 0..2 {
+            for (i, m) in members.iter().enumerate() {
+                let (o, u) = m.names();
+                assert_eq!((&*o, &*u), ("acme", format!("user{i}").as_str()));
+            }
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for (i, m) in members.iter().enumerate().rev() {
+                    assert_eq!(&*m.names().1, format!("user{i}").as_str());
+                }
+            });
+        });
     }
 }

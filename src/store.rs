@@ -933,9 +933,10 @@ impl TokenStore {
             if a.expires_at <= now || r.expires_at <= now {
                 return Err(Error::Expired);
             }
+            let (org, user) = r.member.names();
             Ok(Principal {
-                org: r.member.org_name.clone(),
-                user: r.member.user.clone(),
+                org,
+                user,
                 role,
                 scopes: Scopes {
                     set: r.scopes.and(inner.policy.mask(role)),

@@ -258,6 +258,16 @@ impl Default for Jwt {
 
 // ----- baseline (c): raw sled writes -----
 
+/// One atomic sled write of two access-record-sized values (a `Batch`):
+/// sled seals its log buffer before and after such a write, as it does for
+/// a transaction, so this is the floor of any multi-key atomic write.
+pub fn sled_batch2(tree: &sled::Tree, i: u64) {
+    let mut b = sled::Batch::default();
+    b.insert(&floor_key(i ^ (1 << 61))[..], floor_value(i));
+    b.insert(&floor_key(i ^ (3 << 60))[..], floor_value(i));
+    tree.apply_batch(b).expect("batch");
+}
+
 /// One sled insert of an access-record-sized value under a fresh key.
 pub fn sled_insert(tree: &sled::Tree, i: u64) {
     let k = floor_key(i ^ (1 << 62));
@@ -381,6 +391,39 @@ where
         },
         waiting: wait as f64 / 1e9 / (wall * threads as f64),
     }
+}
+
+/// CPU time this process used so far, all threads (also ended ones), ms
+/// (utime + stime of /proc/self/stat, in 10 ms ticks).
+pub fn process_cpu_ms() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    match (
+        f.get(11).and_then(|v| v.parse::<f64>().ok()),
+        f.get(12).and_then(|v| v.parse::<f64>().ok()),
+    ) {
+        (Some(u), Some(s)) => (u + s) * 10.0,
+        _ => f64::NAN,
+    }
+}
+
+/// (steal, total) jiffies of all CPUs so far, from /proc/stat: the share of
+/// time the hypervisor gave the cores to someone else.
+pub fn cpu_steal() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = s.lines().next().unwrap_or("");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total = v.iter().take(8).sum();
+    (v.get(7).copied().unwrap_or(0), total)
 }
 
 /// This process's resident memory, MiB (`VmRSS` of /proc/self/status).
