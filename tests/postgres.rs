@@ -193,7 +193,7 @@ fn bad_configuration_is_refused_before_connecting() {
         .open()
         .unwrap_err();
     assert!(
-        matches!(&e, Error::InvalidArgument(m) if m.contains("store key")),
+        e.kind() == "usage" && e.to_string().contains("store key"),
         "{e}"
     );
     let e = Config::postgres("postgresql://[broken")
@@ -580,7 +580,7 @@ fn concurrent_first_opens_migrate_once() {
         .open()
         .unwrap_err();
     assert!(
-        matches!(&e, Error::Corrupt(m) if m.contains("newer")),
+        e.kind() == "corrupt" && e.to_string().contains("newer"),
         "{e}"
     );
 }

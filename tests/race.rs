@@ -35,7 +35,7 @@ fn jitter(seed: &mut u64) -> u64 {
     *seed
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Revoke,
     RevokeMember,
@@ -116,8 +116,9 @@ fn invariant_2_and_3_nothing_verifies_after_revocation_returns() {
                             let r = store.verify(t.expose());
                             match (&r, after) {
                                 (Ok(p), true) => {
-                                    assert!(
-                                        matches!(action, Action::Demote),
+                                    assert_eq!(
+                                        action,
+                                        Action::Demote,
                                         "round {round}: invariant 2: verify succeeded after {action:?} returned"
                                     );
                                     assert!(

@@ -114,7 +114,7 @@ impl TokenStore {
     ///     .key(StoreKey::from_bytes([7; 32]))
     ///     .open()?;
     /// let status = store.sync_status().unwrap();
-    /// println!("applied {} fresh {}", status.applied_seq, status.fresh);
+    /// assert!(status.fresh, "replica at {} is stale", status.applied_seq);
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn sync_status(&self) -> Option<SyncStatus> {
