@@ -153,7 +153,13 @@ pub(crate) struct AccessHot {
     /// Where its record is stored within its family.
     pub slot: u32,
     pub revoked: AtomicBool,
+    /// The token's checksum once a verification has computed it
+    /// (`CHECK_KNOWN` set), so that later ones compare instead of hashing.
+    pub check: AtomicU64,
 }
+
+/// Marks [`AccessHot::check`] as holding the checksum in its low 32 bits.
+pub(crate) const CHECK_KNOWN: u64 = 1 << 32;
 
 /// Ids are random, so their first eight bytes are already a good hash.
 #[derive(Default)]

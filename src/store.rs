@@ -10,7 +10,9 @@ use subtle::ConstantTimeEq;
 use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord, StoredState};
 use crate::config::{load_or_create_key, Config, StoreKey};
 use crate::error::{Error, Result};
-use crate::hot::{AccessHot, MemberHot, OrgHot, RefreshExtra, RefreshHot, Sharded, ROLE_REMOVED};
+use crate::hot::{
+    AccessHot, MemberHot, OrgHot, RefreshExtra, RefreshHot, Sharded, CHECK_KNOWN, ROLE_REMOVED,
+};
 use crate::policy::{may, Action, Policy, Role};
 use crate::storage::sled_backend::SledBackend;
 use crate::storage::{Backend, Change, IntegrityReport};
@@ -916,14 +918,36 @@ impl TokenStore {
     /// ```
     pub fn verify(&self, access_token: &str) -> Result<Principal> {
         let inner = &*self.inner;
-        let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
-        inner.fresh_access(&parsed.id.0)?;
-        let v = verifier(&inner.access_key, &parsed.secret.0);
+        let kind = TokenKind::Access;
+        let u = token::parse_unchecked(&inner.prefix, kind, access_token)?;
+        inner.fresh_access(&u.parsed.id.0, || {
+            u.claimed == u64::from(u.expected(&inner.prefix, kind))
+        })?;
+        let v = verifier(&inner.access_key, &u.parsed.secret.0);
         let now = inner.now();
-        inner.access.with(&parsed.id.0, |a| {
-            let a = a.ok_or(Error::InvalidToken)?;
-            if !ct_eq(&a.verifier, &v) {
-                return Err(Error::InvalidToken);
+        let checksum_mismatch = || Error::Malformed("checksum mismatch");
+        inner.access.with(&u.parsed.id.0, |a| {
+            // As `token::parse` would: a wrong checksum is Malformed before
+            // anything is said about the id or the secret.
+            let a = match a {
+                Some(a) if ct_eq(&a.verifier, &v) => a,
+                _ if u.claimed != u64::from(u.expected(&inner.prefix, kind)) => {
+                    return Err(checksum_mismatch())
+                }
+                _ => return Err(Error::InvalidToken),
+            };
+            // The secret matched, so the right checksum is that of the token
+            // issued: computed once, then compared without hashing.
+            let known = a.check.load(Ordering::Relaxed);
+            let expected = if known & CHECK_KNOWN != 0 {
+                known as u32
+            } else {
+                let e = u.expected(&inner.prefix, kind);
+                a.check.store(CHECK_KNOWN | u64::from(e), Ordering::Relaxed);
+                e
+            };
+            if u.claimed != u64::from(expected) {
+                return Err(checksum_mismatch());
             }
             let r = &a.refresh;
             if a.revoked.load(Ordering::Acquire) || r.is_revoked() {
@@ -943,7 +967,7 @@ impl TokenStore {
                     names: inner.scope_names,
                 },
                 refresh_id: TokenId(r.id),
-                access_id: parsed.id,
+                access_id: u.parsed.id,
                 issued_at: a.issued_at,
                 expires_at: a.expires_at,
             })
@@ -1288,7 +1312,7 @@ impl TokenStore {
     pub fn revoke_access(&self, access_token: &str) -> Result<()> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
-        inner.fresh_access(&parsed.id.0)?;
+        inner.fresh_access(&parsed.id.0, || true)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = inner.access.with(&parsed.id.0, |a| {
             a.filter(|a| ct_eq(&a.verifier, &v)).map(|a| {
@@ -1842,6 +1866,7 @@ impl Inner {
                             expires_at: a.expires_at,
                             slot: *slot,
                             revoked: AtomicBool::new(a.revoked),
+                            check: AtomicU64::new(0),
                         },
                     );
                 }

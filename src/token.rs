@@ -297,8 +297,39 @@ pub(crate) fn token_len(prefix: &str) -> usize {
     prefix.len() + 2 + PAYLOAD_DIGITS + CHECK_DIGITS
 }
 
+/// A token taken apart whose checksum digits were read but not yet
+/// compared (see [`parse_unchecked`]).
+pub(crate) struct Unchecked {
+    pub(crate) parsed: Parsed,
+    /// The checksum the token carries (six base62 digits may exceed u32).
+    pub(crate) claimed: u64,
+}
+
+impl Unchecked {
+    /// The checksum a token with this id and secret must carry.
+    pub(crate) fn expected(&self, prefix: &str, kind: TokenKind) -> u32 {
+        let mut payload = [0u8; PAYLOAD_LEN];
+        payload[..16].copy_from_slice(&self.parsed.id.0);
+        payload[16..].copy_from_slice(&self.parsed.secret.0);
+        let c = checksum(prefix, kind, &payload);
+        payload.zeroize();
+        c
+    }
+}
+
 /// Takes a token apart; any deviation from the format is `Malformed`.
 pub(crate) fn parse(prefix: &str, kind: TokenKind, token: &str) -> Result<Parsed> {
+    let u = parse_unchecked(prefix, kind, token)?;
+    if u.claimed != u64::from(u.expected(prefix, kind)) {
+        return Err(Error::Malformed("checksum mismatch"));
+    }
+    Ok(u.parsed)
+}
+
+/// [`parse`] without the final checksum comparison, for a caller that
+/// knows the right checksum without hashing (verification, for a token it
+/// has seen before) and compares it itself.
+pub(crate) fn parse_unchecked(prefix: &str, kind: TokenKind, token: &str) -> Result<Unchecked> {
     let t = token.as_bytes();
     if t.len() != token_len(prefix) {
         return Err(Error::Malformed("wrong length"));
@@ -325,22 +356,21 @@ pub(crate) fn parse(prefix: &str, kind: TokenKind, token: &str) -> Result<Parsed
         };
         payload[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
     }
-    let Some(check) = read_digits(&body[PAYLOAD_DIGITS..]) else {
+    let Some(claimed) = read_digits(&body[PAYLOAD_DIGITS..]) else {
         payload.zeroize();
         return Err(Error::Malformed("not base62"));
     };
-    if check != checksum(prefix, kind, &payload) as u64 {
-        payload.zeroize();
-        return Err(Error::Malformed("checksum mismatch"));
-    }
     let mut id = [0u8; 16];
     id.copy_from_slice(&payload[..16]);
     let mut secret = Secret([0u8; 32]);
     secret.0.copy_from_slice(&payload[16..]);
     payload.zeroize();
-    Ok(Parsed {
-        id: TokenId(id),
-        secret,
+    Ok(Unchecked {
+        parsed: Parsed {
+            id: TokenId(id),
+            secret,
+        },
+        claimed,
     })
 }
 

@@ -11,13 +11,26 @@ use tokenvault::{Actor, Config, ManualClock, Role, StoreKey, TokenStore};
 
 const T0: u64 = 1_800_000_000;
 
+/// Opens the store, waiting a little if the previous handle's sled
+/// background threads still hold the database lock (they release it
+/// shortly after the handle is dropped).
 fn open(path: &Path, cap: usize, clock: &ManualClock) -> TokenStore {
-    Config::new(path)
-        .key(StoreKey::from_bytes([7; 32]))
-        .max_access_per_refresh(cap)
-        .clock(clock.clone())
-        .open()
-        .unwrap()
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = Config::new(path)
+            .key(StoreKey::from_bytes([7; 32]))
+            .max_access_per_refresh(cap)
+            .clock(clock.clone())
+            .open();
+        match r {
+            Err(tokenvault::Error::Io(e))
+                if e.contains("lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.unwrap(),
+        }
+    }
 }
 
 fn verifies(store: &TokenStore, tokens: &[String]) -> Vec<bool> {

@@ -169,15 +169,24 @@ impl Follower for Inner {
 
 impl Inner {
     /// Fails closed when stale; reads an access token (and its parent)
-    /// through from the database when this replica does not hold it.
+    /// through from the database when this replica does not hold it, once
+    /// `checksum_ok` says the token is well formed (garbage never reaches
+    /// the database).
     #[inline]
-    pub(super) fn fresh_access(&self, id: &[u8; 16]) -> Result<()> {
+    pub(super) fn fresh_access(
+        &self,
+        id: &[u8; 16],
+        checksum_ok: impl FnOnce() -> bool,
+    ) -> Result<()> {
         let Some(sh) = &self.shared else {
             return Ok(());
         };
         sh.replica.check_fresh()?;
         if self.access.contains(id) {
             return Ok(());
+        }
+        if !checksum_ok() {
+            return Err(Error::Malformed("checksum mismatch"));
         }
         self.read_through(sh, Some(id), None)
     }

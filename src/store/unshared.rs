@@ -13,7 +13,11 @@ pub(super) type CatalogGuard<'a> = MutexGuard<'a, Catalog>;
 
 impl Inner {
     #[inline(always)]
-    pub(super) fn fresh_access(&self, _id: &[u8; 16]) -> Result<()> {
+    pub(super) fn fresh_access(
+        &self,
+        _id: &[u8; 16],
+        _checksum_ok: impl FnOnce() -> bool,
+    ) -> Result<()> {
         Ok(())
     }
 
