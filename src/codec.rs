@@ -8,6 +8,11 @@ use crate::policy::Role;
 
 /// The version byte in front of every record.
 pub(crate) const FORMAT_VERSION: u8 = 1;
+/// The version byte of a refresh record that carries its issue event: the
+/// version-1 body, then the event's sequence number (8 bytes, big-endian)
+/// and whether it was an assignment (1 byte).
+pub(crate) const REFRESH_WITH_EVENT: u8 = 2;
+const ISSUE_TRAILER: usize = 9;
 /// No record is larger than this; decoding stops rather than allocate more.
 const MAX_RECORD: usize = 64 * 1024;
 
@@ -47,6 +52,48 @@ pub(crate) struct RefreshRecord {
     pub expires_at: Option<u64>,
     pub state: StoredState,
     pub verifier: [u8; 32],
+    /// The audit event of the call that issued the token, when the record
+    /// carries it (see [`IssueEvent`]); not part of the bincode body.
+    #[serde(skip)]
+    pub issue: Option<IssueEvent>,
+}
+
+/// The audit event of a `token.generate` or `token.assign` call, kept inside
+/// the refresh record it created so that issuing a token is one write. Its
+/// other fields are the record's: `at` is `created_at`, the actor is
+/// `created_by`, the target is "`id` for `user`", the outcome "ok".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IssueEvent {
+    /// The event's audit sequence number.
+    pub seq: u64,
+    /// `token.assign` rather than `token.generate`.
+    pub assigned: bool,
+}
+
+impl RefreshRecord {
+    /// The audit event this record carries, written out in full.
+    pub(crate) fn issue_event(&self) -> Option<EventRecord> {
+        let issue = self.issue?;
+        Some(EventRecord {
+            seq: issue.seq,
+            at: self.created_at,
+            org: self.org.clone(),
+            actor: self.created_by.clone(),
+            action: if issue.assigned {
+                "token.assign"
+            } else {
+                "token.generate"
+            }
+            .into(),
+            target: Some(issue_target(&self.id, &self.user)),
+            outcome: "ok".into(),
+        })
+    }
+}
+
+/// The target of a `token.generate` or `token.assign` event.
+pub(crate) fn issue_target(id: &[u8; 16], user: &str) -> String {
+    format!("{} for {user}", crate::TokenId(*id))
 }
 
 impl std::fmt::Debug for RefreshRecord {
@@ -124,22 +171,25 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 /// that would need more than 64 KiB.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => {
-            let (v, used) = bincode::serde::decode_from_slice(body, config())
-                .map_err(|e| Error::Corrupt(format!("undecodable {what} record: {e}")))?;
-            if used != body.len() {
-                return Err(Error::Corrupt(format!(
-                    "{what} record has {} trailing bytes",
-                    body.len() - used
-                )));
-            }
-            Ok(v)
-        }
+        Some((&FORMAT_VERSION, body)) => decode_body(body, what),
         Some((v, _)) => Err(Error::Corrupt(format!(
             "{what} record has unknown format version {v}"
         ))),
         None => Err(Error::Corrupt(format!("empty {what} record"))),
     }
+}
+
+/// Decodes the bincode body of a record (what follows the version byte).
+fn decode_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
+    let (v, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| Error::Corrupt(format!("undecodable {what} record: {e}")))?;
+    if used != body.len() {
+        return Err(Error::Corrupt(format!(
+            "{what} record has {} trailing bytes",
+            body.len() - used
+        )));
+    }
+    Ok(v)
 }
 
 // ----- fast decoding of the two records a store reads at open -----
@@ -228,13 +278,10 @@ fn fast_access(bytes: &[u8]) -> Option<AccessRecord> {
 /// allocation limit cannot be reached within them.
 const FAST_REFRESH_MAX: usize = 2048;
 
-fn fast_refresh(bytes: &[u8]) -> Option<RefreshRecord> {
-    if bytes.len() > FAST_REFRESH_MAX {
+fn fast_refresh(body: &[u8]) -> Option<RefreshRecord> {
+    if body.len() >= FAST_REFRESH_MAX {
         return None;
     }
-    let (&FORMAT_VERSION, body) = bytes.split_first()? else {
-        return None;
-    };
     let mut c = Cursor(body);
     let id = c.array()?;
     let org = c.string()?;
@@ -275,6 +322,7 @@ fn fast_refresh(bytes: &[u8]) -> Option<RefreshRecord> {
         expires_at,
         state,
         verifier,
+        issue: None,
     })
 }
 
@@ -286,12 +334,52 @@ pub(crate) fn decode_access(bytes: &[u8]) -> Result<AccessRecord> {
     }
 }
 
-/// Decodes a refresh record (as `decode`, faster).
-pub(crate) fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
-    match fast_refresh(bytes) {
-        Some(r) => Ok(r),
-        None => decode(bytes, "refresh"),
+/// Encodes a refresh record: version 1, or version 2 when it carries its
+/// issue event.
+pub(crate) fn encode_refresh(rec: &RefreshRecord) -> Result<Vec<u8>> {
+    let mut out = encode(rec)?;
+    if let Some(issue) = rec.issue {
+        out[0] = REFRESH_WITH_EVENT;
+        out.extend_from_slice(&issue.seq.to_be_bytes());
+        out.push(u8::from(issue.assigned));
     }
+    Ok(out)
+}
+
+/// Decodes a refresh record of either version (as `decode`, faster).
+pub(crate) fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
+    let rest = match bytes.split_first() {
+        Some((&FORMAT_VERSION, body)) => {
+            return match fast_refresh(body) {
+                Some(r) => Ok(r),
+                None => decode_body(body, "refresh"),
+            }
+        }
+        Some((&REFRESH_WITH_EVENT, rest)) => rest,
+        _ => return decode(bytes, "refresh"),
+    };
+    let Some(split) = rest.len().checked_sub(ISSUE_TRAILER) else {
+        return Err(Error::Corrupt("refresh record too short".into()));
+    };
+    let (body, trailer) = rest.split_at(split);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&trailer[..8]);
+    let assigned = match trailer[8] {
+        0 => false,
+        1 => true,
+        _ => return Err(Error::Corrupt("refresh record: bad issue flag".into())),
+    };
+    let seq = u64::from_be_bytes(seq);
+    if seq == 0 {
+        return Err(Error::Corrupt("refresh record: issue event 0".into()));
+    }
+    // The body is that of a version-1 record.
+    let mut rec = match fast_refresh(body) {
+        Some(r) => r,
+        None => decode_body(body, "refresh")?,
+    };
+    rec.issue = Some(IssueEvent { seq, assigned });
+    Ok(rec)
 }
 
 /// The record types, for [`decode_any`].
@@ -317,7 +405,7 @@ pub enum RecordType {
 pub fn decode_any(kind: RecordType, bytes: &[u8]) -> Result<Vec<u8>> {
     match kind {
         RecordType::Member => encode(&decode::<MemberRecord>(bytes, "member")?),
-        RecordType::Refresh => encode(&decode::<RefreshRecord>(bytes, "refresh")?),
+        RecordType::Refresh => encode_refresh(&decode_refresh(bytes)?),
         RecordType::Access => encode(&decode::<AccessRecord>(bytes, "access")?),
         RecordType::Event => encode(&decode::<EventRecord>(bytes, "event")?),
     }
@@ -390,6 +478,7 @@ mod tests {
                 StoredState::Active
             },
             verifier: [(i * 7) as u8; 32],
+            issue: None,
         }
     }
 
@@ -422,7 +511,7 @@ mod tests {
             let a = sample_access(i);
             let rb = encode(&r).unwrap();
             let ab = encode(&a).unwrap();
-            assert_eq!(fast_refresh(&rb).as_ref(), Some(&r), "refresh {i}");
+            assert_eq!(fast_refresh(&rb[1..]).as_ref(), Some(&r), "refresh {i}");
             assert_eq!(fast_access(&ab).as_ref(), Some(&a), "access {i}");
             assert_eq!(decode_refresh(&rb).unwrap(), r);
             assert_eq!(decode_access(&ab).unwrap(), a);
@@ -441,8 +530,8 @@ mod tests {
                             m[k] = [0, 1, 250, 251, 252, 253, 254, 255][(next() % 8) as usize];
                         }
                     }
-                    if is_refresh {
-                        if let Some(f) = fast_refresh(&m) {
+                    if is_refresh && m.first() == Some(&FORMAT_VERSION) {
+                        if let Some(f) = fast_refresh(&m[1..]) {
                             assert_eq!(decode::<RefreshRecord>(&m, "refresh").ok(), Some(f));
                             checked += 1;
                         }
@@ -450,6 +539,12 @@ mod tests {
                             decode_refresh(&m).ok(),
                             decode::<RefreshRecord>(&m, "refresh").ok()
                         );
+                    } else if is_refresh {
+                        // Another version byte: version 2 reads the same
+                        // body before its trailer; anything else is refused.
+                        if m.first() != Some(&REFRESH_WITH_EVENT) {
+                            assert!(decode_refresh(&m).is_err());
+                        }
                     } else {
                         if let Some(f) = fast_access(&m) {
                             assert_eq!(decode::<AccessRecord>(&m, "access").ok(), Some(f));
@@ -466,6 +561,51 @@ mod tests {
         // Damage that still decodes happens (a changed byte of an id, a
         // string, a time): the agreement above was really exercised.
         assert!(checked > 1_000, "{checked}");
+    }
+
+    /// A record that carries its issue event keeps it through a round
+    /// trip; without one it is the version-1 record, byte for byte; a
+    /// damaged trailer is refused.
+    #[test]
+    fn refresh_records_carry_their_issue_event() {
+        for i in 0..200u64 {
+            let plain = sample_refresh(i);
+            assert_eq!(encode_refresh(&plain).unwrap(), encode(&plain).unwrap());
+            let mut r = plain.clone();
+            r.issue = Some(IssueEvent {
+                seq: i + 1,
+                assigned: i % 2 == 1,
+            });
+            let b = encode_refresh(&r).unwrap();
+            assert_eq!(b[0], REFRESH_WITH_EVENT);
+            assert_eq!(b.len(), encode(&plain).unwrap().len() + ISSUE_TRAILER);
+            let back = decode_refresh(&b).unwrap();
+            assert_eq!(back, r);
+            let ev = back.issue_event().unwrap();
+            assert_eq!(ev.seq, i + 1);
+            assert_eq!(ev.at, r.created_at);
+            assert_eq!(ev.actor, r.created_by);
+            let action = if i % 2 == 1 {
+                "token.assign"
+            } else {
+                "token.generate"
+            };
+            assert_eq!(ev.action, action);
+            assert_eq!(ev.target, Some(issue_target(&r.id, &r.user)));
+            let mut bad_flag = b.clone();
+            *bad_flag.last_mut().unwrap() = 7;
+            assert!(decode_refresh(&bad_flag).is_err());
+            let mut zero_seq = b.clone();
+            let n = zero_seq.len();
+            zero_seq[n - 9..n - 1].fill(0);
+            assert!(decode_refresh(&zero_seq).is_err());
+            assert!(decode_refresh(&b[..b.len() - 1]).is_err());
+            assert!(decode_refresh(&b[..5]).is_err());
+            // The generic decoder does not take version 2.
+            assert!(decode::<RefreshRecord>(&b, "refresh").is_err());
+        }
+        assert!(decode_refresh(&[REFRESH_WITH_EVENT]).is_err());
+        assert!(sample_refresh(1).issue_event().is_none());
     }
 
     #[test]

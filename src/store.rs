@@ -3,11 +3,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
-use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord, StoredState};
+use crate::codec::{
+    self, AccessRecord, EventRecord, IssueEvent, MemberRecord, RefreshRecord, StoredState,
+};
 use crate::config::{load_or_create_key, Config, StoreKey};
 use crate::error::{Error, Result};
 use crate::hot::{
@@ -33,7 +36,7 @@ mod shared;
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
 /// Version 2 keys access records by family and slot (version 1: by family
 /// and access id); version-1 stores are upgraded on open.
-const SCHEMA_VERSION: &[u8] = b"2";
+const SCHEMA_VERSION: &[u8] = b"3";
 const HOST: &str = "host";
 const MAX_ID: usize = 128;
 const MAX_LABEL: usize = 256;
@@ -111,7 +114,14 @@ struct Flusher {
     written: AtomicU64,
     flushed: AtomicU64,
     lazy: AtomicU64,
+    /// How long the last flush took, in nanoseconds.
+    flush_ns: AtomicU64,
 }
+
+/// The shortest and the longest a flush leader lingers for a management
+/// call under way (see [`Inner::linger`]).
+const LINGER_MIN: Duration = Duration::from_micros(20);
+const LINGER_MAX: Duration = Duration::from_micros(500);
 
 pub(crate) struct Inner {
     backend: Box<dyn Backend>,
@@ -251,7 +261,7 @@ impl TokenStore {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
                 backend.meta_put("schema", SCHEMA_VERSION)?;
             }
-            Some(v) if v == SCHEMA_VERSION || v == b"1" => {
+            Some(v) if v == SCHEMA_VERSION || v == b"1" || v == b"2" => {
                 let stored = backend.meta_get("key_fingerprint")?;
                 let ok = stored
                     .as_deref()
@@ -260,7 +270,7 @@ impl TokenStore {
                     return Err(Error::KeyMismatch);
                 }
                 if v != SCHEMA_VERSION {
-                    backend.upgrade_from_v1()?;
+                    backend.upgrade(&v)?;
                     backend.meta_put("schema", SCHEMA_VERSION)?;
                 }
             }
@@ -290,6 +300,7 @@ impl TokenStore {
                 written: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
                 lazy: AtomicU64::new(0),
+                flush_ns: AtomicU64::new(0),
             },
             skipped: 0,
             event_seq: AtomicU64::new(0),
@@ -692,6 +703,17 @@ impl TokenStore {
                 break (id, secret);
             }
         };
+        // The audit event travels with the record (a backend may store
+        // it inside, making the issue one write): same time, same words.
+        let mut event = inner.event_record(
+            &actor.org,
+            &actor.user,
+            action,
+            Some(codec::issue_target(&id.0, subject)),
+            "ok",
+        );
+        event.at = now;
+        let seq = event.seq;
         let rec = RefreshRecord {
             id: id.0,
             org: actor.org.clone(),
@@ -704,17 +726,12 @@ impl TokenStore {
             expires_at: opts.expires_in.map(|s| now.saturating_add(s)),
             state: StoredState::Active,
             verifier: verifier(&inner.refresh_key, &secret.0),
+            issue: Some(IssueEvent {
+                seq,
+                assigned: to.is_some(),
+            }),
         };
-        let changes = vec![
-            Change::PutRefresh(rec.clone()),
-            inner.event(
-                &actor.org,
-                &actor.user,
-                action,
-                Some(format!("{id} for {subject}")),
-                "ok",
-            )?,
-        ];
+        let changes = vec![Change::PutRefresh(rec.clone()), Change::Event(event)];
         let ticket = inner.commit_apply(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
@@ -1686,6 +1703,7 @@ impl TokenStore {
                     expires_at: None,
                     state: StoredState::Active,
                     verifier: verifier(&inner.refresh_key, &secret.0),
+                    issue: None,
                 }));
                 let mut access = Vec::with_capacity(exchanges);
                 for slot in 0..exchanges as u32 {
@@ -1931,6 +1949,13 @@ impl Inner {
     }
 
     fn list(&self, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let unreadable = self.backend.unreadable_refresh();
+        if unreadable != 0 {
+            return Err(Error::Corrupt(format!(
+                "{unreadable} refresh records are unreadable, so this list could be \
+                 incomplete (see check_integrity)"
+            )));
+        }
         let now = self.now();
         let mut recs = self.backend.list_refresh(org, user)?;
         recs.sort_by_key(|r| (r.created_at, r.id));
@@ -1975,7 +2000,21 @@ impl Inner {
         target: Option<String>,
         outcome: &str,
     ) -> Result<Change> {
-        Ok(Change::Event(EventRecord {
+        Ok(Change::Event(
+            self.event_record(org, actor, action, target, outcome),
+        ))
+    }
+
+    /// An audit event with the next sequence number.
+    fn event_record(
+        &self,
+        org: &str,
+        actor: &str,
+        action: &str,
+        target: Option<String>,
+        outcome: &str,
+    ) -> EventRecord {
+        EventRecord {
             seq: self.event_seq.fetch_add(1, Ordering::AcqRel) + 1,
             at: self.now(),
             org: org.into(),
@@ -1983,7 +2022,7 @@ impl Inner {
             action: action.into(),
             target,
             outcome: outcome.into(),
-        }))
+        }
     }
 
     /// Adds to `changes` the revocation of each active refresh record of
@@ -2031,6 +2070,13 @@ impl Inner {
     /// Waits until the batch with `ticket` is durable; concurrent callers
     /// share one flush.
     fn sync(&self, ticket: u64) -> Result<()> {
+        self.sync_with(ticket, true)
+    }
+
+    /// [`Inner::sync`]; `linger` lets the flush leader wait for a
+    /// management call under way (never for a caller that may hold the
+    /// catalog itself).
+    fn sync_with(&self, ticket: u64, linger: bool) -> Result<()> {
         let f = &self.flusher;
         if f.flushed.load(Ordering::Acquire) >= ticket {
             return Ok(());
@@ -2039,11 +2085,36 @@ impl Inner {
         if f.flushed.load(Ordering::Acquire) >= ticket {
             return Ok(());
         }
+        if linger {
+            self.linger();
+        }
         let target = f.written.load(Ordering::Acquire);
+        let started = Instant::now();
         self.backend.sync()?;
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        f.flush_ns.store(took, Ordering::Relaxed);
         f.flushed.fetch_max(target, Ordering::AcqRel);
         f.lazy.store(0, Ordering::Release);
         Ok(())
+    }
+
+    /// Group commit's other half. Every management call holds the catalog
+    /// from its checks to its commit and lets go before it waits for the
+    /// flush. When the flush leader finds the catalog held, another call
+    /// is a few microseconds from committing: waiting for it (at most half
+    /// a flush, within [`LINGER_MIN`]..[`LINGER_MAX`]) lets one flush make
+    /// both durable, where flushing at once would make the other call wait
+    /// for a flush of its own. A caller alone never waits.
+    fn linger(&self) {
+        if !self.catalog.is_locked() {
+            return;
+        }
+        let half_flush = Duration::from_nanos(self.flusher.flush_ns.load(Ordering::Relaxed) / 2);
+        let budget = half_flush.clamp(LINGER_MIN, LINGER_MAX);
+        let started = Instant::now();
+        while self.catalog.is_locked() && started.elapsed() < budget {
+            std::thread::yield_now();
+        }
     }
 
     /// A lazy write: flushed by the engine in the background, or here once
@@ -2052,7 +2123,7 @@ impl Inner {
     fn lazy(&self, ticket: u64) -> Result<()> {
         let n = self.flusher.lazy.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= self.lazy_flush_every {
-            self.sync(ticket)?;
+            self.sync_with(ticket, false)?;
         }
         Ok(())
     }

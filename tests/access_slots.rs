@@ -227,6 +227,11 @@ fn a_version_1_store_is_upgraded_on_open() {
             tree.remove(&k).unwrap();
             tree.insert(old, v).unwrap();
         }
+        // Versions 1 and 2 also kept a member index on disk.
+        raw.open_tree("refresh_by_member")
+            .unwrap()
+            .insert(b"\x04acme\x03ann0123456789abcdef", &b""[..])
+            .unwrap();
         raw.open_tree("meta")
             .unwrap()
             .insert("schema", "1")
@@ -237,6 +242,11 @@ fn a_version_1_store_is_upgraded_on_open() {
     assert_eq!(verifies(&store, &access), vec![true; 3]);
     let report = store.check_integrity().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
+    // The member index is rebuilt from the records, not read from disk.
+    let ann = Actor::new("acme", "ann");
+    let listed = store.list_own(&ann).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id.to_string(), t.info.id.to_string());
     // The oldest is evicted first, as before the upgrade.
     clock.advance(1);
     access.push(
@@ -257,8 +267,10 @@ fn a_version_1_store_is_upgraded_on_open() {
             .unwrap()
             .unwrap()
             .as_ref(),
-        b"2"
+        b"3"
     );
+    let names = raw.tree_names();
+    assert!(!names.iter().any(|n| n.as_ref() == b"refresh_by_member"));
     let tree = raw.open_tree("access").unwrap();
     assert!(tree.iter().keys().all(|k| k.unwrap().len() == 20));
 }

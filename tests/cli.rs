@@ -1004,10 +1004,10 @@ fn check_reports_damage_with_exit_1() {
     v.ok(&["token", "generate", "--as", "acme/uma"]);
     assert_eq!(v.ok(&["check"])["problems"], serde_json::json!([]));
     {
-        // An index entry whose record does not exist.
+        // A last-exchange entry whose refresh record does not exist.
         let db = sled::open(&v.db).unwrap();
-        let tree = db.open_tree("refresh_by_member").unwrap();
-        tree.insert(b"\x04acme\x03uma0123456789abcdef", &b""[..])
+        let tree = db.open_tree("last_refresh").unwrap();
+        tree.insert(b"0123456789abcdef", &7u64.to_be_bytes()[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -1019,14 +1019,14 @@ fn check_reports_damage_with_exit_1() {
         doc["error"]["details"][0]
             .as_str()
             .unwrap()
-            .contains("refresh_by_member"),
+            .contains("last_refresh entry without its refresh record"),
         "{doc}"
     );
     let out = v.run(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr)
         .unwrap()
-        .contains("refresh_by_member"));
+        .contains("last_refresh entry without its refresh record"));
 }
 
 #[test]

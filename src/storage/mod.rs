@@ -143,10 +143,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Applies a batch atomically (all or nothing, also across a crash).
     /// Not necessarily durable on return: see [`Backend::sync`].
     fn commit(&self, changes: &[Change]) -> Result<()>;
-    /// Brings data written by schema version 1 (access records keyed by
-    /// refresh id and access id) to the current layout (keyed by refresh id
-    /// and slot). Idempotent; atomic.
-    fn upgrade_from_v1(&self) -> Result<()>;
+    /// Brings data written by an older schema version (`from`: "1" or "2")
+    /// to the current layout. Idempotent; each step atomic.
+    fn upgrade(&self, from: &[u8]) -> Result<()>;
     /// Makes every batch committed before the call durable.
     fn sync(&self) -> Result<()>;
     /// One refresh record.
@@ -157,6 +156,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>>;
     /// Walks all stored data and reports inconsistencies.
     fn check_integrity(&self) -> Result<IntegrityReport>;
+    /// How many refresh records were found unreadable at open and left
+    /// out, when the backend cannot tell whose they are (a list that might
+    /// miss one is refused rather than shown incomplete).
+    fn unreadable_refresh(&self) -> u64 {
+        0
+    }
     /// Bytes used on disk.
     fn size_on_disk(&self) -> Result<u64>;
 }

@@ -1082,7 +1082,7 @@ impl Backend for PgBackend {
         })
     }
 
-    fn upgrade_from_v1(&self) -> Result<()> {
+    fn upgrade(&self, _from: &[u8]) -> Result<()> {
         // The SQL schema has its own migrations; access-record slots are a
         // sled key layout and mean nothing here.
         Ok(())

@@ -1,16 +1,19 @@
 //! The sled 0.34 backend: the only module of the crate that touches sled.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
 use super::{Backend, Change, IntegrityReport, Loaded};
 use crate::codec::{
-    decode, decode_access, decode_refresh, encode, member_key, org_key, AccessRecord, EventRecord,
-    MemberRecord, RefreshRecord,
+    decode, decode_access, decode_refresh, encode, encode_refresh, member_key, org_key,
+    AccessRecord, EventRecord, MemberRecord, RefreshRecord,
 };
 use crate::error::{Error, Result};
 
@@ -22,11 +25,24 @@ pub(crate) struct SledBackend {
     members: Tree,
     cutoffs: Tree,
     refresh: Tree,
-    by_member: Tree,
     access: Tree,
     last_refresh: Tree,
     events: Tree,
+    /// Which refresh tokens each member holds, and the sequence number of
+    /// the issue event each record carries (0: none). Derived from the
+    /// refresh records at open and kept by `commit`, so that a token is
+    /// one key on disk (schema 3 dropped the `refresh_by_member` tree).
+    index: Mutex<MemberIndex>,
+    /// Refresh records found unreadable at open: whose they are is unknown,
+    /// so no list can be known complete (lists fail with `Corrupt`).
+    unreadable: AtomicU64,
 }
+
+/// Member key (`member_key(org, user)`) → refresh id → issue event seq.
+type MemberIndex = BTreeMap<Vec<u8>, HashMap<[u8; 16], u64>>;
+
+/// The tree schema 3 no longer keeps (dropped by [`Backend::upgrade`]).
+const OLD_BY_MEMBER: &str = "refresh_by_member";
 
 fn io(e: sled::Error) -> Error {
     match e {
@@ -36,10 +52,14 @@ fn io(e: sled::Error) -> Error {
     }
 }
 
-fn by_member_key(org: &str, user: &str, id: &[u8; 16]) -> Vec<u8> {
-    let mut k = member_key(org, user);
-    k.extend_from_slice(id);
+fn event_key(org: &str, seq: u64) -> Vec<u8> {
+    let mut k = org_key(org);
+    k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn issue_seq(r: &RefreshRecord) -> u64 {
+    r.issue.map_or(0, |i| i.seq)
 }
 
 /// An access record's key: its family (refresh id) and slot, so that the
@@ -81,10 +101,11 @@ impl SledBackend {
             members: t("members")?,
             cutoffs: t("cutoffs")?,
             refresh: t("refresh")?,
-            by_member: t("refresh_by_member")?,
             access: t("access")?,
             last_refresh: t("last_refresh")?,
             events: t("events")?,
+            index: Mutex::new(MemberIndex::new()),
+            unreadable: AtomicU64::new(0),
             db,
         })
     }
@@ -123,155 +144,10 @@ fn enc<T: serde::Serialize>(
     encode(v).map_err(ConflictableTransactionError::Abort)
 }
 
-impl Backend for SledBackend {
-    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.meta.get(name).map_err(io)?.map(|v| v.to_vec()))
-    }
-
-    fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
-        self.meta.insert(name, value).map_err(io)?;
-        self.db.flush().map_err(io)?;
-        Ok(())
-    }
-
-    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded> {
-        let mut info = Loaded::default();
-        for kv in self.cutoffs.iter() {
-            let (k, v) = kv.map_err(io)?;
-            let org = org_from_key(&k).ok_or_else(|| Error::Corrupt("bad cutoff key".into()))?;
-            let at = u64_from(&v).ok_or_else(|| Error::Corrupt("bad cutoff value".into()))?;
-            apply(Change::PutOrgCutoff { org, at });
-        }
-        for kv in self.members.iter() {
-            let (_, v) = kv.map_err(io)?;
-            match decode::<MemberRecord>(&v, "member") {
-                Ok(m) => apply(Change::PutMember(m)),
-                Err(_) => info.skipped += 1,
-            }
-        }
-        let skipped = AtomicU64::new(0);
-        let skip = || {
-            skipped.fetch_add(1, Ordering::Relaxed);
-        };
-        // A record under another id's key is corrupt: left out (fail
-        // closed), as the integrity check reports it.
-        scan_in_halves(&self.refresh, &|k, v| match decode_refresh(v) {
-            Ok(r) if r.id[..] == *k => apply(Change::PutRefresh(r)),
-            _ => skip(),
-        })?;
-        scan_in_halves(&self.access, &|k, v| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
-                apply(Change::PutAccess { rec, slot })
-            }
-            _ => skip(),
-        })?;
-        info.skipped += skipped.into_inner();
-        info.last_event_seq = match self.meta.get(EVENT_SEQ).map_err(io)? {
-            Some(v) => u64_from(&v).ok_or_else(|| Error::Corrupt("bad event_seq".into()))?,
-            None => 0,
-        };
-        for kv in self.last_refresh.iter() {
-            let (k, v) = kv.map_err(io)?;
-            match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
-                (Ok(id), Some(at)) => apply(Change::PutLastRefresh { id, at }),
-                _ => info.skipped += 1,
-            }
-        }
-        Ok(info)
-    }
-
-    fn commit(&self, changes: &[Change]) -> Result<()> {
-        // A batch that touches only access records (an exchange, an access
-        // revocation) needs no transaction over every tree: one insert is
-        // atomic, and so is a Batch on one tree. An exchange is one insert,
-        // which also replaces the record it evicts (same slot).
-        let access_only = changes
-            .iter()
-            .all(|c| matches!(c, Change::PutAccess { .. } | Change::DeleteAccess { .. }));
-        if access_only {
-            if let [Change::PutAccess { rec, slot }] = changes {
-                self.access
-                    .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
-                    .map_err(io)?;
-                return Ok(());
-            }
-            let mut batch = sled::Batch::default();
-            for c in changes {
-                match c {
-                    Change::PutAccess { rec, slot } => {
-                        batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
-                    }
-                    Change::DeleteAccess {
-                        refresh_id, slot, ..
-                    } => batch.remove(&access_key(refresh_id, *slot)[..]),
-                    _ => unreachable!("checked above: access changes only"),
-                }
-            }
-            return self.access.apply_batch(batch).map_err(io);
-        }
-        let res: std::result::Result<(), TransactionError<Error>> = (
-            &self.members,
-            &self.cutoffs,
-            &self.refresh,
-            &self.by_member,
-            &self.access,
-            &self.last_refresh,
-            &self.events,
-            &self.meta,
-        )
-            .transaction(
-                |(members, cutoffs, refresh, by_member, access, last, events, meta)| -> TxResult {
-                    for c in changes {
-                        match c {
-                            Change::PutMember(m) => {
-                                members.insert(member_key(&m.org, &m.user), enc(m)?)?;
-                            }
-                            Change::DeleteMember { org, user } => {
-                                members.remove(member_key(org, user))?;
-                            }
-                            Change::PutOrgCutoff { org, at } => {
-                                cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
-                            }
-                            Change::PutRefresh(r) => {
-                                refresh.insert(&r.id[..], enc(r)?)?;
-                                by_member.insert(by_member_key(&r.org, &r.user, &r.id), &[][..])?;
-                            }
-                            Change::DeleteRefresh { id, org, user } => {
-                                refresh.remove(&id[..])?;
-                                by_member.remove(by_member_key(org, user, id))?;
-                                last.remove(&id[..])?;
-                            }
-                            Change::PutLastRefresh { id, at } => {
-                                last.insert(&id[..], &at.to_be_bytes()[..])?;
-                            }
-                            Change::PutAccess { rec, slot } => {
-                                access
-                                    .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
-                            }
-                            Change::DeleteAccess {
-                                refresh_id, slot, ..
-                            } => {
-                                access.remove(&access_key(refresh_id, *slot)[..])?;
-                            }
-                            Change::Event(e) => {
-                                let mut k = org_key(&e.org);
-                                k.extend_from_slice(&e.seq.to_be_bytes());
-                                events.insert(k, enc(e)?)?;
-                                meta.insert(EVENT_SEQ, &e.seq.to_be_bytes()[..])?;
-                            }
-                        }
-                    }
-                    Ok(())
-                },
-            );
-        match res {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(io(e)),
-        }
-    }
-
-    fn upgrade_from_v1(&self) -> Result<()> {
+impl SledBackend {
+    /// Brings access records of schema version 1 (keyed by refresh id and
+    /// access id) to slot keys (refresh id and slot). Idempotent; atomic.
+    fn upgrade_access_keys(&self) -> Result<()> {
         // Group the version-1 records by family, oldest first, and give them
         // slots 0, 1, ... in one batch on the access tree (atomic). Keys
         // that are not well-formed version-1 records are left alone (the
@@ -309,6 +185,284 @@ impl Backend for SledBackend {
         Ok(())
     }
 
+    /// The highest audit sequence number stored in the meta tree.
+    fn event_seq(&self) -> Result<u64> {
+        match self.meta.get(EVENT_SEQ).map_err(io)? {
+            Some(v) => u64_from(&v).ok_or_else(|| Error::Corrupt("bad event_seq".into())),
+            None => Ok(0),
+        }
+    }
+
+    /// Writes a batch atomically: one insert where one key changes, a
+    /// batch on one tree where only access records change, a transaction
+    /// over the trees otherwise.
+    fn write(&self, changes: &[Change]) -> Result<()> {
+        // Issuing a token (its record, and the audit event the record
+        // carries) is one insert. So is an exchange, which also replaces
+        // the access record it evicts (same slot).
+        match changes {
+            [Change::PutRefresh(r)] => {
+                self.refresh
+                    .insert(&r.id[..], encode_refresh(r)?)
+                    .map_err(io)?;
+                return Ok(());
+            }
+            [Change::PutRefresh(r), Change::Event(e)] if embedded(changes, e) => {
+                self.refresh
+                    .insert(&r.id[..], encode_refresh(r)?)
+                    .map_err(io)?;
+                return Ok(());
+            }
+            [Change::PutAccess { rec, slot }] => {
+                self.access
+                    .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
+                    .map_err(io)?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let access_only = changes
+            .iter()
+            .all(|c| matches!(c, Change::PutAccess { .. } | Change::DeleteAccess { .. }));
+        if access_only {
+            let mut batch = sled::Batch::default();
+            for c in changes {
+                match c {
+                    Change::PutAccess { rec, slot } => {
+                        batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
+                    }
+                    Change::DeleteAccess {
+                        refresh_id, slot, ..
+                    } => batch.remove(&access_key(refresh_id, *slot)[..]),
+                    _ => unreachable!("checked above: access changes only"),
+                }
+            }
+            return self.access.apply_batch(batch).map_err(io);
+        }
+        let res: std::result::Result<(), TransactionError<Error>> = (
+            &self.members,
+            &self.cutoffs,
+            &self.refresh,
+            &self.access,
+            &self.last_refresh,
+            &self.events,
+            &self.meta,
+        )
+            .transaction(
+                |(members, cutoffs, refresh, access, last, events, meta)| -> TxResult {
+                    // Keeps EVENT_SEQ the highest sequence number stored.
+                    let raise_seq = |seq: u64| -> TxResult {
+                        let cur = meta.get(EVENT_SEQ)?.and_then(|v| u64_from(&v)).unwrap_or(0);
+                        if seq > cur {
+                            meta.insert(EVENT_SEQ, &seq.to_be_bytes()[..])?;
+                        }
+                        Ok(())
+                    };
+                    for c in changes {
+                        match c {
+                            Change::PutMember(m) => {
+                                members.insert(member_key(&m.org, &m.user), enc(m)?)?;
+                            }
+                            Change::DeleteMember { org, user } => {
+                                members.remove(member_key(org, user))?;
+                            }
+                            Change::PutOrgCutoff { org, at } => {
+                                cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
+                            }
+                            Change::PutRefresh(r) => {
+                                let v = encode_refresh(r)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                refresh.insert(&r.id[..], v)?;
+                            }
+                            Change::DeleteRefresh { id, .. } => {
+                                // The issue event the record carries moves
+                                // to the events tree: the audit trail
+                                // outlives the token.
+                                if let Some(v) = refresh.remove(&id[..])? {
+                                    if let Some(ev) =
+                                        decode_refresh(&v).ok().and_then(|r| r.issue_event())
+                                    {
+                                        events.insert(event_key(&ev.org, ev.seq), enc(&ev)?)?;
+                                        raise_seq(ev.seq)?;
+                                    }
+                                }
+                                last.remove(&id[..])?;
+                            }
+                            Change::PutLastRefresh { id, at } => {
+                                last.insert(&id[..], &at.to_be_bytes()[..])?;
+                            }
+                            Change::PutAccess { rec, slot } => {
+                                access
+                                    .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
+                            }
+                            Change::DeleteAccess {
+                                refresh_id, slot, ..
+                            } => {
+                                access.remove(&access_key(refresh_id, *slot)[..])?;
+                            }
+                            Change::Event(e) if embedded(changes, e) => {}
+                            Change::Event(e) => {
+                                events.insert(event_key(&e.org, e.seq), enc(e)?)?;
+                                raise_seq(e.seq)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            );
+        match res {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(io(e)),
+        }
+    }
+
+    /// Brings the member index in line with a committed batch.
+    fn update_index(&self, changes: &[Change]) {
+        let mut index = None;
+        for c in changes {
+            match c {
+                Change::PutRefresh(r) => {
+                    let index = index.get_or_insert_with(|| self.index.lock());
+                    index
+                        .entry(member_key(&r.org, &r.user))
+                        .or_default()
+                        .insert(r.id, issue_seq(r));
+                }
+                Change::DeleteRefresh { id, org, user } => {
+                    let index = index.get_or_insert_with(|| self.index.lock());
+                    let mk = member_key(org, user);
+                    if let Some(ids) = index.get_mut(&mk) {
+                        ids.remove(id);
+                        if ids.is_empty() {
+                            index.remove(&mk);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The ids of the refresh tokens of `org` (or of one member of it),
+    /// with the sequence number of the issue event each record carries.
+    fn indexed(&self, org: &str, user: Option<&str>) -> Vec<([u8; 16], u64)> {
+        let index = self.index.lock();
+        let pairs = |ids: &HashMap<[u8; 16], u64>| ids.iter().map(|(id, s)| (*id, *s)).collect();
+        match user {
+            Some(u) => index
+                .get(&member_key(org, u))
+                .map(pairs)
+                .unwrap_or_default(),
+            None => {
+                let prefix = org_key(org);
+                index
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .flat_map(|(_, ids)| ids.iter().map(|(id, s)| (*id, *s)))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Whether `e` is the issue event of a refresh record put in the same
+/// batch, which then carries it.
+fn embedded(changes: &[Change], e: &EventRecord) -> bool {
+    changes.iter().any(|c| {
+        matches!(c, Change::PutRefresh(r) if r.issue.is_some_and(|i| i.seq == e.seq) && r.org == e.org)
+    })
+}
+
+impl Backend for SledBackend {
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(name).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(name, value).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded> {
+        let mut info = Loaded::default();
+        for kv in self.cutoffs.iter() {
+            let (k, v) = kv.map_err(io)?;
+            let org = org_from_key(&k).ok_or_else(|| Error::Corrupt("bad cutoff key".into()))?;
+            let at = u64_from(&v).ok_or_else(|| Error::Corrupt("bad cutoff value".into()))?;
+            apply(Change::PutOrgCutoff { org, at });
+        }
+        for kv in self.members.iter() {
+            let (_, v) = kv.map_err(io)?;
+            match decode::<MemberRecord>(&v, "member") {
+                Ok(m) => apply(Change::PutMember(m)),
+                Err(_) => info.skipped += 1,
+            }
+        }
+        let skipped = AtomicU64::new(0);
+        let skip = || {
+            skipped.fetch_add(1, Ordering::Relaxed);
+        };
+        // A record under another id's key is corrupt: left out (fail
+        // closed), as the integrity check reports it.
+        let max_issue = AtomicU64::new(0);
+        let unreadable = AtomicU64::new(0);
+        let mut index = MemberIndex::new();
+        {
+            let index = Mutex::new(&mut index);
+            scan_in_halves(&self.refresh, &|k, v| match decode_refresh(v) {
+                Ok(r) if r.id[..] == *k => {
+                    let seq = issue_seq(&r);
+                    max_issue.fetch_max(seq, Ordering::Relaxed);
+                    let mk = member_key(&r.org, &r.user);
+                    index.lock().entry(mk).or_default().insert(r.id, seq);
+                    apply(Change::PutRefresh(r));
+                }
+                _ => {
+                    unreadable.fetch_add(1, Ordering::Relaxed);
+                    skip();
+                }
+            })?;
+        }
+        *self.index.lock() = index;
+        self.unreadable
+            .store(unreadable.into_inner(), Ordering::Relaxed);
+        scan_in_halves(&self.access, &|k, v| match (slot_of(k), decode_access(v)) {
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                apply(Change::PutAccess { rec, slot })
+            }
+            _ => skip(),
+        })?;
+        info.skipped += skipped.into_inner();
+        // Issue events live in their refresh records, not in EVENT_SEQ.
+        info.last_event_seq = self.event_seq()?.max(max_issue.into_inner());
+        for kv in self.last_refresh.iter() {
+            let (k, v) = kv.map_err(io)?;
+            match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
+                (Ok(id), Some(at)) => apply(Change::PutLastRefresh { id, at }),
+                _ => info.skipped += 1,
+            }
+        }
+        Ok(info)
+    }
+
+    fn commit(&self, changes: &[Change]) -> Result<()> {
+        self.write(changes)?;
+        self.update_index(changes);
+        Ok(())
+    }
+
+    fn upgrade(&self, from: &[u8]) -> Result<()> {
+        if from == b"1" {
+            self.upgrade_access_keys()?;
+        }
+        // Schema 3 keeps the member index in memory only.
+        self.db.drop_tree(OLD_BY_MEMBER).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
     fn sync(&self) -> Result<()> {
         self.db.flush().map_err(io)?;
         Ok(())
@@ -316,24 +470,16 @@ impl Backend for SledBackend {
 
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>> {
         match self.refresh.get(id).map_err(io)? {
-            Some(v) => Ok(Some(decode::<RefreshRecord>(&v, "refresh")?)),
+            Some(v) => Ok(Some(decode_refresh(&v)?)),
             None => Ok(None),
         }
     }
 
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
-        let prefix = match user {
-            Some(u) => member_key(org, u),
-            None => org_key(org),
-        };
-        let mut out = Vec::new();
-        for kv in self.by_member.scan_prefix(prefix) {
-            let (k, _) = kv.map_err(io)?;
-            if k.len() < 16 {
-                return Err(Error::Corrupt("short refresh_by_member key".into()));
-            }
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&k[k.len() - 16..]);
+        let mut ids = self.indexed(org, user);
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, _) in ids {
             if let Some(r) = self.get_refresh(&id)? {
                 out.push(r);
             }
@@ -350,6 +496,23 @@ impl Backend for SledBackend {
             let (_, v) = kv.map_err(io)?;
             out.push(decode::<EventRecord>(&v, "event")?);
         }
+        // The issue events of the organization's stored tokens: the newest
+        // `limit` of them, read from their records.
+        let mut issued: Vec<([u8; 16], u64)> = self
+            .indexed(org, None)
+            .into_iter()
+            .filter(|(_, seq)| *seq != 0)
+            .collect();
+        issued.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
+        issued.truncate(limit);
+        for (id, _) in issued {
+            if let Some(ev) = self.get_refresh(&id)?.and_then(|r| r.issue_event()) {
+                out.push(ev);
+            }
+        }
+        out.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq));
+        out.dedup_by_key(|e| e.seq);
+        out.truncate(limit);
         Ok(out)
     }
 
@@ -375,10 +538,11 @@ impl Backend for SledBackend {
             }
         }
         let mut refresh_ids = std::collections::HashSet::new();
+        let mut issue_seqs = std::collections::HashSet::new();
         for kv in self.refresh.iter() {
             let (k, v) = kv.map_err(io)?;
             r.refresh_tokens += 1;
-            match decode::<RefreshRecord>(&v, "refresh") {
+            match decode_refresh(&v) {
                 Ok(rec) => {
                     if rec.id[..] != k[..] {
                         p.push(format!(
@@ -386,33 +550,14 @@ impl Backend for SledBackend {
                             crate::TokenId(rec.id)
                         ));
                     }
-                    let ik = by_member_key(&rec.org, &rec.user, &rec.id);
-                    if !self.by_member.contains_key(ik).map_err(io)? {
-                        p.push(format!(
-                            "refresh record {} has no refresh_by_member entry",
-                            crate::TokenId(rec.id)
-                        ));
+                    if let Some(issue) = rec.issue {
+                        if !issue_seqs.insert(issue.seq) {
+                            p.push(format!("audit event {} stored twice", issue.seq));
+                        }
                     }
                     refresh_ids.insert(rec.id);
                 }
                 Err(e) => p.push(format!("refresh: {e}")),
-            }
-        }
-        for kv in self.by_member.iter() {
-            let (k, _) = kv.map_err(io)?;
-            let ok = k.len() >= 16 && {
-                let mut id = [0u8; 16];
-                id.copy_from_slice(&k[k.len() - 16..]);
-                match self.refresh.get(id).map_err(io)? {
-                    Some(v) => match decode::<RefreshRecord>(&v, "refresh") {
-                        Ok(rec) => by_member_key(&rec.org, &rec.user, &rec.id) == k.as_ref(),
-                        Err(_) => false,
-                    },
-                    None => false,
-                }
-            };
-            if !ok {
-                p.push("refresh_by_member entry without its refresh record".into());
             }
         }
         let mut access_ids = std::collections::HashSet::new();
@@ -454,11 +599,20 @@ impl Backend for SledBackend {
         for kv in self.events.iter() {
             let (_, v) = kv.map_err(io)?;
             r.events += 1;
-            if let Err(e) = decode::<EventRecord>(&v, "event") {
-                p.push(format!("events: {e}"));
+            match decode::<EventRecord>(&v, "event") {
+                Ok(e) if issue_seqs.contains(&e.seq) => {
+                    p.push(format!("audit event {} stored twice", e.seq));
+                }
+                Ok(_) => {}
+                Err(e) => p.push(format!("events: {e}")),
             }
         }
+        r.events += issue_seqs.len() as u64;
         Ok(r)
+    }
+
+    fn unreadable_refresh(&self) -> u64 {
+        self.unreadable.load(Ordering::Relaxed)
     }
 
     fn size_on_disk(&self) -> Result<u64> {
