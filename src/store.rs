@@ -1,11 +1,11 @@
 //! The public [`TokenStore`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use subtle::ConstantTimeEq;
 
 use crate::codec::{
@@ -35,7 +35,8 @@ mod shared;
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
 /// Version 2 keys access records by family and slot (version 1: by family
-/// and access id); version-1 stores are upgraded on open.
+/// and access id); version 3 keeps the member index in memory only and
+/// issue events inside refresh records. Older stores are upgraded on open.
 const SCHEMA_VERSION: &[u8] = b"3";
 const HOST: &str = "host";
 const MAX_ID: usize = 128;
@@ -110,18 +111,61 @@ impl Catalog {
 
 /// Group commit: concurrent durable callers share one flush.
 struct Flusher {
-    lock: Mutex<()>,
+    /// Whether a flush is under way (its leader does not hold this lock
+    /// while it flushes, so that callers it made durable leave at once).
+    flushing: Mutex<bool>,
+    /// Signalled when a flush ends.
+    done: Condvar,
+    /// `flushing`, readable without the lock.
+    in_flight: AtomicBool,
     written: AtomicU64,
     flushed: AtomicU64,
     lazy: AtomicU64,
     /// How long the last flush took, in nanoseconds.
     flush_ns: AtomicU64,
+    /// Management calls that want or hold the catalog to write: each will
+    /// commit within microseconds (see [`Inner::linger`]).
+    writers: AtomicUsize,
+    /// The last flush made more than one write durable: calls are arriving
+    /// together, and the next leader waits for a companion.
+    shared: AtomicBool,
+}
+
+/// The catalog held by a management call that writes; while it lives the
+/// call counts in [`Flusher::writers`].
+struct WriteGuard<'a> {
+    // Dropped first: the catalog is free before the call stops counting.
+    cat: shared::CatalogGuard<'a>,
+    _writer: WriterMark<'a>,
+}
+
+struct WriterMark<'a>(&'a AtomicUsize);
+
+impl Drop for WriterMark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        &self.cat
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Catalog {
+        &mut self.cat
+    }
 }
 
 /// The shortest and the longest a flush leader lingers for a management
 /// call under way (see [`Inner::linger`]).
 const LINGER_MIN: Duration = Duration::from_micros(20);
 const LINGER_MAX: Duration = Duration::from_micros(500);
+/// The longest a caller watches a flush under way before it sleeps.
+const SPIN_MAX: Duration = Duration::from_micros(1000);
 
 pub(crate) struct Inner {
     backend: Box<dyn Backend>,
@@ -296,11 +340,15 @@ impl TokenStore {
             access: Sharded::new(),
             catalog: Mutex::new(Catalog::default()),
             flusher: Flusher {
-                lock: Mutex::new(()),
+                flushing: Mutex::new(false),
+                done: Condvar::new(),
+                in_flight: AtomicBool::new(false),
                 written: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
                 lazy: AtomicU64::new(0),
                 flush_ns: AtomicU64::new(0),
+                writers: AtomicUsize::new(0),
+                shared: AtomicBool::new(false),
             },
             skipped: 0,
             event_seq: AtomicU64::new(0),
@@ -679,6 +727,15 @@ impl TokenStore {
         } else {
             "token.generate"
         };
+        // The secret and its verifier are made before taking the catalog,
+        // so that concurrent calls do this work side by side.
+        let (id, secret) = loop {
+            let (id, secret) = token::fresh()?;
+            if !inner.refresh.contains(&id.0) {
+                break (id, secret);
+            }
+        };
+        let check = verifier(&inner.refresh_key, &secret.0);
         let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, action)?;
         let subject = to.unwrap_or(&actor.user);
@@ -697,12 +754,6 @@ impl TokenStore {
         let subject_role = member.role().unwrap_or(Role::Stakeholder);
         let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
         let now = inner.now();
-        let (id, secret) = loop {
-            let (id, secret) = token::fresh()?;
-            if !inner.refresh.contains(&id.0) {
-                break (id, secret);
-            }
-        };
         // The audit event travels with the record (a backend may store
         // it inside, making the issue one write): same time, same words.
         let mut event = inner.event_record(
@@ -725,7 +776,7 @@ impl TokenStore {
             created_by: actor.user.clone(),
             expires_at: opts.expires_in.map(|s| now.saturating_add(s)),
             state: StoredState::Active,
-            verifier: verifier(&inner.refresh_key, &secret.0),
+            verifier: check,
             issue: Some(IssueEvent {
                 seq,
                 assigned: to.is_some(),
@@ -2081,38 +2132,95 @@ impl Inner {
         if f.flushed.load(Ordering::Acquire) >= ticket {
             return Ok(());
         }
-        let _g = f.lock.lock();
-        if f.flushed.load(Ordering::Acquire) >= ticket {
-            return Ok(());
+        // A flush under way may well cover this write: watch it end
+        // rather than sleep (waking a sleeper costs more than the wait
+        // saves), for no longer than a flush takes.
+        if f.in_flight.load(Ordering::Acquire) {
+            let flush = Duration::from_nanos(f.flush_ns.load(Ordering::Relaxed));
+            let budget = flush.min(SPIN_MAX);
+            let started = Instant::now();
+            while f.in_flight.load(Ordering::Acquire) && started.elapsed() < budget {
+                std::thread::yield_now();
+            }
         }
+        {
+            let mut flushing = f.flushing.lock();
+            loop {
+                if f.flushed.load(Ordering::Acquire) >= ticket {
+                    return Ok(());
+                }
+                if !*flushing {
+                    *flushing = true;
+                    f.in_flight.store(true, Ordering::Release);
+                    break;
+                }
+                f.done.wait(&mut flushing);
+            }
+        }
+        // This caller leads the next flush.
+        let before = f.flushed.load(Ordering::Acquire);
         if linger {
             self.linger();
         }
         let target = f.written.load(Ordering::Acquire);
         let started = Instant::now();
-        self.backend.sync()?;
+        let res = self.backend.sync();
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        f.flush_ns.store(took, Ordering::Relaxed);
-        f.flushed.fetch_max(target, Ordering::AcqRel);
-        f.lazy.store(0, Ordering::Release);
-        Ok(())
+        {
+            let mut flushing = f.flushing.lock();
+            *flushing = false;
+            if res.is_ok() {
+                f.flush_ns.store(took, Ordering::Relaxed);
+                f.flushed.fetch_max(target, Ordering::AcqRel);
+                f.lazy.store(0, Ordering::Release);
+                f.shared
+                    .store(target.saturating_sub(before) > 1, Ordering::Relaxed);
+            }
+            f.in_flight.store(false, Ordering::Release);
+        }
+        f.done.notify_all();
+        res
     }
 
-    /// Group commit's other half. Every management call holds the catalog
-    /// from its checks to its commit and lets go before it waits for the
-    /// flush. When the flush leader finds the catalog held, another call
-    /// is a few microseconds from committing: waiting for it (at most half
-    /// a flush, within [`LINGER_MIN`]..[`LINGER_MAX`]) lets one flush make
-    /// both durable, where flushing at once would make the other call wait
-    /// for a flush of its own. A caller alone never waits.
+    /// The catalog, for a management call that writes.
+    fn lock_for_write(&self) -> Result<WriteGuard<'_>> {
+        self.flusher.writers.fetch_add(1, Ordering::AcqRel);
+        let writer = WriterMark(&self.flusher.writers);
+        let cat = self.lock_catalog_for_write()?;
+        Ok(WriteGuard {
+            cat,
+            _writer: writer,
+        })
+    }
+
+    /// Group commit's other half. Every management call that writes holds
+    /// the catalog from its checks to its commit and lets go before it
+    /// waits for the flush. When the flush leader finds such a call waiting
+    /// for the catalog or holding it, that call is microseconds from
+    /// committing: waiting for it (at most half a flush, within
+    /// [`LINGER_MIN`]..[`LINGER_MAX`]) lets one flush make both durable,
+    /// where flushing at once would make the other call wait for a flush
+    /// of its own. A caller alone never waits.
     fn linger(&self) {
-        if !self.catalog.is_locked() {
+        let f = &self.flusher;
+        let recent = f.shared.load(Ordering::Relaxed);
+        if !recent && f.writers.load(Ordering::Acquire) == 0 {
             return;
         }
-        let half_flush = Duration::from_nanos(self.flusher.flush_ns.load(Ordering::Relaxed) / 2);
+        let written = f.written.load(Ordering::Acquire);
+        let half_flush = Duration::from_nanos(f.flush_ns.load(Ordering::Relaxed) / 2);
         let budget = half_flush.clamp(LINGER_MIN, LINGER_MAX);
         let started = Instant::now();
-        while self.catalog.is_locked() && started.elapsed() < budget {
+        loop {
+            // Done once no call is under way and, if calls have been
+            // arriving together, another one has committed meanwhile.
+            let quiet = f.writers.load(Ordering::Acquire) == 0;
+            if quiet && (!recent || f.written.load(Ordering::Acquire) > written) {
+                break;
+            }
+            if started.elapsed() >= budget {
+                break;
+            }
             std::thread::yield_now();
         }
     }

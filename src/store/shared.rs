@@ -206,7 +206,7 @@ impl Inner {
 
     /// The catalog for a management call that writes: on a shared store,
     /// under the fleet-wide management lock and caught up.
-    pub(super) fn lock_for_write(&self) -> Result<CatalogGuard<'_>> {
+    pub(super) fn lock_catalog_for_write(&self) -> Result<CatalogGuard<'_>> {
         let Some(sh) = &self.shared else {
             return Ok(CatalogGuard {
                 cat: self.catalog.lock(),

@@ -27,7 +27,7 @@ impl Inner {
     }
 
     #[inline(always)]
-    pub(super) fn lock_for_write(&self) -> Result<CatalogGuard<'_>> {
+    pub(super) fn lock_catalog_for_write(&self) -> Result<CatalogGuard<'_>> {
         Ok(self.catalog.lock())
     }
 
