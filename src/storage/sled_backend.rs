@@ -155,16 +155,20 @@ impl Backend for SledBackend {
         };
         // A record under another id's key is corrupt: left out (fail
         // closed), as the integrity check reports it.
-        scan_in_halves(&self.refresh, &|k, v| match decode_refresh(v) {
-            Ok(r) if r.id[..] == *k => apply(Change::PutRefresh(r)),
-            _ => skip(),
-        })?;
-        scan_in_halves(&self.access, &|k, v| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
-                apply(Change::PutAccess { rec, slot })
-            }
-            _ => skip(),
-        })?;
+        scan_families(
+            &self.refresh,
+            &self.access,
+            &|k, v| match decode_refresh(v) {
+                Ok(r) if r.id[..] == *k => apply(Change::PutRefresh(r)),
+                _ => skip(),
+            },
+            &|k, v| match (slot_of(k), decode_access(v)) {
+                (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                    apply(Change::PutAccess { rec, slot })
+                }
+                _ => skip(),
+            },
+        )?;
         info.skipped += skipped.into_inner();
         info.last_event_seq = match self.meta.get(EVENT_SEQ).map_err(io)? {
             Some(v) => u64_from(&v).ok_or_else(|| Error::Corrupt("bad event_seq".into()))?,
@@ -466,25 +470,74 @@ impl Backend for SledBackend {
     }
 }
 
-/// Calls `f` on every entry of `tree`, the lower and the upper half of the
-/// key space on two threads (keys there start with a random id, so the
-/// halves are even): opening a store is mostly sled's page reads and
-/// decoding, and two cores do it in about half the time.
-fn scan_in_halves(tree: &Tree, f: &(dyn Fn(&[u8], &[u8]) + Sync)) -> Result<()> {
-    let scan = |range: sled::Iter| -> Result<()> {
-        for kv in range {
+/// A record visitor of [`scan_families`]: key and value.
+type Visit<'a> = &'a (dyn Fn(&[u8], &[u8]) + Sync);
+
+/// Calls `on_refresh` on every entry of the refresh tree and `on_access` on
+/// every entry of the access tree, each refresh record before the access
+/// records of its family and those right after it (both trees are ordered
+/// by refresh id: a merge of the two scans). The key space is cut into
+/// ranges by first byte, one thread each (keys start with a random id, so
+/// the ranges hold about as many records): opening a store is mostly
+/// sled's page reads, decoding, and inserts into the in-memory maps, and
+/// a family handled at once finds its refresh token still in the cache.
+fn scan_families(
+    refresh: &Tree,
+    access: &Tree,
+    on_refresh: Visit<'_>,
+    on_access: Visit<'_>,
+) -> Result<()> {
+    let parts = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let bound = |i: usize| -> Option<[u8; 1]> {
+        // The first key byte where part `i` starts (none: the end).
+        (i < parts).then(|| [(i * 256 / parts) as u8])
+    };
+    let scan = |i: usize| -> Result<()> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let lo = bound(i).filter(|_| i > 0);
+        let hi = bound(i + 1);
+        let range = (
+            lo.as_ref().map_or(Unbounded, |b| Included(&b[..])),
+            hi.as_ref().map_or(Unbounded, |b| Excluded(&b[..])),
+        );
+        let mut accesses = access.range::<&[u8], _>(range);
+        let mut pending: Option<(sled::IVec, sled::IVec)> = None;
+        // Hands on the access records with keys below `below` (all of them
+        // when `None`): the families of the refresh records already seen,
+        // and orphans.
+        let mut drain = |below: Option<&[u8]>| -> Result<()> {
+            loop {
+                let (k, v) = match pending.take() {
+                    Some(kv) => kv,
+                    None => match accesses.next() {
+                        Some(kv) => kv.map_err(io)?,
+                        None => return Ok(()),
+                    },
+                };
+                if below.is_some_and(|b| k[..] >= *b) {
+                    pending = Some((k, v));
+                    return Ok(());
+                }
+                on_access(&k, &v);
+            }
+        };
+        for kv in refresh.range::<&[u8], _>(range) {
             let (k, v) = kv.map_err(io)?;
-            f(&k, &v);
+            drain(Some(&k))?;
+            on_refresh(&k, &v);
         }
-        Ok(())
+        drain(None)
     };
     std::thread::scope(|s| {
-        let upper = s.spawn(|| scan(tree.range(&[0x80u8][..]..)));
-        let lower = scan(tree.range(..&[0x80u8][..]));
-        let upper = upper
-            .join()
-            .map_err(|_| Error::Io("a loader thread failed".into()))?;
-        lower.and(upper)
+        let others: Vec<_> = (1..parts).map(|i| s.spawn(move || scan(i))).collect();
+        let mut res = scan(0);
+        for h in others {
+            let r = h
+                .join()
+                .map_err(|_| Error::Io("a loader thread failed".into()))?;
+            res = res.and(r);
+        }
+        res
     })
 }
 
@@ -498,4 +551,81 @@ fn org_from_key(k: &[u8]) -> Option<String> {
 
 fn u64_from(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record is visited once, and each access record after its
+    /// family's refresh record, also for families at the edges of the
+    /// loaders' key ranges, orphans, and keys of odd lengths.
+    #[test]
+    fn scan_families_visits_parents_first_and_everything_once() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let refresh = db.open_tree("refresh").unwrap();
+        let access = db.open_tree("access").unwrap();
+        let mut expected = std::collections::BTreeSet::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut ids: Vec<[u8; 16]> = (0..600)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&x.to_be_bytes());
+                id[8..].copy_from_slice(&x.rotate_left(17).to_le_bytes());
+                id
+            })
+            .collect();
+        // The edges of the key space and of its parts.
+        for first in [0x00, 0x3f, 0x40, 0x7f, 0x80, 0xff] {
+            ids.push([first; 16]);
+        }
+        for (n, id) in ids.iter().enumerate() {
+            if n % 7 != 3 {
+                refresh.insert(id, b"r").unwrap();
+                expected.insert((true, id.to_vec()));
+            }
+            for slot in 0..(n % 4) as u32 {
+                let k = access_key(id, slot);
+                access.insert(k, b"a").unwrap();
+                expected.insert((false, k.to_vec()));
+            }
+        }
+        for odd in [&[][..], &[0x80][..], &[0xff; 40][..]] {
+            refresh.insert(odd, b"r").unwrap();
+            access.insert(odd, b"a").unwrap();
+            expected.insert((true, odd.to_vec()));
+            expected.insert((false, odd.to_vec()));
+        }
+        let seen = parking_lot::Mutex::new(Vec::new());
+        scan_families(
+            &refresh,
+            &access,
+            &|k, _| seen.lock().push((true, k.to_vec())),
+            &|k, _| seen.lock().push((false, k.to_vec())),
+        )
+        .unwrap();
+        let seen = seen.into_inner();
+        let got: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!(got.len(), seen.len(), "a record was visited twice");
+        assert_eq!(got, expected);
+        let at: std::collections::HashMap<_, _> = seen
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), i))
+            .collect();
+        let mut checked = 0;
+        for (i, (is_refresh, k)) in seen.iter().enumerate() {
+            if *is_refresh || k.len() != ACCESS_KEY_LEN {
+                continue;
+            }
+            if let Some(&p) = at.get(&(true, k[..16].to_vec())) {
+                assert!(p < i, "access record before its refresh record");
+                checked += 1;
+            }
+        }
+        assert!(checked > 300, "{checked}");
+    }
 }
