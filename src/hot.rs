@@ -161,7 +161,10 @@ pub(crate) struct AccessHot {
 /// Marks [`AccessHot::check`] as holding the checksum in its low 32 bits.
 pub(crate) const CHECK_KNOWN: u64 = 1 << 32;
 
-/// Ids are random, so their first eight bytes are already a good hash.
+/// Ids are random, so a fold of their bytes is already a good hash. Its
+/// low bits (hashbrown's bucket) and high bits (its tag) come from the
+/// second eight bytes, XORed with the first eight rotated: independent of
+/// the leading byte, which picks the shard.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 
@@ -181,6 +184,10 @@ impl Hasher for IdHasher {
 type IdMap<V> = HashMap<[u8; 16], V, BuildHasherDefault<IdHasher>>;
 
 const SHARDS: usize = 128;
+
+fn shard_index(id: &[u8; 16]) -> usize {
+    id[0] as usize * SHARDS / 256
+}
 
 /// One shard on cache lines of its own (128 bytes: a line and the one the
 /// prefetcher pairs with it), so that readers of different shards on
@@ -202,10 +209,14 @@ impl<V> Sharded<V> {
         }
     }
 
+    /// The shard of `id`: by its leading bits, so that ids in key order
+    /// (as a store's trees hold them, and as opening a store loads them)
+    /// fill one shard after another, each while its table is in the cache,
+    /// and threads loading different key ranges write different shards.
+    /// Within a shard, buckets come from bytes the shard does not use
+    /// (see [`IdHasher`]), so they stay evenly spread.
     fn shard(&self, id: &[u8; 16]) -> &RwLock<IdMap<V>> {
-        // The last byte: the hash uses the first eight, so shards and buckets
-        // stay independent.
-        &self.shards[id[15] as usize % SHARDS].0
+        &self.shards[shard_index(id)].0
     }
 
     pub(crate) fn with<R>(&self, id: &[u8; 16], f: impl FnOnce(Option<&V>) -> R) -> R {
@@ -214,7 +225,18 @@ impl<V> Sharded<V> {
     }
 
     pub(crate) fn insert(&self, id: [u8; 16], v: V) {
-        self.shard(&id).write().insert(id, v);
+        let i = shard_index(&id);
+        let mut g = self.shards[i].0.write();
+        if g.capacity() == 0 && i > 0 {
+            // A shard's first entry. Ids are random, so shards fill alike,
+            // and a store being loaded (in key order) has just filled the
+            // shard before this one: room for as many, and some, at once
+            // rather than growing step by step. (Not waiting for that
+            // shard: it may be another loader's.)
+            let hint = self.shards[i - 1].0.try_read().map_or(0, |p| p.len());
+            g.reserve(hint + hint / 8);
+        }
+        g.insert(id, v);
     }
 
     pub(crate) fn remove(&self, id: &[u8; 16]) -> Option<V> {

@@ -357,7 +357,7 @@ impl TokenStore {
             backend,
         };
         // Loading is applying every stored record to empty memory, one at
-        // a time as the backend reads it (from two threads at once).
+        // a time as the backend reads it (from several threads at once).
         let loaded = inner.backend.load(&|c| match &c {
             // Keys are unique, so a refresh record is new: only finding its
             // member needs the catalog.

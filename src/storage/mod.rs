@@ -136,9 +136,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()>;
     /// Hands every record that lives in memory to `apply`, one at a time
     /// (nothing is held in between), in phases: organization cutoffs and
-    /// members; then refresh records; then access records; then
-    /// last-exchange times. Within the refresh and the access phase, calls
-    /// may come from several threads at once and in any order.
+    /// members; then refresh and access records, each refresh record before
+    /// the access records of its family; then last-exchange times. Within
+    /// the refresh and access phase, calls may come from several threads at
+    /// once and in any other order.
     fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded>;
     /// Applies a batch atomically (all or nothing, also across a crash).
     /// Not necessarily durable on return: see [`Backend::sync`].

@@ -1,6 +1,7 @@
 //! The sled 0.34 backend: the only module of the crate that touches sled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crate::codec::{
     AccessRecord, EventRecord, MemberRecord, RefreshRecord,
 };
 use crate::error::{Error, Result};
+use crate::hot::IdHasher;
 
 const EVENT_SEQ: &str = "event_seq";
 
@@ -32,14 +34,33 @@ pub(crate) struct SledBackend {
     /// the issue event each record carries (0: none). Derived from the
     /// refresh records at open and kept by `commit`, so that a token is
     /// one key on disk (schema 3 dropped the `refresh_by_member` tree).
-    index: Mutex<MemberIndex>,
+    index: Vec<Mutex<IndexShard>>,
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
 }
 
 /// Member key (`member_key(org, user)`) → refresh id → issue event seq.
-type MemberIndex = BTreeMap<Vec<u8>, HashMap<[u8; 16], u64>>;
+/// Hash maps: opening a store puts every token in, and ordered maps of
+/// heap keys cost a cache miss per comparison.
+type MemberIndex = HashMap<Vec<u8>, TokenIds>;
+/// Refresh ids are random: their first bytes are already a good hash.
+type TokenIds = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
+
+/// The index is split by the first byte of the refresh id, as the loader
+/// threads split the key space, so that they rarely meet on a lock.
+const INDEX_SHARDS: usize = 16;
+
+#[derive(Default)]
+struct IndexShard {
+    members: MemberIndex,
+    /// The highest issue event seq put in this shard at open.
+    max_issue: u64,
+}
+
+fn shard_of(id: &[u8; 16]) -> usize {
+    usize::from(id[0]) * INDEX_SHARDS / 256
+}
 
 /// The tree schema 3 no longer keeps (dropped by [`Backend::upgrade`]).
 const OLD_BY_MEMBER: &str = "refresh_by_member";
@@ -104,7 +125,7 @@ impl SledBackend {
             access: t("access")?,
             last_refresh: t("last_refresh")?,
             events: t("events")?,
-            index: Mutex::new(MemberIndex::new()),
+            index: (0..INDEX_SHARDS).map(|_| Mutex::default()).collect(),
             unreadable: AtomicU64::new(0),
             db,
         })
@@ -319,23 +340,19 @@ impl SledBackend {
 
     /// Brings the member index in line with a committed batch.
     fn update_index(&self, changes: &[Change]) {
-        let mut index = None;
         for c in changes {
             match c {
                 Change::PutRefresh(r) => {
-                    let index = index.get_or_insert_with(|| self.index.lock());
-                    index
-                        .entry(member_key(&r.org, &r.user))
-                        .or_default()
-                        .insert(r.id, issue_seq(r));
+                    let mut shard = self.index[shard_of(&r.id)].lock();
+                    index_insert(&mut shard.members, &r.org, &r.user, r.id, issue_seq(r));
                 }
                 Change::DeleteRefresh { id, org, user } => {
-                    let index = index.get_or_insert_with(|| self.index.lock());
+                    let mut shard = self.index[shard_of(id)].lock();
                     let mk = member_key(org, user);
-                    if let Some(ids) = index.get_mut(&mk) {
+                    if let Some(ids) = shard.members.get_mut(&mk) {
                         ids.remove(id);
                         if ids.is_empty() {
-                            index.remove(&mk);
+                            shard.members.remove(&mk);
                         }
                     }
                 }
@@ -347,21 +364,59 @@ impl SledBackend {
     /// The ids of the refresh tokens of `org` (or of one member of it),
     /// with the sequence number of the issue event each record carries.
     fn indexed(&self, org: &str, user: Option<&str>) -> Vec<([u8; 16], u64)> {
-        let index = self.index.lock();
-        let pairs = |ids: &HashMap<[u8; 16], u64>| ids.iter().map(|(id, s)| (*id, *s)).collect();
+        let mut out = Vec::new();
+        let pairs = |ids: &TokenIds| ids.iter().map(|(id, s)| (*id, *s)).collect::<Vec<_>>();
         match user {
-            Some(u) => index
-                .get(&member_key(org, u))
-                .map(pairs)
-                .unwrap_or_default(),
-            None => {
-                let prefix = org_key(org);
-                index
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .flat_map(|(_, ids)| ids.iter().map(|(id, s)| (*id, *s)))
-                    .collect()
+            Some(u) => {
+                let key = member_key(org, u);
+                for shard in &self.index {
+                    if let Some(ids) = shard.lock().members.get(&key) {
+                        out.extend(pairs(ids));
+                    }
+                }
             }
+            None => {
+                // member_key(org, _) starts with org_key(org), and only those.
+                let prefix = org_key(org);
+                for shard in &self.index {
+                    for (k, ids) in &shard.lock().members {
+                        if k.starts_with(&prefix) {
+                            out.extend(pairs(ids));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Adds a refresh id to the index, allocating only for a member seen for
+/// the first time (opening a store does this once per token).
+fn index_insert(index: &mut MemberIndex, org: &str, user: &str, id: [u8; 16], seq: u64) {
+    // member_key's layout, built on the stack: names are at most 255 bytes.
+    let mut buf = [0u8; 2 + 2 * 255];
+    let (o, u) = (org.as_bytes(), user.as_bytes());
+    let n = 2 + o.len() + u.len();
+    if o.len() > 255 || u.len() > 255 {
+        index
+            .entry(member_key(org, user))
+            .or_default()
+            .insert(id, seq);
+        return;
+    }
+    buf[0] = o.len() as u8;
+    buf[1..1 + o.len()].copy_from_slice(o);
+    buf[1 + o.len()] = u.len() as u8;
+    buf[2 + o.len()..n].copy_from_slice(u);
+    match index.get_mut(&buf[..n]) {
+        Some(ids) => {
+            ids.insert(id, seq);
+        }
+        None => {
+            let mut ids = TokenIds::default();
+            ids.insert(id, seq);
+            index.insert(buf[..n].to_vec(), ids);
         }
     }
 }
@@ -406,37 +461,48 @@ impl Backend for SledBackend {
         };
         // A record under another id's key is corrupt: left out (fail
         // closed), as the integrity check reports it.
-        let max_issue = AtomicU64::new(0);
         let unreadable = AtomicU64::new(0);
-        let mut index = MemberIndex::new();
+        let mut max_issue = 0;
         {
-            let index = Mutex::new(&mut index);
-            scan_in_halves(&self.refresh, &|k, v| match decode_refresh(v) {
-                Ok(r) if r.id[..] == *k => {
-                    let seq = issue_seq(&r);
-                    max_issue.fetch_max(seq, Ordering::Relaxed);
-                    let mk = member_key(&r.org, &r.user);
-                    index.lock().entry(mk).or_default().insert(r.id, seq);
-                    apply(Change::PutRefresh(r));
-                }
-                _ => {
-                    unreadable.fetch_add(1, Ordering::Relaxed);
-                    skip();
-                }
-            })?;
+            let index = &self.index;
+            for shard in index {
+                *shard.lock() = IndexShard::default();
+            }
+            // Each loader thread hands a family's refresh record over before
+            // its access records (see `scan_families`).
+            scan_families(
+                &self.refresh,
+                &self.access,
+                &|k, v| match decode_refresh(v) {
+                    Ok(r) if r.id[..] == *k => {
+                        let seq = issue_seq(&r);
+                        let mut shard = index[shard_of(&r.id)].lock();
+                        shard.max_issue = shard.max_issue.max(seq);
+                        index_insert(&mut shard.members, &r.org, &r.user, r.id, seq);
+                        drop(shard);
+                        apply(Change::PutRefresh(r));
+                    }
+                    _ => {
+                        unreadable.fetch_add(1, Ordering::Relaxed);
+                        skip();
+                    }
+                },
+                &|k, v| match (slot_of(k), decode_access(v)) {
+                    (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                        apply(Change::PutAccess { rec, slot })
+                    }
+                    _ => skip(),
+                },
+            )?;
         }
-        *self.index.lock() = index;
+        for shard in &self.index {
+            max_issue = max_issue.max(shard.lock().max_issue);
+        }
         self.unreadable
             .store(unreadable.into_inner(), Ordering::Relaxed);
-        scan_in_halves(&self.access, &|k, v| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
-                apply(Change::PutAccess { rec, slot })
-            }
-            _ => skip(),
-        })?;
         info.skipped += skipped.into_inner();
         // Issue events live in their refresh records, not in EVENT_SEQ.
-        info.last_event_seq = self.event_seq()?.max(max_issue.into_inner());
+        info.last_event_seq = self.event_seq()?.max(max_issue);
         for kv in self.last_refresh.iter() {
             let (k, v) = kv.map_err(io)?;
             match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
@@ -620,25 +686,74 @@ impl Backend for SledBackend {
     }
 }
 
-/// Calls `f` on every entry of `tree`, the lower and the upper half of the
-/// key space on two threads (keys there start with a random id, so the
-/// halves are even): opening a store is mostly sled's page reads and
-/// decoding, and two cores do it in about half the time.
-fn scan_in_halves(tree: &Tree, f: &(dyn Fn(&[u8], &[u8]) + Sync)) -> Result<()> {
-    let scan = |range: sled::Iter| -> Result<()> {
-        for kv in range {
+/// A record visitor of [`scan_families`]: key and value.
+type Visit<'a> = &'a (dyn Fn(&[u8], &[u8]) + Sync);
+
+/// Calls `on_refresh` on every entry of the refresh tree and `on_access` on
+/// every entry of the access tree, each refresh record before the access
+/// records of its family and those right after it (both trees are ordered
+/// by refresh id: a merge of the two scans). The key space is cut into
+/// ranges by first byte, one thread each (keys start with a random id, so
+/// the ranges hold about as many records): opening a store is mostly
+/// sled's page reads, decoding, and inserts into the in-memory maps, and
+/// a family handled at once finds its refresh token still in the cache.
+fn scan_families(
+    refresh: &Tree,
+    access: &Tree,
+    on_refresh: Visit<'_>,
+    on_access: Visit<'_>,
+) -> Result<()> {
+    let parts = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let bound = |i: usize| -> Option<[u8; 1]> {
+        // The first key byte where part `i` starts (none: the end).
+        (i < parts).then(|| [(i * 256 / parts) as u8])
+    };
+    let scan = |i: usize| -> Result<()> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let lo = bound(i).filter(|_| i > 0);
+        let hi = bound(i + 1);
+        let range = (
+            lo.as_ref().map_or(Unbounded, |b| Included(&b[..])),
+            hi.as_ref().map_or(Unbounded, |b| Excluded(&b[..])),
+        );
+        let mut accesses = access.range::<&[u8], _>(range);
+        let mut pending: Option<(sled::IVec, sled::IVec)> = None;
+        // Hands on the access records with keys below `below` (all of them
+        // when `None`): the families of the refresh records already seen,
+        // and orphans.
+        let mut drain = |below: Option<&[u8]>| -> Result<()> {
+            loop {
+                let (k, v) = match pending.take() {
+                    Some(kv) => kv,
+                    None => match accesses.next() {
+                        Some(kv) => kv.map_err(io)?,
+                        None => return Ok(()),
+                    },
+                };
+                if below.is_some_and(|b| k[..] >= *b) {
+                    pending = Some((k, v));
+                    return Ok(());
+                }
+                on_access(&k, &v);
+            }
+        };
+        for kv in refresh.range::<&[u8], _>(range) {
             let (k, v) = kv.map_err(io)?;
-            f(&k, &v);
+            drain(Some(&k))?;
+            on_refresh(&k, &v);
         }
-        Ok(())
+        drain(None)
     };
     std::thread::scope(|s| {
-        let upper = s.spawn(|| scan(tree.range(&[0x80u8][..]..)));
-        let lower = scan(tree.range(..&[0x80u8][..]));
-        let upper = upper
-            .join()
-            .map_err(|_| Error::Io("a loader thread failed".into()))?;
-        lower.and(upper)
+        let others: Vec<_> = (1..parts).map(|i| s.spawn(move || scan(i))).collect();
+        let mut res = scan(0);
+        for h in others {
+            let r = h
+                .join()
+                .map_err(|_| Error::Io("a loader thread failed".into()))?;
+            res = res.and(r);
+        }
+        res
     })
 }
 
@@ -652,4 +767,101 @@ fn org_from_key(k: &[u8]) -> Option<String> {
 
 fn u64_from(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index is keyed exactly as `member_key` keys a member.
+    #[test]
+    fn index_keys_are_member_keys() {
+        let long = "x".repeat(255);
+        let names = ["", "a", "acme", "ü-ñ", long.as_str()];
+        let mut index = MemberIndex::new();
+        let mut n = 0u8;
+        for org in names {
+            for user in names {
+                n = n.wrapping_add(1);
+                index_insert(&mut index, org, user, [n; 16], u64::from(n));
+                index_insert(&mut index, org, user, [n ^ 0x80; 16], 0);
+                let ids = &index[&member_key(org, user)];
+                assert_eq!(ids.len(), 2, "{org:?}/{user:?}");
+                assert_eq!(ids[&[n; 16]], u64::from(n));
+            }
+        }
+        assert_eq!(index.len(), names.len() * names.len());
+    }
+
+    /// Every record is visited once, and each access record after its
+    /// family's refresh record, also for families at the edges of the
+    /// loaders' key ranges, orphans, and keys of odd lengths.
+    #[test]
+    fn scan_families_visits_parents_first_and_everything_once() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let refresh = db.open_tree("refresh").unwrap();
+        let access = db.open_tree("access").unwrap();
+        let mut expected = std::collections::BTreeSet::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut ids: Vec<[u8; 16]> = (0..600)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&x.to_be_bytes());
+                id[8..].copy_from_slice(&x.rotate_left(17).to_le_bytes());
+                id
+            })
+            .collect();
+        // The edges of the key space and of its parts.
+        for first in [0x00, 0x3f, 0x40, 0x7f, 0x80, 0xff] {
+            ids.push([first; 16]);
+        }
+        for (n, id) in ids.iter().enumerate() {
+            if n % 7 != 3 {
+                refresh.insert(id, b"r").unwrap();
+                expected.insert((true, id.to_vec()));
+            }
+            for slot in 0..(n % 4) as u32 {
+                let k = access_key(id, slot);
+                access.insert(k, b"a").unwrap();
+                expected.insert((false, k.to_vec()));
+            }
+        }
+        for odd in [&[][..], &[0x80][..], &[0xff; 40][..]] {
+            refresh.insert(odd, b"r").unwrap();
+            access.insert(odd, b"a").unwrap();
+            expected.insert((true, odd.to_vec()));
+            expected.insert((false, odd.to_vec()));
+        }
+        let seen = parking_lot::Mutex::new(Vec::new());
+        scan_families(
+            &refresh,
+            &access,
+            &|k, _| seen.lock().push((true, k.to_vec())),
+            &|k, _| seen.lock().push((false, k.to_vec())),
+        )
+        .unwrap();
+        let seen = seen.into_inner();
+        let got: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!(got.len(), seen.len(), "a record was visited twice");
+        assert_eq!(got, expected);
+        let at: std::collections::HashMap<_, _> = seen
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), i))
+            .collect();
+        let mut checked = 0;
+        for (i, (is_refresh, k)) in seen.iter().enumerate() {
+            if *is_refresh || k.len() != ACCESS_KEY_LEN {
+                continue;
+            }
+            if let Some(&p) = at.get(&(true, k[..16].to_vec())) {
+                assert!(p < i, "access record before its refresh record");
+                checked += 1;
+            }
+        }
+        assert!(checked > 300, "{checked}");
+    }
 }
