@@ -161,10 +161,11 @@ pub(crate) struct AccessHot {
 /// Marks [`AccessHot::check`] as holding the checksum in its low 32 bits.
 pub(crate) const CHECK_KNOWN: u64 = 1 << 32;
 
-/// Ids are random, so a fold of their bytes is already a good hash. Its
-/// low bits (hashbrown's bucket) and high bits (its tag) come from the
-/// second eight bytes, XORed with the first eight rotated: independent of
-/// the leading byte, which picks the shard.
+/// Ids are random, so a fold of their bytes is already a good hash: the
+/// second eight bytes, XORed with the first eight rotated. The leading
+/// byte, which picks the shard (and so is nearly fixed within one), lands
+/// on bits 5 to 12, where it is XORed with random bits of the second half:
+/// buckets and tags stay evenly spread.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 

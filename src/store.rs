@@ -34,10 +34,6 @@ mod shared;
 
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
-/// Version 2 keys access records by family and slot (version 1: by family
-/// and access id); version 3 keeps the member index in memory only and
-/// issue events inside refresh records. Older stores are upgraded on open.
-const SCHEMA_VERSION: &[u8] = b"3";
 const HOST: &str = "host";
 const MAX_ID: usize = 128;
 const MAX_LABEL: usize = 256;
@@ -118,6 +114,8 @@ struct Flusher {
     done: Condvar,
     /// `flushing`, readable without the lock.
     in_flight: AtomicBool,
+    /// Callers waiting for a flush to end.
+    waiting: AtomicUsize,
     written: AtomicU64,
     flushed: AtomicU64,
     lazy: AtomicU64,
@@ -126,7 +124,7 @@ struct Flusher {
     /// Management calls that want or hold the catalog to write: each will
     /// commit within microseconds (see [`Inner::linger`]).
     writers: AtomicUsize,
-    /// The last flush made more than one write durable: calls are arriving
+    /// Callers waited for the last flush: durable calls are arriving
     /// together, and the next leader waits for a companion.
     shared: AtomicBool,
 }
@@ -160,9 +158,9 @@ impl std::ops::DerefMut for WriteGuard<'_> {
     }
 }
 
-/// The shortest and the longest a flush leader lingers for a management
-/// call under way (see [`Inner::linger`]).
-const LINGER_MIN: Duration = Duration::from_micros(20);
+/// A flush leader does not linger when half a flush is shorter than this,
+/// and never longer than [`LINGER_MAX`] (see [`Inner::linger`]).
+const LINGER_MIN: Duration = Duration::from_micros(5);
 const LINGER_MAX: Duration = Duration::from_micros(500);
 /// The longest a caller watches a flush under way before it sleeps.
 const SPIN_MAX: Duration = Duration::from_micros(1000);
@@ -300,12 +298,13 @@ impl TokenStore {
 
     fn with_backend(backend: Box<dyn Backend>, cfg: Config, key: StoreKey) -> Result<TokenStore> {
         let fingerprint = key.derive(FINGERPRINT_CONTEXT);
+        let (current, older) = backend.schema();
         match backend.meta_get("schema")? {
             None => {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
-                backend.meta_put("schema", SCHEMA_VERSION)?;
+                backend.meta_put("schema", current)?;
             }
-            Some(v) if v == SCHEMA_VERSION || v == b"1" || v == b"2" => {
+            Some(v) if v == current || older.contains(&&v[..]) => {
                 let stored = backend.meta_get("key_fingerprint")?;
                 let ok = stored
                     .as_deref()
@@ -313,9 +312,9 @@ impl TokenStore {
                 if !ok {
                     return Err(Error::KeyMismatch);
                 }
-                if v != SCHEMA_VERSION {
+                if v != current {
                     backend.upgrade(&v)?;
-                    backend.meta_put("schema", SCHEMA_VERSION)?;
+                    backend.meta_put("schema", current)?;
                 }
             }
             Some(v) => {
@@ -343,6 +342,7 @@ impl TokenStore {
                 flushing: Mutex::new(false),
                 done: Condvar::new(),
                 in_flight: AtomicBool::new(false),
+                waiting: AtomicUsize::new(0),
                 written: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
                 lazy: AtomicU64::new(0),
@@ -2003,8 +2003,9 @@ impl Inner {
         let unreadable = self.backend.unreadable_refresh();
         if unreadable != 0 {
             return Err(Error::Corrupt(format!(
-                "{unreadable} refresh records are unreadable, so this list could be \
-                 incomplete (see check_integrity)"
+                "{unreadable} refresh records found unreadable when the store was opened: \
+                 whose they are is unknown, so no list can be shown complete (they never \
+                 verify; check_integrity names them; the count is taken again at the next open)"
             )));
         }
         let now = self.now();
@@ -2136,12 +2137,14 @@ impl Inner {
         // rather than sleep (waking a sleeper costs more than the wait
         // saves), for no longer than a flush takes.
         if f.in_flight.load(Ordering::Acquire) {
+            f.waiting.fetch_add(1, Ordering::AcqRel);
             let flush = Duration::from_nanos(f.flush_ns.load(Ordering::Relaxed));
             let budget = flush.min(SPIN_MAX);
             let started = Instant::now();
             while f.in_flight.load(Ordering::Acquire) && started.elapsed() < budget {
                 std::thread::yield_now();
             }
+            f.waiting.fetch_sub(1, Ordering::AcqRel);
         }
         {
             let mut flushing = f.flushing.lock();
@@ -2154,32 +2157,41 @@ impl Inner {
                     f.in_flight.store(true, Ordering::Release);
                     break;
                 }
+                f.waiting.fetch_add(1, Ordering::AcqRel);
                 f.done.wait(&mut flushing);
+                f.waiting.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        // This caller leads the next flush.
-        let before = f.flushed.load(Ordering::Acquire);
+        // This caller leads the next flush. Whatever happens (an error, a
+        // panic in the engine), leadership is handed back on the way out.
+        struct Lead<'a>(&'a Flusher);
+        impl Drop for Lead<'_> {
+            fn drop(&mut self) {
+                let f = self.0;
+                let mut flushing = f.flushing.lock();
+                *flushing = false;
+                f.in_flight.store(false, Ordering::Release);
+                drop(flushing);
+                f.done.notify_all();
+            }
+        }
+        let lead = Lead(f);
         if linger {
             self.linger();
         }
         let target = f.written.load(Ordering::Acquire);
         let started = Instant::now();
-        let res = self.backend.sync();
+        self.backend.sync()?;
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        {
-            let mut flushing = f.flushing.lock();
-            *flushing = false;
-            if res.is_ok() {
-                f.flush_ns.store(took, Ordering::Relaxed);
-                f.flushed.fetch_max(target, Ordering::AcqRel);
-                f.lazy.store(0, Ordering::Release);
-                f.shared
-                    .store(target.saturating_sub(before) > 1, Ordering::Relaxed);
-            }
-            f.in_flight.store(false, Ordering::Release);
-        }
-        f.done.notify_all();
-        res
+        f.flush_ns.store(took, Ordering::Relaxed);
+        f.flushed.fetch_max(target, Ordering::AcqRel);
+        f.lazy.store(0, Ordering::Release);
+        // Callers waited for this flush: durable calls are arriving
+        // together, and the next leader waits for a companion.
+        f.shared
+            .store(f.waiting.load(Ordering::Acquire) > 0, Ordering::Relaxed);
+        drop(lead);
+        Ok(())
     }
 
     /// The catalog, for a management call that writes.
@@ -2195,21 +2207,27 @@ impl Inner {
 
     /// Group commit's other half. Every management call that writes holds
     /// the catalog from its checks to its commit and lets go before it
-    /// waits for the flush. When the flush leader finds such a call waiting
-    /// for the catalog or holding it, that call is microseconds from
-    /// committing: waiting for it (at most half a flush, within
-    /// [`LINGER_MIN`]..[`LINGER_MAX`]) lets one flush make both durable,
-    /// where flushing at once would make the other call wait for a flush
-    /// of its own. A caller alone never waits.
+    /// waits for the flush. The flush leader waits before flushing while
+    /// such a call wants or holds the catalog (it is microseconds from
+    /// committing), and, when callers waited for the previous flush (calls
+    /// are arriving together), until one more write has committed: then one
+    /// flush makes both durable, where flushing at once would make the
+    /// other call wait for a flush of its own. The wait is at most half of
+    /// the last flush (and [`LINGER_MAX`]); where flushing is nearly free
+    /// (a backend whose commits are already durable) there is none. A
+    /// caller alone, with no call before it waiting, does not wait.
     fn linger(&self) {
         let f = &self.flusher;
         let recent = f.shared.load(Ordering::Relaxed);
         if !recent && f.writers.load(Ordering::Acquire) == 0 {
             return;
         }
-        let written = f.written.load(Ordering::Acquire);
         let half_flush = Duration::from_nanos(f.flush_ns.load(Ordering::Relaxed) / 2);
-        let budget = half_flush.clamp(LINGER_MIN, LINGER_MAX);
+        let budget = half_flush.min(LINGER_MAX);
+        if budget < LINGER_MIN {
+            return;
+        }
+        let written = f.written.load(Ordering::Acquire);
         let started = Instant::now();
         loop {
             // Done once no call is under way and, if calls have been

@@ -144,8 +144,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Applies a batch atomically (all or nothing, also across a crash).
     /// Not necessarily durable on return: see [`Backend::sync`].
     fn commit(&self, changes: &[Change]) -> Result<()>;
-    /// Brings data written by an older schema version (`from`: "1" or "2")
-    /// to the current layout. Idempotent; each step atomic.
+    /// The schema version this backend writes, and the older ones
+    /// [`Backend::upgrade`] brings to it. Each backend has its own: a
+    /// layout change of one says nothing about another.
+    fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]);
+    /// Brings data written by an older schema version (`from`, one that
+    /// [`Backend::schema`] names) to the current layout. Idempotent; each
+    /// step atomic.
     fn upgrade(&self, from: &[u8]) -> Result<()>;
     /// Makes every batch committed before the call durable.
     fn sync(&self) -> Result<()>;

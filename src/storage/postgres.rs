@@ -1082,6 +1082,13 @@ impl Backend for PgBackend {
         })
     }
 
+    fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]) {
+        // The SQL tables have their own migrations; this value only ever
+        // said "2" (and "1" before it) and stays so that replicas of an
+        // older release keep opening the database.
+        (b"2", &[b"1"])
+    }
+
     fn upgrade(&self, _from: &[u8]) -> Result<()> {
         // The SQL schema has its own migrations; access-record slots are a
         // sled key layout and mean nothing here.

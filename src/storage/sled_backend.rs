@@ -40,10 +40,10 @@ pub(crate) struct SledBackend {
     unreadable: AtomicU64,
 }
 
-/// Member key (`member_key(org, user)`) → refresh id → issue event seq.
-/// Hash maps: opening a store puts every token in, and ordered maps of
-/// heap keys cost a cache miss per comparison.
-type MemberIndex = HashMap<Vec<u8>, TokenIds>;
+/// Organization → user → refresh id → issue event seq. Hash maps: opening
+/// a store puts every token in, and ordered maps of heap keys cost a cache
+/// miss per comparison.
+type MemberIndex = HashMap<String, HashMap<String, TokenIds>>;
 /// Refresh ids are random: their first bytes are already a good hash.
 type TokenIds = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
 
@@ -348,13 +348,7 @@ impl SledBackend {
                 }
                 Change::DeleteRefresh { id, org, user } => {
                     let mut shard = self.index[shard_of(id)].lock();
-                    let mk = member_key(org, user);
-                    if let Some(ids) = shard.members.get_mut(&mk) {
-                        ids.remove(id);
-                        if ids.is_empty() {
-                            shard.members.remove(&mk);
-                        }
-                    }
+                    index_remove(&mut shard.members, org, user, id);
                 }
                 _ => {}
             }
@@ -366,23 +360,20 @@ impl SledBackend {
     fn indexed(&self, org: &str, user: Option<&str>) -> Vec<([u8; 16], u64)> {
         let mut out = Vec::new();
         let pairs = |ids: &TokenIds| ids.iter().map(|(id, s)| (*id, *s)).collect::<Vec<_>>();
-        match user {
-            Some(u) => {
-                let key = member_key(org, u);
-                for shard in &self.index {
-                    if let Some(ids) = shard.lock().members.get(&key) {
+        for shard in &self.index {
+            let shard = shard.lock();
+            let Some(users) = shard.members.get(org) else {
+                continue;
+            };
+            match user {
+                Some(u) => {
+                    if let Some(ids) = users.get(u) {
                         out.extend(pairs(ids));
                     }
                 }
-            }
-            None => {
-                // member_key(org, _) starts with org_key(org), and only those.
-                let prefix = org_key(org);
-                for shard in &self.index {
-                    for (k, ids) in &shard.lock().members {
-                        if k.starts_with(&prefix) {
-                            out.extend(pairs(ids));
-                        }
+                None => {
+                    for ids in users.values() {
+                        out.extend(pairs(ids));
                     }
                 }
             }
@@ -391,33 +382,34 @@ impl SledBackend {
     }
 }
 
-/// Adds a refresh id to the index, allocating only for a member seen for
-/// the first time (opening a store does this once per token).
+/// Adds a refresh id to the index, allocating only for an organization or
+/// a member seen for the first time (opening a store does this once per
+/// token).
 fn index_insert(index: &mut MemberIndex, org: &str, user: &str, id: [u8; 16], seq: u64) {
-    // member_key's layout, built on the stack: names are at most 255 bytes.
-    let mut buf = [0u8; 2 + 2 * 255];
-    let (o, u) = (org.as_bytes(), user.as_bytes());
-    let n = 2 + o.len() + u.len();
-    if o.len() > 255 || u.len() > 255 {
-        index
-            .entry(member_key(org, user))
-            .or_default()
-            .insert(id, seq);
+    let users = match index.get_mut(org) {
+        Some(users) => users,
+        None => index.entry(org.to_string()).or_default(),
+    };
+    let ids = match users.get_mut(user) {
+        Some(ids) => ids,
+        None => users.entry(user.to_string()).or_default(),
+    };
+    ids.insert(id, seq);
+}
+
+/// Removes a refresh id from the index, and what it leaves empty.
+fn index_remove(index: &mut MemberIndex, org: &str, user: &str, id: &[u8; 16]) {
+    let Some(users) = index.get_mut(org) else {
         return;
+    };
+    if let Some(ids) = users.get_mut(user) {
+        ids.remove(id);
+        if ids.is_empty() {
+            users.remove(user);
+        }
     }
-    buf[0] = o.len() as u8;
-    buf[1..1 + o.len()].copy_from_slice(o);
-    buf[1 + o.len()] = u.len() as u8;
-    buf[2 + o.len()..n].copy_from_slice(u);
-    match index.get_mut(&buf[..n]) {
-        Some(ids) => {
-            ids.insert(id, seq);
-        }
-        None => {
-            let mut ids = TokenIds::default();
-            ids.insert(id, seq);
-            index.insert(buf[..n].to_vec(), ids);
-        }
+    if users.is_empty() {
+        index.remove(org);
     }
 }
 
@@ -519,6 +511,13 @@ impl Backend for SledBackend {
         Ok(())
     }
 
+    fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]) {
+        // 2: access records keyed by family and slot (1: by family and
+        // access id); 3: no member index on disk, issue events inside
+        // refresh records.
+        (b"3", &[b"1", b"2"])
+    }
+
     fn upgrade(&self, from: &[u8]) -> Result<()> {
         if from == b"1" {
             self.upgrade_access_keys()?;
@@ -554,16 +553,12 @@ impl Backend for SledBackend {
     }
 
     fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>> {
+        // The issue events of the organization's stored tokens (the newest
+        // `limit` of them, read from their records) first, then the events
+        // tree: a purge that moves an event from its record to the tree
+        // meanwhile leaves it in one of the two reads, or both (the same
+        // seq, kept once).
         let mut out = Vec::new();
-        for kv in self.events.scan_prefix(org_key(org)).rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (_, v) = kv.map_err(io)?;
-            out.push(decode::<EventRecord>(&v, "event")?);
-        }
-        // The issue events of the organization's stored tokens: the newest
-        // `limit` of them, read from their records.
         let mut issued: Vec<([u8; 16], u64)> = self
             .indexed(org, None)
             .into_iter()
@@ -575,6 +570,13 @@ impl Backend for SledBackend {
             if let Some(ev) = self.get_refresh(&id)?.and_then(|r| r.issue_event()) {
                 out.push(ev);
             }
+        }
+        for (n, kv) in self.events.scan_prefix(org_key(org)).rev().enumerate() {
+            if n >= limit {
+                break;
+            }
+            let (_, v) = kv.map_err(io)?;
+            out.push(decode::<EventRecord>(&v, "event")?);
         }
         out.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq));
         out.dedup_by_key(|e| e.seq);
@@ -773,9 +775,10 @@ fn u64_from(v: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// The index is keyed exactly as `member_key` keys a member.
+    /// The index finds what was put in, by member and by organization,
+    /// and forgets members and organizations left without tokens.
     #[test]
-    fn index_keys_are_member_keys() {
+    fn index_puts_and_removes() {
         let long = "x".repeat(255);
         let names = ["", "a", "acme", "ü-ñ", long.as_str()];
         let mut index = MemberIndex::new();
@@ -785,12 +788,29 @@ mod tests {
                 n = n.wrapping_add(1);
                 index_insert(&mut index, org, user, [n; 16], u64::from(n));
                 index_insert(&mut index, org, user, [n ^ 0x80; 16], 0);
-                let ids = &index[&member_key(org, user)];
+                let ids = &index[org][user];
                 assert_eq!(ids.len(), 2, "{org:?}/{user:?}");
                 assert_eq!(ids[&[n; 16]], u64::from(n));
             }
         }
-        assert_eq!(index.len(), names.len() * names.len());
+        assert_eq!(index.len(), names.len());
+        assert!(index.values().all(|u| u.len() == names.len()));
+        index_remove(&mut index, "acme", "a", &[0xff; 16]);
+        assert_eq!(index["acme"]["a"].len(), 2);
+        let ids: Vec<[u8; 16]> = index["acme"]["a"].keys().copied().collect();
+        for id in &ids {
+            index_remove(&mut index, "acme", "a", id);
+        }
+        assert!(!index["acme"].contains_key("a"));
+        for user in names {
+            let ids: Vec<[u8; 16]> = index["a"][user].keys().copied().collect();
+            for id in &ids {
+                index_remove(&mut index, "a", user, id);
+            }
+        }
+        assert!(!index.contains_key("a"));
+        index_remove(&mut index, "nobody", "a", &[1; 16]);
+        assert_eq!(index.len(), names.len() - 1);
     }
 
     /// Every record is visited once, and each access record after its
