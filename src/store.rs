@@ -158,7 +158,7 @@ impl std::ops::DerefMut for WriteGuard<'_> {
     }
 }
 
-/// A flush leader does not linger when half a flush is shorter than this,
+/// A flush leader does not linger when a flush is shorter than this,
 /// and never longer than [`LINGER_MAX`] (see [`Inner::linger`]).
 const LINGER_MIN: Duration = Duration::from_micros(5);
 const LINGER_MAX: Duration = Duration::from_micros(500);
@@ -2212,8 +2212,9 @@ impl Inner {
     /// committing), and, when callers waited for the previous flush (calls
     /// are arriving together), until one more write has committed: then one
     /// flush makes both durable, where flushing at once would make the
-    /// other call wait for a flush of its own. The wait is at most half of
-    /// the last flush (and [`LINGER_MAX`]); where flushing is nearly free
+    /// other call wait for a flush of its own. The wait is at most as long
+    /// as the last flush (and [`LINGER_MAX`]): waiting longer would cost
+    /// more than the flush it saves; where flushing is nearly free
     /// (a backend whose commits are already durable) there is none. A
     /// caller alone, with no call before it waiting, does not wait.
     fn linger(&self) {
@@ -2222,8 +2223,8 @@ impl Inner {
         if !recent && f.writers.load(Ordering::Acquire) == 0 {
             return;
         }
-        let half_flush = Duration::from_nanos(f.flush_ns.load(Ordering::Relaxed) / 2);
-        let budget = half_flush.min(LINGER_MAX);
+        let flush = Duration::from_nanos(f.flush_ns.load(Ordering::Relaxed));
+        let budget = flush.min(LINGER_MAX);
         if budget < LINGER_MIN {
             return;
         }
