@@ -999,3 +999,23 @@ fn one_log_line_per_request_and_never_a_token() {
         );
     }
 }
+
+/// HEAD on the exchange route is refused and exchanges nothing (axum would
+/// otherwise run the GET handler for it).
+#[test]
+fn head_does_not_exchange() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let (refresh, _) = refresh_of(&store, "acme", "uma");
+    let res = client()
+        .head(s.url("/oauth/access-token"))
+        .header("X-Refresh-Token", &refresh)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let uma = Actor::new("acme", "uma");
+    assert_eq!(store.list_own(&uma).unwrap()[0].last_refresh, None);
+    // GET still exchanges.
+    assert_eq!(exchange(&s, &refresh).status(), StatusCode::OK);
+    assert!(store.list_own(&uma).unwrap()[0].last_refresh.is_some());
+}

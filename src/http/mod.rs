@@ -240,7 +240,12 @@ fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
         limiter: cfg.rate_limit.map(ratelimit::RateLimiter::new),
     });
     Router::new()
-        .route("/oauth/access-token", get(routes::access_token))
+        // axum answers HEAD with the GET handler unless told otherwise, and
+        // this GET changes state (an exchange): HEAD is refused.
+        .route(
+            "/oauth/access-token",
+            get(routes::access_token).head(server::method_not_allowed),
+        )
         .route("/v3/refresh-token", get(routes::list).post(routes::create))
         .route("/v3/refresh-token/{id}", delete(routes::delete))
         .route("/oauth/revoke", post(routes::revoke))
