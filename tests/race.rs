@@ -260,3 +260,88 @@ fn invariant_6_purge_racing_exchange_and_revoke_access_leaves_no_orphan() {
         }
     }
 }
+
+/// Issues run side by side (under a shared lock) but never across a
+/// membership change: while two threads issue tokens to a member as fast as
+/// they can, the Owner removes the member. Every token an issue returned is
+/// revoked once the removal has returned, in memory and on disk; a re-added
+/// member gets none of them back.
+#[test]
+fn invariant_2_issues_racing_member_removal_all_end_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let open = || {
+        Config::new(&path)
+            .key(tokenvault::StoreKey::from_bytes([5; 32]))
+            .open()
+            .unwrap()
+    };
+    let store = open();
+    store.add_member("acme", "olivia", Role::Owner).unwrap();
+    let olivia = Actor::new("acme", "olivia");
+    let uma = Actor::new("acme", "uma");
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut issued = Vec::new();
+    for _ in 0..rounds().min(40) {
+        store.add_member("acme", "uma", Role::User).unwrap();
+        let stop = AtomicBool::new(false);
+        let pause = jitter(&mut seed) % 3_000;
+        let got: Vec<String> = std::thread::scope(|s| {
+            let issuers: Vec<_> = (0..2)
+                .map(|t| {
+                    let (store, uma, olivia, stop) = (&store, &uma, &olivia, &stop);
+                    s.spawn(move || {
+                        let mut got = Vec::new();
+                        while !stop.load(Ordering::Relaxed) {
+                            let r = if t == 0 {
+                                store.generate(uma, GenerateOptions::default())
+                            } else {
+                                store.assign(olivia, "uma", GenerateOptions::default())
+                            };
+                            match r {
+                                Ok(tok) => got.push(tok.token.expose().to_string()),
+                                Err(e) => {
+                                    assert!(
+                                        matches!(e, Error::Forbidden(_) | Error::NotFound(_)),
+                                        "{e}"
+                                    );
+                                    break;
+                                }
+                            }
+                        }
+                        got
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_micros(pause));
+            store.remove_member("acme", "uma").unwrap();
+            // Removal has returned: nothing issued so far may work.
+            stop.store(true, Ordering::Relaxed);
+            issuers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        for t in &got {
+            let e = store.exchange(t).unwrap_err();
+            assert_eq!(e.kind(), "revoked", "{e}");
+        }
+        issued.extend(got);
+    }
+    assert!(!issued.is_empty(), "no issue won the race: nothing tested");
+    for t in store.list_org(&olivia).unwrap() {
+        assert!(
+            !matches!(t.state, tokenvault::TokenState::Active),
+            "{} is still active",
+            t.id
+        );
+    }
+    drop(store);
+    let store = open();
+    store.add_member("acme", "uma", Role::User).unwrap();
+    for t in &issued {
+        let e = store.exchange(t).unwrap_err();
+        assert_eq!(e.kind(), "revoked", "{e}");
+    }
+    assert!(store.check_integrity().unwrap().is_clean());
+}

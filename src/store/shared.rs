@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Weak};
 
-use parking_lot::MutexGuard;
+use parking_lot::RwLockWriteGuard;
 
 use super::{Catalog, Inner, TokenStore, FINGERPRINT_CONTEXT};
 use crate::config::{load_or_create_key, Config};
@@ -42,7 +42,7 @@ impl Drop for Slot {
 /// The catalog lock, and for a management call on a shared store the
 /// fleet-wide management lock (released after the catalog lock).
 pub(super) struct CatalogGuard<'a> {
-    cat: MutexGuard<'a, Catalog>,
+    cat: RwLockWriteGuard<'a, Catalog>,
     _manage: Option<crate::storage::postgres::ManageLock>,
 }
 
@@ -58,6 +58,10 @@ impl DerefMut for CatalogGuard<'_> {
         &mut self.cat
     }
 }
+
+/// Issuing a token on a shared store takes the fleet-wide management lock
+/// and the catalog, as any management call.
+pub(super) type IssueCatalog<'a> = CatalogGuard<'a>;
 
 /// Opens a store on PostgreSQL: migrate, load, then start the sync thread.
 pub(super) fn open(cfg: Config) -> Result<TokenStore> {
@@ -143,7 +147,7 @@ impl TokenStore {
         let Some(sh) = &inner.shared else {
             return Ok(());
         };
-        let mut cat = inner.catalog.lock();
+        let mut cat = inner.catalog.write();
         inner.catch_up(sh, &mut cat)
     }
 }
@@ -156,7 +160,7 @@ impl Follower for Inner {
         let rep = &sh.replica;
         let started = rep.now();
         let got = conn.fetch(rep.applied(), None, None)?;
-        let mut cat = self.catalog.lock();
+        let mut cat = self.catalog.write();
         if self.follow(sh, &mut cat, &got.log, started) {
             return Ok(());
         }
@@ -204,17 +208,22 @@ impl Inner {
         self.read_through(sh, None, Some(id))
     }
 
+    /// The catalog for issuing a token: as for any management call.
+    pub(super) fn lock_catalog_for_issue(&self) -> Result<IssueCatalog<'_>> {
+        self.lock_catalog_for_write()
+    }
+
     /// The catalog for a management call that writes: on a shared store,
     /// under the fleet-wide management lock and caught up.
     pub(super) fn lock_catalog_for_write(&self) -> Result<CatalogGuard<'_>> {
         let Some(sh) = &self.shared else {
             return Ok(CatalogGuard {
-                cat: self.catalog.lock(),
+                cat: self.catalog.write(),
                 _manage: None,
             });
         };
         let manage = sh.backend.manage_lock()?;
-        let mut cat = self.catalog.lock();
+        let mut cat = self.catalog.write();
         self.catch_up(sh, &mut cat)?;
         Ok(CatalogGuard {
             cat,
@@ -225,7 +234,7 @@ impl Inner {
     /// The catalog for a management call that only reads: on a shared
     /// store, caught up first.
     pub(super) fn lock_for_read(&self) -> Result<CatalogGuard<'_>> {
-        let mut cat = self.catalog.lock();
+        let mut cat = self.catalog.write();
         if let Some(sh) = &self.shared {
             self.catch_up(sh, &mut cat)?;
         }
@@ -360,7 +369,7 @@ impl Inner {
                     .fetch(rep.applied(), access, refresh)
                     .map(|got| (got, started))
             });
-            let mut cat = self.catalog.lock();
+            let mut cat = self.catalog.write();
             let (got, started) = match early.take() {
                 Some(r) => r?,
                 None => {
