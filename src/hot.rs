@@ -2,8 +2,9 @@
 //!
 //! Verification reads only these structures: sharded maps behind
 //! `parking_lot` read locks plus atomics, so the verify path touches no disk
-//! and takes no global lock. Writers (serialized by the store's catalog
-//! mutex) update them after the storage commit and before returning.
+//! and takes no global lock. Writers update them after the storage commit
+//! and before returning (calls that change membership or roles hold the
+//! store's catalog exclusively; token issues share it).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

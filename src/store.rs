@@ -383,9 +383,7 @@ impl TokenStore {
                     Some(m) => m,
                     None => inner.catalog.write().holder(&r.org, &r.user),
                 };
-                inner
-                    .refresh
-                    .insert(r.id, Arc::new(inner.hot_of(r, member)));
+                inner.put_new_refresh(r, member);
             }
             // An access record needs only its family.
             Change::PutAccess { rec, .. } => {
@@ -804,11 +802,9 @@ impl TokenStore {
         };
         let changes = vec![Change::PutRefresh(rec.clone()), Change::Event(event)];
         let ticket = inner.commit(&changes)?;
-        // As `Inner::apply` puts a new record: it hangs on its member, who
-        // is one (checked above, and nobody can remove them meanwhile).
-        inner
-            .refresh
-            .insert(rec.id, Arc::new(inner.hot_of(&rec, member)));
+        // The record hangs on its member, who is one (checked above, and
+        // nobody can remove them meanwhile): no catalog change is needed.
+        inner.put_new_refresh(&rec, member);
         drop(cat);
         inner.sync(ticket)?;
         Ok(IssuedToken {
@@ -1887,7 +1883,7 @@ impl Inner {
                     }
                     None => {
                         let member = cat.holder(&r.org, &r.user);
-                        self.refresh.insert(r.id, Arc::new(self.hot_of(r, member)));
+                        self.put_new_refresh(r, member);
                     }
                 },
                 Change::DeleteRefresh { id, .. } => {
@@ -1974,6 +1970,11 @@ impl Inner {
                 _ => {}
             }
         }
+    }
+
+    /// Puts a refresh record new to memory, hanging on `member`.
+    fn put_new_refresh(&self, r: &RefreshRecord, member: Arc<MemberHot>) {
+        self.refresh.insert(r.id, Arc::new(self.hot_of(r, member)));
     }
 
     fn hot_of(&self, r: &RefreshRecord, member: Arc<MemberHot>) -> RefreshHot {

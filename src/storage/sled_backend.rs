@@ -416,8 +416,9 @@ fn index_remove(index: &mut MemberIndex, org: &str, user: &str, id: &[u8; 16]) {
 /// Whether `e` is the issue event of a refresh record put in the same
 /// batch, which then carries it.
 fn embedded(changes: &[Change], e: &EventRecord) -> bool {
-    changes.iter().any(|c| {
-        matches!(c, Change::PutRefresh(r) if r.issue.is_some_and(|i| i.seq == e.seq) && r.org == e.org)
+    changes.iter().any(|c| match c {
+        Change::PutRefresh(r) => r.org == e.org && r.issue.is_some_and(|i| i.seq == e.seq),
+        _ => false,
     })
 }
 
