@@ -428,6 +428,40 @@ fn check_after_crash(dir: &Path, cycle: u64) -> usize {
     e.acked
 }
 
+/// Runs this test binary's test `test` as a child with `env`, lets it work
+/// for `wait`, and kills it with SIGKILL (it must still be running: a child
+/// that stopped by itself failed, and its stderr says why).
+fn run_until_killed(
+    dir: &Path,
+    test: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    wait: Duration,
+    cycle: u64,
+) {
+    let exe = std::env::current_exe().expect("test binary");
+    let err_path = dir.join(format!("{test}.stderr"));
+    let stderr = File::create(&err_path).expect("stderr file");
+    let mut c = Command::new(exe);
+    c.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut c = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawning the child");
+    std::thread::sleep(wait);
+    if let Some(status) = c.try_wait().expect("child status") {
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        panic!("cycle {cycle}: the child stopped by itself ({status}):\n{err}");
+    }
+    c.kill().expect("SIGKILL");
+    let status = c.wait().expect("reaping the child");
+    assert!(!status.success(), "cycle {cycle}: child was not killed");
+}
+
 fn cycles() -> u64 {
     std::env::var("TOKENVAULT_CRASH_CYCLES")
         .ok()
@@ -443,33 +477,18 @@ fn invariant_2_and_6_acknowledged_writes_survive_sigkill() {
     }
     let tmp = tempfile::tempdir().expect("temporary directory");
     let dir: PathBuf = tmp.path().to_path_buf();
-    let exe = std::env::current_exe().expect("test binary");
     let mut rng = Rng(0x5EED_CAFE ^ u64::from(std::process::id()));
     let (n, mut acked, mut killed) = (cycles(), 0, 0);
     for cycle in 0..n {
-        let stderr = File::create(dir.join("child.stderr")).expect("stderr file");
-        let mut c = Command::new(&exe)
-            .args([
-                "invariant_2_and_6_acknowledged_writes_survive_sigkill",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &dir)
-            .env(SEED_ENV, rng.next().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawning the child");
-        std::thread::sleep(Duration::from_millis(40 + rng.next() % 400));
-        if let Some(status) = c.try_wait().expect("child status") {
-            let err = std::fs::read_to_string(dir.join("child.stderr")).unwrap_or_default();
-            panic!("cycle {cycle}: the child stopped by itself ({status}):\n{err}");
-        }
-        c.kill().expect("SIGKILL");
-        let status = c.wait().expect("reaping the child");
-        assert!(!status.success(), "cycle {cycle}: child was not killed");
+        let seed = rng.next().to_string();
+        let wait = Duration::from_millis(40 + rng.next() % 400);
+        run_until_killed(
+            &dir,
+            "invariant_2_and_6_acknowledged_writes_survive_sigkill",
+            &[(CHILD_ENV, dir.as_os_str()), (SEED_ENV, seed.as_ref())],
+            wait,
+            cycle,
+        );
         killed += 1;
         acked = check_after_crash(&dir, cycle);
     }
@@ -527,31 +546,16 @@ fn concurrent_durable_calls_survive_sigkill() {
             store.add_member(org, user, role).expect("member");
         }
     }
-    let exe = std::env::current_exe().expect("test binary");
     let mut rng = Rng(0x6A0C ^ u64::from(std::process::id()));
     let mut checked = 0;
     for cycle in 0..5 {
-        let stderr = File::create(dir.join("group.stderr")).expect("stderr file");
-        let mut c = Command::new(&exe)
-            .args([
-                "concurrent_durable_calls_survive_sigkill",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(GROUP_CHILD_ENV, &dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawning the child");
-        std::thread::sleep(Duration::from_millis(150 + rng.next() % 300));
-        if let Some(status) = c.try_wait().expect("child status") {
-            let err = std::fs::read_to_string(dir.join("group.stderr")).unwrap_or_default();
-            panic!("cycle {cycle}: the child stopped by itself ({status}):\n{err}");
-        }
-        c.kill().expect("SIGKILL");
-        c.wait().expect("reaping the child");
+        run_until_killed(
+            &dir,
+            "concurrent_durable_calls_survive_sigkill",
+            &[(GROUP_CHILD_ENV, dir.as_os_str())],
+            Duration::from_millis(150 + rng.next() % 300),
+            cycle,
+        );
         let store = open(&dir);
         let owner = Actor::new("acme", "o");
         let stored: HashSet<String> = store
