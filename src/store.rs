@@ -184,8 +184,9 @@ pub(crate) struct Inner {
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
     prefix: String,
-    refresh_key: [u8; 32],
-    access_key: [u8; 32],
+    /// Wiped when the store is dropped.
+    refresh_key: zeroize::Zeroizing<[u8; 32]>,
+    access_key: zeroize::Zeroizing<[u8; 32]>,
     access_ttl: u64,
     cap: usize,
     durable_exchange: bool,
@@ -203,14 +204,6 @@ pub(crate) struct Inner {
     shared: Option<shared::Slot>,
     /// The policy's scope names, interned (see [`crate::policy::interned_names`]).
     scope_names: &'static [Box<str>],
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.refresh_key.zeroize();
-        self.access_key.zeroize();
-    }
 }
 
 fn check_id(what: &str, s: &str) -> Result<()> {
@@ -342,8 +335,8 @@ impl TokenStore {
             policy: Arc::new(cfg.policy.clone()),
             clock: cfg.clock.clone(),
             prefix: cfg.prefix.clone(),
-            refresh_key: key.derive("tokenvault 2026-11 refresh verifier"),
-            access_key: key.derive("tokenvault 2026-11 access verifier"),
+            refresh_key: key.derive("tokenvault 2026-11 refresh verifier").into(),
+            access_key: key.derive("tokenvault 2026-11 access verifier").into(),
             access_ttl: cfg.access_ttl.as_secs(),
             cap: cfg.max_access_per_refresh,
             durable_exchange: cfg.durable_exchange,
@@ -1705,6 +1698,50 @@ impl TokenStore {
     pub fn flush(&self) -> Result<()> {
         let t = self.inner.flusher.written.load(Ordering::Acquire);
         self.inner.sync(t.max(1))
+    }
+
+    /// Closes this handle: makes every write durable and, when it is the
+    /// last handle of the store, lets go of the storage in a state that is
+    /// quick to open again.
+    ///
+    /// On sled this is a checkpoint. sled 0.34 records where its log
+    /// stands only when it opens a database, so the first open after a
+    /// burst of writes replays them (about a second per million tokens
+    /// written); `close` does that replay now, while the service is
+    /// shutting down, rather than at its next start. Dropping a store
+    /// without closing it loses nothing: the next open replays instead.
+    /// While other handles (clones, an HTTP server) are still open, this
+    /// only flushes.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the flush fails or the storage cannot be opened for
+    /// the checkpoint (the writes are durable by then); on a shared store,
+    /// as [`TokenStore::flush`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens.db");
+    /// let store = TokenStore::open(&path)?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
+    /// store.close()?;
+    /// let store = TokenStore::open(&path)?;
+    /// assert_eq!(store.verify_refresh(t.token.expose())?.id, t.info.id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                // A replica's sync thread stops before the storage closes.
+                let Inner {
+                    backend, shared, ..
+                } = inner;
+                drop(shared);
+                backend.close()
+            }
+            Err(inner) => TokenStore { inner }.flush(),
+        }
     }
 
     /// **For benchmarks only; not part of the supported API.** Issues

@@ -154,6 +154,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn upgrade(&self, from: &[u8]) -> Result<()>;
     /// Makes every batch committed before the call durable.
     fn sync(&self) -> Result<()>;
+    /// Makes everything durable and lets go of the storage, leaving it
+    /// quick to open again where the engine allows (sled: a checkpoint).
+    fn close(self: Box<Self>) -> Result<()> {
+        self.sync()
+    }
     /// One refresh record.
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>>;
     /// The refresh records of an organization, or of one member of it.
