@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -34,7 +35,14 @@ pub(crate) struct SledBackend {
     /// the issue event each record carries (0: none). Derived from the
     /// refresh records at open and kept by `commit`, so that a token is
     /// one key on disk (schema 3 dropped the `refresh_by_member` tree).
-    index: Vec<Mutex<IndexShard>>,
+    /// Read it through [`SledBackend::index`]: it is built after the open.
+    index: Arc<[Mutex<IndexShard>]>,
+    /// The thread that builds the member index from the refresh records
+    /// read at open, after the open returns (verification does not need
+    /// it); the first call that needs the index waits for it.
+    building: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether `building` is done with.
+    built: AtomicBool,
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
@@ -59,6 +67,8 @@ struct IndexShard {
     members: MemberIndex,
     /// The highest issue event seq put in this shard at open.
     max_issue: u64,
+    /// The refresh records read at open, not yet in `members`.
+    pending: Vec<sled::IVec>,
 }
 
 fn shard_of(id: &[u8; 16]) -> usize {
@@ -129,6 +139,8 @@ impl SledBackend {
             last_refresh: t("last_refresh")?,
             events: t("events")?,
             index: (0..INDEX_SHARDS).map(|_| Mutex::default()).collect(),
+            building: Mutex::new(None),
+            built: AtomicBool::new(true),
             unreadable: AtomicU64::new(0),
             path: path.map(Path::to_path_buf),
             db,
@@ -342,16 +354,62 @@ impl SledBackend {
         }
     }
 
+    /// The member index, once built (waits for the thread building it).
+    fn index(&self) -> &[Mutex<IndexShard>] {
+        if !self.built.load(Ordering::Acquire) {
+            let mut building = self.building.lock();
+            if let Some(thread) = building.take() {
+                if thread.join().is_err() {
+                    // Fail closed: no list can be known complete.
+                    self.unreadable.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.built.store(true, Ordering::Release);
+        }
+        &self.index
+    }
+
+    /// Starts the thread that puts the refresh records read at open into
+    /// the member index.
+    fn build_index(&self) {
+        let index = self.index.clone();
+        let build = move || {
+            for shard in index.iter() {
+                let mut shard = shard.lock();
+                let pending = std::mem::take(&mut shard.pending);
+                for v in &pending {
+                    // Read once already: the loader left out what does not
+                    // decode.
+                    if let Ok(r) = decode_refresh(v) {
+                        index_insert(&mut shard.members, &r.org, &r.user, r.id, issue_seq(&r));
+                    }
+                }
+            }
+        };
+        let mut building = self.building.lock();
+        self.built.store(false, Ordering::Release);
+        match std::thread::Builder::new()
+            .name("tokenvault-index".into())
+            .spawn(build.clone())
+        {
+            Ok(thread) => *building = Some(thread),
+            Err(_) => {
+                build();
+                self.built.store(true, Ordering::Release);
+            }
+        }
+    }
+
     /// Brings the member index in line with a committed batch.
     fn update_index(&self, changes: &[Change]) {
         for c in changes {
             match c {
                 Change::PutRefresh(r) => {
-                    let mut shard = self.index[shard_of(&r.id)].lock();
+                    let mut shard = self.index()[shard_of(&r.id)].lock();
                     index_insert(&mut shard.members, &r.org, &r.user, r.id, issue_seq(r));
                 }
                 Change::DeleteRefresh { id, org, user } => {
-                    let mut shard = self.index[shard_of(id)].lock();
+                    let mut shard = self.index()[shard_of(id)].lock();
                     index_remove(&mut shard.members, org, user, id);
                 }
                 _ => {}
@@ -364,7 +422,7 @@ impl SledBackend {
     fn indexed(&self, org: &str, user: Option<&str>) -> Vec<([u8; 16], u64)> {
         let mut out = Vec::new();
         let pairs = |ids: &TokenIds| ids.iter().map(|(id, s)| (*id, *s)).collect::<Vec<_>>();
-        for shard in &self.index {
+        for shard in self.index() {
             let shard = shard.lock();
             let Some(users) = shard.members.get(org) else {
                 continue;
@@ -461,7 +519,7 @@ impl Backend for SledBackend {
         let unreadable = AtomicU64::new(0);
         let mut max_issue = 0;
         {
-            let index = &self.index;
+            let index = self.index();
             for shard in index {
                 *shard.lock() = IndexShard::default();
             }
@@ -475,7 +533,7 @@ impl Backend for SledBackend {
                         let seq = issue_seq(&r);
                         let mut shard = index[shard_of(&r.id)].lock();
                         shard.max_issue = shard.max_issue.max(seq);
-                        index_insert(&mut shard.members, &r.org, &r.user, r.id, seq);
+                        shard.pending.push(v.clone());
                         drop(shard);
                         apply(Change::PutRefresh(r));
                     }
@@ -492,9 +550,10 @@ impl Backend for SledBackend {
                 },
             )?;
         }
-        for shard in &self.index {
+        for shard in self.index.iter() {
             max_issue = max_issue.max(shard.lock().max_issue);
         }
+        self.build_index();
         self.unreadable
             .store(unreadable.into_inner(), Ordering::Relaxed);
         info.skipped += skipped.into_inner();
@@ -700,6 +759,7 @@ impl Backend for SledBackend {
     }
 
     fn unreadable_refresh(&self) -> u64 {
+        self.index();
         self.unreadable.load(Ordering::Relaxed)
     }
 
@@ -709,7 +769,7 @@ impl Backend for SledBackend {
 }
 
 /// A record visitor of [`scan_families`]: key and value.
-type Visit<'a> = &'a (dyn Fn(&[u8], &[u8]) + Sync);
+type Visit<'a> = &'a (dyn Fn(&[u8], &sled::IVec) + Sync);
 
 /// Calls `on_refresh` on every entry of the refresh tree and `on_access` on
 /// every entry of the access tree, each refresh record before the access
@@ -794,6 +854,94 @@ fn u64_from(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::StoredState;
+    use crate::policy::Role;
+
+    fn record(n: u32, org: &str, user: &str) -> RefreshRecord {
+        let mut id = [0u8; 16];
+        // Spread over the key space (and so over the loader threads and
+        // the index shards).
+        id[..4].copy_from_slice(&n.wrapping_mul(0x9e37_79b9).to_be_bytes());
+        id[4..8].copy_from_slice(&n.to_be_bytes());
+        RefreshRecord {
+            id,
+            org: org.into(),
+            user: user.into(),
+            role_at_issue: Role::User,
+            scopes: vec![],
+            label: None,
+            created_at: 1,
+            created_by: user.into(),
+            expires_at: None,
+            state: StoredState::Active,
+            verifier: [1; 32],
+            issue: Some(crate::codec::IssueEvent {
+                seq: u64::from(n) + 1,
+                assigned: false,
+            }),
+        }
+    }
+
+    /// The member index is built after `load` returns; a commit made at
+    /// once (while it may still be building) is neither lost nor undone:
+    /// a deleted token does not come back, a new one is listed, and the
+    /// ids and issue sequence numbers are exactly those stored.
+    #[test]
+    fn index_built_after_load_agrees_with_commits_made_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let users = ["ann", "bob", "cy"];
+        let n = 30_000u32;
+        {
+            let b = SledBackend::open(Some(&path), 1 << 24).unwrap();
+            let changes: Vec<Change> = (0..n)
+                .map(|i| Change::PutRefresh(record(i, "acme", users[i as usize % 3])))
+                .collect();
+            for batch in changes.chunks(2_000) {
+                b.commit(batch).unwrap();
+            }
+            b.sync().unwrap();
+        }
+        for round in 0..3u32 {
+            let b = SledBackend::open(Some(&path), 1 << 24).unwrap();
+            let info = b.load(&|_| {}).unwrap();
+            assert!(info.last_event_seq >= u64::from(n));
+            // At once: delete one of ann's tokens, add one for bob.
+            let gone = record(3 * round, "acme", "ann");
+            let new = record(n + round, "acme", "bob");
+            b.commit(&[
+                Change::DeleteRefresh {
+                    id: gone.id,
+                    org: "acme".into(),
+                    user: "ann".into(),
+                },
+                Change::PutRefresh(new.clone()),
+            ])
+            .unwrap();
+            let mut want: Vec<([u8; 16], u64)> = (0..n)
+                .filter(|i| i % 3 == 0 && *i > 3 * round)
+                .map(|i| {
+                    let r = record(i, "acme", "ann");
+                    (r.id, issue_seq(&r))
+                })
+                .collect();
+            want.sort_unstable();
+            let mut got = b.indexed("acme", Some("ann"));
+            got.sort_unstable();
+            assert_eq!(got, want, "round {round}");
+            let bob = b.indexed("acme", Some("bob"));
+            assert!(bob.contains(&(new.id, issue_seq(&new))));
+            let bob_stored = (0..n).filter(|i| i % 3 == 1).count();
+            assert_eq!(bob.len(), bob_stored + 1);
+            b.commit(&[Change::DeleteRefresh {
+                id: new.id,
+                org: "acme".into(),
+                user: "bob".into(),
+            }])
+            .unwrap();
+            b.sync().unwrap();
+        }
+    }
 
     /// The index finds what was put in, by member and by organization,
     /// and forgets members and organizations left without tokens.
