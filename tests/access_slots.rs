@@ -11,6 +11,19 @@ use tokenvault::{Actor, Config, ManualClock, Role, StoreKey, TokenStore};
 
 const T0: u64 = 1_800_000_000;
 
+/// sled itself, waiting for the file lock that sled may hold a moment after
+/// the store is dropped.
+fn raw_sled(path: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 /// Opens the store, waiting a little if the previous handle's sled
 /// background threads still hold the database lock (they release it
 /// shortly after the handle is dropped).
@@ -211,7 +224,7 @@ fn a_version_1_store_is_upgraded_on_open() {
     drop(store);
     {
         // Rewrite the access tree to the version-1 layout.
-        let raw = sled::open(&path).unwrap();
+        let raw = raw_sled(&path);
         let tree = raw.open_tree("access").unwrap();
         let rows: Vec<_> = tree.iter().map(|kv| kv.unwrap()).collect();
         assert_eq!(rows.len(), 3);
@@ -259,7 +272,7 @@ fn a_version_1_store_is_upgraded_on_open() {
     );
     assert_eq!(verifies(&store, &access), vec![false, true, true, true]);
     drop(store);
-    let raw = sled::open(&path).unwrap();
+    let raw = raw_sled(&path);
     assert_eq!(
         raw.open_tree("meta")
             .unwrap()
