@@ -241,6 +241,24 @@ impl<V> Sharded<V> {
         g.insert(id, v);
     }
 
+    /// Inserts `v` unless `id` is taken; says whether it did.
+    pub(crate) fn insert_new(&self, id: [u8; 16], v: V) -> bool {
+        let i = shard_index(&id);
+        let mut g = self.shards[i].0.write();
+        if g.capacity() == 0 && i > 0 {
+            // As `insert`.
+            let hint = self.shards[i - 1].0.try_read().map_or(0, |p| p.len());
+            g.reserve(hint + hint / 8);
+        }
+        match g.entry(id) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(v);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        }
+    }
+
     pub(crate) fn remove(&self, id: &[u8; 16]) -> Option<V> {
         self.shard(id).write().remove(id)
     }

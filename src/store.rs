@@ -25,6 +25,8 @@ use crate::Clock;
 
 // Hooks for a store on a shared backend (PostgreSQL): freshness and
 // read-through for verification, the management lock, the replica's sync.
+#[path = "store/loader.rs"]
+mod loader;
 #[cfg(feature = "postgres")]
 #[path = "store/shared.rs"]
 mod shared;
@@ -365,28 +367,10 @@ impl TokenStore {
         };
         // Loading is applying every stored record to empty memory, one at
         // a time as the backend reads it (from several threads at once).
-        let loaded = inner.backend.load(&|c| match &c {
-            // Keys are unique, so a refresh record is new: only finding its
-            // member needs the catalog.
-            Change::PutRefresh(r) if !inner.refresh.contains(&r.id) => {
-                // Loader threads share a read lock; a removed member's
-                // stand-in is made under the write lock.
-                let found = inner.catalog.read().member(&r.org, &r.user).cloned();
-                let member = match found {
-                    Some(m) => m,
-                    None => inner.catalog.write().holder(&r.org, &r.user),
-                };
-                inner.put_new_refresh(r, member);
-            }
-            // An access record needs only its family.
-            Change::PutAccess { rec, .. } => {
-                if let Some(parent) = inner.refresh.get(&rec.refresh_id) {
-                    let mut extra = parent.extra.lock();
-                    inner.apply_family(&parent, &mut extra, std::slice::from_ref(&c));
-                }
-            }
-            _ => inner.apply(&mut inner.catalog.write(), std::slice::from_ref(&c)),
-        })?;
+        let loaded = {
+            let loader = loader::Loader::new(&inner);
+            inner.backend.load(&|c| loader.apply(c))?
+        };
         // Access records came in no particular order: each family's live
         // list must be oldest first (the cap evicts from the front).
         inner.refresh.for_each(|_, r| {
