@@ -29,9 +29,18 @@ pub(crate) struct MemberHot {
     pub user: Arc<str>,
     pub role: AtomicU8,
     pub not_before: AtomicU64,
+    /// The refresh tokens stored for this organization and user id, with
+    /// the sequence number of the issue event each record carries (0:
+    /// none): what lists and the audit read instead of a stored index.
+    /// Shared by every `MemberHot` of the same ids (a member removed and
+    /// added again is a new one; their tokens are listed together).
+    pub held: Arc<Mutex<TokenIds>>,
     /// Unique for the life of the process: the key of the names cache.
     uid: u64,
 }
+
+/// Refresh token ids, each with its issue event's sequence number.
+pub(crate) type TokenIds = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
 
 static NEXT_MEMBER_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -47,11 +56,24 @@ thread_local! {
 
 impl MemberHot {
     pub(crate) fn new(org: Arc<OrgHot>, user: &str, role: u8, not_before: u64) -> MemberHot {
+        Self::sharing(org, user, role, not_before, Arc::default())
+    }
+
+    /// A member whose tokens are listed with `held` (those of an earlier
+    /// member of the same ids).
+    pub(crate) fn sharing(
+        org: Arc<OrgHot>,
+        user: &str,
+        role: u8,
+        not_before: u64,
+        held: Arc<Mutex<TokenIds>>,
+    ) -> MemberHot {
         MemberHot {
             org,
             user: Arc::from(user),
             role: AtomicU8::new(role),
             not_before: AtomicU64::new(not_before),
+            held,
             uid: NEXT_MEMBER_UID.fetch_add(1, Ordering::Relaxed),
         }
     }

@@ -93,6 +93,36 @@ impl Catalog {
         self.orgs.get(org)?.members.get(user)
     }
 
+    /// The refresh tokens stored for `org`, or for one member of it (also
+    /// those of a removed member, until they are purged), each with its
+    /// issue event's sequence number.
+    fn held(&self, org: &str, user: Option<&str>) -> Vec<([u8; 16], u64)> {
+        let mut holders: Vec<&Arc<MemberHot>> = Vec::new();
+        if let Some(entry) = self.orgs.get(org) {
+            match user {
+                Some(u) => holders.extend(entry.members.get(u)),
+                None => holders.extend(entry.members.values()),
+            }
+        }
+        holders.extend(
+            self.ghosts
+                .iter()
+                .filter(|((o, u), _)| o == org && user.is_none_or(|user| user == u))
+                .map(|(_, m)| m),
+        );
+        let mut out = Vec::new();
+        let mut seen: Vec<*const parking_lot::Mutex<crate::hot::TokenIds>> = Vec::new();
+        for m in holders {
+            // A member added again shares the list of the removed one.
+            let list = Arc::as_ptr(&m.held);
+            if !seen.contains(&list) {
+                seen.push(list);
+                out.extend(m.held.lock().iter().map(|(id, seq)| (*id, *seq)));
+            }
+        }
+        out
+    }
+
     /// The member a token of `(org, user)` hangs on: the member, or a
     /// removed stand-in.
     fn holder(&mut self, org: &str, user: &str) -> Arc<MemberHot> {
@@ -615,6 +645,7 @@ impl TokenStore {
         let now = inner.now();
         let mut changes = Vec::new();
         let ids = inner.revoke_records(
+            &cat,
             org,
             Some(user),
             |_| true,
@@ -810,7 +841,7 @@ impl TokenStore {
         let inner = &*self.inner;
         let cat = inner.lock_for_read()?;
         inner.actor_role(&cat, actor, "token.list")?;
-        inner.list(&actor.org, Some(&actor.user))
+        inner.list(&cat, &actor.org, Some(&actor.user))
     }
 
     /// Every token of the actor's organization (Settings › API Tokens);
@@ -842,7 +873,7 @@ impl TokenStore {
                 "only the Owner may list every token",
             ));
         }
-        inner.list(&actor.org, None)
+        inner.list(&cat, &actor.org, None)
     }
 
     // ----- exchange and verification -----
@@ -1300,6 +1331,7 @@ impl TokenStore {
         let cutoff = before.unwrap_or(u64::MAX);
         let mut changes = Vec::new();
         let ids = inner.revoke_records(
+            &cat,
             &actor.org,
             user,
             |r| r.created_at < cutoff,
@@ -1435,7 +1467,7 @@ impl TokenStore {
     /// ```
     pub fn audit(&self, actor: &Actor, limit: usize) -> Result<Vec<AuditEvent>> {
         let inner = &*self.inner;
-        {
+        let issued = {
             let cat = inner.lock_for_read()?;
             let role = inner.actor_role(&cat, actor, "audit")?;
             if !may(role, Action::Audit) {
@@ -1446,10 +1478,14 @@ impl TokenStore {
                     "only the Owner may read the audit trail",
                 ));
             }
-        }
+            // The issue events stored inside the organization's records.
+            let mut issued = cat.held(&actor.org, None);
+            issued.retain(|(_, seq)| *seq != 0);
+            issued
+        };
         Ok(inner
             .backend
-            .events(&actor.org, limit)?
+            .events(&actor.org, limit, &issued)?
             .into_iter()
             .map(|e| AuditEvent {
                 seq: e.seq,
@@ -1856,22 +1892,31 @@ impl Inner {
         for c in changes {
             match c {
                 Change::PutMember(m) => {
-                    let entry = cat.org_mut(&m.org);
-                    match entry.members.get(&m.user) {
+                    match cat.member(&m.org, &m.user).cloned() {
                         Some(hot) => {
                             hot.set_role(Some(m.role));
                             hot.not_before.fetch_max(m.not_before, Ordering::AcqRel);
                         }
                         None => {
-                            let hot = Arc::new(MemberHot::new(
+                            // Added again: the removed member's tokens are
+                            // listed with the new member's.
+                            let held = cat
+                                .ghosts
+                                .remove(&(m.org.clone(), m.user.clone()))
+                                .map(|g| g.held.clone())
+                                .unwrap_or_default();
+                            let entry = cat.org_mut(&m.org);
+                            let hot = Arc::new(MemberHot::sharing(
                                 entry.hot.clone(),
                                 &m.user,
                                 m.role as u8,
                                 m.not_before,
+                                held,
                             ));
                             entry.members.insert(m.user.clone(), hot);
                         }
                     }
+                    let entry = cat.org_mut(&m.org);
                     if m.role == Role::Owner {
                         entry.owner = Some(m.user.clone());
                     } else if entry.owner.as_deref() == Some(m.user.as_str()) {
@@ -1907,8 +1952,24 @@ impl Inner {
                         self.put_new_refresh(r, member);
                     }
                 },
-                Change::DeleteRefresh { id, .. } => {
-                    self.refresh.remove(id);
+                Change::DeleteRefresh { id, org, user } => {
+                    if let Some(gone) = self.refresh.remove(id) {
+                        let mut held = gone.member.held.lock();
+                        held.remove(id);
+                        // A removed member's stand-in goes with its last
+                        // token.
+                        if held.is_empty() && gone.member.role().is_none() {
+                            drop(held);
+                            let key = (org.clone(), user.clone());
+                            if cat
+                                .ghosts
+                                .get(&key)
+                                .is_some_and(|g| Arc::ptr_eq(g, &gone.member))
+                            {
+                                cat.ghosts.remove(&key);
+                            }
+                        }
+                    }
                 }
                 Change::PutAccess { .. }
                 | Change::DeleteAccess { .. }
@@ -1995,6 +2056,10 @@ impl Inner {
 
     /// Puts a refresh record new to memory, hanging on `member`.
     fn put_new_refresh(&self, r: &RefreshRecord, member: Arc<MemberHot>) {
+        member
+            .held
+            .lock()
+            .insert(r.id, r.issue.map_or(0, |i| i.seq));
         self.refresh.insert(r.id, Arc::new(self.hot_of(r, member)));
     }
 
@@ -2046,7 +2111,7 @@ impl Inner {
         }
     }
 
-    fn list(&self, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
+    fn list(&self, cat: &Catalog, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
         let unreadable = self.backend.unreadable_refresh();
         if unreadable != 0 {
             return Err(Error::Corrupt(format!(
@@ -2056,7 +2121,8 @@ impl Inner {
             )));
         }
         let now = self.now();
-        let mut recs = self.backend.list_refresh(org, user)?;
+        let held: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
+        let mut recs = self.backend.list_refresh(org, user, &held)?;
         recs.sort_by_key(|r| (r.created_at, r.id));
         Ok(recs.into_iter().map(|r| self.info_of(r, now)).collect())
     }
@@ -2129,6 +2195,7 @@ impl Inner {
     #[allow(clippy::too_many_arguments)]
     fn revoke_records(
         &self,
+        cat: &Catalog,
         org: &str,
         user: Option<&str>,
         pick: impl Fn(&RefreshRecord) -> bool,
@@ -2138,7 +2205,8 @@ impl Inner {
         changes: &mut Vec<Change>,
     ) -> Result<Vec<[u8; 16]>> {
         let mut ids = Vec::new();
-        for mut r in self.backend.list_refresh(org, user)? {
+        let held: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
+        for mut r in self.backend.list_refresh(org, user, &held)? {
             if r.state == StoredState::Active && pick(&r) {
                 ids.push(r.id);
                 r.state = StoredState::Revoked {

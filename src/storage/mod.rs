@@ -162,9 +162,26 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// One refresh record.
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>>;
     /// The refresh records of an organization, or of one member of it.
-    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>>;
-    /// The newest `limit` events of `org`, newest first.
-    fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>>;
+    /// `held` names those memory knows of (the store keeps who holds
+    /// which token): a backend without an index by owner reads these; one
+    /// with such an index (PostgreSQL, which also sees what other replicas
+    /// wrote) may ask it instead.
+    fn list_refresh(
+        &self,
+        org: &str,
+        user: Option<&str>,
+        held: &[[u8; 16]],
+    ) -> Result<Vec<RefreshRecord>>;
+    /// The newest `limit` events of `org`, newest first. `issued` names the
+    /// organization's refresh records known to carry their issue event,
+    /// with its sequence number, for a backend that stores issue events
+    /// there (sled); others ignore it.
+    fn events(
+        &self,
+        org: &str,
+        limit: usize,
+        issued: &[([u8; 16], u64)],
+    ) -> Result<Vec<EventRecord>>;
     /// Walks all stored data and reports inconsistencies.
     fn check_integrity(&self) -> Result<IntegrityReport>;
     /// How many refresh records were found unreadable at open and left

@@ -1123,7 +1123,12 @@ impl Backend for PgBackend {
         )
     }
 
-    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
+    fn list_refresh(
+        &self,
+        org: &str,
+        user: Option<&str>,
+        _held: &[[u8; 16]],
+    ) -> Result<Vec<RefreshRecord>> {
         self.with_conn(
             || true,
             |c| {
@@ -1139,7 +1144,12 @@ impl Backend for PgBackend {
         )
     }
 
-    fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>> {
+    fn events(
+        &self,
+        org: &str,
+        limit: usize,
+        _issued: &[([u8; 16], u64)],
+    ) -> Result<Vec<EventRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_conn(
             || true,

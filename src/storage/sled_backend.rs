@@ -1,13 +1,8 @@
 //! The sled 0.34 backend: the only module of the crate that touches sled.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
@@ -18,7 +13,6 @@ use crate::codec::{
     AccessRecord, EventRecord, MemberRecord, RefreshRecord,
 };
 use crate::error::{Error, Result};
-use crate::hot::IdHasher;
 
 const EVENT_SEQ: &str = "event_seq";
 
@@ -31,48 +25,12 @@ pub(crate) struct SledBackend {
     access: Tree,
     last_refresh: Tree,
     events: Tree,
-    /// Which refresh tokens each member holds, and the sequence number of
-    /// the issue event each record carries (0: none). Derived from the
-    /// refresh records at open and kept by `commit`, so that a token is
-    /// one key on disk (schema 3 dropped the `refresh_by_member` tree).
-    /// Read it through [`SledBackend::index`]: it is built after the open.
-    index: Arc<[Mutex<IndexShard>]>,
-    /// The thread that builds the member index from the refresh records
-    /// read at open, after the open returns (verification does not need
-    /// it); the first call that needs the index waits for it.
-    building: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Whether `building` is done with.
-    built: AtomicBool,
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
     /// Where the database lives (none: temporary), for the checkpoint of
     /// [`Backend::close`].
     path: Option<std::path::PathBuf>,
-}
-
-/// Organization → user → refresh id → issue event seq. Hash maps: opening
-/// a store puts every token in, and ordered maps of heap keys cost a cache
-/// miss per comparison.
-type MemberIndex = HashMap<String, HashMap<String, TokenIds>>;
-/// Refresh ids are random: their first bytes are already a good hash.
-type TokenIds = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
-
-/// The index is split by the first byte of the refresh id, as the loader
-/// threads split the key space, so that they rarely meet on a lock.
-const INDEX_SHARDS: usize = 16;
-
-#[derive(Default)]
-struct IndexShard {
-    members: MemberIndex,
-    /// The highest issue event seq put in this shard at open.
-    max_issue: u64,
-    /// The refresh records read at open, not yet in `members`.
-    pending: Vec<sled::IVec>,
-}
-
-fn shard_of(id: &[u8; 16]) -> usize {
-    usize::from(id[0]) * INDEX_SHARDS / 256
 }
 
 /// The tree schema 3 no longer keeps (dropped by [`Backend::upgrade`]).
@@ -138,9 +96,6 @@ impl SledBackend {
             access: t("access")?,
             last_refresh: t("last_refresh")?,
             events: t("events")?,
-            index: (0..INDEX_SHARDS).map(|_| Mutex::default()).collect(),
-            building: Mutex::new(None),
-            built: AtomicBool::new(true),
             unreadable: AtomicU64::new(0),
             path: path.map(Path::to_path_buf),
             db,
@@ -353,126 +308,6 @@ impl SledBackend {
             Err(TransactionError::Storage(e)) => Err(io(e)),
         }
     }
-
-    /// The member index, once built (waits for the thread building it).
-    fn index(&self) -> &[Mutex<IndexShard>] {
-        if !self.built.load(Ordering::Acquire) {
-            let mut building = self.building.lock();
-            if let Some(thread) = building.take() {
-                if thread.join().is_err() {
-                    // Fail closed: no list can be known complete.
-                    self.unreadable.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            self.built.store(true, Ordering::Release);
-        }
-        &self.index
-    }
-
-    /// Starts the thread that puts the refresh records read at open into
-    /// the member index.
-    fn build_index(&self) {
-        let index = self.index.clone();
-        let build = move || {
-            for shard in index.iter() {
-                let mut shard = shard.lock();
-                let pending = std::mem::take(&mut shard.pending);
-                for v in &pending {
-                    // Read once already: the loader left out what does not
-                    // decode.
-                    if let Ok(r) = decode_refresh(v) {
-                        index_insert(&mut shard.members, &r.org, &r.user, r.id, issue_seq(&r));
-                    }
-                }
-            }
-        };
-        let mut building = self.building.lock();
-        self.built.store(false, Ordering::Release);
-        match std::thread::Builder::new()
-            .name("tokenvault-index".into())
-            .spawn(build.clone())
-        {
-            Ok(thread) => *building = Some(thread),
-            Err(_) => {
-                build();
-                self.built.store(true, Ordering::Release);
-            }
-        }
-    }
-
-    /// Brings the member index in line with a committed batch.
-    fn update_index(&self, changes: &[Change]) {
-        for c in changes {
-            match c {
-                Change::PutRefresh(r) => {
-                    let mut shard = self.index()[shard_of(&r.id)].lock();
-                    index_insert(&mut shard.members, &r.org, &r.user, r.id, issue_seq(r));
-                }
-                Change::DeleteRefresh { id, org, user } => {
-                    let mut shard = self.index()[shard_of(id)].lock();
-                    index_remove(&mut shard.members, org, user, id);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// The ids of the refresh tokens of `org` (or of one member of it),
-    /// with the sequence number of the issue event each record carries.
-    fn indexed(&self, org: &str, user: Option<&str>) -> Vec<([u8; 16], u64)> {
-        let mut out = Vec::new();
-        let pairs = |ids: &TokenIds| ids.iter().map(|(id, s)| (*id, *s)).collect::<Vec<_>>();
-        for shard in self.index() {
-            let shard = shard.lock();
-            let Some(users) = shard.members.get(org) else {
-                continue;
-            };
-            match user {
-                Some(u) => {
-                    if let Some(ids) = users.get(u) {
-                        out.extend(pairs(ids));
-                    }
-                }
-                None => {
-                    for ids in users.values() {
-                        out.extend(pairs(ids));
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Adds a refresh id to the index, allocating only for an organization or
-/// a member seen for the first time (opening a store does this once per
-/// token).
-fn index_insert(index: &mut MemberIndex, org: &str, user: &str, id: [u8; 16], seq: u64) {
-    let users = match index.get_mut(org) {
-        Some(users) => users,
-        None => index.entry(org.to_string()).or_default(),
-    };
-    let ids = match users.get_mut(user) {
-        Some(ids) => ids,
-        None => users.entry(user.to_string()).or_default(),
-    };
-    ids.insert(id, seq);
-}
-
-/// Removes a refresh id from the index, and what it leaves empty.
-fn index_remove(index: &mut MemberIndex, org: &str, user: &str, id: &[u8; 16]) {
-    let Some(users) = index.get_mut(org) else {
-        return;
-    };
-    if let Some(ids) = users.get_mut(user) {
-        ids.remove(id);
-        if ids.is_empty() {
-            users.remove(user);
-        }
-    }
-    if users.is_empty() {
-        index.remove(org);
-    }
 }
 
 /// Whether `e` is the issue event of a refresh record put in the same
@@ -517,12 +352,8 @@ impl Backend for SledBackend {
         // A record under another id's key is corrupt: left out (fail
         // closed), as the integrity check reports it.
         let unreadable = AtomicU64::new(0);
-        let mut max_issue = 0;
+        let max_issue = AtomicU64::new(0);
         {
-            let index = self.index();
-            for shard in index {
-                *shard.lock() = IndexShard::default();
-            }
             // Each loader thread hands a family's refresh record over before
             // its access records (see `scan_families`).
             scan_families(
@@ -530,11 +361,12 @@ impl Backend for SledBackend {
                 &self.access,
                 &|k, v| match decode_refresh(v) {
                     Ok(r) if r.id[..] == *k => {
+                        // Records come in random order of their events:
+                        // a new highest is rare, and only it is written.
                         let seq = issue_seq(&r);
-                        let mut shard = index[shard_of(&r.id)].lock();
-                        shard.max_issue = shard.max_issue.max(seq);
-                        shard.pending.push(v.clone());
-                        drop(shard);
+                        if seq > max_issue.load(Ordering::Relaxed) {
+                            max_issue.fetch_max(seq, Ordering::Relaxed);
+                        }
                         apply(Change::PutRefresh(r));
                     }
                     _ => {
@@ -550,15 +382,11 @@ impl Backend for SledBackend {
                 },
             )?;
         }
-        for shard in self.index.iter() {
-            max_issue = max_issue.max(shard.lock().max_issue);
-        }
-        self.build_index();
         self.unreadable
             .store(unreadable.into_inner(), Ordering::Relaxed);
         info.skipped += skipped.into_inner();
         // Issue events live in their refresh records, not in EVENT_SEQ.
-        info.last_event_seq = self.event_seq()?.max(max_issue);
+        info.last_event_seq = self.event_seq()?.max(max_issue.into_inner());
         for kv in self.last_refresh.iter() {
             let (k, v) = kv.map_err(io)?;
             match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
@@ -570,9 +398,7 @@ impl Backend for SledBackend {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<()> {
-        self.write(changes)?;
-        self.update_index(changes);
-        Ok(())
+        self.write(changes)
     }
 
     fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]) {
@@ -619,34 +445,48 @@ impl Backend for SledBackend {
         }
     }
 
-    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
-        let mut ids = self.indexed(org, user);
+    fn list_refresh(
+        &self,
+        org: &str,
+        user: Option<&str>,
+        held: &[[u8; 16]],
+    ) -> Result<Vec<RefreshRecord>> {
+        // sled keeps no index by owner: memory says who holds which token.
+        let mut ids = held.to_vec();
         ids.sort_unstable();
         let mut out = Vec::with_capacity(ids.len());
-        for (id, _) in ids {
+        for id in ids {
             if let Some(r) = self.get_refresh(&id)? {
-                out.push(r);
+                if r.org == org && user.is_none_or(|u| r.user == u) {
+                    out.push(r);
+                }
             }
         }
         Ok(out)
     }
 
-    fn events(&self, org: &str, limit: usize) -> Result<Vec<EventRecord>> {
+    fn events(
+        &self,
+        org: &str,
+        limit: usize,
+        issued: &[([u8; 16], u64)],
+    ) -> Result<Vec<EventRecord>> {
         // The issue events of the organization's stored tokens (the newest
         // `limit` of them, read from their records) first, then the events
         // tree: a purge that moves an event from its record to the tree
         // meanwhile leaves it in one of the two reads, or both (the same
         // seq, kept once).
         let mut out = Vec::new();
-        let mut issued: Vec<([u8; 16], u64)> = self
-            .indexed(org, None)
-            .into_iter()
+        let mut issued: Vec<([u8; 16], u64)> = issued
+            .iter()
+            .copied()
             .filter(|(_, seq)| *seq != 0)
             .collect();
         issued.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
         issued.truncate(limit);
         for (id, _) in issued {
-            if let Some(ev) = self.get_refresh(&id)?.and_then(|r| r.issue_event()) {
+            let found = self.get_refresh(&id)?.filter(|r| r.org == org);
+            if let Some(ev) = found.and_then(|r| r.issue_event()) {
                 out.push(ev);
             }
         }
@@ -759,7 +599,6 @@ impl Backend for SledBackend {
     }
 
     fn unreadable_refresh(&self) -> u64 {
-        self.index();
         self.unreadable.load(Ordering::Relaxed)
     }
 
@@ -854,132 +693,6 @@ fn u64_from(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::StoredState;
-    use crate::policy::Role;
-
-    fn record(n: u32, org: &str, user: &str) -> RefreshRecord {
-        let mut id = [0u8; 16];
-        // Spread over the key space (and so over the loader threads and
-        // the index shards).
-        id[..4].copy_from_slice(&n.wrapping_mul(0x9e37_79b9).to_be_bytes());
-        id[4..8].copy_from_slice(&n.to_be_bytes());
-        RefreshRecord {
-            id,
-            org: org.into(),
-            user: user.into(),
-            role_at_issue: Role::User,
-            scopes: vec![],
-            label: None,
-            created_at: 1,
-            created_by: user.into(),
-            expires_at: None,
-            state: StoredState::Active,
-            verifier: [1; 32],
-            issue: Some(crate::codec::IssueEvent {
-                seq: u64::from(n) + 1,
-                assigned: false,
-            }),
-        }
-    }
-
-    /// The member index is built after `load` returns; a commit made at
-    /// once (while it may still be building) is neither lost nor undone:
-    /// a deleted token does not come back, a new one is listed, and the
-    /// ids and issue sequence numbers are exactly those stored.
-    #[test]
-    fn index_built_after_load_agrees_with_commits_made_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let users = ["ann", "bob", "cy"];
-        let n = 30_000u32;
-        {
-            let b = SledBackend::open(Some(&path), 1 << 24).unwrap();
-            let changes: Vec<Change> = (0..n)
-                .map(|i| Change::PutRefresh(record(i, "acme", users[i as usize % 3])))
-                .collect();
-            for batch in changes.chunks(2_000) {
-                b.commit(batch).unwrap();
-            }
-            b.sync().unwrap();
-        }
-        for round in 0..3u32 {
-            let b = SledBackend::open(Some(&path), 1 << 24).unwrap();
-            let info = b.load(&|_| {}).unwrap();
-            assert!(info.last_event_seq >= u64::from(n));
-            // At once: delete one of ann's tokens, add one for bob.
-            let gone = record(3 * round, "acme", "ann");
-            let new = record(n + round, "acme", "bob");
-            b.commit(&[
-                Change::DeleteRefresh {
-                    id: gone.id,
-                    org: "acme".into(),
-                    user: "ann".into(),
-                },
-                Change::PutRefresh(new.clone()),
-            ])
-            .unwrap();
-            let mut want: Vec<([u8; 16], u64)> = (0..n)
-                .filter(|i| i % 3 == 0 && *i > 3 * round)
-                .map(|i| {
-                    let r = record(i, "acme", "ann");
-                    (r.id, issue_seq(&r))
-                })
-                .collect();
-            want.sort_unstable();
-            let mut got = b.indexed("acme", Some("ann"));
-            got.sort_unstable();
-            assert_eq!(got, want, "round {round}");
-            let bob = b.indexed("acme", Some("bob"));
-            assert!(bob.contains(&(new.id, issue_seq(&new))));
-            let bob_stored = (0..n).filter(|i| i % 3 == 1).count();
-            assert_eq!(bob.len(), bob_stored + 1);
-            b.commit(&[Change::DeleteRefresh {
-                id: new.id,
-                org: "acme".into(),
-                user: "bob".into(),
-            }])
-            .unwrap();
-            b.sync().unwrap();
-        }
-    }
-
-    /// The index finds what was put in, by member and by organization,
-    /// and forgets members and organizations left without tokens.
-    #[test]
-    fn index_puts_and_removes() {
-        let long = "x".repeat(255);
-        let names = ["", "a", "acme", "ü-ñ", long.as_str()];
-        let mut index = MemberIndex::new();
-        let mut n = 0u8;
-        for org in names {
-            for user in names {
-                n = n.wrapping_add(1);
-                index_insert(&mut index, org, user, [n; 16], u64::from(n));
-                index_insert(&mut index, org, user, [n ^ 0x80; 16], 0);
-                let ids = &index[org][user];
-                assert_eq!(ids.len(), 2, "{org:?}/{user:?}");
-                assert_eq!(ids[&[n; 16]], u64::from(n));
-            }
-        }
-        assert_eq!(index.len(), names.len());
-        assert!(index.values().all(|u| u.len() == names.len()));
-        index_remove(&mut index, "acme", "a", &[0xff; 16]);
-        assert_eq!(index["acme"]["a"].len(), 2);
-        let ids: Vec<[u8; 16]> = index["acme"]["a"].keys().copied().collect();
-        for id in &ids {
-            index_remove(&mut index, "acme", "a", id);
-        }
-        assert!(!index["acme"].contains_key("a"));
-        for user in names {
-            let ids: Vec<[u8; 16]> = index["a"][user].keys().copied().collect();
-            for id in &ids {
-                index_remove(&mut index, "a", user, id);
-            }
-        }
-        assert!(!index.contains_key("a"));
-        index_remove(&mut index, "nobody", "a", &[1; 16]);
-        assert_eq!(index.len(), names.len() - 1);
-    }
 
     /// Every record is visited once, and each access record after its
     /// family's refresh record, also for families at the edges of the

@@ -70,8 +70,13 @@ impl<'a> Loader<'a> {
 
     fn refresh(&self, r: &RefreshRecord) {
         let inner = self.inner;
-        let hot = Arc::new(inner.hot_of(r, self.member(&r.org, &r.user)));
+        let member = self.member(&r.org, &r.user);
+        let hot = Arc::new(inner.hot_of(r, member.clone()));
         if inner.refresh.insert_new(r.id, hot.clone()) {
+            member
+                .held
+                .lock()
+                .insert(r.id, r.issue.map_or(0, |i| i.seq));
             LAST.with(|last| *last.borrow_mut() = Some(hot));
         }
     }
