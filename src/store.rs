@@ -399,7 +399,9 @@ impl TokenStore {
         // a time as the backend reads it (from several threads at once).
         let loaded = {
             let loader = loader::Loader::new(&inner);
-            inner.backend.load(&|c| loader.apply(c))?
+            let loaded = inner.backend.load(&|c| loader.apply(c))?;
+            loader.finish();
+            loaded
         };
         // Access records came in no particular order: each family's live
         // list must be oldest first (the cap evicts from the front).

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
+
 use super::Inner;
 use crate::codec::{AccessRecord, RefreshRecord};
 use crate::hot::{AccessHot, MemberHot, RefreshHot};
@@ -31,13 +33,67 @@ pub(super) struct Loader<'a> {
     /// backend hands them over before any token), so that the loader
     /// threads find a token's member without taking the catalog lock.
     members: OnceLock<Members>,
+    /// The refresh tokens loaded, with their issue event's sequence
+    /// numbers, to be put in their members' lists (`MemberHot::held`) by
+    /// [`Loader::finish`], member by member: putting them there as they
+    /// come would have the loader threads pull the same members' lists
+    /// back and forth between their cores. Split as the threads split the
+    /// key space, so that they rarely meet on a lock.
+    loaded: Vec<Mutex<Vec<Held>>>,
+    /// Stand-ins made for removed members while loading.
+    ghosts: Mutex<Vec<Arc<MemberHot>>>,
 }
+
+/// A loaded token for its member's list: the member (by address, as a
+/// sort key), the token id, its issue event's sequence number.
+type Held = (usize, [u8; 16], u64);
+
+fn address(m: &Arc<MemberHot>) -> usize {
+    Arc::as_ptr(m) as usize
+}
+
+const LOADED_PARTS: usize = 16;
 
 impl<'a> Loader<'a> {
     pub(super) fn new(inner: &'a Inner) -> Self {
         Loader {
             inner,
             members: OnceLock::new(),
+            loaded: (0..LOADED_PARTS).map(|_| Mutex::default()).collect(),
+            ghosts: Mutex::default(),
+        }
+    }
+
+    /// Puts the loaded tokens in their members' lists.
+    pub(super) fn finish(self) {
+        let mut all: Vec<Held> = Vec::new();
+        for part in &self.loaded {
+            all.append(&mut part.lock());
+        }
+        let members: HashMap<usize, &Arc<MemberHot>> = self
+            .members
+            .get()
+            .into_iter()
+            .flat_map(|orgs| orgs.values().flat_map(|users| users.values()))
+            .map(|m| (address(m), m))
+            .collect();
+        let ghosts = self.ghosts.lock();
+        let members: HashMap<usize, &Arc<MemberHot>> = members
+            .into_iter()
+            .chain(ghosts.iter().map(|m| (address(m), m)))
+            .collect();
+        // Member by member, each list sized once.
+        all.sort_unstable_by_key(|h| h.0);
+        for run in all.chunk_by(|a, b| a.0 == b.0) {
+            // Every token's member is one of these (tokens hold them).
+            let Some(member) = members.get(&run[0].0) else {
+                continue;
+            };
+            let mut held = member.held.lock();
+            held.reserve(run.len());
+            for (_, id, seq) in run {
+                held.insert(*id, *seq);
+            }
         }
     }
 
@@ -64,19 +120,22 @@ impl<'a> Loader<'a> {
         match members.get(org).and_then(|users| users.get(user)) {
             Some(m) => m.clone(),
             // A removed member's stand-in (rare: made under the lock).
-            None => self.inner.catalog.write().holder(org, user),
+            None => {
+                let ghost = self.inner.catalog.write().holder(org, user);
+                self.ghosts.lock().push(ghost.clone());
+                ghost
+            }
         }
     }
 
     fn refresh(&self, r: &RefreshRecord) {
         let inner = self.inner;
         let member = self.member(&r.org, &r.user);
-        let hot = Arc::new(inner.hot_of(r, member.clone()));
+        let held = (address(&member), r.id, r.issue.map_or(0, |i| i.seq));
+        let hot = Arc::new(inner.hot_of(r, member));
         if inner.refresh.insert_new(r.id, hot.clone()) {
-            member
-                .held
-                .lock()
-                .insert(r.id, r.issue.map_or(0, |i| i.seq));
+            let part = usize::from(r.id[0]) * LOADED_PARTS / 256;
+            self.loaded[part].lock().push(held);
             LAST.with(|last| *last.borrow_mut() = Some(hot));
         }
     }
