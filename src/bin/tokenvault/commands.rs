@@ -24,8 +24,9 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
             let store = open_existing(db)?;
             let result = on_store(&store, other);
             // Every write, including the audit entry of a refused call, is
-            // durable before the process exits.
-            let flushed = store.flush();
+            // durable before the process exits, and sled is checkpointed so
+            // that the next command's open has no log to replay.
+            let flushed = store.close();
             let report = result?;
             flushed?;
             Ok(report)
