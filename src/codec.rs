@@ -249,9 +249,9 @@ impl<'a> Cursor<'a> {
             _ => None,
         }
     }
-    fn string(&mut self) -> Option<String> {
+    fn str(&mut self) -> Option<&'a str> {
         let len = usize::try_from(self.u64()?).ok()?;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
+        std::str::from_utf8(self.take(len)?).ok()
     }
     fn role(&mut self) -> Option<Role> {
         Role::ALL.get(self.variant()? as usize).copied()
@@ -278,14 +278,31 @@ fn fast_access(bytes: &[u8]) -> Option<AccessRecord> {
 /// allocation limit cannot be reached within them.
 const FAST_REFRESH_MAX: usize = 2048;
 
-fn fast_refresh(body: &[u8]) -> Option<RefreshRecord> {
+/// A refresh record's body read in place: its strings borrowed from the
+/// bytes (checked as UTF-8 all the same).
+struct RefreshParts<'a> {
+    id: [u8; 16],
+    org: &'a str,
+    user: &'a str,
+    role_at_issue: Role,
+    scopes: Vec<&'a str>,
+    label: Option<&'a str>,
+    created_at: u64,
+    created_by: &'a str,
+    expires_at: Option<u64>,
+    /// `None` while active; else when, by whom, why.
+    revoked: Option<(u64, &'a str, Option<&'a str>)>,
+    verifier: [u8; 32],
+}
+
+fn refresh_parts(body: &[u8]) -> Option<RefreshParts<'_>> {
     if body.len() >= FAST_REFRESH_MAX {
         return None;
     }
     let mut c = Cursor(body);
     let id = c.array()?;
-    let org = c.string()?;
-    let user = c.string()?;
+    let org = c.str()?;
+    let user = c.str()?;
     let role_at_issue = c.role()?;
     let n = usize::try_from(c.u64()?).ok()?;
     // Each scope takes at least one byte: a longer list cannot fit.
@@ -294,23 +311,23 @@ fn fast_refresh(body: &[u8]) -> Option<RefreshRecord> {
     }
     let mut scopes = Vec::with_capacity(n);
     for _ in 0..n {
-        scopes.push(c.string()?);
+        scopes.push(c.str()?);
     }
-    let label = if c.flag()? { Some(c.string()?) } else { None };
+    let label = if c.flag()? { Some(c.str()?) } else { None };
     let created_at = c.u64()?;
-    let created_by = c.string()?;
+    let created_by = c.str()?;
     let expires_at = if c.flag()? { Some(c.u64()?) } else { None };
-    let state = match c.variant()? {
-        0 => StoredState::Active,
-        1 => StoredState::Revoked {
-            at: c.u64()?,
-            by: c.string()?,
-            reason: if c.flag()? { Some(c.string()?) } else { None },
-        },
+    let revoked = match c.variant()? {
+        0 => None,
+        1 => Some((
+            c.u64()?,
+            c.str()?,
+            if c.flag()? { Some(c.str()?) } else { None },
+        )),
         _ => return None,
     };
     let verifier = c.array()?;
-    c.0.is_empty().then_some(RefreshRecord {
+    c.0.is_empty().then_some(RefreshParts {
         id,
         org,
         user,
@@ -320,9 +337,90 @@ fn fast_refresh(body: &[u8]) -> Option<RefreshRecord> {
         created_at,
         created_by,
         expires_at,
-        state,
+        revoked,
         verifier,
+    })
+}
+
+fn fast_refresh(body: &[u8]) -> Option<RefreshRecord> {
+    let p = refresh_parts(body)?;
+    Some(RefreshRecord {
+        id: p.id,
+        org: p.org.into(),
+        user: p.user.into(),
+        role_at_issue: p.role_at_issue,
+        scopes: p.scopes.iter().map(|s| s.to_string()).collect(),
+        label: p.label.map(Into::into),
+        created_at: p.created_at,
+        created_by: p.created_by.into(),
+        expires_at: p.expires_at,
+        state: match p.revoked {
+            None => StoredState::Active,
+            Some((at, by, reason)) => StoredState::Revoked {
+                at,
+                by: by.into(),
+                reason: reason.map(Into::into),
+            },
+        },
+        verifier: p.verifier,
         issue: None,
+    })
+}
+
+/// What memory keeps of a refresh record (opening a store reads one per
+/// token), its strings borrowed rather than copied.
+#[derive(PartialEq, Eq)]
+pub(crate) struct RefreshView<'a> {
+    pub id: [u8; 16],
+    pub org: &'a str,
+    pub user: &'a str,
+    pub scopes: Vec<&'a str>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    /// When it was revoked; `None` while active.
+    pub revoked_at: Option<u64>,
+    pub verifier: [u8; 32],
+    /// The sequence number of the issue event it carries (0: none).
+    pub issue_seq: u64,
+}
+
+impl RefreshRecord {
+    /// The record as a [`RefreshView`].
+    pub(crate) fn view(&self) -> RefreshView<'_> {
+        RefreshView {
+            id: self.id,
+            org: &self.org,
+            user: &self.user,
+            scopes: self.scopes.iter().map(String::as_str).collect(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: match self.state {
+                StoredState::Active => None,
+                StoredState::Revoked { at, .. } => Some(at),
+            },
+            verifier: self.verifier,
+            issue_seq: self.issue.map_or(0, |i| i.seq),
+        }
+    }
+}
+
+/// Reads a stored refresh record in place, without copying its strings,
+/// when the fast reader can (it accepts exactly what [`decode_refresh`]
+/// would, with the same values); `None` otherwise, and the caller decodes
+/// it with [`decode_refresh`].
+pub(crate) fn view_refresh(bytes: &[u8]) -> Option<RefreshView<'_>> {
+    let (body, issue) = split_refresh(bytes).ok()?;
+    let p = refresh_parts(body?)?;
+    Some(RefreshView {
+        id: p.id,
+        org: p.org,
+        user: p.user,
+        scopes: p.scopes,
+        created_at: p.created_at,
+        expires_at: p.expires_at,
+        revoked_at: p.revoked.map(|(at, _, _)| at),
+        verifier: p.verifier,
+        issue_seq: issue.map_or(0, |i| i.seq),
     })
 }
 
@@ -346,17 +444,14 @@ pub(crate) fn encode_refresh(rec: &RefreshRecord) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes a refresh record of either version (as `decode`, faster).
-pub(crate) fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
+/// A stored refresh record's version-1 body and the issue event a
+/// version-2 record carries after it. The body is `None` when the record
+/// is neither version (serde decoding then says what it is).
+fn split_refresh(bytes: &[u8]) -> Result<(Option<&[u8]>, Option<IssueEvent>)> {
     let rest = match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => {
-            return match fast_refresh(body) {
-                Some(r) => Ok(r),
-                None => decode_body(body, "refresh"),
-            }
-        }
+        Some((&FORMAT_VERSION, body)) => return Ok((Some(body), None)),
         Some((&REFRESH_WITH_EVENT, rest)) => rest,
-        _ => return decode(bytes, "refresh"),
+        _ => return Ok((None, None)),
     };
     let Some(split) = rest.len().checked_sub(ISSUE_TRAILER) else {
         return Err(Error::Corrupt("refresh record too short".into()));
@@ -373,12 +468,21 @@ pub(crate) fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
     if seq == 0 {
         return Err(Error::Corrupt("refresh record: issue event 0".into()));
     }
+    Ok((Some(body), Some(IssueEvent { seq, assigned })))
+}
+
+/// Decodes a refresh record of either version (as `decode`, faster).
+pub(crate) fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
+    let (body, issue) = split_refresh(bytes)?;
+    let Some(body) = body else {
+        return decode(bytes, "refresh");
+    };
     // The body is that of a version-1 record.
     let mut rec = match fast_refresh(body) {
         Some(r) => r,
         None => decode_body(body, "refresh")?,
     };
-    rec.issue = Some(IssueEvent { seq, assigned });
+    rec.issue = issue;
     Ok(rec)
 }
 
@@ -492,6 +596,55 @@ mod tests {
             revoked: i.is_multiple_of(2),
             verifier: [(i * 3) as u8; 32],
         }
+    }
+
+    /// A record read in place says what its decoding says, for both
+    /// versions, and on damaged bytes it is read only if it decodes.
+    #[test]
+    fn views_agree_with_decoding() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut viewed = 0;
+        for i in 0..300u64 {
+            let mut r = sample_refresh(i);
+            if i % 2 == 1 {
+                r.issue = Some(IssueEvent {
+                    seq: i + 1,
+                    assigned: i % 4 == 1,
+                });
+            }
+            let b = encode_refresh(&r).unwrap();
+            let v = view_refresh(&b).expect("a well-formed record is read in place");
+            assert!(v == r.view(), "record {i}");
+            assert_eq!(v.issue_seq, r.issue.map_or(0, |e| e.seq));
+            for _ in 0..40 {
+                let mut m = b.clone();
+                match next() % 4 {
+                    0 => {
+                        let k = next() as usize % m.len();
+                        m[k] = next() as u8;
+                    }
+                    1 => m.truncate(next() as usize % m.len()),
+                    2 => m.push(next() as u8),
+                    _ => {
+                        let k = next() as usize % m.len();
+                        m[k] = [0, 1, 2, 250, 251, 252, 253, 255][(next() % 8) as usize];
+                    }
+                }
+                if let Some(v) = view_refresh(&m) {
+                    let d = decode_refresh(&m).expect("read in place, so it decodes");
+                    assert!(v == d.view(), "record {i}, damaged");
+                    viewed += 1;
+                }
+            }
+        }
+        // Some damage leaves a readable record (a changed time, say).
+        assert!(viewed > 100, "{viewed}");
     }
 
     /// The fast readers give the record back, and on damaged bytes either

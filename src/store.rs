@@ -399,7 +399,9 @@ impl TokenStore {
         // a time as the backend reads it (from several threads at once).
         let loaded = {
             let loader = loader::Loader::new(&inner);
-            let loaded = inner.backend.load(&|c| loader.apply(c))?;
+            let loaded = inner
+                .backend
+                .load(&|c| loader.apply(c), &|r| loader.refresh(r))?;
             loader.finish();
             loaded
         };
@@ -2066,10 +2068,10 @@ impl Inner {
     }
 
     fn hot_of(&self, r: &RefreshRecord, member: Arc<MemberHot>) -> RefreshHot {
-        let (revoked, at) = match &r.state {
-            StoredState::Active => (false, 0),
-            StoredState::Revoked { at, .. } => (true, *at),
-        };
+        self.hot_of_view(&r.view(), member)
+    }
+
+    fn hot_of_view(&self, r: &codec::RefreshView<'_>, member: Arc<MemberHot>) -> RefreshHot {
         RefreshHot {
             id: r.id,
             member,
@@ -2077,8 +2079,8 @@ impl Inner {
             scopes: self.policy.set_of(&r.scopes),
             created_at: r.created_at,
             expires_at: r.expires_at.unwrap_or(u64::MAX),
-            revoked: AtomicBool::new(revoked),
-            revoked_at: AtomicU64::new(at),
+            revoked: AtomicBool::new(r.revoked_at.is_some()),
+            revoked_at: AtomicU64::new(r.revoked_at.unwrap_or(0)),
             extra: Mutex::new(RefreshExtra::default()),
         }
     }

@@ -3,7 +3,7 @@
 //! put a refresh record, append an event, load everything, ...), so that a
 //! backend other than sled is one new module rather than a rewrite.
 
-use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord};
+use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord, RefreshView};
 use crate::error::Result;
 
 #[cfg(feature = "postgres")]
@@ -134,13 +134,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a metadata value durably.
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()>;
-    /// Hands every record that lives in memory to `apply`, one at a time
-    /// (nothing is held in between), in phases: organization cutoffs and
-    /// members; then refresh and access records, each refresh record before
-    /// the access records of its family; then last-exchange times. Within
-    /// the refresh and access phase, calls may come from several threads at
-    /// once and in any other order.
-    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded>;
+    /// Hands every record that lives in memory over, one at a time
+    /// (nothing is held in between): refresh records to `refresh` (read in
+    /// place where the backend can), everything else to `apply`, in phases:
+    /// organization cutoffs and members; then refresh and access records,
+    /// each refresh record before the access records of its family; then
+    /// last-exchange times. Within the refresh and access phase, calls may
+    /// come from several threads at once and in any other order.
+    fn load(
+        &self,
+        apply: &(dyn Fn(Change) + Sync),
+        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
+    ) -> Result<Loaded>;
     /// Applies a batch atomically (all or nothing, also across a crash).
     /// Not necessarily durable on return: see [`Backend::sync`].
     fn commit(&self, changes: &[Change]) -> Result<()>;

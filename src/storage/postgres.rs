@@ -45,7 +45,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Backend, Change, IntegrityReport, Loaded, Snapshot, SLOT_ANY};
 use crate::codec::StoredState;
-use crate::codec::{decode, encode, AccessRecord, EventRecord, MemberRecord, RefreshRecord};
+use crate::codec::{
+    decode, encode, AccessRecord, EventRecord, MemberRecord, RefreshRecord, RefreshView,
+};
 use crate::error::{Error, Result};
 use crate::policy::Role;
 
@@ -1068,12 +1070,19 @@ impl Backend for PgBackend {
         )
     }
 
-    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded> {
+    fn load(
+        &self,
+        apply: &(dyn Fn(Change) + Sync),
+        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
+    ) -> Result<Loaded> {
         let (s, seq) = self.snapshot()?;
         self.sh.loaded_seq.store(seq, Ordering::Release);
         let skipped = s.skipped;
         for c in s.into_changes() {
-            apply(c);
+            match c {
+                Change::PutRefresh(r) => refresh(&r.view()),
+                other => apply(other),
+            }
         }
         // Events are numbered by a database sequence at commit.
         Ok(Loaded {

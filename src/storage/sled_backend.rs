@@ -10,7 +10,7 @@ use sled::{Db, Transactional, Tree};
 use super::{Backend, Change, IntegrityReport, Loaded};
 use crate::codec::{
     decode, decode_access, decode_refresh, encode, encode_refresh, member_key, org_key,
-    AccessRecord, EventRecord, MemberRecord, RefreshRecord,
+    view_refresh, AccessRecord, EventRecord, MemberRecord, RefreshRecord, RefreshView,
 };
 use crate::error::{Error, Result};
 
@@ -48,10 +48,6 @@ fn event_key(org: &str, seq: u64) -> Vec<u8> {
     let mut k = org_key(org);
     k.extend_from_slice(&seq.to_be_bytes());
     k
-}
-
-fn issue_seq(r: &RefreshRecord) -> u64 {
-    r.issue.map_or(0, |i| i.seq)
 }
 
 /// An access record's key: its family (refresh id) and slot, so that the
@@ -330,7 +326,11 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn load(&self, apply: &(dyn Fn(Change) + Sync)) -> Result<Loaded> {
+    fn load(
+        &self,
+        apply: &(dyn Fn(Change) + Sync),
+        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
+    ) -> Result<Loaded> {
         let mut info = Loaded::default();
         for kv in self.cutoffs.iter() {
             let (k, v) = kv.map_err(io)?;
@@ -359,17 +359,24 @@ impl Backend for SledBackend {
             scan_families(
                 &self.refresh,
                 &self.access,
-                &|k, v| match decode_refresh(v) {
-                    Ok(r) if r.id[..] == *k => {
+                &|k, v| {
+                    let loaded = |r: &RefreshView<'_>| {
+                        if r.id[..] != *k {
+                            return false;
+                        }
                         // Records come in random order of their events:
                         // a new highest is rare, and only it is written.
-                        let seq = issue_seq(&r);
-                        if seq > max_issue.load(Ordering::Relaxed) {
-                            max_issue.fetch_max(seq, Ordering::Relaxed);
+                        if r.issue_seq > max_issue.load(Ordering::Relaxed) {
+                            max_issue.fetch_max(r.issue_seq, Ordering::Relaxed);
                         }
-                        apply(Change::PutRefresh(r));
-                    }
-                    _ => {
+                        refresh(r);
+                        true
+                    };
+                    let ok = match view_refresh(v) {
+                        Some(r) => loaded(&r),
+                        None => decode_refresh(v).is_ok_and(|r| loaded(&r.view())),
+                    };
+                    if !ok {
                         unreadable.fetch_add(1, Ordering::Relaxed);
                         skip();
                     }

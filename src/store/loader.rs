@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 
 use super::Inner;
-use crate::codec::{AccessRecord, RefreshRecord};
+use crate::codec::{AccessRecord, RefreshView};
 use crate::hot::{AccessHot, MemberHot, RefreshHot};
 use crate::storage::{Change, SLOT_ANY};
 
@@ -100,7 +100,7 @@ impl<'a> Loader<'a> {
     /// Applies one stored record.
     pub(super) fn apply(&self, c: Change) {
         match c {
-            Change::PutRefresh(r) => self.refresh(&r),
+            Change::PutRefresh(r) => self.refresh(&r.view()),
             Change::PutAccess { rec, slot } => self.access(rec, slot),
             other => {
                 let inner = self.inner;
@@ -128,11 +128,12 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn refresh(&self, r: &RefreshRecord) {
+    /// Applies one stored refresh record.
+    pub(super) fn refresh(&self, r: &RefreshView<'_>) {
         let inner = self.inner;
-        let member = self.member(&r.org, &r.user);
-        let held = (address(&member), r.id, r.issue.map_or(0, |i| i.seq));
-        let hot = Arc::new(inner.hot_of(r, member));
+        let member = self.member(r.org, r.user);
+        let held = (address(&member), r.id, r.issue_seq);
+        let hot = Arc::new(inner.hot_of_view(r, member));
         if inner.refresh.insert_new(r.id, hot.clone()) {
             let part = usize::from(r.id[0]) * LOADED_PARTS / 256;
             self.loaded[part].lock().push(held);
