@@ -64,15 +64,17 @@ impl std::fmt::Debug for TokenStore {
 struct OrgEntry {
     hot: Arc<OrgHot>,
     members: HashMap<String, Arc<MemberHot>>,
+    /// Members no longer present who still hold (revoked) tokens, by user
+    /// id: what those tokens hang on, and where lists find them. Gone with
+    /// their last token, or when the user is added again (the new member
+    /// takes over their list).
+    ghosts: HashMap<String, Arc<MemberHot>>,
     owner: Option<String>,
 }
 
 #[derive(Default)]
 struct Catalog {
     orgs: HashMap<String, OrgEntry>,
-    /// Stand-ins for members no longer present, so that their (revoked)
-    /// tokens still have someone to hang on.
-    ghosts: HashMap<(String, String), Arc<MemberHot>>,
 }
 
 impl Catalog {
@@ -85,6 +87,7 @@ impl Catalog {
                     not_before: AtomicU64::new(0),
                 }),
                 members: HashMap::new(),
+                ghosts: HashMap::new(),
                 owner: None,
             })
     }
@@ -100,23 +103,22 @@ impl Catalog {
         let mut holders: Vec<&Arc<MemberHot>> = Vec::new();
         if let Some(entry) = self.orgs.get(org) {
             match user {
-                Some(u) => holders.extend(entry.members.get(u)),
-                None => holders.extend(entry.members.values()),
+                Some(u) => {
+                    holders.extend(entry.members.get(u));
+                    holders.extend(entry.ghosts.get(u));
+                }
+                None => {
+                    holders.extend(entry.members.values());
+                    holders.extend(entry.ghosts.values());
+                }
             }
         }
-        holders.extend(
-            self.ghosts
-                .iter()
-                .filter(|((o, u), _)| o == org && user.is_none_or(|user| user == u))
-                .map(|(_, m)| m),
-        );
         let mut out = Vec::new();
-        let mut seen: Vec<*const parking_lot::Mutex<crate::hot::TokenIds>> = Vec::new();
+        // Each list once (a user is a member or a ghost, so they should not
+        // repeat; a repeat would list a token twice).
+        let mut seen = std::collections::HashSet::new();
         for m in holders {
-            // A member added again shares the list of the removed one.
-            let list = Arc::as_ptr(&m.held);
-            if !seen.contains(&list) {
-                seen.push(list);
+            if seen.insert(Arc::as_ptr(&m.held) as usize) {
                 out.extend(m.held.lock().iter().map(|(id, seq)| (*id, *seq)));
             }
         }
@@ -129,9 +131,11 @@ impl Catalog {
         if let Some(m) = self.member(org, user) {
             return m.clone();
         }
-        let org_hot = self.org_mut(org).hot.clone();
-        self.ghosts
-            .entry((org.to_string(), user.to_string()))
+        let entry = self.org_mut(org);
+        let org_hot = entry.hot.clone();
+        entry
+            .ghosts
+            .entry(user.to_string())
             .or_insert_with(|| Arc::new(MemberHot::new(org_hot, user, ROLE_REMOVED, 0)))
             .clone()
     }
@@ -216,9 +220,10 @@ pub(crate) struct Inner {
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
     prefix: String,
-    /// Wiped when the store is dropped.
-    refresh_key: zeroize::Zeroizing<[u8; 32]>,
-    access_key: zeroize::Zeroizing<[u8; 32]>,
+    /// Wiped when the store is dropped. Boxed, so that taking `Inner`
+    /// apart (see [`TokenStore::close`]) moves a pointer, not the key.
+    refresh_key: Box<zeroize::Zeroizing<[u8; 32]>>,
+    access_key: Box<zeroize::Zeroizing<[u8; 32]>>,
     access_ttl: u64,
     cap: usize,
     durable_exchange: bool,
@@ -229,6 +234,9 @@ pub(crate) struct Inner {
     catalog: RwLock<Catalog>,
     flusher: Flusher,
     skipped: u64,
+    /// Tokens loaded that could not be put in their member's list (see
+    /// `Loader::finish`): lists fail closed while there are any.
+    unlisted: u64,
     /// The last audit sequence number handed out.
     event_seq: AtomicU64,
     /// Set when the backend is shared with other replicas.
@@ -367,8 +375,8 @@ impl TokenStore {
             policy: Arc::new(cfg.policy.clone()),
             clock: cfg.clock.clone(),
             prefix: cfg.prefix.clone(),
-            refresh_key: key.derive("tokenvault 2026-11 refresh verifier").into(),
-            access_key: key.derive("tokenvault 2026-11 access verifier").into(),
+            refresh_key: Box::new(key.derive("tokenvault 2026-11 refresh verifier").into()),
+            access_key: Box::new(key.derive("tokenvault 2026-11 access verifier").into()),
             access_ttl: cfg.access_ttl.as_secs(),
             cap: cfg.max_access_per_refresh,
             durable_exchange: cfg.durable_exchange,
@@ -390,6 +398,7 @@ impl TokenStore {
                 shared: AtomicBool::new(false),
             },
             skipped: 0,
+            unlisted: 0,
             event_seq: AtomicU64::new(0),
             shared: None,
             scope_names: crate::policy::interned_names(&cfg.policy),
@@ -402,7 +411,7 @@ impl TokenStore {
             let loaded = inner
                 .backend
                 .load(&|c| loader.apply(c), &|r| loader.refresh(r))?;
-            loader.finish();
+            inner.unlisted = loader.finish();
             loaded
         };
         // Access records came in no particular order: each family's live
@@ -1739,7 +1748,8 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Io`] if the flush fails or the storage cannot be opened for
-    /// the checkpoint (the writes are durable by then); on a shared store,
+    /// the checkpoint (the writes are durable by then), [`Error::Corrupt`]
+    /// if sled finds its files damaged while doing so; on a shared store,
     /// as [`TokenStore::flush`].
     ///
     /// ```
@@ -1757,7 +1767,8 @@ impl TokenStore {
     pub fn close(self) -> Result<()> {
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
-                // A replica's sync thread stops before the storage closes.
+                // A replica's sync thread is told to stop before the storage
+                // closes (it holds no handle of the store meanwhile).
                 let Inner {
                     backend, shared, ..
                 } = inner;
@@ -1904,12 +1915,12 @@ impl Inner {
                         None => {
                             // Added again: the removed member's tokens are
                             // listed with the new member's.
-                            let held = cat
+                            let entry = cat.org_mut(&m.org);
+                            let held = entry
                                 .ghosts
-                                .remove(&(m.org.clone(), m.user.clone()))
+                                .remove(&m.user)
                                 .map(|g| g.held.clone())
                                 .unwrap_or_default();
-                            let entry = cat.org_mut(&m.org);
                             let hot = Arc::new(MemberHot::sharing(
                                 entry.hot.clone(),
                                 &m.user,
@@ -1934,7 +1945,10 @@ impl Inner {
                         if entry.owner.as_deref() == Some(user.as_str()) {
                             entry.owner = None;
                         }
-                        cat.ghosts.insert((org.clone(), user.clone()), hot);
+                        // Their tokens, revoked, stay listed until purged.
+                        if !hot.held.lock().is_empty() {
+                            entry.ghosts.insert(user.clone(), hot);
+                        }
                     }
                 }
                 Change::PutOrgCutoff { org, at } => {
@@ -1962,15 +1976,16 @@ impl Inner {
                         held.remove(id);
                         // A removed member's stand-in goes with its last
                         // token.
-                        if held.is_empty() && gone.member.role().is_none() {
+                        if held.is_empty() {
                             drop(held);
-                            let key = (org.clone(), user.clone());
-                            if cat
-                                .ghosts
-                                .get(&key)
-                                .is_some_and(|g| Arc::ptr_eq(g, &gone.member))
-                            {
-                                cat.ghosts.remove(&key);
+                            if let Some(entry) = cat.orgs.get_mut(org) {
+                                if entry
+                                    .ghosts
+                                    .get(user)
+                                    .is_some_and(|g| Arc::ptr_eq(&g.held, &gone.member.held))
+                                {
+                                    entry.ghosts.remove(user);
+                                }
                             }
                         }
                     }
@@ -2116,7 +2131,7 @@ impl Inner {
     }
 
     fn list(&self, cat: &Catalog, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
-        let unreadable = self.backend.unreadable_refresh();
+        let unreadable = self.backend.unreadable_refresh() + self.unlisted;
         if unreadable != 0 {
             return Err(Error::Corrupt(format!(
                 "{unreadable} refresh records found unreadable when the store was opened: \

@@ -28,9 +28,10 @@ pub(crate) struct SledBackend {
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
-    /// Where the database lives (none: temporary), for the checkpoint of
-    /// [`Backend::close`].
+    /// Where the database lives (none: temporary) and sled's cache size,
+    /// for the checkpoint of [`Backend::close`].
     path: Option<std::path::PathBuf>,
+    cache_bytes: u64,
 }
 
 /// The tree schema 3 no longer keeps (dropped by [`Backend::upgrade`]).
@@ -94,6 +95,7 @@ impl SledBackend {
             events: t("events")?,
             unreadable: AtomicU64::new(0),
             path: path.map(Path::to_path_buf),
+            cache_bytes,
             db,
         })
     }
@@ -432,7 +434,7 @@ impl Backend for SledBackend {
 
     fn close(self: Box<Self>) -> Result<()> {
         self.sync()?;
-        let path = self.path.clone();
+        let (path, cache_bytes) = (self.path.clone(), self.cache_bytes);
         drop(self);
         // sled 0.34 writes the snapshot that spares the next open its log
         // replay only when it opens a database (`snapshot_after_ops` does
@@ -440,7 +442,8 @@ impl Backend for SledBackend {
         // nothing else uses it, moves that replay from the next open to
         // this close. Opening is recovery, so a crash during it is too.
         if let Some(p) = path {
-            drop(open_waiting_for_lock(&sled::Config::new().path(p), true)?);
+            let cfg = sled::Config::new().cache_capacity(cache_bytes).path(p);
+            drop(open_waiting_for_lock(&cfg, true)?);
         }
         Ok(())
     }

@@ -40,8 +40,9 @@ pub(super) struct Loader<'a> {
     /// back and forth between their cores. Split as the threads split the
     /// key space, so that they rarely meet on a lock.
     loaded: Vec<Mutex<Vec<Held>>>,
-    /// Stand-ins made for removed members while loading.
-    ghosts: Mutex<Vec<Arc<MemberHot>>>,
+    /// Stand-ins made for removed members while loading (each made once,
+    /// under the catalog lock), by organization and user id.
+    ghosts: Mutex<HashMap<(String, String), Arc<MemberHot>>>,
 }
 
 /// A loaded token for its member's list: the member (by address, as a
@@ -64,29 +65,28 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Puts the loaded tokens in their members' lists.
-    pub(super) fn finish(self) {
+    /// Puts the loaded tokens in their members' lists; returns how many
+    /// tokens were left out because their member was not found (none can
+    /// be: each hangs on a member or a stand-in of the catalog).
+    pub(super) fn finish(self) -> u64 {
         let mut all: Vec<Held> = Vec::new();
         for part in &self.loaded {
             all.append(&mut part.lock());
         }
-        let members: HashMap<usize, &Arc<MemberHot>> = self
-            .members
-            .get()
-            .into_iter()
-            .flat_map(|orgs| orgs.values().flat_map(|users| users.values()))
+        let cat = self.inner.catalog.read();
+        let members: HashMap<usize, &Arc<MemberHot>> = cat
+            .orgs
+            .values()
+            .flat_map(|e| e.members.values().chain(e.ghosts.values()))
             .map(|m| (address(m), m))
-            .collect();
-        let ghosts = self.ghosts.lock();
-        let members: HashMap<usize, &Arc<MemberHot>> = members
-            .into_iter()
-            .chain(ghosts.iter().map(|m| (address(m), m)))
             .collect();
         // Member by member, each list sized once.
         all.sort_unstable_by_key(|h| h.0);
+        let mut missing = 0;
         for run in all.chunk_by(|a, b| a.0 == b.0) {
-            // Every token's member is one of these (tokens hold them).
             let Some(member) = members.get(&run[0].0) else {
+                debug_assert!(false, "a loaded token's member is not in the catalog");
+                missing += run.len() as u64;
                 continue;
             };
             let mut held = member.held.lock();
@@ -95,6 +95,7 @@ impl<'a> Loader<'a> {
                 held.insert(*id, *seq);
             }
         }
+        missing
     }
 
     /// Applies one stored record.
@@ -119,10 +120,15 @@ impl<'a> Loader<'a> {
         });
         match members.get(org).and_then(|users| users.get(user)) {
             Some(m) => m.clone(),
-            // A removed member's stand-in (rare: made under the lock).
+            // A removed member's stand-in.
             None => {
+                let mut ghosts = self.ghosts.lock();
+                let key = (org.to_string(), user.to_string());
+                if let Some(g) = ghosts.get(&key) {
+                    return g.clone();
+                }
                 let ghost = self.inner.catalog.write().holder(org, user);
-                self.ghosts.lock().push(ghost.clone());
+                ghosts.insert(key, ghost.clone());
                 ghost
             }
         }
@@ -138,6 +144,15 @@ impl<'a> Loader<'a> {
             let part = usize::from(r.id[0]) * LOADED_PARTS / 256;
             self.loaded[part].lock().push(held);
             LAST.with(|last| *last.borrow_mut() = Some(hot));
+        } else if let Some(at) = r.revoked_at {
+            // The same id twice (damage): as `Inner::apply`, a revocation
+            // sticks to the one already there.
+            inner.refresh.with(&r.id, |old| {
+                if let Some(old) = old {
+                    old.revoked_at.store(at, Ordering::Release);
+                    old.revoked.store(true, Ordering::Release);
+                }
+            });
         }
     }
 
