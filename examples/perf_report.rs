@@ -398,6 +398,7 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         let dur = Duration::from_millis(if q { 250 } else { 500 });
         let (mut ratios, mut cpu_ratios, mut waits) = (Vec::new(), Vec::new(), Vec::new());
         let (mut one, mut two) = (Vec::new(), Vec::new());
+        let (mut first, mut second) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             // One thread does the pair's work one half at a time: its rate
             // is the mean of its rates on each half (the halves hold
@@ -410,6 +411,8 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             let a_cpu = (a[0].per_cpu_sec + a[1].per_cpu_sec) / 2.0;
             let b = throughput(2, dur, job(0));
             one.push(a_rate);
+            first.push(a[0].per_sec);
+            second.push(a[1].per_sec);
             two.push(b.per_sec);
             ratios.push(b.per_sec / a_rate);
             cpu_ratios.push(2.0 * b.per_cpu_sec / a_cpu);
@@ -424,9 +427,11 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             median(&mut waits),
             median(&mut one),
             median(&mut two),
+            median(&mut first),
+            median(&mut second),
         ]
     };
-    let [verify_threads2_speedup, verify_threads2_speedup_cpu, verify_threads2_waiting, verify_1t_ops, verify_2t_ops] =
+    let [verify_threads2_speedup, verify_threads2_speedup_cpu, verify_threads2_waiting, verify_1t_ops, verify_2t_ops, verify_1t_first_half_ops, verify_1t_second_half_ops] =
         scaling(&split, if q { 6 } else { 10 });
     let [same_member_speedup, same_member_speedup_cpu, ..] =
         scaling(&interleaved, if q { 4 } else { 6 });
@@ -739,6 +744,8 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             "verify_threads2_same_members_speedup_cpu": same_member_speedup_cpu,
             "verify_threads2_waiting_share": verify_threads2_waiting,
             "verify_1thread_ops": verify_1t_ops,
+            "verify_1thread_first_half_ops": verify_1t_first_half_ops,
+            "verify_1thread_second_half_ops": verify_1t_second_half_ops,
             "verify_2threads_ops": verify_2t_ops,
             "list_own_us": list_own_us,
             "purge_ms": purge_ms,
