@@ -19,9 +19,10 @@ pub(crate) enum Change {
     DeleteMember { org: String, user: String },
     /// Set an organization's not-before cutoff.
     PutOrgCutoff { org: String, at: u64 },
-    /// Insert or replace a refresh record (and its member index entry).
+    /// Insert or replace a refresh record (and, where the backend keeps
+    /// one, its entry in an index by owner).
     PutRefresh(RefreshRecord),
-    /// Delete a refresh record and its index entry; its access records must be
+    /// Delete a refresh record (and any index entry); its access records must be
     /// deleted by `DeleteAccess` changes in the same batch.
     DeleteRefresh {
         id: [u8; 16],

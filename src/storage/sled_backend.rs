@@ -421,7 +421,8 @@ impl Backend for SledBackend {
         if from == b"1" {
             self.upgrade_access_keys()?;
         }
-        // Schema 3 keeps the member index in memory only.
+        // Schema 3 keeps which tokens each member holds in the store's
+        // memory only.
         self.db.drop_tree(OLD_BY_MEMBER).map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())
