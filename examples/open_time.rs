@@ -1,0 +1,69 @@
+//! Times `TokenStore::open` of one store, again and again, to compare builds
+//! side by side on a noisy machine (run two builds' binaries alternately).
+//!
+//! ```text
+//! cargo run --release --example open_time -- DIR [TOKENS]
+//! ```
+//!
+//! The first run with a new `DIR` builds a store of `TOKENS` tokens there
+//! (default 1,000,000; the layout of `perf_report`) and closes it; later runs
+//! open it `OPENS` times (environment, default 3), each after a pause, and
+//! print the wall-clock time of the open, the CPU time the process spent in
+//! it (all threads), and the CPU time spent in the 2.5 s after it returned
+//! (work left running in the background) with the resident memory then.
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{populate, process_cpu_ms, rss_mib, Layout};
+use tokenvault::{Config, StoreKey};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().ok_or("usage: open_time DIR [TOKENS]")?);
+    let tokens: usize = match args.next() {
+        Some(n) => n.replace('_', "").parse()?,
+        None => 1_000_000,
+    };
+    let config = || {
+        Config::new(&dir)
+            .key(StoreKey::from_bytes([0x42; 32]))
+            .max_access_per_refresh(10_001)
+    };
+    if !dir.exists() {
+        let t = Instant::now();
+        let store = config().open()?;
+        populate(&store, Layout::for_tokens(tokens), 10)?;
+        store.close()?;
+        println!(
+            "built {tokens} tokens in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let opens: usize = std::env::var("OPENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for _ in 0..opens {
+        std::thread::sleep(Duration::from_millis(1500));
+        let cpu = process_cpu_ms();
+        let t = Instant::now();
+        let store = config().open()?;
+        let wall = t.elapsed();
+        let open_cpu = process_cpu_ms() - cpu;
+        let cpu = process_cpu_ms();
+        std::thread::sleep(Duration::from_millis(2500));
+        println!(
+            "open {:.3} s, cpu {:.0} ms; after it: cpu {:.0} ms, rss {:.0} MiB",
+            wall.as_secs_f64(),
+            open_cpu,
+            process_cpu_ms() - cpu,
+            rss_mib()
+        );
+        drop(store);
+    }
+    Ok(())
+}
