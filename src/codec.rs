@@ -598,17 +598,41 @@ mod tests {
         }
     }
 
-    /// A record read in place says what its decoding says, for both
-    /// versions, and on damaged bytes it is read only if it decodes.
-    #[test]
-    fn views_agree_with_decoding() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
+    /// A xorshift generator.
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    /// `bytes` with one random change: a byte set at random or to a value
+    /// at a length-prefix or version boundary, cut short, or one byte more.
+    fn damaged(bytes: &[u8], next: &mut impl FnMut() -> u64) -> Vec<u8> {
+        let mut m = bytes.to_vec();
+        match next() % 4 {
+            0 => {
+                let k = next() as usize % m.len();
+                m[k] = next() as u8;
+            }
+            1 => m.truncate(next() as usize % m.len()),
+            2 => m.push(next() as u8),
+            _ => {
+                let k = next() as usize % m.len();
+                m[k] = [0, 1, 2, 250, 251, 252, 253, 254, 255][(next() % 9) as usize];
+            }
+        }
+        m
+    }
+
+    /// A record read in place says what its decoding says, for both
+    /// versions, and on damaged bytes it is read only if it decodes.
+    #[test]
+    fn views_agree_with_decoding() {
+        let mut next = rng(0x9e37_79b9_7f4a_7c15);
         let mut viewed = 0;
         for i in 0..300u64 {
             let mut r = sample_refresh(i);
@@ -623,19 +647,7 @@ mod tests {
             assert!(v == r.view(), "record {i}");
             assert_eq!(v.issue_seq, r.issue.map_or(0, |e| e.seq));
             for _ in 0..40 {
-                let mut m = b.clone();
-                match next() % 4 {
-                    0 => {
-                        let k = next() as usize % m.len();
-                        m[k] = next() as u8;
-                    }
-                    1 => m.truncate(next() as usize % m.len()),
-                    2 => m.push(next() as u8),
-                    _ => {
-                        let k = next() as usize % m.len();
-                        m[k] = [0, 1, 2, 250, 251, 252, 253, 255][(next() % 8) as usize];
-                    }
-                }
+                let m = damaged(&b, &mut next);
                 if let Some(v) = view_refresh(&m) {
                     let d = decode_refresh(&m).expect("read in place, so it decodes");
                     assert!(v == d.view(), "record {i}, damaged");
@@ -651,13 +663,7 @@ mod tests {
     /// refuse (the caller then asks serde) or agree with serde exactly.
     #[test]
     fn fast_readers_agree_with_serde() {
-        let mut x = 0x0123_4567_89ab_cdefu64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = rng(0x0123_4567_89ab_cdef);
         let mut checked = 0;
         for i in 0..400u64 {
             let r = sample_refresh(i);
@@ -670,19 +676,7 @@ mod tests {
             assert_eq!(decode_access(&ab).unwrap(), a);
             for _ in 0..40 {
                 for (bytes, is_refresh) in [(&rb, true), (&ab, false)] {
-                    let mut m = bytes.clone();
-                    match next() % 4 {
-                        0 => {
-                            let k = next() as usize % m.len();
-                            m[k] = next() as u8;
-                        }
-                        1 => m.truncate(next() as usize % m.len()),
-                        2 => m.push(next() as u8),
-                        _ => {
-                            let k = next() as usize % m.len();
-                            m[k] = [0, 1, 250, 251, 252, 253, 254, 255][(next() % 8) as usize];
-                        }
-                    }
+                    let m = damaged(bytes, &mut next);
                     if is_refresh && m.first() == Some(&FORMAT_VERSION) {
                         if let Some(f) = fast_refresh(&m[1..]) {
                             assert_eq!(decode::<RefreshRecord>(&m, "refresh").ok(), Some(f));

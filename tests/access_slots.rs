@@ -4,25 +4,15 @@
 //! store stays consistent (invariant 6) across eviction, purge, a lowered
 //! cap, and the upgrade of a version-1 store.
 
+mod common;
+
+use common::raw_sled;
 use std::path::Path;
 use std::time::Duration;
 
 use tokenvault::{Actor, Config, ManualClock, Role, StoreKey, TokenStore};
 
 const T0: u64 = 1_800_000_000;
-
-/// sled itself, waiting for the file lock that sled may hold a moment after
-/// the store is dropped.
-fn raw_sled(path: &Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
 
 /// Opens the store, waiting a little if the previous handle's sled
 /// background threads still hold the database lock (they release it

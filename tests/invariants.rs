@@ -2,25 +2,15 @@
 //! injectable clock, growth control and the store key: the promises a token
 //! store is trusted with.
 
+mod common;
+
+use common::raw_sled;
 use std::time::Duration;
 
 use tokenvault::token::{decode_raw, TokenKind};
 use tokenvault::{
     Actor, Config, Error, GenerateOptions, ManualClock, RevokeScope, Role, StoreKey, TokenStore,
 };
-
-/// sled itself, waiting for the file lock that sled may hold a moment after
-/// the store is dropped.
-fn raw_sled(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
 
 const T0: u64 = 1_800_000_000;
 

@@ -3,6 +3,8 @@
 //! as if each event were stored on its own: after a reopen, after the record
 //! is purged, and with sequence numbers that keep increasing.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,15 +24,7 @@ fn open(path: &Path, clock: &ManualClock) -> tokenvault::TokenStore {
 /// Keys in one tree, read with sled itself (which may hold its file lock a
 /// moment after the store is dropped).
 fn keys_in(path: &Path, tree: &str) -> usize {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let db = loop {
-        match sled::open(path) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    };
-    db.open_tree(tree).unwrap().len()
+    common::raw_sled(path).open_tree(tree).unwrap().len()
 }
 
 fn strictly_newest_first(events: &[AuditEvent]) {

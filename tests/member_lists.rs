@@ -19,6 +19,14 @@ fn open(path: &Path, clock: &ManualClock) -> TokenStore {
         .unwrap()
 }
 
+/// A store with the Owner ann and the User bob of `acme`.
+fn seeded(path: &Path, clock: &ManualClock) -> (TokenStore, Actor, Actor) {
+    let store = open(path, clock);
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    store.add_member("acme", "bob", Role::User).unwrap();
+    (store, Actor::new("acme", "ann"), Actor::new("acme", "bob"))
+}
+
 fn ids(v: &[tokenvault::TokenInfo]) -> Vec<String> {
     let mut x: Vec<String> = v.iter().map(|t| t.id.to_string()).collect();
     x.sort();
@@ -38,11 +46,7 @@ fn a_member_removed_and_added_again_keeps_every_token_listed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let clock = ManualClock::new(T0);
-    let store = open(&path, &clock);
-    store.add_member("acme", "ann", Role::Owner).unwrap();
-    store.add_member("acme", "bob", Role::User).unwrap();
-    let ann = Actor::new("acme", "ann");
-    let bob = Actor::new("acme", "bob");
+    let (store, ann, bob) = seeded(&path, &clock);
     let t1 = store.generate(&bob, Default::default()).unwrap();
     store.remove_member("acme", "bob").unwrap();
     assert_eq!(store.list_org(&ann).unwrap().len(), 1);
@@ -87,11 +91,7 @@ fn a_member_removed_before_a_reopen_is_listed_until_purged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let clock = ManualClock::new(T0);
-    let store = open(&path, &clock);
-    store.add_member("acme", "ann", Role::Owner).unwrap();
-    store.add_member("acme", "bob", Role::User).unwrap();
-    let ann = Actor::new("acme", "ann");
-    let bob = Actor::new("acme", "bob");
+    let (store, ann, bob) = seeded(&path, &clock);
     let t1 = store.generate(&bob, Default::default()).unwrap();
     store.remove_member("acme", "bob").unwrap();
     drop(store);
