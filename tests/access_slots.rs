@@ -270,7 +270,7 @@ fn a_version_1_store_is_upgraded_on_open() {
             .unwrap()
             .unwrap()
             .as_ref(),
-        b"3"
+        b"4"
     );
     let names = raw.tree_names();
     assert!(!names.iter().any(|n| n.as_ref() == b"refresh_by_member"));

@@ -19,6 +19,11 @@
 //!   (which never sees the child's memory) present the revoked tokens after
 //!   the restart.
 //!
+//! The child sometimes closes the store and opens it again, and the parent
+//! closes it after its checks, so that kills also land during `close` (while
+//! it writes the warm-start files the next open reads) and after opens that
+//! read such files.
+//!
 //! At least 50 cycles in CI; `TOKENVAULT_CRASH_CYCLES` raises it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -147,7 +152,7 @@ fn child(dir: &Path) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let mut rng = Rng(seed | 1);
-    let store = open(dir);
+    let mut store = open(dir);
     let mut acks = Log::open(&dir.join("acks.log"));
     let mut secrets = Log::open(&dir.join("secrets.log"));
     let mut known = load_known(dir);
@@ -264,6 +269,13 @@ fn child(dir: &Path) {
                         .expect("re-adding a member");
                     acks.line(&format!("ok {what}"));
                 }
+            }
+            // Closed and opened again: the kill may come while `close`
+            // writes its warm-start files, or after the open that read
+            // them, in the middle of later writes.
+            92 => {
+                store.close().expect("closing the store");
+                store = open(dir);
             }
             _ if !known.access.is_empty() => {
                 let (_, _, text) = &known.access[rng.below(known.access.len())];
@@ -435,6 +447,8 @@ fn check_after_crash(dir: &Path, cycle: u64) -> usize {
             "cycle {cycle}: acknowledged role of {org}/{user} lost"
         );
     }
+    // The next child opens what this close leaves (warm-start files).
+    store.close().expect("closing the store after the check");
     e.acked
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
-use super::{Backend, Change, IntegrityReport, Loaded};
+use super::{warm, Backend, Change, IntegrityReport, Loaded};
 use crate::codec::{
     decode, decode_access, decode_refresh, encode, encode_refresh, member_key, org_key,
     view_refresh, AccessRecord, EventRecord, MemberRecord, RefreshRecord, RefreshView,
@@ -32,6 +32,9 @@ pub(crate) struct SledBackend {
     /// for the checkpoint of [`Backend::close`].
     path: Option<std::path::PathBuf>,
     cache_bytes: u64,
+    /// The warm-start marker taken out of the meta tree at open: names the
+    /// files [`Backend::load`] may read instead of the trees.
+    warm: parking_lot::Mutex<Option<warm::Marker>>,
 }
 
 /// The tree schema 3 no longer keeps (dropped by [`Backend::upgrade`]).
@@ -85,8 +88,22 @@ impl SledBackend {
         };
         let db = open_waiting_for_lock(&cfg, path.is_some())?;
         let t = |name: &str| db.open_tree(name).map_err(io);
+        let meta = t("meta")?;
+        // Warm-start files are valid only while nothing has been written
+        // since the close that made them: their marker goes, durably,
+        // before anything else can write.
+        let mut marker = None;
+        if let Some(p) = path {
+            match meta.remove(warm::MARKER_KEY).map_err(io)? {
+                Some(m) => {
+                    db.flush().map_err(io)?;
+                    marker = warm::Marker::decode(&m);
+                }
+                None => warm::remove(p),
+            }
+        }
         Ok(SledBackend {
-            meta: t("meta")?,
+            meta,
             members: t("members")?,
             cutoffs: t("cutoffs")?,
             refresh: t("refresh")?,
@@ -96,6 +113,7 @@ impl SledBackend {
             unreadable: AtomicU64::new(0),
             path: path.map(Path::to_path_buf),
             cache_bytes,
+            warm: parking_lot::Mutex::new(marker),
             db,
         })
     }
@@ -135,6 +153,33 @@ fn enc<T: serde::Serialize>(
 }
 
 impl SledBackend {
+    /// Writes the warm-start files of this database (at `path`): its
+    /// refresh and access records in the order and parts of
+    /// [`scan_families`], then its last exchanges.
+    fn write_warm(&self, path: &Path) -> Result<warm::Marker> {
+        let parts = scan_parts();
+        warm::write(
+            path,
+            parts,
+            |writers| {
+                scan_families(
+                    parts,
+                    &self.refresh,
+                    &self.access,
+                    &|i, k, v| writers[i].lock().entry(warm::REFRESH, k, v),
+                    &|i, k, v| writers[i].lock().entry(warm::ACCESS, k, v),
+                )
+            },
+            |last| {
+                for kv in self.last_refresh.iter() {
+                    let (k, v) = kv.map_err(io)?;
+                    last.entry(warm::LAST_REFRESH, &k, &v);
+                }
+                Ok(())
+            },
+        )
+    }
+
     /// Brings access records of schema version 1 (keyed by refresh id and
     /// access id) to slot keys (refresh id and slot). Idempotent; atomic.
     fn upgrade_access_keys(&self) -> Result<()> {
@@ -355,54 +400,91 @@ impl Backend for SledBackend {
         // closed), as the integrity check reports it.
         let unreadable = AtomicU64::new(0);
         let max_issue = AtomicU64::new(0);
-        {
-            // Each loader thread hands a family's refresh record over before
-            // its access records (see `scan_families`).
-            scan_families(
-                &self.refresh,
-                &self.access,
-                &|k, v| {
-                    let loaded = |r: &RefreshView<'_>| {
-                        if r.id[..] != *k {
-                            return false;
-                        }
-                        // Records come in random order of their events:
-                        // a new highest is rare, and only it is written.
-                        if r.issue_seq > max_issue.load(Ordering::Relaxed) {
-                            max_issue.fetch_max(r.issue_seq, Ordering::Relaxed);
-                        }
-                        refresh(r);
-                        true
-                    };
-                    let ok = match view_refresh(v) {
-                        Some(r) => loaded(&r),
-                        None => decode_refresh(v).is_ok_and(|r| loaded(&r.view())),
-                    };
-                    if !ok {
-                        unreadable.fetch_add(1, Ordering::Relaxed);
-                        skip();
+        let on_refresh = |_: usize, k: &[u8], v: &[u8]| {
+            let loaded = |r: &RefreshView<'_>| {
+                if r.id[..] != *k {
+                    return false;
+                }
+                // Records come in random order of their events: a new
+                // highest is rare, and only it is written.
+                if r.issue_seq > max_issue.load(Ordering::Relaxed) {
+                    max_issue.fetch_max(r.issue_seq, Ordering::Relaxed);
+                }
+                refresh(r);
+                true
+            };
+            let ok = match view_refresh(v) {
+                Some(r) => loaded(&r),
+                None => decode_refresh(v).is_ok_and(|r| loaded(&r.view())),
+            };
+            if !ok {
+                unreadable.fetch_add(1, Ordering::Relaxed);
+                skip();
+            }
+        };
+        let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                apply(Change::PutAccess { rec, slot })
+            }
+            _ => skip(),
+        };
+        let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), u64_from(v)) {
+            (Ok(id), Some(at)) => apply(Change::PutLastRefresh { id, at }),
+            _ => skip(),
+        };
+        // Each loader thread hands a family's refresh record over before
+        // its access records (see `scan_families`; the warm-start files
+        // keep that order), and the last exchanges come after every family.
+        let marker = self.warm.lock().take();
+        let files = match (&self.path, &marker) {
+            (Some(p), Some(m)) => warm::read(p, m),
+            _ => None,
+        };
+        match files.as_deref().and_then(<[Vec<u8>]>::split_last) {
+            Some((last, parts)) => {
+                std::thread::scope(|s| {
+                    for (i, part) in parts.iter().enumerate() {
+                        let (on_refresh, on_access) = (&on_refresh, &on_access);
+                        s.spawn(move || {
+                            for (kind, k, v) in warm::file_entries(part) {
+                                match kind {
+                                    warm::REFRESH => on_refresh(i, k, v),
+                                    warm::ACCESS => on_access(i, k, v),
+                                    _ => skip(),
+                                }
+                            }
+                        });
                     }
-                },
-                &|k, v| match (slot_of(k), decode_access(v)) {
-                    (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
-                        apply(Change::PutAccess { rec, slot })
+                });
+                for (kind, k, v) in warm::file_entries(last) {
+                    match kind {
+                        warm::LAST_REFRESH => on_last(k, v),
+                        _ => skip(),
                     }
-                    _ => skip(),
-                },
-            )?;
+                }
+            }
+            None => {
+                scan_families(
+                    scan_parts(),
+                    &self.refresh,
+                    &self.access,
+                    &on_refresh,
+                    &on_access,
+                )?;
+                for kv in self.last_refresh.iter() {
+                    let (k, v) = kv.map_err(io)?;
+                    on_last(&k, &v);
+                }
+            }
+        }
+        if let Some(p) = &self.path {
+            warm::remove(p);
         }
         self.unreadable
             .store(unreadable.into_inner(), Ordering::Relaxed);
         info.skipped += skipped.into_inner();
         // Issue events live in their refresh records, not in EVENT_SEQ.
         info.last_event_seq = self.event_seq()?.max(max_issue.into_inner());
-        for kv in self.last_refresh.iter() {
-            let (k, v) = kv.map_err(io)?;
-            match (<[u8; 16]>::try_from(&k[..]), u64_from(&v)) {
-                (Ok(id), Some(at)) => apply(Change::PutLastRefresh { id, at }),
-                _ => info.skipped += 1,
-            }
-        }
         Ok(info)
     }
 
@@ -413,17 +495,21 @@ impl Backend for SledBackend {
     fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]) {
         // 2: access records keyed by family and slot (1: by family and
         // access id); 3: no member index on disk, issue events inside
-        // refresh records.
-        (b"3", &[b"1", b"2"])
+        // refresh records; 4: may hold a warm-start marker (a build that
+        // knows only 3 would write past a marker without removing it, so
+        // it must not open the database).
+        (b"4", &[b"1", b"2", b"3"])
     }
 
     fn upgrade(&self, from: &[u8]) -> Result<()> {
         if from == b"1" {
             self.upgrade_access_keys()?;
         }
-        // Schema 3 keeps which tokens each member holds in the store's
-        // memory only.
-        self.db.drop_tree(OLD_BY_MEMBER).map_err(io)?;
+        if from != b"3" {
+            // Schema 3 keeps which tokens each member holds in the store's
+            // memory only.
+            self.db.drop_tree(OLD_BY_MEMBER).map_err(io)?;
+        }
         self.db.flush().map_err(io)?;
         Ok(())
     }
@@ -435,6 +521,18 @@ impl Backend for SledBackend {
 
     fn close(self: Box<Self>) -> Result<()> {
         self.sync()?;
+        if let Some(p) = &self.path {
+            // Nothing writes to the database any more: a copy of its token
+            // records spares the next open sled's page-by-page reads. The
+            // copy is a cache, so a failure to make it only costs the next
+            // open that time.
+            if let Ok(marker) = self.write_warm(p) {
+                self.meta
+                    .insert(warm::MARKER_KEY, marker.encode())
+                    .map_err(io)?;
+                self.sync()?;
+            }
+        }
         let (path, cache_bytes) = (self.path.clone(), self.cache_bytes);
         drop(self);
         // sled 0.34 writes the snapshot that spares the next open its log
@@ -614,12 +712,19 @@ impl Backend for SledBackend {
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(io)
+        let warm = self.path.as_deref().map_or(0, warm::size);
+        Ok(self.db.size_on_disk().map_err(io)? + warm)
     }
 }
 
-/// A record visitor of [`scan_families`]: key and value.
-type Visit<'a> = &'a (dyn Fn(&[u8], &sled::IVec) + Sync);
+/// How many parts [`scan_families`] cuts the key space into.
+fn scan_parts() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
+/// A record visitor of [`scan_families`]: the part of the key space (which
+/// loader thread), key and value.
+type Visit<'a> = &'a (dyn Fn(usize, &[u8], &[u8]) + Sync);
 
 /// Calls `on_refresh` on every entry of the refresh tree and `on_access` on
 /// every entry of the access tree, each refresh record before the access
@@ -630,12 +735,12 @@ type Visit<'a> = &'a (dyn Fn(&[u8], &sled::IVec) + Sync);
 /// sled's page reads, decoding, and inserts into the in-memory maps, and
 /// a family handled at once finds its refresh token still in the cache.
 fn scan_families(
+    parts: usize,
     refresh: &Tree,
     access: &Tree,
     on_refresh: Visit<'_>,
     on_access: Visit<'_>,
 ) -> Result<()> {
-    let parts = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let bound = |i: usize| -> Option<[u8; 1]> {
         // The first key byte where part `i` starts (none: the end).
         (i < parts).then(|| [(i * 256 / parts) as u8])
@@ -666,13 +771,13 @@ fn scan_families(
                     pending = Some((k, v));
                     return Ok(());
                 }
-                on_access(&k, &v);
+                on_access(i, &k, &v);
             }
         };
         for kv in refresh.range::<&[u8], _>(range) {
             let (k, v) = kv.map_err(io)?;
             drain(Some(&k))?;
-            on_refresh(&k, &v);
+            on_refresh(i, &k, &v);
         }
         drain(None)
     };
@@ -727,7 +832,7 @@ mod tests {
             })
             .collect();
         // The edges of the key space and of its parts.
-        for first in [0x00, 0x3f, 0x40, 0x7f, 0x80, 0xff] {
+        for first in [0x00, 0x3f, 0x40, 0x7f, 0x80, 0xbf, 0xc0, 0xff] {
             ids.push([first; 16]);
         }
         for (n, id) in ids.iter().enumerate() {
@@ -749,10 +854,11 @@ mod tests {
         }
         let seen = parking_lot::Mutex::new(Vec::new());
         scan_families(
+            4,
             &refresh,
             &access,
-            &|k, _| seen.lock().push((true, k.to_vec())),
-            &|k, _| seen.lock().push((false, k.to_vec())),
+            &|_, k, _| seen.lock().push((true, k.to_vec())),
+            &|_, k, _| seen.lock().push((false, k.to_vec())),
         )
         .unwrap();
         let seen = seen.into_inner();

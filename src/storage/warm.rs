@@ -1,0 +1,430 @@
+//! Warm start for the sled backend: a copy of the token records in flat
+//! files, written when a store is closed and read by the next open instead
+//! of walking sled's trees.
+//!
+//! sled 0.34 reads a tree page by page, and opening a store of a million
+//! tokens spends most of its time there; the same records read from a file
+//! in one sequential read cost a small part of that. The files are a cache,
+//! never the truth: they are used only when they hold exactly what sled
+//! holds, which the open checks as follows.
+//!
+//! * [`write`] copies the refresh, access and last-exchange records of a
+//!   store nobody writes to any more (its last handle is closing), each
+//!   file hashed with blake3 and synced, and returns a [`Marker`] naming
+//!   the files' lengths and hashes and a fresh random nonce.
+//! * The backend then stores the marker in sled's meta tree and flushes:
+//!   only from that point can the files be used.
+//! * Opening the database takes the marker out of the meta tree and
+//!   flushes before anything else can write, so any later write, and any
+//!   crash after it, leaves no marker: the files it described are then
+//!   stale and are never read again (the next close writes new ones).
+//! * [`read`] accepts the files only if each has the length and hash the
+//!   marker names and starts with its nonce; otherwise the open walks
+//!   sled's trees as it would without them.
+//!
+//! The files hold what sled's trees hold (verifiers, never secrets) and
+//! exist only while the store is closed: the open that reads them deletes
+//! them.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// The meta tree entry naming the valid warm-start files.
+pub(super) const MARKER_KEY: &str = "warm_start";
+
+/// The directory of the files, inside sled's directory.
+const DIR: &str = "warm-start";
+
+/// The first bytes of the marker and of every file (format version 1).
+const MAGIC: &[u8; 8] = b"tvwarm01";
+
+/// An entry's kind.
+pub(super) const REFRESH: u8 = 1;
+pub(super) const ACCESS: u8 = 2;
+pub(super) const LAST_REFRESH: u8 = 3;
+
+/// What the close wrote: the nonce every file starts with, and each file's
+/// length and blake3 hash (files `0..n`, in that order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Marker {
+    nonce: [u8; 16],
+    files: Vec<(u64, [u8; 32])>,
+}
+
+/// At most this many files: a marker naming more is not one of ours.
+const MAX_FILES: usize = 64;
+
+impl Marker {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 16 + 4 + self.files.len() * 40);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
+        for (len, hash) in &self.files {
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(hash);
+        }
+        out
+    }
+
+    /// The marker in `bytes`, or `None` if they are not one.
+    pub(super) fn decode(bytes: &[u8]) -> Option<Marker> {
+        let rest = bytes.strip_prefix(&MAGIC[..])?;
+        let (nonce, rest) = rest.split_first_chunk::<16>()?;
+        let (count, mut rest) = rest.split_first_chunk::<4>()?;
+        let count = u32::from_le_bytes(*count) as usize;
+        if count == 0 || count > MAX_FILES || rest.len() != count * 40 {
+            return None;
+        }
+        let mut files = Vec::with_capacity(count);
+        while let Some((len, after)) = rest.split_first_chunk::<8>() {
+            let (hash, after) = after.split_first_chunk::<32>()?;
+            files.push((u64::from_le_bytes(*len), *hash));
+            rest = after;
+        }
+        Some(Marker {
+            nonce: *nonce,
+            files,
+        })
+    }
+}
+
+/// The warm-start directory of the database at `db`.
+pub(super) fn dir(db: &Path) -> PathBuf {
+    db.join(DIR)
+}
+
+/// Deletes the warm-start files of the database at `db`, if any. They are a
+/// cache: failing to delete them is harmless (without a marker they are
+/// never read, and the next close replaces them).
+pub(super) fn remove(db: &Path) {
+    let _ = std::fs::remove_dir_all(dir(db));
+}
+
+/// Bytes of the warm-start files of the database at `db` (0 if none).
+pub(super) fn size(db: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir(db)) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// One file being written: buffered, hashed as it goes. The first error
+/// is kept and ends the writing.
+pub(super) struct FileWriter {
+    out: BufWriter<File>,
+    hash: blake3::Hasher,
+    len: u64,
+    failed: Option<std::io::Error>,
+}
+
+impl FileWriter {
+    fn create(path: &Path, nonce: &[u8; 16]) -> Result<FileWriter> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(path).map_err(file_error)?;
+        let mut w = FileWriter {
+            out: BufWriter::with_capacity(1 << 20, file),
+            hash: blake3::Hasher::new(),
+            len: 0,
+            failed: None,
+        };
+        w.bytes(MAGIC);
+        w.bytes(nonce);
+        Ok(w)
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        match self.out.write_all(b) {
+            Ok(()) => {
+                self.hash.update(b);
+                self.len += b.len() as u64;
+            }
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// Appends one entry: its kind, key and value.
+    pub(super) fn entry(&mut self, kind: u8, key: &[u8], value: &[u8]) {
+        let (Ok(klen), Ok(vlen)) = (u8::try_from(key.len()), u32::try_from(value.len())) else {
+            // Not a key or value of this crate's trees: the copy would not
+            // be faithful, so none is made.
+            self.failed = Some(std::io::Error::other("an entry too large to copy"));
+            return;
+        };
+        self.bytes(&[kind, klen]);
+        self.bytes(&vlen.to_le_bytes());
+        self.bytes(key);
+        self.bytes(value);
+    }
+
+    /// Writes out, syncs and closes the file; returns its length and hash.
+    fn finish(self) -> Result<(u64, [u8; 32])> {
+        if let Some(e) = self.failed {
+            return Err(file_error(e));
+        }
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| file_error(e.into_error()))?;
+        file.sync_all().map_err(file_error)?;
+        Ok((self.len, *self.hash.finalize().as_bytes()))
+    }
+}
+
+fn file_error(e: std::io::Error) -> Error {
+    Error::Io(format!("warm-start file: {e}"))
+}
+
+/// Writes the warm-start files of the database at `db`: `parts` files
+/// filled by `fill` (called once, from any threads, with one writer per
+/// part; a part's entries keep the order `fill` gives them), then one
+/// filled by `fill_last`. Any earlier files are deleted first. Returns the
+/// marker that makes them valid once it is stored.
+///
+/// # Errors
+/// [`Error::Io`] if a file cannot be written; what was written is deleted.
+pub(super) fn write(
+    db: &Path,
+    parts: usize,
+    fill: impl FnOnce(&[Mutex<FileWriter>]) -> Result<()>,
+    fill_last: impl FnOnce(&mut FileWriter) -> Result<()>,
+) -> Result<Marker> {
+    let res = write_files(db, parts, fill, fill_last);
+    if res.is_err() {
+        remove(db);
+    }
+    res
+}
+
+fn write_files(
+    db: &Path,
+    parts: usize,
+    fill: impl FnOnce(&[Mutex<FileWriter>]) -> Result<()>,
+    fill_last: impl FnOnce(&mut FileWriter) -> Result<()>,
+) -> Result<Marker> {
+    let dir = dir(db);
+    remove(db);
+    std::fs::create_dir(&dir).map_err(file_error)?;
+    let mut nonce = [0u8; 16];
+    crate::token::os_random(&mut nonce)?;
+    let writers = (0..parts)
+        .map(|i| FileWriter::create(&dir.join(i.to_string()), &nonce).map(Mutex::new))
+        .collect::<Result<Vec<_>>>()?;
+    fill(&writers)?;
+    let mut last = FileWriter::create(&dir.join(parts.to_string()), &nonce)?;
+    fill_last(&mut last)?;
+    let mut files = Vec::with_capacity(parts + 1);
+    for w in writers {
+        files.push(w.into_inner().finish()?);
+    }
+    files.push(last.finish()?);
+    // The files' names must be durable before the marker names them.
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(file_error)?;
+    Ok(Marker { nonce, files })
+}
+
+/// The warm-start files `marker` names, read whole, each checked against
+/// the marker (length, hash, nonce) and against the entry layout; `None`
+/// if any is missing or differs. The files are read on threads of their
+/// own.
+pub(super) fn read(db: &Path, marker: &Marker) -> Option<Vec<Vec<u8>>> {
+    let dir = dir(db);
+    let read_one = |i: usize| -> Option<Vec<u8>> {
+        let (len, hash) = marker.files[i];
+        let mut file = File::open(dir.join(i.to_string())).ok()?;
+        if file.metadata().ok()?.len() != len {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(len).ok()?);
+        file.read_to_end(&mut buf).ok()?;
+        let header = buf
+            .strip_prefix(&MAGIC[..])?
+            .strip_prefix(&marker.nonce[..])?;
+        let ok = buf.len() as u64 == len
+            && blake3::hash(&buf) == hash
+            && entries(header).all(|e| e.is_some());
+        ok.then_some(buf)
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..marker.files.len())
+            .map(|i| s.spawn(move || read_one(i)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    })
+}
+
+/// The entries of a file read by [`read`].
+pub(super) fn file_entries(file: &[u8]) -> impl Iterator<Item = (u8, &[u8], &[u8])> {
+    let body = file.get(MAGIC.len() + 16..).unwrap_or(&[]);
+    entries(body).map_while(|e| e)
+}
+
+/// The entries in `body`: each `Some((kind, key, value))`, or a last `None`
+/// where the bytes are not an entry.
+fn entries(mut body: &[u8]) -> impl Iterator<Item = Option<(u8, &[u8], &[u8])>> {
+    std::iter::from_fn(move || {
+        if body.is_empty() {
+            return None;
+        }
+        let entry = (|| {
+            let (&[kind, klen], rest) = body.split_first_chunk::<2>()?;
+            let (vlen, rest) = rest.split_first_chunk::<4>()?;
+            let vlen = u32::from_le_bytes(*vlen) as usize;
+            let (key, rest) = rest.split_at_checked(usize::from(klen))?;
+            let (value, rest) = rest.split_at_checked(vlen)?;
+            Some((kind, key, value, rest))
+        })();
+        match entry {
+            Some((kind, key, value, rest)) if (REFRESH..=LAST_REFRESH).contains(&kind) => {
+                body = rest;
+                Some(Some((kind, key, value)))
+            }
+            _ => {
+                body = &[];
+                Some(None)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(files: usize) -> Marker {
+        Marker {
+            nonce: [7; 16],
+            files: (0..files)
+                .map(|i| (i as u64 * 1000, [i as u8; 32]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn markers_round_trip_and_damaged_ones_are_refused() {
+        for n in [1, 3, MAX_FILES] {
+            let m = marker(n);
+            assert_eq!(Marker::decode(&m.encode()), Some(m));
+        }
+        let good = marker(3).encode();
+        for cut in 0..good.len() {
+            assert_eq!(Marker::decode(&good[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert_eq!(Marker::decode(&longer), None);
+        let mut other_magic = good.clone();
+        other_magic[7] ^= 1;
+        assert_eq!(Marker::decode(&other_magic), None);
+        assert_eq!(Marker::decode(&marker(0).encode()), None);
+        assert_eq!(Marker::decode(&marker(MAX_FILES + 1).encode()), None);
+    }
+
+    fn written(dir: &Path) -> Marker {
+        write(
+            dir,
+            2,
+            |w| {
+                w[0].lock().entry(REFRESH, b"r0", b"value r0");
+                w[1].lock().entry(REFRESH, b"r1", b"");
+                w[1].lock().entry(ACCESS, b"a1", &[9; 300]);
+                Ok(())
+            },
+            |w| {
+                w.entry(LAST_REFRESH, b"l", b"12345678");
+                Ok(())
+            },
+        )
+        .unwrap()
+    }
+
+    type Entries = Vec<(u8, Vec<u8>, Vec<u8>)>;
+
+    #[test]
+    fn files_read_back_as_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = written(tmp.path());
+        let files = read(tmp.path(), &m).expect("the files as written");
+        let got: Vec<Entries> = files
+            .iter()
+            .map(|f| {
+                file_entries(f)
+                    .map(|(k, a, b)| (k, a.to_vec(), b.to_vec()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![(REFRESH, b"r0".to_vec(), b"value r0".to_vec())],
+                vec![
+                    (REFRESH, b"r1".to_vec(), vec![]),
+                    (ACCESS, b"a1".to_vec(), vec![9; 300])
+                ],
+                vec![(LAST_REFRESH, b"l".to_vec(), b"12345678".to_vec())],
+            ]
+        );
+        assert!(size(tmp.path()) > 0);
+        remove(tmp.path());
+        assert_eq!(size(tmp.path()), 0);
+        assert!(read(tmp.path(), &m).is_none(), "the files are gone");
+    }
+
+    #[test]
+    fn a_file_that_differs_from_the_marker_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = written(tmp.path());
+        let path = dir(tmp.path()).join("1");
+        let good = std::fs::read(&path).unwrap();
+        // Every byte flipped, one at a time; then a byte cut off and one
+        // added.
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(read(tmp.path(), &m).is_none(), "byte {i} flipped");
+        }
+        for bad in [&good[..good.len() - 1], &[&good[..], &[0]].concat()[..]] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(read(tmp.path(), &m).is_none());
+        }
+        std::fs::write(&path, &good).unwrap();
+        assert!(read(tmp.path(), &m).is_some());
+        // Files of another close (another nonce) are not these.
+        let newer = written(tmp.path());
+        assert!(read(tmp.path(), &m).is_none());
+        assert!(read(tmp.path(), &newer).is_some());
+    }
+
+    #[test]
+    fn the_entry_walk_stops_at_bytes_that_are_no_entry() {
+        let mut body = vec![REFRESH, 1, 2, 0, 0, 0, b'k', b'v', b'w'];
+        assert_eq!(
+            entries(&body).collect::<Vec<_>>(),
+            vec![Some((REFRESH, &b"k"[..], &b"vw"[..]))]
+        );
+        body.push(9); // an unknown kind, cut short
+        assert_eq!(entries(&body).last(), Some(None));
+        body.truncate(8); // the value cut short
+        assert_eq!(entries(&body).collect::<Vec<_>>(), vec![None]);
+    }
+}

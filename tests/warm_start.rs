@@ -1,0 +1,309 @@
+//! Warm start: `close` copies the token records into files the next open
+//! reads instead of sled's trees. The open that reads them must see what an
+//! open reading the trees sees; files the database no longer vouches for
+//! (written before later writes, or damaged) must never be read.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::raw_sled;
+use tokenvault::{
+    Actor, Config, GenerateOptions, ManualClock, RevokeScope, Role, StoreKey, TokenStore,
+};
+
+const T0: u64 = 1_800_000_000;
+
+fn open(path: &Path, clock: &ManualClock) -> TokenStore {
+    Config::new(path)
+        .key(StoreKey::from_bytes([5; 32]))
+        .clock(clock.clone())
+        .max_access_per_refresh(3)
+        .open()
+        .unwrap()
+}
+
+fn warm_dir(path: &Path) -> PathBuf {
+    path.join("warm-start")
+}
+
+/// Every token string made by [`populate`], for verification.
+struct Made {
+    refresh: Vec<String>,
+    access: Vec<String>,
+}
+
+/// A store with a bit of everything: roles, a demoted and a removed member,
+/// revoked tokens (one by one, a member's all, an org's cutoff), evicted,
+/// revoked and expired access tokens, exchanges without access record left.
+fn populate(store: &TokenStore, clock: &ManualClock) -> Made {
+    let mut made = Made {
+        refresh: Vec::new(),
+        access: Vec::new(),
+    };
+    for org in ["acme", "globex"] {
+        store.add_member(org, "owner", Role::Owner).unwrap();
+        for (user, role) in [
+            ("ada", Role::Admin),
+            ("bob", Role::User),
+            ("cy", Role::User),
+            ("di", Role::Stakeholder),
+        ] {
+            store.add_member(org, user, role).unwrap();
+        }
+        let owner = Actor::new(org, "owner");
+        for (n, user) in ["owner", "ada", "bob", "cy", "di"].iter().enumerate() {
+            let me = Actor::new(org, *user);
+            for k in 0..4 {
+                let t = if k == 3 {
+                    store
+                        .assign(&owner, user, GenerateOptions::default().label("assigned"))
+                        .unwrap()
+                } else {
+                    let opts = GenerateOptions::default().label(format!("{user} {k}"));
+                    let opts = if k == 2 { opts.expires_in(3_600) } else { opts };
+                    store.generate(&me, opts).unwrap()
+                };
+                // 0 to 4 exchanges: the fourth evicts the oldest.
+                for _ in 0..(n + k) % 5 {
+                    let g = store.exchange(t.token.expose()).unwrap();
+                    made.access.push(g.access_token.expose().to_string());
+                    clock.advance(7);
+                }
+                if k == 1 && n % 2 == 0 {
+                    store.revoke(&owner, &t.info.id, Some("test")).unwrap();
+                }
+                made.refresh.push(t.token.expose().to_string());
+            }
+        }
+        store.set_role(org, "ada", Role::User).unwrap();
+        store.remove_member(org, "cy").unwrap();
+        store
+            .revoke_all(&owner, RevokeScope::Member("bob".into()), Some(T0 + 30))
+            .unwrap();
+    }
+    store.revoke_access(&made.access[1]).unwrap();
+    store
+        .revoke_all(
+            &Actor::new("globex", "owner"),
+            RevokeScope::Org,
+            Some(T0 + 20),
+        )
+        .unwrap();
+    // Some access tokens expire; a purge drops them, leaving families
+    // whose last exchange only the store's own record remembers.
+    clock.advance(3_000);
+    for _ in 0..3 {
+        let t = store
+            .generate(&Actor::new("acme", "di"), GenerateOptions::default())
+            .unwrap();
+        made.access.push(
+            store
+                .exchange(t.token.expose())
+                .unwrap()
+                .access_token
+                .expose()
+                .to_string(),
+        );
+        made.refresh.push(t.token.expose().to_string());
+    }
+    clock.advance(1_000);
+    while store.purge_expired(1_000).unwrap().more {}
+    made
+}
+
+/// What a user of the store can see of it: every token verified, every
+/// list of every member, the counts.
+fn observe(store: &TokenStore, made: &Made) -> Vec<String> {
+    let mut seen = Vec::new();
+    for t in &made.refresh {
+        seen.push(format!(
+            "{:?}",
+            store.verify_refresh(t).map(|i| (i.id, i.state))
+        ));
+    }
+    for t in &made.access {
+        seen.push(format!("{:?}", store.verify(t)));
+    }
+    for org in ["acme", "globex"] {
+        for user in ["owner", "ada", "bob", "cy", "di"] {
+            let me = Actor::new(org, user);
+            seen.push(format!("{:?}", store.list_own(&me)));
+            seen.push(format!("{:?}", store.list_org(&me)));
+        }
+    }
+    let mut stats = store.stats().unwrap();
+    stats.disk_bytes = 0;
+    seen.push(format!("{stats:?}"));
+    // Without the audit events: denied calls above add some.
+    let mut report = store.check_integrity().unwrap();
+    report.events = 0;
+    seen.push(format!("{report:?}"));
+    seen
+}
+
+/// Fails at the first entry where two observations differ.
+fn assert_same(got: &[String], want: &[String], what: &str) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g, w, "{what}: entry {i} differs");
+    }
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+}
+
+/// Whether the meta tree holds a warm-start marker.
+fn has_marker(path: &Path) -> bool {
+    let db = raw_sled(path);
+    let has = db
+        .open_tree("meta")
+        .unwrap()
+        .contains_key("warm_start")
+        .unwrap();
+    drop(db);
+    has
+}
+
+#[test]
+fn a_warm_open_sees_what_a_cold_open_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, &clock);
+    let made = populate(&store, &clock);
+    let before = observe(&store, &made);
+    store.close().unwrap();
+    assert!(warm_dir(&path).is_dir(), "close wrote no warm-start files");
+    assert!(has_marker(&path));
+
+    let store = open(&path, &clock);
+    assert!(!warm_dir(&path).exists(), "the open left its files behind");
+    let warm = observe(&store, &made);
+    assert_same(&warm, &before, "a warm open and the store closed");
+    // Dropped without `close`: the next open reads the trees.
+    drop(store);
+    assert!(!has_marker(&path));
+    let store = open(&path, &clock);
+    let cold = observe(&store, &made);
+    assert_same(&cold, &warm, "cold and warm opens");
+    // Whatever is not in the observation still behaves alike: the cap
+    // evicts the oldest access token of a family in both.
+    let fam = made.refresh.last().unwrap();
+    let first = store.exchange(fam).unwrap();
+    for _ in 0..3 {
+        store.exchange(fam).unwrap();
+    }
+    assert!(store.verify(first.access_token.expose()).is_err());
+}
+
+#[test]
+fn the_warm_files_are_what_the_open_reads() {
+    // A refresh record deleted from sled's tree behind the store's back (the
+    // marker left in place) is still loaded: the open read the files, not
+    // the tree. (`verify` reads memory only.)
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, &clock);
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    let ann = Actor::new("acme", "ann");
+    let t = store.generate(&ann, GenerateOptions::default()).unwrap();
+    let grant = store.exchange(t.token.expose()).unwrap();
+    store.close().unwrap();
+    let db = raw_sled(&path);
+    let removed = db
+        .open_tree("refresh")
+        .unwrap()
+        .remove(t.info.id.as_bytes())
+        .unwrap();
+    assert!(removed.is_some());
+    db.flush().unwrap();
+    drop(db);
+    let store = open(&path, &clock);
+    let who = store.verify(grant.access_token.expose()).unwrap();
+    assert_eq!(who.refresh_id, t.info.id);
+    // Without the files (dropped, not closed), the tree is read: the access
+    // token has no parent.
+    drop(store);
+    let store = open(&path, &clock);
+    assert!(store.verify(grant.access_token.expose()).is_err());
+}
+
+#[test]
+fn writes_after_a_warm_open_outlive_the_files_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, &clock);
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    store.add_member("acme", "bob", Role::User).unwrap();
+    let ann = Actor::new("acme", "ann");
+    let bob = Actor::new("acme", "bob");
+    let doomed = store.generate(&bob, GenerateOptions::default()).unwrap();
+    let grant = store.exchange(doomed.token.expose()).unwrap();
+    store.close().unwrap();
+    // Keep a copy of the files this close wrote.
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    for e in std::fs::read_dir(warm_dir(&path)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), saved.join(e.file_name())).unwrap();
+    }
+
+    let store = open(&path, &clock);
+    store.revoke(&ann, &doomed.info.id, None).unwrap();
+    store.set_role("acme", "bob", Role::Stakeholder).unwrap();
+    let later = store.generate(&ann, GenerateOptions::default()).unwrap();
+    // A crash: no close.
+    drop(store);
+    // The old files put back where the store keeps them.
+    std::fs::create_dir(warm_dir(&path)).unwrap();
+    for e in std::fs::read_dir(&saved).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), warm_dir(&path).join(e.file_name())).unwrap();
+    }
+
+    let store = open(&path, &clock);
+    assert!(store.verify_refresh(doomed.token.expose()).is_err());
+    assert!(store.verify(grant.access_token.expose()).is_err());
+    assert_eq!(
+        store.verify_refresh(later.token.expose()).unwrap().id,
+        later.info.id
+    );
+    assert_eq!(store.member_role("acme", "bob"), Some(Role::Stakeholder));
+    assert!(!warm_dir(&path).exists(), "stale files were left behind");
+}
+
+#[test]
+fn damaged_warm_files_are_not_read() {
+    let clock = ManualClock::new(T0);
+    // Bytes flipped, a file cut short, a file missing: each open falls
+    // back to sled's trees and sees the store as it was closed.
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
+        ("flipped", |d| {
+            let f = d.join("0");
+            let mut b = std::fs::read(&f).unwrap();
+            for at in (100..b.len()).step_by(61) {
+                b[at] ^= 0x01;
+            }
+            std::fs::write(&f, b).unwrap();
+        }),
+        ("cut", |d| {
+            let f = d.join("1");
+            let b = std::fs::read(&f).unwrap();
+            std::fs::write(&f, &b[..b.len() - 3]).unwrap();
+        }),
+        ("missing", |d| std::fs::remove_file(d.join("0")).unwrap()),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.db");
+        let store = open(&path, &clock);
+        let made = populate(&store, &clock);
+        let before = observe(&store, &made);
+        store.close().unwrap();
+        damage(&warm_dir(&path));
+        let store = open(&path, &clock);
+        assert_same(&observe(&store, &made), &before, what);
+        assert!(!warm_dir(&path).exists(), "{what}: files left behind");
+    }
+}
