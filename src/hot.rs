@@ -12,7 +12,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use std::sync::{PoisonError, TryLockError};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use parking_lot::Mutex;
 
 use crate::policy::{Role, ScopeSet};
 
@@ -214,10 +217,35 @@ fn shard_index(id: &[u8; 16]) -> usize {
 }
 
 /// One shard on cache lines of its own (128 bytes: a line and the one the
-/// prefetcher pairs with it), so that readers of different shards on
-/// different cores do not share a lock word's line.
+/// prefetcher pairs with it), so that a writer of one shard does not evict
+/// another's table header from other cores.
+///
+/// Its lock is sharded too: a reader takes only the lock word of its own
+/// thread (one of eight, on lines of their own), a writer takes all of
+/// them. Verifications are reads, nearly all of them, and two threads
+/// verifying tokens of random ids visit every shard in turn: with one lock
+/// word per shard, most reads would find it last written by the other
+/// core and wait for its cache line to come over.
 #[repr(align(128))]
-struct Shard<V>(RwLock<IdMap<V>>);
+struct Shard<V>(ShardedLock<IdMap<V>>);
+
+impl<V> Shard<V> {
+    fn read(&self) -> ShardedLockReadGuard<'_, IdMap<V>> {
+        // A panic while writing leaves the map as the panicking call left
+        // it, as with `parking_lot`: no poisoning.
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn write(&self) -> ShardedLockWriteGuard<'_, IdMap<V>> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn try_read(&self) -> Option<ShardedLockReadGuard<'_, IdMap<V>>> {
+        match self.0.try_read() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+}
 
 /// A map from token id to `V`, split into shards each behind its own lock.
 pub(crate) struct Sharded<V> {
@@ -228,7 +256,7 @@ impl<V> Sharded<V> {
     pub(crate) fn new() -> Self {
         Sharded {
             shards: (0..SHARDS)
-                .map(|_| Shard(RwLock::new(IdMap::default())))
+                .map(|_| Shard(ShardedLock::new(IdMap::default())))
                 .collect(),
         }
     }
@@ -239,8 +267,8 @@ impl<V> Sharded<V> {
     /// and threads loading different key ranges write different shards.
     /// Within a shard, buckets come from bytes the shard does not use
     /// (see [`IdHasher`]), so they stay evenly spread.
-    fn shard(&self, id: &[u8; 16]) -> &RwLock<IdMap<V>> {
-        &self.shards[shard_index(id)].0
+    fn shard(&self, id: &[u8; 16]) -> &Shard<V> {
+        &self.shards[shard_index(id)]
     }
 
     pub(crate) fn with<R>(&self, id: &[u8; 16], f: impl FnOnce(Option<&V>) -> R) -> R {
@@ -250,14 +278,14 @@ impl<V> Sharded<V> {
 
     pub(crate) fn insert(&self, id: [u8; 16], v: V) {
         let i = shard_index(&id);
-        let mut g = self.shards[i].0.write();
+        let mut g = self.shards[i].write();
         if g.capacity() == 0 && i > 0 {
             // A shard's first entry. Ids are random, so shards fill alike,
             // and a store being loaded (in key order) has just filled the
             // shard before this one: room for as many, and some, at once
             // rather than growing step by step. (Not waiting for that
             // shard: it may be another loader's.)
-            let hint = self.shards[i - 1].0.try_read().map_or(0, |p| p.len());
+            let hint = self.shards[i - 1].try_read().map_or(0, |p| p.len());
             g.reserve(hint + hint / 8);
         }
         g.insert(id, v);
@@ -266,10 +294,10 @@ impl<V> Sharded<V> {
     /// Inserts `v` unless `id` is taken; says whether it did.
     pub(crate) fn insert_new(&self, id: [u8; 16], v: V) -> bool {
         let i = shard_index(&id);
-        let mut g = self.shards[i].0.write();
+        let mut g = self.shards[i].write();
         if g.capacity() == 0 && i > 0 {
             // As `insert`.
-            let hint = self.shards[i - 1].0.try_read().map_or(0, |p| p.len());
+            let hint = self.shards[i - 1].try_read().map_or(0, |p| p.len());
             g.reserve(hint + hint / 8);
         }
         match g.entry(id) {
@@ -290,13 +318,13 @@ impl<V> Sharded<V> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.read().len()).sum()
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     /// Visits every entry, shard by shard; `f` returns false to stop.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8; 16], &V) -> bool) {
         for s in self.shards.iter() {
-            let g = s.0.read();
+            let g = s.read();
             for (k, v) in g.iter() {
                 if !f(k, v) {
                     return;
