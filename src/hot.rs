@@ -1,8 +1,9 @@
 //! In-memory verification state, kept coherent with every write.
 //!
-//! Verification reads only these structures: sharded maps behind
-//! `parking_lot` read locks plus atomics, so the verify path touches no disk
-//! and takes no global lock. Writers update them after the storage commit
+//! Verification reads only these structures: sharded maps, each shard
+//! behind a read lock whose lock word is the reading thread's own
+//! (crossbeam's `ShardedLock`), plus atomics; so the verify path touches no
+//! disk, takes no global lock, and writes no memory another core reads. Writers update them after the storage commit
 //! and before returning (calls that change membership or roles hold the
 //! store's catalog exclusively; token issues share it).
 
