@@ -415,6 +415,23 @@ mod tests {
         assert!(read(tmp.path(), &newer).is_some());
     }
 
+    proptest::proptest! {
+        /// Any bytes: the walk ends without a panic, and what it yields
+        /// lies within the bytes, in order, each entry's kind known.
+        #[test]
+        fn the_entry_walk_takes_any_bytes(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let mut used = 0;
+            for e in entries(&body) {
+                let Some((kind, key, value)) = e else { break };
+                proptest::prop_assert!((REFRESH..=LAST_REFRESH).contains(&kind));
+                used += 6 + key.len() + value.len();
+            }
+            proptest::prop_assert!(used <= body.len());
+            let file = [&MAGIC[..], &[0; 16], &body].concat();
+            proptest::prop_assert!(file_entries(&file).count() <= body.len() / 6);
+        }
+    }
+
     #[test]
     fn the_entry_walk_stops_at_bytes_that_are_no_entry() {
         let mut body = vec![REFRESH, 1, 2, 0, 0, 0, b'k', b'v', b'w'];
