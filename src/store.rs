@@ -237,6 +237,8 @@ pub(crate) struct Inner {
     /// Tokens loaded that could not be put in their member's list (see
     /// `Loader::finish`): lists fail closed while there are any.
     unlisted: u64,
+    /// Whether the open read warm-start files (see [`TokenStore::close`]).
+    warm_start: bool,
     /// The last audit sequence number handed out.
     event_seq: AtomicU64,
     /// Set when the backend is shared with other replicas.
@@ -399,6 +401,7 @@ impl TokenStore {
             },
             skipped: 0,
             unlisted: 0,
+            warm_start: false,
             event_seq: AtomicU64::new(0),
             shared: None,
             scope_names: crate::policy::interned_names(&cfg.policy),
@@ -433,6 +436,7 @@ impl TokenStore {
             true
         });
         inner.skipped = loaded.skipped;
+        inner.warm_start = loaded.warm;
         inner.event_seq = AtomicU64::new(loaded.last_event_seq);
         Ok(TokenStore {
             inner: Arc::new(inner),
@@ -1716,6 +1720,7 @@ impl TokenStore {
         });
         s.access_tokens = inner.access.len() as u64;
         s.disk_bytes = inner.backend.size_on_disk()?;
+        s.warm_start = inner.warm_start;
         Ok(s)
     }
 

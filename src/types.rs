@@ -267,4 +267,8 @@ pub struct Stats {
     pub access_tokens: u64,
     /// Bytes on disk.
     pub disk_bytes: u64,
+    /// Whether the store was loaded, when it was opened, from the
+    /// warm-start files its last [`crate::TokenStore::close`] wrote (rather
+    /// than by reading every record from the database).
+    pub warm_start: bool,
 }

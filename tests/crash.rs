@@ -358,8 +358,25 @@ fn expectations(lines: &[String]) -> Expect {
 }
 
 /// Reopens the store after a kill and checks everything acknowledged.
+/// Checks the store the killed child left, closes it, and checks it again
+/// as the next open finds it (from the warm-start files that close wrote);
+/// closes it again for the next child.
 fn check_after_crash(dir: &Path, cycle: u64) -> usize {
     let store = open(dir);
+    let acked = check(&store, dir, cycle);
+    store.close().expect("closing the store after the check");
+    let store = open(dir);
+    assert!(
+        store.stats().expect("stats").warm_start,
+        "cycle {cycle}: the open after a close read no warm-start files"
+    );
+    assert_eq!(check(&store, dir, cycle), acked);
+    // The next child opens what this close leaves.
+    store.close().expect("closing the store after the check");
+    acked
+}
+
+fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
     let report = store.check_integrity().expect("check_integrity");
     assert!(
         report.is_clean(),
@@ -447,8 +464,6 @@ fn check_after_crash(dir: &Path, cycle: u64) -> usize {
             "cycle {cycle}: acknowledged role of {org}/{user} lost"
         );
     }
-    // The next child opens what this close leaves (warm-start files).
-    store.close().expect("closing the store after the check");
     e.acked
 }
 

@@ -134,6 +134,7 @@ fn observe(store: &TokenStore, made: &Made) -> Vec<String> {
     }
     let mut stats = store.stats().unwrap();
     stats.disk_bytes = 0;
+    stats.warm_start = false;
     seen.push(format!("{stats:?}"));
     // Without the audit events: denied calls above add some.
     let mut report = store.check_integrity().unwrap();
@@ -175,6 +176,7 @@ fn a_warm_open_sees_what_a_cold_open_sees() {
     assert!(has_marker(&path));
 
     let store = open(&path, &clock);
+    assert!(store.stats().unwrap().warm_start, "the open read no files");
     assert!(!warm_dir(&path).exists(), "the open left its files behind");
     let warm = observe(&store, &made);
     assert_same(&warm, &before, "a warm open and the store closed");
@@ -182,6 +184,7 @@ fn a_warm_open_sees_what_a_cold_open_sees() {
     drop(store);
     assert!(!has_marker(&path));
     let store = open(&path, &clock);
+    assert!(!store.stats().unwrap().warm_start);
     let cold = observe(&store, &made);
     assert_same(&cold, &warm, "cold and warm opens");
     // Whatever is not in the observation still behaves alike: the cap
@@ -218,6 +221,7 @@ fn the_warm_files_are_what_the_open_reads() {
     db.flush().unwrap();
     drop(db);
     let store = open(&path, &clock);
+    assert!(store.stats().unwrap().warm_start);
     let who = store.verify(grant.access_token.expose()).unwrap();
     assert_eq!(who.refresh_id, t.info.id);
     // Without the files (dropped, not closed), the tree is read: the access
@@ -262,6 +266,7 @@ fn writes_after_a_warm_open_outlive_the_files_it_read() {
     }
 
     let store = open(&path, &clock);
+    assert!(!store.stats().unwrap().warm_start, "stale files were read");
     assert!(store.verify_refresh(doomed.token.expose()).is_err());
     assert!(store.verify(grant.access_token.expose()).is_err());
     assert_eq!(
@@ -276,23 +281,28 @@ fn writes_after_a_warm_open_outlive_the_files_it_read() {
 fn damaged_warm_files_are_not_read() {
     let clock = ManualClock::new(T0);
     // Bytes flipped, a file cut short, a file missing: each open falls
-    // back to sled's trees and sees the store as it was closed.
+    // back to sled's trees and sees the store as it was closed. (The
+    // largest file is damaged: it holds records whichever way the key
+    // space was cut.)
     type Damage = fn(&Path);
     let damages: [(&str, Damage); 3] = [
         ("flipped", |d| {
-            let f = d.join("0");
+            let f = largest(d);
             let mut b = std::fs::read(&f).unwrap();
+            let mut flipped = 0;
             for at in (100..b.len()).step_by(61) {
                 b[at] ^= 0x01;
+                flipped += 1;
             }
+            assert!(flipped > 10, "too small a file to damage");
             std::fs::write(&f, b).unwrap();
         }),
         ("cut", |d| {
-            let f = d.join("1");
+            let f = largest(d);
             let b = std::fs::read(&f).unwrap();
             std::fs::write(&f, &b[..b.len() - 3]).unwrap();
         }),
-        ("missing", |d| std::fs::remove_file(d.join("0")).unwrap()),
+        ("missing", |d| std::fs::remove_file(largest(d)).unwrap()),
     ];
     for (what, damage) in damages {
         let dir = tempfile::tempdir().unwrap();
@@ -303,7 +313,50 @@ fn damaged_warm_files_are_not_read() {
         store.close().unwrap();
         damage(&warm_dir(&path));
         let store = open(&path, &clock);
+        assert!(
+            !store.stats().unwrap().warm_start,
+            "{what}: damaged files read"
+        );
         assert_same(&observe(&store, &made), &before, what);
         assert!(!warm_dir(&path).exists(), "{what}: files left behind");
     }
+}
+
+/// The largest warm-start file in `dir`.
+fn largest(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
+#[test]
+fn a_wrong_key_or_unwritable_files_cost_only_the_warm_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    let clock = ManualClock::new(T0);
+    let store = open(&path, &clock);
+    let made = populate(&store, &clock);
+    let before = observe(&store, &made);
+    store.close().unwrap();
+    // Opening with another key fails; the files are not used later.
+    let wrong = Config::new(&path)
+        .key(StoreKey::from_bytes([6; 32]))
+        .clock(clock.clone())
+        .open();
+    assert!(matches!(wrong, Err(tokenvault::Error::KeyMismatch)));
+    let store = open(&path, &clock);
+    assert!(!store.stats().unwrap().warm_start);
+    assert_same(&observe(&store, &made), &before, "after a wrong key");
+    // A file where the directory of the files would go: `close` makes
+    // none, and says nothing of it.
+    drop(store);
+    std::fs::write(warm_dir(&path), b"in the way").unwrap();
+    let store = open(&path, &clock);
+    store.close().unwrap();
+    assert!(!has_marker(&path));
+    let store = open(&path, &clock);
+    assert!(!store.stats().unwrap().warm_start);
+    assert_same(&observe(&store, &made), &before, "after files not written");
 }

@@ -58,6 +58,9 @@ pub(crate) struct Loaded {
     /// Records that could not be decoded and were left out (fail closed:
     /// a token whose record is unreadable does not verify).
     pub skipped: u64,
+    /// Whether the records came from warm-start files (sled, after a clean
+    /// close) rather than from the database itself.
+    pub warm: bool,
 }
 
 /// The slot of an access record whose backend keeps no slots (PostgreSQL):

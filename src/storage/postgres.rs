@@ -1088,6 +1088,7 @@ impl Backend for PgBackend {
         Ok(Loaded {
             last_event_seq: 0,
             skipped,
+            warm: false,
         })
     }
 

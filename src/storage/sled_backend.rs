@@ -442,20 +442,32 @@ impl Backend for SledBackend {
         };
         match files.as_deref().and_then(<[Vec<u8>]>::split_last) {
             Some((last, parts)) => {
-                std::thread::scope(|s| {
-                    for (i, part) in parts.iter().enumerate() {
-                        let (on_refresh, on_access) = (&on_refresh, &on_access);
-                        s.spawn(move || {
-                            for (kind, k, v) in warm::file_entries(part) {
-                                match kind {
-                                    warm::REFRESH => on_refresh(i, k, v),
-                                    warm::ACCESS => on_access(i, k, v),
-                                    _ => skip(),
-                                }
-                            }
-                        });
+                info.warm = true;
+                let load_part = |i: usize, part: &[u8]| {
+                    for (kind, k, v) in warm::file_entries(part) {
+                        match kind {
+                            warm::REFRESH => on_refresh(i, k, v),
+                            warm::ACCESS => on_access(i, k, v),
+                            _ => skip(),
+                        }
                     }
-                });
+                };
+                std::thread::scope(|s| {
+                    let mut threads = Vec::with_capacity(parts.len());
+                    for (i, part) in parts.iter().enumerate() {
+                        let load_part = &load_part;
+                        let run = move || load_part(i, part);
+                        match std::thread::Builder::new().spawn_scoped(s, run) {
+                            Ok(t) => threads.push(t),
+                            // No thread to be had: loaded here instead.
+                            Err(_) => load_part(i, part),
+                        }
+                    }
+                    threads.into_iter().try_for_each(|t| {
+                        t.join()
+                            .map_err(|_| Error::Io("a loader thread failed".into()))
+                    })
+                })?;
                 for (kind, k, v) in warm::file_entries(last) {
                     match kind {
                         warm::LAST_REFRESH => on_last(k, v),
@@ -526,11 +538,16 @@ impl Backend for SledBackend {
             // records spares the next open sled's page-by-page reads. The
             // copy is a cache, so a failure to make it only costs the next
             // open that time.
-            if let Ok(marker) = self.write_warm(p) {
-                self.meta
-                    .insert(warm::MARKER_KEY, marker.encode())
-                    .map_err(io)?;
-                self.sync()?;
+            match self.write_warm(p) {
+                Ok(marker) => {
+                    self.meta
+                        .insert(warm::MARKER_KEY, marker.encode())
+                        .map_err(io)?;
+                    self.sync()?;
+                }
+                // sled found its own files damaged while they were copied.
+                Err(e @ Error::Corrupt(_)) => return Err(e),
+                Err(_) => {}
             }
         }
         let (path, cache_bytes) = (self.path.clone(), self.cache_bytes);

@@ -251,7 +251,8 @@ pub(super) fn read(db: &Path, marker: &Marker) -> Option<Vec<Vec<u8>>> {
         if file.metadata().ok()?.len() != len {
             return None;
         }
-        let mut buf = Vec::with_capacity(usize::try_from(len).ok()?);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(usize::try_from(len).ok()?).ok()?;
         file.read_to_end(&mut buf).ok()?;
         let header = buf
             .strip_prefix(&MAGIC[..])?
@@ -262,12 +263,21 @@ pub(super) fn read(db: &Path, marker: &Marker) -> Option<Vec<Vec<u8>>> {
         ok.then_some(buf)
     };
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..marker.files.len())
-            .map(|i| s.spawn(move || read_one(i)))
+        let reads: Vec<_> = (0..marker.files.len())
+            .map(|i| {
+                let read_one = &read_one;
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || read_one(i))
+                    .map_err(|_| i)
+            })
             .collect();
-        handles
+        reads
             .into_iter()
-            .map(|h| h.join().ok().flatten())
+            .map(|r| match r {
+                Ok(t) => t.join().ok().flatten(),
+                // No thread to be had: read here instead.
+                Err(i) => read_one(i),
+            })
             .collect()
     })
 }
