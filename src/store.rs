@@ -2288,11 +2288,12 @@ impl Inner {
         }
         // A flush under way may well cover this write: watch it end
         // rather than sleep (waking a sleeper costs more than the wait
-        // saves), for no longer than a flush takes.
+        // saves), for no longer than its leader's linger and a flush take
+        // (twice the last flush: the linger is at most one).
         if f.in_flight.load(Ordering::Acquire) {
             f.waiting.fetch_add(1, Ordering::AcqRel);
             let flush = Duration::from_nanos(f.flush_ns.load(Ordering::Relaxed));
-            let budget = flush.min(SPIN_MAX);
+            let budget = (2 * flush).min(SPIN_MAX);
             let started = Instant::now();
             while f.in_flight.load(Ordering::Acquire) && started.elapsed() < budget {
                 std::thread::yield_now();
@@ -2330,7 +2331,7 @@ impl Inner {
         }
         let lead = Lead(f);
         if linger {
-            self.linger();
+            self.linger(ticket);
         }
         let target = f.written.load(Ordering::Acquire);
         let started = Instant::now();
@@ -2380,14 +2381,16 @@ impl Inner {
     /// waits for the flush. The flush leader waits before flushing while
     /// such a call wants or holds the catalog (it is microseconds from
     /// committing), and, when callers waited for the previous flush (calls
-    /// are arriving together), until one more write has committed: then one
-    /// flush makes both durable, where flushing at once would make the
-    /// other call wait for a flush of its own. The wait is at most as long
+    /// are arriving together), until another call's write is in the flush
+    /// (one committed after the leader's own `ticket`, or one committed
+    /// before it whose caller now waits): then one flush makes both
+    /// durable, where flushing at once would make the other call wait for a
+    /// flush of its own. The wait is at most as long
     /// as the last flush (and [`LINGER_MAX`]): waiting longer would cost
     /// more than the flush it saves; where flushing is nearly free
     /// (a backend whose commits are already durable) there is none. A
     /// caller alone, with no call before it waiting, does not wait.
-    fn linger(&self) {
+    fn linger(&self, ticket: u64) {
         let f = &self.flusher;
         let recent = f.shared.load(Ordering::Relaxed);
         if !recent && f.writers.load(Ordering::Acquire) == 0 {
@@ -2398,13 +2401,15 @@ impl Inner {
         if budget < LINGER_MIN {
             return;
         }
-        let written = f.written.load(Ordering::Acquire);
         let started = Instant::now();
         loop {
             // Done once no call is under way and, if calls have been
-            // arriving together, another one has committed meanwhile.
+            // arriving together, another one's write will be in the flush.
             let quiet = f.writers.load(Ordering::Acquire) == 0;
-            if quiet && (!recent || f.written.load(Ordering::Acquire) > written) {
+            let companion = || {
+                f.written.load(Ordering::Acquire) > ticket || f.waiting.load(Ordering::Acquire) > 0
+            };
+            if quiet && (!recent || companion()) {
                 break;
             }
             if started.elapsed() >= budget {
