@@ -23,6 +23,13 @@ fn open(path: &Path, clock: &ManualClock) -> TokenStore {
         .unwrap()
 }
 
+/// A directory for a store, the store's path in it, and its clock.
+fn fresh() -> (tempfile::TempDir, PathBuf, ManualClock) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    (dir, path, ManualClock::new(T0))
+}
+
 fn warm_dir(path: &Path) -> PathBuf {
     path.join("warm-start")
 }
@@ -165,9 +172,7 @@ fn has_marker(path: &Path) -> bool {
 
 #[test]
 fn a_warm_open_sees_what_a_cold_open_sees() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.db");
-    let clock = ManualClock::new(T0);
+    let (_dir, path, clock) = fresh();
     let store = open(&path, &clock);
     let made = populate(&store, &clock);
     let before = observe(&store, &made);
@@ -202,9 +207,7 @@ fn the_warm_files_are_what_the_open_reads() {
     // A refresh record deleted from sled's tree behind the store's back (the
     // marker left in place) is still loaded: the open read the files, not
     // the tree. (`verify` reads memory only.)
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.db");
-    let clock = ManualClock::new(T0);
+    let (_dir, path, clock) = fresh();
     let store = open(&path, &clock);
     store.add_member("acme", "ann", Role::Owner).unwrap();
     let ann = Actor::new("acme", "ann");
@@ -233,9 +236,7 @@ fn the_warm_files_are_what_the_open_reads() {
 
 #[test]
 fn writes_after_a_warm_open_outlive_the_files_it_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.db");
-    let clock = ManualClock::new(T0);
+    let (dir, path, clock) = fresh();
     let store = open(&path, &clock);
     store.add_member("acme", "ann", Role::Owner).unwrap();
     store.add_member("acme", "bob", Role::User).unwrap();
@@ -333,9 +334,7 @@ fn largest(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_wrong_key_or_unwritable_files_cost_only_the_warm_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.db");
-    let clock = ManualClock::new(T0);
+    let (_dir, path, clock) = fresh();
     let store = open(&path, &clock);
     let made = populate(&store, &clock);
     let before = observe(&store, &made);
