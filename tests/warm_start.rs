@@ -40,6 +40,12 @@ struct Made {
     access: Vec<String>,
 }
 
+/// The text of an access token exchanged for `refresh`.
+fn exchange(store: &TokenStore, refresh: &str) -> String {
+    let grant = store.exchange(refresh).unwrap();
+    grant.access_token.expose().to_string()
+}
+
 /// A store with a bit of everything: roles, a demoted and a removed member,
 /// revoked tokens (one by one, a member's all, an org's cutoff), evicted,
 /// revoked and expired access tokens, exchanges without access record left.
@@ -73,8 +79,7 @@ fn populate(store: &TokenStore, clock: &ManualClock) -> Made {
                 };
                 // 0 to 4 exchanges: the fourth evicts the oldest.
                 for _ in 0..(n + k) % 5 {
-                    let g = store.exchange(t.token.expose()).unwrap();
-                    made.access.push(g.access_token.expose().to_string());
+                    made.access.push(exchange(store, t.token.expose()));
                     clock.advance(7);
                 }
                 if k == 1 && n % 2 == 0 {
@@ -104,14 +109,7 @@ fn populate(store: &TokenStore, clock: &ManualClock) -> Made {
         let t = store
             .generate(&Actor::new("acme", "di"), GenerateOptions::default())
             .unwrap();
-        made.access.push(
-            store
-                .exchange(t.token.expose())
-                .unwrap()
-                .access_token
-                .expose()
-                .to_string(),
-        );
+        made.access.push(exchange(store, t.token.expose()));
         made.refresh.push(t.token.expose().to_string());
     }
     clock.advance(1_000);
