@@ -60,6 +60,14 @@ impl StableFiles {
     /// entries and the entry naming it in its parent), so that a store
     /// created by this open survives a power cut. Blocks for the syncs.
     pub(super) fn sync_created(&self) -> Result<()> {
+        // sled writes its `conf` file once, at creation, without a sync: a
+        // power cut could leave it empty, which sled refuses to open.
+        let conf = self.dir.join("conf");
+        match File::open(&conf) {
+            Ok(f) => f.sync_all().map_err(|e| file_error("sync", &conf, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_error("open", &conf, e)),
+        }
         self.sync()?;
         sync_dir(&self.dir)?;
         match self.dir.parent() {
