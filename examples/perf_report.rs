@@ -298,8 +298,12 @@ fn sqlite_update_full(dir: &Path, rows: usize, q: bool) -> Result<f64, Box<dyn s
         }
     }
     tx.commit()?;
-    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    let n = (if q { 300 } else { 1_000 }).min(rows);
+    // The load went through the WAL: copy it into the database and start
+    // the WAL over. SQLite keeps the WAL file at its size (no
+    // `journal_size_limit`), so the commits below overwrite it in place,
+    // as in a long-running service, rather than grow a fresh file.
+    db.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    let n = (if q { 300 } else { 1_000 }).min(rows / 2);
     // Distinct rows in random order: a stride coprime with `rows`.
     let mut stride = (rows as u64 * 5 / 8) | 1;
     while gcd(stride, rows as u64) != 1 {
@@ -307,7 +311,8 @@ fn sqlite_update_full(dir: &Path, rows: usize, q: bool) -> Result<f64, Box<dyn s
     }
     let mut upd = db.prepare("UPDATE refresh SET record = ?2 WHERE id = ?1")?;
     let mut v = Vec::with_capacity(n);
-    for k in 0..n as u64 {
+    // The first 100 commits warm the statement and the pages up, untimed.
+    for k in 0..(n + 100) as u64 {
         let i = (k * stride + 7) % rows as u64;
         let mut rec = floor_value(i);
         // The record changes as a revocation changes it (its flag).
@@ -315,7 +320,9 @@ fn sqlite_update_full(dir: &Path, rows: usize, q: bool) -> Result<f64, Box<dyn s
         rec[last] ^= 1;
         let t = Instant::now();
         let changed = upd.execute(rusqlite::params![id(i), rec])?;
-        v.push(t.elapsed().as_nanos() as f64);
+        if k >= 100 {
+            v.push(t.elapsed().as_nanos() as f64);
+        }
         if changed != 1 {
             return Err(format!("sqlite UPDATE changed {changed} rows, not 1").into());
         }
