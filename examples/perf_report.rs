@@ -87,7 +87,8 @@ fn store_config(path: &Path) -> Config {
 /// The organization of the members whose tokens `durable_revoke_ns` revokes
 /// (made by the builder, after the rest of the store).
 const REVOKE_ORG: &str = "perf-revoke";
-/// Refresh tokens per member of `REVOKE_ORG`.
+/// Refresh tokens per member of `REVOKE_ORG` (fewer than the default cap
+/// of live refresh tokens per member, so the set needs no raised limit).
 const REVOKE_PER_MEMBER: usize = 50;
 
 fn revoke_user(m: usize) -> String {
@@ -271,7 +272,7 @@ fn baselines_child(dir: &Path, tokens: usize, q: bool) -> Result<(), Box<dyn std
 /// Baseline (e): what a durable one-row change costs in SQLite. A table of
 /// `rows` rows keyed like the store's records (16 random-looking bytes, a
 /// record of an access record's size), in WAL mode with `synchronous=FULL`
-/// (each commit fsyncs the WAL), in `dir` (on the store's disk); the median
+/// (each commit syncs the WAL), in `dir` (on the store's disk); the median
 /// of one-row `UPDATE`s, each its own transaction (autocommit), on distinct
 /// rows spread over the table.
 fn sqlite_update_full(dir: &Path, rows: usize, q: bool) -> Result<f64, Box<dyn std::error::Error>> {
@@ -304,7 +305,7 @@ fn sqlite_update_full(dir: &Path, rows: usize, q: bool) -> Result<f64, Box<dyn s
     // as in a long-running service, rather than grow a fresh file.
     db.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
     let n = (if q { 300 } else { 1_000 }).min(rows / 2);
-    // Distinct rows in random order: a stride coprime with `rows`.
+    // Distinct rows spread over the table: a stride coprime with `rows`.
     let mut stride = (rows as u64 * 5 / 8) | 1;
     while gcd(stride, rows as u64) != 1 {
         stride += 2;
