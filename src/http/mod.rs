@@ -96,7 +96,9 @@ pub struct HttpConfig {
     max_header_bytes: usize,
     request_timeout: Duration,
     header_read_timeout: Duration,
+    first_request_timeout: Duration,
     max_connections: usize,
+    max_connections_per_peer: Option<usize>,
     shutdown_grace: Duration,
 }
 
@@ -108,7 +110,9 @@ impl Default for HttpConfig {
             max_header_bytes: 8 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(5),
             max_connections: 1024,
+            max_connections_per_peer: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -167,11 +171,50 @@ impl HttpConfig {
         self
     }
 
+    /// How long a new connection may take to send its first complete
+    /// request head (default 5 s, at least 1 ms, and never more than
+    /// [`header_read_timeout`](Self::header_read_timeout)); then
+    /// [`serve_on`] closes it. Later heads on a kept-alive connection have
+    /// the header-read timeout.
+    pub fn first_request_timeout(mut self, d: Duration) -> Self {
+        self.first_request_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
     /// Connections [`serve_on`] serves at once (default 1024, at least 1);
-    /// more are closed on accept.
+    /// one more is answered `503 Service Unavailable` with `Retry-After` and
+    /// closed.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self
+    }
+
+    /// Connections [`serve_on`] serves at once for one peer address (an
+    /// IPv4 address, or an IPv6 /64 network); one more is answered `503`
+    /// with `Retry-After` and closed. Default: an eighth of
+    /// [`max_connections`](Self::max_connections) (128 of 1024), at least
+    /// 1 and at most `max_connections`. Behind a reverse proxy every
+    /// connection comes from the proxy's address: raise it to
+    /// `max_connections` there.
+    ///
+    /// ```
+    /// use tokenvault::http::HttpConfig;
+    /// assert_eq!(HttpConfig::default().connections_per_peer(), 128);
+    /// assert_eq!(HttpConfig::default().max_connections(64).connections_per_peer(), 8);
+    /// let cfg = HttpConfig::default().max_connections(64).max_connections_per_peer(100);
+    /// assert_eq!(cfg.connections_per_peer(), 64);
+    /// ```
+    pub fn max_connections_per_peer(mut self, n: usize) -> Self {
+        self.max_connections_per_peer = Some(n.max(1));
+        self
+    }
+
+    /// The per-peer connection cap in force (see
+    /// [`max_connections_per_peer`](Self::max_connections_per_peer)).
+    pub fn connections_per_peer(&self) -> usize {
+        self.max_connections_per_peer
+            .unwrap_or(self.max_connections / 8)
+            .clamp(1, self.max_connections)
     }
 
     /// How long [`serve_on`] lets open requests finish after the shutdown
@@ -179,6 +222,11 @@ impl HttpConfig {
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
         self.shutdown_grace = d;
         self
+    }
+
+    /// The first head's deadline: never longer than any head's.
+    pub(crate) fn first_head_deadline(&self) -> Duration {
+        self.first_request_timeout.min(self.header_read_timeout)
     }
 
     pub(crate) fn head_bytes(&self) -> usize {
