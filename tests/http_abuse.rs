@@ -403,3 +403,430 @@ fn an_attacker_on_one_address_does_not_starve_the_others() {
     // The server still answers the attacker's address once it stops.
     drop(s);
 }
+
+// ----- the caps answer 503 -----
+
+/// The status line of a raw HTTP answer.
+fn status_of(reply: &str) -> &str {
+    reply.split("\r\n").next().unwrap_or("")
+}
+
+/// The JSON body of a raw HTTP answer (null if none).
+fn body_of(reply: &str) -> Value {
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// Opens connections from `from` until the server has taken `n` of them as
+/// open (a request answered on each proves it is served).
+fn held(from: IpAddr, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut c = connect_from(from, addr).unwrap();
+            c.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let k = c.read(&mut buf).unwrap();
+            assert!(
+                buf[..k].starts_with(b"HTTP/1.1 404"),
+                "{}",
+                String::from_utf8_lossy(&buf[..k])
+            );
+            c
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_over_its_cap_gets_503_with_retry_after() {
+    let store = seeded();
+    let cfg = HttpConfig::default()
+        .max_connections(16)
+        .max_connections_per_peer(2);
+    let s = Server::start(&store, cfg);
+    let holds = held(loopback(2), s.addr, 2);
+
+    let reply = send_from(
+        loopback(2),
+        s.addr,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(
+        status_of(&reply),
+        "HTTP/1.1 503 Service Unavailable",
+        "{reply}"
+    );
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 1\r\n"),
+        "{reply}"
+    );
+    let v = body_of(&reply);
+    assert_eq!(v["meta"]["status"], 503, "{reply}");
+    assert!(v["meta"]["error_message"]
+        .as_str()
+        .is_some_and(|m| m.contains("this address")));
+
+    // Another address is served meanwhile.
+    let reply = send_from(
+        loopback(1),
+        s.addr,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+
+    // Once the held connections close, the address is served again (the
+    // server notices the close a moment later: bounded retries).
+    drop(holds);
+    let served = (0..100).any(|_| {
+        let reply = send_from(
+            loopback(2),
+            s.addr,
+            b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        if reply.starts_with("HTTP/1.1 404") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        false
+    });
+    assert!(
+        served,
+        "the address stayed refused after its connections closed"
+    );
+}
+
+#[test]
+fn a_full_server_answers_503_with_retry_after() {
+    let store = seeded();
+    let cfg = HttpConfig::default()
+        .max_connections(3)
+        .max_connections_per_peer(2);
+    let s = Server::start(&store, cfg);
+    let _a = held(loopback(2), s.addr, 2);
+    let _b = held(loopback(3), s.addr, 1);
+    let reply = send_from(
+        loopback(4),
+        s.addr,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(
+        status_of(&reply),
+        "HTTP/1.1 503 Service Unavailable",
+        "{reply}"
+    );
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 1\r\n"),
+        "{reply}"
+    );
+    let v = body_of(&reply);
+    assert_eq!(v["meta"]["status"], 503, "{reply}");
+    assert!(v["meta"]["error_message"]
+        .as_str()
+        .is_some_and(|m| m.contains("as many connections")));
+}
+
+// ----- the first request head -----
+
+#[test]
+fn a_connection_without_a_request_head_is_closed() {
+    let store = seeded();
+    let cfg = HttpConfig::default()
+        .first_request_timeout(Duration::from_millis(200))
+        .header_read_timeout(Duration::from_secs(30));
+    let s = Server::start(&store, cfg);
+
+    // Nothing sent: closed without an answer (the client's own 20 s read
+    // timeout, shorter than the 30 s header-read timeout, tells a close by
+    // the server from a connection kept open).
+    let mut c = connect_from(loopback(2), s.addr).unwrap();
+    let mut out = Vec::new();
+    let closed = match c.read_to_end(&mut out) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(
+        closed && out.is_empty(),
+        "the idle connection was kept open"
+    );
+
+    // A head sent a byte at a time is cut off the same way.
+    let mut c = connect_from(loopback(2), s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut closed = false;
+    for b in b"GET /v3/refresh-token HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        if c.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match c.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "a head dribbled for 150 × 50 ms was never cut off");
+
+    // A kept-alive connection idles past the first deadline: its later
+    // heads have the header-read timeout.
+    let mut c = connect_from(loopback(1), s.addr).unwrap();
+    for _ in 0..2 {
+        c.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let k = c.read(&mut buf).unwrap();
+        assert!(
+            buf[..k].starts_with(b"HTTP/1.1 404"),
+            "{}",
+            String::from_utf8_lossy(&buf[..k])
+        );
+        std::thread::sleep(Duration::from_millis(600));
+    }
+}
+
+// ----- bodies -----
+
+#[test]
+fn bodies_are_read_only_after_the_bearer_and_never_over_the_limit() {
+    let store = seeded();
+    // A request timeout far beyond the test's 20 s read timeout: an answer
+    // that waited for the body would come too late to be read.
+    let cfg = HttpConfig::default()
+        .max_body_bytes(1024)
+        .request_timeout(Duration::from_secs(120));
+    let s = Server::start(&store, cfg);
+    let olivia = bearer_of(&s, &store, "olivia");
+    let uma = bearer_of(&s, &store, "uma");
+    let ask = |head: String| send_from(loopback(1), s.addr, head.as_bytes());
+
+    // A declared body over the limit: 413 at once, with or without a bearer,
+    // on every route, and no byte of it is awaited.
+    for (route, auth) in [
+        ("/v3/refresh-token", String::new()),
+        (
+            "/v3/refresh-token",
+            format!("Authorization: Bearer {olivia}\r\n"),
+        ),
+        ("/oauth/revoke", String::new()),
+        (
+            "/oauth/introspect",
+            format!("Authorization: Bearer {olivia}\r\n"),
+        ),
+        ("/nope", String::new()),
+    ] {
+        let reply = ask(format!(
+            "POST {route} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+        ));
+        assert_eq!(
+            status_of(&reply),
+            "HTTP/1.1 413 Payload Too Large",
+            "{route}: {reply}"
+        );
+        assert_eq!(body_of(&reply)["meta"]["status"], 413, "{reply}");
+    }
+    // The same words as a chunked body found too large while read.
+    let chunk = "x".repeat(2000);
+    let reply = ask(format!(
+        "POST /v3/refresh-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {olivia}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    ));
+    assert_eq!(
+        status_of(&reply),
+        "HTTP/1.1 413 Payload Too Large",
+        "{reply}"
+    );
+    let declared = ask(
+        "POST /v3/refresh-token HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".to_string(),
+    );
+    assert_eq!(body_of(&reply), body_of(&declared));
+
+    // Under the limit but never sent: the bearer is refused at once, before
+    // the body would be awaited.
+    for (route, auth, want) in [
+        (
+            "/v3/refresh-token",
+            String::new(),
+            "HTTP/1.1 401 Unauthorized",
+        ),
+        (
+            "/v3/refresh-token",
+            "Authorization: Bearer tva_made_up\r\n".to_string(),
+            "HTTP/1.1 401 Unauthorized",
+        ),
+        (
+            "/v3/refresh-token",
+            format!("Authorization: Bearer {uma}\r\n"),
+            "HTTP/1.1 403 Forbidden",
+        ),
+        ("/oauth/revoke", String::new(), "HTTP/1.1 401 Unauthorized"),
+        (
+            "/oauth/introspect",
+            "Authorization: Bearer tva_made_up\r\n".to_string(),
+            "HTTP/1.1 401 Unauthorized",
+        ),
+    ] {
+        let reply = ask(format!(
+            "POST {route} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        ));
+        assert_eq!(status_of(&reply), want, "{route}: {reply}");
+    }
+    // Nothing was made by any of it.
+    assert_eq!(
+        store.list_own(&Actor::new("acme", "olivia")).unwrap().len(),
+        1
+    );
+}
+
+// ----- logs -----
+
+/// Collects every tracing event of the process as one text line each.
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={:?}", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut f = Fields(event.metadata().target().to_string());
+        event.record(&mut f);
+        self.0.lock().unwrap().push(f.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+fn captured() -> Arc<Mutex<Vec<String>>> {
+    static LOG: std::sync::OnceLock<Arc<Mutex<Vec<String>>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        tracing::subscriber::set_global_default(Capture(log.clone())).expect("one subscriber");
+        log
+    })
+    .clone()
+}
+
+/// The number after `key=` in a captured line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    let rest = line.split(&format!(" {key}=")).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn refused_connections_are_logged_as_counts() {
+    let log = captured();
+    let store = seeded();
+    let cfg = HttpConfig::default()
+        .max_connections(16)
+        .max_connections_per_peer(1);
+    let s = Server::start(&store, cfg);
+    let addr = s.addr;
+    let _hold = held(loopback(2), addr, 1);
+    const REFUSED: u64 = 40;
+    for _ in 0..REFUSED {
+        let reply = send_from(loopback(2), addr, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    }
+    drop(_hold);
+    // Stopping the server writes the count not written yet.
+    drop(s);
+    let lines: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(&format!("addr={addr}")) && l.contains("refused="))
+        .cloned()
+        .collect();
+    // One line at the first refusal, one for the rest (well within the ten
+    // seconds between two lines), or a few if the machine is very slow.
+    assert!(!lines.is_empty() && lines.len() <= 3, "{lines:#?}");
+    let total: u64 = lines.iter().filter_map(|l| field(l, "refused")).sum();
+    assert_eq!(total, REFUSED, "{lines:#?}");
+    assert!(
+        lines[0].contains("1 connection refused in the last"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .skip(1)
+            .any(|l| l.contains("connections refused in the last")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn odd_requests_keep_log_lines_short() {
+    let log = captured();
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    // A method of 20,000 letters (within the head bound), and a path of
+    // 20,000 letters.
+    let method = "A".repeat(20_000);
+    let reply = send_from(
+        loopback(1),
+        s.addr,
+        format!("{method} /v3/refresh-token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    let path = "b".repeat(20_000);
+    let reply = send_from(
+        loopback(1),
+        s.addr,
+        format!("GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    // Beyond the head bound: refused or cut off, never served.
+    let long = "C".repeat(40_000);
+    let reply = send_from(
+        loopback(1),
+        s.addr,
+        format!("{long} / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 431") || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
+    drop(s);
+    let lines = log.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("method=\"other\"") && l.contains("status=405")),
+        "{lines:#?}"
+    );
+    for l in &lines {
+        assert!(l.len() < 512, "a log line of {} bytes", l.len());
+        for text in [&method, &path, &long] {
+            assert!(!l.contains(&text[..64]), "{l}");
+        }
+    }
+}
