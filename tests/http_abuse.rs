@@ -830,3 +830,112 @@ fn odd_requests_keep_log_lines_short() {
         }
     }
 }
+
+// ----- the command line -----
+
+/// `tokenvault serve` takes the connection limits as flags, and its
+/// standard error counts refused connections.
+#[cfg(feature = "cli")]
+#[test]
+fn serve_flags_set_the_connection_limits() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tv.db");
+    let bin = env!("CARGO_BIN_EXE_tokenvault");
+    let init = Command::new(bin)
+        .arg("--db")
+        .arg(&db)
+        .arg("init")
+        .env_remove("TOKENVAULT_DB")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let mut child = Command::new(bin)
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "8",
+            "--max-connections-per-peer",
+            "1",
+            "--first-request-timeout",
+            "30s",
+        ])
+        .env_remove("TOKENVAULT_DB")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    /// Kills the server however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Without terminal colours, whatever the subscriber decides.
+            let mut plain = String::new();
+            let mut esc = false;
+            for c in line.chars() {
+                match (esc, c) {
+                    (false, '\u{1b}') => esc = true,
+                    (true, 'm') => esc = false,
+                    (true, _) => {}
+                    (false, c) => plain.push(c),
+                }
+            }
+            if tx.send(plain).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                if l.contains(needle) {
+                    return l;
+                }
+            }
+        }
+        panic!("serve never logged {needle:?}");
+    };
+    let listening = wait_for("listening");
+    let addr: SocketAddr = listening
+        .split("addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+
+    let _hold = held(loopback(2), addr, 1);
+    let reply = send_from(loopback(2), addr, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        status_of(&reply),
+        "HTTP/1.1 503 Service Unavailable",
+        "{reply}"
+    );
+    let reply = send_from(
+        loopback(1),
+        addr,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    let line = wait_for("refused in the last");
+    assert!(line.contains("1 connection refused"), "{line}");
+}
