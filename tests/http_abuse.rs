@@ -269,14 +269,12 @@ fn attack(
             for i in 0..holders {
                 let (stop, counts) = (stop.clone(), counts.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut round = i;
                     // Bounded: at most 2,000 connections per holder.
-                    for _ in 0..2_000 {
+                    for round in i..i + 2_000 {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
                         hold_one(server, HOLDS[round % HOLDS.len()], &stop, &counts).await;
-                        round += 1;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }));

@@ -213,3 +213,19 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_429_without_retry_after() {
+        let res = ApiError::from(Error::Limit("too many live tokens".into())).into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().get(header::RETRY_AFTER).is_none());
+        assert!(res.headers().get(header::WWW_AUTHENTICATE).is_none());
+        // The rate limit, by contrast, says when to come back.
+        let res = ApiError::rate_limited(7).into_response();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "7");
+    }
+}

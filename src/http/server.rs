@@ -561,3 +561,71 @@ impl Refusals {
         self.since = Instant::now();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_count_per_ipv4_address_and_ipv6_network() {
+        let v4: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(peer_key(v4), v4);
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(peer_key(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(c));
+    }
+
+    #[test]
+    fn a_peer_slot_is_given_back_on_drop() {
+        let peers = Peers::new(2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let one = peers.enter(ip).expect("first");
+        let two = peers.enter(ip).expect("second");
+        assert!(peers.enter(ip).is_none());
+        let three = peers
+            .enter(other)
+            .expect("another address has its own count");
+        drop(one);
+        let again = peers.enter(ip).expect("a slot came back");
+        drop((two, three, again));
+        assert!(
+            peers.open.lock().is_empty(),
+            "no entry outlives its connections"
+        );
+    }
+
+    #[test]
+    fn methods_are_logged_by_class() {
+        assert_eq!(method_class(&Method::GET), "GET");
+        assert_eq!(method_class(&Method::DELETE), "DELETE");
+        let odd = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_class(&odd), "other");
+        let long = Method::from_bytes("X".repeat(5000).as_bytes()).unwrap();
+        assert_eq!(method_class(&long), "other");
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncated("abc", 5), "abc");
+        assert_eq!(truncated("abcdef", 3), "abc");
+        assert_eq!(truncated("aé", 2), "a");
+        assert_eq!(truncated("", 0), "");
+    }
+
+    #[test]
+    fn the_busy_answer_is_complete_http() {
+        let a = String::from_utf8(busy_response(BUSY_PEER)).unwrap();
+        let (head, body) = a.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("\r\nretry-after: 1\r\n"));
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["meta"]["status"], 503);
+        assert_eq!(v["meta"]["error_message"], BUSY_PEER);
+    }
+}
