@@ -513,6 +513,49 @@ fn each_refusal_of_the_policy_table() {
     );
 }
 
+/// Every route answers another organization's token or id exactly as an
+/// unknown one: status, headers and body.
+#[test]
+fn another_orgs_tokens_are_answered_as_unknown_ones() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let gina = bearer_of(&s, &store, "globex", "gina");
+    let (uma_refresh, uma_id) = refresh_of(&store, "acme", "uma");
+    let uma_access = access(&s, &uma_refresh);
+    let unknown_refresh = encode_raw("tv", TokenKind::Refresh, [9; 16], [7; 32]);
+    let unknown_access = encode_raw("tv", TokenKind::Access, [9; 16], [7; 32]);
+    let unknown_id = TokenId::from_bytes([9; 16]).to_string();
+    let answer = |res: Response| {
+        let status = res.status();
+        let headers = answer_headers(&res);
+        (status, headers, res.text().unwrap())
+    };
+    let same_but_id = |theirs: (StatusCode, Vec<(String, String)>, String),
+                       none: (StatusCode, Vec<(String, String)>, String)| {
+        assert_eq!(theirs.0, none.0);
+        assert_eq!(theirs.1, none.1);
+        assert_eq!(theirs.2.replace(&uma_id, &unknown_id), none.2);
+    };
+    for path in ["/oauth/revoke", "/oauth/introspect"] {
+        for (theirs, none) in [
+            (&uma_refresh, &unknown_refresh),
+            (&uma_access, &unknown_access),
+        ] {
+            let t = answer(form(&s, path, Some(&gina), &format!("token={theirs}")));
+            let n = answer(form(&s, path, Some(&gina), &format!("token={none}")));
+            assert_eq!(t.0, StatusCode::OK, "{path}");
+            same_but_id(t, n);
+        }
+    }
+    same_but_id(
+        answer(delete(&s, &gina, &uma_id)),
+        answer(delete(&s, &gina, &unknown_id)),
+    );
+    // None of it touched Uma's tokens.
+    assert!(store.verify(&uma_access).is_ok());
+    assert!(store.verify_refresh(&uma_refresh).is_ok());
+}
+
 /// The README's table, row by row: `GET /v3/refresh-token` needs `read` and
 /// lists the whole org only for the Owner whose token also holds
 /// `user-write`; `POST` and `DELETE` need `user-write`, and `read` is not

@@ -649,6 +649,21 @@ fn bodies_are_read_only_after_the_bearer_and_never_over_the_limit() {
         "POST /v3/refresh-token HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".to_string(),
     );
     assert_eq!(body_of(&reply), body_of(&declared));
+    // On the RFC 7009 / 7662 routes, with RFC 6749's members, as a form
+    // found too large while read.
+    let form = format!("token={}", "t".repeat(2000));
+    let read = ask(format!(
+        "POST /oauth/introspect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {olivia}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n{:x}\r\n{form}\r\n0\r\n\r\n",
+        form.len()
+    ));
+    assert_eq!(status_of(&read), "HTTP/1.1 413 Payload Too Large", "{read}");
+    let declared = ask(
+        "POST /oauth/introspect HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".to_string(),
+    );
+    assert_eq!(body_of(&read), body_of(&declared));
+    assert_eq!(body_of(&read)["error"], "invalid_request", "{read}");
 
     // Under the limit but never sent: the bearer is refused at once, before
     // the body would be awaited.

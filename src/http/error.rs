@@ -177,7 +177,9 @@ impl From<Error> for ApiError {
             }
             Error::Limit(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
             other => {
-                tracing::error!(target: "tokenvault::http", error = %other, kind = other.kind(), "store failure");
+                let text = other.to_string();
+                let error = super::server::truncated(&text, 256);
+                tracing::error!(target: "tokenvault::http", error, kind = other.kind(), "store failure");
                 ApiError::internal()
             }
         }

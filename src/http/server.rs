@@ -122,8 +122,12 @@ async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
         )
         .into_response()
     } else if declared_length(&req).is_some_and(|n| n > limits.max_body_bytes as u64) {
-        // At once, before authentication and without reading a byte of it.
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, BODY_TOO_LARGE).into_response()
+        // At once, before authentication and without reading a byte of it;
+        // worded as the body extractors word it, RFC 6749's members included
+        // on the RFC 7009 / 7662 routes.
+        let e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, BODY_TOO_LARGE);
+        let rfc = matches!(route.as_str(), "/oauth/revoke" | "/oauth/introspect");
+        if rfc { e.rfc() } else { e }.into_response()
     } else {
         match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
             Ok(res) => res,
