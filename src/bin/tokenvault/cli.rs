@@ -114,8 +114,8 @@ pub enum Command {
         #[arg(long, value_name = "N",
               value_parser = clap::value_parser!(u64).range(1..))]
         max_connections_per_peer: Option<u64>,
-        /// Time a new connection has to send its first request head
-        /// (30s, 5, ...; at most the 10 s every later head has).
+        /// Time a new connection has to send its first request head (e.g.
+        /// 5s or 3; never more than the 10 s each later head has).
         #[arg(long, value_name = "DURATION", default_value = "5s",
               value_parser = parse::duration)]
         first_request_timeout: u64,
