@@ -120,9 +120,26 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
             listen,
             rate_per_minute,
             rate_burst,
-        } => serve(store, *listen, *rate_per_minute, *rate_burst),
+            max_connections,
+            max_connections_per_peer,
+            first_request_timeout,
+        } => {
+            let limits = ServeLimits {
+                max_connections: *max_connections,
+                per_peer: *max_connections_per_peer,
+                first_request_secs: *first_request_timeout,
+            };
+            serve(store, *listen, *rate_per_minute, *rate_burst, &limits)
+        }
         Command::Init | Command::Demo => unreachable_command(),
     }
+}
+
+/// The connection limits of `serve`'s flags.
+struct ServeLimits {
+    max_connections: u64,
+    per_peer: Option<u64>,
+    first_request_secs: u64,
 }
 
 fn serve(
@@ -130,6 +147,7 @@ fn serve(
     listen: std::net::SocketAddr,
     per_minute: u32,
     burst: u32,
+    limits: &ServeLimits,
 ) -> Result<Report, CliError> {
     use tokenvault::http::{HttpConfig, RateLimit};
     // Logs go to standard error; a second subscriber (in tests) is ignored.
@@ -141,6 +159,13 @@ fn serve(
     } else {
         HttpConfig::default().rate_limit(RateLimit { per_minute, burst })
     };
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let mut cfg = cfg
+        .max_connections(count(limits.max_connections))
+        .first_request_timeout(std::time::Duration::from_secs(limits.first_request_secs));
+    if let Some(n) = limits.per_peer {
+        cfg = cfg.max_connections_per_peer(count(n));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
