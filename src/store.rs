@@ -25,6 +25,8 @@ use crate::Clock;
 
 // Hooks for a store on a shared backend (PostgreSQL): freshness and
 // read-through for verification, the management lock, the replica's sync.
+#[path = "store/denials.rs"]
+mod denials;
 #[path = "store/loader.rs"]
 mod loader;
 #[cfg(feature = "postgres")]
@@ -40,6 +42,11 @@ const HOST: &str = "host";
 const MAX_ID: usize = 128;
 const MAX_LABEL: usize = 256;
 const MAX_REASON: usize = 512;
+/// An audit event's target and outcome are cut to these many bytes (their
+/// free text is at most 256 bytes; its other strings are validated ids and
+/// the action's name). The target of an issue, "`id` for `user`", fits.
+const MAX_AUDIT_TARGET: usize = 176;
+const MAX_AUDIT_OUTCOME: usize = 80;
 
 /// An embedded store of refresh tokens, the access tokens derived from them,
 /// their revocation, and the policy of who may do which.
@@ -229,6 +236,12 @@ pub(crate) struct Inner {
     durable_exchange: bool,
     lazy_flush_every: u64,
     retention: u64,
+    /// How long audit events are kept, in seconds.
+    audit_retention: u64,
+    /// Live refresh tokens a member may hold.
+    max_live: usize,
+    /// Refusals coalesced in the audit trail (see `store/denials.rs`).
+    denials: Mutex<denials::Denials>,
     refresh: Sharded<Arc<RefreshHot>>,
     access: Sharded<AccessHot>,
     catalog: RwLock<Catalog>,
@@ -384,6 +397,9 @@ impl TokenStore {
             durable_exchange: cfg.durable_exchange,
             lazy_flush_every: cfg.lazy_flush_every,
             retention: cfg.retention.as_secs(),
+            audit_retention: cfg.audit_retention.as_secs(),
+            max_live: cfg.max_live_tokens_per_member,
+            denials: Mutex::new(denials::Denials::default()),
             refresh: Sharded::new(),
             access: Sharded::new(),
             catalog: RwLock::new(Catalog::default()),
@@ -797,6 +813,29 @@ impl TokenStore {
         let subject_role = member.role().unwrap_or(Role::Stakeholder);
         let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
         let now = inner.now();
+        // The cap on the member's live tokens. Their list is held from the
+        // count to the insert, so concurrent issues for the same member
+        // (which share the catalog) are counted one after another. Only a
+        // member listing at least the cap's worth of tokens, live or not,
+        // is counted one by one.
+        let held_list = member.held.clone();
+        let mut held = held_list.lock();
+        if held.len() >= inner.max_live {
+            let live = held
+                .keys()
+                .filter(|id| {
+                    inner.refresh.with(id, |r| {
+                        r.is_some_and(|r| !r.is_revoked() && r.expires_at > now)
+                    })
+                })
+                .count();
+            if live >= inner.max_live {
+                return Err(Error::Limit(format!(
+                    "{subject} already holds {live} live refresh tokens, the most a member \
+                     may hold: revoke one first"
+                )));
+            }
+        }
         // The audit event travels with the record (a backend may store
         // it inside, making the issue one write): same time, same words.
         let mut event = inner.event_record(
@@ -807,6 +846,7 @@ impl TokenStore {
             "ok",
         );
         event.at = now;
+        event.last_at = now;
         let seq = event.seq;
         let rec = RefreshRecord {
             id: id.0,
@@ -829,7 +869,11 @@ impl TokenStore {
         let ticket = inner.commit(&changes)?;
         // The record hangs on its member, who is one (checked above, and
         // nobody can remove them meanwhile): no catalog change is needed.
-        inner.put_new_refresh(&rec, member);
+        held.insert(rec.id, seq);
+        inner
+            .refresh
+            .insert(rec.id, Arc::new(inner.hot_of(&rec, member)));
+        drop(held);
         drop(cat);
         inner.sync(ticket)?;
         Ok(IssuedToken {
@@ -1468,7 +1512,11 @@ impl TokenStore {
 
     /// The audit trail of the actor's organization, newest first (Owner
     /// only): every management call with who, what, when and the outcome,
-    /// including refused ones.
+    /// including refused ones. An actor's refusals for the same action and
+    /// reason within an hour of the first are one event with their
+    /// [`AuditEvent::count`]; each event's target and outcome are cut to
+    /// 176 and 80 bytes (marked with `…`). Events go after
+    /// [`Config::audit_retention`] (see [`TokenStore::purge_expired`]).
     ///
     /// # Errors
     /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
@@ -1500,9 +1548,9 @@ impl TokenStore {
             issued.retain(|(_, seq)| *seq != 0);
             issued
         };
-        Ok(inner
-            .backend
-            .events(&actor.org, limit, &issued)?
+        let mut events = inner.backend.events(&actor.org, limit, &issued)?;
+        inner.overlay_denials(&actor.org, &mut events);
+        Ok(events
             .into_iter()
             .map(|e| AuditEvent {
                 seq: e.seq,
@@ -1512,14 +1560,20 @@ impl TokenStore {
                 action: e.action,
                 target: e.target,
                 outcome: e.outcome,
+                count: e.count.max(1),
+                last_at: e.last_at.max(e.at),
             })
             .collect())
     }
 
     /// Removes, in one bounded batch of at most `limit` records, access
     /// records that can no longer verify (expired, revoked, or of a revoked
-    /// or expired refresh token) and refresh records revoked or expired for
-    /// longer than the retention. Call again while `more` is true.
+    /// or expired refresh token), refresh records revoked or expired for
+    /// longer than the retention and, once none of those is left, audit
+    /// events whose last call is older than [`Config::audit_retention`]
+    /// (oldest first). Call again while `more` is true. Also writes the
+    /// counts of coalesced refusals kept in memory (see
+    /// [`TokenStore::audit`]). Lazily durable.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a zero limit; [`Error::Io`] if storage
@@ -1541,6 +1595,29 @@ impl TokenStore {
         if limit == 0 {
             return Err(Error::InvalidArgument("limit must be positive".into()));
         }
+        let mut report = self.purge_records(limit)?;
+        let inner = &*self.inner;
+        let before = inner.now().saturating_sub(inner.audit_retention);
+        inner.write_denials(before);
+        if !report.more {
+            let used = report.access_removed + report.refresh_removed;
+            let left = usize::try_from(used).map_or(0, |u| limit.saturating_sub(u));
+            if left == 0 {
+                report.more = true;
+            } else {
+                let (removed, more) = inner.backend.purge_events(before, left)?;
+                if removed > 0 {
+                    inner.lazy_written();
+                }
+                report.events_removed = removed;
+                report.more = more;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The access and refresh records' part of [`TokenStore::purge_expired`].
+    fn purge_records(&self, limit: usize) -> Result<PurgeReport> {
         let inner = &*self.inner;
         let mut cat = inner.lock_for_write()?;
         let now = inner.now();
@@ -1734,6 +1811,7 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn flush(&self) -> Result<()> {
+        self.inner.write_denials(0);
         let t = self.inner.flusher.written.load(Ordering::Acquire);
         self.inner.sync(t.max(1))
     }
@@ -1784,6 +1862,7 @@ impl TokenStore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn close(self) -> Result<()> {
+        self.inner.write_denials(0);
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
                 // A replica's sync thread is told to stop before the storage
@@ -2177,20 +2256,19 @@ impl Inner {
         }
     }
 
-    /// Records a refused call in the audit trail (lazily) and makes the error.
+    /// Records a refused call in the audit trail (lazily, coalesced with
+    /// the actor's like refusals: see `store/denials.rs`) and makes the
+    /// error.
     fn deny(&self, actor: &Actor, action: &str, target: Option<String>, why: &str) -> Error {
         if check_id("organization", &actor.org).is_ok() && check_id("user", &actor.user).is_ok() {
-            if let Ok(ev) = self.event(
+            let ev = self.event_record(
                 &actor.org,
                 &actor.user,
                 action,
                 target,
                 &format!("denied: {why}"),
-            ) {
-                if let Ok(t) = self.commit(&[ev]) {
-                    let _ = self.lazy(t);
-                }
-            }
+            );
+            self.audit_denial(ev);
         }
         Error::Forbidden(why.into())
     }
@@ -2217,14 +2295,17 @@ impl Inner {
         target: Option<String>,
         outcome: &str,
     ) -> EventRecord {
+        let at = self.now();
         EventRecord {
             seq: self.event_seq.fetch_add(1, Ordering::AcqRel) + 1,
-            at: self.now(),
+            at,
             org: org.into(),
             actor: actor.into(),
             action: action.into(),
-            target,
-            outcome: outcome.into(),
+            target: target.map(|t| codec::truncate_text(&t, MAX_AUDIT_TARGET)),
+            outcome: codec::truncate_text(outcome, MAX_AUDIT_OUTCOME),
+            count: 1,
+            last_at: at,
         }
     }
 

@@ -138,8 +138,10 @@ fn options(url: &str, bound: Duration) -> PostgresOptions {
 }
 
 fn open_on(url: &str, key: &StoreKey, bound: Duration) -> TokenStore {
+    // Some tests issue hundreds of tokens to one member.
     Config::postgres_with(options(url, bound))
         .key(key.clone())
+        .max_live_tokens_per_member(10_000)
         .open()
         .unwrap()
 }
