@@ -410,3 +410,41 @@ fn concurrent_issues_for_one_member_stop_exactly_at_the_cap() {
         assert_eq!(listed, ids.into_iter().collect::<HashSet<_>>());
     }
 }
+
+/// The same through HTTP: 1,500 `POST /v3/refresh-token` by an Admin with
+/// a 16,000-byte `user_id` are each answered 403 and grow the store by
+/// less than 1 MiB.
+#[cfg(feature = "http")]
+#[test]
+fn refused_http_assignments_with_16_kb_ids_grow_the_store_by_less_than_a_mebibyte() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, olivia, adam, _) = seeded(Config::new(dir.path().join("tokens.db")));
+    let refresh = store.generate(&adam, Default::default()).unwrap();
+    let bearer = store.exchange(refresh.token.expose()).unwrap().access_token;
+    let app = tokenvault::http::router(store.clone());
+    store.flush().unwrap();
+    let before = store.stats().unwrap().disk_bytes;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for i in 0..1_500 {
+        let body = format!(r#"{{"user_id":"{i:05}{}"}}"#, "u".repeat(15_995));
+        let req = axum::http::Request::post("/v3/refresh-token")
+            .header("authorization", format!("Bearer {}", bearer.expose()))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let resp = rt.block_on(app.clone().oneshot(req)).unwrap();
+        assert_eq!(resp.status(), 403, "request {i}");
+    }
+    store.flush().unwrap();
+    let growth = store.stats().unwrap().disk_bytes.saturating_sub(before);
+    eprintln!("1,500 refused HTTP assignments grew the store by {growth} bytes");
+    assert!(growth < 1024 * 1024, "grew by {growth} bytes");
+    let events = all_events(&store, &olivia);
+    let refused = denied(&events, "adam", "token.assign");
+    assert_eq!(refused.iter().map(|e| e.count).sum::<u64>(), 1_500);
+    assert_eq!(refused.len(), 1);
+}
