@@ -836,7 +836,7 @@ mod tests {
             org: "acme".into(),
             actor: "adam".into(),
             action: "token.assign".into(),
-            target: (i % 2 == 0).then(|| format!("user-{i}")),
+            target: i.is_multiple_of(2).then(|| format!("user-{i}")),
             outcome: "denied: only the Owner may assign tokens".into(),
             count: 1,
             last_at: 1_000 + i,
