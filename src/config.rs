@@ -223,8 +223,8 @@ impl Config {
     }
 
     /// How long audit events are kept before `purge_expired` removes them
-    /// (default 400 days), counted from an event's last call. The issue
-    /// event of a token still stored stays with the token.
+    /// (default 400 days), counted from an event's last call. On sled the
+    /// issue event of a token still stored stays with the token.
     pub fn audit_retention(mut self, retention: Duration) -> Self {
         self.audit_retention = retention;
         self
