@@ -730,8 +730,10 @@ impl TokenStore {
     /// # Errors
     /// [`Error::Forbidden`] if the actor is not a member;
     /// [`Error::InvalidArgument`] for a scope outside the member's role, an
-    /// unknown scope, a zero expiry, or a bad label; [`Error::Io`] if storage
-    /// fails.
+    /// unknown scope, a zero expiry, or a bad label; [`Error::Limit`] if the
+    /// member already holds [`Config::max_live_tokens_per_member`] live
+    /// refresh tokens (nothing is changed or audited); [`Error::Io`] if
+    /// storage fails.
     ///
     /// ```
     /// use tokenvault::{Actor, GenerateOptions, Role, TokenStore};
@@ -755,8 +757,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Forbidden`] unless the actor is the Owner of the org;
-    /// [`Error::NotFound`] if `user` is not a member; otherwise as
-    /// [`TokenStore::generate`].
+    /// [`Error::NotFound`] if `user` is not a member; [`Error::Limit`] if
+    /// `user` (not the Owner) is at the cap of live refresh tokens;
+    /// otherwise as [`TokenStore::generate`].
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -1801,7 +1804,9 @@ impl TokenStore {
         Ok(s)
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable, with the counts of coalesced
+    /// refusals kept in memory (see [`TokenStore::audit`]). Blocks for the
+    /// flush.
     ///
     /// # Errors
     /// [`Error::Io`] if storage fails.
