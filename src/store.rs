@@ -1600,9 +1600,11 @@ impl TokenStore {
         }
         let mut report = self.purge_records(limit)?;
         let inner = &*self.inner;
-        let before = inner.now().saturating_sub(inner.audit_retention);
-        inner.write_denials(before);
-        if !report.more {
+        // Events made at or before this time are past the retention (none
+        // while the clock is not that far from 0).
+        let before = inner.now().checked_sub(inner.audit_retention);
+        inner.write_denials(before.unwrap_or(0));
+        if let (Some(before), false) = (before, report.more) {
             let used = report.access_removed + report.refresh_removed;
             let left = usize::try_from(used).map_or(0, |u| limit.saturating_sub(u));
             if left == 0 {

@@ -198,8 +198,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// the event stored under that number (a coalesced refusal whose count
     /// and last time grew). Not necessarily durable on return.
     fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64>;
-    /// Deletes at most `limit` audit events whose last call was before
-    /// `before` (Unix seconds), oldest first; returns how many went and
+    /// Deletes at most `limit` audit events whose last call was at or
+    /// before `before` (Unix seconds), oldest first; returns how many went and
     /// whether more may remain.
     fn purge_events(&self, before: u64, limit: usize) -> Result<(u64, bool)>;
     /// Walks all stored data and reports inconsistencies.

@@ -1227,7 +1227,7 @@ impl Backend for PgBackend {
                 for row in &rows {
                     let seq: i64 = col(row, 0)?;
                     match decode_event(col::<&[u8]>(row, 1)?) {
-                        Ok(e) if e.last_at.max(e.at) >= before => {
+                        Ok(e) if e.last_at.max(e.at) > before => {
                             recent = true;
                             break;
                         }

@@ -668,7 +668,7 @@ impl Backend for SledBackend {
                     continue;
                 };
                 match decode_event(&v) {
-                    Ok(e) if e.last_at.max(e.at) >= before => {
+                    Ok(e) if e.last_at.max(e.at) > before => {
                         next_org = Some(k[..org_len].to_vec());
                         break;
                     }

@@ -132,8 +132,8 @@ impl Inner {
     }
 
     /// Writes every count not yet written, and lets go of the events
-    /// whose window is over or that began before `drop_before` (about to
-    /// be purged).
+    /// whose window is over or that began at or before `drop_before`
+    /// (about to be purged).
     pub(super) fn write_denials(&self, drop_before: u64) {
         let now = self.now();
         let mut d = self.denials.lock();
@@ -141,7 +141,7 @@ impl Inner {
             self.write_count(p, now);
             let over = now < p.event.at || now - p.event.at >= WINDOW;
             let unwritten = p.written != p.event.count;
-            unwritten || !(over || p.event.at < drop_before)
+            unwritten || !(over || p.event.at <= drop_before)
         });
     }
 
