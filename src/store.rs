@@ -1890,7 +1890,8 @@ impl TokenStore {
     /// writing in atomic batches of up to 2,048 tokens (one audit event per
     /// batch) and flushing once at the end, so that a benchmark builds a
     /// store of a million tokens in seconds. `sink` receives each refresh
-    /// token with its access tokens.
+    /// token with its access tokens. The cap of live tokens per member
+    /// ([`Config::max_live_tokens_per_member`]) does not apply here.
     ///
     /// # Errors
     /// [`Error::Forbidden`] if the actor is not a member;
