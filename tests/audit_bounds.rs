@@ -451,3 +451,37 @@ fn refused_http_assignments_with_16_kb_ids_grow_the_store_by_less_than_a_mebibyt
     assert_eq!(refused.iter().map(|e| e.count).sum::<u64>(), 1_500);
     assert_eq!(refused.len(), 1);
 }
+
+/// Through HTTP, an issue past the member cap is 429 without
+/// `Retry-After` (waiting does not help; revoking does), and changes
+/// nothing.
+#[cfg(feature = "http")]
+#[test]
+fn http_issues_past_the_cap_are_429_without_retry_after() {
+    use tower::ServiceExt;
+    let (store, _, adam, _) = seeded(Config::temporary().max_live_tokens_per_member(2));
+    let refresh = store.generate(&adam, Default::default()).unwrap();
+    let bearer = store.exchange(refresh.token.expose()).unwrap().access_token;
+    let app = tokenvault::http::router(store.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = || {
+        let req = axum::http::Request::post("/v3/refresh-token")
+            .header("authorization", format!("Bearer {}", bearer.expose()))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(r#"{"user_id":"adam"}"#))
+            .unwrap();
+        rt.block_on(app.clone().oneshot(req)).unwrap()
+    };
+    assert_eq!(post().status(), 201);
+    let listed = store.list_own(&adam).unwrap();
+    assert_eq!(listed.len(), 2);
+    for _ in 0..5 {
+        let resp = post();
+        assert_eq!(resp.status(), 429);
+        assert!(resp.headers().get("retry-after").is_none());
+    }
+    assert_eq!(store.list_own(&adam).unwrap(), listed);
+}
