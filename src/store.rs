@@ -25,8 +25,6 @@ use crate::Clock;
 
 // Hooks for a store on a shared backend (PostgreSQL): freshness and
 // read-through for verification, the management lock, the replica's sync.
-#[path = "store/denials.rs"]
-mod denials;
 #[path = "store/loader.rs"]
 mod loader;
 #[cfg(feature = "postgres")]
@@ -35,6 +33,10 @@ mod shared;
 #[cfg(not(feature = "postgres"))]
 #[path = "store/unshared.rs"]
 mod shared;
+
+// Refused calls in the audit trail, coalesced.
+#[path = "store/denials.rs"]
+mod denials;
 
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
