@@ -76,6 +76,7 @@ fn store_config(path: &Path) -> Config {
     Config::new(path)
         .key(StoreKey::from_bytes(KEY))
         .max_access_per_refresh(CAP)
+        .max_live_tokens_per_member(usize::MAX)
 }
 
 /// Child mode: build the store and the floor database, print the sample.

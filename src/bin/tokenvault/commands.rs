@@ -507,6 +507,8 @@ fn audit(store: &TokenStore, actor: &tokenvault::Actor, limit: usize) -> Result<
                 "action": e.action,
                 "target": e.target,
                 "outcome": e.outcome,
+                "count": e.count,
+                "last_at": e.last_at,
             })
         })
         .collect();
@@ -518,7 +520,16 @@ fn audit(store: &TokenStore, actor: &tokenvault::Actor, limit: usize) -> Result<
             e.actor.clone(),
             e.action.clone(),
             e.target.clone().unwrap_or_else(|| "-".into()),
-            e.outcome.clone(),
+            if e.count > 1 {
+                format!(
+                    "{} (x{}, last {})",
+                    e.outcome,
+                    e.count,
+                    format_time(e.last_at)
+                )
+            } else {
+                e.outcome.clone()
+            },
         ]);
     }
     let human = if events.is_empty() {
@@ -541,7 +552,7 @@ fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
-    let (mut access, mut refresh, mut batches) = (0u64, 0u64, 0u64);
+    let (mut access, mut refresh, mut events, mut batches) = (0u64, 0u64, 0u64, 0u64);
     let result = loop {
         let r = match store.purge_expired(batch) {
             Ok(r) => r,
@@ -550,12 +561,13 @@ fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {
         batches += 1;
         access += r.access_removed;
         refresh += r.refresh_removed;
+        events += r.events_removed;
         if let Some(b) = &bar {
-            b.set_position(access + refresh);
+            b.set_position(access + refresh + events);
             b.set_message(batches.to_string());
         }
         // A batch that removed nothing cannot make progress: stop there.
-        if !r.more || r.access_removed + r.refresh_removed == 0 {
+        if !r.more || r.access_removed + r.refresh_removed + r.events_removed == 0 {
             break Ok(());
         }
     };
@@ -564,11 +576,17 @@ fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {
     }
     result?;
     Ok(Report::new(
-        json!({ "access_removed": access, "refresh_removed": refresh, "batches": batches }),
+        json!({
+            "access_removed": access,
+            "refresh_removed": refresh,
+            "events_removed": events,
+            "batches": batches
+        }),
         format!(
-            "Purged {} and {} in {}.",
+            "Purged {}, {} and {} in {}.",
             plural(access, "access record", "access records"),
             plural(refresh, "refresh record", "refresh records"),
+            plural(events, "audit event", "audit events"),
             plural(batches, "batch", "batches"),
         ),
     ))
