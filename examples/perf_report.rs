@@ -82,6 +82,7 @@ fn store_config(path: &Path) -> Config {
     Config::new(path)
         .key(StoreKey::from_bytes(KEY))
         .max_access_per_refresh(CAP)
+        .max_live_tokens_per_member(usize::MAX)
 }
 
 /// The organization of the members whose tokens `durable_revoke_ns` revokes
