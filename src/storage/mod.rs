@@ -9,6 +9,7 @@ use crate::error::Result;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod sled_backend;
+mod stable;
 mod warm;
 
 /// One change to durable state. A batch of changes is committed atomically.
