@@ -893,6 +893,20 @@ mod serve {
             match Config::new(&store_path).create_if_missing(false).open() {
                 Ok(store) => {
                     model.check(&store, &owners, cut, &mut lost);
+                    // The members' tokens are revoked (these revocations
+                    // are checked from now on too), so that they never hold
+                    // as many live tokens as a member may.
+                    let owner = Actor::new("acme", "own");
+                    for u in USERS {
+                        store
+                            .revoke_all(&owner, RevokeScope::Member(u.into()), None)
+                            .expect("revoking a member's tokens");
+                    }
+                    for (id, (_, user, _)) in &model.tokens {
+                        if user != "own" && model.revoked.insert(id.clone()) {
+                            model.new_revoked.insert(id.clone());
+                        }
+                    }
                     store.close().expect("closing after the check");
                 }
                 Err(e) => {
