@@ -55,8 +55,9 @@ impl StableFiles {
     }
 
     /// Makes the database and its directory durable (the directory's
-    /// entries and the entry naming it in its parent), so that a store
-    /// created by this open survives a power cut. Blocks for the syncs.
+    /// entries and the entries naming it and its ancestors), so that a
+    /// store created by this open survives a power cut. Blocks for the
+    /// syncs.
     pub(super) fn sync_created(&self) -> Result<()> {
         // sled writes its `conf` file once, at creation, without a sync: a
         // power cut could leave it empty, which sled refuses to open.
@@ -67,11 +68,19 @@ impl StableFiles {
             Err(e) => return Err(file_error("open", &conf, e)),
         }
         self.sync()?;
-        sync_dir(&self.dir)?;
-        match self.dir.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-            _ => sync_dir(Path::new(".")),
+        // Every ancestor, not only the parent: opening may have created
+        // several directories (sled creates the whole path), and each new
+        // entry lives in the directory above it. Syncing an ancestor that
+        // was already there costs little (opens only).
+        for dir in self.dir.ancestors() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            sync_dir(dir)?;
         }
+        Ok(())
     }
 
     /// Makes everything sled has flushed durable. Blocks for the sync.
