@@ -263,6 +263,16 @@ pub(crate) struct Inner {
     scope_names: &'static [Box<str>],
 }
 
+/// How [`TokenStore::revoke`] answers a token of another organization.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Foreign {
+    /// Refused and audited, as the policy table says.
+    Forbidden,
+    /// As an unknown id.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Unknown,
+}
+
 fn check_id(what: &str, s: &str) -> Result<()> {
     if s.is_empty() || s.len() > MAX_ID || s.chars().any(char::is_control) {
         return Err(Error::InvalidArgument(format!(
@@ -1238,6 +1248,25 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn revoke(&self, actor: &Actor, id: &TokenId, reason: Option<&str>) -> Result<()> {
+        self.revoke_with(actor, id, reason, Foreign::Forbidden)
+    }
+
+    /// [`TokenStore::revoke`] for a front that answers another
+    /// organization's token exactly as an unknown id (the HTTP API): such a
+    /// token is [`Error::NotFound`], found by the same steps as an unknown
+    /// one and not audited (an unknown id is not either).
+    #[cfg(feature = "http")]
+    pub(crate) fn revoke_in_own_org(&self, actor: &Actor, id: &TokenId) -> Result<()> {
+        self.revoke_with(actor, id, None, Foreign::Unknown)
+    }
+
+    fn revoke_with(
+        &self,
+        actor: &Actor,
+        id: &TokenId,
+        reason: Option<&str>,
+        foreign: Foreign,
+    ) -> Result<()> {
         if let Some(r) = reason {
             check_text("reason", r, MAX_REASON)?;
         }
@@ -1249,6 +1278,9 @@ impl TokenStore {
             .refresh
             .get(&id.0)
             .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
+        if *hot.member.org.id != *actor.org && foreign == Foreign::Unknown {
+            return Err(Error::NotFound(format!("no token with id {id}")));
+        }
         let target = Some(id.to_string());
         if *hot.member.org.id != *actor.org {
             return Err(inner.deny(
@@ -1273,7 +1305,10 @@ impl TokenStore {
             .get_refresh(&id.0)?
             .ok_or_else(|| Error::Corrupt(format!("token {id} is in memory but not on disk")))?;
         if rec.state != StoredState::Active {
-            return Ok(());
+            // Revoked already, perhaps by a call whose sync failed: this
+            // answer, too, says the revocation is durable.
+            drop(cat);
+            return inner.sync_written();
         }
         rec.state = StoredState::Revoked {
             at: now,
@@ -1319,7 +1354,9 @@ impl TokenStore {
         }
         let info = match self.verify_refresh(refresh_token) {
             Ok(info) => info,
-            Err(Error::Revoked | Error::Expired) => return Ok(()),
+            // Nothing left to do, once what is written is durable (the
+            // revocation may be that of a call whose sync failed).
+            Err(Error::Revoked | Error::Expired) => return self.inner.sync_written(),
             Err(e) => return Err(e),
         };
         match self.revoke(&Actor::new(info.org, info.user), &info.id, reason) {
@@ -2361,6 +2398,11 @@ impl Inner {
     fn commit(&self, changes: &[Change]) -> Result<u64> {
         self.backend.commit(changes)?;
         Ok(self.flusher.written.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Waits until every batch committed so far is durable.
+    fn sync_written(&self) -> Result<()> {
+        self.sync(self.flusher.written.load(Ordering::Acquire))
     }
 
     /// Waits until the batch with `ticket` is durable; concurrent callers
