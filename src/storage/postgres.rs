@@ -1239,7 +1239,9 @@ impl Backend for PgBackend {
                 if !doomed.is_empty() {
                     c.client.execute(&c.st.events_del, &[&doomed]).map_err(pg)?;
                 }
-                let more = !recent && rows.len() as i64 == want;
+                // More only after progress: a batch of undecodable rows
+                // alone would otherwise be read again and again.
+                let more = !recent && !doomed.is_empty() && rows.len() as i64 == want;
                 Ok((doomed.len() as u64, more))
             },
         )
