@@ -11,13 +11,12 @@ use subtle::ConstantTimeEq;
 use crate::codec::{
     self, AccessRecord, EventRecord, IssueEvent, MemberRecord, RefreshRecord, StoredState,
 };
-use crate::config::{load_or_create_key, Config, StoreKey};
+use crate::config::{load_or_create, Config, StoreKey};
 use crate::error::{Error, Result};
 use crate::hot::{
     AccessHot, MemberHot, OrgHot, RefreshExtra, RefreshHot, Sharded, CHECK_KNOWN, ROLE_REMOVED,
 };
 use crate::policy::{may, Action, Policy, Role};
-use crate::storage::sled_backend::SledBackend;
 use crate::storage::{Backend, Change, IntegrityReport};
 use crate::token::{self, TokenId, TokenKind};
 use crate::types::*;
@@ -333,15 +332,32 @@ impl TokenStore {
                 )));
             }
         }
+        if let Some(p) = cfg.path.as_ref().filter(|_| cfg.create_new) {
+            if p.exists() {
+                return Err(Error::Conflict(format!(
+                    "a token store already exists at {}",
+                    p.display()
+                )));
+            }
+        }
         let key = match (&cfg.key, cfg.key_file_path()) {
             (Some(k), _) => k.clone(),
             (None, Some(kf)) => {
                 let exists = cfg.path.as_ref().is_some_and(|p| p.exists());
-                load_or_create_key(&kf, !exists)?
+                let loose = cfg.allow_loose_key_permissions;
+                let (key, created) = load_or_create(&kf, !exists, loose)?;
+                if cfg.create_new && !created {
+                    return Err(Error::Conflict(format!(
+                        "a key file already exists at {}: another store was created there \
+                         first, or the key file was left without its store (move it away)",
+                        kf.display()
+                    )));
+                }
+                key
             }
             (None, None) => StoreKey::generate()?,
         };
-        let backend = SledBackend::open(cfg.path.as_deref(), cfg.cache_bytes)?;
+        let backend = crate::storage::sled_files::open(cfg.path.as_deref(), cfg.cache_bytes)?;
         Self::with_backend(Box::new(backend), cfg, key)
     }
 
@@ -349,6 +365,11 @@ impl TokenStore {
         let fingerprint = key.derive(FINGERPRINT_CONTEXT);
         let (current, older) = backend.schema();
         match backend.meta_get("schema")? {
+            Some(_) if cfg.create_new => {
+                return Err(Error::Conflict(
+                    "a token store already exists there (created meanwhile)".into(),
+                ))
+            }
             None => {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
                 backend.meta_put("schema", current)?;

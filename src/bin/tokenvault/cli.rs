@@ -40,6 +40,18 @@ pub struct Global {
     /// Print exactly one JSON document on standard output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Accept a key file that group or others may read (refused by default,
+    /// as ssh refuses such a private key: `chmod 600 PATH.key` is the fix).
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENVAULT_ALLOW_LOOSE_KEY_PERMISSIONS",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    pub allow_loose_key_permissions: bool,
 }
 
 #[derive(Debug, Subcommand)]
