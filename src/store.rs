@@ -26,6 +26,9 @@ use crate::Clock;
 // read-through for verification, the management lock, the replica's sync.
 #[path = "store/loader.rs"]
 mod loader;
+// Reopening the storage and reloading memory after a storage fault.
+#[path = "store/recover.rs"]
+mod recover;
 #[cfg(feature = "postgres")]
 #[path = "store/shared.rs"]
 mod shared;
@@ -245,6 +248,9 @@ pub(crate) struct Inner {
     shared: Option<shared::Slot>,
     /// The policy's scope names, interned (see [`crate::policy::interned_names`]).
     scope_names: &'static [Box<str>],
+    /// How a store on disk reopens its storage after a fault (none for a
+    /// temporary or shared store).
+    recovery: Option<recover::Recovery>,
 }
 
 fn check_id(what: &str, s: &str) -> Result<()> {
@@ -357,8 +363,7 @@ impl TokenStore {
             }
             (None, None) => StoreKey::generate()?,
         };
-        let backend = crate::storage::sled_files::open(cfg.path.as_deref(), cfg.cache_bytes)?;
-        Self::with_backend(Box::new(backend), cfg, key)
+        Self::open_recoverable(cfg, key)
     }
 
     fn with_backend(backend: Box<dyn Backend>, cfg: Config, key: StoreKey) -> Result<TokenStore> {
@@ -426,6 +431,7 @@ impl TokenStore {
             event_seq: AtomicU64::new(0),
             shared: None,
             scope_names: crate::policy::interned_names(&cfg.policy),
+            recovery: None,
             backend,
         };
         // Loading is applying every stored record to empty memory, one at
@@ -877,6 +883,7 @@ impl TokenStore {
     /// ```
     pub fn list_own(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
+        inner.recover()?;
         let cat = inner.lock_for_read()?;
         inner.actor_role(&cat, actor, "token.list")?;
         inner.list(&cat, &actor.org, Some(&actor.user))
@@ -901,6 +908,7 @@ impl TokenStore {
     /// ```
     pub fn list_org(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
+        inner.recover()?;
         let cat = inner.lock_for_read()?;
         let role = inner.actor_role(&cat, actor, "token.list_org")?;
         if !may(role, Action::ListOrg) {
@@ -942,6 +950,8 @@ impl TokenStore {
     pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        inner.recover()?;
+        let generation = inner.generation();
         inner.fresh_refresh(&parsed.id.0)?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let parent = inner
@@ -1005,6 +1015,7 @@ impl TokenStore {
                 None => extra.free_slot(inner.cap),
             };
             changes.push(Change::PutAccess { rec, slot });
+            let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
             inner.apply_family(&parent, &mut extra, &changes);
             ticket
@@ -1136,6 +1147,7 @@ impl TokenStore {
     pub fn verify_refresh(&self, refresh_token: &str) -> Result<TokenInfo> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        inner.recover()?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let hot = inner
             .refresh
@@ -1448,6 +1460,8 @@ impl TokenStore {
     pub fn revoke_access(&self, access_token: &str) -> Result<()> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        inner.recover()?;
+        let generation = inner.generation();
         inner.fresh_access(&parsed.id.0, || true)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = inner.access.with(&parsed.id.0, |a| {
@@ -1478,6 +1492,7 @@ impl TokenStore {
                 return Ok(());
             }
             let changes = [Change::PutAccess { rec, slot }];
+            let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
             inner.apply_family(&parent, &mut extra, &changes);
             ticket
@@ -1505,6 +1520,7 @@ impl TokenStore {
     /// ```
     pub fn audit(&self, actor: &Actor, limit: usize) -> Result<Vec<AuditEvent>> {
         let inner = &*self.inner;
+        inner.recover()?;
         let issued = {
             let cat = inner.lock_for_read()?;
             let role = inner.actor_role(&cat, actor, "audit")?;
@@ -1694,6 +1710,7 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn check_integrity(&self) -> Result<IntegrityReport> {
+        self.inner.recover()?;
         let _cat = self.inner.catalog.write();
         let mut r = self.inner.backend.check_integrity()?;
         if self.inner.skipped > 0 && r.problems.is_empty() {
@@ -1718,6 +1735,7 @@ impl TokenStore {
     /// ```
     pub fn stats(&self) -> Result<Stats> {
         let inner = &*self.inner;
+        inner.recover()?;
         let mut s = Stats::default();
         {
             let cat = inner.catalog.write();
@@ -1756,6 +1774,9 @@ impl TokenStore {
     /// ```
     pub fn flush(&self) -> Result<()> {
         let t = self.inner.flusher.written.load(Ordering::Acquire);
+        // After a storage fault: reopened first, and a write lost to the
+        // fault fails the flush (it cannot be made durable any more).
+        self.inner.recover()?;
         self.inner.sync(t.max(1))
     }
 
@@ -2296,13 +2317,29 @@ impl Inner {
     /// Waits until the batch with `ticket` is durable; concurrent callers
     /// share one flush.
     fn sync(&self, ticket: u64) -> Result<()> {
-        self.sync_with(ticket, true)
+        let r = self.sync_with(ticket, true);
+        if r.is_err() {
+            // A failed storage is reopened at once where it can be, so that
+            // memory drops what this failed call changed in it (otherwise
+            // the next call tries again).
+            let _ = self.recover();
+        }
+        r
     }
 
     /// [`Inner::sync`]; `linger` lets the flush leader wait for a
     /// management call under way (never for a caller that may hold the
     /// catalog itself).
     fn sync_with(&self, ticket: u64, linger: bool) -> Result<()> {
+        self.flush_upto(ticket, linger)?;
+        match self.lost(ticket) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The flush of [`Inner::sync_with`].
+    fn flush_upto(&self, ticket: u64, linger: bool) -> Result<()> {
         let f = &self.flusher;
         if f.flushed.load(Ordering::Acquire) >= ticket {
             return Ok(());
@@ -2377,6 +2414,7 @@ impl Inner {
     /// side by side (their sled inserts, a few microseconds of page reads
     /// each, no longer queue behind one another).
     fn lock_for_issue(&self) -> Result<IssueGuard<'_>> {
+        self.recover()?;
         self.flusher.writers.fetch_add(1, Ordering::AcqRel);
         let writer = WriterMark(&self.flusher.writers);
         let cat = self.lock_catalog_for_issue()?;
@@ -2388,6 +2426,7 @@ impl Inner {
 
     /// The catalog, for a management call that writes.
     fn lock_for_write(&self) -> Result<WriteGuard<'_>> {
+        self.recover()?;
         self.flusher.writers.fetch_add(1, Ordering::AcqRel);
         let writer = WriterMark(&self.flusher.writers);
         let cat = self.lock_catalog_for_write()?;
