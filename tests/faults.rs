@@ -359,6 +359,7 @@ fn concurrent_callers_through_a_full_disk() {
     let ballast = fill(fs.path());
     free(&ballast, Some(64 * 1024));
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let failures = std::sync::atomic::AtomicU64::new(0);
     let (acked, revoked) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..3)
             .map(|_| {
@@ -377,7 +378,10 @@ fn concurrent_callers_through_a_full_disk() {
                                 }
                                 acked.push(t);
                             }
-                            Err(e) => assert_eq!(e.kind(), "io", "{e}"),
+                            Err(e) => {
+                                assert_eq!(e.kind(), "io", "{e}");
+                                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                         }
                     }
                     (acked, revoked)
@@ -408,7 +412,13 @@ fn concurrent_callers_through_a_full_disk() {
         }
     }
     assert!(store.check_integrity().unwrap().is_clean());
-    eprintln!("{} generated, {} revoked", acked.len(), revoked.len());
+    let failures = failures.into_inner();
+    eprintln!(
+        "{} generated, {} revoked, {failures} generates failed",
+        acked.len(),
+        revoked.len()
+    );
+    assert!(failures > 0, "the disk never filled");
     assert!(!revoked.is_empty());
 }
 
@@ -588,4 +598,297 @@ fn create_new_refuses_what_exists() {
     let e = Config::new(&other).create_new(true).open().unwrap_err();
     assert_eq!(e.kind(), "conflict", "{e}");
     assert!(!other.exists());
+}
+
+// ----- the command-line tool -----
+
+#[cfg(feature = "cli")]
+mod cli {
+    use super::*;
+    use serde_json::Value;
+    use std::process::{Child, Command, Output, Stdio};
+
+    fn bin() -> PathBuf {
+        assert_cmd::cargo::cargo_bin("tokenvault")
+    }
+
+    fn run(db: &Path, args: &[&str]) -> Output {
+        Command::new(bin())
+            .env_remove("TOKENVAULT_DB")
+            .arg("--db")
+            .arg(db)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn doc(out: &Output) -> Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not one JSON document ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    fn ok(db: &Path, args: &[&str]) -> Value {
+        let out = run(db, args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        doc(&out)
+    }
+
+    fn spawn_init(db: &Path) -> Child {
+        Command::new(bin())
+            .env_remove("TOKENVAULT_DB")
+            .arg("--db")
+            .arg(db)
+            .args(["--json", "init"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Two `tokenvault init` on one fresh path at once, 100 times: exactly
+    /// one creates the store, the other answers `conflict` (or `io` while
+    /// the first holds it); the store then opens with its key file.
+    #[test]
+    fn two_inits_at_once_create_one_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conflicts = 0;
+        for i in 0..100 {
+            let db = dir.path().join(format!("s{i}.db"));
+            let (a, b) = (spawn_init(&db), spawn_init(&db));
+            let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+            let mut created = 0;
+            for out in &outs {
+                let d = doc(out);
+                match out.status.code() {
+                    Some(0) => created += 1,
+                    Some(1) => {
+                        let kind = d["error"]["kind"].as_str().unwrap();
+                        assert!(kind == "conflict" || kind == "io", "pair {i}: {d}");
+                        conflicts += usize::from(kind == "conflict");
+                    }
+                    other => panic!("pair {i}: exit {other:?}: {d}"),
+                }
+            }
+            assert_eq!(created, 1, "pair {i}");
+            let stats = run(&db, &["stats"]);
+            assert_eq!(stats.status.code(), Some(0), "pair {i}: {}", doc(&stats));
+        }
+        eprintln!("{conflicts} conflicts in 100 pairs");
+    }
+
+    /// A store held by a running `tokenvault serve`: a command fails as `io`
+    /// with one sentence saying so, not a debug dump.
+    #[test]
+    fn a_store_held_by_another_process_is_said_in_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tokens.db");
+        ok(&db, &["init"]);
+        let (mut server, _port) = serve(&db);
+        let out = run(&db, &["stats"]);
+        stop(&mut server);
+        let d = doc(&out);
+        assert_eq!(out.status.code(), Some(1), "{d}");
+        assert_eq!(d["error"]["kind"], "io", "{d}");
+        let msg = d["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("held by another process"), "{msg}");
+        assert!(msg.contains("HTTP API"), "{msg}");
+        assert!(
+            !msg.contains("Os {") && !msg.contains("WouldBlock"),
+            "{msg}"
+        );
+        // Once the server is gone the command works.
+        ok(&db, &["stats"]);
+    }
+
+    fn serve(db: &Path) -> (Child, u16) {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = Command::new(bin())
+            .env_remove("TOKENVAULT_DB")
+            .arg("--db")
+            .arg(db)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (child, port)
+    }
+
+    fn stop(child: &mut Child) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+
+    /// `tokenvault serve` on a full disk: POST, DELETE and the exchange
+    /// answer 5xx (never a crash); once the ballast is deleted they answer
+    /// 2xx again, from the same process.
+    #[test]
+    fn serve_writes_again_once_space_is_free() {
+        let Some(fs) = Tmpfs::mount("4m") else { return };
+        let db = fs.path().join("tokens.db");
+        ok(&db, &["init"]);
+        ok(&db, &["member", "add", "acme", "olivia", "owner"]);
+        let t = ok(&db, &["token", "generate", "--as", "acme/olivia"]);
+        let refresh = t["token"].as_str().unwrap().to_string();
+        let grant = ok(&db, &["exchange", &refresh]);
+        let bearer = format!("Bearer {}", grant["data"]["access_token"].as_str().unwrap());
+        let (mut server, port) = serve(&db);
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::new();
+        let post = || {
+            client
+                .post(format!("{base}/v3/refresh-token"))
+                .header("Authorization", &bearer)
+                .header("Content-Type", "application/json")
+                .body(r#"{"user_id":"olivia"}"#)
+                .send()
+                .unwrap()
+        };
+        let exchange = || {
+            client
+                .get(format!("{base}/oauth/access-token"))
+                .header("X-Refresh-Token", &refresh)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        let delete = |id: &str| {
+            client
+                .delete(format!("{base}/v3/refresh-token/{id}"))
+                .header("Authorization", &bearer)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        let r = post();
+        assert_eq!(r.status().as_u16(), 201);
+        let victim: Value = r.json().unwrap();
+        let victim_id = victim["data"]["id"].as_str().unwrap().to_string();
+        let ballast = fill(fs.path());
+        let mut full = false;
+        for _ in 0..20_000 {
+            let st = post().status().as_u16();
+            if st >= 500 {
+                full = true;
+                break;
+            }
+            assert_eq!(st, 201);
+        }
+        assert!(full, "the disk never filled");
+        for _ in 0..5 {
+            let st = delete(&victim_id);
+            assert!(st >= 500 || st == 204, "DELETE answered {st}");
+            let st = exchange();
+            assert!(st >= 500 || st == 200, "exchange answered {st}");
+            let st = post().status().as_u16();
+            assert!(st >= 500 || st == 201, "POST answered {st}");
+        }
+        assert!(server.try_wait().unwrap().is_none(), "the server died");
+        free(&ballast, None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = post().status().as_u16();
+            if st == 201 {
+                break;
+            }
+            assert!(
+                st >= 500 && Instant::now() < deadline,
+                "POST answered {st} after freeing"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(delete(&victim_id), 204);
+        assert_eq!(exchange(), 200);
+        stop(&mut server);
+        let d = run(
+            &db,
+            &["exchange", victim["data"]["token"].as_str().unwrap()],
+        );
+        assert_eq!(doc(&d)["error"]["kind"], "revoked", "{}", doc(&d));
+    }
+
+    /// CLI calls on a nearly full disk, with less and less room: each exits
+    /// 0 with its change made (warning on stderr when the checkpoint after
+    /// it failed), or 1 with `io` "the disk is full" and no change; never
+    /// a panic.
+    #[test]
+    fn cli_on_a_nearly_full_disk_reports_what_it_did() {
+        let Some(fs) = Tmpfs::mount("4m") else { return };
+        let db = fs.path().join("tokens.db");
+        ok(&db, &["init"]);
+        ok(&db, &["member", "add", "acme", "olivia", "owner"]);
+        let (mut warned, mut failed, mut clean) = (0, 0, 0);
+        let mut n = 0;
+        for room in [0u64, 2048, 8192, 16384, 32768, 65536] {
+            let ballast = fill(fs.path());
+            free(&ballast, Some(room));
+            // Calls until one fails (or twenty succeed): each is checked
+            // once space is free again.
+            let mut outcomes = Vec::new();
+            for _ in 0..20 {
+                n += 1;
+                let user = format!("u{n}");
+                let out = run(&db, &["member", "add", "acme", &user, "user"]);
+                let code = out.status.code();
+                outcomes.push((user, out));
+                if code != Some(0) {
+                    break;
+                }
+            }
+            free(&ballast, None);
+            let members = ok(&db, &["member", "list", "acme"]).to_string();
+            for (user, out) in outcomes {
+                let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+                let d = doc(&out);
+                let present = members.contains(&format!("\"{user}\""));
+                match out.status.code() {
+                    Some(0) => {
+                        assert!(
+                            present,
+                            "room {room}: success without the change: {members}"
+                        );
+                        if stderr.contains("warning") {
+                            assert!(stderr.contains("checkpoint"), "{stderr}");
+                            warned += 1;
+                        } else {
+                            clean += 1;
+                        }
+                    }
+                    Some(1) => {
+                        assert_eq!(d["error"]["kind"], "io", "room {room}: {d}");
+                        let msg = d["error"]["message"].as_str().unwrap();
+                        assert!(msg.contains("the disk is full"), "room {room}: {msg}");
+                        assert!(!present, "room {room}: failure, yet the change was made");
+                        failed += 1;
+                    }
+                    other => panic!("room {room}: exit {other:?}: {d} {stderr}"),
+                }
+            }
+        }
+        eprintln!("{clean} clean, {warned} with a checkpoint warning, {failed} failed");
+        assert!(failed > 0 && warned > 0, "the disk never filled");
+    }
 }
