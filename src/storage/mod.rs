@@ -10,6 +10,7 @@ use crate::error::Result;
 pub(crate) mod postgres;
 pub(crate) mod sled_backend;
 pub(crate) mod sled_files;
+mod stable;
 mod warm;
 
 /// One change to durable state. A batch of changes is committed atomically.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
+use super::stable::StableFiles;
 use super::{warm, Backend, Change, IntegrityReport, Loaded};
 use crate::codec::{
     decode, decode_access, decode_refresh, encode, encode_refresh, member_key, org_key,
@@ -35,6 +36,8 @@ pub(crate) struct SledBackend {
     /// The warm-start marker taken out of the meta tree at open: names the
     /// files [`Backend::load`] may read instead of the trees.
     warm: parking_lot::Mutex<Option<warm::Marker>>,
+    /// The files a sync makes durable (none: temporary).
+    stable: Option<StableFiles>,
 }
 
 /// The tree schema 3 no longer keeps (dropped by [`Backend::upgrade`]).
@@ -87,16 +90,30 @@ impl SledBackend {
             None => cfg.temporary(true),
         };
         let db = open_waiting_for_lock(&cfg, path.is_some())?;
+        // A database this open created is durable (its files and their
+        // directory entries) before anything is written to it.
+        let stable = match path {
+            Some(p) => {
+                let files = StableFiles::open(p)?;
+                if let Err(e) = files.sync_created() {
+                    keep_if_unsynced(&db, Some(&files));
+                    return Err(e);
+                }
+                Some(files)
+            }
+            None => None,
+        };
         let t = |name: &str| db.open_tree(name).map_err(io);
         let meta = t("meta")?;
         // Warm-start files are valid only while nothing has been written
         // since the close that made them: their marker goes, durably,
         // before anything else can write.
         let mut marker = None;
-        if let Some(p) = path {
+        if let (Some(p), Some(files)) = (path, &stable) {
             match meta.remove(warm::MARKER_KEY).map_err(io)? {
                 Some(m) => {
                     db.flush().map_err(io)?;
+                    files.sync()?;
                     marker = warm::Marker::decode(&m);
                 }
                 None => warm::remove(p),
@@ -114,9 +131,38 @@ impl SledBackend {
             path: path.map(Path::to_path_buf),
             cache_bytes,
             warm: parking_lot::Mutex::new(marker),
+            stable,
             db,
         })
     }
+}
+
+impl Drop for SledBackend {
+    fn drop(&mut self) {
+        keep_if_unsynced(&self.db, self.stable.as_ref());
+    }
+}
+
+/// Before a database handle is dropped: sled 0.34.7 syncs the file when its
+/// last handle goes and panics if that sync fails. Flush and sync first
+/// (through sled's own file description, see the `stable` module): a failure met
+/// here is reported once and is not met again by sled's sync. If sled has
+/// a sticky error, its drop does no I/O. A sync that fails twice in a row
+/// would fail in sled's drop too: then a handle is kept (leaked) instead,
+/// so that the last handle never goes and nothing panics; the process
+/// keeps the database's file lock until it exits.
+fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) {
+    if db.flush().is_err() {
+        return;
+    }
+    // A temporary database: sled's drop does not sync it.
+    let Some(files) = files else {
+        return;
+    };
+    if files.sync().is_ok() || files.sync().is_ok() {
+        return;
+    }
+    std::mem::forget(db.clone());
 }
 
 /// How long opening waits for a lock that sled itself still holds.
@@ -522,12 +568,14 @@ impl Backend for SledBackend {
             // memory only.
             self.db.drop_tree(OLD_BY_MEMBER).map_err(io)?;
         }
-        self.db.flush().map_err(io)?;
-        Ok(())
+        self.sync()
     }
 
     fn sync(&self) -> Result<()> {
         self.db.flush().map_err(io)?;
+        if let Some(files) = &self.stable {
+            files.sync()?;
+        }
         Ok(())
     }
 
@@ -558,8 +606,15 @@ impl Backend for SledBackend {
         // nothing else uses it, moves that replay from the next open to
         // this close. Opening is recovery, so a crash during it is too.
         if let Some(p) = path {
-            let cfg = sled::Config::new().cache_capacity(cache_bytes).path(p);
-            drop(open_waiting_for_lock(&cfg, true)?);
+            let cfg = sled::Config::new().cache_capacity(cache_bytes).path(&p);
+            let db = open_waiting_for_lock(&cfg, true)?;
+            // The snapshot is written and renamed into place by that open;
+            // its name is made durable, and the database is dropped only
+            // once nothing of it is left unsynced.
+            let files = StableFiles::open(&p)?;
+            keep_if_unsynced(&db, Some(&files));
+            drop(db);
+            files.sync_dir()?;
         }
         Ok(())
     }
@@ -826,6 +881,23 @@ fn u64_from(v: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database on disk is synced through the file description sled
+    /// itself writes through (so a failed sync is reported to this crate,
+    /// not met again by sled's own sync when the database is dropped).
+    #[test]
+    fn syncs_go_through_sleds_own_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledBackend::open(Some(&dir.path().join("db")), 1 << 20).unwrap();
+        let files = backend
+            .stable
+            .as_ref()
+            .expect("a database on disk has files to sync");
+        assert!(files.shares_sled());
+        backend.meta.insert("x", b"y".as_slice()).unwrap();
+        backend.sync().unwrap();
+        assert!(SledBackend::open(None, 1 << 20).unwrap().stable.is_none());
+    }
 
     /// Every record is visited once, and each access record after its
     /// family's refresh record, also for families at the edges of the

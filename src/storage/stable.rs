@@ -1,0 +1,261 @@
+//! Stable storage for a sled 0.34 database directory.
+//!
+//! sled's `Db::flush` writes its buffers and ends in `sync_file_range` on
+//! Linux: the data reaches the kernel and the device queue, not stable
+//! storage (neither the file's growth nor the drive's write cache is made
+//! durable). sled's own `fsync` comes from its background thread up to
+//! half a second later. [`StableFiles::sync`] makes a flushed change durable:
+//! `fdatasync` of the `db` file, and `fsync` of any blob file sled created
+//! since the last sync (and of their directory).
+//!
+//! The `db` file is synced through sled's own open file description (a
+//! duplicate of its descriptor, found once at open), not a second `open` of
+//! the file. Linux reports a failed writeback once to each open file
+//! description: syncing through sled's means the error reaches this crate
+//! as an `Err`, and sled's `fsync` when its database is dropped (which
+//! panics on failure in sled 0.34.7) does not meet it again. A database
+//! whose last sync failed is never dropped (see `SledBackend`'s `Drop`).
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// The files of one open database that a durable call syncs.
+pub(super) struct StableFiles {
+    dir: PathBuf,
+    /// sled's `db` file (a duplicate of sled's descriptor where it could be
+    /// found, else a descriptor of our own).
+    db: File,
+    /// Whether `db` shares sled's open file description.
+    shares_sled: bool,
+    /// Blob files already synced.
+    blobs: Mutex<HashSet<OsString>>,
+}
+
+impl StableFiles {
+    /// Finds the files of the database open at `dir`.
+    pub(super) fn open(dir: &Path) -> Result<StableFiles> {
+        let path = dir.join("db");
+        let (db, shares_sled) = match sled_descriptor(&path) {
+            Some(f) => (f, true),
+            None => (
+                File::open(&path).map_err(|e| file_error("open", &path, e))?,
+                false,
+            ),
+        };
+        Ok(StableFiles {
+            dir: dir.to_path_buf(),
+            db,
+            shares_sled,
+            blobs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Makes the database and its directory durable (the directory's
+    /// entries and the entry naming it in its parent), so that a store
+    /// created by this open survives a power cut. Blocks for the syncs.
+    pub(super) fn sync_created(&self) -> Result<()> {
+        // sled writes its `conf` file once, at creation, without a sync: a
+        // power cut could leave it empty, which sled refuses to open.
+        let conf = self.dir.join("conf");
+        match File::open(&conf) {
+            Ok(f) => f.sync_all().map_err(|e| file_error("sync", &conf, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_error("open", &conf, e)),
+        }
+        self.sync()?;
+        sync_dir(&self.dir)?;
+        match self.dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+            _ => sync_dir(Path::new(".")),
+        }
+    }
+
+    /// Makes everything sled has flushed durable. Blocks for the sync.
+    pub(super) fn sync(&self) -> Result<()> {
+        self.sync_blobs()?;
+        self.db
+            .sync_data()
+            .map_err(|e| file_error("sync", &self.dir.join("db"), e))
+    }
+
+    /// Makes the directory's entries durable (after sled renamed or removed
+    /// a file in it, e.g. the snapshot a checkpoint writes).
+    pub(super) fn sync_dir(&self) -> Result<()> {
+        sync_dir(&self.dir)
+    }
+
+    /// Whether syncs go through sled's own open file description.
+    #[cfg(test)]
+    pub(super) fn shares_sled(&self) -> bool {
+        self.shares_sled
+    }
+
+    /// sled writes values too large for its log into files of their own
+    /// under `blobs/`, without syncing them: sync each new one, then the
+    /// directory.
+    fn sync_blobs(&self) -> Result<()> {
+        let dir = self.dir.join("blobs");
+        // Listed every time: a directory's modification time is too coarse
+        // to tell two files created within one clock tick apart.
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(file_error("list", &dir, e)),
+        };
+        let mut seen = self.blobs.lock();
+        let mut new = false;
+        let mut names = HashSet::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| file_error("list", &dir, e))?;
+            let name = entry.file_name();
+            if !seen.contains(&name) {
+                let path = entry.path();
+                match File::open(&path) {
+                    Ok(f) => f.sync_all().map_err(|e| file_error("sync", &path, e))?,
+                    // sled removed it meanwhile (a blob it no longer needs).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(file_error("open", &path, e)),
+                }
+                new = true;
+            }
+            names.insert(name);
+        }
+        if new || seen.len() != names.len() {
+            sync_dir(&dir)?;
+        }
+        *seen = names;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for StableFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StableFiles")
+            .field("dir", &self.dir)
+            .field("shares_sled", &self.shares_sled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `fsync` of a directory, so that the files created, renamed or removed
+/// in it stay so after a power cut.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| file_error("sync", dir, e))
+}
+
+/// An I/O error on one of the store's files, as the crate reports it.
+fn file_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    let full = matches!(e.raw_os_error(), Some(28 | 122)); // ENOSPC, EDQUOT
+    if full {
+        Error::Io(format!(
+            "cannot {what} {}: the disk is full ({e})",
+            path.display()
+        ))
+    } else {
+        Error::Io(format!("cannot {what} {}: {e}", path.display()))
+    }
+}
+
+/// A duplicate of the descriptor this process holds open on `path` (sled's,
+/// opened by `sled::Config::open` just before), found through
+/// `/proc/self/fd`. A duplicate shares the open file description, so a sync
+/// through it is a sync through sled's. `None` where there is no such
+/// directory or no descriptor names the file.
+#[cfg(target_os = "linux")]
+fn sled_descriptor(path: &Path) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(path).ok()?;
+    let canonical = std::fs::canonicalize(path).ok()?;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()? {
+        let Ok(entry) = entry else { continue };
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(canonical.as_path()) {
+            continue;
+        }
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Some(file) = duplicate(fd) else { continue };
+        // The descriptor may have been closed and reused between the
+        // listing and the duplicate: keep it only if it is the same file.
+        match file.metadata() {
+            Ok(m) if m.dev() == want.dev() && m.ino() == want.ino() => return Some(file),
+            _ => continue,
+        }
+    }
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sled_descriptor(_path: &Path) -> Option<File> {
+    None
+}
+
+/// A new descriptor for the open file description behind `fd`, or `None`
+/// if `fd` is not open.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn duplicate(fd: std::os::fd::RawFd) -> Option<File> {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: `borrow_raw` needs `fd` to stay open while the borrow lives;
+    // the borrow lives only for the `F_DUPFD_CLOEXEC` call below, which fails
+    // cleanly (EBADF) if another thread closed the descriptor meanwhile, and
+    // a descriptor reused for another file in that window is caught by the
+    // caller's inode check.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().ok().map(File::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncs_share_the_description_sled_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let theirs = File::create(&path).unwrap();
+        let files = StableFiles::open(dir.path()).unwrap();
+        assert!(files.shares_sled());
+        files.sync_created().unwrap();
+        drop(theirs);
+    }
+
+    #[test]
+    fn new_blob_files_are_synced_and_missing_ones_are_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db"), b"").unwrap();
+        let files = StableFiles::open(dir.path()).unwrap();
+        assert!(!files.shares_sled());
+        std::fs::create_dir(dir.path().join("blobs")).unwrap();
+        std::fs::write(dir.path().join("blobs").join("7"), b"blob").unwrap();
+        files.sync().unwrap();
+        assert_eq!(files.blobs.lock().len(), 1);
+        std::fs::remove_file(dir.path().join("blobs").join("7")).unwrap();
+        files.sync().unwrap();
+        assert_eq!(files.blobs.lock().len(), 0);
+    }
+
+    #[test]
+    fn a_full_disk_is_named() {
+        let e = file_error(
+            "sync",
+            Path::new("/x/db"),
+            std::io::Error::from_raw_os_error(28),
+        );
+        assert!(e.to_string().contains("the disk is full"), "{e}");
+        let e = file_error(
+            "sync",
+            Path::new("/x/db"),
+            std::io::Error::from_raw_os_error(5),
+        );
+        assert!(!e.to_string().contains("full"), "{e}");
+    }
+}
