@@ -175,7 +175,6 @@ pub(super) struct Recovery {
     lost_hi: AtomicU64,
     /// When the last reopen failed, and how.
     last_failure: Mutex<Option<(Instant, String)>>,
-    reloads: AtomicU64,
 }
 
 /// The gate held by an exchange or access revocation (see [`Inner::gate`]).
@@ -202,22 +201,12 @@ impl TokenStore {
             lost: Mutex::new(Vec::new()),
             lost_hi: AtomicU64::new(0),
             last_failure: Mutex::new(None),
-            reloads: AtomicU64::new(0),
         };
         let mut store = Self::with_backend(Box::new(SwapHandle(swap)), cfg, key)?;
         let inner = Arc::get_mut(&mut store.inner)
             .ok_or_else(|| Error::Io("the new store is already shared".into()))?;
         inner.recovery = Some(recovery);
         Ok(store)
-    }
-
-    /// How many times this store reopened its storage after a fault.
-    #[doc(hidden)]
-    pub fn storage_reloads_for_tests(&self) -> u64 {
-        self.inner
-            .recovery
-            .as_ref()
-            .map_or(0, |r| r.reloads.load(Ordering::Relaxed))
     }
 }
 
@@ -336,7 +325,6 @@ impl Inner {
         r.generation.fetch_add(1, Ordering::AcqRel);
         r.swap.failed.store(false, Ordering::Release);
         *r.last_failure.lock() = None;
-        r.reloads.fetch_add(1, Ordering::Relaxed);
         drop(gate);
         drop(cat);
         Ok(())
