@@ -711,6 +711,36 @@ mod cli {
         ok(&db, &["stats"]);
     }
 
+    /// A key file others may read: refused as `key_mismatch` naming
+    /// `chmod 600`, accepted with the flag or its environment variable.
+    #[test]
+    fn the_cli_refuses_a_loose_key_file_unless_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tokens.db");
+        let key = dir.path().join("tokens.db.key");
+        ok(&db, &["init"]);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = run(&db, &["stats"]);
+        let d = doc(&out);
+        assert_eq!(out.status.code(), Some(1), "{d}");
+        assert_eq!(d["error"]["kind"], "key_mismatch", "{d}");
+        let msg = d["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!("chmod 600 {}", key.display())),
+            "{msg}"
+        );
+        ok(&db, &["--allow-loose-key-permissions", "stats"]);
+        let out = Command::new(bin())
+            .env("TOKENVAULT_ALLOW_LOOSE_KEY_PERMISSIONS", "1")
+            .arg("--db")
+            .arg(&db)
+            .args(["--json", "stats"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", doc(&out));
+        assert_eq!(mode(&key), 0o644, "the key file's mode was changed");
+    }
+
     fn serve(db: &Path) -> (Child, u16) {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

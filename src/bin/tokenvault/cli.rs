@@ -46,10 +46,8 @@ pub struct Global {
         long,
         global = true,
         env = "TOKENVAULT_ALLOW_LOOSE_KEY_PERMISSIONS",
-        value_parser = clap::builder::BoolishValueParser::new(),
-        num_args = 0..=1,
-        default_missing_value = "true",
-        default_value = "false"
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub allow_loose_key_permissions: bool,
 }
