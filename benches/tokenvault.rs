@@ -31,9 +31,11 @@ fn sizes() -> Vec<usize> {
 }
 
 fn config(path: &Path) -> Config {
+    // Benchmarks issue thousands of tokens to a few members.
     Config::new(path)
         .key(StoreKey::from_bytes(KEY))
         .max_access_per_refresh(CAP)
+        .max_live_tokens_per_member(usize::MAX)
 }
 
 struct Fixture {
@@ -227,6 +229,7 @@ fn write_benches(c: &mut Criterion, f: &Fixture, tokens: usize) {
     let durable = Config::new(dir.path().join("durable"))
         .key(StoreKey::from_bytes(KEY))
         .durable_exchange(true)
+        .max_live_tokens_per_member(usize::MAX)
         .open()
         .expect("open");
     durable

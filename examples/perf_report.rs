@@ -72,20 +72,79 @@ fn parse_args() -> Result<Opts, String> {
     })
 }
 
+/// The one place where the report's store is configured: the builder
+/// child, the measured open and the reopens all take their `Config` from
+/// here. A store limit that the report's workload exceeds is raised here
+/// (the report issues far more refresh tokens per member than a service
+/// would: about 100 each when the store is built, then thousands more over
+/// 64 members in the write benchmarks).
 fn store_config(path: &Path) -> Config {
     Config::new(path)
         .key(StoreKey::from_bytes(KEY))
         .max_access_per_refresh(CAP)
+        .max_live_tokens_per_member(usize::MAX)
+}
+
+/// The organization of the members whose tokens `durable_revoke_ns` revokes
+/// (made by the builder, after the rest of the store).
+const REVOKE_ORG: &str = "perf-revoke";
+/// Refresh tokens per member of `REVOKE_ORG` (fewer than the default cap
+/// of live refresh tokens per member, so the set needs no raised limit).
+const REVOKE_PER_MEMBER: usize = 50;
+
+fn revoke_user(m: usize) -> String {
+    format!("r{m:04}")
+}
+
+/// Builder: `n` refresh tokens held by the members of `REVOKE_ORG`, each
+/// exchanged once (so each has one access token). Made in the builder so
+/// that in the measuring process their records are as cold as any token
+/// of the store (the warm-start open does not read sled). Returns
+/// (member index, refresh token, access token).
+fn revoke_set(
+    store: &tokenvault::TokenStore,
+    n: usize,
+) -> tokenvault::Result<Vec<(usize, String, String)>> {
+    let mut out = Vec::with_capacity(n);
+    let mut m = 0;
+    while out.len() < n {
+        let user = revoke_user(m);
+        store.add_member(
+            REVOKE_ORG,
+            &user,
+            if m == 0 { Role::Owner } else { Role::User },
+        )?;
+        let mut refresh = Vec::new();
+        store.bulk_issue_for_benchmarks(
+            &Actor::new(REVOKE_ORG, &user),
+            REVOKE_PER_MEMBER.min(n - out.len()),
+            0,
+            &mut |r, _| refresh.push(r),
+        )?;
+        for r in refresh {
+            let access = store.exchange(r.expose())?.access_token;
+            out.push((m, r.expose().to_string(), access.expose().to_string()));
+        }
+        m += 1;
+    }
+    Ok(out)
 }
 
 /// Child mode: build the store and the floor database, print the sample.
-fn build_child(dir: &Path, tokens: usize, keep: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn build_child(
+    dir: &Path,
+    tokens: usize,
+    keep: usize,
+    revokes: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let layout = Layout::for_tokens(tokens);
     let t = Instant::now();
     let store = store_config(&dir.join("store")).open()?;
     let sample = populate(&store, layout, keep)?;
     store.flush()?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
+    let to_revoke = revoke_set(&store, revokes)?;
+    store.flush()?;
     // A clean shutdown: `close` checkpoints sled (see its docs), so the
     // measured open is that of a service restarted after closing the store.
     let t = Instant::now();
@@ -102,6 +161,9 @@ fn build_child(dir: &Path, tokens: usize, keep: usize) -> Result<(), Box<dyn std
     }
     for r in &sample.refresh {
         writeln!(out, "R {r}")?;
+    }
+    for (m, r, a) in &to_revoke {
+        writeln!(out, "V {m} {r} {a}")?;
     }
     writeln!(out, "BUILD {build_ms}")?;
     writeln!(out, "CLOSE {close_ms}")?;
@@ -156,6 +218,17 @@ fn baselines_child(dir: &Path, tokens: usize, q: bool) -> Result<(), Box<dyn std
         floor_db.flush().expect("flush");
     });
     let sled_insert_flush_ns = median(&mut v);
+    // The same, made durable: sled's `flush` on Linux ends with
+    // `sync_file_range` only, so the file its log lives in (`db`) is then
+    // fdatasynced, as the store's durable calls do.
+    let db_file = std::fs::File::open(dir.join("floor").join("db"))?;
+    let mut v = time_each(if q { 300 } else { 1_000 }, |i| {
+        sled_insert(&floor.tree, (1 << 45) + i as u64);
+        floor_db.flush().expect("flush");
+        db_file.sync_data().expect("fdatasync");
+    });
+    let sled_insert_flush_sync_ns = median(&mut v);
+    drop(db_file);
     let mut v = time_each(if q { 300 } else { 1_000 }, |i| {
         sled_batch2(&floor.tree, (1 << 42) + i as u64);
         floor_db.flush().expect("flush");
@@ -175,12 +248,15 @@ fn baselines_child(dir: &Path, tokens: usize, q: bool) -> Result<(), Box<dyn std
     let sled_batch_flush_threads2_speedup = median(&mut r);
     drop(floor);
     drop(floor_db);
+    let sqlite_update_full_ns = sqlite_update_full(&dir.join("sqlite"), tokens / 2, q)?;
 
     for (name, v) in [
         ("floor_ns", floor_ns),
         ("jwt_ns", jwt_ns),
         ("sled_insert_ns", sled_insert_ns),
         ("sled_insert_flush_ns", sled_insert_flush_ns),
+        ("sled_insert_flush_sync_ns", sled_insert_flush_sync_ns),
+        ("sqlite_update_full_ns", sqlite_update_full_ns),
         ("sled_batch_flush_ns", sled_batch_flush_ns),
         (
             "sled_batch_flush_threads2_speedup",
@@ -192,6 +268,76 @@ fn baselines_child(dir: &Path, tokens: usize, q: bool) -> Result<(), Box<dyn std
         println!("{name} {v}");
     }
     Ok(())
+}
+
+/// Baseline (e): what a durable one-row change costs in SQLite. A table of
+/// `rows` rows keyed like the store's records (16 random-looking bytes, a
+/// record of an access record's size), in WAL mode with `synchronous=FULL`
+/// (each commit syncs the WAL), in `dir` (on the store's disk); the median
+/// of one-row `UPDATE`s, each its own transaction (autocommit), on distinct
+/// rows spread over the table.
+fn sqlite_update_full(dir: &Path, rows: usize, q: bool) -> Result<f64, Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let mut db = rusqlite::Connection::open(dir.join("tokens.db"))?;
+    let mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!("sqlite refused WAL mode (journal_mode {mode})").into());
+    }
+    db.execute_batch("PRAGMA synchronous = FULL")?;
+    let sync: i64 = db.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if sync != 2 {
+        return Err(format!("sqlite synchronous is {sync}, not FULL (2)").into());
+    }
+    db.execute_batch(
+        "CREATE TABLE refresh (id BLOB PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID",
+    )?;
+    let id = |i: u64| floor_key(i)[..16].to_vec();
+    let tx = db.transaction()?;
+    {
+        let mut ins = tx.prepare("INSERT INTO refresh (id, record) VALUES (?1, ?2)")?;
+        for i in 0..rows as u64 {
+            ins.execute(rusqlite::params![id(i), floor_value(i)])?;
+        }
+    }
+    tx.commit()?;
+    // The load went through the WAL: copy it into the database and start
+    // the WAL over. SQLite keeps the WAL file at its size (no
+    // `journal_size_limit`), so the commits below overwrite it in place,
+    // as in a long-running service, rather than grow a fresh file.
+    db.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    let n = (if q { 300 } else { 1_000 }).min(rows / 2);
+    // Distinct rows spread over the table: a stride coprime with `rows`.
+    let mut stride = (rows as u64 * 5 / 8) | 1;
+    while gcd(stride, rows as u64) != 1 {
+        stride += 2;
+    }
+    let mut upd = db.prepare("UPDATE refresh SET record = ?2 WHERE id = ?1")?;
+    let mut v = Vec::with_capacity(n);
+    // The first 100 commits warm the statement and the pages up, untimed.
+    for k in 0..(n + 100) as u64 {
+        let i = (k * stride + 7) % rows as u64;
+        let mut rec = floor_value(i);
+        // The record changes as a revocation changes it (its flag).
+        let last = rec.len() - 1;
+        rec[last] ^= 1;
+        let t = Instant::now();
+        let changed = upd.execute(rusqlite::params![id(i), rec])?;
+        if k >= 100 {
+            v.push(t.elapsed().as_nanos() as f64);
+        }
+        if changed != 1 {
+            return Err(format!("sqlite UPDATE changed {changed} rows, not 1").into());
+        }
+    }
+    Ok(median(&mut v))
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 struct Row {
@@ -227,7 +373,8 @@ fn main() {
         let dir = PathBuf::from(&args[2]);
         let tokens: usize = args[3].parse().expect("tokens");
         let keep: usize = args[4].parse().expect("keep");
-        if let Err(e) = build_child(&dir, tokens, keep) {
+        let revokes: usize = args[5].parse().expect("revokes");
+        if let Err(e) = build_child(&dir, tokens, keep, revokes) {
             eprintln!("building the store failed: {e}");
             std::process::exit(1);
         }
@@ -261,6 +408,8 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     let tokens = layout.tokens();
     let q = opts.quick;
     let keep = if q { 5_000 } else { 20_000 };
+    // Distinct refresh tokens revoked for `durable_revoke_ns`.
+    let revokes = if q { 300 } else { 1_000 };
     let dir = tempfile::tempdir()?;
     eprintln!(
         "building a store of {tokens} tokens ({} orgs x {} members x {} refresh tokens, each exchanged once) ...",
@@ -271,15 +420,26 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         .arg(dir.path())
         .arg(tokens.to_string())
         .arg(keep.to_string())
+        .arg(revokes.to_string())
         .stdout(Stdio::piped())
         .spawn()?;
     let mut sample = Sample::default();
+    let mut to_revoke: Vec<(usize, String, String)> = Vec::with_capacity(revokes);
     let (mut build_ms, mut close_ms, mut floor_build_ms) = (0.0, 0.0, 0.0);
     for line in BufReader::new(child.stdout.take().ok_or("no pipe")?).lines() {
         let line = line?;
         match line.split_once(' ') {
             Some(("A", t)) => sample.access.push(t.to_string()),
             Some(("R", t)) => sample.refresh.push(t.to_string()),
+            Some(("V", rest)) => {
+                let mut f = rest.splitn(3, ' ');
+                match (f.next(), f.next(), f.next()) {
+                    (Some(m), Some(r), Some(a)) => {
+                        to_revoke.push((m.parse()?, r.to_string(), a.to_string()))
+                    }
+                    _ => return Err(format!("unexpected line from the builder: {line}").into()),
+                }
+            }
             Some(("BUILD", v)) => build_ms = v.parse()?,
             Some(("CLOSE", v)) => close_ms = v.parse()?,
             Some(("FLOOR", v)) => floor_build_ms = v.parse()?,
@@ -288,6 +448,13 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     }
     if !child.wait()?.success() {
         return Err("the builder process failed".into());
+    }
+    if to_revoke.len() != revokes {
+        return Err(format!(
+            "the builder made {} tokens to revoke, not {revokes}",
+            to_revoke.len()
+        )
+        .into());
     }
     eprintln!(
         "built in {:.1} s (floor database {:.1} s); {} sample tokens",
@@ -318,6 +485,8 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     let jwt_ns = get("jwt_ns")?;
     let sled_insert_ns = get("sled_insert_ns")?;
     let sled_insert_flush_ns = get("sled_insert_flush_ns")?;
+    let sled_insert_flush_sync_ns = get("sled_insert_flush_sync_ns")?;
+    let sqlite_update_full_ns = get("sqlite_update_full_ns")?;
     let sled_batch_flush_ns = get("sled_batch_flush_ns")?;
     let sled_batch_flush_threads2_speedup = get("sled_batch_flush_threads2_speedup")?;
     let sled_scan_ms = get("sled_scan_ms")?;
@@ -527,6 +696,35 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     }
     let revoke_10k_ms = revoke_ms[2];
 
+    // Durable revoke of a refresh token with one access token: the
+    // builder's tokens (each exchanged once there), over many members,
+    // revoked by their holders in an order unrelated to their issue.
+    let mut order: Vec<usize> = (0..to_revoke.len()).collect();
+    let mut shuffle_state = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..order.len()).rev() {
+        shuffle_state ^= shuffle_state << 13;
+        shuffle_state ^= shuffle_state >> 7;
+        shuffle_state ^= shuffle_state << 17;
+        order.swap(i, (shuffle_state % (i as u64 + 1)) as usize);
+    }
+    let revoke_targets: Vec<(Actor, tokenvault::TokenId)> = order
+        .iter()
+        .map(|&k| {
+            let (m, r, _) = &to_revoke[k];
+            let (_, id) = tokenvault::token::inspect(store.prefix(), r)?;
+            Ok((Actor::new(REVOKE_ORG, revoke_user(*m)), id))
+        })
+        .collect::<Result<_, Error>>()?;
+    let mut v = time_each(revoke_targets.len(), |i| {
+        let (a, id) = &revoke_targets[i];
+        store.revoke(a, id, None).expect("revoke");
+    });
+    let durable_revoke_ns = median(&mut v);
+    for (_, r, a) in &to_revoke {
+        assert!(matches!(store.exchange(r), Err(Error::Revoked)));
+        assert!(matches!(store.verify(a), Err(Error::Revoked)));
+    }
+
     // Revoke-all of a member with 100 tokens.
     let mut v = Vec::new();
     for k in 0..if q { 5 } else { 15 } {
@@ -631,6 +829,12 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     let jwt = Some(("jwt", jwt_ns));
     let insert = Some(("sled insert", sled_insert_ns));
     let insert_flush = Some(("insert+flush", sled_insert_flush_ns));
+    let insert_flush_sync = Some(("insert+flush+sync", sled_insert_flush_sync_ns));
+    let sqlite_full = Some(("sqlite FULL", sqlite_update_full_ns));
+    let durable_issue_vs_sync = durable_issue_ns / sled_insert_flush_sync_ns;
+    let durable_issue_vs_sqlite = durable_issue_ns / sqlite_update_full_ns;
+    let durable_revoke_vs_sync = durable_revoke_ns / sled_insert_flush_sync_ns;
+    let durable_revoke_vs_sqlite = durable_revoke_ns / sqlite_update_full_ns;
     #[rustfmt::skip]
     let rows = vec![
         row("verify, valid, hot", verify_hot_ns, "ns", jwt, "<= 0.25 x jwt", le(verify_hot_ns, 0.25 * jwt_ns)),
@@ -649,9 +853,15 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         row("    per CPU second", same_member_speedup_cpu, "x", None, "", None),
         row("exchange (lazy)", exchange_ns, "ns", insert, "<= 2 x insert", le(exchange_ns, 2.0 * sled_insert_ns)),
         row("sled insert", sled_insert_ns, "ns", None, "baseline (c)", None),
-        row("generate (durable)", durable_issue_ns, "ns", insert_flush, "<= 1.25 x insert+flush", le(durable_issue_ns, 1.25 * sled_insert_flush_ns)),
-        row("assign (durable)", durable_assign_ns, "ns", insert_flush, "", None),
+        row("generate (durable)", durable_issue_ns, "ns", insert_flush_sync, "<= 1.25 x insert+flush+sync", le(durable_issue_ns, 1.25 * sled_insert_flush_sync_ns)),
+        row("  same, to sqlite UPDATE (FULL)", durable_issue_ns, "ns", sqlite_full, "", None),
+        row("  same, to insert+flush (no sync)", durable_issue_ns, "ns", insert_flush, "", None),
+        row("assign (durable)", durable_assign_ns, "ns", insert_flush_sync, "", None),
+        row("revoke (durable), 1 access token", durable_revoke_ns, "ns", sqlite_full, "<= 1.0 x sqlite FULL", le(durable_revoke_ns, sqlite_update_full_ns)),
+        row("  same, to insert+flush+sync", durable_revoke_ns, "ns", insert_flush_sync, "", None),
         row("sled insert + flush", sled_insert_flush_ns, "ns", None, "baseline (c)", None),
+        row("sled insert + flush + fdatasync db", sled_insert_flush_sync_ns, "ns", None, "baseline (d)", None),
+        row("sqlite UPDATE, WAL, synchronous=FULL", sqlite_update_full_ns, "ns", None, "baseline (e)", None),
         row("sled Batch of 2 + flush", sled_batch_flush_ns, "ns", insert_flush, "floor of an atomic multi-key write", None),
         row("generate, 1 thread", d1, "ops/s", None, "", None),
         row("generate, 2 threads", d2, "ops/s", None, "", None),
@@ -689,10 +899,10 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             .join(" ")
     );
     println!(
-        "{:<38} {:>14} {:<6} {:>22} {:<24} met",
+        "{:<38} {:>14} {:<6} {:>26} {:<28} met",
         "measure (median)", "value", "unit", "ratio to baseline", "target"
     );
-    println!("{}", "-".repeat(118));
+    println!("{}", "-".repeat(126));
     for r in &rows {
         let ratio = match r.baseline {
             Some((name, b)) => format!("{:.3} x {name}", r.value / b),
@@ -704,7 +914,7 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             None => "",
         };
         println!(
-            "{:<38} {:>14} {:<6} {:>22} {:<24} {}",
+            "{:<38} {:>14} {:<6} {:>26} {:<28} {}",
             r.name,
             fmt_num(r.value),
             r.unit,
@@ -734,6 +944,13 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             "durable_issue_ns": durable_issue_ns,
             "durable_assign_ns": durable_assign_ns,
             "sled_insert_flush_ns": sled_insert_flush_ns,
+            "sled_insert_flush_sync_ns": sled_insert_flush_sync_ns,
+            "sqlite_update_full_ns": sqlite_update_full_ns,
+            "durable_revoke_ns": durable_revoke_ns,
+            "durable_issue_vs_sync": durable_issue_vs_sync,
+            "durable_issue_vs_sqlite": durable_issue_vs_sqlite,
+            "durable_revoke_vs_sync": durable_revoke_vs_sync,
+            "durable_revoke_vs_sqlite": durable_revoke_vs_sqlite,
             "durable_threads2_speedup": durable_threads2_speedup,
             "revoke_0_ms": revoke_ms[0],
             "revoke_100_ms": revoke_ms[1],

@@ -87,6 +87,8 @@ pub struct Config {
     pub(crate) durable_exchange: bool,
     pub(crate) lazy_flush_every: u64,
     pub(crate) retention: Duration,
+    pub(crate) audit_retention: Duration,
+    pub(crate) max_live_tokens_per_member: usize,
     pub(crate) create_if_missing: bool,
     pub(crate) cache_bytes: u64,
     pub(crate) allow_loose_key_permissions: bool,
@@ -106,7 +108,12 @@ impl fmt::Debug for Config {
             .field("max_access_per_refresh", &self.max_access_per_refresh)
             .field("prefix", &self.prefix)
             .field("durable_exchange", &self.durable_exchange)
-            .field("retention", &self.retention);
+            .field("retention", &self.retention)
+            .field("audit_retention", &self.audit_retention)
+            .field(
+                "max_live_tokens_per_member",
+                &self.max_live_tokens_per_member,
+            );
         #[cfg(feature = "postgres")]
         d.field("postgres", &self.postgres);
         d.finish_non_exhaustive()
@@ -127,6 +134,8 @@ impl Config {
             durable_exchange: false,
             lazy_flush_every: 1024,
             retention: Duration::from_secs(30 * 24 * 3600),
+            audit_retention: Duration::from_secs(400 * 24 * 3600),
+            max_live_tokens_per_member: 100,
             create_if_missing: true,
             cache_bytes: 64 * 1024 * 1024,
             allow_loose_key_permissions: false,
@@ -217,6 +226,23 @@ impl Config {
         self
     }
 
+    /// How long audit events are kept before `purge_expired` removes them
+    /// (default 400 days), counted from an event's last call. On sled the
+    /// issue event of a token still stored stays with the token.
+    pub fn audit_retention(mut self, retention: Duration) -> Self {
+        self.audit_retention = retention;
+        self
+    }
+
+    /// How many live (active, unexpired) refresh tokens one member may
+    /// hold (default 100, at least 1); a token the Owner assigns counts
+    /// against the member it is assigned to. `generate` or `assign` past
+    /// it fails with [`Error::Limit`] and changes nothing.
+    pub fn max_live_tokens_per_member(mut self, n: usize) -> Self {
+        self.max_live_tokens_per_member = n;
+        self
+    }
+
     /// Whether opening creates a missing store (default true). With false,
     /// opening a path that does not exist fails with [`Error::NotFound`] and
     /// creates nothing.
@@ -293,6 +319,11 @@ impl Config {
         if self.max_access_per_refresh == 0 {
             return Err(Error::InvalidArgument(
                 "max_access_per_refresh must be at least 1".into(),
+            ));
+        }
+        if self.max_live_tokens_per_member == 0 {
+            return Err(Error::InvalidArgument(
+                "max_live_tokens_per_member must be at least 1".into(),
             ));
         }
         if self.lazy_flush_every == 0 {

@@ -36,12 +36,21 @@ mod shared;
 #[path = "store/unshared.rs"]
 mod shared;
 
+// Refused calls in the audit trail, coalesced.
+#[path = "store/denials.rs"]
+mod denials;
+
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
 const HOST: &str = "host";
 const MAX_ID: usize = 128;
 const MAX_LABEL: usize = 256;
 const MAX_REASON: usize = 512;
+/// An audit event's target and outcome are cut to these many bytes (their
+/// free text is at most 256 bytes; its other strings are validated ids and
+/// the action's name). The target of an issue, "`id` for `user`", fits.
+const MAX_AUDIT_TARGET: usize = 176;
+const MAX_AUDIT_OUTCOME: usize = 80;
 
 /// An embedded store of refresh tokens, the access tokens derived from them,
 /// their revocation, and the policy of who may do which.
@@ -231,6 +240,12 @@ pub(crate) struct Inner {
     durable_exchange: bool,
     lazy_flush_every: u64,
     retention: u64,
+    /// How long audit events are kept, in seconds.
+    audit_retention: u64,
+    /// Live refresh tokens a member may hold.
+    max_live: usize,
+    /// Refusals coalesced in the audit trail (see `store/denials.rs`).
+    denials: Mutex<denials::Denials>,
     refresh: Sharded<Arc<RefreshHot>>,
     access: Sharded<AccessHot>,
     catalog: RwLock<Catalog>,
@@ -410,6 +425,9 @@ impl TokenStore {
             durable_exchange: cfg.durable_exchange,
             lazy_flush_every: cfg.lazy_flush_every,
             retention: cfg.retention.as_secs(),
+            audit_retention: cfg.audit_retention.as_secs(),
+            max_live: cfg.max_live_tokens_per_member,
+            denials: Mutex::new(denials::Denials::default()),
             refresh: Sharded::new(),
             access: Sharded::new(),
             catalog: RwLock::new(Catalog::default()),
@@ -741,8 +759,10 @@ impl TokenStore {
     /// # Errors
     /// [`Error::Forbidden`] if the actor is not a member;
     /// [`Error::InvalidArgument`] for a scope outside the member's role, an
-    /// unknown scope, a zero expiry, or a bad label; [`Error::Io`] if storage
-    /// fails.
+    /// unknown scope, a zero expiry, or a bad label; [`Error::Limit`] if the
+    /// member already holds [`Config::max_live_tokens_per_member`] live
+    /// refresh tokens (nothing is changed or audited); [`Error::Io`] if
+    /// storage fails.
     ///
     /// ```
     /// use tokenvault::{Actor, GenerateOptions, Role, TokenStore};
@@ -766,8 +786,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Forbidden`] unless the actor is the Owner of the org;
-    /// [`Error::NotFound`] if `user` is not a member; otherwise as
-    /// [`TokenStore::generate`].
+    /// [`Error::NotFound`] if `user` is not a member; [`Error::Limit`] if
+    /// `user` (not the Owner) is at the cap of live refresh tokens;
+    /// otherwise as [`TokenStore::generate`].
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -824,6 +845,29 @@ impl TokenStore {
         let subject_role = member.role().unwrap_or(Role::Stakeholder);
         let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
         let now = inner.now();
+        // The cap on the member's live tokens. Their list is held from the
+        // count to the insert, so concurrent issues for the same member
+        // (which share the catalog) are counted one after another. Only a
+        // member listing at least the cap's worth of tokens, live or not,
+        // is counted one by one.
+        let held_list = member.held.clone();
+        let mut held = held_list.lock();
+        if held.len() >= inner.max_live {
+            let live = held
+                .keys()
+                .filter(|id| {
+                    inner.refresh.with(id, |r| {
+                        r.is_some_and(|r| !r.is_revoked() && r.expires_at > now)
+                    })
+                })
+                .count();
+            if live >= inner.max_live {
+                return Err(Error::Limit(format!(
+                    "{subject} already holds {live} live refresh tokens, the most a member \
+                     may hold: revoke one first"
+                )));
+            }
+        }
         // The audit event travels with the record (a backend may store
         // it inside, making the issue one write): same time, same words.
         let mut event = inner.event_record(
@@ -834,6 +878,7 @@ impl TokenStore {
             "ok",
         );
         event.at = now;
+        event.last_at = now;
         let seq = event.seq;
         let rec = RefreshRecord {
             id: id.0,
@@ -856,7 +901,11 @@ impl TokenStore {
         let ticket = inner.commit(&changes)?;
         // The record hangs on its member, who is one (checked above, and
         // nobody can remove them meanwhile): no catalog change is needed.
-        inner.put_new_refresh(&rec, member);
+        held.insert(rec.id, seq);
+        inner
+            .refresh
+            .insert(rec.id, Arc::new(inner.hot_of(&rec, member)));
+        drop(held);
         drop(cat);
         inner.sync(ticket)?;
         Ok(IssuedToken {
@@ -1504,7 +1553,11 @@ impl TokenStore {
 
     /// The audit trail of the actor's organization, newest first (Owner
     /// only): every management call with who, what, when and the outcome,
-    /// including refused ones.
+    /// including refused ones. An actor's refusals for the same action and
+    /// reason within an hour of the first are one event with their
+    /// [`AuditEvent::count`]; each event's target and outcome are cut to
+    /// 176 and 80 bytes (marked with `…`). Events go after
+    /// [`Config::audit_retention`] (see [`TokenStore::purge_expired`]).
     ///
     /// # Errors
     /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
@@ -1537,9 +1590,9 @@ impl TokenStore {
             issued.retain(|(_, seq)| *seq != 0);
             issued
         };
-        Ok(inner
-            .backend
-            .events(&actor.org, limit, &issued)?
+        let mut events = inner.backend.events(&actor.org, limit, &issued)?;
+        inner.overlay_denials(&actor.org, &mut events);
+        Ok(events
             .into_iter()
             .map(|e| AuditEvent {
                 seq: e.seq,
@@ -1549,14 +1602,20 @@ impl TokenStore {
                 action: e.action,
                 target: e.target,
                 outcome: e.outcome,
+                count: e.count.max(1),
+                last_at: e.last_at.max(e.at),
             })
             .collect())
     }
 
     /// Removes, in one bounded batch of at most `limit` records, access
     /// records that can no longer verify (expired, revoked, or of a revoked
-    /// or expired refresh token) and refresh records revoked or expired for
-    /// longer than the retention. Call again while `more` is true.
+    /// or expired refresh token), refresh records revoked or expired for
+    /// longer than the retention and, once none of those is left, audit
+    /// events whose last call is older than [`Config::audit_retention`]
+    /// (oldest first). Call again while `more` is true. Also writes the
+    /// counts of coalesced refusals kept in memory (see
+    /// [`TokenStore::audit`]). Lazily durable.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a zero limit; [`Error::Io`] if storage
@@ -1578,6 +1637,31 @@ impl TokenStore {
         if limit == 0 {
             return Err(Error::InvalidArgument("limit must be positive".into()));
         }
+        let mut report = self.purge_records(limit)?;
+        let inner = &*self.inner;
+        // Events made at or before this time are past the retention (none
+        // while the clock is not that far from 0).
+        let before = inner.now().checked_sub(inner.audit_retention);
+        inner.write_denials(before.unwrap_or(0));
+        if let (Some(before), false) = (before, report.more) {
+            let used = report.access_removed + report.refresh_removed;
+            let left = usize::try_from(used).map_or(0, |u| limit.saturating_sub(u));
+            if left == 0 {
+                report.more = true;
+            } else {
+                let (removed, more) = inner.backend.purge_events(before, left)?;
+                if removed > 0 {
+                    inner.lazy_written();
+                }
+                report.events_removed = removed;
+                report.more = more;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The access and refresh records' part of [`TokenStore::purge_expired`].
+    fn purge_records(&self, limit: usize) -> Result<PurgeReport> {
         let inner = &*self.inner;
         let mut cat = inner.lock_for_write()?;
         let now = inner.now();
@@ -1763,7 +1847,9 @@ impl TokenStore {
         Ok(s)
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable, with the counts of coalesced
+    /// refusals kept in memory (see [`TokenStore::audit`]). Blocks for the
+    /// flush.
     ///
     /// # Errors
     /// [`Error::Io`] if storage fails.
@@ -1773,6 +1859,7 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn flush(&self) -> Result<()> {
+        self.inner.write_denials(0);
         let t = self.inner.flusher.written.load(Ordering::Acquire);
         // After a storage fault: reopened first, and a write lost to the
         // fault fails the flush (it cannot be made durable any more).
@@ -1826,6 +1913,7 @@ impl TokenStore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn close(self) -> Result<()> {
+        self.inner.write_denials(0);
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
                 // A replica's sync thread is told to stop before the storage
@@ -1846,7 +1934,8 @@ impl TokenStore {
     /// writing in atomic batches of up to 2,048 tokens (one audit event per
     /// batch) and flushing once at the end, so that a benchmark builds a
     /// store of a million tokens in seconds. `sink` receives each refresh
-    /// token with its access tokens.
+    /// token with its access tokens. The cap of live tokens per member
+    /// ([`Config::max_live_tokens_per_member`]) does not apply here.
     ///
     /// # Errors
     /// [`Error::Forbidden`] if the actor is not a member;
@@ -2219,20 +2308,19 @@ impl Inner {
         }
     }
 
-    /// Records a refused call in the audit trail (lazily) and makes the error.
+    /// Records a refused call in the audit trail (lazily, coalesced with
+    /// the actor's like refusals: see `store/denials.rs`) and makes the
+    /// error.
     fn deny(&self, actor: &Actor, action: &str, target: Option<String>, why: &str) -> Error {
         if check_id("organization", &actor.org).is_ok() && check_id("user", &actor.user).is_ok() {
-            if let Ok(ev) = self.event(
+            let ev = self.event_record(
                 &actor.org,
                 &actor.user,
                 action,
                 target,
                 &format!("denied: {why}"),
-            ) {
-                if let Ok(t) = self.commit(&[ev]) {
-                    let _ = self.lazy(t);
-                }
-            }
+            );
+            self.audit_denial(ev);
         }
         Error::Forbidden(why.into())
     }
@@ -2259,14 +2347,17 @@ impl Inner {
         target: Option<String>,
         outcome: &str,
     ) -> EventRecord {
+        let at = self.now();
         EventRecord {
             seq: self.event_seq.fetch_add(1, Ordering::AcqRel) + 1,
-            at: self.now(),
+            at,
             org: org.into(),
             actor: actor.into(),
             action: action.into(),
-            target,
-            outcome: outcome.into(),
+            target: target.map(|t| codec::truncate_text(&t, MAX_AUDIT_TARGET)),
+            outcome: codec::truncate_text(outcome, MAX_AUDIT_OUTCOME),
+            count: 1,
+            last_at: at,
         }
     }
 

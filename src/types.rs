@@ -221,6 +221,7 @@ pub enum RevokeScope {
 
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditEvent {
     /// Increasing sequence number.
     pub seq: u64,
@@ -232,20 +233,32 @@ pub struct AuditEvent {
     pub actor: String,
     /// What was called, e.g. `generate`, `revoke`, `member.add`.
     pub action: String,
-    /// What it acted on (a token id or a user), if anything.
+    /// What it acted on (a token id or a user), if anything; at most 176
+    /// bytes, ending in `…` where it was cut. For coalesced refusals, the
+    /// first one's.
     pub target: Option<String>,
-    /// `ok`, or `denied: …` / `failed: …`.
+    /// `ok`, or `denied: …` / `failed: …`; at most 80 bytes.
     pub outcome: String,
+    /// How many calls the event stands for: 1, or for refusals of the same
+    /// actor, action and reason made within an hour of the first, how many
+    /// there were.
+    pub count: u64,
+    /// When the last of them was made (Unix seconds; `at` for one call).
+    pub last_at: u64,
 }
 
 /// What `purge_expired` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PurgeReport {
     /// Access records removed (expired, revoked, or of a dead family).
     pub access_removed: u64,
     /// Refresh records removed (revoked or expired longer ago than the
     /// retention).
     pub refresh_removed: u64,
+    /// Audit events removed (their last call older than the audit
+    /// retention).
+    pub events_removed: u64,
     /// Whether more remains to purge (call again).
     pub more: bool,
 }

@@ -277,7 +277,7 @@ fn seed_story_end_to_end() {
     assert!(events[0]["seq"].as_u64() > events[1]["seq"].as_u64());
     assert_eq!(
         keys(&events[0]),
-        sorted(&["seq", "at", "org", "actor", "action", "target", "outcome"])
+        sorted(&["seq", "at", "org", "actor", "action", "target", "outcome", "count", "last_at"])
     );
 
     let check = v.ok(&["check"]);
@@ -466,7 +466,12 @@ fn json_shapes() {
     let purge = v.ok(&["purge"]);
     assert_eq!(
         keys(&purge),
-        sorted(&["access_removed", "refresh_removed", "batches"])
+        sorted(&[
+            "access_removed",
+            "refresh_removed",
+            "events_removed",
+            "batches"
+        ])
     );
 
     // Errors: one document on stdout, nothing else.

@@ -200,6 +200,19 @@ fn challenge(res: &Response) -> String {
         .unwrap_or_default()
 }
 
+/// Every header of an answer but `date` (which names the second) and
+/// `content-length` (the body is compared on its own), sorted.
+fn answer_headers(res: &Response) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = res
+        .headers()
+        .iter()
+        .filter(|(n, _)| !matches!(n.as_str(), "date" | "content-length"))
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_string()))
+        .collect();
+    h.sort();
+    h
+}
+
 fn ids_of(v: &Value) -> Vec<String> {
     v["data"]
         .as_array()
@@ -385,13 +398,35 @@ fn each_refusal_of_the_policy_table() {
         .unwrap()
         .iter()
         .all(|t| t["organization_id"] == "globex"));
+    // Another org's token id is answered exactly as an unknown id: same
+    // status, same headers, the same words (each naming the id asked for).
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let theirs = delete(&s, &gina, &uma_token);
+    let none = delete(&s, &gina, unknown);
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    assert_eq!(answer_headers(&theirs), answer_headers(&none));
+    let (theirs, none): (Value, Value) = (theirs.json().unwrap(), none.json().unwrap());
     assert_eq!(
-        refusal(delete(&s, &gina, &uma_token)).0,
-        StatusCode::FORBIDDEN
+        theirs,
+        json!({"meta": {"status": 404, "error_message": format!("not found: no token with id {uma_token}")}})
     );
     assert_eq!(
-        refusal(create(&s, &gina, json!({"user_id": "uma"}))).0,
-        StatusCode::NOT_FOUND
+        none,
+        json!({"meta": {"status": 404, "error_message": format!("not found: no token with id {unknown}")}})
+    );
+    let (t, n) = (
+        create(&s, &gina, json!({"user_id": "uma"})),
+        create(&s, &gina, json!({"user_id": "nobody"})),
+    );
+    assert_eq!(answer_headers(&t), answer_headers(&n));
+    let (t, n): (Value, Value) = (t.json().unwrap(), n.json().unwrap());
+    assert_eq!(t["meta"]["status"], 404);
+    assert_eq!(
+        t["meta"]["error_message"]
+            .as_str()
+            .unwrap()
+            .replace("uma", "nobody"),
+        n["meta"]["error_message"].as_str().unwrap()
     );
 
     // The Owner: unknown member 404, unknown or garbled id 404, scopes
@@ -476,6 +511,150 @@ fn each_refusal_of_the_policy_table() {
         refusal(create(&s, &adam, json!({"user_id": "adam"}))).0,
         StatusCode::FORBIDDEN
     );
+}
+
+/// Every route answers another organization's token or id exactly as an
+/// unknown one: status, headers and body.
+#[test]
+fn another_orgs_tokens_are_answered_as_unknown_ones() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let gina = bearer_of(&s, &store, "globex", "gina");
+    let (uma_refresh, uma_id) = refresh_of(&store, "acme", "uma");
+    let uma_access = access(&s, &uma_refresh);
+    let unknown_refresh = encode_raw("tv", TokenKind::Refresh, [9; 16], [7; 32]);
+    let unknown_access = encode_raw("tv", TokenKind::Access, [9; 16], [7; 32]);
+    let unknown_id = TokenId::from_bytes([9; 16]).to_string();
+    let answer = |res: Response| {
+        let status = res.status();
+        let headers = answer_headers(&res);
+        (status, headers, res.text().unwrap())
+    };
+    let same_but_id = |theirs: (StatusCode, Vec<(String, String)>, String),
+                       none: (StatusCode, Vec<(String, String)>, String)| {
+        assert_eq!(theirs.0, none.0);
+        assert_eq!(theirs.1, none.1);
+        assert_eq!(theirs.2.replace(&uma_id, &unknown_id), none.2);
+    };
+    for path in ["/oauth/revoke", "/oauth/introspect"] {
+        for (theirs, none) in [
+            (&uma_refresh, &unknown_refresh),
+            (&uma_access, &unknown_access),
+        ] {
+            let t = answer(form(&s, path, Some(&gina), &format!("token={theirs}")));
+            let n = answer(form(&s, path, Some(&gina), &format!("token={none}")));
+            assert_eq!(t.0, StatusCode::OK, "{path}");
+            same_but_id(t, n);
+        }
+    }
+    same_but_id(
+        answer(delete(&s, &gina, &uma_id)),
+        answer(delete(&s, &gina, &unknown_id)),
+    );
+    // None of it touched Uma's tokens.
+    assert!(store.verify(&uma_access).is_ok());
+    assert!(store.verify_refresh(&uma_refresh).is_ok());
+}
+
+/// The README's table, row by row: `GET /v3/refresh-token` needs `read` and
+/// lists the whole org only for the Owner whose token also holds
+/// `user-write`; `POST` and `DELETE` need `user-write`, and `read` is not
+/// needed for them.
+#[test]
+fn scopes_govern_the_management_calls() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let narrowed = |user: &str, scopes: &[&str]| {
+        let t = store
+            .generate(
+                &Actor::new("acme", user),
+                GenerateOptions {
+                    scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        access(&s, t.token.expose())
+    };
+    let (_, uma_token) = refresh_of(&store, "acme", "uma");
+    let (_, adam_token) = refresh_of(&store, "acme", "adam");
+    let owner_full = bearer_of(&s, &store, "acme", "olivia");
+    let owner_read = narrowed("olivia", &["read"]);
+    let owner_write = narrowed("olivia", &["user-write"]);
+    let owner_other = narrowed("olivia", &["squad-read"]);
+    let owner_both = narrowed("olivia", &["read", "user-write"]);
+    let admin_full = bearer_of(&s, &store, "acme", "adam");
+    let user_full = bearer_of(&s, &store, "acme", "uma");
+    let stakeholder_full = bearer_of(&s, &store, "acme", "sam");
+    let users_of = |res: Response| -> Vec<String> {
+        assert_eq!(res.status(), StatusCode::OK);
+        let v: Value = res.json().unwrap();
+        let mut u: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["user_id"].as_str().unwrap().to_string())
+            .collect();
+        u.sort();
+        u.dedup();
+        u
+    };
+    let insufficient = |res: Response, scope: &str| {
+        let c = challenge(&res);
+        assert!(c.contains(r#"error="insufficient_scope""#), "{c}");
+        assert!(c.contains(&format!(r#"scope="{scope}""#)), "{c}");
+        assert_eq!(refusal(res).0, StatusCode::FORBIDDEN);
+    };
+
+    // GET: the whole org for the Owner with read and user-write ...
+    for t in [&owner_full, &owner_both] {
+        assert_eq!(users_of(list(&s, t)), ["adam", "olivia", "sam", "uma"]);
+    }
+    // ... her own tokens when her token holds read alone ...
+    assert_eq!(users_of(list(&s, &owner_read)), ["olivia"]);
+    // ... and the caller's own for everyone else.
+    assert_eq!(users_of(list(&s, &admin_full)), ["adam"]);
+    assert_eq!(users_of(list(&s, &user_full)), ["uma"]);
+    assert_eq!(users_of(list(&s, &stakeholder_full)), ["sam"]);
+    // Without read, no list at all, even for the Owner holding user-write.
+    insufficient(list(&s, &owner_write), "read");
+    insufficient(list(&s, &owner_other), "read");
+
+    // POST and DELETE need user-write; read is not enough.
+    insufficient(
+        create(&s, &owner_read, json!({"user_id": "uma"})),
+        "user-write",
+    );
+    insufficient(delete(&s, &owner_read, &uma_token), "user-write");
+    insufficient(
+        create(&s, &owner_other, json!({"user_id": "uma"})),
+        "user-write",
+    );
+    assert_eq!(
+        create(&s, &owner_write, json!({"user_id": "uma"})).status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        delete(&s, &owner_write, &uma_token).status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        delete(&s, &admin_full, &adam_token).status(),
+        StatusCode::NO_CONTENT
+    );
+    // Nothing the refusals touched changed: Uma's token fell only to the
+    // Owner's user-write call.
+    let acme = store.list_org(&Actor::new("acme", "olivia")).unwrap();
+    let revoked: Vec<String> = acme
+        .iter()
+        .filter(|i| matches!(i.state, tokenvault::TokenState::Revoked { .. }))
+        .map(|i| i.id.to_string())
+        .collect();
+    let mut want = vec![uma_token.clone(), adam_token.clone()];
+    want.sort();
+    let mut got = revoked;
+    got.sort();
+    assert_eq!(got, want);
 }
 
 // ----- RFC 7009 and RFC 7662 -----

@@ -227,3 +227,43 @@ fn bulk_cutoffs_latest_wins_and_purge_clears_dead_families() {
     ]);
     assert_eq!(stats.reopens, 2);
 }
+
+/// The cap on a member's live refresh tokens holds on the store as in the
+/// model: past it an issue fails with `limit` on both; a revoked or
+/// expired token frees a place.
+#[test]
+fn the_live_token_cap_is_mirrored() {
+    let generate = |expires_in| Op::Generate {
+        org: ACME,
+        user: CAT,
+        opts: Opts {
+            label: None,
+            scopes: None,
+            expires_in,
+        },
+    };
+    let at_cap: Vec<Op> = (0..model::LIVE_CAP).map(|_| generate(None)).collect();
+    let mut past = at_cap.clone();
+    past.push(generate(None));
+    past.push(Op::Assign {
+        org: ACME,
+        actor: ANN,
+        user: CAT,
+        opts: plain(),
+    });
+    assert_eq!(run(&past).ok, run(&at_cap).ok, "issues past the cap failed");
+    let mut freed = at_cap.clone();
+    freed.push(Op::Revoke {
+        org: ACME,
+        user: CAT,
+        tok: Tok::Own(0),
+        reason: None,
+    });
+    freed.push(generate(Some(30)));
+    freed.push(generate(None));
+    freed.push(Op::Advance(30));
+    freed.push(generate(None));
+    // The revocation, the short-lived token, the clock move and the last
+    // token succeed; the issue between them, at the cap again, does not.
+    assert_eq!(run(&freed).ok, run(&at_cap).ok + 4);
+}

@@ -138,8 +138,10 @@ fn options(url: &str, bound: Duration) -> PostgresOptions {
 }
 
 fn open_on(url: &str, key: &StoreKey, bound: Duration) -> TokenStore {
+    // Some tests issue hundreds of tokens to one member.
     Config::postgres_with(options(url, bound))
         .key(key.clone())
+        .max_live_tokens_per_member(10_000)
         .open()
         .unwrap()
 }
@@ -1120,4 +1122,85 @@ fn server_stopped_fails_closed_then_recovers() {
     assert_eq!(kind(b.verify(g_keep.access_token.expose())), "revoked");
     let r = a.check_integrity().unwrap();
     assert!(r.is_clean(), "{:?}", r.problems);
+}
+
+/// Growth bounds on a shared store: 300 refusals with 16 KB ids are one
+/// audit event with their count, its target cut to size (read by another
+/// replica once written); events older than the audit retention go with
+/// `purge_expired`, newer ones stay; the cap of live tokens per member
+/// answers `limit` and changes nothing.
+#[test]
+fn refusals_are_coalesced_and_old_events_purged() {
+    let _g = shared_server();
+    let Some(db) = TestDb::new("audit_bounds") else {
+        return;
+    };
+    let k = key();
+    let clock = tokenvault::ManualClock::new(1_800_000_000);
+    let open = || {
+        Config::postgres_with(options(&db.url, BOUND))
+            .key(k.clone())
+            .clock(clock.clone())
+            .audit_retention(Duration::from_secs(86_400))
+            .max_live_tokens_per_member(3)
+            .open()
+            .unwrap()
+    };
+    let a = open();
+    let b = open();
+    let (olivia, adam, uma) = seed(&a);
+    for i in 0..300 {
+        let id = format!("{i:05}{}", "x".repeat(16 * 1024));
+        let e = a.assign(&adam, &id, Default::default()).unwrap_err();
+        assert_eq!(e.kind(), "forbidden");
+    }
+    a.flush().unwrap();
+    for store in [&a, &b] {
+        let events = store.audit(&olivia, 100).unwrap();
+        let refused: Vec<_> = events
+            .iter()
+            .filter(|e| e.action == "token.assign" && e.actor == "adam")
+            .collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].count, 300);
+        let target = refused[0].target.as_deref().unwrap();
+        assert!(target.len() <= 176 && target.ends_with('…'), "{target}");
+    }
+
+    // The cap: three live tokens, then `limit`, nothing changed.
+    for _ in 0..3 {
+        a.generate(&uma, Default::default()).unwrap();
+    }
+    let list = a.list_own(&uma).unwrap();
+    let events = a.audit(&olivia, 100).unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            a.generate(&uma, Default::default()).unwrap_err().kind(),
+            "limit"
+        );
+    }
+    assert_eq!(a.list_own(&uma).unwrap(), list);
+    assert_eq!(a.audit(&olivia, 100).unwrap(), events);
+
+    // Retention: a day later, everything above is old; one newer event.
+    clock.advance(86_400);
+    a.add_member("acme", "newer", Role::User).unwrap();
+    let mut removed = 0;
+    loop {
+        let r = b.purge_expired(2).unwrap();
+        removed += r.events_removed;
+        if !r.more {
+            break;
+        }
+    }
+    // Three member additions, the coalesced refusal and the three issue
+    // events (rows of their own here, unlike on sled).
+    assert_eq!(removed, 7);
+    let left: Vec<String> = a
+        .audit(&olivia, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(left, vec!["member.add"]);
 }

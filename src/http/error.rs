@@ -177,7 +177,9 @@ impl From<Error> for ApiError {
             }
             Error::Limit(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
             other => {
-                tracing::error!(target: "tokenvault::http", error = %other, kind = other.kind(), "store failure");
+                let text = other.to_string();
+                let error = super::server::truncated(&text, 256);
+                tracing::error!(target: "tokenvault::http", error, kind = other.kind(), "store failure");
                 ApiError::internal()
             }
         }
@@ -211,5 +213,21 @@ impl IntoResponse for ApiError {
         }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_429_without_retry_after() {
+        let res = ApiError::from(Error::Limit("too many live tokens".into())).into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().get(header::RETRY_AFTER).is_none());
+        assert!(res.headers().get(header::WWW_AUTHENTICATE).is_none());
+        // The rate limit, by contrast, says when to come back.
+        let res = ApiError::rate_limited(7).into_response();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "7");
     }
 }

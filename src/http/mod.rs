@@ -7,9 +7,9 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /oauth/access-token` | header `X-Refresh-Token` | 200 `{"data": {"access_token", "expires_at", "issued_at", "refresh_token", "type": "Bearer"}}` |
-//! | `GET /v3/refresh-token` | Bearer | 200 `{"data": [{"id", "organization_id", "user_id", "token", "last_refresh", "rate_limit", "deleted"}]}`: own tokens, or the org's for the Owner |
+//! | `GET /v3/refresh-token` | Bearer, scope `read` | 200 `{"data": [{"id", "organization_id", "user_id", "token", "last_refresh", "rate_limit", "deleted"}]}`: the org's for the Owner whose token also grants `user-write`, else the caller's own |
 //! | `POST /v3/refresh-token` `{"user_id": …}` | Bearer, scope `user-write` | 201 `{"data": {…}}`, `token` holding the secret this once |
-//! | `DELETE /v3/refresh-token/{id}` | Bearer, scope `user-write` | 204; revokes the token and its access tokens |
+//! | `DELETE /v3/refresh-token/{id}` | Bearer, scope `user-write` | 204; revokes the token and its access tokens; 404 for an unknown id or another organization's, alike |
 //! | `POST /oauth/revoke` (RFC 7009) | Bearer of the same org | 200, even for an unknown token |
 //! | `POST /oauth/introspect` (RFC 7662) | Bearer of the same org | 200 `{"active": false}` or `{"active": true, "scope", "sub", "exp", "iat", "token_type"}` |
 //!
@@ -25,9 +25,12 @@
 //! 400 missing or garbled header, 401 malformed / unknown / revoked /
 //! expired token (with an RFC 6750 `WWW-Authenticate` challenge), 403 the
 //! policy table or a missing scope, 404 unknown id, 409 conflict, 413 body
-//! too large, 422 bad body, 429 rate limit (with `Retry-After`), 431 header
-//! too large, 408 request too slow. Responses carrying tokens are
-//! `Cache-Control: no-store`.
+//! too large, 422 bad body, 429 rate limit (with `Retry-After`) or a
+//! store limit ([`Error::Limit`](crate::Error::Limit), without), 431 header
+//! too large, 408 request too slow, 503 (with `Retry-After`) for a
+//! connection over [`serve_on`]'s caps. Responses carrying tokens are
+//! `Cache-Control: no-store`. Another organization's token or id is
+//! answered exactly as an unknown one, on every route.
 //!
 //! The management calls act as the principal of the bearer token: the store
 //! reads that member's current role and applies DESIGN.md's policy table,
@@ -40,16 +43,23 @@
 //! `{"active": false}` for introspection).
 //!
 //! # Limits
-//! Request bodies, each header, and the request head are bounded; a request
-//! must complete within a timeout and a connection must send its head within
-//! another ([`HttpConfig`]). Exchanges are rate limited per refresh token
-//! ([`RateLimit`]); only exchanges whose token verified are counted, so the
-//! public id of a token is not enough to exhaust its bucket.
+//! Request bodies, each header, and the request head (request line
+//! included) are bounded; a declared body over the bound gets 413 before
+//! authentication, and otherwise the bearer is checked before any body is
+//! read. A request must complete within a timeout; a new connection must
+//! send its first request head within a short deadline, and every later
+//! head within another. [`serve_on`] serves a bounded number of connections,
+//! and a bounded number per peer address ([`HttpConfig`]). Exchanges are
+//! rate limited per refresh token ([`RateLimit`]); only exchanges whose
+//! token verified are counted, so the public id of a token is not enough to
+//! exhaust its bucket.
 //!
 //! # Logging
 //! One `tracing` event per request at INFO, target `tokenvault::http`:
-//! method, route template (never the raw path or query), status and
-//! milliseconds. No token, header or body is ever logged.
+//! method (a standard one by name, any other as `other`), route template
+//! (never the raw path or query), status and milliseconds. No token, header
+//! or body is ever logged. Refused connections are a WARN line with counts,
+//! at most one per ten seconds.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -96,7 +106,9 @@ pub struct HttpConfig {
     max_header_bytes: usize,
     request_timeout: Duration,
     header_read_timeout: Duration,
+    first_request_timeout: Duration,
     max_connections: usize,
+    max_connections_per_peer: Option<usize>,
     shutdown_grace: Duration,
 }
 
@@ -108,7 +120,9 @@ impl Default for HttpConfig {
             max_header_bytes: 8 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(5),
             max_connections: 1024,
+            max_connections_per_peer: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -137,7 +151,8 @@ impl HttpConfig {
     }
 
     /// Largest request body in bytes (default 16 KiB, at least 64); larger
-    /// ones get 413.
+    /// ones get 413, at once and before authentication when the request
+    /// declares its `Content-Length`.
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = n.max(64);
         self
@@ -161,17 +176,57 @@ impl HttpConfig {
 
     /// How long a connection may take to send a request head, idle
     /// keep-alive time included (default 10 s, at least 1 ms); then
-    /// [`serve_on`] closes it.
+    /// [`serve_on`] closes it. The first head of a connection has the
+    /// shorter [`first_request_timeout`](Self::first_request_timeout).
     pub fn header_read_timeout(mut self, d: Duration) -> Self {
         self.header_read_timeout = d.max(Duration::from_millis(1));
         self
     }
 
+    /// How long a new connection may take to send its first complete
+    /// request head (default 5 s, at least 1 ms, and never more than
+    /// [`header_read_timeout`](Self::header_read_timeout)); then
+    /// [`serve_on`] closes it. Later heads on a kept-alive connection have
+    /// the header-read timeout.
+    pub fn first_request_timeout(mut self, d: Duration) -> Self {
+        self.first_request_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
     /// Connections [`serve_on`] serves at once (default 1024, at least 1);
-    /// more are closed on accept.
+    /// one more is answered `503 Service Unavailable` with `Retry-After` and
+    /// closed.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self
+    }
+
+    /// Connections [`serve_on`] serves at once for one peer address (an
+    /// IPv4 address, or an IPv6 /64 network); one more is answered `503`
+    /// with `Retry-After` and closed. Default: an eighth of
+    /// [`max_connections`](Self::max_connections) (128 of 1024), at least
+    /// 1 and at most `max_connections`. Behind a reverse proxy every
+    /// connection comes from the proxy's address: raise it to
+    /// `max_connections` there.
+    ///
+    /// ```
+    /// use tokenvault::http::HttpConfig;
+    /// assert_eq!(HttpConfig::default().connections_per_peer(), 128);
+    /// assert_eq!(HttpConfig::default().max_connections(64).connections_per_peer(), 8);
+    /// let cfg = HttpConfig::default().max_connections(64).max_connections_per_peer(100);
+    /// assert_eq!(cfg.connections_per_peer(), 64);
+    /// ```
+    pub fn max_connections_per_peer(mut self, n: usize) -> Self {
+        self.max_connections_per_peer = Some(n.max(1));
+        self
+    }
+
+    /// The per-peer connection cap in force (see
+    /// [`max_connections_per_peer`](Self::max_connections_per_peer)).
+    pub fn connections_per_peer(&self) -> usize {
+        self.max_connections_per_peer
+            .unwrap_or(self.max_connections / 8)
+            .clamp(1, self.max_connections)
     }
 
     /// How long [`serve_on`] lets open requests finish after the shutdown
@@ -179,6 +234,11 @@ impl HttpConfig {
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
         self.shutdown_grace = d;
         self
+    }
+
+    /// The first head's deadline: never longer than any head's.
+    pub(crate) fn first_head_deadline(&self) -> Duration {
+        self.first_request_timeout.min(self.header_read_timeout)
     }
 
     pub(crate) fn head_bytes(&self) -> usize {

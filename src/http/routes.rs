@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, FormRejection, PathRejection};
-use axum::extract::{Form, Path, State};
+use axum::extract::rejection::{FormRejection, PathRejection};
+use axum::extract::{Form, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -29,8 +29,16 @@ pub(crate) struct AppState {
 
 pub(crate) type Shared = State<Arc<AppState>>;
 
-/// The scope that `POST` and `DELETE /v3/refresh-token` require.
+/// The scope that `POST` and `DELETE /v3/refresh-token` require, and that
+/// the Owner's token needs to list the whole organization.
 pub(crate) const USER_WRITE: &str = "user-write";
+
+/// The scope that `GET /v3/refresh-token` requires.
+pub(crate) const READ: &str = "read";
+
+/// The store's reason for refusing a revocation of another organization's
+/// token, which the HTTP front answers as an unknown id.
+const OTHER_ORG: &str = "the token belongs to another organization";
 
 /// Runs a store call that may touch the disk off the async workers.
 async fn blocking<T, F>(f: F) -> Result<T, ApiError>
@@ -91,11 +99,12 @@ pub(crate) async fn access_token(
     Ok(no_store(Json(body).into_response()))
 }
 
-/// `GET /v3/refresh-token`: the caller's tokens, or the org's for the Owner.
+/// `GET /v3/refresh-token` (scope `read`): the caller's tokens, or the
+/// org's for the Owner whose token also grants `user-write`.
 pub(crate) async fn list(State(app): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, &headers, &[])?;
+    let p = authenticate(&app.store, &headers, &[READ.to_string()])?;
     let actor = actor_of(&p);
-    let owner = p.role == Role::Owner;
+    let owner = p.role == Role::Owner && p.scopes.contains(USER_WRITE);
     let app2 = app.clone();
     let infos = blocking(move || {
         let r = if owner {
@@ -115,14 +124,13 @@ pub(crate) async fn list(State(app): Shared, headers: HeaderMap) -> Result<Respo
     Ok(no_store(Json(json!({ "data": data })).into_response()))
 }
 
-/// `POST /v3/refresh-token` with `{"user_id": …}` (scope `user-write`).
-pub(crate) async fn create(
-    State(app): Shared,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, &headers, &[USER_WRITE.to_string()])?;
-    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+/// `POST /v3/refresh-token` with `{"user_id": …}` (scope `user-write`). The
+/// bearer is checked before any of the body is read.
+pub(crate) async fn create(State(app): Shared, req: Request) -> Result<Response, ApiError> {
+    let p = authenticate(&app.store, req.headers(), &[USER_WRITE.to_string()])?;
+    let body = Bytes::from_request(req, &())
+        .await
+        .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let req = CreateRequest::parse(&body)?;
     let actor = actor_of(&p);
     let app2 = app.clone();
@@ -155,8 +163,21 @@ pub(crate) async fn delete(
     let Path(id) = id.map_err(|_| not_found())?;
     let id: TokenId = id.parse().map_err(|_| not_found())?;
     let actor = actor_of(&p);
-    blocking(move || Ok(app.store.revoke(&actor, &id, None)?)).await?;
+    blocking(move || match app.store.revoke(&actor, &id, None) {
+        // Another organization's token is answered exactly as an unknown
+        // id, so that the answer says nothing about other organizations.
+        Err(Error::Forbidden(why)) if why == OTHER_ORG => Err(unknown_id(&id)),
+        Err(Error::NotFound(_)) => Err(unknown_id(&id)),
+        r => Ok(r?),
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The answer for a well-formed id that names no token of the caller's
+/// organization.
+fn unknown_id(id: &TokenId) -> ApiError {
+    Error::NotFound(format!("no token with id {id}")).into()
 }
 
 /// The form of RFC 7009 and RFC 7662 requests.
@@ -166,13 +187,11 @@ pub(crate) struct TokenForm {
     token_type_hint: Option<String>,
 }
 
-/// Authenticates an RFC 7009 / 7662 request and takes its `token`.
-fn oauth_request(
-    app: &AppState,
-    headers: &HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
-) -> Result<(Principal, SecretToken), ApiError> {
-    let p = authenticate(&app.store, headers, &[]).map_err(ApiError::rfc)?;
+/// Authenticates an RFC 7009 / 7662 request, then reads its body and takes
+/// its `token`.
+async fn oauth_request(app: &AppState, req: Request) -> Result<(Principal, SecretToken), ApiError> {
+    let p = authenticate(&app.store, req.headers(), &[]).map_err(ApiError::rfc)?;
+    let form: Result<Form<TokenForm>, FormRejection> = Form::from_request(req, &()).await;
     let Form(form) = form.map_err(|r| {
         let e = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(r.status(), r.body_text())
@@ -216,12 +235,8 @@ fn live_in_org(store: &TokenStore, org: &str, token: &str) -> Option<Live> {
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
-pub(crate) async fn revoke(
-    State(app): Shared,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
-) -> Result<Response, ApiError> {
-    let (p, token) = oauth_request(&app, &headers, form)?;
+pub(crate) async fn revoke(State(app): Shared, req: Request) -> Result<Response, ApiError> {
+    let (p, token) = oauth_request(&app, req).await?;
     blocking(move || {
         let r = match live_in_org(&app.store, &p.org, token.expose()) {
             Some(Live::Access(_)) => app.store.revoke_access(token.expose()),
@@ -242,12 +257,8 @@ pub(crate) async fn revoke(
 }
 
 /// `POST /oauth/introspect` (RFC 7662).
-pub(crate) async fn introspect(
-    State(app): Shared,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, FormRejection>,
-) -> Result<Response, ApiError> {
-    let (p, token) = oauth_request(&app, &headers, form)?;
+pub(crate) async fn introspect(State(app): Shared, req: Request) -> Result<Response, ApiError> {
+    let (p, token) = oauth_request(&app, req).await?;
     let body = blocking(move || Ok(introspection(&app.store, &p.org, token.expose())))
         .await
         .map_err(ApiError::rfc)?;

@@ -2,23 +2,28 @@
 //! connection loop (head size, header-read timeout, connection cap, graceful
 //! shutdown).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use parking_lot::Mutex;
+use tokio::io::AsyncWrite;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 use super::error::ApiError;
 use super::{app, HttpConfig};
@@ -29,6 +34,7 @@ const TARGET: &str = "tokenvault::http";
 struct Limits {
     max_header_bytes: usize,
     head_bytes: usize,
+    max_body_bytes: usize,
     request_timeout: Duration,
 }
 
@@ -37,20 +43,73 @@ pub(crate) fn guarded(router: Router, cfg: &HttpConfig) -> Router {
     let limits = Arc::new(Limits {
         max_header_bytes: cfg.max_header_bytes,
         head_bytes: cfg.head_bytes(),
+        max_body_bytes: cfg.max_body_bytes,
         request_timeout: cfg.request_timeout,
     });
     router.layer(middleware::from_fn_with_state(limits, guard))
 }
 
+/// The method as logged: a standard one by name, anything else as `other`,
+/// so that a client cannot put text of its own in the log.
+pub(crate) fn method_class(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The text of a 413, as the body extractors word it.
+pub(crate) const BODY_TOO_LARGE: &str = "Failed to buffer the request body: length limit exceeded";
+
+/// Longest route text logged (routes are templates, so this only guards
+/// against a host's own long template).
+const MAX_LOGGED_ROUTE: usize = 128;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The declared body length, if the request declares a valid one.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().clone();
+    let method = method_class(req.method());
     // The route template only: a raw path or query could hold anything.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "-".to_string(), |m| m.as_str().to_string());
-    let mut total = 0usize;
+    let route = req.extensions().get::<MatchedPath>().map_or_else(
+        || "-".to_string(),
+        |m| truncated(m.as_str(), MAX_LOGGED_ROUTE).to_string(),
+    );
+    // The request line counts against the head bound too.
+    let mut total = req
+        .method()
+        .as_str()
+        .len()
+        .saturating_add(req.uri().path_and_query().map_or(0, |p| p.as_str().len()));
     let mut too_big = false;
     for (name, value) in req.headers() {
         total = total.saturating_add(name.as_str().len() + value.len());
@@ -62,6 +121,13 @@ async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
             "request header fields too large",
         )
         .into_response()
+    } else if declared_length(&req).is_some_and(|n| n > limits.max_body_bytes as u64) {
+        // At once, before authentication and without reading a byte of it;
+        // worded as the body extractors word it, RFC 6749's members included
+        // on the RFC 7009 / 7662 routes.
+        let e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, BODY_TOO_LARGE);
+        let rfc = matches!(route.as_str(), "/oauth/revoke" | "/oauth/introspect");
+        if rfc { e.rfc() } else { e }.into_response()
     } else {
         match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
             Ok(res) => res,
@@ -71,7 +137,7 @@ async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
     };
     tracing::info!(
         target: TARGET,
-        method = %method,
+        method,
         route = %route,
         status = res.status().as_u16(),
         ms = start.elapsed().as_millis() as u64,
@@ -156,10 +222,15 @@ async fn shutdown_signal() {
 /// `shutdown` completes, then stops accepting and gives open requests
 /// [`HttpConfig::shutdown_grace`] to finish.
 ///
-/// Each connection must send its request head within
-/// [`HttpConfig::header_read_timeout`] (idle keep-alive included) and keep
-/// it within the head bound (else 431); at most
-/// [`HttpConfig::max_connections`] are served at once.
+/// Each connection must send its first request head within
+/// [`HttpConfig::first_request_timeout`] and every later one within
+/// [`HttpConfig::header_read_timeout`] (idle keep-alive included), and keep
+/// it within the head bound (else 431). At most
+/// [`HttpConfig::max_connections`] are served at once, and at most
+/// [`HttpConfig::connections_per_peer`] for one peer address; a connection
+/// over either cap is answered `503 Service Unavailable` with `Retry-After`
+/// and closed. Refused connections are logged as a count, at most once per
+/// ten seconds.
 ///
 /// # Errors
 /// The I/O error if the listener's address cannot be read. Failed accepts
@@ -185,17 +256,27 @@ pub async fn serve_on<F>(
 where
     F: Future<Output = ()> + Send,
 {
-    listener.local_addr()?;
+    let local = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let peers = Peers::new(cfg.connections_per_peer());
+    let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
+    let mut refused = Refusals::new(local);
+    let mut tick = tokio::time::interval(REFUSAL_LOG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let head = cfg.head_bytes();
     let header_timeout = cfg.header_read_timeout;
+    let first_deadline = cfg.first_head_deadline();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                refused.flush(false);
+                continue;
+            }
             a = listener.accept() => a,
         };
         while conns.try_join_next().is_some() {}
@@ -208,16 +289,27 @@ where
                 continue;
             }
         };
+        let Some(peer_slot) = peers.enter(peer.ip()) else {
+            refused.note(Refusal::Peer);
+            turn_away(stream, BUSY_PEER, &lingering);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(target: TARGET, %peer, "connection refused: too many open connections");
-            drop(stream);
+            drop(peer_slot);
+            refused.note(Refusal::Full);
+            turn_away(stream, BUSY_FULL, &lingering);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        let seen = Arc::new(AtomicBool::new(false));
+        let mark = seen.clone();
+        let svc = TowerToHyperService::new(app.clone().map_request(move |req: Request<_>| {
+            mark.store(true, Ordering::Relaxed);
+            req
+        }));
         let mut stop = stop_rx.clone();
         conns.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -225,6 +317,11 @@ where
                 .max_buf_size(head);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
+            // A connection that has not sent one whole request head by then
+            // is closed, whatever it is sending.
+            let first = tokio::time::sleep(first_deadline);
+            tokio::pin!(first);
+            let mut waiting_first = true;
             let mut stopping = false;
             loop {
                 tokio::select! {
@@ -233,6 +330,13 @@ where
                             tracing::debug!(target: TARGET, %peer, error = %e, "connection ended");
                         }
                         break;
+                    }
+                    _ = &mut first, if waiting_first => {
+                        waiting_first = false;
+                        if !seen.load(Ordering::Relaxed) {
+                            tracing::debug!(target: TARGET, %peer, "connection closed: no request head in time");
+                            break;
+                        }
                     }
                     _ = stop.changed(), if !stopping => {
                         stopping = true;
@@ -243,6 +347,7 @@ where
         });
     }
     drop(listener);
+    refused.flush(true);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(cfg.shutdown_grace, async {
         while conns.join_next().await.is_some() {}
@@ -253,4 +358,278 @@ where
         conns.abort_all();
     }
     Ok(())
+}
+
+/// Seconds a turned-away client is asked to wait.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// Turned-away connections given a moment to read their 503 before the
+/// socket closes (the rest are closed at once).
+const MAX_LINGERING: usize = 64;
+
+/// How long a turned-away connection lingers, and how much of what it sends
+/// is read and dropped meanwhile.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 16 * 1024;
+
+/// The longest interval between two log lines about refused connections.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+const BUSY_FULL: &str = "the server is serving as many connections as it may; retry shortly";
+const BUSY_PEER: &str = "too many connections from this address; retry shortly";
+
+/// The whole `503` answer for a connection over a cap.
+fn busy_response(message: &str) -> Vec<u8> {
+    let body = serde_json::json!({"meta": {"status": 503, "error_message": message}}).to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: {RETRY_AFTER_SECS}\r\ncache-control: no-store\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers `503` without reading the request (the socket's buffer is empty
+/// on a fresh connection, so the write does not wait), then closes the
+/// connection, after a short linger if one is free so that the client reads
+/// the answer rather than a reset.
+fn turn_away(stream: TcpStream, message: &'static str, lingering: &Arc<Semaphore>) {
+    thread_local! {
+        static ANSWERS: (Vec<u8>, Vec<u8>) = (busy_response(BUSY_FULL), busy_response(BUSY_PEER));
+    }
+    ANSWERS.with(|(full, peer)| {
+        let answer = if message == BUSY_FULL { full } else { peer };
+        let _ = stream.try_write(answer);
+    });
+    let Ok(permit) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_shutdown(cx)).await;
+            let mut buf = [0u8; 1024];
+            let mut read = 0;
+            while read < LINGER_BYTES {
+                if stream.readable().await.is_err() {
+                    break;
+                }
+                match stream.try_read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
+    });
+}
+
+/// Which key a peer's connections count under: the IPv4 address, or the
+/// /64 network of an IPv6 one (one host easily holds a whole /64).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Open connections per peer key.
+#[derive(Clone)]
+struct Peers {
+    cap: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection counted for its peer until dropped.
+struct PeerSlot {
+    peers: Peers,
+    key: IpAddr,
+}
+
+impl Peers {
+    fn new(cap: usize) -> Self {
+        Peers {
+            cap,
+            open: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn enter(&self, ip: IpAddr) -> Option<PeerSlot> {
+        let key = peer_key(ip);
+        let mut open = self.open.lock();
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Refusal {
+    Full,
+    Peer,
+}
+
+/// Refused connections, logged as counts: the first of a quiet spell at
+/// once, the rest at most once per [`REFUSAL_LOG_EVERY`].
+struct Refusals {
+    addr: SocketAddr,
+    full: u64,
+    peer: u64,
+    since: Instant,
+    last_line: Option<Instant>,
+}
+
+impl Refusals {
+    fn new(addr: SocketAddr) -> Self {
+        Refusals {
+            addr,
+            full: 0,
+            peer: 0,
+            since: Instant::now(),
+            last_line: None,
+        }
+    }
+
+    fn note(&mut self, why: Refusal) {
+        if self.full + self.peer == 0 {
+            self.since = Instant::now();
+        }
+        match why {
+            Refusal::Full => self.full += 1,
+            Refusal::Peer => self.peer += 1,
+        }
+        let quiet = self
+            .last_line
+            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
+        if quiet {
+            self.flush(true);
+        }
+    }
+
+    /// Logs the refusals counted since the last line, if any, when `now` or
+    /// when the last line is old enough.
+    fn flush(&mut self, now: bool) {
+        let total = self.full + self.peer;
+        if total == 0 {
+            return;
+        }
+        if !now
+            && self
+                .last_line
+                .is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY)
+        {
+            return;
+        }
+        let secs = self.since.elapsed().as_secs();
+        tracing::warn!(
+            target: TARGET,
+            addr = %self.addr,
+            refused = total,
+            server_full = self.full,
+            peer_over_cap = self.peer,
+            "{total} connection{} refused in the last {secs}s (503, server full or too many from one address)",
+            if total == 1 { "" } else { "s" },
+        );
+        self.full = 0;
+        self.peer = 0;
+        self.last_line = Some(Instant::now());
+        self.since = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_count_per_ipv4_address_and_ipv6_network() {
+        let v4: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(peer_key(v4), v4);
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(peer_key(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(c));
+    }
+
+    #[test]
+    fn a_peer_slot_is_given_back_on_drop() {
+        let peers = Peers::new(2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let one = peers.enter(ip).expect("first");
+        let two = peers.enter(ip).expect("second");
+        assert!(peers.enter(ip).is_none());
+        let three = peers
+            .enter(other)
+            .expect("another address has its own count");
+        drop(one);
+        let again = peers.enter(ip).expect("a slot came back");
+        drop((two, three, again));
+        assert!(
+            peers.open.lock().is_empty(),
+            "no entry outlives its connections"
+        );
+    }
+
+    #[test]
+    fn methods_are_logged_by_class() {
+        assert_eq!(method_class(&Method::GET), "GET");
+        assert_eq!(method_class(&Method::DELETE), "DELETE");
+        let odd = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_class(&odd), "other");
+        let long = Method::from_bytes("X".repeat(5000).as_bytes()).unwrap();
+        assert_eq!(method_class(&long), "other");
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncated("abc", 5), "abc");
+        assert_eq!(truncated("abcdef", 3), "abc");
+        assert_eq!(truncated("aé", 2), "a");
+        assert_eq!(truncated("", 0), "");
+    }
+
+    #[test]
+    fn the_busy_answer_is_complete_http() {
+        let a = String::from_utf8(busy_response(BUSY_PEER)).unwrap();
+        let (head, body) = a.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("\r\nretry-after: 1\r\n"));
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["meta"]["status"], 503);
+        assert_eq!(v["meta"]["error_message"], BUSY_PEER);
+    }
 }

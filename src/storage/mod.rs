@@ -194,6 +194,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
         limit: usize,
         issued: &[([u8; 16], u64)],
     ) -> Result<Vec<EventRecord>>;
+    /// Writes one audit event on its own (a refused call's): a new event
+    /// when `stored` is `None`, returning the number it is stored under
+    /// (sled: its `seq`; PostgreSQL: the database's); otherwise replaces
+    /// the event stored under that number (a coalesced refusal whose count
+    /// and last time grew). Not necessarily durable on return.
+    fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64>;
+    /// Deletes at most `limit` audit events whose last call was at or
+    /// before `before` (Unix seconds), oldest first; returns how many went and
+    /// whether more may remain.
+    fn purge_events(&self, before: u64, limit: usize) -> Result<(u64, bool)>;
     /// Walks all stored data and reports inconsistencies.
     fn check_integrity(&self) -> Result<IntegrityReport>;
     /// How many refresh records were found unreadable at open and left

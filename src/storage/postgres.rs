@@ -46,7 +46,8 @@ use serde::{Deserialize, Serialize};
 use super::{Backend, Change, IntegrityReport, Loaded, Snapshot, SLOT_ANY};
 use crate::codec::StoredState;
 use crate::codec::{
-    decode, encode, AccessRecord, EventRecord, MemberRecord, RefreshRecord, RefreshView,
+    decode, decode_event, encode, encode_event, AccessRecord, EventRecord, MemberRecord,
+    RefreshRecord, RefreshView,
 };
 use crate::error::{Error, Result};
 use crate::policy::Role;
@@ -353,6 +354,10 @@ struct Stmts {
     refresh_org: Statement,
     refresh_member: Statement,
     events: Statement,
+    event_new: Statement,
+    event_put: Statement,
+    events_oldest: Statement,
+    events_del: Statement,
 }
 
 impl Stmts {
@@ -425,6 +430,11 @@ impl Stmts {
             )?,
             events: p("SELECT seq, record FROM tokenvault_events WHERE org = $1 \
                  ORDER BY seq DESC LIMIT $2")?,
+            event_new: p("INSERT INTO tokenvault_events (seq, org, record) \
+                 VALUES (nextval('tokenvault_event_seq'), $1, $2) RETURNING seq")?,
+            event_put: p("UPDATE tokenvault_events SET record = $2 WHERE seq = $1")?,
+            events_oldest: p("SELECT seq, record FROM tokenvault_events ORDER BY seq LIMIT $1")?,
+            events_del: p("DELETE FROM tokenvault_events WHERE seq = ANY($1)")?,
         })
     }
 }
@@ -717,7 +727,7 @@ impl Conn {
                     });
                 }
                 Change::Event(e) => {
-                    tx.execute(&st.event_ins, &[&e.org, &encode(e)?])
+                    tx.execute(&st.event_ins, &[&e.org, &encode_event(e)?])
                         .map_err(pg)?;
                 }
             }
@@ -1167,11 +1177,70 @@ impl Backend for PgBackend {
                 let rows = c.client.query(&c.st.events, &[&org, &limit]).map_err(pg)?;
                 rows.iter()
                     .map(|row| {
-                        let mut e: EventRecord = decode(col::<&[u8]>(row, 1)?, "event")?;
+                        let mut e = decode_event(col::<&[u8]>(row, 1)?)?;
                         e.seq = u64_of(col(row, 0)?);
                         Ok(e)
                     })
                     .collect()
+            },
+        )
+    }
+
+    fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64> {
+        let body = encode_event(e)?;
+        match stored {
+            // An insert that may have happened is not retried (it would
+            // audit the refusal twice).
+            None => self.with_conn(
+                || false,
+                |c| {
+                    let row = c
+                        .client
+                        .query_one(&c.st.event_new, &[&e.org, &body])
+                        .map_err(pg)?;
+                    Ok(u64_of(col(&row, 0)?))
+                },
+            ),
+            Some(seq) => self.with_conn(
+                || true,
+                |c| {
+                    c.client
+                        .execute(&c.st.event_put, &[&i64_of(seq), &body])
+                        .map_err(pg)?;
+                    Ok(seq)
+                },
+            ),
+        }
+    }
+
+    fn purge_events(&self, before: u64, limit: usize) -> Result<(u64, bool)> {
+        // Events are numbered by one sequence for the whole database, in
+        // the order they were made: the oldest go until one is recent
+        // enough.
+        let want = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(
+            || true,
+            |c| {
+                let rows = c.client.query(&c.st.events_oldest, &[&want]).map_err(pg)?;
+                let mut doomed: Vec<i64> = Vec::new();
+                let mut recent = false;
+                for row in &rows {
+                    let seq: i64 = col(row, 0)?;
+                    match decode_event(col::<&[u8]>(row, 1)?) {
+                        Ok(e) if e.last_at.max(e.at) > before => {
+                            recent = true;
+                            break;
+                        }
+                        Ok(_) => doomed.push(seq),
+                        // Left for check_integrity to name.
+                        Err(_) => {}
+                    }
+                }
+                if !doomed.is_empty() {
+                    c.client.execute(&c.st.events_del, &[&doomed]).map_err(pg)?;
+                }
+                let more = !recent && rows.len() as i64 == want;
+                Ok((doomed.len() as u64, more))
             },
         )
     }
@@ -1286,7 +1355,7 @@ fn check_integrity(c: &mut Conn) -> Result<IntegrityReport> {
         .map_err(pg)?
     {
         r.events += 1;
-        if let Err(e) = decode::<EventRecord>(col::<&[u8]>(&row, 0)?, "event") {
+        if let Err(e) = decode_event(col::<&[u8]>(&row, 0)?) {
             p.push(format!("events: {e}"));
         }
     }

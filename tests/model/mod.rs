@@ -55,6 +55,8 @@ pub const ACCESS_TTL: u64 = 300;
 pub const CAP: usize = 3;
 /// Retention of revoked and expired refresh records.
 pub const RETENTION: u64 = 600;
+/// Live refresh tokens a member may hold (small, so that sequences reach it).
+pub const LIVE_CAP: usize = 4;
 /// Token prefix.
 pub const PREFIX: &str = "tv";
 /// Longest operation sequence taken from one input.
@@ -652,6 +654,15 @@ impl Model {
         };
         scopes.sort_by_key(|s| scope_order(s));
         scopes.dedup();
+        let live = self
+            .refresh
+            .values()
+            .filter(|r| r.org == org && r.user == subject)
+            .filter(|r| !self.is_revoked(r) && !self.is_expired(r))
+            .count();
+        if live >= LIVE_CAP {
+            return Err("limit");
+        }
         Ok(RefreshM {
             org: org.into(),
             user: subject.into(),
@@ -1005,6 +1016,7 @@ impl Harness {
             .clock(self.clock.clone())
             .access_ttl(Duration::from_secs(ACCESS_TTL))
             .max_access_per_refresh(CAP)
+            .max_live_tokens_per_member(LIVE_CAP)
             .retention(Duration::from_secs(RETENTION))
             .prefix(PREFIX)
     }

@@ -113,6 +113,22 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 10,
               value_parser = clap::value_parser!(u32).range(1..))]
         rate_burst: u32,
+        /// Connections served at once; one more is answered 503 with
+        /// Retry-After.
+        #[arg(long, value_name = "N", default_value_t = 1024,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        max_connections: u64,
+        /// Connections served at once for one peer address (an IPv6 /64
+        /// counts as one; default: an eighth of --max-connections). Behind a
+        /// reverse proxy, set it to --max-connections.
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        max_connections_per_peer: Option<u64>,
+        /// Time a new connection has to send its first request head (e.g.
+        /// 5s or 3; never more than the 10 s each later head has).
+        #[arg(long, value_name = "DURATION", default_value = "5s",
+              value_parser = parse::duration)]
+        first_request_timeout: u64,
     },
 }
 

@@ -148,9 +148,26 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
             listen,
             rate_per_minute,
             rate_burst,
-        } => serve(store, *listen, *rate_per_minute, *rate_burst),
+            max_connections,
+            max_connections_per_peer,
+            first_request_timeout,
+        } => {
+            let limits = ServeLimits {
+                max_connections: *max_connections,
+                per_peer: *max_connections_per_peer,
+                first_request_secs: *first_request_timeout,
+            };
+            serve(store, *listen, *rate_per_minute, *rate_burst, &limits)
+        }
         Command::Init | Command::Demo => unreachable_command(),
     }
+}
+
+/// The connection limits of `serve`'s flags.
+struct ServeLimits {
+    max_connections: u64,
+    per_peer: Option<u64>,
+    first_request_secs: u64,
 }
 
 fn serve(
@@ -158,6 +175,7 @@ fn serve(
     listen: std::net::SocketAddr,
     per_minute: u32,
     burst: u32,
+    limits: &ServeLimits,
 ) -> Result<Report, CliError> {
     use tokenvault::http::{HttpConfig, RateLimit};
     // Logs go to standard error; a second subscriber (in tests) is ignored.
@@ -169,6 +187,13 @@ fn serve(
     } else {
         HttpConfig::default().rate_limit(RateLimit { per_minute, burst })
     };
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let mut cfg = cfg
+        .max_connections(count(limits.max_connections))
+        .first_request_timeout(std::time::Duration::from_secs(limits.first_request_secs));
+    if let Some(n) = limits.per_peer {
+        cfg = cfg.max_connections_per_peer(count(n));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -510,6 +535,8 @@ fn audit(store: &TokenStore, actor: &tokenvault::Actor, limit: usize) -> Result<
                 "action": e.action,
                 "target": e.target,
                 "outcome": e.outcome,
+                "count": e.count,
+                "last_at": e.last_at,
             })
         })
         .collect();
@@ -521,7 +548,16 @@ fn audit(store: &TokenStore, actor: &tokenvault::Actor, limit: usize) -> Result<
             e.actor.clone(),
             e.action.clone(),
             e.target.clone().unwrap_or_else(|| "-".into()),
-            e.outcome.clone(),
+            if e.count > 1 {
+                format!(
+                    "{} (x{}, last {})",
+                    e.outcome,
+                    e.count,
+                    format_time(e.last_at)
+                )
+            } else {
+                e.outcome.clone()
+            },
         ]);
     }
     let human = if events.is_empty() {
@@ -544,7 +580,7 @@ fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
-    let (mut access, mut refresh, mut batches) = (0u64, 0u64, 0u64);
+    let (mut access, mut refresh, mut events, mut batches) = (0u64, 0u64, 0u64, 0u64);
     let result = loop {
         let r = match store.purge_expired(batch) {
             Ok(r) => r,
@@ -553,12 +589,13 @@ fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {
         batches += 1;
         access += r.access_removed;
         refresh += r.refresh_removed;
+        events += r.events_removed;
         if let Some(b) = &bar {
-            b.set_position(access + refresh);
+            b.set_position(access + refresh + events);
             b.set_message(batches.to_string());
         }
         // A batch that removed nothing cannot make progress: stop there.
-        if !r.more || r.access_removed + r.refresh_removed == 0 {
+        if !r.more || r.access_removed + r.refresh_removed + r.events_removed == 0 {
             break Ok(());
         }
     };
@@ -567,11 +604,17 @@ fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {
     }
     result?;
     Ok(Report::new(
-        json!({ "access_removed": access, "refresh_removed": refresh, "batches": batches }),
+        json!({
+            "access_removed": access,
+            "refresh_removed": refresh,
+            "events_removed": events,
+            "batches": batches
+        }),
         format!(
-            "Purged {} and {} in {}.",
+            "Purged {}, {} and {} in {}.",
             plural(access, "access record", "access records"),
             plural(refresh, "refresh record", "refresh records"),
+            plural(events, "audit event", "audit events"),
             plural(batches, "batch", "batches"),
         ),
     ))
