@@ -143,6 +143,12 @@ impl Backend for SwapHandle {
     ) -> Result<Vec<EventRecord>> {
         self.0.call(|b| b.events(org, limit, issued))
     }
+    fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64> {
+        self.0.call(|b| b.put_event(e, stored))
+    }
+    fn purge_events(&self, before: u64, limit: usize) -> Result<(u64, bool)> {
+        self.0.call(|b| b.purge_events(before, limit))
+    }
     fn check_integrity(&self) -> Result<IntegrityReport> {
         self.0.call(|b| b.check_integrity())
     }
