@@ -983,8 +983,9 @@ impl TokenStore {
     /// [`Error::Revoked`] / [`Error::Expired`] (said only after the secret
     /// matched); [`Error::Io`] if storage fails, or on a shared (PostgreSQL)
     /// store whose replica is stale (it fails closed, see
-    /// [`TokenStore::verify`]); [`Error::Limit`] when the replica's budget
-    /// of reads for tokens it does not hold is spent.
+    /// [`TokenStore::verify`]), or when the store reopened its storage
+    /// after a fault while the call ran (try again); [`Error::Limit`] when
+    /// the replica's budget of reads for tokens it does not hold is spent.
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -1852,7 +1853,9 @@ impl TokenStore {
     /// flush.
     ///
     /// # Errors
-    /// [`Error::Io`] if storage fails.
+    /// [`Error::Io`] if storage fails, also when a write made since the last
+    /// flush was lost to a storage fault (the store reopened its storage
+    /// without it; a later flush succeeds again).
     ///
     /// ```
     /// tokenvault::TokenStore::temporary()?.flush()?;
