@@ -97,7 +97,7 @@ impl SledBackend {
             Some(p) => {
                 let files = StableFiles::open(p)?;
                 if let Err(e) = files.sync_created() {
-                    keep_if_unsynced(&db, Some(&files));
+                    let _ = keep_if_unsynced(&db, Some(&files));
                     return Err(e);
                 }
                 Some(files)
@@ -105,29 +105,54 @@ impl SledBackend {
             None => None,
         };
         let t = |name: &str| db.open_tree(name).map_err(io);
-        let meta = t("meta")?;
-        // Warm-start files are valid only while nothing has been written
-        // since the close that made them: their marker goes, durably,
-        // before anything else can write.
-        let mut marker = None;
-        if let (Some(p), Some(files)) = (path, &stable) {
-            match meta.remove(warm::MARKER_KEY).map_err(io)? {
-                Some(m) => {
-                    db.flush().map_err(io)?;
-                    files.sync()?;
-                    marker = warm::Marker::decode(&m);
+        let trees = (|| {
+            let meta = t("meta")?;
+            // Warm-start files are valid only while nothing has been
+            // written since the close that made them: their marker goes,
+            // durably, before anything else can write.
+            let mut marker = None;
+            if let (Some(p), Some(files)) = (path, &stable) {
+                match meta.remove(warm::MARKER_KEY).map_err(io)? {
+                    Some(m) => {
+                        db.flush().map_err(io)?;
+                        files.sync()?;
+                        marker = warm::Marker::decode(&m);
+                    }
+                    None => warm::remove(p),
                 }
-                None => warm::remove(p),
             }
-        }
+            let names = [
+                "members",
+                "cutoffs",
+                "refresh",
+                "access",
+                "last_refresh",
+                "events",
+            ];
+            let mut trees = Vec::with_capacity(names.len());
+            for name in names {
+                trees.push(t(name)?);
+            }
+            Ok((meta, trees, marker))
+        })();
+        let (meta, trees, marker) = match trees {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = keep_if_unsynced(&db, stable.as_ref());
+                return Err(e);
+            }
+        };
+        let [members, cutoffs, refresh, access, last_refresh, events]: [Tree; 6] = trees
+            .try_into()
+            .map_err(|_| Error::Io("sled opened too few trees".into()))?;
         Ok(SledBackend {
             meta,
-            members: t("members")?,
-            cutoffs: t("cutoffs")?,
-            refresh: t("refresh")?,
-            access: t("access")?,
-            last_refresh: t("last_refresh")?,
-            events: t("events")?,
+            members,
+            cutoffs,
+            refresh,
+            access,
+            last_refresh,
+            events,
             unreadable: AtomicU64::new(0),
             path: path.map(Path::to_path_buf),
             cache_bytes,
@@ -140,30 +165,36 @@ impl SledBackend {
 
 impl Drop for SledBackend {
     fn drop(&mut self) {
-        keep_if_unsynced(&self.db, self.stable.as_ref());
+        // Dropping reports nothing: a failure here was already reported to
+        // the durable call that met it first (see `keep_if_unsynced`).
+        let _ = keep_if_unsynced(&self.db, self.stable.as_ref());
     }
 }
 
 /// Before a database handle is dropped: sled 0.34.7 syncs the file when its
 /// last handle goes and panics if that sync fails. Flush and sync first
-/// (through sled's own file description, see the `stable` module): a failure met
-/// here is reported once and is not met again by sled's sync. If sled has
-/// a sticky error, its drop does no I/O. A sync that fails twice in a row
-/// would fail in sled's drop too: then a handle is kept (leaked) instead,
-/// so that the last handle never goes and nothing panics; the process
-/// keeps the database's file lock until it exits.
-fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) {
-    if db.flush().is_err() {
-        return;
+/// through sled's own file description ([`StableFiles::drain`]): a failure
+/// met here is reported once, as the error returned, and is not met again
+/// by sled's sync. If sled has a sticky error, its drop does no I/O. A sync
+/// that fails twice in a row would fail in sled's drop too: then a handle
+/// is kept (leaked) instead, so that the last handle never goes and nothing
+/// panics; the process keeps the database's file lock until it exits.
+fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) -> Result<()> {
+    if let Err(e) = db.flush() {
+        return Err(io(e));
     }
     // A temporary database: sled's drop does not sync it.
     let Some(files) = files else {
-        return;
+        return Ok(());
     };
-    if files.sync().is_ok() || files.sync().is_ok() {
-        return;
+    let first = files.drain();
+    if first.is_ok() {
+        return Ok(());
     }
-    std::mem::forget(db.clone());
+    if files.drain().is_err() {
+        std::mem::forget(db.clone());
+    }
+    first
 }
 
 /// How long opening waits for a lock that sled itself still holds.
@@ -617,8 +648,9 @@ impl Backend for SledBackend {
             // its name is made durable, and the database is dropped only
             // once nothing of it is left unsynced.
             let files = StableFiles::open(&p)?;
-            keep_if_unsynced(&db, Some(&files));
+            let synced = keep_if_unsynced(&db, Some(&files));
             drop(db);
+            synced?;
             files.sync_dir()?;
         }
         Ok(())
@@ -955,18 +987,18 @@ fn u64_from(v: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// A database on disk is synced through the file description sled
-    /// itself writes through (so a failed sync is reported to this crate,
-    /// not met again by sled's own sync when the database is dropped).
+    /// The descriptor sled itself writes through is found at open (so that
+    /// a failed sync pending there is met before sled's own sync when the
+    /// database is dropped).
     #[test]
-    fn syncs_go_through_sleds_own_descriptor() {
+    fn sleds_own_descriptor_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let backend = SledBackend::open(Some(&dir.path().join("db")), 1 << 20).unwrap();
         let files = backend
             .stable
             .as_ref()
             .expect("a database on disk has files to sync");
-        assert!(files.shares_sled());
+        assert!(files.found_sleds());
         backend.meta.insert("x", b"y".as_slice()).unwrap();
         backend.sync().unwrap();
         assert!(SledBackend::open(None, 1 << 20).unwrap().stable.is_none());

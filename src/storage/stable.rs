@@ -8,13 +8,16 @@
 //! `fdatasync` of the `db` file, and `fsync` of any blob file sled created
 //! since the last sync (and of their directory).
 //!
-//! The `db` file is synced through sled's own open file description (a
-//! duplicate of its descriptor, found once at open), not a second `open` of
-//! the file. Linux reports a failed writeback once to each open file
-//! description: syncing through sled's means the error reaches this crate
-//! as an `Err`, and sled's `fsync` when its database is dropped (which
-//! panics on failure in sled 0.34.7) does not meet it again. A database
-//! whose last sync failed is never dropped (see `SledBackend`'s `Drop`).
+//! Linux reports a failed writeback once to each open file description.
+//! Durable calls sync through a description of this crate's own, opened
+//! with the database: no other thread syncs through it, so every failure
+//! since the open reaches a durable call as an `Err` (sled's background
+//! thread syncs through sled's description and only logs what it meets).
+//! sled 0.34.7 also syncs when its database is dropped and panics if that
+//! fails: before a drop, [`StableFiles::drain`] syncs through a duplicate of
+//! sled's own descriptor (found once at open), so that a failure pending
+//! there is met here, as an error, and not again by sled. A database whose
+//! sync keeps failing is never dropped (see `SledBackend`'s `Drop`).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -28,11 +31,11 @@ use crate::error::{Error, Result};
 /// The files of one open database that a durable call syncs.
 pub(super) struct StableFiles {
     dir: PathBuf,
-    /// sled's `db` file (a duplicate of sled's descriptor where it could be
-    /// found, else a descriptor of our own).
+    /// sled's `db` file, opened by this crate: durable calls sync it.
     db: File,
-    /// Whether `db` shares sled's open file description.
-    shares_sled: bool,
+    /// A duplicate of sled's own descriptor of the `db` file, where it
+    /// could be found: syncs before a drop go through it.
+    sleds: Option<File>,
     /// Blob files already synced.
     blobs: Mutex<HashSet<OsString>>,
 }
@@ -41,17 +44,12 @@ impl StableFiles {
     /// Finds the files of the database open at `dir`.
     pub(super) fn open(dir: &Path) -> Result<StableFiles> {
         let path = dir.join("db");
-        let (db, shares_sled) = match sled_descriptor(&path) {
-            Some(f) => (f, true),
-            None => (
-                File::open(&path).map_err(|e| file_error("open", &path, e))?,
-                false,
-            ),
-        };
+        let sleds = sled_descriptor(&path);
+        let db = File::open(&path).map_err(|e| file_error("open", &path, e))?;
         Ok(StableFiles {
             dir: dir.to_path_buf(),
             db,
-            shares_sled,
+            sleds,
             blobs: Mutex::new(HashSet::new()),
         })
     }
@@ -84,16 +82,27 @@ impl StableFiles {
             .map_err(|e| file_error("sync", &self.dir.join("db"), e))
     }
 
+    /// Syncs through sled's own file description (or, where it was not
+    /// found, this crate's), so that a failure pending there is reported
+    /// here rather than to sled's sync when its database is dropped.
+    pub(super) fn drain(&self) -> Result<()> {
+        self.sleds
+            .as_ref()
+            .unwrap_or(&self.db)
+            .sync_data()
+            .map_err(|e| file_error("sync", &self.dir.join("db"), e))
+    }
+
     /// Makes the directory's entries durable (after sled renamed or removed
     /// a file in it, e.g. the snapshot a checkpoint writes).
     pub(super) fn sync_dir(&self) -> Result<()> {
         sync_dir(&self.dir)
     }
 
-    /// Whether syncs go through sled's own open file description.
+    /// Whether sled's own descriptor of the file was found.
     #[cfg(test)]
-    pub(super) fn shares_sled(&self) -> bool {
-        self.shares_sled
+    pub(super) fn found_sleds(&self) -> bool {
+        self.sleds.is_some()
     }
 
     /// sled writes values too large for its log into files of their own
@@ -138,7 +147,7 @@ impl std::fmt::Debug for StableFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StableFiles")
             .field("dir", &self.dir)
-            .field("shares_sled", &self.shares_sled)
+            .field("found_sleds", &self.sleds.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -165,10 +174,11 @@ fn file_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 /// A duplicate of the descriptor this process holds open on `path` (sled's,
-/// opened by `sled::Config::open` just before), found through
-/// `/proc/self/fd`. A duplicate shares the open file description, so a sync
-/// through it is a sync through sled's. `None` where there is no such
-/// directory or no descriptor names the file.
+/// opened by `sled::Config::open` just before; called before this crate
+/// opens one of its own), found through `/proc/self/fd`. A duplicate shares
+/// the open file description, so a sync through it is a sync through
+/// sled's. `None` where there is no such directory or no descriptor names
+/// the file.
 #[cfg(target_os = "linux")]
 fn sled_descriptor(path: &Path) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
@@ -218,14 +228,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn syncs_share_the_description_sled_opened() {
+    fn the_descriptor_sled_opened_is_found() {
+        use std::io::{Seek, Write};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let theirs = File::create(&path).unwrap();
+        let mut theirs = File::create(&path).unwrap();
         let files = StableFiles::open(dir.path()).unwrap();
-        assert!(files.shares_sled());
+        assert!(files.found_sleds());
         files.sync_created().unwrap();
-        drop(theirs);
+        // The duplicate shares the open file description: it sees the
+        // position the original's writes moved.
+        theirs.write_all(b"abc").unwrap();
+        let mut dup = files.sleds.as_ref().unwrap();
+        assert_eq!(dup.stream_position().unwrap(), 3);
+        files.drain().unwrap();
     }
 
     #[test]
@@ -233,7 +249,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("db"), b"").unwrap();
         let files = StableFiles::open(dir.path()).unwrap();
-        assert!(!files.shares_sled());
+        assert!(!files.found_sleds());
         std::fs::create_dir(dir.path().join("blobs")).unwrap();
         std::fs::write(dir.path().join("blobs").join("7"), b"blob").unwrap();
         files.sync().unwrap();
