@@ -91,6 +91,8 @@ pub struct Config {
     pub(crate) max_live_tokens_per_member: usize,
     pub(crate) create_if_missing: bool,
     pub(crate) cache_bytes: u64,
+    pub(crate) allow_loose_key_permissions: bool,
+    pub(crate) create_new: bool,
     /// A shared PostgreSQL store instead of sled (see `Config::postgres`).
     #[cfg(feature = "postgres")]
     pub(crate) postgres: Option<crate::replica::PostgresOptions>,
@@ -136,6 +138,8 @@ impl Config {
             max_live_tokens_per_member: 100,
             create_if_missing: true,
             cache_bytes: 64 * 1024 * 1024,
+            allow_loose_key_permissions: false,
+            create_new: false,
             #[cfg(feature = "postgres")]
             postgres: None,
         }
@@ -253,6 +257,25 @@ impl Config {
         self
     }
 
+    /// Whether a key file that group or others may access is accepted
+    /// (default false: opening refuses it with [`Error::KeyFileExposed`],
+    /// kind `key_mismatch`, as ssh refuses such a private key). For a host
+    /// whose key file must be shared with a group (say, read through a
+    /// group-owned secret mount); the store's own files stay 0600.
+    pub fn allow_loose_key_permissions(mut self, yes: bool) -> Self {
+        self.allow_loose_key_permissions = yes;
+        self
+    }
+
+    /// Whether opening must create the store (default false). With true,
+    /// opening a store that exists, or whose key file exists, fails with
+    /// [`Error::Conflict`] and changes nothing; of two callers creating one
+    /// store at once, exactly one succeeds (as `tokenvault init` does).
+    pub fn create_new(mut self, yes: bool) -> Self {
+        self.create_new = yes;
+        self
+    }
+
     /// Opens the store.
     ///
     /// # Errors
@@ -262,8 +285,17 @@ impl Config {
     ///   `create_if_missing` is false;
     /// - [`Error::KeyMismatch`] if the key is not the one the store was
     ///   created with (or the key file is missing for an existing store);
+    /// - [`Error::KeyFileExposed`] (kind `key_mismatch`) if group or others
+    ///   may access the key file (see
+    ///   [`Config::allow_loose_key_permissions`]);
+    /// - [`Error::Conflict`] with [`Config::create_new`] if the store or its
+    ///   key file exists;
     /// - [`Error::Corrupt`] for a store of an unknown format version;
-    /// - [`Error::Io`] if the files cannot be read or written.
+    /// - [`Error::Io`] if the files cannot be read or written (the disk is
+    ///   full, or another process holds the store: the message says which).
+    ///
+    /// Blocks while it reads the store; waits up to two seconds for a store
+    /// that another handle in this process is letting go of.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -314,42 +346,133 @@ impl Config {
 }
 
 /// Reads the key file, or creates it (mode 0600) when `create` is true.
-pub(crate) fn load_or_create_key(path: &Path, create: bool) -> Result<StoreKey> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                Error::Corrupt(format!("key file {} is not 32 bytes", path.display()))
-            })?;
-            let mut bytes = bytes;
-            bytes.zeroize();
-            Ok(StoreKey(arr))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            let key = StoreKey::generate()?;
-            write_key_file(path, &key)?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::KeyMismatch),
-        Err(e) => Err(Error::Io(format!(
-            "cannot read key file {}: {e}",
-            path.display()
-        ))),
-    }
+/// A key file that group or others may access is refused unless
+/// `loose` allows it.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn load_or_create_key(path: &Path, create: bool, loose: bool) -> Result<StoreKey> {
+    load_or_create(path, create, loose).map(|(key, _)| key)
 }
 
-fn write_key_file(path: &Path, key: &StoreKey) -> Result<()> {
-    use std::io::Write;
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)?;
+/// [`load_or_create_key`], and whether this call made the key file.
+///
+/// Two callers creating one key file at once (two processes, two opens)
+/// each write a key of their own to a file of their own and hard-link it
+/// to `path`: a link never replaces a file, so the first one made stands,
+/// and the other reads it. A key file is never seen half written: it
+/// appears (by the link) only once its whole content is on disk.
+pub(crate) fn load_or_create(path: &Path, create: bool, loose: bool) -> Result<(StoreKey, bool)> {
+    // A new key is tried at most a few times: each failure means another
+    // caller's file appeared (then it is read) or vanished meanwhile.
+    for _ in 0..8 {
+        match read_key_file(path, loose) {
+            Ok(key) => return Ok((key, false)),
+            Err(None) if create => {
+                let key = StoreKey::generate()?;
+                if write_key_file(path, &key)? {
+                    return Ok((key, true));
+                }
+            }
+            Err(None) => return Err(Error::KeyMismatch),
+            Err(Some(e)) => return Err(e),
         }
     }
-    // Written whole to a side file, then renamed: a crash midway leaves no
-    // short key file behind, only a side file that the next open replaces.
+    Err(Error::Io(format!(
+        "the key file {} keeps appearing and vanishing; is another program replacing it?",
+        path.display()
+    )))
+}
+
+/// The key in the file at `path`; `Err(None)` if there is no such file.
+fn read_key_file(path: &Path, loose: bool) -> std::result::Result<StoreKey, Option<Error>> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
+        Err(e) => {
+            return Err(Some(Error::Io(format!(
+                "cannot read key file {}: {e}",
+                path.display()
+            ))))
+        }
+    };
+    #[cfg(unix)]
+    if !loose {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = f
+            .metadata()
+            .map_err(|e| {
+                Some(Error::Io(format!(
+                    "cannot read key file {}: {e}",
+                    path.display()
+                )))
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(Some(Error::KeyFileExposed(format!(
+                "the key file {p} has mode {m:04o}, so other users may read the store key; \
+                 run `chmod 600 {p}` (or, where the host needs it, open with \
+                 Config::allow_loose_key_permissions(true))",
+                p = path.display(),
+                m = mode & 0o7777
+            ))));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = loose;
+    // One byte more than a key, to tell a long file from a key.
+    let mut buf = zeroize::Zeroizing::new([0u8; 33]);
+    let mut n = 0;
+    loop {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                if n == buf.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Some(Error::Io(format!(
+                    "cannot read key file {}: {e}",
+                    path.display()
+                ))))
+            }
+        }
+    }
+    if n != 32 {
+        return Err(Some(Error::Corrupt(format!(
+            "key file {} is not 32 bytes",
+            path.display()
+        ))));
+    }
+    let mut arr = [0u8; 32];
+    arr.copy_from_slice(&buf[..32]);
+    Ok(StoreKey(arr))
+}
+
+/// Writes `key` as the key file at `path` unless one exists: true if this
+/// call made it, false if another was there first (nothing is changed then).
+fn write_key_file(path: &Path, key: &StoreKey) -> Result<bool> {
+    use std::io::Write;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        std::fs::create_dir_all(parent)?;
+    }
+    // A side file of this caller's own (its name is random): written whole
+    // and synced, then linked into place. A crash midway leaves only a side
+    // file, never a short key file; concurrent creators never touch each
+    // other's side files.
+    let mut tag = [0u8; 8];
+    crate::token::os_random(&mut tag)?;
     let mut side = path.as_os_str().to_os_string();
-    side.push(".new");
+    side.push(format!(
+        ".new-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(tag)
+    ));
     let side = PathBuf::from(side);
-    let _ = std::fs::remove_file(&side);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -360,18 +483,31 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<()> {
     let mut f = opts
         .open(&side)
         .map_err(|e| Error::Io(format!("cannot create key file {}: {e}", side.display())))?;
-    f.write_all(&key.0)?;
-    f.sync_all()?;
+    let written = (|| -> std::io::Result<()> {
+        // The mode whatever the umask.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        f.write_all(&key.0)?;
+        f.sync_all()
+    })();
     drop(f);
-    // A hard link never replaces an existing file: if another process made
-    // the key first, its key stands and this open fails clearly.
-    let linked = std::fs::hard_link(&side, path);
+    let linked = written.and_then(|()| std::fs::hard_link(&side, path));
     let _ = std::fs::remove_file(&side);
-    linked.map_err(|e| Error::Io(format!("cannot create key file {}: {e}", path.display())))?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(dir) = std::fs::File::open(parent) {
-            let _ = dir.sync_all();
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => {
+            let mut err = crate::storage::sled_files::io_error(&e);
+            if let Error::Io(m) = &mut err {
+                *m = format!("cannot create key file {}: {m}", path.display());
+            }
+            return Err(err);
         }
     }
-    Ok(())
+    // The new name is durable once its directory is.
+    crate::storage::sled_files::sync_dir(parent.unwrap_or(Path::new(".")))?;
+    Ok(true)
 }

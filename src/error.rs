@@ -48,6 +48,12 @@ pub enum Error {
     /// The store was opened with a key other than the one it was created with.
     #[error("the store key does not match the key this store was created with")]
     KeyMismatch,
+    /// The key file may be read by users other than its owner (its mode
+    /// gives group or others access): the store refuses a key others may
+    /// know. The message names the fix (`chmod 600 PATH`). Kind
+    /// `key_mismatch`.
+    #[error("the key file is not private: {0}")]
+    KeyFileExposed(String),
     /// Bytes read from disk could not be decoded, or the disk format is of an
     /// unknown version.
     #[error("corrupt store data: {0}")]
@@ -78,7 +84,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::InvalidArgument(_) => "usage",
             Error::Limit(_) => "limit",
-            Error::KeyMismatch => "key_mismatch",
+            Error::KeyMismatch | Error::KeyFileExposed(_) => "key_mismatch",
             Error::Corrupt(_) => "corrupt",
             Error::Io(_) => "io",
         }
@@ -87,7 +93,7 @@ impl Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Io(e.to_string())
+        crate::storage::sled_files::io_error(&e)
     }
 }
 

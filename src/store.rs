@@ -11,13 +11,12 @@ use subtle::ConstantTimeEq;
 use crate::codec::{
     self, AccessRecord, EventRecord, IssueEvent, MemberRecord, RefreshRecord, StoredState,
 };
-use crate::config::{load_or_create_key, Config, StoreKey};
+use crate::config::{load_or_create, Config, StoreKey};
 use crate::error::{Error, Result};
 use crate::hot::{
     AccessHot, MemberHot, OrgHot, RefreshExtra, RefreshHot, Sharded, CHECK_KNOWN, ROLE_REMOVED,
 };
 use crate::policy::{may, Action, Policy, Role};
-use crate::storage::sled_backend::SledBackend;
 use crate::storage::{Backend, Change, IntegrityReport};
 use crate::token::{self, TokenId, TokenKind};
 use crate::types::*;
@@ -27,6 +26,9 @@ use crate::Clock;
 // read-through for verification, the management lock, the replica's sync.
 #[path = "store/loader.rs"]
 mod loader;
+// Reopening the storage and reloading memory after a storage fault.
+#[path = "store/recover.rs"]
+mod recover;
 #[cfg(feature = "postgres")]
 #[path = "store/shared.rs"]
 mod shared;
@@ -261,6 +263,9 @@ pub(crate) struct Inner {
     shared: Option<shared::Slot>,
     /// The policy's scope names, interned (see [`crate::policy::interned_names`]).
     scope_names: &'static [Box<str>],
+    /// How a store on disk reopens its storage after a fault (none for a
+    /// temporary or shared store).
+    recovery: Option<recover::Recovery>,
 }
 
 /// How [`TokenStore::revoke`] answers a token of another organization.
@@ -358,22 +363,43 @@ impl TokenStore {
                 )));
             }
         }
+        if let Some(p) = cfg.path.as_ref().filter(|_| cfg.create_new) {
+            if p.exists() {
+                return Err(Error::Conflict(format!(
+                    "a token store already exists at {}",
+                    p.display()
+                )));
+            }
+        }
         let key = match (&cfg.key, cfg.key_file_path()) {
             (Some(k), _) => k.clone(),
             (None, Some(kf)) => {
                 let exists = cfg.path.as_ref().is_some_and(|p| p.exists());
-                load_or_create_key(&kf, !exists)?
+                let loose = cfg.allow_loose_key_permissions;
+                let (key, created) = load_or_create(&kf, !exists, loose)?;
+                if cfg.create_new && !created {
+                    return Err(Error::Conflict(format!(
+                        "a key file already exists at {}: another store was created there \
+                         first, or the key file was left without its store (move it away)",
+                        kf.display()
+                    )));
+                }
+                key
             }
             (None, None) => StoreKey::generate()?,
         };
-        let backend = SledBackend::open(cfg.path.as_deref(), cfg.cache_bytes)?;
-        Self::with_backend(Box::new(backend), cfg, key)
+        Self::open_recoverable(cfg, key)
     }
 
     fn with_backend(backend: Box<dyn Backend>, cfg: Config, key: StoreKey) -> Result<TokenStore> {
         let fingerprint = key.derive(FINGERPRINT_CONTEXT);
         let (current, older) = backend.schema();
         match backend.meta_get("schema")? {
+            Some(_) if cfg.create_new => {
+                return Err(Error::Conflict(
+                    "a token store already exists there (created meanwhile)".into(),
+                ))
+            }
             None => {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
                 backend.meta_put("schema", current)?;
@@ -433,6 +459,7 @@ impl TokenStore {
             event_seq: AtomicU64::new(0),
             shared: None,
             scope_names: crate::policy::interned_names(&cfg.policy),
+            recovery: None,
             backend,
         };
         // Loading is applying every stored record to empty memory, one at
@@ -915,6 +942,7 @@ impl TokenStore {
     /// ```
     pub fn list_own(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
+        inner.recover()?;
         let cat = inner.lock_for_read()?;
         inner.actor_role(&cat, actor, "token.list")?;
         inner.list(&cat, &actor.org, Some(&actor.user))
@@ -939,6 +967,7 @@ impl TokenStore {
     /// ```
     pub fn list_org(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
+        inner.recover()?;
         let cat = inner.lock_for_read()?;
         let role = inner.actor_role(&cat, actor, "token.list_org")?;
         if !may(role, Action::ListOrg) {
@@ -964,8 +993,9 @@ impl TokenStore {
     /// [`Error::Revoked`] / [`Error::Expired`] (said only after the secret
     /// matched); [`Error::Io`] if storage fails, or on a shared (PostgreSQL)
     /// store whose replica is stale (it fails closed, see
-    /// [`TokenStore::verify`]); [`Error::Limit`] when the replica's budget
-    /// of reads for tokens it does not hold is spent.
+    /// [`TokenStore::verify`]), or when the store reopened its storage
+    /// after a fault while the call ran (try again); [`Error::Limit`] when
+    /// the replica's budget of reads for tokens it does not hold is spent.
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -980,6 +1010,8 @@ impl TokenStore {
     pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        inner.recover()?;
+        let generation = inner.generation();
         inner.fresh_refresh(&parsed.id.0)?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let parent = inner
@@ -1043,6 +1075,7 @@ impl TokenStore {
                 None => extra.free_slot(inner.cap),
             };
             changes.push(Change::PutAccess { rec, slot });
+            let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
             inner.apply_family(&parent, &mut extra, &changes);
             ticket
@@ -1174,6 +1207,7 @@ impl TokenStore {
     pub fn verify_refresh(&self, refresh_token: &str) -> Result<TokenInfo> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        inner.recover()?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let hot = inner
             .refresh
@@ -1513,6 +1547,8 @@ impl TokenStore {
     pub fn revoke_access(&self, access_token: &str) -> Result<()> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        inner.recover()?;
+        let generation = inner.generation();
         inner.fresh_access(&parsed.id.0, || true)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = inner.access.with(&parsed.id.0, |a| {
@@ -1543,6 +1579,7 @@ impl TokenStore {
                 return Ok(());
             }
             let changes = [Change::PutAccess { rec, slot }];
+            let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
             inner.apply_family(&parent, &mut extra, &changes);
             ticket
@@ -1574,6 +1611,7 @@ impl TokenStore {
     /// ```
     pub fn audit(&self, actor: &Actor, limit: usize) -> Result<Vec<AuditEvent>> {
         let inner = &*self.inner;
+        inner.recover()?;
         let issued = {
             let cat = inner.lock_for_read()?;
             let role = inner.actor_role(&cat, actor, "audit")?;
@@ -1794,6 +1832,7 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn check_integrity(&self) -> Result<IntegrityReport> {
+        self.inner.recover()?;
         let _cat = self.inner.catalog.write();
         let mut r = self.inner.backend.check_integrity()?;
         if self.inner.skipped > 0 && r.problems.is_empty() {
@@ -1818,6 +1857,7 @@ impl TokenStore {
     /// ```
     pub fn stats(&self) -> Result<Stats> {
         let inner = &*self.inner;
+        inner.recover()?;
         let mut s = Stats::default();
         {
             let cat = inner.catalog.write();
@@ -1850,7 +1890,9 @@ impl TokenStore {
     /// flush.
     ///
     /// # Errors
-    /// [`Error::Io`] if storage fails.
+    /// [`Error::Io`] if storage fails, also when a write made since the last
+    /// flush was lost to a storage fault (the store reopened its storage
+    /// without it; a later flush succeeds again).
     ///
     /// ```
     /// tokenvault::TokenStore::temporary()?.flush()?;
@@ -1859,6 +1901,9 @@ impl TokenStore {
     pub fn flush(&self) -> Result<()> {
         self.inner.write_denials(0);
         let t = self.inner.flusher.written.load(Ordering::Acquire);
+        // After a storage fault: reopened first, and a write lost to the
+        // fault fails the flush (it cannot be made durable any more).
+        self.inner.recover()?;
         self.inner.sync(t.max(1))
     }
 
@@ -2408,13 +2453,29 @@ impl Inner {
     /// Waits until the batch with `ticket` is durable; concurrent callers
     /// share one flush.
     fn sync(&self, ticket: u64) -> Result<()> {
-        self.sync_with(ticket, true)
+        let r = self.sync_with(ticket, true);
+        if r.is_err() {
+            // A failed storage is reopened at once where it can be, so that
+            // memory drops what this failed call changed in it (otherwise
+            // the next call tries again).
+            let _ = self.recover();
+        }
+        r
     }
 
     /// [`Inner::sync`]; `linger` lets the flush leader wait for a
     /// management call under way (never for a caller that may hold the
     /// catalog itself).
     fn sync_with(&self, ticket: u64, linger: bool) -> Result<()> {
+        self.flush_upto(ticket, linger)?;
+        match self.lost(ticket) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The flush of [`Inner::sync_with`].
+    fn flush_upto(&self, ticket: u64, linger: bool) -> Result<()> {
         let f = &self.flusher;
         if f.flushed.load(Ordering::Acquire) >= ticket {
             return Ok(());
@@ -2489,6 +2550,7 @@ impl Inner {
     /// side by side (their sled inserts, a few microseconds of page reads
     /// each, no longer queue behind one another).
     fn lock_for_issue(&self) -> Result<IssueGuard<'_>> {
+        self.recover()?;
         self.flusher.writers.fetch_add(1, Ordering::AcqRel);
         let writer = WriterMark(&self.flusher.writers);
         let cat = self.lock_catalog_for_issue()?;
@@ -2500,6 +2562,7 @@ impl Inner {
 
     /// The catalog, for a management call that writes.
     fn lock_for_write(&self) -> Result<WriteGuard<'_>> {
+        self.recover()?;
         self.flusher.writers.fetch_add(1, Ordering::AcqRel);
         let writer = WriterMark(&self.flusher.writers);
         let cat = self.lock_catalog_for_write()?;

@@ -9,6 +9,7 @@ use crate::error::Result;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod sled_backend;
+pub(crate) mod sled_files;
 mod stable;
 mod warm;
 

@@ -46,7 +46,7 @@ const OLD_BY_MEMBER: &str = "refresh_by_member";
 
 fn io(e: sled::Error) -> Error {
     match e {
-        sled::Error::Io(e) => Error::Io(e.to_string()),
+        sled::Error::Io(e) => super::sled_files::io_error(&e),
         sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
         other => Error::Io(other.to_string()),
     }

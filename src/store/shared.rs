@@ -72,7 +72,7 @@ pub(super) fn open(cfg: Config) -> Result<TokenStore> {
     opts.validate()?;
     let key = match (&cfg.key, &cfg.key_file) {
         (Some(k), _) => k.clone(),
-        (None, Some(file)) => load_or_create_key(file, false)?,
+        (None, Some(file)) => load_or_create_key(file, false, cfg.allow_loose_key_permissions)?,
         (None, None) => {
             return Err(Error::InvalidArgument(
                 "a store on PostgreSQL needs the store key (Config::key or an existing \

@@ -40,6 +40,16 @@ pub struct Global {
     /// Print exactly one JSON document on standard output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Accept a key file that group or others may read (refused by default,
+    /// as ssh refuses such a private key: `chmod 600 PATH.key` is the fix).
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENVAULT_ALLOW_LOOSE_KEY_PERMISSIONS",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub allow_loose_key_permissions: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,18 +17,33 @@ use crate::parse::format_time;
 /// Runs the parsed command line.
 pub fn run(cli: &Cli) -> Result<Report, CliError> {
     let db = &cli.global.db;
+    let loose = cli.global.allow_loose_key_permissions;
     match &cli.command {
-        Command::Init => init(db),
+        Command::Init => init(db, loose),
         Command::Demo => crate::demo::run(),
         other => {
-            let store = open_existing(db)?;
+            let store = open_existing(db, loose)?;
             let result = on_store(&store, other);
             // Every write, including the audit entry of a refused call, is
             // durable before the process exits, and sled is checkpointed so
             // that the next command's open has no log to replay.
-            let flushed = store.close();
-            let report = result?;
-            flushed?;
+            let Ok(report) = result else {
+                let _ = store.close();
+                return result;
+            };
+            // Once everything is durable the call has succeeded: a failed
+            // checkpoint after it (a full disk) only costs the next open
+            // its log replay, so it is a warning, not a failure.
+            if let Err(e) = store.flush() {
+                let _ = store.close();
+                return Err(e.into());
+            }
+            if let Err(e) = store.close() {
+                crate::output::print_stderr(&format!(
+                    "warning: the command succeeded and its changes are durable, but the \
+                     checkpoint after it failed (the next open replays the log instead): {e}"
+                ));
+            }
             Ok(report)
         }
     }
@@ -52,7 +67,7 @@ pub fn key_file(db: &Path) -> Result<PathBuf, CliError> {
 }
 
 /// Opens an existing store; creates nothing when it is missing.
-pub fn open_existing(db: &Path) -> Result<TokenStore, CliError> {
+pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
     let kf = key_file(db)?;
     if !db.exists() {
         return Err(CliError::new(
@@ -73,10 +88,13 @@ pub fn open_existing(db: &Path) -> Result<TokenStore, CliError> {
             ),
         ));
     }
-    Ok(Config::new(db).create_if_missing(false).open()?)
+    Ok(Config::new(db)
+        .create_if_missing(false)
+        .allow_loose_key_permissions(loose)
+        .open()?)
 }
 
-fn init(db: &Path) -> Result<Report, CliError> {
+fn init(db: &Path, loose: bool) -> Result<Report, CliError> {
     let kf = key_file(db)?;
     if db.exists() {
         return Err(CliError::new(
@@ -93,8 +111,18 @@ fn init(db: &Path) -> Result<Report, CliError> {
             ),
         ));
     }
-    let store = Config::new(db).open()?;
+    // Of two `init`s racing on one path, one creates the store and the
+    // other answers `conflict` (or, while the first holds it, `io`).
+    let store = Config::new(db)
+        .create_new(true)
+        .allow_loose_key_permissions(loose)
+        .open()?;
     store.flush()?;
+    if let Err(e) = store.close() {
+        crate::output::print_stderr(&format!(
+            "warning: the store was created, but the checkpoint after it failed: {e}"
+        ));
+    }
     Ok(Report::new(
         json!({ "db": db.display().to_string(), "key_file": kf.display().to_string() }),
         format!(

@@ -1,0 +1,266 @@
+//! The files of a sled store as the operating system sees them: what an
+//! interrupted checkpoint leaves behind, the modes of the directory and its
+//! files, and the words for the faults a file system reports (a full disk,
+//! a lock held by another process).
+//!
+//! Nothing here reads or writes sled's data: it runs before sled opens a
+//! database, or after it let go of it.
+
+use std::io;
+use std::path::Path;
+
+use super::sled_backend::SledBackend;
+use crate::error::{Error, Result};
+
+/// The mode of the store directory (and of every directory in it).
+#[cfg(unix)]
+const DIR_MODE: u32 = 0o700;
+/// The mode of every file in the store directory.
+#[cfg(unix)]
+const FILE_MODE: u32 = 0o600;
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) {
+        return true;
+    }
+    #[cfg(unix)]
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+        return true;
+    }
+    false
+}
+
+/// The error for an I/O error: kind `io`, and, for a full disk, a message
+/// that says so first.
+pub(crate) fn io_error(e: &io::Error) -> Error {
+    if is_disk_full(e) {
+        Error::Io(format!(
+            "the disk is full (free some space; the store writes again without a restart): {e}"
+        ))
+    } else {
+        Error::Io(e.to_string())
+    }
+}
+
+/// Whether a storage error is sled's file lock being held elsewhere.
+fn is_lock_held(e: &Error) -> bool {
+    matches!(e, Error::Io(m) if m.contains("could not acquire lock"))
+}
+
+/// The one sentence for a store whose lock another process holds.
+fn lock_held(path: &Path) -> Error {
+    Error::Io(format!(
+        "the store {} is held by another process (a running `tokenvault serve`, or \
+         another program using it); stop that process, or go through its HTTP API",
+        path.display()
+    ))
+}
+
+/// Opens the sled database of a store: removes what an interrupted
+/// checkpoint left behind, makes the directory private, opens sled, then
+/// tightens the modes of every file in the directory (sled creates files
+/// with the process's umask).
+pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend> {
+    if let Some(p) = path {
+        make_private_dir(p)?;
+        remove_leftovers(p)?;
+    }
+    let backend = SledBackend::open(path, cache_bytes).map_err(|e| match path {
+        Some(p) if is_lock_held(&e) => lock_held(p),
+        _ => e,
+    })?;
+    if let Some(p) = path {
+        tighten(p)?;
+    }
+    Ok(backend)
+}
+
+/// Creates the store directory with mode 0700 if it is missing (its parents
+/// with the default mode), or sets that mode on an existing one.
+fn make_private_dir(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = p.parent().filter(|q| !q.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| io_error(&e))?;
+            }
+            let mut b = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, DIR_MODE);
+            match b.create(p) {
+                Ok(()) => Ok(()),
+                // Another process made it meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(io_error(&e)),
+            }
+        }
+        Err(e) => Err(io_error(&e)),
+    }
+}
+
+/// Whether a file name is a snapshot sled was writing and had not yet
+/// renamed into place (`snap.<16 hex digits>.generating`).
+fn is_generating(name: &str) -> bool {
+    name.strip_prefix("snap.")
+        .and_then(|rest| rest.strip_suffix(".generating"))
+        .is_some_and(|lsn| !lsn.is_empty() && lsn.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Removes every `snap.*.generating` file of the database at `p`, then
+/// syncs the directory. Returns how many there were.
+///
+/// sled 0.34.7 writes a snapshot only while it opens a database
+/// (`pagecache/snapshot.rs`, `advance_snapshot` → `write_snapshot`): to
+/// `snap.<lsn>.generating`, fsynced, then renamed to `snap.<lsn>`, and only
+/// then are older snapshots removed, before the open returns and before
+/// anything else writes. A file still named `.generating` is therefore
+/// the mark of an open that never finished (a full disk, a crash, a power
+/// cut): the older snapshot it was to replace is still there, and so is
+/// every log segment that snapshot needs, so without the leftover sled
+/// recovers exactly what that open had read. sled itself does not skip
+/// the leftover (its snapshot lookup takes the highest name, and
+/// `.generating` sorts last), and an incomplete one fails every later open
+/// as corrupt.
+pub(crate) fn remove_leftovers(p: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(p) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_error(&e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(&e))?;
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_generating) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Io(format!(
+                    "cannot remove the unfinished snapshot {}: {e}",
+                    entry.path().display()
+                )))
+            }
+        }
+    }
+    if removed > 0 {
+        sync_dir(p)?;
+    }
+    Ok(removed)
+}
+
+/// Makes a directory's entries (files created, renamed or removed in it)
+/// durable.
+pub(crate) fn sync_dir(p: &Path) -> Result<()> {
+    let dir = std::fs::File::open(p).map_err(|e| io_error(&e))?;
+    dir.sync_all().map_err(|e| io_error(&e))
+}
+
+/// Sets mode 0700 on the directory `p` and every directory in it, and 0600
+/// on every file, whatever the umask they were made with. Symbolic links are
+/// left alone (sled makes none). A file that vanishes meanwhile is skipped.
+#[cfg(unix)]
+pub(crate) fn tighten(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |q: &Path, mode: u32| -> Result<()> {
+        match std::fs::set_permissions(q, std::fs::Permissions::from_mode(mode)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io(format!(
+                "cannot set the mode of {} to {mode:o}: {e}",
+                q.display()
+            ))),
+        }
+    };
+    let mut dirs = vec![p.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        set(&d, DIR_MODE)?;
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error(&e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&e))?;
+            let Ok(ty) = entry.file_type() else { continue };
+            let meta_mode = entry.metadata().map(|m| m.permissions().mode() & 0o7777);
+            if ty.is_dir() {
+                dirs.push(entry.path());
+            } else if ty.is_file() && meta_mode.map_or(true, |m| m != FILE_MODE) {
+                set(&entry.path(), FILE_MODE)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn tighten(_p: &Path) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generating_names() {
+        assert!(is_generating("snap.FFFFFFFFFFFFFFFF.generating"));
+        assert!(is_generating("snap.0000000000001A2B.generating"));
+        assert!(!is_generating("snap.0000000000001A2B"));
+        assert!(!is_generating("snap..generating"));
+        assert!(!is_generating("snap.xyz.generating"));
+        assert!(!is_generating("db"));
+        assert!(!is_generating("conf"));
+    }
+
+    #[test]
+    fn disk_full_errors_say_so() {
+        let e = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(is_disk_full(&e));
+        let msg = io_error(&e).to_string();
+        assert!(msg.contains("the disk is full"), "{msg}");
+        assert_eq!(io_error(&e).kind(), "io");
+        let q = io::Error::from_raw_os_error(libc::EDQUOT);
+        assert!(is_disk_full(&q));
+        // sled hands its sticky error on rebuilt from kind and text.
+        let rebuilt = io::Error::new(e.kind(), format!("{e:?}"));
+        assert!(is_disk_full(&rebuilt));
+        let other = io::Error::from_raw_os_error(libc::EIO);
+        assert!(!is_disk_full(&other));
+        assert!(!io_error(&other).to_string().contains("disk is full"));
+    }
+
+    #[test]
+    fn leftovers_go_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for name in [
+            "snap.FFFFFFFFFFFFFFFF.generating",
+            "snap.00000000000000A0.generating",
+        ] {
+            std::fs::write(p.join(name), b"").unwrap();
+        }
+        for name in ["snap.00000000000000A0", "db", "conf", "x.generating"] {
+            std::fs::write(p.join(name), b"keep").unwrap();
+        }
+        assert_eq!(remove_leftovers(p).unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["conf", "db", "snap.00000000000000A0", "x.generating"]
+        );
+        assert_eq!(remove_leftovers(p).unwrap(), 0);
+        assert_eq!(remove_leftovers(&p.join("missing")).unwrap(), 0);
+    }
+}

@@ -1,0 +1,403 @@
+//! Writing again after a storage fault, without a restart.
+//!
+//! sled 0.34 makes an I/O error sticky: after one failed write (a full
+//! disk), every later call of that database fails the same way, even once
+//! space is freed. A store on disk therefore keeps its sled backend in a
+//! [`Swap`]: after an I/O error the next call lets go of the failed
+//! database, opens it again, and reloads memory from what it holds, so
+//! that memory and disk agree again (what reached memory but not the disk,
+//! a failed call's change or a lazily durable access token, is gone, as
+//! after a crash).
+//!
+//! - While healthy, nothing changes: verification reads memory only, and a
+//!   call pays one atomic load to learn that no reload is needed.
+//! - A reload holds the catalog exclusively (no management call, issue,
+//!   purge or list runs meanwhile) and the gate exclusively (no exchange or
+//!   access revocation is between its commit and its change to memory).
+//!   It replaces memory record by record: a verification meanwhile sees
+//!   each token either as before the reload or as after it.
+//! - A call that read memory before a reload and writes after it (an
+//!   exchange) finds the generation changed under the gate and fails
+//!   rather than write from stale memory.
+//! - A durable call whose change was committed but not yet synced when the
+//!   storage failed fails, even if the flush it waits for succeeds on the
+//!   reopened storage (its ticket is among the lost ones).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+
+use super::{Catalog, Inner, TokenStore};
+use crate::codec::{EventRecord, RefreshRecord, RefreshView};
+use crate::config::{Config, StoreKey};
+use crate::error::{Error, Result};
+use crate::hot::AccessHot;
+use crate::storage::{sled_files, Backend, Change, IntegrityReport, Loaded};
+
+/// How soon after a failed reopen the next call tries again (meanwhile,
+/// calls answer the last failure): a reopen reads sled's log, which a call
+/// should not pay for each time while the disk stays full.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// The storage a store on disk writes to, replaceable after a fault.
+pub(crate) struct Swap {
+    current: RwLock<Option<Box<dyn Backend>>>,
+    /// Set by any I/O error of the storage: the next call reopens it.
+    failed: AtomicBool,
+    /// The last such error, for the calls it made fail later.
+    fault: Mutex<String>,
+    schema: (&'static [u8], &'static [&'static [u8]]),
+    /// The database directory, whose modes a close tightens again.
+    path: std::path::PathBuf,
+}
+
+/// The store's handle on a [`Swap`]: a backend that passes each call to
+/// the storage of the moment and notes its I/O errors.
+pub(crate) struct SwapHandle(pub(crate) Arc<Swap>);
+
+impl Swap {
+    pub(crate) fn new(backend: Box<dyn Backend>, path: &std::path::Path) -> Arc<Swap> {
+        let schema = backend.schema();
+        Arc::new(Swap {
+            current: RwLock::new(Some(backend)),
+            failed: AtomicBool::new(false),
+            fault: Mutex::new(String::new()),
+            schema,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn call<T>(&self, f: impl FnOnce(&dyn Backend) -> Result<T>) -> Result<T> {
+        let cur = self.current.read();
+        let Some(b) = cur.as_deref() else {
+            return Err(Error::Io(
+                "the storage failed and could not be opened again yet; the next call tries again"
+                    .into(),
+            ));
+        };
+        let r = f(b);
+        if let Err(Error::Io(m)) = &r {
+            m.clone_into(&mut self.fault.lock());
+            self.failed.store(true, Ordering::Release);
+        }
+        r
+    }
+}
+
+impl Backend for SwapHandle {
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.0.call(|b| b.meta_get(name))
+    }
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.0.call(|b| b.meta_put(name, value))
+    }
+    fn load(
+        &self,
+        apply: &(dyn Fn(Change) + Sync),
+        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
+    ) -> Result<Loaded> {
+        self.0.call(|b| b.load(apply, refresh))
+    }
+    fn commit(&self, changes: &[Change]) -> Result<()> {
+        self.0.call(|b| b.commit(changes))
+    }
+    fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]) {
+        self.0.schema
+    }
+    fn upgrade(&self, from: &[u8]) -> Result<()> {
+        self.0.call(|b| b.upgrade(from))
+    }
+    fn sync(&self) -> Result<()> {
+        self.0.call(|b| b.sync())
+    }
+    fn close(self: Box<Self>) -> Result<()> {
+        let taken = self.0.current.write().take();
+        match taken {
+            // The checkpoint writes new files (sled's snapshot): private too.
+            Some(b) => b.close().and_then(|()| sled_files::tighten(&self.0.path)),
+            None => Err(Error::Io(
+                "the storage failed and could not be opened again; what was not \
+                 acknowledged as durable is lost"
+                    .into(),
+            )),
+        }
+    }
+    fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>> {
+        self.0.call(|b| b.get_refresh(id))
+    }
+    fn list_refresh(
+        &self,
+        org: &str,
+        user: Option<&str>,
+        held: &[[u8; 16]],
+    ) -> Result<Vec<RefreshRecord>> {
+        self.0.call(|b| b.list_refresh(org, user, held))
+    }
+    fn events(
+        &self,
+        org: &str,
+        limit: usize,
+        issued: &[([u8; 16], u64)],
+    ) -> Result<Vec<EventRecord>> {
+        self.0.call(|b| b.events(org, limit, issued))
+    }
+    fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64> {
+        self.0.call(|b| b.put_event(e, stored))
+    }
+    fn purge_events(&self, before: u64, limit: usize) -> Result<(u64, bool)> {
+        self.0.call(|b| b.purge_events(before, limit))
+    }
+    fn check_integrity(&self) -> Result<IntegrityReport> {
+        self.0.call(|b| b.check_integrity())
+    }
+    fn unreadable_refresh(&self) -> u64 {
+        self.0
+            .current
+            .read()
+            .as_deref()
+            .map_or(0, |b| b.unreadable_refresh())
+    }
+    fn size_on_disk(&self) -> Result<u64> {
+        self.0.call(|b| b.size_on_disk())
+    }
+}
+
+/// What a store on disk needs to reopen its storage and reload memory.
+pub(super) struct Recovery {
+    swap: Arc<Swap>,
+    /// The settings and key the store was opened with.
+    cfg: Config,
+    key: StoreKey,
+    /// Bumped by each reload (see [`Inner::gate`]).
+    generation: AtomicU64,
+    /// Held shared by an exchange or access revocation from its commit to
+    /// its change to memory, exclusively by a reload.
+    gate: RwLock<()>,
+    /// Tickets committed but not durable when a reload dropped them, as
+    /// inclusive ranges; `lost_hi` is the highest of them (0: none).
+    lost: Mutex<Vec<(u64, u64)>>,
+    lost_hi: AtomicU64,
+    /// When the last reopen failed, and how.
+    last_failure: Mutex<Option<(Instant, String)>>,
+}
+
+/// The gate held by an exchange or access revocation (see [`Inner::gate`]).
+pub(super) struct Gate<'a>(#[allow(dead_code)] Option<RwLockReadGuard<'a, ()>>);
+
+impl TokenStore {
+    /// Opens the sled storage of `cfg`, in a [`Swap`] when the store lives
+    /// on disk, and loads the store.
+    pub(super) fn open_recoverable(cfg: Config, key: StoreKey) -> Result<TokenStore> {
+        let backend = sled_files::open(cfg.path.as_deref(), cfg.cache_bytes)?;
+        let Some(path) = cfg.path.clone() else {
+            // A temporary store cannot be opened again.
+            return Self::with_backend(Box::new(backend), cfg, key);
+        };
+        let swap = Swap::new(Box::new(backend), &path);
+        let mut reopen_cfg = cfg.clone();
+        reopen_cfg.create_new = false;
+        let recovery = Recovery {
+            swap: swap.clone(),
+            cfg: reopen_cfg,
+            key: key.clone(),
+            generation: AtomicU64::new(0),
+            gate: RwLock::new(()),
+            lost: Mutex::new(Vec::new()),
+            lost_hi: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+        };
+        let mut store = Self::with_backend(Box::new(SwapHandle(swap)), cfg, key)?;
+        let inner = Arc::get_mut(&mut store.inner)
+            .ok_or_else(|| Error::Io("the new store is already shared".into()))?;
+        inner.recovery = Some(recovery);
+        Ok(store)
+    }
+}
+
+impl Inner {
+    /// The generation of the storage (see [`Inner::gate`]).
+    #[inline]
+    pub(super) fn generation(&self) -> u64 {
+        self.recovery
+            .as_ref()
+            .map_or(0, |r| r.generation.load(Ordering::Acquire))
+    }
+
+    /// The gate, for a call that read memory in generation `read_in` and
+    /// now commits and changes memory; fails if a reload came in between.
+    #[inline]
+    pub(super) fn gate(&self, read_in: u64) -> Result<Gate<'_>> {
+        let Some(r) = &self.recovery else {
+            return Ok(Gate(None));
+        };
+        let g = r.gate.read();
+        if r.generation.load(Ordering::Acquire) != read_in {
+            return Err(Error::Io(
+                "the store reopened its storage after a fault while this call ran; try again"
+                    .into(),
+            ));
+        }
+        Ok(Gate(Some(g)))
+    }
+
+    /// The error for a batch with `ticket` that a reload dropped before it
+    /// was durable, if it was.
+    #[inline]
+    pub(super) fn lost(&self, ticket: u64) -> Option<Error> {
+        let r = self.recovery.as_ref()?;
+        if ticket > r.lost_hi.load(Ordering::Acquire) {
+            return None;
+        }
+        let lost = r
+            .lost
+            .lock()
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&ticket));
+        lost.then(|| {
+            Error::Io(format!(
+                "{}; this change was not durable when the storage failed, and the store \
+                 reopened its storage without it (the call changed nothing)",
+                r.swap.fault.lock()
+            ))
+        })
+    }
+
+    /// After a storage fault: lets go of the failed storage, opens it
+    /// again and reloads memory from it. Does nothing while the storage is
+    /// healthy (one atomic load). Must be called holding neither the
+    /// catalog nor the gate.
+    ///
+    /// # Errors
+    /// The reopen's error ([`Error::Io`], saying so when the disk is still
+    /// full) or the last one, within [`RETRY_AFTER`] of it.
+    #[inline]
+    pub(super) fn recover(&self) -> Result<()> {
+        match &self.recovery {
+            Some(r) if r.swap.failed.load(Ordering::Acquire) => self.reopen_and_reload(r),
+            _ => Ok(()),
+        }
+    }
+
+    #[cold]
+    fn reopen_and_reload(&self, r: &Recovery) -> Result<()> {
+        if let Some((at, msg)) = &*r.last_failure.lock() {
+            if at.elapsed() < RETRY_AFTER {
+                return Err(Error::Io(msg.clone()));
+            }
+        }
+        let mut cat = self.catalog.write();
+        let gate = r.gate.write();
+        if !r.swap.failed.load(Ordering::Acquire) {
+            // Another caller reloaded meanwhile.
+            return Ok(());
+        }
+        // No commit is under way (each holds the catalog or the gate):
+        // every ticket not yet durable was committed to the failed storage.
+        let f = &self.flusher;
+        let written = f.written.load(Ordering::Acquire);
+        let flushed = f.flushed.load(Ordering::Acquire);
+        let old = r.swap.current.write().take();
+        // sled does no more I/O when a database whose I/O failed is
+        // dropped; where it would (a failure sled did not see), a panic
+        // there must not take the caller with it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(old)));
+        let fresh = sled_files::open(r.cfg.path.as_deref(), r.cfg.cache_bytes)
+            .and_then(|b| TokenStore::with_backend(Box::new(b), r.cfg.clone(), r.key.clone()));
+        let fresh = match fresh {
+            Ok(s) => s,
+            Err(e) => {
+                *r.last_failure.lock() = Some((Instant::now(), e.to_string()));
+                return Err(e);
+            }
+        };
+        let Ok(fresh) = Arc::try_unwrap(fresh.inner) else {
+            return Err(Error::Io("the reloaded store is already shared".into()));
+        };
+        // From here nothing fails.
+        if written > flushed {
+            r.lost.lock().push((flushed + 1, written));
+            r.lost_hi.fetch_max(written, Ordering::AcqRel);
+        }
+        // One ticket more, never handed out and durable: a flush asked for
+        // after the reload has nothing lost to wait for.
+        let barrier = written + 1;
+        f.written.store(barrier, Ordering::Release);
+        f.flushed.fetch_max(barrier, Ordering::AcqRel);
+        f.lazy.store(0, Ordering::Release);
+        let backend = self.transplant(&mut cat, fresh);
+        *r.swap.current.write() = Some(backend);
+        r.generation.fetch_add(1, Ordering::AcqRel);
+        r.swap.failed.store(false, Ordering::Release);
+        *r.last_failure.lock() = None;
+        drop(gate);
+        drop(cat);
+        Ok(())
+    }
+
+    /// Replaces memory by what `fresh` loaded, record by record (see the
+    /// module documentation); returns `fresh`'s storage.
+    fn transplant(&self, cat: &mut Catalog, fresh: Inner) -> Box<dyn Backend> {
+        let Inner {
+            backend,
+            refresh,
+            access,
+            catalog,
+            event_seq,
+            ..
+        } = fresh;
+        let mut stale_refresh = Vec::new();
+        self.refresh.for_each(|id, _| {
+            if !refresh.contains(id) {
+                stale_refresh.push(*id);
+            }
+            true
+        });
+        let mut stale_access = Vec::new();
+        self.access.for_each(|id, _| {
+            if !access.contains(id) {
+                stale_access.push(*id);
+            }
+            true
+        });
+        let mut put_refresh = Vec::with_capacity(refresh.len());
+        refresh.for_each(|id, r| {
+            put_refresh.push((*id, r.clone()));
+            true
+        });
+        for (id, r) in put_refresh {
+            self.refresh.insert(id, r);
+        }
+        let mut put_access = Vec::with_capacity(access.len());
+        access.for_each(|id, a| {
+            put_access.push((
+                *id,
+                AccessHot {
+                    refresh: a.refresh.clone(),
+                    verifier: a.verifier,
+                    issued_at: a.issued_at,
+                    expires_at: a.expires_at,
+                    slot: a.slot,
+                    revoked: AtomicBool::new(a.revoked.load(Ordering::Acquire)),
+                    check: AtomicU64::new(a.check.load(Ordering::Relaxed)),
+                },
+            ));
+            true
+        });
+        for (id, a) in put_access {
+            self.access.insert(id, a);
+        }
+        for id in &stale_access {
+            self.access.remove(id);
+        }
+        for id in &stale_refresh {
+            self.refresh.remove(id);
+        }
+        *cat = catalog.into_inner();
+        // Sequence numbers handed out stay unique.
+        self.event_seq
+            .fetch_max(event_seq.load(Ordering::Acquire), Ordering::AcqRel);
+        backend
+    }
+}
