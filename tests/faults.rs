@@ -935,6 +935,12 @@ mod cli {
             }
         }
         eprintln!("{clean} clean, {warned} with a checkpoint warning, {failed} failed");
-        assert!(failed > 0 && warned > 0, "the disk never filled");
+        assert!(failed > 0, "the disk never filled");
+        // Whether a commit fits where the checkpoint after it does not
+        // depends on sled's page use: seen in every run so far, but not
+        // required (each such outcome is checked above when it happens).
+        if warned == 0 {
+            eprintln!("note: no call met a failed checkpoint in this run");
+        }
     }
 }
