@@ -643,6 +643,7 @@ impl Backend for SledBackend {
         // this close. Opening is recovery, so a crash during it is too.
         if let Some(p) = path {
             let cfg = sled::Config::new().cache_capacity(cache_bytes).path(&p);
+            let _opening = super::sled_files::lock_dir(&p)?;
             let db = open_waiting_for_lock(&cfg, true)?;
             // The snapshot is written and renamed into place by that open;
             // its name is made durable, and the database is dropped only

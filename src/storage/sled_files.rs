@@ -65,10 +65,16 @@ fn lock_held(path: &Path) -> Error {
 /// tightens the modes of every file in the directory (sled creates files
 /// with the process's umask).
 pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend> {
-    if let Some(p) = path {
-        make_private_dir(p)?;
-        remove_leftovers(p)?;
-    }
+    // Held until sled holds its own lock (see `lock_dir`).
+    let _opening = match path {
+        Some(p) => {
+            make_private_dir(p)?;
+            let guard = lock_dir(p)?;
+            remove_leftovers(p)?;
+            Some(guard)
+        }
+        None => None,
+    };
     let backend = SledBackend::open(path, cache_bytes).map_err(|e| match path {
         Some(p) if is_lock_held(&e) => lock_held(p),
         _ => e,
@@ -77,6 +83,18 @@ pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend>
         tighten(p)?;
     }
     Ok(backend)
+}
+
+/// Takes an exclusive lock on the store directory (`flock`, which also
+/// keeps two opens in one process apart), blocking until it is free. Held
+/// while a database is being opened: sled 0.34.7 writes and reads its
+/// `conf` file before it takes its own lock (a second creator could read it
+/// half written, as corrupt), and an open in progress may be writing a
+/// snapshot that another open must not take for a leftover.
+pub(crate) fn lock_dir(p: &Path) -> Result<std::fs::File> {
+    let dir = std::fs::File::open(p).map_err(|e| io_error(&e))?;
+    dir.lock().map_err(|e| io_error(&e))?;
+    Ok(dir)
 }
 
 /// Creates the store directory with mode 0700 if it is missing (its parents
@@ -208,6 +226,31 @@ pub(crate) fn tighten(_p: &Path) -> Result<()> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    /// An open waits while another holds the store directory's lock (two
+    /// creators at once: the second must not read sled's `conf` while the
+    /// first writes it), and goes on once it is let go.
+    #[test]
+    fn an_open_waits_for_the_directory_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        make_private_dir(&p).unwrap();
+        let held = lock_dir(&p).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = p.clone();
+        let opener = std::thread::spawn(move || {
+            let opened = open(Some(&q), 1 << 20).map(drop);
+            tx.send(()).unwrap();
+            opened
+        });
+        let waited = rx.recv_timeout(std::time::Duration::from_millis(300));
+        assert!(
+            waited.is_err(),
+            "the open went ahead while the lock was held"
+        );
+        drop(held);
+        assert!(opener.join().unwrap().is_ok());
+    }
 
     #[test]
     fn generating_names() {
