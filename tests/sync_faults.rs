@@ -10,9 +10,12 @@
 //!   the store opens, consistent, with what was durable before the fault;
 //! - a revocation that failed is retried once syncs work again: the retry
 //!   answers `Ok` only after a sync (the filesystem counts them), and after
-//!   a power cut right after it the token is refused;
+//!   a power cut right after it the token is refused (by id, then by the
+//!   token itself; the cut follows the second, whose sync would also cover
+//!   the first: the count is what tells each retry synced);
 //! - `tokenvault` commands exit non-zero (not 101, a panic) with exactly one
-//!   JSON document of kind `io` on standard output.
+//!   JSON document of kind `io` on standard output (sled itself syncs while
+//!   it opens a database, so these fail as early as the open).
 //!
 //! Needs root and `/dev/fuse`: where they are missing each test prints a
 //! note and passes, unless `TOKENVAULT_FAULTS_REQUIRED` is set.
