@@ -24,6 +24,14 @@
 //! which unmounts, throws away every volatile version and mounts again on
 //! the durable data alone, with a fresh kernel cache.
 //!
+//! Faults ([`Disk::fail_syncs`], [`Disk::fail_writes`]): while switched on,
+//! every `fsync`/`fdatasync` (of files and directories), or every write
+//! (`write`, growing `truncate`, `fallocate`), fails with the chosen error
+//! and changes nothing; switched off, they work again, and the next sync of
+//! a file makes all of its written data durable (a kinder disk than Linux,
+//! which may drop the pages a failed writeback left: the test of a retry is
+//! then that a sync happened at all, which [`Counters::fsyncs`] tells).
+//!
 //! Locks (sled's `flock` on its `db` file) are left to the kernel: the
 //! filesystem does not offer FUSE lock requests, so the kernel keeps them
 //! per mount, which is what a single machine needs.
@@ -101,12 +109,23 @@ pub struct Counters {
     pub dir_fsyncs: u64,
     /// Requests refused because they came after a cut.
     pub after_cut: u64,
+    /// Syncs (of files and directories) and writes refused by a fault.
+    pub failed_syncs: u64,
+    pub failed_writes: u64,
+}
+
+/// Faults switched on: the error each kind of request fails with.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    sync: Option<Errno>,
+    write: Option<Errno>,
 }
 
 struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     cut: bool,
+    faults: Faults,
     counters: Counters,
 }
 
@@ -118,6 +137,7 @@ impl State {
             nodes,
             next_ino: ROOT + 1,
             cut: false,
+            faults: Faults::default(),
             counters: Counters::default(),
         }
     }
@@ -227,6 +247,20 @@ impl State {
             }
         }
         self.cut = false;
+    }
+
+    /// The error a sync fails with while that fault is on (counted).
+    fn sync_fault(&mut self) -> Option<Errno> {
+        let e = self.faults.sync?;
+        self.counters.failed_syncs += 1;
+        Some(e)
+    }
+
+    /// The error a write fails with while that fault is on (counted).
+    fn write_fault(&mut self) -> Option<Errno> {
+        let e = self.faults.write?;
+        self.counters.failed_writes += 1;
+        Some(e)
     }
 
     /// Everything written so far becomes durable (as after `sync(2)`).
@@ -360,6 +394,14 @@ impl Filesystem for PowerFs {
     ) {
         let mut s = live!(self, reply);
         if let Some(len) = size {
+            let grows = s.nodes.get(&ino.0).is_some_and(
+                |n| matches!(&n.body, Body::File { volatile, .. } if len as usize > volatile.len()),
+            );
+            if grows {
+                if let Some(e) = s.write_fault() {
+                    return reply.error(e);
+                }
+            }
             match s.file(ino.0) {
                 Ok(mut f) => f.set_len(len as usize),
                 Err(e) => return reply.error(e),
@@ -557,6 +599,9 @@ impl Filesystem for PowerFs {
         reply: ReplyWrite,
     ) {
         let mut s = live!(self, reply);
+        if let Some(e) = s.write_fault() {
+            return reply.error(e);
+        }
         s.counters.writes += 1;
         match s.file(ino.0) {
             Ok(mut f) => {
@@ -589,6 +634,9 @@ impl Filesystem for PowerFs {
         reply: ReplyEmpty,
     ) {
         let mut s = live!(self, reply);
+        if let Some(e) = s.sync_fault() {
+            return reply.error(e);
+        }
         s.counters.fsyncs += 1;
         s.sync(ino.0);
         reply.ok()
@@ -636,6 +684,9 @@ impl Filesystem for PowerFs {
         reply: ReplyEmpty,
     ) {
         let mut s = live!(self, reply);
+        if let Some(e) = s.sync_fault() {
+            return reply.error(e);
+        }
         s.counters.dir_fsyncs += 1;
         s.sync(ino.0);
         reply.ok()
@@ -686,6 +737,9 @@ impl Filesystem for PowerFs {
         let mut s = live!(self, reply);
         if mode != 0 {
             return reply.error(Errno::EOPNOTSUPP);
+        }
+        if let Some(e) = s.write_fault() {
+            return reply.error(e);
         }
         match s.file(ino.0) {
             Ok(mut f) => {
@@ -759,6 +813,18 @@ impl Disk {
         self.state.lock().settle();
     }
 
+    /// From now on every fsync/fdatasync (of a file or a directory) fails
+    /// with `errno` (e.g. `libc::EIO`), until called again with `None`.
+    pub fn fail_syncs(&self, errno: Option<i32>) {
+        self.state.lock().faults.sync = errno.map(Errno::from_i32);
+    }
+
+    /// From now on every write fails with `errno` (e.g. `libc::ENOSPC`),
+    /// until called again with `None`.
+    pub fn fail_writes(&self, errno: Option<i32>) {
+        self.state.lock().faults.write = errno.map(Errno::from_i32);
+    }
+
     pub fn counters(&self) -> Counters {
         self.state.lock().counters
     }
@@ -768,7 +834,10 @@ impl Disk {
     pub fn restart(&mut self) -> io::Result<()> {
         self.cut();
         self.unmount()?;
-        self.state.lock().recover();
+        let mut s = self.state.lock();
+        s.recover();
+        s.faults = Faults::default();
+        drop(s);
         self.session = Some(mount(&self.state, &self.mountpoint)?);
         Ok(())
     }
