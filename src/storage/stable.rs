@@ -171,12 +171,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// An I/O error on one of the store's files, as the crate reports it.
 fn file_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    let full = matches!(e.raw_os_error(), Some(28 | 122)); // ENOSPC, EDQUOT
-    if full {
-        Error::Io(format!(
-            "cannot {what} {}: the disk is full ({e})",
-            path.display()
-        ))
+    if super::sled_files::is_disk_full(&e) {
+        // The words every full disk is reported in.
+        super::sled_files::io_error(&e)
     } else {
         Error::Io(format!("cannot {what} {}: {e}", path.display()))
     }
@@ -275,7 +272,10 @@ mod tests {
             Path::new("/x/db"),
             std::io::Error::from_raw_os_error(28),
         );
-        assert!(e.to_string().contains("the disk is full"), "{e}");
+        assert!(
+            matches!(&e, Error::Io(m) if m.starts_with("the disk is full")),
+            "{e}"
+        );
         let e = file_error(
             "sync",
             Path::new("/x/db"),
