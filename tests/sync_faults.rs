@@ -158,18 +158,19 @@ fn child(path: &Path, mode: &str) {
     ));
     if mode == "retry" {
         // Revoke by id, then by the token itself; each fails, then is
-        // retried once told that syncs work again.
+        // retried (as a client would, while the answer is `io`) once told
+        // that syncs work again.
         assert_eq!(hear(), "go");
         let r = store.revoke(&ann, &t1.info.id, None);
         say(&format!("@@ {}", kind(&r)));
         assert_eq!(hear(), "retry");
-        let r = store.revoke(&ann, &t1.info.id, None);
+        let r = retried(|| store.revoke(&ann, &t1.info.id, None));
         say(&format!("@@ {}", kind(&r)));
         assert_eq!(hear(), "go");
         let r = store.revoke_refresh(t2.token.expose(), None);
         say(&format!("@@ {}", kind(&r)));
         assert_eq!(hear(), "retry");
-        let r = store.revoke_refresh(t2.token.expose(), None);
+        let r = retried(|| store.revoke_refresh(t2.token.expose(), None));
         say(&format!("@@ {}", kind(&r)));
         // The power goes now: the parent kills this process.
         hear();
@@ -198,6 +199,22 @@ fn child(path: &Path, mode: &str) {
     } else {
         drop(store);
         say("@@ dropped ok");
+    }
+}
+
+/// A retry as a client makes it: again while the answer is `io` (the
+/// store reopens its storage after a fault, and says "try again" for a
+/// moment), for at most five seconds.
+fn retried(mut call: impl FnMut() -> tokenvault::Result<()>) -> tokenvault::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = call();
+        match &r {
+            Err(e) if e.kind() == "io" && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            _ => return r,
+        }
     }
 }
 

@@ -214,4 +214,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// Bytes used on disk.
     fn size_on_disk(&self) -> Result<u64>;
+    /// Whether dropping this storage now would be safe: no sync of it is
+    /// failing still (a storage dropped while its syncs fail is kept open
+    /// rather than dropped, see the sled backend). Blocks for a sync.
+    fn can_let_go(&self) -> bool {
+        true
+    }
 }

@@ -163,6 +163,19 @@ impl SledBackend {
     }
 }
 
+impl SledBackend {
+    /// See [`Backend::can_let_go`]: sled has a sticky error (its drop then
+    /// does no I/O), or a sync through its own description succeeds.
+    fn syncs_or_sticky(&self) -> bool {
+        match &self.stable {
+            None => true,
+            Some(files) => {
+                self.db.flush().is_err() || files.drain().is_ok() || files.drain().is_ok()
+            }
+        }
+    }
+}
+
 impl Drop for SledBackend {
     fn drop(&mut self) {
         // Dropping reports nothing: a failure here was already reported to
@@ -887,6 +900,10 @@ impl Backend for SledBackend {
 
     fn unreadable_refresh(&self) -> u64 {
         self.unreadable.load(Ordering::Relaxed)
+    }
+
+    fn can_let_go(&self) -> bool {
+        self.syncs_or_sticky()
     }
 
     fn size_on_disk(&self) -> Result<u64> {

@@ -298,6 +298,20 @@ impl Inner {
         let f = &self.flusher;
         let written = f.written.load(Ordering::Acquire);
         let flushed = f.flushed.load(Ordering::Acquire);
+        // A storage whose syncs still fail would be kept open when dropped
+        // (holding its file lock, so no reopen could succeed): wait until
+        // they work again.
+        let syncs = r
+            .swap
+            .current
+            .read()
+            .as_deref()
+            .is_none_or(|b| b.can_let_go());
+        if !syncs {
+            let msg = format!("{}; its syncs still fail", r.swap.fault.lock());
+            *r.last_failure.lock() = Some((Instant::now(), msg.clone()));
+            return Err(Error::Io(msg));
+        }
         let old = r.swap.current.write().take();
         // sled does no more I/O when a database whose I/O failed is
         // dropped; where it would (a failure sled did not see), a panic
