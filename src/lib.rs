@@ -68,12 +68,13 @@
 
 mod clock;
 pub mod codec;
+mod commit;
 mod config;
 mod error;
-mod hot;
 #[cfg(feature = "http")]
 pub mod http;
 mod janitor;
+mod memory;
 mod policy;
 #[cfg(feature = "postgres")]
 mod replica;

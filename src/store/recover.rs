@@ -33,7 +33,6 @@ use super::{Catalog, Inner, TokenStore};
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, Result};
-use crate::hot::AccessHot;
 use crate::storage::{sled_files, Backend, Change, IntegrityReport, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
@@ -287,7 +286,7 @@ impl Inner {
                 return Err(Error::Io(msg.clone()));
             }
         }
-        let mut cat = self.catalog.write();
+        let mut cat = self.mem.catalog.write();
         let gate = r.gate.write();
         if !r.swap.failed.load(Ordering::Acquire) {
             // Another caller reloaded meanwhile.
@@ -355,60 +354,11 @@ impl Inner {
     fn transplant(&self, cat: &mut Catalog, fresh: Inner) -> Box<dyn Backend> {
         let Inner {
             backend,
-            refresh,
-            access,
-            catalog,
+            mem,
             event_seq,
             ..
         } = fresh;
-        let mut stale_refresh = Vec::new();
-        self.refresh.for_each(|id, _| {
-            if !refresh.contains(id) {
-                stale_refresh.push(*id);
-            }
-            true
-        });
-        let mut stale_access = Vec::new();
-        self.access.for_each(|id, _| {
-            if !access.contains(id) {
-                stale_access.push(*id);
-            }
-            true
-        });
-        let mut put_refresh = Vec::with_capacity(refresh.len());
-        refresh.for_each(|id, r| {
-            put_refresh.push((*id, r.clone()));
-            true
-        });
-        for (id, r) in put_refresh {
-            self.refresh.insert(id, r);
-        }
-        let mut put_access = Vec::with_capacity(access.len());
-        access.for_each(|id, a| {
-            put_access.push((
-                *id,
-                AccessHot {
-                    refresh: a.refresh.clone(),
-                    verifier: a.verifier,
-                    issued_at: a.issued_at,
-                    expires_at: a.expires_at,
-                    slot: a.slot,
-                    revoked: AtomicBool::new(a.revoked.load(Ordering::Acquire)),
-                    check: AtomicU64::new(a.check.load(Ordering::Relaxed)),
-                },
-            ));
-            true
-        });
-        for (id, a) in put_access {
-            self.access.insert(id, a);
-        }
-        for id in &stale_access {
-            self.access.remove(id);
-        }
-        for id in &stale_refresh {
-            self.refresh.remove(id);
-        }
-        *cat = catalog.into_inner();
+        self.mem.replace_with(cat, mem);
         // Sequence numbers handed out stay unique.
         self.event_seq
             .fetch_max(event_seq.load(Ordering::Acquire), Ordering::AcqRel);

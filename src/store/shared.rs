@@ -147,7 +147,7 @@ impl TokenStore {
         let Some(sh) = &inner.shared else {
             return Ok(());
         };
-        let mut cat = inner.catalog.write();
+        let mut cat = inner.mem.catalog.write();
         inner.catch_up(sh, &mut cat)
     }
 }
@@ -160,7 +160,7 @@ impl Follower for Inner {
         let rep = &sh.replica;
         let started = rep.now();
         let got = conn.fetch(rep.applied(), None, None)?;
-        let mut cat = self.catalog.write();
+        let mut cat = self.mem.catalog.write();
         if self.follow(sh, &mut cat, &got.log, started) {
             return Ok(());
         }
@@ -186,7 +186,7 @@ impl Inner {
             return Ok(());
         };
         sh.replica.check_fresh()?;
-        if self.access.contains(id) {
+        if self.mem.access.contains(id) {
             return Ok(());
         }
         if !checksum_ok() {
@@ -202,7 +202,7 @@ impl Inner {
             return Ok(());
         };
         sh.replica.check_fresh()?;
-        if self.refresh.contains(id) {
+        if self.mem.refresh.contains(id) {
             return Ok(());
         }
         self.read_through(sh, None, Some(id))
@@ -218,12 +218,12 @@ impl Inner {
     pub(super) fn lock_catalog_for_write(&self) -> Result<CatalogGuard<'_>> {
         let Some(sh) = &self.shared else {
             return Ok(CatalogGuard {
-                cat: self.catalog.write(),
+                cat: self.mem.catalog.write(),
                 _manage: None,
             });
         };
         let manage = sh.backend.manage_lock()?;
-        let mut cat = self.catalog.write();
+        let mut cat = self.mem.catalog.write();
         self.catch_up(sh, &mut cat)?;
         Ok(CatalogGuard {
             cat,
@@ -234,7 +234,7 @@ impl Inner {
     /// The catalog for a management call that only reads: on a shared
     /// store, caught up first.
     pub(super) fn lock_for_read(&self) -> Result<CatalogGuard<'_>> {
-        let mut cat = self.catalog.write();
+        let mut cat = self.mem.catalog.write();
         if let Some(sh) = &self.shared {
             self.catch_up(sh, &mut cat)?;
         }
@@ -248,11 +248,11 @@ impl Inner {
         let Some(sh) = &self.shared else {
             return Ok(());
         };
-        if self.refresh.contains(id) {
+        if self.mem.refresh.contains(id) {
             return Ok(());
         }
         if let Some(r) = sh.backend.get_refresh(id)? {
-            self.apply(cat, &[Change::PutRefresh(r)]);
+            self.mem.apply(cat, &[Change::PutRefresh(r)]);
         }
         Ok(())
     }
@@ -278,7 +278,7 @@ impl Inner {
             let Some(changes) = log.changes_after(applied) else {
                 return false;
             };
-            self.apply(cat, &changes);
+            self.mem.apply(cat, &changes);
             rep.set_applied(log.seq);
         }
         rep.mark_ok(started);
@@ -305,7 +305,7 @@ impl Inner {
         let refresh: HashSet<[u8; 16]> = snap.refresh.iter().map(|r| r.id).collect();
         let access: HashSet<[u8; 16]> = snap.access.iter().map(|a| a.id).collect();
         let mut changes = Vec::new();
-        self.access.for_each(|id, a| {
+        self.mem.access.for_each(|id, a| {
             if !access.contains(id) {
                 changes.push(Change::DeleteAccess {
                     refresh_id: a.refresh.id,
@@ -315,7 +315,7 @@ impl Inner {
             }
             true
         });
-        self.refresh.for_each(|id, r| {
+        self.mem.refresh.for_each(|id, r| {
             if !refresh.contains(id) {
                 changes.push(Change::DeleteRefresh {
                     id: *id,
@@ -337,7 +337,7 @@ impl Inner {
         }
         drop(members);
         changes.extend(snap.into_changes());
-        self.apply(cat, &changes);
+        self.mem.apply(cat, &changes);
         rep.set_applied(seq);
         rep.note_reload();
         rep.mark_ok(started);
@@ -369,7 +369,7 @@ impl Inner {
                     .fetch(rep.applied(), access, refresh)
                     .map(|got| (got, started))
             });
-            let mut cat = self.catalog.write();
+            let mut cat = self.mem.catalog.write();
             let (got, started) = match early.take() {
                 Some(r) => r?,
                 None => {
@@ -391,7 +391,7 @@ impl Inner {
             let found_access = got.access.is_some();
             if let Some((r, last)) = got.refresh {
                 let id = r.id;
-                if !self.refresh.contains(&id) {
+                if !self.mem.refresh.contains(&id) {
                     changes.push(Change::PutRefresh(r));
                     if let Some(at) = last {
                         changes.push(Change::PutLastRefresh { id, at });
@@ -399,14 +399,14 @@ impl Inner {
                 }
             }
             if let Some(a) = got.access {
-                if !self.access.contains(&a.id) {
+                if !self.mem.access.contains(&a.id) {
                     changes.push(Change::PutAccess {
                         rec: a,
                         slot: SLOT_ANY,
                     });
                 }
             }
-            self.apply(&mut cat, &changes);
+            self.mem.apply(&mut cat, &changes);
             drop(cat);
             match (access, refresh) {
                 (Some(a), _) if !found_access => rep.remember_missing(*a),

@@ -32,17 +32,17 @@ impl Inner {
 
     #[inline(always)]
     pub(super) fn lock_catalog_for_write(&self) -> Result<CatalogGuard<'_>> {
-        Ok(self.catalog.write())
+        Ok(self.mem.catalog.write())
     }
 
     #[inline(always)]
     pub(super) fn lock_catalog_for_issue(&self) -> Result<IssueCatalog<'_>> {
-        Ok(self.catalog.read())
+        Ok(self.mem.catalog.read())
     }
 
     #[inline(always)]
     pub(super) fn lock_for_read(&self) -> Result<CatalogGuard<'_>> {
-        Ok(self.catalog.write())
+        Ok(self.mem.catalog.write())
     }
 
     #[inline(always)]

@@ -1,7 +1,7 @@
 //! Opening a store: every stored record applied to empty memory, from the
 //! backend's loader threads at once.
 //!
-//! What it does is what [`Inner::apply`] and [`Inner::apply_family`] would
+//! What it does is what [`Memory::apply`] and [`Memory::apply_family`] would
 //! do with the same records, minus what cannot happen while loading: keys
 //! are unique, so a refresh record is new, and an access record comes in
 //! its slot order (a record for a used slot still goes the general way).
@@ -13,9 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-use super::Inner;
+use super::entries::{AccessHot, MemberHot, RefreshHot};
+use super::Memory;
 use crate::codec::{AccessRecord, RefreshView};
-use crate::hot::{AccessHot, MemberHot, RefreshHot};
 use crate::storage::{Change, SLOT_ANY};
 
 thread_local! {
@@ -27,8 +27,8 @@ thread_local! {
 
 type Members = HashMap<String, HashMap<String, Arc<MemberHot>>>;
 
-pub(super) struct Loader<'a> {
-    inner: &'a Inner,
+pub(crate) struct Loader<'a> {
+    mem: &'a Memory,
     /// The members, copied from the catalog once they are all loaded (the
     /// backend hands them over before any token), so that the loader
     /// threads find a token's member without taking the catalog lock.
@@ -56,9 +56,9 @@ fn address(m: &Arc<MemberHot>) -> usize {
 const LOADED_PARTS: usize = 16;
 
 impl<'a> Loader<'a> {
-    pub(super) fn new(inner: &'a Inner) -> Self {
+    pub(crate) fn new(mem: &'a Memory) -> Self {
         Loader {
-            inner,
+            mem,
             members: OnceLock::new(),
             loaded: (0..LOADED_PARTS).map(|_| Mutex::default()).collect(),
             ghosts: Mutex::default(),
@@ -68,12 +68,12 @@ impl<'a> Loader<'a> {
     /// Puts the loaded tokens in their members' lists; returns how many
     /// tokens were left out because their member was not found (none can
     /// be: each hangs on a member or a stand-in of the catalog).
-    pub(super) fn finish(self) -> u64 {
+    pub(crate) fn finish(self) -> u64 {
         let mut all: Vec<Held> = Vec::new();
         for part in &self.loaded {
             all.append(&mut part.lock());
         }
-        let cat = self.inner.catalog.read();
+        let cat = self.mem.catalog.read();
         let members: HashMap<usize, &Arc<MemberHot>> = cat
             .orgs
             .values()
@@ -99,12 +99,12 @@ impl<'a> Loader<'a> {
     }
 
     /// Applies one stored record.
-    pub(super) fn apply(&self, c: Change) {
+    pub(crate) fn apply(&self, c: Change) {
         match c {
             Change::PutRefresh(r) => self.refresh(&r.view()),
             Change::PutAccess { rec, slot } => self.access(rec, slot),
             other => {
-                let inner = self.inner;
+                let inner = self.mem;
                 inner.apply(&mut inner.catalog.write(), std::slice::from_ref(&other));
             }
         }
@@ -112,7 +112,7 @@ impl<'a> Loader<'a> {
 
     fn member(&self, org: &str, user: &str) -> Arc<MemberHot> {
         let members = self.members.get_or_init(|| {
-            let cat = self.inner.catalog.read();
+            let cat = self.mem.catalog.read();
             cat.orgs
                 .iter()
                 .map(|(org, e)| (org.clone(), e.members.clone()))
@@ -127,7 +127,7 @@ impl<'a> Loader<'a> {
                 if let Some(g) = ghosts.get(&key) {
                     return g.clone();
                 }
-                let ghost = self.inner.catalog.write().holder(org, user);
+                let ghost = self.mem.catalog.write().holder(org, user);
                 ghosts.insert(key, ghost.clone());
                 ghost
             }
@@ -135,8 +135,8 @@ impl<'a> Loader<'a> {
     }
 
     /// Applies one stored refresh record.
-    pub(super) fn refresh(&self, r: &RefreshView<'_>) {
-        let inner = self.inner;
+    pub(crate) fn refresh(&self, r: &RefreshView<'_>) {
+        let inner = self.mem;
         let member = self.member(r.org, r.user);
         let held = (address(&member), r.id, r.issue_seq);
         let hot = Arc::new(inner.hot_of_view(r, member));
@@ -145,7 +145,7 @@ impl<'a> Loader<'a> {
             self.loaded[part].lock().push(held);
             LAST.with(|last| *last.borrow_mut() = Some(hot));
         } else if let Some(at) = r.revoked_at {
-            // The same id twice (damage): as `Inner::apply`, a revocation
+            // The same id twice (damage): as `Memory::apply`, a revocation
             // sticks to the one already there.
             inner.refresh.with(&r.id, |old| {
                 if let Some(old) = old {
@@ -157,7 +157,7 @@ impl<'a> Loader<'a> {
     }
 
     fn access(&self, a: AccessRecord, slot: u32) {
-        let inner = self.inner;
+        let inner = self.mem;
         let parent = LAST
             .with(|last| {
                 last.borrow()

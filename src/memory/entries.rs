@@ -1,23 +1,14 @@
-//! In-memory verification state, kept coherent with every write.
-//!
-//! Verification reads only these structures: sharded maps, each shard
-//! behind a read lock whose lock word is the reading thread's own
-//! (crossbeam's `ShardedLock`), plus atomics; so the verify path touches no
-//! disk, takes no global lock, and writes no memory another core reads. Writers update them after the storage commit
-//! and before returning (calls that change membership or roles hold the
-//! store's catalog exclusively; token issues share it).
+//! The entries of memory: organizations, members, refresh and access tokens.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use std::sync::{PoisonError, TryLockError};
-
-use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use parking_lot::Mutex;
 
+use super::maps::IdHasher;
 use crate::policy::{Role, ScopeSet};
 
 /// Marks a member that is no longer in the organization.
@@ -187,159 +178,6 @@ pub(crate) struct AccessHot {
 
 /// Marks [`AccessHot::check`] as holding the checksum in its low 32 bits.
 pub(crate) const CHECK_KNOWN: u64 = 1 << 32;
-
-/// Ids are random, so a fold of their bytes is already a good hash: the
-/// second eight bytes, XORed with the first eight rotated. The leading
-/// byte, which picks the shard (and so is nearly fixed within one), lands
-/// on bits 5 to 12, where it is XORed with random bits of the second half:
-/// buckets and tags stay evenly spread.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
-        }
-    }
-}
-
-type IdMap<V> = HashMap<[u8; 16], V, BuildHasherDefault<IdHasher>>;
-
-const SHARDS: usize = 128;
-
-fn shard_index(id: &[u8; 16]) -> usize {
-    id[0] as usize * SHARDS / 256
-}
-
-/// One shard on cache lines of its own (128 bytes: a line and the one the
-/// prefetcher pairs with it), so that a writer of one shard does not evict
-/// another's table header from other cores.
-///
-/// Its lock is sharded too: a reader takes only the lock word of its own
-/// thread (one of eight, on lines of their own), a writer takes all of
-/// them. Verifications are reads, nearly all of them, and two threads
-/// verifying tokens of random ids visit every shard in turn: with one lock
-/// word per shard, most reads would find it last written by the other
-/// core and wait for its cache line to come over.
-#[repr(align(128))]
-struct Shard<V>(ShardedLock<IdMap<V>>);
-
-impl<V> Shard<V> {
-    fn read(&self) -> ShardedLockReadGuard<'_, IdMap<V>> {
-        // A panic while writing leaves the map as the panicking call left
-        // it, as with `parking_lot`: no poisoning.
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
-    }
-    fn write(&self) -> ShardedLockWriteGuard<'_, IdMap<V>> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
-    }
-    fn try_read(&self) -> Option<ShardedLockReadGuard<'_, IdMap<V>>> {
-        match self.0.try_read() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-}
-
-/// A map from token id to `V`, split into shards each behind its own lock.
-pub(crate) struct Sharded<V> {
-    shards: Box<[Shard<V>]>,
-}
-
-impl<V> Sharded<V> {
-    pub(crate) fn new() -> Self {
-        Sharded {
-            shards: (0..SHARDS)
-                .map(|_| Shard(ShardedLock::new(IdMap::default())))
-                .collect(),
-        }
-    }
-
-    /// The shard of `id`: by its leading bits, so that ids in key order
-    /// (as a store's trees hold them, and as opening a store loads them)
-    /// fill one shard after another, each while its table is in the cache,
-    /// and threads loading different key ranges write different shards.
-    /// Within a shard, buckets come from bytes the shard does not use
-    /// (see [`IdHasher`]), so they stay evenly spread.
-    fn shard(&self, id: &[u8; 16]) -> &Shard<V> {
-        &self.shards[shard_index(id)]
-    }
-
-    pub(crate) fn with<R>(&self, id: &[u8; 16], f: impl FnOnce(Option<&V>) -> R) -> R {
-        let g = self.shard(id).read();
-        f(g.get(id))
-    }
-
-    pub(crate) fn insert(&self, id: [u8; 16], v: V) {
-        let i = shard_index(&id);
-        let mut g = self.shards[i].write();
-        if g.capacity() == 0 && i > 0 {
-            // A shard's first entry. Ids are random, so shards fill alike,
-            // and a store being loaded (in key order) has just filled the
-            // shard before this one: room for as many, and some, at once
-            // rather than growing step by step. (Not waiting for that
-            // shard: it may be another loader's.)
-            let hint = self.shards[i - 1].try_read().map_or(0, |p| p.len());
-            g.reserve(hint + hint / 8);
-        }
-        g.insert(id, v);
-    }
-
-    /// Inserts `v` unless `id` is taken; says whether it did.
-    pub(crate) fn insert_new(&self, id: [u8; 16], v: V) -> bool {
-        let i = shard_index(&id);
-        let mut g = self.shards[i].write();
-        if g.capacity() == 0 && i > 0 {
-            // As `insert`.
-            let hint = self.shards[i - 1].try_read().map_or(0, |p| p.len());
-            g.reserve(hint + hint / 8);
-        }
-        match g.entry(id) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(v);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-        }
-    }
-
-    pub(crate) fn remove(&self, id: &[u8; 16]) -> Option<V> {
-        self.shard(id).write().remove(id)
-    }
-
-    pub(crate) fn contains(&self, id: &[u8; 16]) -> bool {
-        self.shard(id).read().contains_key(id)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
-    }
-
-    /// Visits every entry, shard by shard; `f` returns false to stop.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8; 16], &V) -> bool) {
-        for s in self.shards.iter() {
-            let g = s.read();
-            for (k, v) in g.iter() {
-                if !f(k, v) {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl<V: Clone> Sharded<V> {
-    pub(crate) fn get(&self, id: &[u8; 16]) -> Option<V> {
-        self.with(id, |v| v.cloned())
-    }
-}
 
 #[cfg(test)]
 mod tests {

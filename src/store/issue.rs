@@ -1,0 +1,283 @@
+//! Issuing refresh tokens and listing them.
+
+use super::*;
+
+impl TokenStore {
+    /// A member creates their own refresh token (the profile page's
+    /// "Generate New Token"). The secret is in the answer and nowhere else.
+    /// Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] if the actor is not a member;
+    /// [`Error::InvalidArgument`] for a scope outside the member's role, an
+    /// unknown scope, a zero expiry, or a bad label; [`Error::Limit`] if the
+    /// member already holds [`Config::max_live_tokens_per_member`] live
+    /// refresh tokens (nothing is changed or audited); [`Error::Io`] if
+    /// storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, GenerateOptions, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let issued = store.generate(
+    ///     &Actor::new("acme", "ann"),
+    ///     GenerateOptions::default().label("ci").scopes(["read"]),
+    /// )?;
+    /// assert!(issued.token.expose().starts_with("tvr_"));
+    /// assert_eq!(issued.info.scopes, vec!["read".to_string()]);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn generate(&self, actor: &Actor, opts: GenerateOptions) -> Result<IssuedToken> {
+        self.issue(actor, None, opts)
+    }
+
+    /// The Owner creates a token for another member of the organization
+    /// (Settings › API Tokens › Assign Token To User). It shows in that
+    /// member's own list, with the Owner as `created_by`. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless the actor is the Owner of the org;
+    /// [`Error::NotFound`] if `user` is not a member; [`Error::Limit`] if
+    /// `user` (not the Owner) is at the cap of live refresh tokens;
+    /// otherwise as [`TokenStore::generate`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.assign(&Actor::new("acme", "ann"), "bob", Default::default())?;
+    /// assert_eq!(t.info.created_by, "ann");
+    /// let bobs = store.list_own(&Actor::new("acme", "bob"))?;
+    /// assert_eq!(bobs[0].id, t.info.id);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn assign(&self, actor: &Actor, user: &str, opts: GenerateOptions) -> Result<IssuedToken> {
+        self.issue(actor, Some(user), opts)
+    }
+
+    pub(super) fn issue(
+        &self,
+        actor: &Actor,
+        to: Option<&str>,
+        opts: GenerateOptions,
+    ) -> Result<IssuedToken> {
+        let inner = &*self.inner;
+        if let Some(l) = &opts.label {
+            check_text("label", l, MAX_LABEL)?;
+        }
+        if opts.expires_in == Some(0) {
+            return Err(Error::InvalidArgument("expires_in must be positive".into()));
+        }
+        let action = if to.is_some() {
+            "token.assign"
+        } else {
+            "token.generate"
+        };
+        // The secret and its verifier are made before taking the catalog,
+        // so that concurrent calls do this work side by side.
+        let (id, secret) = loop {
+            let (id, secret) = token::fresh()?;
+            if !inner.mem.refresh.contains(&id.0) {
+                break (id, secret);
+            }
+        };
+        let check = verifier(&inner.refresh_key, &secret.0);
+        let cat = inner.lock_for_issue()?;
+        let role = inner.actor_role(&cat, actor, action)?;
+        let subject = to.unwrap_or(&actor.user);
+        if to.is_some() && !may(role, Action::AssignOther) {
+            return Err(inner.deny(
+                actor,
+                action,
+                Some(subject.into()),
+                "only the Owner may assign tokens",
+            ));
+        }
+        let member = cat
+            .member(&actor.org, subject)
+            .ok_or_else(|| Error::NotFound(format!("{subject} is not a member of {}", actor.org)))?
+            .clone();
+        let subject_role = member.role().unwrap_or(Role::Stakeholder);
+        let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
+        let now = inner.now();
+        // The cap on the member's live tokens. Their list is held from the
+        // count to the insert, so concurrent issues for the same member
+        // (which share the catalog) are counted one after another. Only a
+        // member listing at least the cap's worth of tokens, live or not,
+        // is counted one by one.
+        let held_list = member.held.clone();
+        let mut held = held_list.lock();
+        if held.len() >= inner.max_live {
+            let live = held
+                .keys()
+                .filter(|id| {
+                    inner.mem.refresh.with(id, |r| {
+                        r.is_some_and(|r| !r.is_revoked() && r.expires_at > now)
+                    })
+                })
+                .count();
+            if live >= inner.max_live {
+                return Err(Error::Limit(format!(
+                    "{subject} already holds {live} live refresh tokens, the most a member \
+                     may hold: revoke one first"
+                )));
+            }
+        }
+        // The audit event travels with the record (a backend may store
+        // it inside, making the issue one write): same time, same words.
+        let mut event = inner.event_record(
+            &actor.org,
+            &actor.user,
+            action,
+            Some(codec::issue_target(&id.0, subject)),
+            "ok",
+        );
+        event.at = now;
+        event.last_at = now;
+        let seq = event.seq;
+        let rec = RefreshRecord {
+            id: id.0,
+            org: actor.org.clone(),
+            user: subject.into(),
+            role_at_issue: subject_role,
+            scopes: inner.policy.names(scopes),
+            label: opts.label.clone(),
+            created_at: now,
+            created_by: actor.user.clone(),
+            expires_at: opts.expires_in.map(|s| now.saturating_add(s)),
+            state: StoredState::Active,
+            verifier: check,
+            issue: Some(IssueEvent {
+                seq,
+                assigned: to.is_some(),
+            }),
+        };
+        let changes = vec![Change::PutRefresh(rec.clone()), Change::Event(event)];
+        let ticket = inner.commit(&changes)?;
+        // The record hangs on its member, who is one (checked above, and
+        // nobody can remove them meanwhile): no catalog change is needed.
+        held.insert(rec.id, seq);
+        inner
+            .mem
+            .refresh
+            .insert(rec.id, Arc::new(inner.mem.hot_of(&rec, member)));
+        drop(held);
+        drop(cat);
+        inner.sync(ticket)?;
+        Ok(IssuedToken {
+            token: token::encode(&inner.prefix, TokenKind::Refresh, &id, &secret),
+            info: inner.info_of(rec, now),
+        })
+    }
+
+    /// The actor's own tokens (the profile page), including those the Owner
+    /// assigned to them, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] if the actor is not a member; [`Error::Io`] or
+    /// [`Error::Corrupt`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// store.generate(&ann, Default::default())?;
+    /// assert_eq!(store.list_own(&ann)?.len(), 1);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn list_own(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
+        let inner = &*self.inner;
+        inner.recover()?;
+        let cat = inner.lock_for_read()?;
+        inner.actor_role(&cat, actor, "token.list")?;
+        inner.list(&cat, &actor.org, Some(&actor.user))
+    }
+
+    /// Every token of the actor's organization (Settings › API Tokens);
+    /// Owner only. Oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
+    /// [`Error::Corrupt`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// assert_eq!(store.list_org(&Actor::new("acme", "ann"))?.len(), 1);
+    /// assert!(store.list_org(&Actor::new("acme", "bob")).is_err());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn list_org(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
+        let inner = &*self.inner;
+        inner.recover()?;
+        let cat = inner.lock_for_read()?;
+        let role = inner.actor_role(&cat, actor, "token.list_org")?;
+        if !may(role, Action::ListOrg) {
+            return Err(inner.deny(
+                actor,
+                "token.list_org",
+                None,
+                "only the Owner may list every token",
+            ));
+        }
+        inner.list(&cat, &actor.org, None)
+    }
+}
+
+impl Inner {
+    pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
+        let hot = self.mem.refresh.get(&r.id);
+        let last_refresh = hot.as_ref().and_then(|h| h.extra.lock().last_refresh);
+        let state = match r.state {
+            StoredState::Revoked { at, by, reason } => TokenState::Revoked { at, by, reason },
+            StoredState::Active if hot.as_ref().is_some_and(|h| h.is_revoked()) => {
+                TokenState::Revoked {
+                    at: hot.as_ref().map_or(0, |h| h.member.cutoff()),
+                    by: HOST.into(),
+                    reason: Some("cutoff or membership".into()),
+                }
+            }
+            StoredState::Active if r.expires_at.is_some_and(|e| e <= now) => TokenState::Expired,
+            StoredState::Active => TokenState::Active,
+        };
+        TokenInfo {
+            id: TokenId(r.id),
+            org: r.org,
+            user: r.user,
+            role_at_issue: r.role_at_issue,
+            scopes: r.scopes,
+            label: r.label,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            expires_at: r.expires_at,
+            last_refresh,
+            state,
+        }
+    }
+
+    pub(super) fn list(
+        &self,
+        cat: &Catalog,
+        org: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<TokenInfo>> {
+        let unreadable = self.backend.unreadable_refresh() + self.unlisted;
+        if unreadable != 0 {
+            return Err(Error::Corrupt(format!(
+                "{unreadable} refresh records found unreadable when the store was opened: \
+                 whose they are is unknown, so no list can be shown complete (they never \
+                 verify; check_integrity names them; the count is taken again at the next open)"
+            )));
+        }
+        let now = self.now();
+        let held: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
+        let mut recs = self.backend.list_refresh(org, user, &held)?;
+        recs.sort_by_key(|r| (r.created_at, r.id));
+        Ok(recs.into_iter().map(|r| self.info_of(r, now)).collect())
+    }
+}

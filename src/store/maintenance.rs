@@ -1,0 +1,323 @@
+//! The audit trail, growth (purge), integrity, statistics and flushing.
+
+use super::*;
+
+impl TokenStore {
+    /// The audit trail of the actor's organization, newest first (Owner
+    /// only): every management call with who, what, when and the outcome,
+    /// including refused ones. An actor's refusals for the same action and
+    /// reason within an hour of the first are one event with their
+    /// [`AuditEvent::count`]; each event's target and outcome are cut to
+    /// 176 and 80 bytes (marked with `…`). Events go after
+    /// [`Config::audit_retention`] (see [`TokenStore::purge_expired`]).
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
+    /// [`Error::Corrupt`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let events = store.audit(&Actor::new("acme", "ann"), 10)?;
+    /// assert_eq!(events[0].action, "member.add");
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn audit(&self, actor: &Actor, limit: usize) -> Result<Vec<AuditEvent>> {
+        let inner = &*self.inner;
+        inner.recover()?;
+        let issued = {
+            let cat = inner.lock_for_read()?;
+            let role = inner.actor_role(&cat, actor, "audit")?;
+            if !may(role, Action::Audit) {
+                return Err(inner.deny(
+                    actor,
+                    "audit",
+                    None,
+                    "only the Owner may read the audit trail",
+                ));
+            }
+            // The issue events stored inside the organization's records.
+            let mut issued = cat.held(&actor.org, None);
+            issued.retain(|(_, seq)| *seq != 0);
+            issued
+        };
+        let mut events = inner.backend.events(&actor.org, limit, &issued)?;
+        inner.overlay_denials(&actor.org, &mut events);
+        Ok(events
+            .into_iter()
+            .map(|e| AuditEvent {
+                seq: e.seq,
+                at: e.at,
+                org: e.org,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                outcome: e.outcome,
+                count: e.count.max(1),
+                last_at: e.last_at.max(e.at),
+            })
+            .collect())
+    }
+
+    /// Removes, in one bounded batch of at most `limit` records, access
+    /// records that can no longer verify (expired, revoked, or of a revoked
+    /// or expired refresh token), refresh records revoked or expired for
+    /// longer than the retention and, once none of those is left, audit
+    /// events whose last call is older than [`Config::audit_retention`]
+    /// (oldest first). Call again while `more` is true. Also writes the
+    /// counts of coalesced refusals kept in memory (see
+    /// [`TokenStore::audit`]). Lazily durable.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero limit; [`Error::Io`] if storage
+    /// fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Config, ManualClock, Role};
+    /// let clock = ManualClock::new(1_000_000);
+    /// let store = Config::temporary().clock(clock.clone()).open()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
+    /// store.exchange(t.token.expose())?;
+    /// clock.advance(7_200);
+    /// let report = store.purge_expired(1_000)?;
+    /// assert_eq!(report.access_removed, 1);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn purge_expired(&self, limit: usize) -> Result<PurgeReport> {
+        if limit == 0 {
+            return Err(Error::InvalidArgument("limit must be positive".into()));
+        }
+        let mut report = self.purge_records(limit)?;
+        let inner = &*self.inner;
+        // Events made at or before this time are past the retention (none
+        // while the clock is not that far from 0).
+        let before = inner.now().checked_sub(inner.audit_retention);
+        inner.write_denials(before.unwrap_or(0));
+        if let (Some(before), false) = (before, report.more) {
+            let used = report.access_removed + report.refresh_removed;
+            let left = usize::try_from(used).map_or(0, |u| limit.saturating_sub(u));
+            if left == 0 {
+                report.more = true;
+            } else {
+                let (removed, more) = inner.backend.purge_events(before, left)?;
+                if removed > 0 {
+                    inner.lazy_written();
+                }
+                report.events_removed = removed;
+                report.more = more;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The access and refresh records' part of [`TokenStore::purge_expired`].
+    pub(super) fn purge_records(&self, limit: usize) -> Result<PurgeReport> {
+        let inner = &*self.inner;
+        let mut cat = inner.lock_for_write()?;
+        let now = inner.now();
+        let mut report = PurgeReport::default();
+        // Refresh records past retention, with all their access records.
+        let mut dead: Vec<Arc<RefreshHot>> = Vec::new();
+        let mut budget = limit;
+        inner.mem.refresh.for_each(|_, r| {
+            let gone_since = if r.is_revoked() {
+                Some(r.revoked_at.load(Ordering::Acquire))
+            } else if r.expires_at <= now {
+                Some(r.expires_at)
+            } else {
+                None
+            };
+            if let Some(t) = gone_since {
+                if t.saturating_add(inner.retention) <= now {
+                    if budget == 0 {
+                        report.more = true;
+                        return false;
+                    }
+                    budget -= 1;
+                    dead.push(r.clone());
+                }
+            }
+            true
+        });
+        // Access records that can no longer verify.
+        let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id).collect();
+        let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
+        if !report.more {
+            inner.mem.access.for_each(|id, a| {
+                let gone = a.expires_at <= now
+                    || a.revoked.load(Ordering::Acquire)
+                    || a.refresh.is_revoked()
+                    || a.refresh.expires_at <= now;
+                if gone && !dead_set.contains(&a.refresh.id) {
+                    if budget == 0 {
+                        report.more = true;
+                        return false;
+                    }
+                    budget -= 1;
+                    useless.push((a.refresh.clone(), *id));
+                }
+                true
+            });
+        }
+        if dead.is_empty() && useless.is_empty() {
+            return Ok(report);
+        }
+        // Every family touched is locked (in id order) from here to the end
+        // of the commit, as an exchange locks its family: a slot read here
+        // cannot be taken over by a concurrent exchange before it is
+        // deleted.
+        useless.sort_by_key(|(r, id)| (r.id, *id));
+        let mut families: Vec<Arc<RefreshHot>> = dead.clone();
+        families.extend(useless.iter().map(|(r, _)| r.clone()));
+        families.sort_by_key(|r| r.id);
+        families.dedup_by_key(|r| r.id);
+        let mut guards: Vec<_> = families.iter().map(|r| r.extra.lock()).collect();
+        let mut per_family: Vec<Vec<Change>> = Vec::with_capacity(families.len());
+        let mut refresh_changes = Vec::with_capacity(dead.len());
+        let mut access_removed = 0u64;
+        let mut u = 0;
+        for (r, extra) in families.iter().zip(guards.iter()) {
+            let mut fam = Vec::new();
+            if dead_set.contains(&r.id) {
+                for &(id, slot) in &extra.live {
+                    fam.push(Change::DeleteAccess {
+                        refresh_id: r.id,
+                        id,
+                        slot,
+                    });
+                }
+                refresh_changes.push(Change::DeleteRefresh {
+                    id: r.id,
+                    org: r.member.org.id.to_string(),
+                    user: r.member.user.to_string(),
+                });
+            }
+            while u < useless.len() && useless[u].0.id == r.id {
+                let id = useless[u].1;
+                if let Some(&(_, slot)) = extra.live.iter().find(|(x, _)| *x == id) {
+                    fam.push(Change::DeleteAccess {
+                        refresh_id: r.id,
+                        id,
+                        slot,
+                    });
+                }
+                u += 1;
+            }
+            access_removed += fam.len() as u64;
+            // The newest access record of a family tells its last exchange;
+            // keep that time when records of a surviving family go.
+            if !fam.is_empty() && !dead_set.contains(&r.id) {
+                if let Some(at) = extra.last_refresh {
+                    fam.push(Change::PutLastRefresh { id: r.id, at });
+                }
+            }
+            per_family.push(fam);
+        }
+        let mut changes: Vec<Change> = per_family.iter().flatten().cloned().collect();
+        changes.extend(refresh_changes.iter().cloned());
+        if changes.is_empty() {
+            return Ok(report);
+        }
+        let ticket = inner.commit(&changes)?;
+        for ((r, extra), fam) in families.iter().zip(guards.iter_mut()).zip(&per_family) {
+            inner.mem.apply_family(r, extra, fam);
+        }
+        drop(guards);
+        inner.mem.apply(&mut cat, &refresh_changes);
+        report.refresh_removed = dead.len() as u64;
+        report.access_removed = access_removed;
+        drop(cat);
+        inner.lazy(ticket)?;
+        Ok(report)
+    }
+
+    /// Walks every stored record and index and reports any index entry
+    /// without its record, record without its index entries, or undecodable
+    /// value.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if storage cannot be read.
+    ///
+    /// ```
+    /// let store = tokenvault::TokenStore::temporary()?;
+    /// assert!(store.check_integrity()?.is_clean());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn check_integrity(&self) -> Result<IntegrityReport> {
+        self.inner.recover()?;
+        let _cat = self.inner.mem.catalog.write();
+        let mut r = self.inner.backend.check_integrity()?;
+        if self.inner.skipped > 0 && r.problems.is_empty() {
+            r.problems.push(format!(
+                "{} undecodable records were skipped when the store was opened",
+                self.inner.skipped
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Counts of organizations, members, tokens by state, and bytes on disk.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the size on disk cannot be read.
+    ///
+    /// ```
+    /// let store = tokenvault::TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", tokenvault::Role::Owner)?;
+    /// assert_eq!(store.stats()?.members, 1);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn stats(&self) -> Result<Stats> {
+        let inner = &*self.inner;
+        inner.recover()?;
+        let mut s = Stats::default();
+        {
+            let cat = inner.mem.catalog.write();
+            for e in cat.orgs.values() {
+                if !e.members.is_empty() {
+                    s.orgs += 1;
+                }
+                s.members += e.members.len() as u64;
+            }
+        }
+        let now = inner.now();
+        inner.mem.refresh.for_each(|_, r| {
+            if r.is_revoked() {
+                s.revoked += 1;
+            } else if r.expires_at <= now {
+                s.expired += 1;
+            } else {
+                s.active += 1;
+            }
+            true
+        });
+        s.access_tokens = inner.mem.access.len() as u64;
+        s.disk_bytes = inner.backend.size_on_disk()?;
+        s.warm_start = inner.warm_start;
+        Ok(s)
+    }
+
+    /// Makes every write so far durable, with the counts of coalesced
+    /// refusals kept in memory (see [`TokenStore::audit`]). Blocks for the
+    /// flush.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if storage fails, also when a write made since the last
+    /// flush was lost to a storage fault (the store reopened its storage
+    /// without it; a later flush succeeds again).
+    ///
+    /// ```
+    /// tokenvault::TokenStore::temporary()?.flush()?;
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn flush(&self) -> Result<()> {
+        self.inner.write_denials(0);
+        let t = self.inner.flusher.written.load(Ordering::Acquire);
+        // After a storage fault: reopened first, and a write lost to the
+        // fault fails the flush (it cannot be made durable any more).
+        self.inner.recover()?;
+        self.inner.sync(t.max(1))
+    }
+}

@@ -1,0 +1,247 @@
+//! Membership, kept in sync by the host.
+
+use super::*;
+
+impl TokenStore {
+    /// Adds `user` to `org` with `role`. An organization has exactly one
+    /// Owner: add it with [`Role::Owner`] first, then the others. Durable on
+    /// return.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty or overlong id;
+    /// [`Error::Conflict`] if the member exists or the org already has an
+    /// Owner; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// assert!(store.add_member("acme", "bob", Role::Owner).is_err());
+    /// assert_eq!(store.member_role("acme", "ann"), Some(Role::Owner));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn add_member(&self, org: &str, user: &str, role: Role) -> Result<()> {
+        check_id("organization", org)?;
+        check_id("user", user)?;
+        let inner = &*self.inner;
+        let mut cat = inner.lock_for_write()?;
+        if let Some(e) = cat.orgs.get(org) {
+            if e.members.contains_key(user) {
+                return Err(Error::Conflict(format!(
+                    "{user} is already a member of {org}"
+                )));
+            }
+            if role == Role::Owner {
+                if let Some(o) = &e.owner {
+                    return Err(Error::Conflict(format!(
+                        "{org} already has an Owner ({o}); transfer ownership instead"
+                    )));
+                }
+            }
+        }
+        let rec = MemberRecord {
+            org: org.into(),
+            user: user.into(),
+            role,
+            not_before: 0,
+        };
+        let changes = vec![
+            Change::PutMember(rec),
+            inner.event(
+                org,
+                HOST,
+                "member.add",
+                Some(format!("{user} as {role}")),
+                "ok",
+            )?,
+        ];
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        drop(cat);
+        inner.sync(ticket)
+    }
+
+    /// Changes a member's role. The Owner's role changes only through
+    /// [`TokenStore::transfer_ownership`]. Tokens keep their scopes but at
+    /// verification they are cut to the new role's at once. Durable on
+    /// return.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown member; [`Error::Conflict`] when
+    /// asked to make or unmake the Owner; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::Admin)?;
+    /// store.set_role("acme", "bob", Role::User)?;
+    /// assert_eq!(store.member_role("acme", "bob"), Some(Role::User));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn set_role(&self, org: &str, user: &str, role: Role) -> Result<()> {
+        let inner = &*self.inner;
+        let mut cat = inner.lock_for_write()?;
+        let m = cat
+            .member(org, user)
+            .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
+            .clone();
+        let current = m.role().unwrap_or(Role::Stakeholder);
+        if role == Role::Owner && current != Role::Owner {
+            return Err(Error::Conflict(
+                "use transfer_ownership to make a member the Owner".into(),
+            ));
+        }
+        if current == Role::Owner && role != Role::Owner {
+            return Err(Error::Conflict(
+                "the Owner's role changes only by transferring ownership".into(),
+            ));
+        }
+        let rec = MemberRecord {
+            org: org.into(),
+            user: user.into(),
+            role,
+            not_before: m.not_before.load(Ordering::Acquire),
+        };
+        let changes = vec![
+            Change::PutMember(rec),
+            inner.event(
+                org,
+                HOST,
+                "member.role",
+                Some(format!("{user} to {role}")),
+                "ok",
+            )?,
+        ];
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        drop(cat);
+        inner.sync(ticket)
+    }
+
+    /// Makes `new_owner` (already a member) the Owner of `org`; the previous
+    /// Owner becomes an Admin. Durable on return.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if `new_owner` is not a member; [`Error::Io`] if
+    /// storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::Admin)?;
+    /// store.transfer_ownership("acme", "bob")?;
+    /// assert_eq!(store.member_role("acme", "bob"), Some(Role::Owner));
+    /// assert_eq!(store.member_role("acme", "ann"), Some(Role::Admin));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn transfer_ownership(&self, org: &str, new_owner: &str) -> Result<()> {
+        let inner = &*self.inner;
+        let mut cat = inner.lock_for_write()?;
+        let new = cat
+            .member(org, new_owner)
+            .ok_or_else(|| Error::NotFound(format!("{new_owner} is not a member of {org}")))?
+            .clone();
+        if new.role() == Some(Role::Owner) {
+            return Ok(());
+        }
+        let old_owner = cat.orgs.get(org).and_then(|e| e.owner.clone());
+        let old = old_owner
+            .as_deref()
+            .and_then(|o| cat.member(org, o))
+            .cloned();
+        let mut changes = vec![Change::PutMember(MemberRecord {
+            org: org.into(),
+            user: new_owner.into(),
+            role: Role::Owner,
+            not_before: new.not_before.load(Ordering::Acquire),
+        })];
+        if let Some(o) = &old {
+            changes.push(Change::PutMember(MemberRecord {
+                org: org.into(),
+                user: o.user.to_string(),
+                role: Role::Admin,
+                not_before: o.not_before.load(Ordering::Acquire),
+            }));
+        }
+        changes.push(inner.event(org, HOST, "member.transfer", Some(new_owner.into()), "ok")?);
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        drop(cat);
+        inner.sync(ticket)
+    }
+
+    /// Removes a member and revokes every one of their tokens, durably. The
+    /// Owner cannot be removed (transfer ownership first). Returns how many
+    /// refresh tokens were revoked.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown member; [`Error::Conflict`] for the
+    /// Owner; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// assert_eq!(store.remove_member("acme", "bob")?, 1);
+    /// assert!(store.exchange(t.token.expose()).is_err());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn remove_member(&self, org: &str, user: &str) -> Result<usize> {
+        let inner = &*self.inner;
+        let mut cat = inner.lock_for_write()?;
+        let m = cat
+            .member(org, user)
+            .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
+            .clone();
+        if m.role() == Some(Role::Owner) {
+            return Err(Error::Conflict(
+                "the Owner cannot be removed; transfer ownership first".into(),
+            ));
+        }
+        let now = inner.now();
+        let mut changes = Vec::new();
+        let ids = inner.revoke_records(
+            &cat,
+            org,
+            Some(user),
+            |_| true,
+            now,
+            HOST,
+            Some("member removed"),
+            &mut changes,
+        )?;
+        changes.push(Change::DeleteMember {
+            org: org.into(),
+            user: user.into(),
+        });
+        changes.push(inner.event(org, HOST, "member.remove", Some(user.into()), "ok")?);
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        drop(cat);
+        inner.sync(ticket)?;
+        Ok(ids.len())
+    }
+
+    /// A member's current role, if they are a member.
+    pub fn member_role(&self, org: &str, user: &str) -> Option<Role> {
+        let cat = self.inner.mem.catalog.read();
+        cat.member(org, user).and_then(|m| m.role())
+    }
+
+    /// The members of `org` and their roles, sorted by user id.
+    pub fn members(&self, org: &str) -> Vec<(String, Role)> {
+        let cat = self.inner.mem.catalog.read();
+        let mut out: Vec<(String, Role)> = cat
+            .orgs
+            .get(org)
+            .map(|e| {
+                e.members
+                    .iter()
+                    .filter_map(|(u, m)| m.role().map(|r| (u.clone(), r)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}

@@ -1,0 +1,364 @@
+//! The public [`TokenStore`].
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use subtle::ConstantTimeEq;
+
+use crate::codec::{
+    self, AccessRecord, EventRecord, IssueEvent, MemberRecord, RefreshRecord, StoredState,
+};
+use crate::commit::Flusher;
+use crate::config::{load_or_create, Config, StoreKey};
+use crate::error::{Error, Result};
+use crate::memory::{Catalog, Memory, RefreshHot, CHECK_KNOWN};
+use crate::policy::{may, Action, Policy, Role};
+use crate::storage::{Backend, Change, IntegrityReport};
+use crate::token::{self, TokenId, TokenKind};
+use crate::types::*;
+use crate::Clock;
+
+// Reopening the storage and reloading memory after a storage fault.
+mod recover;
+// Hooks for a store on a shared backend (PostgreSQL): freshness and
+// read-through for verification, the management lock, the replica's sync.
+#[cfg(feature = "postgres")]
+mod shared;
+#[cfg(not(feature = "postgres"))]
+#[path = "unshared.rs"]
+mod shared;
+
+// Refused calls in the audit trail, coalesced.
+mod denials;
+
+// The public surface, one file per concern.
+mod bench;
+mod issue;
+mod maintenance;
+mod members;
+mod open;
+mod revoke;
+mod verify;
+
+/// Derives the key fingerprint kept in the meta tree (and by shared backends).
+const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";
+const HOST: &str = "host";
+const MAX_ID: usize = 128;
+const MAX_LABEL: usize = 256;
+const MAX_REASON: usize = 512;
+/// An audit event's target and outcome are cut to these many bytes (their
+/// free text is at most 256 bytes; its other strings are validated ids and
+/// the action's name). The target of an issue, "`id` for `user`", fits.
+const MAX_AUDIT_TARGET: usize = 176;
+const MAX_AUDIT_OUTCOME: usize = 80;
+
+/// An embedded store of refresh tokens, the access tokens derived from them,
+/// their revocation, and the policy of who may do which.
+///
+/// Cheap to clone (an `Arc` inside) and `Send + Sync`: share one store
+/// between threads. See the [crate documentation](crate) for an example.
+#[derive(Clone)]
+pub struct TokenStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("prefix", &self.inner.prefix)
+            .field("refresh_tokens", &self.inner.mem.refresh.len())
+            .field("access_tokens", &self.inner.mem.access.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The catalog held by a management call that writes; while it lives the
+/// call counts in [`Flusher::writers`].
+struct WriteGuard<'a> {
+    // Dropped first: the catalog is free before the call stops counting.
+    cat: shared::CatalogGuard<'a>,
+    _writer: WriterMark<'a>,
+}
+
+/// The catalog held by a call issuing a token: shared with other issues
+/// on an embedded store (see [`Inner::lock_for_issue`]).
+struct IssueGuard<'a> {
+    cat: shared::IssueCatalog<'a>,
+    _writer: WriterMark<'a>,
+}
+
+impl std::ops::Deref for IssueGuard<'_> {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        &self.cat
+    }
+}
+
+struct WriterMark<'a>(&'a AtomicUsize);
+
+impl Drop for WriterMark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        &self.cat
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Catalog {
+        &mut self.cat
+    }
+}
+
+pub(crate) struct Inner {
+    backend: Box<dyn Backend>,
+    policy: Arc<Policy>,
+    clock: Arc<dyn Clock>,
+    prefix: String,
+    /// Wiped when the store is dropped. Boxed, so that taking `Inner`
+    /// apart (see [`TokenStore::close`]) moves a pointer, not the key.
+    refresh_key: Box<zeroize::Zeroizing<[u8; 32]>>,
+    access_key: Box<zeroize::Zeroizing<[u8; 32]>>,
+    access_ttl: u64,
+    cap: usize,
+    durable_exchange: bool,
+    lazy_flush_every: u64,
+    retention: u64,
+    /// How long audit events are kept, in seconds.
+    audit_retention: u64,
+    /// Live refresh tokens a member may hold.
+    max_live: usize,
+    /// Refusals coalesced in the audit trail (see `store/denials.rs`).
+    denials: Mutex<denials::Denials>,
+    /// The in-memory verification state (its one owner: `crate::memory`).
+    mem: Memory,
+    flusher: Flusher,
+    skipped: u64,
+    /// Tokens loaded that could not be put in their member's list (see
+    /// `Loader::finish`): lists fail closed while there are any.
+    unlisted: u64,
+    /// Whether the open read warm-start files (see [`TokenStore::close`]).
+    warm_start: bool,
+    /// The last audit sequence number handed out.
+    event_seq: AtomicU64,
+    /// Set when the backend is shared with other replicas.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    shared: Option<shared::Slot>,
+    /// The policy's scope names, interned (see [`crate::policy::interned_names`]).
+    scope_names: &'static [Box<str>],
+    /// How a store on disk reopens its storage after a fault (none for a
+    /// temporary or shared store).
+    recovery: Option<recover::Recovery>,
+}
+
+/// How [`TokenStore::revoke`] answers a token of another organization.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Foreign {
+    /// Refused and audited, as the policy table says.
+    Forbidden,
+    /// As an unknown id.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Unknown,
+}
+
+fn check_id(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > MAX_ID || s.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} id must be 1 to {MAX_ID} bytes without control characters"
+        )));
+    }
+    if what == "organization" && s.contains('/') {
+        return Err(Error::InvalidArgument(
+            "organization id must not contain `/`".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(what: &str, s: &str, max: usize) -> Result<()> {
+    if s.len() > max || s.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be at most {max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn verifier(key: &[u8; 32], secret: &[u8; 32]) -> [u8; 32] {
+    *blake3::keyed_hash(key, secret).as_bytes()
+}
+
+/// Constant-time equality of two verifiers: the words are folded without
+/// branching and only the folded result is compared, in constant time.
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut acc = 0u64;
+    for i in 0..4 {
+        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+        x.copy_from_slice(&a[i * 8..i * 8 + 8]);
+        y.copy_from_slice(&b[i * 8..i * 8 + 8]);
+        acc |= u64::from_ne_bytes(x) ^ u64::from_ne_bytes(y);
+    }
+    acc.ct_eq(&0).into()
+}
+
+impl Inner {
+    fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    fn actor_role(&self, cat: &Catalog, actor: &Actor, action: &str) -> Result<Role> {
+        match cat.member(&actor.org, &actor.user).and_then(|m| m.role()) {
+            Some(r) => Ok(r),
+            None => Err(self.deny(
+                actor,
+                action,
+                None,
+                "the actor is not a member of the organization",
+            )),
+        }
+    }
+
+    /// Records a refused call in the audit trail (lazily, coalesced with
+    /// the actor's like refusals: see `store/denials.rs`) and makes the
+    /// error.
+    fn deny(&self, actor: &Actor, action: &str, target: Option<String>, why: &str) -> Error {
+        if check_id("organization", &actor.org).is_ok() && check_id("user", &actor.user).is_ok() {
+            let ev = self.event_record(
+                &actor.org,
+                &actor.user,
+                action,
+                target,
+                &format!("denied: {why}"),
+            );
+            self.audit_denial(ev);
+        }
+        Error::Forbidden(why.into())
+    }
+
+    fn event(
+        &self,
+        org: &str,
+        actor: &str,
+        action: &str,
+        target: Option<String>,
+        outcome: &str,
+    ) -> Result<Change> {
+        Ok(Change::Event(
+            self.event_record(org, actor, action, target, outcome),
+        ))
+    }
+
+    /// An audit event with the next sequence number.
+    fn event_record(
+        &self,
+        org: &str,
+        actor: &str,
+        action: &str,
+        target: Option<String>,
+        outcome: &str,
+    ) -> EventRecord {
+        let at = self.now();
+        EventRecord {
+            seq: self.event_seq.fetch_add(1, Ordering::AcqRel) + 1,
+            at,
+            org: org.into(),
+            actor: actor.into(),
+            action: action.into(),
+            target: target.map(|t| codec::truncate_text(&t, MAX_AUDIT_TARGET)),
+            outcome: codec::truncate_text(outcome, MAX_AUDIT_OUTCOME),
+            count: 1,
+            last_at: at,
+        }
+    }
+
+    /// Commits a batch, brings memory in line, and returns the ticket for
+    /// [`Inner::sync`].
+    fn commit_apply(&self, cat: &mut Catalog, changes: &[Change]) -> Result<u64> {
+        let ticket = self.commit(changes)?;
+        self.mem.apply(cat, changes);
+        Ok(ticket)
+    }
+
+    /// Commits a batch and returns its ticket for [`Inner::sync`].
+    fn commit(&self, changes: &[Change]) -> Result<u64> {
+        self.backend.commit(changes)?;
+        Ok(self.flusher.written.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Waits until every batch committed so far is durable.
+    fn sync_written(&self) -> Result<()> {
+        self.sync(self.flusher.written.load(Ordering::Acquire))
+    }
+
+    /// Waits until the batch with `ticket` is durable; concurrent callers
+    /// share one flush.
+    fn sync(&self, ticket: u64) -> Result<()> {
+        let r = self.sync_with(ticket, true);
+        if r.is_err() {
+            // A failed storage is reopened at once where it can be, so that
+            // memory drops what this failed call changed in it (otherwise
+            // the next call tries again).
+            let _ = self.recover();
+        }
+        r
+    }
+
+    /// [`Inner::sync`]; `linger` lets the flush leader wait for a
+    /// management call under way (never for a caller that may hold the
+    /// catalog itself).
+    fn sync_with(&self, ticket: u64, linger: bool) -> Result<()> {
+        self.flusher
+            .flush_upto(ticket, linger, &|| self.backend.sync())?;
+        match self.lost(ticket) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The catalog, for a call issuing a token. Issuing reads the catalog
+    /// (the actor's role, the subject's membership) and adds a record that
+    /// no other call can touch yet; every call that changes membership or
+    /// roles takes the catalog exclusively, so each issue still happens
+    /// wholly before or after it, and concurrent issues write their records
+    /// side by side (their sled inserts, a few microseconds of page reads
+    /// each, no longer queue behind one another).
+    fn lock_for_issue(&self) -> Result<IssueGuard<'_>> {
+        self.recover()?;
+        self.flusher.writers.fetch_add(1, Ordering::AcqRel);
+        let writer = WriterMark(&self.flusher.writers);
+        let cat = self.lock_catalog_for_issue()?;
+        Ok(IssueGuard {
+            cat,
+            _writer: writer,
+        })
+    }
+
+    /// The catalog, for a management call that writes.
+    fn lock_for_write(&self) -> Result<WriteGuard<'_>> {
+        self.recover()?;
+        self.flusher.writers.fetch_add(1, Ordering::AcqRel);
+        let writer = WriterMark(&self.flusher.writers);
+        let cat = self.lock_catalog_for_write()?;
+        Ok(WriteGuard {
+            cat,
+            _writer: writer,
+        })
+    }
+
+    /// A lazy write: flushed by the engine in the background, or here once
+    /// enough lazy writes have piled up, so a later durable call never
+    /// inherits a long backlog.
+    fn lazy(&self, ticket: u64) -> Result<()> {
+        let n = self.flusher.lazy.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.lazy_flush_every {
+            self.sync_with(ticket, false)?;
+        }
+        Ok(())
+    }
+}

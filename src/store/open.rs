@@ -1,0 +1,255 @@
+//! Opening and closing a store.
+
+use super::*;
+
+impl TokenStore {
+    /// Opens (or creates) the store in directory `path` with default
+    /// settings; the key file is `path` with `.key` appended.
+    ///
+    /// # Errors
+    /// As [`Config::open`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = tokenvault::TokenStore::open(dir.path().join("tokens.db"))?;
+    /// # drop(store);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<TokenStore> {
+        Config::new(path).open()
+    }
+
+    /// A temporary store with default settings, deleted when dropped.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the temporary files cannot be created.
+    ///
+    /// ```
+    /// let store = tokenvault::TokenStore::temporary()?;
+    /// # drop(store);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn temporary() -> Result<TokenStore> {
+        Config::temporary().open()
+    }
+
+    pub(crate) fn open_with(cfg: Config) -> Result<TokenStore> {
+        #[cfg(feature = "postgres")]
+        if cfg.postgres.is_some() {
+            return shared::open(cfg);
+        }
+        cfg.validate()?;
+        if let Some(p) = &cfg.path {
+            if !cfg.create_if_missing && !p.exists() {
+                return Err(Error::NotFound(format!(
+                    "no token store at {} (create one first)",
+                    p.display()
+                )));
+            }
+        }
+        if let Some(p) = cfg.path.as_ref().filter(|_| cfg.create_new) {
+            if p.exists() {
+                return Err(Error::Conflict(format!(
+                    "a token store already exists at {}",
+                    p.display()
+                )));
+            }
+        }
+        let key = match (&cfg.key, cfg.key_file_path()) {
+            (Some(k), _) => k.clone(),
+            (None, Some(kf)) => {
+                let exists = cfg.path.as_ref().is_some_and(|p| p.exists());
+                let loose = cfg.allow_loose_key_permissions;
+                let (key, created) = load_or_create(&kf, !exists, loose)?;
+                if cfg.create_new && !created {
+                    return Err(Error::Conflict(format!(
+                        "a key file already exists at {}: another store was created there \
+                         first, or the key file was left without its store (move it away)",
+                        kf.display()
+                    )));
+                }
+                key
+            }
+            (None, None) => StoreKey::generate()?,
+        };
+        Self::open_recoverable(cfg, key)
+    }
+
+    pub(super) fn with_backend(
+        backend: Box<dyn Backend>,
+        cfg: Config,
+        key: StoreKey,
+    ) -> Result<TokenStore> {
+        let fingerprint = key.derive(FINGERPRINT_CONTEXT);
+        let (current, older) = backend.schema();
+        match backend.meta_get("schema")? {
+            Some(_) if cfg.create_new => {
+                return Err(Error::Conflict(
+                    "a token store already exists there (created meanwhile)".into(),
+                ))
+            }
+            None => {
+                backend.meta_put("key_fingerprint", &fingerprint[..16])?;
+                backend.meta_put("schema", current)?;
+            }
+            Some(v) if v == current || older.contains(&&v[..]) => {
+                let stored = backend.meta_get("key_fingerprint")?;
+                let ok = stored
+                    .as_deref()
+                    .is_some_and(|s| bool::from(s.ct_eq(&fingerprint[..16])));
+                if !ok {
+                    return Err(Error::KeyMismatch);
+                }
+                if v != current {
+                    backend.upgrade(&v)?;
+                    backend.meta_put("schema", current)?;
+                }
+            }
+            Some(v) => {
+                return Err(Error::Corrupt(format!(
+                    "unknown schema version {:?}",
+                    String::from_utf8_lossy(&v)
+                )))
+            }
+        }
+        let policy = Arc::new(cfg.policy.clone());
+        let mut inner = Inner {
+            policy: policy.clone(),
+            clock: cfg.clock.clone(),
+            prefix: cfg.prefix.clone(),
+            refresh_key: Box::new(key.derive("tokenvault 2026-11 refresh verifier").into()),
+            access_key: Box::new(key.derive("tokenvault 2026-11 access verifier").into()),
+            access_ttl: cfg.access_ttl.as_secs(),
+            cap: cfg.max_access_per_refresh,
+            durable_exchange: cfg.durable_exchange,
+            lazy_flush_every: cfg.lazy_flush_every,
+            retention: cfg.retention.as_secs(),
+            audit_retention: cfg.audit_retention.as_secs(),
+            max_live: cfg.max_live_tokens_per_member,
+            denials: Mutex::new(denials::Denials::default()),
+            mem: Memory::new(policy.clone()),
+            flusher: Flusher::new(),
+            skipped: 0,
+            unlisted: 0,
+            warm_start: false,
+            event_seq: AtomicU64::new(0),
+            shared: None,
+            scope_names: crate::policy::interned_names(&cfg.policy),
+            recovery: None,
+            backend,
+        };
+        // Loading is applying every stored record to empty memory, one at
+        // a time as the backend reads it (from several threads at once).
+        let loaded = {
+            let loader = crate::memory::Loader::new(&inner.mem);
+            let loaded = inner
+                .backend
+                .load(&|c| loader.apply(c), &|r| loader.refresh(r))?;
+            inner.unlisted = loader.finish();
+            loaded
+        };
+        // Access records came in no particular order: each family's live
+        // list must be oldest first (the cap evicts from the front).
+        inner.mem.refresh.for_each(|_, r| {
+            let mut extra = r.extra.lock();
+            if extra.live.len() > 1 {
+                let mut keyed: Vec<(u64, [u8; 16], u32)> = extra
+                    .live
+                    .iter()
+                    .map(|&(id, slot)| {
+                        let at = inner.mem.access.with(&id, |a| a.map_or(0, |a| a.issued_at));
+                        (at, id, slot)
+                    })
+                    .collect();
+                keyed.sort_unstable();
+                extra.live = keyed.into_iter().map(|(_, id, slot)| (id, slot)).collect();
+            }
+            true
+        });
+        inner.skipped = loaded.skipped;
+        inner.warm_start = loaded.warm;
+        inner.event_seq = AtomicU64::new(loaded.last_event_seq);
+        Ok(TokenStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<TokenStore> {
+        weak.upgrade().map(|inner| TokenStore { inner })
+    }
+
+    /// The token prefix of this store (e.g. `tv`).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The role → scopes policy of this store.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Closes this handle: makes every write durable and, when it is the
+    /// last handle of the store, lets go of the storage in a state that is
+    /// quick to open again.
+    ///
+    /// On sled this is a checkpoint. sled 0.34 records where its log
+    /// stands only when it opens a database, so the first open after a
+    /// burst of writes replays them (about a second per million tokens
+    /// written); `close` does that replay now, while the service is
+    /// shutting down, rather than at its next start.
+    ///
+    /// It also copies the token records into warm-start files (in the
+    /// database directory, `warm-start/`), which the next open reads in one
+    /// sequential pass instead of walking sled's trees page by page (at a
+    /// million tokens, about one second instead of two to three: README ›
+    /// Performance). They are
+    /// only a cache of what sled holds, used only if nothing was written
+    /// since they were made (opening takes their marker out of the database,
+    /// durably, before any write) and only if their blake3 hashes match; the
+    /// open that reads them deletes them. Making them costs a scan of the
+    /// records at close (about a second per million tokens) and, while the
+    /// store is closed, about 120 bytes of disk per token.
+    ///
+    /// Dropping a store without closing it loses nothing: the next open
+    /// replays sled's log and reads its trees instead. While other handles
+    /// (clones, an HTTP server) are still open, this only flushes.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the flush fails or the storage cannot be opened for
+    /// the checkpoint (the writes are durable by then; failing to write the
+    /// warm-start files is no error: the next open reads the trees),
+    /// [`Error::Corrupt`] if sled finds its files damaged while doing so; on a shared store,
+    /// as [`TokenStore::flush`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens.db");
+    /// let store = TokenStore::open(&path)?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
+    /// store.close()?;
+    /// let store = TokenStore::open(&path)?;
+    /// assert_eq!(store.verify_refresh(t.token.expose())?.id, t.info.id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(self) -> Result<()> {
+        self.inner.write_denials(0);
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                // A replica's sync thread is told to stop before the storage
+                // closes (it holds no handle of the store meanwhile).
+                let Inner {
+                    backend, shared, ..
+                } = inner;
+                drop(shared);
+                backend.close()
+            }
+            Err(inner) => TokenStore { inner }.flush(),
+        }
+    }
+}

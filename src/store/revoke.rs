@@ -1,0 +1,365 @@
+//! Revocation: one token, a member, an organization, a cutoff, an access token.
+
+use super::*;
+
+impl TokenStore {
+    /// Revokes one refresh token and, with it, every access token derived
+    /// from it. Its holder or the Owner of its org may do so. Durable and in
+    /// force on return. Revoking a revoked token changes nothing and succeeds.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::Forbidden`] if the
+    /// actor is neither the holder nor the Owner of its org (or is in another
+    /// org); [`Error::InvalidArgument`] for a bad reason text; [`Error::Io`]
+    /// if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// store.revoke(&ann, &t.info.id, Some("leaked"))?;
+    /// assert!(matches!(store.verify(access.expose()), Err(Error::Revoked)));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn revoke(&self, actor: &Actor, id: &TokenId, reason: Option<&str>) -> Result<()> {
+        self.revoke_with(actor, id, reason, Foreign::Forbidden)
+    }
+
+    /// [`TokenStore::revoke`] for a front that answers another
+    /// organization's token exactly as an unknown id (the HTTP API): such a
+    /// token is [`Error::NotFound`], found by the same steps as an unknown
+    /// one and not audited (an unknown id is not either).
+    #[cfg(feature = "http")]
+    pub(crate) fn revoke_in_own_org(&self, actor: &Actor, id: &TokenId) -> Result<()> {
+        self.revoke_with(actor, id, None, Foreign::Unknown)
+    }
+
+    pub(super) fn revoke_with(
+        &self,
+        actor: &Actor,
+        id: &TokenId,
+        reason: Option<&str>,
+        foreign: Foreign,
+    ) -> Result<()> {
+        if let Some(r) = reason {
+            check_text("reason", r, MAX_REASON)?;
+        }
+        let inner = &*self.inner;
+        let mut cat = inner.lock_for_write()?;
+        let role = inner.actor_role(&cat, actor, "token.revoke")?;
+        inner.find_refresh(&mut cat, &id.0)?;
+        let hot = inner
+            .mem
+            .refresh
+            .get(&id.0)
+            .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
+        if *hot.member.org.id != *actor.org && foreign == Foreign::Unknown {
+            return Err(Error::NotFound(format!("no token with id {id}")));
+        }
+        let target = Some(id.to_string());
+        if *hot.member.org.id != *actor.org {
+            return Err(inner.deny(
+                actor,
+                "token.revoke",
+                target,
+                "the token belongs to another organization",
+            ));
+        }
+        let own = *hot.member.user == *actor.user;
+        if !own && !may(role, Action::RevokeOther) {
+            return Err(inner.deny(
+                actor,
+                "token.revoke",
+                target,
+                "only the Owner may revoke another member's token",
+            ));
+        }
+        let now = inner.now();
+        let mut rec = inner
+            .backend
+            .get_refresh(&id.0)?
+            .ok_or_else(|| Error::Corrupt(format!("token {id} is in memory but not on disk")))?;
+        if rec.state != StoredState::Active {
+            // Revoked already, perhaps by a call whose sync failed: this
+            // answer, too, says the revocation is durable.
+            drop(cat);
+            return inner.sync_written();
+        }
+        rec.state = StoredState::Revoked {
+            at: now,
+            by: actor.user.clone(),
+            reason: reason.map(Into::into),
+        };
+        let changes = vec![
+            Change::PutRefresh(rec),
+            inner.event(&actor.org, &actor.user, "token.revoke", target, "ok")?,
+        ];
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        drop(cat);
+        inner.sync(ticket)
+    }
+
+    /// Revokes a refresh token presented by whoever holds it (RFC 7009's
+    /// revocation endpoint for refresh tokens), and with it every access
+    /// token derived from it. Holding the secret is the authority: the
+    /// revocation is made and audited as the token's holder. A token that is
+    /// already revoked or expired is left as it is, and the call succeeds.
+    /// Durable and in force on return.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] or [`Error::InvalidToken`] if the string is not a
+    /// known refresh token of this store; [`Error::InvalidArgument`] for a
+    /// bad reason text; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// store.revoke_refresh(t.token.expose(), Some("leaked"))?;
+    /// assert!(matches!(store.verify(access.expose()), Err(Error::Revoked)));
+    /// // Again: nothing left to do, still a success.
+    /// store.revoke_refresh(t.token.expose(), None)?;
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn revoke_refresh(&self, refresh_token: &str, reason: Option<&str>) -> Result<()> {
+        if let Some(r) = reason {
+            check_text("reason", r, MAX_REASON)?;
+        }
+        let info = match self.verify_refresh(refresh_token) {
+            Ok(info) => info,
+            // Nothing left to do, once what is written is durable (the
+            // revocation may be that of a call whose sync failed).
+            Err(Error::Revoked | Error::Expired) => return self.inner.sync_written(),
+            Err(e) => return Err(e),
+        };
+        match self.revoke(&Actor::new(info.org, info.user), &info.id, reason) {
+            // The holder left the organization meanwhile, which revoked the
+            // token already.
+            Err(Error::Forbidden(_)) if self.verify_refresh(refresh_token).is_err() => Ok(()),
+            Err(Error::NotFound(_)) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Bulk revocation: every token of one member (the member themselves or
+    /// the Owner), or of the whole organization (the Owner), optionally only
+    /// those issued before `before` (Unix seconds, not in the future). With
+    /// `before`, the cutoff is also kept (the latest cutoff wins) so that
+    /// verification checks it too. Durable and in force on return. Returns
+    /// how many refresh tokens were revoked.
+    ///
+    /// # Errors
+    /// [`Error::Forbidden`] per the policy table; [`Error::InvalidArgument`]
+    /// for a cutoff in the future; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, RevokeScope, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// store.generate(&ann, Default::default())?;
+    /// assert_eq!(store.revoke_all(&ann, RevokeScope::Org, None)?, 2);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn revoke_all(
+        &self,
+        actor: &Actor,
+        scope: RevokeScope,
+        before: Option<u64>,
+    ) -> Result<usize> {
+        let inner = &*self.inner;
+        let mut cat = inner.lock_for_write()?;
+        let role = inner.actor_role(&cat, actor, "token.revoke_all")?;
+        let now = inner.now();
+        let (user, target) = match &scope {
+            RevokeScope::Member(u) => {
+                if *u != actor.user && !may(role, Action::BulkRevokeOther) {
+                    return Err(inner.deny(
+                        actor,
+                        "token.revoke_all",
+                        Some(u.clone()),
+                        "only the Owner may revoke another member's tokens",
+                    ));
+                }
+                (Some(u.as_str()), u.clone())
+            }
+            RevokeScope::Org => {
+                if !may(role, Action::BulkRevokeOrg) {
+                    return Err(inner.deny(
+                        actor,
+                        "token.revoke_all",
+                        Some("org".into()),
+                        "only the Owner may revoke every token of the organization",
+                    ));
+                }
+                (None, "org".to_string())
+            }
+        };
+        if let Some(t) = before {
+            if t > now {
+                return Err(Error::InvalidArgument(
+                    "the cutoff time cannot be in the future".into(),
+                ));
+            }
+        }
+        let cutoff = before.unwrap_or(u64::MAX);
+        let mut changes = Vec::new();
+        let ids = inner.revoke_records(
+            &cat,
+            &actor.org,
+            user,
+            |r| r.created_at < cutoff,
+            now,
+            &actor.user,
+            Some(if before.is_some() {
+                "revoked before cutoff"
+            } else {
+                "bulk revocation"
+            }),
+            &mut changes,
+        )?;
+        if let Some(t) = before {
+            match user {
+                Some(u) => {
+                    if let Some(m) = cat.member(&actor.org, u) {
+                        let at = m.not_before.load(Ordering::Acquire).max(t);
+                        changes.push(Change::PutMember(MemberRecord {
+                            org: actor.org.clone(),
+                            user: u.into(),
+                            role: m.role().unwrap_or(Role::Stakeholder),
+                            not_before: at,
+                        }));
+                    }
+                }
+                None => {
+                    let at = cat
+                        .org_mut(&actor.org)
+                        .hot
+                        .not_before
+                        .load(Ordering::Acquire)
+                        .max(t);
+                    changes.push(Change::PutOrgCutoff {
+                        org: actor.org.clone(),
+                        at,
+                    });
+                }
+            }
+        }
+        let what = match before {
+            Some(t) => format!("{target} before {t}"),
+            None => target,
+        };
+        changes.push(inner.event(
+            &actor.org,
+            &actor.user,
+            "token.revoke_all",
+            Some(what),
+            "ok",
+        )?);
+        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        drop(cat);
+        inner.sync(ticket)?;
+        Ok(ids.len())
+    }
+
+    /// Revokes a single access token, presented by its holder (as RFC 7009's
+    /// revocation endpoint does). Its refresh token stays usable. Durable on
+    /// return; revoking a revoked token succeeds.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] or [`Error::InvalidToken`] if the token is not a
+    /// known access token of this store; [`Error::Io`] if storage fails.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// store.revoke_access(access.expose())?;
+    /// assert!(matches!(store.verify(access.expose()), Err(Error::Revoked)));
+    /// assert!(store.exchange(t.token.expose()).is_ok());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn revoke_access(&self, access_token: &str) -> Result<()> {
+        let inner = &*self.inner;
+        let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
+        inner.recover()?;
+        let generation = inner.generation();
+        inner.fresh_access(&parsed.id.0, || true)?;
+        let v = verifier(&inner.access_key, &parsed.secret.0);
+        let found = inner.mem.access.with(&parsed.id.0, |a| {
+            a.filter(|a| ct_eq(&a.verifier, &v)).map(|a| {
+                (
+                    a.refresh.clone(),
+                    AccessRecord {
+                        id: parsed.id.0,
+                        refresh_id: a.refresh.id,
+                        issued_at: a.issued_at,
+                        expires_at: a.expires_at,
+                        revoked: true,
+                        verifier: a.verifier,
+                    },
+                    a.slot,
+                    a.revoked.load(Ordering::Acquire),
+                )
+            })
+        });
+        let (parent, rec, slot, already) = found.ok_or(Error::InvalidToken)?;
+        if already {
+            return Ok(());
+        }
+        let ticket = {
+            let mut extra = parent.extra.lock();
+            if !extra.live.contains(&(rec.id, slot)) {
+                // Purged or evicted meanwhile: nothing left to revoke.
+                return Ok(());
+            }
+            let changes = [Change::PutAccess { rec, slot }];
+            let _gate = inner.gate(generation)?;
+            let ticket = inner.commit(&changes)?;
+            inner.mem.apply_family(&parent, &mut extra, &changes);
+            ticket
+        };
+        inner.sync(ticket)
+    }
+}
+
+impl Inner {
+    /// Adds to `changes` the revocation of each active refresh record of
+    /// `org` (or of one member) that `pick` selects; returns their ids.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn revoke_records(
+        &self,
+        cat: &Catalog,
+        org: &str,
+        user: Option<&str>,
+        pick: impl Fn(&RefreshRecord) -> bool,
+        now: u64,
+        by: &str,
+        reason: Option<&str>,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<[u8; 16]>> {
+        let mut ids = Vec::new();
+        let held: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
+        for mut r in self.backend.list_refresh(org, user, &held)? {
+            if r.state == StoredState::Active && pick(&r) {
+                ids.push(r.id);
+                r.state = StoredState::Revoked {
+                    at: now,
+                    by: by.into(),
+                    reason: reason.map(Into::into),
+                };
+                changes.push(Change::PutRefresh(r));
+            }
+        }
+        Ok(ids)
+    }
+}

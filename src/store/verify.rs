@@ -1,0 +1,282 @@
+//! Exchange and verification.
+
+use super::*;
+
+impl TokenStore {
+    /// Trades a refresh token for a short-lived access token
+    /// (`GET /oauth/access-token`) and records the time as `last_refresh`.
+    /// Lazily durable unless [`Config::durable_exchange`] is set.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a string that is not a refresh token;
+    /// [`Error::InvalidToken`] for an unknown id or a wrong secret;
+    /// [`Error::Revoked`] / [`Error::Expired`] (said only after the secret
+    /// matched); [`Error::Io`] if storage fails, or on a shared (PostgreSQL)
+    /// store whose replica is stale (it fails closed, see
+    /// [`TokenStore::verify`]), or when the store reopened its storage
+    /// after a fault while the call ran (try again); [`Error::Limit`] when
+    /// the replica's budget of reads for tokens it does not hold is spent.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
+    /// let grant = store.exchange(t.token.expose())?;
+    /// assert_eq!(grant.token_type, "Bearer");
+    /// assert!(grant.expires_at > grant.issued_at);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
+        let inner = &*self.inner;
+        let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        inner.recover()?;
+        let generation = inner.generation();
+        inner.fresh_refresh(&parsed.id.0)?;
+        let v = verifier(&inner.refresh_key, &parsed.secret.0);
+        let parent = inner
+            .mem
+            .refresh
+            .get(&parsed.id.0)
+            .filter(|r| ct_eq(&r.verifier, &v))
+            .ok_or(Error::InvalidToken)?;
+        let now = inner.now();
+        if parent.is_revoked() {
+            return Err(Error::Revoked);
+        }
+        if parent.expires_at <= now {
+            return Err(Error::Expired);
+        }
+        let (aid, asecret) = loop {
+            let (id, secret) = token::fresh()?;
+            if !inner.mem.access.contains(&id.0) {
+                break (id, secret);
+            }
+        };
+        let expires_at = now.saturating_add(inner.access_ttl).min(parent.expires_at);
+        let rec = AccessRecord {
+            id: aid.0,
+            refresh_id: parent.id,
+            issued_at: now,
+            expires_at,
+            revoked: false,
+            verifier: verifier(&inner.access_key, &asecret.0),
+        };
+        let ticket = {
+            let mut extra = parent.extra.lock();
+            // Checked again under the family's lock: a purge holds the lock
+            // of every family it touches until memory agrees with disk, so
+            // no access record is written for a family being deleted (an
+            // orphan), nor for one revoked or expired meanwhile.
+            if !inner.mem.refresh.contains(&parent.id) {
+                return Err(Error::InvalidToken);
+            }
+            if parent.is_revoked() {
+                return Err(Error::Revoked);
+            }
+            if parent.expires_at <= inner.now() {
+                return Err(Error::Expired);
+            }
+            // Past the cap, the new record takes the slot of the oldest,
+            // which evicts it in the same single write. (More than `cap`
+            // live records only if the cap was lowered since they were
+            // made: those are deleted in the same atomic batch.)
+            let mut changes = Vec::with_capacity(1);
+            let slot = match extra.live.len().checked_sub(inner.cap) {
+                Some(excess) => {
+                    for &(id, slot) in &extra.live[..excess] {
+                        changes.push(Change::DeleteAccess {
+                            refresh_id: parent.id,
+                            id,
+                            slot,
+                        });
+                    }
+                    extra.live[excess].1
+                }
+                None => extra.free_slot(inner.cap),
+            };
+            changes.push(Change::PutAccess { rec, slot });
+            let _gate = inner.gate(generation)?;
+            let ticket = inner.commit(&changes)?;
+            inner.mem.apply_family(&parent, &mut extra, &changes);
+            ticket
+        };
+        if inner.durable_exchange {
+            inner.sync(ticket)?;
+        } else {
+            inner.lazy(ticket)?;
+        }
+        Ok(AccessGrant {
+            access_token: token::encode(&inner.prefix, TokenKind::Access, &aid, &asecret),
+            expires_at,
+            issued_at: now,
+            refresh_token: token::SecretToken::from_str_unchecked(refresh_token),
+            token_type: "Bearer",
+            access_id: aid,
+            refresh_id: TokenId(parent.id),
+        })
+    }
+
+    /// Checks an access token (`Authorization: Bearer …`) and says whom it
+    /// speaks for. Reads memory only: no disk, no global lock. On a store
+    /// shared through PostgreSQL (feature `postgres`), a token this replica
+    /// does not hold yet (made on another replica) is read from the database
+    /// once, and a replica that has not synchronised within its staleness
+    /// bound fails closed rather than answer from stale memory.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`], [`Error::InvalidToken`], [`Error::Revoked`] (the
+    /// token, its refresh token, or its holder's membership is gone),
+    /// [`Error::Expired`]; on a shared store also [`Error::Io`] (the replica
+    /// is stale, or the database cannot be read) and [`Error::Limit`] (too
+    /// many reads of tokens this replica does not hold: try again).
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// let grant = store.exchange(t.token.expose())?;
+    /// let who = store.verify(grant.access_token.expose())?;
+    /// assert_eq!(&*who.user, "bob");
+    /// assert!(who.scopes.contains("incident-write"));
+    /// assert!(!who.scopes.contains("user-write"));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn verify(&self, access_token: &str) -> Result<Principal> {
+        let inner = &*self.inner;
+        let kind = TokenKind::Access;
+        let u = token::parse_unchecked(&inner.prefix, kind, access_token)?;
+        inner.fresh_access(&u.parsed.id.0, || {
+            u.claimed == u64::from(u.expected(&inner.prefix, kind))
+        })?;
+        let v = verifier(&inner.access_key, &u.parsed.secret.0);
+        let now = inner.now();
+        let checksum_mismatch = || Error::Malformed("checksum mismatch");
+        inner.mem.access.with(&u.parsed.id.0, |a| {
+            // As `token::parse` would: a wrong checksum is Malformed before
+            // anything is said about the id or the secret.
+            let a = match a {
+                Some(a) if ct_eq(&a.verifier, &v) => a,
+                _ if u.claimed != u64::from(u.expected(&inner.prefix, kind)) => {
+                    return Err(checksum_mismatch())
+                }
+                _ => return Err(Error::InvalidToken),
+            };
+            // The secret matched, so the right checksum is that of the token
+            // issued: computed once, then compared without hashing.
+            let known = a.check.load(Ordering::Relaxed);
+            let expected = if known & CHECK_KNOWN != 0 {
+                known as u32
+            } else {
+                let e = u.expected(&inner.prefix, kind);
+                a.check.store(CHECK_KNOWN | u64::from(e), Ordering::Relaxed);
+                e
+            };
+            if u.claimed != u64::from(expected) {
+                return Err(checksum_mismatch());
+            }
+            let r = &a.refresh;
+            if a.revoked.load(Ordering::Acquire) || r.is_revoked() {
+                return Err(Error::Revoked);
+            }
+            let role = r.member.role().ok_or(Error::Revoked)?;
+            if a.expires_at <= now || r.expires_at <= now {
+                return Err(Error::Expired);
+            }
+            let (org, user) = r.member.names();
+            Ok(Principal {
+                org,
+                user,
+                role,
+                scopes: Scopes {
+                    set: r.scopes.and(inner.policy.mask(role)),
+                    names: inner.scope_names,
+                },
+                refresh_id: TokenId(r.id),
+                access_id: u.parsed.id,
+                issued_at: a.issued_at,
+                expires_at: a.expires_at,
+            })
+        })
+    }
+
+    /// Checks a refresh token without exchanging it, and says which token it
+    /// is: for a front that must know a presented refresh token's holder
+    /// (RFC 7662 introspection, RFC 7009 revocation, a rate limit keyed by
+    /// token). Records nothing and issues nothing.
+    ///
+    /// # Errors
+    /// As [`TokenStore::exchange`]: [`Error::Malformed`],
+    /// [`Error::InvalidToken`] for an unknown id or a wrong secret, then
+    /// [`Error::Revoked`] (the token, a cutoff, or the holder's membership)
+    /// or [`Error::Expired`]; [`Error::Io`] or [`Error::Corrupt`] if its
+    /// record cannot be read.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default())?;
+    /// let info = store.verify_refresh(t.token.expose())?;
+    /// assert_eq!((info.id, info.user.as_str()), (t.info.id, "ann"));
+    /// store.revoke(&ann, &t.info.id, None)?;
+    /// assert!(matches!(store.verify_refresh(t.token.expose()), Err(Error::Revoked)));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn verify_refresh(&self, refresh_token: &str) -> Result<TokenInfo> {
+        let inner = &*self.inner;
+        let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
+        inner.recover()?;
+        let v = verifier(&inner.refresh_key, &parsed.secret.0);
+        let hot = inner
+            .mem
+            .refresh
+            .get(&parsed.id.0)
+            .filter(|r| ct_eq(&r.verifier, &v))
+            .ok_or(Error::InvalidToken)?;
+        if hot.is_revoked() {
+            return Err(Error::Revoked);
+        }
+        let now = inner.now();
+        if hot.expires_at <= now {
+            return Err(Error::Expired);
+        }
+        // Purged between the two reads: as good as unknown.
+        let rec = inner
+            .backend
+            .get_refresh(&hot.id)?
+            .ok_or(Error::InvalidToken)?;
+        Ok(inner.info_of(rec, now))
+    }
+
+    /// [`TokenStore::verify`], then requires `scope` among the effective
+    /// scopes.
+    ///
+    /// # Errors
+    /// As [`TokenStore::verify`], and [`Error::InsufficientScope`] when the
+    /// scope is not granted.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// assert!(store.authorize(access.expose(), "read").is_ok());
+    /// assert!(matches!(
+    ///     store.authorize(access.expose(), "user-write"),
+    ///     Err(Error::InsufficientScope(_))
+    /// ));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn authorize(&self, access_token: &str, scope: &str) -> Result<Principal> {
+        let p = self.verify(access_token)?;
+        if p.scopes.contains(scope) {
+            Ok(p)
+        } else {
+            Err(Error::InsufficientScope(scope.into()))
+        }
+    }
+}
