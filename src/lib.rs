@@ -66,6 +66,7 @@
 //! model, durability and the disk format.
 #![deny(missing_docs, unsafe_code)]
 
+mod change;
 mod clock;
 pub mod codec;
 mod commit;

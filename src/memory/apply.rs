@@ -10,9 +10,9 @@ use parking_lot::Mutex;
 use super::catalog::Catalog;
 use super::entries::{AccessHot, MemberHot, RefreshExtra, RefreshHot};
 use super::Memory;
+use crate::change::Change;
 use crate::codec::{self, RefreshRecord, StoredState};
 use crate::policy::Role;
-use crate::storage::Change;
 
 impl Memory {
     /// Brings the in-memory state in line with a committed batch. Every
@@ -72,7 +72,7 @@ impl Memory {
                         .not_before
                         .fetch_max(*at, Ordering::AcqRel);
                 }
-                Change::PutRefresh(r) => match self.refresh.get(&r.id) {
+                Change::IssueRefresh(r) | Change::LoadRefresh(r) => match self.refresh.get(&r.id) {
                     Some(hot) => {
                         // Revocation is one-way.
                         if let StoredState::Revoked { at, .. } = r.state {
@@ -85,6 +85,12 @@ impl Memory {
                         self.put_new_refresh(r, member);
                     }
                 },
+                Change::RevokeRefresh { id, at, .. } => {
+                    if let Some(hot) = self.refresh.get(id) {
+                        hot.revoked_at.store(*at, Ordering::Release);
+                        hot.revoked.store(true, Ordering::Release);
+                    }
+                }
                 Change::DeleteRefresh { id, org, user } => {
                     if let Some(gone) = self.refresh.remove(id) {
                         let mut held = gone.member.held.lock();
@@ -106,10 +112,13 @@ impl Memory {
                     }
                 }
                 Change::PutAccess { .. }
+                | Change::RevokeAccess { .. }
                 | Change::DeleteAccess { .. }
                 | Change::PutLastRefresh { .. } => {
                     let id = match c {
-                        Change::PutAccess { rec, .. } => rec.refresh_id,
+                        Change::PutAccess { rec, .. } | Change::RevokeAccess { rec, .. } => {
+                            rec.refresh_id
+                        }
                         Change::DeleteAccess { refresh_id, .. } => *refresh_id,
                         Change::PutLastRefresh { id, .. } => *id,
                         _ => unreachable!("matched above"),
@@ -134,7 +143,7 @@ impl Memory {
     ) {
         for c in changes {
             match c {
-                Change::PutAccess { rec: a, slot } => {
+                Change::PutAccess { rec: a, slot } | Change::RevokeAccess { rec: a, slot } => {
                     let updated = self.access.with(&a.id, |old| match old {
                         Some(old) => {
                             if a.revoked {

@@ -15,8 +15,9 @@ use parking_lot::Mutex;
 
 use super::entries::{AccessHot, MemberHot, RefreshHot};
 use super::Memory;
+use crate::change::Change;
 use crate::codec::{AccessRecord, RefreshView};
-use crate::storage::{Change, SLOT_ANY};
+use crate::storage::SLOT_ANY;
 
 thread_local! {
     /// The family this thread put in memory last. A backend hands each
@@ -101,7 +102,7 @@ impl<'a> Loader<'a> {
     /// Applies one stored record.
     pub(crate) fn apply(&self, c: Change) {
         match c {
-            Change::PutRefresh(r) => self.refresh(&r.view()),
+            Change::LoadRefresh(r) => self.refresh(&r.view()),
             Change::PutAccess { rec, slot } => self.access(rec, slot),
             other => {
                 let inner = self.mem;

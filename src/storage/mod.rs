@@ -3,7 +3,10 @@
 //! put a refresh record, append an event, load everything, ...), so that a
 //! backend other than sled is one new module rather than a rewrite.
 
-use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord, RefreshView};
+pub(crate) use crate::change::Change;
+#[cfg(feature = "postgres")]
+use crate::codec::{AccessRecord, MemberRecord};
+use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::error::Result;
 
 #[cfg(feature = "postgres")]
@@ -12,45 +15,6 @@ pub(crate) mod sled_backend;
 pub(crate) mod sled_files;
 mod stable;
 mod warm;
-
-/// One change to durable state. A batch of changes is committed atomically.
-#[derive(Debug, Clone)]
-pub(crate) enum Change {
-    /// Insert or replace a member.
-    PutMember(MemberRecord),
-    /// Remove a member record.
-    DeleteMember { org: String, user: String },
-    /// Set an organization's not-before cutoff.
-    PutOrgCutoff { org: String, at: u64 },
-    /// Insert or replace a refresh record (and, where the backend keeps
-    /// one, its entry in an index by owner).
-    PutRefresh(RefreshRecord),
-    /// Delete a refresh record (and any index entry); its access records must be
-    /// deleted by `DeleteAccess` changes in the same batch.
-    DeleteRefresh {
-        id: [u8; 16],
-        org: String,
-        user: String,
-    },
-    /// Record the time of the last exchange of a refresh token, for when
-    /// no access record of it is left to tell (exchange itself does not
-    /// write it: the newest access record's `issued_at` says it).
-    PutLastRefresh { id: [u8; 16], at: u64 },
-    /// Put an access record in slot `slot` of its family. A family (the
-    /// access tokens of one refresh token) has at most `cap` slots; an
-    /// access record put in a slot replaces the one there, which is how an
-    /// exchange past the cap evicts the oldest in the same single write.
-    PutAccess { rec: AccessRecord, slot: u32 },
-    /// Delete the access record `id` in slot `slot` of its family.
-    DeleteAccess {
-        refresh_id: [u8; 16],
-        id: [u8; 16],
-        slot: u32,
-    },
-    /// Append an audit event; its `seq` is also kept as the highest sequence
-    /// number committed.
-    Event(EventRecord),
-}
 
 /// What loading found besides the records it handed over.
 #[derive(Debug, Default)]
@@ -96,7 +60,7 @@ impl Snapshot {
                 .map(|(org, at)| Change::PutOrgCutoff { org, at }),
         );
         changes.extend(self.members.into_iter().map(Change::PutMember));
-        changes.extend(self.refresh.into_iter().map(Change::PutRefresh));
+        changes.extend(self.refresh.into_iter().map(Change::LoadRefresh));
         let mut access = self.access;
         access.sort_by_key(|a| (a.issued_at, a.id));
         changes.extend(access.into_iter().map(|rec| Change::PutAccess {

@@ -43,7 +43,8 @@ use postgres::types::FromSql;
 use postgres::{Client, IsolationLevel, NoTls, Row, Statement};
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Change, IntegrityReport, Loaded, Snapshot, SLOT_ANY};
+use super::{Backend, IntegrityReport, Loaded, Snapshot, SLOT_ANY};
+use crate::change::Change;
 use crate::codec::StoredState;
 use crate::codec::{
     decode, decode_event, encode, encode_event, AccessRecord, EventRecord, MemberRecord,
@@ -170,9 +171,18 @@ impl LogChange {
             LogChange::PutMember(m) => Change::PutMember(m),
             LogChange::DeleteMember { org, user } => Change::DeleteMember { org, user },
             LogChange::PutOrgCutoff { org, at } => Change::PutOrgCutoff { org, at },
-            LogChange::RevokeRefresh(r) => Change::PutRefresh(r),
+            LogChange::RevokeRefresh(r) => match r.state {
+                StoredState::Revoked { at, by, reason } => Change::RevokeRefresh {
+                    id: r.id,
+                    at,
+                    by,
+                    reason,
+                },
+                // Logged only when revoked; an active one is news to memory.
+                StoredState::Active => Change::LoadRefresh(r),
+            },
             LogChange::DeleteRefresh { id, org, user } => Change::DeleteRefresh { id, org, user },
-            LogChange::RevokeAccess(a) => Change::PutAccess {
+            LogChange::RevokeAccess(a) => Change::RevokeAccess {
                 rec: a,
                 slot: SLOT_ANY,
             },
@@ -669,18 +679,36 @@ impl Conn {
                         at: *at,
                     });
                 }
-                Change::PutRefresh(r) => {
+                Change::IssueRefresh(r) => {
                     let body = encode(r)?;
+                    tx.execute(
+                        &st.refresh_ins,
+                        &[&&r.id[..], &r.org, &r.user, &false, &body],
+                    )
+                    .map_err(pg)?;
+                }
+                Change::LoadRefresh(_) => {
+                    return Err(Error::Corrupt(
+                        "a loaded record is not a change to commit (a bug in tokenvault)".into(),
+                    ));
+                }
+                Change::RevokeRefresh { id, at, by, reason } => {
+                    let Some(row) = tx.query_opt(&st.refresh_get, &[&&id[..]]).map_err(pg)? else {
+                        return Err(Error::Corrupt(format!(
+                            "token {} is in memory but not in the database",
+                            crate::token::TokenId(*id)
+                        )));
+                    };
+                    let mut r: RefreshRecord = decode(col::<&[u8]>(&row, 0)?, "refresh")?;
                     if r.state == StoredState::Active {
-                        tx.execute(
-                            &st.refresh_ins,
-                            &[&&r.id[..], &r.org, &r.user, &false, &body],
-                        )
-                        .map_err(pg)?;
-                    } else {
-                        tx.execute(&st.refresh_revoke, &[&&r.id[..], &body])
+                        r.state = StoredState::Revoked {
+                            at: *at,
+                            by: by.clone(),
+                            reason: reason.clone(),
+                        };
+                        tx.execute(&st.refresh_revoke, &[&&r.id[..], &encode(&r)?])
                             .map_err(pg)?;
-                        logged.push(LogChange::RevokeRefresh(r.clone()));
+                        logged.push(LogChange::RevokeRefresh(r));
                     }
                 }
                 Change::DeleteRefresh { id, org, user } => {
@@ -702,21 +730,19 @@ impl Conn {
                     tx.execute(&st.last_refresh, &[&&id[..], &i64_of(*at)])
                         .map_err(pg)?;
                 }
-                Change::PutAccess { rec: a, .. } => {
-                    let body = encode(a)?;
-                    if a.revoked {
-                        tx.execute(&st.access_revoke, &[&&a.id[..], &body])
-                            .map_err(pg)?;
-                        logged.push(LogChange::RevokeAccess(a.clone()));
-                    } else {
-                        tx.execute(
-                            &st.access_ins,
-                            &[&&a.id[..], &&a.refresh_id[..], &false, &body],
-                        )
+                Change::RevokeAccess { rec: a, .. } => {
+                    tx.execute(&st.access_revoke, &[&&a.id[..], &encode(a)?])
                         .map_err(pg)?;
-                        if !capped.contains(&a.refresh_id) {
-                            capped.push(a.refresh_id);
-                        }
+                    logged.push(LogChange::RevokeAccess(a.clone()));
+                }
+                Change::PutAccess { rec: a, .. } => {
+                    tx.execute(
+                        &st.access_ins,
+                        &[&&a.id[..], &&a.refresh_id[..], &false, &encode(a)?],
+                    )
+                    .map_err(pg)?;
+                    if !capped.contains(&a.refresh_id) {
+                        capped.push(a.refresh_id);
                     }
                 }
                 Change::DeleteAccess { refresh_id, id, .. } => {
@@ -1090,7 +1116,7 @@ impl Backend for PgBackend {
         let skipped = s.skipped;
         for c in s.into_changes() {
             match c {
-                Change::PutRefresh(r) => refresh(&r.view()),
+                Change::LoadRefresh(r) => refresh(&r.view()),
                 other => apply(other),
             }
         }

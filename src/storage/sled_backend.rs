@@ -8,11 +8,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
 use super::stable::StableFiles;
-use super::{warm, Backend, Change, IntegrityReport, Loaded};
+use super::{warm, Backend, IntegrityReport, Loaded};
+use crate::change::Change;
 use crate::codec::{
     decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
     member_key, org_key, view_refresh, AccessRecord, EventRecord, MemberRecord, RefreshRecord,
-    RefreshView,
+    RefreshView, StoredState,
 };
 use crate::error::{Error, Result};
 
@@ -327,19 +328,19 @@ impl SledBackend {
         // carries) is one insert. So is an exchange, which also replaces
         // the access record it evicts (same slot).
         match changes {
-            [Change::PutRefresh(r)] => {
+            [Change::IssueRefresh(r)] => {
                 self.refresh
                     .insert(&r.id[..], encode_refresh(r)?)
                     .map_err(io)?;
                 return Ok(());
             }
-            [Change::PutRefresh(r), Change::Event(e)] if embedded(changes, e) => {
+            [Change::IssueRefresh(r), Change::Event(e)] if embedded(changes, e) => {
                 self.refresh
                     .insert(&r.id[..], encode_refresh(r)?)
                     .map_err(io)?;
                 return Ok(());
             }
-            [Change::PutAccess { rec, slot }] => {
+            [Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot }] => {
                 self.access
                     .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
                     .map_err(io)?;
@@ -347,14 +348,19 @@ impl SledBackend {
             }
             _ => {}
         }
-        let access_only = changes
-            .iter()
-            .all(|c| matches!(c, Change::PutAccess { .. } | Change::DeleteAccess { .. }));
+        let access_only = changes.iter().all(|c| {
+            matches!(
+                c,
+                Change::PutAccess { .. }
+                    | Change::RevokeAccess { .. }
+                    | Change::DeleteAccess { .. }
+            )
+        });
         if access_only {
             let mut batch = sled::Batch::default();
             for c in changes {
                 match c {
-                    Change::PutAccess { rec, slot } => {
+                    Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot } => {
                         batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
                     }
                     Change::DeleteAccess {
@@ -395,10 +401,32 @@ impl SledBackend {
                             Change::PutOrgCutoff { org, at } => {
                                 cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
                             }
-                            Change::PutRefresh(r) => {
+                            Change::IssueRefresh(r) => {
                                 let v = encode_refresh(r)
                                     .map_err(ConflictableTransactionError::Abort)?;
                                 refresh.insert(&r.id[..], v)?;
+                            }
+                            Change::LoadRefresh(_) => {
+                                return Err(ConflictableTransactionError::Abort(not_a_change()));
+                            }
+                            Change::RevokeRefresh { id, at, by, reason } => {
+                                let abort = ConflictableTransactionError::Abort;
+                                let Some(v) = refresh.get(&id[..])? else {
+                                    return Err(abort(Error::Corrupt(format!(
+                                        "token {} is in memory but not on disk",
+                                        crate::token::TokenId(*id)
+                                    ))));
+                                };
+                                let mut r = decode_refresh(&v).map_err(abort)?;
+                                if r.state == StoredState::Active {
+                                    r.state = StoredState::Revoked {
+                                        at: *at,
+                                        by: by.clone(),
+                                        reason: reason.clone(),
+                                    };
+                                    let v = encode_refresh(&r).map_err(abort)?;
+                                    refresh.insert(&id[..], v)?;
+                                }
                             }
                             Change::DeleteRefresh { id, .. } => {
                                 // The issue event the record carries moves
@@ -419,7 +447,8 @@ impl SledBackend {
                             Change::PutLastRefresh { id, at } => {
                                 last.insert(&id[..], &at.to_be_bytes()[..])?;
                             }
-                            Change::PutAccess { rec, slot } => {
+                            Change::PutAccess { rec, slot }
+                            | Change::RevokeAccess { rec, slot } => {
                                 access
                                     .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
                             }
@@ -452,9 +481,14 @@ impl SledBackend {
 /// batch, which then carries it.
 fn embedded(changes: &[Change], e: &EventRecord) -> bool {
     changes.iter().any(|c| match c {
-        Change::PutRefresh(r) => r.org == e.org && r.issue.is_some_and(|i| i.seq == e.seq),
+        Change::IssueRefresh(r) => r.org == e.org && r.issue.is_some_and(|i| i.seq == e.seq),
         _ => false,
     })
+}
+
+/// The error for a change that is memory's only ([`Change::LoadRefresh`]).
+fn not_a_change() -> Error {
+    Error::Corrupt("a loaded record is not a change to commit (a bug in tokenvault)".into())
 }
 
 impl Backend for SledBackend {

@@ -60,7 +60,7 @@ impl TokenStore {
                         break (id, secret);
                     }
                 };
-                changes.push(Change::PutRefresh(RefreshRecord {
+                changes.push(Change::IssueRefresh(RefreshRecord {
                     id: id.0,
                     org: actor.org.clone(),
                     user: actor.user.clone(),

@@ -153,7 +153,7 @@ impl TokenStore {
                 assigned: to.is_some(),
             }),
         };
-        let changes = vec![Change::PutRefresh(rec.clone()), Change::Event(event)];
+        let changes = vec![Change::IssueRefresh(rec.clone()), Change::Event(event)];
         let ticket = inner.commit(&changes)?;
         // The record hangs on its member, who is one (checked above, and
         // nobody can remove them meanwhile): no catalog change is needed.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
+use crate::change::Change;
 use crate::codec::{
     self, AccessRecord, EventRecord, IssueEvent, MemberRecord, RefreshRecord, StoredState,
 };
@@ -14,7 +15,7 @@ use crate::config::{load_or_create, Config, StoreKey};
 use crate::error::{Error, Result};
 use crate::memory::{Catalog, Memory, RefreshHot, CHECK_KNOWN};
 use crate::policy::{may, Action, Policy, Role};
-use crate::storage::{Backend, Change, IntegrityReport};
+use crate::storage::{Backend, IntegrityReport};
 use crate::token::{self, TokenId, TokenKind};
 use crate::types::*;
 use crate::Clock;

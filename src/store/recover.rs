@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use super::{Catalog, Inner, TokenStore};
+use crate::change::Change;
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, Result};
-use crate::storage::{sled_files, Backend, Change, IntegrityReport, Loaded};
+use crate::storage::{sled_files, Backend, IntegrityReport, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
 /// calls answer the last failure): a reopen reads sled's log, which a call

@@ -78,23 +78,19 @@ impl TokenStore {
             ));
         }
         let now = inner.now();
-        let mut rec = inner
-            .backend
-            .get_refresh(&id.0)?
-            .ok_or_else(|| Error::Corrupt(format!("token {id} is in memory but not on disk")))?;
-        if rec.state != StoredState::Active {
+        if hot.revoked.load(Ordering::Acquire) {
             // Revoked already, perhaps by a call whose sync failed: this
             // answer, too, says the revocation is durable.
             drop(cat);
             return inner.sync_written();
         }
-        rec.state = StoredState::Revoked {
-            at: now,
-            by: actor.user.clone(),
-            reason: reason.map(Into::into),
-        };
         let changes = vec![
-            Change::PutRefresh(rec),
+            Change::RevokeRefresh {
+                id: id.0,
+                at: now,
+                by: actor.user.clone(),
+                reason: reason.map(Into::into),
+            },
             inner.event(&actor.org, &actor.user, "token.revoke", target, "ok")?,
         ];
         let ticket = inner.commit_apply(&mut cat, &changes)?;
@@ -322,7 +318,7 @@ impl TokenStore {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }
-            let changes = [Change::PutAccess { rec, slot }];
+            let changes = [Change::RevokeAccess { rec, slot }];
             let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
             inner.mem.apply_family(&parent, &mut extra, &changes);
@@ -349,15 +345,17 @@ impl Inner {
     ) -> Result<Vec<[u8; 16]>> {
         let mut ids = Vec::new();
         let held: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
-        for mut r in self.backend.list_refresh(org, user, &held)? {
+        // The backend lists them: on a shared store, memory holds only the
+        // tokens this replica has seen, the database every one.
+        for r in self.backend.list_refresh(org, user, &held)? {
             if r.state == StoredState::Active && pick(&r) {
                 ids.push(r.id);
-                r.state = StoredState::Revoked {
+                changes.push(Change::RevokeRefresh {
+                    id: r.id,
                     at: now,
                     by: by.into(),
                     reason: reason.map(Into::into),
-                };
-                changes.push(Change::PutRefresh(r));
+                });
             }
         }
         Ok(ids)

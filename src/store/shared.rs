@@ -21,11 +21,12 @@ use std::sync::{Arc, Weak};
 use parking_lot::RwLockWriteGuard;
 
 use super::{Catalog, Inner, TokenStore, FINGERPRINT_CONTEXT};
+use crate::change::Change;
 use crate::config::{load_or_create_key, Config};
 use crate::error::{Error, Result};
 use crate::replica::{self, Follower, Replica, SyncStatus};
 use crate::storage::postgres::{Conn, ConnSpec, LogBatch, PgBackend};
-use crate::storage::{Backend, Change, Snapshot, SLOT_ANY};
+use crate::storage::{Backend, Snapshot, SLOT_ANY};
 
 /// What a store on a shared backend keeps beside its memory.
 pub(super) struct Slot {
@@ -252,7 +253,7 @@ impl Inner {
             return Ok(());
         }
         if let Some(r) = sh.backend.get_refresh(id)? {
-            self.mem.apply(cat, &[Change::PutRefresh(r)]);
+            self.mem.apply(cat, &[Change::LoadRefresh(r)]);
         }
         Ok(())
     }
@@ -392,7 +393,7 @@ impl Inner {
             if let Some((r, last)) = got.refresh {
                 let id = r.id;
                 if !self.mem.refresh.contains(&id) {
-                    changes.push(Change::PutRefresh(r));
+                    changes.push(Change::LoadRefresh(r));
                     if let Some(at) = last {
                         changes.push(Change::PutLastRefresh { id, at });
                     }
