@@ -84,7 +84,7 @@ pub enum Error {
 /// use std::error::Error as _;
 /// use tokenvault::IoError;
 ///
-/// let cause = std::io::Error::new(std::io::ErrorKind::Other, "the device is gone");
+/// let cause = std::io::Error::other("the device is gone");
 /// let e = IoError::with_source("cannot read the store: the device is gone", cause);
 /// assert_eq!(e.to_string(), "cannot read the store: the device is gone");
 /// assert!(e.contains("device"));
@@ -254,8 +254,7 @@ mod tests {
         assert_eq!(e.kind(), "io");
         assert!(cause::<sled::Error>(&e).is_some(), "{e:?}");
         // sled's I/O errors reach the std::io::Error inside.
-        let e = crate::storage::sled_backend::io(sled::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::Other,
+        let e = crate::storage::sled_backend::io(sled::Error::Io(std::io::Error::other(
             "the device is gone",
         )));
         assert_eq!(e.kind(), "io");

@@ -92,8 +92,8 @@ pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend>
 /// half written, as corrupt), and an open in progress may be writing a
 /// snapshot that another open must not take for a leftover.
 pub(crate) fn lock_dir(p: &Path) -> Result<std::fs::File> {
-    let dir = std::fs::File::open(p).map_err(|e| io_error(e))?;
-    dir.lock().map_err(|e| io_error(e))?;
+    let dir = std::fs::File::open(p).map_err(io_error)?;
+    dir.lock().map_err(io_error)?;
     Ok(dir)
 }
 
@@ -104,7 +104,7 @@ fn make_private_dir(p: &Path) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(parent) = p.parent().filter(|q| !q.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| io_error(e))?;
+                std::fs::create_dir_all(parent).map_err(io_error)?;
             }
             let mut b = std::fs::DirBuilder::new();
             #[cfg(unix)]
@@ -151,7 +151,7 @@ pub(crate) fn remove_leftovers(p: &Path) -> Result<usize> {
     };
     let mut removed = 0;
     for entry in entries {
-        let entry = entry.map_err(|e| io_error(e))?;
+        let entry = entry.map_err(io_error)?;
         let name = entry.file_name();
         if !name.to_str().is_some_and(is_generating) {
             continue;
@@ -179,8 +179,8 @@ pub(crate) fn remove_leftovers(p: &Path) -> Result<usize> {
 /// Makes a directory's entries (files created, renamed or removed in it)
 /// durable.
 pub(crate) fn sync_dir(p: &Path) -> Result<()> {
-    let dir = std::fs::File::open(p).map_err(|e| io_error(e))?;
-    dir.sync_all().map_err(|e| io_error(e))
+    let dir = std::fs::File::open(p).map_err(io_error)?;
+    dir.sync_all().map_err(io_error)
 }
 
 /// Sets mode 0700 on the directory `p` and every directory in it, and 0600
@@ -208,7 +208,7 @@ pub(crate) fn tighten(p: &Path) -> Result<()> {
             Err(e) => return Err(io_error(e)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| io_error(e))?;
+            let entry = entry.map_err(io_error)?;
             let Ok(ty) = entry.file_type() else { continue };
             let meta_mode = entry.metadata().map(|m| m.permissions().mode() & 0o7777);
             if ty.is_dir() {
