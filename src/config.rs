@@ -8,7 +8,7 @@ use std::time::Duration;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 use crate::policy::Policy;
 use crate::store::TokenStore;
 
@@ -376,10 +376,10 @@ pub(crate) fn load_or_create(path: &Path, create: bool, loose: bool) -> Result<(
             Err(Some(e)) => return Err(e),
         }
     }
-    Err(Error::Io(format!(
+    Err(Error::Io(IoError::from(format!(
         "the key file {} keeps appearing and vanishing; is another program replacing it?",
         path.display()
-    )))
+    ))))
 }
 
 /// The key in the file at `path`; `Err(None)` if there is no such file.
@@ -389,9 +389,9 @@ fn read_key_file(path: &Path, loose: bool) -> std::result::Result<StoreKey, Opti
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
         Err(e) => {
-            return Err(Some(Error::Io(format!(
-                "cannot read key file {}: {e}",
-                path.display()
+            return Err(Some(Error::Io(IoError::with_source(
+                format!("cannot read key file {}: {e}", path.display()),
+                e,
             ))))
         }
     };
@@ -401,9 +401,9 @@ fn read_key_file(path: &Path, loose: bool) -> std::result::Result<StoreKey, Opti
         let mode = f
             .metadata()
             .map_err(|e| {
-                Some(Error::Io(format!(
-                    "cannot read key file {}: {e}",
-                    path.display()
+                Some(Error::Io(IoError::with_source(
+                    format!("cannot read key file {}: {e}", path.display()),
+                    e,
                 )))
             })?
             .permissions()
@@ -434,9 +434,9 @@ fn read_key_file(path: &Path, loose: bool) -> std::result::Result<StoreKey, Opti
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                return Err(Some(Error::Io(format!(
-                    "cannot read key file {}: {e}",
-                    path.display()
+                return Err(Some(Error::Io(IoError::with_source(
+                    format!("cannot read key file {}: {e}", path.display()),
+                    e,
                 ))))
             }
         }
@@ -480,9 +480,12 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<bool> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts
-        .open(&side)
-        .map_err(|e| Error::Io(format!("cannot create key file {}: {e}", side.display())))?;
+    let mut f = opts.open(&side).map_err(|e| {
+        Error::Io(IoError::with_source(
+            format!("cannot create key file {}: {e}", side.display()),
+            e,
+        ))
+    })?;
     let written = (|| -> std::io::Result<()> {
         // The mode whatever the umask.
         #[cfg(unix)]
@@ -500,9 +503,10 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<bool> {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => {
-            let mut err = crate::storage::sled_files::io_error(&e);
+            let mut err = crate::storage::sled_files::io_error(e);
             if let Error::Io(m) = &mut err {
-                *m = format!("cannot create key file {}: {m}", path.display());
+                let reworded = format!("cannot create key file {}: {m}", path.display());
+                *m.message_mut() = reworded;
             }
             return Err(err);
         }

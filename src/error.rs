@@ -58,16 +58,133 @@ pub enum Error {
     /// unknown version.
     #[error("corrupt store data: {0}")]
     Corrupt(String),
-    /// The storage engine or the file system failed.
+    /// The storage engine or the file system failed. The [`IoError`] holds
+    /// the message and, where there is one, the underlying error (a
+    /// [`std::io::Error`], a sled error, a PostgreSQL error), reachable through
+    /// [`std::error::Error::source`].
     #[error("storage error: {0}")]
-    Io(String),
+    Io(#[source] IoError),
+    /// The service cannot answer right now but may later: a shared
+    /// (PostgreSQL) store's replica whose view is stale (no successful sync
+    /// within the staleness bound) fails closed with this rather than answer
+    /// from stale memory. Retrying once PostgreSQL is reachable again
+    /// succeeds. Kind `unavailable`.
+    #[error("the service is temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The details of an [`Error::Io`]: a message for people and, where there is
+/// one, the error that caused it.
+///
+/// It displays as the message alone, dereferences to it (so `m.contains(..)`
+/// works on it as on a string), and gives the cause through
+/// [`std::error::Error::source`].
+///
+/// ```
+/// use std::error::Error as _;
+/// use tokenvault::IoError;
+///
+/// let cause = std::io::Error::other("the device is gone");
+/// let e = IoError::with_source("cannot read the store: the device is gone", cause);
+/// assert_eq!(e.to_string(), "cannot read the store: the device is gone");
+/// assert!(e.contains("device"));
+/// let cause = e.source().and_then(|c| c.downcast_ref::<std::io::Error>());
+/// assert_eq!(cause.map(|c| c.kind()), Some(std::io::ErrorKind::Other));
+///
+/// // Wrapped in the crate's error, the chain still reaches the cause.
+/// let e = tokenvault::Error::Io(e);
+/// assert_eq!(e.kind(), "io");
+/// assert_eq!(e.to_string(), "storage error: cannot read the store: the device is gone");
+/// assert!(e.source().and_then(|s| s.source()).is_some());
+///
+/// // A message without a cause.
+/// let e = IoError::from("the storage failed");
+/// assert!(e.source().is_none());
+/// ```
+pub struct IoError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl IoError {
+    /// An error with this message, caused by `cause` (returned by
+    /// [`std::error::Error::source`]). The message is shown as is: include
+    /// the cause's text in it where people should read it.
+    pub fn with_source(
+        message: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        IoError {
+            message: message.into(),
+            source: Some(cause.into()),
+        }
+    }
+
+    /// The message (the same text as [`Display`](std::fmt::Display) shows).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The message, to reword it while keeping the cause.
+    pub(crate) fn message_mut(&mut self) -> &mut String {
+        &mut self.message
+    }
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The message and whether there is a cause, nothing more: the cause's own
+/// `Debug` is not shown (its text is already in the message).
+impl std::fmt::Debug for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoError")
+            .field("message", &self.message)
+            .field("has_source", &self.source.is_some())
+            .finish()
+    }
+}
+
+impl std::error::Error for IoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl std::ops::Deref for IoError {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for IoError {
+    fn from(message: String) -> Self {
+        IoError {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for IoError {
+    fn from(message: &str) -> Self {
+        IoError::from(message.to_string())
+    }
 }
 
 impl Error {
     /// A stable, machine-readable name for the variant: one of `malformed`,
     /// `invalid_token`, `expired`, `revoked`, `forbidden`,
     /// `insufficient_scope`, `not_found`, `conflict`, `usage` (for
-    /// [`Error::InvalidArgument`]), `limit`, `key_mismatch`, `corrupt`, `io`.
+    /// [`Error::InvalidArgument`]), `limit`, `key_mismatch`, `corrupt`, `io`,
+    /// `unavailable`.
     ///
     /// ```
     /// assert_eq!(tokenvault::Error::InvalidToken.kind(), "invalid_token");
@@ -87,15 +204,80 @@ impl Error {
             Error::KeyMismatch | Error::KeyFileExposed(_) => "key_mismatch",
             Error::Corrupt(_) => "corrupt",
             Error::Io(_) => "io",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        crate::storage::sled_files::io_error(&e)
+        crate::storage::sled_files::io_error(e)
     }
 }
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The first error in `e`'s source chain (after `e` itself) of type `T`.
+    fn cause<T: std::error::Error + 'static>(e: &Error) -> Option<&T> {
+        let mut next = e.source();
+        while let Some(s) = next {
+            if let Some(t) = s.downcast_ref::<T>() {
+                return Some(t);
+            }
+            next = s.source();
+        }
+        None
+    }
+
+    #[test]
+    fn an_io_error_keeps_its_std_io_cause() {
+        let e = Error::from(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "no access",
+        ));
+        assert_eq!(e.kind(), "io");
+        assert_eq!(e.to_string(), "storage error: no access");
+        let io = cause::<std::io::Error>(&e).expect("an io::Error in the chain");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(matches!(&e, Error::Io(m) if m.contains("access")));
+    }
+
+    #[test]
+    fn a_sled_error_keeps_its_cause() {
+        let e = crate::storage::sled_backend::io(sled::Error::Unsupported("a feature".into()));
+        assert_eq!(e.kind(), "io");
+        assert!(cause::<sled::Error>(&e).is_some(), "{e:?}");
+        // sled's I/O errors reach the std::io::Error inside.
+        let e = crate::storage::sled_backend::io(sled::Error::Io(std::io::Error::other(
+            "the device is gone",
+        )));
+        assert_eq!(e.kind(), "io");
+        assert!(cause::<std::io::Error>(&e).is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn a_message_has_no_cause_and_debug_shows_only_the_message() {
+        let e = Error::Io("the storage failed".into());
+        assert!(e.source().is_some_and(|s| s.source().is_none()));
+        assert_eq!(
+            format!("{e:?}"),
+            r#"Io(IoError { message: "the storage failed", has_source: false })"#
+        );
+    }
+
+    #[test]
+    fn unavailable_is_its_own_kind() {
+        let e = Error::Unavailable("the replica is stale".into());
+        assert_eq!(e.kind(), "unavailable");
+        assert_eq!(
+            e.to_string(),
+            "the service is temporarily unavailable: the replica is stale"
+        );
+    }
+}

@@ -4,7 +4,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 use crate::store::TokenStore;
 
 /// A running janitor thread; dropping (or [`Janitor::stop`]) ends it.
@@ -76,7 +76,12 @@ impl TokenStore {
                     }
                 }
             })
-            .map_err(|e| Error::Io(format!("cannot start the janitor thread: {e}")))?;
+            .map_err(|e| {
+                Error::Io(IoError::with_source(
+                    format!("cannot start the janitor thread: {e}"),
+                    e,
+                ))
+            })?;
         Ok(Janitor {
             stop: Some(tx),
             thread: Some(thread),

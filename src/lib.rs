@@ -86,7 +86,7 @@ mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, StoreKey};
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result};
 pub use janitor::Janitor;
 pub use policy::{Policy, PolicyBuilder, Role};
 #[cfg(feature = "postgres")]

@@ -8,7 +8,8 @@
 //! notifies it (`LISTEN`), after every reconnect, and on a short poll as a
 //! safety net. Each successful sync is stamped with the time it *started*;
 //! a verification that finds the newest stamp older than the staleness bound
-//! fails closed with [`Error::Io`] instead of answering from stale memory.
+//! fails closed with [`Error::Unavailable`] instead of answering from stale
+//! memory.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 use crate::storage::postgres::{Conn, ConnSpec};
 
 /// Settings of a store on PostgreSQL; give them to
@@ -339,7 +340,7 @@ impl Replica {
                 Duration::from_nanos(now.saturating_sub(last))
             )
         };
-        Error::Io(format!(
+        Error::Unavailable(format!(
             "this replica's view of the shared token store is stale ({since}, bound {:?}); \
              failing closed until PostgreSQL is reachable again",
             self.bound
@@ -434,7 +435,12 @@ pub(crate) fn spawn(
         .name("tokenvault-sync".into())
         .spawn(move || run(&replica, &spec, &target))
         .map(drop)
-        .map_err(|e| Error::Io(format!("cannot start the sync thread: {e}")))
+        .map_err(|e| {
+            Error::Io(IoError::with_source(
+                format!("cannot start the sync thread: {e}"),
+                e,
+            ))
+        })
 }
 
 fn run(rep: &Replica, spec: &ConnSpec, target: &Weak<dyn Follower>) {

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use rand::TryRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const CHUNK_DIGITS: usize = 11;
@@ -161,9 +161,12 @@ pub(crate) struct Parsed {
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub(crate) fn os_random(buf: &mut [u8]) -> Result<()> {
-    rand::rngs::OsRng
-        .try_fill_bytes(buf)
-        .map_err(|e| Error::Io(format!("the operating system's random source failed: {e}")))
+    rand::rngs::OsRng.try_fill_bytes(buf).map_err(|e| {
+        Error::Io(IoError::with_source(
+            format!("the operating system's random source failed: {e}"),
+            e,
+        ))
+    })
 }
 
 /// A fresh id and secret.

@@ -17,7 +17,10 @@ pub(crate) const REALM: &str = "tokenvault";
 ///
 /// A 401 carries an RFC 6750 challenge (`WWW-Authenticate: Bearer
 /// realm="tokenvault", error="invalid_token"`), a 403 for a missing scope
-/// `error="insufficient_scope"` with the scope, a 429 `Retry-After`. On the
+/// `error="insufficient_scope"` with the scope, a 429 `Retry-After`. A store
+/// that cannot answer for now ([`crate::Error::Unavailable`], a shared store's
+/// stale replica) is a 503 with `Retry-After`; other store failures are a
+/// 500. On the
 /// RFC 7009 / RFC 7662 endpoints the body also carries RFC 6749's `error`
 /// code. The text never holds a token.
 ///
@@ -92,6 +95,18 @@ impl ApiError {
             format!("rate limit exceeded for this refresh token; retry in {retry_after} s"),
         );
         e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 503 with `Retry-After` (as for a connection over the server's caps),
+    /// without details (they are logged, not sent): the store cannot answer
+    /// now but may soon (a shared store's stale replica).
+    pub(crate) fn unavailable() -> Self {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is temporarily unavailable; try again later",
+        );
+        e.retry_after = Some(super::server::RETRY_AFTER_SECS);
         e
     }
 
@@ -176,6 +191,12 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             Error::Limit(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+            Error::Unavailable(_) => {
+                let text = e.to_string();
+                let error = super::server::truncated(&text, 256);
+                tracing::warn!(target: "tokenvault::http", error, kind = e.kind(), "store unavailable");
+                ApiError::unavailable()
+            }
             other => {
                 let text = other.to_string();
                 let error = super::server::truncated(&text, 256);
@@ -229,5 +250,22 @@ mod tests {
         // The rate limit, by contrast, says when to come back.
         let res = ApiError::rate_limited(7).into_response();
         assert_eq!(res.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn unavailable_is_503_and_io_stays_500() {
+        let e = Error::Unavailable("this replica's view of the shared token store is stale".into());
+        let a = ApiError::from(e);
+        assert_eq!(a.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            !a.message().contains("replica"),
+            "details are logged, not sent"
+        );
+        let res = a.rfc().into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert!(res.headers().get(header::WWW_AUTHENTICATE).is_none());
+        let a = ApiError::from(Error::Io("the storage failed".into()));
+        assert_eq!(a.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

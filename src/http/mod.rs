@@ -28,7 +28,9 @@
 //! too large, 422 bad body, 429 rate limit (with `Retry-After`) or a
 //! store limit ([`Error::Limit`](crate::Error::Limit), without), 431 header
 //! too large, 408 request too slow, 503 (with `Retry-After`) for a
-//! connection over [`serve_on`]'s caps. Responses carrying tokens are
+//! connection over [`serve_on`]'s caps or a store that cannot answer for
+//! now ([`Error::Unavailable`](crate::Error::Unavailable): a shared store's
+//! stale replica), 500 any other store failure. Responses carrying tokens are
 //! `Cache-Control: no-store`. Another organization's token or id is
 //! answered exactly as an unknown one, on every route.
 //!

@@ -360,8 +360,9 @@ where
     Ok(())
 }
 
-/// Seconds a turned-away client is asked to wait.
-const RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a turned-away client is asked to wait (also the `Retry-After` of
+/// a 503 for a store that cannot answer for now).
+pub(crate) const RETRY_AFTER_SECS: u64 = 1;
 
 /// Turned-away connections given a moment to read their 503 before the
 /// socket closes (the rest are closed at once).

@@ -50,7 +50,7 @@ use crate::codec::{
     decode, decode_event, encode, encode_event, AccessRecord, EventRecord, MemberRecord,
     RefreshRecord, RefreshView,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 use crate::policy::Role;
 
 /// The schema migrations, in order. A migration is never edited once
@@ -260,7 +260,7 @@ fn pg(e: postgres::Error) -> Error {
         Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
             Error::Conflict("the refresh token was purged meanwhile".into())
         }
-        _ => Error::Io(format!("PostgreSQL: {e}")),
+        _ => Error::Io(IoError::with_source(format!("PostgreSQL: {e}"), e)),
     }
 }
 

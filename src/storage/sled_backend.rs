@@ -15,7 +15,7 @@ use crate::codec::{
     member_key, org_key, view_refresh, AccessRecord, EventRecord, MemberRecord, RefreshRecord,
     RefreshView, StoredState,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 
 const EVENT_SEQ: &str = "event_seq";
 
@@ -45,11 +45,13 @@ pub(crate) struct SledBackend {
 /// The tree schema 3 no longer keeps (dropped by [`Backend::upgrade`]).
 const OLD_BY_MEMBER: &str = "refresh_by_member";
 
-fn io(e: sled::Error) -> Error {
+/// The error for a sled error: kind `io` keeping sled's error (or, for
+/// sled's I/O errors, the [`std::io::Error`]) as the source, or `corrupt`.
+pub(crate) fn io(e: sled::Error) -> Error {
     match e {
-        sled::Error::Io(e) => super::sled_files::io_error(&e),
+        sled::Error::Io(e) => super::sled_files::io_error(e),
         sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
-        other => Error::Io(other.to_string()),
+        other => Error::Io(IoError::with_source(other.to_string(), other)),
     }
 }
 

@@ -10,7 +10,7 @@ use std::io;
 use std::path::Path;
 
 use super::sled_backend::SledBackend;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 
 /// The mode of the store directory (and of every directory in it).
 #[cfg(unix)]
@@ -36,14 +36,14 @@ pub(crate) fn is_disk_full(e: &io::Error) -> bool {
 
 /// The error for an I/O error: kind `io`, and, for a full disk, a message
 /// that says so first.
-pub(crate) fn io_error(e: &io::Error) -> Error {
-    if is_disk_full(e) {
-        Error::Io(format!(
-            "the disk is full (free some space; the store writes again without a restart): {e}"
-        ))
+/// The [`io::Error`] is kept as the error's source.
+pub(crate) fn io_error(e: io::Error) -> Error {
+    let message = if is_disk_full(&e) {
+        format!("the disk is full (free some space; the store writes again without a restart): {e}")
     } else {
-        Error::Io(e.to_string())
-    }
+        e.to_string()
+    };
+    Error::Io(IoError::with_source(message, e))
 }
 
 /// Whether a storage error is sled's file lock being held elsewhere.
@@ -53,11 +53,11 @@ fn is_lock_held(e: &Error) -> bool {
 
 /// The one sentence for a store whose lock another process holds.
 fn lock_held(path: &Path) -> Error {
-    Error::Io(format!(
+    Error::Io(IoError::from(format!(
         "the store {} is held by another process (a running `tokenvault serve`, or \
          another program using it); stop that process, or go through its HTTP API",
         path.display()
-    ))
+    )))
 }
 
 /// Opens the sled database of a store: removes what an interrupted
@@ -92,8 +92,8 @@ pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend>
 /// half written, as corrupt), and an open in progress may be writing a
 /// snapshot that another open must not take for a leftover.
 pub(crate) fn lock_dir(p: &Path) -> Result<std::fs::File> {
-    let dir = std::fs::File::open(p).map_err(|e| io_error(&e))?;
-    dir.lock().map_err(|e| io_error(&e))?;
+    let dir = std::fs::File::open(p).map_err(io_error)?;
+    dir.lock().map_err(io_error)?;
     Ok(dir)
 }
 
@@ -104,7 +104,7 @@ fn make_private_dir(p: &Path) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(parent) = p.parent().filter(|q| !q.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| io_error(&e))?;
+                std::fs::create_dir_all(parent).map_err(io_error)?;
             }
             let mut b = std::fs::DirBuilder::new();
             #[cfg(unix)]
@@ -113,10 +113,10 @@ fn make_private_dir(p: &Path) -> Result<()> {
                 Ok(()) => Ok(()),
                 // Another process made it meanwhile.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-                Err(e) => Err(io_error(&e)),
+                Err(e) => Err(io_error(e)),
             }
         }
-        Err(e) => Err(io_error(&e)),
+        Err(e) => Err(io_error(e)),
     }
 }
 
@@ -147,11 +147,11 @@ pub(crate) fn remove_leftovers(p: &Path) -> Result<usize> {
     let entries = match std::fs::read_dir(p) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(io_error(&e)),
+        Err(e) => return Err(io_error(e)),
     };
     let mut removed = 0;
     for entry in entries {
-        let entry = entry.map_err(|e| io_error(&e))?;
+        let entry = entry.map_err(io_error)?;
         let name = entry.file_name();
         if !name.to_str().is_some_and(is_generating) {
             continue;
@@ -160,9 +160,12 @@ pub(crate) fn remove_leftovers(p: &Path) -> Result<usize> {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(Error::Io(format!(
-                    "cannot remove the unfinished snapshot {}: {e}",
-                    entry.path().display()
+                return Err(Error::Io(IoError::with_source(
+                    format!(
+                        "cannot remove the unfinished snapshot {}: {e}",
+                        entry.path().display()
+                    ),
+                    e,
                 )))
             }
         }
@@ -176,8 +179,8 @@ pub(crate) fn remove_leftovers(p: &Path) -> Result<usize> {
 /// Makes a directory's entries (files created, renamed or removed in it)
 /// durable.
 pub(crate) fn sync_dir(p: &Path) -> Result<()> {
-    let dir = std::fs::File::open(p).map_err(|e| io_error(&e))?;
-    dir.sync_all().map_err(|e| io_error(&e))
+    let dir = std::fs::File::open(p).map_err(io_error)?;
+    dir.sync_all().map_err(io_error)
 }
 
 /// Sets mode 0700 on the directory `p` and every directory in it, and 0600
@@ -190,9 +193,9 @@ pub(crate) fn tighten(p: &Path) -> Result<()> {
         match std::fs::set_permissions(q, std::fs::Permissions::from_mode(mode)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Io(format!(
-                "cannot set the mode of {} to {mode:o}: {e}",
-                q.display()
+            Err(e) => Err(Error::Io(IoError::with_source(
+                format!("cannot set the mode of {} to {mode:o}: {e}", q.display()),
+                e,
             ))),
         }
     };
@@ -202,10 +205,10 @@ pub(crate) fn tighten(p: &Path) -> Result<()> {
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_error(&e)),
+            Err(e) => return Err(io_error(e)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| io_error(&e))?;
+            let entry = entry.map_err(io_error)?;
             let Ok(ty) = entry.file_type() else { continue };
             let meta_mode = entry.metadata().map(|m| m.permissions().mode() & 0o7777);
             if ty.is_dir() {
@@ -267,9 +270,12 @@ mod tests {
     fn disk_full_errors_say_so() {
         let e = io::Error::from_raw_os_error(libc::ENOSPC);
         assert!(is_disk_full(&e));
-        let msg = io_error(&e).to_string();
+        let msg = io_error(io::Error::from_raw_os_error(libc::ENOSPC)).to_string();
         assert!(msg.contains("the disk is full"), "{msg}");
-        assert_eq!(io_error(&e).kind(), "io");
+        assert_eq!(
+            io_error(io::Error::from_raw_os_error(libc::ENOSPC)).kind(),
+            "io"
+        );
         let q = io::Error::from_raw_os_error(libc::EDQUOT);
         assert!(is_disk_full(&q));
         // sled hands its sticky error on rebuilt from kind and text.
@@ -277,7 +283,7 @@ mod tests {
         assert!(is_disk_full(&rebuilt));
         let other = io::Error::from_raw_os_error(libc::EIO);
         assert!(!is_disk_full(&other));
-        assert!(!io_error(&other).to_string().contains("disk is full"));
+        assert!(!io_error(other).to_string().contains("disk is full"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 
 /// The files of one open database that a durable call syncs.
 pub(super) struct StableFiles {
@@ -173,9 +173,12 @@ fn sync_dir(dir: &Path) -> Result<()> {
 fn file_error(what: &str, path: &Path, e: std::io::Error) -> Error {
     if super::sled_files::is_disk_full(&e) {
         // The words every full disk is reported in.
-        super::sled_files::io_error(&e)
+        super::sled_files::io_error(e)
     } else {
-        Error::Io(format!("cannot {what} {}: {e}", path.display()))
+        Error::Io(IoError::with_source(
+            format!("cannot {what} {}: {e}", path.display()),
+            e,
+        ))
     }
 }
 

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 
 /// The meta tree entry naming the valid warm-start files.
 pub(super) const MARKER_KEY: &str = "warm_start";
@@ -186,7 +186,7 @@ impl FileWriter {
 }
 
 fn file_error(e: std::io::Error) -> Error {
-    Error::Io(format!("warm-start file: {e}"))
+    Error::Io(IoError::with_source(format!("warm-start file: {e}"), e))
 }
 
 /// Writes the warm-start files of the database at `db`: `parts` files

@@ -33,7 +33,7 @@ use super::{Catalog, Inner, TokenStore};
 use crate::change::Change;
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::config::{Config, StoreKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoError, Result};
 use crate::storage::{sled_files, Backend, IntegrityReport, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
@@ -79,7 +79,7 @@ impl Swap {
         };
         let r = f(b);
         if let Err(Error::Io(m)) = &r {
-            m.clone_into(&mut self.fault.lock());
+            m.message().clone_into(&mut self.fault.lock());
             self.failed.store(true, Ordering::Release);
         }
         r
@@ -256,11 +256,11 @@ impl Inner {
             .iter()
             .any(|&(lo, hi)| (lo..=hi).contains(&ticket));
         lost.then(|| {
-            Error::Io(format!(
+            Error::Io(IoError::from(format!(
                 "{}; this change was not durable when the storage failed, and the store \
                  reopened its storage without it (the call changed nothing)",
                 r.swap.fault.lock()
-            ))
+            )))
         })
     }
 
@@ -284,7 +284,7 @@ impl Inner {
     fn reopen_and_reload(&self, r: &Recovery) -> Result<()> {
         if let Some((at, msg)) = &*r.last_failure.lock() {
             if at.elapsed() < RETRY_AFTER {
-                return Err(Error::Io(msg.clone()));
+                return Err(Error::Io(msg.clone().into()));
             }
         }
         let mut cat = self.mem.catalog.write();
@@ -310,7 +310,7 @@ impl Inner {
         if !syncs {
             let msg = format!("{}; its syncs still fail", r.swap.fault.lock());
             *r.last_failure.lock() = Some((Instant::now(), msg.clone()));
-            return Err(Error::Io(msg));
+            return Err(Error::Io(msg.into()));
         }
         let old = r.swap.current.write().take();
         // sled does no more I/O when a database whose I/O failed is

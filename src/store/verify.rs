@@ -11,10 +11,10 @@ impl TokenStore {
     /// [`Error::Malformed`] for a string that is not a refresh token;
     /// [`Error::InvalidToken`] for an unknown id or a wrong secret;
     /// [`Error::Revoked`] / [`Error::Expired`] (said only after the secret
-    /// matched); [`Error::Io`] if storage fails, or on a shared (PostgreSQL)
-    /// store whose replica is stale (it fails closed, see
-    /// [`TokenStore::verify`]), or when the store reopened its storage
-    /// after a fault while the call ran (try again); [`Error::Limit`] when
+    /// matched); [`Error::Unavailable`] on a shared (PostgreSQL) store whose
+    /// replica is stale (it fails closed, see [`TokenStore::verify`]);
+    /// [`Error::Io`] if storage fails, or when the store reopened its
+    /// storage after a fault while the call ran (try again); [`Error::Limit`] when
     /// the replica's budget of reads for tokens it does not hold is spent.
     ///
     /// ```
@@ -127,8 +127,9 @@ impl TokenStore {
     /// # Errors
     /// [`Error::Malformed`], [`Error::InvalidToken`], [`Error::Revoked`] (the
     /// token, its refresh token, or its holder's membership is gone),
-    /// [`Error::Expired`]; on a shared store also [`Error::Io`] (the replica
-    /// is stale, or the database cannot be read) and [`Error::Limit`] (too
+    /// [`Error::Expired`]; on a shared store also [`Error::Unavailable`] (the
+    /// replica is stale: try again later), [`Error::Io`] (the database
+    /// cannot be read) and [`Error::Limit`] (too
     /// many reads of tokens this replica does not hold: try again).
     ///
     /// ```

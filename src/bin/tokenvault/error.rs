@@ -48,7 +48,14 @@ impl CliError {
 
 impl From<tokenvault::Error> for CliError {
     fn from(e: tokenvault::Error) -> Self {
-        CliError::new(e.kind(), e.to_string())
+        // The tool's kinds are a closed list; it opens no shared (PostgreSQL)
+        // store, so `unavailable` cannot happen here, and would be reported
+        // as `io` (the kind a stale replica had before it had its own).
+        let kind = match &e {
+            tokenvault::Error::Unavailable(_) => "io",
+            _ => e.kind(),
+        };
+        CliError::new(kind, e.to_string())
     }
 }
 
