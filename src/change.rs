@@ -1,6 +1,6 @@
 //! [`Change`]: a change to durable state at the level of intent. Each
 //! backend applies a batch in its own transaction, and memory applies the
-//! same batch ([`crate::memory`]); each handles every variant explicitly.
+//! same batch (the in-memory state); each handles every variant explicitly.
 
 use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord};
 

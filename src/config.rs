@@ -10,7 +10,6 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, IoError, Result};
 use crate::policy::Policy;
-use crate::store::TokenStore;
 
 /// The 32-byte key that makes stored verifiers useless without it.
 ///
@@ -95,7 +94,7 @@ pub struct Config {
     pub(crate) create_new: bool,
     /// A shared PostgreSQL store instead of sled (see `Config::postgres`).
     #[cfg(feature = "postgres")]
-    pub(crate) postgres: Option<crate::replica::PostgresOptions>,
+    pub(crate) postgres: Option<PostgresOptions>,
 }
 
 impl fmt::Debug for Config {
@@ -274,39 +273,6 @@ impl Config {
     pub fn create_new(mut self, yes: bool) -> Self {
         self.create_new = yes;
         self
-    }
-
-    /// Opens the store.
-    ///
-    /// # Errors
-    /// - [`Error::InvalidArgument`] for a bad setting (prefix, zero TTL or
-    ///   cap);
-    /// - [`Error::NotFound`] if the store does not exist and
-    ///   `create_if_missing` is false;
-    /// - [`Error::KeyMismatch`] if the key is not the one the store was
-    ///   created with (or the key file is missing for an existing store);
-    /// - [`Error::KeyFileExposed`] (kind `key_mismatch`) if group or others
-    ///   may access the key file (see
-    ///   [`Config::allow_loose_key_permissions`]);
-    /// - [`Error::Conflict`] with [`Config::create_new`] if the store or its
-    ///   key file exists;
-    /// - [`Error::Corrupt`] for a store of an unknown format version;
-    /// - [`Error::Io`] if the files cannot be read or written (the disk is
-    ///   full, or another process holds the store: the message says which).
-    ///
-    /// Blocks while it reads the store; waits up to two seconds for a store
-    /// that another handle in this process is letting go of.
-    ///
-    /// ```
-    /// let dir = tempfile::tempdir()?;
-    /// let path = dir.path().join("tokens.db");
-    /// let store = tokenvault::Config::new(&path).open()?;
-    /// drop(store);
-    /// assert!(path.with_file_name("tokens.db.key").exists());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn open(self) -> Result<TokenStore> {
-        TokenStore::open_with(self)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -515,3 +481,198 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<bool> {
     crate::storage::sled_files::sync_dir(parent.unwrap_or(Path::new(".")))?;
     Ok(true)
 }
+
+#[cfg(feature = "postgres")]
+mod shared_options {
+    use std::fmt;
+    use std::time::Duration;
+
+    use super::Config;
+    use crate::error::{Error, Result};
+
+    /// Settings of a store on PostgreSQL; give them to
+    /// [`Config::postgres_with`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenvault::{Config, PostgresOptions, StoreKey};
+    /// let config = Config::postgres_with(
+    ///     PostgresOptions::new("host=127.0.0.1 user=tokenvault dbname=tokens")
+    ///         .staleness_bound(Duration::from_millis(500))
+    ///         .pool_size(8),
+    /// )
+    /// .key(StoreKey::from_bytes([7; 32]));
+    /// # drop(config);
+    /// ```
+    #[derive(Clone)]
+    pub struct PostgresOptions {
+        pub(crate) url: String,
+        pub(crate) staleness_bound: Duration,
+        pub(crate) poll_interval: Option<Duration>,
+        pub(crate) pool_size: usize,
+        pub(crate) change_log_retention: Duration,
+        pub(crate) read_through_per_second: u32,
+        pub(crate) connect_timeout: Duration,
+        pub(crate) lock_timeout: Duration,
+        pub(crate) listen: bool,
+    }
+
+    impl fmt::Debug for PostgresOptions {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            // The connection string may hold a password: never shown.
+            f.debug_struct("PostgresOptions")
+                .field("url", &"redacted")
+                .field("staleness_bound", &self.staleness_bound)
+                .field("poll_interval", &self.poll())
+                .field("pool_size", &self.pool_size)
+                .field("change_log_retention", &self.change_log_retention)
+                .field("read_through_per_second", &self.read_through_per_second)
+                .field("listen", &self.listen)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl PostgresOptions {
+        /// Options for the database at `url`, a libpq-style connection string:
+        /// `postgresql://user:password@host:port/dbname` or
+        /// `host=… port=… user=… dbname=…` (a `host` that starts with `/` is a
+        /// Unix socket directory). TLS is not supported: use a Unix socket, a
+        /// loopback address, or a TLS-terminating proxy beside the replica.
+        pub fn new(url: impl Into<String>) -> Self {
+            PostgresOptions {
+                url: url.into(),
+                staleness_bound: Duration::from_secs(1),
+                poll_interval: None,
+                pool_size: 4,
+                change_log_retention: Duration::from_secs(600),
+                read_through_per_second: 1000,
+                connect_timeout: Duration::from_secs(2),
+                lock_timeout: Duration::from_secs(5),
+                listen: true,
+            }
+        }
+
+        /// Whether to wait for `NOTIFY` (default true). With false, or when the
+        /// server refuses `LISTEN` (engines that speak PostgreSQL's protocol
+        /// without it), replicas learn of changes by polling alone: changes
+        /// then take up to the poll interval to arrive, and the staleness bound
+        /// holds all the same.
+        pub fn listen(mut self, yes: bool) -> Self {
+            self.listen = yes;
+            self
+        }
+
+        /// How long a replica may go without a successful sync before
+        /// verification fails closed (default 1 s, at least 10 ms). A
+        /// revocation committed on any replica is in force on every replica for
+        /// each verification that starts this long after the revocation
+        /// returned.
+        pub fn staleness_bound(mut self, bound: Duration) -> Self {
+            self.staleness_bound = bound;
+            self
+        }
+
+        /// How often a replica polls the change log when no notification comes
+        /// (default a quarter of the staleness bound; must be below it). The
+        /// poll is what keeps an idle replica fresh, and the fallback where
+        /// `LISTEN`/`NOTIFY` is missing.
+        pub fn poll_interval(mut self, every: Duration) -> Self {
+            self.poll_interval = Some(every);
+            self
+        }
+
+        /// Connections for commits and reads (default 4, 1 to 64); each replica
+        /// also holds one for listening and, during management calls, one for
+        /// the management lock.
+        pub fn pool_size(mut self, n: usize) -> Self {
+            self.pool_size = n;
+            self
+        }
+
+        /// How long change-log rows are kept (default 10 minutes). A replica
+        /// that was cut off for longer reloads a full snapshot instead.
+        pub fn change_log_retention(mut self, retention: Duration) -> Self {
+            self.change_log_retention = retention;
+            self
+        }
+
+        /// At most this many database reads per second for tokens this replica
+        /// does not hold in memory (default 1000, at least 1). Beyond it such a
+        /// token gets [`Error::Limit`] (try again) instead of a database read: a
+        /// guard against floods of made-up tokens, whose checksums anyone can
+        /// compute.
+        pub fn read_through_per_second(mut self, n: u32) -> Self {
+            self.read_through_per_second = n;
+            self
+        }
+
+        /// How long to wait for a connection (default 2 s), unless the
+        /// connection string sets `connect_timeout`.
+        pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+            self.connect_timeout = timeout;
+            self
+        }
+
+        /// How long a management call waits for another replica's management
+        /// call to finish (default 5 s).
+        pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+            self.lock_timeout = timeout;
+            self
+        }
+
+        pub(crate) fn poll(&self) -> Duration {
+            self.poll_interval.unwrap_or(self.staleness_bound / 4)
+        }
+
+        pub(crate) fn validate(&self) -> Result<()> {
+            let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
+            if self.staleness_bound < Duration::from_millis(10) {
+                return bad("staleness_bound must be at least 10 ms");
+            }
+            if self.poll().is_zero() || self.poll() >= self.staleness_bound {
+                return bad("poll_interval must be positive and below the staleness bound");
+            }
+            if !(1..=64).contains(&self.pool_size) {
+                return bad("pool_size must be 1 to 64");
+            }
+            if self.read_through_per_second == 0 {
+                return bad("read_through_per_second must be at least 1");
+            }
+            if self.connect_timeout.is_zero() || self.lock_timeout.is_zero() {
+                return bad("connect_timeout and lock_timeout must be positive");
+            }
+            Ok(())
+        }
+    }
+
+    impl Config {
+        /// A store in the PostgreSQL database at `url`, shared by every replica
+        /// opened on it, with default [`PostgresOptions`]. The store key must be
+        /// given ([`Config::key`], or an existing [`Config::key_file`]), the
+        /// same on every replica. The sled-only settings (path, cache, lazy
+        /// flushing) do not apply.
+        ///
+        /// ```no_run
+        /// use tokenvault::{Config, StoreKey};
+        /// # let key_bytes = [7u8; 32];
+        /// let store = Config::postgres("host=/run/postgresql user=svc dbname=tokens")
+        ///     .key(StoreKey::from_bytes(key_bytes))
+        ///     .open()?;
+        /// # drop(store);
+        /// # Ok::<(), tokenvault::Error>(())
+        /// ```
+        pub fn postgres(url: impl Into<String>) -> Self {
+            Config::postgres_with(PostgresOptions::new(url))
+        }
+
+        /// A store on PostgreSQL with the given options; see
+        /// [`Config::postgres`].
+        pub fn postgres_with(options: PostgresOptions) -> Self {
+            let mut c = Config::temporary();
+            c.postgres = Some(options);
+            c
+        }
+    }
+}
+#[cfg(feature = "postgres")]
+pub use shared_options::PostgresOptions;

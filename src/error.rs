@@ -211,8 +211,35 @@ impl Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        crate::storage::sled_files::io_error(e)
+        io_error(e)
     }
+}
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) {
+        return true;
+    }
+    #[cfg(unix)]
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+        return true;
+    }
+    false
+}
+
+/// The error for an I/O error: kind `io`, and, for a full disk, a message
+/// that says so first.
+/// The [`std::io::Error`] is kept as the error's source.
+pub(crate) fn io_error(e: std::io::Error) -> Error {
+    let message = if is_disk_full(&e) {
+        format!("the disk is full (free some space; the store writes again without a restart): {e}")
+    } else {
+        e.to_string()
+    };
+    Error::Io(IoError::with_source(message, e))
 }
 
 /// The crate's result type.

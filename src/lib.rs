@@ -85,12 +85,14 @@ pub mod token;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "postgres")]
+pub use config::PostgresOptions;
 pub use config::{Config, StoreKey};
 pub use error::{Error, IoError, Result};
 pub use janitor::Janitor;
 pub use policy::{Policy, PolicyBuilder, Role};
 #[cfg(feature = "postgres")]
-pub use replica::{PostgresOptions, SyncStatus};
+pub use replica::SyncStatus;
 pub use storage::IntegrityReport;
 pub use store::TokenStore;
 pub use token::{SecretToken, TokenId, TokenKind};

@@ -19,32 +19,7 @@ const DIR_MODE: u32 = 0o700;
 #[cfg(unix)]
 const FILE_MODE: u32 = 0o600;
 
-/// Whether an I/O error says the disk (or the user's quota) is full.
-pub(crate) fn is_disk_full(e: &io::Error) -> bool {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) {
-        return true;
-    }
-    #[cfg(unix)]
-    if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
-        return true;
-    }
-    false
-}
-
-/// The error for an I/O error: kind `io`, and, for a full disk, a message
-/// that says so first.
-/// The [`io::Error`] is kept as the error's source.
-pub(crate) fn io_error(e: io::Error) -> Error {
-    let message = if is_disk_full(&e) {
-        format!("the disk is full (free some space; the store writes again without a restart): {e}")
-    } else {
-        e.to_string()
-    };
-    Error::Io(IoError::with_source(message, e))
-}
+pub(crate) use crate::error::{io_error, is_disk_full};
 
 /// Whether a storage error is sled's file lock being held elsewhere.
 fn is_lock_held(e: &Error) -> bool {

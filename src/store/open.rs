@@ -253,3 +253,38 @@ impl TokenStore {
         }
     }
 }
+
+impl Config {
+    /// Opens the store.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidArgument`] for a bad setting (prefix, zero TTL or
+    ///   cap);
+    /// - [`Error::NotFound`] if the store does not exist and
+    ///   `create_if_missing` is false;
+    /// - [`Error::KeyMismatch`] if the key is not the one the store was
+    ///   created with (or the key file is missing for an existing store);
+    /// - [`Error::KeyFileExposed`] (kind `key_mismatch`) if group or others
+    ///   may access the key file (see
+    ///   [`Config::allow_loose_key_permissions`]);
+    /// - [`Error::Conflict`] with [`Config::create_new`] if the store or its
+    ///   key file exists;
+    /// - [`Error::Corrupt`] for a store of an unknown format version;
+    /// - [`Error::Io`] if the files cannot be read or written (the disk is
+    ///   full, or another process holds the store: the message says which).
+    ///
+    /// Blocks while it reads the store; waits up to two seconds for a store
+    /// that another handle in this process is letting go of.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens.db");
+    /// let store = tokenvault::Config::new(&path).open()?;
+    /// drop(store);
+    /// assert!(path.with_file_name("tokens.db.key").exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(self) -> Result<TokenStore> {
+        TokenStore::open_with(self)
+    }
+}
