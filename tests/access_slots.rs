@@ -10,7 +10,7 @@ use common::raw_sled;
 use std::path::Path;
 use std::time::Duration;
 
-use tokenvault::{Actor, Config, ManualClock, Role, StoreKey, TokenStore};
+use tokenvault::{Actor, Config, ManualClock, Role, TokenStore};
 
 const T0: u64 = 1_800_000_000;
 
@@ -20,8 +20,7 @@ const T0: u64 = 1_800_000_000;
 fn open(path: &Path, cap: usize, clock: &ManualClock) -> TokenStore {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let r = Config::new(path)
-            .key(StoreKey::from_bytes([7; 32]))
+        let r = common::store::keyed(path, 7)
             .max_access_per_refresh(cap)
             .clock(clock.clone())
             .open();

@@ -1,4 +1,4 @@
-//! Guards the `tokenvault` command-line tool (issue 5) by driving the built binary: the seed story, the policy table's refusals (exit 1, `forbidden`, nothing changed), every `--json` shape, the exit codes, and bad input (malformed token, unknown role, missing database, wrong key, tokens read from stdin).
+//! Guards the `tokenvault` command-line tool by driving the built binary: the seed story, the policy table's refusals (exit 1, `forbidden`, nothing changed), every `--json` shape, the exit codes, and bad input (malformed token, unknown role, missing database, wrong key, tokens read from stdin).
 #![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};

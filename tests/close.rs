@@ -2,15 +2,14 @@
 //! handles are open keeps working through them, and closing the last handle
 //! leaves sled checkpointed (the next open has no log to replay).
 
+mod common;
+
 use std::path::Path;
 
-use tokenvault::{Actor, Config, Error, Role, StoreKey, TokenStore};
+use tokenvault::{Actor, Error, Role, TokenStore};
 
 fn open(path: &Path) -> TokenStore {
-    Config::new(path)
-        .key(StoreKey::from_bytes([7; 32]))
-        .open()
-        .unwrap()
+    common::store::keyed(path, 7).open().unwrap()
 }
 
 /// The log position of sled's newest snapshot in `dir` (sled 0.34 names

@@ -1,4 +1,4 @@
-//! Crash test (issue 3; DESIGN.md invariants 2, 5 and 6): a child process
+//! Crash test (DESIGN.md invariants 2, 5 and 6): a child process
 //! (this test binary run again with `TOKENVAULT_CRASH_CHILD=<dir>`) performs
 //! random calls on a store, and the parent kills it with SIGKILL at a random
 //! moment, reopens the store and checks that every acknowledged revocation
@@ -30,12 +30,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokenvault::{
-    Actor, Config, GenerateOptions, RevokeScope, Role, StoreKey, TokenState, TokenStore,
-};
+mod common;
+
+use common::child::{this_test, Rng};
+use tokenvault::{Actor, GenerateOptions, RevokeScope, Role, TokenState, TokenStore};
 
 const CHILD_ENV: &str = "TOKENVAULT_CRASH_CHILD";
 const SEED_ENV: &str = "TOKENVAULT_CRASH_SEED";
@@ -60,26 +61,10 @@ fn owner(org: &str) -> &'static str {
 
 fn open(dir: &Path) -> TokenStore {
     // Children issue tokens to a few members for hundreds of cycles.
-    Config::new(dir.join("store"))
-        .key(StoreKey::from_bytes([7; 32]))
+    common::store::keyed(dir.join("store"), 7)
         .max_live_tokens_per_member(usize::MAX)
         .open()
         .expect("opening the store")
-}
-
-/// xorshift64*: enough randomness for picking calls, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Complete lines of a log; a torn last line (the child died writing it) is
@@ -479,11 +464,9 @@ fn run_until_killed(
     wait: Duration,
     cycle: u64,
 ) {
-    let exe = std::env::current_exe().expect("test binary");
     let err_path = dir.join(format!("{test}.stderr"));
     let stderr = File::create(&err_path).expect("stderr file");
-    let mut c = Command::new(exe);
-    c.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    let mut c = this_test(test);
     for (k, v) in env {
         c.env(k, v);
     }

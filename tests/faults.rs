@@ -7,6 +7,8 @@
 //! instead when `TOKENVAULT_FAULTS_REQUIRED` is set (as CI does).
 #![cfg(unix)]
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -166,7 +168,7 @@ fn an_unfinished_snapshot_does_not_brick_the_store() {
     store.revoke(&ann, &revoked.info.id, None).unwrap();
     store.close().unwrap();
 
-    // By hand, as the reproduction does.
+    // By hand: an empty `.generating` file, as a snapshot cut short leaves.
     std::fs::write(path.join("snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
     let store = TokenStore::open(&path).expect("an empty leftover must not brick the store");
     assert_eq!(
@@ -471,8 +473,7 @@ fn two_opens_creating_one_store_agree_on_its_key() {
 
 /// Runs this test binary's test `name` in a child process with umask 000.
 fn in_child_with_umask_000(name: &str) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+    let out = common::child::this_test(name)
         .env("TOKENVAULT_UMASK_CHILD", "1")
         .output()
         .unwrap();

@@ -1,4 +1,4 @@
-//! The HTTP front of issue 6, over real loopback HTTP with a real client
+//! The HTTP front (`tokenvault::http`), over real loopback HTTP with a real client
 //! (reqwest, and raw TCP for what a client library will not send): the seed
 //! story end to end through Squadcast's endpoints, each refusal of DESIGN.md's
 //! policy table, RFC 7009 revocation and RFC 7662 introspection, the
@@ -8,15 +8,16 @@
 //! log never holds a token (invariant 1). Every server binds 127.0.0.1:0.
 #![cfg(feature = "http")]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use reqwest::blocking::{Client, Response};
+use common::http::{captured, client, Server};
+use reqwest::blocking::Response;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokenvault::http::{self, require_bearer, require_scope, Authorized, HttpConfig, RateLimit};
@@ -24,73 +25,6 @@ use tokenvault::token::encode_raw;
 use tokenvault::{Actor, GenerateOptions, Role, TokenId, TokenKind, TokenStore};
 
 // ----- harness -----
-
-/// A server on a tokio runtime in a background thread; stopped on drop.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(store: &TokenStore, cfg: HttpConfig) -> Server {
-        let app = http::app(store.clone(), &cfg);
-        Server::start_app(app, cfg)
-    }
-
-    fn start_app(app: Router, cfg: HttpConfig) -> Server {
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind loopback");
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                http::serve_on(listener, app, &cfg, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .expect("serve");
-            });
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server started");
-        Server {
-            addr,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
 
 /// acme: olivia (Owner), adam (Admin), uma (User), sam (Stakeholder);
 /// globex: gina (Owner), gus (User).
@@ -1095,45 +1029,6 @@ fn slow_clients_are_cut_off() {
 }
 
 // ----- logging -----
-
-/// Collects every tracing event of the process as text.
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={:?}", field.name(), value));
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut f = Fields(event.metadata().target().to_string());
-        event.record(&mut f);
-        self.0.lock().unwrap().push(f.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-fn captured() -> Arc<Mutex<Vec<String>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        tracing::subscriber::set_global_default(Capture(log.clone())).expect("one subscriber");
-        log
-    })
-    .clone()
-}
 
 #[test]
 fn one_log_line_per_request_and_never_a_token() {

@@ -8,13 +8,12 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use tokenvault::{Actor, AuditEvent, Config, GenerateOptions, ManualClock, Role, StoreKey};
+use tokenvault::{Actor, AuditEvent, GenerateOptions, ManualClock, Role};
 
 const T0: u64 = 1_790_000_000;
 
 fn open(path: &Path, clock: &ManualClock) -> tokenvault::TokenStore {
-    Config::new(path)
-        .key(StoreKey::from_bytes([9; 32]))
+    common::store::keyed(path, 9)
         .clock(clock.clone())
         .retention(Duration::from_secs(10))
         .open()

@@ -3,16 +3,17 @@
 //! every stored token of a member removed and added again, before and
 //! after a purge, a close and a reopen.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
-use tokenvault::{Actor, Config, Error, ManualClock, RevokeScope, Role, StoreKey, TokenStore};
+use tokenvault::{Actor, Error, ManualClock, RevokeScope, Role, TokenStore};
 
 const T0: u64 = 1_800_000_000;
 
 fn open(path: &Path, clock: &ManualClock) -> TokenStore {
-    Config::new(path)
-        .key(StoreKey::from_bytes([7; 32]))
+    common::store::keyed(path, 7)
         .clock(clock.clone())
         .retention(Duration::from_secs(10))
         .open()

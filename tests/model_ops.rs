@@ -1,6 +1,6 @@
-//! Model-based test of the whole public API (issue 3): random operation
+//! Model-based test of the whole public API: random operation
 //! sequences run on a real store and on the plain-map model of
-//! `tests/model/mod.rs`; every answer must match, and after every operation
+//! `tests/model/model.rs` (driven by `tests/model/harness.rs`); every answer must match, and after every operation
 //! DESIGN.md's invariants 2 (a revoked family never verifies again, also
 //! after a reopen), 3 (scopes within the holder's current role), 4 (a failed
 //! call changes nothing), 6 (`check_integrity` is clean) and 7 (orgs are

@@ -31,6 +31,7 @@
 //! and `/dev/fuse`: where they are missing the test prints a note and
 //! passes, unless `TOKENVAULT_FAULTS_REQUIRED` is set.
 
+mod common;
 #[path = "support/powerfs.rs"]
 mod powerfs;
 
@@ -40,8 +41,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use powerfs::Disk;
-use tokenvault::{Actor, Config, GenerateOptions, RevokeScope, Role, StoreKey, TokenStore};
+use common::child::{this_test, Rng};
+use powerfs::{disk, Disk};
+use tokenvault::{Actor, Config, GenerateOptions, RevokeScope, Role, TokenStore};
 
 const CHILD_ENV: &str = "TOKENVAULT_POWER_CHILD";
 const SEED_ENV: &str = "TOKENVAULT_POWER_SEED";
@@ -63,40 +65,6 @@ fn cuts_each() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_CUTS);
     total.div_ceil(2).max(1)
-}
-
-/// Mounts the power-loss filesystem, or says why the test cannot run here
-/// (and fails when faults are required).
-fn disk(test: &str) -> Option<Disk> {
-    let required = std::env::var_os("TOKENVAULT_FAULTS_REQUIRED").is_some();
-    let why = match powerfs::unavailable() {
-        Some(why) => why,
-        None => match Disk::mount() {
-            Ok(d) => return Some(d),
-            Err(e) => format!("cannot mount the FUSE filesystem: {e}"),
-        },
-    };
-    assert!(
-        !required,
-        "{test}: TOKENVAULT_FAULTS_REQUIRED is set but {why}"
-    );
-    eprintln!("note: {test} skipped: {why} (needs root and /dev/fuse)");
-    None
-}
-
-/// xorshift64*: enough randomness for picking calls, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// What was acknowledged and is checked after every cut, whichever driver
@@ -310,7 +278,7 @@ fn org(t: usize) -> String {
 }
 
 fn lib_open(path: &Path) -> tokenvault::Result<TokenStore> {
-    Config::new(path).key(StoreKey::from_bytes([9; 32])).open()
+    common::store::keyed(path, 9).open()
 }
 
 /// One line on standard output, written whole (a pipe keeps lines of up to
@@ -563,7 +531,6 @@ fn acknowledged_library_calls_survive_power_cuts() {
     let mut lost = Lost::default();
     let mut rng = Rng(0x9057_CAFE ^ u64::from(std::process::id()));
     let n = cuts_each();
-    let exe = std::env::current_exe().expect("test binary");
     let err_path = disk
         .path()
         .parent()
@@ -572,8 +539,7 @@ fn acknowledged_library_calls_survive_power_cuts() {
     let (started, mut checked) = (Instant::now(), Duration::ZERO);
     for cut in 0..n {
         let stderr = std::fs::File::create(&err_path).expect("stderr file");
-        let mut c = Command::new(&exe)
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        let mut c = this_test(test)
             .env(CHILD_ENV, &store_path)
             .env(SEED_ENV, rng.next().to_string())
             .stdin(Stdio::null())
@@ -968,11 +934,9 @@ fn a_created_store_survives_a_power_cut() {
     }
     let test = "a_created_store_survives_a_power_cut";
     let Some(mut disk) = disk(test) else { return };
-    let exe = std::env::current_exe().expect("test binary");
     for k in 0..5 {
         let path = disk.path().join(format!("store{k}"));
-        let mut c = Command::new(&exe)
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        let mut c = this_test(test)
             .env(CREATE_CHILD_ENV, &path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,4 +1,4 @@
-//! Race tests (issue 3; DESIGN.md invariants 2, 3 and 6): threads exchange
+//! Race tests (DESIGN.md invariants 2, 3 and 6): threads exchange
 //! and verify while another thread revokes, demotes or removes the holder.
 //! Once a revoke (or demotion, or removal) call has returned, no
 //! verification or exchange that starts afterwards may succeed for that

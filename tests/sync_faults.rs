@@ -20,6 +20,7 @@
 //! Needs root and `/dev/fuse`: where they are missing each test prints a
 //! note and passes, unless `TOKENVAULT_FAULTS_REQUIRED` is set.
 
+mod common;
 #[path = "support/powerfs.rs"]
 mod powerfs;
 
@@ -27,35 +28,16 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use powerfs::Disk;
-use tokenvault::{Actor, Config, Error, Role, StoreKey, TokenStore};
+use powerfs::{disk, Disk};
+use tokenvault::{Actor, Error, Role, TokenStore};
 
 const CHILD_ENV: &str = "TOKENVAULT_SYNC_FAULT_CHILD";
 const MODE_ENV: &str = "TOKENVAULT_SYNC_FAULT_MODE";
 /// Begins each protocol line a child writes.
 const MARK: &str = "@@ ";
 
-/// Mounts the filesystem, or says why the test cannot run here (and fails
-/// when faults are required).
-fn disk(test: &str) -> Option<Disk> {
-    let required = std::env::var_os("TOKENVAULT_FAULTS_REQUIRED").is_some();
-    let why = match powerfs::unavailable() {
-        Some(why) => why,
-        None => match Disk::mount() {
-            Ok(d) => return Some(d),
-            Err(e) => format!("cannot mount the FUSE filesystem: {e}"),
-        },
-    };
-    assert!(
-        !required,
-        "{test}: TOKENVAULT_FAULTS_REQUIRED is set but {why}"
-    );
-    eprintln!("note: {test} skipped: {why} (needs root and /dev/fuse)");
-    None
-}
-
 fn open(path: &Path) -> tokenvault::Result<TokenStore> {
-    Config::new(path).key(StoreKey::from_bytes([7; 32])).open()
+    common::store::keyed(path, 7).open()
 }
 
 /// The kind of a call's answer: `ok` or the error's kind.
@@ -96,8 +78,7 @@ impl Peer {
             .expect("mount parent")
             .join(format!("{mode}.stderr"));
         let stderr = std::fs::File::create(&err_path).expect("stderr file");
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        let mut child = common::child::this_test(test)
             .env(CHILD_ENV, disk.path().join("store"))
             .env(MODE_ENV, mode)
             .env("RUST_BACKTRACE", "1")

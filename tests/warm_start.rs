@@ -15,8 +15,7 @@ use tokenvault::{
 const T0: u64 = 1_800_000_000;
 
 fn open(path: &Path, clock: &ManualClock) -> TokenStore {
-    Config::new(path)
-        .key(StoreKey::from_bytes([5; 32]))
+    common::store::keyed(path, 5)
         .clock(clock.clone())
         .max_access_per_refresh(3)
         .open()

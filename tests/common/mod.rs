@@ -1,18 +1,13 @@
-//! Shared by test files (each has `mod common;`).
+//! Shared by test files (each has `mod common;`): store fixtures
+//! ([`store`]), helpers for tests that run this test binary again as a
+//! child process ([`child`]) and, with the `http` feature, a loopback HTTP
+//! server and a log capture ([`http`]). Not every file uses every helper.
+#![allow(dead_code)]
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+pub mod child;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod store;
 
-/// sled itself on a store's directory, waiting for the file lock that sled
-/// may hold a moment after the store is dropped (its background threads let
-/// go of the file a little later).
-pub fn raw_sled(path: &Path) -> sled::Db {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if Instant::now() > deadline => panic!("{e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
+#[allow(unused_imports)]
+pub use store::raw_sled;

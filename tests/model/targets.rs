@@ -165,7 +165,7 @@ pub fn record_decode(data: &[u8]) {
 }
 
 /// `ops`: arbitrary bytes → an operation sequence run against the store
-/// and the model (see `tests/model/mod.rs`); any disagreement panics with
+/// and the model (see `tests/model/harness.rs`); any disagreement panics with
 /// the sequence.
 pub fn ops(data: &[u8]) {
     let ops = super::decode_ops(data);

@@ -880,3 +880,22 @@ impl Drop for Disk {
         }
     }
 }
+
+/// Mounts the power-loss filesystem, or says why the test cannot run here
+/// (and fails when faults are required).
+pub fn disk(test: &str) -> Option<Disk> {
+    let required = std::env::var_os("TOKENVAULT_FAULTS_REQUIRED").is_some();
+    let why = match unavailable() {
+        Some(why) => why,
+        None => match Disk::mount() {
+            Ok(d) => return Some(d),
+            Err(e) => format!("cannot mount the FUSE filesystem: {e}"),
+        },
+    };
+    assert!(
+        !required,
+        "{test}: TOKENVAULT_FAULTS_REQUIRED is set but {why}"
+    );
+    eprintln!("note: {test} skipped: {why} (needs root and /dev/fuse)");
+    None
+}

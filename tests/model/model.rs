@@ -1,0 +1,532 @@
+//! The reference model: the store's semantics in plain maps, with the
+//! settings of the store under test that those semantics depend on.
+
+use std::collections::BTreeMap;
+
+use tokenvault::{Role, TokenId, TokenInfo, TokenState};
+
+use super::ops::{Opts, SCOPES};
+
+/// Access token lifetime of the store under test.
+pub const ACCESS_TTL: u64 = 300;
+/// Live access tokens per refresh token.
+pub const CAP: usize = 3;
+/// Retention of revoked and expired refresh records.
+pub const RETENTION: u64 = 600;
+/// Live refresh tokens a member may hold (small, so that sequences reach it).
+pub const LIVE_CAP: usize = 4;
+
+fn scope_order(s: &str) -> usize {
+    SCOPES.iter().position(|x| *x == s).unwrap_or(usize::MAX)
+}
+
+/// The scopes of the default policy for a role.
+pub fn policy(role: Role) -> &'static [&'static str] {
+    match role {
+        Role::Stakeholder => &SCOPES[..2],
+        Role::User => &SCOPES[..3],
+        Role::Admin => &SCOPES[..7],
+        Role::Owner => &SCOPES[..],
+    }
+}
+
+pub type Id = [u8; 16];
+/// What a model call answers: a value or the error's `kind()`.
+pub type MResult<T> = Result<T, &'static str>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct MemberM {
+    role: Role,
+    not_before: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RefreshM {
+    org: String,
+    user: String,
+    role_at_issue: Role,
+    scopes: Vec<String>,
+    label: Option<String>,
+    created_at: u64,
+    created_by: String,
+    expires_at: Option<u64>,
+    /// The stored state: `(at, by, reason)` once revoked.
+    revoked: Option<(u64, String, Option<String>)>,
+    last_refresh: Option<u64>,
+    /// Access ids, oldest first.
+    live: Vec<Id>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AccessM {
+    refresh: Id,
+    issued_at: u64,
+    expires_at: u64,
+    revoked: bool,
+}
+
+/// What the model expects of a verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalM {
+    pub(crate) org: String,
+    pub(crate) user: String,
+    pub(crate) role: Role,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) refresh_id: Id,
+    pub(crate) access_id: Id,
+    pub(crate) expires_at: u64,
+}
+
+/// The store's semantics in plain maps.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub(crate) now: u64,
+    pub(crate) members: BTreeMap<(String, String), MemberM>,
+    pub(crate) org_cut: BTreeMap<String, u64>,
+    pub(crate) refresh: BTreeMap<Id, RefreshM>,
+    pub(crate) access: BTreeMap<Id, AccessM>,
+}
+
+fn id_ok(s: &str, org: bool) -> bool {
+    !(s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) || (org && s.contains('/')))
+}
+
+fn text_ok(s: &str, max: usize) -> bool {
+    s.len() <= max && !s.chars().any(char::is_control)
+}
+
+impl Model {
+    pub(crate) fn new(now: u64) -> Self {
+        Model {
+            now,
+            members: BTreeMap::new(),
+            org_cut: BTreeMap::new(),
+            refresh: BTreeMap::new(),
+            access: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn role(&self, org: &str, user: &str) -> Option<Role> {
+        self.members
+            .get(&(org.to_string(), user.to_string()))
+            .map(|m| m.role)
+    }
+
+    fn owner(&self, org: &str) -> Option<String> {
+        self.members
+            .iter()
+            .find(|((o, _), m)| o == org && m.role == Role::Owner)
+            .map(|((_, u), _)| u.clone())
+    }
+
+    fn cutoff(&self, r: &RefreshM) -> u64 {
+        let member = self
+            .members
+            .get(&(r.org.clone(), r.user.clone()))
+            .map_or(0, |m| m.not_before);
+        member.max(self.org_cut.get(&r.org).copied().unwrap_or(0))
+    }
+
+    /// Revoked in effect: stored as revoked, holder gone, or under a cutoff.
+    pub(crate) fn is_revoked(&self, r: &RefreshM) -> bool {
+        r.revoked.is_some() || self.role(&r.org, &r.user).is_none() || r.created_at < self.cutoff(r)
+    }
+
+    pub(crate) fn is_expired(&self, r: &RefreshM) -> bool {
+        r.expires_at.is_some_and(|e| e <= self.now)
+    }
+
+    pub(crate) fn info(&self, id: &Id) -> TokenInfo {
+        let r = &self.refresh[id];
+        let state = match &r.revoked {
+            Some((at, by, reason)) => TokenState::Revoked {
+                at: *at,
+                by: by.clone(),
+                reason: reason.clone(),
+            },
+            None if self.is_revoked(r) => TokenState::Revoked {
+                at: self.cutoff(r),
+                by: "host".into(),
+                reason: Some("cutoff or membership".into()),
+            },
+            None if self.is_expired(r) => TokenState::Expired,
+            None => TokenState::Active,
+        };
+        TokenInfo {
+            id: TokenId::from_bytes(*id),
+            org: r.org.clone(),
+            user: r.user.clone(),
+            role_at_issue: r.role_at_issue,
+            scopes: r.scopes.clone(),
+            label: r.label.clone(),
+            created_at: r.created_at,
+            created_by: r.created_by.clone(),
+            expires_at: r.expires_at,
+            last_refresh: r.last_refresh,
+            state,
+        }
+    }
+
+    pub(crate) fn list(&self, org: &str, user: Option<&str>) -> Vec<TokenInfo> {
+        let mut ids: Vec<(u64, Id)> = self
+            .refresh
+            .iter()
+            .filter(|(_, r)| r.org == org && user.is_none_or(|u| r.user == u))
+            .map(|(id, r)| (r.created_at, *id))
+            .collect();
+        ids.sort();
+        ids.iter().map(|(_, id)| self.info(id)).collect()
+    }
+
+    pub(crate) fn members_of(&self, org: &str) -> Vec<(String, Role)> {
+        self.members
+            .iter()
+            .filter(|((o, _), _)| o == org)
+            .map(|((_, u), m)| (u.clone(), m.role))
+            .collect()
+    }
+
+    pub(crate) fn add_member(&mut self, org: &str, user: &str, role: Role) -> MResult<()> {
+        if !id_ok(org, true) || !id_ok(user, false) {
+            return Err("usage");
+        }
+        if self.role(org, user).is_some() {
+            return Err("conflict");
+        }
+        if role == Role::Owner && self.owner(org).is_some() {
+            return Err("conflict");
+        }
+        self.members.insert(
+            (org.into(), user.into()),
+            MemberM {
+                role,
+                not_before: 0,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn set_role(&mut self, org: &str, user: &str, role: Role) -> MResult<()> {
+        let current = self.role(org, user).ok_or("not_found")?;
+        if (role == Role::Owner) != (current == Role::Owner) {
+            return Err("conflict");
+        }
+        self.members
+            .get_mut(&(org.into(), user.into()))
+            .expect("member")
+            .role = role;
+        Ok(())
+    }
+
+    pub(crate) fn transfer(&mut self, org: &str, user: &str) -> MResult<()> {
+        let current = self.role(org, user).ok_or("not_found")?;
+        if current == Role::Owner {
+            return Ok(());
+        }
+        if let Some(old) = self.owner(org) {
+            self.members
+                .get_mut(&(org.into(), old))
+                .expect("owner")
+                .role = Role::Admin;
+        }
+        self.members
+            .get_mut(&(org.into(), user.into()))
+            .expect("member")
+            .role = Role::Owner;
+        Ok(())
+    }
+
+    /// Marks every stored-active record of `org` (one user, or all) created
+    /// before `cut` as revoked; returns how many.
+    fn revoke_records(
+        &mut self,
+        org: &str,
+        user: Option<&str>,
+        cut: u64,
+        by: &str,
+        reason: &str,
+    ) -> usize {
+        let now = self.now;
+        let mut n = 0;
+        for r in self.refresh.values_mut() {
+            if r.org == org
+                && user.is_none_or(|u| r.user == u)
+                && r.revoked.is_none()
+                && r.created_at < cut
+            {
+                r.revoked = Some((now, by.into(), Some(reason.into())));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub(crate) fn remove_member(&mut self, org: &str, user: &str) -> MResult<usize> {
+        let current = self.role(org, user).ok_or("not_found")?;
+        if current == Role::Owner {
+            return Err("conflict");
+        }
+        let n = self.revoke_records(org, Some(user), u64::MAX, "host", "member removed");
+        self.members.remove(&(org.into(), user.into()));
+        Ok(n)
+    }
+
+    /// Checks generate/assign; on success returns the record to insert
+    /// (without id).
+    pub(crate) fn issue(
+        &self,
+        org: &str,
+        actor: &str,
+        to: Option<&str>,
+        o: &Opts,
+    ) -> MResult<RefreshM> {
+        if o.label.is_some_and(|l| !text_ok(l, 256)) || o.expires_in == Some(0) {
+            return Err("usage");
+        }
+        let role = self.role(org, actor).ok_or("forbidden")?;
+        if to.is_some() && role != Role::Owner {
+            return Err("forbidden");
+        }
+        let subject = to.unwrap_or(actor);
+        let subject_role = self.role(org, subject).ok_or("not_found")?;
+        let allowed = policy(subject_role);
+        let mut scopes: Vec<String> = match &o.scopes {
+            None => allowed.iter().map(|s| s.to_string()).collect(),
+            Some(req) if req.is_empty() => return Err("usage"),
+            Some(req) => {
+                if req.iter().any(|s| !allowed.contains(s)) {
+                    return Err("usage");
+                }
+                req.iter().map(|s| s.to_string()).collect()
+            }
+        };
+        scopes.sort_by_key(|s| scope_order(s));
+        scopes.dedup();
+        let live = self
+            .refresh
+            .values()
+            .filter(|r| r.org == org && r.user == subject)
+            .filter(|r| !self.is_revoked(r) && !self.is_expired(r))
+            .count();
+        if live >= LIVE_CAP {
+            return Err("limit");
+        }
+        Ok(RefreshM {
+            org: org.into(),
+            user: subject.into(),
+            role_at_issue: subject_role,
+            scopes,
+            label: o.label.map(Into::into),
+            created_at: self.now,
+            created_by: actor.into(),
+            expires_at: o.expires_in.map(|s| self.now + s),
+            revoked: None,
+            last_refresh: None,
+            live: Vec::new(),
+        })
+    }
+
+    /// Checks an exchange of refresh token `id`; `Ok` holds the access
+    /// token's expiry.
+    pub(crate) fn exchange_check(&self, id: &Id) -> MResult<u64> {
+        let r = self.refresh.get(id).ok_or("invalid_token")?;
+        if self.is_revoked(r) {
+            return Err("revoked");
+        }
+        if self.is_expired(r) {
+            return Err("expired");
+        }
+        Ok((self.now + ACCESS_TTL).min(r.expires_at.unwrap_or(u64::MAX)))
+    }
+
+    pub(crate) fn exchange_apply(&mut self, id: &Id, access: Id, expires_at: u64) {
+        let now = self.now;
+        let r = self.refresh.get_mut(id).expect("refresh");
+        while r.live.len() >= CAP {
+            let old = r.live.remove(0);
+            self.access.remove(&old);
+        }
+        r.live.push(access);
+        r.last_refresh = Some(now);
+        self.access.insert(
+            access,
+            AccessM {
+                refresh: *id,
+                issued_at: now,
+                expires_at,
+                revoked: false,
+            },
+        );
+    }
+
+    pub(crate) fn verify(&self, access: &Id) -> MResult<PrincipalM> {
+        let a = self.access.get(access).ok_or("invalid_token")?;
+        let r = &self.refresh[&a.refresh];
+        if a.revoked || self.is_revoked(r) {
+            return Err("revoked");
+        }
+        let role = self.role(&r.org, &r.user).ok_or("revoked")?;
+        if a.expires_at <= self.now || self.is_expired(r) {
+            return Err("expired");
+        }
+        let allowed = policy(role);
+        Ok(PrincipalM {
+            org: r.org.clone(),
+            user: r.user.clone(),
+            role,
+            scopes: r
+                .scopes
+                .iter()
+                .filter(|s| allowed.contains(&s.as_str()))
+                .cloned()
+                .collect(),
+            refresh_id: a.refresh,
+            access_id: *access,
+            expires_at: a.expires_at,
+        })
+    }
+
+    pub(crate) fn list_own(&self, org: &str, user: &str) -> MResult<Vec<TokenInfo>> {
+        self.role(org, user).ok_or("forbidden")?;
+        Ok(self.list(org, Some(user)))
+    }
+
+    pub(crate) fn list_org(&self, org: &str, user: &str) -> MResult<Vec<TokenInfo>> {
+        if self.role(org, user).ok_or("forbidden")? != Role::Owner {
+            return Err("forbidden");
+        }
+        Ok(self.list(org, None))
+    }
+
+    pub(crate) fn revoke(
+        &mut self,
+        org: &str,
+        actor: &str,
+        id: Option<&Id>,
+        reason: Option<&str>,
+    ) -> MResult<()> {
+        if reason.is_some_and(|r| !text_ok(r, 512)) {
+            return Err("usage");
+        }
+        let role = self.role(org, actor).ok_or("forbidden")?;
+        let id = id.ok_or("not_found")?;
+        let now = self.now;
+        let r = self.refresh.get_mut(id).ok_or("not_found")?;
+        if r.org != org {
+            return Err("forbidden");
+        }
+        if r.user != actor && role != Role::Owner {
+            return Err("forbidden");
+        }
+        if r.revoked.is_none() {
+            r.revoked = Some((now, actor.into(), reason.map(Into::into)));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn revoke_all(
+        &mut self,
+        org: &str,
+        actor: &str,
+        member: Option<&str>,
+        before: Option<u64>,
+    ) -> MResult<usize> {
+        let role = self.role(org, actor).ok_or("forbidden")?;
+        match member {
+            Some(u) if u != actor && role != Role::Owner => return Err("forbidden"),
+            None if role != Role::Owner => return Err("forbidden"),
+            _ => {}
+        }
+        if before.is_some_and(|t| t > self.now) {
+            return Err("usage");
+        }
+        let reason = if before.is_some() {
+            "revoked before cutoff"
+        } else {
+            "bulk revocation"
+        };
+        let n = self.revoke_records(org, member, before.unwrap_or(u64::MAX), actor, reason);
+        if let Some(t) = before {
+            match member {
+                Some(u) => {
+                    if let Some(m) = self.members.get_mut(&(org.into(), u.into())) {
+                        m.not_before = m.not_before.max(t);
+                    }
+                }
+                None => {
+                    let c = self.org_cut.entry(org.into()).or_insert(0);
+                    *c = (*c).max(t);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn revoke_access(&mut self, access: &Id) -> MResult<()> {
+        let a = self.access.get_mut(access).ok_or("invalid_token")?;
+        a.revoked = true;
+        Ok(())
+    }
+
+    /// Everything a purge (run until `more` is false) removes: `(access,
+    /// refresh)` counts.
+    pub(crate) fn purge(&mut self) -> (u64, u64) {
+        let now = self.now;
+        let dead: Vec<Id> = self
+            .refresh
+            .iter()
+            .filter(|(_, r)| {
+                let gone_since = if self.is_revoked(r) {
+                    Some(r.revoked.as_ref().map_or(0, |x| x.0))
+                } else if self.is_expired(r) {
+                    r.expires_at
+                } else {
+                    None
+                };
+                gone_since.is_some_and(|t| t + RETENTION <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut access_removed = 0;
+        for id in &dead {
+            let r = self.refresh.remove(id).expect("dead");
+            for a in r.live {
+                self.access.remove(&a);
+                access_removed += 1;
+            }
+        }
+        let useless: Vec<Id> = self
+            .access
+            .iter()
+            .filter(|(_, a)| {
+                let r = &self.refresh[&a.refresh];
+                a.expires_at <= now || a.revoked || self.is_revoked(r) || self.is_expired(r)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &useless {
+            let a = self.access.remove(id).expect("useless");
+            let r = self.refresh.get_mut(&a.refresh).expect("parent");
+            r.live.retain(|x| x != id);
+            access_removed += 1;
+        }
+        (access_removed, dead.len() as u64)
+    }
+
+    pub(crate) fn audit(&self, org: &str, user: &str) -> MResult<()> {
+        if self.role(org, user).ok_or("forbidden")? != Role::Owner {
+            return Err("forbidden");
+        }
+        Ok(())
+    }
+
+    /// What a reopen changes: live access tokens are reloaded ordered by
+    /// issue time then id (eviction among tokens of the same second may
+    /// pick any of them).
+    pub(crate) fn reopened(&mut self) {
+        let access = &self.access;
+        for r in self.refresh.values_mut() {
+            r.live.sort_by_key(|a| (access[a].issued_at, *a));
+        }
+    }
+}
