@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Short runs of each cargo-fuzz target (issue 3); fails on any crash, panic
+# Short runs of each cargo-fuzz target; fails on any crash, panic
 # or oversized allocation. Installs cargo-fuzz when missing.
 #   TOKENVAULT_FUZZ_SECONDS=N  seconds per target (default: 30, ops 60)
-# Longer runs by hand: see README.md, "Fuzzing".
+# Longer runs by hand: see docs/testing.md, "Fuzzing".
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 

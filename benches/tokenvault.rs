@@ -1,4 +1,4 @@
-//! Criterion benchmarks of issue 4: `cargo bench` (a store of 10,000
+//! Criterion benchmarks: `cargo bench` (a store of 10,000
 //! tokens, about two minutes); `TOKENVAULT_BENCH_LARGE=1 cargo bench` adds
 //! a store of 1,000,000 tokens. One line summary per figure: see
 //! `cargo run --release --example perf_report`.

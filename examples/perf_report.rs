@@ -1,4 +1,4 @@
-//! The performance report of issue 4: one table of medians, each with the
+//! The performance report: one table of medians, each with the
 //! ratio to its baseline, and a JSON file for machines.
 //!
 //! ```text

@@ -57,13 +57,13 @@
 //!   scope check, and a server.
 //! - With the cargo feature `postgres`, `Config::postgres`: the same store
 //!   in PostgreSQL, shared by several service replicas, each verifying from
-//!   its own memory within a staleness bound (see the README's Scaling out).
+//!   its own memory within a staleness bound (see docs/postgres.md).
 //!
 //! ## Security model in short
 //! Secrets are shown once and stored only as a keyed blake3 verifier; no
 //! secret reaches disk, a log or `Debug` output. Management calls are checked
-//! against the store's own member records. See the README for the whole
-//! model, durability and the disk format.
+//! against the store's own member records. See the README and `docs/`
+//! (security, durability, disk format) for the whole model.
 #![deny(missing_docs, unsafe_code)]
 
 mod change;

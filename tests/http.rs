@@ -490,7 +490,7 @@ fn another_orgs_tokens_are_answered_as_unknown_ones() {
     assert!(store.verify_refresh(&uma_refresh).is_ok());
 }
 
-/// The README's table, row by row: `GET /v3/refresh-token` needs `read` and
+/// The route table of docs/http.md, row by row: `GET /v3/refresh-token` needs `read` and
 /// lists the whole org only for the Owner whose token also holds
 /// `user-write`; `POST` and `DELETE` need `user-write`, and `read` is not
 /// needed for them.

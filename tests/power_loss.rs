@@ -1,4 +1,4 @@
-//! Power-loss test (DESIGN.md invariants 2 and 6, README › Durability): the
+//! Power-loss test (DESIGN.md invariants 2 and 6, docs/durability.md): the
 //! store runs on a filesystem that keeps only what was fsynced
 //! (`support/powerfs.rs`, an in-memory FUSE filesystem), while durable calls
 //! run concurrently from several threads; at a random instant the power is

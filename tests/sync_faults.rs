@@ -1,4 +1,4 @@
-//! Failing syncs (README › Durability, DESIGN.md invariants 2 and 6): the
+//! Failing syncs (docs/durability.md, DESIGN.md invariants 2 and 6): the
 //! store runs on the power-loss filesystem (`support/powerfs.rs`) switched
 //! to fail every fsync/fdatasync (or every write) for a while. Then:
 //! - every durable call (generate, revoke, set_role, remove_member), `flush`

@@ -205,8 +205,8 @@ impl TokenStore {
     /// It also copies the token records into warm-start files (in the
     /// database directory, `warm-start/`), which the next open reads in one
     /// sequential pass instead of walking sled's trees page by page (at a
-    /// million tokens, about one second instead of two to three: README ›
-    /// Performance). They are
+    /// million tokens, about one second instead of two to three: see
+    /// `docs/performance.md`). They are
     /// only a cache of what sled holds, used only if nothing was written
     /// since they were made (opening takes their marker out of the database,
     /// durably, before any write) and only if their blake3 hashes match; the
