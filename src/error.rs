@@ -277,13 +277,12 @@ mod tests {
 
     #[test]
     fn a_sled_error_keeps_its_cause() {
-        let e = crate::storage::sled_backend::io(sled::Error::Unsupported("a feature".into()));
+        let e = crate::storage::sled::io(sled::Error::Unsupported("a feature".into()));
         assert_eq!(e.kind(), "io");
         assert!(cause::<sled::Error>(&e).is_some(), "{e:?}");
         // sled's I/O errors reach the std::io::Error inside.
-        let e = crate::storage::sled_backend::io(sled::Error::Io(std::io::Error::other(
-            "the device is gone",
-        )));
+        let e =
+            crate::storage::sled::io(sled::Error::Io(std::io::Error::other("the device is gone")));
         assert_eq!(e.kind(), "io");
         assert!(cause::<std::io::Error>(&e).is_some(), "{e:?}");
     }

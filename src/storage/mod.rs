@@ -11,10 +11,7 @@ use crate::error::Result;
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
-pub(crate) mod sled_backend;
-pub(crate) mod sled_files;
-mod stable;
-mod warm;
+pub(crate) mod sled;
 
 /// What loading found besides the records it handed over.
 #[derive(Debug, Default)]

@@ -34,7 +34,8 @@ use crate::change::Change;
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, IoError, Result};
-use crate::storage::{sled_files, Backend, IntegrityReport, Loaded};
+use crate::storage::sled::files as sled_files;
+use crate::storage::{Backend, IntegrityReport, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
 /// calls answer the last failure): a reopen reads sled's log, which a call

@@ -9,7 +9,7 @@
 use std::io;
 use std::path::Path;
 
-use super::sled_backend::SledBackend;
+use super::SledBackend;
 use crate::error::{Error, IoError, Result};
 
 /// The mode of the store directory (and of every directory in it).

@@ -171,9 +171,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// An I/O error on one of the store's files, as the crate reports it.
 fn file_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    if super::sled_files::is_disk_full(&e) {
+    if super::files::is_disk_full(&e) {
         // The words every full disk is reported in.
-        super::sled_files::io_error(e)
+        super::files::io_error(e)
     } else {
         Error::Io(IoError::with_source(
             format!("cannot {what} {}: {e}", path.display()),

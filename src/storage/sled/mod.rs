@@ -1,5 +1,17 @@
 //! The sled 0.34 backend: the only module of the crate that touches sled.
 
+// sled's files: opening, locks, modes, leftovers.
+pub(crate) mod files;
+// What a durable call syncs beyond sled's own flush.
+mod stable;
+// Warm-start files written at close.
+mod warm;
+// Writing a batch of changes.
+mod write;
+// Scanning the trees in parallel.
+mod scan;
+use scan::{org_from_key, scan_families, scan_parts, u64_from};
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -7,8 +19,8 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
-use super::stable::StableFiles;
-use super::{warm, Backend, IntegrityReport, Loaded};
+use self::stable::StableFiles;
+use super::{Backend, IntegrityReport, Loaded};
 use crate::change::Change;
 use crate::codec::{
     decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
@@ -49,7 +61,7 @@ const OLD_BY_MEMBER: &str = "refresh_by_member";
 /// sled's I/O errors, the [`std::io::Error`]) as the source, or `corrupt`.
 pub(crate) fn io(e: sled::Error) -> Error {
     match e {
-        sled::Error::Io(e) => super::sled_files::io_error(e),
+        sled::Error::Io(e) => files::io_error(e),
         sled::Error::Corruption { .. } => Error::Corrupt(e.to_string()),
         other => Error::Io(IoError::with_source(other.to_string(), other)),
     }
@@ -236,261 +248,6 @@ fn open_waiting_for_lock(cfg: &sled::Config, on_disk: bool) -> Result<Db> {
             Err(e) => return Err(io(e)),
         }
     }
-}
-
-type TxResult = std::result::Result<(), ConflictableTransactionError<Error>>;
-
-fn enc<T: serde::Serialize>(
-    v: &T,
-) -> std::result::Result<Vec<u8>, ConflictableTransactionError<Error>> {
-    encode(v).map_err(ConflictableTransactionError::Abort)
-}
-
-impl SledBackend {
-    /// Writes the warm-start files of this database (at `path`): its
-    /// refresh and access records in the order and parts of
-    /// [`scan_families`], then its last exchanges.
-    fn write_warm(&self, path: &Path) -> Result<warm::Marker> {
-        let parts = scan_parts();
-        warm::write(
-            path,
-            parts,
-            |writers| {
-                scan_families(
-                    parts,
-                    &self.refresh,
-                    &self.access,
-                    &|i, k, v| writers[i].lock().entry(warm::REFRESH, k, v),
-                    &|i, k, v| writers[i].lock().entry(warm::ACCESS, k, v),
-                )
-            },
-            |last| {
-                for kv in self.last_refresh.iter() {
-                    let (k, v) = kv.map_err(io)?;
-                    last.entry(warm::LAST_REFRESH, &k, &v);
-                }
-                Ok(())
-            },
-        )
-    }
-
-    /// Brings access records of schema version 1 (keyed by refresh id and
-    /// access id) to slot keys (refresh id and slot). Idempotent; atomic.
-    fn upgrade_access_keys(&self) -> Result<()> {
-        // Group the version-1 records by family, oldest first, and give them
-        // slots 0, 1, ... in one batch on the access tree (atomic). Keys
-        // that are not well-formed version-1 records are left alone (the
-        // loader skips them, the integrity check reports them).
-        let mut old: Vec<(sled::IVec, AccessRecord)> = Vec::new();
-        for kv in self.access.iter() {
-            let (k, v) = kv.map_err(io)?;
-            if k.len() != V1_ACCESS_KEY_LEN {
-                continue;
-            }
-            if let Ok(a) = decode::<AccessRecord>(&v, "access") {
-                if k[..16] == a.refresh_id && k[16..] == a.id {
-                    old.push((k, a));
-                }
-            }
-        }
-        if old.is_empty() {
-            return Ok(());
-        }
-        old.sort_by_key(|(_, a)| (a.refresh_id, a.issued_at, a.id));
-        let mut batch = sled::Batch::default();
-        let mut family = None;
-        let mut slot = 0u32;
-        for (k, a) in &old {
-            if family != Some(a.refresh_id) {
-                family = Some(a.refresh_id);
-                slot = 0;
-            }
-            batch.remove(k.clone());
-            batch.insert(&access_key(&a.refresh_id, slot)[..], encode(a)?);
-            slot += 1;
-        }
-        self.access.apply_batch(batch).map_err(io)?;
-        self.db.flush().map_err(io)?;
-        Ok(())
-    }
-
-    /// The highest audit sequence number stored in the meta tree.
-    fn event_seq(&self) -> Result<u64> {
-        match self.meta.get(EVENT_SEQ).map_err(io)? {
-            Some(v) => u64_from(&v).ok_or_else(|| Error::Corrupt("bad event_seq".into())),
-            None => Ok(0),
-        }
-    }
-
-    /// Writes a batch atomically: one insert where one key changes, a
-    /// batch on one tree where only access records change, a transaction
-    /// over the trees otherwise.
-    fn write(&self, changes: &[Change]) -> Result<()> {
-        // Issuing a token (its record, and the audit event the record
-        // carries) is one insert. So is an exchange, which also replaces
-        // the access record it evicts (same slot).
-        match changes {
-            [Change::IssueRefresh(r)] => {
-                self.refresh
-                    .insert(&r.id[..], encode_refresh(r)?)
-                    .map_err(io)?;
-                return Ok(());
-            }
-            [Change::IssueRefresh(r), Change::Event(e)] if embedded(changes, e) => {
-                self.refresh
-                    .insert(&r.id[..], encode_refresh(r)?)
-                    .map_err(io)?;
-                return Ok(());
-            }
-            [Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot }] => {
-                self.access
-                    .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
-                    .map_err(io)?;
-                return Ok(());
-            }
-            _ => {}
-        }
-        let access_only = changes.iter().all(|c| {
-            matches!(
-                c,
-                Change::PutAccess { .. }
-                    | Change::RevokeAccess { .. }
-                    | Change::DeleteAccess { .. }
-            )
-        });
-        if access_only {
-            let mut batch = sled::Batch::default();
-            for c in changes {
-                match c {
-                    Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot } => {
-                        batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
-                    }
-                    Change::DeleteAccess {
-                        refresh_id, slot, ..
-                    } => batch.remove(&access_key(refresh_id, *slot)[..]),
-                    _ => unreachable!("checked above: access changes only"),
-                }
-            }
-            return self.access.apply_batch(batch).map_err(io);
-        }
-        let res: std::result::Result<(), TransactionError<Error>> = (
-            &self.members,
-            &self.cutoffs,
-            &self.refresh,
-            &self.access,
-            &self.last_refresh,
-            &self.events,
-            &self.meta,
-        )
-            .transaction(
-                |(members, cutoffs, refresh, access, last, events, meta)| -> TxResult {
-                    // Keeps EVENT_SEQ the highest sequence number stored.
-                    let raise_seq = |seq: u64| -> TxResult {
-                        let cur = meta.get(EVENT_SEQ)?.and_then(|v| u64_from(&v)).unwrap_or(0);
-                        if seq > cur {
-                            meta.insert(EVENT_SEQ, &seq.to_be_bytes()[..])?;
-                        }
-                        Ok(())
-                    };
-                    for c in changes {
-                        match c {
-                            Change::PutMember(m) => {
-                                members.insert(member_key(&m.org, &m.user), enc(m)?)?;
-                            }
-                            Change::DeleteMember { org, user } => {
-                                members.remove(member_key(org, user))?;
-                            }
-                            Change::PutOrgCutoff { org, at } => {
-                                cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
-                            }
-                            Change::IssueRefresh(r) => {
-                                let v = encode_refresh(r)
-                                    .map_err(ConflictableTransactionError::Abort)?;
-                                refresh.insert(&r.id[..], v)?;
-                            }
-                            Change::LoadRefresh(_) => {
-                                return Err(ConflictableTransactionError::Abort(not_a_change()));
-                            }
-                            Change::RevokeRefresh { id, at, by, reason } => {
-                                let abort = ConflictableTransactionError::Abort;
-                                let Some(v) = refresh.get(&id[..])? else {
-                                    return Err(abort(Error::Corrupt(format!(
-                                        "token {} is in memory but not on disk",
-                                        crate::token::TokenId(*id)
-                                    ))));
-                                };
-                                let mut r = decode_refresh(&v).map_err(abort)?;
-                                if r.state == StoredState::Active {
-                                    r.state = StoredState::Revoked {
-                                        at: *at,
-                                        by: by.clone(),
-                                        reason: reason.clone(),
-                                    };
-                                    let v = encode_refresh(&r).map_err(abort)?;
-                                    refresh.insert(&id[..], v)?;
-                                }
-                            }
-                            Change::DeleteRefresh { id, .. } => {
-                                // The issue event the record carries moves
-                                // to the events tree: the audit trail
-                                // outlives the token.
-                                if let Some(v) = refresh.remove(&id[..])? {
-                                    if let Some(ev) =
-                                        decode_refresh(&v).ok().and_then(|r| r.issue_event())
-                                    {
-                                        let v = encode_event(&ev)
-                                            .map_err(ConflictableTransactionError::Abort)?;
-                                        events.insert(event_key(&ev.org, ev.seq), v)?;
-                                        raise_seq(ev.seq)?;
-                                    }
-                                }
-                                last.remove(&id[..])?;
-                            }
-                            Change::PutLastRefresh { id, at } => {
-                                last.insert(&id[..], &at.to_be_bytes()[..])?;
-                            }
-                            Change::PutAccess { rec, slot }
-                            | Change::RevokeAccess { rec, slot } => {
-                                access
-                                    .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
-                            }
-                            Change::DeleteAccess {
-                                refresh_id, slot, ..
-                            } => {
-                                access.remove(&access_key(refresh_id, *slot)[..])?;
-                            }
-                            Change::Event(e) if embedded(changes, e) => {}
-                            Change::Event(e) => {
-                                let v =
-                                    encode_event(e).map_err(ConflictableTransactionError::Abort)?;
-                                events.insert(event_key(&e.org, e.seq), v)?;
-                                raise_seq(e.seq)?;
-                            }
-                        }
-                    }
-                    Ok(())
-                },
-            );
-        match res {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(io(e)),
-        }
-    }
-}
-
-/// Whether `e` is the issue event of a refresh record put in the same
-/// batch, which then carries it.
-fn embedded(changes: &[Change], e: &EventRecord) -> bool {
-    changes.iter().any(|c| match c {
-        Change::IssueRefresh(r) => r.org == e.org && r.issue.is_some_and(|i| i.seq == e.seq),
-        _ => false,
-    })
-}
-
-/// The error for a change that is memory's only ([`Change::LoadRefresh`]).
-fn not_a_change() -> Error {
-    Error::Corrupt("a loaded record is not a change to commit (a bug in tokenvault)".into())
 }
 
 impl Backend for SledBackend {
@@ -692,7 +449,7 @@ impl Backend for SledBackend {
         // this close. Opening is recovery, so a crash during it is too.
         if let Some(p) = path {
             let cfg = sled::Config::new().cache_capacity(cache_bytes).path(&p);
-            let _opening = super::sled_files::lock_dir(&p)?;
+            let _opening = files::lock_dir(&p)?;
             let db = open_waiting_for_lock(&cfg, true)?;
             // The snapshot is written and renamed into place by that open;
             // its name is made durable, and the database is dropped only
@@ -946,95 +703,6 @@ impl Backend for SledBackend {
         let warm = self.path.as_deref().map_or(0, warm::size);
         Ok(self.db.size_on_disk().map_err(io)? + warm)
     }
-}
-
-/// How many parts [`scan_families`] cuts the key space into.
-fn scan_parts() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
-}
-
-/// A record visitor of [`scan_families`]: the part of the key space (which
-/// loader thread), key and value.
-type Visit<'a> = &'a (dyn Fn(usize, &[u8], &[u8]) + Sync);
-
-/// Calls `on_refresh` on every entry of the refresh tree and `on_access` on
-/// every entry of the access tree, each refresh record before the access
-/// records of its family and those right after it (both trees are ordered
-/// by refresh id: a merge of the two scans). The key space is cut into
-/// ranges by first byte, one thread each (keys start with a random id, so
-/// the ranges hold about as many records): opening a store is mostly
-/// sled's page reads, decoding, and inserts into the in-memory maps, and
-/// a family handled at once finds its refresh token still in the cache.
-fn scan_families(
-    parts: usize,
-    refresh: &Tree,
-    access: &Tree,
-    on_refresh: Visit<'_>,
-    on_access: Visit<'_>,
-) -> Result<()> {
-    let bound = |i: usize| -> Option<[u8; 1]> {
-        // The first key byte where part `i` starts (none: the end).
-        (i < parts).then(|| [(i * 256 / parts) as u8])
-    };
-    let scan = |i: usize| -> Result<()> {
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let lo = bound(i).filter(|_| i > 0);
-        let hi = bound(i + 1);
-        let range = (
-            lo.as_ref().map_or(Unbounded, |b| Included(&b[..])),
-            hi.as_ref().map_or(Unbounded, |b| Excluded(&b[..])),
-        );
-        let mut accesses = access.range::<&[u8], _>(range);
-        let mut pending: Option<(sled::IVec, sled::IVec)> = None;
-        // Hands on the access records with keys below `below` (all of them
-        // when `None`): the families of the refresh records already seen,
-        // and orphans.
-        let mut drain = |below: Option<&[u8]>| -> Result<()> {
-            loop {
-                let (k, v) = match pending.take() {
-                    Some(kv) => kv,
-                    None => match accesses.next() {
-                        Some(kv) => kv.map_err(io)?,
-                        None => return Ok(()),
-                    },
-                };
-                if below.is_some_and(|b| k[..] >= *b) {
-                    pending = Some((k, v));
-                    return Ok(());
-                }
-                on_access(i, &k, &v);
-            }
-        };
-        for kv in refresh.range::<&[u8], _>(range) {
-            let (k, v) = kv.map_err(io)?;
-            drain(Some(&k))?;
-            on_refresh(i, &k, &v);
-        }
-        drain(None)
-    };
-    std::thread::scope(|s| {
-        let others: Vec<_> = (1..parts).map(|i| s.spawn(move || scan(i))).collect();
-        let mut res = scan(0);
-        for h in others {
-            let r = h
-                .join()
-                .map_err(|_| Error::Io("a loader thread failed".into()))?;
-            res = res.and(r);
-        }
-        res
-    })
-}
-
-fn org_from_key(k: &[u8]) -> Option<String> {
-    let (&len, rest) = k.split_first()?;
-    if rest.len() != len as usize {
-        return None;
-    }
-    String::from_utf8(rest.to_vec()).ok()
-}
-
-fn u64_from(v: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
 #[cfg(test)]

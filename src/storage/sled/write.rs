@@ -1,0 +1,259 @@
+//! Writing a batch of changes: one insert, a batch on one tree, or a
+//! transaction over the trees.
+
+use super::*;
+
+type TxResult = std::result::Result<(), ConflictableTransactionError<Error>>;
+
+pub(super) fn enc<T: serde::Serialize>(
+    v: &T,
+) -> std::result::Result<Vec<u8>, ConflictableTransactionError<Error>> {
+    encode(v).map_err(ConflictableTransactionError::Abort)
+}
+
+impl SledBackend {
+    /// Writes the warm-start files of this database (at `path`): its
+    /// refresh and access records in the order and parts of
+    /// [`scan_families`], then its last exchanges.
+    pub(super) fn write_warm(&self, path: &Path) -> Result<warm::Marker> {
+        let parts = scan_parts();
+        warm::write(
+            path,
+            parts,
+            |writers| {
+                scan_families(
+                    parts,
+                    &self.refresh,
+                    &self.access,
+                    &|i, k, v| writers[i].lock().entry(warm::REFRESH, k, v),
+                    &|i, k, v| writers[i].lock().entry(warm::ACCESS, k, v),
+                )
+            },
+            |last| {
+                for kv in self.last_refresh.iter() {
+                    let (k, v) = kv.map_err(io)?;
+                    last.entry(warm::LAST_REFRESH, &k, &v);
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Brings access records of schema version 1 (keyed by refresh id and
+    /// access id) to slot keys (refresh id and slot). Idempotent; atomic.
+    pub(super) fn upgrade_access_keys(&self) -> Result<()> {
+        // Group the version-1 records by family, oldest first, and give them
+        // slots 0, 1, ... in one batch on the access tree (atomic). Keys
+        // that are not well-formed version-1 records are left alone (the
+        // loader skips them, the integrity check reports them).
+        let mut old: Vec<(sled::IVec, AccessRecord)> = Vec::new();
+        for kv in self.access.iter() {
+            let (k, v) = kv.map_err(io)?;
+            if k.len() != V1_ACCESS_KEY_LEN {
+                continue;
+            }
+            if let Ok(a) = decode::<AccessRecord>(&v, "access") {
+                if k[..16] == a.refresh_id && k[16..] == a.id {
+                    old.push((k, a));
+                }
+            }
+        }
+        if old.is_empty() {
+            return Ok(());
+        }
+        old.sort_by_key(|(_, a)| (a.refresh_id, a.issued_at, a.id));
+        let mut batch = sled::Batch::default();
+        let mut family = None;
+        let mut slot = 0u32;
+        for (k, a) in &old {
+            if family != Some(a.refresh_id) {
+                family = Some(a.refresh_id);
+                slot = 0;
+            }
+            batch.remove(k.clone());
+            batch.insert(&access_key(&a.refresh_id, slot)[..], encode(a)?);
+            slot += 1;
+        }
+        self.access.apply_batch(batch).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    /// The highest audit sequence number stored in the meta tree.
+    pub(super) fn event_seq(&self) -> Result<u64> {
+        match self.meta.get(EVENT_SEQ).map_err(io)? {
+            Some(v) => u64_from(&v).ok_or_else(|| Error::Corrupt("bad event_seq".into())),
+            None => Ok(0),
+        }
+    }
+
+    /// Writes a batch atomically: one insert where one key changes, a
+    /// batch on one tree where only access records change, a transaction
+    /// over the trees otherwise.
+    pub(super) fn write(&self, changes: &[Change]) -> Result<()> {
+        // Issuing a token (its record, and the audit event the record
+        // carries) is one insert. So is an exchange, which also replaces
+        // the access record it evicts (same slot).
+        match changes {
+            [Change::IssueRefresh(r)] => {
+                self.refresh
+                    .insert(&r.id[..], encode_refresh(r)?)
+                    .map_err(io)?;
+                return Ok(());
+            }
+            [Change::IssueRefresh(r), Change::Event(e)] if embedded(changes, e) => {
+                self.refresh
+                    .insert(&r.id[..], encode_refresh(r)?)
+                    .map_err(io)?;
+                return Ok(());
+            }
+            [Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot }] => {
+                self.access
+                    .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
+                    .map_err(io)?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let access_only = changes.iter().all(|c| {
+            matches!(
+                c,
+                Change::PutAccess { .. }
+                    | Change::RevokeAccess { .. }
+                    | Change::DeleteAccess { .. }
+            )
+        });
+        if access_only {
+            let mut batch = sled::Batch::default();
+            for c in changes {
+                match c {
+                    Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot } => {
+                        batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
+                    }
+                    Change::DeleteAccess {
+                        refresh_id, slot, ..
+                    } => batch.remove(&access_key(refresh_id, *slot)[..]),
+                    _ => unreachable!("checked above: access changes only"),
+                }
+            }
+            return self.access.apply_batch(batch).map_err(io);
+        }
+        let res: std::result::Result<(), TransactionError<Error>> = (
+            &self.members,
+            &self.cutoffs,
+            &self.refresh,
+            &self.access,
+            &self.last_refresh,
+            &self.events,
+            &self.meta,
+        )
+            .transaction(
+                |(members, cutoffs, refresh, access, last, events, meta)| -> TxResult {
+                    // Keeps EVENT_SEQ the highest sequence number stored.
+                    let raise_seq = |seq: u64| -> TxResult {
+                        let cur = meta.get(EVENT_SEQ)?.and_then(|v| u64_from(&v)).unwrap_or(0);
+                        if seq > cur {
+                            meta.insert(EVENT_SEQ, &seq.to_be_bytes()[..])?;
+                        }
+                        Ok(())
+                    };
+                    for c in changes {
+                        match c {
+                            Change::PutMember(m) => {
+                                members.insert(member_key(&m.org, &m.user), enc(m)?)?;
+                            }
+                            Change::DeleteMember { org, user } => {
+                                members.remove(member_key(org, user))?;
+                            }
+                            Change::PutOrgCutoff { org, at } => {
+                                cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
+                            }
+                            Change::IssueRefresh(r) => {
+                                let v = encode_refresh(r)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                refresh.insert(&r.id[..], v)?;
+                            }
+                            Change::LoadRefresh(_) => {
+                                return Err(ConflictableTransactionError::Abort(not_a_change()));
+                            }
+                            Change::RevokeRefresh { id, at, by, reason } => {
+                                let abort = ConflictableTransactionError::Abort;
+                                let Some(v) = refresh.get(&id[..])? else {
+                                    return Err(abort(Error::Corrupt(format!(
+                                        "token {} is in memory but not on disk",
+                                        crate::token::TokenId(*id)
+                                    ))));
+                                };
+                                let mut r = decode_refresh(&v).map_err(abort)?;
+                                if r.state == StoredState::Active {
+                                    r.state = StoredState::Revoked {
+                                        at: *at,
+                                        by: by.clone(),
+                                        reason: reason.clone(),
+                                    };
+                                    let v = encode_refresh(&r).map_err(abort)?;
+                                    refresh.insert(&id[..], v)?;
+                                }
+                            }
+                            Change::DeleteRefresh { id, .. } => {
+                                // The issue event the record carries moves
+                                // to the events tree: the audit trail
+                                // outlives the token.
+                                if let Some(v) = refresh.remove(&id[..])? {
+                                    if let Some(ev) =
+                                        decode_refresh(&v).ok().and_then(|r| r.issue_event())
+                                    {
+                                        let v = encode_event(&ev)
+                                            .map_err(ConflictableTransactionError::Abort)?;
+                                        events.insert(event_key(&ev.org, ev.seq), v)?;
+                                        raise_seq(ev.seq)?;
+                                    }
+                                }
+                                last.remove(&id[..])?;
+                            }
+                            Change::PutLastRefresh { id, at } => {
+                                last.insert(&id[..], &at.to_be_bytes()[..])?;
+                            }
+                            Change::PutAccess { rec, slot }
+                            | Change::RevokeAccess { rec, slot } => {
+                                access
+                                    .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
+                            }
+                            Change::DeleteAccess {
+                                refresh_id, slot, ..
+                            } => {
+                                access.remove(&access_key(refresh_id, *slot)[..])?;
+                            }
+                            Change::Event(e) if embedded(changes, e) => {}
+                            Change::Event(e) => {
+                                let v =
+                                    encode_event(e).map_err(ConflictableTransactionError::Abort)?;
+                                events.insert(event_key(&e.org, e.seq), v)?;
+                                raise_seq(e.seq)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            );
+        match res {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(io(e)),
+        }
+    }
+}
+
+/// Whether `e` is the issue event of a refresh record put in the same
+/// batch, which then carries it.
+pub(super) fn embedded(changes: &[Change], e: &EventRecord) -> bool {
+    changes.iter().any(|c| match c {
+        Change::IssueRefresh(r) => r.org == e.org && r.issue.is_some_and(|i| i.seq == e.seq),
+        _ => false,
+    })
+}
+
+/// The error for a change that is memory's only ([`Change::LoadRefresh`]).
+pub(super) fn not_a_change() -> Error {
+    Error::Corrupt("a loaded record is not a change to commit (a bug in tokenvault)".into())
+}
