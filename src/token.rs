@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::TryRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -300,6 +301,10 @@ pub(crate) fn token_len(prefix: &str) -> usize {
     prefix.len() + 2 + PAYLOAD_DIGITS + CHECK_DIGITS
 }
 
+/// Marks a checksum memo (see [`Unchecked::checksum_ok_memo`]) as holding
+/// the checksum in its low 32 bits.
+pub(crate) const CHECK_KNOWN: u64 = 1 << 32;
+
 /// A token taken apart whose checksum digits were read but not yet
 /// compared (see [`parse_unchecked`]).
 pub(crate) struct Unchecked {
@@ -308,7 +313,35 @@ pub(crate) struct Unchecked {
     pub(crate) claimed: u64,
 }
 
+/// The verify rule, stated once: a token is checked for its checksum
+/// first, so a typo or a secret scanner's false hit is `Malformed` before
+/// anything is said about its id or its secret (and never costs a lookup
+/// elsewhere). [`parse`] applies it at once; verification, which reads
+/// memory first, applies it through [`Unchecked::checksum_ok`] and, once
+/// the secret matched, through [`Unchecked::checksum_ok_memo`], which keeps
+/// the right checksum of a token in a memo so that later checks compare
+/// instead of hashing.
 impl Unchecked {
+    /// Whether the checksum the token carries is right (hashes).
+    pub(crate) fn checksum_ok(&self, prefix: &str, kind: TokenKind) -> bool {
+        self.claimed == u64::from(self.expected(prefix, kind))
+    }
+
+    /// [`Unchecked::checksum_ok`] for a token whose secret matched a stored
+    /// verifier: `memo` (zero at first) keeps that token's right checksum,
+    /// [`CHECK_KNOWN`] marking it known, so only the first check hashes.
+    pub(crate) fn checksum_ok_memo(&self, prefix: &str, kind: TokenKind, memo: &AtomicU64) -> bool {
+        let known = memo.load(Ordering::Relaxed);
+        let expected = if known & CHECK_KNOWN != 0 {
+            known as u32
+        } else {
+            let e = self.expected(prefix, kind);
+            memo.store(CHECK_KNOWN | u64::from(e), Ordering::Relaxed);
+            e
+        };
+        self.claimed == u64::from(expected)
+    }
+
     /// The checksum a token with this id and secret must carry.
     pub(crate) fn expected(&self, prefix: &str, kind: TokenKind) -> u32 {
         let mut payload = [0u8; PAYLOAD_LEN];
@@ -323,7 +356,7 @@ impl Unchecked {
 /// Takes a token apart; any deviation from the format is `Malformed`.
 pub(crate) fn parse(prefix: &str, kind: TokenKind, token: &str) -> Result<Parsed> {
     let u = parse_unchecked(prefix, kind, token)?;
-    if u.claimed != u64::from(u.expected(prefix, kind)) {
+    if !u.checksum_ok(prefix, kind) {
         return Err(Error::Malformed("checksum mismatch"));
     }
     Ok(u.parsed)

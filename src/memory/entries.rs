@@ -171,13 +171,9 @@ pub(crate) struct AccessHot {
     /// Where its record is stored within its family.
     pub slot: u32,
     pub revoked: AtomicBool,
-    /// The token's checksum once a verification has computed it
-    /// (`CHECK_KNOWN` set), so that later ones compare instead of hashing.
+    /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`).
     pub check: AtomicU64,
 }
-
-/// Marks [`AccessHot::check`] as holding the checksum in its low 32 bits.
-pub(crate) const CHECK_KNOWN: u64 = 1 << 32;
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,7 @@ mod loader;
 mod maps;
 
 pub(crate) use catalog::Catalog;
-pub(crate) use entries::{AccessHot, RefreshHot, CHECK_KNOWN};
+pub(crate) use entries::{AccessHot, RefreshHot};
 pub(crate) use loader::Loader;
 pub(crate) use maps::Sharded;
 

@@ -13,7 +13,7 @@ use crate::codec::{
 use crate::commit::Flusher;
 use crate::config::{load_or_create, Config, StoreKey};
 use crate::error::{Error, Result};
-use crate::memory::{Catalog, Memory, RefreshHot, CHECK_KNOWN};
+use crate::memory::{Catalog, Memory, RefreshHot};
 use crate::policy::{may, Action, Policy, Role};
 use crate::storage::{Backend, IntegrityReport};
 use crate::token::{self, TokenId, TokenKind};

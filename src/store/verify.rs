@@ -148,33 +148,18 @@ impl TokenStore {
         let inner = &*self.inner;
         let kind = TokenKind::Access;
         let u = token::parse_unchecked(&inner.prefix, kind, access_token)?;
-        inner.fresh_access(&u.parsed.id.0, || {
-            u.claimed == u64::from(u.expected(&inner.prefix, kind))
-        })?;
+        inner.fresh_access(&u.parsed.id.0, || u.checksum_ok(&inner.prefix, kind))?;
         let v = verifier(&inner.access_key, &u.parsed.secret.0);
         let now = inner.now();
         let checksum_mismatch = || Error::Malformed("checksum mismatch");
         inner.mem.access.with(&u.parsed.id.0, |a| {
-            // As `token::parse` would: a wrong checksum is Malformed before
-            // anything is said about the id or the secret.
+            // The verify rule (see `token::Unchecked`): checksum first.
             let a = match a {
                 Some(a) if ct_eq(&a.verifier, &v) => a,
-                _ if u.claimed != u64::from(u.expected(&inner.prefix, kind)) => {
-                    return Err(checksum_mismatch())
-                }
+                _ if !u.checksum_ok(&inner.prefix, kind) => return Err(checksum_mismatch()),
                 _ => return Err(Error::InvalidToken),
             };
-            // The secret matched, so the right checksum is that of the token
-            // issued: computed once, then compared without hashing.
-            let known = a.check.load(Ordering::Relaxed);
-            let expected = if known & CHECK_KNOWN != 0 {
-                known as u32
-            } else {
-                let e = u.expected(&inner.prefix, kind);
-                a.check.store(CHECK_KNOWN | u64::from(e), Ordering::Relaxed);
-                e
-            };
-            if u.claimed != u64::from(expected) {
+            if !u.checksum_ok_memo(&inner.prefix, kind, &a.check) {
                 return Err(checksum_mismatch());
             }
             let r = &a.refresh;
