@@ -469,7 +469,7 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<bool> {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => {
-            let mut err = crate::storage::sled::files::io_error(e);
+            let mut err = crate::error::io_error(e);
             if let Error::Io(m) = &mut err {
                 let reworded = format!("cannot create key file {}: {m}", path.display());
                 *m.message_mut() = reworded;
@@ -478,7 +478,7 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<bool> {
         }
     }
     // The new name is durable once its directory is.
-    crate::storage::sled::files::sync_dir(parent.unwrap_or(Path::new(".")))?;
+    crate::storage::sync_dir(parent.unwrap_or(Path::new(".")))?;
     Ok(true)
 }
 

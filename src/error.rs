@@ -246,12 +246,12 @@ pub(crate) fn io_error(e: std::io::Error) -> Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::error::Error as _;
 
     /// The first error in `e`'s source chain (after `e` itself) of type `T`.
-    fn cause<T: std::error::Error + 'static>(e: &Error) -> Option<&T> {
+    pub(crate) fn cause<T: std::error::Error + 'static>(e: &Error) -> Option<&T> {
         let mut next = e.source();
         while let Some(s) = next {
             if let Some(t) = s.downcast_ref::<T>() {
@@ -273,18 +273,6 @@ mod tests {
         let io = cause::<std::io::Error>(&e).expect("an io::Error in the chain");
         assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
         assert!(matches!(&e, Error::Io(m) if m.contains("access")));
-    }
-
-    #[test]
-    fn a_sled_error_keeps_its_cause() {
-        let e = crate::storage::sled::io(sled::Error::Unsupported("a feature".into()));
-        assert_eq!(e.kind(), "io");
-        assert!(cause::<sled::Error>(&e).is_some(), "{e:?}");
-        // sled's I/O errors reach the std::io::Error inside.
-        let e =
-            crate::storage::sled::io(sled::Error::Io(std::io::Error::other("the device is gone")));
-        assert_eq!(e.kind(), "io");
-        assert!(cause::<std::io::Error>(&e).is_some(), "{e:?}");
     }
 
     #[test]

@@ -13,6 +13,11 @@ use crate::error::Result;
 pub(crate) mod postgres;
 pub(crate) mod sled;
 
+/// The embedded engine's entry points for the store: open a store's
+/// directory, tighten its files' modes after a checkpoint, and sync a
+/// directory (the key file's).
+pub(crate) use self::sled::files::{open as open_embedded, sync_dir, tighten};
+
 /// What loading found besides the records it handed over.
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {

@@ -34,7 +34,6 @@ use crate::change::Change;
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, IoError, Result};
-use crate::storage::sled::files as sled_files;
 use crate::storage::{Backend, IntegrityReport, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
@@ -117,7 +116,9 @@ impl Backend for SwapHandle {
         let taken = self.0.current.write().take();
         match taken {
             // The checkpoint writes new files (sled's snapshot): private too.
-            Some(b) => b.close().and_then(|()| sled_files::tighten(&self.0.path)),
+            Some(b) => b
+                .close()
+                .and_then(|()| crate::storage::tighten(&self.0.path)),
             None => Err(Error::Io(
                 "the storage failed and could not be opened again; what was not \
                  acknowledged as durable is lost"
@@ -191,7 +192,7 @@ impl TokenStore {
     /// Opens the sled storage of `cfg`, in a [`Swap`] when the store lives
     /// on disk, and loads the store.
     pub(super) fn open_recoverable(cfg: Config, key: StoreKey) -> Result<TokenStore> {
-        let backend = sled_files::open(cfg.path.as_deref(), cfg.cache_bytes)?;
+        let backend = crate::storage::open_embedded(cfg.path.as_deref(), cfg.cache_bytes)?;
         let Some(path) = cfg.path.clone() else {
             // A temporary store cannot be opened again.
             return Self::with_backend(Box::new(backend), cfg, key);
@@ -318,7 +319,7 @@ impl Inner {
         // dropped; where it would (a failure sled did not see), a panic
         // there must not take the caller with it.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(old)));
-        let fresh = sled_files::open(r.cfg.path.as_deref(), r.cfg.cache_bytes)
+        let fresh = crate::storage::open_embedded(r.cfg.path.as_deref(), r.cfg.cache_bytes)
             .and_then(|b| TokenStore::with_backend(Box::new(b), r.cfg.clone(), r.key.clone()));
         let fresh = match fresh {
             Ok(s) => s,

@@ -708,6 +708,7 @@ impl Backend for SledBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::tests::cause;
 
     /// The descriptor sled itself writes through is found at open (so that
     /// a failed sync pending there is met before sled's own sync when the
@@ -797,5 +798,16 @@ mod tests {
             }
         }
         assert!(checked > 300, "{checked}");
+    }
+
+    #[test]
+    fn a_sled_error_keeps_its_cause() {
+        let e = io(sled::Error::Unsupported("a feature".into()));
+        assert_eq!(e.kind(), "io");
+        assert!(cause::<sled::Error>(&e).is_some(), "{e:?}");
+        // sled's I/O errors reach the std::io::Error inside.
+        let e = io(sled::Error::Io(std::io::Error::other("the device is gone")));
+        assert_eq!(e.kind(), "io");
+        assert!(cause::<std::io::Error>(&e).is_some(), "{e:?}");
     }
 }
