@@ -4,19 +4,50 @@
 //! backend other than sled is one new module rather than a rewrite.
 
 pub(crate) use crate::change::Change;
-#[cfg(feature = "postgres")]
-use crate::codec::{AccessRecord, MemberRecord};
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::error::Result;
 
+// What a backend that several replicas share offers besides `Backend`.
 #[cfg(feature = "postgres")]
-pub(crate) mod postgres;
-pub(crate) mod sled;
+mod feed;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod sled;
+
+#[cfg(feature = "postgres")]
+pub(crate) use feed::{ChangeFeed, LogBatch, ManageLock, ReadThrough, SharedBackend, Snapshot};
 
 /// The embedded engine's entry points for the store: open a store's
 /// directory, tighten its files' modes after a checkpoint, and sync a
 /// directory (the key file's).
 pub(crate) use self::sled::files::{open as open_embedded, sync_dir, tighten};
+
+/// Where and how to reach a shared backend (PostgreSQL), as the store's
+/// configuration gives it.
+#[cfg(feature = "postgres")]
+pub(crate) struct SharedSpec<'a> {
+    pub url: &'a str,
+    pub connect_timeout: std::time::Duration,
+    pub lock_timeout: std::time::Duration,
+    pub pool_size: usize,
+    /// The cap on live access tokens per refresh token.
+    pub cap: usize,
+    /// Proves the store key without revealing it.
+    pub fingerprint: &'a [u8],
+    pub create_if_missing: bool,
+}
+
+/// Opens a shared backend: connects, migrates the schema, checks the key
+/// fingerprint. The same storage, seen as a [`Backend`] for the store's
+/// writes and as a [`SharedBackend`] for the replica. Blocks on the
+/// database.
+#[cfg(feature = "postgres")]
+pub(crate) fn open_shared(
+    spec: &SharedSpec<'_>,
+) -> Result<(Box<dyn Backend>, std::sync::Arc<dyn SharedBackend>)> {
+    let b = postgres::PgBackend::open(spec)?;
+    Ok((Box::new(b.clone()), std::sync::Arc::new(b)))
+}
 
 /// What loading found besides the records it handed over.
 #[derive(Debug, Default)]
@@ -35,48 +66,6 @@ pub(crate) struct Loaded {
 /// memory gives it the family's next free slot, evicting nothing.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const SLOT_ANY: u32 = u32::MAX;
-
-/// Everything a shared backend holds, read at once (PostgreSQL reads it in
-/// one snapshot and hands it over record by record).
-#[cfg(feature = "postgres")]
-#[derive(Debug, Default)]
-pub(crate) struct Snapshot {
-    pub members: Vec<MemberRecord>,
-    pub org_cutoffs: Vec<(String, u64)>,
-    pub refresh: Vec<RefreshRecord>,
-    pub access: Vec<AccessRecord>,
-    pub last_refresh: Vec<([u8; 16], u64)>,
-    /// Records that could not be decoded and were left out (fail closed).
-    pub skipped: u64,
-}
-
-#[cfg(feature = "postgres")]
-impl Snapshot {
-    /// The snapshot as changes to apply to empty memory, in an order that
-    /// finds every record's member and family.
-    pub(crate) fn into_changes(self) -> Vec<Change> {
-        let mut changes: Vec<Change> = Vec::new();
-        changes.extend(
-            self.org_cutoffs
-                .into_iter()
-                .map(|(org, at)| Change::PutOrgCutoff { org, at }),
-        );
-        changes.extend(self.members.into_iter().map(Change::PutMember));
-        changes.extend(self.refresh.into_iter().map(Change::LoadRefresh));
-        let mut access = self.access;
-        access.sort_by_key(|a| (a.issued_at, a.id));
-        changes.extend(access.into_iter().map(|rec| Change::PutAccess {
-            rec,
-            slot: SLOT_ANY,
-        }));
-        changes.extend(
-            self.last_refresh
-                .into_iter()
-                .map(|(id, at)| Change::PutLastRefresh { id, at }),
-        );
-        changes
-    }
-}
 
 /// What [`crate::TokenStore::check_integrity`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

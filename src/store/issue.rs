@@ -190,7 +190,7 @@ impl TokenStore {
     pub fn list_own(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
         inner.recover()?;
-        let cat = inner.lock_for_read()?;
+        let cat = inner.lock_catalog_for_read()?;
         inner.actor_role(&cat, actor, "token.list")?;
         inner.list(&cat, &actor.org, Some(&actor.user))
     }
@@ -215,7 +215,7 @@ impl TokenStore {
     pub fn list_org(&self, actor: &Actor) -> Result<Vec<TokenInfo>> {
         let inner = &*self.inner;
         inner.recover()?;
-        let cat = inner.lock_for_read()?;
+        let cat = inner.lock_catalog_for_read()?;
         let role = inner.actor_role(&cat, actor, "token.list_org")?;
         if !may(role, Action::ListOrg) {
             return Err(inner.deny(

@@ -27,7 +27,7 @@ impl TokenStore {
         let inner = &*self.inner;
         inner.recover()?;
         let issued = {
-            let cat = inner.lock_for_read()?;
+            let cat = inner.lock_catalog_for_read()?;
             let role = inner.actor_role(&cat, actor, "audit")?;
             if !may(role, Action::Audit) {
                 return Err(inner.deny(

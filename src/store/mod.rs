@@ -23,12 +23,14 @@ use crate::Clock;
 // Reopening the storage and reloading memory after a storage fault.
 mod recover;
 // Hooks for a store on a shared backend (PostgreSQL): freshness and
-// read-through for verification, the management lock, the replica's sync.
-#[cfg(feature = "postgres")]
-mod shared;
+// read-through for verification, the management lock, the replica's sync;
+// no-ops for an embedded store.
 #[cfg(not(feature = "postgres"))]
-#[path = "unshared.rs"]
-mod shared;
+mod embedded;
+#[cfg(feature = "postgres")]
+mod replicated;
+#[cfg(not(feature = "postgres"))]
+use embedded as replicated;
 
 // Refused calls in the audit trail, coalesced.
 mod denials;
@@ -78,14 +80,14 @@ impl std::fmt::Debug for TokenStore {
 /// call counts in [`Flusher::writers`].
 struct WriteGuard<'a> {
     // Dropped first: the catalog is free before the call stops counting.
-    cat: shared::CatalogGuard<'a>,
+    cat: replicated::CatalogGuard<'a>,
     _writer: WriterMark<'a>,
 }
 
 /// The catalog held by a call issuing a token: shared with other issues
 /// on an embedded store (see [`Inner::lock_for_issue`]).
 struct IssueGuard<'a> {
-    cat: shared::IssueCatalog<'a>,
+    cat: replicated::IssueCatalog<'a>,
     _writer: WriterMark<'a>,
 }
 
@@ -150,7 +152,7 @@ pub(crate) struct Inner {
     event_seq: AtomicU64,
     /// Set when the backend is shared with other replicas.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    shared: Option<shared::Slot>,
+    replica: Option<replicated::Replica>,
     /// The policy's scope names, interned (see [`crate::policy::interned_names`]).
     scope_names: &'static [Box<str>],
     /// How a store on disk reopens its storage after a fault (none for a

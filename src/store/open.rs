@@ -36,7 +36,7 @@ impl TokenStore {
     pub(crate) fn open_with(cfg: Config) -> Result<TokenStore> {
         #[cfg(feature = "postgres")]
         if cfg.postgres.is_some() {
-            return shared::open(cfg);
+            return replicated::open(cfg);
         }
         cfg.validate()?;
         if let Some(p) = &cfg.path {
@@ -133,7 +133,7 @@ impl TokenStore {
             unlisted: 0,
             warm_start: false,
             event_seq: AtomicU64::new(0),
-            shared: None,
+            replica: None,
             scope_names: crate::policy::interned_names(&cfg.policy),
             recovery: None,
             backend,
@@ -244,9 +244,10 @@ impl TokenStore {
                 // A replica's sync thread is told to stop before the storage
                 // closes (it holds no handle of the store meanwhile).
                 let Inner {
-                    backend, shared, ..
+                    backend, replica, ..
                 } = inner;
-                drop(shared);
+                #[cfg_attr(not(feature = "postgres"), allow(clippy::drop_non_drop))]
+                drop(replica);
                 backend.close()
             }
             Err(inner) => TokenStore { inner }.flush(),

@@ -289,7 +289,7 @@ impl TokenStore {
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
         inner.recover()?;
         let generation = inner.generation();
-        inner.fresh_access(&parsed.id.0, || true)?;
+        inner.ensure_access(&parsed.id.0, || true)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = inner.mem.access.with(&parsed.id.0, |a| {
             a.filter(|a| ct_eq(&a.verifier, &v)).map(|a| {

@@ -32,7 +32,7 @@ impl TokenStore {
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
         inner.recover()?;
         let generation = inner.generation();
-        inner.fresh_refresh(&parsed.id.0)?;
+        inner.ensure_refresh(&parsed.id.0)?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let parent = inner
             .mem
@@ -148,7 +148,7 @@ impl TokenStore {
         let inner = &*self.inner;
         let kind = TokenKind::Access;
         let u = token::parse_unchecked(&inner.prefix, kind, access_token)?;
-        inner.fresh_access(&u.parsed.id.0, || u.checksum_ok(&inner.prefix, kind))?;
+        inner.ensure_access(&u.parsed.id.0, || u.checksum_ok(&inner.prefix, kind))?;
         let v = verifier(&inner.access_key, &u.parsed.secret.0);
         let now = inner.now();
         let checksum_mismatch = || Error::Malformed("checksum mismatch");

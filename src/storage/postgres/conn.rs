@@ -235,7 +235,10 @@ impl Conn {
                     out.log.floor = u64_of(b);
                     have_epoch = true;
                 }
-                1 => out.log.rows.push((u64_of(a), col(row, 3)?)),
+                1 => out
+                    .log
+                    .rows
+                    .push((u64_of(a), decode_row(col::<&[u8]>(row, 3)?))),
                 2 => {
                     let body: Vec<u8> = col(row, 3)?;
                     out.access = Some(decode::<AccessRecord>(&body, "access")?);

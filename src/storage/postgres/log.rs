@@ -1,5 +1,5 @@
-//! The change log as stored: what one transaction logged, and what one
-//! read of the log returned.
+//! The change log as stored: what one transaction logged, and how a
+//! replica reads it back.
 
 use super::*;
 
@@ -59,56 +59,10 @@ impl LogChange {
     }
 }
 
-/// What one read of the change log returned, all from one snapshot.
-#[derive(Debug, Default)]
-pub(crate) struct LogBatch {
-    /// The epoch: every transaction up to this number is reflected.
-    pub seq: u64,
-    /// Rows up to this number may have been pruned.
-    pub floor: u64,
-    /// `(seq, body)` of each row after the asked-for number, in order.
-    pub rows: Vec<(u64, Vec<u8>)>,
-    /// Whether the read stopped at [`MAX_LOG_ROWS`].
-    pub truncated: bool,
-}
-
-impl LogBatch {
-    /// The changes after `applied`, or `None` when they cannot be had from
-    /// the log (pruned, too many, a hole, or an undecodable row): the caller
-    /// then reloads a snapshot.
-    ///
-    /// This replica's own transactions come back too and are applied a
-    /// second time, which changes nothing: each management call catches up
-    /// before it commits, so what lies between its first and second
-    /// application is only other replicas' deletions and access-token
-    /// revocations, which commute with it.
-    pub(crate) fn changes_after(&self, applied: u64) -> Option<Vec<Change>> {
-        if self.truncated || applied < self.floor {
-            return None;
-        }
-        let mut expect = applied + 1;
-        let mut out = Vec::new();
-        for (seq, body) in &self.rows {
-            if *seq <= applied {
-                continue;
-            }
-            if *seq == expect {
-                expect += 1;
-            } else if *seq + 1 != expect {
-                return None;
-            }
-            out.push(decode::<LogChange>(body, "change log").ok()?.into_change());
-        }
-        if self.seq > applied && expect != self.seq + 1 {
-            return None;
-        }
-        Some(out)
-    }
-}
-
-/// A refresh record read through, with its last exchange.
-pub(crate) struct ReadThrough {
-    pub log: LogBatch,
-    pub refresh: Option<(RefreshRecord, Option<u64>)>,
-    pub access: Option<AccessRecord>,
+/// One row of the change log as memory applies it; `None` when it cannot
+/// be decoded (the reader then reloads a snapshot).
+pub(super) fn decode_row(body: &[u8]) -> Option<Change> {
+    decode::<LogChange>(body, "change log")
+        .ok()
+        .map(LogChange::into_change)
 }

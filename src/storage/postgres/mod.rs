@@ -43,7 +43,10 @@ use postgres::types::FromSql;
 use postgres::{Client, IsolationLevel, NoTls, Row, Statement};
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, IntegrityReport, Loaded, Snapshot, SLOT_ANY};
+use super::{
+    Backend, ChangeFeed, IntegrityReport, Loaded, LogBatch, ManageLock, ReadThrough, SharedBackend,
+    Snapshot, SLOT_ANY,
+};
 use crate::change::Change;
 use crate::codec::StoredState;
 use crate::codec::{
@@ -57,9 +60,8 @@ mod conn;
 mod log;
 mod schema;
 
-pub(crate) use conn::{Conn, ConnSpec};
-pub(crate) use log::LogBatch;
-use log::{LogChange, ReadThrough};
+use conn::{Conn, ConnSpec};
+use log::{decode_row, LogChange};
 use schema::*;
 
 fn pg(e: postgres::Error) -> Error {
@@ -105,7 +107,7 @@ struct Manager {
     owner: Option<(ThreadId, u64)>,
 }
 
-struct Shared {
+struct Connections {
     spec: ConnSpec,
     cap: i64,
     pool: Vec<Mutex<Option<Conn>>>,
@@ -120,17 +122,19 @@ struct Shared {
 /// connection for management calls. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct PgBackend {
-    sh: Arc<Shared>,
+    sh: Arc<Connections>,
 }
 
 /// Held by a management call on a shared store: no other replica's
 /// management call runs until it is dropped (a session-level advisory lock
 /// on a dedicated connection, which this thread's commits then use).
-pub(crate) struct ManageLock {
-    sh: Arc<Shared>,
+struct PgManageLock {
+    sh: Arc<Connections>,
 }
 
-impl Drop for ManageLock {
+impl ManageLock for PgManageLock {}
+
+impl Drop for PgManageLock {
     fn drop(&mut self) {
         let mut w = self.sh.writer.lock();
         let ok = match w.as_mut() {
@@ -155,13 +159,10 @@ impl Drop for ManageLock {
 
 impl PgBackend {
     /// Connects, migrates, and records the key fingerprint.
-    pub(crate) fn open(
-        spec: ConnSpec,
-        pool_size: usize,
-        cap: usize,
-        fingerprint: &[u8],
-        create: bool,
-    ) -> Result<Self> {
+    pub(crate) fn open(opts: &super::SharedSpec<'_>) -> Result<Self> {
+        let spec = ConnSpec::parse(opts.url, opts.connect_timeout, opts.lock_timeout)?;
+        let (pool_size, cap) = (opts.pool_size, opts.cap);
+        let (fingerprint, create) = (opts.fingerprint, opts.create_if_missing);
         let mut c = spec.client(None)?;
         migrate(&mut c, fingerprint, create)?;
         let first = spec.connect(None)?;
@@ -170,7 +171,7 @@ impl PgBackend {
             (0..pool_size.max(1)).map(|_| Mutex::new(None)).collect();
         *pool[0].lock() = Some(first);
         Ok(PgBackend {
-            sh: Arc::new(Shared {
+            sh: Arc::new(Connections {
                 spec,
                 cap: i64::try_from(cap).unwrap_or(i64::MAX),
                 pool,
@@ -183,15 +184,10 @@ impl PgBackend {
         })
     }
 
-    /// The epoch of the last [`Backend::load`].
-    pub(crate) fn loaded_seq(&self) -> u64 {
-        self.sh.loaded_seq.load(Ordering::Acquire)
-    }
-
     /// Takes the fleet-wide management lock (waiting for this process's
     /// other management calls first, then for other replicas', up to the
     /// lock timeout).
-    pub(crate) fn manage_lock(&self) -> Result<ManageLock> {
+    fn take_manage_lock(&self) -> Result<PgManageLock> {
         let sh = &self.sh;
         {
             let mut m = sh.manager.lock();
@@ -201,7 +197,7 @@ impl PgBackend {
             m.busy = true;
         }
         // From here the guard releases the local claim, whatever happens.
-        let guard = ManageLock { sh: sh.clone() };
+        let guard = PgManageLock { sh: sh.clone() };
         let mut w = sh.writer.lock();
         for attempt in 0..2 {
             if w.as_ref().is_some_and(Conn::is_closed) {
@@ -305,9 +301,19 @@ impl PgBackend {
         }
         pool[start % pool.len()].lock()
     }
+}
 
-    /// See [`Conn::fetch`]; on a pooled connection (or the management one).
-    pub(crate) fn fetch(
+impl SharedBackend for PgBackend {
+    fn loaded_seq(&self) -> u64 {
+        self.sh.loaded_seq.load(Ordering::Acquire)
+    }
+
+    fn manage_lock(&self) -> Result<Box<dyn ManageLock>> {
+        Ok(Box::new(self.take_manage_lock()?))
+    }
+
+    /// On a pooled connection (or the management one).
+    fn read(
         &self,
         after: u64,
         access: Option<&[u8; 16]>,
@@ -316,9 +322,38 @@ impl PgBackend {
         self.with_conn(|| true, |c| c.fetch(after, access, refresh))
     }
 
-    /// See [`Conn::snapshot`].
-    pub(crate) fn snapshot(&self) -> Result<(Snapshot, u64)> {
+    fn snapshot(&self) -> Result<(Snapshot, u64)> {
         self.with_conn(|| true, Conn::snapshot)
+    }
+
+    fn subscribe(&self) -> Result<Box<dyn ChangeFeed>> {
+        Ok(Box::new(self.sh.spec.connect(Some("tokenvault-sync"))?))
+    }
+}
+
+impl ChangeFeed for Conn {
+    fn listen(&mut self) -> Result<()> {
+        Conn::listen(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        Conn::is_closed(self)
+    }
+
+    fn read(&mut self, after: u64) -> Result<LogBatch> {
+        Ok(self.fetch(after, None, None)?.log)
+    }
+
+    fn snapshot(&mut self) -> Result<(Snapshot, u64)> {
+        Conn::snapshot(self)
+    }
+
+    fn prune(&mut self, retention: Duration) -> Result<u64> {
+        Conn::prune(self, retention)
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        Conn::wait(self, timeout)
     }
 }
 
@@ -671,36 +706,14 @@ mod tests {
         .unwrap()
     }
 
-    fn batch(seq: u64, floor: u64, rows: &[u64]) -> LogBatch {
-        LogBatch {
-            seq,
-            floor,
-            rows: rows.iter().map(|s| (*s, member_body("u"))).collect(),
-            truncated: false,
-        }
-    }
-
     #[test]
-    fn changes_after_needs_every_sequence_number() {
-        // Two rows for 3, one for 4: contiguous from 2.
-        let b = batch(4, 0, &[3, 3, 4]);
-        assert_eq!(b.changes_after(2).map(|c| c.len()), Some(3));
-        // Nothing new.
-        assert_eq!(b.changes_after(4).map(|c| c.len()), Some(0));
-        // A hole (3 missing when 1 is applied).
-        assert!(b.changes_after(1).is_none());
-        // Rows pruned past what is applied.
-        let pruned = batch(4, 3, &[4]);
-        assert!(pruned.changes_after(2).is_none());
-        assert_eq!(pruned.changes_after(3).map(|c| c.len()), Some(1));
-        // The epoch says 5 but the rows stop at 4.
-        assert!(batch(5, 0, &[3, 4]).changes_after(2).is_none());
-        // Truncated reads and undecodable rows mean a reload.
-        let mut t = batch(4, 0, &[3, 4]);
-        t.truncated = true;
-        assert!(t.changes_after(2).is_none());
-        let mut bad = batch(3, 0, &[3]);
-        bad.rows[0].1 = vec![1, 200];
-        assert!(bad.changes_after(2).is_none());
+    fn a_log_row_decodes_to_its_change_or_to_nothing() {
+        let got = decode_row(&member_body("u"));
+        assert!(
+            matches!(&got, Some(Change::PutMember(m)) if m.user == "u"),
+            "{got:?}"
+        );
+        assert!(decode_row(&[1, 200]).is_none());
+        assert!(decode_row(&[]).is_none());
     }
 }

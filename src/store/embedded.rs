@@ -1,13 +1,13 @@
 //! Without the `postgres` feature every store is embedded: the hooks that
-//! `shared.rs` gives a shared store are no-ops here.
+//! `replicated.rs` gives a shared store are no-ops here.
 
 use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Catalog, Inner};
 use crate::error::Result;
 
-/// Never inhabited: there is no shared backend to hold.
-pub(super) enum Slot {}
+/// Never inhabited: there is no replica to hold.
+pub(crate) enum Replica {}
 
 pub(super) type CatalogGuard<'a> = RwLockWriteGuard<'a, Catalog>;
 
@@ -17,7 +17,7 @@ pub(super) type IssueCatalog<'a> = RwLockReadGuard<'a, Catalog>;
 
 impl Inner {
     #[inline(always)]
-    pub(super) fn fresh_access(
+    pub(super) fn ensure_access(
         &self,
         _id: &[u8; 16],
         _checksum_ok: impl FnOnce() -> bool,
@@ -26,7 +26,7 @@ impl Inner {
     }
 
     #[inline(always)]
-    pub(super) fn fresh_refresh(&self, _id: &[u8; 16]) -> Result<()> {
+    pub(super) fn ensure_refresh(&self, _id: &[u8; 16]) -> Result<()> {
         Ok(())
     }
 
@@ -41,8 +41,8 @@ impl Inner {
     }
 
     #[inline(always)]
-    pub(super) fn lock_for_read(&self) -> Result<CatalogGuard<'_>> {
-        Ok(self.mem.catalog.write())
+    pub(super) fn lock_catalog_for_read(&self) -> Result<RwLockReadGuard<'_, Catalog>> {
+        Ok(self.mem.catalog.read())
     }
 
     #[inline(always)]

@@ -1,26 +1,16 @@
-//! A store on PostgreSQL shared by several service replicas (cargo feature
-//! `postgres`): the options, each replica's freshness, and the thread that
-//! keeps its memory in line with the database.
-//!
-//! Every replica verifies from its own memory. It learns of changes made by
-//! the others through the change log (see the storage module): a background
-//! thread applies "changes since my last sequence number" when PostgreSQL
-//! notifies it (`LISTEN`), after every reconnect, and on a short poll as a
-//! safety net. Each successful sync is stamped with the time it *started*;
-//! a verification that finds the newest stamp older than the staleness bound
-//! fails closed with [`Error::Unavailable`] instead of answering from stale
-//! memory.
+//! What a replica knows of its own freshness: the change-feed position its
+//! memory reflects, when its last sync started (the staleness bound is
+//! measured from there), the read-through budget and the ids known absent,
+//! and the counters [`SyncStatus`] reports.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::config::PostgresOptions;
-use crate::error::{Error, IoError, Result};
-use crate::storage::postgres::{Conn, ConnSpec};
+use crate::error::{Error, Result};
 
 /// How fresh a replica is; see [`crate::TokenStore::sync_status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +36,6 @@ pub struct SyncStatus {
 }
 
 const MISS_CACHE: usize = 65_536;
-const MIN_BACKOFF: Duration = Duration::from_millis(20);
-const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 struct Bucket {
     tokens: f64,
@@ -62,8 +50,8 @@ struct Misses {
     order: VecDeque<[u8; 16]>,
 }
 
-/// One replica's view of the shared store.
-pub(crate) struct Replica {
+/// One replica's freshness, shared by its store and its sync thread.
+pub(crate) struct SyncState {
     base: Instant,
     bound: Duration,
     pub(crate) opts: PostgresOptions,
@@ -71,9 +59,9 @@ pub(crate) struct Replica {
     /// Nanoseconds since `base`, plus one, of the start of the last
     /// successful sync; 0 when there was none.
     last_ok: AtomicU64,
-    connected: AtomicBool,
+    pub(super) connected: AtomicBool,
     stop: AtomicBool,
-    reconnects: AtomicU64,
+    pub(super) reconnects: AtomicU64,
     reloads: AtomicU64,
     read_throughs: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -81,10 +69,10 @@ pub(crate) struct Replica {
     bucket: Mutex<Bucket>,
 }
 
-impl Replica {
+impl SyncState {
     pub(crate) fn new(opts: PostgresOptions) -> Self {
         let now = Instant::now();
-        Replica {
+        SyncState {
             base: now,
             bound: opts.staleness_bound,
             bucket: Mutex::new(Bucket {
@@ -104,7 +92,7 @@ impl Replica {
         }
     }
 
-    /// A timestamp for [`Replica::mark_ok`], taken before a sync reads.
+    /// A timestamp for [`SyncState::mark_ok`], taken before a sync reads.
     pub(crate) fn now(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_nanos())
             .unwrap_or(u64::MAX - 1)
@@ -200,7 +188,7 @@ impl Replica {
         self.stop.store(true, Ordering::Release);
     }
 
-    fn stopped(&self) -> bool {
+    pub(super) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
 
@@ -220,7 +208,7 @@ impl Replica {
     }
 
     /// Sleeps up to `d`, waking early when stopped.
-    fn nap(&self, d: Duration) {
+    pub(super) fn nap(&self, d: Duration) {
         let end = Instant::now() + d;
         while !self.stopped() {
             let left = end.saturating_duration_since(Instant::now());
@@ -228,104 +216,6 @@ impl Replica {
                 return;
             }
             std::thread::sleep(left.min(Duration::from_millis(20)));
-        }
-    }
-}
-
-/// What the sync thread drives: the store, which applies what it reads.
-pub(crate) trait Follower: Send + Sync + 'static {
-    /// Reads the change log through `conn` and applies it (or reloads a
-    /// snapshot when the log no longer reaches back far enough).
-    fn sync_via(&self, conn: &mut Conn) -> Result<()>;
-}
-
-/// Starts the replica's sync thread. It holds the store weakly and ends when
-/// the store is dropped.
-pub(crate) fn spawn(
-    replica: Arc<Replica>,
-    spec: ConnSpec,
-    target: Weak<dyn Follower>,
-) -> Result<()> {
-    std::thread::Builder::new()
-        .name("tokenvault-sync".into())
-        .spawn(move || run(&replica, &spec, &target))
-        .map(drop)
-        .map_err(|e| {
-            Error::Io(IoError::with_source(
-                format!("cannot start the sync thread: {e}"),
-                e,
-            ))
-        })
-}
-
-fn run(rep: &Replica, spec: &ConnSpec, target: &Weak<dyn Follower>) {
-    let poll = rep.opts.poll();
-    let retention = rep.opts.change_log_retention;
-    let prune_every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let mut conn: Option<Conn> = None;
-    let mut backoff = MIN_BACKOFF;
-    let mut ever_connected = false;
-    let mut last_prune = Instant::now();
-    while !rep.stopped() {
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => {
-                match spec.connect(Some("tokenvault-sync")) {
-                    Ok(mut c) => {
-                        if rep.opts.listen {
-                            if let Err(e) = c.listen() {
-                                rep.note_error(&e);
-                                if c.is_closed() {
-                                    rep.nap(backoff);
-                                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                                    continue;
-                                }
-                                // No LISTEN on this server: polling alone.
-                            }
-                        }
-                        if ever_connected {
-                            rep.reconnects.fetch_add(1, Ordering::Relaxed);
-                        }
-                        ever_connected = true;
-                        rep.connected.store(true, Ordering::Release);
-                        conn.insert(c)
-                    }
-                    Err(e) => {
-                        rep.note_error(&e);
-                        rep.nap(backoff);
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
-                }
-            }
-        };
-        // Catch up: after (re)connecting, on each notification, on each poll.
-        let synced = match target.upgrade() {
-            Some(store) => store.sync_via(c),
-            None => return,
-        };
-        if let Err(e) = synced {
-            rep.note_error(&e);
-            if c.is_closed() {
-                rep.connected.store(false, Ordering::Release);
-                conn = None;
-            }
-            rep.nap(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
-        }
-        backoff = MIN_BACKOFF;
-        if last_prune.elapsed() >= prune_every {
-            last_prune = Instant::now();
-            // Best effort: any replica may prune, and the next one retries.
-            if let Err(e) = c.prune(retention) {
-                rep.note_error(&e);
-            }
-        }
-        if let Err(e) = c.wait(poll) {
-            rep.note_error(&e);
-            rep.connected.store(false, Ordering::Release);
-            conn = None;
         }
     }
 }

@@ -1,0 +1,210 @@
+//! The store on a backend that several replicas share (PostgreSQL): opening
+//! it, and the hooks the store's calls go through, each handing over to the
+//! replica's coherence logic in `crate::replica`. With the `postgres`
+//! feature off, `embedded.rs` gives the same hooks as no-ops.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
+
+use super::{Catalog, Inner, TokenStore, FINGERPRINT_CONTEXT};
+use crate::change::Change;
+use crate::config::{load_or_create_key, Config};
+use crate::error::{Error, Result};
+use crate::replica::{self, Follower, SyncState, SyncStatus};
+use crate::storage::{self, ChangeFeed, ManageLock, SharedSpec};
+
+pub(crate) use crate::replica::Replica;
+
+/// The catalog lock, and for a management call on a shared store the
+/// fleet-wide management lock (released after the catalog lock).
+pub(super) struct CatalogGuard<'a> {
+    cat: RwLockWriteGuard<'a, Catalog>,
+    _manage: Option<Box<dyn ManageLock>>,
+}
+
+impl Deref for CatalogGuard<'_> {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        &self.cat
+    }
+}
+
+impl DerefMut for CatalogGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Catalog {
+        &mut self.cat
+    }
+}
+
+/// Issuing a token on a shared store takes the fleet-wide management lock
+/// and the catalog, as any management call.
+pub(super) type IssueCatalog<'a> = CatalogGuard<'a>;
+
+/// Opens a store on PostgreSQL: migrate, load, then start the sync thread.
+pub(super) fn open(cfg: Config) -> Result<TokenStore> {
+    cfg.validate()?;
+    let Some(opts) = cfg.postgres.clone() else {
+        return Err(Error::InvalidArgument("no PostgreSQL options".into()));
+    };
+    opts.validate()?;
+    let key = match (&cfg.key, &cfg.key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(file)) => load_or_create_key(file, false, cfg.allow_loose_key_permissions)?,
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "a store on PostgreSQL needs the store key (Config::key or an existing \
+                 Config::key_file), the same on every replica"
+                    .into(),
+            ))
+        }
+    };
+    let fingerprint = key.derive(FINGERPRINT_CONTEXT);
+    let (backend, shared) = storage::open_shared(&SharedSpec {
+        url: &opts.url,
+        connect_timeout: opts.connect_timeout,
+        lock_timeout: opts.lock_timeout,
+        pool_size: opts.pool_size,
+        cap: cfg.max_access_per_refresh,
+        fingerprint: &fingerprint[..16],
+        create_if_missing: cfg.create_if_missing,
+    })?;
+    let state = Arc::new(SyncState::new(opts));
+    // The snapshot read at open counts as a sync that started now.
+    let started = state.now();
+    let mut store = TokenStore::with_backend(backend, cfg, key)?;
+    let inner = Arc::get_mut(&mut store.inner)
+        .ok_or_else(|| Error::Io("the new store is already shared".into()))?;
+    inner.replica = Some(Replica::new(shared.clone(), state.clone(), started));
+    let weak: Weak<Inner> = Arc::downgrade(&store.inner);
+    let weak: Weak<dyn Follower> = weak;
+    replica::spawn(state, shared, weak)?;
+    Ok(store)
+}
+
+impl TokenStore {
+    /// How fresh this replica's view of a shared (PostgreSQL) store is;
+    /// `None` for an embedded store. Does not block.
+    ///
+    /// ```no_run
+    /// use tokenvault::{Config, StoreKey};
+    /// let store = Config::postgres("host=/run/postgresql dbname=tokens")
+    ///     .key(StoreKey::from_bytes([7; 32]))
+    ///     .open()?;
+    /// let status = store.sync_status().unwrap();
+    /// assert!(status.fresh, "replica at {} is stale", status.applied_seq);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn sync_status(&self) -> Option<SyncStatus> {
+        self.inner.replica.as_ref().map(Replica::status)
+    }
+
+    /// Brings this replica up to date with the shared store now, instead of
+    /// waiting for the next notification or poll: afterwards it reflects
+    /// every commit made (by any replica) before the call. Does nothing for
+    /// an embedded store. Blocks on PostgreSQL.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if PostgreSQL cannot be reached.
+    ///
+    /// ```no_run
+    /// use tokenvault::{Config, StoreKey};
+    /// let store = Config::postgres("host=/run/postgresql dbname=tokens")
+    ///     .key(StoreKey::from_bytes([7; 32]))
+    ///     .open()?;
+    /// store.catch_up()?;
+    /// assert!(store.sync_status().unwrap().fresh);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn catch_up(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let Some(rep) = &inner.replica else {
+            return Ok(());
+        };
+        let mut cat = inner.mem.catalog.write();
+        rep.catch_up(&inner.mem, &mut cat)
+    }
+}
+
+impl Follower for Inner {
+    fn sync_from(&self, feed: &mut dyn ChangeFeed) -> Result<()> {
+        match &self.replica {
+            Some(rep) => rep.sync_from(&self.mem, feed),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Inner {
+    /// Makes sure memory can answer for an access token: fails closed when
+    /// the replica is stale, reads the token through when memory does not
+    /// hold it (once `checksum_ok` says it is well formed).
+    #[inline]
+    pub(super) fn ensure_access(
+        &self,
+        id: &[u8; 16],
+        checksum_ok: impl FnOnce() -> bool,
+    ) -> Result<()> {
+        match &self.replica {
+            Some(rep) => rep.ensure_access(&self.mem, id, checksum_ok),
+            None => Ok(()),
+        }
+    }
+
+    /// As [`Inner::ensure_access`], for a refresh token.
+    #[inline]
+    pub(super) fn ensure_refresh(&self, id: &[u8; 16]) -> Result<()> {
+        match &self.replica {
+            Some(rep) => rep.ensure_refresh(&self.mem, id),
+            None => Ok(()),
+        }
+    }
+
+    /// The catalog for issuing a token: as for any management call.
+    pub(super) fn lock_catalog_for_issue(&self) -> Result<IssueCatalog<'_>> {
+        self.lock_catalog_for_write()
+    }
+
+    /// The catalog for a management call that writes: on a shared store,
+    /// under the fleet-wide management lock and caught up.
+    pub(super) fn lock_catalog_for_write(&self) -> Result<CatalogGuard<'_>> {
+        let Some(rep) = &self.replica else {
+            return Ok(CatalogGuard {
+                cat: self.mem.catalog.write(),
+                _manage: None,
+            });
+        };
+        let manage = rep.manage_lock()?;
+        let mut cat = self.mem.catalog.write();
+        rep.catch_up(&self.mem, &mut cat)?;
+        Ok(CatalogGuard {
+            cat,
+            _manage: Some(manage),
+        })
+    }
+
+    /// The catalog, read-only, for a management call that only reads: on a
+    /// shared store, caught up first (under the write lock, then
+    /// downgraded).
+    pub(super) fn lock_catalog_for_read(&self) -> Result<RwLockReadGuard<'_, Catalog>> {
+        let Some(rep) = &self.replica else {
+            return Ok(self.mem.catalog.read());
+        };
+        let mut cat = self.mem.catalog.write();
+        rep.catch_up(&self.mem, &mut cat)?;
+        Ok(RwLockWriteGuard::downgrade(cat))
+    }
+
+    /// Loads a refresh record this replica does not hold, for a management
+    /// call by id (under [`Inner::lock_for_write`], so nothing about it can
+    /// change meanwhile). Blocks on PostgreSQL.
+    pub(super) fn find_refresh(&self, cat: &mut Catalog, id: &[u8; 16]) -> Result<()> {
+        if self.replica.is_none() || self.mem.refresh.contains(id) {
+            return Ok(());
+        }
+        if let Some(r) = self.backend.get_refresh(id)? {
+            self.mem.apply(cat, &[Change::LoadRefresh(r)]);
+        }
+        Ok(())
+    }
+}
