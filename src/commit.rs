@@ -34,7 +34,7 @@ pub(crate) struct Flusher {
     pub(crate) writers: AtomicUsize,
     /// Callers waited for the last flush: durable calls are arriving
     /// together, and the next leader waits for a companion.
-    pub(crate) shared: AtomicBool,
+    pub(crate) callers_arriving_together: AtomicBool,
 }
 
 /// A flush leader does not linger when a flush is shorter than this,
@@ -56,7 +56,7 @@ impl Flusher {
             lazy: AtomicU64::new(0),
             flush_ns: AtomicU64::new(0),
             writers: AtomicUsize::new(0),
-            shared: AtomicBool::new(false),
+            callers_arriving_together: AtomicBool::new(false),
         }
     }
 
@@ -127,7 +127,7 @@ impl Flusher {
         f.lazy.store(0, Ordering::Release);
         // Callers waited for this flush: durable calls are arriving
         // together, and the next leader waits for a companion.
-        f.shared
+        f.callers_arriving_together
             .store(f.waiting.load(Ordering::Acquire) > 0, Ordering::Relaxed);
         drop(lead);
         Ok(())
@@ -149,7 +149,7 @@ impl Flusher {
     /// caller alone, with no call before it waiting, does not wait.
     fn linger(&self, ticket: u64) {
         let f = self;
-        let recent = f.shared.load(Ordering::Relaxed);
+        let recent = f.callers_arriving_together.load(Ordering::Relaxed);
         if !recent && f.writers.load(Ordering::Acquire) == 0 {
             return;
         }

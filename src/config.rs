@@ -483,7 +483,7 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<bool> {
 }
 
 #[cfg(feature = "postgres")]
-mod shared_options {
+mod postgres_options {
     use std::fmt;
     use std::time::Duration;
 
@@ -675,4 +675,4 @@ mod shared_options {
     }
 }
 #[cfg(feature = "postgres")]
-pub use shared_options::PostgresOptions;
+pub use postgres_options::PostgresOptions;

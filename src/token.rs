@@ -222,8 +222,8 @@ fn checksum(prefix: &str, kind: TokenKind, payload: &[u8; PAYLOAD_LEN]) -> u32 {
 
 fn push_digits(out: &mut Vec<u8>, mut v: u64, n: usize) {
     let mut buf = [0u8; CHUNK_DIGITS];
-    for slot in buf[..n].iter_mut().rev() {
-        *slot = ALPHABET[(v % 62) as usize];
+    for digit in buf[..n].iter_mut().rev() {
+        *digit = ALPHABET[(v % 62) as usize];
         v /= 62;
     }
     out.extend_from_slice(&buf[..n]);

@@ -257,7 +257,7 @@ where
     F: Future<Output = ()> + Send,
 {
     let local = listener.local_addr()?;
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
     let peers = Peers::new(cfg.connections_per_peer());
     let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
     let mut refused = Refusals::new(local);
@@ -289,13 +289,13 @@ where
                 continue;
             }
         };
-        let Some(peer_slot) = peers.enter(peer.ip()) else {
+        let Some(peer_permit) = peers.enter(peer.ip()) else {
             refused.note(Refusal::Peer);
             turn_away(stream, BUSY_PEER, &lingering);
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(peer_slot);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(peer_permit);
             refused.note(Refusal::Full);
             turn_away(stream, BUSY_FULL, &lingering);
             continue;
@@ -309,7 +309,7 @@ where
         }));
         let mut stop = stop_rx.clone();
         conns.spawn(async move {
-            let _slots = (slot, peer_slot);
+            let _permits = (permit, peer_permit);
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -453,7 +453,7 @@ struct Peers {
 }
 
 /// One connection counted for its peer until dropped.
-struct PeerSlot {
+struct PeerPermit {
     peers: Peers,
     key: IpAddr,
 }
@@ -466,7 +466,7 @@ impl Peers {
         }
     }
 
-    fn enter(&self, ip: IpAddr) -> Option<PeerSlot> {
+    fn enter(&self, ip: IpAddr) -> Option<PeerPermit> {
         let key = peer_key(ip);
         let mut open = self.open.lock();
         let n = open.entry(key).or_insert(0);
@@ -474,14 +474,14 @@ impl Peers {
             return None;
         }
         *n += 1;
-        Some(PeerSlot {
+        Some(PeerPermit {
             peers: self.clone(),
             key,
         })
     }
 }
 
-impl Drop for PeerSlot {
+impl Drop for PeerPermit {
     fn drop(&mut self) {
         let mut open = self.peers.open.lock();
         if let Some(n) = open.get_mut(&self.key) {
@@ -585,7 +585,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_slot_is_given_back_on_drop() {
+    fn a_peer_permit_is_given_back_on_drop() {
         let peers = Peers::new(2);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
@@ -596,7 +596,7 @@ mod tests {
             .enter(other)
             .expect("another address has its own count");
         drop(one);
-        let again = peers.enter(ip).expect("a slot came back");
+        let again = peers.enter(ip).expect("a permit came back");
         drop((two, three, again));
         assert!(
             peers.open.lock().is_empty(),

@@ -76,27 +76,20 @@ impl std::fmt::Debug for TokenStore {
     }
 }
 
-/// The catalog held by a management call that writes; while it lives the
-/// call counts in [`Flusher::writers`].
-struct WriteGuard<'a> {
+/// The catalog held by a call that writes (through `G`, the kind of lock
+/// it takes); while it lives the call counts in [`Flusher::writers`].
+struct Held<'a, G> {
     // Dropped first: the catalog is free before the call stops counting.
-    cat: replicated::CatalogGuard<'a>,
+    cat: G,
     _writer: WriterMark<'a>,
 }
+
+/// The catalog held by a management call that writes: exclusively.
+type WriteGuard<'a> = Held<'a, replicated::CatalogGuard<'a>>;
 
 /// The catalog held by a call issuing a token: shared with other issues
 /// on an embedded store (see [`Inner::lock_for_issue`]).
-struct IssueGuard<'a> {
-    cat: replicated::IssueCatalog<'a>,
-    _writer: WriterMark<'a>,
-}
-
-impl std::ops::Deref for IssueGuard<'_> {
-    type Target = Catalog;
-    fn deref(&self) -> &Catalog {
-        &self.cat
-    }
-}
+type IssueGuard<'a> = Held<'a, replicated::IssueCatalog<'a>>;
 
 struct WriterMark<'a>(&'a AtomicUsize);
 
@@ -106,14 +99,14 @@ impl Drop for WriterMark<'_> {
     }
 }
 
-impl std::ops::Deref for WriteGuard<'_> {
+impl<G: std::ops::Deref<Target = Catalog>> std::ops::Deref for Held<'_, G> {
     type Target = Catalog;
     fn deref(&self) -> &Catalog {
         &self.cat
     }
 }
 
-impl std::ops::DerefMut for WriteGuard<'_> {
+impl<G: std::ops::DerefMut<Target = Catalog>> std::ops::DerefMut for Held<'_, G> {
     fn deref_mut(&mut self) -> &mut Catalog {
         &mut self.cat
     }
@@ -332,23 +325,22 @@ impl Inner {
     /// side by side (their sled inserts, a few microseconds of page reads
     /// each, no longer queue behind one another).
     fn lock_for_issue(&self) -> Result<IssueGuard<'_>> {
-        self.recover()?;
-        self.flusher.writers.fetch_add(1, Ordering::AcqRel);
-        let writer = WriterMark(&self.flusher.writers);
-        let cat = self.lock_catalog_for_issue()?;
-        Ok(IssueGuard {
-            cat,
-            _writer: writer,
-        })
+        self.hold(Self::lock_catalog_for_issue)
     }
 
     /// The catalog, for a management call that writes.
     fn lock_for_write(&self) -> Result<WriteGuard<'_>> {
+        self.hold(Self::lock_catalog_for_write)
+    }
+
+    /// Recovers a failed storage first, then counts the call as a writer
+    /// and takes the catalog through `lock`.
+    fn hold<'a, G>(&'a self, lock: impl FnOnce(&'a Self) -> Result<G>) -> Result<Held<'a, G>> {
         self.recover()?;
         self.flusher.writers.fetch_add(1, Ordering::AcqRel);
         let writer = WriterMark(&self.flusher.writers);
-        let cat = self.lock_catalog_for_write()?;
-        Ok(WriteGuard {
+        let cat = lock(self)?;
+        Ok(Held {
             cat,
             _writer: writer,
         })

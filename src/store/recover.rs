@@ -319,16 +319,16 @@ impl Inner {
         // dropped; where it would (a failure sled did not see), a panic
         // there must not take the caller with it.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(old)));
-        let fresh = crate::storage::open_embedded(r.cfg.path.as_deref(), r.cfg.cache_bytes)
+        let reopened = crate::storage::open_embedded(r.cfg.path.as_deref(), r.cfg.cache_bytes)
             .and_then(|b| TokenStore::with_backend(Box::new(b), r.cfg.clone(), r.key.clone()));
-        let fresh = match fresh {
+        let reopened = match reopened {
             Ok(s) => s,
             Err(e) => {
                 *r.last_failure.lock() = Some((Instant::now(), e.to_string()));
                 return Err(e);
             }
         };
-        let Ok(fresh) = Arc::try_unwrap(fresh.inner) else {
+        let Ok(reopened) = Arc::try_unwrap(reopened.inner) else {
             return Err(Error::Io("the reloaded store is already shared".into()));
         };
         // From here nothing fails.
@@ -342,7 +342,7 @@ impl Inner {
         f.written.store(barrier, Ordering::Release);
         f.flushed.fetch_max(barrier, Ordering::AcqRel);
         f.lazy.store(0, Ordering::Release);
-        let backend = self.transplant(&mut cat, fresh);
+        let backend = self.transplant(&mut cat, reopened);
         *r.swap.current.write() = Some(backend);
         r.generation.fetch_add(1, Ordering::AcqRel);
         r.swap.failed.store(false, Ordering::Release);
@@ -352,15 +352,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Replaces memory by what `fresh` loaded, record by record (see the
-    /// module documentation); returns `fresh`'s storage.
-    fn transplant(&self, cat: &mut Catalog, fresh: Inner) -> Box<dyn Backend> {
+    /// Replaces memory by what `reopened` loaded, record by record (see the
+    /// module documentation); returns `reopened`'s storage.
+    fn transplant(&self, cat: &mut Catalog, reopened: Inner) -> Box<dyn Backend> {
         let Inner {
             backend,
             mem,
             event_seq,
             ..
-        } = fresh;
+        } = reopened;
         self.mem.replace_with(cat, mem);
         // Sequence numbers handed out stay unique.
         self.event_seq

@@ -203,8 +203,8 @@ impl PgBackend {
             if w.as_ref().is_some_and(Conn::is_closed) {
                 *w = None;
             }
-            let fresh = w.is_none();
-            if fresh {
+            let new_conn = w.is_none();
+            if new_conn {
                 *w = Some(sh.spec.connect(Some("tokenvault-manage"))?);
             }
             let Some(c) = w.as_mut() else { continue };
@@ -225,7 +225,7 @@ impl PgBackend {
                     *w = None;
                     // An idle connection that died (a server restart):
                     // nothing was held on it, so one more try is safe.
-                    if fresh || attempt == 1 {
+                    if new_conn || attempt == 1 {
                         return Err(pg(e));
                     }
                 }
@@ -270,8 +270,8 @@ impl PgBackend {
             if g.as_ref().is_some_and(Conn::is_closed) {
                 *g = None;
             }
-            let fresh = g.is_none();
-            if fresh {
+            let new_conn = g.is_none();
+            if new_conn {
                 *g = Some(sh.spec.connect(None)?);
             }
             let Some(c) = g.as_mut() else { continue };
@@ -280,7 +280,7 @@ impl PgBackend {
                 Err(e) => {
                     if c.is_closed() {
                         *g = None;
-                        if retry() && !fresh && attempt == 0 {
+                        if retry() && !new_conn && attempt == 0 {
                             continue;
                         }
                     }
