@@ -34,6 +34,7 @@ mod shared;
 mod denials;
 
 // The public surface, one file per concern.
+#[cfg(feature = "__bench")]
 mod bench;
 mod issue;
 mod maintenance;
