@@ -1,4 +1,5 @@
-//! A back door for benchmarks: not part of the supported API.
+//! A back door for benchmarks: not part of the supported API. Compiled only
+//! with the internal `__bench` feature (see Cargo.toml).
 
 use super::*;
 

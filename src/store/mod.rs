@@ -36,6 +36,7 @@ use embedded as replicated;
 mod denials;
 
 // The public surface, one file per concern.
+#[cfg(feature = "__bench")]
 mod bench;
 mod issue;
 mod maintenance;
