@@ -6,10 +6,11 @@ use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::maps::IdHasher;
 use crate::policy::{Role, ScopeSet};
+use crate::token::{TokenKind, Unchecked};
 
 /// Marks a member that is no longer in the organization.
 pub(crate) const ROLE_REMOVED: u8 = u8::MAX;
@@ -36,6 +37,22 @@ pub(crate) struct MemberHot {
 
 /// Refresh token ids, each with its issue event's sequence number.
 pub(crate) type TokenIds = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
+
+/// A member's token list, locked (see [`MemberHot::lock_held`]): read
+/// outside memory, extended only by [`super::Memory::put_issued`].
+pub(crate) struct HeldTokens<'a>(MutexGuard<'a, TokenIds>);
+
+impl HeldTokens<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &[u8; 16]> {
+        self.0.keys()
+    }
+    pub(super) fn insert(&mut self, id: [u8; 16], seq: u64) {
+        self.0.insert(id, seq);
+    }
+}
 
 static NEXT_MEMBER_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -94,6 +111,12 @@ impl MemberHot {
             })
             // The thread is ending: the shared copies do.
             .unwrap_or_else(|_| (self.org.id.clone(), self.user.clone()))
+    }
+
+    /// The member's token list, locked: an issue holds it from counting
+    /// the member's tokens (the cap) to putting the new one in memory.
+    pub(crate) fn lock_held(&self) -> HeldTokens<'_> {
+        HeldTokens(self.held.lock())
     }
 
     pub(crate) fn role(&self) -> Option<Role> {
@@ -173,6 +196,16 @@ pub(crate) struct AccessHot {
     pub revoked: AtomicBool,
     /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`).
     pub check: AtomicU64,
+}
+
+impl AccessHot {
+    /// The verify rule's checksum check for a token whose secret matched
+    /// this entry, with this entry's memo (see
+    /// `token::Unchecked::checksum_ok_memo`): only the first check hashes.
+    #[inline]
+    pub(crate) fn checksum_ok(&self, u: &Unchecked, prefix: &str, kind: TokenKind) -> bool {
+        u.checksum_ok_memo(prefix, kind, &self.check)
+    }
 }
 
 #[cfg(test)]

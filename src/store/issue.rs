@@ -106,11 +106,10 @@ impl TokenStore {
         // (which share the catalog) are counted one after another. Only a
         // member listing at least the cap's worth of tokens, live or not,
         // is counted one by one.
-        let held_list = member.held.clone();
-        let mut held = held_list.lock();
+        let held = member.lock_held();
         if held.len() >= inner.max_live {
             let live = held
-                .keys()
+                .ids()
                 .filter(|id| {
                     inner.mem.refresh.with(id, |r| {
                         r.is_some_and(|r| !r.is_revoked() && r.expires_at > now)
@@ -157,12 +156,7 @@ impl TokenStore {
         let ticket = inner.commit(&changes)?;
         // The record hangs on its member, who is one (checked above, and
         // nobody can remove them meanwhile): no catalog change is needed.
-        held.insert(rec.id, seq);
-        inner
-            .mem
-            .refresh
-            .insert(rec.id, Arc::new(inner.mem.hot_of(&rec, member)));
-        drop(held);
+        inner.mem.put_issued(held, &rec, &member);
         drop(cat);
         inner.sync(ticket)?;
         Ok(IssuedToken {

@@ -159,7 +159,7 @@ impl TokenStore {
                 _ if !u.checksum_ok(&inner.prefix, kind) => return Err(checksum_mismatch()),
                 _ => return Err(Error::InvalidToken),
             };
-            if !u.checksum_ok_memo(&inner.prefix, kind, &a.check) {
+            if !a.checksum_ok(&u, &inner.prefix, kind) {
                 return Err(checksum_mismatch());
             }
             let r = &a.refresh;
