@@ -30,7 +30,8 @@ pub(crate) use maps::Sharded;
 /// loader and the replica change it through [`Memory::apply`] and
 /// [`Memory::apply_family`], besides two steps those cannot take:
 /// [`Memory::put_issued`] (an issue, under its member's list lock) and
-/// [`Memory::order_live_lists`] (once, at open).
+/// [`Memory::order_live_lists`] (once, at open). The entries' fields are
+/// private to this module: code outside reads them through methods.
 pub(crate) struct Memory {
     pub(crate) refresh: Sharded<Arc<RefreshHot>>,
     pub(crate) access: Sharded<AccessHot>,

@@ -112,7 +112,7 @@ impl TokenStore {
                 .ids()
                 .filter(|id| {
                     inner.mem.refresh.with(id, |r| {
-                        r.is_some_and(|r| !r.is_revoked() && r.expires_at > now)
+                        r.is_some_and(|r| !r.is_revoked() && r.expires_at() > now)
                     })
                 })
                 .count();
@@ -226,12 +226,12 @@ impl TokenStore {
 impl Inner {
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
         let hot = self.mem.refresh.get(&r.id);
-        let last_refresh = hot.as_ref().and_then(|h| h.extra.lock().last_refresh);
+        let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
         let state = match r.state {
             StoredState::Revoked { at, by, reason } => TokenState::Revoked { at, by, reason },
             StoredState::Active if hot.as_ref().is_some_and(|h| h.is_revoked()) => {
                 TokenState::Revoked {
-                    at: hot.as_ref().map_or(0, |h| h.member.cutoff()),
+                    at: hot.as_ref().map_or(0, |h| h.member().cutoff()),
                     by: HOST.into(),
                     reason: Some("cutoff or membership".into()),
                 }
