@@ -170,8 +170,8 @@ pub(crate) fn os_random(buf: &mut [u8]) -> Result<()> {
     })
 }
 
-/// A fresh id and secret.
-pub(crate) fn fresh() -> Result<(TokenId, Secret)> {
+/// A new random id and secret, from the operating system.
+pub(crate) fn random_id_and_secret() -> Result<(TokenId, Secret)> {
     let mut buf = [0u8; PAYLOAD_LEN];
     os_random(&mut buf)?;
     let mut id = [0u8; 16];
@@ -453,7 +453,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_fixed_length() {
-        let (id, secret) = fresh().unwrap();
+        let (id, secret) = random_id_and_secret().unwrap();
         let t = encode("tv", TokenKind::Refresh, &id, &secret);
         assert!(t.expose().starts_with("tvr_"));
         assert_eq!(t.expose().len(), token_len("tv"));

@@ -6,36 +6,61 @@ use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::maps::IdHasher;
 use crate::policy::{Role, ScopeSet};
+use crate::token::{TokenKind, Unchecked};
 
 /// Marks a member that is no longer in the organization.
 pub(crate) const ROLE_REMOVED: u8 = u8::MAX;
 
 pub(crate) struct OrgHot {
-    pub id: Arc<str>,
-    pub not_before: AtomicU64,
+    pub(super) id: Arc<str>,
+    pub(super) not_before: AtomicU64,
+}
+
+impl OrgHot {
+    /// The organization's cutoff: tokens created before it are revoked.
+    #[inline]
+    pub(crate) fn not_before(&self) -> u64 {
+        self.not_before.load(Ordering::Acquire)
+    }
 }
 
 pub(crate) struct MemberHot {
-    pub org: Arc<OrgHot>,
-    pub user: Arc<str>,
-    pub role: AtomicU8,
-    pub not_before: AtomicU64,
+    pub(super) org: Arc<OrgHot>,
+    pub(super) user: Arc<str>,
+    pub(super) role: AtomicU8,
+    pub(super) not_before: AtomicU64,
     /// The refresh tokens stored for this organization and user id, with
     /// the sequence number of the issue event each record carries (0:
     /// none): what lists and the audit read instead of a stored index.
     /// Shared by every `MemberHot` of the same ids (a member removed and
     /// added again is a new one; their tokens are listed together).
-    pub held: Arc<Mutex<TokenIds>>,
+    pub(super) held: Arc<Mutex<TokenIds>>,
     /// Unique for the life of the process: the key of the names cache.
     uid: u64,
 }
 
 /// Refresh token ids, each with its issue event's sequence number.
 pub(crate) type TokenIds = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
+
+/// A member's token list, locked (see [`MemberHot::lock_held`]): read
+/// outside memory, extended only by [`super::Memory::put_issued`].
+pub(crate) struct HeldTokens<'a>(MutexGuard<'a, TokenIds>);
+
+impl HeldTokens<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &[u8; 16]> {
+        self.0.keys()
+    }
+    pub(super) fn insert(&mut self, id: [u8; 16], seq: u64) {
+        self.0.insert(id, seq);
+    }
+}
 
 static NEXT_MEMBER_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -96,14 +121,37 @@ impl MemberHot {
             .unwrap_or_else(|_| (self.org.id.clone(), self.user.clone()))
     }
 
+    #[inline]
+    pub(crate) fn org_id(&self) -> &str {
+        &self.org.id
+    }
+    #[inline]
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+    /// The member's own cutoff (see [`MemberHot::cutoff`] for the one that
+    /// applies).
+    #[inline]
+    pub(crate) fn not_before(&self) -> u64 {
+        self.not_before.load(Ordering::Acquire)
+    }
+    /// The member's token list, locked: an issue holds it from counting
+    /// the member's tokens (the cap) to putting the new one in memory.
+    pub(crate) fn lock_held(&self) -> HeldTokens<'_> {
+        HeldTokens(self.held.lock())
+    }
+
+    /// `None` once the member is removed.
+    #[inline]
     pub(crate) fn role(&self) -> Option<Role> {
         Role::from_index(self.role.load(Ordering::Acquire))
     }
-    pub(crate) fn set_role(&self, role: Option<Role>) {
+    pub(super) fn set_role(&self, role: Option<Role>) {
         let v = role.map_or(ROLE_REMOVED, |r| r as u8);
         self.role.store(v, Ordering::Release);
     }
     /// The latest of the member's and the organization's cutoffs.
+    #[inline]
     pub(crate) fn cutoff(&self) -> u64 {
         self.not_before
             .load(Ordering::Acquire)
@@ -114,14 +162,25 @@ impl MemberHot {
 /// Mutable bookkeeping of a refresh token, touched only by writers.
 #[derive(Default)]
 pub(crate) struct RefreshExtra {
-    pub last_refresh: Option<u64>,
+    pub(super) last_refresh: Option<u64>,
     /// Live access ids with their slots, oldest first.
-    pub live: Vec<([u8; 16], u32)>,
+    pub(super) live: Vec<([u8; 16], u32)>,
     /// One past the highest slot used; slots below it may be taken.
-    pub next_slot: u32,
+    pub(super) next_slot: u32,
 }
 
 impl RefreshExtra {
+    /// The family's live access ids with their slots, oldest first.
+    #[inline]
+    pub(crate) fn live(&self) -> &[([u8; 16], u32)] {
+        &self.live
+    }
+    /// When the token was last exchanged, if known.
+    #[inline]
+    pub(crate) fn last_refresh(&self) -> Option<u64> {
+        self.last_refresh
+    }
+
     /// The slot for a new access record of a family holding `live.len() <
     /// cap` records: the next unused one, or a gap left by a purge.
     pub(crate) fn free_slot(&self, cap: usize) -> u32 {
@@ -142,37 +201,131 @@ impl RefreshExtra {
 }
 
 pub(crate) struct RefreshHot {
-    pub id: [u8; 16],
-    pub member: Arc<MemberHot>,
-    pub verifier: [u8; 32],
-    pub scopes: ScopeSet,
-    pub created_at: u64,
+    pub(super) id: [u8; 16],
+    pub(super) member: Arc<MemberHot>,
+    pub(super) verifier: [u8; 32],
+    pub(super) scopes: ScopeSet,
+    pub(super) created_at: u64,
     /// `u64::MAX` when the token never expires.
-    pub expires_at: u64,
-    pub revoked: AtomicBool,
+    pub(super) expires_at: u64,
+    pub(super) revoked: AtomicBool,
     /// When it was revoked (for the purge's retention); 0 if never.
-    pub revoked_at: AtomicU64,
-    pub extra: Mutex<RefreshExtra>,
+    pub(super) revoked_at: AtomicU64,
+    pub(super) extra: Mutex<RefreshExtra>,
 }
 
 impl RefreshHot {
+    #[inline]
+    pub(crate) fn id(&self) -> [u8; 16] {
+        self.id
+    }
+    /// The member the token hangs on (a removed member's stand-in for a
+    /// token of someone no longer in the organization).
+    #[inline]
+    pub(crate) fn member(&self) -> &MemberHot {
+        &self.member
+    }
+    #[inline]
+    pub(crate) fn verifier(&self) -> &[u8; 32] {
+        &self.verifier
+    }
+    #[inline]
+    pub(crate) fn scopes(&self) -> ScopeSet {
+        self.scopes
+    }
+    /// `u64::MAX` when the token never expires.
+    #[inline]
+    pub(crate) fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+    #[inline]
+    pub(crate) fn has_expired(&self, now: u64) -> bool {
+        self.expires_at <= now
+    }
+    /// Revoked by a revocation of this token (not by a cutoff or by its
+    /// member's removal: see [`RefreshHot::is_revoked`]).
+    #[inline]
+    pub(crate) fn is_revoked_itself(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+    /// When the token itself was revoked; 0 if never.
+    #[inline]
+    pub(crate) fn revoked_at(&self) -> u64 {
+        self.revoked_at.load(Ordering::Acquire)
+    }
+    /// Revoked itself, by its member's removal, or by a cutoff.
+    #[inline]
     pub(crate) fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Acquire)
             || self.member.role().is_none()
             || self.created_at < self.member.cutoff()
     }
+    /// The family's lock and bookkeeping: a writer holds it from reading
+    /// the live list to [`super::Memory::apply_family`], which alone
+    /// changes it.
+    pub(crate) fn lock_family(&self) -> MutexGuard<'_, RefreshExtra> {
+        self.extra.lock()
+    }
 }
 
 pub(crate) struct AccessHot {
-    pub refresh: Arc<RefreshHot>,
-    pub verifier: [u8; 32],
-    pub issued_at: u64,
-    pub expires_at: u64,
+    pub(super) refresh: Arc<RefreshHot>,
+    pub(super) verifier: [u8; 32],
+    pub(super) issued_at: u64,
+    pub(super) expires_at: u64,
     /// Where its record is stored within its family.
-    pub slot: u32,
-    pub revoked: AtomicBool,
+    pub(super) slot: u32,
+    pub(super) revoked: AtomicBool,
     /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`).
-    pub check: AtomicU64,
+    pub(super) check: AtomicU64,
+}
+
+impl AccessHot {
+    /// The refresh token of its family.
+    #[inline]
+    pub(crate) fn refresh(&self) -> &Arc<RefreshHot> {
+        &self.refresh
+    }
+    #[inline]
+    pub(crate) fn verifier(&self) -> &[u8; 32] {
+        &self.verifier
+    }
+    #[inline]
+    pub(crate) fn issued_at(&self) -> u64 {
+        self.issued_at
+    }
+    #[inline]
+    pub(crate) fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+    #[inline]
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
+    }
+    /// Revoked by a revocation of this access token (see
+    /// [`AccessHot::is_revoked`] for its family's).
+    #[inline]
+    pub(crate) fn is_revoked_itself(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+    /// Revoked itself, or its refresh token is (see
+    /// [`RefreshHot::is_revoked`]).
+    #[inline]
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire) || self.refresh.is_revoked()
+    }
+    /// Past its own expiry or its refresh token's.
+    #[inline]
+    pub(crate) fn has_expired(&self, now: u64) -> bool {
+        self.expires_at <= now || self.refresh.expires_at <= now
+    }
+    /// The verify rule's checksum check for a token whose secret matched
+    /// this entry, with this entry's memo (see
+    /// `token::Unchecked::checksum_ok_memo`): only the first check hashes.
+    #[inline]
+    pub(crate) fn checksum_ok(&self, u: &Unchecked, prefix: &str, kind: TokenKind) -> bool {
+        u.checksum_ok_memo(prefix, kind, &self.check)
+    }
 }
 
 #[cfg(test)]

@@ -207,6 +207,30 @@ impl<'a> Loader<'a> {
     }
 }
 
+impl Memory {
+    /// Puts each family's live list oldest first (the cap evicts from the
+    /// front), once every record is loaded: access records come in no
+    /// particular order.
+    pub(crate) fn order_live_lists(&self) {
+        self.refresh.for_each(|_, r| {
+            let mut extra = r.extra.lock();
+            if extra.live.len() > 1 {
+                let mut keyed: Vec<(u64, [u8; 16], u32)> = extra
+                    .live
+                    .iter()
+                    .map(|&(id, slot)| {
+                        let at = self.access.with(&id, |a| a.map_or(0, |a| a.issued_at));
+                        (at, id, slot)
+                    })
+                    .collect();
+                keyed.sort_unstable();
+                extra.live = keyed.into_iter().map(|(_, id, slot)| (id, slot)).collect();
+            }
+            true
+        });
+    }
+}
+
 impl Drop for Loader<'_> {
     fn drop(&mut self) {
         // The calling thread was one of the loaders: it lets go of the

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::codec::RefreshRecord;
 use crate::policy::Policy;
 
 mod apply;
@@ -21,13 +22,16 @@ mod loader;
 mod maps;
 
 pub(crate) use catalog::Catalog;
-pub(crate) use entries::{AccessHot, RefreshHot};
+pub(crate) use entries::{AccessHot, HeldTokens, MemberHot, RefreshHot};
 pub(crate) use loader::Loader;
 pub(crate) use maps::Sharded;
 
 /// The in-memory verification state: its one owner. Every write path, the
 /// loader and the replica change it through [`Memory::apply`] and
-/// [`Memory::apply_family`] only.
+/// [`Memory::apply_family`], besides two steps those cannot take:
+/// [`Memory::put_issued`] (an issue, under its member's list lock) and
+/// [`Memory::order_live_lists`] (once, at open). The entries' fields are
+/// private to this module: code outside reads them through methods.
 pub(crate) struct Memory {
     pub(crate) refresh: Sharded<Arc<RefreshHot>>,
     pub(crate) access: Sharded<AccessHot>,
@@ -45,17 +49,17 @@ impl Memory {
         }
     }
 
-    /// Replaces this memory by `fresh` (loaded anew after a storage fault)
+    /// Replaces this memory by `reloaded` (loaded anew after a storage fault)
     /// record by record, so that a verification meanwhile sees each token
     /// either as before or as after; `cat` is this memory's catalog, held
     /// exclusively by the caller.
-    pub(crate) fn replace_with(&self, cat: &mut Catalog, fresh: Memory) {
+    pub(crate) fn replace_with(&self, cat: &mut Catalog, reloaded: Memory) {
         let Memory {
             refresh,
             access,
             catalog,
             ..
-        } = fresh;
+        } = reloaded;
         let mut stale_refresh = Vec::new();
         self.refresh.for_each(|id, _| {
             if !refresh.contains(id) {
@@ -104,5 +108,19 @@ impl Memory {
             self.refresh.remove(id);
         }
         *cat = catalog.into_inner();
+    }
+
+    /// Puts a refresh record just issued in memory, listed with `member`'s
+    /// tokens in `held` (their list, which the issue has held locked since
+    /// it counted them): with no catalog change, the member being one.
+    pub(crate) fn put_issued(
+        &self,
+        mut held: HeldTokens<'_>,
+        r: &RefreshRecord,
+        member: &Arc<MemberHot>,
+    ) {
+        held.insert(r.id, r.issue.map_or(0, |i| i.seq));
+        self.refresh
+            .insert(r.id, Arc::new(self.hot_of(r, member.clone())));
     }
 }

@@ -173,7 +173,7 @@ impl Replica {
         mem.access.for_each(|id, a| {
             if !access.contains(id) {
                 changes.push(Change::DeleteAccess {
-                    refresh_id: a.refresh.id,
+                    refresh_id: a.refresh().id(),
                     id: *id,
                     slot: SLOT_ANY,
                 });
@@ -184,8 +184,8 @@ impl Replica {
             if !refresh.contains(id) {
                 changes.push(Change::DeleteRefresh {
                     id: *id,
-                    org: r.member.org.id.to_string(),
-                    user: r.member.user.to_string(),
+                    org: r.member().org_id().to_string(),
+                    user: r.member().user().to_string(),
                 });
             }
             true

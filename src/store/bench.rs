@@ -56,7 +56,7 @@ impl TokenStore {
             let mut secrets = Vec::with_capacity(n);
             for _ in 0..n {
                 let (id, secret) = loop {
-                    let (id, secret) = token::fresh()?;
+                    let (id, secret) = token::random_id_and_secret()?;
                     if !inner.mem.refresh.contains(&id.0) {
                         break (id, secret);
                     }
@@ -78,7 +78,7 @@ impl TokenStore {
                 let mut access = Vec::with_capacity(exchanges);
                 for slot in 0..exchanges as u32 {
                     let (aid, asecret) = loop {
-                        let (aid, asecret) = token::fresh()?;
+                        let (aid, asecret) = token::random_id_and_secret()?;
                         if !inner.mem.access.contains(&aid.0) {
                             break (aid, asecret);
                         }

@@ -77,7 +77,7 @@ impl TokenStore {
         // The secret and its verifier are made before taking the catalog,
         // so that concurrent calls do this work side by side.
         let (id, secret) = loop {
-            let (id, secret) = token::fresh()?;
+            let (id, secret) = token::random_id_and_secret()?;
             if !inner.mem.refresh.contains(&id.0) {
                 break (id, secret);
             }
@@ -106,14 +106,13 @@ impl TokenStore {
         // (which share the catalog) are counted one after another. Only a
         // member listing at least the cap's worth of tokens, live or not,
         // is counted one by one.
-        let held_list = member.held.clone();
-        let mut held = held_list.lock();
+        let held = member.lock_held();
         if held.len() >= inner.max_live {
             let live = held
-                .keys()
+                .ids()
                 .filter(|id| {
                     inner.mem.refresh.with(id, |r| {
-                        r.is_some_and(|r| !r.is_revoked() && r.expires_at > now)
+                        r.is_some_and(|r| !r.is_revoked() && r.expires_at() > now)
                     })
                 })
                 .count();
@@ -157,12 +156,7 @@ impl TokenStore {
         let ticket = inner.commit(&changes)?;
         // The record hangs on its member, who is one (checked above, and
         // nobody can remove them meanwhile): no catalog change is needed.
-        held.insert(rec.id, seq);
-        inner
-            .mem
-            .refresh
-            .insert(rec.id, Arc::new(inner.mem.hot_of(&rec, member)));
-        drop(held);
+        inner.mem.put_issued(held, &rec, &member);
         drop(cat);
         inner.sync(ticket)?;
         Ok(IssuedToken {
@@ -232,12 +226,12 @@ impl TokenStore {
 impl Inner {
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
         let hot = self.mem.refresh.get(&r.id);
-        let last_refresh = hot.as_ref().and_then(|h| h.extra.lock().last_refresh);
+        let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
         let state = match r.state {
             StoredState::Revoked { at, by, reason } => TokenState::Revoked { at, by, reason },
             StoredState::Active if hot.as_ref().is_some_and(|h| h.is_revoked()) => {
                 TokenState::Revoked {
-                    at: hot.as_ref().map_or(0, |h| h.member.cutoff()),
+                    at: hot.as_ref().map_or(0, |h| h.member().cutoff()),
                     by: HOST.into(),
                     reason: Some("cutoff or membership".into()),
                 }

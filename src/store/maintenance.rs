@@ -123,9 +123,9 @@ impl TokenStore {
         let mut budget = limit;
         inner.mem.refresh.for_each(|_, r| {
             let gone_since = if r.is_revoked() {
-                Some(r.revoked_at.load(Ordering::Acquire))
-            } else if r.expires_at <= now {
-                Some(r.expires_at)
+                Some(r.revoked_at())
+            } else if r.has_expired(now) {
+                Some(r.expires_at())
             } else {
                 None
             };
@@ -142,21 +142,21 @@ impl TokenStore {
             true
         });
         // Access records that can no longer verify.
-        let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id).collect();
+        let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id()).collect();
         let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
         if !report.more {
             inner.mem.access.for_each(|id, a| {
-                let gone = a.expires_at <= now
-                    || a.revoked.load(Ordering::Acquire)
-                    || a.refresh.is_revoked()
-                    || a.refresh.expires_at <= now;
-                if gone && !dead_set.contains(&a.refresh.id) {
+                let gone = a.expires_at() <= now
+                    || a.is_revoked_itself()
+                    || a.refresh().is_revoked()
+                    || a.refresh().has_expired(now);
+                if gone && !dead_set.contains(&a.refresh().id()) {
                     if budget == 0 {
                         report.more = true;
                         return false;
                     }
                     budget -= 1;
-                    useless.push((a.refresh.clone(), *id));
+                    useless.push((a.refresh().clone(), *id));
                 }
                 true
             });
@@ -168,37 +168,37 @@ impl TokenStore {
         // of the commit, as an exchange locks its family: a slot read here
         // cannot be taken over by a concurrent exchange before it is
         // deleted.
-        useless.sort_by_key(|(r, id)| (r.id, *id));
+        useless.sort_by_key(|(r, id)| (r.id(), *id));
         let mut families: Vec<Arc<RefreshHot>> = dead.clone();
         families.extend(useless.iter().map(|(r, _)| r.clone()));
-        families.sort_by_key(|r| r.id);
-        families.dedup_by_key(|r| r.id);
-        let mut guards: Vec<_> = families.iter().map(|r| r.extra.lock()).collect();
+        families.sort_by_key(|r| r.id());
+        families.dedup_by_key(|r| r.id());
+        let mut guards: Vec<_> = families.iter().map(|r| r.lock_family()).collect();
         let mut per_family: Vec<Vec<Change>> = Vec::with_capacity(families.len());
         let mut refresh_changes = Vec::with_capacity(dead.len());
         let mut access_removed = 0u64;
         let mut u = 0;
         for (r, extra) in families.iter().zip(guards.iter()) {
             let mut fam = Vec::new();
-            if dead_set.contains(&r.id) {
-                for &(id, slot) in &extra.live {
+            if dead_set.contains(&r.id()) {
+                for &(id, slot) in extra.live() {
                     fam.push(Change::DeleteAccess {
-                        refresh_id: r.id,
+                        refresh_id: r.id(),
                         id,
                         slot,
                     });
                 }
                 refresh_changes.push(Change::DeleteRefresh {
-                    id: r.id,
-                    org: r.member.org.id.to_string(),
-                    user: r.member.user.to_string(),
+                    id: r.id(),
+                    org: r.member().org_id().to_string(),
+                    user: r.member().user().to_string(),
                 });
             }
-            while u < useless.len() && useless[u].0.id == r.id {
+            while u < useless.len() && useless[u].0.id() == r.id() {
                 let id = useless[u].1;
-                if let Some(&(_, slot)) = extra.live.iter().find(|(x, _)| *x == id) {
+                if let Some(&(_, slot)) = extra.live().iter().find(|(x, _)| *x == id) {
                     fam.push(Change::DeleteAccess {
-                        refresh_id: r.id,
+                        refresh_id: r.id(),
                         id,
                         slot,
                     });
@@ -208,9 +208,9 @@ impl TokenStore {
             access_removed += fam.len() as u64;
             // The newest access record of a family tells its last exchange;
             // keep that time when records of a surviving family go.
-            if !fam.is_empty() && !dead_set.contains(&r.id) {
-                if let Some(at) = extra.last_refresh {
-                    fam.push(Change::PutLastRefresh { id: r.id, at });
+            if !fam.is_empty() && !dead_set.contains(&r.id()) {
+                if let Some(at) = extra.last_refresh() {
+                    fam.push(Change::PutLastRefresh { id: r.id(), at });
                 }
             }
             per_family.push(fam);
@@ -286,7 +286,7 @@ impl TokenStore {
         inner.mem.refresh.for_each(|_, r| {
             if r.is_revoked() {
                 s.revoked += 1;
-            } else if r.expires_at <= now {
+            } else if r.has_expired(now) {
                 s.expired += 1;
             } else {
                 s.active += 1;

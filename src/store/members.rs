@@ -100,7 +100,7 @@ impl TokenStore {
             org: org.into(),
             user: user.into(),
             role,
-            not_before: m.not_before.load(Ordering::Acquire),
+            not_before: m.not_before(),
         };
         let changes = vec![
             Change::PutMember(rec),
@@ -153,14 +153,14 @@ impl TokenStore {
             org: org.into(),
             user: new_owner.into(),
             role: Role::Owner,
-            not_before: new.not_before.load(Ordering::Acquire),
+            not_before: new.not_before(),
         })];
         if let Some(o) = &old {
             changes.push(Change::PutMember(MemberRecord {
                 org: org.into(),
-                user: o.user.to_string(),
+                user: o.user().to_string(),
                 role: Role::Admin,
-                not_before: o.not_before.load(Ordering::Acquire),
+                not_before: o.not_before(),
             }));
         }
         changes.push(inner.event(org, HOST, "member.transfer", Some(new_owner.into()), "ok")?);

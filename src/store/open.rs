@@ -150,22 +150,7 @@ impl TokenStore {
         };
         // Access records came in no particular order: each family's live
         // list must be oldest first (the cap evicts from the front).
-        inner.mem.refresh.for_each(|_, r| {
-            let mut extra = r.extra.lock();
-            if extra.live.len() > 1 {
-                let mut keyed: Vec<(u64, [u8; 16], u32)> = extra
-                    .live
-                    .iter()
-                    .map(|&(id, slot)| {
-                        let at = inner.mem.access.with(&id, |a| a.map_or(0, |a| a.issued_at));
-                        (at, id, slot)
-                    })
-                    .collect();
-                keyed.sort_unstable();
-                extra.live = keyed.into_iter().map(|(_, id, slot)| (id, slot)).collect();
-            }
-            true
-        });
+        inner.mem.order_live_lists();
         inner.skipped = loaded.skipped;
         inner.warm_start = loaded.warm;
         inner.event_seq = AtomicU64::new(loaded.last_event_seq);

@@ -56,11 +56,11 @@ impl TokenStore {
             .refresh
             .get(&id.0)
             .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
-        if *hot.member.org.id != *actor.org && foreign == Foreign::Unknown {
+        if *hot.member().org_id() != *actor.org && foreign == Foreign::Unknown {
             return Err(Error::NotFound(format!("no token with id {id}")));
         }
         let target = Some(id.to_string());
-        if *hot.member.org.id != *actor.org {
+        if *hot.member().org_id() != *actor.org {
             return Err(inner.deny(
                 actor,
                 "token.revoke",
@@ -68,7 +68,7 @@ impl TokenStore {
                 "the token belongs to another organization",
             ));
         }
-        let own = *hot.member.user == *actor.user;
+        let own = *hot.member().user() == *actor.user;
         if !own && !may(role, Action::RevokeOther) {
             return Err(inner.deny(
                 actor,
@@ -78,7 +78,7 @@ impl TokenStore {
             ));
         }
         let now = inner.now();
-        if hot.revoked.load(Ordering::Acquire) {
+        if hot.is_revoked_itself() {
             // Revoked already, perhaps by a call whose sync failed: this
             // answer, too, says the revocation is durable.
             drop(cat);
@@ -225,7 +225,7 @@ impl TokenStore {
             match user {
                 Some(u) => {
                     if let Some(m) = cat.member(&actor.org, u) {
-                        let at = m.not_before.load(Ordering::Acquire).max(t);
+                        let at = m.not_before().max(t);
                         changes.push(Change::PutMember(MemberRecord {
                             org: actor.org.clone(),
                             user: u.into(),
@@ -235,12 +235,7 @@ impl TokenStore {
                     }
                 }
                 None => {
-                    let at = cat
-                        .org_mut(&actor.org)
-                        .hot
-                        .not_before
-                        .load(Ordering::Acquire)
-                        .max(t);
+                    let at = cat.org_mut(&actor.org).hot.not_before().max(t);
                     changes.push(Change::PutOrgCutoff {
                         org: actor.org.clone(),
                         at,
@@ -292,19 +287,19 @@ impl TokenStore {
         inner.ensure_access(&parsed.id.0, || true)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = inner.mem.access.with(&parsed.id.0, |a| {
-            a.filter(|a| ct_eq(&a.verifier, &v)).map(|a| {
+            a.filter(|a| ct_eq(a.verifier(), &v)).map(|a| {
                 (
-                    a.refresh.clone(),
+                    a.refresh().clone(),
                     AccessRecord {
                         id: parsed.id.0,
-                        refresh_id: a.refresh.id,
-                        issued_at: a.issued_at,
-                        expires_at: a.expires_at,
+                        refresh_id: a.refresh().id(),
+                        issued_at: a.issued_at(),
+                        expires_at: a.expires_at(),
                         revoked: true,
-                        verifier: a.verifier,
+                        verifier: *a.verifier(),
                     },
-                    a.slot,
-                    a.revoked.load(Ordering::Acquire),
+                    a.slot(),
+                    a.is_revoked_itself(),
                 )
             })
         });
@@ -313,8 +308,8 @@ impl TokenStore {
             return Ok(());
         }
         let ticket = {
-            let mut extra = parent.extra.lock();
-            if !extra.live.contains(&(rec.id, slot)) {
+            let mut extra = parent.lock_family();
+            if !extra.live().contains(&(rec.id, slot)) {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }

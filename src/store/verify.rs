@@ -38,43 +38,45 @@ impl TokenStore {
             .mem
             .refresh
             .get(&parsed.id.0)
-            .filter(|r| ct_eq(&r.verifier, &v))
+            .filter(|r| ct_eq(r.verifier(), &v))
             .ok_or(Error::InvalidToken)?;
         let now = inner.now();
         if parent.is_revoked() {
             return Err(Error::Revoked);
         }
-        if parent.expires_at <= now {
+        if parent.has_expired(now) {
             return Err(Error::Expired);
         }
         let (aid, asecret) = loop {
-            let (id, secret) = token::fresh()?;
+            let (id, secret) = token::random_id_and_secret()?;
             if !inner.mem.access.contains(&id.0) {
                 break (id, secret);
             }
         };
-        let expires_at = now.saturating_add(inner.access_ttl).min(parent.expires_at);
+        let expires_at = now
+            .saturating_add(inner.access_ttl)
+            .min(parent.expires_at());
         let rec = AccessRecord {
             id: aid.0,
-            refresh_id: parent.id,
+            refresh_id: parent.id(),
             issued_at: now,
             expires_at,
             revoked: false,
             verifier: verifier(&inner.access_key, &asecret.0),
         };
         let ticket = {
-            let mut extra = parent.extra.lock();
+            let mut extra = parent.lock_family();
             // Checked again under the family's lock: a purge holds the lock
             // of every family it touches until memory agrees with disk, so
             // no access record is written for a family being deleted (an
             // orphan), nor for one revoked or expired meanwhile.
-            if !inner.mem.refresh.contains(&parent.id) {
+            if !inner.mem.refresh.contains(&parent.id()) {
                 return Err(Error::InvalidToken);
             }
             if parent.is_revoked() {
                 return Err(Error::Revoked);
             }
-            if parent.expires_at <= inner.now() {
+            if parent.has_expired(inner.now()) {
                 return Err(Error::Expired);
             }
             // Past the cap, the new record takes the slot of the oldest,
@@ -82,16 +84,16 @@ impl TokenStore {
             // live records only if the cap was lowered since they were
             // made: those are deleted in the same atomic batch.)
             let mut changes = Vec::with_capacity(1);
-            let slot = match extra.live.len().checked_sub(inner.cap) {
+            let slot = match extra.live().len().checked_sub(inner.cap) {
                 Some(excess) => {
-                    for &(id, slot) in &extra.live[..excess] {
+                    for &(id, slot) in &extra.live()[..excess] {
                         changes.push(Change::DeleteAccess {
-                            refresh_id: parent.id,
+                            refresh_id: parent.id(),
                             id,
                             slot,
                         });
                     }
-                    extra.live[excess].1
+                    extra.live()[excess].1
                 }
                 None => extra.free_slot(inner.cap),
             };
@@ -113,7 +115,7 @@ impl TokenStore {
             refresh_token: token::SecretToken::from_str_unchecked(refresh_token),
             token_type: "Bearer",
             access_id: aid,
-            refresh_id: TokenId(parent.id),
+            refresh_id: TokenId(parent.id()),
         })
     }
 
@@ -155,34 +157,34 @@ impl TokenStore {
         inner.mem.access.with(&u.parsed.id.0, |a| {
             // The verify rule (see `token::Unchecked`): checksum first.
             let a = match a {
-                Some(a) if ct_eq(&a.verifier, &v) => a,
+                Some(a) if ct_eq(a.verifier(), &v) => a,
                 _ if !u.checksum_ok(&inner.prefix, kind) => return Err(checksum_mismatch()),
                 _ => return Err(Error::InvalidToken),
             };
-            if !u.checksum_ok_memo(&inner.prefix, kind, &a.check) {
+            if !a.checksum_ok(&u, &inner.prefix, kind) {
                 return Err(checksum_mismatch());
             }
-            let r = &a.refresh;
-            if a.revoked.load(Ordering::Acquire) || r.is_revoked() {
+            let r = a.refresh();
+            if a.is_revoked() {
                 return Err(Error::Revoked);
             }
-            let role = r.member.role().ok_or(Error::Revoked)?;
-            if a.expires_at <= now || r.expires_at <= now {
+            let role = r.member().role().ok_or(Error::Revoked)?;
+            if a.has_expired(now) {
                 return Err(Error::Expired);
             }
-            let (org, user) = r.member.names();
+            let (org, user) = r.member().names();
             Ok(Principal {
                 org,
                 user,
                 role,
                 scopes: Scopes {
-                    set: r.scopes.and(inner.policy.mask(role)),
+                    set: r.scopes().and(inner.policy.mask(role)),
                     names: inner.scope_names,
                 },
-                refresh_id: TokenId(r.id),
+                refresh_id: TokenId(r.id()),
                 access_id: u.parsed.id,
-                issued_at: a.issued_at,
-                expires_at: a.expires_at,
+                issued_at: a.issued_at(),
+                expires_at: a.expires_at(),
             })
         })
     }
@@ -220,19 +222,19 @@ impl TokenStore {
             .mem
             .refresh
             .get(&parsed.id.0)
-            .filter(|r| ct_eq(&r.verifier, &v))
+            .filter(|r| ct_eq(r.verifier(), &v))
             .ok_or(Error::InvalidToken)?;
         if hot.is_revoked() {
             return Err(Error::Revoked);
         }
         let now = inner.now();
-        if hot.expires_at <= now {
+        if hot.has_expired(now) {
             return Err(Error::Expired);
         }
         // Purged between the two reads: as good as unknown.
         let rec = inner
             .backend
-            .get_refresh(&hot.id)?
+            .get_refresh(&hot.id())?
             .ok_or(Error::InvalidToken)?;
         Ok(inner.info_of(rec, now))
     }
