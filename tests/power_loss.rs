@@ -38,7 +38,7 @@ mod powerfs;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::child::{this_test, Rng};
@@ -762,7 +762,7 @@ mod serve {
     fn start(store: &Path, owner_refresh: &str, log: &Path, cut: u64) -> (Child, String, String) {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
-        let mut server = Command::new(env!("CARGO_BIN_EXE_tokenvault"))
+        let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvault"))
             .arg("--db")
             .arg(store)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])

@@ -26,7 +26,7 @@ mod powerfs;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 
 use powerfs::{disk, Disk};
 use tokenvault::{Actor, Error, Role, TokenStore};
@@ -321,7 +321,7 @@ fn cli_commands_answer_one_io_document_while_syncs_fail() {
     let Some(disk) = disk(test) else { return };
     let db = disk.path().join("store.db");
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_tokenvault"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenvault"))
             .env_remove("TOKENVAULT_DB")
             .env("RUST_BACKTRACE", "1")
             .arg("--db")
