@@ -44,7 +44,7 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Statement};
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, IntegrityReport, Loaded, Snapshot, SLOT_ANY};
-use crate::change::Change;
+use crate::change::{Change, Committed};
 use crate::codec::StoredState;
 use crate::codec::{
     decode, decode_event, encode, encode_event, AccessRecord, EventRecord, MemberRecord,
@@ -380,13 +380,13 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    fn commit(&self, changes: &[Change]) -> Result<()> {
+    fn commit(&self, changes: &[Change]) -> Result<Committed> {
         let cap = self.sh.cap;
         // A failure at BEGIN (a connection that died while idle) is safe to
         // retry; a failure after it is not (the commit may have happened).
         let began = std::cell::Cell::new(false);
         self.with_conn(|| !began.get(), |c| c.commit(changes, cap, &began))
-            .map(drop)
+            .map(|(_, done)| done)
     }
 
     fn sync(&self) -> Result<()> {
