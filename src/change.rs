@@ -30,6 +30,28 @@ pub(crate) enum Change {
         by: String,
         reason: Option<String>,
     },
+    /// Revoke, each as [`Change::RevokeRefresh`] would, every active
+    /// refresh token of `org` (of its member `user` only, when given) that
+    /// was created before `before` (`u64::MAX`: all of them). The store
+    /// reads nothing from disk to make it: memory revokes what it holds
+    /// that matches, and each backend selects inside its own transaction.
+    ///
+    /// `held` is what memory held that matched when the store made the
+    /// change. A backend without an index by owner (sled) revokes exactly
+    /// these, which is all of them: an embedded store's memory holds every
+    /// stored token. A backend that can select by owner (PostgreSQL, whose
+    /// tables also hold tokens other replicas issued) selects itself and
+    /// ignores `held`. Either way the backend reports how many it revoked
+    /// (see [`Committed`]).
+    RevokeMany {
+        org: String,
+        user: Option<String>,
+        before: u64,
+        at: u64,
+        by: String,
+        reason: Option<String>,
+        held: Vec<[u8; 16]>,
+    },
     /// Delete a refresh record (and any index entry); its access records must be
     /// deleted by `DeleteAccess` changes in the same batch.
     DeleteRefresh {
@@ -59,4 +81,13 @@ pub(crate) enum Change {
     /// Append an audit event; its `seq` is also kept as the highest sequence
     /// number committed.
     Event(EventRecord),
+}
+
+/// What a backend reports of a committed batch that the store cannot know
+/// beforehand.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Committed {
+    /// How many refresh tokens the batch's [`Change::RevokeMany`] changes
+    /// revoked (tokens found revoked already are not counted).
+    pub revoked: usize,
 }

@@ -491,6 +491,119 @@ fn a_member_added_again_keeps_working_on_every_replica() {
     }
 }
 
+/// A bulk revocation on one replica revokes, in the database, tokens that
+/// another replica issued and this one never saw, counts them, and the
+/// issuing replica's memory follows through the change log (no snapshot
+/// reload), also when the revocation is logged in several rows. Tokens
+/// issued after it stay usable everywhere.
+#[test]
+fn bulk_revocation_reaches_tokens_another_replica_issued() {
+    let _g = shared_server();
+    let Some(db) = TestDb::new("bulk") else {
+        return;
+    };
+    let k = key();
+    let a = db.open(&k);
+    let b = db.open(&k);
+    let (olivia, adam, uma) = seed(&a);
+    // More of uma's tokens than one log row names, issued on B only.
+    b.catch_up().unwrap();
+    let mut on_b = Vec::new();
+    b.bulk_issue_for_benchmarks(&uma, 1_100, 1, &mut |r, acc| on_b.push((r, acc)))
+        .unwrap();
+    let t_b = b.generate(&uma, Default::default()).unwrap();
+    let g_b = b.exchange(t_b.token.expose()).unwrap();
+    let t_a = a.generate(&uma, Default::default()).unwrap();
+    let g_adam = b
+        .exchange(
+            b.generate(&adam, Default::default())
+                .unwrap()
+                .token
+                .expose(),
+        )
+        .unwrap();
+    // A holds only its own token of uma's.
+    assert_eq!(a.stats().unwrap().active, 1);
+    assert!(b.verify(on_b[7].1[0].expose()).is_ok());
+    assert!(b.verify(g_b.access_token.expose()).is_ok());
+    let reloads = b.sync_status().unwrap().reloads;
+
+    assert_eq!(
+        a.revoke_all(&olivia, RevokeScope::Member("uma".into()), None)
+            .unwrap(),
+        1_102
+    );
+    let epoch: i64 = db
+        .sql()
+        .query_one("SELECT seq FROM tokenvault_epoch", &[])
+        .unwrap()
+        .get(0);
+    assert!(eventually(Duration::from_secs(10), || {
+        b.sync_status().unwrap().applied_seq >= epoch as u64
+    }));
+    assert_eq!(b.sync_status().unwrap().reloads, reloads);
+    assert_eq!(kind(b.verify(g_b.access_token.expose())), "revoked");
+    assert_eq!(kind(b.exchange(t_b.token.expose())), "revoked");
+    for (r, acc) in on_b.iter().step_by(97).chain(on_b.last()) {
+        assert_eq!(kind(b.verify(acc[0].expose())), "revoked");
+        assert_eq!(kind(b.exchange(r.expose())), "revoked");
+        assert_eq!(kind(a.exchange(r.expose())), "revoked");
+    }
+    assert_eq!(kind(a.exchange(t_a.token.expose())), "revoked");
+    // Another member's token is untouched.
+    assert!(b.verify(g_adam.access_token.expose()).is_ok());
+    // Nothing left of uma's to revoke, whichever replica asks.
+    assert_eq!(
+        b.revoke_all(&olivia, RevokeScope::Member("uma".into()), None)
+            .unwrap(),
+        0
+    );
+
+    // Removing a member revokes what another replica issued to them too;
+    // what is issued afterwards (the member added again) stays usable once
+    // every replica has read the log past the removal.
+    let t_adam = b.generate(&adam, Default::default()).unwrap();
+    assert_eq!(a.remove_member("acme", "adam").unwrap(), 2);
+    a.add_member("acme", "adam", Role::User).unwrap();
+    let t_new = b.generate(&adam, Default::default()).unwrap();
+    let t_uma = a.generate(&uma, Default::default()).unwrap();
+    let epoch: i64 = db
+        .sql()
+        .query_one("SELECT seq FROM tokenvault_epoch", &[])
+        .unwrap()
+        .get(0);
+    assert!(eventually(Duration::from_secs(10), || {
+        [&a, &b]
+            .iter()
+            .all(|s| s.sync_status().unwrap().applied_seq >= epoch as u64)
+    }));
+    std::thread::sleep(BOUND);
+    for s in [&a, &b] {
+        assert_eq!(kind(s.verify(g_adam.access_token.expose())), "revoked");
+        assert_eq!(kind(s.exchange(t_adam.token.expose())), "revoked");
+        assert!(s.exchange(t_new.token.expose()).is_ok());
+        assert!(s.exchange(t_uma.token.expose()).is_ok());
+        let r = s.check_integrity().unwrap();
+        assert!(r.is_clean(), "{:?}", r.problems);
+    }
+    // The count and the audit trail are the embedded store's.
+    let events: Vec<(String, Option<String>)> = a
+        .audit(&olivia, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "token.revoke_all" || e.action == "member.remove")
+        .map(|e| (e.action, e.target))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("member.remove".to_string(), Some("adam".to_string())),
+            ("token.revoke_all".to_string(), Some("uma".to_string())),
+            ("token.revoke_all".to_string(), Some("uma".to_string())),
+        ]
+    );
+}
+
 /// The cap of live access tokens per refresh token holds over exchanges on
 /// several replicas, and the evicted tokens stop verifying everywhere.
 #[test]

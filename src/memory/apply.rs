@@ -91,6 +91,21 @@ impl Memory {
                         hot.revoked.store(true, Ordering::Release);
                     }
                 }
+                Change::RevokeMany {
+                    org,
+                    user,
+                    before,
+                    at,
+                    ..
+                } => {
+                    // Each as `RevokeRefresh` above.
+                    for id in self.revocable(cat, org, user.as_deref(), *before) {
+                        if let Some(hot) = self.refresh.get(&id) {
+                            hot.revoked_at.store(*at, Ordering::Release);
+                            hot.revoked.store(true, Ordering::Release);
+                        }
+                    }
+                }
                 Change::DeleteRefresh { id, org, user } => {
                     if let Some(gone) = self.refresh.remove(id) {
                         let mut held = gone.member.held.lock();
@@ -131,6 +146,30 @@ impl Memory {
                 Change::Event(_) => {}
             }
         }
+    }
+
+    /// The active refresh tokens held for `org` (for its member `user`
+    /// only, when given) that were created before `before`, sorted: what a
+    /// [`Change::RevokeMany`] of these terms revokes in memory.
+    pub(crate) fn revocable(
+        &self,
+        cat: &Catalog,
+        org: &str,
+        user: Option<&str>,
+        before: u64,
+    ) -> Vec<[u8; 16]> {
+        let mut ids: Vec<[u8; 16]> = cat
+            .held(org, user)
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| {
+                self.refresh.with(id, |hot| {
+                    hot.is_some_and(|h| h.created_at < before && !h.revoked.load(Ordering::Acquire))
+                })
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The access-token part of [`Inner::apply`] for one family whose lock

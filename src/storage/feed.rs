@@ -73,9 +73,9 @@ pub(crate) struct LogBatch {
     /// Entries up to this position may have been forgotten.
     pub floor: u64,
     /// Each entry after the asked-for position, in order, under its
-    /// position (a commit may have several); `None` for one that could not
-    /// be decoded.
-    pub rows: Vec<(u64, Option<Change>)>,
+    /// position (a commit may have several), as the changes memory applies;
+    /// `None` for one that could not be decoded.
+    pub rows: Vec<(u64, Option<Vec<Change>>)>,
     /// Whether the read stopped short of `seq`.
     pub truncated: bool,
 }
@@ -96,7 +96,7 @@ impl LogBatch {
         }
         let mut expect = applied + 1;
         let mut out = Vec::new();
-        for (seq, change) in &self.rows {
+        for (seq, changes) in &self.rows {
             if *seq <= applied {
                 continue;
             }
@@ -105,7 +105,7 @@ impl LogBatch {
             } else if *seq + 1 != expect {
                 return None;
             }
-            out.push(change.clone()?);
+            out.extend(changes.as_ref()?.iter().cloned());
         }
         if self.seq > applied && expect != self.seq + 1 {
             return None;
@@ -178,7 +178,10 @@ mod tests {
         LogBatch {
             seq,
             floor,
-            rows: rows.iter().map(|s| (*s, Some(member.clone()))).collect(),
+            rows: rows
+                .iter()
+                .map(|s| (*s, Some(vec![member.clone()])))
+                .collect(),
             truncated: false,
         }
     }

@@ -3,7 +3,7 @@
 //! put a refresh record, append an event, load everything, ...), so that a
 //! backend other than sled is one new module rather than a rewrite.
 
-pub(crate) use crate::change::Change;
+pub(crate) use crate::change::{Change, Committed};
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::error::Result;
 
@@ -108,9 +108,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
         apply: &(dyn Fn(Change) + Sync),
         refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
     ) -> Result<Loaded>;
-    /// Applies a batch atomically (all or nothing, also across a crash).
-    /// Not necessarily durable on return: see [`Backend::sync`].
-    fn commit(&self, changes: &[Change]) -> Result<()>;
+    /// Applies a batch atomically (all or nothing, also across a crash),
+    /// and reports what the store could not know beforehand (how many
+    /// tokens a [`Change::RevokeMany`] revoked). Not necessarily durable on
+    /// return: see [`Backend::sync`].
+    fn commit(&self, changes: &[Change]) -> Result<Committed>;
     /// The schema version this backend writes, and the older ones
     /// [`Backend::upgrade`] brings to it. Each backend has its own: a
     /// layout change of one says nothing about another.

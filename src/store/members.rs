@@ -200,26 +200,18 @@ impl TokenStore {
             ));
         }
         let now = inner.now();
-        let mut changes = Vec::new();
-        let ids = inner.revoke_records(
-            &cat,
-            org,
-            Some(user),
-            |_| true,
-            now,
-            HOST,
-            Some("member removed"),
-            &mut changes,
-        )?;
-        changes.push(Change::DeleteMember {
-            org: org.into(),
-            user: user.into(),
-        });
-        changes.push(inner.event(org, HOST, "member.remove", Some(user.into()), "ok")?);
-        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        let changes = [
+            inner.revoke_many(&cat, org, Some(user), u64::MAX, now, HOST, "member removed"),
+            Change::DeleteMember {
+                org: org.into(),
+                user: user.into(),
+            },
+            inner.event(org, HOST, "member.remove", Some(user.into()), "ok")?,
+        ];
+        let (ticket, done) = inner.commit_apply_counted(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
-        Ok(ids.len())
+        Ok(done.revoked)
     }
 
     /// A member's current role, if they are a member.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
-use crate::change::Change;
+use crate::change::{Change, Committed};
 use crate::codec::{
     self, AccessRecord, EventRecord, IssueEvent, MemberRecord, RefreshRecord, StoredState,
 };
@@ -277,15 +277,32 @@ impl Inner {
     /// Commits a batch, brings memory in line, and returns the ticket for
     /// [`Inner::sync`].
     fn commit_apply(&self, cat: &mut Catalog, changes: &[Change]) -> Result<u64> {
-        let ticket = self.commit(changes)?;
+        self.commit_apply_counted(cat, changes)
+            .map(|(ticket, _)| ticket)
+    }
+
+    /// [`Inner::commit_apply`], also returning what the backend reported
+    /// of the batch (how many tokens a bulk revocation revoked).
+    fn commit_apply_counted(
+        &self,
+        cat: &mut Catalog,
+        changes: &[Change],
+    ) -> Result<(u64, Committed)> {
+        let done = self.backend.commit(changes)?;
+        let ticket = self.ticket();
         self.mem.apply(cat, changes);
-        Ok(ticket)
+        Ok((ticket, done))
     }
 
     /// Commits a batch and returns its ticket for [`Inner::sync`].
     fn commit(&self, changes: &[Change]) -> Result<u64> {
         self.backend.commit(changes)?;
-        Ok(self.flusher.written.fetch_add(1, Ordering::AcqRel) + 1)
+        Ok(self.ticket())
+    }
+
+    /// The ticket of a batch just committed.
+    fn ticket(&self) -> u64 {
+        self.flusher.written.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Waits until every batch committed so far is durable.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use super::{Catalog, Inner, TokenStore};
-use crate::change::Change;
+use crate::change::{Change, Committed};
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, IoError, Result};
@@ -100,7 +100,7 @@ impl Backend for SwapHandle {
     ) -> Result<Loaded> {
         self.0.call(|b| b.load(apply, refresh))
     }
-    fn commit(&self, changes: &[Change]) -> Result<()> {
+    fn commit(&self, changes: &[Change]) -> Result<Committed> {
         self.0.call(|b| b.commit(changes))
     }
     fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]) {

@@ -205,22 +205,19 @@ impl TokenStore {
                 ));
             }
         }
-        let cutoff = before.unwrap_or(u64::MAX);
-        let mut changes = Vec::new();
-        let ids = inner.revoke_records(
+        let mut changes = vec![inner.revoke_many(
             &cat,
             &actor.org,
             user,
-            |r| r.created_at < cutoff,
+            before.unwrap_or(u64::MAX),
             now,
             &actor.user,
-            Some(if before.is_some() {
+            if before.is_some() {
                 "revoked before cutoff"
             } else {
                 "bulk revocation"
-            }),
-            &mut changes,
-        )?;
+            },
+        )];
         if let Some(t) = before {
             match user {
                 Some(u) => {
@@ -254,10 +251,10 @@ impl TokenStore {
             Some(what),
             "ok",
         )?);
-        let ticket = inner.commit_apply(&mut cat, &changes)?;
+        let (ticket, done) = inner.commit_apply_counted(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
-        Ok(ids.len())
+        Ok(done.revoked)
     }
 
     /// Revokes a single access token, presented by its holder (as RFC 7009's
@@ -324,35 +321,30 @@ impl TokenStore {
 }
 
 impl Inner {
-    /// Adds to `changes` the revocation of each active refresh record of
-    /// `org` (or of one member) that `pick` selects; returns their ids.
+    /// The revocation of every active refresh token of `org` (of its member
+    /// `user` only, when given) created before `before` (`u64::MAX`: all),
+    /// with the ones memory holds named for a backend that needs them (see
+    /// [`Change::RevokeMany`]). Reads nothing from storage: the backend
+    /// selects inside its commit and reports how many it revoked.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn revoke_records(
+    pub(super) fn revoke_many(
         &self,
         cat: &Catalog,
         org: &str,
         user: Option<&str>,
-        pick: impl Fn(&RefreshRecord) -> bool,
+        before: u64,
         now: u64,
         by: &str,
-        reason: Option<&str>,
-        changes: &mut Vec<Change>,
-    ) -> Result<Vec<[u8; 16]>> {
-        let mut ids = Vec::new();
-        let held: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
-        // The backend lists them: on a shared store, memory holds only the
-        // tokens this replica has seen, the database every one.
-        for r in self.backend.list_refresh(org, user, &held)? {
-            if r.state == StoredState::Active && pick(&r) {
-                ids.push(r.id);
-                changes.push(Change::RevokeRefresh {
-                    id: r.id,
-                    at: now,
-                    by: by.into(),
-                    reason: reason.map(Into::into),
-                });
-            }
+        reason: &str,
+    ) -> Change {
+        Change::RevokeMany {
+            org: org.into(),
+            user: user.map(Into::into),
+            before,
+            at: now,
+            by: by.into(),
+            reason: Some(reason.into()),
+            held: self.mem.revocable(cat, org, user, before),
         }
-        Ok(ids)
     }
 }

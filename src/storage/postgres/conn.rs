@@ -67,6 +67,9 @@ pub(crate) struct Stmts {
     pub(crate) cutoff_put: Statement,
     pub(crate) refresh_ins: Statement,
     pub(crate) refresh_revoke: Statement,
+    pub(crate) refresh_active_org: Statement,
+    pub(crate) refresh_active_member: Statement,
+    pub(crate) refresh_revoke_many: Statement,
     pub(crate) refresh_del_access: Statement,
     pub(crate) refresh_del: Statement,
     pub(crate) last_refresh: Statement,
@@ -113,6 +116,16 @@ impl Stmts {
             // Revocation is one-way: an active record never replaces a revoked one.
             refresh_revoke: p("UPDATE tokenvault_refresh SET revoked = true, record = $2 \
                  WHERE id = $1 AND NOT revoked")?,
+            // A bulk revocation's candidates, then their revoked records
+            // put back (ids and records in two arrays) where still active.
+            refresh_active_org: p("SELECT record FROM tokenvault_refresh \
+                 WHERE org = $1 AND NOT revoked")?,
+            refresh_active_member: p("SELECT record FROM tokenvault_refresh \
+                 WHERE org = $1 AND member = $2 AND NOT revoked")?,
+            refresh_revoke_many: p("UPDATE tokenvault_refresh AS r \
+                 SET revoked = true, record = u.record \
+                 FROM unnest($1::bytea[], $2::bytea[]) AS u(id, record) \
+                 WHERE r.id = u.id AND NOT r.revoked RETURNING r.id")?,
             refresh_del_access: p(
                 "DELETE FROM tokenvault_access WHERE refresh_id = $1 RETURNING id",
             )?,
@@ -367,12 +380,13 @@ impl Conn {
         changes: &[Change],
         cap: i64,
         began: &std::cell::Cell<bool>,
-    ) -> Result<Option<u64>> {
+    ) -> Result<(Option<u64>, Committed)> {
         let st = &self.st;
         let mut tx = self.client.transaction().map_err(pg)?;
         began.set(true);
         let mut logged: Vec<LogChange> = Vec::new();
         let mut capped: Vec<[u8; 16]> = Vec::new();
+        let mut done = Committed::default();
         for c in changes {
             match c {
                 Change::PutMember(m) => {
@@ -433,6 +447,59 @@ impl Conn {
                         tx.execute(&st.refresh_revoke, &[&&r.id[..], &encode(&r)?])
                             .map_err(pg)?;
                         logged.push(LogChange::RevokeRefresh(r));
+                    }
+                }
+                Change::RevokeMany {
+                    org,
+                    user,
+                    before,
+                    at,
+                    by,
+                    reason,
+                    // Memory's; the tables also hold other replicas' tokens.
+                    held: _,
+                } => {
+                    let rows = match user {
+                        Some(u) => tx.query(&st.refresh_active_member, &[org, u]),
+                        None => tx.query(&st.refresh_active_org, &[org]),
+                    }
+                    .map_err(pg)?;
+                    // The stored record carries the state, so each is
+                    // decoded, revoked and encoded here, as `RevokeRefresh`
+                    // does it, and all are put back by one statement.
+                    let mut ids: Vec<Vec<u8>> = Vec::new();
+                    let mut bodies: Vec<Vec<u8>> = Vec::new();
+                    for row in &rows {
+                        let mut r: RefreshRecord = decode(col::<&[u8]>(row, 0)?, "refresh")?;
+                        if r.state != StoredState::Active || r.created_at >= *before {
+                            continue;
+                        }
+                        r.state = StoredState::Revoked {
+                            at: *at,
+                            by: by.clone(),
+                            reason: reason.clone(),
+                        };
+                        ids.push(r.id.to_vec());
+                        bodies.push(encode(&r)?);
+                    }
+                    let mut revoked: Vec<[u8; 16]> = Vec::new();
+                    if !ids.is_empty() {
+                        for row in tx
+                            .query(&st.refresh_revoke_many, &[&ids, &bodies])
+                            .map_err(pg)?
+                        {
+                            revoked.push(id_of(col(&row, 0)?)?);
+                        }
+                    }
+                    revoked.sort_unstable();
+                    done.revoked += revoked.len();
+                    for chunk in revoked.chunks(log::IDS_PER_ROW) {
+                        logged.push(LogChange::RevokeMany {
+                            ids: chunk.to_vec(),
+                            at: *at,
+                            by: by.clone(),
+                            reason: reason.clone(),
+                        });
                     }
                 }
                 Change::DeleteRefresh { id, org, user } => {
@@ -507,6 +574,6 @@ impl Conn {
             seq = Some(u64_of(s));
         }
         tx.commit().map_err(pg)?;
-        Ok(seq)
+        Ok((seq, done))
     }
 }

@@ -47,7 +47,7 @@ use super::{
     Backend, ChangeFeed, IntegrityReport, Loaded, LogBatch, ManageLock, ReadThrough, SharedBackend,
     Snapshot, SLOT_ANY,
 };
-use crate::change::Change;
+use crate::change::{Change, Committed};
 use crate::codec::StoredState;
 use crate::codec::{
     decode, decode_event, encode, encode_event, AccessRecord, EventRecord, MemberRecord,
@@ -417,13 +417,13 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    fn commit(&self, changes: &[Change]) -> Result<()> {
+    fn commit(&self, changes: &[Change]) -> Result<Committed> {
         let cap = self.sh.cap;
         // A failure at BEGIN (a connection that died while idle) is safe to
         // retry; a failure after it is not (the commit may have happened).
         let began = std::cell::Cell::new(false);
         self.with_conn(|| !began.get(), |c| c.commit(changes, cap, &began))
-            .map(drop)
+            .map(|(_, done)| done)
     }
 
     fn sync(&self) -> Result<()> {
@@ -592,7 +592,7 @@ mod tests {
     fn a_log_row_decodes_to_its_change_or_to_nothing() {
         let got = decode_row(&member_body("u"));
         assert!(
-            matches!(&got, Some(Change::PutMember(m)) if m.user == "u"),
+            matches!(got.as_deref(), Some([Change::PutMember(m)]) if m.user == "u"),
             "{got:?}"
         );
         assert!(decode_row(&[1, 200]).is_none());

@@ -23,7 +23,7 @@ use sled::{Db, Transactional, Tree};
 
 use self::stable::StableFiles;
 use super::{Backend, IntegrityReport, Loaded};
-use crate::change::Change;
+use crate::change::{Change, Committed};
 use crate::codec::{
     decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
     member_key, org_key, view_refresh, AccessRecord, EventRecord, MemberRecord, RefreshRecord,
@@ -390,7 +390,7 @@ impl Backend for SledBackend {
         Ok(info)
     }
 
-    fn commit(&self, changes: &[Change]) -> Result<()> {
+    fn commit(&self, changes: &[Change]) -> Result<Committed> {
         self.write(changes)
     }
 

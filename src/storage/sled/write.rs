@@ -4,6 +4,7 @@
 use super::*;
 
 type TxResult = std::result::Result<(), ConflictableTransactionError<Error>>;
+type TxOutcome = std::result::Result<Committed, ConflictableTransactionError<Error>>;
 
 pub(super) fn enc<T: serde::Serialize>(
     v: &T,
@@ -90,7 +91,7 @@ impl SledBackend {
     /// Writes a batch atomically: one insert where one key changes, a
     /// batch on one tree where only access records change, a transaction
     /// over the trees otherwise.
-    pub(super) fn write(&self, changes: &[Change]) -> Result<()> {
+    pub(super) fn write(&self, changes: &[Change]) -> Result<Committed> {
         // Issuing a token (its record, and the audit event the record
         // carries) is one insert. So is an exchange, which also replaces
         // the access record it evicts (same slot).
@@ -99,19 +100,19 @@ impl SledBackend {
                 self.refresh
                     .insert(&r.id[..], encode_refresh(r)?)
                     .map_err(io)?;
-                return Ok(());
+                return Ok(Committed::default());
             }
             [Change::IssueRefresh(r), Change::Event(e)] if embedded(changes, e) => {
                 self.refresh
                     .insert(&r.id[..], encode_refresh(r)?)
                     .map_err(io)?;
-                return Ok(());
+                return Ok(Committed::default());
             }
             [Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot }] => {
                 self.access
                     .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
                     .map_err(io)?;
-                return Ok(());
+                return Ok(Committed::default());
             }
             _ => {}
         }
@@ -136,9 +137,10 @@ impl SledBackend {
                     _ => unreachable!("checked above: access changes only"),
                 }
             }
-            return self.access.apply_batch(batch).map_err(io);
+            self.access.apply_batch(batch).map_err(io)?;
+            return Ok(Committed::default());
         }
-        let res: std::result::Result<(), TransactionError<Error>> = (
+        let res: std::result::Result<Committed, TransactionError<Error>> = (
             &self.members,
             &self.cutoffs,
             &self.refresh,
@@ -148,7 +150,7 @@ impl SledBackend {
             &self.meta,
         )
             .transaction(
-                |(members, cutoffs, refresh, access, last, events, meta)| -> TxResult {
+                |(members, cutoffs, refresh, access, last, events, meta)| -> TxOutcome {
                     // Keeps EVENT_SEQ the highest sequence number stored.
                     let raise_seq = |seq: u64| -> TxResult {
                         let cur = meta.get(EVENT_SEQ)?.and_then(|v| u64_from(&v)).unwrap_or(0);
@@ -157,6 +159,9 @@ impl SledBackend {
                         }
                         Ok(())
                     };
+                    // Counted afresh on each attempt (sled may run this
+                    // closure again after a conflict).
+                    let mut done = Committed::default();
                     for c in changes {
                         match c {
                             Change::PutMember(m) => {
@@ -177,22 +182,21 @@ impl SledBackend {
                                 return Err(ConflictableTransactionError::Abort(not_a_change()));
                             }
                             Change::RevokeRefresh { id, at, by, reason } => {
-                                let abort = ConflictableTransactionError::Abort;
-                                let Some(v) = refresh.get(&id[..])? else {
-                                    return Err(abort(Error::Corrupt(format!(
-                                        "token {} is in memory but not on disk",
-                                        crate::token::TokenId(*id)
-                                    ))));
-                                };
-                                let mut r = decode_refresh(&v).map_err(abort)?;
-                                if r.state == StoredState::Active {
-                                    r.state = StoredState::Revoked {
-                                        at: *at,
-                                        by: by.clone(),
-                                        reason: reason.clone(),
-                                    };
-                                    let v = encode_refresh(&r).map_err(abort)?;
-                                    refresh.insert(&id[..], v)?;
+                                revoke_refresh(refresh, id, *at, by, reason)?;
+                            }
+                            Change::RevokeMany {
+                                at,
+                                by,
+                                reason,
+                                held,
+                                ..
+                            } => {
+                                // No index by owner here: memory, which holds
+                                // every stored token, named them.
+                                for id in held {
+                                    if revoke_refresh(refresh, id, *at, by, reason)? {
+                                        done.revoked += 1;
+                                    }
                                 }
                             }
                             Change::DeleteRefresh { id, .. } => {
@@ -233,15 +237,45 @@ impl SledBackend {
                             }
                         }
                     }
-                    Ok(())
+                    Ok(done)
                 },
             );
         match res {
-            Ok(()) => Ok(()),
+            Ok(done) => Ok(done),
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(io(e)),
         }
     }
+}
+
+/// Revokes the stored refresh record `id` if it is active; returns whether
+/// it was. A record memory knows of and the disk lacks is corruption.
+fn revoke_refresh(
+    refresh: &sled::transaction::TransactionalTree,
+    id: &[u8; 16],
+    at: u64,
+    by: &str,
+    reason: &Option<String>,
+) -> std::result::Result<bool, ConflictableTransactionError<Error>> {
+    let abort = ConflictableTransactionError::Abort;
+    let Some(v) = refresh.get(&id[..])? else {
+        return Err(abort(Error::Corrupt(format!(
+            "token {} is in memory but not on disk",
+            crate::token::TokenId(*id)
+        ))));
+    };
+    let mut r = decode_refresh(&v).map_err(abort)?;
+    if r.state != StoredState::Active {
+        return Ok(false);
+    }
+    r.state = StoredState::Revoked {
+        at,
+        by: by.into(),
+        reason: reason.clone(),
+    };
+    let v = encode_refresh(&r).map_err(abort)?;
+    refresh.insert(&id[..], v)?;
+    Ok(true)
 }
 
 /// Whether `e` is the issue event of a refresh record put in the same
@@ -256,4 +290,107 @@ pub(super) fn embedded(changes: &[Change], e: &EventRecord) -> bool {
 /// The error for a change that is memory's only ([`Change::LoadRefresh`]).
 pub(super) fn not_a_change() -> Error {
     Error::Corrupt("a loaded record is not a change to commit (a bug in tokenvault)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{IssueEvent, RefreshRecord};
+    use crate::policy::Role;
+
+    fn record(n: u8) -> RefreshRecord {
+        RefreshRecord {
+            id: [n; 16],
+            org: "acme".into(),
+            user: if n.is_multiple_of(2) { "ann" } else { "bob" }.into(),
+            role_at_issue: Role::User,
+            scopes: vec!["user-read".into()],
+            label: n.is_multiple_of(3).then(|| format!("label {n}")),
+            created_at: 1_000 + u64::from(n),
+            created_by: "ann".into(),
+            expires_at: n.is_multiple_of(4).then_some(9_000),
+            state: if n == 3 {
+                StoredState::Revoked {
+                    at: 500,
+                    by: "ann".into(),
+                    reason: None,
+                }
+            } else {
+                StoredState::Active
+            },
+            verifier: [n.wrapping_mul(7); 32],
+            issue: (!n.is_multiple_of(2)).then_some(IssueEvent {
+                seq: u64::from(n),
+                assigned: n == 5,
+            }),
+        }
+    }
+
+    fn refresh_tree(b: &SledBackend) -> Vec<(Vec<u8>, Vec<u8>)> {
+        b.refresh
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    }
+
+    /// A bulk revocation writes what one revocation per token would, byte
+    /// for byte, and counts only the tokens it changed.
+    #[test]
+    fn revoke_many_writes_what_one_by_one_would() {
+        let one_by_one = SledBackend::open(None, 1 << 20).unwrap();
+        let bulk = SledBackend::open(None, 1 << 20).unwrap();
+        for b in [&one_by_one, &bulk] {
+            for n in 1..=8 {
+                b.write(&[Change::IssueRefresh(record(n))]).unwrap();
+            }
+        }
+        // Token 3 is revoked already; 8 is not named.
+        let held: Vec<[u8; 16]> = (1..=7).map(|n| [n; 16]).collect();
+        let reason = Some("bulk revocation".to_string());
+        let each: Vec<Change> = held
+            .iter()
+            .map(|id| Change::RevokeRefresh {
+                id: *id,
+                at: 2_000,
+                by: "ann".into(),
+                reason: reason.clone(),
+            })
+            .collect();
+        assert_eq!(one_by_one.write(&each).unwrap(), Committed::default());
+        let done = bulk
+            .write(&[Change::RevokeMany {
+                org: "acme".into(),
+                user: None,
+                before: u64::MAX,
+                at: 2_000,
+                by: "ann".into(),
+                reason,
+                held,
+            }])
+            .unwrap();
+        assert_eq!(done.revoked, 6);
+        assert_eq!(refresh_tree(&bulk), refresh_tree(&one_by_one));
+        let untouched = decode_refresh(&bulk.refresh.get([8u8; 16]).unwrap().unwrap()).unwrap();
+        assert_eq!(untouched.state, StoredState::Active);
+
+        // A named token the disk lacks is corruption, and nothing is
+        // written.
+        let before = refresh_tree(&bulk);
+        let err = bulk
+            .write(&[Change::RevokeMany {
+                org: "acme".into(),
+                user: None,
+                before: u64::MAX,
+                at: 3_000,
+                by: "ann".into(),
+                reason: None,
+                held: vec![[8; 16], [42; 16]],
+            }])
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert_eq!(refresh_tree(&bulk), before);
+    }
 }
