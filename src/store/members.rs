@@ -24,7 +24,7 @@ impl TokenStore {
         check_id("organization", org)?;
         check_id("user", user)?;
         let inner = &*self.inner;
-        let mut cat = inner.lock_for_write()?;
+        let cat = inner.lock_for_write()?;
         if let Some(e) = cat.orgs.get(org) {
             if e.members.contains_key(user) {
                 return Err(Error::Conflict(format!(
@@ -39,25 +39,8 @@ impl TokenStore {
                 }
             }
         }
-        let rec = MemberRecord {
-            org: org.into(),
-            user: user.into(),
-            role,
-            not_before: 0,
-        };
-        let changes = vec![
-            Change::PutMember(rec),
-            inner.event(
-                org,
-                HOST,
-                "member.add",
-                Some(format!("{user} as {role}")),
-                "ok",
-            )?,
-        ];
-        let ticket = inner.commit_apply(&mut cat, &changes)?;
-        drop(cat);
-        inner.sync(ticket)
+        let changes = vec![put_member(org, user, role, 0)];
+        inner.commit_member_change(cat, changes, org, "member.add", format!("{user} as {role}"))
     }
 
     /// Changes a member's role. The Owner's role changes only through
@@ -80,7 +63,7 @@ impl TokenStore {
     /// ```
     pub fn set_role(&self, org: &str, user: &str, role: Role) -> Result<()> {
         let inner = &*self.inner;
-        let mut cat = inner.lock_for_write()?;
+        let cat = inner.lock_for_write()?;
         let m = cat
             .member(org, user)
             .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
@@ -96,25 +79,14 @@ impl TokenStore {
                 "the Owner's role changes only by transferring ownership".into(),
             ));
         }
-        let rec = MemberRecord {
-            org: org.into(),
-            user: user.into(),
-            role,
-            not_before: m.not_before(),
-        };
-        let changes = vec![
-            Change::PutMember(rec),
-            inner.event(
-                org,
-                HOST,
-                "member.role",
-                Some(format!("{user} to {role}")),
-                "ok",
-            )?,
-        ];
-        let ticket = inner.commit_apply(&mut cat, &changes)?;
-        drop(cat);
-        inner.sync(ticket)
+        let changes = vec![put_member(org, user, role, m.not_before())];
+        inner.commit_member_change(
+            cat,
+            changes,
+            org,
+            "member.role",
+            format!("{user} to {role}"),
+        )
     }
 
     /// Makes `new_owner` (already a member) the Owner of `org`; the previous
@@ -136,7 +108,7 @@ impl TokenStore {
     /// ```
     pub fn transfer_ownership(&self, org: &str, new_owner: &str) -> Result<()> {
         let inner = &*self.inner;
-        let mut cat = inner.lock_for_write()?;
+        let cat = inner.lock_for_write()?;
         let new = cat
             .member(org, new_owner)
             .ok_or_else(|| Error::NotFound(format!("{new_owner} is not a member of {org}")))?
@@ -149,24 +121,11 @@ impl TokenStore {
             .as_deref()
             .and_then(|o| cat.member(org, o))
             .cloned();
-        let mut changes = vec![Change::PutMember(MemberRecord {
-            org: org.into(),
-            user: new_owner.into(),
-            role: Role::Owner,
-            not_before: new.not_before(),
-        })];
+        let mut changes = vec![put_member(org, new_owner, Role::Owner, new.not_before())];
         if let Some(o) = &old {
-            changes.push(Change::PutMember(MemberRecord {
-                org: org.into(),
-                user: o.user().to_string(),
-                role: Role::Admin,
-                not_before: o.not_before(),
-            }));
+            changes.push(put_member(org, o.user(), Role::Admin, o.not_before()));
         }
-        changes.push(inner.event(org, HOST, "member.transfer", Some(new_owner.into()), "ok")?);
-        let ticket = inner.commit_apply(&mut cat, &changes)?;
-        drop(cat);
-        inner.sync(ticket)
+        inner.commit_member_change(cat, changes, org, "member.transfer", new_owner.into())
     }
 
     /// Removes a member and revokes every one of their tokens, durably. The
@@ -235,5 +194,34 @@ impl TokenStore {
             .unwrap_or_default();
         out.sort();
         out
+    }
+}
+
+/// Adds or replaces a member record.
+fn put_member(org: &str, user: &str, role: Role, not_before: u64) -> Change {
+    Change::PutMember(MemberRecord {
+        org: org.into(),
+        user: user.into(),
+        role,
+        not_before,
+    })
+}
+
+impl Inner {
+    /// Commits a membership change with the host's audit event for
+    /// `action` on `target`, applies it, lets go of the catalog and waits
+    /// until it is durable.
+    fn commit_member_change(
+        &self,
+        mut cat: WriteGuard<'_>,
+        mut changes: Vec<Change>,
+        org: &str,
+        action: &str,
+        target: String,
+    ) -> Result<()> {
+        changes.push(self.event(org, HOST, action, Some(target), "ok")?);
+        let ticket = self.commit_apply(&mut cat, &changes)?;
+        drop(cat);
+        self.sync(ticket)
     }
 }
