@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::SyncState;
 use crate::error::{Error, IoError, Result};
-use crate::storage::{ChangeFeed, SharedBackend};
+use crate::storage::{ChangeFeed, Subscriber};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
@@ -24,12 +24,12 @@ pub(crate) trait Follower: Send + Sync + 'static {
 /// the store is dropped.
 pub(crate) fn spawn(
     state: Arc<SyncState>,
-    backend: Arc<dyn SharedBackend>,
+    subscriber: Subscriber,
     target: Weak<dyn Follower>,
 ) -> Result<()> {
     std::thread::Builder::new()
         .name("tokenvault-sync".into())
-        .spawn(move || run(&state, &*backend, &target))
+        .spawn(move || run(&state, &subscriber, &target))
         .map(drop)
         .map_err(|e| {
             Error::Io(IoError::with_source(
@@ -41,8 +41,8 @@ pub(crate) fn spawn(
 
 /// A new feed, listening when the options say so; `None` (after noting the
 /// error) when there is none to be had now.
-fn subscribe(rep: &SyncState, backend: &dyn SharedBackend) -> Option<Box<dyn ChangeFeed>> {
-    let mut feed = match backend.subscribe() {
+fn subscribe(rep: &SyncState, subscriber: &Subscriber) -> Option<Box<dyn ChangeFeed>> {
+    let mut feed = match subscriber() {
         Ok(f) => f,
         Err(e) => {
             rep.note_error(&e);
@@ -61,7 +61,7 @@ fn subscribe(rep: &SyncState, backend: &dyn SharedBackend) -> Option<Box<dyn Cha
     Some(feed)
 }
 
-fn run(rep: &SyncState, backend: &dyn SharedBackend, target: &Weak<dyn Follower>) {
+fn run(rep: &SyncState, subscriber: &Subscriber, target: &Weak<dyn Follower>) {
     let poll = rep.opts.poll();
     let retention = rep.opts.change_log_retention;
     let prune_every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -72,7 +72,7 @@ fn run(rep: &SyncState, backend: &dyn SharedBackend, target: &Weak<dyn Follower>
     while !rep.stopped() {
         let f = match feed.as_mut() {
             Some(f) => f,
-            None => match subscribe(rep, backend) {
+            None => match subscribe(rep, subscriber) {
                 Some(f) => {
                     if ever_connected {
                         rep.reconnects.fetch_add(1, Ordering::Relaxed);

@@ -38,10 +38,15 @@ pub(crate) trait SharedBackend: Send + Sync + 'static {
     ) -> Result<ReadThrough>;
     /// Everything memory holds, and the feed position it reflects.
     fn snapshot(&self) -> Result<(Snapshot, u64)>;
-    /// A feed on a connection of its own, for a replica's sync thread.
-    /// Blocks up to the connect timeout.
-    fn subscribe(&self) -> Result<Box<dyn ChangeFeed>>;
+    /// What a replica's sync thread opens its feeds with. It holds no
+    /// connection of the backend's own, so the backend's connections close
+    /// as soon as the store lets go of it.
+    fn subscriber(&self) -> Subscriber;
 }
+
+/// Opens a feed on a connection of its own. Blocks up to the connect
+/// timeout.
+pub(crate) type Subscriber = Box<dyn Fn() -> Result<Box<dyn ChangeFeed>> + Send>;
 
 /// Held while a management call runs; dropping it releases the lock.
 pub(crate) trait ManageLock: Send {}
@@ -51,8 +56,8 @@ pub(crate) trait ChangeFeed: Send {
     /// Asks to be woken by news from now on (else [`ChangeFeed::wait`]
     /// only sleeps: the feed is polled).
     fn listen(&mut self) -> Result<()>;
-    /// Whether the feed's connection is known to be gone (a new
-    /// [`SharedBackend::subscribe`] is then needed).
+    /// Whether the feed's connection is known to be gone (a new one is
+    /// then needed, from the [`Subscriber`]).
     fn is_closed(&self) -> bool;
     /// As [`SharedBackend::read`], without a read-through.
     fn read(&mut self, after: u64) -> Result<LogBatch>;

@@ -15,7 +15,9 @@ mod postgres;
 mod sled;
 
 #[cfg(feature = "postgres")]
-pub(crate) use feed::{ChangeFeed, LogBatch, ManageLock, ReadThrough, SharedBackend, Snapshot};
+pub(crate) use feed::{
+    ChangeFeed, LogBatch, ManageLock, ReadThrough, SharedBackend, Snapshot, Subscriber,
+};
 
 /// The embedded engine's entry points for the store: open a store's
 /// directory, tighten its files' modes after a checkpoint, and sync a

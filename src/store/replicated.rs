@@ -75,10 +75,11 @@ pub(super) fn open(cfg: Config) -> Result<TokenStore> {
     let mut store = TokenStore::with_backend(backend, cfg, key)?;
     let inner = Arc::get_mut(&mut store.inner)
         .ok_or_else(|| Error::Io("the new store is already shared".into()))?;
-    inner.replica = Some(Replica::new(shared.clone(), state.clone(), started));
+    let subscriber = shared.subscriber();
+    inner.replica = Some(Replica::new(shared, state.clone(), started));
     let weak: Weak<Inner> = Arc::downgrade(&store.inner);
     let weak: Weak<dyn Follower> = weak;
-    replica::spawn(state, shared, weak)?;
+    replica::spawn(state, subscriber, weak)?;
     Ok(store)
 }
 

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Backend, ChangeFeed, IntegrityReport, Loaded, LogBatch, ManageLock, ReadThrough, SharedBackend,
-    Snapshot, SLOT_ANY,
+    Snapshot, Subscriber, SLOT_ANY,
 };
 use crate::change::{Change, Committed};
 use crate::codec::StoredState;
@@ -328,8 +328,12 @@ impl SharedBackend for PgBackend {
         self.with_conn(|| true, Conn::snapshot)
     }
 
-    fn subscribe(&self) -> Result<Box<dyn ChangeFeed>> {
-        Ok(Box::new(self.sh.spec.connect(Some("tokenvault-sync"))?))
+    fn subscriber(&self) -> Subscriber {
+        let spec = self.sh.spec.clone();
+        Box::new(move || {
+            let feed: Box<dyn ChangeFeed> = Box::new(spec.connect(Some("tokenvault-sync"))?);
+            Ok(feed)
+        })
     }
 }
 
