@@ -118,6 +118,26 @@ impl TestDb {
     fn open(&self, key: &StoreKey) -> TokenStore {
         open_on(&self.url, key, BOUND)
     }
+
+    /// The change log's epoch: every commit so far is numbered at most this.
+    fn epoch(&self) -> u64 {
+        let seq: i64 = self
+            .sql()
+            .query_one("SELECT seq FROM tokenvault_epoch", &[])
+            .unwrap()
+            .get(0);
+        seq as u64
+    }
+
+    /// Whether every store in `stores` read the change log up to `epoch`
+    /// within ten seconds.
+    fn caught_up(stores: &[&TokenStore], epoch: u64) -> bool {
+        eventually(Duration::from_secs(10), || {
+            stores
+                .iter()
+                .all(|s| s.sync_status().unwrap().applied_seq >= epoch)
+        })
+    }
 }
 
 impl Drop for TestDb {
@@ -471,17 +491,9 @@ fn a_member_added_again_keeps_working_on_every_replica() {
         .exchange(a.generate(&uma, Default::default()).unwrap().token.expose())
         .unwrap();
     // Both replicas have read the log past all of it.
-    let epoch: i64 = db
-        .sql()
-        .query_one("SELECT seq FROM tokenvault_epoch", &[])
-        .unwrap()
-        .get(0);
+    let epoch = db.epoch();
     assert!(epoch >= 4);
-    assert!(eventually(Duration::from_secs(10), || {
-        [&a, &b]
-            .iter()
-            .all(|s| s.sync_status().unwrap().applied_seq >= epoch as u64)
-    }));
+    assert!(TestDb::caught_up(&[&a, &b], epoch));
     std::thread::sleep(BOUND);
     for s in [&a, &b] {
         assert!(s.authorize(g.access_token.expose(), "user-write").is_ok());
@@ -533,14 +545,7 @@ fn bulk_revocation_reaches_tokens_another_replica_issued() {
             .unwrap(),
         1_102
     );
-    let epoch: i64 = db
-        .sql()
-        .query_one("SELECT seq FROM tokenvault_epoch", &[])
-        .unwrap()
-        .get(0);
-    assert!(eventually(Duration::from_secs(10), || {
-        b.sync_status().unwrap().applied_seq >= epoch as u64
-    }));
+    assert!(TestDb::caught_up(&[&b], db.epoch()));
     assert_eq!(b.sync_status().unwrap().reloads, reloads);
     assert_eq!(kind(b.verify(g_b.access_token.expose())), "revoked");
     assert_eq!(kind(b.exchange(t_b.token.expose())), "revoked");
@@ -567,16 +572,7 @@ fn bulk_revocation_reaches_tokens_another_replica_issued() {
     a.add_member("acme", "adam", Role::User).unwrap();
     let t_new = b.generate(&adam, Default::default()).unwrap();
     let t_uma = a.generate(&uma, Default::default()).unwrap();
-    let epoch: i64 = db
-        .sql()
-        .query_one("SELECT seq FROM tokenvault_epoch", &[])
-        .unwrap()
-        .get(0);
-    assert!(eventually(Duration::from_secs(10), || {
-        [&a, &b]
-            .iter()
-            .all(|s| s.sync_status().unwrap().applied_seq >= epoch as u64)
-    }));
+    assert!(TestDb::caught_up(&[&a, &b], db.epoch()));
     std::thread::sleep(BOUND);
     for s in [&a, &b] {
         assert_eq!(kind(s.verify(g_adam.access_token.expose())), "revoked");
