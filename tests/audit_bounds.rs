@@ -3,6 +3,8 @@
 //! count, audit events have a retention, and a member holds a bounded
 //! number of live refresh tokens.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -14,15 +16,8 @@ const START: u64 = 1_800_000_000;
 
 fn seeded(cfg: Config) -> (TokenStore, Actor, Actor, Actor) {
     let store = cfg.open().unwrap();
-    store.add_member("acme", "olivia", Role::Owner).unwrap();
-    store.add_member("acme", "adam", Role::Admin).unwrap();
-    store.add_member("acme", "uma", Role::User).unwrap();
-    (
-        store,
-        Actor::new("acme", "olivia"),
-        Actor::new("acme", "adam"),
-        Actor::new("acme", "uma"),
-    )
+    let (olivia, adam, uma) = common::store::seed_acme(&store);
+    (store, olivia, adam, uma)
 }
 
 fn denied<'a>(events: &'a [AuditEvent], actor: &str, action: &str) -> Vec<&'a AuditEvent> {

@@ -30,9 +30,7 @@ use tokenvault::{Actor, GenerateOptions, Role, TokenId, TokenKind, TokenStore};
 /// globex: gina (Owner), gus (User).
 fn seeded() -> TokenStore {
     let store = TokenStore::temporary().unwrap();
-    store.add_member("acme", "olivia", Role::Owner).unwrap();
-    store.add_member("acme", "adam", Role::Admin).unwrap();
-    store.add_member("acme", "uma", Role::User).unwrap();
+    common::store::seed_acme(&store);
     store.add_member("acme", "sam", Role::Stakeholder).unwrap();
     store.add_member("globex", "gina", Role::Owner).unwrap();
     store.add_member("globex", "gus", Role::User).unwrap();

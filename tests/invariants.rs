@@ -16,14 +16,8 @@ const T0: u64 = 1_800_000_000;
 
 fn seeded(config: Config) -> (TokenStore, Actor, Actor) {
     let store = config.open().unwrap();
-    store.add_member("acme", "olivia", Role::Owner).unwrap();
-    store.add_member("acme", "adam", Role::Admin).unwrap();
-    store.add_member("acme", "uma", Role::User).unwrap();
-    (
-        store,
-        Actor::new("acme", "olivia"),
-        Actor::new("acme", "uma"),
-    )
+    let (olivia, _, uma) = common::store::seed_acme(&store);
+    (store, olivia, uma)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

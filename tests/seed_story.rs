@@ -2,17 +2,14 @@
 //! profile generation, the Owner's assignment, the member's own list,
 //! exchange, verification, role restriction, and the revocation cascade.
 
+mod common;
+
 use tokenvault::{Actor, Error, GenerateOptions, Role, TokenState, TokenStore};
 
 #[test]
 fn squadcast_refresh_token_story() {
     let store = TokenStore::temporary().unwrap();
-    store.add_member("acme", "olivia", Role::Owner).unwrap();
-    store.add_member("acme", "adam", Role::Admin).unwrap();
-    store.add_member("acme", "uma", Role::User).unwrap();
-    let olivia = Actor::new("acme", "olivia");
-    let adam = Actor::new("acme", "adam");
-    let uma = Actor::new("acme", "uma");
+    let (olivia, adam, uma) = common::store::seed_acme(&store);
 
     // My Profile › Generate New Token.
     let own = store
