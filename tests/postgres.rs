@@ -14,10 +14,13 @@
 
 #![cfg(feature = "postgres")]
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use common::store::seed_acme;
 use postgres::{Client, NoTls};
 use tokenvault::token::{decode_raw, encode_raw, TokenKind};
 use tokenvault::{
@@ -184,17 +187,6 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn seed(store: &TokenStore) -> (Actor, Actor, Actor) {
-    store.add_member("acme", "olivia", Role::Owner).unwrap();
-    store.add_member("acme", "adam", Role::Admin).unwrap();
-    store.add_member("acme", "uma", Role::User).unwrap();
-    (
-        Actor::new("acme", "olivia"),
-        Actor::new("acme", "adam"),
-        Actor::new("acme", "uma"),
-    )
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -263,7 +255,7 @@ fn seed_story_on_postgres() {
     };
     let k = key();
     let store = db.open(&k);
-    let (olivia, adam, uma) = seed(&store);
+    let (olivia, adam, uma) = seed_acme(&store);
     let own = store
         .generate(&uma, GenerateOptions::default().label("laptop"))
         .unwrap();
@@ -378,7 +370,7 @@ fn invariants_hold_across_replicas() {
     let k = key();
     let a = db.open(&k);
     let b = db.open(&k);
-    let (olivia, adam, uma) = seed(&a);
+    let (olivia, adam, uma) = seed_acme(&a);
     a.add_member("other", "oscar", Role::Owner).unwrap();
     let oscar = Actor::new("other", "oscar");
     // Management on B sees members added on A (it catches up first).
@@ -475,7 +467,7 @@ fn a_member_added_again_keeps_working_on_every_replica() {
     let k = key();
     let a = db.open(&k);
     let b = db.open(&k);
-    let (_, _, uma) = seed(&a);
+    let (_, _, uma) = seed_acme(&a);
     a.add_member("acme", "bob", Role::User).unwrap();
     let old = a
         .generate(&Actor::new("acme", "bob"), Default::default())
@@ -517,7 +509,7 @@ fn bulk_revocation_reaches_tokens_another_replica_issued() {
     let k = key();
     let a = db.open(&k);
     let b = db.open(&k);
-    let (olivia, adam, uma) = seed(&a);
+    let (olivia, adam, uma) = seed_acme(&a);
     // More of uma's tokens than one log row names, issued on B only.
     b.catch_up().unwrap();
     let mut on_b = Vec::new();
@@ -618,7 +610,7 @@ fn the_access_cap_holds_across_replicas() {
     };
     let a = cfg(&db.url);
     let b = cfg(&db.url);
-    let (_, _, uma) = seed(&a);
+    let (_, _, uma) = seed_acme(&a);
     let t = a.generate(&uma, Default::default()).unwrap();
     let grants: Vec<_> = (0..6)
         .map(|i| {
@@ -740,7 +732,7 @@ fn revocation_on_one_replica_is_in_force_on_another_within_the_bound() {
     let k = key();
     let a = db.open(&k);
     let b = db.open(&k);
-    let (olivia, _, uma) = seed(&a);
+    let (olivia, _, uma) = seed_acme(&a);
     let n = 300;
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
@@ -820,7 +812,7 @@ fn polling_alone_keeps_replicas_within_the_bound() {
         .key(k)
         .open()
         .unwrap();
-    let (olivia, _, uma) = seed(&a);
+    let (olivia, _, uma) = seed_acme(&a);
     let n = 30;
     let mut propagation = Vec::new();
     for i in 0..n {
@@ -872,7 +864,7 @@ fn killed_listener_misses_no_revocation() {
     let k = key();
     let a = db.open(&k);
     let b = db.open(&k);
-    let (olivia, _, uma) = seed(&a);
+    let (olivia, _, uma) = seed_acme(&a);
     let n = 120;
     let mut tokens = Vec::new();
     for _ in 0..n {
@@ -959,7 +951,7 @@ fn out_of_order_commits_cannot_skip_a_revocation() {
     let a = db.open(&k);
     let b = db.open(&k);
     let c = db.open(&k);
-    let (olivia, _, uma) = seed(&a);
+    let (olivia, _, uma) = seed_acme(&a);
     let tx = a.generate(&uma, Default::default()).unwrap();
     let gx = a.exchange(tx.token.expose()).unwrap();
     let ty = b.generate(&uma, Default::default()).unwrap();
@@ -1034,7 +1026,7 @@ fn replica_behind_the_pruned_log_reloads_a_snapshot() {
     };
     let k = key();
     let a = db.open(&k);
-    let (olivia, adam, uma) = seed(&a);
+    let (olivia, adam, uma) = seed_acme(&a);
     // B connects as a role whose read access to the log the test controls.
     let role = format!("{}_b", db.name);
     let mut sql = db.sql();
@@ -1099,7 +1091,7 @@ fn replicas_prune_the_change_log() {
         .open()
         .unwrap();
     let b = db.open(&k);
-    let (olivia, _, uma) = seed(&a);
+    let (olivia, _, uma) = seed_acme(&a);
     let mut grants = Vec::new();
     for _ in 0..5 {
         let t = a.generate(&uma, Default::default()).unwrap();
@@ -1180,7 +1172,7 @@ fn server_stopped_fails_closed_then_recovers() {
     let k = key();
     let a = db.open(&k);
     let b = db.open(&k);
-    let (olivia, _, uma) = seed(&a);
+    let (olivia, _, uma) = seed_acme(&a);
     let keep = a.generate(&uma, Default::default()).unwrap();
     let gone = a.generate(&uma, Default::default()).unwrap();
     let g_keep = a.exchange(keep.token.expose()).unwrap();
@@ -1264,7 +1256,7 @@ fn refusals_are_coalesced_and_old_events_purged() {
     };
     let a = open();
     let b = open();
-    let (olivia, adam, uma) = seed(&a);
+    let (olivia, adam, uma) = seed_acme(&a);
     for i in 0..300 {
         let id = format!("{i:05}{}", "x".repeat(16 * 1024));
         let e = a.assign(&adam, &id, Default::default()).unwrap_err();
