@@ -91,16 +91,12 @@ impl Memory {
                         hot.revoked.store(true, Ordering::Release);
                     }
                 }
-                Change::RevokeMany {
-                    org,
-                    user,
-                    before,
-                    at,
-                    ..
-                } => {
-                    // Each as `RevokeRefresh` above.
-                    for id in self.revocable(cat, org, user.as_deref(), *before) {
-                        if let Some(hot) = self.refresh.get(&id) {
+                Change::RevokeMany { at, held, .. } => {
+                    // Each as `RevokeRefresh` above: what memory held that
+                    // matched when the change was made, under the catalog
+                    // lock held since.
+                    for id in held {
+                        if let Some(hot) = self.refresh.get(id) {
                             hot.revoked_at.store(*at, Ordering::Release);
                             hot.revoked.store(true, Ordering::Release);
                         }

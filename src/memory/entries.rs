@@ -137,6 +137,7 @@ impl MemberHot {
     }
     /// The member's token list, locked: an issue holds it from counting
     /// the member's tokens (the cap) to putting the new one in memory.
+    #[inline]
     pub(crate) fn lock_held(&self) -> HeldTokens<'_> {
         HeldTokens(self.held.lock())
     }
@@ -263,6 +264,7 @@ impl RefreshHot {
     /// The family's lock and bookkeeping: a writer holds it from reading
     /// the live list to [`super::Memory::apply_family`], which alone
     /// changes it.
+    #[inline]
     pub(crate) fn lock_family(&self) -> MutexGuard<'_, RefreshExtra> {
         self.extra.lock()
     }

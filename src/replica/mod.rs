@@ -110,7 +110,7 @@ impl Replica {
         let rep = &self.state;
         let started = rep.now();
         let got = self.backend.read(rep.applied(), None, None)?;
-        if !self.follow(mem, cat, &got.log, started) {
+        if !self.follow(mem, cat, got.log, started) {
             let started = rep.now();
             let (snap, seq) = self.backend.snapshot()?;
             self.reload(mem, cat, snap, seq, started);
@@ -125,7 +125,7 @@ impl Replica {
         let started = rep.now();
         let log = feed.read(rep.applied())?;
         let mut cat = mem.catalog.write();
-        if self.follow(mem, &mut cat, &log, started) {
+        if self.follow(mem, &mut cat, log, started) {
             return Ok(());
         }
         let started = rep.now();
@@ -136,15 +136,16 @@ impl Replica {
 
     /// Applies a batch read from the feed at `started`. False when it cannot
     /// be applied from the feed (the caller reloads a snapshot).
-    fn follow(&self, mem: &Memory, cat: &mut Catalog, log: &LogBatch, started: u64) -> bool {
+    fn follow(&self, mem: &Memory, cat: &mut Catalog, log: LogBatch, started: u64) -> bool {
         let rep = &self.state;
         let applied = rep.applied();
         if log.seq > applied {
+            let seq = log.seq;
             let Some(changes) = log.changes_after(applied) else {
                 return false;
             };
             mem.apply(cat, &changes);
-            rep.set_applied(log.seq);
+            rep.set_applied(seq);
         }
         rep.mark_ok(started);
         true
@@ -245,7 +246,7 @@ impl Replica {
             if got.log.seq < rep.applied() {
                 continue;
             }
-            if !self.follow(mem, &mut cat, &got.log, started) {
+            if !self.follow(mem, &mut cat, got.log, started) {
                 let started = rep.now();
                 let (snap, seq) = self.backend.snapshot()?;
                 self.reload(mem, &mut cat, snap, seq, started);

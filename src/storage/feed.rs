@@ -95,22 +95,22 @@ impl LogBatch {
     /// it commits, so what lies between its first and second application is
     /// only other replicas' deletions and access-token revocations, which
     /// commute with it.
-    pub(crate) fn changes_after(&self, applied: u64) -> Option<Vec<Change>> {
+    pub(crate) fn changes_after(self, applied: u64) -> Option<Vec<Change>> {
         if self.truncated || applied < self.floor {
             return None;
         }
         let mut expect = applied + 1;
         let mut out = Vec::new();
-        for (seq, changes) in &self.rows {
-            if *seq <= applied {
+        for (seq, changes) in self.rows {
+            if seq <= applied {
                 continue;
             }
-            if *seq == expect {
+            if seq == expect {
                 expect += 1;
-            } else if *seq + 1 != expect {
+            } else if seq + 1 != expect {
                 return None;
             }
-            out.extend(changes.as_ref()?.iter().cloned());
+            out.extend(changes?);
         }
         if self.seq > applied && expect != self.seq + 1 {
             return None;
@@ -194,16 +194,16 @@ mod tests {
     #[test]
     fn changes_after_needs_every_sequence_number() {
         // Two rows for 3, one for 4: contiguous from 2.
-        let b = batch(4, 0, &[3, 3, 4]);
-        assert_eq!(b.changes_after(2).map(|c| c.len()), Some(3));
+        let b = || batch(4, 0, &[3, 3, 4]);
+        assert_eq!(b().changes_after(2).map(|c| c.len()), Some(3));
         // Nothing new.
-        assert_eq!(b.changes_after(4).map(|c| c.len()), Some(0));
+        assert_eq!(b().changes_after(4).map(|c| c.len()), Some(0));
         // A hole (3 missing when 1 is applied).
-        assert!(b.changes_after(1).is_none());
+        assert!(b().changes_after(1).is_none());
         // Rows pruned past what is applied.
-        let pruned = batch(4, 3, &[4]);
-        assert!(pruned.changes_after(2).is_none());
-        assert_eq!(pruned.changes_after(3).map(|c| c.len()), Some(1));
+        let pruned = || batch(4, 3, &[4]);
+        assert!(pruned().changes_after(2).is_none());
+        assert_eq!(pruned().changes_after(3).map(|c| c.len()), Some(1));
         // The epoch says 5 but the rows stop at 4.
         assert!(batch(5, 0, &[3, 4]).changes_after(2).is_none());
         // Truncated reads and undecodable rows mean a reload.

@@ -11,7 +11,11 @@ impl TokenStore {
     /// batch) and flushing once at the end, so that a benchmark builds a
     /// store of a million tokens in seconds. `sink` receives each refresh
     /// token with its access tokens. The cap of live tokens per member
-    /// ([`Config::max_live_tokens_per_member`]) does not apply here.
+    /// ([`Config::max_live_tokens_per_member`]) does not apply here, nor
+    /// do the ordinary write path's other steps: no recovery of a failed
+    /// storage first, no group-commit writer count, and on a shared store
+    /// neither the management lock nor a catch-up (a test that uses it
+    /// there catches up itself).
     ///
     /// # Errors
     /// [`Error::Forbidden`] if the actor is not a member;

@@ -182,7 +182,7 @@ impl SledBackend {
                                 return Err(ConflictableTransactionError::Abort(not_a_change()));
                             }
                             Change::RevokeRefresh { id, at, by, reason } => {
-                                revoke_refresh(refresh, id, *at, by, reason)?;
+                                revoke_refresh(refresh, id, *at, by, reason, false)?;
                             }
                             Change::RevokeMany {
                                 at,
@@ -192,9 +192,12 @@ impl SledBackend {
                                 ..
                             } => {
                                 // No index by owner here: memory, which holds
-                                // every stored token, named them.
+                                // every stored token, named them. One the
+                                // disk lacks is skipped, as listing the
+                                // member's tokens skips it: a damaged entry
+                                // must not block an emergency revocation.
                                 for id in held {
-                                    if revoke_refresh(refresh, id, *at, by, reason)? {
+                                    if revoke_refresh(refresh, id, *at, by, reason, true)? {
                                         done.revoked += 1;
                                     }
                                 }
@@ -249,16 +252,21 @@ impl SledBackend {
 }
 
 /// Revokes the stored refresh record `id` if it is active; returns whether
-/// it was. A record memory knows of and the disk lacks is corruption.
+/// it was. A record memory knows of and the disk lacks is corruption,
+/// unless `skip_missing` (then nothing is revoked).
 fn revoke_refresh(
     refresh: &sled::transaction::TransactionalTree,
     id: &[u8; 16],
     at: u64,
     by: &str,
     reason: &Option<String>,
+    skip_missing: bool,
 ) -> std::result::Result<bool, ConflictableTransactionError<Error>> {
     let abort = ConflictableTransactionError::Abort;
     let Some(v) = refresh.get(&id[..])? else {
+        if skip_missing {
+            return Ok(false);
+        }
         return Err(abort(Error::Corrupt(format!(
             "token {} is in memory but not on disk",
             crate::token::TokenId(*id)
@@ -376,10 +384,10 @@ mod tests {
         let untouched = decode_refresh(&bulk.refresh.get([8u8; 16]).unwrap().unwrap()).unwrap();
         assert_eq!(untouched.state, StoredState::Active);
 
-        // A named token the disk lacks is corruption, and nothing is
-        // written.
-        let before = refresh_tree(&bulk);
-        let err = bulk
+        // A named token the disk lacks is skipped and not counted (as a
+        // listing of the member's tokens would skip it); the others are
+        // revoked.
+        let done = bulk
             .write(&[Change::RevokeMany {
                 org: "acme".into(),
                 user: None,
@@ -389,6 +397,35 @@ mod tests {
                 reason: None,
                 held: vec![[8; 16], [42; 16]],
             }])
+            .unwrap();
+        assert_eq!(done.revoked, 1);
+        assert!(bulk.refresh.get([42u8; 16]).unwrap().is_none());
+        let revoked = decode_refresh(&bulk.refresh.get([8u8; 16]).unwrap().unwrap()).unwrap();
+        assert!(
+            matches!(revoked.state, StoredState::Revoked { at: 3_000, .. }),
+            "{:?}",
+            revoked.state
+        );
+        // A single revocation of a token the disk lacks is corruption, and
+        // nothing is written (not even the active token 9 revoked beside
+        // it).
+        bulk.write(&[Change::IssueRefresh(record(9))]).unwrap();
+        let before = refresh_tree(&bulk);
+        let err = bulk
+            .write(&[
+                Change::RevokeRefresh {
+                    id: [9; 16],
+                    at: 4_000,
+                    by: "ann".into(),
+                    reason: None,
+                },
+                Change::RevokeRefresh {
+                    id: [42; 16],
+                    at: 4_000,
+                    by: "ann".into(),
+                    reason: None,
+                },
+            ])
             .unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
         assert_eq!(refresh_tree(&bulk), before);
