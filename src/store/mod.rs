@@ -89,8 +89,7 @@ struct Held<'a, G> {
 type WriteGuard<'a> = Held<'a, replicated::CatalogGuard<'a>>;
 
 /// The catalog held by a call issuing a token: shared with other issues
-/// in a build without the `postgres` feature, exclusive with it (see
-/// [`Inner::lock_for_issue`]).
+/// on an embedded store (see [`Inner::lock_for_issue`]).
 type IssueGuard<'a> = Held<'a, replicated::IssueCatalog<'a>>;
 
 struct WriterMark<'a>(&'a AtomicUsize);

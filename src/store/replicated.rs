@@ -37,9 +37,24 @@ impl DerefMut for CatalogGuard<'_> {
     }
 }
 
-/// Issuing a token on a shared store takes the fleet-wide management lock
-/// and the catalog, as any management call.
-pub(super) type IssueCatalog<'a> = CatalogGuard<'a>;
+/// The catalog for issuing a token: on an embedded store only read, as in
+/// a build without this feature (concurrent issues write their records side
+/// by side); on a shared store under the fleet-wide management lock and
+/// exclusive, as any management call.
+pub(super) enum IssueCatalog<'a> {
+    Embedded(RwLockReadGuard<'a, Catalog>),
+    Shared(CatalogGuard<'a>),
+}
+
+impl Deref for IssueCatalog<'_> {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        match self {
+            IssueCatalog::Embedded(cat) => cat,
+            IssueCatalog::Shared(cat) => cat,
+        }
+    }
+}
 
 /// Opens a store on PostgreSQL: migrate, load, then start the sync thread.
 pub(super) fn open(cfg: Config) -> Result<TokenStore> {
@@ -161,9 +176,12 @@ impl Inner {
         }
     }
 
-    /// The catalog for issuing a token: as for any management call.
+    /// The catalog for issuing a token (see [`IssueCatalog`]).
     pub(super) fn lock_catalog_for_issue(&self) -> Result<IssueCatalog<'_>> {
-        self.lock_catalog_for_write()
+        if self.replica.is_none() {
+            return Ok(IssueCatalog::Embedded(self.mem.catalog.read()));
+        }
+        Ok(IssueCatalog::Shared(self.lock_catalog_for_write()?))
     }
 
     /// The catalog for a management call that writes: on a shared store,
