@@ -212,7 +212,7 @@ impl TokenStore {
         };
         let mut store = Self::with_backend(Box::new(SwapHandle(swap)), cfg, key)?;
         let inner = Arc::get_mut(&mut store.inner)
-            .ok_or_else(|| Error::Io("the new store is already shared".into()))?;
+            .ok_or_else(|| Error::Io("the new store already has another handle".into()))?;
         inner.recovery = Some(recovery);
         Ok(store)
     }
@@ -329,7 +329,9 @@ impl Inner {
             }
         };
         let Ok(reopened) = Arc::try_unwrap(reopened.inner) else {
-            return Err(Error::Io("the reloaded store is already shared".into()));
+            return Err(Error::Io(
+                "the reloaded store already has another handle".into(),
+            ));
         };
         // From here nothing fails.
         if written > flushed {

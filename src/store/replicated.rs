@@ -89,7 +89,7 @@ pub(super) fn open(cfg: Config) -> Result<TokenStore> {
     let started = state.now();
     let mut store = TokenStore::with_backend(backend, cfg, key)?;
     let inner = Arc::get_mut(&mut store.inner)
-        .ok_or_else(|| Error::Io("the new store is already shared".into()))?;
+        .ok_or_else(|| Error::Io("the new store already has another handle".into()))?;
     let subscriber = shared.subscriber();
     inner.replica = Some(Replica::new(shared, state.clone(), started));
     let weak: Weak<Inner> = Arc::downgrade(&store.inner);
