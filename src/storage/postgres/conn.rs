@@ -271,16 +271,21 @@ impl Conn {
         Ok(out)
     }
 
-    /// Everything that lives in memory, and the epoch it reflects, from one
-    /// repeatable-read snapshot.
-    pub(crate) fn snapshot(&mut self) -> Result<(Snapshot, u64)> {
-        let mut tx = self
-            .client
+    /// A read-only transaction in which every read sees one snapshot
+    /// (repeatable read).
+    pub(crate) fn read_only_snapshot(&mut self) -> Result<postgres::Transaction<'_>> {
+        self.client
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()
-            .map_err(pg)?;
+            .map_err(pg)
+    }
+
+    /// Everything that lives in memory, and the epoch it reflects, from one
+    /// repeatable-read snapshot.
+    pub(crate) fn snapshot(&mut self) -> Result<(Snapshot, u64)> {
+        let mut tx = self.read_only_snapshot()?;
         let row = tx
             .query_one("SELECT seq FROM tokenvault_epoch WHERE id = 1", &[])
             .map_err(pg)?;

@@ -6,13 +6,7 @@ use super::*;
 
 pub(super) fn check_integrity(c: &mut Conn) -> Result<IntegrityReport> {
     let mut r = IntegrityReport::default();
-    let mut tx = c
-        .client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(pg)?;
+    let mut tx = c.read_only_snapshot()?;
     let p = &mut r.problems;
     for row in tx
         .query("SELECT org, member, role FROM tokenvault_members", &[])
