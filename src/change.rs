@@ -92,7 +92,6 @@ pub(crate) enum Change {
         refresh_id: [u8; 16],
         id: [u8; 16],
         slot: u32,
-        at: u64,
     },
     /// Delete the access record `id` (of the family `refresh_id`, in slot
     /// `slot`).

@@ -146,6 +146,7 @@ impl Memory {
     /// read-through (and the loader's slow path). A refresh record new to
     /// memory hangs on its member (or a removed stand-in); one memory holds
     /// keeps its entry, and only a revocation sticks to it.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn load(&self, cat: &mut Catalog, records: Vec<Stored>) {
         for s in records {
             self.load_one(cat, s);

@@ -64,7 +64,8 @@ impl Catalog {
             .unwrap_or_default()
     }
 
-    /// Every member, as (organization, user) pairs.
+    /// Every member, as (organization, user) pairs (a replica's reload).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn all_members(&self) -> Vec<(String, String)> {
         self.orgs
             .iter()

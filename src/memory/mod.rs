@@ -61,11 +61,13 @@ pub(crate) enum Stored {
     Member(MemberRecord),
     /// An organization's cutoff.
     OrgCutoff { org: String, at: u64 },
-    /// A refresh record, in whatever state it is.
+    /// A refresh record, in whatever state it is (a shared store's).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Refresh(RefreshRecord),
     /// An access record, in slot `slot` of its family where the backend
     /// keeps slots; otherwise (`None`) it takes the family's next free one,
-    /// evicting nothing.
+    /// evicting nothing (a shared store's).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Access {
         rec: AccessRecord,
         slot: Option<u32>,

@@ -297,7 +297,6 @@ impl TokenStore {
                 refresh_id: parent.id(),
                 id: parsed.id.0,
                 slot,
-                at: inner.now(),
             }];
             let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;

@@ -579,9 +579,7 @@ impl Conn {
                     tx.execute(&st.last_refresh, &[&&id[..], &i64_of(*at)])
                         .map_err(pg)?;
                 }
-                Change::RevokeAccess {
-                    refresh_id, id, at, ..
-                } => {
+                Change::RevokeAccess { refresh_id, id, .. } => {
                     // Gone meanwhile (purged on another replica): nothing
                     // left to revoke.
                     if let Some(row) = tx.query_opt(&st.access_get, &[&&id[..]]).map_err(pg)? {
@@ -593,7 +591,6 @@ impl Conn {
                             logged.push(LogChange::RevokeAccess {
                                 refresh_id: *refresh_id,
                                 id: *id,
-                                at: *at,
                             });
                         }
                     }

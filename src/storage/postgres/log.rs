@@ -83,7 +83,6 @@ pub(crate) enum LogChange {
     RevokeAccess {
         refresh_id: [u8; 16],
         id: [u8; 16],
-        at: u64,
     },
 }
 
@@ -111,11 +110,10 @@ impl LogChange {
                 Change::RevokeRefresh { id, at, by, reason }
             }
             LogChange::DeleteRefresh { id, org, user } => Change::DeleteRefresh { id, org, user },
-            LogChange::RevokeAccess { refresh_id, id, at } => Change::RevokeAccess {
+            LogChange::RevokeAccess { refresh_id, id } => Change::RevokeAccess {
                 refresh_id,
                 id,
                 slot: NO_SLOT,
-                at,
             },
             LogChange::DeleteAccess { refresh_id, id } => Change::DeleteAccess {
                 refresh_id,
@@ -166,12 +164,11 @@ impl LogChange {
                 },
                 StoredState::Active => return false,
             },
-            // Old format: the record carried no time of revocation.
+            // Old format: a revoked access record.
             LogChange::OldRevokeAccess(a) if a.revoked => Change::RevokeAccess {
                 refresh_id: a.refresh_id,
                 id: a.id,
                 slot: NO_SLOT,
-                at: 0,
             },
             LogChange::OldRevokeAccess(_) => return false,
         };
@@ -404,7 +401,6 @@ mod tests {
             LogChange::RevokeAccess {
                 refresh_id: [1; 16],
                 id: [2; 16],
-                at: 6,
             },
         ];
         let mut got = Vec::new();
@@ -444,7 +440,7 @@ mod tests {
             "{got:?}"
         );
         assert!(
-            matches!(&got[5], Change::RevokeAccess { at: 6, .. }),
+            matches!(&got[5], Change::RevokeAccess { id, .. } if *id == [2; 16]),
             "{got:?}"
         );
         assert_eq!(got.len(), 6);
