@@ -161,7 +161,18 @@ async fn authenticate_owned(
 /// the store as an [`axum::Extension`], in which case the extractor verifies
 /// the token itself. Otherwise it answers 500, a wiring mistake. It refuses
 /// as RFC 6750 says: 401 with `WWW-Authenticate: Bearer
-/// error="invalid_token"` for a bad, revoked or expired token.
+/// error="invalid_token"` for a bad, revoked or expired token; 503 with
+/// `Retry-After` when a shared store's replica cannot answer (stale, or its
+/// database unreachable).
+///
+/// When it waits: behind a [`BearerLayer`] never (the layer verified).
+/// Verifying itself, it answers on the async worker from memory, without
+/// blocking, on an embedded store and for any token a shared store's
+/// replica holds ([`TokenStore::try_verify`]). Only for a token a shared
+/// store's replica does not hold yet (minted on another replica) does the
+/// request wait: for one database round trip, run on tokio's blocking pool
+/// (never on the worker), at most 32 at once per process; past a 2 s wait
+/// for one of those places it is answered 503.
 ///
 /// ```
 /// use axum::{routing::get, Extension, Router};
@@ -221,8 +232,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
 /// `WWW-Authenticate: Bearer realm="tokenvault"` when no token is given, 401
 /// with `error="invalid_token"` for a malformed, unknown, revoked or expired
 /// one, 403 with `error="insufficient_scope"` (and the scope) when a scope is
-/// missing, 400 `invalid_request` for a garbled header. Verification reads
-/// memory only.
+/// missing, 400 `invalid_request` for a garbled header, 503 with
+/// `Retry-After` when a shared store's replica cannot answer.
+///
+/// It never blocks an async worker. On an embedded store, and on a shared
+/// store for a token the replica holds, it verifies inline from memory
+/// ([`TokenStore::try_verify`]: no disk, no database, no wait). On a shared
+/// (PostgreSQL) store, a token the replica does not hold yet (minted on
+/// another replica) is read through on tokio's blocking pool
+/// ([`TokenStore::verify`] in `spawn_blocking`): that request waits for one
+/// database round trip, plus, when 32 such reads are already running in the
+/// process, up to 2 s for a place, after which it is answered 503. A
+/// replica's `read_through_per_second` budget applies as well (429 past it).
 ///
 /// Put it on one route (`MethodRouter::layer` or `Router::route_layer`) or on
 /// a whole router (`Router::layer`). A scope the store's policy does not name

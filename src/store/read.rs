@@ -100,3 +100,39 @@ impl Inner {
         Ok(Fresh { inner: self })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The read paths' files look tokens up only through the gate's view:
+    /// a new read path written beside them that reached memory's token maps
+    /// (or the backend's records) directly would skip the replica's
+    /// freshness check and read-through, and fails this test.
+    #[test]
+    fn read_paths_reach_tokens_only_through_the_gate() {
+        let revoke = include_str!("revoke.rs");
+        let by_token = &revoke[revoke
+            .find("pub fn revoke_access")
+            .expect("revoke_access is in revoke.rs")..];
+        let by_token = &by_token[..by_token.find("\nimpl Inner").unwrap_or(by_token.len())];
+        for (file, text) in [
+            ("verify.rs", include_str!("verify.rs")),
+            ("revoke.rs", by_token),
+        ] {
+            let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            for direct in [
+                "mem.access.with(",
+                "mem.access.get(",
+                "mem.refresh.with(",
+                "mem.refresh.get(",
+                "backend.get_refresh(",
+                "backend.get_access(",
+            ] {
+                assert!(
+                    !squeezed.contains(direct),
+                    "{file} reads `{direct}` directly: go through `Inner::read_access` or \
+                     `Inner::read_refresh` and the `Fresh` view"
+                );
+            }
+        }
+    }
+}
