@@ -128,6 +128,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(tracing::Level::INFO)
         .init();
     let args = match parse_args(std::env::args().skip(1)) {
@@ -202,7 +203,14 @@ fn seed(store: &TokenStore) -> tokenvault::Result<()> {
 
 async fn serve(store: TokenStore, port: Option<u16>, where_: String) -> std::io::Result<()> {
     let listener = match port {
-        Some(p) => tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).await?,
+        Some(p) => tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p))
+            .await
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on 127.0.0.1:{p}: {e} (--port 0 takes a free port)"),
+                )
+            })?,
         None => match tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, DEFAULT_PORT)).await {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
