@@ -34,7 +34,7 @@ const CAP: usize = 10_001;
 /// the store holds fewer).
 const RANDOM_DISTINCT: usize = 100_000;
 /// The seed of the random orders: the floor's process makes the same ones.
-const RANDOM_SEED: u64 = 0x5eed_0f_7a11_0c8d;
+const RANDOM_SEED: u64 = 0x005e_ed0f_7a11_0c8d;
 const MIB: f64 = 1024.0 * 1024.0;
 
 struct Opts {
