@@ -32,7 +32,7 @@ ensure_tool deny cargo-deny "$DENY_VERSION"
 ensure_tool semver-checks cargo-semver-checks "$SEMVER_CHECKS_VERSION"
 
 echo "== cargo deny check bans licenses sources"
-cargo deny --locked check bans licenses sources
+cargo deny --locked --workspace check bans licenses sources
 
 echo "== cargo package"
 cargo package -p tokenvault --locked --allow-dirty
