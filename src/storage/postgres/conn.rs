@@ -481,6 +481,7 @@ impl Conn {
                         &[&&r.id[..], &r.org, &r.user, &false, &body],
                     )
                     .map_err(pg)?;
+                    logged.push(LogChange::Issued(r.clone()));
                 }
                 Change::RevokeRefresh { id, at, by, reason } => {
                     let Some(row) = tx.query_opt(&st.refresh_get, &[&&id[..]]).map_err(pg)? else {

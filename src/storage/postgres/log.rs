@@ -54,6 +54,10 @@ pub(crate) enum LogChange {
         by: String,
         reason: Option<String>,
     },
+    /// A new refresh token (`generate`, `assign`), active: logged so that
+    /// every replica holds it before it is first presented (see
+    /// `docs/postgres.md`, "New tokens in the change log").
+    Issued(RefreshRecord),
     AddMember {
         org: String,
         user: String,
@@ -134,6 +138,8 @@ impl LogChange {
                 }));
                 return true;
             }
+            // A new token is its issue, as memory applies it.
+            LogChange::Issued(r) => Change::IssueRefresh(r),
             // The old format, read for logs written before an upgrade. A
             // member record says the member is in the organization with
             // that role (added, changed, or made or unmade the Owner: memory
