@@ -111,9 +111,10 @@ impl TokenStore {
             let live = held
                 .ids()
                 .filter(|id| {
-                    inner.mem.refresh.with(id, |r| {
-                        r.is_some_and(|r| !r.is_revoked() && r.expires_at() > now)
-                    })
+                    inner
+                        .mem
+                        .refresh
+                        .with(id, |r| r.is_some_and(|r| r.usable(now).is_usable()))
                 })
                 .count();
             if live >= inner.max_live {
@@ -231,17 +232,24 @@ impl Inner {
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
         let hot = self.mem.refresh.get(&r.id);
         let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
+        // The stored revocation says who and why; otherwise the one rule
+        // (on the record's own expiry where memory does not hold it).
+        let usable = match &hot {
+            Some(h) => h.usable(now),
+            None if r.expires_at.is_some_and(|e| e <= now) => Usable::Expired,
+            None => Usable::Yes(r.role_at_issue),
+        };
         let state = match r.state {
             StoredState::Revoked { at, by, reason } => TokenState::Revoked { at, by, reason },
-            StoredState::Active if hot.as_ref().is_some_and(|h| h.is_revoked()) => {
-                TokenState::Revoked {
+            StoredState::Active => match usable {
+                Usable::Yes(_) => TokenState::Active,
+                Usable::Expired => TokenState::Expired,
+                Usable::Revoked | Usable::CutOff | Usable::Removed => TokenState::Revoked {
                     at: hot.as_ref().map_or(0, |h| h.member().cutoff()),
                     by: HOST.into(),
                     reason: Some("cutoff or membership".into()),
-                }
-            }
-            StoredState::Active if r.expires_at.is_some_and(|e| e <= now) => TokenState::Expired,
-            StoredState::Active => TokenState::Active,
+                },
+            },
         };
         TokenInfo {
             id: TokenId(r.id),

@@ -142,15 +142,10 @@ impl TokenStore {
         // a time as the backend reads it (from several threads at once).
         let loaded = {
             let loader = crate::memory::Loader::new(&inner.mem);
-            let loaded = inner
-                .backend
-                .load(&|c| loader.apply(c), &|r| loader.refresh(r))?;
+            let loaded = inner.backend.load(&Sink(&loader))?;
             inner.unlisted = loader.finish();
             loaded
         };
-        // Access records came in no particular order: each family's live
-        // list must be oldest first (the cap evicts from the front).
-        inner.mem.order_live_lists();
         inner.skipped = loaded.skipped;
         inner.warm_start = loaded.warm;
         inner.event_seq = AtomicU64::new(loaded.last_event_seq);
@@ -272,5 +267,26 @@ impl Config {
     /// ```
     pub fn open(self) -> Result<TokenStore> {
         TokenStore::open_with(self)
+    }
+}
+
+/// Memory's loader as the sink of a backend's load.
+struct Sink<'a, 'm>(&'a crate::memory::Loader<'m>);
+
+impl crate::storage::LoadSink for Sink<'_, '_> {
+    fn org_cutoff(&self, org: String, at: u64) {
+        self.0.org_cutoff(org, at);
+    }
+    fn member(&self, m: crate::codec::MemberRecord) {
+        self.0.member(m);
+    }
+    fn refresh(&self, r: &crate::codec::RefreshView<'_>) {
+        self.0.refresh(r);
+    }
+    fn access(&self, rec: AccessRecord, slot: Option<u32>) {
+        self.0.access(rec, slot);
+    }
+    fn last_refresh(&self, id: [u8; 16], at: u64) {
+        self.0.last_refresh(id, at);
     }
 }

@@ -31,10 +31,10 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use super::{Catalog, Inner, TokenStore};
 use crate::change::{Change, Committed};
-use crate::codec::{EventRecord, RefreshRecord, RefreshView};
+use crate::codec::{EventRecord, RefreshRecord};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, IoError, Result};
-use crate::storage::{Backend, IntegrityReport, Loaded};
+use crate::storage::{Backend, IntegrityReport, LoadSink, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
 /// calls answer the last failure): a reopen reads sled's log, which a call
@@ -93,12 +93,8 @@ impl Backend for SwapHandle {
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
         self.0.call(|b| b.meta_put(name, value))
     }
-    fn load(
-        &self,
-        apply: &(dyn Fn(Change) + Sync),
-        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
-    ) -> Result<Loaded> {
-        self.0.call(|b| b.load(apply, refresh))
+    fn load(&self, sink: &dyn LoadSink) -> Result<Loaded> {
+        self.0.call(|b| b.load(sink))
     }
     fn commit(&self, changes: &[Change]) -> Result<Committed> {
         self.0.call(|b| b.commit(changes))
@@ -298,8 +294,8 @@ impl Inner {
         // No commit is under way (each holds the catalog or the gate):
         // every ticket not yet durable was committed to the failed storage.
         let f = &self.flusher;
-        let written = f.written.load(Ordering::Acquire);
-        let flushed = f.flushed.load(Ordering::Acquire);
+        let written = f.written();
+        let flushed = f.flushed();
         // A storage whose syncs still fail would be kept open when dropped
         // (holding its file lock, so no reopen could succeed): wait until
         // they work again.
@@ -341,9 +337,7 @@ impl Inner {
         // One ticket more, never handed out and durable: a flush asked for
         // after the reload has nothing lost to wait for.
         let barrier = written + 1;
-        f.written.store(barrier, Ordering::Release);
-        f.flushed.fetch_max(barrier, Ordering::AcqRel);
-        f.lazy.store(0, Ordering::Release);
+        f.restart_at(barrier);
         let backend = self.transplant(&mut cat, reopened);
         *r.swap.current.write() = Some(backend);
         r.generation.fetch_add(1, Ordering::AcqRel);

@@ -22,7 +22,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
 use self::stable::StableFiles;
-use super::{Backend, IntegrityReport, Loaded};
+use super::{Backend, IntegrityReport, LoadSink, Loaded};
 use crate::change::{Change, Committed};
 use crate::codec::{
     decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
@@ -263,22 +263,18 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn load(
-        &self,
-        apply: &(dyn Fn(Change) + Sync),
-        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
-    ) -> Result<Loaded> {
+    fn load(&self, sink: &dyn LoadSink) -> Result<Loaded> {
         let mut info = Loaded::default();
         for kv in self.cutoffs.iter() {
             let (k, v) = kv.map_err(io)?;
             let org = org_from_key(&k).ok_or_else(|| Error::Corrupt("bad cutoff key".into()))?;
             let at = u64_from(&v).ok_or_else(|| Error::Corrupt("bad cutoff value".into()))?;
-            apply(Change::PutOrgCutoff { org, at });
+            sink.org_cutoff(org, at);
         }
         for kv in self.members.iter() {
             let (_, v) = kv.map_err(io)?;
             match decode::<MemberRecord>(&v, "member") {
-                Ok(m) => apply(Change::PutMember(m)),
+                Ok(m) => sink.member(m),
                 Err(_) => info.skipped += 1,
             }
         }
@@ -300,7 +296,7 @@ impl Backend for SledBackend {
                 if r.issue_seq > max_issue.load(Ordering::Relaxed) {
                     max_issue.fetch_max(r.issue_seq, Ordering::Relaxed);
                 }
-                refresh(r);
+                sink.refresh(r);
                 true
             };
             let ok = match view_refresh(v) {
@@ -313,13 +309,11 @@ impl Backend for SledBackend {
             }
         };
         let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
-                apply(Change::PutAccess { rec, slot })
-            }
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => sink.access(rec, Some(slot)),
             _ => skip(),
         };
         let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), u64_from(v)) {
-            (Ok(id), Some(at)) => apply(Change::PutLastRefresh { id, at }),
+            (Ok(id), Some(at)) => sink.last_refresh(id, at),
             _ => skip(),
         };
         // Each loader thread hands a family's refresh record over before
