@@ -4,6 +4,8 @@
 //! its modes (a kind disk that keeps a failed sync's pages pending, and
 //! Linux's, which drops them from the write-back but keeps them readable
 //! until a restart). Then:
+//! - (also with the file system dead, every request answering `ENOTCONN`
+//!   as when its daemon is gone)
 //! - the first durable call answers `io` (its own sync failed), the later
 //!   ones (revoke, set_role, remove_member) and `flush` `io` or
 //!   `unavailable` (refused while the store cannot open its storage
@@ -229,6 +231,8 @@ fn faulted_calls(test: &str, disk: &mut Disk, mode: &str) {
     let t1 = ready.split(' ').nth(1).expect("t1").to_string();
     if mode.starts_with("writes") {
         disk.fail_writes(Some(libc::ENOSPC));
+    } else if mode.starts_with("dead") {
+        disk.die();
     } else {
         disk.fail_syncs(Some(libc::EIO));
     }
@@ -267,7 +271,7 @@ fn faulted_calls(test: &str, disk: &mut Disk, mode: &str) {
     );
     let c = disk.counters();
     assert!(
-        c.failed_syncs + c.failed_writes > 0,
+        c.failed_syncs + c.failed_writes + c.after_cut > 0,
         "{mode}: no fault was met: {c:?}"
     );
     // The store is not bricked: after a power cut it opens with what was
@@ -294,7 +298,13 @@ fn durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail() {
     }
     let test = "durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail";
     for fs in MODES {
-        for mode in ["syncs-drop", "syncs-close", "writes-drop"] {
+        for mode in [
+            "syncs-drop",
+            "syncs-close",
+            "writes-drop",
+            "dead-drop",
+            "dead-close",
+        ] {
             let Some(mut disk) = disk_in(test, fs) else {
                 return;
             };

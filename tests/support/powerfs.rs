@@ -143,6 +143,9 @@ struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     cut: bool,
+    /// What every request answers after a cut (`EIO`; `ENOTCONN` for a
+    /// daemon gone, see [`Disk::die`]).
+    cut_errno: Errno,
     faults: Faults,
     counters: Counters,
     mode: Mode,
@@ -160,6 +163,7 @@ impl State {
             nodes,
             next_ino: ROOT + 1,
             cut: false,
+            cut_errno: Errno::EIO,
             faults: Faults::default(),
             counters: Counters::default(),
             mode: Mode::Kind,
@@ -305,6 +309,7 @@ impl State {
             }
         }
         self.cut = false;
+        self.cut_errno = Errno::EIO;
     }
 
     /// The error a sync fails with while that fault is on (counted).
@@ -401,7 +406,7 @@ macro_rules! live {
         let mut s = $self.0.lock();
         if s.cut {
             s.counters.after_cut += 1;
-            $reply.error(Errno::EIO);
+            $reply.error(s.cut_errno);
             return;
         }
         s
@@ -890,6 +895,14 @@ impl Disk {
     /// The power goes: nothing more is written, every request fails.
     pub fn cut(&self) {
         self.state.lock().cut = true;
+    }
+
+    /// The file system dies (as when its daemon is gone): from now on every
+    /// request fails with `ENOTCONN`, until [`Disk::restart`].
+    pub fn die(&self) {
+        let mut s = self.state.lock();
+        s.cut = true;
+        s.cut_errno = Errno::ENOTCONN;
     }
 
     /// Everything written so far becomes durable, as after `sync(2)`.
