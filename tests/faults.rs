@@ -388,6 +388,9 @@ fn concurrent_callers_through_a_full_disk() {
     free(&ballast, Some(64 * 1024));
     let stop = std::sync::atomic::AtomicBool::new(false);
     let failures = std::sync::atomic::AtomicU64::new(0);
+    // Set once the ballast is gone; then counts the issues that succeed.
+    let freed = std::sync::atomic::AtomicBool::new(false);
+    let issued_after = std::sync::atomic::AtomicU64::new(0);
     let failed_kind = |e: &Error| matches!(e.kind(), "io" | "unavailable");
     let (acked, revoked) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..3)
@@ -403,6 +406,7 @@ fn concurrent_callers_through_a_full_disk() {
                                 Ok(()) => revoked.push(t),
                                 Err(e) => {
                                     assert!(failed_kind(&e), "{e}");
+                                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                     pending = Some(t);
                                     continue;
                                 }
@@ -410,6 +414,9 @@ fn concurrent_callers_through_a_full_disk() {
                         }
                         match store.generate(&bob, GenerateOptions::default()) {
                             Ok(t) => {
+                                if freed.load(std::sync::atomic::Ordering::Acquire) {
+                                    issued_after.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                                }
                                 if let Ok(g) = store.exchange(t.token.expose()) {
                                     let _ = store.verify(g.access_token.expose());
                                 }
@@ -417,6 +424,7 @@ fn concurrent_callers_through_a_full_disk() {
                                     Ok(()) => revoked.push(t.clone()),
                                     Err(e) => {
                                         assert!(failed_kind(&e), "{e}");
+                                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                         pending = Some(t.clone());
                                     }
                                 }
@@ -434,7 +442,17 @@ fn concurrent_callers_through_a_full_disk() {
             .collect();
         std::thread::sleep(Duration::from_millis(1500));
         free(&ballast, None);
-        std::thread::sleep(Duration::from_millis(1000));
+        freed.store(true, std::sync::atomic::Ordering::Release);
+        // The workers stop once they issue again (at most 30 s, a loaded
+        // machine), not after a fixed time: running on, they could fill the
+        // disk anew and leave `close` no room for its checkpoint (as they
+        // did on a loaded machine).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while issued_after.load(std::sync::atomic::Ordering::Acquire) < 3
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut acked = Vec::new();
         let mut revoked = Vec::new();
@@ -458,11 +476,15 @@ fn concurrent_callers_through_a_full_disk() {
     assert!(store.check_integrity().unwrap().is_clean());
     let failures = failures.into_inner();
     eprintln!(
-        "{} generated, {} revoked, {failures} generates failed",
+        "{} generated, {} revoked, {failures} calls failed",
         acked.len(),
         revoked.len()
     );
     assert!(failures > 0, "the disk never filled");
+    assert!(
+        issued_after.into_inner() >= 3,
+        "the workers did not issue again once space was free"
+    );
     assert!(!revoked.is_empty());
 }
 

@@ -74,7 +74,9 @@ impl Swap {
         let cur = self.current.read();
         let Some(b) = cur.as_deref() else {
             return Err(Error::Unavailable(
-                "the storage is closed: the store was closed after a fault".into(),
+                "the storage is being opened again after a fault (or the store was closed); \
+                 try again shortly"
+                    .into(),
             ));
         };
         let r = f(b);
@@ -285,15 +287,24 @@ impl Inner {
     #[inline]
     pub(super) fn recover(&self) -> Result<()> {
         match &self.recovery {
-            Some(r) if r.swap.failed.load(Ordering::Acquire) => self.reopen_and_reload(r),
+            Some(r) if r.swap.failed.load(Ordering::Acquire) => self.reopen_and_reload(r, false),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Inner::recover`] even within [`RETRY_AFTER`] of a failed reopen
+    /// (for `close`, which has no later call to leave it to).
+    pub(super) fn recover_now(&self) -> Result<()> {
+        match &self.recovery {
+            Some(r) if r.swap.failed.load(Ordering::Acquire) => self.reopen_and_reload(r, true),
             _ => Ok(()),
         }
     }
 
     #[cold]
-    fn reopen_and_reload(&self, r: &Recovery) -> Result<()> {
+    fn reopen_and_reload(&self, r: &Recovery, now: bool) -> Result<()> {
         if let Some((at, msg)) = &*r.last_failure.lock() {
-            if at.elapsed() < RETRY_AFTER {
+            if !now && at.elapsed() < RETRY_AFTER {
                 return Err(Error::Unavailable(msg.clone()));
             }
         }
