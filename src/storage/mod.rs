@@ -20,9 +20,8 @@ pub(crate) use feed::{
 };
 
 /// The embedded engine's entry points for the store: open a store's
-/// directory, tighten its files' modes after a checkpoint, and sync a
-/// directory (the key file's).
-pub(crate) use self::sled::files::{open as open_embedded, sync_dir, tighten};
+/// directory, and sync a directory (the key file's).
+pub(crate) use self::sled::files::{open as open_embedded, sync_dir};
 
 /// Where and how to reach a shared backend (PostgreSQL), as the store's
 /// configuration gives it.
@@ -175,10 +174,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// Bytes used on disk.
     fn size_on_disk(&self) -> Result<u64>;
-    /// Whether dropping this storage now would be safe: no sync of it is
-    /// failing still (a storage dropped while its syncs fail is kept open
-    /// rather than dropped, see the sled backend). Blocks for a sync.
-    fn can_let_go(&self) -> bool {
-        true
-    }
+    /// Notes that the issue of refresh token `id` failed (its sync did):
+    /// a later open of this storage that finds its record after all (a
+    /// disk that kept the write) removes it, so that a token nobody
+    /// received is never live. Best effort, never fails.
+    fn note_failed_issue(&self, _id: &[u8; 16]) {}
+    /// After an I/O error: lets go of this storage and opens it again, so
+    /// that the store can reload memory from what it holds. Returns the
+    /// storage to use from now on and whether it was opened again. Where
+    /// it was not, the storage returned answers every call with
+    /// [`crate::Error::Unavailable`] (or is this one, kept while letting go
+    /// of it is not safe yet) and a later `reopen` tries again. Blocks for
+    /// the open (on sled after a failed sync: a read and a write of every
+    /// file, see `docs/durability.md`).
+    fn reopen(self: Box<Self>) -> (Box<dyn Backend>, Result<()>);
+}
+
+/// [`Backend::reopen`] of a storage that is not opened again after a fault
+/// (each of its calls reaches the storage afresh, or it is not the store's
+/// own).
+pub(crate) fn not_reopened(b: Box<dyn Backend>) -> (Box<dyn Backend>, Result<()>) {
+    (
+        b,
+        Err(crate::Error::Unavailable(
+            "this storage is not opened again after a fault".into(),
+        )),
+    )
 }

@@ -301,7 +301,8 @@ impl TokenStore {
     /// # Errors
     /// [`Error::Io`] if storage fails, also when a write made since the last
     /// flush was lost to a storage fault (the store reopened its storage
-    /// without it; a later flush succeeds again).
+    /// without it; a later flush succeeds again); [`Error::Unavailable`]
+    /// while the storage cannot be opened again after a fault yet.
     ///
     /// ```
     /// tokenvault::TokenStore::temporary()?.flush()?;

@@ -200,7 +200,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Io`] if the flush fails or the storage cannot be opened for
-    /// the checkpoint (the writes are durable by then; failing to write the
+    /// the checkpoint, or another process holds the store directory for
+    /// more than two seconds (the checkpoint is then skipped; the writes
+    /// are durable by then; failing to write the
     /// warm-start files is no error: the next open reads the trees),
     /// [`Error::Corrupt`] if sled finds its files damaged while doing so; on a shared store,
     /// as [`TokenStore::flush`].
@@ -221,6 +223,11 @@ impl TokenStore {
         self.inner.write_denials(0);
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
+                // A storage that failed (and was not opened again since,
+                // e.g. no call came after the disk had room again) is
+                // opened again first where it can be, so that its changes
+                // are synced and checkpointed rather than reported lost.
+                let _ = inner.recover_now();
                 // A replica's sync thread is told to stop before the storage
                 // closes (it holds no handle of the store meanwhile).
                 let Inner {
@@ -254,8 +261,11 @@ impl Config {
     /// - [`Error::Io`] if the files cannot be read or written (the disk is
     ///   full, or another process holds the store: the message says which).
     ///
-    /// Blocks while it reads the store; waits up to two seconds for a store
-    /// that another handle in this process is letting go of.
+    /// Blocks while it reads the store (after a failed sync of the store on
+    /// this boot, it first reads and writes back all of its files, see
+    /// `docs/durability.md`); waits up to two seconds for a store that
+    /// another handle in this process is letting go of, or whose directory
+    /// another process holds, then fails with [`Error::Io`] saying so.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;

@@ -364,6 +364,10 @@ impl ChangeFeed for Conn {
 }
 
 impl Backend for PgBackend {
+    fn reopen(self: Box<Self>) -> (Box<dyn Backend>, Result<()>) {
+        // Each call takes a pooled connection afresh: nothing to reopen.
+        crate::storage::not_reopened(self)
+    }
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.with_conn(
             || true,
