@@ -66,6 +66,8 @@
 //! (security, durability, disk format) for the whole model.
 #![deny(missing_docs, unsafe_code)]
 
+#[cfg(feature = "tokio")]
+mod async_store;
 mod change;
 mod clock;
 pub mod codec;
@@ -79,11 +81,15 @@ mod memory;
 mod policy;
 #[cfg(feature = "postgres")]
 mod replica;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod storage;
 mod store;
 pub mod token;
 mod types;
 
+#[cfg(feature = "tokio")]
+pub use async_store::AsyncTokenStore;
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "postgres")]
 pub use config::PostgresOptions;
@@ -93,10 +99,12 @@ pub use janitor::Janitor;
 pub use policy::{Policy, PolicyBuilder, Role};
 #[cfg(feature = "postgres")]
 pub use replica::SyncStatus;
+#[cfg(feature = "serde")]
+pub use serde_impls::ShowingSecret;
 pub use storage::IntegrityReport;
 pub use store::TokenStore;
 pub use token::{SecretToken, TokenId, TokenKind};
 pub use types::{
-    AccessGrant, Actor, AuditEvent, GenerateOptions, IssuedToken, Principal, PurgeReport,
-    RevokeScope, Scopes, Stats, TokenInfo, TokenState,
+    AccessGrant, Actor, AuditEvent, CloseReport, GenerateOptions, IssuedToken, Principal,
+    PurgeReport, RevokeScope, Scopes, Stats, TokenInfo, TokenState,
 };

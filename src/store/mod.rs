@@ -38,6 +38,7 @@ mod denials;
 // The public surface, one file per concern.
 #[cfg(feature = "__bench")]
 mod bench;
+mod close;
 mod issue;
 mod maintenance;
 mod members;

@@ -34,7 +34,7 @@ use crate::change::{Change, Committed};
 use crate::codec::{EventRecord, RefreshRecord, RefreshView};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, IoError, Result};
-use crate::storage::{Backend, IntegrityReport, Loaded};
+use crate::storage::{Backend, Closed, IntegrityReport, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
 /// calls answer the last failure): a reopen reads sled's log, which a call
@@ -112,13 +112,13 @@ impl Backend for SwapHandle {
     fn sync(&self) -> Result<()> {
         self.0.call(|b| b.sync())
     }
-    fn close(self: Box<Self>) -> Result<()> {
+    fn close(self: Box<Self>) -> Result<Closed> {
         let taken = self.0.current.write().take();
         match taken {
             // The checkpoint writes new files (sled's snapshot): private too.
             Some(b) => b
                 .close()
-                .and_then(|()| crate::storage::tighten(&self.0.path)),
+                .and_then(|done| crate::storage::tighten(&self.0.path).map(|()| done)),
             None => Err(Error::Io(
                 "the storage failed and could not be opened again; what was not \
                  acknowledged as durable is lost"

@@ -22,7 +22,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
 use self::stable::StableFiles;
-use super::{Backend, IntegrityReport, Loaded};
+use super::{Backend, Closed, IntegrityReport, Loaded};
 use crate::change::{Change, Committed};
 use crate::codec::{
     decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
@@ -423,8 +423,9 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn close(self: Box<Self>) -> Result<()> {
+    fn close(self: Box<Self>) -> Result<Closed> {
         self.sync()?;
+        let mut done = Closed::default();
         if let Some(p) = &self.path {
             // Nothing writes to the database any more: a copy of its token
             // records spares the next open sled's page-by-page reads. The
@@ -436,6 +437,7 @@ impl Backend for SledBackend {
                         .insert(warm::MARKER_KEY, marker.encode())
                         .map_err(io)?;
                     self.sync()?;
+                    done.warm_start = true;
                 }
                 // sled found its own files damaged while they were copied.
                 Err(e @ Error::Corrupt(_)) => return Err(e),
@@ -461,8 +463,9 @@ impl Backend for SledBackend {
             drop(db);
             synced?;
             files.sync_dir()?;
+            done.checkpoint = true;
         }
-        Ok(())
+        Ok(done)
     }
 
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>> {
