@@ -50,6 +50,16 @@
 //!   [`TokenStore::revoke_access`].
 //! - [`TokenStore::audit`], [`TokenStore::purge_expired`],
 //!   [`TokenStore::check_integrity`], [`TokenStore::stats`].
+//! - [`TokenStore::close`] at shutdown, whose [`CloseReport`] says whether
+//!   it was the last handle (checkpoint, warm-start files) or how many
+//!   remain; [`TokenStore::close_timeout`] waits for them first.
+//! - Every call's documentation says whether it blocks and for about how
+//!   long. With the cargo feature `tokio`, `AsyncTokenStore`: the same calls
+//!   as futures that run the blocking work on tokio's blocking threads
+//!   (`docs/async.md`: the whole table, shutdown, errors → HTTP statuses).
+//! - With the cargo feature `serde`: `Serialize`/`Deserialize` on the value
+//!   types ([`TokenInfo`], [`TokenId`], [`AuditEvent`], [`Role`], ...), names
+//!   in lowercase; a secret only through `IssuedToken::showing_secret`.
 //! - With the cargo feature `http`: the module `tokenvault::http`, Squadcast's
 //!   token endpoints (`GET /oauth/access-token`, `/v3/refresh-token`, RFC 7009
 //!   revocation, RFC 7662 introspection) as an axum router, a tower layer and
@@ -62,8 +72,9 @@
 //! ## Security model in short
 //! Secrets are shown once and stored only as a keyed blake3 verifier; no
 //! secret reaches disk, a log or `Debug` output. Management calls are checked
-//! against the store's own member records. See the README and `docs/`
-//! (security, durability, disk format) for the whole model.
+//! against the store's own member records. The invariants the tests cite
+//! and the policy tables are in `docs/design.md`; see the README and
+//! `docs/` (security, durability, disk format) for the whole model.
 #![deny(missing_docs, unsafe_code)]
 
 #[cfg(feature = "tokio")]
