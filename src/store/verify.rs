@@ -201,8 +201,8 @@ impl TokenStore {
     /// (RFC 7662 introspection, RFC 7009 revocation, a rate limit keyed by
     /// token). Records nothing and issues nothing.
     ///
-    /// **Blocks** for one record read from sled: about 17 µs (perf report,
-    /// `floor_ns`).
+    /// **Blocks** for one record read from sled: 2 µs at 100,000 tokens, 17 µs
+    /// at a million (perf report, `floor_ns`).
     ///
     /// # Errors
     /// As [`TokenStore::exchange`]: [`Error::Malformed`],
