@@ -9,7 +9,6 @@
 //! response.
 
 use std::fmt;
-use std::sync::Arc;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
@@ -49,15 +48,6 @@ impl Serialize for Scopes {
             seq.serialize_element(n)?;
         }
         seq.end()
-    }
-}
-
-/// `Principal`'s `org` and `user`, shared strings, as plain strings.
-pub(crate) mod arc_str {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v)
     }
 }
 

@@ -233,16 +233,10 @@ impl PartialEq for Scopes {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Principal {
     /// Organization.
-    #[cfg_attr(
-        feature = "serde",
-        serde(serialize_with = "crate::serde_impls::arc_str::serialize")
-    )]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "arc_str"))]
     pub org: Arc<str>,
     /// The member.
-    #[cfg_attr(
-        feature = "serde",
-        serde(serialize_with = "crate::serde_impls::arc_str::serialize")
-    )]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "arc_str"))]
     pub user: Arc<str>,
     /// The member's current role.
     pub role: Role,
@@ -396,4 +390,10 @@ impl std::fmt::Display for CloseReport {
             }
         }
     }
+}
+
+/// `Principal`'s `org` and `user`, shared strings, as plain strings.
+#[cfg(feature = "serde")]
+fn arc_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
 }

@@ -12,12 +12,12 @@ const LAYERS: &[&[&str]] = &[
     &["error", "clock"],
     &["policy", "token"],
     &["codec", "types"],
-    &["change"],
+    &["change", "serde_impls"],
     &["storage", "memory", "commit"],
     &["config"],
     &["replica"],
     &["store"],
-    &["janitor"],
+    &["janitor", "async_store"],
     &["http"],
 ];
 
