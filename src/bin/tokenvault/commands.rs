@@ -38,7 +38,9 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
                 let _ = store.close();
                 return Err(e.into());
             }
-            match store.close() {
+            // `serve` may leave a request's store call finishing on a
+            // blocking thread: give it a few seconds to let go.
+            match store.close_timeout(Duration::from_secs(5)) {
                 Ok(closed) if !closed.last_handle => {
                     crate::output::print_stderr(&format!(
                         "warning: the command succeeded and its changes are durable, but the \
