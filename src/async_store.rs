@@ -45,19 +45,20 @@ const MAX_POLL: Duration = Duration::from_millis(20);
 /// panics, the panic is resumed in the awaiting task.
 ///
 /// ```
-/// use tokenvault::{Actor, AsyncTokenStore, GenerateOptions, Role};
-///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tokenvault::Error> {
-/// let store = AsyncTokenStore::temporary().await?;
+/// use tokenvault::{Actor, AsyncTokenStore, GenerateOptions, Role};
+///
+/// let store = AsyncTokenStore::temporary().await?; // or ::open(path)
 /// store.add_member("acme", "olivia", Role::Owner).await?;
 /// let owner = Actor::new("acme", "olivia");
-/// let issued = store.generate(&owner, GenerateOptions::default().label("ci")).await?;
+/// let issued = store.generate(&owner, GenerateOptions::default()).await?;
 /// let grant = store.exchange(issued.token.expose()).await?;
-/// // Verification is synchronous: memory only.
-/// let who = store.authorize(grant.access_token.expose(), "read")?;
+/// let who = store.authorize(grant.access_token.expose(), "read")?; // no await
 /// assert_eq!(&*who.user, "olivia");
-/// let report = store.close().await?;
+///
+/// // At shutdown: waits (bounded) for other handles, then checkpoints.
+/// let report = store.close_timeout(std::time::Duration::from_secs(5)).await?;
 /// assert!(report.last_handle);
 /// # Ok(()) }
 /// ```
