@@ -102,7 +102,8 @@ fn natural_shutdown(multi: bool) {
         addr_tx.send(listener.local_addr()?).unwrap();
         // Stop once the upload's handler runs (and waits for its body).
         let shutdown = async {
-            let _ = started_rx.await;
+            // Bounded, so that a client that failed cannot hang the test.
+            let _ = tokio::time::timeout(PATIENCE, started_rx).await;
         };
         let upload = post(
             move |Extension(store): Extension<AsyncTokenStore>, req: Request| {
