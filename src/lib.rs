@@ -76,6 +76,9 @@
 //! and the policy tables are in `docs/design.md`; see the README and
 //! `docs/` (security, durability, disk format) for the whole model.
 #![deny(missing_docs, unsafe_code)]
+// On docs.rs (`--cfg docsrs`, see `[package.metadata.docs.rs]`), each item
+// that a cargo feature gates is marked with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "tokio")]
 mod async_store;
