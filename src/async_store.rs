@@ -414,7 +414,10 @@ impl AsyncTokenStore {
 
     /// [`TokenStore::verify`]: synchronous, it reads memory only on an
     /// embedded store (about 0.3 µs, perf report `verify_hot_ns`; a first
-    /// touch after an open about 1 µs). Does not block.
+    /// touch after an open about 1 µs). Does not block on an embedded
+    /// store; on a shared (PostgreSQL) store a token the replica does not
+    /// hold yet is read through, which blocks: there, use
+    /// [`AsyncTokenStore::try_verify`].
     ///
     /// # Errors
     /// As [`TokenStore::verify`].
@@ -429,6 +432,34 @@ impl AsyncTokenStore {
     /// ```
     pub fn verify(&self, access_token: &str) -> Result<Principal> {
         self.store.verify(access_token)
+    }
+
+    /// [`TokenStore::try_verify`]: [`AsyncTokenStore::verify`] from memory
+    /// alone, `Ok(None)` when a shared (PostgreSQL) store would have to
+    /// read the token through first (then `run(|s| s.verify(token))`);
+    /// on an embedded store never `None`. Never blocks.
+    ///
+    /// # Errors
+    /// As [`TokenStore::try_verify`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "bob", Role::User).await?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default()).await?;
+    /// let access = store.exchange(t.token.expose()).await?.access_token;
+    /// let token = access.expose().to_string();
+    /// let who = match store.try_verify(&token)? {
+    ///     Some(p) => p,
+    ///     None => store.run(move |s| s.verify(&token)).await?,
+    /// };
+    /// assert_eq!(&*who.user, "bob");
+    /// # Ok(()) }
+    /// ```
+    pub fn try_verify(&self, access_token: &str) -> Result<Option<Principal>> {
+        self.store.try_verify(access_token)
     }
 
     /// [`TokenStore::authorize`]: synchronous, as
