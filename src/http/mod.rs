@@ -298,7 +298,7 @@ pub fn app(store: TokenStore, cfg: &HttpConfig) -> Router {
 
 fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
     let state = Arc::new(routes::AppState {
-        store,
+        store: store.into(),
         limiter: cfg.rate_limit.map(ratelimit::RateLimiter::new),
     });
     Router::new()

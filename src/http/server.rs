@@ -220,7 +220,12 @@ async fn shutdown_signal() {
 /// Serves `app` (any axum router: [`app`], or a host's router with
 /// [`router`](super::router) merged in) on `listener` over HTTP/1.1 until
 /// `shutdown` completes, then stops accepting and gives open requests
-/// [`HttpConfig::shutdown_grace`] to finish.
+/// [`HttpConfig::shutdown_grace`] to finish. It returns only once every
+/// connection is closed and has let go of `app` (and so of the store's
+/// handles it holds): a [`TokenStore::close`](crate::TokenStore::close)
+/// right after it is the last handle's, unless a store call cut short
+/// is still finishing on a blocking thread (then
+/// [`close_timeout`](crate::TokenStore::close_timeout) waits for it).
 ///
 /// Each connection must send its first request head within
 /// [`HttpConfig::first_request_timeout`] and every later one within
@@ -356,7 +361,13 @@ where
     if drained.is_err() {
         tracing::warn!(target: TARGET, open = conns.len(), "shutdown grace over; closing open connections");
         conns.abort_all();
+        // An aborted task lets go of its connection (and of the router's
+        // handle of the store) only when the runtime next reaches it: wait
+        // for that, so that a `close` right after this returns is the last
+        // handle's.
+        while conns.join_next().await.is_some() {}
     }
+    drop(app);
     Ok(())
 }
 

@@ -36,6 +36,7 @@ mod denials;
 // The public surface, one file per concern.
 #[cfg(feature = "__bench")]
 mod bench;
+mod close;
 mod issue;
 mod maintenance;
 mod members;
