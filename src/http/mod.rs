@@ -50,8 +50,10 @@
 //! authentication, and otherwise the bearer is checked before any body is
 //! read. A request must complete within a timeout; a new connection must
 //! send its first request head within a short deadline, and every later
-//! head within another. [`serve_on`] serves a bounded number of connections,
-//! and a bounded number per peer address ([`HttpConfig`]). Exchanges are
+//! head within another; an answer left unread past a write timeout closes
+//! its connection. [`serve_on`] serves a bounded number of connections per
+//! peer address, and a bounded number in all, making room for a newcomer by
+//! closing the connection idle or stalled longest ([`HttpConfig`]). Exchanges are
 //! rate limited per refresh token ([`RateLimit`]); only exchanges whose
 //! token verified are counted, so the public id of a token is not enough to
 //! exhaust its bucket.

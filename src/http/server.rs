@@ -233,12 +233,19 @@ async fn shutdown_signal() {
 /// Each connection must send its first request head within
 /// [`HttpConfig::first_request_timeout`] and every later one within
 /// [`HttpConfig::header_read_timeout`] (idle keep-alive included), and keep
-/// it within the head bound (else 431). At most
-/// [`HttpConfig::max_connections`] are served at once, and at most
-/// [`HttpConfig::connections_per_peer`] for one peer address; a connection
-/// over either cap is answered `503 Service Unavailable` with `Retry-After`
-/// and closed. Refused connections are logged as a count, at most once per
-/// ten seconds.
+/// it within the head bound (else 431). An answer the client does not read
+/// within [`HttpConfig::write_timeout`] closes the connection. At most
+/// [`HttpConfig::connections_per_peer`] are served for one peer address (an
+/// IPv4 address or an IPv6 /64); one more is answered `503 Service
+/// Unavailable` with `Retry-After` and closed. At most
+/// [`HttpConfig::max_connections`] are served at once: a new one takes the
+/// place of the connection idle or stalled longest (one that never
+/// presented an accepted token first), and is answered `503` only when
+/// every connection is in the middle of a request. Refused connections are
+/// logged as a count, at most once per ten seconds.
+///
+/// Runs until `shutdown` completes (it blocks nothing: the connections are
+/// tasks of the caller's tokio runtime).
 ///
 /// # Errors
 /// The I/O error if the listener's address cannot be read. Failed accepts
