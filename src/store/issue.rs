@@ -73,7 +73,7 @@ impl TokenStore {
     ) -> Result<IssuedToken> {
         let inner = &*self.inner;
         if let Some(l) = &opts.label {
-            check_text("label", l, MAX_LABEL)?;
+            check_label(l, MAX_LABEL)?;
         }
         if opts.expires_in == Some(0) {
             return Err(Error::InvalidArgument("expires_in must be positive".into()));
@@ -96,12 +96,12 @@ impl TokenStore {
         let role = inner.actor_role(&cat, actor, action)?;
         let subject = to.unwrap_or(&actor.user);
         if to.is_some() && !may(role, Action::AssignOther) {
-            return Err(inner.deny(
-                actor,
-                action,
-                Some(subject.into()),
-                "only the Owner may assign tokens",
-            ));
+            let why = "only the Owner may assign tokens";
+            return Err(if cat.member(&actor.org, subject).is_some() {
+                inner.deny_named(actor, action, subject.into(), why)
+            } else {
+                inner.deny(actor, action, Some(subject.into()), why)
+            });
         }
         let member = cat
             .member(&actor.org, subject)

@@ -76,10 +76,10 @@ impl TokenStore {
         }
         let own = *hot.member().user() == *actor.user;
         if !own && !may(role, Action::RevokeOther) {
-            return Err(inner.deny(
+            return Err(inner.deny_named(
                 actor,
                 "token.revoke",
-                target,
+                id.to_string(),
                 "only the Owner may revoke another member's token",
             ));
         }
@@ -196,12 +196,12 @@ impl TokenStore {
         let (user, target) = match &scope {
             RevokeScope::Member(u) => {
                 if *u != actor.user && !may(role, Action::BulkRevokeOther) {
-                    return Err(inner.deny(
-                        actor,
-                        "token.revoke_all",
-                        Some(u.clone()),
-                        "only the Owner may revoke another member's tokens",
-                    ));
+                    let why = "only the Owner may revoke another member's tokens";
+                    return Err(if cat.member(&actor.org, u).is_some() {
+                        inner.deny_named(actor, "token.revoke_all", u.clone(), why)
+                    } else {
+                        inner.deny(actor, "token.revoke_all", Some(u.clone()), why)
+                    });
                 }
                 (Some(u.as_str()), u.clone())
             }
