@@ -36,6 +36,18 @@ pub(crate) use state::SyncState;
 pub use state::SyncStatus;
 pub(crate) use sync::{spawn, Follower};
 
+/// A database error met by a read fails closed: [`Error::Io`] becomes
+/// [`Error::Unavailable`] (a read cannot be answered now, and memory alone
+/// may be stale); every other error is kept.
+pub(crate) fn fail_closed(e: Error) -> Error {
+    match e {
+        Error::Io(e) => Error::Unavailable(format!(
+            "the shared token store could not be read ({e}); failing closed, try again"
+        )),
+        other => other,
+    }
+}
+
 /// One replica's link to the shared backend: the backend's shared side and
 /// this replica's freshness. Dropping it stops the sync thread.
 pub(crate) struct Replica {
@@ -71,32 +83,40 @@ impl Replica {
     /// Fails closed when stale; reads an access token (and its parent)
     /// through when memory does not hold it, once `checksum_ok` says the
     /// token is well formed (garbage never reaches the backend). Blocks on
-    /// the backend only for a read-through.
+    /// the backend only for a read-through; with `may_block` false a miss
+    /// returns false instead. A database error fails closed.
     #[inline]
     pub(crate) fn ensure_access(
         &self,
         mem: &Memory,
         id: &[u8; 16],
         checksum_ok: impl FnOnce() -> bool,
-    ) -> Result<()> {
+        may_block: bool,
+    ) -> Result<bool> {
         self.state.check_fresh()?;
         if mem.access.contains(id) {
-            return Ok(());
+            return Ok(true);
         }
         if !checksum_ok() {
             return Err(Error::Malformed("checksum mismatch"));
         }
+        if !may_block && !self.state.known_missing(id) {
+            return Ok(false);
+        }
         self.read_through(mem, Some(id), None)
+            .map_err(fail_closed)?;
+        Ok(true)
     }
 
-    /// As [`Replica::ensure_access`], for a refresh token.
+    /// As [`Replica::ensure_access`], for a refresh token (always allowed
+    /// to block).
     #[inline]
     pub(crate) fn ensure_refresh(&self, mem: &Memory, id: &[u8; 16]) -> Result<()> {
         self.state.check_fresh()?;
         if mem.refresh.contains(id) {
             return Ok(());
         }
-        self.read_through(mem, None, Some(id))
+        self.read_through(mem, None, Some(id)).map_err(fail_closed)
     }
 
     /// Takes the fleet-wide management lock. Blocks up to the lock timeout.

@@ -170,7 +170,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Forbidden`] if the actor is not a member; [`Error::Io`] or
-    /// [`Error::Corrupt`] if storage fails.
+    /// [`Error::Corrupt`] if storage fails; on a shared store
+    /// [`Error::Unavailable`] when the replica cannot catch up with the
+    /// change log (it fails closed).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -194,7 +196,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
-    /// [`Error::Corrupt`] if storage fails.
+    /// [`Error::Corrupt`] if storage fails; on a shared store
+    /// [`Error::Unavailable`] when the replica cannot catch up with the
+    /// change log (it fails closed).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};

@@ -42,6 +42,9 @@ mod issue;
 mod maintenance;
 mod members;
 mod open;
+// The read gate: how every read path reaches memory (freshness and
+// read-through on a shared store).
+mod read;
 mod revoke;
 mod verify;
 

@@ -108,7 +108,14 @@ impl TokenStore {
     /// # Errors
     /// [`Error::Malformed`] or [`Error::InvalidToken`] if the string is not a
     /// known refresh token of this store; [`Error::InvalidArgument`] for a
-    /// bad reason text; [`Error::Io`] if storage fails.
+    /// bad reason text; [`Error::Io`] if storage fails. On a shared store,
+    /// [`Error::Unavailable`] when the replica is stale or cannot read the
+    /// token (nothing is revoked then: try again), [`Error::Limit`] as for
+    /// [`TokenStore::verify`].
+    ///
+    /// Blocks: a read of the token's record, then a durable write (sled: a
+    /// sync, milliseconds; PostgreSQL: the fleet-wide management lock and
+    /// one transaction).
     ///
     /// ```
     /// use tokenvault::{Actor, Error, Role, TokenStore};
@@ -263,7 +270,13 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Malformed`] or [`Error::InvalidToken`] if the token is not a
-    /// known access token of this store; [`Error::Io`] if storage fails.
+    /// known access token of this store; [`Error::Io`] if storage fails. On
+    /// a shared store, [`Error::Unavailable`] when the replica is stale or
+    /// cannot read the token, [`Error::Limit`] as for [`TokenStore::verify`].
+    ///
+    /// Blocks for a durable write (sled: a sync, milliseconds; PostgreSQL:
+    /// one transaction), and on a shared store for one more round trip for
+    /// a token this replica does not hold.
     ///
     /// ```
     /// use tokenvault::{Actor, Error, Role, TokenStore};
@@ -281,9 +294,11 @@ impl TokenStore {
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
         inner.recover()?;
         let generation = inner.generation();
-        inner.ensure_access(&parsed.id.0, || true)?;
+        let fresh = inner
+            .read_access(&parsed.id.0, || true, read::Reach::Database)?
+            .ok_or(Error::InvalidToken)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
-        let found = inner.mem.access.with(&parsed.id.0, |a| {
+        let found = fresh.access_with(&parsed.id.0, |a| {
             a.filter(|a| ct_eq(a.verifier(), &v)).map(|a| {
                 (
                     a.refresh().clone(),

@@ -429,6 +429,7 @@ impl Conn {
                         &[&&r.id[..], &r.org, &r.user, &false, &body],
                     )
                     .map_err(pg)?;
+                    logged.push(LogChange::Issued(r.clone()));
                 }
                 Change::LoadRefresh(_) => {
                     return Err(Error::Corrupt(

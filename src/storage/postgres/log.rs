@@ -42,6 +42,10 @@ pub(crate) enum LogChange {
         by: String,
         reason: Option<String>,
     },
+    /// A new refresh token (`generate`, `assign`), active: logged so that
+    /// every replica holds it before it is first presented (see
+    /// `docs/postgres.md`, "New tokens in the change log").
+    Issued(RefreshRecord),
 }
 
 /// The most ids one [`LogChange::RevokeMany`] row carries: far below what
@@ -89,6 +93,7 @@ impl LogChange {
                 }));
                 return;
             }
+            LogChange::Issued(r) => Change::LoadRefresh(r),
         };
         out.push(one);
     }
