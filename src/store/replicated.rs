@@ -10,9 +10,9 @@ use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 
 use super::read::Reach;
 use super::{Catalog, Inner, TokenStore, FINGERPRINT_CONTEXT};
-use crate::change::Change;
 use crate::config::{load_or_create_key, Config};
 use crate::error::{Error, Result};
+use crate::memory::Stored;
 use crate::replica::{self, Follower, SyncState, SyncStatus};
 use crate::storage::{self, ChangeFeed, ManageLock, SharedSpec};
 
@@ -240,7 +240,7 @@ impl Inner {
             return Ok(());
         }
         if let Some(r) = self.backend.get_refresh(id)? {
-            self.mem.apply(cat, &[Change::LoadRefresh(r)]);
+            self.mem.load(cat, vec![Stored::Refresh(r)]);
         }
         Ok(())
     }

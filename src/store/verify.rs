@@ -47,12 +47,7 @@ impl TokenStore {
             .filter(|r| ct_eq(r.verifier(), &v))
             .ok_or(Error::InvalidToken)?;
         let now = inner.now();
-        if parent.is_revoked() {
-            return Err(Error::Revoked);
-        }
-        if parent.has_expired(now) {
-            return Err(Error::Expired);
-        }
+        parent.usable(now).check()?;
         let (aid, asecret) = loop {
             let (id, secret) = token::random_id_and_secret()?;
             if !inner.mem.access.contains(&id.0) {
@@ -79,12 +74,7 @@ impl TokenStore {
             if !inner.mem.refresh.contains(&parent.id()) {
                 return Err(Error::InvalidToken);
             }
-            if parent.is_revoked() {
-                return Err(Error::Revoked);
-            }
-            if parent.has_expired(inner.now()) {
-                return Err(Error::Expired);
-            }
+            parent.usable(inner.now()).check()?;
             // Past the cap, the new record takes the slot of the oldest,
             // which evicts it in the same single write. (More than `cap`
             // live records only if the cap was lowered since they were
@@ -222,13 +212,7 @@ impl TokenStore {
                 return Err(checksum_mismatch());
             }
             let r = a.refresh();
-            if a.is_revoked() {
-                return Err(Error::Revoked);
-            }
-            let role = r.member().role().ok_or(Error::Revoked)?;
-            if a.has_expired(now) {
-                return Err(Error::Expired);
-            }
+            let role = a.usable(now).check()?;
             let (org, user) = r.member().names();
             Ok(Some(Principal {
                 org,
@@ -286,13 +270,8 @@ impl TokenStore {
             .refresh(&parsed.id.0)
             .filter(|r| ct_eq(r.verifier(), &v))
             .ok_or(Error::InvalidToken)?;
-        if hot.is_revoked() {
-            return Err(Error::Revoked);
-        }
         let now = inner.now();
-        if hot.has_expired(now) {
-            return Err(Error::Expired);
-        }
+        hot.usable(now).check()?;
         // Purged between the two reads: as good as unknown.
         let rec = fresh
             .refresh_record(&hot.id())?
