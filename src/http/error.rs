@@ -56,8 +56,35 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// A refusal with this status and message.
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// A refusal with this status and message, for a host's own handlers:
+    /// answered in the same envelope, `{"meta": {"status", "error_message"}}`,
+    /// with `Cache-Control: no-store`; a 401 also carries a bare RFC 6750
+    /// challenge (`WWW-Authenticate: Bearer realm="tokenvault"`). Add an RFC
+    /// 6749 / 6750 error code with [`with_code`](Self::with_code). To answer
+    /// a store failure as tokenvault's own routes do, convert the
+    /// [`crate::Error`] with `From` instead.
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use axum::response::IntoResponse;
+    /// use tokenvault::http::ApiError;
+    ///
+    /// let refusal = ApiError::new(StatusCode::NOT_FOUND, "no such project");
+    /// assert_eq!(refusal.status(), StatusCode::NOT_FOUND);
+    /// assert_eq!(refusal.message(), "no such project");
+    /// let response = refusal.into_response();
+    /// assert_eq!(response.status(), 404);
+    ///
+    /// // A host's own 401, with RFC 6750's error code in the challenge:
+    /// let res = ApiError::new(StatusCode::UNAUTHORIZED, "session expired")
+    ///     .with_code("invalid_token")
+    ///     .into_response();
+    /// assert!(res.headers()["www-authenticate"]
+    ///     .to_str()?
+    ///     .contains(r#"error="invalid_token""#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -120,6 +147,20 @@ impl ApiError {
     pub(crate) fn rfc(mut self) -> Self {
         self.rfc_body = true;
         self
+    }
+
+    /// Names the RFC 6749 / RFC 6750 error code (`invalid_token`,
+    /// `invalid_request`, `insufficient_scope`, …) that a 401's or 403's
+    /// `WWW-Authenticate` challenge carries. Codes are static text, so that a
+    /// request's content never reaches a header.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The seconds of its `Retry-After` header, if it has one.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The HTTP status.

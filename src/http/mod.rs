@@ -12,6 +12,8 @@
 //! | `DELETE /v3/refresh-token/{id}` | Bearer, scope `user-write` | 204; revokes the token and its access tokens; 404 for an unknown id or another organization's, alike |
 //! | `POST /oauth/revoke` (RFC 7009) | Bearer of the same org | 200, even for an unknown token |
 //! | `POST /oauth/introspect` (RFC 7662) | Bearer of the same org | 200 `{"active": false}` or `{"active": true, "scope", "sub", "exp", "iat", "token_type"}` |
+//! | `POST /oauth/token` (RFC 6749 §6) | form `grant_type=refresh_token&refresh_token=…`, optional `scope`; no client authentication | 200 `{"access_token", "token_type": "Bearer", "expires_in", "scope"}`; 400 `{"error", "error_description"}` |
+//! | `GET /openapi.json` | none; only with [`HttpConfig::openapi`] | 200 the OpenAPI 3.1 document of these routes (`docs/openapi.json`) |
 //!
 //! Times in `expires_at`/`issued_at`/`exp`/`iat` are Unix seconds;
 //! `last_refresh` is RFC 3339 (`0001-01-01T00:00:00Z` when never exchanged).
@@ -74,6 +76,8 @@
 
 mod auth;
 mod error;
+mod oauth;
+mod openapi;
 mod ratelimit;
 mod routes;
 mod server;
@@ -115,6 +119,7 @@ pub struct HttpConfig {
     max_connections: usize,
     max_connections_per_peer: Option<usize>,
     shutdown_grace: Duration,
+    openapi: bool,
 }
 
 impl Default for HttpConfig {
@@ -130,6 +135,7 @@ impl Default for HttpConfig {
             max_connections: 1024,
             max_connections_per_peer: None,
             shutdown_grace: Duration::from_secs(10),
+            openapi: false,
         }
     }
 }
@@ -268,6 +274,26 @@ impl HttpConfig {
         self
     }
 
+    /// Whether the routers also answer `GET /openapi.json` with the OpenAPI
+    /// 3.1 document of every route (the text of `docs/openapi.json`, built
+    /// into the crate). Off by default: a public service may prefer not to
+    /// describe itself.
+    ///
+    /// ```
+    /// use tokenvault::http::HttpConfig;
+    /// assert!(!HttpConfig::default().openapi_enabled());
+    /// assert!(HttpConfig::default().openapi(true).openapi_enabled());
+    /// ```
+    pub fn openapi(mut self, on: bool) -> Self {
+        self.openapi = on;
+        self
+    }
+
+    /// Whether `GET /openapi.json` is served (see [`openapi`](Self::openapi)).
+    pub fn openapi_enabled(&self) -> bool {
+        self.openapi
+    }
+
     /// The first head's deadline: never longer than any head's.
     pub(crate) fn first_head_deadline(&self) -> Duration {
         self.first_request_timeout.min(self.header_read_timeout)
@@ -331,7 +357,7 @@ fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
         store: store.into(),
         limiter: cfg.rate_limit.map(ratelimit::RateLimiter::new),
     });
-    Router::new()
+    let r = Router::new()
         // axum answers HEAD with the GET handler unless told otherwise, and
         // this GET changes state (an exchange): HEAD is refused.
         .route(
@@ -342,6 +368,12 @@ fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
         .route("/v3/refresh-token/{id}", delete(routes::delete))
         .route("/oauth/revoke", post(routes::revoke))
         .route("/oauth/introspect", post(routes::introspect))
-        .with_state(state)
+        .route("/oauth/token", post(oauth::token));
+    let r = if cfg.openapi {
+        r.route("/openapi.json", get(openapi::document))
+    } else {
+        r
+    };
+    r.with_state(state)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
 }

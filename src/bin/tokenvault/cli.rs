@@ -101,7 +101,8 @@ pub enum Command {
     /// Play the seed story on a temporary store and narrate each step.
     Demo,
     /// Serve the HTTP front (Squadcast's token endpoints) on ADDR until
-    /// Ctrl-C or SIGTERM, logging one line per request to standard error.
+    /// Ctrl-C or SIGTERM, logging one line per request to standard error;
+    /// its OpenAPI 3.1 document is served at GET /openapi.json.
     Serve {
         /// Address to listen on.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]

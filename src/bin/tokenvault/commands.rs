@@ -204,7 +204,9 @@ fn serve(
         HttpConfig::default().rate_limit(RateLimit { per_minute, burst })
     };
     let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    // The operator's server describes itself at GET /openapi.json.
     let mut cfg = cfg
+        .openapi(true)
         .max_connections(count(limits.max_connections))
         .first_request_timeout(std::time::Duration::from_secs(limits.first_request_secs));
     if let Some(n) = limits.per_peer {
