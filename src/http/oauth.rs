@@ -205,8 +205,10 @@ fn grant(
     token: &SecretToken,
     requested: Option<Vec<String>>,
 ) -> Result<(crate::AccessGrant, Vec<String>), OAuthError> {
-    let info = app.store.verify_refresh(token.expose())?;
-    let granted = effective_scopes(&app.store, &info)?;
+    // On tokio's blocking pool: the store's synchronous face.
+    let store = app.store.sync();
+    let info = store.verify_refresh(token.expose())?;
+    let granted = effective_scopes(store, &info)?;
     if let Some(requested) = requested {
         if let Some(extra) = requested.iter().find(|s| !granted.contains(s)) {
             return Err(OAuthError::invalid_scope(format!(
@@ -230,7 +232,7 @@ fn grant(
     if let Some(l) = &app.limiter {
         l.take(&info.id).map_err(ApiError::rate_limited)?;
     }
-    let grant = app.store.exchange(token.expose())?;
+    let grant = store.exchange(token.expose())?;
     Ok((grant, granted))
 }
 
