@@ -94,7 +94,7 @@ pub use policy::{Policy, PolicyBuilder, Role};
 #[cfg(feature = "postgres")]
 pub use replica::SyncStatus;
 pub use storage::IntegrityReport;
-pub use store::TokenStore;
+pub use store::{Page, Paged, RoleChange, SyncReport, TokenStore};
 pub use token::{SecretToken, TokenId, TokenKind};
 pub use types::{
     AccessGrant, Actor, AuditEvent, GenerateOptions, IssuedToken, Principal, PurgeReport,

@@ -139,7 +139,8 @@ impl Memory {
                         self.apply_family(&parent, &mut extra, std::slice::from_ref(c));
                     }
                 }
-                Change::Event(_) => {}
+                // Labels live on disk only.
+                Change::SetLabel { .. } | Change::Event(_) => {}
             }
         }
     }

@@ -198,7 +198,7 @@ impl TokenStore {
 }
 
 /// Adds or replaces a member record.
-fn put_member(org: &str, user: &str, role: Role, not_before: u64) -> Change {
+pub(super) fn put_member(org: &str, user: &str, role: Role, not_before: u64) -> Change {
     Change::PutMember(MemberRecord {
         org: org.into(),
         user: user.into(),

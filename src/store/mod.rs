@@ -42,8 +42,13 @@ mod issue;
 mod maintenance;
 mod members;
 mod open;
+mod reads;
 mod revoke;
+mod sync_org;
 mod verify;
+
+pub use reads::{Page, Paged};
+pub use sync_org::{RoleChange, SyncReport};
 
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";

@@ -495,6 +495,7 @@ impl Backend for SledBackend {
     fn events(
         &self,
         org: &str,
+        before: u64,
         limit: usize,
         issued: &[([u8; 16], u64)],
     ) -> Result<Vec<EventRecord>> {
@@ -507,7 +508,7 @@ impl Backend for SledBackend {
         let mut issued: Vec<([u8; 16], u64)> = issued
             .iter()
             .copied()
-            .filter(|(_, seq)| *seq != 0)
+            .filter(|(_, seq)| *seq != 0 && *seq < before)
             .collect();
         issued.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
         issued.truncate(limit);
@@ -517,7 +518,8 @@ impl Backend for SledBackend {
                 out.push(ev);
             }
         }
-        for (n, kv) in self.events.scan_prefix(org_key(org)).rev().enumerate() {
+        let below = event_key(org, 0)..event_key(org, before);
+        for (n, kv) in self.events.range(below).rev().enumerate() {
             if n >= limit {
                 break;
             }
