@@ -48,7 +48,7 @@ where
     })?
 }
 
-fn no_store(mut res: Response) -> Response {
+pub(super) fn no_store(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -345,11 +345,11 @@ impl CreateRequest {
     }
 }
 
-fn actor_of(p: &Principal) -> Actor {
+pub(super) fn actor_of(p: &Principal) -> Actor {
     Actor::new(&*p.org, &*p.user)
 }
 
-fn rate_of(app: &AppState) -> u32 {
+pub(super) fn rate_of(app: &AppState) -> u32 {
     app.limiter.as_ref().map_or(0, |l| l.limit().per_minute)
 }
 
@@ -362,7 +362,7 @@ pub(crate) fn hint(prefix: &str, id: &TokenId) -> String {
 }
 
 /// One token in Squadcast's shape.
-fn item(info: &TokenInfo, token: String, rate_limit: u32) -> Value {
+pub(super) fn item(info: &TokenInfo, token: String, rate_limit: u32) -> Value {
     json!({
         "id": info.id.to_string(),
         "organization_id": info.org,
