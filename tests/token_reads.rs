@@ -331,3 +331,71 @@ fn audit_pages_add_up_and_stay_put_while_events_are_added() {
         Error::Forbidden(_)
     ));
 }
+
+/// On a shared PostgreSQL store (when `TOKENVAULT_PG_URL` names a server,
+/// as `.ci/postgres.sh` sets it): a label set through one replica is read
+/// through another, and the audit pages by the database's numbers.
+#[cfg(feature = "postgres")]
+#[test]
+fn labels_and_audit_pages_on_a_shared_store() {
+    use postgres::{Client, NoTls};
+    use tokenvault::{Config, PostgresOptions, StoreKey};
+    let Some(admin) = std::env::var("TOKENVAULT_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(std::env::var_os("TOKENVAULT_PG_REQUIRED").is_none());
+        eprintln!("note: skipped: TOKENVAULT_PG_URL is not set");
+        return;
+    };
+    let name = format!("tv_reads_{}", std::process::id());
+    let mut c = Client::connect(&admin, NoTls).unwrap();
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let url = format!("{admin} dbname={name}");
+    let key = StoreKey::generate().unwrap();
+    let open = || {
+        Config::postgres_with(PostgresOptions::new(&url).pool_size(2))
+            .key(key.clone())
+            .open()
+            .unwrap()
+    };
+    {
+        let (one, two) = (open(), open());
+        let (olivia, _, uma) = common::store::seed_acme(&one);
+        let id = one.generate(&uma, Default::default()).unwrap().info.id;
+        one.set_label(&uma, &id, Some("from one")).unwrap();
+        assert_eq!(
+            two.get(&olivia, &id).unwrap().label.as_deref(),
+            Some("from one")
+        );
+        let r = two
+            .sync_org("acme", [("olivia", Role::Owner), ("uma", Role::Admin)])
+            .unwrap();
+        assert_eq!(r.removed, vec!["adam".to_string()]);
+        one.catch_up().unwrap();
+        assert_eq!(one.member_role("acme", "adam"), None);
+        let all = one.audit(&olivia, 1000).unwrap();
+        let walked = walk_audit(&one, &olivia, 2);
+        assert_eq!(walked, all);
+        one.close().unwrap();
+        two.close().unwrap();
+    }
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+}
+
+#[cfg(feature = "postgres")]
+fn walk_audit(store: &TokenStore, owner: &Actor, limit: usize) -> Vec<tokenvault::AuditEvent> {
+    let mut out = Vec::new();
+    let mut p = Page::new().limit(limit);
+    loop {
+        let page = store.audit_page(owner, p).unwrap();
+        out.extend(page.items);
+        match page.next {
+            Some(c) => p = Page::new().after(c).limit(limit),
+            None => return out,
+        }
+    }
+}

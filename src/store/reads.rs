@@ -115,6 +115,9 @@ impl TokenStore {
     pub fn get(&self, actor: &Actor, id: &TokenId) -> Result<TokenInfo> {
         let inner = &*self.inner;
         inner.recover()?;
+        // On a shared store: fresh enough, and the token read through if
+        // another replica issued it (the gate every read by id passes).
+        inner.ensure_refresh(&id.0)?;
         let cat = inner.lock_catalog_for_read()?;
         let role = inner.actor_role(&cat, actor, "token.get")?;
         inner.check_holder_or_owner(actor, role, id, "token.get", Action::ListOrg)?;
