@@ -1220,6 +1220,24 @@ fn get_and_patch_one_token_for_its_holder_or_the_owner() {
         .send()
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Scope `read` is needed, and enough.
+    let with_scopes = |scopes: &[&str]| {
+        let t = store
+            .generate(
+                &uma_actor,
+                GenerateOptions::default().scopes(scopes.iter().copied()),
+            )
+            .unwrap();
+        access(&s, t.token.expose())
+    };
+    let no_read = with_scopes(&["incident-write"]);
+    assert_eq!(refusal(show(&s, &no_read, &id)).0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refusal(relabel(&s, &no_read, &id, r#"{"label": "x"}"#)).0,
+        StatusCode::FORBIDDEN
+    );
+    let read_only = with_scopes(&["read"]);
+    assert_eq!(show(&s, &read_only, &id).status(), StatusCode::OK);
     assert_eq!(
         store.get(&uma_actor, &tid).unwrap().label.as_deref(),
         Some("kept")

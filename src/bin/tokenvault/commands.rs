@@ -335,11 +335,14 @@ fn token(store: &TokenStore, cmd: &TokenCommand) -> Result<Report, CliError> {
             if limit.is_some() {
                 json["next"] = json!(paged.next.map(|c| c.to_string()));
             }
-            let human = if tokens.is_empty() {
+            let mut human = if tokens.is_empty() {
                 "No tokens.".to_string()
             } else {
                 token_table(&tokens)
             };
+            if let Some(c) = paged.next {
+                human.push_str(&format!("\nMore: --after {c}"));
+            }
             Ok(Report::new(json, human))
         }
         TokenCommand::Show { actor, id } => {
@@ -612,11 +615,14 @@ fn audit(
             },
         ]);
     }
-    let human = if events.is_empty() {
+    let mut human = if events.is_empty() {
         "No audit events.".to_string()
     } else {
         table.render()
     };
+    if let (Some(c), Some(_)) = (paged.next, limit) {
+        human.push_str(&format!("\nMore: --after {c}"));
+    }
     let mut json = json!({ "events": list });
     if limit.is_some() {
         json["next"] = json!(paged.next);
