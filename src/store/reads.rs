@@ -219,7 +219,8 @@ impl TokenStore {
     }
 
     /// [`TokenStore::list_org`] a page at a time (Owner only), as
-    /// [`TokenStore::list_own_page`] pages the member's own list.
+    /// [`TokenStore::list_own_page`] pages the member's own list. Blocks
+    /// as `list_org` does: it reads the organization's records from disk.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (kind `usage`) for a zero limit or a
