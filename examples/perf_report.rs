@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use support::random::*;
 use support::*;
 use tokenvault::{Actor, Config, Error, RevokeScope, Role, StoreKey};
 
@@ -29,6 +30,12 @@ const KEY: [u8; 32] = [0x42; 32];
 /// The cap of live access tokens per refresh token in the report's store:
 /// raised from the default 10 so that one family can hold 10,000.
 const CAP: usize = 10_001;
+/// Distinct access tokens of the random-order measurements (fewer when
+/// the store holds fewer).
+const RANDOM_DISTINCT: usize = 100_000;
+/// The seed of the random orders: the floor's process makes the same ones.
+const RANDOM_SEED: u64 = 0x005e_ed0f_7a11_0c8d;
+const MIB: f64 = 1024.0 * 1024.0;
 
 struct Opts {
     quick: bool,
@@ -140,7 +147,12 @@ fn build_child(
     let layout = Layout::for_tokens(tokens);
     let t = Instant::now();
     let store = store_config(&dir.join("store")).open()?;
-    let sample = populate(&store, layout, keep)?;
+    // Every (refresh, access) pair, for the measurements in random order.
+    let (mut all_refresh, mut all_access) = (Texts::default(), Texts::default());
+    let sample = populate_visit(&store, layout, keep, &mut |r, a| {
+        all_refresh.push(r);
+        all_access.push(a);
+    })?;
     store.flush()?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
     let to_revoke = revoke_set(&store, revokes)?;
@@ -164,6 +176,9 @@ fn build_child(
     }
     for (m, r, a) in &to_revoke {
         writeln!(out, "V {m} {r} {a}")?;
+    }
+    for k in 0..all_access.len() {
+        writeln!(out, "P {} {}", all_refresh.get(k), all_access.get(k))?;
     }
     writeln!(out, "BUILD {build_ms}")?;
     writeln!(out, "CLOSE {close_ms}")?;
@@ -332,6 +347,103 @@ fn sqlite_update_full(dir: &Path, rows: usize, q: bool) -> Result<f64, Box<dyn s
     Ok(median(&mut v))
 }
 
+/// Runs the hash-map floor in a child process: sends it every (refresh,
+/// access) pair and reads back (`floor_random_ns`, `floor_bytes_per_token`).
+fn floor_in_child(
+    layout: Layout,
+    refresh: &Texts,
+    access: &Texts,
+    prefix: &str,
+    q: bool,
+) -> Result<[f64; 2], Box<dyn std::error::Error>> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--floor")
+        .arg(prefix)
+        .arg(layout.orgs.to_string())
+        .arg(layout.members_per_org.to_string())
+        .arg(layout.refresh_per_member.to_string())
+        .arg(if q { "quick" } else { "full" })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    {
+        let mut input = std::io::BufWriter::new(child.stdin.take().ok_or("no pipe")?);
+        for k in 0..access.len() {
+            writeln!(input, "P {} {}", refresh.get(k), access.get(k))?;
+        }
+        input.flush()?;
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().ok_or("no pipe")?, &mut out)?;
+    if !child.wait()?.success() {
+        return Err("the floor process failed".into());
+    }
+    let mut figures = std::collections::HashMap::new();
+    for line in out.lines() {
+        if let Some((k, v)) = line.split_once(' ') {
+            figures.insert(k.to_string(), v.parse::<f64>()?);
+        }
+    }
+    let get = |k: &str| {
+        figures
+            .get(k)
+            .copied()
+            .ok_or(format!("floor figure {k} missing"))
+    };
+    Ok([get("floor_random_ns")?, get("floor_bytes_per_token")?])
+}
+
+/// Child mode: the hash-map floor over the pairs read from standard input,
+/// in the same random order as the store's measurement. Prints its median
+/// and the resident bytes its map adds per record.
+fn floor_child(prefix: &str, layout: Layout, q: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let (mut refresh, mut access) = (Texts::default(), Texts::default());
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        match line
+            .strip_prefix("P ")
+            .and_then(|rest| rest.split_once(' '))
+        {
+            Some((r, a)) => {
+                refresh.push(r);
+                access.push(a);
+            }
+            None => return Err(format!("unexpected line: {line}").into()),
+        }
+    }
+    let random = random_subset(access.len(), RANDOM_DISTINCT, RANDOM_SEED);
+    let before = rss_mib();
+    let mut orgs: std::collections::HashMap<usize, std::sync::Arc<str>> = Default::default();
+    let mut users: std::collections::HashMap<(usize, usize), std::sync::Arc<str>> =
+        Default::default();
+    let floor = FloorMap::new(prefix, KEY, &refresh, &access, |k| {
+        let (o, m) = owner_of_pair(layout, k);
+        let org = orgs.entry(o).or_insert_with(|| org_name(o).into()).clone();
+        let user = users
+            .entry((o, m))
+            .or_insert_with(|| user_name(m).into())
+            .clone();
+        (org, user)
+    });
+    let after = rss_mib();
+    let bytes_per_record = (after - before) * MIB / floor.len().max(1) as f64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let per = 1000.min(random.len());
+    let mut v = time_batches(
+        (if q { 200_000 } else { 500_000 }).max(random.len()) / per,
+        per,
+        |i| {
+            let r = floor.check(access.get(random[i % random.len()] as usize), now);
+            assert!(r.is_some(), "a token of the floor verifies");
+        },
+    );
+    println!("floor_random_ns {}", median(&mut v));
+    println!("floor_bytes_per_token {bytes_per_record}");
+    Ok(())
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
@@ -376,6 +488,18 @@ fn main() {
         let revokes: usize = args[5].parse().expect("revokes");
         if let Err(e) = build_child(&dir, tokens, keep, revokes) {
             eprintln!("building the store failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--floor") {
+        let layout = Layout {
+            orgs: args[3].parse().expect("orgs"),
+            members_per_org: args[4].parse().expect("members"),
+            refresh_per_member: args[5].parse().expect("tokens per member"),
+        };
+        if let Err(e) = floor_child(&args[2], layout, args[6] == "quick") {
+            eprintln!("the floor failed: {e}");
             std::process::exit(1);
         }
         return;
@@ -425,6 +549,8 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         .spawn()?;
     let mut sample = Sample::default();
     let mut to_revoke: Vec<(usize, String, String)> = Vec::with_capacity(revokes);
+    // Every token pair of the store, in issue order.
+    let (mut all_refresh, mut all_access) = (Texts::default(), Texts::default());
     let (mut build_ms, mut close_ms, mut floor_build_ms) = (0.0, 0.0, 0.0);
     for line in BufReader::new(child.stdout.take().ok_or("no pipe")?).lines() {
         let line = line?;
@@ -440,6 +566,13 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
                     _ => return Err(format!("unexpected line from the builder: {line}").into()),
                 }
             }
+            Some(("P", rest)) => match rest.split_once(' ') {
+                Some((r, a)) => {
+                    all_refresh.push(r);
+                    all_access.push(a);
+                }
+                None => return Err(format!("unexpected line from the builder: {line}").into()),
+            },
             Some(("BUILD", v)) => build_ms = v.parse()?,
             Some(("CLOSE", v)) => close_ms = v.parse()?,
             Some(("FLOOR", v)) => floor_build_ms = v.parse()?,
@@ -504,6 +637,12 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         })
         .unwrap_or(0) as f64
         / tokens as f64;
+    // The orders of the random measurements, made before the open so that
+    // their memory does not count as the store's: `random` is
+    // min(100,000, all) distinct access tokens of the store in a random
+    // order, `everyone` every access token in another.
+    let random = random_subset(all_access.len(), RANDOM_DISTINCT, RANDOM_SEED);
+    let everyone = shuffled(all_access.len(), RANDOM_SEED ^ 0xa5a5);
     let steal_start = cpu_steal();
     let rss_before_open = rss_mib();
     let cpu = process_cpu_ms();
@@ -615,6 +754,92 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         scaling(&split, if q { 6 } else { 10 });
     let [same_member_speedup, same_member_speedup_cpu, ..] =
         scaling(&interleaved, if q { 4 } else { 6 });
+
+    // ----- verification in random order, as services meet it -----
+    let per = 1000.min(random.len());
+    let mut v = time_batches(
+        (if q { 200_000 } else { 500_000 }).max(random.len()) / per,
+        per,
+        |i| {
+            let r = store.verify(all_access.get(random[i % random.len()] as usize));
+            assert!(r.is_ok(), "a token of the store verifies");
+        },
+    );
+    let verify_random_ns = median(&mut v);
+    let mut v = time_batches(everyone.len() / per, per, |i| {
+        let r = store.verify(all_access.get(everyone[i] as usize));
+        assert!(r.is_ok(), "a token of the store verifies");
+    });
+    let verify_random_all_ns = median(&mut v);
+    // Every token has now been verified once: whatever the store builds
+    // on first touch is resident.
+    let rss_touched = rss_mib();
+    let rss_bytes_per_token =
+        (rss_touched.max(rss_after_open) - rss_before_open) * MIB / tokens as f64;
+    let random_job = |t: usize, n: u64| {
+        let k = (n as usize).wrapping_mul(2).wrapping_add(t) % random.len();
+        let r = store.verify(all_access.get(random[k] as usize));
+        assert!(r.is_ok());
+    };
+    let dur = Duration::from_millis(if q { 250 } else { 500 });
+    let mut r = Vec::new();
+    for _ in 0..if q { 5 } else { 9 } {
+        let a = throughput(1, dur, random_job).per_sec;
+        let b = throughput(2, dur, random_job).per_sec;
+        r.push(b / a);
+    }
+    let verify_random_threads2_speedup = median(&mut r);
+
+    // The hardware's limit over the same texts in the same order: parse and
+    // checksum, keyed blake3, one 64-byte slot of a table of the store's
+    // size, a constant-time compare.
+    // (Two ids may share a slot, as in any table indexed by a hash: the
+    // later token's verifier is kept, the earlier one compares unequal at
+    // the same cost. The matches are counted so that no work is elided.)
+    let limit = Limit::new(store.prefix(), KEY, &all_access, tokens);
+    let mut matched = 0usize;
+    let mut v = time_batches(
+        (if q { 200_000 } else { 500_000 }).max(random.len()) / per,
+        per,
+        |i| {
+            matched += usize::from(limit.check(all_access.get(random[i % random.len()] as usize)));
+        },
+    );
+    let limit_random_ns = median(&mut v);
+    assert!(
+        std::hint::black_box(matched) > 0,
+        "the limit's table holds the tokens"
+    );
+    drop(limit);
+
+    // The stateless yardsticks over as many distinct tokens, in random order.
+    let jwts = JwtSet::new(random.len());
+    let jwt_order = shuffled(jwts.tokens.len(), RANDOM_SEED ^ 0x7);
+    let mut v = time_batches(
+        (if q { 100_000 } else { 300_000 }).max(jwt_order.len()) / per,
+        per,
+        |i| {
+            assert!(jwts.check(jwt_order[i % jwt_order.len()] as usize));
+        },
+    );
+    let jwt_fast_ns = median(&mut v);
+    drop(jwts);
+    let pasetos = PasetoSet::new(random.len().min(if q { 20_000 } else { 100_000 }));
+    let paseto_order = shuffled(pasetos.tokens.len(), RANDOM_SEED ^ 0x9);
+    let mut v = time_batches(
+        (if q { 40_000 } else { 100_000 }).max(paseto_order.len()) / per,
+        per,
+        |i| {
+            assert!(pasetos.check(paseto_order[i % paseto_order.len()] as usize));
+        },
+    );
+    let paseto_local_ns = median(&mut v);
+    drop(pasetos);
+
+    // The hash-map floor, in a process of its own so that its memory is
+    // measured alone: the same pairs, the same order.
+    let [floor_random_ns, floor_bytes_per_token] =
+        floor_in_child(layout, &all_refresh, &all_access, store.prefix(), q)?;
 
     // ----- exchange, generate, assign -----
     let refresh = &sample.refresh;
@@ -787,6 +1012,57 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         assert!(matches!(store.exchange(v.expose()), Err(Error::Revoked)));
     }
 
+    // Random verification while another thread exchanges and revokes flat
+    // out: the latency of each call, its 99th percentile.
+    let mut victims = Vec::new();
+    store.bulk_issue_for_benchmarks(&revoker, if q { 2_000 } else { 5_000 }, 0, &mut |r, _| {
+        victims.push(r)
+    })?;
+    let victim_ids: Vec<_> = victims
+        .iter()
+        .map(|r| tokenvault::token::inspect(store.prefix(), r.expose()).map(|(_, id)| id))
+        .collect::<Result<_, _>>()?;
+    let stop = AtomicBool::new(false);
+    let writes = AtomicU64::new(0);
+    let mut lat = std::thread::scope(|s| {
+        s.spawn(|| {
+            let (mut i, mut next) = (0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                store
+                    .exchange(&refresh[i % refresh.len()])
+                    .expect("exchange");
+                if i % 4 == 3 && next < victim_ids.len() {
+                    store
+                        .revoke(&revoker, &victim_ids[next], None)
+                        .expect("revoke");
+                    next += 1;
+                }
+                i += 1;
+            }
+            writes.store((i + next) as u64, Ordering::Relaxed);
+        });
+        // Let the writer get going before measuring.
+        std::thread::sleep(Duration::from_millis(100));
+        let dur = Duration::from_millis(if q { 1_000 } else { 3_000 });
+        let started = Instant::now();
+        let mut lat = Vec::with_capacity(1 << 20);
+        let mut k = 0usize;
+        while started.elapsed() < dur {
+            for _ in 0..256 {
+                let text = all_access.get(random[k % random.len()] as usize);
+                let t = Instant::now();
+                let r = store.verify(text);
+                lat.push(t.elapsed().as_nanos() as f64);
+                assert!(r.is_ok(), "a token of the store verifies");
+                k += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        lat
+    });
+    let verify_random_p99_under_writes_ns = percentile(&mut lat, 0.99);
+    let writes_beside_verify = writes.load(Ordering::Relaxed);
+
     // ----- growth: purge, then bytes on disk -----
     let t = Instant::now();
     let mut purged = 0;
@@ -827,6 +1103,9 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     // ----- report -----
     let le = |v: f64, limit: f64| Some(v <= limit);
     let jwt = Some(("jwt", jwt_ns));
+    let limit = Some(("limit", limit_random_ns));
+    let floor_map = Some(("floor map", floor_random_ns));
+    let jwt_fast = Some(("jwt fast", jwt_fast_ns));
     let insert = Some(("sled insert", sled_insert_ns));
     let insert_flush = Some(("insert+flush", sled_insert_flush_ns));
     let insert_flush_sync = Some(("insert+flush+sync", sled_insert_flush_sync_ns));
@@ -842,6 +1121,19 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         row("verify, malformed", verify_malformed_ns, "ns", jwt, "", None),
         row("verify, unknown id", verify_unknown_ns, "ns", jwt, "", None),
         row("authorize", authorize_ns, "ns", jwt, "", None),
+        row("verify, random over 100k distinct", verify_random_ns, "ns", limit, "<= 2 x limit", le(verify_random_ns, 2.0 * limit_random_ns)),
+        row("  same, to the hash-map floor", verify_random_ns, "ns", floor_map, "<= 0.5 x floor map", le(verify_random_ns, 0.5 * floor_random_ns)),
+        row("  same, to the fastest JWT", verify_random_ns, "ns", jwt_fast, "<= 0.25 x jwt fast", le(verify_random_ns, 0.25 * jwt_fast_ns)),
+        row("  verify hot, to the fastest JWT", verify_hot_ns, "ns", jwt_fast, "<= 0.15 x jwt fast", le(verify_hot_ns, 0.15 * jwt_fast_ns)),
+        row("verify, random over every token", verify_random_all_ns, "ns", limit, "", None),
+        row("verify random, p99 beside writes", verify_random_p99_under_writes_ns, "ns", Some(("verify random", verify_random_ns)), "<= 5 x verify random", le(verify_random_p99_under_writes_ns, 5.0 * verify_random_ns)),
+        row("verify random, 2 threads / 1", verify_random_threads2_speedup, "x", None, ">= 1.8", Some(verify_random_threads2_speedup >= 1.8)),
+        row("limit: parse+blake3+1 slot read", limit_random_ns, "ns", None, "baseline (f)", None),
+        row("floor map: HashMap, records inline", floor_random_ns, "ns", None, "baseline (g)", None),
+        row("jwt fast: HS256, random, 100k", jwt_fast_ns, "ns", None, "baseline (h)", None),
+        row("paseto v4.local, random", paseto_local_ns, "ns", None, "baseline (i)", None),
+        row("resident bytes per stored token", rss_bytes_per_token, "B", Some(("floor map", floor_bytes_per_token)), "<= 128, <= 0.5 x floor map", Some(rss_bytes_per_token <= 128.0 && rss_bytes_per_token <= 0.5 * floor_bytes_per_token)),
+        row("  floor map bytes per record", floor_bytes_per_token, "B", None, "baseline (g)", None),
         row("floor: blake3 + sled get + decode", floor_ns, "ns", None, "baseline (a)", None),
         row("jwt: HS256 decode+validate", jwt_ns, "ns", None, "baseline (b)", None),
         row("verify, 1 thread", verify_1t_ops, "ops/s", None, "", None),
@@ -987,6 +1279,18 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             "rss_mib": rss,
             "rss_after_open_mib": rss_after_open,
             "rss_end_mib": rss_end,
+            "verify_random_ns": verify_random_ns,
+            "verify_random_all_ns": verify_random_all_ns,
+            "limit_random_ns": limit_random_ns,
+            "floor_random_ns": floor_random_ns,
+            "jwt_fast_ns": jwt_fast_ns,
+            "paseto_local_ns": paseto_local_ns,
+            "rss_bytes_per_token": rss_bytes_per_token,
+            "floor_bytes_per_token": floor_bytes_per_token,
+            "verify_random_p99_under_writes_ns": verify_random_p99_under_writes_ns,
+            "verify_random_threads2_speedup": verify_random_threads2_speedup,
+            "random_distinct_tokens": random.len(),
+            "writes_beside_verify_random": writes_beside_verify,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")?;
         eprintln!("wrote {}", path.display());

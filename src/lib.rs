@@ -65,6 +65,9 @@
 //! against the store's own member records. See the README and `docs/`
 //! (security, durability, disk format) for the whole model.
 #![deny(missing_docs, unsafe_code)]
+// On docs.rs (`--cfg docsrs`, see `[package.metadata.docs.rs]`), each item
+// that a cargo feature gates is marked with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod change;
 mod clock;

@@ -7,6 +7,8 @@
 //! organizations of 50 members with about 100 refresh tokens per member.
 #![allow(dead_code)]
 
+pub mod random;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -74,6 +76,17 @@ pub struct Sample {
 /// Adds the members and fills an empty store with `layout`, keeping about
 /// `keep` access tokens (and as many refresh tokens) spread over the store.
 pub fn populate(store: &TokenStore, layout: Layout, keep: usize) -> tokenvault::Result<Sample> {
+    populate_visit(store, layout, keep, &mut |_, _| {})
+}
+
+/// [`populate`], showing `visit` every (refresh, access) token pair in
+/// issue order: organization by organization, member by member.
+pub fn populate_visit(
+    store: &TokenStore,
+    layout: Layout,
+    keep: usize,
+    visit: &mut dyn FnMut(&str, &str),
+) -> tokenvault::Result<Sample> {
     let stride = (layout.refresh_tokens() / keep.max(1)).max(1);
     let mut sample = Sample::default();
     let mut n = 0usize;
@@ -89,6 +102,9 @@ pub fn populate(store: &TokenStore, layout: Layout, keep: usize) -> tokenvault::
                 layout.refresh_per_member,
                 1,
                 &mut |r, a| {
+                    if let Some(first) = a.first() {
+                        visit(r.expose(), first.expose());
+                    }
                     if n.is_multiple_of(stride) && sample.access.len() < keep {
                         sample.refresh.push(r.expose().to_string());
                         sample
@@ -438,4 +454,14 @@ pub fn rss_mib() -> f64 {
             })
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// The organization and member index of the `k`th (refresh, access) pair
+/// that [`populate_visit`] shows.
+pub fn owner_of_pair(layout: Layout, k: usize) -> (usize, usize) {
+    let member = k / layout.refresh_per_member;
+    (
+        member / layout.members_per_org,
+        member % layout.members_per_org,
+    )
 }
