@@ -5,6 +5,9 @@
 # `postgres` feature, and stops the cluster whatever happens.
 #
 # Usage: .ci/postgres.sh [extra cargo test arguments]
+#
+# The tests that need a server are `#[ignore]`d (a plain `cargo test` shows
+# them as skipped); here they run, with `--include-ignored`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,4 +63,4 @@ export TOKENVAULT_PG_CTL="$PG_CTL"
 export TOKENVAULT_PG_REQUIRED=1
 
 echo "== cargo test --features postgres --test postgres"
-cargo test --features postgres --test postgres "$@" -- --nocapture
+cargo test --features postgres --test postgres "$@" -- --include-ignored --nocapture

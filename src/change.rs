@@ -1,28 +1,49 @@
 //! [`Change`]: a change to durable state at the level of intent. Each
 //! backend applies a batch in its own transaction, and memory applies the
-//! same batch (the in-memory state); each handles every variant explicitly.
+//! same batch (the in-memory state); each handles every variant explicitly,
+//! from what the variant says, without working out from a record what was
+//! meant.
 
-use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord};
+use crate::codec::{AccessRecord, EventRecord, RefreshRecord};
+use crate::policy::Role;
 
 /// One change to durable state. A batch of changes is committed atomically.
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
-    /// Insert or replace a member.
-    PutMember(MemberRecord),
-    /// Remove a member record.
-    DeleteMember { org: String, user: String },
-    /// Set an organization's not-before cutoff.
-    PutOrgCutoff { org: String, at: u64 },
-    /// A new refresh token: its record, active (and, where the backend
-    /// keeps one, its entry in an index by owner).
+    /// A new member of `org` with `role`, with no cutoff of their own. With
+    /// [`Role::Owner`], they become the organization's Owner.
+    AddMember {
+        org: String,
+        user: String,
+        role: Role,
+    },
+    /// A member's new role, neither to nor from [`Role::Owner`] (see
+    /// [`Change::MoveOwnership`]).
+    SetRole {
+        org: String,
+        user: String,
+        role: Role,
+    },
+    /// The member `to` becomes the Owner of `org`; `from`, the Owner until
+    /// now (if the organization had one), becomes an Admin.
+    MoveOwnership {
+        org: String,
+        to: String,
+        from: Option<String>,
+    },
+    /// A member leaves `org`. Their tokens are revoked by a
+    /// [`Change::RevokeMany`] in the same batch, and stay listed (revoked)
+    /// until purged.
+    RemoveMember { org: String, user: String },
+    /// A member's not-before cutoff: their tokens created before `at` are
+    /// revoked. Where several are set, the latest wins.
+    MemberCutoff { org: String, user: String, at: u64 },
+    /// An organization's not-before cutoff (the latest wins).
+    OrgCutoff { org: String, at: u64 },
+    /// A new refresh token, active.
     IssueRefresh(RefreshRecord),
-    /// A stored refresh record as it stands, for memory only: what loading,
-    /// a replica's snapshot and a read-through hand over. Never committed
-    /// (a backend refuses it).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    LoadRefresh(RefreshRecord),
-    /// Revoke a refresh token, and with it its family, if it is active: the
-    /// backend changes the stored record's state inside its own
+    /// Revoke a refresh token, and with it its family, if a revocation still
+    /// changes it: the backend changes the stored record inside its own
     /// transaction (the store reads nothing from disk to revoke).
     RevokeRefresh {
         id: [u8; 16],
@@ -30,19 +51,17 @@ pub(crate) enum Change {
         by: String,
         reason: Option<String>,
     },
-    /// Revoke, each as [`Change::RevokeRefresh`] would, every active
-    /// refresh token of `org` (of its member `user` only, when given) that
-    /// was created before `before` (`u64::MAX`: all of them). The store
-    /// reads nothing from disk to make it: memory revokes what it holds
-    /// that matches, and each backend selects inside its own transaction.
+    /// Revoke, each as [`Change::RevokeRefresh`] would, every refresh token
+    /// of `org` (of its member `user` only, when given) created before
+    /// `before` (`u64::MAX`: all of them) that a revocation still changes.
+    /// The backend selects them inside its own transaction, by the codec's
+    /// predicate, and reports their ids (see [`Committed`]); memory revokes
+    /// exactly those.
     ///
-    /// `held` is what memory held that matched when the store made the
-    /// change. A backend without an index by owner (sled) revokes exactly
-    /// these, which is all of them: an embedded store's memory holds every
-    /// stored token. A backend that can select by owner (PostgreSQL, whose
-    /// tables also hold tokens other replicas issued) selects itself and
-    /// ignores `held`. Either way the backend reports how many it revoked
-    /// (see [`Committed`]).
+    /// `held` names the tokens of `org` (of `user`) that this process
+    /// holds, for a backend with no index by owner to select among (the
+    /// embedded one, whose tokens are all held); a backend with such an
+    /// index (the shared one) selects by owner itself.
     RevokeMany {
         org: String,
         user: Option<String>,
@@ -52,8 +71,8 @@ pub(crate) enum Change {
         reason: Option<String>,
         held: Vec<[u8; 16]>,
     },
-    /// Delete a refresh record (and any index entry); its access records must be
-    /// deleted by `DeleteAccess` changes in the same batch.
+    /// Delete a refresh record; its access records must be deleted by
+    /// `DeleteAccess` changes in the same batch.
     DeleteRefresh {
         id: [u8; 16],
         org: String,
@@ -63,16 +82,19 @@ pub(crate) enum Change {
     /// no access record of it is left to tell (exchange itself does not
     /// write it: the newest access record's `issued_at` says it).
     PutLastRefresh { id: [u8; 16], at: u64 },
-    /// Put a new access record (an exchange, or a stored one being loaded)
-    /// in slot `slot` of its family. A family (the
-    /// access tokens of one refresh token) has at most `cap` slots; an
-    /// access record put in a slot replaces the one there, which is how an
-    /// exchange past the cap evicts the oldest in the same single write.
+    /// A new access token of its refresh token's family, in slot `slot`
+    /// of the family (at most `cap` slots): a slot taken already is freed
+    /// by this change (the oldest evicted in the same single write).
     PutAccess { rec: AccessRecord, slot: u32 },
-    /// Revoke one access token: `rec` is its record with `revoked` set,
-    /// put back in its slot `slot`.
-    RevokeAccess { rec: AccessRecord, slot: u32 },
-    /// Delete the access record `id` in slot `slot` of its family.
+    /// Revoke one access token (of the family `refresh_id`, in slot
+    /// `slot`), if it is not revoked already.
+    RevokeAccess {
+        refresh_id: [u8; 16],
+        id: [u8; 16],
+        slot: u32,
+    },
+    /// Delete the access record `id` (of the family `refresh_id`, in slot
+    /// `slot`).
     DeleteAccess {
         refresh_id: [u8; 16],
         id: [u8; 16],
@@ -89,9 +111,9 @@ pub(crate) enum Change {
 
 /// What a backend reports of a committed batch that the store cannot know
 /// beforehand.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Committed {
-    /// How many refresh tokens the batch's [`Change::RevokeMany`] changes
-    /// revoked (tokens found revoked already are not counted).
-    pub revoked: usize,
+    /// The refresh tokens the batch's [`Change::RevokeMany`] changes
+    /// revoked (tokens found revoked already are not named), sorted.
+    pub revoked: Vec<[u8; 16]>,
 }

@@ -13,28 +13,38 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::Result;
 
-/// Group commit: concurrent durable callers share one flush.
+/// Group commit: concurrent durable callers share one flush. Its counters
+/// are its own: the store reads and moves them through its methods.
 pub(crate) struct Flusher {
     /// Whether a flush is under way (its leader does not hold this lock
     /// while it flushes, so that callers it made durable leave at once).
-    pub(crate) flushing: Mutex<bool>,
+    flushing: Mutex<bool>,
     /// Signalled when a flush ends.
-    pub(crate) done: Condvar,
+    done: Condvar,
     /// `flushing`, readable without the lock.
-    pub(crate) in_flight: AtomicBool,
+    in_flight: AtomicBool,
     /// Callers waiting for a flush to end.
-    pub(crate) waiting: AtomicUsize,
-    pub(crate) written: AtomicU64,
-    pub(crate) flushed: AtomicU64,
-    pub(crate) lazy: AtomicU64,
+    waiting: AtomicUsize,
+    written: AtomicU64,
+    flushed: AtomicU64,
+    lazy: AtomicU64,
     /// How long the last flush took, in nanoseconds.
-    pub(crate) flush_ns: AtomicU64,
+    flush_ns: AtomicU64,
     /// Management calls that want or hold the catalog to write: each will
     /// commit within microseconds (see [`Flusher::linger`]).
-    pub(crate) writers: AtomicUsize,
+    writers: AtomicUsize,
     /// Callers waited for the last flush: durable calls are arriving
     /// together, and the next leader waits for a companion.
-    pub(crate) callers_arriving_together: AtomicBool,
+    callers_arriving_together: AtomicBool,
+}
+
+/// A management call counted among the writers while it lives.
+pub(crate) struct WriterMark<'a>(&'a AtomicUsize);
+
+impl Drop for WriterMark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// A flush leader does not linger when a flush is shorter than this,
@@ -58,6 +68,45 @@ impl Flusher {
             writers: AtomicUsize::new(0),
             callers_arriving_together: AtomicBool::new(false),
         }
+    }
+
+    /// The ticket of a batch just committed (the flush that covers it makes
+    /// it durable).
+    pub(crate) fn ticket(&self) -> u64 {
+        self.written.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The ticket of the last batch committed.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// The highest ticket known durable.
+    pub(crate) fn flushed(&self) -> u64 {
+        self.flushed.load(Ordering::Acquire)
+    }
+
+    /// Counts one lazy write; returns how many have piled up since the
+    /// last flush.
+    pub(crate) fn lazy_write(&self) -> u64 {
+        self.lazy.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Counts a management call that wants or holds the catalog to write
+    /// (see [`Flusher::linger`]) until the returned mark is dropped.
+    pub(crate) fn writer(&self) -> WriterMark<'_> {
+        self.writers.fetch_add(1, Ordering::AcqRel);
+        WriterMark(&self.writers)
+    }
+
+    /// After the storage was reopened with nothing under way: every ticket
+    /// up to `barrier` counts as durable (one past those handed out, so a
+    /// flush asked for later has nothing lost to wait for), and no lazy
+    /// write is pending.
+    pub(crate) fn restart_at(&self, barrier: u64) {
+        self.written.store(barrier, Ordering::Release);
+        self.flushed.fetch_max(barrier, Ordering::AcqRel);
+        self.lazy.store(0, Ordering::Release);
     }
 
     /// The flush of a durable call: sync up to `ticket`, through `sync`.

@@ -5,7 +5,8 @@
 /// Each variant says in plain words what happened; [`Error::kind`] gives a
 /// stable machine-readable name (used by the command-line tool's JSON output).
 /// A call that returns an error has changed nothing, except where a variant
-/// says otherwise.
+/// says otherwise: a call answered [`Error::Io`] because its write or sync
+/// failed may have taken effect (see there).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -62,13 +63,23 @@ pub enum Error {
     /// the message and, where there is one, the underlying error (a
     /// [`std::io::Error`], a sled error, a PostgreSQL error), reachable through
     /// [`std::error::Error::source`].
+    ///
+    /// When a durable call's own write or sync failed, what it changed may
+    /// still take effect (a disk may keep a write whose sync reported an
+    /// error): a revocation, demotion or member removal answered `Io` may be
+    /// in force once the store answers again, and retrying it is safe (it
+    /// is idempotent). An issue (`generate`, `assign`) answered `Io` never
+    /// leaves a token: it is taken out at once and removed from the disk
+    /// at the next open if the disk kept it.
     #[error("storage error: {0}")]
     Io(#[source] IoError),
     /// The service cannot answer right now but may later: a shared
     /// (PostgreSQL) store's replica whose view is stale (no successful sync
     /// within the staleness bound) fails closed with this rather than answer
-    /// from stale memory. Retrying once PostgreSQL is reachable again
-    /// succeeds. Kind `unavailable`.
+    /// from stale memory; a store on disk refuses calls with this while it
+    /// opens its storage again after an I/O error (or cannot yet). The call
+    /// changed nothing; retrying shortly succeeds once the storage answers.
+    /// Kind `unavailable` (HTTP 503 with `Retry-After`).
     #[error("the service is temporarily unavailable: {0}")]
     Unavailable(String),
 }

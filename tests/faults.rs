@@ -3,7 +3,9 @@
 //! creators of one store at once, file modes under a permissive umask, and
 //! a store held by another process.
 //!
-//! Tests that need a mount print a note and pass without root, and fail
+//! Tests that need a mount are `#[ignore]`d (a plain `cargo test` shows
+//! them as ignored; `-- --ignored` runs them, as `.ci/run` does); run
+//! without root they print a note and pass, and fail
 //! instead when `TOKENVAULT_FAULTS_REQUIRED` is set (as CI does).
 #![cfg(unix)]
 
@@ -102,14 +104,21 @@ fn is_disk_full(e: &Error) -> bool {
     e.kind() == "io" && e.to_string().contains("the disk is full")
 }
 
-/// Retries `f` for up to 10 s while it fails with `io` (the store retries
-/// its reopen at most every 100 ms).
+/// A call's answer while the disk stays full: its own write failed (`io`),
+/// or it was refused while the store cannot open its storage again yet
+/// (`unavailable`); either says the disk is full.
+fn refused_for_a_full_disk(e: &Error) -> bool {
+    matches!(e.kind(), "io" | "unavailable") && e.to_string().contains("the disk is full")
+}
+
+/// Retries `f` for up to 20 s while it fails with `io` or `unavailable`
+/// (the store retries its reopen at most every 100 ms).
 fn eventually<T>(what: &str, mut f: impl FnMut() -> tokenvault::Result<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match f() {
             Ok(v) => return v,
-            Err(e) if e.kind() == "io" && Instant::now() < deadline => {
+            Err(e) if matches!(e.kind(), "io" | "unavailable") && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("{what} still fails once space is free: {e}"),
@@ -210,6 +219,7 @@ fn an_unfinished_snapshot_does_not_brick_the_store() {
 /// taking all but a little): whatever `close` answers, once space is
 /// free the store opens (never `corrupt`) with every acknowledged change.
 #[test]
+#[ignore = "needs root (mounts a tmpfs): cargo test --test faults -- --ignored"]
 fn a_disk_filled_during_close_does_not_brick_the_store() {
     let Some(fs) = Tmpfs::mount("4m") else { return };
     let path = fs.path().join("tokens.db");
@@ -255,11 +265,12 @@ fn a_disk_filled_during_close_does_not_brick_the_store() {
 
 // ----- a full disk -----
 
-/// On a full disk every call answers `io` "the disk is full" and nothing
-/// panics; verification keeps answering from memory; once the ballast is
+/// On a full disk the first failing call answers `io` "the disk is full",
+/// later ones `io` or `unavailable` saying so, and nothing panics; verification keeps answering from memory; once the ballast is
 /// deleted, the same store (no restart) generates, revokes and exchanges
 /// again, and after a reopen every acknowledged change is there.
 #[test]
+#[ignore = "needs root (mounts a tmpfs): cargo test --test faults -- --ignored"]
 fn a_full_disk_fails_calls_cleanly_and_the_store_writes_again_once_space_is_free() {
     let Some(fs) = Tmpfs::mount("4m") else { return };
     let path = fs.path().join("tokens.db");
@@ -289,22 +300,22 @@ fn a_full_disk_fails_calls_cleanly_and_the_store_writes_again_once_space_is_free
     for _ in 0..20 {
         match store.revoke(&bob, &victim.info.id, None) {
             Ok(()) => victim_revoked = true,
-            Err(e) => assert!(is_disk_full(&e), "revoke: {e}"),
+            Err(e) => assert!(refused_for_a_full_disk(&e), "revoke: {e}"),
         }
         match store.exchange(kept.token.expose()) {
             Ok(_) => {}
-            Err(e) => assert!(is_disk_full(&e), "exchange: {e}"),
+            Err(e) => assert!(refused_for_a_full_disk(&e), "exchange: {e}"),
         }
         match store.add_member("acme", "cy", Role::User) {
             Ok(()) | Err(Error::Conflict(_)) => {}
-            Err(e) => assert!(is_disk_full(&e), "add_member: {e}"),
+            Err(e) => assert!(refused_for_a_full_disk(&e), "add_member: {e}"),
         }
         match store.generate(&bob, GenerateOptions::default()) {
             Ok(t) => acked.push(t),
-            Err(e) => assert!(is_disk_full(&e), "generate: {e}"),
+            Err(e) => assert!(refused_for_a_full_disk(&e), "generate: {e}"),
         }
         if let Err(e) = store.flush() {
-            assert!(is_disk_full(&e), "flush: {e}");
+            assert!(refused_for_a_full_disk(&e), "flush: {e}");
         }
         // Verification answers from memory meanwhile (or, right after a
         // reopen dropped the lazily durable access token, says it is gone).
@@ -355,9 +366,18 @@ fn a_full_disk_fails_calls_cleanly_and_the_store_writes_again_once_space_is_free
 }
 
 /// Several threads write while the disk fills and frees: each call either
-/// succeeds (and its change is there after a reopen) or fails with `io`;
-/// a revocation acknowledged is never lost, and nothing deadlocks.
+/// succeeds (and its change is there after a reopen) or fails with `io`
+/// (its own write or sync failed) or `unavailable` (refused while the store
+/// opens its storage again); a revocation acknowledged is never lost, and
+/// nothing deadlocks.
+///
+/// A revocation that failed leaves its token live (or may have taken
+/// effect): each worker retries it before it issues again, as a client
+/// would. Without that, a loaded machine (more failed calls per second)
+/// left enough live tokens behind to reach bob's cap of live tokens, and
+/// `generate` answered `limit`.
 #[test]
+#[ignore = "needs root (mounts a tmpfs): cargo test --test faults -- --ignored"]
 fn concurrent_callers_through_a_full_disk() {
     let Some(fs) = Tmpfs::mount("4m") else { return };
     let path = fs.path().join("tokens.db");
@@ -368,26 +388,50 @@ fn concurrent_callers_through_a_full_disk() {
     free(&ballast, Some(64 * 1024));
     let stop = std::sync::atomic::AtomicBool::new(false);
     let failures = std::sync::atomic::AtomicU64::new(0);
+    // Set once the ballast is gone; then counts the issues that succeed.
+    let freed = std::sync::atomic::AtomicBool::new(false);
+    let issued_after = std::sync::atomic::AtomicU64::new(0);
+    let failed_kind = |e: &Error| matches!(e.kind(), "io" | "unavailable");
     let (acked, revoked) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..3)
             .map(|_| {
                 s.spawn(|| {
                     let mut acked = Vec::new();
                     let mut revoked = Vec::new();
+                    // The token whose revocation failed, retried first.
+                    let mut pending: Option<tokenvault::IssuedToken> = None;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Some(t) = pending.take() {
+                            match store.revoke(&bob, &t.info.id, None) {
+                                Ok(()) => revoked.push(t),
+                                Err(e) => {
+                                    assert!(failed_kind(&e), "{e}");
+                                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    pending = Some(t);
+                                    continue;
+                                }
+                            }
+                        }
                         match store.generate(&bob, GenerateOptions::default()) {
                             Ok(t) => {
+                                if freed.load(std::sync::atomic::Ordering::Acquire) {
+                                    issued_after.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                                }
                                 if let Ok(g) = store.exchange(t.token.expose()) {
                                     let _ = store.verify(g.access_token.expose());
                                 }
                                 match store.revoke(&bob, &t.info.id, None) {
                                     Ok(()) => revoked.push(t.clone()),
-                                    Err(e) => assert_eq!(e.kind(), "io", "{e}"),
+                                    Err(e) => {
+                                        assert!(failed_kind(&e), "{e}");
+                                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                        pending = Some(t.clone());
+                                    }
                                 }
                                 acked.push(t);
                             }
                             Err(e) => {
-                                assert_eq!(e.kind(), "io", "{e}");
+                                assert!(failed_kind(&e), "{e}");
                                 failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
@@ -398,7 +442,17 @@ fn concurrent_callers_through_a_full_disk() {
             .collect();
         std::thread::sleep(Duration::from_millis(1500));
         free(&ballast, None);
-        std::thread::sleep(Duration::from_millis(1000));
+        freed.store(true, std::sync::atomic::Ordering::Release);
+        // The workers stop once they issue again (at most 30 s, a loaded
+        // machine), not after a fixed time: running on, they could fill the
+        // disk anew and leave `close` no room for its checkpoint (as they
+        // did on a loaded machine).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while issued_after.load(std::sync::atomic::Ordering::Acquire) < 3
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut acked = Vec::new();
         let mut revoked = Vec::new();
@@ -422,11 +476,15 @@ fn concurrent_callers_through_a_full_disk() {
     assert!(store.check_integrity().unwrap().is_clean());
     let failures = failures.into_inner();
     eprintln!(
-        "{} generated, {} revoked, {failures} generates failed",
+        "{} generated, {} revoked, {failures} calls failed",
         acked.len(),
         revoked.len()
     );
     assert!(failures > 0, "the disk never filled");
+    assert!(
+        issued_after.into_inner() >= 3,
+        "the workers did not issue again once space was free"
+    );
     assert!(!revoked.is_empty());
 }
 
@@ -781,6 +839,7 @@ mod cli {
     /// answer 5xx (never a crash); once the ballast is deleted they answer
     /// 2xx again, from the same process.
     #[test]
+    #[ignore = "needs root (mounts a tmpfs): cargo test --test faults -- --ignored"]
     fn serve_writes_again_once_space_is_free() {
         let Some(fs) = Tmpfs::mount("4m") else { return };
         let db = fs.path().join("tokens.db");
@@ -882,6 +941,7 @@ mod cli {
     /// it failed), or 1 with `io` "the disk is full" and no change; never
     /// a panic.
     #[test]
+    #[ignore = "needs root (mounts a tmpfs): cargo test --test faults -- --ignored"]
     fn cli_on_a_nearly_full_disk_reports_what_it_did() {
         let Some(fs) = Tmpfs::mount("4m") else { return };
         let db = fs.path().join("tokens.db");

@@ -74,10 +74,6 @@ const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[
     // `crate::storage::sync_dir`: a leaf reaching into an engine tier. The
     // directory sync belongs beside the key file (or in a leaf of its own).
     ("config", "storage"),
-    // `memory/loader.rs` and `memory/apply.rs` compare a record's slot with
-    // `crate::storage::SLOT_ANY`: sled's access-record slot leaking above
-    // the storage boundary. It leaves memory with the slot itself.
-    ("memory", "storage"),
 ];
 
 fn tier(module: &str) -> Option<usize> {

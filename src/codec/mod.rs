@@ -76,7 +76,28 @@ pub(crate) struct IssueEvent {
     pub assigned: bool,
 }
 
+impl StoredState {
+    /// Whether a revocation still changes a token in this state: the
+    /// backends' one predicate for revoking (a single revocation and a bulk
+    /// one alike). A state added to the lifecycle says here whether it can
+    /// be revoked.
+    #[inline]
+    pub(crate) fn revocable(&self) -> bool {
+        match self {
+            StoredState::Active => true,
+            StoredState::Revoked { .. } => false,
+        }
+    }
+}
+
 impl RefreshRecord {
+    /// Whether a bulk revocation of tokens created before `before`
+    /// (`u64::MAX`: all) revokes this one.
+    #[inline]
+    pub(crate) fn revocable_before(&self, before: u64) -> bool {
+        self.state.revocable() && self.created_at < before
+    }
+
     /// The audit event this record carries, written out in full.
     pub(crate) fn issue_event(&self) -> Option<EventRecord> {
         let issue = self.issue?;

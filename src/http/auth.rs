@@ -7,6 +7,7 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -14,7 +15,10 @@ use axum::http::{header, HeaderMap, Request};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
+use tokio::sync::Semaphore;
+
 use super::error::ApiError;
+use crate::token::SecretToken;
 use crate::{Principal, TokenStore};
 
 /// Longest `Authorization` value looked at; tokens are far shorter.
@@ -50,19 +54,103 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token)
 }
 
+/// How many bearer verifications that must read a shared store's database
+/// (a token this replica does not hold yet) run at once, in this process,
+/// off the async workers. Each holds one of tokio's blocking threads (and
+/// then a pooled database connection) for one round trip.
+pub(crate) const READ_THROUGHS: usize = 32;
+
+/// How long a request that needs a read-through waits (without blocking a
+/// worker) for one of the [`READ_THROUGHS`] places before it is answered 503
+/// with `Retry-After`.
+pub(crate) const READ_THROUGH_WAIT: Duration = Duration::from_secs(2);
+
+static READ_THROUGH_SLOTS: Semaphore = Semaphore::const_new(READ_THROUGHS);
+
 /// Verifies the request's bearer token and, if given, requires every scope of
-/// `scopes` among its effective scopes. Memory only: no disk, no blocking.
-pub(crate) fn authenticate(
+/// `scopes` among its effective scopes.
+///
+/// Never blocks an async worker. On an embedded store, and on a shared
+/// store for a token the replica holds, it answers inline from memory
+/// ([`TokenStore::try_verify`]: no disk, no database). On a shared store, a
+/// token the replica does not hold yet is read through on tokio's blocking
+/// pool ([`TokenStore::verify`] in `spawn_blocking`), at most
+/// [`READ_THROUGHS`] at once in the process; the request then waits for one
+/// database round trip, plus up to [`READ_THROUGH_WAIT`] for a place, past
+/// which it is answered 503 with `Retry-After`.
+pub(crate) async fn authenticate(
     store: &TokenStore,
     headers: &HeaderMap,
     scopes: &[String],
 ) -> Result<Principal, ApiError> {
     let token = bearer_token(headers)?;
-    let p = store.verify(token)?;
+    let p = match store.try_verify(token)? {
+        Some(p) => p,
+        None => verify_off_worker(store, token).await?,
+    };
+    require_scopes(p, scopes)
+}
+
+/// [`authenticate`]'s answer from memory alone: `Ok(None)` when the token
+/// must be read through first (a shared store's miss).
+fn authenticate_now(
+    store: &TokenStore,
+    headers: &HeaderMap,
+    scopes: &[String],
+) -> Result<Option<Principal>, ApiError> {
+    let token = bearer_token(headers)?;
+    match store.try_verify(token)? {
+        Some(p) => require_scopes(p, scopes).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn require_scopes(p: Principal, scopes: &[String]) -> Result<Principal, ApiError> {
     if let Some(missing) = scopes.iter().find(|s| !p.scopes.contains(s)) {
         return Err(crate::Error::InsufficientScope(missing.clone()).into());
     }
     Ok(p)
+}
+
+/// [`TokenStore::verify`] on tokio's blocking pool, within the
+/// read-through bound.
+#[cold]
+async fn verify_off_worker(store: &TokenStore, token: &str) -> Result<Principal, ApiError> {
+    let permit = match tokio::time::timeout(READ_THROUGH_WAIT, READ_THROUGH_SLOTS.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            tracing::warn!(
+                target: "tokenvault::http",
+                limit = READ_THROUGHS,
+                "bearer read-throughs at their limit; answering 503"
+            );
+            return Err(ApiError::unavailable());
+        }
+    };
+    let store = store.clone();
+    let token = SecretToken::from_str_unchecked(token);
+    let r = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        store.verify(token.expose())
+    })
+    .await;
+    match r {
+        Ok(r) => Ok(r?),
+        Err(e) => {
+            tracing::error!(target: "tokenvault::http", error = %e, "bearer verification task failed");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+/// Verifies the bearer of a request for the layer or the extractor: inline
+/// when memory answers, else as [`authenticate`] does.
+async fn authenticate_owned(
+    store: TokenStore,
+    headers: HeaderMap,
+    scopes: Arc<[String]>,
+) -> Result<Principal, ApiError> {
+    authenticate(&store, &headers, &scopes).await
 }
 
 /// The verified principal of a request: who its `Authorization: Bearer`
@@ -73,7 +161,18 @@ pub(crate) fn authenticate(
 /// the store as an [`axum::Extension`], in which case the extractor verifies
 /// the token itself. Otherwise it answers 500, a wiring mistake. It refuses
 /// as RFC 6750 says: 401 with `WWW-Authenticate: Bearer
-/// error="invalid_token"` for a bad, revoked or expired token.
+/// error="invalid_token"` for a bad, revoked or expired token; 503 with
+/// `Retry-After` when a shared store's replica cannot answer (stale, or its
+/// database unreachable).
+///
+/// When it waits: behind a [`BearerLayer`] never (the layer verified).
+/// Verifying itself, it answers on the async worker from memory, without
+/// blocking, on an embedded store and for any token a shared store's
+/// replica holds ([`TokenStore::try_verify`]). Only for a token a shared
+/// store's replica does not hold yet (minted on another replica) does the
+/// request wait: for one database round trip, run on tokio's blocking pool
+/// (never on the worker), at most 32 at once per process; past a 2 s wait
+/// for one of those places it is answered 503.
 ///
 /// ```
 /// use axum::{routing::get, Extension, Router};
@@ -113,7 +212,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
             return Ok(a.clone());
         }
         if let Some(store) = parts.extensions.get::<TokenStore>() {
-            return authenticate(store, &parts.headers, &[]).map(Authorized);
+            return authenticate(store, &parts.headers, &[])
+                .await
+                .map(Authorized);
         }
         tracing::error!(
             target: "tokenvault::http",
@@ -131,8 +232,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
 /// `WWW-Authenticate: Bearer realm="tokenvault"` when no token is given, 401
 /// with `error="invalid_token"` for a malformed, unknown, revoked or expired
 /// one, 403 with `error="insufficient_scope"` (and the scope) when a scope is
-/// missing, 400 `invalid_request` for a garbled header. Verification reads
-/// memory only.
+/// missing, 400 `invalid_request` for a garbled header, 503 with
+/// `Retry-After` when a shared store's replica cannot answer.
+///
+/// It never blocks an async worker. On an embedded store, and on a shared
+/// store for a token the replica holds, it verifies inline from memory
+/// ([`TokenStore::try_verify`]: no disk, no database, no wait). On a shared
+/// (PostgreSQL) store, a token the replica does not hold yet (minted on
+/// another replica) is read through on tokio's blocking pool
+/// ([`TokenStore::verify`] in `spawn_blocking`): that request waits for one
+/// database round trip, plus, when 32 such reads are already running in the
+/// process, up to 2 s for a place, after which it is answered 503. A
+/// replica's `read_through_per_second` budget applies as well (429 past it).
 ///
 /// Put it on one route (`MethodRouter::layer` or `Router::route_layer`) or on
 /// a whole router (`Router::layer`). A scope the store's policy does not name
@@ -241,13 +352,29 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match authenticate(&self.layer.store, req.headers(), &self.layer.scopes) {
-            Ok(p) => {
+        // The clone is the one that was made ready (tower's rule).
+        let ready = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, ready);
+        match authenticate_now(&self.layer.store, req.headers(), &self.layer.scopes) {
+            Ok(Some(p)) => {
                 req.extensions_mut().insert(Authorized(p));
-                // The clone is the one that was made ready (tower's rule).
-                let ready = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, ready);
                 Box::pin(async move { ready.call(req).await })
+            }
+            // A shared store's replica must read the token first: off the
+            // async worker, within the read-through bound.
+            Ok(None) => {
+                let store = self.layer.store.clone();
+                let scopes = self.layer.scopes.clone();
+                let headers = req.headers().clone();
+                Box::pin(async move {
+                    match authenticate_owned(store, headers, scopes).await {
+                        Ok(p) => {
+                            req.extensions_mut().insert(Authorized(p));
+                            ready.call(req).await
+                        }
+                        Err(e) => Ok(e.into_response()),
+                    }
+                })
             }
             Err(e) => Box::pin(async move { Ok(e.into_response()) }),
         }

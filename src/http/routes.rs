@@ -98,7 +98,7 @@ pub(crate) async fn access_token(
 /// `GET /v3/refresh-token` (scope `read`): the caller's tokens, or the
 /// org's for the Owner whose token also grants `user-write`.
 pub(crate) async fn list(State(app): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, &headers, &[READ.to_string()])?;
+    let p = authenticate(&app.store, &headers, &[READ.to_string()]).await?;
     let actor = actor_of(&p);
     let owner = p.role == Role::Owner && p.scopes.contains(USER_WRITE);
     let app2 = app.clone();
@@ -123,7 +123,7 @@ pub(crate) async fn list(State(app): Shared, headers: HeaderMap) -> Result<Respo
 /// `POST /v3/refresh-token` with `{"user_id": …}` (scope `user-write`). The
 /// bearer is checked before any of the body is read.
 pub(crate) async fn create(State(app): Shared, req: Request) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, req.headers(), &[USER_WRITE.to_string()])?;
+    let p = authenticate(&app.store, req.headers(), &[USER_WRITE.to_string()]).await?;
     let body = Bytes::from_request(req, &())
         .await
         .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
@@ -154,7 +154,7 @@ pub(crate) async fn delete(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, &headers, &[USER_WRITE.to_string()])?;
+    let p = authenticate(&app.store, &headers, &[USER_WRITE.to_string()]).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no token with that id");
     let Path(id) = id.map_err(|_| not_found())?;
     let id: TokenId = id.parse().map_err(|_| not_found())?;
@@ -185,7 +185,9 @@ pub(crate) struct TokenForm {
 /// Authenticates an RFC 7009 / 7662 request, then reads its body and takes
 /// its `token`.
 async fn oauth_request(app: &AppState, req: Request) -> Result<(Principal, SecretToken), ApiError> {
-    let p = authenticate(&app.store, req.headers(), &[]).map_err(ApiError::rfc)?;
+    let p = authenticate(&app.store, req.headers(), &[])
+        .await
+        .map_err(ApiError::rfc)?;
     let form: Result<Form<TokenForm>, FormRejection> = Form::from_request(req, &()).await;
     let Form(form) = form.map_err(|r| {
         let e = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -211,21 +213,30 @@ enum Live {
     Refresh(TokenInfo),
 }
 
-fn live_in_org(store: &TokenStore, org: &str, token: &str) -> Option<Live> {
+/// `Ok(None)` for a token that is not live (malformed, unknown, revoked,
+/// expired) or not of `org`; a store that cannot answer (a shared store's
+/// stale replica, a failed read) is an error, never "not live", so that a
+/// revocation is not answered 200 without being made.
+fn live_in_org(store: &TokenStore, org: &str, token: &str) -> Result<Option<Live>, Error> {
     if token.len() > MAX_TOKEN_TEXT {
-        return None;
+        return Ok(None);
     }
-    match token::inspect(store.prefix(), token).ok()?.0 {
+    let Ok((kind, _)) = token::inspect(store.prefix(), token) else {
+        return Ok(None);
+    };
+    let live = match kind {
         TokenKind::Access => store
             .verify(token)
-            .ok()
-            .filter(|p| &*p.org == org)
-            .map(Live::Access),
+            .map(|p| (&*p.org == org).then_some(Live::Access(p))),
         TokenKind::Refresh => store
             .verify_refresh(token)
-            .ok()
-            .filter(|i| i.org == org)
-            .map(Live::Refresh),
+            .map(|i| (i.org == org).then_some(Live::Refresh(i))),
+    };
+    match live {
+        Err(Error::Malformed(_) | Error::InvalidToken | Error::Revoked | Error::Expired) => {
+            Ok(None)
+        }
+        r => r,
     }
 }
 
@@ -233,7 +244,7 @@ fn live_in_org(store: &TokenStore, org: &str, token: &str) -> Option<Live> {
 pub(crate) async fn revoke(State(app): Shared, req: Request) -> Result<Response, ApiError> {
     let (p, token) = oauth_request(&app, req).await?;
     blocking(move || {
-        let r = match live_in_org(&app.store, &p.org, token.expose()) {
+        let r = match live_in_org(&app.store, &p.org, token.expose())? {
             Some(Live::Access(_)) => app.store.revoke_access(token.expose()),
             Some(Live::Refresh(_)) => app
                 .store
@@ -254,15 +265,15 @@ pub(crate) async fn revoke(State(app): Shared, req: Request) -> Result<Response,
 /// `POST /oauth/introspect` (RFC 7662).
 pub(crate) async fn introspect(State(app): Shared, req: Request) -> Result<Response, ApiError> {
     let (p, token) = oauth_request(&app, req).await?;
-    let body = blocking(move || Ok(introspection(&app.store, &p.org, token.expose())))
+    let body = blocking(move || Ok(introspection(&app.store, &p.org, token.expose())?))
         .await
         .map_err(ApiError::rfc)?;
     Ok(no_store(Json(body).into_response()))
 }
 
 /// RFC 7662's answer for `token` as seen by a caller of `org`.
-fn introspection(store: &TokenStore, org: &str, token: &str) -> Value {
-    match live_in_org(store, org, token) {
+fn introspection(store: &TokenStore, org: &str, token: &str) -> Result<Value, Error> {
+    Ok(match live_in_org(store, org, token)? {
         None => json!({ "active": false }),
         Some(Live::Access(t)) => json!({
             "active": true,
@@ -275,7 +286,7 @@ fn introspection(store: &TokenStore, org: &str, token: &str) -> Value {
         Some(Live::Refresh(info)) => {
             // Effective scopes: the token's, cut to the holder's current role.
             let Some(role) = store.member_role(&info.org, &info.user) else {
-                return json!({ "active": false });
+                return Ok(json!({ "active": false }));
             };
             let scopes: Vec<&str> = info
                 .scopes
@@ -294,7 +305,7 @@ fn introspection(store: &TokenStore, org: &str, token: &str) -> Value {
             m.insert("token_type".into(), json!("refresh_token"));
             Value::Object(m)
         }
-    }
+    })
 }
 
 /// The body of `POST /v3/refresh-token`.

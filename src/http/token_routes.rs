@@ -56,7 +56,7 @@ pub(crate) async fn show(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, &headers, &[READ.to_string()])?;
+    let p = authenticate(&app.store, &headers, &[READ.to_string()]).await?;
     let id = id_of(id)?;
     let actor = actor_of(&p);
     let store = app.store.clone();
@@ -74,7 +74,7 @@ pub(crate) async fn label(
     id: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, req.headers(), &[READ.to_string()])?;
+    let p = authenticate(&app.store, req.headers(), &[READ.to_string()]).await?;
     let id = id_of(id)?;
     let body = Bytes::from_request(req, &())
         .await
@@ -119,7 +119,7 @@ pub(crate) async fn list(
         return routes::list(state, headers).await;
     }
     let State(app) = state;
-    let p = authenticate(&app.store, &headers, &[READ.to_string()])?;
+    let p = authenticate(&app.store, &headers, &[READ.to_string()]).await?;
     let actor: Actor = actor_of(&p);
     let owner = p.role == Role::Owner && p.scopes.contains(USER_WRITE);
     let mut page = Page::new();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::maps::IdHasher;
+use crate::codec::AccessRecord;
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
 
@@ -21,10 +22,15 @@ pub(crate) struct OrgHot {
 }
 
 impl OrgHot {
-    /// The organization's cutoff: tokens created before it are revoked.
-    #[inline]
-    pub(crate) fn not_before(&self) -> u64 {
-        self.not_before.load(Ordering::Acquire)
+    pub(super) fn new(id: &str) -> OrgHot {
+        OrgHot {
+            id: Arc::from(id),
+            not_before: AtomicU64::new(0),
+        }
+    }
+    /// Raises the organization's cutoff to `at` (the latest wins).
+    pub(super) fn raise_cutoff(&self, at: u64) {
+        self.not_before.fetch_max(at, Ordering::AcqRel);
     }
 }
 
@@ -75,13 +81,13 @@ thread_local! {
 }
 
 impl MemberHot {
-    pub(crate) fn new(org: Arc<OrgHot>, user: &str, role: u8, not_before: u64) -> MemberHot {
+    pub(super) fn new(org: Arc<OrgHot>, user: &str, role: u8, not_before: u64) -> MemberHot {
         Self::sharing(org, user, role, not_before, Arc::default())
     }
 
     /// A member whose tokens are listed with `held` (those of an earlier
     /// member of the same ids).
-    pub(crate) fn sharing(
+    pub(super) fn sharing(
         org: Arc<OrgHot>,
         user: &str,
         role: u8,
@@ -129,12 +135,6 @@ impl MemberHot {
     pub(crate) fn user(&self) -> &str {
         &self.user
     }
-    /// The member's own cutoff (see [`MemberHot::cutoff`] for the one that
-    /// applies).
-    #[inline]
-    pub(crate) fn not_before(&self) -> u64 {
-        self.not_before.load(Ordering::Acquire)
-    }
     /// The member's token list, locked: an issue holds it from counting
     /// the member's tokens (the cap) to putting the new one in memory.
     #[inline]
@@ -150,6 +150,10 @@ impl MemberHot {
     pub(super) fn set_role(&self, role: Option<Role>) {
         let v = role.map_or(ROLE_REMOVED, |r| r as u8);
         self.role.store(v, Ordering::Release);
+    }
+    /// Raises the member's own cutoff to `at` (the latest wins).
+    pub(super) fn raise_cutoff(&self, at: u64) {
+        self.not_before.fetch_max(at, Ordering::AcqRel);
     }
     /// The latest of the member's and the organization's cutoffs.
     #[inline]
@@ -239,27 +243,15 @@ impl RefreshHot {
     pub(crate) fn expires_at(&self) -> u64 {
         self.expires_at
     }
-    #[inline]
-    pub(crate) fn has_expired(&self, now: u64) -> bool {
-        self.expires_at <= now
-    }
-    /// Revoked by a revocation of this token (not by a cutoff or by its
-    /// member's removal: see [`RefreshHot::is_revoked`]).
-    #[inline]
-    pub(crate) fn is_revoked_itself(&self) -> bool {
-        self.revoked.load(Ordering::Acquire)
-    }
     /// When the token itself was revoked; 0 if never.
     #[inline]
     pub(crate) fn revoked_at(&self) -> u64 {
         self.revoked_at.load(Ordering::Acquire)
     }
-    /// Revoked itself, by its member's removal, or by a cutoff.
-    #[inline]
-    pub(crate) fn is_revoked(&self) -> bool {
-        self.revoked.load(Ordering::Acquire)
-            || self.member.role().is_none()
-            || self.created_at < self.member.cutoff()
+    /// Marks the token revoked itself at `at` (one-way).
+    pub(super) fn mark_revoked(&self, at: u64) {
+        self.revoked_at.store(at, Ordering::Release);
+        self.revoked.store(true, Ordering::Release);
     }
     /// The family's lock and bookkeeping: a writer holds it from reading
     /// the live list to [`super::Memory::apply_family`], which alone
@@ -283,6 +275,20 @@ pub(crate) struct AccessHot {
 }
 
 impl AccessHot {
+    /// The one way an access entry is made: from its record, in slot `slot`
+    /// of the family of `refresh`.
+    pub(super) fn new(refresh: Arc<RefreshHot>, rec: &AccessRecord, slot: u32) -> AccessHot {
+        AccessHot {
+            refresh,
+            verifier: rec.verifier,
+            issued_at: rec.issued_at,
+            expires_at: rec.expires_at,
+            slot,
+            revoked: AtomicBool::new(rec.revoked),
+            check: AtomicU64::new(0),
+        }
+    }
+
     /// The refresh token of its family.
     #[inline]
     pub(crate) fn refresh(&self) -> &Arc<RefreshHot> {
@@ -304,22 +310,9 @@ impl AccessHot {
     pub(crate) fn slot(&self) -> u32 {
         self.slot
     }
-    /// Revoked by a revocation of this access token (see
-    /// [`AccessHot::is_revoked`] for its family's).
-    #[inline]
-    pub(crate) fn is_revoked_itself(&self) -> bool {
-        self.revoked.load(Ordering::Acquire)
-    }
-    /// Revoked itself, or its refresh token is (see
-    /// [`RefreshHot::is_revoked`]).
-    #[inline]
-    pub(crate) fn is_revoked(&self) -> bool {
-        self.revoked.load(Ordering::Acquire) || self.refresh.is_revoked()
-    }
-    /// Past its own expiry or its refresh token's.
-    #[inline]
-    pub(crate) fn has_expired(&self, now: u64) -> bool {
-        self.expires_at <= now || self.refresh.expires_at <= now
+    /// Marks the access token revoked itself (one-way).
+    pub(super) fn mark_revoked(&self) {
+        self.revoked.store(true, Ordering::Release);
     }
     /// The verify rule's checksum check for a token whose secret matched
     /// this entry, with this entry's memo (see
@@ -342,10 +335,7 @@ mod tests {
     /// names, also when members share a cache slot, and on any thread.
     #[test]
     fn names_come_from_the_right_member() {
-        let org = Arc::new(OrgHot {
-            id: Arc::from("acme"),
-            not_before: AtomicU64::new(0),
-        });
+        let org = Arc::new(OrgHot::new("acme"));
         let members: Vec<MemberHot> = (0..3 * NAME_CACHE)
             .map(|i| member(&org, &format!("user{i}")))
             .collect();

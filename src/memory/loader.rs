@@ -1,23 +1,22 @@
 //! Opening a store: every stored record applied to empty memory, from the
 //! backend's loader threads at once.
 //!
-//! What it does is what [`Memory::apply`] and [`Memory::apply_family`] would
-//! do with the same records, minus what cannot happen while loading: keys
-//! are unique, so a refresh record is new, and an access record comes in
-//! its slot order (a record for a used slot still goes the general way).
+//! What it does is what [`Memory::load`] would do with the same records
+//! ([`Stored`]), minus what cannot happen while loading: keys are unique,
+//! so a refresh record is new, and an access record comes in its slot
+//! order (a record for a used slot, or one without a slot, still goes the
+//! general way).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
+use super::apply::note_exchange;
 use super::entries::{AccessHot, MemberHot, RefreshHot};
-use super::Memory;
-use crate::change::Change;
-use crate::codec::{AccessRecord, RefreshView};
-use crate::storage::SLOT_ANY;
+use super::{Memory, Stored};
+use crate::codec::{AccessRecord, MemberRecord, RefreshView};
 
 thread_local! {
     /// The family this thread put in memory last. A backend hands each
@@ -66,9 +65,10 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Puts the loaded tokens in their members' lists; returns how many
-    /// tokens were left out because their member was not found (none can
-    /// be: each hangs on a member or a stand-in of the catalog).
+    /// Puts the loaded tokens in their members' lists and each family's
+    /// live list oldest first; returns how many tokens were left out
+    /// because their member was not found (none can be: each hangs on a
+    /// member or a stand-in of the catalog).
     pub(crate) fn finish(self) -> u64 {
         let mut all: Vec<Held> = Vec::new();
         for part in &self.loaded {
@@ -76,9 +76,8 @@ impl<'a> Loader<'a> {
         }
         let cat = self.mem.catalog.read();
         let members: HashMap<usize, &Arc<MemberHot>> = cat
-            .orgs
-            .values()
-            .flat_map(|e| e.members.values().chain(e.ghosts.values()))
+            .orgs()
+            .flat_map(|(_, e)| e.members.values().chain(e.ghosts.values()))
             .map(|m| (address(m), m))
             .collect();
         // Member by member, each list sized once.
@@ -96,26 +95,36 @@ impl<'a> Loader<'a> {
                 held.insert(*id, *seq);
             }
         }
+        drop(cat);
+        self.mem.order_live_lists();
         missing
     }
 
-    /// Applies one stored record.
-    pub(crate) fn apply(&self, c: Change) {
-        match c {
-            Change::LoadRefresh(r) => self.refresh(&r.view()),
-            Change::PutAccess { rec, slot } => self.access(rec, slot),
-            other => {
-                let inner = self.mem;
-                inner.apply(&mut inner.catalog.write(), std::slice::from_ref(&other));
-            }
-        }
+    /// Applies a stored record through [`Memory::load`].
+    fn general(&self, s: Stored) {
+        let inner = self.mem;
+        inner.load_one(&mut inner.catalog.write(), s);
     }
 
-    fn member(&self, org: &str, user: &str) -> Arc<MemberHot> {
+    /// A member as stored (all of them come before any token).
+    pub(crate) fn member(&self, m: MemberRecord) {
+        self.general(Stored::Member(m));
+    }
+
+    /// An organization's cutoff as stored.
+    pub(crate) fn org_cutoff(&self, org: String, at: u64) {
+        self.general(Stored::OrgCutoff { org, at });
+    }
+
+    /// A refresh token's last exchange (after every access record).
+    pub(crate) fn last_refresh(&self, id: [u8; 16], at: u64) {
+        self.general(Stored::LastRefresh { id, at });
+    }
+
+    fn holder(&self, org: &str, user: &str) -> Arc<MemberHot> {
         let members = self.members.get_or_init(|| {
             let cat = self.mem.catalog.read();
-            cat.orgs
-                .iter()
+            cat.orgs()
                 .map(|(org, e)| (org.clone(), e.members.clone()))
                 .collect()
         });
@@ -138,7 +147,7 @@ impl<'a> Loader<'a> {
     /// Applies one stored refresh record.
     pub(crate) fn refresh(&self, r: &RefreshView<'_>) {
         let inner = self.mem;
-        let member = self.member(r.org, r.user);
+        let member = self.holder(r.org, r.user);
         let held = (address(&member), r.id, r.issue_seq);
         let hot = Arc::new(inner.hot_of_view(r, member));
         if inner.refresh.insert_new(r.id, hot.clone()) {
@@ -150,14 +159,15 @@ impl<'a> Loader<'a> {
             // sticks to the one already there.
             inner.refresh.with(&r.id, |old| {
                 if let Some(old) = old {
-                    old.revoked_at.store(at, Ordering::Release);
-                    old.revoked.store(true, Ordering::Release);
+                    old.mark_revoked(at);
                 }
             });
         }
     }
 
-    fn access(&self, a: AccessRecord, slot: u32) {
+    /// Applies one stored access record, in slot `slot` of its family
+    /// where the backend keeps slots.
+    pub(crate) fn access(&self, a: AccessRecord, slot: Option<u32>) {
         let inner = self.mem;
         let parent = LAST
             .with(|last| {
@@ -172,35 +182,27 @@ impl<'a> Loader<'a> {
             return;
         };
         let mut extra = parent.extra.lock();
-        if slot == SLOT_ANY || slot < extra.next_slot {
-            // A slot that may be in use: the general way.
-            let c = Change::PutAccess { rec: a, slot };
-            inner.apply_family(&parent, &mut extra, std::slice::from_ref(&c));
-            return;
-        }
-        let hot = AccessHot {
-            refresh: parent.clone(),
-            verifier: a.verifier,
-            issued_at: a.issued_at,
-            expires_at: a.expires_at,
-            slot,
-            revoked: AtomicBool::new(a.revoked),
-            check: AtomicU64::new(0),
+        let slot = match slot {
+            Some(s) if s >= extra.next_slot => s,
+            // A slot that may be in use, or none: the general way.
+            _ => {
+                inner.put_access(&parent, &mut extra, &a, slot);
+                return;
+            }
         };
-        if inner.access.insert_new(a.id, hot) {
+        if inner
+            .access
+            .insert_new(a.id, AccessHot::new(parent.clone(), &a, slot))
+        {
             extra.next_slot = slot.saturating_add(1);
             extra.live.push((a.id, slot));
-            extra.last_refresh = Some(
-                extra
-                    .last_refresh
-                    .map_or(a.issued_at, |l| l.max(a.issued_at)),
-            );
+            note_exchange(&mut extra, a.issued_at);
         } else if a.revoked {
-            // The same id twice (damage): as `apply_family`, a revocation
+            // The same id twice (damage): as `Memory::load`, a revocation
             // sticks to the one already there.
             inner.access.with(&a.id, |old| {
                 if let Some(old) = old {
-                    old.revoked.store(true, Ordering::Release);
+                    old.mark_revoked();
                 }
             });
         }
@@ -211,7 +213,7 @@ impl Memory {
     /// Puts each family's live list oldest first (the cap evicts from the
     /// front), once every record is loaded: access records come in no
     /// particular order.
-    pub(crate) fn order_live_lists(&self) {
+    fn order_live_lists(&self) {
         self.refresh.for_each(|_, r| {
             let mut extra = r.extra.lock();
             if extra.live.len() > 1 {

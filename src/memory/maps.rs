@@ -1,4 +1,5 @@
 //! The sharded maps from token id to entry that verification reads.
+//! Read from anywhere; changed only by memory's own mutators.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -95,7 +96,7 @@ impl<V> Sharded<V> {
         f(g.get(id))
     }
 
-    pub(crate) fn insert(&self, id: [u8; 16], v: V) {
+    pub(super) fn insert(&self, id: [u8; 16], v: V) {
         let i = shard_index(&id);
         let mut g = self.shards[i].write();
         if g.capacity() == 0 && i > 0 {
@@ -111,7 +112,7 @@ impl<V> Sharded<V> {
     }
 
     /// Inserts `v` unless `id` is taken; says whether it did.
-    pub(crate) fn insert_new(&self, id: [u8; 16], v: V) -> bool {
+    pub(super) fn insert_new(&self, id: [u8; 16], v: V) -> bool {
         let i = shard_index(&id);
         let mut g = self.shards[i].write();
         if g.capacity() == 0 && i > 0 {
@@ -128,7 +129,7 @@ impl<V> Sharded<V> {
         }
     }
 
-    pub(crate) fn remove(&self, id: &[u8; 16]) -> Option<V> {
+    pub(super) fn remove(&self, id: &[u8; 16]) -> Option<V> {
         self.shard(id).write().remove(id)
     }
 
@@ -138,6 +139,16 @@ impl<V> Sharded<V> {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Every entry, taken out.
+    pub(super) fn into_entries(self) -> Vec<([u8; 16], V)> {
+        let mut out = Vec::new();
+        for s in self.shards.into_vec() {
+            let map = s.0.into_inner().unwrap_or_else(PoisonError::into_inner);
+            out.extend(map);
+        }
+        out
     }
 
     /// Visits every entry, shard by shard; `f` returns false to stop.

@@ -6,13 +6,37 @@
 //! disk, takes no global lock, and writes no memory another core reads. Writers update them after the storage commit
 //! and before returning (calls that change membership or roles hold the
 //! store's catalog exclusively; token issues share it).
+//!
+//! Code outside this module reads memory (the maps, the catalog, the
+//! entries) through methods, and changes it only through these methods of
+//! [`Memory`], all defined in this module:
+//!
+//! - [`Memory::apply`]: a committed batch of [`Change`](crate::change::Change)s, the path every
+//!   write of the store and every change a replica reads from the feed
+//!   takes;
+//! - [`Memory::apply_family`]: a batch of one family's access-token
+//!   changes, by a writer holding that family's lock (exchange, revoking an
+//!   access token);
+//! - [`Memory::put_issued`]: a refresh token just issued, by an issue that
+//!   holds its member's token list (issues share the catalog, so they cannot
+//!   go through `apply`);
+//! - [`Memory::load`]: stored records as they stand ([`Stored`], memory's
+//!   own inputs, never committed): a replica's snapshot and read-through;
+//!   and [`Loader`], the same for opening a store, from the backend's
+//!   loader threads at once (its [`Loader::finish`] orders each family's
+//!   live list);
+//! - [`Memory::replace_with`]: memory reloaded after a storage fault, put
+//!   in place record by record.
+//!
+//! Entries are built in one place each ([`Memory::hot_of_view`] for a
+//! refresh token, `AccessHot::new` for an access token), and whether a
+//! token is usable now is one rule (`state.rs`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::codec::RefreshRecord;
+use crate::codec::{AccessRecord, MemberRecord, RefreshRecord};
 use crate::policy::Policy;
 
 mod apply;
@@ -20,21 +44,47 @@ mod catalog;
 mod entries;
 mod loader;
 mod maps;
+mod state;
 
 pub(crate) use catalog::Catalog;
 pub(crate) use entries::{AccessHot, HeldTokens, MemberHot, RefreshHot};
 pub(crate) use loader::Loader;
 pub(crate) use maps::Sharded;
+pub(crate) use state::Usable;
 
-/// The in-memory verification state: its one owner. Every write path, the
-/// loader and the replica change it through [`Memory::apply`] and
-/// [`Memory::apply_family`], besides two steps those cannot take:
-/// [`Memory::put_issued`] (an issue, under its member's list lock) and
-/// [`Memory::order_live_lists`] (once, at open). The entries' fields are
-/// private to this module: code outside reads them through methods.
+/// A stored record as it stands, for memory only: what loading, a
+/// replica's snapshot and a read-through hand over. Not a change: nothing
+/// commits it.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    /// A member, with their role and own cutoff.
+    Member(MemberRecord),
+    /// An organization's cutoff.
+    OrgCutoff { org: String, at: u64 },
+    /// A refresh record, in whatever state it is (a shared store's).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Refresh(RefreshRecord),
+    /// An access record, in slot `slot` of its family where the backend
+    /// keeps slots; otherwise (`None`) it takes the family's next free one,
+    /// evicting nothing (a shared store's).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Access {
+        rec: AccessRecord,
+        slot: Option<u32>,
+    },
+    /// The time of a refresh token's last exchange.
+    LastRefresh { id: [u8; 16], at: u64 },
+}
+
+/// The in-memory verification state: its one owner (see the module doc for
+/// the methods that change it).
 pub(crate) struct Memory {
+    /// Refresh entries by id: read-only outside this module.
     pub(crate) refresh: Sharded<Arc<RefreshHot>>,
+    /// Access entries by id: read-only outside this module.
     pub(crate) access: Sharded<AccessHot>,
+    /// The catalog: writers hold it exclusively, issues and readers share
+    /// it; its contents change only through this module's methods.
     pub(crate) catalog: RwLock<Catalog>,
     policy: Arc<Policy>,
 }
@@ -74,31 +124,10 @@ impl Memory {
             }
             true
         });
-        let mut put_refresh = Vec::with_capacity(refresh.len());
-        refresh.for_each(|id, r| {
-            put_refresh.push((*id, r.clone()));
-            true
-        });
-        for (id, r) in put_refresh {
+        for (id, r) in refresh.into_entries() {
             self.refresh.insert(id, r);
         }
-        let mut put_access = Vec::with_capacity(access.len());
-        access.for_each(|id, a| {
-            put_access.push((
-                *id,
-                AccessHot {
-                    refresh: a.refresh.clone(),
-                    verifier: a.verifier,
-                    issued_at: a.issued_at,
-                    expires_at: a.expires_at,
-                    slot: a.slot,
-                    revoked: AtomicBool::new(a.revoked.load(Ordering::Acquire)),
-                    check: AtomicU64::new(a.check.load(Ordering::Relaxed)),
-                },
-            ));
-            true
-        });
-        for (id, a) in put_access {
+        for (id, a) in access.into_entries() {
             self.access.insert(id, a);
         }
         for id in &stale_access {
@@ -122,5 +151,15 @@ impl Memory {
         held.insert(r.id, r.issue.map_or(0, |i| i.seq));
         self.refresh
             .insert(r.id, Arc::new(self.hot_of(r, member.clone())));
+    }
+
+    /// The refresh tokens held for `org` (for its member `user` only, when
+    /// given), sorted: the candidates a
+    /// [`Change::RevokeMany`](crate::change::Change::RevokeMany) names for a
+    /// backend with no index by owner.
+    pub(crate) fn held_ids(&self, cat: &Catalog, org: &str, user: Option<&str>) -> Vec<[u8; 16]> {
+        let mut ids: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids
     }
 }

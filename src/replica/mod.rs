@@ -24,10 +24,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::change::Change;
+use crate::change::{Change, Committed};
 use crate::error::{Error, Result};
-use crate::memory::{Catalog, Memory};
-use crate::storage::{ChangeFeed, LogBatch, ManageLock, SharedBackend, Snapshot, SLOT_ANY};
+use crate::memory::{Catalog, Memory, Stored};
+use crate::storage::{ChangeFeed, LogBatch, ManageLock, SharedBackend, Snapshot};
 
 mod state;
 mod sync;
@@ -35,6 +35,18 @@ mod sync;
 pub(crate) use state::SyncState;
 pub use state::SyncStatus;
 pub(crate) use sync::{spawn, Follower};
+
+/// A database error met by a read fails closed: [`Error::Io`] becomes
+/// [`Error::Unavailable`] (a read cannot be answered now, and memory alone
+/// may be stale); every other error is kept.
+pub(crate) fn fail_closed(e: Error) -> Error {
+    match e {
+        Error::Io(e) => Error::Unavailable(format!(
+            "the shared token store could not be read ({e}); failing closed, try again"
+        )),
+        other => other,
+    }
+}
 
 /// One replica's link to the shared backend: the backend's shared side and
 /// this replica's freshness. Dropping it stops the sync thread.
@@ -71,32 +83,40 @@ impl Replica {
     /// Fails closed when stale; reads an access token (and its parent)
     /// through when memory does not hold it, once `checksum_ok` says the
     /// token is well formed (garbage never reaches the backend). Blocks on
-    /// the backend only for a read-through.
+    /// the backend only for a read-through; with `may_block` false a miss
+    /// returns false instead. A database error fails closed.
     #[inline]
     pub(crate) fn ensure_access(
         &self,
         mem: &Memory,
         id: &[u8; 16],
         checksum_ok: impl FnOnce() -> bool,
-    ) -> Result<()> {
+        may_block: bool,
+    ) -> Result<bool> {
         self.state.check_fresh()?;
         if mem.access.contains(id) {
-            return Ok(());
+            return Ok(true);
         }
         if !checksum_ok() {
             return Err(Error::Malformed("checksum mismatch"));
         }
+        if !may_block && !self.state.known_missing(id) {
+            return Ok(false);
+        }
         self.read_through(mem, Some(id), None)
+            .map_err(fail_closed)?;
+        Ok(true)
     }
 
-    /// As [`Replica::ensure_access`], for a refresh token.
+    /// As [`Replica::ensure_access`], for a refresh token (always allowed
+    /// to block).
     #[inline]
     pub(crate) fn ensure_refresh(&self, mem: &Memory, id: &[u8; 16]) -> Result<()> {
         self.state.check_fresh()?;
         if mem.refresh.contains(id) {
             return Ok(());
         }
-        self.read_through(mem, None, Some(id))
+        self.read_through(mem, None, Some(id)).map_err(fail_closed)
     }
 
     /// Takes the fleet-wide management lock. Blocks up to the lock timeout.
@@ -144,7 +164,9 @@ impl Replica {
             let Some(changes) = log.changes_after(applied) else {
                 return false;
             };
-            mem.apply(cat, &changes);
+            // Bulk revocations are logged as the ids they revoked: there is
+            // nothing to report beyond the changes.
+            mem.apply(cat, &changes, &Committed::default());
             rep.set_applied(seq);
         }
         rep.mark_ok(started);
@@ -176,7 +198,7 @@ impl Replica {
                 changes.push(Change::DeleteAccess {
                     refresh_id: a.refresh().id(),
                     id: *id,
-                    slot: SLOT_ANY,
+                    slot: a.slot(),
                 });
             }
             true
@@ -191,19 +213,14 @@ impl Replica {
             }
             true
         });
-        for (org, e) in &cat.orgs {
-            for user in e.members.keys() {
-                if !members.contains(&(org.as_str(), user.as_str())) {
-                    changes.push(Change::DeleteMember {
-                        org: org.clone(),
-                        user: user.clone(),
-                    });
-                }
+        for (org, user) in cat.all_members() {
+            if !members.contains(&(org.as_str(), user.as_str())) {
+                changes.push(Change::RemoveMember { org, user });
             }
         }
         drop(members);
-        changes.extend(snap.into_changes());
-        mem.apply(cat, &changes);
+        mem.apply(cat, &changes, &Committed::default());
+        mem.load(cat, stored_of(snap));
         rep.set_applied(seq);
         rep.note_reload();
         rep.mark_ok(started);
@@ -252,27 +269,24 @@ impl Replica {
                 self.reload(mem, &mut cat, snap, seq, started);
                 continue;
             }
-            let mut changes = Vec::new();
+            let mut read = Vec::new();
             let found_refresh = got.refresh.is_some();
             let found_access = got.access.is_some();
             if let Some((r, last)) = got.refresh {
                 let id = r.id;
                 if !mem.refresh.contains(&id) {
-                    changes.push(Change::LoadRefresh(r));
+                    read.push(Stored::Refresh(r));
                     if let Some(at) = last {
-                        changes.push(Change::PutLastRefresh { id, at });
+                        read.push(Stored::LastRefresh { id, at });
                     }
                 }
             }
-            if let Some(a) = got.access {
-                if !mem.access.contains(&a.id) {
-                    changes.push(Change::PutAccess {
-                        rec: a,
-                        slot: SLOT_ANY,
-                    });
+            if let Some(rec) = got.access {
+                if !mem.access.contains(&rec.id) {
+                    read.push(Stored::Access { rec, slot: None });
                 }
             }
-            mem.apply(&mut cat, &changes);
+            mem.load(&mut cat, read);
             drop(cat);
             match (access, refresh) {
                 (Some(a), _) if !found_access => rep.remember_missing(*a),
@@ -285,4 +299,30 @@ impl Replica {
             "PostgreSQL: could not read a token consistently with the change log; try again".into(),
         ))
     }
+}
+
+/// A snapshot as stored records for memory, in an order that finds every
+/// record's member and family (access records oldest first).
+fn stored_of(snap: Snapshot) -> Vec<Stored> {
+    let mut out = Vec::new();
+    out.extend(
+        snap.org_cutoffs
+            .into_iter()
+            .map(|(org, at)| Stored::OrgCutoff { org, at }),
+    );
+    out.extend(snap.members.into_iter().map(Stored::Member));
+    out.extend(snap.refresh.into_iter().map(Stored::Refresh));
+    let mut access = snap.access;
+    access.sort_by_key(|a| (a.issued_at, a.id));
+    out.extend(
+        access
+            .into_iter()
+            .map(|rec| Stored::Access { rec, slot: None }),
+    );
+    out.extend(
+        snap.last_refresh
+            .into_iter()
+            .map(|(id, at)| Stored::LastRefresh { id, at }),
+    );
+    out
 }

@@ -150,6 +150,11 @@ impl SyncState {
         ))
     }
 
+    /// Whether `id` was found in no table by an earlier read-through.
+    pub(crate) fn known_missing(&self, id: &[u8; 16]) -> bool {
+        self.misses.lock().set.contains(id)
+    }
+
     /// Whether a read-through for `id` is pointless (known absent), else
     /// takes one unit of the read-through budget or fails with
     /// [`Error::Limit`].

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use super::SLOT_ANY;
+use super::LoadSink;
 use crate::change::Change;
 use crate::codec::{AccessRecord, MemberRecord, RefreshRecord};
 use crate::error::Result;
@@ -142,29 +142,26 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// The snapshot as changes to apply to empty memory, in an order that
-    /// finds every record's member and family.
-    pub(crate) fn into_changes(self) -> Vec<Change> {
-        let mut changes: Vec<Change> = Vec::new();
-        changes.extend(
-            self.org_cutoffs
-                .into_iter()
-                .map(|(org, at)| Change::PutOrgCutoff { org, at }),
-        );
-        changes.extend(self.members.into_iter().map(Change::PutMember));
-        changes.extend(self.refresh.into_iter().map(Change::LoadRefresh));
+    /// Hands the snapshot over to `sink` as a load does (see
+    /// [`LoadSink`]): access records oldest first, with no slot.
+    pub(crate) fn hand_over(self, sink: &dyn LoadSink) {
+        for (org, at) in self.org_cutoffs {
+            sink.org_cutoff(org, at);
+        }
+        for m in self.members {
+            sink.member(m);
+        }
+        for r in &self.refresh {
+            sink.refresh(&r.view());
+        }
         let mut access = self.access;
         access.sort_by_key(|a| (a.issued_at, a.id));
-        changes.extend(access.into_iter().map(|rec| Change::PutAccess {
-            rec,
-            slot: SLOT_ANY,
-        }));
-        changes.extend(
-            self.last_refresh
-                .into_iter()
-                .map(|(id, at)| Change::PutLastRefresh { id, at }),
-        );
-        changes
+        for rec in access {
+            sink.access(rec, None);
+        }
+        for (id, at) in self.last_refresh {
+            sink.last_refresh(id, at);
+        }
     }
 }
 
@@ -174,12 +171,11 @@ mod tests {
     use crate::policy::Role;
 
     fn batch(seq: u64, floor: u64, rows: &[u64]) -> LogBatch {
-        let member = Change::PutMember(MemberRecord {
+        let member = Change::AddMember {
             org: "acme".into(),
             user: "u".into(),
             role: Role::User,
-            not_before: 0,
-        });
+        };
         LogBatch {
             seq,
             floor,

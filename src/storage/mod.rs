@@ -4,7 +4,7 @@
 //! backend other than sled is one new module rather than a rewrite.
 
 pub(crate) use crate::change::{Change, Committed};
-use crate::codec::{EventRecord, RefreshRecord, RefreshView};
+use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord, RefreshView};
 use crate::error::Result;
 
 // What a backend that several replicas share offers besides `Backend`.
@@ -20,9 +20,8 @@ pub(crate) use feed::{
 };
 
 /// The embedded engine's entry points for the store: open a store's
-/// directory, tighten its files' modes after a checkpoint, and sync a
-/// directory (the key file's).
-pub(crate) use self::sled::files::{open as open_embedded, sync_dir, tighten};
+/// directory, and sync a directory (the key file's).
+pub(crate) use self::sled::files::{open as open_embedded, sync_dir};
 
 /// Where and how to reach a shared backend (PostgreSQL), as the store's
 /// configuration gives it.
@@ -64,10 +63,21 @@ pub(crate) struct Loaded {
     pub warm: bool,
 }
 
-/// The slot of an access record whose backend keeps no slots (PostgreSQL):
-/// memory gives it the family's next free slot, evicting nothing.
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-pub(crate) const SLOT_ANY: u32 = u32::MAX;
+/// What [`Backend::load`] hands each stored record to (the store passes
+/// memory's loader). Calls come in phases: organization cutoffs and
+/// members; then refresh and access records, each refresh record before
+/// the access records of its family, from several threads at once and in
+/// any other order; then last-exchange times.
+pub(crate) trait LoadSink: Sync {
+    fn org_cutoff(&self, org: String, at: u64);
+    fn member(&self, m: MemberRecord);
+    /// A refresh record, read in place where the backend can.
+    fn refresh(&self, r: &RefreshView<'_>);
+    /// An access record, with its slot in its family where the backend
+    /// keeps one (sled).
+    fn access(&self, rec: AccessRecord, slot: Option<u32>);
+    fn last_refresh(&self, id: [u8; 16], at: u64);
+}
 
 /// What [`crate::TokenStore::check_integrity`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,22 +108,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a metadata value durably.
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()>;
-    /// Hands every record that lives in memory over, one at a time
-    /// (nothing is held in between): refresh records to `refresh` (read in
-    /// place where the backend can), everything else to `apply`, in phases:
-    /// organization cutoffs and members; then refresh and access records,
-    /// each refresh record before the access records of its family; then
-    /// last-exchange times. Within the refresh and access phase, calls may
-    /// come from several threads at once and in any other order.
-    fn load(
-        &self,
-        apply: &(dyn Fn(Change) + Sync),
-        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
-    ) -> Result<Loaded>;
+    /// Hands every record that lives in memory over to `sink`, one at a
+    /// time (nothing is held in between), in the phases [`LoadSink`] says.
+    fn load(&self, sink: &dyn LoadSink) -> Result<Loaded>;
     /// Applies a batch atomically (all or nothing, also across a crash),
-    /// and reports what the store could not know beforehand (how many
-    /// tokens a [`Change::RevokeMany`] revoked). Not necessarily durable on
-    /// return: see [`Backend::sync`].
+    /// each intent explicitly, and reports what the store could not know
+    /// beforehand (which tokens a [`Change::RevokeMany`] revoked). Not
+    /// necessarily durable on return: see [`Backend::sync`].
     fn commit(&self, changes: &[Change]) -> Result<Committed>;
     /// The schema version this backend writes, and the older ones
     /// [`Backend::upgrade`] brings to it. Each backend has its own: a
@@ -175,10 +176,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// Bytes used on disk.
     fn size_on_disk(&self) -> Result<u64>;
-    /// Whether dropping this storage now would be safe: no sync of it is
-    /// failing still (a storage dropped while its syncs fail is kept open
-    /// rather than dropped, see the sled backend). Blocks for a sync.
-    fn can_let_go(&self) -> bool {
-        true
-    }
+    /// Notes that the issue of refresh token `id` failed (its sync did):
+    /// a later open of this storage that finds its record after all (a
+    /// disk that kept the write) removes it, so that a token nobody
+    /// received is never live. Best effort, never fails.
+    fn note_failed_issue(&self, _id: &[u8; 16]) {}
+    /// After an I/O error: lets go of this storage and opens it again, so
+    /// that the store can reload memory from what it holds. Returns the
+    /// storage to use from now on and whether it was opened again. Where
+    /// it was not, the storage returned answers every call with
+    /// [`crate::Error::Unavailable`] (or is this one, kept while letting go
+    /// of it is not safe yet) and a later `reopen` tries again. Blocks for
+    /// the open (on sled after a failed sync: a read and a write of every
+    /// file, see `docs/durability.md`).
+    fn reopen(self: Box<Self>) -> (Box<dyn Backend>, Result<()>);
+}
+
+/// [`Backend::reopen`] of a storage that is not opened again after a fault
+/// (each of its calls reaches the storage afresh, or it is not the store's
+/// own).
+pub(crate) fn not_reopened(b: Box<dyn Backend>) -> (Box<dyn Backend>, Result<()>) {
+    (
+        b,
+        Err(crate::Error::Unavailable(
+            "this storage is not opened again after a fault".into(),
+        )),
+    )
 }

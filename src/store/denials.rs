@@ -11,7 +11,6 @@
 //! All of it is lazily durable, as refusals always were.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use super::Inner;
 use crate::codec::EventRecord;
@@ -127,7 +126,7 @@ impl Inner {
 
     /// A lazy write made outside [`Inner::commit`].
     pub(super) fn lazy_written(&self) {
-        let t = self.flusher.written.fetch_add(1, Ordering::AcqRel) + 1;
+        let t = self.flusher.ticket();
         let _ = self.lazy(t);
     }
 

@@ -3,8 +3,9 @@
 
 use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 
+use super::read::Reach;
 use super::{Catalog, Inner};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Never inhabited: there is no replica to hold.
 pub(crate) enum Replica {}
@@ -21,8 +22,14 @@ impl Inner {
         &self,
         _id: &[u8; 16],
         _checksum_ok: impl FnOnce() -> bool,
-    ) -> Result<()> {
-        Ok(())
+        _reach: Reach,
+    ) -> Result<bool> {
+        Ok(true)
+    }
+
+    #[inline(always)]
+    pub(super) fn read_failed(&self, e: Error) -> Error {
+        e
     }
 
     #[inline(always)]

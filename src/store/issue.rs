@@ -111,9 +111,10 @@ impl TokenStore {
             let live = held
                 .ids()
                 .filter(|id| {
-                    inner.mem.refresh.with(id, |r| {
-                        r.is_some_and(|r| !r.is_revoked() && r.expires_at() > now)
-                    })
+                    inner
+                        .mem
+                        .refresh
+                        .with(id, |r| r.is_some_and(|r| r.usable(now).is_usable()))
                 })
                 .count();
             if live >= inner.max_live {
@@ -158,7 +159,10 @@ impl TokenStore {
         // nobody can remove them meanwhile): no catalog change is needed.
         inner.mem.put_issued(held, &rec, &member);
         drop(cat);
-        inner.sync(ticket)?;
+        if let Err(e) = inner.sync_with(ticket, true) {
+            inner.unissue(&rec);
+            return Err(e);
+        }
         Ok(IssuedToken {
             token: token::encode(&inner.prefix, TokenKind::Refresh, &id, &secret),
             info: inner.info_of(rec, now),
@@ -170,7 +174,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Forbidden`] if the actor is not a member; [`Error::Io`] or
-    /// [`Error::Corrupt`] if storage fails.
+    /// [`Error::Corrupt`] if storage fails; on a shared store
+    /// [`Error::Unavailable`] when the replica cannot catch up with the
+    /// change log (it fails closed).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -194,7 +200,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
-    /// [`Error::Corrupt`] if storage fails.
+    /// [`Error::Corrupt`] if storage fails; on a shared store
+    /// [`Error::Unavailable`] when the replica cannot catch up with the
+    /// change log (it fails closed).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -224,20 +232,64 @@ impl TokenStore {
 }
 
 impl Inner {
+    /// After the sync of an issue failed: the token is taken out of memory
+    /// at once (it no longer verifies, is not listed and does not count
+    /// against its member's cap), and the backend is told, so that an open
+    /// that finds its record after all removes it. Then the storage is
+    /// reopened where it can be.
+    #[cold]
+    fn unissue(&self, rec: &RefreshRecord) {
+        self.backend.note_failed_issue(&rec.id);
+        {
+            let mut cat = self.mem.catalog.write();
+            self.mem.apply(
+                &mut cat,
+                &[Change::DeleteRefresh {
+                    id: rec.id,
+                    org: rec.org.clone(),
+                    user: rec.user.clone(),
+                }],
+                &Default::default(),
+            );
+        }
+        // A storage reopened before this call's sync failed may hold the
+        // record durably already (read back from what the failed sync left
+        // in the cache): it goes now.
+        if self.recover().is_ok() && matches!(self.backend.get_refresh(&rec.id), Ok(Some(_))) {
+            let gone = Change::DeleteRefresh {
+                id: rec.id,
+                org: rec.org.clone(),
+                user: rec.user.clone(),
+            };
+            // Under the catalog, as every commit (a reload waits for it).
+            let committed = self.commit_apply(&mut self.mem.catalog.write(), &[gone]);
+            if let Ok(ticket) = committed {
+                let _ = self.sync_with(ticket, true);
+            }
+        }
+    }
+
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
         let hot = self.mem.refresh.get(&r.id);
         let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
+        // The stored revocation says who and why; otherwise the one rule
+        // (on the record's own expiry where memory does not hold it).
+        let usable = match &hot {
+            Some(h) => h.usable(now),
+            None if r.expires_at.is_some_and(|e| e <= now) => Usable::Expired,
+            None => Usable::Yes(r.role_at_issue),
+        };
         let state = match r.state {
             StoredState::Revoked { at, by, reason } => TokenState::Revoked { at, by, reason },
-            StoredState::Active if hot.as_ref().is_some_and(|h| h.is_revoked()) => {
-                TokenState::Revoked {
+            StoredState::Active => match usable {
+                Usable::Yes(_) => TokenState::Active,
+                Usable::Expired => TokenState::Expired,
+                Usable::Revoked | Usable::CutOff | Usable::Removed => TokenState::Revoked {
                     at: hot.as_ref().map_or(0, |h| h.member().cutoff()),
                     by: HOST.into(),
                     reason: Some("cutoff or membership".into()),
-                }
-            }
-            StoredState::Active if r.expires_at.is_some_and(|e| e <= now) => TokenState::Expired,
-            StoredState::Active => TokenState::Active,
+                },
+            },
         };
         TokenInfo {
             id: TokenId(r.id),

@@ -13,7 +13,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Forbidden`] unless the actor is the Owner; [`Error::Io`] or
-    /// [`Error::Corrupt`] if storage fails.
+    /// [`Error::Corrupt`] if storage fails; on a shared store
+    /// [`Error::Unavailable`] when the replica cannot catch up with the
+    /// change log (it fails closed).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -134,9 +136,10 @@ impl TokenStore {
         let mut dead: Vec<Arc<RefreshHot>> = Vec::new();
         let mut budget = limit;
         inner.mem.refresh.for_each(|_, r| {
-            let gone_since = if r.is_revoked() {
+            let u = r.usable(now);
+            let gone_since = if u.is_revoked() {
                 Some(r.revoked_at())
-            } else if r.has_expired(now) {
+            } else if u == Usable::Expired {
                 Some(r.expires_at())
             } else {
                 None
@@ -158,10 +161,7 @@ impl TokenStore {
         let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
         if !report.more {
             inner.mem.access.for_each(|id, a| {
-                let gone = a.expires_at() <= now
-                    || a.is_revoked_itself()
-                    || a.refresh().is_revoked()
-                    || a.refresh().has_expired(now);
+                let gone = !a.usable(now).is_usable();
                 if gone && !dead_set.contains(&a.refresh().id()) {
                     if budget == 0 {
                         report.more = true;
@@ -237,7 +237,9 @@ impl TokenStore {
             inner.mem.apply_family(r, extra, fam);
         }
         drop(guards);
-        inner.mem.apply(&mut cat, &refresh_changes);
+        inner
+            .mem
+            .apply(&mut cat, &refresh_changes, &Committed::default());
         report.refresh_removed = dead.len() as u64;
         report.access_removed = access_removed;
         drop(cat);
@@ -287,21 +289,14 @@ impl TokenStore {
         let mut s = Stats::default();
         {
             let cat = inner.mem.catalog.write();
-            for e in cat.orgs.values() {
-                if !e.members.is_empty() {
-                    s.orgs += 1;
-                }
-                s.members += e.members.len() as u64;
-            }
+            (s.orgs, s.members) = cat.counts();
         }
         let now = inner.now();
         inner.mem.refresh.for_each(|_, r| {
-            if r.is_revoked() {
-                s.revoked += 1;
-            } else if r.has_expired(now) {
-                s.expired += 1;
-            } else {
-                s.active += 1;
+            match r.usable(now) {
+                Usable::Yes(_) => s.active += 1,
+                Usable::Expired => s.expired += 1,
+                Usable::Revoked | Usable::CutOff | Usable::Removed => s.revoked += 1,
             }
             true
         });
@@ -318,7 +313,8 @@ impl TokenStore {
     /// # Errors
     /// [`Error::Io`] if storage fails, also when a write made since the last
     /// flush was lost to a storage fault (the store reopened its storage
-    /// without it; a later flush succeeds again).
+    /// without it; a later flush succeeds again); [`Error::Unavailable`]
+    /// while the storage cannot be opened again after a fault yet.
     ///
     /// ```
     /// tokenvault::TokenStore::temporary()?.flush()?;
@@ -326,7 +322,7 @@ impl TokenStore {
     /// ```
     pub fn flush(&self) -> Result<()> {
         self.inner.write_denials(0);
-        let t = self.inner.flusher.written.load(Ordering::Acquire);
+        let t = self.inner.flusher.written();
         // After a storage fault: reopened first, and a write lost to the
         // fault fails the flush (it cannot be made durable any more).
         self.inner.recover()?;

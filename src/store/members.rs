@@ -25,21 +25,23 @@ impl TokenStore {
         check_id("user", user)?;
         let inner = &*self.inner;
         let cat = inner.lock_for_write()?;
-        if let Some(e) = cat.orgs.get(org) {
-            if e.members.contains_key(user) {
+        if cat.member(org, user).is_some() {
+            return Err(Error::Conflict(format!(
+                "{user} is already a member of {org}"
+            )));
+        }
+        if role == Role::Owner {
+            if let Some(o) = cat.owner(org) {
                 return Err(Error::Conflict(format!(
-                    "{user} is already a member of {org}"
+                    "{org} already has an Owner ({o}); transfer ownership instead"
                 )));
             }
-            if role == Role::Owner {
-                if let Some(o) = &e.owner {
-                    return Err(Error::Conflict(format!(
-                        "{org} already has an Owner ({o}); transfer ownership instead"
-                    )));
-                }
-            }
         }
-        let changes = vec![put_member(org, user, role, 0)];
+        let changes = vec![Change::AddMember {
+            org: org.into(),
+            user: user.into(),
+            role,
+        }];
         inner.commit_member_change(cat, changes, org, "member.add", format!("{user} as {role}"))
     }
 
@@ -64,11 +66,10 @@ impl TokenStore {
     pub fn set_role(&self, org: &str, user: &str, role: Role) -> Result<()> {
         let inner = &*self.inner;
         let cat = inner.lock_for_write()?;
-        let m = cat
+        let current = cat
             .member(org, user)
-            .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?
-            .clone();
-        let current = m.role().unwrap_or(Role::Stakeholder);
+            .and_then(|m| m.role())
+            .ok_or_else(|| Error::NotFound(format!("{user} is not a member of {org}")))?;
         if role == Role::Owner && current != Role::Owner {
             return Err(Error::Conflict(
                 "use transfer_ownership to make a member the Owner".into(),
@@ -79,7 +80,11 @@ impl TokenStore {
                 "the Owner's role changes only by transferring ownership".into(),
             ));
         }
-        let changes = vec![put_member(org, user, role, m.not_before())];
+        let changes = vec![Change::SetRole {
+            org: org.into(),
+            user: user.into(),
+            role,
+        }];
         inner.commit_member_change(
             cat,
             changes,
@@ -111,20 +116,19 @@ impl TokenStore {
         let cat = inner.lock_for_write()?;
         let new = cat
             .member(org, new_owner)
-            .ok_or_else(|| Error::NotFound(format!("{new_owner} is not a member of {org}")))?
-            .clone();
+            .ok_or_else(|| Error::NotFound(format!("{new_owner} is not a member of {org}")))?;
         if new.role() == Some(Role::Owner) {
             return Ok(());
         }
-        let old_owner = cat.orgs.get(org).and_then(|e| e.owner.clone());
-        let old = old_owner
-            .as_deref()
-            .and_then(|o| cat.member(org, o))
-            .cloned();
-        let mut changes = vec![put_member(org, new_owner, Role::Owner, new.not_before())];
-        if let Some(o) = &old {
-            changes.push(put_member(org, o.user(), Role::Admin, o.not_before()));
-        }
+        let from = cat
+            .owner(org)
+            .filter(|o| cat.member(org, o).is_some())
+            .map(String::from);
+        let changes = vec![Change::MoveOwnership {
+            org: org.into(),
+            to: new_owner.into(),
+            from,
+        }];
         inner.commit_member_change(cat, changes, org, "member.transfer", new_owner.into())
     }
 
@@ -161,7 +165,7 @@ impl TokenStore {
         let now = inner.now();
         let changes = [
             inner.revoke_many(&cat, org, Some(user), u64::MAX, now, HOST, "member removed"),
-            Change::DeleteMember {
+            Change::RemoveMember {
                 org: org.into(),
                 user: user.into(),
             },
@@ -170,7 +174,7 @@ impl TokenStore {
         let (ticket, done) = inner.commit_apply_counted(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
-        Ok(done.revoked)
+        Ok(done.revoked.len())
     }
 
     /// A member's current role, if they are a member.
@@ -182,29 +186,10 @@ impl TokenStore {
     /// The members of `org` and their roles, sorted by user id.
     pub fn members(&self, org: &str) -> Vec<(String, Role)> {
         let cat = self.inner.mem.catalog.read();
-        let mut out: Vec<(String, Role)> = cat
-            .orgs
-            .get(org)
-            .map(|e| {
-                e.members
-                    .iter()
-                    .filter_map(|(u, m)| m.role().map(|r| (u.clone(), r)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut out = cat.members_of(org);
         out.sort();
         out
     }
-}
-
-/// Adds or replaces a member record.
-pub(super) fn put_member(org: &str, user: &str, role: Role, not_before: u64) -> Change {
-    Change::PutMember(MemberRecord {
-        org: org.into(),
-        user: user.into(),
-        role,
-        not_before,
-    })
 }
 
 impl Inner {

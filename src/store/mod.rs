@@ -1,19 +1,17 @@
 //! The public [`TokenStore`].
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
 use crate::change::{Change, Committed};
-use crate::codec::{
-    self, AccessRecord, EventRecord, IssueEvent, MemberRecord, RefreshRecord, StoredState,
-};
-use crate::commit::Flusher;
+use crate::codec::{self, AccessRecord, EventRecord, IssueEvent, RefreshRecord, StoredState};
+use crate::commit::{Flusher, WriterMark};
 use crate::config::{load_or_create, Config, StoreKey};
 use crate::error::{Error, Result};
-use crate::memory::{Catalog, Memory, RefreshHot};
+use crate::memory::{Catalog, Memory, RefreshHot, Usable};
 use crate::policy::{may, Action, Policy, Role};
 use crate::storage::{Backend, IntegrityReport};
 use crate::token::{self, TokenId, TokenKind};
@@ -42,6 +40,9 @@ mod issue;
 mod maintenance;
 mod members;
 mod open;
+// The read gate: how every read path reaches memory (freshness and
+// read-through on a shared store).
+mod read;
 mod reads;
 mod revoke;
 mod sync_org;
@@ -96,14 +97,6 @@ type WriteGuard<'a> = Held<'a, replicated::CatalogGuard<'a>>;
 /// The catalog held by a call issuing a token: shared with other issues
 /// on an embedded store (see [`Inner::lock_for_issue`]).
 type IssueGuard<'a> = Held<'a, replicated::IssueCatalog<'a>>;
-
-struct WriterMark<'a>(&'a AtomicUsize);
-
-impl Drop for WriterMark<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release);
-    }
-}
 
 impl<G: std::ops::Deref<Target = Catalog>> std::ops::Deref for Held<'_, G> {
     type Target = Catalog;
@@ -295,7 +288,7 @@ impl Inner {
     ) -> Result<(u64, Committed)> {
         let done = self.backend.commit(changes)?;
         let ticket = self.ticket();
-        self.mem.apply(cat, changes);
+        self.mem.apply(cat, changes, &done);
         Ok((ticket, done))
     }
 
@@ -307,12 +300,12 @@ impl Inner {
 
     /// The ticket of a batch just committed.
     fn ticket(&self) -> u64 {
-        self.flusher.written.fetch_add(1, Ordering::AcqRel) + 1
+        self.flusher.ticket()
     }
 
     /// Waits until every batch committed so far is durable.
     fn sync_written(&self) -> Result<()> {
-        self.sync(self.flusher.written.load(Ordering::Acquire))
+        self.sync(self.flusher.written())
     }
 
     /// Waits until the batch with `ticket` is durable; concurrent callers
@@ -360,8 +353,7 @@ impl Inner {
     /// and takes the catalog through `lock`.
     fn hold<'a, G>(&'a self, lock: impl FnOnce(&'a Self) -> Result<G>) -> Result<Held<'a, G>> {
         self.recover()?;
-        self.flusher.writers.fetch_add(1, Ordering::AcqRel);
-        let writer = WriterMark(&self.flusher.writers);
+        let writer = self.flusher.writer();
         let cat = lock(self)?;
         Ok(Held {
             cat,
@@ -373,7 +365,7 @@ impl Inner {
     /// enough lazy writes have piled up, so a later durable call never
     /// inherits a long backlog.
     fn lazy(&self, ticket: u64) -> Result<()> {
-        let n = self.flusher.lazy.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = self.flusher.lazy_write();
         if n >= self.lazy_flush_every {
             self.sync_with(ticket, false)?;
         }

@@ -142,15 +142,10 @@ impl TokenStore {
         // a time as the backend reads it (from several threads at once).
         let loaded = {
             let loader = crate::memory::Loader::new(&inner.mem);
-            let loaded = inner
-                .backend
-                .load(&|c| loader.apply(c), &|r| loader.refresh(r))?;
+            let loaded = inner.backend.load(&Sink(&loader))?;
             inner.unlisted = loader.finish();
             loaded
         };
-        // Access records came in no particular order: each family's live
-        // list must be oldest first (the cap evicts from the front).
-        inner.mem.order_live_lists();
         inner.skipped = loaded.skipped;
         inner.warm_start = loaded.warm;
         inner.event_seq = AtomicU64::new(loaded.last_event_seq);
@@ -205,7 +200,9 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Io`] if the flush fails or the storage cannot be opened for
-    /// the checkpoint (the writes are durable by then; failing to write the
+    /// the checkpoint, or another process holds the store directory for
+    /// more than two seconds (the checkpoint is then skipped; the writes
+    /// are durable by then; failing to write the
     /// warm-start files is no error: the next open reads the trees),
     /// [`Error::Corrupt`] if sled finds its files damaged while doing so; on a shared store,
     /// as [`TokenStore::flush`].
@@ -226,6 +223,11 @@ impl TokenStore {
         self.inner.write_denials(0);
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => {
+                // A storage that failed (and was not opened again since,
+                // e.g. no call came after the disk had room again) is
+                // opened again first where it can be, so that its changes
+                // are synced and checkpointed rather than reported lost.
+                let _ = inner.recover_now();
                 // A replica's sync thread is told to stop before the storage
                 // closes (it holds no handle of the store meanwhile).
                 let Inner {
@@ -259,8 +261,11 @@ impl Config {
     /// - [`Error::Io`] if the files cannot be read or written (the disk is
     ///   full, or another process holds the store: the message says which).
     ///
-    /// Blocks while it reads the store; waits up to two seconds for a store
-    /// that another handle in this process is letting go of.
+    /// Blocks while it reads the store (after a failed sync of the store on
+    /// this boot, it first reads and writes back all of its files, see
+    /// `docs/durability.md`); waits up to two seconds for a store that
+    /// another handle in this process is letting go of, or whose directory
+    /// another process holds, then fails with [`Error::Io`] saying so.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -272,5 +277,26 @@ impl Config {
     /// ```
     pub fn open(self) -> Result<TokenStore> {
         TokenStore::open_with(self)
+    }
+}
+
+/// Memory's loader as the sink of a backend's load.
+struct Sink<'a, 'm>(&'a crate::memory::Loader<'m>);
+
+impl crate::storage::LoadSink for Sink<'_, '_> {
+    fn org_cutoff(&self, org: String, at: u64) {
+        self.0.org_cutoff(org, at);
+    }
+    fn member(&self, m: crate::codec::MemberRecord) {
+        self.0.member(m);
+    }
+    fn refresh(&self, r: &crate::codec::RefreshView<'_>) {
+        self.0.refresh(r);
+    }
+    fn access(&self, rec: AccessRecord, slot: Option<u32>) {
+        self.0.access(rec, slot);
+    }
+    fn last_refresh(&self, id: [u8; 16], at: u64) {
+        self.0.last_refresh(id, at);
     }
 }

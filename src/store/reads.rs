@@ -98,7 +98,9 @@ impl TokenStore {
     /// [`Error::NotFound`] for an unknown id or a token of another
     /// organization (the two are answered alike); [`Error::Forbidden`] if
     /// the actor is not a member, or neither the holder nor the Owner;
-    /// [`Error::Io`] or [`Error::Corrupt`] if storage fails.
+    /// [`Error::Io`] or [`Error::Corrupt`] if storage fails; on a shared
+    /// store, [`Error::Unavailable`] when the replica cannot catch up or
+    /// its database fails the read (it never answers from stale memory).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -114,14 +116,17 @@ impl TokenStore {
     /// ```
     pub fn get(&self, actor: &Actor, id: &TokenId) -> Result<TokenInfo> {
         let inner = &*self.inner;
-        inner.recover()?;
-        // On a shared store: fresh enough, and the token read through if
-        // another replica issued it (the gate every read by id passes).
-        inner.ensure_refresh(&id.0)?;
+        // The read gate (see `read.rs`): on a shared store the replica is
+        // fresh enough or the call fails closed, and a token another
+        // replica issued is read through; then the catalog, caught up.
+        let fresh = inner.read_refresh(&id.0)?;
         let cat = inner.lock_catalog_for_read()?;
         let role = inner.actor_role(&cat, actor, "token.get")?;
-        inner.check_holder_or_owner(actor, role, id, "token.get", Action::ListOrg)?;
-        let rec = inner.record_of(id)?;
+        let hot = fresh.refresh(&id.0);
+        inner.check_holder_or_owner(actor, role, id, hot, "token.get", Action::ListOrg)?;
+        let rec = fresh
+            .refresh_record(&id.0)?
+            .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
         Ok(inner.info_of(rec, inner.now()))
     }
 
@@ -157,7 +162,8 @@ impl TokenStore {
         let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, "token.label")?;
         inner.find_refresh(&mut cat, &id.0)?;
-        inner.check_holder_or_owner(actor, role, id, "token.label", Action::RevokeOther)?;
+        let hot = inner.mem.refresh.get(&id.0);
+        inner.check_holder_or_owner(actor, role, id, hot, "token.label", Action::RevokeOther)?;
         let mut rec = inner.record_of(id)?;
         rec.label = label.map(Into::into);
         let changes = vec![
@@ -298,19 +304,21 @@ fn page_of(list: Vec<TokenInfo>, page: Page<TokenId>) -> Result<Paged<TokenInfo,
 }
 
 impl Inner {
-    /// Whether `actor` (of `role`) may act on the token `id`: its holder
-    /// may; another member only with `other`. A token of another
-    /// organization is answered as an unknown one, and not audited.
+    /// Whether `actor` (of `role`) may act on the token `id` (`hot`, as
+    /// memory holds it, if it does): its holder may; another member only
+    /// with `other`. A token of another organization is answered as an
+    /// unknown one, and not audited.
     fn check_holder_or_owner(
         &self,
         actor: &Actor,
         role: Role,
         id: &TokenId,
+        hot: Option<Arc<RefreshHot>>,
         action: &str,
         other: Action,
     ) -> Result<()> {
         let unknown = || Error::NotFound(format!("no token with id {id}"));
-        let hot = self.mem.refresh.get(&id.0).ok_or_else(unknown)?;
+        let hot = hot.ok_or_else(unknown)?;
         if *hot.member().org_id() != *actor.org {
             return Err(unknown());
         }

@@ -1,13 +1,17 @@
 //! Writing again after a storage fault, without a restart.
 //!
-//! sled 0.34 makes an I/O error sticky: after one failed write (a full
-//! disk), every later call of that database fails the same way, even once
-//! space is freed. A store on disk therefore keeps its sled backend in a
-//! [`Swap`]: after an I/O error the next call lets go of the failed
-//! database, opens it again, and reloads memory from what it holds, so
-//! that memory and disk agree again (what reached memory but not the disk,
-//! a failed call's change or a lazily durable access token, is gone, as
-//! after a crash).
+//! A storage may stay failed after one I/O error (the embedded engine
+//! does: every later call fails the same way, even once space is freed,
+//! and no sync after a failed one is trusted). A store on disk therefore
+//! keeps its backend in a [`Swap`]: after an I/O error the next call asks
+//! the backend to [`Backend::reopen`] itself, and reloads memory from what
+//! it holds, so that memory and disk agree again. What the storage does to
+//! be sure of what it holds is its own (`docs/durability.md`); the store
+//! learns only "opened again" or "not yet" (calls then answer
+//! [`Error::Unavailable`]). A change whose sync failed may be there after
+//! the reopen: a revocation, demotion or removal then took effect; an
+//! issue was noted to the backend ([`Backend::note_failed_issue`]) and is
+//! not.
 //!
 //! - While healthy, nothing changes: verification reads memory only, and a
 //!   call pays one atomic load to learn that no reload is needed.
@@ -31,10 +35,10 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use super::{Catalog, Inner, TokenStore};
 use crate::change::{Change, Committed};
-use crate::codec::{EventRecord, RefreshRecord, RefreshView};
+use crate::codec::{EventRecord, RefreshRecord};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, IoError, Result};
-use crate::storage::{Backend, IntegrityReport, Loaded};
+use crate::storage::{Backend, IntegrityReport, LoadSink, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
 /// calls answer the last failure): a reopen reads sled's log, which a call
@@ -49,8 +53,6 @@ pub(crate) struct Swap {
     /// The last such error, for the calls it made fail later.
     fault: Mutex<String>,
     schema: (&'static [u8], &'static [&'static [u8]]),
-    /// The database directory, whose modes a close tightens again.
-    path: std::path::PathBuf,
 }
 
 /// The store's handle on a [`Swap`]: a backend that passes each call to
@@ -58,22 +60,22 @@ pub(crate) struct Swap {
 pub(crate) struct SwapHandle(pub(crate) Arc<Swap>);
 
 impl Swap {
-    pub(crate) fn new(backend: Box<dyn Backend>, path: &std::path::Path) -> Arc<Swap> {
+    pub(crate) fn new(backend: Box<dyn Backend>) -> Arc<Swap> {
         let schema = backend.schema();
         Arc::new(Swap {
             current: RwLock::new(Some(backend)),
             failed: AtomicBool::new(false),
             fault: Mutex::new(String::new()),
             schema,
-            path: path.to_path_buf(),
         })
     }
 
     fn call<T>(&self, f: impl FnOnce(&dyn Backend) -> Result<T>) -> Result<T> {
         let cur = self.current.read();
         let Some(b) = cur.as_deref() else {
-            return Err(Error::Io(
-                "the storage failed and could not be opened again yet; the next call tries again"
+            return Err(Error::Unavailable(
+                "the storage is being opened again after a fault (or the store was closed); \
+                 try again shortly"
                     .into(),
             ));
         };
@@ -93,12 +95,8 @@ impl Backend for SwapHandle {
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
         self.0.call(|b| b.meta_put(name, value))
     }
-    fn load(
-        &self,
-        apply: &(dyn Fn(Change) + Sync),
-        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
-    ) -> Result<Loaded> {
-        self.0.call(|b| b.load(apply, refresh))
+    fn load(&self, sink: &dyn LoadSink) -> Result<Loaded> {
+        self.0.call(|b| b.load(sink))
     }
     fn commit(&self, changes: &[Change]) -> Result<Committed> {
         self.0.call(|b| b.commit(changes))
@@ -115,10 +113,7 @@ impl Backend for SwapHandle {
     fn close(self: Box<Self>) -> Result<()> {
         let taken = self.0.current.write().take();
         match taken {
-            // The checkpoint writes new files (sled's snapshot): private too.
-            Some(b) => b
-                .close()
-                .and_then(|()| crate::storage::tighten(&self.0.path)),
+            Some(b) => b.close(),
             None => Err(Error::Io(
                 "the storage failed and could not be opened again; what was not \
                  acknowledged as durable is lost"
@@ -165,6 +160,15 @@ impl Backend for SwapHandle {
     fn size_on_disk(&self) -> Result<u64> {
         self.0.call(|b| b.size_on_disk())
     }
+    fn note_failed_issue(&self, id: &[u8; 16]) {
+        if let Some(b) = self.0.current.read().as_deref() {
+            b.note_failed_issue(id);
+        }
+    }
+    fn reopen(self: Box<Self>) -> (Box<dyn Backend>, Result<()>) {
+        // The store reopens the storage inside (see `reopen_and_reload`).
+        crate::storage::not_reopened(self)
+    }
 }
 
 /// What a store on disk needs to reopen its storage and reload memory.
@@ -194,11 +198,11 @@ impl TokenStore {
     /// on disk, and loads the store.
     pub(super) fn open_recoverable(cfg: Config, key: StoreKey) -> Result<TokenStore> {
         let backend = crate::storage::open_embedded(cfg.path.as_deref(), cfg.cache_bytes)?;
-        let Some(path) = cfg.path.clone() else {
+        if cfg.path.is_none() {
             // A temporary store cannot be opened again.
             return Self::with_backend(Box::new(backend), cfg, key);
-        };
-        let swap = Swap::new(Box::new(backend), &path);
+        }
+        let swap = Swap::new(Box::new(backend));
         let mut reopen_cfg = cfg.clone();
         reopen_cfg.create_new = false;
         let recovery = Recovery {
@@ -237,8 +241,9 @@ impl Inner {
         };
         let g = r.gate.read();
         if r.generation.load(Ordering::Acquire) != read_in {
-            return Err(Error::Io(
-                "the store reopened its storage after a fault while this call ran; try again"
+            return Err(Error::Unavailable(
+                "the store reopened its storage after a fault while this call ran (it changed \
+                 nothing); try again"
                     .into(),
             ));
         }
@@ -260,8 +265,9 @@ impl Inner {
             .any(|&(lo, hi)| (lo..=hi).contains(&ticket));
         lost.then(|| {
             Error::Io(IoError::from(format!(
-                "{}; this change was not durable when the storage failed, and the store \
-                 reopened its storage without it (the call changed nothing)",
+                "{}; this change was not durable when the storage failed (the store \
+                 reopened its storage since: a revocation, demotion or removal may have taken \
+                 effect, an issued token did not; a retry is safe)",
                 r.swap.fault.lock()
             )))
         })
@@ -278,16 +284,25 @@ impl Inner {
     #[inline]
     pub(super) fn recover(&self) -> Result<()> {
         match &self.recovery {
-            Some(r) if r.swap.failed.load(Ordering::Acquire) => self.reopen_and_reload(r),
+            Some(r) if r.swap.failed.load(Ordering::Acquire) => self.reopen_and_reload(r, false),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Inner::recover`] even within [`RETRY_AFTER`] of a failed reopen
+    /// (for `close`, which has no later call to leave it to).
+    pub(super) fn recover_now(&self) -> Result<()> {
+        match &self.recovery {
+            Some(r) if r.swap.failed.load(Ordering::Acquire) => self.reopen_and_reload(r, true),
             _ => Ok(()),
         }
     }
 
     #[cold]
-    fn reopen_and_reload(&self, r: &Recovery) -> Result<()> {
+    fn reopen_and_reload(&self, r: &Recovery, now: bool) -> Result<()> {
         if let Some((at, msg)) = &*r.last_failure.lock() {
-            if at.elapsed() < RETRY_AFTER {
-                return Err(Error::Io(msg.clone().into()));
+            if !now && at.elapsed() < RETRY_AFTER {
+                return Err(Error::Unavailable(msg.clone()));
             }
         }
         let mut cat = self.mem.catalog.write();
@@ -299,40 +314,40 @@ impl Inner {
         // No commit is under way (each holds the catalog or the gate):
         // every ticket not yet durable was committed to the failed storage.
         let f = &self.flusher;
-        let written = f.written.load(Ordering::Acquire);
-        let flushed = f.flushed.load(Ordering::Acquire);
-        // A storage whose syncs still fail would be kept open when dropped
-        // (holding its file lock, so no reopen could succeed): wait until
-        // they work again.
-        let syncs = r
-            .swap
-            .current
-            .read()
-            .as_deref()
-            .is_none_or(|b| b.can_let_go());
-        if !syncs {
-            let msg = format!("{}; its syncs still fail", r.swap.fault.lock());
+        let written = f.written();
+        let flushed = f.flushed();
+        let refused = |e: Error| {
+            let msg = format!(
+                "the storage failed ({}) and is not open again yet: {e}; try again shortly",
+                r.swap.fault.lock()
+            );
             *r.last_failure.lock() = Some((Instant::now(), msg.clone()));
-            return Err(Error::Io(msg.into()));
-        }
-        let old = r.swap.current.write().take();
-        // sled does no more I/O when a database whose I/O failed is
-        // dropped; where it would (a failure sled did not see), a panic
-        // there must not take the caller with it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(old)));
-        let reopened = crate::storage::open_embedded(r.cfg.path.as_deref(), r.cfg.cache_bytes)
-            .and_then(|b| TokenStore::with_backend(Box::new(b), r.cfg.clone(), r.key.clone()));
-        let reopened = match reopened {
-            Ok(s) => s,
-            Err(e) => {
-                *r.last_failure.lock() = Some((Instant::now(), e.to_string()));
-                return Err(e);
-            }
+            Error::Unavailable(msg)
         };
-        let Ok(reopened) = Arc::try_unwrap(reopened.inner) else {
-            return Err(Error::Io(
-                "the reloaded store already has another handle".into(),
-            ));
+        let Some(old) = r.swap.current.write().take() else {
+            return Err(refused(Error::Unavailable("the store is closed".into())));
+        };
+        let (backend, reopened) = old.reopen();
+        // The store that loads from the reopened storage reaches it through
+        // a swap of its own, which gives the storage back whatever happens.
+        let loading = Swap::new(backend);
+        let reloaded = reopened.and_then(|()| {
+            TokenStore::with_backend(
+                Box::new(SwapHandle(loading.clone())),
+                r.cfg.clone(),
+                r.key.clone(),
+            )
+        });
+        let backend = loading.current.write().take();
+        *r.swap.current.write() = backend;
+        let reloaded = match reloaded.map(|s| Arc::try_unwrap(s.inner)) {
+            Ok(Ok(inner)) => inner,
+            Ok(Err(_)) => {
+                return Err(refused(Error::Io(
+                    "the reloaded store already has another handle".into(),
+                )))
+            }
+            Err(e) => return Err(refused(e)),
         };
         // From here nothing fails.
         if written > flushed {
@@ -342,11 +357,8 @@ impl Inner {
         // One ticket more, never handed out and durable: a flush asked for
         // after the reload has nothing lost to wait for.
         let barrier = written + 1;
-        f.written.store(barrier, Ordering::Release);
-        f.flushed.fetch_max(barrier, Ordering::AcqRel);
-        f.lazy.store(0, Ordering::Release);
-        let backend = self.transplant(&mut cat, reopened);
-        *r.swap.current.write() = Some(backend);
+        f.restart_at(barrier);
+        self.transplant(&mut cat, reloaded);
         r.generation.fetch_add(1, Ordering::AcqRel);
         r.swap.failed.store(false, Ordering::Release);
         *r.last_failure.lock() = None;
@@ -355,19 +367,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Replaces memory by what `reopened` loaded, record by record (see the
-    /// module documentation); returns `reopened`'s storage.
-    fn transplant(&self, cat: &mut Catalog, reopened: Inner) -> Box<dyn Backend> {
-        let Inner {
-            backend,
-            mem,
-            event_seq,
-            ..
-        } = reopened;
+    /// Replaces memory by what `reloaded` loaded, record by record (see the
+    /// module documentation).
+    fn transplant(&self, cat: &mut Catalog, reloaded: Inner) {
+        let Inner { mem, event_seq, .. } = reloaded;
         self.mem.replace_with(cat, mem);
         // Sequence numbers handed out stay unique.
         self.event_seq
             .fetch_max(event_seq.load(Ordering::Acquire), Ordering::AcqRel);
-        backend
     }
 }

@@ -8,10 +8,11 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
 
+use super::read::Reach;
 use super::{Catalog, Inner, TokenStore, FINGERPRINT_CONTEXT};
-use crate::change::Change;
 use crate::config::{load_or_create_key, Config};
 use crate::error::{Error, Result};
+use crate::memory::Stored;
 use crate::replica::{self, Follower, SyncState, SyncStatus};
 use crate::storage::{self, ChangeFeed, ManageLock, SharedSpec};
 
@@ -152,27 +153,41 @@ impl Follower for Inner {
 }
 
 impl Inner {
-    /// Makes sure memory can answer for an access token: fails closed when
-    /// the replica is stale, reads the token through when memory does not
-    /// hold it (once `checksum_ok` says it is well formed).
+    /// The read gate's replica side for an access token (see `read.rs`):
+    /// fails closed when the replica is stale, reads the token through when
+    /// memory does not hold it (once `checksum_ok` says it is well formed).
+    /// False on a miss that `reach` forbids reading through.
     #[inline]
     pub(super) fn ensure_access(
         &self,
         id: &[u8; 16],
         checksum_ok: impl FnOnce() -> bool,
-    ) -> Result<()> {
+        reach: Reach,
+    ) -> Result<bool> {
         match &self.replica {
-            Some(rep) => rep.ensure_access(&self.mem, id, checksum_ok),
-            None => Ok(()),
+            Some(rep) => rep.ensure_access(&self.mem, id, checksum_ok, reach == Reach::Database),
+            None => Ok(true),
         }
     }
 
-    /// As [`Inner::ensure_access`], for a refresh token.
+    /// As [`Inner::ensure_access`], for a refresh token (always reading
+    /// through).
     #[inline]
     pub(super) fn ensure_refresh(&self, id: &[u8; 16]) -> Result<()> {
         match &self.replica {
             Some(rep) => rep.ensure_refresh(&self.mem, id),
             None => Ok(()),
+        }
+    }
+
+    /// An error met while reading for a read path: on a shared store a
+    /// database error fails closed as [`Error::Unavailable`]; otherwise
+    /// unchanged.
+    #[cold]
+    pub(super) fn read_failed(&self, e: Error) -> Error {
+        match &self.replica {
+            Some(_) => replica::fail_closed(e),
+            None => e,
         }
     }
 
@@ -202,15 +217,18 @@ impl Inner {
         })
     }
 
-    /// The catalog, read-only, for a management call that only reads: on a
+    /// The catalog, read-only, for a management call that only reads (the
+    /// read gate's door for lists and the audit trail, see `read.rs`): on a
     /// shared store, caught up first (under the write lock, then
-    /// downgraded).
+    /// downgraded); a replica that cannot catch up fails closed
+    /// ([`Error::Unavailable`]), never answering from stale memory.
     pub(super) fn lock_catalog_for_read(&self) -> Result<RwLockReadGuard<'_, Catalog>> {
         let Some(rep) = &self.replica else {
             return Ok(self.mem.catalog.read());
         };
         let mut cat = self.mem.catalog.write();
-        rep.catch_up(&self.mem, &mut cat)?;
+        rep.catch_up(&self.mem, &mut cat)
+            .map_err(replica::fail_closed)?;
         Ok(RwLockWriteGuard::downgrade(cat))
     }
 
@@ -222,7 +240,7 @@ impl Inner {
             return Ok(());
         }
         if let Some(r) = self.backend.get_refresh(id)? {
-            self.mem.apply(cat, &[Change::LoadRefresh(r)]);
+            self.mem.load(cat, vec![Stored::Refresh(r)]);
         }
         Ok(())
     }

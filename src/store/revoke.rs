@@ -78,7 +78,7 @@ impl TokenStore {
             ));
         }
         let now = inner.now();
-        if hot.is_revoked_itself() {
+        if !hot.revocable() {
             // Revoked already, perhaps by a call whose sync failed: this
             // answer, too, says the revocation is durable.
             drop(cat);
@@ -108,7 +108,14 @@ impl TokenStore {
     /// # Errors
     /// [`Error::Malformed`] or [`Error::InvalidToken`] if the string is not a
     /// known refresh token of this store; [`Error::InvalidArgument`] for a
-    /// bad reason text; [`Error::Io`] if storage fails.
+    /// bad reason text; [`Error::Io`] if storage fails. On a shared store,
+    /// [`Error::Unavailable`] when the replica is stale or cannot read the
+    /// token (nothing is revoked then: try again), [`Error::Limit`] as for
+    /// [`TokenStore::verify`].
+    ///
+    /// Blocks: a read of the token's record, then a durable write (sled: a
+    /// sync, milliseconds; PostgreSQL: the fleet-wide management lock and
+    /// one transaction).
     ///
     /// ```
     /// use tokenvault::{Actor, Error, Role, TokenStore};
@@ -218,26 +225,22 @@ impl TokenStore {
                 "bulk revocation"
             },
         )];
-        if let Some(t) = before {
+        // The cutoff is kept too (each backend and memory keep the latest).
+        if let Some(at) = before {
             match user {
-                Some(u) => {
-                    if let Some(m) = cat.member(&actor.org, u) {
-                        let at = m.not_before().max(t);
-                        changes.push(Change::PutMember(MemberRecord {
-                            org: actor.org.clone(),
-                            user: u.into(),
-                            role: m.role().unwrap_or(Role::Stakeholder),
-                            not_before: at,
-                        }));
-                    }
-                }
-                None => {
-                    let at = cat.org_mut(&actor.org).hot.not_before().max(t);
-                    changes.push(Change::PutOrgCutoff {
+                Some(u) if cat.member(&actor.org, u).is_some() => {
+                    changes.push(Change::MemberCutoff {
                         org: actor.org.clone(),
+                        user: u.into(),
                         at,
                     });
                 }
+                // Not a member: their tokens, if any, are revoked already.
+                Some(_) => {}
+                None => changes.push(Change::OrgCutoff {
+                    org: actor.org.clone(),
+                    at,
+                }),
             }
         }
         let what = match before {
@@ -254,7 +257,7 @@ impl TokenStore {
         let (ticket, done) = inner.commit_apply_counted(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
-        Ok(done.revoked)
+        Ok(done.revoked.len())
     }
 
     /// Revokes a single access token, presented by its holder (as RFC 7009's
@@ -263,7 +266,13 @@ impl TokenStore {
     ///
     /// # Errors
     /// [`Error::Malformed`] or [`Error::InvalidToken`] if the token is not a
-    /// known access token of this store; [`Error::Io`] if storage fails.
+    /// known access token of this store; [`Error::Io`] if storage fails. On
+    /// a shared store, [`Error::Unavailable`] when the replica is stale or
+    /// cannot read the token, [`Error::Limit`] as for [`TokenStore::verify`].
+    ///
+    /// Blocks for a durable write (sled: a sync, milliseconds; PostgreSQL:
+    /// one transaction), and on a shared store for one more round trip for
+    /// a token this replica does not hold.
     ///
     /// ```
     /// use tokenvault::{Actor, Error, Role, TokenStore};
@@ -281,36 +290,29 @@ impl TokenStore {
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
         inner.recover()?;
         let generation = inner.generation();
-        inner.ensure_access(&parsed.id.0, || true)?;
+        let fresh = inner
+            .read_access(&parsed.id.0, || true, read::Reach::Database)?
+            .ok_or(Error::InvalidToken)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
-        let found = inner.mem.access.with(&parsed.id.0, |a| {
-            a.filter(|a| ct_eq(a.verifier(), &v)).map(|a| {
-                (
-                    a.refresh().clone(),
-                    AccessRecord {
-                        id: parsed.id.0,
-                        refresh_id: a.refresh().id(),
-                        issued_at: a.issued_at(),
-                        expires_at: a.expires_at(),
-                        revoked: true,
-                        verifier: *a.verifier(),
-                    },
-                    a.slot(),
-                    a.is_revoked_itself(),
-                )
-            })
+        let found = fresh.access_with(&parsed.id.0, |a| {
+            a.filter(|a| ct_eq(a.verifier(), &v))
+                .map(|a| (a.refresh().clone(), a.slot(), a.revocable()))
         });
-        let (parent, rec, slot, already) = found.ok_or(Error::InvalidToken)?;
-        if already {
+        let (parent, slot, revocable) = found.ok_or(Error::InvalidToken)?;
+        if !revocable {
             return Ok(());
         }
         let ticket = {
             let mut extra = parent.lock_family();
-            if !extra.live().contains(&(rec.id, slot)) {
+            if !extra.live().contains(&(parsed.id.0, slot)) {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }
-            let changes = [Change::RevokeAccess { rec, slot }];
+            let changes = [Change::RevokeAccess {
+                refresh_id: parent.id(),
+                id: parsed.id.0,
+                slot,
+            }];
             let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
             inner.mem.apply_family(&parent, &mut extra, &changes);
@@ -321,11 +323,11 @@ impl TokenStore {
 }
 
 impl Inner {
-    /// The revocation of every active refresh token of `org` (of its member
-    /// `user` only, when given) created before `before` (`u64::MAX`: all),
-    /// with the ones memory holds named for a backend that needs them (see
-    /// [`Change::RevokeMany`]). Reads nothing from storage: the backend
-    /// selects inside its commit and reports how many it revoked.
+    /// The revocation of every refresh token of `org` (of its member `user`
+    /// only, when given) created before `before` (`u64::MAX`: all), with
+    /// the ones memory holds named for a backend with no index by owner
+    /// (see [`Change::RevokeMany`]). Reads nothing from storage: the backend
+    /// selects inside its commit and reports the ids it revoked.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn revoke_many(
         &self,
@@ -344,7 +346,7 @@ impl Inner {
             at: now,
             by: by.into(),
             reason: Some(reason.into()),
-            held: self.mem.revocable(cat, org, user, before),
+            held: self.mem.held_ids(cat, org, user),
         }
     }
 }

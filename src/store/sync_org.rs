@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use super::members::put_member;
 use super::*;
 
 /// What [`TokenStore::sync_org`] changed. Empty when the organization was
@@ -103,80 +102,119 @@ impl TokenStore {
         let wanted = wanted_members(org, members)?;
         let inner = &*self.inner;
         let mut cat = inner.lock_for_write()?;
-        let current: BTreeMap<String, (Role, u64)> = cat
-            .orgs
-            .get(org)
-            .map(|e| {
-                e.members
-                    .iter()
-                    .filter_map(|(u, m)| m.role().map(|r| (u.clone(), (r, m.not_before()))))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let current: BTreeMap<String, Role> = cat.members_of(org).into_iter().collect();
+        let old_owner = current
+            .iter()
+            .find(|(_, r)| **r == Role::Owner)
+            .map(|(u, _)| u.clone());
+        let new_owner = wanted
+            .iter()
+            .find(|(_, r)| **r == Role::Owner)
+            .map(|(u, _)| u.clone())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("the membership of {org} names no Owner"))
+            })?;
+        let moves = old_owner.as_deref() != Some(new_owner.as_str());
         let mut report = SyncReport::default();
-        let now = inner.now();
-        // Removals first, then the other members, the Owner last: memory
-        // ends with the one Owner whatever the order (the batch is one
-        // commit either way).
         let mut changes = Vec::new();
+        // The batch is one commit whatever its order; the order is the one
+        // each change needs on its own: 1) new members (a new Owner first
+        // as a User), 2) the ownership move (the old Owner becomes an
+        // Admin), 3) the remaining role changes (the old Owner's
+        // included), 4) removals, each with the revocation of every token
+        // of the member.
+        for (user, &role) in wanted.iter().filter(|(u, _)| !current.contains_key(*u)) {
+            let role_now = if role == Role::Owner {
+                Role::User
+            } else {
+                role
+            };
+            changes.push(Change::AddMember {
+                org: org.into(),
+                user: user.clone(),
+                role: role_now,
+            });
+            changes.push(inner.event(
+                org,
+                HOST,
+                "member.add",
+                Some(format!("{user} as {role}")),
+                "ok",
+            )?);
+            report.added.push((user.clone(), role));
+        }
+        if moves {
+            changes.push(Change::MoveOwnership {
+                org: org.into(),
+                to: new_owner.clone(),
+                from: old_owner.clone(),
+            });
+            if let Some(&from) = current.get(&new_owner) {
+                changes.push(inner.event(
+                    org,
+                    HOST,
+                    "member.transfer",
+                    Some(new_owner.clone()),
+                    "ok",
+                )?);
+                report.role_changed.push(RoleChange {
+                    user: new_owner.clone(),
+                    from,
+                    to: Role::Owner,
+                });
+            }
+            report.new_owner = Some(new_owner.clone());
+        }
+        for (user, &from) in &current {
+            let Some(&to) = wanted.get(user) else {
+                continue;
+            };
+            if to == from || *user == new_owner {
+                continue;
+            }
+            // After the move the old Owner is an Admin.
+            let after_move = if moves && old_owner.as_deref() == Some(user.as_str()) {
+                Role::Admin
+            } else {
+                from
+            };
+            if to != after_move {
+                changes.push(Change::SetRole {
+                    org: org.into(),
+                    user: user.clone(),
+                    role: to,
+                });
+            }
+            changes.push(inner.event(
+                org,
+                HOST,
+                "member.role",
+                Some(format!("{user} to {to}")),
+                "ok",
+            )?);
+            report.role_changed.push(RoleChange {
+                user: user.clone(),
+                from,
+                to,
+            });
+        }
+        let now = inner.now();
         for user in current.keys().filter(|u| !wanted.contains_key(*u)) {
             changes.push(inner.revoke_many(
                 &cat,
                 org,
-                Some(user),
+                Some(user.as_str()),
                 u64::MAX,
                 now,
                 HOST,
                 "member removed",
             ));
-            changes.push(Change::DeleteMember {
+            changes.push(Change::RemoveMember {
                 org: org.into(),
                 user: user.clone(),
             });
             changes.push(inner.event(org, HOST, "member.remove", Some(user.clone()), "ok")?);
             report.removed.push(user.clone());
-        }
-        let owner_last = wanted
-            .iter()
-            .filter(|(_, r)| **r != Role::Owner)
-            .chain(wanted.iter().filter(|(_, r)| **r == Role::Owner));
-        for (user, &role) in owner_last {
-            match current.get(user) {
-                None => {
-                    changes.push(put_member(org, user, role, 0));
-                    changes.push(inner.event(
-                        org,
-                        HOST,
-                        "member.add",
-                        Some(format!("{user} as {role}")),
-                        "ok",
-                    )?);
-                    report.added.push((user.clone(), role));
-                }
-                Some(&(from, not_before)) if from != role => {
-                    changes.push(put_member(org, user, role, not_before));
-                    changes.push(if role == Role::Owner {
-                        inner.event(org, HOST, "member.transfer", Some(user.clone()), "ok")?
-                    } else {
-                        inner.event(
-                            org,
-                            HOST,
-                            "member.role",
-                            Some(format!("{user} to {role}")),
-                            "ok",
-                        )?
-                    });
-                    report.role_changed.push(RoleChange {
-                        user: user.clone(),
-                        from,
-                        to: role,
-                    });
-                }
-                Some(_) => {}
-            }
-            if role == Role::Owner && current.get(user).map(|c| c.0) != Some(Role::Owner) {
-                report.new_owner = Some(user.clone());
-            }
         }
         if changes.is_empty() {
             return Ok(report);
@@ -186,7 +224,7 @@ impl TokenStore {
         let (ticket, done) = inner.commit_apply_counted(&mut cat, &changes)?;
         drop(cat);
         inner.sync(ticket)?;
-        report.tokens_revoked = done.revoked;
+        report.tokens_revoked = done.revoked.len();
         Ok(report)
     }
 }

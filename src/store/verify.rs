@@ -1,5 +1,7 @@
-//! Exchange and verification.
+//! Exchange and verification. Each reads memory through the read gate
+//! (`read.rs`).
 
+use super::read::Reach;
 use super::*;
 
 impl TokenStore {
@@ -12,10 +14,17 @@ impl TokenStore {
     /// [`Error::InvalidToken`] for an unknown id or a wrong secret;
     /// [`Error::Revoked`] / [`Error::Expired`] (said only after the secret
     /// matched); [`Error::Unavailable`] on a shared (PostgreSQL) store whose
-    /// replica is stale (it fails closed, see [`TokenStore::verify`]);
-    /// [`Error::Io`] if storage fails, or when the store reopened its
-    /// storage after a fault while the call ran (try again); [`Error::Limit`] when
-    /// the replica's budget of reads for tokens it does not hold is spent.
+    /// replica is stale, or whose read of a token it does not hold met a
+    /// database error (it fails closed, see [`TokenStore::verify`]);
+    /// [`Error::Io`] if writing the access token fails, or when the store
+    /// reopened its storage after a fault while the call ran (try again);
+    /// [`Error::Limit`] when the replica's budget of reads for tokens it does
+    /// not hold is spent.
+    ///
+    /// Blocks: a write to storage (sled, microseconds, plus a sync when
+    /// exchanges are durable; PostgreSQL, one transaction, about a
+    /// millisecond on a local server), and on a shared store one more
+    /// database round trip for a refresh token this replica does not hold.
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -30,23 +39,15 @@ impl TokenStore {
     pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
-        inner.recover()?;
+        let fresh = inner.read_refresh(&parsed.id.0)?;
         let generation = inner.generation();
-        inner.ensure_refresh(&parsed.id.0)?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
-        let parent = inner
-            .mem
-            .refresh
-            .get(&parsed.id.0)
+        let parent = fresh
+            .refresh(&parsed.id.0)
             .filter(|r| ct_eq(r.verifier(), &v))
             .ok_or(Error::InvalidToken)?;
         let now = inner.now();
-        if parent.is_revoked() {
-            return Err(Error::Revoked);
-        }
-        if parent.has_expired(now) {
-            return Err(Error::Expired);
-        }
+        parent.usable(now).check()?;
         let (aid, asecret) = loop {
             let (id, secret) = token::random_id_and_secret()?;
             if !inner.mem.access.contains(&id.0) {
@@ -73,12 +74,7 @@ impl TokenStore {
             if !inner.mem.refresh.contains(&parent.id()) {
                 return Err(Error::InvalidToken);
             }
-            if parent.is_revoked() {
-                return Err(Error::Revoked);
-            }
-            if parent.has_expired(inner.now()) {
-                return Err(Error::Expired);
-            }
+            parent.usable(inner.now()).check()?;
             // Past the cap, the new record takes the slot of the oldest,
             // which evicts it in the same single write. (More than `cap`
             // live records only if the cap was lowered since they were
@@ -120,19 +116,25 @@ impl TokenStore {
     }
 
     /// Checks an access token (`Authorization: Bearer …`) and says whom it
-    /// speaks for. Reads memory only: no disk, no global lock. On a store
-    /// shared through PostgreSQL (feature `postgres`), a token this replica
-    /// does not hold yet (made on another replica) is read from the database
-    /// once, and a replica that has not synchronised within its staleness
-    /// bound fails closed rather than answer from stale memory.
+    /// speaks for.
+    ///
+    /// On an embedded store it reads memory only and never blocks: no disk,
+    /// no global lock, no allocation. On a store shared through PostgreSQL
+    /// (feature `postgres`), a replica that has not synchronised within its
+    /// staleness bound fails closed rather than answer from stale memory,
+    /// and a token this replica does not hold yet (minted on another
+    /// replica) is read from the database once: that call blocks for one
+    /// database round trip. From async code, use [`TokenStore::try_verify`]
+    /// first and run this one off the async workers only on its miss (the
+    /// HTTP front's layer and extractor do).
     ///
     /// # Errors
     /// [`Error::Malformed`], [`Error::InvalidToken`], [`Error::Revoked`] (the
     /// token, its refresh token, or its holder's membership is gone),
     /// [`Error::Expired`]; on a shared store also [`Error::Unavailable`] (the
-    /// replica is stale: try again later), [`Error::Io`] (the database
-    /// cannot be read) and [`Error::Limit`] (too
-    /// many reads of tokens this replica does not hold: try again).
+    /// replica is stale, or the database could not be read: try again
+    /// later) and [`Error::Limit`] (too many reads of tokens this replica
+    /// does not hold: try again).
     ///
     /// ```
     /// use tokenvault::{Actor, Role, TokenStore};
@@ -147,14 +149,59 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn verify(&self, access_token: &str) -> Result<Principal> {
+        match self.verify_reaching(access_token, Reach::Database)? {
+            Some(p) => Ok(p),
+            // Unreachable: a read that may reach the database always gets
+            // its view. Answered as an unknown token all the same.
+            None => Err(Error::InvalidToken),
+        }
+    }
+
+    /// [`TokenStore::verify`] from memory alone, for a caller that must not
+    /// block (an async worker): `Ok(None)` when the answer needs a database
+    /// read, which only a store shared through PostgreSQL ever does (a token
+    /// this replica does not hold yet; then call [`TokenStore::verify`] where
+    /// blocking is fine, e.g. in `tokio::task::spawn_blocking`). On an
+    /// embedded store it is exactly [`TokenStore::verify`] and never `None`.
+    /// Never blocks: no disk, no database, no lock beyond a shard's read
+    /// lock.
+    ///
+    /// # Errors
+    /// As [`TokenStore::verify`], except that it never reads the database:
+    /// a stale replica is [`Error::Unavailable`] here too.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// let access = store.exchange(t.token.expose())?.access_token;
+    /// let who = match store.try_verify(access.expose())? {
+    ///     Some(p) => p,
+    ///     // Only on a shared store: this replica must read the token first.
+    ///     None => store.verify(access.expose())?,
+    /// };
+    /// assert_eq!(&*who.user, "bob");
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn try_verify(&self, access_token: &str) -> Result<Option<Principal>> {
+        self.verify_reaching(access_token, Reach::Memory)
+    }
+
+    #[inline(always)]
+    fn verify_reaching(&self, access_token: &str, reach: Reach) -> Result<Option<Principal>> {
         let inner = &*self.inner;
         let kind = TokenKind::Access;
         let u = token::parse_unchecked(&inner.prefix, kind, access_token)?;
-        inner.ensure_access(&u.parsed.id.0, || u.checksum_ok(&inner.prefix, kind))?;
+        let Some(fresh) =
+            inner.read_access(&u.parsed.id.0, || u.checksum_ok(&inner.prefix, kind), reach)?
+        else {
+            return Ok(None);
+        };
         let v = verifier(&inner.access_key, &u.parsed.secret.0);
         let now = inner.now();
         let checksum_mismatch = || Error::Malformed("checksum mismatch");
-        inner.mem.access.with(&u.parsed.id.0, |a| {
+        fresh.access_with(&u.parsed.id.0, |a| {
             // The verify rule (see `token::Unchecked`): checksum first.
             let a = match a {
                 Some(a) if ct_eq(a.verifier(), &v) => a,
@@ -165,15 +212,9 @@ impl TokenStore {
                 return Err(checksum_mismatch());
             }
             let r = a.refresh();
-            if a.is_revoked() {
-                return Err(Error::Revoked);
-            }
-            let role = r.member().role().ok_or(Error::Revoked)?;
-            if a.has_expired(now) {
-                return Err(Error::Expired);
-            }
+            let role = a.usable(now).check()?;
             let (org, user) = r.member().names();
-            Ok(Principal {
+            Ok(Some(Principal {
                 org,
                 user,
                 role,
@@ -185,7 +226,7 @@ impl TokenStore {
                 access_id: u.parsed.id,
                 issued_at: a.issued_at(),
                 expires_at: a.expires_at(),
-            })
+            }))
         })
     }
 
@@ -199,7 +240,14 @@ impl TokenStore {
     /// [`Error::InvalidToken`] for an unknown id or a wrong secret, then
     /// [`Error::Revoked`] (the token, a cutoff, or the holder's membership)
     /// or [`Error::Expired`]; [`Error::Io`] or [`Error::Corrupt`] if its
-    /// record cannot be read.
+    /// record cannot be read; on a shared store [`Error::Unavailable`]
+    /// instead of `Io` (a stale replica, or a database error: it fails
+    /// closed, never answering from stale memory) and [`Error::Limit`] as
+    /// for [`TokenStore::verify`].
+    ///
+    /// Blocks for one read of the token's record (sled: microseconds;
+    /// PostgreSQL: a round trip, and one more for a token this replica does
+    /// not hold).
     ///
     /// ```
     /// use tokenvault::{Actor, Error, Role, TokenStore};
@@ -216,25 +264,17 @@ impl TokenStore {
     pub fn verify_refresh(&self, refresh_token: &str) -> Result<TokenInfo> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
-        inner.recover()?;
+        let fresh = inner.read_refresh(&parsed.id.0)?;
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
-        let hot = inner
-            .mem
-            .refresh
-            .get(&parsed.id.0)
+        let hot = fresh
+            .refresh(&parsed.id.0)
             .filter(|r| ct_eq(r.verifier(), &v))
             .ok_or(Error::InvalidToken)?;
-        if hot.is_revoked() {
-            return Err(Error::Revoked);
-        }
         let now = inner.now();
-        if hot.has_expired(now) {
-            return Err(Error::Expired);
-        }
+        hot.usable(now).check()?;
         // Purged between the two reads: as good as unknown.
-        let rec = inner
-            .backend
-            .get_refresh(&hot.id())?
+        let rec = fresh
+            .refresh_record(&hot.id())?
             .ok_or(Error::InvalidToken)?;
         Ok(inner.info_of(rec, now))
     }

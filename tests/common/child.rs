@@ -3,11 +3,18 @@
 
 use std::process::Command;
 
-/// This test binary, set to run only its test `test`, on one thread, with
-/// its output shown; the caller adds environment and pipes.
+/// This test binary, set to run only its test `test` (also when it is
+/// `#[ignore]`d, as the tests that need root are), on one thread, with its
+/// output shown; the caller adds environment and pipes.
 pub fn this_test(test: &str) -> Command {
     let mut c = Command::new(std::env::current_exe().expect("test binary"));
-    c.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    c.args([
+        test,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     c
 }
 

@@ -27,10 +27,17 @@
 //! Faults ([`Disk::fail_syncs`], [`Disk::fail_writes`]): while switched on,
 //! every `fsync`/`fdatasync` (of files and directories), or every write
 //! (`write`, growing `truncate`, `fallocate`), fails with the chosen error
-//! and changes nothing; switched off, they work again, and the next sync of
-//! a file makes all of its written data durable (a kinder disk than Linux,
-//! which may drop the pages a failed writeback left: the test of a retry is
-//! then that a sync happened at all, which [`Counters::fsyncs`] tells).
+//! and changes nothing; switched off, they work again. What a failed file
+//! sync leaves depends on the mode:
+//! - [`Mode::Kind`] (a kinder disk than Linux): the file's unsynced data
+//!   stays pending, and the next successful sync makes all of it durable;
+//! - [`Mode::Linux`] (what Linux's write-back does, ext4's included, since
+//!   4.13): the failed writeback marks the pages clean without writing them.
+//!   They stay readable, but no later sync writes them (only writing them
+//!   again does), and a cut or a restart loses them. The error is reported
+//!   once to each open file description (each FUSE file handle) that was
+//!   open when it happened, at its next sync, the failing one included;
+//!   later syncs succeed. Directories keep the kind behaviour.
 //!
 //! Locks (sled's `flock` on its `db` file) are left to the kernel: the
 //! filesystem does not offer FUSE lock requests, so the kernel keeps them
@@ -114,6 +121,17 @@ pub struct Counters {
     pub failed_writes: u64,
 }
 
+/// What a failed file sync does to the pages it could not write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// They stay pending: the next successful sync writes them.
+    #[default]
+    Kind,
+    /// As Linux: dropped from the write-back but still readable until a
+    /// restart; the error is reported once to each open file handle.
+    Linux,
+}
+
 /// Faults switched on: the error each kind of request fails with.
 #[derive(Clone, Copy, Default)]
 struct Faults {
@@ -125,8 +143,16 @@ struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     cut: bool,
+    /// What every request answers after a cut (`EIO`; `ENOTCONN` for a
+    /// daemon gone, see [`Disk::die`]).
+    cut_errno: Errno,
     faults: Faults,
     counters: Counters,
+    mode: Mode,
+    /// Open file handles: the inode of each, and the error of a failed
+    /// writeback not yet reported to it (Linux mode).
+    handles: HashMap<u64, (u64, Option<Errno>)>,
+    next_fh: u64,
 }
 
 impl State {
@@ -137,9 +163,44 @@ impl State {
             nodes,
             next_ino: ROOT + 1,
             cut: false,
+            cut_errno: Errno::EIO,
             faults: Faults::default(),
             counters: Counters::default(),
+            mode: Mode::Kind,
+            handles: HashMap::new(),
+            next_fh: 1,
         }
+    }
+
+    fn new_handle(&mut self, ino: u64) -> u64 {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, (ino, None));
+        fh
+    }
+
+    /// A sync of file `ino` through handle `fh` while syncs fail, in Linux
+    /// mode: the writeback fails, its pages are no longer pending, and
+    /// every handle open on the file (this one too) has the error to
+    /// report once.
+    fn fail_writeback(&mut self, ino: u64, e: Errno) {
+        if let Some(Node {
+            body: Body::File { dirty, .. },
+            ..
+        }) = self.nodes.get_mut(&ino)
+        {
+            *dirty = Some(Vec::new());
+        }
+        for (i, pending) in self.handles.values_mut() {
+            if *i == ino {
+                *pending = Some(e);
+            }
+        }
+    }
+
+    /// The error a failed writeback left for handle `fh`, once.
+    fn take_reported(&mut self, fh: u64) -> Option<Errno> {
+        self.handles.get_mut(&fh).and_then(|(_, e)| e.take())
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
@@ -233,6 +294,7 @@ impl State {
             }
         }
         self.nodes.retain(|ino, _| reachable.contains(ino));
+        self.handles.clear();
         for n in self.nodes.values_mut() {
             match &mut n.body {
                 Body::File {
@@ -247,6 +309,7 @@ impl State {
             }
         }
         self.cut = false;
+        self.cut_errno = Errno::EIO;
     }
 
     /// The error a sync fails with while that fault is on (counted).
@@ -343,7 +406,7 @@ macro_rules! live {
         let mut s = $self.0.lock();
         if s.cut {
             s.counters.after_cut += 1;
-            $reply.error(Errno::EIO);
+            $reply.error(s.cut_errno);
             return;
         }
         s
@@ -555,12 +618,28 @@ impl Filesystem for PowerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let s = live!(self, reply);
+        let mut s = live!(self, reply);
         if s.nodes.contains_key(&ino.0) {
-            reply.opened(FileHandle(0), FopenFlags::empty())
+            let fh = s.new_handle(ino.0);
+            reply.opened(FileHandle(fh), FopenFlags::empty())
         } else {
             reply.error(Errno::ENOENT)
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Also after a cut: the handle is gone either way.
+        self.0.lock().handles.remove(&fh.0);
+        reply.ok()
     }
 
     fn read(
@@ -629,16 +708,25 @@ impl Filesystem for PowerFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let mut s = live!(self, reply);
         if let Some(e) = s.sync_fault() {
+            if s.mode == Mode::Linux {
+                s.fail_writeback(ino.0, e);
+                s.take_reported(fh.0);
+            }
             return reply.error(e);
         }
         s.counters.fsyncs += 1;
         s.sync(ino.0);
+        if let Some(e) = s.take_reported(fh.0) {
+            // An earlier writeback's failure, reported to this handle now.
+            s.counters.failed_syncs += 1;
+            return reply.error(e);
+        }
         reply.ok()
     }
 
@@ -716,7 +804,8 @@ impl Filesystem for PowerFs {
         match s.new_node(parent.0, name, Node::file((mode & !umask & 0o7777) as u16)) {
             Ok(ino) => match s.attr(ino) {
                 Some(a) => {
-                    reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::empty())
+                    let fh = s.new_handle(ino);
+                    reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
                 }
                 None => reply.error(Errno::EIO),
             },
@@ -808,9 +897,22 @@ impl Disk {
         self.state.lock().cut = true;
     }
 
+    /// The file system dies (as when its daemon is gone): from now on every
+    /// request fails with `ENOTCONN`, until [`Disk::restart`].
+    pub fn die(&self) {
+        let mut s = self.state.lock();
+        s.cut = true;
+        s.cut_errno = Errno::ENOTCONN;
+    }
+
     /// Everything written so far becomes durable, as after `sync(2)`.
     pub fn settle(&self) {
         self.state.lock().settle();
+    }
+
+    /// What a failed file sync does from now on (see [`Mode`]).
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().mode = mode;
     }
 
     /// From now on every fsync/fdatasync (of a file or a directory) fails
@@ -881,14 +983,22 @@ impl Drop for Disk {
     }
 }
 
-/// Mounts the power-loss filesystem, or says why the test cannot run here
-/// (and fails when faults are required).
+/// Mounts the power-loss filesystem (in [`Mode::Kind`]), or says why the
+/// test cannot run here (and fails when faults are required).
 pub fn disk(test: &str) -> Option<Disk> {
+    disk_in(test, Mode::Kind)
+}
+
+/// [`disk`] in `mode`.
+pub fn disk_in(test: &str, mode: Mode) -> Option<Disk> {
     let required = std::env::var_os("TOKENVAULT_FAULTS_REQUIRED").is_some();
     let why = match unavailable() {
         Some(why) => why,
         None => match Disk::mount() {
-            Ok(d) => return Some(d),
+            Ok(d) => {
+                d.set_mode(mode);
+                return Some(d);
+            }
             Err(e) => format!("cannot mount the FUSE filesystem: {e}"),
         },
     };

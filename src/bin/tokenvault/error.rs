@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 pub struct CliError {
     /// One of `malformed`, `invalid_token`, `expired`, `revoked`,
     /// `forbidden`, `insufficient_scope`, `not_found`, `conflict`, `limit`,
-    /// `key_mismatch`, `corrupt`, `io`, `usage`.
+    /// `key_mismatch`, `corrupt`, `io`, `unavailable`, `usage`.
     pub kind: &'static str,
     /// A sentence for a person.
     pub message: String,
@@ -48,14 +48,9 @@ impl CliError {
 
 impl From<tokenvault::Error> for CliError {
     fn from(e: tokenvault::Error) -> Self {
-        // The tool's kinds are a closed list; it opens no shared (PostgreSQL)
-        // store, so `unavailable` cannot happen here, and would be reported
-        // as `io` (the kind a stale replica had before it had its own).
-        let kind = match &e {
-            tokenvault::Error::Unavailable(_) => "io",
-            _ => e.kind(),
-        };
-        CliError::new(kind, e.to_string())
+        // `unavailable`: the store refused the call while it opened its
+        // storage again after a fault (retrying later may succeed).
+        CliError::new(e.kind(), e.to_string())
     }
 }
 

@@ -63,6 +63,8 @@ impl ConnSpec {
 
 pub(crate) struct Stmts {
     pub(crate) member_put: Statement,
+    pub(crate) member_role: Statement,
+    pub(crate) member_cutoff: Statement,
     pub(crate) member_del: Statement,
     pub(crate) cutoff_put: Statement,
     pub(crate) refresh_ins: Statement,
@@ -75,6 +77,7 @@ pub(crate) struct Stmts {
     pub(crate) refresh_del: Statement,
     pub(crate) last_refresh: Statement,
     pub(crate) access_ins: Statement,
+    pub(crate) access_get: Statement,
     pub(crate) access_revoke: Statement,
     pub(crate) access_del: Statement,
     pub(crate) access_cap: Statement,
@@ -105,6 +108,10 @@ impl Stmts {
                  SET role = EXCLUDED.role, \
                  not_before = GREATEST(tokenvault_members.not_before, EXCLUDED.not_before)",
             )?,
+            member_role: p("UPDATE tokenvault_members SET role = $3 \
+                 WHERE org = $1 AND member = $2")?,
+            member_cutoff: p("UPDATE tokenvault_members \
+                 SET not_before = GREATEST(not_before, $3) WHERE org = $1 AND member = $2")?,
             member_del: p("DELETE FROM tokenvault_members WHERE org = $1 AND member = $2")?,
             cutoff_put: p(
                 "INSERT INTO tokenvault_cutoffs (org, at) VALUES ($1, $2) \
@@ -139,6 +146,7 @@ impl Stmts {
                 "INSERT INTO tokenvault_access (id, refresh_id, revoked, record) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
             )?,
+            access_get: p("SELECT record FROM tokenvault_access WHERE id = $1")?,
             access_revoke: p("UPDATE tokenvault_access SET revoked = true, record = $2 \
                  WHERE id = $1 AND NOT revoked")?,
             access_del: p("DELETE FROM tokenvault_access WHERE id = $1")?,
@@ -191,6 +199,26 @@ pub(crate) struct Conn {
     pub(crate) client: Client,
     pub(crate) st: Stmts,
     pub(crate) serial: u64,
+}
+
+/// Sets the role of the stored member `(org, user)`; one memory holds and
+/// the database lacks is corruption.
+fn set_role(
+    tx: &mut postgres::Transaction<'_>,
+    st: &Stmts,
+    org: &str,
+    user: &str,
+    role: Role,
+) -> Result<()> {
+    let n = tx
+        .execute(&st.member_role, &[&org, &user, &(role as u8 as i16)])
+        .map_err(pg)?;
+    if n == 0 {
+        return Err(Error::Corrupt(format!(
+            "member {user} of {org} is in memory but not in the database"
+        )));
+    }
+    Ok(())
 }
 
 impl Conn {
@@ -397,30 +425,54 @@ impl Conn {
         let mut done = Committed::default();
         for c in changes {
             match c {
-                Change::PutMember(m) => {
-                    tx.execute(
-                        &st.member_put,
-                        &[
-                            &m.org,
-                            &m.user,
-                            &(m.role as u8 as i16),
-                            &i64_of(m.not_before),
-                        ],
-                    )
-                    .map_err(pg)?;
-                    logged.push(LogChange::PutMember(m.clone()));
+                Change::AddMember { org, user, role } => {
+                    tx.execute(&st.member_put, &[org, user, &(*role as u8 as i16), &0i64])
+                        .map_err(pg)?;
+                    logged.push(LogChange::AddMember {
+                        org: org.clone(),
+                        user: user.clone(),
+                        role: *role,
+                    });
                 }
-                Change::DeleteMember { org, user } => {
+                Change::SetRole { org, user, role } => {
+                    set_role(&mut tx, st, org, user, *role)?;
+                    logged.push(LogChange::SetRole {
+                        org: org.clone(),
+                        user: user.clone(),
+                        role: *role,
+                    });
+                }
+                Change::MoveOwnership { org, to, from } => {
+                    if let Some(from) = from {
+                        set_role(&mut tx, st, org, from, Role::Admin)?;
+                    }
+                    set_role(&mut tx, st, org, to, Role::Owner)?;
+                    logged.push(LogChange::MoveOwnership {
+                        org: org.clone(),
+                        to: to.clone(),
+                        from: from.clone(),
+                    });
+                }
+                Change::RemoveMember { org, user } => {
                     tx.execute(&st.member_del, &[org, user]).map_err(pg)?;
-                    logged.push(LogChange::DeleteMember {
+                    logged.push(LogChange::RemoveMember {
                         org: org.clone(),
                         user: user.clone(),
                     });
                 }
-                Change::PutOrgCutoff { org, at } => {
+                Change::MemberCutoff { org, user, at } => {
+                    tx.execute(&st.member_cutoff, &[org, user, &i64_of(*at)])
+                        .map_err(pg)?;
+                    logged.push(LogChange::MemberCutoff {
+                        org: org.clone(),
+                        user: user.clone(),
+                        at: *at,
+                    });
+                }
+                Change::OrgCutoff { org, at } => {
                     tx.execute(&st.cutoff_put, &[org, &i64_of(*at)])
                         .map_err(pg)?;
-                    logged.push(LogChange::PutOrgCutoff {
+                    logged.push(LogChange::OrgCutoff {
                         org: org.clone(),
                         at: *at,
                     });
@@ -432,11 +484,7 @@ impl Conn {
                         &[&&r.id[..], &r.org, &r.user, &false, &body],
                     )
                     .map_err(pg)?;
-                }
-                Change::LoadRefresh(_) => {
-                    return Err(Error::Corrupt(
-                        "a loaded record is not a change to commit (a bug in tokenvault)".into(),
-                    ));
+                    logged.push(LogChange::Issued(r.clone()));
                 }
                 Change::RevokeRefresh { id, at, by, reason } => {
                     let Some(row) = tx.query_opt(&st.refresh_get, &[&&id[..]]).map_err(pg)? else {
@@ -446,7 +494,7 @@ impl Conn {
                         )));
                     };
                     let mut r: RefreshRecord = decode(col::<&[u8]>(&row, 0)?, "refresh")?;
-                    if r.state == StoredState::Active {
+                    if r.state.revocable() {
                         r.state = StoredState::Revoked {
                             at: *at,
                             by: by.clone(),
@@ -454,7 +502,12 @@ impl Conn {
                         };
                         tx.execute(&st.refresh_revoke, &[&&r.id[..], &encode(&r)?])
                             .map_err(pg)?;
-                        logged.push(LogChange::RevokeRefresh(r));
+                        logged.push(LogChange::RevokeRefresh {
+                            id: *id,
+                            at: *at,
+                            by: by.clone(),
+                            reason: reason.clone(),
+                        });
                     }
                 }
                 Change::RevokeMany {
@@ -464,7 +517,8 @@ impl Conn {
                     at,
                     by,
                     reason,
-                    // Memory's; the tables also hold other replicas' tokens.
+                    // The tables also hold other replicas' tokens: they are
+                    // selected here, by owner.
                     held: _,
                 } => {
                     let rows = match user {
@@ -479,7 +533,7 @@ impl Conn {
                     let mut bodies: Vec<Vec<u8>> = Vec::new();
                     for row in &rows {
                         let mut r: RefreshRecord = decode(col::<&[u8]>(row, 0)?, "refresh")?;
-                        if r.state != StoredState::Active || r.created_at >= *before {
+                        if !r.revocable_before(*before) {
                             continue;
                         }
                         r.state = StoredState::Revoked {
@@ -500,7 +554,6 @@ impl Conn {
                         }
                     }
                     revoked.sort_unstable();
-                    done.revoked += revoked.len();
                     for chunk in revoked.chunks(log::IDS_PER_ROW) {
                         logged.push(LogChange::RevokeMany {
                             ids: chunk.to_vec(),
@@ -509,6 +562,7 @@ impl Conn {
                             reason: reason.clone(),
                         });
                     }
+                    done.revoked.extend(revoked);
                 }
                 Change::DeleteRefresh { id, org, user } => {
                     for row in tx.query(&st.refresh_del_access, &[&&id[..]]).map_err(pg)? {
@@ -536,15 +590,30 @@ impl Conn {
                     r.label = label.clone();
                     tx.execute(&st.refresh_label, &[&&r.id[..], &encode(&r)?])
                         .map_err(pg)?;
+                    logged.push(LogChange::SetLabel {
+                        id: *id,
+                        label: label.clone(),
+                    });
                 }
                 Change::PutLastRefresh { id, at } => {
                     tx.execute(&st.last_refresh, &[&&id[..], &i64_of(*at)])
                         .map_err(pg)?;
                 }
-                Change::RevokeAccess { rec: a, .. } => {
-                    tx.execute(&st.access_revoke, &[&&a.id[..], &encode(a)?])
-                        .map_err(pg)?;
-                    logged.push(LogChange::RevokeAccess(a.clone()));
+                Change::RevokeAccess { refresh_id, id, .. } => {
+                    // Gone meanwhile (purged on another replica): nothing
+                    // left to revoke.
+                    if let Some(row) = tx.query_opt(&st.access_get, &[&&id[..]]).map_err(pg)? {
+                        let mut a: AccessRecord = decode(col::<&[u8]>(&row, 0)?, "access")?;
+                        if !a.revoked {
+                            a.revoked = true;
+                            tx.execute(&st.access_revoke, &[&&id[..], &encode(&a)?])
+                                .map_err(pg)?;
+                            logged.push(LogChange::RevokeAccess {
+                                refresh_id: *refresh_id,
+                                id: *id,
+                            });
+                        }
+                    }
                 }
                 Change::PutAccess { rec: a, .. } => {
                     tx.execute(

@@ -44,14 +44,14 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Statement};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Backend, ChangeFeed, IntegrityReport, Loaded, LogBatch, ManageLock, ReadThrough, SharedBackend,
-    Snapshot, Subscriber, SLOT_ANY,
+    Backend, ChangeFeed, IntegrityReport, LoadSink, Loaded, LogBatch, ManageLock, ReadThrough,
+    SharedBackend, Snapshot, Subscriber,
 };
 use crate::change::{Change, Committed};
 use crate::codec::StoredState;
 use crate::codec::{
     decode, decode_event, encode, encode_event, AccessRecord, EventRecord, MemberRecord,
-    RefreshRecord, RefreshView,
+    RefreshRecord,
 };
 use crate::error::{Error, IoError, Result};
 use crate::policy::Role;
@@ -364,6 +364,10 @@ impl ChangeFeed for Conn {
 }
 
 impl Backend for PgBackend {
+    fn reopen(self: Box<Self>) -> (Box<dyn Backend>, Result<()>) {
+        // Each call takes a pooled connection afresh: nothing to reopen.
+        crate::storage::not_reopened(self)
+    }
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.with_conn(
             || true,
@@ -386,20 +390,11 @@ impl Backend for PgBackend {
         )
     }
 
-    fn load(
-        &self,
-        apply: &(dyn Fn(Change) + Sync),
-        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
-    ) -> Result<Loaded> {
+    fn load(&self, sink: &dyn LoadSink) -> Result<Loaded> {
         let (s, seq) = self.snapshot()?;
         self.sh.loaded_seq.store(seq, Ordering::Release);
         let skipped = s.skipped;
-        for c in s.into_changes() {
-            match c {
-                Change::LoadRefresh(r) => refresh(&r.view()),
-                other => apply(other),
-            }
-        }
+        s.hand_over(sink);
         // Events are numbered by a database sequence at commit.
         Ok(Loaded {
             last_event_seq: 0,
@@ -588,7 +583,7 @@ mod tests {
     use super::*;
 
     fn member_body(user: &str) -> Vec<u8> {
-        encode(&LogChange::PutMember(MemberRecord {
+        encode(&LogChange::OldPutMember(MemberRecord {
             org: "acme".into(),
             user: user.into(),
             role: Role::User,
@@ -601,7 +596,7 @@ mod tests {
     fn a_log_row_decodes_to_its_change_or_to_nothing() {
         let got = decode_row(&member_body("u"));
         assert!(
-            matches!(got.as_deref(), Some([Change::PutMember(m)]) if m.user == "u"),
+            matches!(got.as_deref(), Some([Change::AddMember { user, .. }]) if user == "u"),
             "{got:?}"
         );
         assert!(decode_row(&[1, 200]).is_none());

@@ -27,7 +27,7 @@ fn is_lock_held(e: &Error) -> bool {
 }
 
 /// The one sentence for a store whose lock another process holds.
-fn lock_held(path: &Path) -> Error {
+pub(super) fn lock_held(path: &Path) -> Error {
     Error::Io(IoError::from(format!(
         "the store {} is held by another process (a running `tokenvault serve`, or \
          another program using it); stop that process, or go through its HTTP API",
@@ -36,16 +36,23 @@ fn lock_held(path: &Path) -> Error {
 }
 
 /// Opens the sled database of a store: removes what an interrupted
-/// checkpoint left behind, makes the directory private, opens sled, then
-/// tightens the modes of every file in the directory (sled creates files
-/// with the process's umask).
+/// checkpoint left behind, makes the directory private, makes the disk
+/// hold what reads return if a sync failed since the last open (see
+/// [`super::resync`]), opens sled, removes the tokens whose issue failed,
+/// then tightens the modes of every file in the directory (sled creates
+/// files with the process's umask).
 pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend> {
     // Held until sled holds its own lock (see `lock_dir`).
+    let mut failed = Vec::new();
     let _opening = match path {
         Some(p) => {
             make_private_dir(p)?;
             let guard = lock_dir(p)?;
             remove_leftovers(p)?;
+            if let Some(ids) = super::resync::pending(p)? {
+                super::resync::rewrite(p)?;
+                failed = ids;
+            }
             Some(guard)
         }
         None => None,
@@ -55,21 +62,40 @@ pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend>
         _ => e,
     })?;
     if let Some(p) = path {
+        if !failed.is_empty() {
+            backend.remove_failed_issues(&failed)?;
+        }
+        super::resync::clear(p)?;
         tighten(p)?;
     }
     Ok(backend)
 }
 
 /// Takes an exclusive lock on the store directory (`flock`, which also
-/// keeps two opens in one process apart), blocking until it is free. Held
-/// while a database is being opened: sled 0.34.7 writes and reads its
-/// `conf` file before it takes its own lock (a second creator could read it
-/// half written, as corrupt), and an open in progress may be writing a
-/// snapshot that another open must not take for a leftover.
+/// keeps two opens in one process apart), waiting up to
+/// [`super::LOCK_WAIT`] for it; then the error that another process holds
+/// the store. Held while a database is being opened: sled 0.34.7 writes
+/// and reads its `conf` file before it takes its own lock (a second creator
+/// could read it half written, as corrupt), and an open in progress may be
+/// writing a snapshot that another open must not take for a leftover.
 pub(crate) fn lock_dir(p: &Path) -> Result<std::fs::File> {
     let dir = std::fs::File::open(p).map_err(io_error)?;
-    dir.lock().map_err(io_error)?;
-    Ok(dir)
+    let deadline = std::time::Instant::now() + super::LOCK_WAIT;
+    loop {
+        match dir.try_lock() {
+            Ok(()) => return Ok(dir),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(lock_held(p)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(e)),
+        }
+    }
+}
+
+/// Whether an error is [`lock_held`]'s.
+pub(crate) fn is_held_elsewhere(e: &Error) -> bool {
+    matches!(e, Error::Io(m) if m.contains("is held by another process"))
 }
 
 /// Creates the store directory with mode 0700 if it is missing (its parents
@@ -207,7 +233,7 @@ mod tests {
 
     /// An open waits while another holds the store directory's lock (two
     /// creators at once: the second must not read sled's `conf` while the
-    /// first writes it), and goes on once it is let go.
+    /// first writes it), and goes on once it is let go within the wait.
     #[test]
     fn an_open_waits_for_the_directory_lock() {
         let dir = tempfile::tempdir().unwrap();
@@ -228,6 +254,21 @@ mod tests {
         );
         drop(held);
         assert!(opener.join().unwrap().is_ok());
+    }
+
+    /// A lock held past the wait (another process opening, or holding the
+    /// directory for its own reasons) is answered, not waited for forever.
+    #[test]
+    fn an_open_gives_up_on_a_lock_held_past_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        make_private_dir(&p).unwrap();
+        let held = lock_dir(&p).unwrap();
+        let e = open(Some(&p), 1 << 20).map(drop).unwrap_err();
+        assert_eq!(e.kind(), "io");
+        assert!(e.to_string().contains("held by another process"), "{e}");
+        drop(held);
+        open(Some(&p), 1 << 20).unwrap();
     }
 
     #[test]

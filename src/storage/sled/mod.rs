@@ -12,6 +12,8 @@ mod write;
 mod scan;
 // Walking every tree for `check_integrity`.
 mod integrity;
+// After a failed sync: making the disk hold what reads return.
+mod resync;
 use scan::{org_from_key, scan_families, scan_parts, u64_from};
 
 use std::path::Path;
@@ -22,7 +24,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
 use self::stable::StableFiles;
-use super::{Backend, IntegrityReport, Loaded};
+use super::{Backend, IntegrityReport, LoadSink, Loaded};
 use crate::change::{Change, Committed};
 use crate::codec::{
     decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
@@ -54,7 +56,20 @@ pub(crate) struct SledBackend {
     warm: parking_lot::Mutex<Option<warm::Marker>>,
     /// The files a sync makes durable (none: temporary).
     stable: Option<StableFiles>,
+    /// The first sync that failed, if one did: what it left unwritten may
+    /// still read as present (Linux drops the pages of a failed writeback
+    /// from the write-back but not from the cache), so no later sync can
+    /// make a change durable on top of it. Every later sync answers this
+    /// error until the database is opened again (see `resync`).
+    sync_failed: parking_lot::Mutex<Option<String>>,
 }
+
+/// The schema version written, and those upgraded from. 2: access records
+/// keyed by family and slot (1: by family and access id); 3: no member
+/// index on disk, issue events inside refresh records; 4: may hold a
+/// warm-start marker (a build that knows only 3 would write past a marker
+/// without removing it, so it must not open the database).
+const SCHEMA: (&[u8], &[&[u8]]) = (b"4", &[b"1", b"2", b"3"]);
 
 /// The tree schema 3 no longer keeps (dropped by [`Backend::upgrade`]).
 const OLD_BY_MEMBER: &str = "refresh_by_member";
@@ -112,7 +127,13 @@ impl SledBackend {
         // directory entries) before anything is written to it.
         let stable = match path {
             Some(p) => {
-                let files = StableFiles::open(p)?;
+                let files = match StableFiles::open(p) {
+                    Ok(files) => files,
+                    Err(e) => {
+                        let_go_without_files(db);
+                        return Err(e);
+                    }
+                };
                 if let Err(e) = files.sync_created() {
                     let _ = keep_if_unsynced(&db, Some(&files));
                     return Err(e);
@@ -175,13 +196,29 @@ impl SledBackend {
             cache_bytes,
             warm: parking_lot::Mutex::new(marker),
             stable,
+            sync_failed: parking_lot::Mutex::new(None),
             db,
         })
+    }
+
+    /// Removes the records of refresh tokens whose issue failed (named by
+    /// `resync`'s marker), with any access records and last-exchange time
+    /// of theirs, and makes that durable. Blocks for the writes and a sync.
+    pub(super) fn remove_failed_issues(&self, ids: &[[u8; 16]]) -> Result<()> {
+        for id in ids {
+            self.refresh.remove(id).map_err(io)?;
+            self.last_refresh.remove(id).map_err(io)?;
+            for kv in self.access.scan_prefix(id) {
+                let (k, _) = kv.map_err(io)?;
+                self.access.remove(k).map_err(io)?;
+            }
+        }
+        self.sync()
     }
 }
 
 impl SledBackend {
-    /// See [`Backend::can_let_go`]: sled has a sticky error (its drop then
+    /// Whether dropping the database now is safe: sled has a sticky error (its drop then
     /// does no I/O), or a sync through its own description succeeds.
     fn syncs_or_sticky(&self) -> bool {
         match &self.stable {
@@ -190,6 +227,87 @@ impl SledBackend {
                 self.db.flush().is_err() || files.drain().is_ok() || files.drain().is_ok()
             }
         }
+    }
+}
+
+/// A store on disk whose storage was let go of after a fault and could not
+/// be opened again yet: every call answers `unavailable`, and
+/// [`Backend::reopen`] tries the open again.
+struct Closed {
+    path: std::path::PathBuf,
+    cache_bytes: u64,
+}
+
+impl Closed {
+    fn open_again(self) -> (Box<dyn Backend>, Result<()>) {
+        match files::open(Some(&self.path), self.cache_bytes) {
+            Ok(b) => (Box::new(b), Ok(())),
+            Err(e) => (Box::new(self), Err(e)),
+        }
+    }
+
+    fn refused<T>(&self) -> Result<T> {
+        Err(Error::Unavailable(
+            "the storage failed and is being opened again; try again shortly".into(),
+        ))
+    }
+}
+
+impl Backend for Closed {
+    fn meta_get(&self, _: &str) -> Result<Option<Vec<u8>>> {
+        self.refused()
+    }
+    fn meta_put(&self, _: &str, _: &[u8]) -> Result<()> {
+        self.refused()
+    }
+    fn load(&self, _: &dyn LoadSink) -> Result<Loaded> {
+        self.refused()
+    }
+    fn commit(&self, _: &[Change]) -> Result<Committed> {
+        self.refused()
+    }
+    fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]) {
+        SCHEMA
+    }
+    fn upgrade(&self, _: &[u8]) -> Result<()> {
+        self.refused()
+    }
+    fn sync(&self) -> Result<()> {
+        self.refused()
+    }
+    fn close(self: Box<Self>) -> Result<()> {
+        Err(Error::Io(
+            "the storage failed and could not be opened again; what was not \
+             acknowledged as durable is lost"
+                .into(),
+        ))
+    }
+    fn get_refresh(&self, _: &[u8; 16]) -> Result<Option<RefreshRecord>> {
+        self.refused()
+    }
+    fn list_refresh(&self, _: &str, _: Option<&str>, _: &[[u8; 16]]) -> Result<Vec<RefreshRecord>> {
+        self.refused()
+    }
+    fn events(&self, _: &str, _: u64, _: usize, _: &[([u8; 16], u64)]) -> Result<Vec<EventRecord>> {
+        self.refused()
+    }
+    fn put_event(&self, _: &EventRecord, _: Option<u64>) -> Result<u64> {
+        self.refused()
+    }
+    fn purge_events(&self, _: u64, _: usize) -> Result<(u64, bool)> {
+        self.refused()
+    }
+    fn check_integrity(&self) -> Result<IntegrityReport> {
+        self.refused()
+    }
+    fn size_on_disk(&self) -> Result<u64> {
+        self.refused()
+    }
+    fn note_failed_issue(&self, id: &[u8; 16]) {
+        resync::note_failed_issue(&self.path, id);
+    }
+    fn reopen(self: Box<Self>) -> (Box<dyn Backend>, Result<()>) {
+        self.open_again()
     }
 }
 
@@ -210,24 +328,31 @@ impl Drop for SledBackend {
 /// is kept (leaked) instead, so that the last handle never goes and nothing
 /// panics; the process keeps the database's file lock until it exits.
 fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) -> Result<()> {
-    if let Err(e) = db.flush() {
-        return Err(io(e));
-    }
+    // A failed flush usually leaves sled's sticky error (then its drop does
+    // no I/O), but not always (a file system gone): the syncs below decide.
+    let flushed = db.flush().map(drop).map_err(io);
     // A temporary database: sled's drop does not sync it.
     let Some(files) = files else {
-        return Ok(());
+        return flushed;
     };
     let first = files.drain();
-    if first.is_ok() {
-        return Ok(());
-    }
-    if files.drain().is_err() {
+    if first.is_err() && files.drain().is_err() {
         std::mem::forget(db.clone());
     }
-    first
+    flushed.and(first)
 }
 
-/// How long opening waits for a lock that sled itself still holds.
+/// Lets go of a database whose files this crate could not open (so no sync
+/// through sled's description can be tried first): kept (leaked) rather
+/// than dropped, since sled's drop would panic if its sync failed. Only on
+/// a file system already failing; the process keeps the lock until it
+/// exits.
+fn let_go_without_files(db: Db) {
+    std::mem::forget(db);
+}
+
+/// How long opening waits for a lock that sled itself, or another open of
+/// the store directory, still holds.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens the database, waiting up to [`LOCK_WAIT`] for the directory's file
@@ -263,22 +388,18 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn load(
-        &self,
-        apply: &(dyn Fn(Change) + Sync),
-        refresh: &(dyn Fn(&RefreshView<'_>) + Sync),
-    ) -> Result<Loaded> {
+    fn load(&self, sink: &dyn LoadSink) -> Result<Loaded> {
         let mut info = Loaded::default();
         for kv in self.cutoffs.iter() {
             let (k, v) = kv.map_err(io)?;
             let org = org_from_key(&k).ok_or_else(|| Error::Corrupt("bad cutoff key".into()))?;
             let at = u64_from(&v).ok_or_else(|| Error::Corrupt("bad cutoff value".into()))?;
-            apply(Change::PutOrgCutoff { org, at });
+            sink.org_cutoff(org, at);
         }
         for kv in self.members.iter() {
             let (_, v) = kv.map_err(io)?;
             match decode::<MemberRecord>(&v, "member") {
-                Ok(m) => apply(Change::PutMember(m)),
+                Ok(m) => sink.member(m),
                 Err(_) => info.skipped += 1,
             }
         }
@@ -300,7 +421,7 @@ impl Backend for SledBackend {
                 if r.issue_seq > max_issue.load(Ordering::Relaxed) {
                     max_issue.fetch_max(r.issue_seq, Ordering::Relaxed);
                 }
-                refresh(r);
+                sink.refresh(r);
                 true
             };
             let ok = match view_refresh(v) {
@@ -313,13 +434,11 @@ impl Backend for SledBackend {
             }
         };
         let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
-                apply(Change::PutAccess { rec, slot })
-            }
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => sink.access(rec, Some(slot)),
             _ => skip(),
         };
         let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), u64_from(v)) {
-            (Ok(id), Some(at)) => apply(Change::PutLastRefresh { id, at }),
+            (Ok(id), Some(at)) => sink.last_refresh(id, at),
             _ => skip(),
         };
         // Each loader thread hands a family's refresh record over before
@@ -395,12 +514,7 @@ impl Backend for SledBackend {
     }
 
     fn schema(&self) -> (&'static [u8], &'static [&'static [u8]]) {
-        // 2: access records keyed by family and slot (1: by family and
-        // access id); 3: no member index on disk, issue events inside
-        // refresh records; 4: may hold a warm-start marker (a build that
-        // knows only 3 would write past a marker without removing it, so
-        // it must not open the database).
-        (b"4", &[b"1", b"2", b"3"])
+        SCHEMA
     }
 
     fn upgrade(&self, from: &[u8]) -> Result<()> {
@@ -416,11 +530,63 @@ impl Backend for SledBackend {
     }
 
     fn sync(&self) -> Result<()> {
-        self.db.flush().map_err(io)?;
-        if let Some(files) = &self.stable {
-            files.sync()?;
+        if let Some(first) = &*self.sync_failed.lock() {
+            return Err(Error::Io(IoError::from(format!(
+                "{first} (an earlier sync of this store failed: nothing is made durable until \
+                 the store has opened its files again)"
+            ))));
         }
-        Ok(())
+        let synced = self
+            .db
+            .flush()
+            .map_err(io)
+            .and_then(|_| match &self.stable {
+                Some(files) => files.sync(),
+                None => Ok(()),
+            });
+        if let (Err(e), Some(p)) = (&synced, &self.path) {
+            let msg = match e {
+                Error::Io(m) => m.message().to_string(),
+                other => other.to_string(),
+            };
+            self.sync_failed.lock().get_or_insert(msg);
+            resync::mark(p);
+        }
+        synced
+    }
+
+    fn note_failed_issue(&self, id: &[u8; 16]) {
+        if let Some(p) = &self.path {
+            resync::note_failed_issue(p, id);
+        }
+    }
+
+    fn reopen(self: Box<Self>) -> (Box<dyn Backend>, Result<()>) {
+        let Some(path) = self.path.clone() else {
+            return (
+                self,
+                Err(Error::Unavailable(
+                    "a temporary store cannot open its storage again".into(),
+                )),
+            );
+        };
+        // A storage whose syncs still fail would be kept open when dropped
+        // (holding its file lock, so no reopen could succeed): wait until
+        // they work again.
+        if !self.syncs_or_sticky() {
+            let msg = match &*self.sync_failed.lock() {
+                Some(m) => format!("{m}; its syncs still fail"),
+                None => "the storage failed and its syncs still fail".into(),
+            };
+            return (self, Err(Error::Unavailable(msg)));
+        }
+        let cache_bytes = self.cache_bytes;
+        // sled does no more I/O when a database whose I/O failed is
+        // dropped; where it would (a failure sled did not see), a panic
+        // there must not take the caller with it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(self)));
+        let closed = Closed { path, cache_bytes };
+        closed.open_again()
     }
 
     fn close(self: Box<Self>) -> Result<()> {
@@ -451,16 +617,36 @@ impl Backend for SledBackend {
         // this close. Opening is recovery, so a crash during it is too.
         if let Some(p) = path {
             let cfg = sled::Config::new().cache_capacity(cache_bytes).path(&p);
-            let _opening = files::lock_dir(&p)?;
+            // Another process that holds the directory for longer than the
+            // lock wait is opening the store: the checkpoint is skipped
+            // (everything is durable already).
+            let _opening = files::lock_dir(&p).map_err(|e| {
+                if files::is_held_elsewhere(&e) {
+                    Error::Io(IoError::from(format!(
+                        "the checkpoint was skipped: {e} (waited {} s)",
+                        LOCK_WAIT.as_secs()
+                    )))
+                } else {
+                    e
+                }
+            })?;
             let db = open_waiting_for_lock(&cfg, true)?;
             // The snapshot is written and renamed into place by that open;
             // its name is made durable, and the database is dropped only
             // once nothing of it is left unsynced.
-            let files = StableFiles::open(&p)?;
+            let files = match StableFiles::open(&p) {
+                Ok(files) => files,
+                Err(e) => {
+                    let_go_without_files(db);
+                    return Err(e);
+                }
+            };
             let synced = keep_if_unsynced(&db, Some(&files));
             drop(db);
             synced?;
             files.sync_dir()?;
+            // The checkpoint writes new files (sled's snapshot): private too.
+            files::tighten(&p)?;
         }
         Ok(())
     }
@@ -606,10 +792,6 @@ impl Backend for SledBackend {
 
     fn unreadable_refresh(&self) -> u64 {
         self.unreadable.load(Ordering::Relaxed)
-    }
-
-    fn can_let_go(&self) -> bool {
-        self.syncs_or_sticky()
     }
 
     fn size_on_disk(&self) -> Result<u64> {

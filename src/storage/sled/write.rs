@@ -2,6 +2,7 @@
 //! transaction over the trees.
 
 use super::*;
+use crate::policy::Role;
 
 type TxResult = std::result::Result<(), ConflictableTransactionError<Error>>;
 type TxOutcome = std::result::Result<Committed, ConflictableTransactionError<Error>>;
@@ -108,7 +109,7 @@ impl SledBackend {
                     .map_err(io)?;
                 return Ok(Committed::default());
             }
-            [Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot }] => {
+            [Change::PutAccess { rec, slot }] => {
                 self.access
                     .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
                     .map_err(io)?;
@@ -116,19 +117,14 @@ impl SledBackend {
             }
             _ => {}
         }
-        let access_only = changes.iter().all(|c| {
-            matches!(
-                c,
-                Change::PutAccess { .. }
-                    | Change::RevokeAccess { .. }
-                    | Change::DeleteAccess { .. }
-            )
-        });
+        let access_only = changes
+            .iter()
+            .all(|c| matches!(c, Change::PutAccess { .. } | Change::DeleteAccess { .. }));
         if access_only {
             let mut batch = sled::Batch::default();
             for c in changes {
                 match c {
-                    Change::PutAccess { rec, slot } | Change::RevokeAccess { rec, slot } => {
+                    Change::PutAccess { rec, slot } => {
                         batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
                     }
                     Change::DeleteAccess {
@@ -164,41 +160,82 @@ impl SledBackend {
                     let mut done = Committed::default();
                     for c in changes {
                         match c {
-                            Change::PutMember(m) => {
-                                members.insert(member_key(&m.org, &m.user), enc(m)?)?;
+                            Change::AddMember { org, user, role } => {
+                                let m = MemberRecord {
+                                    org: org.clone(),
+                                    user: user.clone(),
+                                    role: *role,
+                                    not_before: 0,
+                                };
+                                members.insert(member_key(org, user), enc(&m)?)?;
                             }
-                            Change::DeleteMember { org, user } => {
+                            Change::SetRole { org, user, role } => {
+                                update_member(members, org, user, |m| m.role = *role)?;
+                            }
+                            Change::MoveOwnership { org, to, from } => {
+                                if let Some(from) = from {
+                                    update_member(members, org, from, |m| m.role = Role::Admin)?;
+                                }
+                                update_member(members, org, to, |m| m.role = Role::Owner)?;
+                            }
+                            Change::RemoveMember { org, user } => {
                                 members.remove(member_key(org, user))?;
                             }
-                            Change::PutOrgCutoff { org, at } => {
-                                cutoffs.insert(org_key(org), &at.to_be_bytes()[..])?;
+                            Change::MemberCutoff { org, user, at } => {
+                                update_member(members, org, user, |m| {
+                                    m.not_before = m.not_before.max(*at)
+                                })?;
+                            }
+                            Change::OrgCutoff { org, at } => {
+                                // The latest cutoff wins.
+                                let key = org_key(org);
+                                let cur = cutoffs.get(&key)?.and_then(|v| u64_from(&v));
+                                if cur.is_none_or(|c| c < *at) {
+                                    cutoffs.insert(key, &at.to_be_bytes()[..])?;
+                                }
                             }
                             Change::IssueRefresh(r) => {
                                 let v = encode_refresh(r)
                                     .map_err(ConflictableTransactionError::Abort)?;
                                 refresh.insert(&r.id[..], v)?;
                             }
-                            Change::LoadRefresh(_) => {
-                                return Err(ConflictableTransactionError::Abort(not_a_change()));
-                            }
                             Change::RevokeRefresh { id, at, by, reason } => {
-                                revoke_refresh(refresh, id, *at, by, reason, false)?;
+                                let revoke = Revocation {
+                                    at: *at,
+                                    by,
+                                    reason,
+                                };
+                                revoke_refresh(refresh, id, &revoke, None)?;
                             }
                             Change::RevokeMany {
+                                org,
+                                user,
+                                before,
                                 at,
                                 by,
                                 reason,
                                 held,
-                                ..
                             } => {
-                                // No index by owner here: memory, which holds
-                                // every stored token, named them. One the
+                                // No index by owner here: the store named
+                                // the tokens it holds of `org` (`user`),
+                                // which are all of them; each is selected
+                                // here by the codec's predicate. One the
                                 // disk lacks is skipped, as listing the
                                 // member's tokens skips it: a damaged entry
                                 // must not block an emergency revocation.
+                                let revoke = Revocation {
+                                    at: *at,
+                                    by,
+                                    reason,
+                                };
+                                let terms = Terms {
+                                    org,
+                                    user: user.as_deref(),
+                                    before: *before,
+                                };
                                 for id in held {
-                                    if revoke_refresh(refresh, id, *at, by, reason, true)? {
-                                        done.revoked += 1;
+                                    if revoke_refresh(refresh, id, &revoke, Some(&terms))? {
+                                        done.revoked.push(*id);
                                     }
                                 }
                             }
@@ -224,10 +261,27 @@ impl SledBackend {
                             Change::PutLastRefresh { id, at } => {
                                 last.insert(&id[..], &at.to_be_bytes()[..])?;
                             }
-                            Change::PutAccess { rec, slot }
-                            | Change::RevokeAccess { rec, slot } => {
+                            Change::PutAccess { rec, slot } => {
                                 access
                                     .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
+                            }
+                            Change::RevokeAccess {
+                                refresh_id,
+                                id,
+                                slot,
+                                ..
+                            } => {
+                                // Its record, still in its slot (the store
+                                // checked under the family's lock), marked.
+                                let key = access_key(refresh_id, *slot);
+                                if let Some(v) = access.get(&key[..])? {
+                                    let mut a = decode_access(&v)
+                                        .map_err(ConflictableTransactionError::Abort)?;
+                                    if a.id == *id && !a.revoked {
+                                        a.revoked = true;
+                                        access.insert(&key[..], enc(&a)?)?;
+                                    }
+                                }
                             }
                             Change::DeleteAccess {
                                 refresh_id, slot, ..
@@ -254,20 +308,34 @@ impl SledBackend {
     }
 }
 
-/// Revokes the stored refresh record `id` if it is active; returns whether
-/// it was. A record memory knows of and the disk lacks is corruption,
-/// unless `skip_missing` (then nothing is revoked).
+/// A revocation's when, who and why.
+struct Revocation<'a> {
+    at: u64,
+    by: &'a str,
+    reason: &'a Option<String>,
+}
+
+/// A bulk revocation's terms: the tokens of `org` (of its member `user`,
+/// when given) created before `before`.
+struct Terms<'a> {
+    org: &'a str,
+    user: Option<&'a str>,
+    before: u64,
+}
+
+/// Revokes the stored refresh record `id` if a revocation still changes it
+/// (and, for a bulk one, it meets `terms`); returns whether it did. A
+/// record memory knows of and the disk lacks is corruption, unless it was
+/// named for a bulk revocation (then nothing is revoked).
 fn revoke_refresh(
     refresh: &sled::transaction::TransactionalTree,
     id: &[u8; 16],
-    at: u64,
-    by: &str,
-    reason: &Option<String>,
-    skip_missing: bool,
+    revoke: &Revocation<'_>,
+    terms: Option<&Terms<'_>>,
 ) -> std::result::Result<bool, ConflictableTransactionError<Error>> {
     let abort = ConflictableTransactionError::Abort;
     let Some(v) = refresh.get(&id[..])? else {
-        if skip_missing {
+        if terms.is_some() {
             return Ok(false);
         }
         return Err(abort(Error::Corrupt(format!(
@@ -276,13 +344,19 @@ fn revoke_refresh(
         ))));
     };
     let mut r = decode_refresh(&v).map_err(abort)?;
-    if r.state != StoredState::Active {
+    let selected = match terms {
+        None => r.state.revocable(),
+        Some(t) => {
+            r.org == t.org && t.user.is_none_or(|u| r.user == u) && r.revocable_before(t.before)
+        }
+    };
+    if !selected {
         return Ok(false);
     }
     r.state = StoredState::Revoked {
-        at,
-        by: by.into(),
-        reason: reason.clone(),
+        at: revoke.at,
+        by: revoke.by.into(),
+        reason: revoke.reason.clone(),
     };
     let v = encode_refresh(&r).map_err(abort)?;
     refresh.insert(&id[..], v)?;
@@ -310,6 +384,27 @@ fn set_label(
     Ok(())
 }
 
+/// Reads, changes with `f` and writes back the stored member `(org, user)`;
+/// one memory holds and the disk lacks is corruption.
+fn update_member(
+    members: &sled::transaction::TransactionalTree,
+    org: &str,
+    user: &str,
+    f: impl FnOnce(&mut MemberRecord),
+) -> std::result::Result<(), ConflictableTransactionError<Error>> {
+    let abort = ConflictableTransactionError::Abort;
+    let key = member_key(org, user);
+    let Some(v) = members.get(&key)? else {
+        return Err(abort(Error::Corrupt(format!(
+            "member {user} of {org} is in memory but not on disk"
+        ))));
+    };
+    let mut m: MemberRecord = decode(&v, "member").map_err(abort)?;
+    f(&mut m);
+    members.insert(key, enc(&m)?)?;
+    Ok(())
+}
+
 /// Whether `e` is the issue event of a refresh record put in the same
 /// batch, which then carries it.
 pub(super) fn embedded(changes: &[Change], e: &EventRecord) -> bool {
@@ -317,11 +412,6 @@ pub(super) fn embedded(changes: &[Change], e: &EventRecord) -> bool {
         Change::IssueRefresh(r) => r.org == e.org && r.issue.is_some_and(|i| i.seq == e.seq),
         _ => false,
     })
-}
-
-/// The error for a change that is memory's only ([`Change::LoadRefresh`]).
-pub(super) fn not_a_change() -> Error {
-    Error::Corrupt("a loaded record is not a change to commit (a bug in tokenvault)".into())
 }
 
 #[cfg(test)]
@@ -403,7 +493,8 @@ mod tests {
                 held,
             }])
             .unwrap();
-        assert_eq!(done.revoked, 6);
+        let want: Vec<[u8; 16]> = [1, 2, 4, 5, 6, 7].iter().map(|n| [*n; 16]).collect();
+        assert_eq!(done.revoked, want);
         assert_eq!(refresh_tree(&bulk), refresh_tree(&one_by_one));
         let untouched = decode_refresh(&bulk.refresh.get([8u8; 16]).unwrap().unwrap()).unwrap();
         assert_eq!(untouched.state, StoredState::Active);
@@ -422,7 +513,7 @@ mod tests {
                 held: vec![[8; 16], [42; 16]],
             }])
             .unwrap();
-        assert_eq!(done.revoked, 1);
+        assert_eq!(done.revoked, vec![[8; 16]]);
         assert!(bulk.refresh.get([42u8; 16]).unwrap().is_none());
         let revoked = decode_refresh(&bulk.refresh.get([8u8; 16]).unwrap().unwrap()).unwrap();
         assert!(
@@ -430,6 +521,38 @@ mod tests {
             "{:?}",
             revoked.state
         );
+        // The terms are checked on the stored record: a named token of
+        // another member, or created at or after the cutoff, stays active.
+        bulk.write(&[
+            Change::IssueRefresh(record(10)),
+            Change::IssueRefresh(record(11)),
+        ])
+        .unwrap();
+        let done = bulk
+            .write(&[Change::RevokeMany {
+                org: "acme".into(),
+                user: Some("ann".into()),
+                before: 1_010,
+                at: 3_500,
+                by: "ann".into(),
+                reason: None,
+                held: vec![[10; 16], [11; 16]],
+            }])
+            .unwrap();
+        // 10 is ann's but created at 1_010; 11 is bob's.
+        assert_eq!(done.revoked, Vec::<[u8; 16]>::new());
+        let done = bulk
+            .write(&[Change::RevokeMany {
+                org: "acme".into(),
+                user: Some("ann".into()),
+                before: 1_011,
+                at: 3_500,
+                by: "ann".into(),
+                reason: None,
+                held: vec![[10; 16], [11; 16]],
+            }])
+            .unwrap();
+        assert_eq!(done.revoked, vec![[10; 16]]);
         // A single revocation of a token the disk lacks is corruption, and
         // nothing is written (not even the active token 9 revoked beside
         // it).
