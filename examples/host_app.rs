@@ -176,11 +176,11 @@ fn main() -> ExitCode {
     drop(rt);
     let closed = store.close();
     match &closed {
-        Ok(()) => tracing::info!("store closed: every write is on disk"),
+        Ok(report) => tracing::info!("store {report}"),
         Err(e) => tracing::error!(kind = e.kind(), "store close failed: {e}"),
     }
     match (served, closed) {
-        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Ok(()), Ok(_)) => ExitCode::SUCCESS,
         (Err(e), _) => {
             eprintln!("host_app: {e}");
             ExitCode::FAILURE

@@ -50,6 +50,16 @@
 //!   [`TokenStore::revoke_access`].
 //! - [`TokenStore::audit`], [`TokenStore::purge_expired`],
 //!   [`TokenStore::check_integrity`], [`TokenStore::stats`].
+//! - [`TokenStore::close`] at shutdown, whose [`CloseReport`] says whether
+//!   it was the last handle (checkpoint, warm-start files) or how many
+//!   remain; [`TokenStore::close_timeout`] waits for them first.
+//! - Every call's documentation says whether it blocks and for about how
+//!   long. With the cargo feature `tokio`, `AsyncTokenStore`: the same calls
+//!   as futures that run the blocking work on tokio's blocking threads
+//!   (`docs/async.md`: the whole table, shutdown, errors → HTTP statuses).
+//! - With the cargo feature `serde`: `Serialize`/`Deserialize` on the value
+//!   types ([`TokenInfo`], [`TokenId`], [`AuditEvent`], [`Role`], ...), names
+//!   in lowercase; a secret only through `IssuedToken::showing_secret`.
 //! - With the cargo feature `http`: the module `tokenvault::http`, Squadcast's
 //!   token endpoints (`GET /oauth/access-token`, `/v3/refresh-token`, RFC 7009
 //!   revocation, RFC 7662 introspection) as an axum router, a tower layer and
@@ -62,13 +72,16 @@
 //! ## Security model in short
 //! Secrets are shown once and stored only as a keyed blake3 verifier; no
 //! secret reaches disk, a log or `Debug` output. Management calls are checked
-//! against the store's own member records. See the README and `docs/`
-//! (security, durability, disk format) for the whole model.
+//! against the store's own member records. The invariants the tests cite
+//! and the policy tables are in `docs/design.md`; see the README and
+//! `docs/` (security, durability, disk format) for the whole model.
 #![deny(missing_docs, unsafe_code)]
 // On docs.rs (`--cfg docsrs`, see `[package.metadata.docs.rs]`), each item
 // that a cargo feature gates is marked with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "tokio")]
+mod async_store;
 mod change;
 mod clock;
 pub mod codec;
@@ -82,11 +95,15 @@ mod memory;
 mod policy;
 #[cfg(feature = "postgres")]
 mod replica;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod storage;
 mod store;
 pub mod token;
 mod types;
 
+#[cfg(feature = "tokio")]
+pub use async_store::AsyncTokenStore;
 pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "postgres")]
 pub use config::PostgresOptions;
@@ -96,10 +113,12 @@ pub use janitor::Janitor;
 pub use policy::{Policy, PolicyBuilder, Role};
 #[cfg(feature = "postgres")]
 pub use replica::SyncStatus;
+#[cfg(feature = "serde")]
+pub use serde_impls::ShowingSecret;
 pub use storage::IntegrityReport;
 pub use store::{Page, Paged, RoleChange, SyncReport, TokenStore};
 pub use token::{SecretToken, TokenId, TokenKind};
 pub use types::{
-    AccessGrant, Actor, AuditEvent, GenerateOptions, IssuedToken, Principal, PurgeReport,
-    RevokeScope, Scopes, Stats, TokenInfo, TokenState,
+    AccessGrant, Actor, AuditEvent, CloseReport, GenerateOptions, IssuedToken, Principal,
+    PurgeReport, RevokeScope, Scopes, Stats, TokenInfo, TokenState,
 };

@@ -12,15 +12,25 @@ use crate::error::{Error, Result};
 /// A member's role in an organization: `Owner` ⊇ `Admin` ⊇ `User` ⊇
 /// `Stakeholder`. Each organization has exactly one Owner (the Account
 /// Owner).
+///
+/// Serializes as its lowercase name (`owner`, `admin`, `user`,
+/// `stakeholder`), as `Display`, `FromStr` and the CLI say; deserializing
+/// also takes the capitalized names that releases before 0.2 wrote.
+/// (Compact formats such as bincode store the variant's index, unchanged.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Squadcast's view-only role.
+    #[serde(alias = "Stakeholder")]
     Stakeholder,
     /// An ordinary member.
+    #[serde(alias = "User")]
     User,
     /// An administrator of the organization.
+    #[serde(alias = "Admin")]
     Admin,
     /// The Account Owner; exactly one per organization.
+    #[serde(alias = "Owner")]
     Owner,
 }
 

@@ -29,6 +29,11 @@ pub(crate) const MAX_PREFIX: usize = 16;
 
 /// The kind of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum TokenKind {
     /// A long-lived refresh token (`…r_`).
     Refresh,

@@ -9,6 +9,7 @@ use crate::token::{SecretToken, TokenId};
 /// authenticated by the host. The store reads the actor's role from its own
 /// member records; it never trusts a role passed in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Actor {
     /// The organization id.
     pub org: String,
@@ -28,6 +29,7 @@ impl Actor {
 
 /// Options of `generate` and `assign`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GenerateOptions {
     /// A label shown in lists.
     pub label: Option<String>,
@@ -61,7 +63,18 @@ impl GenerateOptions {
 }
 
 /// The state of a refresh token as shown in lists.
+///
+/// With the cargo feature `serde` it serializes as a map whose `"state"`
+/// is the lowercase name (`active`, `expired`, `revoked`, as
+/// [`TokenState::as_str`], `Display` and the CLI's JSON say), and a revoked
+/// token's `revoked_at`, `revoked_by` and `revoke_reason` beside it; in a
+/// [`TokenInfo`] those keys sit among the token's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(tag = "state", rename_all = "lowercase")
+)]
 pub enum TokenState {
     /// Usable.
     Active,
@@ -70,12 +83,22 @@ pub enum TokenState {
     /// Revoked.
     Revoked {
         /// When (Unix seconds).
+        #[cfg_attr(feature = "serde", serde(rename = "revoked_at"))]
         at: u64,
         /// Who revoked it (a user id, or `host` for membership changes).
+        #[cfg_attr(feature = "serde", serde(rename = "revoked_by"))]
         by: String,
         /// Why, if a reason was given.
+        #[cfg_attr(feature = "serde", serde(rename = "revoke_reason"))]
         reason: Option<String>,
     },
+}
+
+impl std::fmt::Display for TokenState {
+    /// `active`, `expired` or `revoked`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl TokenState {
@@ -90,7 +113,13 @@ impl TokenState {
 }
 
 /// A refresh token as shown in lists: never the secret.
+///
+/// With the cargo feature `serde`: its fields by name, the id as 32 hex
+/// digits, `role_at_issue` lowercase, and the state flattened in
+/// (`"state": "active"`, and for a revoked token `revoked_at`,
+/// `revoked_by`, `revoke_reason`; see [`TokenState`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TokenInfo {
     /// Public id.
     pub id: TokenId,
@@ -113,10 +142,15 @@ pub struct TokenInfo {
     /// The last exchange, Unix seconds.
     pub last_refresh: Option<u64>,
     /// Active, expired or revoked.
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub state: TokenState,
 }
 
 /// A refresh token just made: the secret is here once and nowhere else.
+///
+/// With the cargo feature `serde` it serializes as its [`TokenInfo`] alone,
+/// without the secret; [`IssuedToken::showing_secret`] is the deliberate
+/// way to include it.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
     /// The refresh token text to hand to its holder.
@@ -190,11 +224,19 @@ impl PartialEq for Scopes {
 }
 
 /// Who a verified access token speaks for.
+///
+/// With the cargo feature `serde` it serializes (`org` and `user` as
+/// strings, `role` lowercase, `scopes` as a list of names, the ids as hex);
+/// it does not deserialize: a principal comes only from verification, and
+/// its scopes refer to the store's policy.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Principal {
     /// Organization.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "arc_str"))]
     pub org: Arc<str>,
     /// The member.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "arc_str"))]
     pub user: Arc<str>,
     /// The member's current role.
     pub role: Role,
@@ -212,6 +254,11 @@ pub struct Principal {
 
 /// Which tokens a bulk revocation covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum RevokeScope {
     /// Every token of one member of the actor's organization.
     Member(String),
@@ -219,8 +266,10 @@ pub enum RevokeScope {
     Org,
 }
 
-/// One audit event.
+/// One audit event (with the cargo feature `serde`: its fields by name, as
+/// the CLI's `audit --json` prints them).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct AuditEvent {
     /// Increasing sequence number.
@@ -249,6 +298,7 @@ pub struct AuditEvent {
 
 /// What `purge_expired` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct PurgeReport {
     /// Access records removed (expired, revoked, or of a dead family).
@@ -265,6 +315,7 @@ pub struct PurgeReport {
 
 /// Counts for operators.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Organizations with at least one member.
     pub orgs: u64,
@@ -284,4 +335,65 @@ pub struct Stats {
     /// warm-start files its last [`crate::TokenStore::close`] wrote (rather
     /// than by reading every record from the database).
     pub warm_start: bool,
+}
+
+/// What [`TokenStore::close`](crate::TokenStore::close) did.
+///
+/// Closing the last handle of a store lets go of its storage: on sled, a
+/// checkpoint and warm-start files, so that the next open is quick. Closing
+/// a handle while others are open (clones, a server's, a call still running
+/// on a blocking thread) only makes every write durable; the report then
+/// says how many handles remain, so a host can log it or wait for them
+/// ([`TokenStore::close_timeout`](crate::TokenStore::close_timeout)).
+///
+/// ```
+/// let store = tokenvault::TokenStore::temporary()?;
+/// let report = store.close()?;
+/// assert!(report.last_handle);
+/// // A temporary store has nothing to keep for a next open.
+/// assert!(!report.checkpoint && !report.warm_start_files);
+/// # Ok::<(), tokenvault::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// Whether this was the last handle: the storage was let go of.
+    pub last_handle: bool,
+    /// How many other handles were still open (0 for the last handle): the
+    /// close only flushed.
+    pub handles_remaining: usize,
+    /// Whether a checkpoint was written (sled: the next open has no log to
+    /// replay). Only on the last handle of a store on disk.
+    pub checkpoint: bool,
+    /// Whether warm-start files were written (the next open reads them in
+    /// one pass). Only on the last handle of a store on disk; failing to
+    /// write them is no error, as they are only a cache.
+    pub warm_start_files: bool,
+}
+
+impl std::fmt::Display for CloseReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.last_handle {
+            let n = self.handles_remaining;
+            let s = if n == 1 { "" } else { "s" };
+            return write!(
+                f,
+                "flushed only: {n} other handle{s} of the store still open (no checkpoint)"
+            );
+        }
+        match (self.checkpoint, self.warm_start_files) {
+            (true, true) => f.write_str("closed: checkpoint and warm-start files written"),
+            (true, false) => f.write_str("closed: checkpoint written, no warm-start files"),
+            (false, _) => {
+                f.write_str("closed: every write durable (no checkpoint for this storage)")
+            }
+        }
+    }
+}
+
+/// `Principal`'s `org` and `user`, shared strings, as plain strings.
+#[cfg(feature = "serde")]
+fn arc_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
 }

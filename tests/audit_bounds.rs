@@ -480,3 +480,106 @@ fn http_issues_past_the_cap_are_429_without_retry_after() {
     }
     assert_eq!(store.list_own(&adam).unwrap(), listed);
 }
+
+/// A decoy cannot blind the audit: an Admin's refused call naming a
+/// non-member, then 30 refused assignments to the Owner and 1,530 to
+/// non-members (1,500 of them with 16 KB ids). The Owner's `tokenvault
+/// audit --json` shows an event whose target is the Owner with count 30,
+/// the Admin's refusals sum to 1,561, and the store grows by less than
+/// 1 MiB.
+#[cfg(feature = "cli")]
+#[test]
+fn a_decoy_refusal_does_not_hide_refusals_naming_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    let (store, _olivia, adam, _) = seeded(Config::new(&path));
+    store.flush().unwrap();
+    let before = store.stats().unwrap().disk_bytes;
+    let refused = |to: &str| {
+        let e = store.assign(&adam, to, Default::default()).unwrap_err();
+        assert_eq!(e.kind(), "forbidden", "{e}");
+    };
+    refused("decoy");
+    for _ in 0..30 {
+        refused("olivia");
+    }
+    for i in 0..1_530 {
+        if i < 1_500 {
+            refused(&format!("{i:05}{}", "é".repeat(8 * 1024)));
+        } else {
+            refused(&format!("nobody-{i}"));
+        }
+    }
+    store.flush().unwrap();
+    let growth = store.stats().unwrap().disk_bytes.saturating_sub(before);
+    eprintln!("1,561 refusals (1,500 with 16 KB ids) grew the store by {growth} bytes");
+    assert!(growth < 1024 * 1024, "grew by {growth} bytes");
+    store.close().unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvault"))
+        .env_remove("TOKENVAULT_DB")
+        .arg("--db")
+        .arg(&path)
+        .args(["audit", "--as", "acme/olivia", "--json", "--limit", "1000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = doc["events"].as_array().expect("events");
+    let adams: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            e["actor"] == "adam"
+                && e["action"] == "token.assign"
+                && e["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("denied"))
+        })
+        .collect();
+    let owner: Vec<_> = adams.iter().filter(|e| e["target"] == "olivia").collect();
+    assert_eq!(owner.len(), 1, "{adams:?}");
+    assert_eq!(owner[0]["count"], 30, "{adams:?}");
+    let total: u64 = adams.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 1_561, "{adams:?}");
+    // No event counting a refusal that named the Owner shows another target.
+    assert!(
+        adams
+            .iter()
+            .filter(|e| e["target"] != "olivia")
+            .all(|e| e["count"].as_u64() == Some(1_531)),
+        "{adams:?}"
+    );
+}
+
+/// Refusals naming existing members or tokens have an event per target;
+/// those naming nothing known still coalesce into one.
+#[test]
+fn refusals_naming_members_or_tokens_are_counted_per_target() {
+    let (store, olivia, adam, uma) = seeded(Config::temporary());
+    let uma_token = store.generate(&uma, Default::default()).unwrap().info.id;
+    for _ in 0..3 {
+        assert!(store.assign(&adam, "uma", Default::default()).is_err());
+        assert!(store.assign(&adam, "olivia", Default::default()).is_err());
+        assert!(store.assign(&adam, "ghost", Default::default()).is_err());
+        assert!(store.assign(&adam, "phantom", Default::default()).is_err());
+        assert!(store.revoke(&adam, &uma_token, None).is_err());
+        assert!(store
+            .revoke_all(&adam, RevokeScope::Member("uma".into()), None)
+            .is_err());
+    }
+    let events = all_events(&store, &olivia);
+    let count_of = |action: &str, target: &str| -> Vec<u64> {
+        denied(&events, "adam", action)
+            .iter()
+            .filter(|e| e.target.as_deref() == Some(target))
+            .map(|e| e.count)
+            .collect()
+    };
+    assert_eq!(count_of("token.assign", "uma"), vec![3]);
+    assert_eq!(count_of("token.assign", "olivia"), vec![3]);
+    // The unknown names: one event, under the first of them.
+    assert_eq!(count_of("token.assign", "ghost"), vec![6]);
+    assert!(count_of("token.assign", "phantom").is_empty());
+    assert_eq!(count_of("token.revoke", &uma_token.to_string()), vec![3]);
+    assert_eq!(count_of("token.revoke_all", "uma"), vec![3]);
+}

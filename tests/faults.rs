@@ -242,7 +242,7 @@ fn a_disk_filled_during_close_does_not_brick_the_store() {
         free(&ballast, Some(room));
         // Anything but a panic.
         match store.close() {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) => {
                 assert_eq!(e.kind(), "io", "{e}");
                 close_failed += 1;

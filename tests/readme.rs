@@ -41,3 +41,43 @@ fn readme_example_matches_crate_docs() {
     assert!(doc.len() > 10, "doc example too short: {doc:?}");
     assert_eq!(readme_example(), doc);
 }
+
+/// The first example of `AsyncTokenStore`'s documentation, without its
+/// hidden lines.
+fn async_doc_example() -> Vec<String> {
+    let src = include_str!("../src/async_store.rs");
+    let head = &src[..src.find("pub struct AsyncTokenStore").expect("the struct")];
+    let doc: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.strip_prefix("///"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let start = doc.iter().position(|l| *l == "```").expect("doc example") + 1;
+    let end = start + doc[start..].iter().position(|l| *l == "```").unwrap();
+    doc[start..end]
+        .iter()
+        .filter(|l| !l.starts_with("# "))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[test]
+fn readme_async_example_matches_the_async_face_docs() {
+    let readme = include_str!("../README.md");
+    let lines: Vec<&str> = readme.lines().collect();
+    let section = lines
+        .iter()
+        .position(|l| *l == "## In an async service")
+        .expect("async section");
+    let lines = &lines[section..];
+    let start = lines
+        .iter()
+        .position(|l| *l == "```rust")
+        .expect("rust block")
+        + 1;
+    let end = start + lines[start..].iter().position(|l| *l == "```").unwrap();
+    let example: Vec<String> = lines[start..end].iter().map(|l| l.to_string()).collect();
+    let doc = async_doc_example();
+    assert!(doc.len() > 5, "async doc example too short: {doc:?}");
+    assert_eq!(example, doc);
+}

@@ -53,8 +53,10 @@
 //! authentication, and otherwise the bearer is checked before any body is
 //! read. A request must complete within a timeout; a new connection must
 //! send its first request head within a short deadline, and every later
-//! head within another. [`serve_on`] serves a bounded number of connections,
-//! and a bounded number per peer address ([`HttpConfig`]). Exchanges are
+//! head within another; an answer left unread past a write timeout closes
+//! its connection. [`serve_on`] serves a bounded number of connections per
+//! peer address, and a bounded number in all, making room for a newcomer by
+//! closing the connection idle or stalled longest ([`HttpConfig`]). Exchanges are
 //! rate limited per refresh token ([`RateLimit`]); only exchanges whose
 //! token verified are counted, so the public id of a token is not enough to
 //! exhaust its bucket.
@@ -113,6 +115,7 @@ pub struct HttpConfig {
     request_timeout: Duration,
     header_read_timeout: Duration,
     first_request_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
     max_connections_per_peer: Option<usize>,
     shutdown_grace: Duration,
@@ -127,6 +130,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             first_request_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(20),
             max_connections: 1024,
             max_connections_per_peer: None,
             shutdown_grace: Duration::from_secs(10),
@@ -199,9 +203,35 @@ impl HttpConfig {
         self
     }
 
-    /// Connections [`serve_on`] serves at once (default 1024, at least 1);
-    /// one more is answered `503 Service Unavailable` with `Retry-After` and
-    /// closed.
+    /// How long an answer may wait for the client to read it (default
+    /// 20 s, at least 1 ms, and never more than the
+    /// [`request_timeout`](Self::request_timeout)): when [`serve_on`]
+    /// cannot hand the bytes of an answer to the socket for that long, the
+    /// client has stopped reading and the connection is closed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenvault::http::HttpConfig;
+    /// let cfg = HttpConfig::default().write_timeout(Duration::from_secs(60));
+    /// assert_eq!(cfg.write_timeout_in_force(), Duration::from_secs(30));
+    /// ```
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.write_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The write timeout in force (see [`write_timeout`](Self::write_timeout)).
+    pub fn write_timeout_in_force(&self) -> Duration {
+        self.write_timeout.min(self.request_timeout)
+    }
+
+    /// Connections [`serve_on`] serves at once (default 1024, at least 1).
+    /// When a new connection arrives and all are taken, the one that has
+    /// been idle between requests, or stalled with its answer unread, the
+    /// longest is closed to make room, preferring connections that have
+    /// not presented an accepted bearer or refresh token; only when every
+    /// connection is in the middle of a request is the new one answered
+    /// `503 Service Unavailable` with `Retry-After` and closed.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
         self
@@ -302,7 +332,7 @@ pub fn app(store: TokenStore, cfg: &HttpConfig) -> Router {
 
 fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
     let state = Arc::new(routes::AppState {
-        store,
+        store: store.into(),
         limiter: cfg.rate_limit.map(ratelimit::RateLimiter::new),
     });
     Router::new()

@@ -4,9 +4,10 @@
 //! Only exchanges whose refresh token verified are charged, so nobody can
 //! drain the bucket of a token they do not hold (token ids are public: they
 //! appear in lists). The map holds a bucket only for tokens exchanged
-//! recently; full buckets are dropped when it grows.
+//! recently; full buckets are dropped when it grows, a few per exchange, so
+//! that no exchange waits on a sweep of the whole map.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -15,6 +16,9 @@ use crate::TokenId;
 
 /// How many buckets may pile up before full (idle) ones are swept.
 const SWEEP_AT: usize = 4096;
+/// Buckets one exchange looks at when sweeping: more than the one it may
+/// add, so the map shrinks back under [`SWEEP_AT`] while it is swept.
+const SWEEP_STEP: usize = 16;
 
 /// A per-refresh-token limit on `GET /oauth/access-token`: `burst` exchanges
 /// at once, refilled at `per_minute` a minute. `per_minute` is what the token
@@ -49,7 +53,14 @@ struct Bucket {
 
 pub(crate) struct RateLimiter {
     limit: RateLimit,
-    buckets: Mutex<HashMap<[u8; 16], Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    map: HashMap<[u8; 16], Bucket>,
+    /// Every key of `map` once, oldest looked at first: the sweep's turn.
+    order: VecDeque<[u8; 16]>,
 }
 
 impl RateLimiter {
@@ -59,7 +70,7 @@ impl RateLimiter {
                 per_minute: limit.per_minute.max(1),
                 burst: limit.burst.max(1),
             },
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets::default()),
         }
     }
 
@@ -84,13 +95,26 @@ impl RateLimiter {
                 .saturating_add(micros.saturating_mul(rate))
                 .min(capacity)
         };
-        let mut map = self.buckets.lock();
+        let mut guard = self.buckets.lock();
+        let Buckets { map, order } = &mut *guard;
         if map.len() >= SWEEP_AT {
-            map.retain(|_, b| fill(b) < capacity);
+            for _ in 0..SWEEP_STEP.min(order.len()) {
+                let Some(k) = order.pop_front() else { break };
+                match map.get(&k) {
+                    Some(b) if fill(b) < capacity => order.push_back(k),
+                    _ => {
+                        map.remove(&k);
+                    }
+                }
+            }
         }
-        let b = map.entry(*id.as_bytes()).or_insert(Bucket {
-            units: capacity,
-            at: now,
+        let key = *id.as_bytes();
+        let b = map.entry(key).or_insert_with(|| {
+            order.push_back(key);
+            Bucket {
+                units: capacity,
+                at: now,
+            }
         });
         b.units = fill(b);
         b.at = now;
@@ -105,7 +129,7 @@ impl RateLimiter {
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.buckets.lock().len()
+        self.buckets.lock().map.len()
     }
 }
 
@@ -159,10 +183,32 @@ mod tests {
             assert!(rl.take_at(&TokenId::from_bytes(b), t0).is_ok());
         }
         assert_eq!(rl.tracked(), SWEEP_AT);
-        // A second later every bucket is full again and the sweep drops them.
+        // A second later every bucket is full again: each exchange drops a
+        // few of them, never the whole map at once.
         let later = t0 + Duration::from_secs(1);
         assert!(rl.take_at(&TokenId::from_bytes([9; 16]), later).is_ok());
-        assert_eq!(rl.tracked(), 1);
+        assert_eq!(rl.tracked(), SWEEP_AT + 1 - SWEEP_STEP);
+        for i in 0..200u32 {
+            let mut b = [0xff; 16];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            assert!(rl.take_at(&TokenId::from_bytes(b), later).is_ok());
+            assert!(rl.tracked() <= SWEEP_AT + 1, "{}", rl.tracked());
+        }
+        // Swept while over the bound, then left alone below it.
+        assert!(rl.tracked() <= SWEEP_AT, "{}", rl.tracked());
+        // A bucket still refilling is kept when its turn comes.
+        let busy = TokenId::from_bytes([7; 16]);
+        let rl = RateLimiter::new(RateLimit {
+            per_minute: 1,
+            burst: 1,
+        });
+        assert!(rl.take_at(&busy, t0).is_ok());
+        for i in 0..(2 * SWEEP_AT) as u32 {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            let _ = rl.take_at(&TokenId::from_bytes(b), t0 + Duration::from_secs(1));
+        }
+        assert_eq!(rl.take_at(&busy, t0 + Duration::from_secs(2)), Err(58));
     }
 
     #[test]

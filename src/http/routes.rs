@@ -15,15 +15,16 @@ use super::auth::authenticate;
 use super::error::ApiError;
 use super::ratelimit::RateLimiter;
 use crate::token::{self, SecretToken, TokenKind};
-use crate::TokenStore;
 use crate::{Actor, Error, GenerateOptions, Principal, Role, TokenId, TokenInfo, TokenState};
+use crate::{AsyncTokenStore, TokenStore};
 
 /// Longest token text looked at (the longest prefix gives 90 characters).
 const MAX_TOKEN_TEXT: usize = 256;
 
-/// Shared by every handler.
+/// Shared by every handler. The handlers reach the store through its
+/// public async face, as a host's handlers would.
 pub(crate) struct AppState {
-    pub(crate) store: TokenStore,
+    pub(crate) store: AsyncTokenStore,
     pub(crate) limiter: Option<RateLimiter>,
 }
 
@@ -35,18 +36,6 @@ pub(crate) const USER_WRITE: &str = "user-write";
 
 /// The scope that `GET /v3/refresh-token` requires.
 pub(crate) const READ: &str = "read";
-
-/// Runs a store call that may touch the disk off the async workers.
-async fn blocking<T, F>(f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        tracing::error!(target: "tokenvault::http", error = %e, "store task failed");
-        ApiError::internal()
-    })?
-}
 
 pub(super) fn no_store(mut res: Response) -> Response {
     let h = res.headers_mut();
@@ -77,14 +66,19 @@ pub(crate) async fn access_token(
         .map_err(|_| ApiError::from(Error::Malformed("not base62")))?
         .trim();
     let refresh = SecretToken::from_str_unchecked(text);
-    let grant = blocking(move || {
-        let info = app.store.verify_refresh(refresh.expose())?;
-        if let Some(l) = &app.limiter {
-            l.take(&info.id).map_err(ApiError::rate_limited)?;
-        }
-        Ok(app.store.exchange(refresh.expose())?)
-    })
-    .await?;
+    // One hop to a blocking thread: the token's check, the rate limit (only
+    // a token that verified is counted), then the exchange.
+    let app2 = app.clone();
+    let grant = app
+        .store
+        .run(move |store| {
+            let info = store.verify_refresh(refresh.expose())?;
+            if let Some(l) = &app2.limiter {
+                l.take(&info.id).map_err(ApiError::rate_limited)?;
+            }
+            Ok::<_, ApiError>(store.exchange(refresh.expose())?)
+        })
+        .await?;
     let body = json!({"data": {
         "access_token": grant.access_token.expose(),
         "expires_at": grant.expires_at,
@@ -98,19 +92,14 @@ pub(crate) async fn access_token(
 /// `GET /v3/refresh-token` (scope `read`): the caller's tokens, or the
 /// org's for the Owner whose token also grants `user-write`.
 pub(crate) async fn list(State(app): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, &headers, &[READ.to_string()]).await?;
+    let p = authenticate(app.store.sync(), &headers, &[READ.to_string()]).await?;
     let actor = actor_of(&p);
     let owner = p.role == Role::Owner && p.scopes.contains(USER_WRITE);
-    let app2 = app.clone();
-    let infos = blocking(move || {
-        let r = if owner {
-            app2.store.list_org(&actor)
-        } else {
-            app2.store.list_own(&actor)
-        };
-        Ok(r?)
-    })
-    .await?;
+    let infos = if owner {
+        app.store.list_org(&actor).await?
+    } else {
+        app.store.list_own(&actor).await?
+    };
     let rate = rate_of(&app);
     let prefix = app.store.prefix();
     let data: Vec<Value> = infos
@@ -123,22 +112,17 @@ pub(crate) async fn list(State(app): Shared, headers: HeaderMap) -> Result<Respo
 /// `POST /v3/refresh-token` with `{"user_id": …}` (scope `user-write`). The
 /// bearer is checked before any of the body is read.
 pub(crate) async fn create(State(app): Shared, req: Request) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, req.headers(), &[USER_WRITE.to_string()]).await?;
+    let p = authenticate(app.store.sync(), req.headers(), &[USER_WRITE.to_string()]).await?;
     let body = Bytes::from_request(req, &())
         .await
         .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let req = CreateRequest::parse(&body)?;
     let actor = actor_of(&p);
-    let app2 = app.clone();
-    let issued = blocking(move || {
-        let r = if req.user_id == actor.user {
-            app2.store.generate(&actor, req.opts)
-        } else {
-            app2.store.assign(&actor, &req.user_id, req.opts)
-        };
-        Ok(r?)
-    })
-    .await?;
+    let issued = if req.user_id == actor.user {
+        app.store.generate(&actor, req.opts).await?
+    } else {
+        app.store.assign(&actor, &req.user_id, req.opts).await?
+    };
     let data = item(
         &issued.info,
         issued.token.expose().to_string(),
@@ -154,18 +138,17 @@ pub(crate) async fn delete(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, &headers, &[USER_WRITE.to_string()]).await?;
+    let p = authenticate(app.store.sync(), &headers, &[USER_WRITE.to_string()]).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no token with that id");
     let Path(id) = id.map_err(|_| not_found())?;
     let id: TokenId = id.parse().map_err(|_| not_found())?;
     let actor = actor_of(&p);
     // Another organization's token is answered exactly as an unknown id,
     // so that the answer says nothing about other organizations.
-    blocking(move || match app.store.revoke_in_own_org(&actor, &id) {
-        Err(Error::NotFound(_)) => Err(unknown_id(&id)),
-        r => Ok(r?),
-    })
-    .await?;
+    match app.store.revoke_in_own_org(&actor, &id).await {
+        Err(Error::NotFound(_)) => return Err(unknown_id(&id)),
+        r => r?,
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -185,7 +168,7 @@ pub(crate) struct TokenForm {
 /// Authenticates an RFC 7009 / 7662 request, then reads its body and takes
 /// its `token`.
 async fn oauth_request(app: &AppState, req: Request) -> Result<(Principal, SecretToken), ApiError> {
-    let p = authenticate(&app.store, req.headers(), &[])
+    let p = authenticate(app.store.sync(), req.headers(), &[])
         .await
         .map_err(ApiError::rfc)?;
     let form: Result<Form<TokenForm>, FormRejection> = Form::from_request(req, &()).await;
@@ -243,29 +226,34 @@ fn live_in_org(store: &TokenStore, org: &str, token: &str) -> Result<Option<Live
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
 pub(crate) async fn revoke(State(app): Shared, req: Request) -> Result<Response, ApiError> {
     let (p, token) = oauth_request(&app, req).await?;
-    blocking(move || {
-        let r = match live_in_org(&app.store, &p.org, token.expose())? {
-            Some(Live::Access(_)) => app.store.revoke_access(token.expose()),
-            Some(Live::Refresh(_)) => app
-                .store
-                .revoke_refresh(token.expose(), Some("revoked through /oauth/revoke")),
-            None => Ok(()),
-        };
-        match r {
-            // Gone between the two calls: nothing left to revoke.
-            Err(Error::InvalidToken | Error::Malformed(_)) => Ok(()),
-            r => Ok(r?),
-        }
-    })
-    .await
-    .map_err(ApiError::rfc)?;
+    // Finding the token may read its record (and, on a shared store, the
+    // database): the lookup and the revocation run in one blocking hop.
+    app.store
+        .run(move |store| {
+            let r = match live_in_org(store, &p.org, token.expose())? {
+                Some(Live::Access(_)) => store.revoke_access(token.expose()),
+                Some(Live::Refresh(_)) => {
+                    store.revoke_refresh(token.expose(), Some("revoked through /oauth/revoke"))
+                }
+                None => Ok(()),
+            };
+            match r {
+                // Gone between the two calls: nothing left to revoke.
+                Err(Error::InvalidToken | Error::Malformed(_)) => Ok(()),
+                r => Ok::<_, ApiError>(r?),
+            }
+        })
+        .await
+        .map_err(ApiError::rfc)?;
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
 /// `POST /oauth/introspect` (RFC 7662).
 pub(crate) async fn introspect(State(app): Shared, req: Request) -> Result<Response, ApiError> {
     let (p, token) = oauth_request(&app, req).await?;
-    let body = blocking(move || Ok(introspection(&app.store, &p.org, token.expose())?))
+    let body = app
+        .store
+        .run(move |store| Ok::<_, ApiError>(introspection(store, &p.org, token.expose())?))
         .await
         .map_err(ApiError::rfc)?;
     Ok(no_store(Json(body).into_response()))

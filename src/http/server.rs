@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -19,9 +21,9 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -110,6 +112,8 @@ async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
         .as_str()
         .len()
         .saturating_add(req.uri().path_and_query().map_or(0, |p| p.as_str().len()));
+    let has_token = req.headers().contains_key(header::AUTHORIZATION)
+        || req.headers().contains_key("x-refresh-token");
     let mut too_big = false;
     for (name, value) in req.headers() {
         total = total.saturating_add(name.as_str().len() + value.len());
@@ -135,6 +139,10 @@ async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
                 .into_response(),
         }
     };
+    let mut res = res;
+    if has_token && route != "-" && credential_accepted(res.status()) {
+        res.extensions_mut().insert(Credentialed);
+    }
     tracing::info!(
         target: TARGET,
         method,
@@ -220,17 +228,29 @@ async fn shutdown_signal() {
 /// Serves `app` (any axum router: [`app`], or a host's router with
 /// [`router`](super::router) merged in) on `listener` over HTTP/1.1 until
 /// `shutdown` completes, then stops accepting and gives open requests
-/// [`HttpConfig::shutdown_grace`] to finish.
+/// [`HttpConfig::shutdown_grace`] to finish. It returns only once every
+/// connection is closed and has let go of `app` (and so of the store's
+/// handles it holds): a [`TokenStore::close`](crate::TokenStore::close)
+/// right after it is the last handle's, unless a store call cut short
+/// is still finishing on a blocking thread (then
+/// [`close_timeout`](crate::TokenStore::close_timeout) waits for it).
 ///
 /// Each connection must send its first request head within
 /// [`HttpConfig::first_request_timeout`] and every later one within
 /// [`HttpConfig::header_read_timeout`] (idle keep-alive included), and keep
-/// it within the head bound (else 431). At most
-/// [`HttpConfig::max_connections`] are served at once, and at most
-/// [`HttpConfig::connections_per_peer`] for one peer address; a connection
-/// over either cap is answered `503 Service Unavailable` with `Retry-After`
-/// and closed. Refused connections are logged as a count, at most once per
-/// ten seconds.
+/// it within the head bound (else 431). An answer the client does not read
+/// within [`HttpConfig::write_timeout`] closes the connection. At most
+/// [`HttpConfig::connections_per_peer`] are served for one peer address (an
+/// IPv4 address or an IPv6 /64); one more is answered `503 Service
+/// Unavailable` with `Retry-After` and closed. At most
+/// [`HttpConfig::max_connections`] are served at once: a new one takes the
+/// place of the connection idle or stalled longest (one that never
+/// presented an accepted token first), and is answered `503` only when
+/// every connection is in the middle of a request. Refused connections are
+/// logged as a count, at most once per ten seconds.
+///
+/// Runs until `shutdown` completes (it blocks nothing: the connections are
+/// tasks of the caller's tokio runtime).
 ///
 /// # Errors
 /// The I/O error if the listener's address cannot be read. Failed accepts
@@ -257,7 +277,7 @@ where
     F: Future<Output = ()> + Send,
 {
     let local = listener.local_addr()?;
-    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let slots = Slots::new(cfg.max_connections);
     let peers = Peers::new(cfg.connections_per_peer());
     let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
     let mut refused = Refusals::new(local);
@@ -268,6 +288,7 @@ where
     let head = cfg.head_bytes();
     let header_timeout = cfg.header_read_timeout;
     let first_deadline = cfg.first_head_deadline();
+    let write_timeout = cfg.write_timeout_in_force();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -294,28 +315,52 @@ where
             turn_away(stream, BUSY_PEER, &lingering);
             continue;
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some(slot) = slots.admit() else {
             drop(peer_permit);
             refused.note(Refusal::Full);
             turn_away(stream, BUSY_FULL, &lingering);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        bound_send_buffer(&stream);
         let seen = Arc::new(AtomicBool::new(false));
         let mark = seen.clone();
-        let svc = TowerToHyperService::new(app.clone().map_request(move |req: Request<_>| {
-            mark.store(true, Ordering::Relaxed);
-            req
-        }));
+        let started = slot.shared.clone();
+        let answered = slot.shared.clone();
+        let svc = TowerToHyperService::new(
+            app.clone()
+                .map_request(move |req: Request<_>| {
+                    mark.store(true, Ordering::Relaxed);
+                    started.busy.fetch_add(1, Ordering::AcqRel);
+                    req
+                })
+                .map_response(move |res: Response| {
+                    if res.extensions().get::<Credentialed>().is_some() {
+                        answered.trusted.store(true, Ordering::Relaxed);
+                    }
+                    answered.busy.fetch_sub(1, Ordering::AcqRel);
+                    answered.touch();
+                    res
+                }),
+        );
+        let io = Watched {
+            io: stream,
+            slot: slot.shared.clone(),
+            write_timeout,
+            stalled: None,
+        };
         let mut stop = stop_rx.clone();
         conns.spawn(async move {
-            let _permits = (permit, peer_permit);
+            let state = slot.shared.clone();
+            let evicted = state.evict.notified();
+            tokio::pin!(evicted);
+            let _permits = (slot, peer_permit);
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(head);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             // A connection that has not sent one whole request head by then
             // is closed, whatever it is sending.
@@ -329,6 +374,10 @@ where
                         if let Err(e) = r {
                             tracing::debug!(target: TARGET, %peer, error = %e, "connection ended");
                         }
+                        break;
+                    }
+                    _ = &mut evicted => {
+                        tracing::debug!(target: TARGET, %peer, "connection closed: its slot went to a new connection");
                         break;
                     }
                     _ = &mut first, if waiting_first => {
@@ -356,9 +405,49 @@ where
     if drained.is_err() {
         tracing::warn!(target: TARGET, open = conns.len(), "shutdown grace over; closing open connections");
         conns.abort_all();
+        // An aborted task lets go of its connection (and of the router's
+        // handle of the store) only when the runtime next reaches it: wait
+        // for that, so that a `close` right after this returns is the last
+        // handle's.
+        while conns.join_next().await.is_some() {}
     }
+    drop(app);
     Ok(())
 }
+
+/// The send buffer asked for each connection (the kernel may double it).
+/// Left to itself Linux grows it to 4 MiB for a client that does not read,
+/// and the server would answer some 25,000 pipelined requests into it
+/// before the write timeout even starts; the answers of this API are small,
+/// so 32 KiB costs a client nothing.
+const SEND_BUFFER: LibcInt = 32 * 1024;
+
+#[cfg(unix)]
+type LibcInt = libc::c_int;
+#[cfg(not(unix))]
+type LibcInt = i32;
+
+/// Sets [`SEND_BUFFER`] on `stream` (best effort).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn bound_send_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = SEND_BUFFER;
+    // SAFETY: a valid descriptor for the duration of the call, and an int
+    // option passed with its own size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn bound_send_buffer(_: &TcpStream) {}
 
 /// Seconds a turned-away client is asked to wait (also the `Retry-After` of
 /// a 503 for a store that cannot answer for now).
@@ -493,6 +582,227 @@ impl Drop for PeerPermit {
     }
 }
 
+/// Marks a response to a request that presented a bearer or refresh token
+/// the route accepted: its connection is kept over anonymous ones when the
+/// server is full.
+#[derive(Clone, Copy)]
+pub(crate) struct Credentialed;
+
+/// Whether the answer `status` on a matched route shows that the request's
+/// bearer or refresh token was accepted (the routes check it before
+/// anything else, and answer 400 or 401 when it is missing or bad).
+fn credential_accepted(status: StatusCode) -> bool {
+    !matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    ) && !status.is_server_error()
+}
+
+/// What the server knows of one open connection, for choosing which one
+/// to close when a new one arrives at [`HttpConfig::max_connections`].
+struct SlotState {
+    /// When (milliseconds from [`Slots::base`]) the connection last moved a
+    /// byte or finished an answer: for an idle or stalled connection, how
+    /// long it has been so.
+    last: AtomicU64,
+    /// Requests being handled (not closable meanwhile).
+    busy: AtomicU32,
+    /// Whether a request on it presented an accepted token.
+    trusted: AtomicBool,
+    /// Told to close when its slot goes to a new connection.
+    evict: Notify,
+    base: Instant,
+}
+
+impl SlotState {
+    fn touch(&self) {
+        self.last.store(millis_since(self.base), Ordering::Relaxed);
+    }
+}
+
+fn millis_since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The connections being served, at most `cap`.
+#[derive(Clone)]
+struct Slots {
+    cap: usize,
+    base: Instant,
+    open: Arc<Mutex<SlotTable>>,
+}
+
+#[derive(Default)]
+struct SlotTable {
+    next: u64,
+    by_id: HashMap<u64, Arc<SlotState>>,
+}
+
+/// A connection's place, given back when it is dropped.
+struct Slot {
+    slots: Slots,
+    id: u64,
+    shared: Arc<SlotState>,
+}
+
+impl Slots {
+    fn new(cap: usize) -> Self {
+        Slots {
+            cap: cap.max(1),
+            base: Instant::now(),
+            open: Arc::new(Mutex::new(SlotTable::default())),
+        }
+    }
+
+    /// A place for a new connection: a free one, or else the place of the
+    /// connection idle or stalled longest (one that never presented an
+    /// accepted token first), which is told to close. `None` when every
+    /// connection is handling a request.
+    fn admit(&self) -> Option<Slot> {
+        let mut t = self.open.lock();
+        if t.by_id.len() >= self.cap {
+            let victim = t
+                .by_id
+                .iter()
+                .filter(|(_, s)| s.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, s)| {
+                    (
+                        s.trusted.load(Ordering::Relaxed),
+                        s.last.load(Ordering::Relaxed),
+                    )
+                })
+                .map(|(id, _)| *id)?;
+            if let Some(s) = t.by_id.remove(&victim) {
+                s.evict.notify_one();
+            }
+        }
+        t.next += 1;
+        let id = t.next;
+        let shared = Arc::new(SlotState {
+            last: AtomicU64::new(millis_since(self.base)),
+            busy: AtomicU32::new(0),
+            trusted: AtomicBool::new(false),
+            evict: Notify::new(),
+            base: self.base,
+        });
+        t.by_id.insert(id, shared.clone());
+        Some(Slot {
+            slots: self.clone(),
+            id,
+            shared,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.open.lock().by_id.remove(&self.id);
+    }
+}
+
+/// A connection's socket, watched: reads and writes mark it active, and a
+/// write that cannot hand over its bytes within the write timeout (the
+/// client reads no answer) fails, which closes the connection.
+struct Watched {
+    io: TcpStream,
+    slot: Arc<SlotState>,
+    write_timeout: Duration,
+    /// Running since a write first found the socket full.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Watched {
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        wanted: usize,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Pending => {
+                let t = self.write_timeout;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client read no answer within the write timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.slot.touch();
+                }
+                // Only a write taken whole ends the stall: a client that
+                // reads a byte now and then does not restart the clock.
+                if n >= wanted {
+                    self.stalled = None;
+                }
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.slot.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(cx, buf.len(), r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let wanted = bufs.iter().map(|b| b.len()).sum();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(cx, wanted, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Refusal {
     Full,
@@ -582,6 +892,79 @@ mod tests {
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert_eq!(peer_key(a), peer_key(b));
         assert_ne!(peer_key(a), peer_key(c));
+    }
+
+    #[test]
+    fn every_address_of_an_ipv6_56_is_keyed_by_its_64() {
+        let base: Ipv6Addr = "2001:db8:ab:cd00::".parse().unwrap();
+        let s = base.segments();
+        let mut keys = std::collections::HashSet::new();
+        for net in 0u16..256 {
+            let key_of = |host: [u16; 4]| {
+                peer_key(IpAddr::V6(Ipv6Addr::new(
+                    s[0],
+                    s[1],
+                    s[2],
+                    s[3] | net,
+                    host[0],
+                    host[1],
+                    host[2],
+                    host[3],
+                )))
+            };
+            let key = key_of([0, 0, 0, 1]);
+            // Any host of the /64 counts under the same key...
+            for host in [[0, 0, 0, 2], [0xffff; 4], [0x1234, 0, 0xabcd, 7]] {
+                assert_eq!(key_of(host), key, "/64 number {net}");
+            }
+            // ...which is the /64 itself.
+            assert_eq!(
+                key,
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3] | net, 0, 0, 0, 0))
+            );
+            keys.insert(key);
+        }
+        // A /56 holds 256 keys, one per /64.
+        assert_eq!(keys.len(), 256);
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_idle_anonymous_slot_is_given_up() {
+        let slots = Slots::new(3);
+        let a = slots.admit().expect("free");
+        let b = slots.admit().expect("free");
+        let c = slots.admit().expect("free");
+        // a: trusted and idle longest; b: anonymous, idle; c: busy.
+        a.shared.trusted.store(true, Ordering::Relaxed);
+        a.shared.last.store(0, Ordering::Relaxed);
+        b.shared.last.store(5, Ordering::Relaxed);
+        c.shared.last.store(1, Ordering::Relaxed);
+        c.shared.busy.store(1, Ordering::Relaxed);
+        let d = slots.admit().expect("b is closable");
+        d.shared.busy.store(1, Ordering::Relaxed);
+        assert!(!slots.open.lock().by_id.contains_key(&b.id));
+        // b was told to close (the permit is stored for its waiter).
+        let told = b.shared.evict.notified();
+        tokio_test_ready(told);
+        // Next goes the trusted one, not the busy one.
+        let _e = slots.admit().expect("a is closable");
+        assert!(!slots.open.lock().by_id.contains_key(&a.id));
+        // Only busy ones are left: none can be closed.
+        _e.shared.busy.store(1, Ordering::Relaxed);
+        assert!(slots.admit().is_none());
+        drop(c);
+        assert!(
+            slots.admit().is_some(),
+            "a closed connection frees its slot"
+        );
+    }
+
+    /// Polls `f` once and asserts it is ready.
+    fn tokio_test_ready<F: Future>(f: F) {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        assert!(f.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]

@@ -14,22 +14,7 @@ use serde_json::{json, Value};
 use super::auth::authenticate;
 use super::error::ApiError;
 use super::routes::{self, actor_of, hint, item, rate_of, AppState, Shared, READ, USER_WRITE};
-use crate::{Actor, Error, Page, Role, TokenId, TokenInfo};
-
-/// Runs a store call that may touch the disk off the async workers.
-async fn off_worker<T, F>(f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, Error> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => Ok(r?),
-        Err(e) => {
-            tracing::error!(target: "tokenvault::http", error = %e, "store task failed");
-            Err(ApiError::internal())
-        }
-    }
-}
+use crate::{Actor, Page, Role, TokenId, TokenInfo};
 
 fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no token with that id")
@@ -56,11 +41,10 @@ pub(crate) async fn show(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, &headers, &[READ.to_string()]).await?;
+    let p = authenticate(app.store.sync(), &headers, &[READ.to_string()]).await?;
     let id = id_of(id)?;
     let actor = actor_of(&p);
-    let store = app.store.clone();
-    let info = off_worker(move || store.get(&actor, &id)).await?;
+    let info = app.store.get(&actor, &id).await?;
     Ok(routes::no_store(
         Json(json!({ "data": one(&app, &info) })).into_response(),
     ))
@@ -74,15 +58,14 @@ pub(crate) async fn label(
     id: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(&app.store, req.headers(), &[READ.to_string()]).await?;
+    let p = authenticate(app.store.sync(), req.headers(), &[READ.to_string()]).await?;
     let id = id_of(id)?;
     let body = Bytes::from_request(req, &())
         .await
         .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let label = parse_label(&body)?;
     let actor = actor_of(&p);
-    let store = app.store.clone();
-    let info = off_worker(move || store.set_label(&actor, &id, label.as_deref())).await?;
+    let info = app.store.set_label(&actor, &id, label.as_deref()).await?;
     Ok(routes::no_store(
         Json(json!({ "data": one(&app, &info) })).into_response(),
     ))
@@ -119,7 +102,7 @@ pub(crate) async fn list(
         return routes::list(state, headers).await;
     }
     let State(app) = state;
-    let p = authenticate(&app.store, &headers, &[READ.to_string()]).await?;
+    let p = authenticate(app.store.sync(), &headers, &[READ.to_string()]).await?;
     let actor: Actor = actor_of(&p);
     let owner = p.role == Role::Owner && p.scopes.contains(USER_WRITE);
     let mut page = Page::new();
@@ -129,15 +112,11 @@ pub(crate) async fn list(
     if let Some(n) = limit {
         page = page.limit(n);
     }
-    let store = app.store.clone();
-    let paged = off_worker(move || {
-        if owner {
-            store.list_org_page(&actor, page)
-        } else {
-            store.list_own_page(&actor, page)
-        }
-    })
-    .await?;
+    let paged = if owner {
+        app.store.list_org_page(&actor, page).await?
+    } else {
+        app.store.list_own_page(&actor, page).await?
+    };
     let app: Arc<AppState> = app;
     let data: Vec<Value> = paged
         .items

@@ -81,6 +81,7 @@ pub(crate) trait LoadSink: Sync {
 
 /// What [`crate::TokenStore::check_integrity`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IntegrityReport {
     /// Members checked.
     pub members: u64,
@@ -100,6 +101,16 @@ impl IntegrityReport {
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
     }
+}
+
+/// What [`Backend::close`] did besides making every write durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Closed {
+    /// A checkpoint was written (the next open has no log to replay).
+    pub(crate) checkpoint: bool,
+    /// Warm-start files were written (the next open reads them instead of
+    /// the engine's trees).
+    pub(crate) warm_start: bool,
 }
 
 /// A storage engine.
@@ -127,9 +138,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Makes every batch committed before the call durable.
     fn sync(&self) -> Result<()>;
     /// Makes everything durable and lets go of the storage, leaving it
-    /// quick to open again where the engine allows (sled: a checkpoint).
-    fn close(self: Box<Self>) -> Result<()> {
-        self.sync()
+    /// quick to open again where the engine allows (sled: a checkpoint),
+    /// and says what it did beyond the sync.
+    fn close(self: Box<Self>) -> Result<Closed> {
+        self.sync()?;
+        Ok(Closed::default())
     }
     /// One refresh record.
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>>;

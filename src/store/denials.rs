@@ -2,7 +2,11 @@
 //! for one action and one reason, made within [`WINDOW`] seconds of the
 //! first of them, are one event with a count (the first refusal's time and
 //! target, the last refusal's time), so that an actor repeating a refused
-//! call cannot grow the store with every try.
+//! call cannot grow the store with every try. A refusal whose target names
+//! an existing member or token of the organization joins only the events
+//! of that same target: a refusal naming nothing known (which an actor can
+//! repeat with endless made-up names) cannot hide it. The events kept apart
+//! so are bounded by the organization's own members and tokens.
 //!
 //! The event is written when its first refusal is made; its count is
 //! written again when it reaches a power of two and otherwise at most once
@@ -27,6 +31,9 @@ struct Key {
     actor: String,
     action: String,
     outcome: String,
+    /// The target, for a refusal naming an existing member or token; none
+    /// for the rest.
+    named: Option<String>,
 }
 
 struct Pending {
@@ -47,22 +54,24 @@ pub(super) struct Denials {
     open: HashMap<Key, Pending>,
 }
 
-fn key_of(e: &EventRecord) -> Key {
+fn key_of(e: &EventRecord, known: bool) -> Key {
     Key {
         org: e.org.clone(),
         actor: e.actor.clone(),
         action: e.action.clone(),
         outcome: e.outcome.clone(),
+        named: if known { e.target.clone() } else { None },
     }
 }
 
 impl Inner {
     /// Audits a refusal (its strings already cut to size): joins the open
-    /// event of the same actor, action and reason, or starts one. Storage
-    /// errors are dropped (the refusal is answered all the same).
-    pub(super) fn audit_denial(&self, ev: EventRecord) {
+    /// event of the same actor, action and reason (and, when `known`, the
+    /// same target), or starts one. Storage errors are dropped (the
+    /// refusal is answered all the same).
+    pub(super) fn audit_denial(&self, ev: EventRecord, known: bool) {
         let now = ev.at;
-        let key = key_of(&ev);
+        let key = key_of(&ev, known);
         let mut d = self.denials.lock();
         if let Some(p) = d.open.get_mut(&key) {
             if now >= p.event.at && now - p.event.at < WINDOW {

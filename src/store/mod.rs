@@ -36,6 +36,7 @@ mod denials;
 // The public surface, one file per concern.
 #[cfg(feature = "__bench")]
 mod bench;
+mod close;
 mod issue;
 mod maintenance;
 mod members;
@@ -162,10 +163,47 @@ enum Foreign {
     Unknown,
 }
 
+/// Unicode's format characters (general category Cf, Unicode 15.1): the
+/// invisible ones (soft hyphen, zero-width space and joiners, word joiner,
+/// byte-order mark, tags) and the bidirectional controls (U+200E, U+200F,
+/// U+202A–U+202E, U+2066–U+2069), which make look-alike ids and reorder
+/// what a table shows.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// Control and format characters: never in a new id or label.
+fn is_unprintable(c: char) -> bool {
+    c.is_control() || is_format_char(c)
+}
+
 fn check_id(what: &str, s: &str) -> Result<()> {
-    if s.is_empty() || s.len() > MAX_ID || s.chars().any(char::is_control) {
+    if s.is_empty() || s.len() > MAX_ID || s.chars().any(is_unprintable) {
         return Err(Error::InvalidArgument(format!(
-            "{what} id must be 1 to {MAX_ID} bytes without control characters"
+            "{what} id must be 1 to {MAX_ID} bytes without control or format characters"
         )));
     }
     if what == "organization" && s.contains('/') {
@@ -180,6 +218,17 @@ fn check_text(what: &str, s: &str, max: usize) -> Result<()> {
     if s.len() > max || s.chars().any(char::is_control) {
         return Err(Error::InvalidArgument(format!(
             "{what} must be at most {max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A new token's label: as [`check_text`], and without format characters
+/// (labels are shown in tables beside ids).
+fn check_label(s: &str, max: usize) -> Result<()> {
+    if s.len() > max || s.chars().any(is_unprintable) {
+        return Err(Error::InvalidArgument(format!(
+            "label must be at most {max} bytes without control or format characters"
         )));
     }
     Ok(())
@@ -223,7 +272,31 @@ impl Inner {
     /// the actor's like refusals: see `store/denials.rs`) and makes the
     /// error.
     fn deny(&self, actor: &Actor, action: &str, target: Option<String>, why: &str) -> Error {
-        if check_id("organization", &actor.org).is_ok() && check_id("user", &actor.user).is_ok() {
+        self.deny_as(actor, action, target, false, why)
+    }
+
+    /// [`Inner::deny`] for a refusal whose target names an existing member
+    /// or token of the actor's organization: it is counted only with the
+    /// actor's like refusals naming the same target, so that no other
+    /// target hides it in the audit trail.
+    fn deny_named(&self, actor: &Actor, action: &str, target: String, why: &str) -> Error {
+        self.deny_as(actor, action, Some(target), true, why)
+    }
+
+    fn deny_as(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: Option<String>,
+        known: bool,
+        why: &str,
+    ) -> Error {
+        // Ids made before format characters were refused still have their
+        // refusals audited: only the bounds that keep the record small and
+        // printable apply here.
+        let storable =
+            |s: &str| !s.is_empty() && s.len() <= MAX_ID && !s.chars().any(char::is_control);
+        if storable(&actor.org) && storable(&actor.user) {
             let ev = self.event_record(
                 &actor.org,
                 &actor.user,
@@ -231,7 +304,7 @@ impl Inner {
                 target,
                 &format!("denied: {why}"),
             );
-            self.audit_denial(ev);
+            self.audit_denial(ev, known);
         }
         Error::Forbidden(why.into())
     }

@@ -6,6 +6,10 @@ impl TokenStore {
     /// Opens (or creates) the store in directory `path` with default
     /// settings; the key file is `path` with `.key` appended.
     ///
+    /// **Blocks** while the store loads: about 0.9 s per million tokens after a
+    /// [`close`](TokenStore::close) (perf report, `open_to_verify_ms`), 2–3 s
+    /// per million after a drop without one.
+    ///
     /// # Errors
     /// As [`Config::open`].
     ///
@@ -20,6 +24,9 @@ impl TokenStore {
     }
 
     /// A temporary store with default settings, deleted when dropped.
+    ///
+    /// **Blocks** for a few milliseconds (it creates a directory and sled's
+    /// files).
     ///
     /// # Errors
     /// [`Error::Io`] if the temporary files cannot be created.
@@ -162,83 +169,14 @@ impl TokenStore {
         weak.upgrade().map(|inner| TokenStore { inner })
     }
 
-    /// The token prefix of this store (e.g. `tv`).
+    /// The token prefix of this store (e.g. `tv`). Does not block.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
 
-    /// The role → scopes policy of this store.
+    /// The role → scopes policy of this store. Does not block.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
-    }
-
-    /// Closes this handle: makes every write durable and, when it is the
-    /// last handle of the store, lets go of the storage in a state that is
-    /// quick to open again.
-    ///
-    /// On sled this is a checkpoint. sled 0.34 records where its log
-    /// stands only when it opens a database, so the first open after a
-    /// burst of writes replays them (about a second per million tokens
-    /// written); `close` does that replay now, while the service is
-    /// shutting down, rather than at its next start.
-    ///
-    /// It also copies the token records into warm-start files (in the
-    /// database directory, `warm-start/`), which the next open reads in one
-    /// sequential pass instead of walking sled's trees page by page (at a
-    /// million tokens, about one second instead of two to three: see
-    /// `docs/performance.md`). They are
-    /// only a cache of what sled holds, used only if nothing was written
-    /// since they were made (opening takes their marker out of the database,
-    /// durably, before any write) and only if their blake3 hashes match; the
-    /// open that reads them deletes them. Making them costs a scan of the
-    /// records at close (about a second per million tokens) and, while the
-    /// store is closed, about 120 bytes of disk per token.
-    ///
-    /// Dropping a store without closing it loses nothing: the next open
-    /// replays sled's log and reads its trees instead. While other handles
-    /// (clones, an HTTP server) are still open, this only flushes.
-    ///
-    /// # Errors
-    /// [`Error::Io`] if the flush fails or the storage cannot be opened for
-    /// the checkpoint, or another process holds the store directory for
-    /// more than two seconds (the checkpoint is then skipped; the writes
-    /// are durable by then; failing to write the
-    /// warm-start files is no error: the next open reads the trees),
-    /// [`Error::Corrupt`] if sled finds its files damaged while doing so; on a shared store,
-    /// as [`TokenStore::flush`].
-    ///
-    /// ```
-    /// use tokenvault::{Actor, Role, TokenStore};
-    /// let dir = tempfile::tempdir()?;
-    /// let path = dir.path().join("tokens.db");
-    /// let store = TokenStore::open(&path)?;
-    /// store.add_member("acme", "ann", Role::Owner)?;
-    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default())?;
-    /// store.close()?;
-    /// let store = TokenStore::open(&path)?;
-    /// assert_eq!(store.verify_refresh(t.token.expose())?.id, t.info.id);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn close(self) -> Result<()> {
-        self.inner.write_denials(0);
-        match Arc::try_unwrap(self.inner) {
-            Ok(inner) => {
-                // A storage that failed (and was not opened again since,
-                // e.g. no call came after the disk had room again) is
-                // opened again first where it can be, so that its changes
-                // are synced and checkpointed rather than reported lost.
-                let _ = inner.recover_now();
-                // A replica's sync thread is told to stop before the storage
-                // closes (it holds no handle of the store meanwhile).
-                let Inner {
-                    backend, replica, ..
-                } = inner;
-                #[cfg_attr(not(feature = "postgres"), allow(clippy::drop_non_drop))]
-                drop(replica);
-                backend.close()
-            }
-            Err(inner) => TokenStore { inner }.flush(),
-        }
     }
 }
 

@@ -38,7 +38,7 @@ use crate::change::{Change, Committed};
 use crate::codec::{EventRecord, RefreshRecord};
 use crate::config::{Config, StoreKey};
 use crate::error::{Error, IoError, Result};
-use crate::storage::{Backend, IntegrityReport, LoadSink, Loaded};
+use crate::storage::{Backend, Closed, IntegrityReport, LoadSink, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
 /// calls answer the last failure): a reopen reads sled's log, which a call
@@ -110,7 +110,7 @@ impl Backend for SwapHandle {
     fn sync(&self) -> Result<()> {
         self.0.call(|b| b.sync())
     }
-    fn close(self: Box<Self>) -> Result<()> {
+    fn close(self: Box<Self>) -> Result<Closed> {
         let taken = self.0.current.write().take();
         match taken {
             Some(b) => b.close(),

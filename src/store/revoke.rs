@@ -7,6 +7,12 @@ impl TokenStore {
     /// from it. Its holder or the Owner of its org may do so. Durable and in
     /// force on return. Revoking a revoked token changes nothing and succeeds.
     ///
+    /// **Blocks** for one durable commit: about 0.26 ms median for a token with
+    /// one access token (perf report, `durable_revoke_ns`), under 1 ms with
+    /// 10,000 live access tokens (`revoke_10k_ms`), 4–71 ms at p99 while
+    /// another thread exchanges flat out (`revoke_p99_under_load_ms`, 1,000,000
+    /// and 100,000 tokens, the latter at load 10).
+    ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown id; [`Error::Forbidden`] if the
     /// actor is neither the holder nor the Owner of its org (or is in another
@@ -70,10 +76,10 @@ impl TokenStore {
         }
         let own = *hot.member().user() == *actor.user;
         if !own && !may(role, Action::RevokeOther) {
-            return Err(inner.deny(
+            return Err(inner.deny_named(
                 actor,
                 "token.revoke",
-                target,
+                id.to_string(),
                 "only the Owner may revoke another member's token",
             ));
         }
@@ -104,6 +110,8 @@ impl TokenStore {
     /// revocation is made and audited as the token's holder. A token that is
     /// already revoked or expired is left as it is, and the call succeeds.
     /// Durable and in force on return.
+    ///
+    /// **Blocks** as [`TokenStore::revoke`].
     ///
     /// # Errors
     /// [`Error::Malformed`] or [`Error::InvalidToken`] if the string is not a
@@ -156,6 +164,10 @@ impl TokenStore {
     /// verification checks it too. Durable and in force on return. Returns
     /// how many refresh tokens were revoked.
     ///
+    /// **Blocks** for one durable commit over every token covered: about 0.8 ms
+    /// for a member's 100 tokens (perf report, `revoke_all_member_ms`), longer
+    /// for a large organization.
+    ///
     /// # Errors
     /// [`Error::Forbidden`] per the policy table; [`Error::InvalidArgument`]
     /// for a cutoff in the future; [`Error::Io`] if storage fails.
@@ -184,12 +196,12 @@ impl TokenStore {
         let (user, target) = match &scope {
             RevokeScope::Member(u) => {
                 if *u != actor.user && !may(role, Action::BulkRevokeOther) {
-                    return Err(inner.deny(
-                        actor,
-                        "token.revoke_all",
-                        Some(u.clone()),
-                        "only the Owner may revoke another member's tokens",
-                    ));
+                    let why = "only the Owner may revoke another member's tokens";
+                    return Err(if cat.member(&actor.org, u).is_some() {
+                        inner.deny_named(actor, "token.revoke_all", u.clone(), why)
+                    } else {
+                        inner.deny(actor, "token.revoke_all", Some(u.clone()), why)
+                    });
                 }
                 (Some(u.as_str()), u.clone())
             }
@@ -263,6 +275,8 @@ impl TokenStore {
     /// Revokes a single access token, presented by its holder (as RFC 7009's
     /// revocation endpoint does). Its refresh token stays usable. Durable on
     /// return; revoking a revoked token succeeds.
+    ///
+    /// **Blocks** as [`TokenStore::revoke`].
     ///
     /// # Errors
     /// [`Error::Malformed`] or [`Error::InvalidToken`] if the token is not a

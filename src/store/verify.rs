@@ -9,6 +9,10 @@ impl TokenStore {
     /// (`GET /oauth/access-token`) and records the time as `last_refresh`.
     /// Lazily durable unless [`Config::durable_exchange`] is set.
     ///
+    /// **Blocks** for one sled insert, lazily durable: about 15 µs median (perf
+    /// report, `exchange_ns`); with [`Config::durable_exchange`], for an
+    /// fdatasync as [`TokenStore::generate`].
+    ///
     /// # Errors
     /// [`Error::Malformed`] for a string that is not a refresh token;
     /// [`Error::InvalidToken`] for an unknown id or a wrong secret;
@@ -128,6 +132,9 @@ impl TokenStore {
     /// first and run this one off the async workers only on its miss (the
     /// HTTP front's layer and extractor do).
     ///
+    /// Does not block on an embedded store: memory only, about 0.3 µs (perf
+    /// report, `verify_hot_ns`; about 1 µs for a first touch after an open).
+    ///
     /// # Errors
     /// [`Error::Malformed`], [`Error::InvalidToken`], [`Error::Revoked`] (the
     /// token, its refresh token, or its holder's membership is gone),
@@ -235,6 +242,9 @@ impl TokenStore {
     /// (RFC 7662 introspection, RFC 7009 revocation, a rate limit keyed by
     /// token). Records nothing and issues nothing.
     ///
+    /// **Blocks** for one record read from sled: 2 µs at 100,000 tokens, 17 µs
+    /// at a million (perf report, `floor_ns`).
+    ///
     /// # Errors
     /// As [`TokenStore::exchange`]: [`Error::Malformed`],
     /// [`Error::InvalidToken`] for an unknown id or a wrong secret, then
@@ -281,6 +291,8 @@ impl TokenStore {
 
     /// [`TokenStore::verify`], then requires `scope` among the effective
     /// scopes.
+    ///
+    /// Does not block on an embedded store, as [`TokenStore::verify`].
     ///
     /// # Errors
     /// As [`TokenStore::verify`], and [`Error::InsufficientScope`] when the

@@ -24,7 +24,17 @@ impl Server {
         Server::start_app(app, cfg)
     }
 
+    /// [`Server::start`] on the address `bind` (e.g. `[::1]:PORT`).
+    pub fn start_on(store: &TokenStore, cfg: HttpConfig, bind: SocketAddr) -> Server {
+        let app = http::app(store.clone(), &cfg);
+        Server::start_app_on(app, cfg, bind)
+    }
+
     pub fn start_app(app: Router, cfg: HttpConfig) -> Server {
+        Server::start_app_on(app, cfg, "127.0.0.1:0".parse().unwrap())
+    }
+
+    fn start_app_on(app: Router, cfg: HttpConfig, bind: SocketAddr) -> Server {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -34,7 +44,7 @@ impl Server {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                let listener = tokio::net::TcpListener::bind(bind)
                     .await
                     .expect("bind loopback");
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();

@@ -258,6 +258,14 @@ pub enum TokenCommand {
 }
 
 fn token_id(s: &str) -> Result<TokenId, String> {
+    if parse::looks_like_token(s) {
+        // Its text is a secret: not repeated.
+        return Err(
+            "this is a token, not a token id; pass its id (32 hexadecimal \
+                    digits, as `token list` shows)"
+                .into(),
+        );
+    }
     s.parse::<TokenId>()
         .map_err(|_| format!("`{s}` is not a token id (32 hexadecimal digits)"))
 }

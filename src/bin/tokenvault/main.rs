@@ -28,9 +28,17 @@ use crate::error::CliError;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
+    // What the arguments hold that looks like a token: never repeated in
+    // an error (a token pasted where an id belongs, say).
+    let texts: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .filter(|a| !parse::tokens_in(a).is_empty())
+        .collect();
     let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e, wants_json(&args)),
+        Err(e) => return usage_error(&e, wants_json(&args), &texts),
     };
     let json = cli.global.json;
     match commands::run(&cli) {
@@ -42,7 +50,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(mut e) => {
+            e.message = parse::redact_tokens(&e.message, &texts);
+            for d in &mut e.details {
+                *d = parse::redact_tokens(d, &texts);
+            }
             output::print_error(&e, json);
             ExitCode::from(e.exit_code())
         }
@@ -60,14 +72,17 @@ fn wants_json(args: &[OsString]) -> bool {
 
 /// Help and version print and exit 0; any other parse failure is bad usage
 /// (exit 2), reported as JSON when `--json` was asked for.
-fn usage_error(e: &clap::Error, json: bool) -> ExitCode {
+/// A value that looks like a token is shown as `<token>`.
+fn usage_error(e: &clap::Error, json: bool, tokens: &[String]) -> ExitCode {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         // Help text goes to stdout; nothing sensible to do if that fails.
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
+    let rendered = e.render().to_string();
+    let redacted = parse::redact_tokens(&rendered, tokens);
     if json {
-        let rendered = e.render().to_string();
+        let rendered = redacted;
         let first = rendered
             .lines()
             .map(str::trim)
@@ -75,6 +90,8 @@ fn usage_error(e: &clap::Error, json: bool) -> ExitCode {
             .unwrap_or("bad usage");
         let message = first.strip_prefix("error: ").unwrap_or(first);
         output::print_json(&CliError::new("usage", message).to_json());
+    } else if redacted != rendered {
+        eprint!("{redacted}");
     } else {
         let _ = e.print();
     }

@@ -17,6 +17,43 @@ pub fn actor(s: &str) -> Result<Actor, String> {
     }
 }
 
+/// Whether `s` has the shape of a token (`<prefix><r|a>_` and at least 40
+/// base62 digits), whatever the prefix: such text holds a secret and is
+/// never repeated in an error.
+pub fn looks_like_token(s: &str) -> bool {
+    let Some((head, body)) = s.trim().rsplit_once('_') else {
+        return false;
+    };
+    let kind_letter = matches!(head.as_bytes().last(), Some(b'r' | b'a'));
+    kind_letter
+        && head.len() <= 64
+        && head.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && body.len() >= 40
+        && body.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The pieces of `s` that look like tokens (see [`looks_like_token`]),
+/// e.g. in `--to=tvr_…` or `acme/tvr_…`.
+pub fn tokens_in(s: &str) -> Vec<&str> {
+    s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|p| looks_like_token(p))
+        .collect()
+}
+
+/// `text` with every piece that looks like a token replaced by `<token>`.
+pub fn redact_tokens(text: &str, args: &[String]) -> String {
+    let mut out = text.to_string();
+    for a in args {
+        for t in tokens_in(a) {
+            out = out.replace(t, "<token>");
+        }
+    }
+    for t in tokens_in(&out.clone()) {
+        out = out.replace(t, "<token>");
+    }
+    out
+}
+
 /// `owner`, `admin`, `user` or `stakeholder`, in any case.
 pub fn role(s: &str) -> Result<Role, String> {
     s.parse::<Role>()
@@ -243,6 +280,28 @@ mod tests {
         ] {
             assert!(duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn tokens_are_recognized_and_redacted() {
+        let t = format!("tvr_{}", "a1B2".repeat(18));
+        assert!(looks_like_token(&t));
+        assert!(looks_like_token(&format!("acme_corpa_{}", "Z9".repeat(36))));
+        assert!(!looks_like_token("0123456789abcdef0123456789abcdef"));
+        assert!(!looks_like_token("tvr_short"));
+        assert!(!looks_like_token("acme/olivia"));
+        assert_eq!(tokens_in(&format!("--to={t}")), vec![t.as_str()]);
+        assert_eq!(tokens_in(&format!("acme/{t}")), vec![t.as_str()]);
+        let msg = format!("invalid value '{t}' for '<ID>'");
+        let red = redact_tokens(&msg, &[]);
+        assert_eq!(red, "invalid value '<token>' for '<ID>'");
+        assert!(!red.contains(&t[4..20]));
+        // Known from the arguments, a token is redacted wherever it shows.
+        let msg = format!("{t} is not a member of acme");
+        assert_eq!(
+            redact_tokens(&msg, &[format!("--to={t}")]),
+            "<token> is not a member of acme"
+        );
     }
 
     #[test]

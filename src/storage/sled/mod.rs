@@ -24,7 +24,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
 use self::stable::StableFiles;
-use super::{Backend, IntegrityReport, LoadSink, Loaded};
+use super::{Backend, Closed as CloseDone, IntegrityReport, LoadSink, Loaded};
 use crate::change::{Change, Committed};
 use crate::codec::{
     decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
@@ -275,7 +275,7 @@ impl Backend for Closed {
     fn sync(&self) -> Result<()> {
         self.refused()
     }
-    fn close(self: Box<Self>) -> Result<()> {
+    fn close(self: Box<Self>) -> Result<CloseDone> {
         Err(Error::Io(
             "the storage failed and could not be opened again; what was not \
              acknowledged as durable is lost"
@@ -589,8 +589,9 @@ impl Backend for SledBackend {
         closed.open_again()
     }
 
-    fn close(self: Box<Self>) -> Result<()> {
+    fn close(self: Box<Self>) -> Result<CloseDone> {
         self.sync()?;
+        let mut done = CloseDone::default();
         if let Some(p) = &self.path {
             // Nothing writes to the database any more: a copy of its token
             // records spares the next open sled's page-by-page reads. The
@@ -602,6 +603,7 @@ impl Backend for SledBackend {
                         .insert(warm::MARKER_KEY, marker.encode())
                         .map_err(io)?;
                     self.sync()?;
+                    done.warm_start = true;
                 }
                 // sled found its own files damaged while they were copied.
                 Err(e @ Error::Corrupt(_)) => return Err(e),
@@ -647,8 +649,9 @@ impl Backend for SledBackend {
             files.sync_dir()?;
             // The checkpoint writes new files (sled's snapshot): private too.
             files::tighten(&p)?;
+            done.checkpoint = true;
         }
-        Ok(())
+        Ok(done)
     }
 
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>> {
