@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::{
     AccessGrant, Actor, AuditEvent, CloseReport, Config, Error, GenerateOptions, IntegrityReport,
-    IssuedToken, Policy, Principal, PurgeReport, Result, RevokeScope, Role, Stats, TokenId,
-    TokenInfo, TokenStore,
+    IssuedToken, Page, Paged, Policy, Principal, PurgeReport, Result, RevokeScope, Role, Stats,
+    SyncReport, TokenId, TokenInfo, TokenStore,
 };
 
 /// How long [`AsyncTokenStore::close_timeout`] sleeps between two looks at
@@ -716,6 +716,173 @@ impl AsyncTokenStore {
     pub async fn remove_member(&self, org: &str, user: &str) -> Result<usize> {
         let (org, user) = (org.to_owned(), user.to_owned());
         self.run(move |s| s.remove_member(&org, &user)).await
+    }
+
+    /// [`TokenStore::sync_org`] on a blocking thread (the list is
+    /// collected first).
+    ///
+    /// **Blocks** a blocking thread for one durable commit under the
+    /// membership catalog's exclusive lock: about as long as
+    /// [`AsyncTokenStore::add_member`] (an fdatasync, a few ms at p99),
+    /// plus the work of revoking the tokens of members it removes.
+    ///
+    /// # Errors
+    /// As [`TokenStore::sync_org`].
+    ///
+    /// ```
+    /// use tokenvault::{AsyncTokenStore, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// let report = store.sync_org("acme", [("ann", Role::Owner), ("bob", Role::User)]).await?;
+    /// assert_eq!(report.added.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn sync_org<I, U>(&self, org: &str, members: I) -> Result<SyncReport>
+    where
+        I: IntoIterator<Item = (U, Role)>,
+        U: AsRef<str>,
+    {
+        let org = org.to_owned();
+        let members: Vec<(String, Role)> = members
+            .into_iter()
+            .map(|(u, r)| (u.as_ref().to_owned(), r))
+            .collect();
+        self.run(move |s| s.sync_org(&org, members)).await
+    }
+
+    /// [`TokenStore::get`] on a blocking thread.
+    ///
+    /// **Blocks** a blocking thread for one read of the token's record
+    /// (microseconds on sled; a database round trip on PostgreSQL).
+    ///
+    /// # Errors
+    /// As [`TokenStore::get`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default()).await?;
+    /// assert_eq!(store.get(&ann, &t.info.id).await?.id, t.info.id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, actor: &Actor, id: &TokenId) -> Result<TokenInfo> {
+        let (actor, id) = (actor.clone(), *id);
+        self.run(move |s| s.get(&actor, &id)).await
+    }
+
+    /// [`TokenStore::set_label`] on a blocking thread.
+    ///
+    /// **Blocks** a blocking thread for one durable commit: about as long
+    /// as [`AsyncTokenStore::revoke`] (an fdatasync).
+    ///
+    /// # Errors
+    /// As [`TokenStore::set_label`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default()).await?;
+    /// let info = store.set_label(&ann, &t.info.id, Some("ci")).await?;
+    /// assert_eq!(info.label.as_deref(), Some("ci"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_label(
+        &self,
+        actor: &Actor,
+        id: &TokenId,
+        label: Option<&str>,
+    ) -> Result<TokenInfo> {
+        let (actor, id, label) = (actor.clone(), *id, label.map(str::to_owned));
+        self.run(move |s| s.set_label(&actor, &id, label.as_deref()))
+            .await
+    }
+
+    /// [`TokenStore::list_own_page`] on a blocking thread; blocks as
+    /// [`AsyncTokenStore::list_own`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::list_own_page`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Page, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// store.generate(&ann, Default::default()).await?;
+    /// let page = store.list_own_page(&ann, Page::new().limit(10)).await?;
+    /// assert_eq!((page.items.len(), page.next), (1, None));
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_own_page(
+        &self,
+        actor: &Actor,
+        page: Page<TokenId>,
+    ) -> Result<Paged<TokenInfo, TokenId>> {
+        let actor = actor.clone();
+        self.run(move |s| s.list_own_page(&actor, page)).await
+    }
+
+    /// [`TokenStore::list_org_page`] on a blocking thread; blocks as
+    /// [`AsyncTokenStore::list_org`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::list_org_page`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Page, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// store.generate(&ann, Default::default()).await?;
+    /// let page = store.list_org_page(&ann, Page::new().limit(10)).await?;
+    /// assert_eq!(page.items.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_org_page(
+        &self,
+        actor: &Actor,
+        page: Page<TokenId>,
+    ) -> Result<Paged<TokenInfo, TokenId>> {
+        let actor = actor.clone();
+        self.run(move |s| s.list_org_page(&actor, page)).await
+    }
+
+    /// [`TokenStore::audit_page`] on a blocking thread; blocks as
+    /// [`AsyncTokenStore::audit`], for the page's events.
+    ///
+    /// # Errors
+    /// As [`TokenStore::audit_page`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Page, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let page = store.audit_page(&Actor::new("acme", "ann"), Page::new().limit(1)).await?;
+    /// assert_eq!(page.items[0].action, "member.add");
+    /// # Ok(()) }
+    /// ```
+    pub async fn audit_page(
+        &self,
+        actor: &Actor,
+        page: Page<u64>,
+    ) -> Result<Paged<AuditEvent, u64>> {
+        let actor = actor.clone();
+        self.run(move |s| s.audit_page(&actor, page)).await
     }
 
     /// [`TokenStore::member_role`]: memory only. Does not block.

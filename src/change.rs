@@ -100,6 +100,10 @@ pub(crate) enum Change {
         id: [u8; 16],
         slot: u32,
     },
+    /// Replace the label of a stored refresh token (labels live on disk
+    /// only: memory has nothing to change). A record the backend lacks is
+    /// corruption, as for [`Change::RevokeRefresh`].
+    SetLabel { id: [u8; 16], label: Option<String> },
     /// Append an audit event; its `seq` is also kept as the highest sequence
     /// number committed.
     Event(EventRecord),

@@ -1166,3 +1166,178 @@ fn serve_answers_the_exchange_endpoint() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+// ----- one token by id, labels, pages -----
+
+#[test]
+fn token_show_and_label_print_one_list_item() {
+    let v = Vault::seeded();
+    v.ok(&["member", "add", "globex", "gina", "owner"]);
+    let t = v.ok(&["token", "generate", "--as", "acme/uma", "--label", "laptop"]);
+    let id = s(&t["id"]).to_string();
+    let listed = v.ok(&["token", "list", "--as", "acme/uma"])["tokens"][0].clone();
+    // Exactly the item `token list` prints, for the holder and the Owner.
+    assert_eq!(v.ok(&["token", "show", "--as", "acme/uma", &id]), listed);
+    assert_eq!(v.ok(&["token", "show", "--as", "acme/olivia", &id]), listed);
+
+    let relabelled = v.ok(&["token", "label", "--as", "acme/uma", &id, "work laptop"]);
+    assert_eq!(relabelled["label"], "work laptop");
+    let listed = v.ok(&["token", "list", "--as", "acme/uma"])["tokens"][0].clone();
+    assert_eq!(relabelled, listed);
+    assert_eq!(
+        v.ok(&["token", "label", "--as", "acme/olivia", &id, "owner's pick"])["label"],
+        "owner's pick"
+    );
+    let audit = v.ok(&["audit", "--as", "acme/olivia", "--limit", "2"]);
+    assert_eq!(audit["events"][0]["action"], "token.label");
+    assert_eq!(audit["events"][0]["actor"], "olivia");
+
+    // Refusals change nothing: another member, another org's Owner, a
+    // bad label, an unknown id.
+    let before = v.snapshot();
+    v.fail(&["token", "show", "--as", "acme/adam", &id], 1, "forbidden");
+    v.fail(
+        &["token", "label", "--as", "acme/adam", &id, "x"],
+        1,
+        "forbidden",
+    );
+    v.fail(
+        &["token", "show", "--as", "globex/gina", &id],
+        1,
+        "not_found",
+    );
+    v.fail(
+        &["token", "label", "--as", "globex/gina", &id, "x"],
+        1,
+        "not_found",
+    );
+    v.fail(
+        &["token", "label", "--as", "acme/uma", &id, "a\u{7}b"],
+        2,
+        "usage",
+    );
+    v.fail(
+        &["token", "label", "--as", "acme/uma", &id, &"x".repeat(257)],
+        2,
+        "usage",
+    );
+    v.fail(
+        &[
+            "token",
+            "show",
+            "--as",
+            "acme/uma",
+            "00000000000000000000000000000000",
+        ],
+        1,
+        "not_found",
+    );
+    v.fail(&["token", "show", "--as", "acme/uma", "nope"], 2, "usage");
+    assert_eq!(v.snapshot(), before);
+}
+
+#[test]
+fn token_list_and_audit_page_with_after_and_limit() {
+    let v = Vault::seeded();
+    for who in [
+        "acme/uma",
+        "acme/adam",
+        "acme/uma",
+        "acme/olivia",
+        "acme/uma",
+    ] {
+        v.ok(&["token", "generate", "--as", who]);
+    }
+    let all = v.ok(&["token", "list", "--as", "acme/olivia", "--all"]);
+    assert_eq!(keys(&all), ["tokens"], "no `next` without --limit");
+    let all = all["tokens"].as_array().unwrap().clone();
+    assert_eq!(all.len(), 5);
+
+    let mut walked: Vec<Value> = Vec::new();
+    let mut args: Vec<String> = vec![];
+    loop {
+        let mut a = vec![
+            "token",
+            "list",
+            "--as",
+            "acme/olivia",
+            "--all",
+            "--limit",
+            "2",
+        ];
+        a.extend(args.iter().map(String::as_str));
+        let page = v.ok(&a);
+        assert_eq!(keys(&page), ["next", "tokens"]);
+        let items = page["tokens"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        walked.extend(items.iter().cloned());
+        if page["next"].is_null() {
+            break;
+        }
+        assert_eq!(
+            page["next"],
+            walked.last().unwrap()["id"],
+            "next is the last id"
+        );
+        args = vec!["--after".into(), s(&page["next"]).into()];
+    }
+    assert_eq!(walked, all);
+    // --after alone: the rest of the list, shaped as today.
+    let rest = v.ok(&[
+        "token",
+        "list",
+        "--as",
+        "acme/olivia",
+        "--all",
+        "--after",
+        s(&all[2]["id"]),
+    ]);
+    assert_eq!(keys(&rest), ["tokens"]);
+    assert_eq!(rest["tokens"].as_array().unwrap(), &all[3..].to_vec());
+    // A member's own list, and bad pages.
+    let own = v.ok(&["token", "list", "--as", "acme/uma", "--limit", "3"]);
+    assert_eq!(own["tokens"].as_array().unwrap().len(), 3);
+    assert!(own["next"].is_null());
+    v.fail(
+        &["token", "list", "--as", "acme/uma", "--limit", "0"],
+        2,
+        "usage",
+    );
+    v.fail(
+        &["token", "list", "--as", "acme/uma", "--after", "zz"],
+        2,
+        "usage",
+    );
+    let adams = s(&v.ok(&["token", "list", "--as", "acme/adam"])["tokens"][0]["id"]).to_string();
+    v.fail(
+        &["token", "list", "--as", "acme/uma", "--after", &adams],
+        2,
+        "usage",
+    );
+
+    // The audit: newest first, cursor = seq.
+    let full = v.ok(&["audit", "--as", "acme/olivia"]);
+    assert_eq!(keys(&full), ["events"], "no `next` without --limit");
+    let full = full["events"].as_array().unwrap().clone();
+    let first = v.ok(&["audit", "--as", "acme/olivia", "--limit", "4"]);
+    assert_eq!(keys(&first), ["events", "next"]);
+    assert_eq!(first["events"].as_array().unwrap(), &full[..4].to_vec());
+    assert_eq!(first["next"], full[3]["seq"]);
+    let cursor = first["next"].to_string();
+    let second = v.ok(&[
+        "audit",
+        "--as",
+        "acme/olivia",
+        "--after",
+        &cursor,
+        "--limit",
+        "100",
+    ]);
+    assert_eq!(second["events"].as_array().unwrap(), &full[4..].to_vec());
+    assert!(second["next"].is_null());
+    v.fail(
+        &["audit", "--as", "acme/olivia", "--limit", "0"],
+        2,
+        "usage",
+    );
+}

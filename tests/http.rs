@@ -1091,3 +1091,212 @@ fn head_does_not_exchange() {
     assert_eq!(exchange(&s, &refresh).status(), StatusCode::OK);
     assert!(store.list_own(&uma).unwrap()[0].last_refresh.is_some());
 }
+
+// ----- one token by id, its label, and the paged list -----
+
+fn show(s: &Server, bearer: &str, id: &str) -> Response {
+    client()
+        .get(s.url(&format!("/v3/refresh-token/{id}")))
+        .bearer_auth(bearer)
+        .send()
+        .unwrap()
+}
+
+fn relabel(s: &Server, bearer: &str, id: &str, body: &str) -> Response {
+    client()
+        .patch(s.url(&format!("/v3/refresh-token/{id}")))
+        .bearer_auth(bearer)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn get_and_patch_one_token_for_its_holder_or_the_owner() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let uma = bearer_of(&s, &store, "acme", "uma");
+    let adam = bearer_of(&s, &store, "acme", "adam");
+    let gina = bearer_of(&s, &store, "globex", "gina");
+    let olivia = {
+        let t = store
+            .generate(
+                &Actor::new("acme", "olivia"),
+                GenerateOptions::default().scopes(["read", "user-write"]),
+            )
+            .unwrap();
+        access(&s, t.token.expose())
+    };
+    let (_, id) = refresh_of(&store, "acme", "uma");
+
+    // The holder: the list's item, with its label.
+    let res = show(&s, &uma, &id);
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let got: Value = res.json().unwrap();
+    let listed: Value = list(&s, &uma).json().unwrap();
+    let mut item = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    item["label"] = Value::Null;
+    assert_eq!(got["data"], item);
+
+    let res = relabel(&s, &uma, &id, r#"{"label": "ci runner"}"#);
+    assert_eq!(res.status(), StatusCode::OK);
+    let got: Value = res.json().unwrap();
+    assert_eq!(got["data"]["label"], "ci runner");
+    assert_eq!(got["data"]["id"], id.as_str());
+    let tid: TokenId = id.parse().unwrap();
+    let uma_actor = Actor::new("acme", "uma");
+    assert_eq!(
+        store.get(&uma_actor, &tid).unwrap().label.as_deref(),
+        Some("ci runner")
+    );
+
+    // The Owner reads and relabels; the label may go.
+    let got: Value = show(&s, &olivia, &id).json().unwrap();
+    assert_eq!(got["data"]["label"], "ci runner");
+    let res = relabel(&s, &olivia, &id, r#"{"label": null}"#);
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(store.get(&uma_actor, &tid).unwrap().label, None);
+    relabel(&s, &uma, &id, r#"{"label": "kept"}"#);
+
+    // Another member: 403; another org's Owner and unknown ids: 404 alike.
+    assert_eq!(refusal(show(&s, &adam, &id)).0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refusal(relabel(&s, &adam, &id, r#"{"label": "mine"}"#)).0,
+        StatusCode::FORBIDDEN
+    );
+    let (st, foreign) = refusal(show(&s, &gina, &id));
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let (st2, unknown_body) = refusal(show(&s, &gina, unknown));
+    assert_eq!(st2, StatusCode::NOT_FOUND);
+    assert_eq!(
+        foreign["meta"]["error_message"]
+            .as_str()
+            .unwrap()
+            .replace(&id, "ID"),
+        unknown_body["meta"]["error_message"]
+            .as_str()
+            .unwrap()
+            .replace(unknown, "ID")
+    );
+    assert_eq!(
+        refusal(relabel(&s, &gina, &id, r#"{"label": "x"}"#)).0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        refusal(show(&s, &uma, "not-an-id")).0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Bad bodies and labels: 422; no bearer: 401.
+    for body in [
+        r#"{}"#,
+        "[]",
+        "nope",
+        r#"{"label": 7}"#,
+        r#"{"label": "a\u0007b"}"#,
+    ] {
+        assert_eq!(
+            refusal(relabel(&s, &uma, &id, body)).0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+    }
+    let long = format!(r#"{{"label": "{}"}}"#, "x".repeat(257));
+    assert_eq!(
+        refusal(relabel(&s, &uma, &id, &long)).0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let res = client()
+        .get(s.url(&format!("/v3/refresh-token/{id}")))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Scope `read` is needed, and enough.
+    let with_scopes = |scopes: &[&str]| {
+        let t = store
+            .generate(
+                &uma_actor,
+                GenerateOptions::default().scopes(scopes.iter().copied()),
+            )
+            .unwrap();
+        access(&s, t.token.expose())
+    };
+    let no_read = with_scopes(&["incident-write"]);
+    assert_eq!(refusal(show(&s, &no_read, &id)).0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refusal(relabel(&s, &no_read, &id, r#"{"label": "x"}"#)).0,
+        StatusCode::FORBIDDEN
+    );
+    let read_only = with_scopes(&["read"]);
+    assert_eq!(show(&s, &read_only, &id).status(), StatusCode::OK);
+    assert_eq!(
+        store.get(&uma_actor, &tid).unwrap().label.as_deref(),
+        Some("kept")
+    );
+}
+
+#[test]
+fn the_list_pages_with_after_and_limit() {
+    let store = seeded();
+    let s = Server::start(&store, HttpConfig::default());
+    let uma = bearer_of(&s, &store, "acme", "uma");
+    for _ in 0..4 {
+        refresh_of(&store, "acme", "uma");
+    }
+    let page = |q: &str| -> Response {
+        client()
+            .get(s.url(&format!("/v3/refresh-token{q}")))
+            .bearer_auth(&uma)
+            .send()
+            .unwrap()
+    };
+    let whole: Value = page("").json().unwrap();
+    assert_eq!(
+        whole.as_object().unwrap().len(),
+        1,
+        "only `data` without limit"
+    );
+    let whole = whole["data"].as_array().unwrap().clone();
+    assert_eq!(whole.len(), 5);
+
+    let mut walked = Vec::new();
+    let mut q = "?limit=2".to_string();
+    loop {
+        let res = page(&q);
+        assert_eq!(res.status(), StatusCode::OK);
+        let v: Value = res.json().unwrap();
+        let mut k: Vec<&String> = v.as_object().unwrap().keys().collect();
+        k.sort();
+        assert_eq!(k, ["data", "next"]);
+        walked.extend(v["data"].as_array().unwrap().iter().cloned());
+        if v["next"].is_null() {
+            break;
+        }
+        assert_eq!(v["next"], walked.last().unwrap()["id"]);
+        q = format!("?after={}&limit=2", v["next"].as_str().unwrap());
+    }
+    assert_eq!(walked, whole);
+    let rest: Value = page(&format!("?after={}", whole[1]["id"].as_str().unwrap()))
+        .json()
+        .unwrap();
+    assert_eq!(rest["data"].as_array().unwrap(), &whole[2..].to_vec());
+    assert!(rest.get("next").is_none());
+    for bad in ["?limit=0", "?limit=x", "?after=zz"] {
+        assert_eq!(refusal(page(bad)).0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // A cursor from another list is a bad request of its own kind (422).
+    let (_, other) = refresh_of(&store, "acme", "adam");
+    assert_eq!(
+        refusal(page(&format!("?after={other}"))).0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}

@@ -501,6 +501,84 @@ fn a_member_added_again_keeps_working_on_every_replica() {
     }
 }
 
+/// Membership in one call and the token reads on a shared store: an
+/// ownership move to a new member, a demotion and a removal made by
+/// `sync_org` on replica A hold on replica B once it has read the log (no
+/// snapshot reload: the intents are followed, the label row included); B's
+/// `get` finds a token A issued at once (read through the gate) and shows
+/// the label A set.
+#[test]
+#[ignore = "needs PostgreSQL: .ci/postgres.sh"]
+fn sync_org_and_token_reads_reach_every_replica() {
+    let _g = shared_server();
+    let Some(db) = TestDb::new("syncorg") else {
+        return;
+    };
+    let k = key();
+    let a = db.open(&k);
+    let b = db.open(&k);
+    let (olivia, adam, uma) = seed_acme(&a);
+    let umas = a.generate(&uma, Default::default()).unwrap();
+    let g_uma = a.exchange(umas.token.expose()).unwrap();
+    // On B at once, before its sync thread need have heard of it.
+    let got = b.get(&uma, &umas.info.id).unwrap();
+    assert_eq!((got.id, got.user.as_str()), (umas.info.id, "uma"));
+    assert_eq!(b.get(&olivia, &umas.info.id).unwrap().id, umas.info.id);
+    assert_eq!(kind(b.get(&adam, &umas.info.id)), "forbidden");
+    a.set_label(&uma, &umas.info.id, Some("ci")).unwrap();
+    assert_eq!(
+        b.get(&uma, &umas.info.id).unwrap().label.as_deref(),
+        Some("ci")
+    );
+
+    let reloads = b.sync_status().unwrap().reloads;
+    let report = a
+        .sync_org(
+            "acme",
+            [
+                ("nina", Role::Owner),
+                ("olivia", Role::User),
+                ("adam", Role::Admin),
+            ],
+        )
+        .unwrap();
+    assert_eq!(report.new_owner.as_deref(), Some("nina"));
+    assert_eq!(report.removed, vec!["uma".to_string()]);
+    assert_eq!(report.tokens_revoked, 1);
+    assert!(TestDb::caught_up(&[&a, &b], db.epoch()));
+    std::thread::sleep(BOUND);
+    let want = vec![
+        ("adam".to_string(), Role::Admin),
+        ("nina".to_string(), Role::Owner),
+        ("olivia".to_string(), Role::User),
+    ];
+    for s in [&a, &b] {
+        assert_eq!(s.members("acme"), want);
+        assert_eq!(kind(s.verify(g_uma.access_token.expose())), "revoked");
+        assert_eq!(kind(s.exchange(umas.token.expose())), "revoked");
+    }
+    assert_eq!(b.sync_status().unwrap().reloads, reloads);
+    // The same list again changes nothing, on either replica.
+    assert!(b
+        .sync_org(
+            "acme",
+            [
+                ("adam", Role::Admin),
+                ("olivia", Role::User),
+                ("nina", Role::Owner),
+            ],
+        )
+        .unwrap()
+        .is_empty());
+    // The new Owner reads the removed member's (revoked) token on B.
+    let nina = Actor::new("acme", "nina");
+    let seen = b.get(&nina, &umas.info.id).unwrap();
+    assert!(
+        matches!(seen.state, tokenvault::TokenState::Revoked { .. }),
+        "{seen:?}"
+    );
+}
+
 /// A bulk revocation on one replica revokes, in the database, tokens that
 /// another replica issued (whether or not this one has applied them from the
 /// change log yet), counts them, and the issuing replica's memory follows
@@ -1492,6 +1570,7 @@ fn server_stopped_fails_closed_then_recovers() {
             );
         }
         assert_eq!(kind(s.list_own(&uma)), "unavailable");
+        assert_eq!(kind(s.get(&uma, &keep.info.id)), "unavailable");
         assert_eq!(kind(s.list_org(&olivia)), "unavailable");
         assert_eq!(kind(s.audit(&olivia, 10)), "unavailable");
     }

@@ -8,6 +8,9 @@
 //! |---|---|---|
 //! | `GET /oauth/access-token` | header `X-Refresh-Token` | 200 `{"data": {"access_token", "expires_at", "issued_at", "refresh_token", "type": "Bearer"}}` |
 //! | `GET /v3/refresh-token` | Bearer, scope `read` | 200 `{"data": [{"id", "organization_id", "user_id", "token", "last_refresh", "rate_limit", "deleted"}]}`: the org's for the Owner whose token also grants `user-write`, else the caller's own |
+//! | `GET /v3/refresh-token?after=ID&limit=N` | Bearer, scope `read` | the same list a page at a time: the tokens after `after` (an id of the list), at most `limit`; with `limit`, `"next"` beside `"data"` (the next page's cursor, or null) |
+//! | `GET /v3/refresh-token/{id}` | Bearer, scope `read` | 200 `{"data": {…, "label"}}` for the token's holder or the Owner; 403 another member; 404 unknown or another organization's |
+//! | `PATCH /v3/refresh-token/{id}` `{"label": "…" or null}` | Bearer, scope `read` | 200 `{"data": {…, "label"}}` with the new label (holder or Owner; audited); 422 a bad label or body |
 //! | `POST /v3/refresh-token` `{"user_id": …}` | Bearer, scope `user-write` | 201 `{"data": {…}}`, `token` holding the secret this once |
 //! | `DELETE /v3/refresh-token/{id}` | Bearer, scope `user-write` | 204; revokes the token and its access tokens; 404 for an unknown id or another organization's, alike |
 //! | `POST /oauth/revoke` (RFC 7009) | Bearer of the same org | 200, even for an unknown token |
@@ -81,6 +84,7 @@ mod openapi;
 mod ratelimit;
 mod routes;
 mod server;
+mod token_routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,8 +368,16 @@ fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
             "/oauth/access-token",
             get(routes::access_token).head(server::method_not_allowed),
         )
-        .route("/v3/refresh-token", get(routes::list).post(routes::create))
-        .route("/v3/refresh-token/{id}", delete(routes::delete))
+        .route(
+            "/v3/refresh-token",
+            get(token_routes::list).post(routes::create),
+        )
+        .route(
+            "/v3/refresh-token/{id}",
+            delete(routes::delete)
+                .get(token_routes::show)
+                .patch(token_routes::label),
+        )
         .route("/oauth/revoke", post(routes::revoke))
         .route("/oauth/introspect", post(routes::introspect))
         .route("/oauth/token", post(oauth::token));

@@ -37,7 +37,7 @@ pub(crate) const USER_WRITE: &str = "user-write";
 /// The scope that `GET /v3/refresh-token` requires.
 pub(crate) const READ: &str = "read";
 
-fn no_store(mut res: Response) -> Response {
+pub(super) fn no_store(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -344,11 +344,11 @@ impl CreateRequest {
     }
 }
 
-fn actor_of(p: &Principal) -> Actor {
+pub(super) fn actor_of(p: &Principal) -> Actor {
     Actor::new(&*p.org, &*p.user)
 }
 
-fn rate_of(app: &AppState) -> u32 {
+pub(super) fn rate_of(app: &AppState) -> u32 {
     app.limiter.as_ref().map_or(0, |l| l.limit().per_minute)
 }
 
@@ -361,7 +361,7 @@ pub(crate) fn hint(prefix: &str, id: &TokenId) -> String {
 }
 
 /// One token in Squadcast's shape.
-fn item(info: &TokenInfo, token: String, rate_limit: u32) -> Value {
+pub(super) fn item(info: &TokenInfo, token: String, rate_limit: u32) -> Value {
     json!({
         "id": info.id.to_string(),
         "organization_id": info.org,

@@ -63,7 +63,8 @@ impl Memory {
                 Change::RevokeAccess { refresh_id, .. }
                 | Change::DeleteAccess { refresh_id, .. } => self.with_family(refresh_id, c),
                 Change::PutLastRefresh { id, .. } => self.with_family(id, c),
-                Change::Event(_) => {}
+                // Labels live on disk only.
+                Change::SetLabel { .. } | Change::Event(_) => {}
             }
         }
     }

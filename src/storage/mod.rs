@@ -157,13 +157,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
         user: Option<&str>,
         held: &[[u8; 16]],
     ) -> Result<Vec<RefreshRecord>>;
-    /// The newest `limit` events of `org`, newest first. `issued` names the
-    /// organization's refresh records known to carry their issue event,
-    /// with its sequence number, for a backend that stores issue events
-    /// there (sled); others ignore it.
+    /// The newest `limit` events of `org` numbered below `before` (a page
+    /// of the audit trail; `u64::MAX` for the newest), newest first.
+    /// `issued` names the organization's refresh records known to carry
+    /// their issue event, with its sequence number, for a backend that
+    /// stores issue events there (sled); others ignore it.
     fn events(
         &self,
         org: &str,
+        before: u64,
         limit: usize,
         issued: &[([u8; 16], u64)],
     ) -> Result<Vec<EventRecord>>;

@@ -29,6 +29,18 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn audit(&self, actor: &Actor, limit: usize) -> Result<Vec<AuditEvent>> {
+        self.audit_before(actor, u64::MAX, limit)
+    }
+
+    /// The newest `limit` events of the actor's organization numbered
+    /// below `before`: [`TokenStore::audit`], and a page of
+    /// [`TokenStore::audit_page`].
+    pub(super) fn audit_before(
+        &self,
+        actor: &Actor,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>> {
         let inner = &*self.inner;
         inner.recover()?;
         let issued = {
@@ -47,7 +59,7 @@ impl TokenStore {
             issued.retain(|(_, seq)| *seq != 0);
             issued
         };
-        let mut events = inner.backend.events(&actor.org, limit, &issued)?;
+        let mut events = inner.backend.events(&actor.org, before, limit, &issued)?;
         inner.overlay_denials(&actor.org, &mut events);
         Ok(events
             .into_iter()

@@ -44,8 +44,13 @@ mod open;
 // The read gate: how every read path reaches memory (freshness and
 // read-through on a shared store).
 mod read;
+mod reads;
 mod revoke;
+mod sync_org;
 mod verify;
+
+pub use reads::{Page, Paged};
+pub use sync_org::{RoleChange, SyncReport};
 
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
 const FINGERPRINT_CONTEXT: &str = "tokenvault 2026-11 key fingerprint";

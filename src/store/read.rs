@@ -4,9 +4,9 @@
 //! A call that answers from memory about a presented token (`verify`,
 //! `try_verify`, `authorize`, `exchange`, `verify_refresh`, and the
 //! revocations by token, `revoke_refresh` and `revoke_access`, hence the
-//! HTTP front's introspection and RFC 7009 revocation) first obtains a
-//! [`Fresh`] view from [`Inner::read_access`] or [`Inner::read_refresh`],
-//! and looks the token up through that view: memory's token maps are not
+//! HTTP front's introspection and RFC 7009 revocation, and `get` by id)
+//! first obtains a [`Fresh`] view from [`Inner::read_access`] or
+//! [`Inner::read_refresh`], and looks the token up through that view: memory's token maps are not
 //! read by those paths any other way. On an embedded store the gate is
 //! empty and inlined (verification stays allocation-free). On a store
 //! shared through PostgreSQL it is where the replica
@@ -114,9 +114,13 @@ mod tests {
             .find("pub fn revoke_access")
             .expect("revoke_access is in revoke.rs")..];
         let by_token = &by_token[..by_token.find("\nimpl Inner").unwrap_or(by_token.len())];
+        let reads = include_str!("reads.rs");
+        let get = &reads[reads.find("pub fn get(").expect("get is in reads.rs")..];
+        let get = &get[..get.find("pub fn set_label(").unwrap_or(get.len())];
         for (file, text) in [
             ("verify.rs", include_str!("verify.rs")),
             ("revoke.rs", by_token),
+            ("reads.rs", get),
         ] {
             let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
             for direct in [

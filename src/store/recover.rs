@@ -135,10 +135,11 @@ impl Backend for SwapHandle {
     fn events(
         &self,
         org: &str,
+        before: u64,
         limit: usize,
         issued: &[([u8; 16], u64)],
     ) -> Result<Vec<EventRecord>> {
-        self.0.call(|b| b.events(org, limit, issued))
+        self.0.call(|b| b.events(org, before, limit, issued))
     }
     fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64> {
         self.0.call(|b| b.put_event(e, stored))

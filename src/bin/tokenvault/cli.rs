@@ -59,7 +59,7 @@ pub enum Command {
     /// Keep the organization's membership (as the host service does).
     #[command(subcommand)]
     Member(MemberCommand),
-    /// Refresh tokens: generate, assign, list, revoke.
+    /// Refresh tokens: generate, assign, list, show, label, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Trade a refresh token for an access token and print the grant.
@@ -82,9 +82,13 @@ pub enum Command {
         /// The acting Owner.
         #[arg(long = "as", value_name = "ORG/OWNER", value_parser = parse::actor)]
         actor: Actor,
-        /// How many events to show.
-        #[arg(long, value_name = "N", default_value_t = 50)]
-        limit: usize,
+        /// How many events to show (default 50); given, the JSON also has
+        /// `next`, the cursor of the next page (null at the end).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Only events older than this one (a `seq`, as `next` gives).
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<u64>,
     },
     /// Remove expired access tokens and old revoked or expired refresh
     /// tokens, in batches (a progress bar when standard error is a terminal).
@@ -197,6 +201,33 @@ pub enum TokenCommand {
         /// Every token of the organization.
         #[arg(long)]
         all: bool,
+        /// Only tokens after this one in the list (a token id, as `next`
+        /// gives).
+        #[arg(long, value_name = "CURSOR", value_parser = token_id)]
+        after: Option<TokenId>,
+        /// At most N tokens; the JSON then also has `next`, the cursor of
+        /// the next page (null at the end).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
+    /// One token by id (its holder or the Owner).
+    Show {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The token's id (32 hex digits, as `token list` shows).
+        #[arg(value_name = "ID", value_parser = token_id)]
+        id: TokenId,
+    },
+    /// Change a token's label (its holder or the Owner).
+    Label {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The token's id (32 hex digits, as `token list` shows).
+        #[arg(value_name = "ID", value_parser = token_id)]
+        id: TokenId,
+        /// The new label (at most 256 bytes, no control characters).
+        #[arg(value_name = "LABEL")]
+        label: String,
     },
     /// Revoke a refresh token and every access token derived from it.
     Revoke {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokenvault::{Config, GenerateOptions, IssuedToken, RevokeScope, Role, TokenInfo, TokenStore};
+use tokenvault::{
+    Config, GenerateOptions, IssuedToken, Page, RevokeScope, Role, TokenInfo, TokenStore,
+};
 use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command, IssueArgs, MemberCommand, TokenCommand};
@@ -156,7 +158,11 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
         Command::Token(t) => token(store, t),
         Command::Exchange { token } => exchange(store, token),
         Command::Verify { token, scope } => verify(store, token, scope.as_deref()),
-        Command::Audit { actor, limit } => audit(store, actor, *limit),
+        Command::Audit {
+            actor,
+            limit,
+            after,
+        } => audit(store, actor, *limit, *after),
         Command::Purge { batch } => purge(store, *batch as usize),
         Command::Check => check(store),
         Command::Stats => stats(store),
@@ -324,19 +330,52 @@ fn token(store: &TokenStore, cmd: &TokenCommand) -> Result<Report, CliError> {
             let t = store.assign(actor, to, options(issue))?;
             Ok(issued(&t))
         }
-        TokenCommand::List { actor, all } => {
-            let tokens = if *all {
-                store.list_org(actor)?
+        TokenCommand::List {
+            actor,
+            all,
+            after,
+            limit,
+        } => {
+            let mut page = Page::new();
+            if let Some(c) = after {
+                page = page.after(*c);
+            }
+            if let Some(n) = limit {
+                page = page.limit(usize::try_from(*n).unwrap_or(usize::MAX));
+            }
+            let paged = if *all {
+                store.list_org_page(actor, page)?
             } else {
-                store.list_own(actor)?
+                store.list_own_page(actor, page)?
             };
-            let json = json!({ "tokens": tokens.iter().map(token_json).collect::<Vec<_>>() });
-            let human = if tokens.is_empty() {
+            let tokens = paged.items;
+            let mut json = json!({ "tokens": tokens.iter().map(token_json).collect::<Vec<_>>() });
+            if limit.is_some() {
+                json["next"] = json!(paged.next.map(|c| c.to_string()));
+            }
+            let mut human = if tokens.is_empty() {
                 "No tokens.".to_string()
             } else {
                 token_table(&tokens)
             };
+            if let Some(c) = paged.next {
+                human.push_str(&format!("\nMore: --after {c}"));
+            }
             Ok(Report::new(json, human))
+        }
+        TokenCommand::Show { actor, id } => {
+            let t = store.get(actor, id)?;
+            Ok(Report::new(
+                token_json(&t),
+                token_table(std::slice::from_ref(&t)),
+            ))
+        }
+        TokenCommand::Label { actor, id, label } => {
+            let t = store.set_label(actor, id, Some(label))?;
+            Ok(Report::new(
+                token_json(&t),
+                format!("Token {id} is now labelled {label:?}."),
+            ))
         }
         TokenCommand::Revoke { actor, id, reason } => {
             store.revoke(actor, id, reason.as_deref())?;
@@ -540,8 +579,24 @@ fn verify(store: &TokenStore, arg: &str, scope: Option<&str>) -> Result<Report, 
 
 // ----- operations -----
 
-fn audit(store: &TokenStore, actor: &tokenvault::Actor, limit: usize) -> Result<Report, CliError> {
-    let events = store.audit(actor, limit)?;
+/// Events shown by `audit` without `--limit`.
+const AUDIT_DEFAULT_LIMIT: usize = 50;
+
+fn audit(
+    store: &TokenStore,
+    actor: &tokenvault::Actor,
+    limit: Option<u64>,
+    after: Option<u64>,
+) -> Result<Report, CliError> {
+    let n = limit.map_or(AUDIT_DEFAULT_LIMIT, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    });
+    let mut page = Page::new().limit(n);
+    if let Some(c) = after {
+        page = page.after(c);
+    }
+    let paged = store.audit_page(actor, page)?;
+    let events = paged.items;
     // `AuditEvent`'s own serialization is the CLI's shape.
     let list = serde_json::to_value(&events)
         .map_err(|e| CliError::new("io", format!("cannot encode the audit events: {e}")))?;
@@ -565,12 +620,19 @@ fn audit(store: &TokenStore, actor: &tokenvault::Actor, limit: usize) -> Result<
             },
         ]);
     }
-    let human = if events.is_empty() {
+    let mut human = if events.is_empty() {
         "No audit events.".to_string()
     } else {
         table.render()
     };
-    Ok(Report::new(json!({ "events": list }), human))
+    if let (Some(c), Some(_)) = (paged.next, limit) {
+        human.push_str(&format!("\nMore: --after {c}"));
+    }
+    let mut json = json!({ "events": list });
+    if limit.is_some() {
+        json["next"] = json!(paged.next);
+    }
+    Ok(Report::new(json, human))
 }
 
 fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {

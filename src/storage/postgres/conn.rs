@@ -69,6 +69,7 @@ pub(crate) struct Stmts {
     pub(crate) cutoff_put: Statement,
     pub(crate) refresh_ins: Statement,
     pub(crate) refresh_revoke: Statement,
+    pub(crate) refresh_label: Statement,
     pub(crate) refresh_active_org: Statement,
     pub(crate) refresh_active_member: Statement,
     pub(crate) refresh_revoke_many: Statement,
@@ -123,6 +124,8 @@ impl Stmts {
             // Revocation is one-way: an active record never replaces a revoked one.
             refresh_revoke: p("UPDATE tokenvault_refresh SET revoked = true, record = $2 \
                  WHERE id = $1 AND NOT revoked")?,
+            // A new label: the record put back as it is otherwise.
+            refresh_label: p("UPDATE tokenvault_refresh SET record = $2 WHERE id = $1")?,
             // A bulk revocation's candidates, then their revoked records
             // put back (ids and records in two arrays) where still active.
             refresh_active_org: p("SELECT record FROM tokenvault_refresh \
@@ -181,7 +184,7 @@ impl Stmts {
                 "SELECT record FROM tokenvault_refresh WHERE org = $1 AND member = $2",
             )?,
             events: p("SELECT seq, record FROM tokenvault_events WHERE org = $1 \
-                 ORDER BY seq DESC LIMIT $2")?,
+                 AND seq < $3 ORDER BY seq DESC LIMIT $2")?,
             event_new: p("INSERT INTO tokenvault_events (seq, org, record) \
                  VALUES (nextval('tokenvault_event_seq'), $1, $2) RETURNING seq")?,
             event_put: p("UPDATE tokenvault_events SET record = $2 WHERE seq = $1")?,
@@ -574,6 +577,22 @@ impl Conn {
                         id: *id,
                         org: org.clone(),
                         user: user.clone(),
+                    });
+                }
+                Change::SetLabel { id, label } => {
+                    let Some(row) = tx.query_opt(&st.refresh_get, &[&&id[..]]).map_err(pg)? else {
+                        return Err(Error::Corrupt(format!(
+                            "token {} is in memory but not in the database",
+                            crate::token::TokenId(*id)
+                        )));
+                    };
+                    let mut r: RefreshRecord = decode(col::<&[u8]>(&row, 0)?, "refresh")?;
+                    r.label = label.clone();
+                    tx.execute(&st.refresh_label, &[&&r.id[..], &encode(&r)?])
+                        .map_err(pg)?;
+                    logged.push(LogChange::SetLabel {
+                        id: *id,
+                        label: label.clone(),
                     });
                 }
                 Change::PutLastRefresh { id, at } => {

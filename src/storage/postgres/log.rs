@@ -88,6 +88,13 @@ pub(crate) enum LogChange {
         refresh_id: [u8; 16],
         id: [u8; 16],
     },
+    /// A refresh token's new label (`None`: removed). Memory keeps no
+    /// labels, so a replica applies nothing; logged so that the log holds
+    /// every intent committed.
+    SetLabel {
+        id: [u8; 16],
+        label: Option<String>,
+    },
 }
 
 /// The most ids one [`LogChange::RevokeMany`] row carries: far below what
@@ -140,6 +147,7 @@ impl LogChange {
             }
             // A new token is its issue, as memory applies it.
             LogChange::Issued(r) => Change::IssueRefresh(r),
+            LogChange::SetLabel { id, label } => Change::SetLabel { id, label },
             // The old format, read for logs written before an upgrade. A
             // member record says the member is in the organization with
             // that role (added, changed, or made or unmade the Owner: memory
@@ -408,6 +416,10 @@ mod tests {
                 refresh_id: [1; 16],
                 id: [2; 16],
             },
+            LogChange::SetLabel {
+                id: [3; 16],
+                label: Some("ci".into()),
+            },
         ];
         let mut got = Vec::new();
         for c in intents {
@@ -449,7 +461,11 @@ mod tests {
             matches!(&got[5], Change::RevokeAccess { id, .. } if *id == [2; 16]),
             "{got:?}"
         );
-        assert_eq!(got.len(), 6);
+        assert!(
+            matches!(&got[6], Change::SetLabel { id, label: Some(l) } if *id == [3; 16] && l == "ci"),
+            "{got:?}"
+        );
+        assert_eq!(got.len(), 7);
     }
 
     /// A full row of a bulk revocation decodes (within the codec's limit)

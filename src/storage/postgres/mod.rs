@@ -468,14 +468,19 @@ impl Backend for PgBackend {
     fn events(
         &self,
         org: &str,
+        before: u64,
         limit: usize,
         _issued: &[([u8; 16], u64)],
     ) -> Result<Vec<EventRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = i64_of(before);
         self.with_conn(
             || true,
             |c| {
-                let rows = c.client.query(&c.st.events, &[&org, &limit]).map_err(pg)?;
+                let rows = c
+                    .client
+                    .query(&c.st.events, &[&org, &limit, &before])
+                    .map_err(pg)?;
                 rows.iter()
                     .map(|row| {
                         let mut e = decode_event(col::<&[u8]>(row, 1)?)?;

@@ -288,7 +288,7 @@ impl Backend for Closed {
     fn list_refresh(&self, _: &str, _: Option<&str>, _: &[[u8; 16]]) -> Result<Vec<RefreshRecord>> {
         self.refused()
     }
-    fn events(&self, _: &str, _: usize, _: &[([u8; 16], u64)]) -> Result<Vec<EventRecord>> {
+    fn events(&self, _: &str, _: u64, _: usize, _: &[([u8; 16], u64)]) -> Result<Vec<EventRecord>> {
         self.refused()
     }
     fn put_event(&self, _: &EventRecord, _: Option<u64>) -> Result<u64> {
@@ -684,6 +684,7 @@ impl Backend for SledBackend {
     fn events(
         &self,
         org: &str,
+        before: u64,
         limit: usize,
         issued: &[([u8; 16], u64)],
     ) -> Result<Vec<EventRecord>> {
@@ -696,7 +697,7 @@ impl Backend for SledBackend {
         let mut issued: Vec<([u8; 16], u64)> = issued
             .iter()
             .copied()
-            .filter(|(_, seq)| *seq != 0)
+            .filter(|(_, seq)| *seq != 0 && *seq < before)
             .collect();
         issued.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
         issued.truncate(limit);
@@ -706,7 +707,8 @@ impl Backend for SledBackend {
                 out.push(ev);
             }
         }
-        for (n, kv) in self.events.scan_prefix(org_key(org)).rev().enumerate() {
+        let below = event_key(org, 0)..event_key(org, before);
+        for (n, kv) in self.events.range(below).rev().enumerate() {
             if n >= limit {
                 break;
             }

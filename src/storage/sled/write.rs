@@ -255,6 +255,9 @@ impl SledBackend {
                                 }
                                 last.remove(&id[..])?;
                             }
+                            Change::SetLabel { id, label } => {
+                                set_label(refresh, id, label)?;
+                            }
                             Change::PutLastRefresh { id, at } => {
                                 last.insert(&id[..], &at.to_be_bytes()[..])?;
                             }
@@ -358,6 +361,27 @@ fn revoke_refresh(
     let v = encode_refresh(&r).map_err(abort)?;
     refresh.insert(&id[..], v)?;
     Ok(true)
+}
+
+/// Replaces the label of the stored refresh record `id`. A record memory
+/// knows of and the disk lacks is corruption.
+fn set_label(
+    refresh: &sled::transaction::TransactionalTree,
+    id: &[u8; 16],
+    label: &Option<String>,
+) -> std::result::Result<(), ConflictableTransactionError<Error>> {
+    let abort = ConflictableTransactionError::Abort;
+    let Some(v) = refresh.get(&id[..])? else {
+        return Err(abort(Error::Corrupt(format!(
+            "token {} is in memory but not on disk",
+            crate::token::TokenId(*id)
+        ))));
+    };
+    let mut r = decode_refresh(&v).map_err(abort)?;
+    r.label = label.clone();
+    let v = encode_refresh(&r).map_err(abort)?;
+    refresh.insert(&id[..], v)?;
+    Ok(())
 }
 
 /// Reads, changes with `f` and writes back the stored member `(org, user)`;
