@@ -585,7 +585,7 @@ async fn seed_story_in_a_real_browser() {
     assert!(status.success(), "host_app exit: {status}\n{log}");
     assert!(log.contains("SIGTERM: shutting down"), "{log}");
     assert!(
-        log.contains("store closed: every write is on disk"),
+        log.contains("store closed: checkpoint and warm-start files written"),
         "{log}"
     );
     assert!(
