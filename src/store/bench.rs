@@ -34,6 +34,9 @@ impl TokenStore {
     /// assert!(store.verify(access[0].expose()).is_ok());
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
+    ///
+    /// **Blocks** for the whole batch: its writes and, at the end, one
+    /// sync; its time grows with the batch.
     #[doc(hidden)]
     pub fn bulk_issue_for_benchmarks(
         &self,

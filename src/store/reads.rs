@@ -37,18 +37,20 @@ impl<C> Default for Page<C> {
 }
 
 impl<C> Page<C> {
-    /// Every item, from the first.
+    /// Every item, from the first. Does not block.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Starts after the item `cursor` (the previous page's [`Paged::next`]).
+    /// Does not block.
     pub fn after(mut self, cursor: C) -> Self {
         self.after = Some(cursor);
         self
     }
 
-    /// At most `n` items (at least 1: a page of 0 is refused).
+    /// At most `n` items (at least 1: a page of 0 is refused). Does not
+    /// block.
     pub fn limit(mut self, n: usize) -> Self {
         self.limit = Some(n);
         self
@@ -135,6 +137,10 @@ impl TokenStore {
     /// checked as at issue (at most 256 bytes, no control characters).
     /// Audited (`token.label`); durable on return (one fsync, about as
     /// long as a `revoke`). Returns the token as it now stands.
+    ///
+    /// **Blocks** for one durable write (an fdatasync shared with concurrent
+    /// callers: about 0.2–0.4 ms on an idle disk, 1.4 ms measured on a busy
+    /// one).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (kind `usage`) for a bad label;
