@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AccessGrant, Actor, AuditEvent, CloseReport, Config, Error, GenerateOptions, IntegrityReport,
-    IssuedToken, Page, Paged, Policy, Principal, PurgeReport, Result, RevokeScope, Role, Stats,
-    SyncReport, TokenId, TokenInfo, TokenStore,
+    AccessGrant, Actor, AuditEvent, CloseReport, Config, Error, GenerateOptions, Grace,
+    IntegrityReport, IssuedToken, Page, Paged, Policy, Principal, PurgeReport, Result, RevokeScope,
+    Role, Rotated, Stats, SyncReport, TokenId, TokenInfo, TokenStore,
 };
 
 /// How long [`AsyncTokenStore::close_timeout`] sleeps between two looks at
@@ -773,6 +773,88 @@ impl AsyncTokenStore {
     pub async fn get(&self, actor: &Actor, id: &TokenId) -> Result<TokenInfo> {
         let (actor, id) = (actor.clone(), *id);
         self.run(move |s| s.get(&actor, &id)).await
+    }
+
+    /// [`TokenStore::rotate`] on a blocking thread.
+    ///
+    /// **Blocks** a blocking thread for one durable commit, as
+    /// [`AsyncTokenStore::generate`] (an fdatasync: about 0.2–0.4 ms on an
+    /// idle disk).
+    ///
+    /// # Errors
+    /// As [`TokenStore::rotate`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenvault::{Actor, AsyncTokenStore, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default()).await?;
+    /// let r = store.rotate(&ann, &t.info.id, Duration::from_secs(60)).await?;
+    /// assert_eq!(r.replaces, t.info.id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn rotate(
+        &self,
+        actor: &Actor,
+        id: &TokenId,
+        grace: impl Into<Grace>,
+    ) -> Result<Rotated> {
+        let (actor, id, grace) = (actor.clone(), *id, grace.into());
+        self.run(move |s| s.rotate(&actor, &id, grace)).await
+    }
+
+    /// [`TokenStore::disable`] on a blocking thread.
+    ///
+    /// **Blocks** a blocking thread for one durable commit, as
+    /// [`AsyncTokenStore::revoke`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::disable`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Role, TokenState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default()).await?;
+    /// assert_eq!(store.disable(&ann, &t.info.id).await?.state, TokenState::Disabled);
+    /// assert_eq!(store.enable(&ann, &t.info.id).await?.state, TokenState::Active);
+    /// # Ok(()) }
+    /// ```
+    pub async fn disable(&self, actor: &Actor, id: &TokenId) -> Result<TokenInfo> {
+        let (actor, id) = (actor.clone(), *id);
+        self.run(move |s| s.disable(&actor, &id)).await
+    }
+
+    /// [`TokenStore::enable`] on a blocking thread.
+    ///
+    /// **Blocks** a blocking thread for one durable commit, as
+    /// [`AsyncTokenStore::revoke`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::enable`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Role, TokenState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default()).await?;
+    /// store.disable(&ann, &t.info.id).await?;
+    /// assert_eq!(store.enable(&ann, &t.info.id).await?.state, TokenState::Active);
+    /// # Ok(()) }
+    /// ```
+    pub async fn enable(&self, actor: &Actor, id: &TokenId) -> Result<TokenInfo> {
+        let (actor, id) = (actor.clone(), *id);
+        self.run(move |s| s.enable(&actor, &id)).await
     }
 
     /// [`TokenStore::set_label`] on a blocking thread.

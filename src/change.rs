@@ -104,6 +104,20 @@ pub(crate) enum Change {
     /// only: memory has nothing to change). A record the backend lacks is
     /// corruption, as for [`Change::RevokeRefresh`].
     SetLabel { id: [u8; 16], label: Option<String> },
+    /// Suspend (`disabled: true`, `disable`) or restore (`enable`) a
+    /// stored refresh token: the backend sets its lifecycle flag inside its
+    /// transaction; memory sets the entry's. A record the backend lacks is
+    /// corruption, as for [`Change::RevokeRefresh`].
+    SetDisabled { id: [u8; 16], disabled: bool },
+    /// Rotate the refresh token `old`: `new` (its successor, a new active
+    /// record) is stored, and `old` is marked rotated and dies at `dies_at`
+    /// (its expiry is lowered to it, never raised). Its access tokens die with it: they
+    /// follow their refresh token's state.
+    Rotate {
+        old: [u8; 16],
+        dies_at: u64,
+        new: RefreshRecord,
+    },
     /// Append an audit event; its `seq` is also kept as the highest sequence
     /// number committed.
     Event(EventRecord),

@@ -26,6 +26,11 @@ pub enum Error {
     /// its holder is no longer a member of the organization.
     #[error("the token has been revoked")]
     Revoked,
+    /// The refresh token (or the one an access token derives from) is
+    /// suspended (`disable`) until its holder or the Owner enables it
+    /// again. Said only after the secret matched. Kind `disabled`.
+    #[error("the token is disabled")]
+    Disabled,
     /// The acting member may not perform this call (see the policy table).
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -206,6 +211,7 @@ impl Error {
             Error::InvalidToken => "invalid_token",
             Error::Expired => "expired",
             Error::Revoked => "revoked",
+            Error::Disabled => "disabled",
             Error::Forbidden(_) => "forbidden",
             Error::InsufficientScope(_) => "insufficient_scope",
             Error::NotFound(_) => "not_found",

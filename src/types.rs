@@ -66,7 +66,8 @@ impl GenerateOptions {
 ///
 /// With the cargo feature `serde` it serializes as a map whose `"state"`
 /// is the lowercase name (`active`, `expired`, `revoked`, as
-/// [`TokenState::as_str`], `Display` and the CLI's JSON say), and a revoked
+/// [`TokenState::as_str`], `Display` and the CLI's JSON say, `disabled`
+/// included), and a revoked
 /// token's `revoked_at`, `revoked_by` and `revoke_reason` beside it; in a
 /// [`TokenInfo`] those keys sit among the token's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +76,15 @@ impl GenerateOptions {
     derive(serde::Serialize, serde::Deserialize),
     serde(tag = "state", rename_all = "lowercase")
 )]
+#[non_exhaustive]
 pub enum TokenState {
     /// Usable.
     Active,
-    /// Past its expiry.
+    /// Past its expiry (a rotated token: past its grace period).
     Expired,
+    /// Suspended (`disable`): neither it nor its access tokens verify until
+    /// its holder or the Owner enables it again.
+    Disabled,
     /// Revoked.
     Revoked {
         /// When (Unix seconds).
@@ -95,18 +100,19 @@ pub enum TokenState {
 }
 
 impl std::fmt::Display for TokenState {
-    /// `active`, `expired` or `revoked`.
+    /// `active`, `expired`, `disabled` or `revoked`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
 impl TokenState {
-    /// `active`, `expired` or `revoked`.
+    /// `active`, `expired`, `disabled` or `revoked`.
     pub fn as_str(&self) -> &'static str {
         match self {
             TokenState::Active => "active",
             TokenState::Expired => "expired",
+            TokenState::Disabled => "disabled",
             TokenState::Revoked { .. } => "revoked",
         }
     }
@@ -321,7 +327,8 @@ pub struct Stats {
     pub orgs: u64,
     /// Members.
     pub members: u64,
-    /// Refresh tokens that are usable.
+    /// Refresh tokens that are usable, or suspended (`disable`) and
+    /// usable once enabled.
     pub active: u64,
     /// Refresh tokens that are revoked.
     pub revoked: u64,

@@ -13,6 +13,13 @@ pub(crate) const FORMAT_VERSION: u8 = 1;
 /// and whether it was an assignment (1 byte).
 pub(crate) const REFRESH_WITH_EVENT: u8 = 2;
 const ISSUE_TRAILER: usize = 9;
+/// The version byte of a refresh record that carries lifecycle state
+/// ([`Lifecycle`]): the version-1 body, then the lifecycle's bincode, its
+/// length (2 bytes, big-endian), then an issue trailer as version 2's
+/// (a sequence number of 0 and a flag of 0 when the record carries no
+/// issue event). Only a record whose lifecycle is not the default is
+/// written so: every other record keeps version 1 or 2.
+pub(crate) const REFRESH_WITH_LIFECYCLE: u8 = 3;
 /// The version byte of an audit event that stands for several refusals:
 /// the version-1 body, then how many (8 bytes, big-endian) and the time of
 /// the last (8 bytes, big-endian). An event of one call is version 1, as
@@ -62,6 +69,30 @@ pub(crate) struct RefreshRecord {
     /// carries it (see [`IssueEvent`]); not part of the bincode body.
     #[serde(skip)]
     pub issue: Option<IssueEvent>,
+    /// Lifecycle state beyond active and revoked (see [`Lifecycle`]); not
+    /// part of the bincode body (see [`REFRESH_WITH_LIFECYCLE`]).
+    #[serde(skip)]
+    pub life: Lifecycle,
+}
+
+/// A refresh token's lifecycle state beside [`StoredState`]: suspension
+/// and rotation. The default (all off) is what every record written
+/// before these existed means, and such a record is written as before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Lifecycle {
+    /// Suspended (`disable`): neither it nor its access tokens verify
+    /// until enabled again.
+    pub disabled: bool,
+    /// Rotated: replaced by a new token (its own `expires_at` was cut to
+    /// the end of the grace period when it was rotated). The audit event
+    /// `token.rotate` names both tokens.
+    pub rotated: bool,
+}
+
+impl Lifecycle {
+    fn is_default(&self) -> bool {
+        *self == Lifecycle::default()
+    }
 }
 
 /// The audit event of a `token.generate` or `token.assign` call, kept inside
@@ -96,6 +127,14 @@ impl RefreshRecord {
     #[inline]
     pub(crate) fn revocable_before(&self, before: u64) -> bool {
         self.state.revocable() && self.created_at < before
+    }
+
+    /// Marks the record rotated, dying at `dies_at` (its expiry lowered to
+    /// it, never raised): what a rotation does to the old token, on every
+    /// backend.
+    pub(crate) fn rotate_to(&mut self, dies_at: u64) {
+        self.expires_at = Some(self.expires_at.map_or(dies_at, |e| e.min(dies_at)));
+        self.life.rotated = true;
     }
 
     /// The audit event this record carries, written out in full.
@@ -459,6 +498,7 @@ fn fast_refresh(body: &[u8]) -> Option<RefreshRecord> {
         },
         verifier: p.verifier,
         issue: None,
+        life: Lifecycle::default(),
     })
 }
 
@@ -477,6 +517,8 @@ pub(crate) struct RefreshView<'a> {
     pub verifier: [u8; 32],
     /// The sequence number of the issue event it carries (0: none).
     pub issue_seq: u64,
+    /// Its lifecycle state.
+    pub life: Lifecycle,
 }
 
 impl RefreshRecord {
@@ -495,6 +537,7 @@ impl RefreshRecord {
             },
             verifier: self.verifier,
             issue_seq: self.issue.map_or(0, |i| i.seq),
+            life: self.life.clone(),
         }
     }
 }
@@ -504,7 +547,7 @@ impl RefreshRecord {
 /// would, with the same values); `None` otherwise, and the caller decodes
 /// it with [`decode_refresh`].
 pub(crate) fn view_refresh(bytes: &[u8]) -> Option<RefreshView<'_>> {
-    let (body, issue) = split_refresh(bytes).ok()?;
+    let (body, issue, life) = split_refresh(bytes).ok()?;
     let p = refresh_parts(body?)?;
     Some(RefreshView {
         id: p.id,
@@ -516,6 +559,7 @@ pub(crate) fn view_refresh(bytes: &[u8]) -> Option<RefreshView<'_>> {
         revoked_at: p.revoked.map(|(at, _, _)| at),
         verifier: p.verifier,
         issue_seq: issue.map_or(0, |i| i.seq),
+        life,
     })
 }
 
@@ -530,8 +574,33 @@ pub(crate) fn decode_access(bytes: &[u8]) -> Result<AccessRecord> {
 /// Encodes a refresh record: version 1, or version 2 when it carries its
 /// issue event.
 pub(crate) fn encode_refresh(rec: &RefreshRecord) -> Result<Vec<u8>> {
+    encode_refresh_with(rec, rec.issue)
+}
+
+/// Encodes a refresh record without the issue event it may carry (a
+/// backend that stores events apart): version 1, or version 3 when it has
+/// lifecycle state.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn encode_refresh_bare(rec: &RefreshRecord) -> Result<Vec<u8>> {
+    encode_refresh_with(rec, None)
+}
+
+fn encode_refresh_with(rec: &RefreshRecord, issue: Option<IssueEvent>) -> Result<Vec<u8>> {
     let mut out = encode(rec)?;
-    if let Some(issue) = rec.issue {
+    if !rec.life.is_default() {
+        out[0] = REFRESH_WITH_LIFECYCLE;
+        let before = out.len();
+        bincode::serde::encode_into_writer(&rec.life, Append(&mut out), config())
+            .map_err(|e| Error::Corrupt(format!("cannot encode a record: {e}")))?;
+        let len = u16::try_from(out.len() - before)
+            .map_err(|_| Error::Corrupt("lifecycle state too large".into()))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        let (seq, assigned) = issue.map_or((0, false), |i| (i.seq, i.assigned));
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.push(u8::from(assigned));
+        return Ok(out);
+    }
+    if let Some(issue) = issue {
         out[0] = REFRESH_WITH_EVENT;
         out.extend_from_slice(&issue.seq.to_be_bytes());
         out.push(u8::from(issue.assigned));
@@ -539,19 +608,22 @@ pub(crate) fn encode_refresh(rec: &RefreshRecord) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A stored refresh record's version-1 body and the issue event a
-/// version-2 record carries after it. The body is `None` when the record
-/// is neither version (serde decoding then says what it is).
-fn split_refresh(bytes: &[u8]) -> Result<(Option<&[u8]>, Option<IssueEvent>)> {
-    let rest = match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => return Ok((Some(body), None)),
-        Some((&REFRESH_WITH_EVENT, rest)) => rest,
-        _ => return Ok((None, None)),
+/// A stored refresh record's parts: its version-1 body, the issue event a
+/// version-2 or -3 record carries after it, and the lifecycle state a
+/// version-3 record carries. The body is `None` when the record is none of
+/// these versions (serde decoding then says what it is).
+type RefreshSplit<'a> = (Option<&'a [u8]>, Option<IssueEvent>, Lifecycle);
+
+fn split_refresh(bytes: &[u8]) -> Result<RefreshSplit<'_>> {
+    let (version, rest) = match bytes.split_first() {
+        Some((&FORMAT_VERSION, body)) => return Ok((Some(body), None, Lifecycle::default())),
+        Some((&v @ (REFRESH_WITH_EVENT | REFRESH_WITH_LIFECYCLE), rest)) => (v, rest),
+        _ => return Ok((None, None, Lifecycle::default())),
     };
     let Some(split) = rest.len().checked_sub(ISSUE_TRAILER) else {
         return Err(Error::Corrupt("refresh record too short".into()));
     };
-    let (body, trailer) = rest.split_at(split);
+    let (rest, trailer) = rest.split_at(split);
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&trailer[..8]);
     let assigned = match trailer[8] {
@@ -560,15 +632,38 @@ fn split_refresh(bytes: &[u8]) -> Result<(Option<&[u8]>, Option<IssueEvent>)> {
         _ => return Err(Error::Corrupt("refresh record: bad issue flag".into())),
     };
     let seq = u64::from_be_bytes(seq);
-    if seq == 0 {
-        return Err(Error::Corrupt("refresh record: issue event 0".into()));
+    let issue = match (seq, version) {
+        (0, REFRESH_WITH_LIFECYCLE) if !assigned => None,
+        (0, _) => return Err(Error::Corrupt("refresh record: issue event 0".into())),
+        (seq, _) => Some(IssueEvent { seq, assigned }),
+    };
+    if version == REFRESH_WITH_EVENT {
+        return Ok((Some(rest), issue, Lifecycle::default()));
     }
-    Ok((Some(body), Some(IssueEvent { seq, assigned })))
+    let Some(split) = rest.len().checked_sub(2) else {
+        return Err(Error::Corrupt("refresh record too short".into()));
+    };
+    let (rest, len) = rest.split_at(split);
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let Some(split) = rest.len().checked_sub(len) else {
+        return Err(Error::Corrupt(
+            "refresh record: bad lifecycle length".into(),
+        ));
+    };
+    let (body, life) = rest.split_at(split);
+    let life: Lifecycle = decode_body(life, "refresh lifecycle")?;
+    if life.is_default() {
+        // Never written so: a default lifecycle keeps version 1 or 2.
+        return Err(Error::Corrupt(
+            "refresh record: version 3 without lifecycle state".into(),
+        ));
+    }
+    Ok((Some(body), issue, life))
 }
 
 /// Decodes a refresh record of either version (as `decode`, faster).
 pub(crate) fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
-    let (body, issue) = split_refresh(bytes)?;
+    let (body, issue, life) = split_refresh(bytes)?;
     let Some(body) = body else {
         return decode(bytes, "refresh");
     };
@@ -578,6 +673,7 @@ pub(crate) fn decode_refresh(bytes: &[u8]) -> Result<RefreshRecord> {
         None => decode_body(body, "refresh")?,
     };
     rec.issue = issue;
+    rec.life = life;
     Ok(rec)
 }
 

@@ -216,9 +216,11 @@ impl std::error::Error for ApiError {}
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Malformed(_) | Error::InvalidToken | Error::Expired | Error::Revoked => {
-                ApiError::invalid_token(e.to_string())
-            }
+            Error::Malformed(_)
+            | Error::InvalidToken
+            | Error::Expired
+            | Error::Revoked
+            | Error::Disabled => ApiError::invalid_token(e.to_string()),
             Error::InsufficientScope(ref scope) => {
                 let mut a = ApiError::new(StatusCode::FORBIDDEN, e.to_string());
                 a.code = Some("insufficient_scope");

@@ -378,6 +378,12 @@ fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
                 .get(token_routes::show)
                 .patch(token_routes::label),
         )
+        .route("/v3/refresh-token/{id}/rotate", post(token_routes::rotate))
+        .route(
+            "/v3/refresh-token/{id}/disable",
+            post(token_routes::disable),
+        )
+        .route("/v3/refresh-token/{id}/enable", post(token_routes::enable))
         .route("/oauth/revoke", post(routes::revoke))
         .route("/oauth/introspect", post(routes::introspect))
         .route("/oauth/token", post(oauth::token));

@@ -74,9 +74,11 @@ impl From<Error> for OAuthError {
             // unknown one, a wrong secret, revoked (a cutoff or the holder's
             // membership gone included) or expired. The store's text names
             // no secret.
-            Error::Malformed(_) | Error::InvalidToken | Error::Revoked | Error::Expired => {
-                OAuthError::invalid_grant(e.to_string())
-            }
+            Error::Malformed(_)
+            | Error::InvalidToken
+            | Error::Revoked
+            | Error::Expired
+            | Error::Disabled => OAuthError::invalid_grant(e.to_string()),
             // Everything else keeps the status the other routes give it
             // (503 with Retry-After for a stale replica, 429 for a store
             // limit, 500 logged without details for a failure).

@@ -216,9 +216,13 @@ fn live_in_org(store: &TokenStore, org: &str, token: &str) -> Result<Option<Live
             .map(|i| (i.org == org).then_some(Live::Refresh(i))),
     };
     match live {
-        Err(Error::Malformed(_) | Error::InvalidToken | Error::Revoked | Error::Expired) => {
-            Ok(None)
-        }
+        Err(
+            Error::Malformed(_)
+            | Error::InvalidToken
+            | Error::Revoked
+            | Error::Expired
+            | Error::Disabled,
+        ) => Ok(None),
         r => r,
     }
 }
@@ -370,6 +374,7 @@ pub(super) fn item(info: &TokenInfo, token: String, rate_limit: u32) -> Value {
         "last_refresh": rfc3339(info.last_refresh),
         "rate_limit": rate_limit,
         "deleted": matches!(info.state, TokenState::Revoked { .. }),
+        "state": info.state.as_str(),
     })
 }
 

@@ -1,5 +1,6 @@
-//! One token by id (`GET` and `PATCH /v3/refresh-token/{id}`) and the
-//! paged list (`GET /v3/refresh-token?after=…&limit=…`).
+//! One token by id (`GET` and `PATCH /v3/refresh-token/{id}`), its
+//! lifecycle (`POST /v3/refresh-token/{id}/rotate`, `…/disable`,
+//! `…/enable`) and the paged list (`GET /v3/refresh-token?after=…&limit=…`).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 use super::auth::authenticate;
 use super::error::ApiError;
 use super::routes::{self, actor_of, hint, item, rate_of, AppState, Shared, READ, USER_WRITE};
-use crate::{Actor, Page, Role, TokenId, TokenInfo};
+use crate::{Actor, Grace, Page, Role, TokenId, TokenInfo};
 
 fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no token with that id")
@@ -69,6 +70,96 @@ pub(crate) async fn label(
     Ok(routes::no_store(
         Json(json!({ "data": one(&app, &info) })).into_response(),
     ))
+}
+
+/// `POST /v3/refresh-token/{id}/disable` (scope `read`): suspends the
+/// token, for its holder or the Owner; 200 with the token as the list
+/// shows it. Another organization's token is 404 as an unknown id.
+pub(crate) async fn disable(
+    State(app): Shared,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    suspend(app, headers, id, true).await
+}
+
+/// `POST /v3/refresh-token/{id}/enable` (scope `read`): restores a
+/// suspended token, as [`disable`] suspends it.
+pub(crate) async fn enable(
+    State(app): Shared,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    suspend(app, headers, id, false).await
+}
+
+async fn suspend(
+    app: Arc<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    disable: bool,
+) -> Result<Response, ApiError> {
+    let p = authenticate(app.store.sync(), &headers, &[READ.to_string()]).await?;
+    let id = id_of(id)?;
+    let actor = actor_of(&p);
+    let info = if disable {
+        app.store.disable(&actor, &id).await?
+    } else {
+        app.store.enable(&actor, &id).await?
+    };
+    Ok(routes::no_store(
+        Json(json!({ "data": one(&app, &info) })).into_response(),
+    ))
+}
+
+/// `POST /v3/refresh-token/{id}/rotate` with `{"grace": seconds}` (scope
+/// `read`; the body, or its `grace`, may be left out for 24 hours): a new
+/// token with the old one's settings, for the holder or the Owner. 201
+/// with the token as `POST /v3/refresh-token` answers it, plus `replaces`
+/// (the old token's id) and `old_expires_at` (Unix seconds). The bearer
+/// is checked before any of the body is read.
+pub(crate) async fn rotate(
+    State(app): Shared,
+    id: Result<Path<String>, PathRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let p = authenticate(app.store.sync(), req.headers(), &[READ.to_string()]).await?;
+    let id = id_of(id)?;
+    let body = Bytes::from_request(req, &())
+        .await
+        .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let grace = parse_grace(&body)?;
+    let actor = actor_of(&p);
+    let r = app.store.rotate(&actor, &id, grace).await?;
+    let mut data = item(
+        &r.issued.info,
+        r.issued.token.expose().to_string(),
+        rate_of(&app),
+    );
+    data["replaces"] = json!(r.replaces.to_string());
+    data["old_expires_at"] = json!(r.old_expires_at);
+    let res = (StatusCode::CREATED, Json(json!({ "data": data }))).into_response();
+    Ok(routes::no_store(res))
+}
+
+/// The body of `POST /v3/refresh-token/{id}/rotate`: the grace period in
+/// seconds; an empty body, `{}` or `"grace": null` is the default.
+fn parse_grace(body: &[u8]) -> Result<Grace, ApiError> {
+    let bad = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Grace::DEFAULT);
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad("the body is not valid JSON"))?;
+    let Value::Object(o) = v else {
+        return Err(bad("the body must be a JSON object"));
+    };
+    match o.get("grace") {
+        None | Some(Value::Null) => Ok(Grace::DEFAULT),
+        Some(g) => g
+            .as_u64()
+            .map(Grace::from)
+            .ok_or_else(|| bad("`grace` must be a whole number of seconds, 0 or more")),
+    }
 }
 
 /// The body of `PATCH /v3/refresh-token/{id}`: the new label, or `None`
@@ -172,6 +263,27 @@ mod tests {
                 page_query(bad).unwrap_err().status(),
                 StatusCode::BAD_REQUEST,
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn grace_bodies() {
+        assert_eq!(parse_grace(b"").unwrap(), Grace::DEFAULT);
+        assert_eq!(parse_grace(b"{}").unwrap(), Grace::DEFAULT);
+        assert_eq!(parse_grace(br#"{"grace":null}"#).unwrap(), Grace::DEFAULT);
+        assert_eq!(parse_grace(br#"{"grace":0}"#).unwrap().secs(), 0);
+        assert_eq!(parse_grace(br#"{"grace":3600}"#).unwrap().secs(), 3600);
+        for bad in [
+            &b"[]"[..],
+            b"nope",
+            br#"{"grace":-1}"#,
+            br#"{"grace":1.5}"#,
+            br#"{"grace":"1h"}"#,
+        ] {
+            assert_eq!(
+                parse_grace(bad).unwrap_err().status(),
+                StatusCode::UNPROCESSABLE_ENTITY
             );
         }
     }

@@ -1,13 +1,13 @@
 //! Memory's mutators for committed changes ([`Memory::apply`],
 //! [`Memory::apply_family`]) and for stored records ([`Memory::load`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::catalog::Catalog;
-use super::entries::{AccessHot, MemberHot, RefreshExtra, RefreshHot};
+use super::entries::{AccessHot, MemberHot, RefreshExtra, RefreshHot, LIFE_DISABLED, LIFE_ROTATED};
 use super::{Memory, Stored};
 use crate::change::{Change, Committed};
 use crate::codec::{self, AccessRecord, RefreshRecord, StoredState};
@@ -63,6 +63,17 @@ impl Memory {
                 Change::RevokeAccess { refresh_id, .. }
                 | Change::DeleteAccess { refresh_id, .. } => self.with_family(refresh_id, c),
                 Change::PutLastRefresh { id, .. } => self.with_family(id, c),
+                Change::SetDisabled { id, disabled } => {
+                    if let Some(hot) = self.refresh.get(id) {
+                        hot.set_disabled(*disabled);
+                    }
+                }
+                Change::Rotate { old, dies_at, new } => {
+                    if let Some(hot) = self.refresh.get(old) {
+                        hot.mark_rotated(*dies_at);
+                    }
+                    self.put_refresh(cat, new);
+                }
                 // Labels live on disk only.
                 Change::SetLabel { .. } | Change::Event(_) => {}
             }
@@ -174,13 +185,18 @@ impl Memory {
     }
 
     /// A refresh record into memory: new, it hangs on its member (or a
-    /// removed stand-in); held already, only a revocation sticks to it.
+    /// removed stand-in); held already, a revocation and a rotation stick
+    /// to it, and it is suspended or not as the record says.
     fn put_refresh(&self, cat: &mut Catalog, r: &RefreshRecord) {
         match self.refresh.get(&r.id) {
             Some(hot) => {
                 if let StoredState::Revoked { at, .. } = r.state {
                     hot.mark_revoked(at);
                 }
+                if r.life.rotated {
+                    hot.mark_rotated(r.expires_at.unwrap_or(u64::MAX));
+                }
+                hot.set_disabled(r.life.disabled);
             }
             None => {
                 let member = cat.holder(&r.org, &r.user);
@@ -209,8 +225,12 @@ impl Memory {
             verifier: r.verifier,
             scopes: self.policy.set_of(&r.scopes),
             created_at: r.created_at,
-            expires_at: r.expires_at.unwrap_or(u64::MAX),
+            expires_at: AtomicU64::new(r.expires_at.unwrap_or(u64::MAX)),
             revoked: AtomicBool::new(r.revoked_at.is_some()),
+            life: AtomicU8::new(
+                (if r.life.disabled { LIFE_DISABLED } else { 0 })
+                    | (if r.life.rotated { LIFE_ROTATED } else { 0 }),
+            ),
             revoked_at: AtomicU64::new(r.revoked_at.unwrap_or(0)),
             extra: Mutex::new(RefreshExtra::default()),
         }

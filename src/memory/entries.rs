@@ -13,6 +13,11 @@ use crate::codec::AccessRecord;
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
 
+/// A refresh entry's lifecycle flag: suspended.
+pub(crate) const LIFE_DISABLED: u8 = 1;
+/// A refresh entry's lifecycle flag: replaced by a rotation.
+pub(crate) const LIFE_ROTATED: u8 = 2;
+
 /// Marks a member that is no longer in the organization.
 pub(crate) const ROLE_REMOVED: u8 = u8::MAX;
 
@@ -211,9 +216,12 @@ pub(crate) struct RefreshHot {
     pub(super) verifier: [u8; 32],
     pub(super) scopes: ScopeSet,
     pub(super) created_at: u64,
-    /// `u64::MAX` when the token never expires.
-    pub(super) expires_at: u64,
+    /// `u64::MAX` when the token never expires. Only lowered, by a
+    /// rotation (the end of its grace period).
+    pub(super) expires_at: AtomicU64,
     pub(super) revoked: AtomicBool,
+    /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`]).
+    pub(super) life: AtomicU8,
     /// When it was revoked (for the purge's retention); 0 if never.
     pub(super) revoked_at: AtomicU64,
     pub(super) extra: Mutex<RefreshExtra>,
@@ -238,10 +246,35 @@ impl RefreshHot {
     pub(crate) fn scopes(&self) -> ScopeSet {
         self.scopes
     }
-    /// `u64::MAX` when the token never expires.
+    /// `u64::MAX` when the token never expires (for a rotated token, the
+    /// end of its grace period if that comes first).
     #[inline]
     pub(crate) fn expires_at(&self) -> u64 {
-        self.expires_at
+        self.expires_at.load(Ordering::Acquire)
+    }
+    /// Suspended (`disable`) and not enabled since.
+    #[inline]
+    pub(crate) fn is_disabled(&self) -> bool {
+        self.life.load(Ordering::Acquire) & LIFE_DISABLED != 0
+    }
+    /// Replaced by a rotation (it dies at the end of its grace period).
+    #[inline]
+    pub(crate) fn is_rotated(&self) -> bool {
+        self.life.load(Ordering::Acquire) & LIFE_ROTATED != 0
+    }
+    /// Suspends or restores the token.
+    pub(super) fn set_disabled(&self, disabled: bool) {
+        if disabled {
+            self.life.fetch_or(LIFE_DISABLED, Ordering::AcqRel);
+        } else {
+            self.life.fetch_and(!LIFE_DISABLED, Ordering::AcqRel);
+        }
+    }
+    /// Marks the token rotated, dying at `dies_at` (never later than its
+    /// own expiry).
+    pub(super) fn mark_rotated(&self, dies_at: u64) {
+        self.expires_at.fetch_min(dies_at, Ordering::AcqRel);
+        self.life.fetch_or(LIFE_ROTATED, Ordering::AcqRel);
     }
     /// When the token itself was revoked; 0 if never.
     #[inline]

@@ -30,8 +30,11 @@ pub(crate) enum Usable {
     /// Its member is no longer in the organization.
     Removed,
     /// Past its expiry (for an access token: its own or its refresh
-    /// token's).
+    /// token's; for a rotated token, the end of its grace period).
     Expired,
+    /// Suspended (`disable`): usable again once enabled, unless revoked or
+    /// expired meanwhile.
+    Disabled,
 }
 
 impl Usable {
@@ -43,12 +46,15 @@ impl Usable {
             Usable::Yes(role) => Ok(role),
             Usable::Revoked | Usable::CutOff | Usable::Removed => Err(Error::Revoked),
             Usable::Expired => Err(Error::Expired),
+            Usable::Disabled => Err(Error::Disabled),
         }
     }
 
+    /// Usable now or once enabled again: what counts against a member's
+    /// cap of live tokens, and what the purge keeps.
     #[inline]
-    pub(crate) fn is_usable(self) -> bool {
-        matches!(self, Usable::Yes(_))
+    pub(crate) fn is_live(self) -> bool {
+        matches!(self, Usable::Yes(_) | Usable::Disabled)
     }
 
     /// Gone for good, as against expired (the purge keeps each for its
@@ -61,7 +67,8 @@ impl Usable {
 
 impl RefreshHot {
     /// Whether the refresh token is usable at `now`, and if not, why: a
-    /// revocation first, then its member's removal, a cutoff, and expiry.
+    /// revocation first, then its member's removal, a cutoff, expiry (a
+    /// rotated token's grace period ends as an expiry), and suspension.
     #[inline]
     pub(crate) fn usable(&self, now: u64) -> Usable {
         if self.revoked.load(Ordering::Acquire) {
@@ -73,8 +80,11 @@ impl RefreshHot {
         if self.created_at < self.member.cutoff() {
             return Usable::CutOff;
         }
-        if self.expires_at <= now {
+        if self.expires_at() <= now {
             return Usable::Expired;
+        }
+        if self.is_disabled() {
+            return Usable::Disabled;
         }
         Usable::Yes(role)
     }
@@ -131,6 +141,7 @@ mod tests {
             expires_at,
             state: StoredState::Active,
             verifier: [id; 32],
+            life: Default::default(),
             issue: None,
         }
     }
@@ -205,10 +216,12 @@ mod tests {
 
         assert_eq!(Usable::Yes(Role::User).check().unwrap(), Role::User);
         for gone in [Usable::Revoked, Usable::CutOff, Usable::Removed] {
-            assert!(gone.is_revoked() && !gone.is_usable());
+            assert!(gone.is_revoked() && !gone.is_live());
             assert!(matches!(gone.check(), Err(Error::Revoked)));
         }
-        assert!(!Usable::Expired.is_revoked());
+        assert!(!Usable::Expired.is_revoked() && !Usable::Expired.is_live());
         assert!(matches!(Usable::Expired.check(), Err(Error::Expired)));
+        assert!(Usable::Disabled.is_live() && !Usable::Disabled.is_revoked());
+        assert!(matches!(Usable::Disabled.check(), Err(Error::Disabled)));
     }
 }

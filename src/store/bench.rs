@@ -80,6 +80,7 @@ impl TokenStore {
                     expires_at: None,
                     state: StoredState::Active,
                     verifier: verifier(&inner.refresh_key, &secret.0),
+                    life: Default::default(),
                     issue: None,
                 }));
                 let mut access = Vec::with_capacity(exchanges);

@@ -123,7 +123,7 @@ impl TokenStore {
                     inner
                         .mem
                         .refresh
-                        .with(id, |r| r.is_some_and(|r| r.usable(now).is_usable()))
+                        .with(id, |r| r.is_some_and(|r| r.usable(now).is_live()))
                 })
                 .count();
             if live >= inner.max_live {
@@ -157,6 +157,7 @@ impl TokenStore {
             expires_at: opts.expires_in.map(|s| now.saturating_add(s)),
             state: StoredState::Active,
             verifier: check,
+            life: Default::default(),
             issue: Some(IssueEvent {
                 seq,
                 assigned: to.is_some(),
@@ -293,6 +294,7 @@ impl Inner {
         let usable = match &hot {
             Some(h) => h.usable(now),
             None if r.expires_at.is_some_and(|e| e <= now) => Usable::Expired,
+            None if r.life.disabled => Usable::Disabled,
             None => Usable::Yes(r.role_at_issue),
         };
         let state = match r.state {
@@ -300,6 +302,7 @@ impl Inner {
             StoredState::Active => match usable {
                 Usable::Yes(_) => TokenState::Active,
                 Usable::Expired => TokenState::Expired,
+                Usable::Disabled => TokenState::Disabled,
                 Usable::Revoked | Usable::CutOff | Usable::Removed => TokenState::Revoked {
                     at: hot.as_ref().map_or(0, |h| h.member().cutoff()),
                     by: HOST.into(),

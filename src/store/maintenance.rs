@@ -168,7 +168,7 @@ impl TokenStore {
         let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
         if !report.more {
             inner.mem.access.for_each(|id, a| {
-                let gone = !a.usable(now).is_usable();
+                let gone = !a.usable(now).is_live();
                 if gone && !dead_set.contains(&a.refresh().id()) {
                     if budget == 0 {
                         report.more = true;
@@ -308,7 +308,7 @@ impl TokenStore {
         let now = inner.now();
         inner.mem.refresh.for_each(|_, r| {
             match r.usable(now) {
-                Usable::Yes(_) => s.active += 1,
+                Usable::Yes(_) | Usable::Disabled => s.active += 1,
                 Usable::Expired => s.expired += 1,
                 Usable::Revoked | Usable::CutOff | Usable::Removed => s.revoked += 1,
             }

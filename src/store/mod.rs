@@ -46,10 +46,13 @@ mod open;
 mod read;
 mod reads;
 mod revoke;
+mod rotate;
+mod suspend;
 mod sync_org;
 mod verify;
 
 pub use reads::{Page, Paged};
+pub use rotate::{Grace, Rotated};
 pub use sync_org::{RoleChange, SyncReport};
 
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).

@@ -314,7 +314,7 @@ impl Inner {
     /// memory holds it, if it does): its holder may; another member only
     /// with `other`. A token of another organization is answered as an
     /// unknown one, and not audited.
-    fn check_holder_or_owner(
+    pub(super) fn check_holder_or_owner(
         &self,
         actor: &Actor,
         role: Role,
@@ -340,7 +340,7 @@ impl Inner {
     }
 
     /// The stored record of a token memory holds.
-    fn record_of(&self, id: &TokenId) -> Result<RefreshRecord> {
+    pub(super) fn record_of(&self, id: &TokenId) -> Result<RefreshRecord> {
         self.backend
             .get_refresh(&id.0)?
             .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))

@@ -59,7 +59,8 @@ pub enum Command {
     /// Keep the organization's membership (as the host service does).
     #[command(subcommand)]
     Member(MemberCommand),
-    /// Refresh tokens: generate, assign, list, show, label, revoke.
+    /// Refresh tokens: generate, assign, list, show, label, rotate,
+    /// disable, enable, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Trade a refresh token for an access token and print the grant.
@@ -228,6 +229,38 @@ pub enum TokenCommand {
         /// The new label (at most 256 bytes, no control characters).
         #[arg(value_name = "LABEL")]
         label: String,
+    },
+    /// Rotate a token (its holder or the Owner): a new token with the same
+    /// user, scopes, label and expiry; the old one keeps working for the
+    /// grace period (never past its own expiry), then expires.
+    Rotate {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The token's id (32 hex digits, as `token list` shows).
+        #[arg(value_name = "ID", value_parser = token_id)]
+        id: TokenId,
+        /// How long the old token keeps working: 0 (at once), plain
+        /// seconds, or units as --expires-in (default 24h, at most 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse::grace)]
+        grace: Option<u64>,
+    },
+    /// Suspend a token (its holder or the Owner): neither it nor its
+    /// access tokens work until it is enabled.
+    Disable {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The token's id (32 hex digits, as `token list` shows).
+        #[arg(value_name = "ID", value_parser = token_id)]
+        id: TokenId,
+    },
+    /// Restore a suspended token (its holder or the Owner), unless it was
+    /// revoked or expired meanwhile.
+    Enable {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The token's id (32 hex digits, as `token list` shows).
+        #[arg(value_name = "ID", value_parser = token_id)]
+        id: TokenId,
     },
     /// Revoke a refresh token and every access token derived from it.
     Revoke {

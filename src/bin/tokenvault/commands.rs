@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokenvault::{
-    Config, GenerateOptions, IssuedToken, Page, RevokeScope, Role, TokenInfo, TokenStore,
+    Config, GenerateOptions, Grace, IssuedToken, Page, RevokeScope, Role, TokenInfo, TokenStore,
 };
 use zeroize::Zeroizing;
 
@@ -375,6 +375,37 @@ fn token(store: &TokenStore, cmd: &TokenCommand) -> Result<Report, CliError> {
             Ok(Report::new(
                 token_json(&t),
                 format!("Token {id} is now labelled {label:?}."),
+            ))
+        }
+        TokenCommand::Rotate { actor, id, grace } => {
+            let grace = grace.map_or(Grace::DEFAULT, Grace::from);
+            let r = store.rotate(actor, id, grace)?;
+            let mut report = issued(&r.issued);
+            report.json["replaces"] = json!(r.replaces.to_string());
+            report.json["old_expires_at"] = json!(r.old_expires_at);
+            report.human = format!(
+                "{}\nIt replaces token {}, which stops working {}.",
+                report.human,
+                r.replaces,
+                format_time(r.old_expires_at)
+            );
+            Ok(report)
+        }
+        TokenCommand::Disable { actor, id } => {
+            let t = store.disable(actor, id)?;
+            Ok(Report::new(
+                json!({ "id": id.to_string(), "state": t.state.as_str() }),
+                format!(
+                    "Token {id} is {}: it and its access tokens are refused until enabled.",
+                    t.state
+                ),
+            ))
+        }
+        TokenCommand::Enable { actor, id } => {
+            let t = store.enable(actor, id)?;
+            Ok(Report::new(
+                json!({ "id": id.to_string(), "state": t.state.as_str() }),
+                format!("Token {id} is {}.", t.state),
             ))
         }
         TokenCommand::Revoke { actor, id, reason } => {

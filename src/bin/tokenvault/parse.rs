@@ -63,14 +63,18 @@ pub fn role(s: &str) -> Result<Role, String> {
 /// A positive duration in seconds: plain seconds (`3600`) or numbers with
 /// units `w`, `d`, `h`, `m`, `s`, which may be combined (`1h30m`).
 pub fn duration(s: &str) -> Result<u64, String> {
+    positive(seconds(s)?, s)
+}
+
+/// Plain seconds or numbers with units, as [`duration`], zero included.
+fn seconds(s: &str) -> Result<u64, String> {
     let bad = || format!("`{s}` is not a duration (examples: 3600, 3600s, 90m, 12h, 30d, 1h30m)");
     let s = s.trim();
     if s.is_empty() {
         return Err(bad());
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
-        let n: u64 = s.parse().map_err(|_| bad())?;
-        return positive(n, s);
+        return s.parse().map_err(|_| bad());
     }
     let mut total: u64 = 0;
     let mut digits = String::new();
@@ -101,7 +105,13 @@ pub fn duration(s: &str) -> Result<u64, String> {
         // Trailing digits without a unit, as in `1h30`.
         return Err(bad());
     }
-    positive(total, s)
+    Ok(total)
+}
+
+/// A duration as [`duration`] reads it, or zero (`0`, `0s`): a
+/// rotation's grace period.
+pub fn grace(s: &str) -> Result<u64, String> {
+    seconds(s)
 }
 
 fn positive(n: u64, s: &str) -> Result<u64, String> {
@@ -279,6 +289,13 @@ mod tests {
             "99999999999999999999d",
         ] {
             assert!(duration(bad).is_err(), "{bad:?} should be refused");
+        }
+        // A grace period may be zero; otherwise it reads as a duration.
+        assert_eq!(grace("0"), Ok(0));
+        assert_eq!(grace("0s"), Ok(0));
+        assert_eq!(grace("1h30m"), Ok(5400));
+        for bad in ["", "h", "1x", "1h30", "-5", "1.5h"] {
+            assert!(grace(bad).is_err(), "{bad:?} should be refused");
         }
     }
 

@@ -221,6 +221,27 @@ fn set_role(
     Ok(())
 }
 
+/// Reads, changes with `f` and writes back the stored refresh record `id`
+/// inside `tx`; one memory knows of and the database lacks is corruption.
+fn update_refresh(
+    tx: &mut postgres::Transaction<'_>,
+    st: &Stmts,
+    id: &[u8; 16],
+    f: impl FnOnce(&mut RefreshRecord),
+) -> Result<()> {
+    let Some(row) = tx.query_opt(&st.refresh_get, &[&&id[..]]).map_err(pg)? else {
+        return Err(Error::Corrupt(format!(
+            "token {} is in memory but not in the database",
+            crate::token::TokenId(*id)
+        )));
+    };
+    let mut r: RefreshRecord = decode_refresh(col::<&[u8]>(&row, 0)?)?;
+    f(&mut r);
+    tx.execute(&st.refresh_label, &[&&r.id[..], &encode_refresh_bare(&r)?])
+        .map_err(pg)?;
+    Ok(())
+}
+
 impl Conn {
     /// Whether the connection is known to be gone.
     pub(crate) fn is_closed(&self) -> bool {
@@ -289,7 +310,7 @@ impl Conn {
                 }
                 _ => {
                     let body: Vec<u8> = col(row, 3)?;
-                    let rec = decode::<RefreshRecord>(&body, "refresh")?;
+                    let rec = decode_refresh(&body)?;
                     out.refresh = Some((rec, u64::try_from(b).ok()));
                 }
             }
@@ -354,7 +375,7 @@ impl Conn {
             .map_err(pg)?;
         while let Some(row) = it.next().map_err(pg)? {
             let body: &[u8] = col(&row, 0)?;
-            match decode::<RefreshRecord>(body, "refresh") {
+            match decode_refresh(body) {
                 Ok(r) => {
                     if let Some(at) = col::<Option<i64>>(&row, 1)? {
                         s.last_refresh.push((r.id, u64_of(at)));
@@ -478,7 +499,7 @@ impl Conn {
                     });
                 }
                 Change::IssueRefresh(r) => {
-                    let body = encode(r)?;
+                    let body = encode_refresh_bare(r)?;
                     tx.execute(
                         &st.refresh_ins,
                         &[&&r.id[..], &r.org, &r.user, &false, &body],
@@ -493,14 +514,14 @@ impl Conn {
                             crate::token::TokenId(*id)
                         )));
                     };
-                    let mut r: RefreshRecord = decode(col::<&[u8]>(&row, 0)?, "refresh")?;
+                    let mut r: RefreshRecord = decode_refresh(col::<&[u8]>(&row, 0)?)?;
                     if r.state.revocable() {
                         r.state = StoredState::Revoked {
                             at: *at,
                             by: by.clone(),
                             reason: reason.clone(),
                         };
-                        tx.execute(&st.refresh_revoke, &[&&r.id[..], &encode(&r)?])
+                        tx.execute(&st.refresh_revoke, &[&&r.id[..], &encode_refresh_bare(&r)?])
                             .map_err(pg)?;
                         logged.push(LogChange::RevokeRefresh {
                             id: *id,
@@ -532,7 +553,7 @@ impl Conn {
                     let mut ids: Vec<Vec<u8>> = Vec::new();
                     let mut bodies: Vec<Vec<u8>> = Vec::new();
                     for row in &rows {
-                        let mut r: RefreshRecord = decode(col::<&[u8]>(row, 0)?, "refresh")?;
+                        let mut r: RefreshRecord = decode_refresh(col::<&[u8]>(row, 0)?)?;
                         if !r.revocable_before(*before) {
                             continue;
                         }
@@ -542,7 +563,7 @@ impl Conn {
                             reason: reason.clone(),
                         };
                         ids.push(r.id.to_vec());
-                        bodies.push(encode(&r)?);
+                        bodies.push(encode_refresh_bare(&r)?);
                     }
                     let mut revoked: Vec<[u8; 16]> = Vec::new();
                     if !ids.is_empty() {
@@ -580,19 +601,31 @@ impl Conn {
                     });
                 }
                 Change::SetLabel { id, label } => {
-                    let Some(row) = tx.query_opt(&st.refresh_get, &[&&id[..]]).map_err(pg)? else {
-                        return Err(Error::Corrupt(format!(
-                            "token {} is in memory but not in the database",
-                            crate::token::TokenId(*id)
-                        )));
-                    };
-                    let mut r: RefreshRecord = decode(col::<&[u8]>(&row, 0)?, "refresh")?;
-                    r.label = label.clone();
-                    tx.execute(&st.refresh_label, &[&&r.id[..], &encode(&r)?])
-                        .map_err(pg)?;
+                    update_refresh(&mut tx, st, id, |r| r.label = label.clone())?;
                     logged.push(LogChange::SetLabel {
                         id: *id,
                         label: label.clone(),
+                    });
+                }
+                Change::SetDisabled { id, disabled } => {
+                    update_refresh(&mut tx, st, id, |r| r.life.disabled = *disabled)?;
+                    logged.push(LogChange::SetDisabled {
+                        id: *id,
+                        disabled: *disabled,
+                    });
+                }
+                Change::Rotate { old, dies_at, new } => {
+                    update_refresh(&mut tx, st, old, |r| r.rotate_to(*dies_at))?;
+                    let body = encode_refresh_bare(new)?;
+                    tx.execute(
+                        &st.refresh_ins,
+                        &[&&new.id[..], &new.org, &new.user, &false, &body],
+                    )
+                    .map_err(pg)?;
+                    logged.push(LogChange::Rotate {
+                        old: *old,
+                        dies_at: *dies_at,
+                        new: new.clone(),
                     });
                 }
                 Change::PutLastRefresh { id, at } => {

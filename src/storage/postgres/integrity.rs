@@ -29,7 +29,7 @@ pub(super) fn check_integrity(c: &mut Conn) -> Result<IntegrityReport> {
     {
         r.refresh_tokens += 1;
         let id: &[u8] = col(&row, 0)?;
-        match decode::<RefreshRecord>(col::<&[u8]>(&row, 4)?, "refresh") {
+        match decode_refresh(col::<&[u8]>(&row, 4)?) {
             Ok(rec) => {
                 let revoked = rec.state != StoredState::Active;
                 if rec.id[..] != *id

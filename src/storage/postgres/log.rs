@@ -95,6 +95,19 @@ pub(crate) enum LogChange {
         id: [u8; 16],
         label: Option<String>,
     },
+    /// A refresh token suspended (`disable`) or restored (`enable`).
+    SetDisabled {
+        id: [u8; 16],
+        disabled: bool,
+    },
+    /// A rotation: `old` dies at `dies_at`, `new` replaces it (its record
+    /// as issued; memory keeps nothing of its lifecycle but what the
+    /// change says).
+    Rotate {
+        old: [u8; 16],
+        dies_at: u64,
+        new: RefreshRecord,
+    },
 }
 
 /// The most ids one [`LogChange::RevokeMany`] row carries: far below what
@@ -148,6 +161,8 @@ impl LogChange {
             // A new token is its issue, as memory applies it.
             LogChange::Issued(r) => Change::IssueRefresh(r),
             LogChange::SetLabel { id, label } => Change::SetLabel { id, label },
+            LogChange::SetDisabled { id, disabled } => Change::SetDisabled { id, disabled },
+            LogChange::Rotate { old, dies_at, new } => Change::Rotate { old, dies_at, new },
             // The old format, read for logs written before an upgrade. A
             // member record says the member is in the organization with
             // that role (added, changed, or made or unmade the Owner: memory
@@ -254,6 +269,7 @@ mod tests {
             expires_at: None,
             state,
             verifier: [1; 32],
+            life: Default::default(),
             issue: None,
         }
     }

@@ -50,8 +50,8 @@ use super::{
 use crate::change::{Change, Committed};
 use crate::codec::StoredState;
 use crate::codec::{
-    decode, decode_event, encode, encode_event, AccessRecord, EventRecord, MemberRecord,
-    RefreshRecord,
+    decode, decode_event, decode_refresh, encode, encode_event, encode_refresh_bare, AccessRecord,
+    EventRecord, MemberRecord, RefreshRecord,
 };
 use crate::error::{Error, IoError, Result};
 use crate::policy::Role;
@@ -438,7 +438,7 @@ impl Backend for PgBackend {
                 .query_opt(&c.st.refresh_get, &[&&id[..]])
                 .map_err(pg)?
             {
-                Some(row) => Ok(Some(decode(col::<&[u8]>(&row, 0)?, "refresh")?)),
+                Some(row) => Ok(Some(decode_refresh(col::<&[u8]>(&row, 0)?)?)),
                 None => Ok(None),
             },
         )
@@ -459,7 +459,7 @@ impl Backend for PgBackend {
                 }
                 .map_err(pg)?;
                 rows.iter()
-                    .map(|row| decode(col::<&[u8]>(row, 0)?, "refresh"))
+                    .map(|row| decode_refresh(col::<&[u8]>(row, 0)?))
                     .collect()
             },
         )

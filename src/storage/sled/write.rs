@@ -258,6 +258,15 @@ impl SledBackend {
                             Change::SetLabel { id, label } => {
                                 set_label(refresh, id, label)?;
                             }
+                            Change::SetDisabled { id, disabled } => {
+                                update_refresh(refresh, id, |r| r.life.disabled = *disabled)?;
+                            }
+                            Change::Rotate { old, dies_at, new } => {
+                                update_refresh(refresh, old, |r| r.rotate_to(*dies_at))?;
+                                let v = encode_refresh(new)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                refresh.insert(&new.id[..], v)?;
+                            }
                             Change::PutLastRefresh { id, at } => {
                                 last.insert(&id[..], &at.to_be_bytes()[..])?;
                             }
@@ -370,6 +379,16 @@ fn set_label(
     id: &[u8; 16],
     label: &Option<String>,
 ) -> std::result::Result<(), ConflictableTransactionError<Error>> {
+    update_refresh(refresh, id, |r| r.label = label.clone())
+}
+
+/// Reads, changes with `f` and writes back the stored refresh record `id`;
+/// one memory knows of and the disk lacks is corruption.
+fn update_refresh(
+    refresh: &sled::transaction::TransactionalTree,
+    id: &[u8; 16],
+    f: impl FnOnce(&mut RefreshRecord),
+) -> std::result::Result<(), ConflictableTransactionError<Error>> {
     let abort = ConflictableTransactionError::Abort;
     let Some(v) = refresh.get(&id[..])? else {
         return Err(abort(Error::Corrupt(format!(
@@ -378,7 +397,7 @@ fn set_label(
         ))));
     };
     let mut r = decode_refresh(&v).map_err(abort)?;
-    r.label = label.clone();
+    f(&mut r);
     let v = encode_refresh(&r).map_err(abort)?;
     refresh.insert(&id[..], v)?;
     Ok(())
@@ -441,6 +460,7 @@ mod tests {
                 StoredState::Active
             },
             verifier: [n.wrapping_mul(7); 32],
+            life: Default::default(),
             issue: (!n.is_multiple_of(2)).then_some(IssueEvent {
                 seq: u64::from(n),
                 assigned: n == 5,
