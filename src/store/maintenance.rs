@@ -142,7 +142,7 @@ impl TokenStore {
         // Refresh records past retention, with all their access records.
         let mut dead: Vec<Arc<RefreshHot>> = Vec::new();
         let mut budget = limit;
-        inner.mem.refresh.for_each(|_, r| {
+        inner.mem.for_each_refresh(|_, r| {
             let u = r.usable(now);
             let gone_since = if u.is_revoked() {
                 Some(r.revoked_at())
@@ -167,7 +167,7 @@ impl TokenStore {
         let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id()).collect();
         let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
         if !report.more {
-            inner.mem.access.for_each(|id, a| {
+            inner.mem.for_each_access(|id, a| {
                 let gone = !a.usable(now).is_usable();
                 if gone && !dead_set.contains(&a.refresh().id()) {
                     if budget == 0 {
@@ -272,7 +272,7 @@ impl TokenStore {
     /// ```
     pub fn check_integrity(&self) -> Result<IntegrityReport> {
         self.inner.recover()?;
-        let _cat = self.inner.mem.catalog.write();
+        let _cat = self.inner.mem.catalog_write();
         let mut r = self.inner.backend.check_integrity()?;
         if self.inner.skipped > 0 && r.problems.is_empty() {
             r.problems.push(format!(
@@ -302,11 +302,11 @@ impl TokenStore {
         inner.recover()?;
         let mut s = Stats::default();
         {
-            let cat = inner.mem.catalog.write();
+            let cat = inner.mem.catalog_write();
             (s.orgs, s.members) = cat.counts();
         }
         let now = inner.now();
-        inner.mem.refresh.for_each(|_, r| {
+        inner.mem.for_each_refresh(|_, r| {
             match r.usable(now) {
                 Usable::Yes(_) => s.active += 1,
                 Usable::Expired => s.expired += 1,
@@ -314,7 +314,7 @@ impl TokenStore {
             }
             true
         });
-        s.access_tokens = inner.mem.access.len() as u64;
+        s.access_tokens = inner.mem.access_count() as u64;
         s.disk_bytes = inner.backend.size_on_disk()?;
         s.warm_start = inner.warm_start;
         Ok(s)

@@ -59,8 +59,7 @@ impl TokenStore {
         inner.find_refresh(&mut cat, &id.0)?;
         let hot = inner
             .mem
-            .refresh
-            .get(&id.0)
+            .refresh(&id.0)
             .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
         if *hot.member().org_id() != *actor.org && foreign == Foreign::Unknown {
             return Err(Error::NotFound(format!("no token with id {id}")));

@@ -54,7 +54,7 @@ impl TokenStore {
         parent.usable(now).check()?;
         let (aid, asecret) = loop {
             let (id, secret) = token::random_id_and_secret()?;
-            if !inner.mem.access.contains(&id.0) {
+            if !inner.mem.has_access(&id.0) {
                 break (id, secret);
             }
         };
@@ -75,7 +75,7 @@ impl TokenStore {
             // of every family it touches until memory agrees with disk, so
             // no access record is written for a family being deleted (an
             // orphan), nor for one revoked or expired meanwhile.
-            if !inner.mem.refresh.contains(&parent.id()) {
+            if !inner.mem.has_refresh(&parent.id()) {
                 return Err(Error::InvalidToken);
             }
             parent.usable(inner.now()).check()?;
