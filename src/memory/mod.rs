@@ -64,14 +64,9 @@ pub(crate) enum Stored {
     /// A refresh record, in whatever state it is (a shared store's).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Refresh(RefreshRecord),
-    /// An access record, in slot `slot` of its family where the backend
-    /// keeps slots; otherwise (`None`) it takes the family's next free one,
-    /// evicting nothing (a shared store's).
+    /// An access record, the newest of its family (evicting nothing).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    Access {
-        rec: AccessRecord,
-        slot: Option<u32>,
-    },
+    Access(AccessRecord),
     /// The time of a refresh token's last exchange.
     LastRefresh { id: [u8; 16], at: u64 },
 }

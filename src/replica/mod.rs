@@ -198,7 +198,6 @@ impl Replica {
                 changes.push(Change::DeleteAccess {
                     refresh_id: a.refresh().id(),
                     id: *id,
-                    slot: a.slot(),
                 });
             }
             true
@@ -283,7 +282,7 @@ impl Replica {
             }
             if let Some(rec) = got.access {
                 if !mem.has_access(&rec.id) {
-                    read.push(Stored::Access { rec, slot: None });
+                    read.push(Stored::Access(rec));
                 }
             }
             mem.load(&mut cat, read);
@@ -314,11 +313,7 @@ fn stored_of(snap: Snapshot) -> Vec<Stored> {
     out.extend(snap.refresh.into_iter().map(Stored::Refresh));
     let mut access = snap.access;
     access.sort_by_key(|a| (a.issued_at, a.id));
-    out.extend(
-        access
-            .into_iter()
-            .map(|rec| Stored::Access { rec, slot: None }),
-    );
+    out.extend(access.into_iter().map(Stored::Access));
     out.extend(
         snap.last_refresh
             .into_iter()

@@ -73,9 +73,8 @@ pub(crate) trait LoadSink: Sync {
     fn member(&self, m: MemberRecord);
     /// A refresh record, read in place where the backend can.
     fn refresh(&self, r: &RefreshView<'_>);
-    /// An access record, with its slot in its family where the backend
-    /// keeps one (sled).
-    fn access(&self, rec: AccessRecord, slot: Option<u32>);
+    /// An access record.
+    fn access(&self, rec: AccessRecord);
     fn last_refresh(&self, id: [u8; 16], at: u64);
 }
 

@@ -83,7 +83,7 @@ impl TokenStore {
                     issue: None,
                 }));
                 let mut access = Vec::with_capacity(exchanges);
-                for slot in 0..exchanges as u32 {
+                for _ in 0..exchanges {
                     let (aid, asecret) = loop {
                         let (aid, asecret) = token::random_id_and_secret()?;
                         if !inner.mem.has_access(&aid.0) {
@@ -98,7 +98,7 @@ impl TokenStore {
                         revoked: false,
                         verifier: verifier(&inner.access_key, &asecret.0),
                     };
-                    changes.push(Change::PutAccess { rec, slot });
+                    changes.push(Change::PutAccess(rec));
                     access.push((aid, asecret));
                 }
                 secrets.push((id, secret, access));

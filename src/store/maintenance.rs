@@ -184,9 +184,8 @@ impl TokenStore {
             return Ok(report);
         }
         // Every family touched is locked (in id order) from here to the end
-        // of the commit, as an exchange locks its family: a slot read here
-        // cannot be taken over by a concurrent exchange before it is
-        // deleted.
+        // of the commit, as an exchange locks its family: no exchange adds
+        // to or evicts from a family between this read and the commit.
         useless.sort_by_key(|(r, id)| (r.id(), *id));
         let mut families: Vec<Arc<RefreshHot>> = dead.clone();
         families.extend(useless.iter().map(|(r, _)| r.clone()));
@@ -200,11 +199,10 @@ impl TokenStore {
         for (r, extra) in families.iter().zip(guards.iter()) {
             let mut fam = Vec::new();
             if dead_set.contains(&r.id()) {
-                for &(id, slot) in extra.live() {
+                for &id in extra.live() {
                     fam.push(Change::DeleteAccess {
                         refresh_id: r.id(),
                         id,
-                        slot,
                     });
                 }
                 refresh_changes.push(Change::DeleteRefresh {
@@ -215,11 +213,10 @@ impl TokenStore {
             }
             while u < useless.len() && useless[u].0.id() == r.id() {
                 let id = useless[u].1;
-                if let Some(&(_, slot)) = extra.live().iter().find(|(x, _)| *x == id) {
+                if extra.live().contains(&id) {
                     fam.push(Change::DeleteAccess {
                         refresh_id: r.id(),
                         id,
-                        slot,
                     });
                 }
                 u += 1;
