@@ -82,24 +82,16 @@ pub(crate) enum Change {
     /// no access record of it is left to tell (exchange itself does not
     /// write it: the newest access record's `issued_at` says it).
     PutLastRefresh { id: [u8; 16], at: u64 },
-    /// A new access token of its refresh token's family, in slot `slot`
-    /// of the family (at most `cap` slots): a slot taken already is freed
-    /// by this change (the oldest evicted in the same single write).
-    PutAccess { rec: AccessRecord, slot: u32 },
-    /// Revoke one access token (of the family `refresh_id`, in slot
-    /// `slot`), if it is not revoked already.
-    RevokeAccess {
-        refresh_id: [u8; 16],
-        id: [u8; 16],
-        slot: u32,
-    },
-    /// Delete the access record `id` (of the family `refresh_id`, in slot
-    /// `slot`).
-    DeleteAccess {
-        refresh_id: [u8; 16],
-        id: [u8; 16],
-        slot: u32,
-    },
+    /// A new access token of its refresh token's family. Past the cap on
+    /// live access tokens, the store puts the eviction of the oldest
+    /// ([`Change::DeleteAccess`]) just before it in the same batch.
+    PutAccess(AccessRecord),
+    /// Revoke one access token (of the family `refresh_id`), if it is not
+    /// revoked already and is still stored.
+    RevokeAccess { refresh_id: [u8; 16], id: [u8; 16] },
+    /// Delete the access record `id` (of the family `refresh_id`): a purge,
+    /// or the eviction of the oldest past the cap.
+    DeleteAccess { refresh_id: [u8; 16], id: [u8; 16] },
     /// Replace the label of a stored refresh token (labels live on disk
     /// only: memory has nothing to change). A record the backend lacks is
     /// corruption, as for [`Change::RevokeRefresh`].

@@ -3,9 +3,8 @@
 //!
 //! What it does is what [`Memory::load`] would do with the same records
 //! ([`Stored`]), minus what cannot happen while loading: keys are unique,
-//! so a refresh record is new, and an access record comes in its slot
-//! order (a record for a used slot, or one without a slot, still goes the
-//! general way).
+//! so a refresh record and an access record are each new (the same id
+//! twice is damage: as in [`Memory::load`], only a revocation sticks).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -165,9 +164,9 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Applies one stored access record, in slot `slot` of its family
-    /// where the backend keeps slots.
-    pub(crate) fn access(&self, a: AccessRecord, slot: Option<u32>) {
+    /// Applies one stored access record (families' records come in no
+    /// particular order: [`Loader::finish`] orders them).
+    pub(crate) fn access(&self, a: AccessRecord) {
         let inner = self.mem;
         let parent = LAST
             .with(|last| {
@@ -182,20 +181,11 @@ impl<'a> Loader<'a> {
             return;
         };
         let mut extra = parent.extra.lock();
-        let slot = match slot {
-            Some(s) if s >= extra.next_slot => s,
-            // A slot that may be in use, or none: the general way.
-            _ => {
-                inner.put_access(&parent, &mut extra, &a, slot);
-                return;
-            }
-        };
         if inner
             .access
-            .insert_new(a.id, AccessHot::new(parent.clone(), &a, slot))
+            .insert_new(a.id, AccessHot::new(parent.clone(), &a))
         {
-            extra.next_slot = slot.saturating_add(1);
-            extra.live.push((a.id, slot));
+            extra.live.push(a.id);
             note_exchange(&mut extra, a.issued_at);
         } else if a.revoked {
             // The same id twice (damage): as `Memory::load`, a revocation
@@ -217,16 +207,16 @@ impl Memory {
         self.refresh.for_each(|_, r| {
             let mut extra = r.extra.lock();
             if extra.live.len() > 1 {
-                let mut keyed: Vec<(u64, [u8; 16], u32)> = extra
+                let mut keyed: Vec<(u64, [u8; 16])> = extra
                     .live
                     .iter()
-                    .map(|&(id, slot)| {
+                    .map(|&id| {
                         let at = self.access.with(&id, |a| a.map_or(0, |a| a.issued_at));
-                        (at, id, slot)
+                        (at, id)
                     })
                     .collect();
                 keyed.sort_unstable();
-                extra.live = keyed.into_iter().map(|(_, id, slot)| (id, slot)).collect();
+                extra.live = keyed.into_iter().map(|(_, id)| id).collect();
             }
             true
         });

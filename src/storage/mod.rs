@@ -20,8 +20,8 @@ pub(crate) use feed::{
 };
 
 /// The embedded engine's entry points for the store: open a store's
-/// directory, and sync a directory (the key file's).
-pub(crate) use self::sled::files::{open as open_embedded, sync_dir};
+/// directory.
+pub(crate) use self::sled::files::open as open_embedded;
 
 /// Where and how to reach a shared backend (PostgreSQL), as the store's
 /// configuration gives it.
@@ -73,9 +73,8 @@ pub(crate) trait LoadSink: Sync {
     fn member(&self, m: MemberRecord);
     /// A refresh record, read in place where the backend can.
     fn refresh(&self, r: &RefreshView<'_>);
-    /// An access record, with its slot in its family where the backend
-    /// keeps one (sled).
-    fn access(&self, rec: AccessRecord, slot: Option<u32>);
+    /// An access record.
+    fn access(&self, rec: AccessRecord);
     fn last_refresh(&self, id: [u8; 16], at: u64);
 }
 

@@ -87,7 +87,7 @@ impl TokenStore {
         // so that concurrent calls do this work side by side.
         let (id, secret) = loop {
             let (id, secret) = token::random_id_and_secret()?;
-            if !inner.mem.refresh.contains(&id.0) {
+            if !inner.mem.has_refresh(&id.0) {
                 break (id, secret);
             }
         };
@@ -122,8 +122,7 @@ impl TokenStore {
                 .filter(|id| {
                     inner
                         .mem
-                        .refresh
-                        .with(id, |r| r.is_some_and(|r| r.usable(now).is_live()))
+                        .refresh_with(id, |r| r.is_some_and(|r| r.usable(now).is_live()))
                 })
                 .count();
             if live >= inner.max_live {
@@ -258,7 +257,7 @@ impl Inner {
     fn unissue(&self, rec: &RefreshRecord) {
         self.backend.note_failed_issue(&rec.id);
         {
-            let mut cat = self.mem.catalog.write();
+            let mut cat = self.mem.catalog_write();
             self.mem.apply(
                 &mut cat,
                 &[Change::DeleteRefresh {
@@ -279,7 +278,7 @@ impl Inner {
                 user: rec.user.clone(),
             };
             // Under the catalog, as every commit (a reload waits for it).
-            let committed = self.commit_apply(&mut self.mem.catalog.write(), &[gone]);
+            let committed = self.commit_apply(&mut self.mem.catalog_write(), &[gone]);
             if let Ok(ticket) = committed {
                 let _ = self.sync_with(ticket, true);
             }
@@ -287,7 +286,7 @@ impl Inner {
     }
 
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
-        let hot = self.mem.refresh.get(&r.id);
+        let hot = self.mem.refresh(&r.id);
         let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
         // The stored revocation says who and why; otherwise the one rule
         // (on the record's own expiry where memory does not hold it).

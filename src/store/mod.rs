@@ -81,8 +81,8 @@ impl std::fmt::Debug for TokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenStore")
             .field("prefix", &self.inner.prefix)
-            .field("refresh_tokens", &self.inner.mem.refresh.len())
-            .field("access_tokens", &self.inner.mem.access.len())
+            .field("refresh_tokens", &self.inner.mem.refresh_count())
+            .field("access_tokens", &self.inner.mem.access_count())
             .finish_non_exhaustive()
     }
 }

@@ -305,7 +305,7 @@ impl Inner {
                 return Err(Error::Unavailable(msg.clone()));
             }
         }
-        let mut cat = self.mem.catalog.write();
+        let mut cat = self.mem.catalog_write();
         let gate = r.gate.write();
         if !r.swap.failed.load(Ordering::Acquire) {
             // Another caller reloaded meanwhile.

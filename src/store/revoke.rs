@@ -59,8 +59,7 @@ impl TokenStore {
         inner.find_refresh(&mut cat, &id.0)?;
         let hot = inner
             .mem
-            .refresh
-            .get(&id.0)
+            .refresh(&id.0)
             .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
         if *hot.member().org_id() != *actor.org && foreign == Foreign::Unknown {
             return Err(Error::NotFound(format!("no token with id {id}")));
@@ -310,22 +309,21 @@ impl TokenStore {
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = fresh.access_with(&parsed.id.0, |a| {
             a.filter(|a| ct_eq(a.verifier(), &v))
-                .map(|a| (a.refresh().clone(), a.slot(), a.revocable()))
+                .map(|a| (a.refresh().clone(), a.revocable()))
         });
-        let (parent, slot, revocable) = found.ok_or(Error::InvalidToken)?;
+        let (parent, revocable) = found.ok_or(Error::InvalidToken)?;
         if !revocable {
             return Ok(());
         }
         let ticket = {
             let mut extra = parent.lock_family();
-            if !extra.live().contains(&(parsed.id.0, slot)) {
+            if !extra.live().contains(&parsed.id.0) {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }
             let changes = [Change::RevokeAccess {
                 refresh_id: parent.id(),
                 id: parsed.id.0,
-                slot,
             }];
             let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;

@@ -135,7 +135,7 @@ impl TokenStore {
         let action = "token.rotate";
         let (new_id, secret) = loop {
             let (id, secret) = token::random_id_and_secret()?;
-            if !inner.mem.refresh.contains(&id.0) {
+            if !inner.mem.has_refresh(&id.0) {
                 break (id, secret);
             }
         };
@@ -143,7 +143,7 @@ impl TokenStore {
         let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, action)?;
         inner.find_refresh(&mut cat, &id.0)?;
-        let hot = inner.mem.refresh.get(&id.0);
+        let hot = inner.mem.refresh(&id.0);
         inner.check_holder_or_owner(actor, role, id, hot.clone(), action, Action::RevokeOther)?;
         let hot = hot.ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
         let now = inner.now();

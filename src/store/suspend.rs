@@ -85,7 +85,7 @@ impl TokenStore {
         let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, action)?;
         inner.find_refresh(&mut cat, &id.0)?;
-        let hot = inner.mem.refresh.get(&id.0);
+        let hot = inner.mem.refresh(&id.0);
         inner.check_holder_or_owner(actor, role, id, hot.clone(), action, Action::RevokeOther)?;
         let hot = hot.ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
         let now = inner.now();

@@ -14,6 +14,8 @@ mod scan;
 mod integrity;
 // After a failed sync: making the disk hold what reads return.
 mod resync;
+// Where each access record sits in its family.
+mod slots;
 use scan::{org_from_key, scan_families, scan_parts, u64_from};
 
 use std::path::Path;
@@ -47,6 +49,9 @@ pub(crate) struct SledBackend {
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
+    /// The slot of each stored access record in its family, so that the
+    /// rest of the crate names access records by id only.
+    slots: slots::Slots,
     /// Where the database lives (none: temporary) and sled's cache size,
     /// for the checkpoint of [`Backend::close`].
     path: Option<std::path::PathBuf>,
@@ -192,6 +197,7 @@ impl SledBackend {
             last_refresh,
             events,
             unreadable: AtomicU64::new(0),
+            slots: slots::Slots::new(),
             path: path.map(Path::to_path_buf),
             cache_bytes,
             warm: parking_lot::Mutex::new(marker),
@@ -212,6 +218,7 @@ impl SledBackend {
                 let (k, _) = kv.map_err(io)?;
                 self.access.remove(k).map_err(io)?;
             }
+            self.slots.drop_family(id);
         }
         self.sync()
     }
@@ -433,8 +440,14 @@ impl Backend for SledBackend {
                 skip();
             }
         };
+        // Each record's slot goes to the backend's own table; memory gets
+        // the record.
+        self.slots.clear();
         let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => sink.access(rec, Some(slot)),
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                self.slots.loaded(&rec.refresh_id, rec.id, slot);
+                sink.access(rec);
+            }
             _ => skip(),
         };
         let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), u64_from(v)) {
@@ -498,6 +511,7 @@ impl Backend for SledBackend {
                 }
             }
         }
+        self.slots.finish_load();
         if let Some(p) = &self.path {
             warm::remove(p);
         }

@@ -1,6 +1,8 @@
 //! Writing a batch of changes: one insert, a batch on one tree, or a
 //! transaction over the trees.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::policy::Role;
 
@@ -94,8 +96,9 @@ impl SledBackend {
     /// over the trees otherwise.
     pub(super) fn write(&self, changes: &[Change]) -> Result<Committed> {
         // Issuing a token (its record, and the audit event the record
-        // carries) is one insert. So is an exchange, which also replaces
-        // the access record it evicts (same slot).
+        // carries) is one insert. So is an exchange, also one that evicts
+        // the oldest access record of its family: the new record takes the
+        // evicted one's slot, its key.
         match changes {
             [Change::IssueRefresh(r)] => {
                 self.refresh
@@ -109,31 +112,60 @@ impl SledBackend {
                     .map_err(io)?;
                 return Ok(Committed::default());
             }
-            [Change::PutAccess { rec, slot }] => {
-                self.access
-                    .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
-                    .map_err(io)?;
-                return Ok(Committed::default());
+            [Change::PutAccess(rec)] => {
+                let v = encode(rec)?;
+                return self.slots.with(&rec.refresh_id, |fam| {
+                    let slot = fam.free_slot();
+                    self.access
+                        .insert(access_key(&rec.refresh_id, slot), v)
+                        .map_err(io)?;
+                    fam.put(rec.id, slot);
+                    Ok(Committed::default())
+                });
+            }
+            [Change::DeleteAccess {
+                refresh_id,
+                id: old,
+            }, Change::PutAccess(rec)]
+                if *refresh_id == rec.refresh_id =>
+            {
+                let v = encode(rec)?;
+                return self.slots.with(refresh_id, |fam| {
+                    let slot = fam.slot_of(old).unwrap_or_else(|| fam.free_slot());
+                    self.access
+                        .insert(access_key(refresh_id, slot), v)
+                        .map_err(io)?;
+                    fam.replace(old, rec.id);
+                    Ok(Committed::default())
+                });
             }
             _ => {}
         }
+        // The slots of the access records the batch touches, planned on
+        // copies of their families' slots while their shards stay locked,
+        // and kept only if the write succeeds.
+        let touched: Vec<[u8; 16]> = changes.iter().filter_map(family_of).collect();
+        let mut locked = self.slots.lock(touched.iter().copied());
+        let (at, planned) = plan_slots(changes, &mut locked);
         let access_only = changes
             .iter()
-            .all(|c| matches!(c, Change::PutAccess { .. } | Change::DeleteAccess { .. }));
+            .all(|c| matches!(c, Change::PutAccess(_) | Change::DeleteAccess { .. }));
         if access_only {
             let mut batch = sled::Batch::default();
-            for c in changes {
-                match c {
-                    Change::PutAccess { rec, slot } => {
+            for (c, slot) in changes.iter().zip(&at) {
+                match (c, slot) {
+                    (Change::PutAccess(rec), Some(slot)) => {
                         batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
                     }
-                    Change::DeleteAccess {
-                        refresh_id, slot, ..
-                    } => batch.remove(&access_key(refresh_id, *slot)[..]),
-                    _ => unreachable!("checked above: access changes only"),
+                    (Change::DeleteAccess { refresh_id, .. }, Some(slot)) => {
+                        batch.remove(&access_key(refresh_id, *slot)[..])
+                    }
+                    // Not stored: nothing to delete.
+                    _ => {}
                 }
             }
             self.access.apply_batch(batch).map_err(io)?;
+            locked.put_back(planned);
             return Ok(Committed::default());
         }
         let res: std::result::Result<Committed, TransactionError<Error>> = (
@@ -158,7 +190,7 @@ impl SledBackend {
                     // Counted afresh on each attempt (sled may run this
                     // closure again after a conflict).
                     let mut done = Committed::default();
-                    for c in changes {
+                    for (c, slot) in changes.iter().zip(&at) {
                         match c {
                             Change::AddMember { org, user, role } => {
                                 let m = MemberRecord {
@@ -270,18 +302,17 @@ impl SledBackend {
                             Change::PutLastRefresh { id, at } => {
                                 last.insert(&id[..], &at.to_be_bytes()[..])?;
                             }
-                            Change::PutAccess { rec, slot } => {
-                                access
-                                    .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
+                            Change::PutAccess(rec) => {
+                                if let Some(slot) = slot {
+                                    access.insert(
+                                        &access_key(&rec.refresh_id, *slot)[..],
+                                        enc(rec)?,
+                                    )?;
+                                }
                             }
-                            Change::RevokeAccess {
-                                refresh_id,
-                                id,
-                                slot,
-                                ..
-                            } => {
-                                // Its record, still in its slot (the store
-                                // checked under the family's lock), marked.
+                            Change::RevokeAccess { refresh_id, id } => {
+                                // Its record, if still stored, marked.
+                                let Some(slot) = slot else { continue };
                                 let key = access_key(refresh_id, *slot);
                                 if let Some(v) = access.get(&key[..])? {
                                     let mut a = decode_access(&v)
@@ -292,10 +323,10 @@ impl SledBackend {
                                     }
                                 }
                             }
-                            Change::DeleteAccess {
-                                refresh_id, slot, ..
-                            } => {
-                                access.remove(&access_key(refresh_id, *slot)[..])?;
+                            Change::DeleteAccess { refresh_id, .. } => {
+                                if let Some(slot) = slot {
+                                    access.remove(&access_key(refresh_id, *slot)[..])?;
+                                }
                             }
                             Change::Event(e) if embedded(changes, e) => {}
                             Change::Event(e) => {
@@ -310,11 +341,64 @@ impl SledBackend {
                 },
             );
         match res {
-            Ok(done) => Ok(done),
+            Ok(done) => {
+                locked.put_back(planned);
+                Ok(done)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(io(e)),
         }
     }
+}
+
+/// The family whose slots a change touches, if any.
+fn family_of(c: &Change) -> Option<[u8; 16]> {
+    match c {
+        Change::PutAccess(rec) => Some(rec.refresh_id),
+        Change::RevokeAccess { refresh_id, .. } | Change::DeleteAccess { refresh_id, .. } => {
+            Some(*refresh_id)
+        }
+        Change::DeleteRefresh { id, .. } => Some(*id),
+        _ => None,
+    }
+}
+
+/// The slot each access change of `changes` writes (`None`: a record that
+/// is not stored, or a change that is not an access change), and the
+/// families' slots once the batch is written (`None`: the family is gone).
+type Planned = Vec<([u8; 16], Option<slots::Family>)>;
+
+fn plan_slots(changes: &[Change], locked: &mut slots::Locked<'_>) -> (Vec<Option<u32>>, Planned) {
+    let mut planned: Planned = Vec::new();
+    let mut index: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut at = Vec::with_capacity(changes.len());
+    for c in changes {
+        let Some(family) = family_of(c) else {
+            at.push(None);
+            continue;
+        };
+        let i = *index.entry(family).or_insert_with(|| {
+            planned.push((family, Some(locked.copy(&family))));
+            planned.len() - 1
+        });
+        let fam = planned[i].1.get_or_insert_with(Default::default);
+        at.push(match c {
+            Change::PutAccess(rec) => {
+                let slot = fam.free_slot();
+                fam.put(rec.id, slot);
+                Some(slot)
+            }
+            Change::DeleteAccess { id, .. } => fam.remove(id),
+            Change::RevokeAccess { id, .. } => fam.slot_of(id),
+            _ => {
+                // The family itself goes (its records were deleted before,
+                // in the same batch).
+                planned[i].1 = None;
+                None
+            }
+        });
+    }
+    (at, planned)
 }
 
 /// A revocation's when, who and why.
@@ -596,5 +680,119 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
         assert_eq!(refresh_tree(&bulk), before);
+    }
+
+    fn access(id: u8, family: u8) -> AccessRecord {
+        AccessRecord {
+            id: [id; 16],
+            refresh_id: [family; 16],
+            issued_at: u64::from(id),
+            expires_at: 10_000,
+            revoked: false,
+            verifier: [id; 32],
+        }
+    }
+
+    /// The access tree as (slot, access id, revoked) of family `family`.
+    fn stored(b: &SledBackend, family: u8) -> Vec<(u32, u8, bool)> {
+        b.access
+            .scan_prefix([family; 16])
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                let a = decode_access(&v).unwrap();
+                (slot_of(&k).unwrap(), a.id[0], a.revoked)
+            })
+            .collect()
+    }
+
+    /// The backend finds each access record's slot itself: a new record
+    /// takes a free slot, an eviction's new record the evicted one's (one
+    /// insert), a revocation and a deletion find the record by id, and a
+    /// failed write changes no slot.
+    #[test]
+    fn access_changes_name_records_by_id_and_sled_keeps_the_slots() {
+        let b = SledBackend::open(None, 1 << 20).unwrap();
+        b.write(&[Change::IssueRefresh(record(1))]).unwrap();
+        for n in 10..13 {
+            b.write(&[Change::PutAccess(access(n, 1))]).unwrap();
+        }
+        assert_eq!(
+            stored(&b, 1),
+            vec![(0, 10, false), (1, 11, false), (2, 12, false)]
+        );
+        // Past the cap: the oldest goes, the new record takes its key.
+        b.write(&[
+            Change::DeleteAccess {
+                refresh_id: [1; 16],
+                id: [10; 16],
+            },
+            Change::PutAccess(access(13, 1)),
+        ])
+        .unwrap();
+        assert_eq!(
+            stored(&b, 1),
+            vec![(0, 13, false), (1, 11, false), (2, 12, false)]
+        );
+        b.write(&[Change::RevokeAccess {
+            refresh_id: [1; 16],
+            id: [12; 16],
+        }])
+        .unwrap();
+        // A purge deletes by id; the freed slot is the next one taken.
+        b.write(&[Change::DeleteAccess {
+            refresh_id: [1; 16],
+            id: [11; 16],
+        }])
+        .unwrap();
+        assert_eq!(stored(&b, 1), vec![(0, 13, false), (2, 12, true)]);
+        b.write(&[Change::PutAccess(access(14, 1))]).unwrap();
+        assert_eq!(
+            stored(&b, 1),
+            vec![(0, 13, false), (1, 14, false), (2, 12, true)]
+        );
+        // Revoking or deleting what is not stored writes nothing.
+        b.write(&[
+            Change::RevokeAccess {
+                refresh_id: [1; 16],
+                id: [99; 16],
+            },
+            Change::DeleteAccess {
+                refresh_id: [1; 16],
+                id: [98; 16],
+            },
+        ])
+        .unwrap();
+        assert_eq!(stored(&b, 1).len(), 3);
+        // A batch that fails (a label for a token the disk lacks) leaves
+        // the slots as they were: the next record takes slot 3.
+        let err = b
+            .write(&[
+                Change::PutAccess(access(15, 1)),
+                Change::SetLabel {
+                    id: [42; 16],
+                    label: None,
+                },
+            ])
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert_eq!(stored(&b, 1).len(), 3);
+        b.write(&[Change::PutAccess(access(16, 1))]).unwrap();
+        assert_eq!(stored(&b, 1).last(), Some(&(3, 16, false)));
+        // Deleting the family forgets its slots.
+        let mut purge: Vec<Change> = [13u8, 14, 12, 16]
+            .iter()
+            .map(|n| Change::DeleteAccess {
+                refresh_id: [1; 16],
+                id: [*n; 16],
+            })
+            .collect();
+        purge.push(Change::DeleteRefresh {
+            id: [1; 16],
+            org: "acme".into(),
+            user: "bob".into(),
+        });
+        b.write(&purge).unwrap();
+        assert!(stored(&b, 1).is_empty());
+        assert_eq!(b.slots.family(&[1; 16]), None);
     }
 }
