@@ -257,6 +257,48 @@ fn child(dir: &Path) {
                     acks.line(&format!("ok {what}"));
                 }
             }
+            // Suspension: holder or Owner, either way.
+            93..=95 if !known.refresh.is_empty() => {
+                // A recent token: older ones are mostly revoked by now.
+                let n = known.refresh.len();
+                let (id, org, holder, _) = known.refresh[n - 1 - rng.below(n.min(4))].clone();
+                let by = if rng.below(2) == 0 {
+                    holder
+                } else {
+                    owner(&org).to_string()
+                };
+                let tid: tokenvault::TokenId = id.parse().expect("token id");
+                let disable = rng.below(3) != 0;
+                let verb = if disable { "disable" } else { "enable" };
+                let what = format!("{verb} {id}");
+                acks.line(&format!("try {what}"));
+                let actor = Actor::new(org, by);
+                let done = if disable {
+                    store.disable(&actor, &tid)
+                } else {
+                    store.enable(&actor, &tid)
+                };
+                if done.is_ok() {
+                    acks.line(&format!("ok {what}"));
+                }
+            }
+            // Rotation: the successor's secret is logged before its `ok`,
+            // as an issue's.
+            96..=97 if !known.refresh.is_empty() => {
+                let n = known.refresh.len();
+                let (id, org, holder, _) = known.refresh[n - 1 - rng.below(n.min(4))].clone();
+                let tid: tokenvault::TokenId = id.parse().expect("token id");
+                let grace = [0u64, 3_600][rng.below(2)];
+                let what = format!("rotate {id}");
+                acks.line(&format!("try {what}"));
+                if let Ok(r) = store.rotate(&Actor::new(&org, &holder), &tid, grace) {
+                    let new = r.issued.info.id.to_string();
+                    let text = r.issued.token.expose();
+                    secrets.line(&format!("r {new} {org} {holder} {text}"));
+                    acks.line(&format!("ok {what} {new} {}", r.old_expires_at));
+                    known.refresh.push((new, org, holder, text.into()));
+                }
+            }
             // Closed and opened again: the kill may come while `close`
             // writes its warm-start files, or after the open that read
             // them, in the middle of later writes.
@@ -283,6 +325,10 @@ struct Expect {
     revoked: HashSet<String>,
     /// Access ids whose revocation was acknowledged.
     revoked_access: HashSet<String>,
+    /// The last acknowledged suspension (`true`) or enable of a token.
+    disabled: HashMap<String, bool>,
+    /// Acknowledged rotations: old id → when it dies.
+    rotated: HashMap<String, u64>,
     /// Last acknowledged role of each member (`None`: removed).
     roles: HashMap<(String, String), Option<Role>>,
     /// The call in flight at the kill, if any.
@@ -329,6 +375,22 @@ fn expectations(lines: &[String]) -> Expect {
                     }
                     ["revoke_access", id] => {
                         e.revoked_access.insert(id.to_string());
+                    }
+                    ["disable", id] => {
+                        e.disabled.insert(id.to_string(), true);
+                    }
+                    ["enable", id] => {
+                        e.disabled.insert(id.to_string(), false);
+                    }
+                    ["rotate", old, new, dies_at] => {
+                        // The old token may be one whose issue the child
+                        // saw but could not acknowledge before a kill: its
+                        // successor is then not expected by holder either.
+                        if let Some((org, user)) = e.tokens.get(*old).cloned() {
+                            e.tokens.insert(new.to_string(), (org, user));
+                        }
+                        e.rotated
+                            .insert(old.to_string(), dies_at.parse().expect("dies_at"));
                     }
                     ["add" | "role", org, user, role] => {
                         let role: Role = role.parse().expect("role");
@@ -416,6 +478,46 @@ fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
             r.as_ref().err().map(|e| e.kind()),
             Some("revoked"),
             "cycle {cycle}: invariant 2: revoked token {id} exchanged: {r:?}"
+        );
+    }
+    // Acknowledged suspensions hold (unless the call in flight touched the
+    // same token); a revocation or a rotation's end is said before them.
+    for (id, disabled) in &e.disabled {
+        if pending.ends_with(id.as_str()) {
+            continue;
+        }
+        let t = &listed[id];
+        let gone = matches!(t.state.as_str(), "revoked" | "expired");
+        let r = store.exchange(texts[id.as_str()]);
+        if *disabled && !gone {
+            assert_eq!(
+                (t.state.as_str(), r.as_ref().err().map(|e| e.kind())),
+                ("disabled", Some("disabled")),
+                "cycle {cycle}: acknowledged suspension of {id} lost: {r:?}"
+            );
+        } else {
+            assert_ne!(
+                t.state.as_str(),
+                "disabled",
+                "cycle {cycle}: acknowledged enable of {id} lost"
+            );
+        }
+    }
+    // Acknowledged rotations hold: the old token dies when it was said to,
+    // and it cannot be rotated again.
+    for (id, dies_at) in &e.rotated {
+        let t = &listed[id];
+        assert_eq!(
+            t.expires_at,
+            Some(*dies_at),
+            "cycle {cycle}: acknowledged rotation of {id} lost"
+        );
+        let owner = Actor::new(&t.org, owner(&t.org));
+        let again = store.rotate(&owner, &t.id, 0);
+        let kind = again.as_ref().err().map(|e| e.kind());
+        assert!(
+            kind == Some("conflict") || kind == Some("revoked"),
+            "cycle {cycle}: rotated token {id} rotated again: {again:?}"
         );
     }
     // No access token verifies once its family or itself was revoked, and
@@ -516,11 +618,20 @@ fn invariant_2_and_6_acknowledged_writes_survive_sigkill() {
         killed += 1;
         acked = check_after_crash(&dir, cycle);
     }
-    eprintln!("crash test: {killed} SIGKILL cycles, {acked} acknowledged calls checked");
+    let e = expectations(&read_lines(&dir.join("acks.log")));
+    let (suspended, rotated) = (e.disabled.len(), e.rotated.len());
+    eprintln!(
+        "crash test: {killed} SIGKILL cycles, {acked} acknowledged calls checked \
+         ({suspended} tokens suspended or enabled, {rotated} rotated)"
+    );
     assert_eq!(killed, n);
     assert!(
         acked > 0,
         "the children acknowledged nothing: the test tested nothing"
+    );
+    assert!(
+        suspended > 0 && rotated > 0,
+        "no suspension or no rotation was acknowledged: they went untested"
     );
 }
 

@@ -267,3 +267,95 @@ fn the_live_token_cap_is_mirrored() {
     // token succeed; the issue between them, at the cap again, does not.
     assert_eq!(run(&freed).ok, run(&at_cap).ok + 4);
 }
+
+/// Suspension and rotation against the model, across reopens: a disabled
+/// family answers `disabled` until enabled (by the Owner here), a rotated
+/// token works through its grace period and then expires while its
+/// successor works, a second rotation is a conflict, and neither another
+/// member nor another organization's Owner may do either.
+#[test]
+fn lifecycle_calls_agree_with_the_model_across_reopens() {
+    let stats = run(&[
+        Op::Generate {
+            org: ACME,
+            user: CAT,
+            opts: plain(),
+        },
+        Op::Exchange(Tok::Own(0)),
+        Op::Suspend {
+            org: ACME,
+            user: CAT,
+            tok: Tok::Own(0),
+            disable: true,
+        },
+        Op::Verify(Tok::Own(0)),
+        Op::Exchange(Tok::Own(0)),
+        Op::Reopen,
+        Op::Verify(Tok::Own(0)),
+        Op::Suspend {
+            org: ACME,
+            user: BOB,
+            tok: Tok::Own(0),
+            disable: false,
+        },
+        Op::Suspend {
+            org: BETA,
+            user: DAN,
+            tok: Tok::Own(0),
+            disable: false,
+        },
+        Op::Suspend {
+            org: ACME,
+            user: ANN,
+            tok: Tok::Own(0),
+            disable: false,
+        },
+        Op::Verify(Tok::Own(0)),
+        Op::Rotate {
+            org: ACME,
+            user: CAT,
+            tok: Tok::Own(0),
+            grace: 300,
+        },
+        Op::Exchange(Tok::Own(1)),
+        Op::Exchange(Tok::Own(0)),
+        Op::Rotate {
+            org: ACME,
+            user: CAT,
+            tok: Tok::Own(1),
+            grace: 0,
+        },
+        Op::Rotate {
+            org: ACME,
+            user: BOB,
+            tok: Tok::Own(0),
+            grace: 0,
+        },
+        Op::Reopen,
+        Op::Advance(300),
+        Op::Exchange(Tok::Own(1)),
+        Op::Exchange(Tok::Own(0)),
+        Op::ListOrg {
+            org: ACME,
+            user: ANN,
+        },
+        Op::Purge { limit: 1000 },
+        Op::Rotate {
+            org: ACME,
+            user: ANN,
+            tok: Tok::Own(0),
+            grace: 7 * 86_400 + 1,
+        },
+        Op::Rotate {
+            org: ACME,
+            user: ANN,
+            tok: Tok::Own(0),
+            grace: 0,
+        },
+        Op::Exchange(Tok::Own(1)),
+        Op::Exchange(Tok::Own(0)),
+    ]);
+    // Exchanges: the first, both tokens in the grace period, the successor
+    // after it, and the last successor.
+    assert_eq!((stats.exchanges, stats.reopens), (5, 2));
+}

@@ -101,14 +101,15 @@ impl RefreshHot {
 impl AccessHot {
     /// Whether the access token is usable at `now`, and if not, why: its
     /// own revocation, then its refresh token's state
-    /// ([`RefreshHot::usable`]), then its own expiry.
+    /// ([`RefreshHot::usable`]), then its own expiry (which is said before
+    /// its refresh token's suspension).
     #[inline]
     pub(crate) fn usable(&self, now: u64) -> Usable {
         if self.revoked.load(Ordering::Acquire) {
             return Usable::Revoked;
         }
         match self.refresh.usable(now) {
-            Usable::Yes(_) if self.expires_at <= now => Usable::Expired,
+            Usable::Yes(_) | Usable::Disabled if self.expires_at <= now => Usable::Expired,
             other => other,
         }
     }

@@ -174,6 +174,23 @@ impl Harness {
         }
     }
 
+    /// The refresh token id a [`Tok`] stands for in a call by id, and that
+    /// id if the model holds it.
+    fn refresh_id_of(&self, tok: Tok) -> (TokenId, Option<Id>) {
+        let (_, id, _) = self.resolve(tok, TokenKind::Refresh);
+        let tid = match (tok, id) {
+            (_, Some(id)) => TokenId::from_bytes(id),
+            (Tok::Other(i), None) => match Self::pick(&self.access, i) {
+                // An access token's id is no refresh token's id.
+                Some((aid, _)) => TokenId::from_bytes(*aid),
+                None => TokenId::from_bytes([0x5A; 16]),
+            },
+            _ => TokenId::from_bytes([0x5A; 16]),
+        };
+        let known = Some(*tid.as_bytes()).filter(|i| self.model.refresh.contains_key(i));
+        (tid, known)
+    }
+
     /// The token text a [`Tok`] stands for, given the kind the call expects,
     /// and the id the model should look up (`None`: the store must not find
     /// it, or the text is malformed).
@@ -410,19 +427,8 @@ impl Harness {
                 reason,
             } => {
                 let (o, u) = (org_name(*org), user_name(*user));
-                // Refresh ids only: resolve as a refresh token and use its id.
-                let (_, id, _) = self.resolve(*tok, TokenKind::Refresh);
-                let tid = match (tok, id) {
-                    (_, Some(id)) => TokenId::from_bytes(id),
-                    (Tok::Other(i), None) => match Self::pick(&self.access, *i) {
-                        // An access token's id is no refresh token's id.
-                        Some((aid, _)) => TokenId::from_bytes(*aid),
-                        None => TokenId::from_bytes([0x5A; 16]),
-                    },
-                    _ => TokenId::from_bytes([0x5A; 16]),
-                };
+                let (tid, known) = self.refresh_id_of(*tok);
                 let a = self.store().revoke(&Actor::new(o, u), &tid, *reason);
-                let known = Some(*tid.as_bytes()).filter(|i| self.model.refresh.contains_key(i));
                 let e = self.model.revoke(o, u, known.as_ref(), *reason);
                 same("revoke", &a, &e)?;
                 if a.is_ok() {
@@ -452,6 +458,61 @@ impl Harness {
                 if let (Ok(x), Ok(y)) = (&a, &e) {
                     ensure!(x == y, "revoke_all revoked {x}, model {y}");
                     self.stats.revocations += 1;
+                }
+                Ok(a.is_err())
+            }
+            Op::Suspend {
+                org,
+                user,
+                tok,
+                disable,
+            } => {
+                let (o, u) = (org_name(*org), user_name(*user));
+                let (tid, known) = self.refresh_id_of(*tok);
+                let actor = Actor::new(o, u);
+                let a = if *disable {
+                    self.store().disable(&actor, &tid)
+                } else {
+                    self.store().enable(&actor, &tid)
+                };
+                let e = self.model.suspend(o, u, known.as_ref(), *disable);
+                same("disable/enable", &a, &e)?;
+                if let (Ok(x), Ok(y)) = (&a, &e) {
+                    ensure!(x == y, "disable/enable answered {x:?}, model {y:?}");
+                }
+                Ok(a.is_err())
+            }
+            Op::Rotate {
+                org,
+                user,
+                tok,
+                grace,
+            } => {
+                let (o, u) = (org_name(*org), user_name(*user));
+                let (tid, known) = self.refresh_id_of(*tok);
+                let a = self.store().rotate(&Actor::new(o, u), &tid, *grace);
+                let e = self.model.rotate_check(o, u, known.as_ref(), *grace);
+                same("rotate", &a, &e)?;
+                if let (Ok(r), Ok((rec, dies_at))) = (a.as_ref(), e) {
+                    let text = r.issued.token.expose().to_string();
+                    ensure!(
+                        !format!("{r:?}").contains(&text),
+                        "invariant 1: Debug of a rotation shows its secret"
+                    );
+                    ensure!(
+                        r.replaces == tid && r.old_expires_at == dies_at,
+                        "rotation {r:?}, model dies at {dies_at}"
+                    );
+                    let id = *r.issued.info.id.as_bytes();
+                    ensure!(!self.model.refresh.contains_key(&id), "id reused");
+                    self.model.rotate_apply(tid.as_bytes(), id, rec, dies_at);
+                    let want = self.model.info(&id);
+                    ensure!(
+                        r.issued.info == want,
+                        "rotated info {:?}, model {want:?}",
+                        r.issued.info
+                    );
+                    self.refresh.push((id, text));
                 }
                 Ok(a.is_err())
             }

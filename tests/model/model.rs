@@ -55,6 +55,10 @@ pub(crate) struct RefreshM {
     last_refresh: Option<u64>,
     /// Access ids, oldest first.
     live: Vec<Id>,
+    /// Suspended (`disable`) and not enabled since.
+    disabled: bool,
+    /// Rotated (its expiry lowered to the end of the grace period).
+    rotated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +140,110 @@ impl Model {
         r.expires_at.is_some_and(|e| e <= self.now)
     }
 
+    /// Suspended, and neither revoked nor expired (those are said first).
+    pub(crate) fn is_disabled(&self, r: &RefreshM) -> bool {
+        r.disabled && !self.is_revoked(r) && !self.is_expired(r)
+    }
+
+    /// The checks `disable`, `enable` and `rotate` share: the actor is a
+    /// member, the token is theirs or they are its Owner (another
+    /// organization's token is an unknown one).
+    fn holder_or_owner(&self, org: &str, actor: &str, id: Option<&Id>) -> MResult<Id> {
+        let role = self.role(org, actor).ok_or("forbidden")?;
+        let id = id.ok_or("not_found")?;
+        let r = self.refresh.get(id).ok_or("not_found")?;
+        if r.org != org {
+            return Err("not_found");
+        }
+        if r.user != actor && role != Role::Owner {
+            return Err("forbidden");
+        }
+        Ok(*id)
+    }
+
+    /// `disable` (`disable: true`) or `enable`.
+    pub(crate) fn suspend(
+        &mut self,
+        org: &str,
+        actor: &str,
+        id: Option<&Id>,
+        disable: bool,
+    ) -> MResult<TokenInfo> {
+        let id = self.holder_or_owner(org, actor, id)?;
+        let r = &self.refresh[&id];
+        if self.is_revoked(r) {
+            return Err("revoked");
+        }
+        if self.is_expired(r) {
+            return Err("expired");
+        }
+        self.refresh.get_mut(&id).expect("held").disabled = disable;
+        Ok(self.info(&id))
+    }
+
+    /// Checks a rotation with `grace` seconds; on success returns the new
+    /// record (without id) and when the old one dies. [`Model::rotate_apply`]
+    /// makes it so.
+    pub(crate) fn rotate_check(
+        &self,
+        org: &str,
+        actor: &str,
+        id: Option<&Id>,
+        grace: u64,
+    ) -> MResult<(RefreshM, u64)> {
+        if grace > 7 * 86_400 {
+            return Err("usage");
+        }
+        let id = self.holder_or_owner(org, actor, id)?;
+        let r = &self.refresh[&id];
+        if self.is_revoked(r) {
+            return Err("revoked");
+        }
+        if r.rotated {
+            return Err("conflict");
+        }
+        if self.is_expired(r) {
+            return Err("expired");
+        }
+        if r.disabled {
+            return Err("disabled");
+        }
+        let role = self
+            .role(&r.org, &r.user)
+            .expect("not revoked, so a member");
+        let allowed = policy(role);
+        let dies_at = (self.now + grace).min(r.expires_at.unwrap_or(u64::MAX));
+        let new = RefreshM {
+            org: r.org.clone(),
+            user: r.user.clone(),
+            role_at_issue: role,
+            scopes: r
+                .scopes
+                .iter()
+                .filter(|s| allowed.contains(&s.as_str()))
+                .cloned()
+                .collect(),
+            label: r.label.clone(),
+            created_at: self.now,
+            created_by: actor.into(),
+            expires_at: r.expires_at,
+            revoked: None,
+            last_refresh: None,
+            live: Vec::new(),
+            disabled: false,
+            rotated: false,
+        };
+        Ok((new, dies_at))
+    }
+
+    /// Applies a rotation [`Model::rotate_check`] allowed.
+    pub(crate) fn rotate_apply(&mut self, old: &Id, new_id: Id, new: RefreshM, dies_at: u64) {
+        let r = self.refresh.get_mut(old).expect("old");
+        r.rotated = true;
+        r.expires_at = Some(dies_at);
+        self.refresh.insert(new_id, new);
+    }
+
     pub(crate) fn info(&self, id: &Id) -> TokenInfo {
         let r = &self.refresh[id];
         let state = match &r.revoked {
@@ -150,6 +258,7 @@ impl Model {
                 reason: Some("cutoff or membership".into()),
             },
             None if self.is_expired(r) => TokenState::Expired,
+            None if r.disabled => TokenState::Disabled,
             None => TokenState::Active,
         };
         TokenInfo {
@@ -323,6 +432,8 @@ impl Model {
             revoked: None,
             last_refresh: None,
             live: Vec::new(),
+            disabled: false,
+            rotated: false,
         })
     }
 
@@ -335,6 +446,9 @@ impl Model {
         }
         if self.is_expired(r) {
             return Err("expired");
+        }
+        if r.disabled {
+            return Err("disabled");
         }
         Ok((self.now + ACCESS_TTL).min(r.expires_at.unwrap_or(u64::MAX)))
     }
@@ -368,6 +482,9 @@ impl Model {
         let role = self.role(&r.org, &r.user).ok_or("revoked")?;
         if a.expires_at <= self.now || self.is_expired(r) {
             return Err("expired");
+        }
+        if r.disabled {
+            return Err("disabled");
         }
         let allowed = policy(role);
         Ok(PrincipalM {

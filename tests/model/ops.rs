@@ -121,6 +121,20 @@ pub enum Op {
         before: Option<Before>,
     },
     RevokeAccess(Tok),
+    /// `disable` (`disable: true`) or `enable` of a refresh token by id.
+    Suspend {
+        org: u8,
+        user: u8,
+        tok: Tok,
+        disable: bool,
+    },
+    /// `rotate` of a refresh token by id, with a grace period in seconds.
+    Rotate {
+        org: u8,
+        user: u8,
+        tok: Tok,
+        grace: u64,
+    },
     Purge {
         limit: usize,
     },
@@ -318,10 +332,18 @@ pub fn decode_op(r: &mut Bytes<'_>) -> Op {
         25..=27 => Op::Advance(ADVANCES[(a % 8) as usize]),
         28 => Op::Flush,
         29 => Op::Reopen,
-        _ => {
-            let _ = g;
-            Op::Exchange(tok(a, b))
-        }
+        30 => Op::Suspend {
+            org: org_ix(a),
+            user: user_ix(b),
+            tok: tok(c, d),
+            disable: e % 3 != 0,
+        },
+        _ => Op::Rotate {
+            org: org_ix(a),
+            user: user_ix(b),
+            tok: tok(c, d),
+            grace: [0, 1, 30, 300, 3600, 86_400, 7 * 86_400, 7 * 86_400 + 1][(g % 8) as usize],
+        },
     }
 }
 
