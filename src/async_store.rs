@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::{
     AccessGrant, Actor, AuditEvent, CloseReport, Config, Error, GenerateOptions, Grace,
-    IntegrityReport, IssuedToken, Page, Paged, Policy, Principal, PurgeReport, Result, RevokeScope,
-    Role, Rotated, Stats, SyncReport, TokenId, TokenInfo, TokenStore,
+    IntegrityReport, IssuedToken, OrgPolicy, Page, Paged, Policy, Principal, PurgeReport, Result,
+    RevokeScope, Role, Rotated, Stats, SyncReport, TokenId, TokenInfo, TokenStore,
 };
 
 /// How long [`AsyncTokenStore::close_timeout`] sleeps between two looks at
@@ -855,6 +855,51 @@ impl AsyncTokenStore {
     pub async fn enable(&self, actor: &Actor, id: &TokenId) -> Result<TokenInfo> {
         let (actor, id) = (actor.clone(), *id);
         self.run(move |s| s.enable(&actor, &id)).await
+    }
+
+    /// [`TokenStore::org_policy`] on a blocking thread (it reads memory;
+    /// on a shared store it may first catch up with the change log).
+    ///
+    /// # Errors
+    /// As [`TokenStore::org_policy`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, OrgPolicy, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// assert_eq!(store.org_policy(&ann).await?, OrgPolicy::default());
+    /// # Ok(()) }
+    /// ```
+    pub async fn org_policy(&self, actor: &Actor) -> Result<OrgPolicy> {
+        let actor = actor.clone();
+        self.run(move |s| s.org_policy(&actor)).await
+    }
+
+    /// [`TokenStore::set_org_policy`] on a blocking thread.
+    ///
+    /// **Blocks** a blocking thread for one durable commit, as
+    /// [`AsyncTokenStore::revoke`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::set_org_policy`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, OrgPolicy, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let p = OrgPolicy::default().unused_expiry(Some(90 * 86_400));
+    /// assert_eq!(store.set_org_policy(&ann, p).await?, p);
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_org_policy(&self, actor: &Actor, policy: OrgPolicy) -> Result<OrgPolicy> {
+        let actor = actor.clone();
+        self.run(move |s| s.set_org_policy(&actor, policy)).await
     }
 
     /// [`TokenStore::set_label`] on a blocking thread.

@@ -4,7 +4,7 @@
 //! from what the variant says, without working out from a record what was
 //! meant.
 
-use crate::codec::{AccessRecord, EventRecord, RefreshRecord};
+use crate::codec::{AccessRecord, EventRecord, OrgPolicyRecord, RefreshRecord};
 use crate::policy::Role;
 
 /// One change to durable state. A batch of changes is committed atomically.
@@ -109,6 +109,12 @@ pub(crate) enum Change {
         old: [u8; 16],
         dies_at: u64,
         new: RefreshRecord,
+    },
+    /// An organization's token policy, replacing the one it had (the
+    /// default: no limits).
+    SetOrgPolicy {
+        org: String,
+        policy: OrgPolicyRecord,
     },
     /// Append an audit event; its `seq` is also kept as the highest sequence
     /// number committed.

@@ -119,6 +119,6 @@ pub use storage::IntegrityReport;
 pub use store::{Grace, Page, Paged, RoleChange, Rotated, SyncReport, TokenStore};
 pub use token::{SecretToken, TokenId, TokenKind};
 pub use types::{
-    AccessGrant, Actor, AuditEvent, CloseReport, GenerateOptions, IssuedToken, Principal,
-    PurgeReport, RevokeScope, Scopes, Stats, TokenInfo, TokenState,
+    AccessGrant, Actor, AuditEvent, CloseReport, GenerateOptions, IssuedToken, OrgPolicy,
+    Principal, PurgeReport, RevokeScope, Scopes, Stats, TokenInfo, TokenState,
 };

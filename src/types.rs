@@ -272,6 +272,50 @@ pub enum RevokeScope {
     Org,
 }
 
+/// An organization's token policy (its Owner sets it with
+/// `TokenStore::set_org_policy`); the default has no limits.
+///
+/// With the cargo feature `serde`: its fields by name, durations in
+/// seconds or `null`, as the CLI's `org policy --json` prints them (with
+/// `org`).
+///
+/// ```
+/// use tokenvault::OrgPolicy;
+/// let p = OrgPolicy::default().max_lifetime(Some(90 * 86_400));
+/// assert_eq!(p.max_lifetime, Some(7_776_000));
+/// assert_eq!(p.unused_expiry, None);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct OrgPolicy {
+    /// The longest a token may live, in seconds: a token created or
+    /// rotated without an explicit expiry gets it, one asking for more is
+    /// refused (`usage`), and an older token that is past it stops working
+    /// at its next use (as expired). `None`: no limit.
+    pub max_lifetime: Option<u64>,
+    /// A token not exchanged for this many seconds (since its creation or
+    /// its last exchange) is expired, at use and by the purge. `None`: no
+    /// limit.
+    pub unused_expiry: Option<u64>,
+    /// Rotation on use for OAuth clients. Not available yet: setting it is
+    /// refused (`usage`), and it reads `false`.
+    pub rotate_on_use: bool,
+}
+
+impl OrgPolicy {
+    /// Sets [`OrgPolicy::max_lifetime`]. Does not block.
+    pub fn max_lifetime(mut self, secs: Option<u64>) -> Self {
+        self.max_lifetime = secs;
+        self
+    }
+    /// Sets [`OrgPolicy::unused_expiry`]. Does not block.
+    pub fn unused_expiry(mut self, secs: Option<u64>) -> Self {
+        self.unused_expiry = secs;
+        self
+    }
+}
+
 /// One audit event (with the cargo feature `serde`: its fields by name, as
 /// the CLI's `audit --json` prints them).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -299,6 +299,24 @@ fn child(dir: &Path) {
                     known.refresh.push((new, org, holder, text.into()));
                 }
             }
+            // An organization's policy, with limits far beyond the test's
+            // run so that they stop nothing.
+            98 => {
+                let mut pick = |n: u64| (rng.below(2) == 0).then_some(n * 365 * 86_400);
+                let (max, unused) = (pick(10), pick(5));
+                let text = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |s| s.to_string());
+                let what = format!("policy {org} {} {}", text(max), text(unused));
+                acks.line(&format!("try {what}"));
+                let p = tokenvault::OrgPolicy::default()
+                    .max_lifetime(max)
+                    .unused_expiry(unused);
+                if store
+                    .set_org_policy(&Actor::new(org, owner(org)), p)
+                    .is_ok()
+                {
+                    acks.line(&format!("ok {what}"));
+                }
+            }
             // Closed and opened again: the kill may come while `close`
             // writes its warm-start files, or after the open that read
             // them, in the middle of later writes.
@@ -329,6 +347,9 @@ struct Expect {
     disabled: HashMap<String, bool>,
     /// Acknowledged rotations: old id → when it dies.
     rotated: HashMap<String, u64>,
+    /// The last acknowledged policy of each organization: maximum
+    /// lifetime, unused expiry.
+    policies: HashMap<String, (Option<u64>, Option<u64>)>,
     /// Last acknowledged role of each member (`None`: removed).
     roles: HashMap<(String, String), Option<Role>>,
     /// The call in flight at the kill, if any.
@@ -346,8 +367,18 @@ fn expectations(lines: &[String]) -> Expect {
                 // have committed: the role it would set is not known.
                 if let Some(prev) = e.pending.take() {
                     let p: Vec<&str> = prev.split(' ').collect();
-                    if let ["role" | "remove" | "add", org, user, ..] = p.as_slice() {
-                        e.roles.remove(&(org.to_string(), user.to_string()));
+                    match p.as_slice() {
+                        ["role" | "remove" | "add", org, user, ..] => {
+                            e.roles.remove(&(org.to_string(), user.to_string()));
+                        }
+                        // Likewise a suspension or a policy.
+                        ["disable" | "enable", id] => {
+                            e.disabled.remove(*id);
+                        }
+                        ["policy", org, ..] => {
+                            e.policies.remove(*org);
+                        }
+                        _ => {}
                     }
                 }
                 e.pending = Some(rest.join(" "));
@@ -375,6 +406,11 @@ fn expectations(lines: &[String]) -> Expect {
                     }
                     ["revoke_access", id] => {
                         e.revoked_access.insert(id.to_string());
+                    }
+                    ["policy", org, max, unused] => {
+                        let secs = |s: &str| s.parse::<u64>().ok();
+                        e.policies
+                            .insert(org.to_string(), (secs(max), secs(unused)));
                     }
                     ["disable", id] => {
                         e.disabled.insert(id.to_string(), true);
@@ -502,6 +538,20 @@ fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
                 "cycle {cycle}: acknowledged enable of {id} lost"
             );
         }
+    }
+    // Acknowledged policies hold (unless the call in flight set one).
+    for (org, (max, unused)) in &e.policies {
+        if pending.starts_with(&format!("policy {org} ")) {
+            continue;
+        }
+        let p = store
+            .org_policy(&Actor::new(org, owner(org)))
+            .expect("org_policy");
+        assert_eq!(
+            (p.max_lifetime, p.unused_expiry),
+            (*max, *unused),
+            "cycle {cycle}: acknowledged policy of {org} lost"
+        );
     }
     // Acknowledged rotations hold: the old token dies when it was said to,
     // and it cannot be rotated again.

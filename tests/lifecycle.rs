@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use tokenvault::{Actor, Error, GenerateOptions, ManualClock, Role, TokenState, TokenStore};
+use tokenvault::{
+    Actor, Error, GenerateOptions, ManualClock, OrgPolicy, Role, TokenState, TokenStore,
+};
 
 const T0: u64 = 1_700_000_000;
 
@@ -387,6 +389,185 @@ fn suspension_and_rotation_survive_a_reopen_without_close() {
     store.close().unwrap();
 }
 
+#[test]
+fn max_lifetime_bounds_new_tokens_and_stops_older_ones_at_use() {
+    let clock = ManualClock::new(T0);
+    let (store, olivia, _, uma, bea) = store_at(&clock);
+    let old = store.generate(&uma, Default::default()).unwrap();
+    let old_access = store.exchange(old.token.expose()).unwrap().access_token;
+    let legacy = store.generate(&uma, Default::default()).unwrap();
+    let day = 86_400;
+
+    // Only the Owner reads or sets it; refusals change nothing.
+    assert_eq!(store.org_policy(&olivia).unwrap(), OrgPolicy::default());
+    assert_eq!(store.org_policy(&uma).unwrap_err().kind(), "forbidden");
+    let p = OrgPolicy::default().max_lifetime(Some(10 * day));
+    assert_eq!(
+        store.set_org_policy(&uma, p).unwrap_err().kind(),
+        "forbidden"
+    );
+    for bad in [
+        OrgPolicy::default().max_lifetime(Some(0)),
+        OrgPolicy::default().unused_expiry(Some(0)),
+        {
+            let mut p = OrgPolicy::default();
+            p.rotate_on_use = true;
+            p
+        },
+    ] {
+        assert_eq!(
+            store.set_org_policy(&olivia, bad).unwrap_err().kind(),
+            "usage"
+        );
+    }
+    assert_eq!(store.org_policy(&olivia).unwrap(), OrgPolicy::default());
+
+    assert_eq!(store.set_org_policy(&olivia, p).unwrap(), p);
+    assert_eq!(store.org_policy(&olivia).unwrap(), p);
+    let ev = &store.audit(&olivia, 1).unwrap()[0];
+    assert_eq!(ev.action, "org.policy");
+    // Another organization is not touched.
+    assert_eq!(store.org_policy(&bea).unwrap(), OrgPolicy::default());
+    let b = store.generate(&bea, Default::default()).unwrap();
+    assert_eq!(b.info.expires_at, None);
+
+    // New tokens: the maximum when none is asked, refused beyond it.
+    let t = store.generate(&uma, Default::default()).unwrap();
+    assert_eq!(t.info.expires_at, Some(T0 + 10 * day));
+    let n = store.list_own(&uma).unwrap().len();
+    let e = store
+        .generate(&uma, GenerateOptions::default().expires_in(10 * day + 1))
+        .unwrap_err();
+    assert_eq!(e.kind(), "usage");
+    let e = store
+        .assign(
+            &olivia,
+            "uma",
+            GenerateOptions::default().expires_in(11 * day),
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), "usage");
+    assert_eq!(store.list_own(&uma).unwrap().len(), n);
+    let short = store
+        .generate(&uma, GenerateOptions::default().expires_in(day))
+        .unwrap();
+    assert_eq!(short.info.expires_at, Some(T0 + day));
+    // A rotation is cut to the maximum rather than refused.
+    let r = store.rotate(&uma, &old.info.id, 60).unwrap();
+    assert_eq!(r.issued.info.expires_at, Some(T0 + 10 * day));
+
+    // The older token (no expiry) stops once past the maximum, at use.
+    clock.advance(9 * day);
+    store
+        .verify(
+            store
+                .exchange(r.issued.token.expose())
+                .unwrap()
+                .access_token
+                .expose(),
+        )
+        .unwrap();
+    clock.advance(day);
+    let beta = store.exchange(b.token.expose());
+    assert!(beta.is_ok(), "beta has no policy: {beta:?}");
+    for tok in [&t.token, &r.issued.token, &legacy.token] {
+        assert!(matches!(store.exchange(tok.expose()), Err(Error::Expired)));
+    }
+    assert!(matches!(
+        store.verify(old_access.expose()),
+        Err(Error::Expired)
+    ));
+    assert_eq!(
+        store.get(&uma, &legacy.info.id).unwrap().state,
+        TokenState::Expired
+    );
+    // Loosened: the older token works again; the newer ones keep the
+    // expiry they were issued with.
+    store.set_org_policy(&olivia, OrgPolicy::default()).unwrap();
+    store.exchange(legacy.token.expose()).unwrap();
+    assert!(matches!(
+        store.exchange(t.token.expose()),
+        Err(Error::Expired)
+    ));
+}
+
+#[test]
+fn unused_tokens_expire_at_use_and_go_with_the_purge() {
+    let clock = ManualClock::new(T0);
+    let store = tokenvault::Config::temporary()
+        .clock(clock.clone())
+        .retention(std::time::Duration::from_secs(100))
+        .open()
+        .unwrap();
+    let (olivia, _, uma) = common::store::seed_acme(&store);
+    let used = store.generate(&uma, Default::default()).unwrap();
+    let idle = store.generate(&uma, Default::default()).unwrap();
+    store
+        .set_org_policy(&olivia, OrgPolicy::default().unused_expiry(Some(1_000)))
+        .unwrap();
+    // Each exchange restarts the count.
+    for _ in 0..3 {
+        clock.advance(900);
+        store.exchange(used.token.expose()).unwrap();
+    }
+    assert!(matches!(
+        store.exchange(idle.token.expose()),
+        Err(Error::Expired)
+    ));
+    assert_eq!(
+        store.get(&uma, &idle.info.id).unwrap().state,
+        TokenState::Expired
+    );
+    assert_eq!(
+        store.get(&uma, &used.info.id).unwrap().state,
+        TokenState::Active
+    );
+    // Past the retention, the purge removes the unused one only.
+    clock.advance(200);
+    while store.purge_expired(1000).unwrap().more {}
+    let ids: Vec<_> = store
+        .list_own(&uma)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, vec![used.info.id]);
+}
+
+#[test]
+fn the_policy_survives_a_reopen_without_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let clock = ManualClock::new(T0);
+    let p = OrgPolicy::default()
+        .max_lifetime(Some(3_600))
+        .unused_expiry(Some(600));
+    {
+        let store = common::store::keyed(&path, 3)
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let (olivia, _, _) = common::store::seed_acme(&store);
+        store.set_org_policy(&olivia, p).unwrap();
+        drop(store);
+    }
+    let store = common::store::keyed(&path, 3)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let olivia = Actor::new("acme", "olivia");
+    assert_eq!(store.org_policy(&olivia).unwrap(), p);
+    let t = store.generate(&olivia, Default::default()).unwrap();
+    assert_eq!(t.info.expires_at, Some(T0 + 3_600));
+    clock.advance(600);
+    assert!(matches!(
+        store.exchange(t.token.expose()),
+        Err(Error::Expired)
+    ));
+    assert!(store.check_integrity().unwrap().is_clean());
+    store.close().unwrap();
+}
+
 /// Against a PostgreSQL server (`TOKENVAULT_PG_URL`, as `.ci/postgres.sh`
 /// sets it): a suspension, an enable and a rotation made through one
 /// replica are in force on another at once (it catches up), and after a
@@ -452,18 +633,47 @@ fn lifecycle_on_a_shared_store() {
         assert!(matches!(one.verify(access.expose()), Err(Error::Expired)));
         assert!(matches!(two.verify(access.expose()), Err(Error::Expired)));
         one.disable(&uma, &r.issued.info.id).unwrap();
+        assert!(matches!(
+            one.exchange(r.issued.token.expose()),
+            Err(Error::Disabled)
+        ));
+        // An organization's policy set through one replica is in force on
+        // the other.
+        let p = OrgPolicy::default().unused_expiry(Some(500));
+        two.set_org_policy(&olivia, p).unwrap();
+        one.catch_up().unwrap();
+        assert_eq!(one.org_policy(&olivia).unwrap(), p);
+        let idle = one.generate(&olivia, Default::default()).unwrap();
+        clock.advance(500);
+        two.catch_up().unwrap();
+        assert!(matches!(
+            two.exchange(idle.token.expose()),
+            Err(Error::Expired)
+        ));
+        // Expiry (here: unused for 500 s) is said before suspension.
+        assert!(matches!(
+            two.exchange(r.issued.token.expose()),
+            Err(Error::Expired)
+        ));
+        let d = one.generate(&olivia, Default::default()).unwrap();
+        one.disable(&olivia, &d.info.id).unwrap();
         one.close().unwrap();
         two.close().unwrap();
         // A replica opened afresh loads the states from the database.
         let three = open();
         assert!(matches!(
-            three.exchange(r.issued.token.expose()),
+            three.exchange(d.token.expose()),
             Err(Error::Disabled)
+        ));
+        assert!(matches!(
+            three.exchange(r.issued.token.expose()),
+            Err(Error::Expired)
         ));
         assert!(matches!(
             three.exchange(t.token.expose()),
             Err(Error::Expired)
         ));
+        assert_eq!(three.org_policy(&olivia).unwrap(), p);
         assert!(three.check_integrity().unwrap().is_clean());
         three.close().unwrap();
     }

@@ -234,3 +234,90 @@ fn disable_and_enable_print_the_id_and_state() {
     assert!(actions.contains(&"token.disable"), "{actions:?}");
     assert!(actions.contains(&"token.enable"), "{actions:?}");
 }
+
+#[test]
+fn org_policy_prints_and_changes_the_policy() {
+    let v = Vault::seeded();
+    let p = v.ok(&["org", "policy", "--as", "acme/olivia"]);
+    assert_eq!(
+        p,
+        serde_json::json!({"org": "acme", "max_lifetime": null, "unused_expiry": null, "rotate_on_use": false})
+    );
+    let p = v.ok(&[
+        "org",
+        "policy",
+        "--as",
+        "acme/olivia",
+        "--max-lifetime",
+        "30d",
+        "--unused-expiry",
+        "1h30m",
+        "--rotate-on-use",
+        "false",
+    ]);
+    assert_eq!(
+        p,
+        serde_json::json!({"org": "acme", "max_lifetime": 2_592_000, "unused_expiry": 5_400, "rotate_on_use": false})
+    );
+    // Only what is given changes; `none` lifts a limit.
+    let p = v.ok(&[
+        "org",
+        "policy",
+        "--as",
+        "acme/olivia",
+        "--unused-expiry",
+        "none",
+    ]);
+    assert_eq!(p["max_lifetime"], 2_592_000);
+    assert_eq!(p["unused_expiry"], Value::Null);
+    assert_eq!(v.ok(&["org", "policy", "--as", "acme/olivia"]), p);
+    // A new token gets the maximum lifetime; more is refused.
+    let t = v.ok(&["token", "generate", "--as", "acme/uma"]);
+    assert!(t["expires_at"].is_u64());
+    v.fail(
+        &[
+            "token",
+            "generate",
+            "--as",
+            "acme/uma",
+            "--expires-in",
+            "31d",
+        ],
+        2,
+        "usage",
+    );
+    // Refusals: not the Owner, bad durations, rotation on use.
+    v.fail(&["org", "policy", "--as", "acme/uma"], 1, "forbidden");
+    v.fail(
+        &["org", "policy", "--as", "acme/adam", "--max-lifetime", "1d"],
+        1,
+        "forbidden",
+    );
+    for bad in ["0", "-1", "soon"] {
+        v.fail(
+            &[
+                "org",
+                "policy",
+                "--as",
+                "acme/olivia",
+                "--max-lifetime",
+                bad,
+            ],
+            2,
+            "usage",
+        );
+    }
+    v.fail(
+        &[
+            "org",
+            "policy",
+            "--as",
+            "acme/olivia",
+            "--rotate-on-use",
+            "true",
+        ],
+        2,
+        "usage",
+    );
+    assert_eq!(v.ok(&["org", "policy", "--as", "acme/olivia"]), p);
+}

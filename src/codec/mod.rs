@@ -39,6 +39,18 @@ pub(crate) struct MemberRecord {
     pub not_before: u64,
 }
 
+/// An organization's token policy, as stored (see `crate::OrgPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OrgPolicyRecord {
+    /// Tokens created or rotated expire within this many seconds; older
+    /// ones stop at use once this old.
+    pub max_lifetime: Option<u64>,
+    /// A token not exchanged for this many seconds is expired.
+    pub unused_expiry: Option<u64>,
+    /// Refreshes of OAuth clients rotate the refresh token.
+    pub rotate_on_use: bool,
+}
+
 /// Whether a refresh token is live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum StoredState {
@@ -689,6 +701,8 @@ pub enum RecordType {
     Access,
     /// An audit event.
     Event,
+    /// An organization's token policy.
+    OrgPolicy,
 }
 
 /// Decodes `bytes` as the given record type and re-encodes it; used by the
@@ -703,6 +717,7 @@ pub fn decode_any(kind: RecordType, bytes: &[u8]) -> Result<Vec<u8>> {
         RecordType::Refresh => encode_refresh(&decode_refresh(bytes)?),
         RecordType::Access => encode(&decode::<AccessRecord>(bytes, "access")?),
         RecordType::Event => encode_event(&decode_event(bytes)?),
+        RecordType::OrgPolicy => encode(&decode::<OrgPolicyRecord>(bytes, "org policy")?),
     }
 }
 

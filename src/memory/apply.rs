@@ -37,6 +37,7 @@ impl Memory {
                     }
                 }
                 Change::OrgCutoff { org, at } => cat.org_mut(org).hot.raise_cutoff(*at),
+                Change::SetOrgPolicy { org, policy } => cat.org_mut(org).hot.set_policy(policy),
                 Change::IssueRefresh(r) => self.put_refresh(cat, r),
                 Change::RevokeRefresh { id, at, .. } => {
                     if let Some(hot) = self.refresh.get(id) {
@@ -111,7 +112,7 @@ impl Memory {
                     self.access.remove(id);
                     extra.live.retain(|x| x != id);
                 }
-                Change::PutLastRefresh { at, .. } => note_exchange(extra, *at),
+                Change::PutLastRefresh { at, .. } => note_exchange(parent, extra, *at),
                 _ => {}
             }
         }
@@ -139,7 +140,7 @@ impl Memory {
             return;
         }
         extra.live.push(rec.id);
-        note_exchange(extra, rec.issued_at);
+        note_exchange(parent, extra, rec.issued_at);
         self.access
             .insert(rec.id, AccessHot::new(parent.clone(), rec));
     }
@@ -159,6 +160,7 @@ impl Memory {
         match s {
             Stored::Member(m) => cat.put_member(&m.org, &m.user, m.role, m.not_before),
             Stored::OrgCutoff { org, at } => cat.org_mut(&org).hot.raise_cutoff(at),
+            Stored::OrgPolicy { org, policy } => cat.org_mut(&org).hot.set_policy(&policy),
             Stored::Refresh(r) => self.put_refresh(cat, &r),
             Stored::Access(rec) => {
                 if let Some(parent) = self.refresh.get(&rec.refresh_id) {
@@ -168,7 +170,7 @@ impl Memory {
             }
             Stored::LastRefresh { id, at } => {
                 if let Some(parent) = self.refresh.get(&id) {
-                    note_exchange(&mut parent.extra.lock(), at);
+                    note_exchange(&parent, &mut parent.extra.lock(), at);
                 }
             }
         }
@@ -217,6 +219,7 @@ impl Memory {
             created_at: r.created_at,
             expires_at: AtomicU64::new(r.expires_at.unwrap_or(u64::MAX)),
             revoked: AtomicBool::new(r.revoked_at.is_some()),
+            last_used: AtomicU64::new(r.created_at),
             life: AtomicU8::new(
                 (if r.life.disabled { LIFE_DISABLED } else { 0 })
                     | (if r.life.rotated { LIFE_ROTATED } else { 0 }),
@@ -228,6 +231,7 @@ impl Memory {
 }
 
 /// Notes an exchange at `at` as the family's last, unless a later one is.
-pub(super) fn note_exchange(extra: &mut RefreshExtra, at: u64) {
+pub(super) fn note_exchange(parent: &RefreshHot, extra: &mut RefreshExtra, at: u64) {
     extra.last_refresh = Some(extra.last_refresh.map_or(at, |l| l.max(at)));
+    parent.note_use(at);
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::maps::IdHasher;
-use crate::codec::AccessRecord;
+use crate::codec::{AccessRecord, OrgPolicyRecord};
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
 
@@ -24,6 +24,11 @@ pub(crate) const ROLE_REMOVED: u8 = u8::MAX;
 pub(crate) struct OrgHot {
     pub(super) id: Arc<str>,
     pub(super) not_before: AtomicU64,
+    /// The organization's token policy: the longest a token may live and
+    /// stay unused (seconds; `u64::MAX`: no limit), and rotation on use.
+    max_lifetime: AtomicU64,
+    unused_expiry: AtomicU64,
+    rotate_on_use: AtomicBool,
 }
 
 impl OrgHot {
@@ -31,7 +36,37 @@ impl OrgHot {
         OrgHot {
             id: Arc::from(id),
             not_before: AtomicU64::new(0),
+            max_lifetime: AtomicU64::new(u64::MAX),
+            unused_expiry: AtomicU64::new(u64::MAX),
+            rotate_on_use: AtomicBool::new(false),
         }
+    }
+    /// Replaces the organization's token policy.
+    pub(super) fn set_policy(&self, p: &OrgPolicyRecord) {
+        self.max_lifetime
+            .store(p.max_lifetime.unwrap_or(u64::MAX), Ordering::Release);
+        self.unused_expiry
+            .store(p.unused_expiry.unwrap_or(u64::MAX), Ordering::Release);
+        self.rotate_on_use.store(p.rotate_on_use, Ordering::Release);
+    }
+    /// The organization's token policy.
+    pub(crate) fn policy(&self) -> OrgPolicyRecord {
+        let limit = |a: &AtomicU64| Some(a.load(Ordering::Acquire)).filter(|v| *v != u64::MAX);
+        OrgPolicyRecord {
+            max_lifetime: limit(&self.max_lifetime),
+            unused_expiry: limit(&self.unused_expiry),
+            rotate_on_use: self.rotate_on_use.load(Ordering::Acquire),
+        }
+    }
+    /// When a token created at `created_at` and last used at `last_used`
+    /// reaches a limit of this policy (`u64::MAX`: never).
+    #[inline]
+    pub(crate) fn policy_end(&self, created_at: u64, last_used: u64) -> u64 {
+        let life = self.max_lifetime.load(Ordering::Acquire);
+        let idle = self.unused_expiry.load(Ordering::Acquire);
+        created_at
+            .saturating_add(life)
+            .min(last_used.saturating_add(idle))
     }
     /// Raises the organization's cutoff to `at` (the latest wins).
     pub(super) fn raise_cutoff(&self, at: u64) {
@@ -160,6 +195,11 @@ impl MemberHot {
     pub(super) fn raise_cutoff(&self, at: u64) {
         self.not_before.fetch_max(at, Ordering::AcqRel);
     }
+    /// The member's organization.
+    #[inline]
+    pub(crate) fn org(&self) -> &OrgHot {
+        &self.org
+    }
     /// The latest of the member's and the organization's cutoffs.
     #[inline]
     pub(crate) fn cutoff(&self) -> u64 {
@@ -200,6 +240,9 @@ pub(crate) struct RefreshHot {
     /// rotation (the end of its grace period).
     pub(super) expires_at: AtomicU64,
     pub(super) revoked: AtomicBool,
+    /// When it was last exchanged (its creation until then): what an
+    /// organization's expiry of unused tokens counts from.
+    pub(super) last_used: AtomicU64,
     /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`]).
     pub(super) life: AtomicU8,
     /// When it was revoked (for the purge's retention); 0 if never.
@@ -231,6 +274,21 @@ impl RefreshHot {
     #[inline]
     pub(crate) fn expires_at(&self) -> u64 {
         self.expires_at.load(Ordering::Acquire)
+    }
+    /// When the token stops being usable by expiry: its own, or a limit of
+    /// its organization's policy (`u64::MAX`: never).
+    #[inline]
+    pub(crate) fn ends_at(&self) -> u64 {
+        let own = self.expires_at.load(Ordering::Acquire);
+        let policy = self
+            .member
+            .org
+            .policy_end(self.created_at, self.last_used.load(Ordering::Acquire));
+        own.min(policy)
+    }
+    /// Notes a use (an exchange) at `at`.
+    pub(super) fn note_use(&self, at: u64) {
+        self.last_used.fetch_max(at, Ordering::AcqRel);
     }
     /// Suspended (`disable`) and not enabled since.
     #[inline]

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use super::apply::note_exchange;
 use super::entries::{AccessHot, MemberHot, RefreshHot};
 use super::{Memory, Stored};
-use crate::codec::{AccessRecord, MemberRecord, RefreshView};
+use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshView};
 
 thread_local! {
     /// The family this thread put in memory last. A backend hands each
@@ -115,6 +115,11 @@ impl<'a> Loader<'a> {
         self.general(Stored::OrgCutoff { org, at });
     }
 
+    /// An organization's token policy as stored.
+    pub(crate) fn org_policy(&self, org: String, policy: OrgPolicyRecord) {
+        self.general(Stored::OrgPolicy { org, policy });
+    }
+
     /// A refresh token's last exchange (after every access record).
     pub(crate) fn last_refresh(&self, id: [u8; 16], at: u64) {
         self.general(Stored::LastRefresh { id, at });
@@ -186,7 +191,7 @@ impl<'a> Loader<'a> {
             .insert_new(a.id, AccessHot::new(parent.clone(), &a))
         {
             extra.live.push(a.id);
-            note_exchange(&mut extra, a.issued_at);
+            note_exchange(&parent, &mut extra, a.issued_at);
         } else if a.revoked {
             // The same id twice (damage): as `Memory::load`, a revocation
             // sticks to the one already there.

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::codec::{AccessRecord, MemberRecord, RefreshRecord};
+use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshRecord};
 use crate::policy::Policy;
 
 mod apply;
@@ -61,6 +61,11 @@ pub(crate) enum Stored {
     Member(MemberRecord),
     /// An organization's cutoff.
     OrgCutoff { org: String, at: u64 },
+    /// An organization's token policy.
+    OrgPolicy {
+        org: String,
+        policy: OrgPolicyRecord,
+    },
     /// A refresh record, in whatever state it is (a shared store's).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Refresh(RefreshRecord),

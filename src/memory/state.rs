@@ -67,8 +67,10 @@ impl Usable {
 
 impl RefreshHot {
     /// Whether the refresh token is usable at `now`, and if not, why: a
-    /// revocation first, then its member's removal, a cutoff, expiry (a
-    /// rotated token's grace period ends as an expiry), and suspension.
+    /// revocation first, then its member's removal, a cutoff, expiry (its
+    /// own; a rotated token's grace period ends as one; so do the limits of
+    /// its organization's policy: its maximum lifetime, and a time unused),
+    /// and suspension.
     #[inline]
     pub(crate) fn usable(&self, now: u64) -> Usable {
         if self.revoked.load(Ordering::Acquire) {
@@ -80,7 +82,7 @@ impl RefreshHot {
         if self.created_at < self.member.cutoff() {
             return Usable::CutOff;
         }
-        if self.expires_at() <= now {
+        if self.ends_at() <= now {
             return Usable::Expired;
         }
         if self.is_disabled() {

@@ -309,6 +309,11 @@ fn stored_of(snap: Snapshot) -> Vec<Stored> {
             .into_iter()
             .map(|(org, at)| Stored::OrgCutoff { org, at }),
     );
+    out.extend(
+        snap.org_policies
+            .into_iter()
+            .map(|(org, policy)| Stored::OrgPolicy { org, policy }),
+    );
     out.extend(snap.members.into_iter().map(Stored::Member));
     out.extend(snap.refresh.into_iter().map(Stored::Refresh));
     let mut access = snap.access;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::LoadSink;
 use crate::change::Change;
-use crate::codec::{AccessRecord, MemberRecord, RefreshRecord};
+use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshRecord};
 use crate::error::Result;
 
 /// A backend shared by several replicas of a service.
@@ -134,6 +134,7 @@ pub(crate) struct ReadThrough {
 pub(crate) struct Snapshot {
     pub members: Vec<MemberRecord>,
     pub org_cutoffs: Vec<(String, u64)>,
+    pub org_policies: Vec<(String, OrgPolicyRecord)>,
     pub refresh: Vec<RefreshRecord>,
     pub access: Vec<AccessRecord>,
     pub last_refresh: Vec<([u8; 16], u64)>,
@@ -147,6 +148,9 @@ impl Snapshot {
     pub(crate) fn hand_over(self, sink: &dyn LoadSink) {
         for (org, at) in self.org_cutoffs {
             sink.org_cutoff(org, at);
+        }
+        for (org, policy) in self.org_policies {
+            sink.org_policy(org, policy);
         }
         for m in self.members {
             sink.member(m);

@@ -4,7 +4,9 @@
 //! backend other than sled is one new module rather than a rewrite.
 
 pub(crate) use crate::change::{Change, Committed};
-use crate::codec::{AccessRecord, EventRecord, MemberRecord, RefreshRecord, RefreshView};
+use crate::codec::{
+    AccessRecord, EventRecord, MemberRecord, OrgPolicyRecord, RefreshRecord, RefreshView,
+};
 use crate::error::Result;
 
 // What a backend that several replicas share offers besides `Backend`.
@@ -70,6 +72,8 @@ pub(crate) struct Loaded {
 /// any other order; then last-exchange times.
 pub(crate) trait LoadSink: Sync {
     fn org_cutoff(&self, org: String, at: u64);
+    /// An organization's token policy (with the cutoffs, before members).
+    fn org_policy(&self, org: String, policy: OrgPolicyRecord);
     fn member(&self, m: MemberRecord);
     /// A refresh record, read in place where the backend can.
     fn refresh(&self, r: &RefreshView<'_>);

@@ -110,6 +110,8 @@ impl TokenStore {
         let subject_role = member.role().unwrap_or(Role::Stakeholder);
         let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
         let now = inner.now();
+        let asked = opts.expires_in.map(|s| now.saturating_add(s));
+        let expires_at = inner.expiry_within(&member, now, asked, false)?;
         // The cap on the member's live tokens. Their list is held from the
         // count to the insert, so concurrent issues for the same member
         // (which share the catalog) are counted one after another. Only a
@@ -153,7 +155,7 @@ impl TokenStore {
             label: opts.label.clone(),
             created_at: now,
             created_by: actor.user.clone(),
-            expires_at: opts.expires_in.map(|s| now.saturating_add(s)),
+            expires_at,
             state: StoredState::Active,
             verifier: check,
             life: Default::default(),

@@ -147,7 +147,7 @@ impl TokenStore {
             let gone_since = if u.is_revoked() {
                 Some(r.revoked_at())
             } else if u == Usable::Expired {
-                Some(r.expires_at())
+                Some(r.ends_at())
             } else {
                 None
             };

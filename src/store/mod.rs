@@ -43,6 +43,7 @@ mod members;
 mod open;
 // The read gate: how every read path reaches memory (freshness and
 // read-through on a shared store).
+mod policy_org;
 mod read;
 mod reads;
 mod revoke;

@@ -225,6 +225,9 @@ impl crate::storage::LoadSink for Sink<'_, '_> {
     fn org_cutoff(&self, org: String, at: u64) {
         self.0.org_cutoff(org, at);
     }
+    fn org_policy(&self, org: String, policy: crate::codec::OrgPolicyRecord) {
+        self.0.org_policy(org, policy);
+    }
     fn member(&self, m: crate::codec::MemberRecord) {
         self.0.member(m);
     }

@@ -162,6 +162,11 @@ impl TokenStore {
             .policy
             .set_of(&old.scopes)
             .and(inner.policy.mask(holder_role));
+        let holder = cat
+            .member(&old.org, &old.user)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
+        let expires_at = inner.expiry_within(&holder, now, old.expires_at, true)?;
         let dies_at = now
             .saturating_add(grace.0)
             .min(old.expires_at.unwrap_or(u64::MAX));
@@ -174,7 +179,7 @@ impl TokenStore {
             label: old.label.clone(),
             created_at: now,
             created_by: actor.user.clone(),
-            expires_at: old.expires_at,
+            expires_at,
             state: StoredState::Active,
             verifier: check,
             issue: None,

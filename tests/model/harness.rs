@@ -516,6 +516,21 @@ impl Harness {
                 }
                 Ok(a.is_err())
             }
+            Op::SetPolicy {
+                org,
+                user,
+                max_lifetime,
+                unused_expiry,
+            } => {
+                let (o, u) = (org_name(*org), user_name(*user));
+                let p = tokenvault::OrgPolicy::default()
+                    .max_lifetime(*max_lifetime)
+                    .unused_expiry(*unused_expiry);
+                let a = self.store().set_org_policy(&Actor::new(o, u), p);
+                let e = self.model.set_policy(o, u, *max_lifetime, *unused_expiry);
+                same("set_org_policy", &a, &e)?;
+                Ok(a.is_err())
+            }
             Op::RevokeAccess(t) => {
                 let (text, id, malformed) = self.resolve(*t, TokenKind::Access);
                 let a = self.store().revoke_access(&text);

@@ -89,6 +89,8 @@ pub struct Model {
     pub(crate) org_cut: BTreeMap<String, u64>,
     pub(crate) refresh: BTreeMap<Id, RefreshM>,
     pub(crate) access: BTreeMap<Id, AccessM>,
+    /// Organizations' policies: maximum lifetime, unused expiry.
+    pub(crate) policy: BTreeMap<String, (Option<u64>, Option<u64>)>,
 }
 
 fn id_ok(s: &str, org: bool) -> bool {
@@ -107,6 +109,7 @@ impl Model {
             org_cut: BTreeMap::new(),
             refresh: BTreeMap::new(),
             access: BTreeMap::new(),
+            policy: BTreeMap::new(),
         }
     }
 
@@ -137,7 +140,50 @@ impl Model {
     }
 
     pub(crate) fn is_expired(&self, r: &RefreshM) -> bool {
-        r.expires_at.is_some_and(|e| e <= self.now)
+        self.ends_at(r) <= self.now
+    }
+
+    /// When a token stops by expiry: its own, or its organization's
+    /// maximum lifetime or unused expiry (from its last exchange).
+    fn ends_at(&self, r: &RefreshM) -> u64 {
+        let own = r.expires_at.unwrap_or(u64::MAX);
+        let (max, unused) = self.policy.get(&r.org).copied().unwrap_or((None, None));
+        let last_used = r.last_refresh.unwrap_or(0).max(r.created_at);
+        let life = max.map_or(u64::MAX, |m| r.created_at.saturating_add(m));
+        let idle = unused.map_or(u64::MAX, |u| last_used.saturating_add(u));
+        own.min(life).min(idle)
+    }
+
+    /// The expiry a token issued now gets under its organization's maximum
+    /// lifetime (`cap`: cut to it rather than refused).
+    fn expiry_within(&self, org: &str, asked: Option<u64>, cap: bool) -> MResult<Option<u64>> {
+        let Some(max) = self.policy.get(org).and_then(|p| p.0) else {
+            return Ok(asked);
+        };
+        let limit = self.now + max;
+        match asked {
+            None => Ok(Some(limit)),
+            Some(at) if at <= limit => Ok(Some(at)),
+            Some(_) if cap => Ok(Some(limit)),
+            Some(_) => Err("usage"),
+        }
+    }
+
+    pub(crate) fn set_policy(
+        &mut self,
+        org: &str,
+        actor: &str,
+        max: Option<u64>,
+        unused: Option<u64>,
+    ) -> MResult<()> {
+        if max == Some(0) || unused == Some(0) {
+            return Err("usage");
+        }
+        if self.role(org, actor).ok_or("forbidden")? != Role::Owner {
+            return Err("forbidden");
+        }
+        self.policy.insert(org.into(), (max, unused));
+        Ok(())
     }
 
     /// Suspended, and neither revoked nor expired (those are said first).
@@ -213,6 +259,7 @@ impl Model {
             .expect("not revoked, so a member");
         let allowed = policy(role);
         let dies_at = (self.now + grace).min(r.expires_at.unwrap_or(u64::MAX));
+        let expires_at = self.expiry_within(&r.org, r.expires_at, true)?;
         let new = RefreshM {
             org: r.org.clone(),
             user: r.user.clone(),
@@ -226,7 +273,7 @@ impl Model {
             label: r.label.clone(),
             created_at: self.now,
             created_by: actor.into(),
-            expires_at: r.expires_at,
+            expires_at,
             revoked: None,
             last_refresh: None,
             live: Vec::new(),
@@ -411,6 +458,7 @@ impl Model {
         };
         scopes.sort_by_key(|s| scope_order(s));
         scopes.dedup();
+        let expires_at = self.expiry_within(org, o.expires_in.map(|s| self.now + s), false)?;
         let live = self
             .refresh
             .values()
@@ -428,7 +476,7 @@ impl Model {
             label: o.label.map(Into::into),
             created_at: self.now,
             created_by: actor.into(),
-            expires_at: o.expires_in.map(|s| self.now + s),
+            expires_at,
             revoked: None,
             last_refresh: None,
             live: Vec::new(),
@@ -596,7 +644,7 @@ impl Model {
                 let gone_since = if self.is_revoked(r) {
                     Some(r.revoked.as_ref().map_or(0, |x| x.0))
                 } else if self.is_expired(r) {
-                    r.expires_at
+                    Some(self.ends_at(r))
                 } else {
                     None
                 };

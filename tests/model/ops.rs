@@ -135,6 +135,13 @@ pub enum Op {
         tok: Tok,
         grace: u64,
     },
+    /// `set_org_policy` with a maximum lifetime and an unused expiry.
+    SetPolicy {
+        org: u8,
+        user: u8,
+        max_lifetime: Option<u64>,
+        unused_expiry: Option<u64>,
+    },
     Purge {
         limit: usize,
     },
@@ -329,7 +336,13 @@ pub fn decode_op(r: &mut Bytes<'_>) -> Op {
             org: org_ix(a),
             user: user_ix(b),
         },
-        25..=27 => Op::Advance(ADVANCES[(a % 8) as usize]),
+        25..=26 => Op::Advance(ADVANCES[(a % 8) as usize]),
+        27 => Op::SetPolicy {
+            org: org_ix(a),
+            user: user_ix(b),
+            max_lifetime: [None, None, Some(0), Some(300), Some(1000)][(c % 5) as usize],
+            unused_expiry: [None, None, Some(0), Some(300), Some(601)][(d % 5) as usize],
+        },
         28 => Op::Flush,
         29 => Op::Reopen,
         30 => Op::Suspend {

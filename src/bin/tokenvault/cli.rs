@@ -63,6 +63,9 @@ pub enum Command {
     /// disable, enable, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Organization settings: the token policy (Owner only).
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Trade a refresh token for an access token and print the grant.
     Exchange {
         /// The refresh token, or `-` to read it from standard input.
@@ -160,6 +163,26 @@ pub enum MemberCommand {
     Transfer { org: String, new_owner: String },
     /// The members of ORG and their roles.
     List { org: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Print the organization's token policy; with options, change it
+    /// first (audited).
+    Policy {
+        #[arg(long = "as", value_name = "ORG/OWNER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The longest a token may live (a duration as --expires-in), or
+        /// `none`.
+        #[arg(long, value_name = "DURATION|none", value_parser = parse::limit)]
+        max_lifetime: Option<parse::Limit>,
+        /// Expire tokens not exchanged for this long, or `none`.
+        #[arg(long, value_name = "DURATION|none", value_parser = parse::limit)]
+        unused_expiry: Option<parse::Limit>,
+        /// Rotate refresh tokens on use (`true` is not available yet).
+        #[arg(long, value_name = "true|false", value_parser = clap::value_parser!(bool))]
+        rotate_on_use: Option<bool>,
+    },
 }
 
 /// `--label`, `--scopes`, `--expires-in` of `generate` and `assign`.

@@ -11,7 +11,7 @@ use tokenvault::{
 };
 use zeroize::Zeroizing;
 
-use crate::cli::{Cli, Command, IssueArgs, MemberCommand, TokenCommand};
+use crate::cli::{Cli, Command, IssueArgs, MemberCommand, OrgCommand, TokenCommand};
 use crate::error::CliError;
 use crate::output::{plural, when, Report, Table};
 use crate::parse::format_time;
@@ -156,6 +156,42 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
     match cmd {
         Command::Member(m) => member(store, m),
         Command::Token(t) => token(store, t),
+        Command::Org(OrgCommand::Policy {
+            actor,
+            max_lifetime,
+            unused_expiry,
+            rotate_on_use,
+        }) => {
+            let mut p = store.org_policy(actor)?;
+            if max_lifetime.is_some() || unused_expiry.is_some() || rotate_on_use.is_some() {
+                if let Some(l) = max_lifetime {
+                    p.max_lifetime = l.0;
+                }
+                if let Some(l) = unused_expiry {
+                    p.unused_expiry = l.0;
+                }
+                if let Some(r) = rotate_on_use {
+                    p.rotate_on_use = *r;
+                }
+                p = store.set_org_policy(actor, p)?;
+            }
+            let secs = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |s| format!("{s}s"));
+            Ok(Report::new(
+                json!({
+                    "org": actor.org,
+                    "max_lifetime": p.max_lifetime,
+                    "unused_expiry": p.unused_expiry,
+                    "rotate_on_use": p.rotate_on_use,
+                }),
+                format!(
+                    "Token policy of {}: max lifetime {}, unused expiry {}, rotate on use {}.",
+                    actor.org,
+                    secs(p.max_lifetime),
+                    secs(p.unused_expiry),
+                    p.rotate_on_use
+                ),
+            ))
+        }
         Command::Exchange { token } => exchange(store, token),
         Command::Verify { token, scope } => verify(store, token, scope.as_deref()),
         Command::Audit {

@@ -108,6 +108,18 @@ fn seconds(s: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// A limit of an organization's policy: seconds, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u64>);
+
+/// A duration as [`duration`] reads it, or `none`.
+pub fn limit(s: &str) -> Result<Limit, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    duration(s).map(|d| Limit(Some(d)))
+}
+
 /// A duration as [`duration`] reads it, or zero (`0`, `0s`): a
 /// rotation's grace period.
 pub fn grace(s: &str) -> Result<u64, String> {
@@ -290,6 +302,9 @@ mod tests {
         ] {
             assert!(duration(bad).is_err(), "{bad:?} should be refused");
         }
+        assert_eq!(limit("none"), Ok(Limit(None)));
+        assert_eq!(limit("30d"), Ok(Limit(Some(2_592_000))));
+        assert!(limit("0").is_err() && limit("never").is_err());
         // A grace period may be zero; otherwise it reads as a duration.
         assert_eq!(grace("0"), Ok(0));
         assert_eq!(grace("0s"), Ok(0));

@@ -67,6 +67,7 @@ pub(crate) struct Stmts {
     pub(crate) member_cutoff: Statement,
     pub(crate) member_del: Statement,
     pub(crate) cutoff_put: Statement,
+    pub(crate) policy_put: Statement,
     pub(crate) refresh_ins: Statement,
     pub(crate) refresh_revoke: Statement,
     pub(crate) refresh_label: Statement,
@@ -116,6 +117,10 @@ impl Stmts {
             cutoff_put: p(
                 "INSERT INTO tokenvault_cutoffs (org, at) VALUES ($1, $2) \
                  ON CONFLICT (org) DO UPDATE SET at = GREATEST(tokenvault_cutoffs.at, EXCLUDED.at)",
+            )?,
+            policy_put: p(
+                "INSERT INTO tokenvault_org_policy (org, record) VALUES ($1, $2) \
+                 ON CONFLICT (org) DO UPDATE SET record = EXCLUDED.record",
             )?,
             refresh_ins: p(
                 "INSERT INTO tokenvault_refresh (id, org, member, revoked, record) \
@@ -367,6 +372,15 @@ impl Conn {
         {
             s.org_cutoffs.push((col(&row, 0)?, u64_of(col(&row, 1)?)));
         }
+        for row in tx
+            .query("SELECT org, record FROM tokenvault_org_policy", &[])
+            .map_err(pg)?
+        {
+            match decode::<OrgPolicyRecord>(col::<&[u8]>(&row, 1)?, "org policy") {
+                Ok(p) => s.org_policies.push((col(&row, 0)?, p)),
+                Err(_) => s.skipped += 1,
+            }
+        }
         let mut it = tx
             .query_raw(
                 "SELECT record, last_refresh FROM tokenvault_refresh",
@@ -605,6 +619,14 @@ impl Conn {
                     logged.push(LogChange::SetLabel {
                         id: *id,
                         label: label.clone(),
+                    });
+                }
+                Change::SetOrgPolicy { org, policy } => {
+                    tx.execute(&st.policy_put, &[org, &encode(policy)?])
+                        .map_err(pg)?;
+                    logged.push(LogChange::SetOrgPolicy {
+                        org: org.clone(),
+                        policy: *policy,
                     });
                 }
                 Change::SetDisabled { id, disabled } => {

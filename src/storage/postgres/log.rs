@@ -108,6 +108,11 @@ pub(crate) enum LogChange {
         dies_at: u64,
         new: RefreshRecord,
     },
+    /// An organization's token policy.
+    SetOrgPolicy {
+        org: String,
+        policy: OrgPolicyRecord,
+    },
 }
 
 /// The most ids one [`LogChange::RevokeMany`] row carries: far below what
@@ -151,6 +156,7 @@ impl LogChange {
             LogChange::SetLabel { id, label } => Change::SetLabel { id, label },
             LogChange::SetDisabled { id, disabled } => Change::SetDisabled { id, disabled },
             LogChange::Rotate { old, dies_at, new } => Change::Rotate { old, dies_at, new },
+            LogChange::SetOrgPolicy { org, policy } => Change::SetOrgPolicy { org, policy },
             // The old format, read for logs written before an upgrade. A
             // member record says the member is in the organization with
             // that role (added, changed, or made or unmade the Owner: memory

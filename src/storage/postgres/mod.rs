@@ -51,7 +51,7 @@ use crate::change::{Change, Committed};
 use crate::codec::StoredState;
 use crate::codec::{
     decode, decode_event, decode_refresh, encode, encode_event, encode_refresh_bare, AccessRecord,
-    EventRecord, MemberRecord, RefreshRecord,
+    EventRecord, MemberRecord, OrgPolicyRecord, RefreshRecord,
 };
 use crate::error::{Error, IoError, Result};
 use crate::policy::Role;

@@ -4,9 +4,10 @@ use super::*;
 
 /// The schema migrations, in order. A migration is never edited once
 /// released; a change of schema is a new entry.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE tokenvault_meta (
     name text PRIMARY KEY,
     value bytea NOT NULL
@@ -64,13 +65,24 @@ CREATE TABLE tokenvault_changes (
     PRIMARY KEY (seq, n)
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE tokenvault_org_policy (
+    org text PRIMARY KEY,
+    record bytea NOT NULL
+);
+"#,
+    ),
+];
 
 /// The tables, for sizes and tests.
 pub(crate) const TABLES: &[&str] = &[
     "tokenvault_meta",
     "tokenvault_members",
     "tokenvault_cutoffs",
+    "tokenvault_org_policy",
     "tokenvault_refresh",
     "tokenvault_access",
     "tokenvault_events",

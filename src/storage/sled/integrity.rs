@@ -28,6 +28,14 @@ pub(super) fn check(b: &SledBackend) -> Result<IntegrityReport> {
             p.push("cutoffs: undecodable entry".into());
         }
     }
+    for kv in b.org_policy.iter() {
+        let (k, v) = kv.map_err(io)?;
+        if org_from_key(&k).is_none()
+            || decode::<crate::codec::OrgPolicyRecord>(&v, "org policy").is_err()
+        {
+            p.push("org_policy: undecodable entry".into());
+        }
+    }
     let mut refresh_ids = std::collections::HashSet::new();
     let mut issue_seqs = std::collections::HashSet::new();
     for kv in b.refresh.iter() {

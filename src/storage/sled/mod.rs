@@ -30,8 +30,8 @@ use super::{Backend, Closed as CloseDone, IntegrityReport, LoadSink, Loaded};
 use crate::change::{Change, Committed};
 use crate::codec::{
     decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
-    member_key, org_key, view_refresh, AccessRecord, EventRecord, MemberRecord, RefreshRecord,
-    RefreshView, StoredState,
+    member_key, org_key, view_refresh, AccessRecord, EventRecord, MemberRecord, OrgPolicyRecord,
+    RefreshRecord, RefreshView, StoredState,
 };
 use crate::error::{Error, IoError, Result};
 
@@ -46,6 +46,8 @@ pub(crate) struct SledBackend {
     access: Tree,
     last_refresh: Tree,
     events: Tree,
+    /// Organizations' token policies, by `org_key`.
+    org_policy: Tree,
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
@@ -171,6 +173,7 @@ impl SledBackend {
                 "access",
                 "last_refresh",
                 "events",
+                "org_policy",
             ];
             let mut trees = Vec::with_capacity(names.len());
             for name in names {
@@ -185,9 +188,10 @@ impl SledBackend {
                 return Err(e);
             }
         };
-        let [members, cutoffs, refresh, access, last_refresh, events]: [Tree; 6] = trees
-            .try_into()
-            .map_err(|_| Error::Io("sled opened too few trees".into()))?;
+        let [members, cutoffs, refresh, access, last_refresh, events, org_policy]: [Tree; 7] =
+            trees
+                .try_into()
+                .map_err(|_| Error::Io("sled opened too few trees".into()))?;
         Ok(SledBackend {
             meta,
             members,
@@ -196,6 +200,7 @@ impl SledBackend {
             access,
             last_refresh,
             events,
+            org_policy,
             unreadable: AtomicU64::new(0),
             slots: slots::Slots::new(),
             path: path.map(Path::to_path_buf),
@@ -402,6 +407,12 @@ impl Backend for SledBackend {
             let org = org_from_key(&k).ok_or_else(|| Error::Corrupt("bad cutoff key".into()))?;
             let at = u64_from(&v).ok_or_else(|| Error::Corrupt("bad cutoff value".into()))?;
             sink.org_cutoff(org, at);
+        }
+        for kv in self.org_policy.iter() {
+            let (k, v) = kv.map_err(io)?;
+            let org =
+                org_from_key(&k).ok_or_else(|| Error::Corrupt("bad org policy key".into()))?;
+            sink.org_policy(org, decode::<OrgPolicyRecord>(&v, "org policy")?);
         }
         for kv in self.members.iter() {
             let (_, v) = kv.map_err(io)?;

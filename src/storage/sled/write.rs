@@ -176,9 +176,10 @@ impl SledBackend {
             &self.last_refresh,
             &self.events,
             &self.meta,
+            &self.org_policy,
         )
             .transaction(
-                |(members, cutoffs, refresh, access, last, events, meta)| -> TxOutcome {
+                |(members, cutoffs, refresh, access, last, events, meta, policies)| -> TxOutcome {
                     // Keeps EVENT_SEQ the highest sequence number stored.
                     let raise_seq = |seq: u64| -> TxResult {
                         let cur = meta.get(EVENT_SEQ)?.and_then(|v| u64_from(&v)).unwrap_or(0);
@@ -289,6 +290,9 @@ impl SledBackend {
                             }
                             Change::SetLabel { id, label } => {
                                 set_label(refresh, id, label)?;
+                            }
+                            Change::SetOrgPolicy { org, policy } => {
+                                policies.insert(org_key(org), enc(policy)?)?;
                             }
                             Change::SetDisabled { id, disabled } => {
                                 update_refresh(refresh, id, |r| r.life.disabled = *disabled)?;
