@@ -103,11 +103,14 @@ impl TokenStore {
                 inner.deny(actor, action, Some(subject.into()), why)
             });
         }
+        let not_member = || Error::NotFound(format!("{subject} is not a member of {}", actor.org));
         let member = cat
             .member(&actor.org, subject)
-            .ok_or_else(|| Error::NotFound(format!("{subject} is not a member of {}", actor.org)))?
+            .ok_or_else(not_member)?
             .clone();
-        let subject_role = member.role().unwrap_or(Role::Stakeholder);
+        // A member of the catalog has a role (a removed one is not listed
+        // there); none is never taken for the weakest.
+        let subject_role = member.role().ok_or_else(not_member)?;
         let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
         let now = inner.now();
         // The cap on the member's live tokens. Their list is held from the
