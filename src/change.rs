@@ -57,11 +57,6 @@ pub(crate) enum Change {
     /// The backend selects them inside its own transaction, by the codec's
     /// predicate, and reports their ids (see [`Committed`]); memory revokes
     /// exactly those.
-    ///
-    /// `held` names the tokens of `org` (of `user`) that this process
-    /// holds, for a backend with no index by owner to select among (the
-    /// embedded one, whose tokens are all held); a backend with such an
-    /// index (the shared one) selects by owner itself.
     RevokeMany {
         org: String,
         user: Option<String>,
@@ -69,7 +64,6 @@ pub(crate) enum Change {
         at: u64,
         by: String,
         reason: Option<String>,
-        held: Vec<[u8; 16]>,
     },
     /// Delete a refresh record; its access records must be deleted by
     /// `DeleteAccess` changes in the same batch.

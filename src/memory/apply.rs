@@ -192,10 +192,7 @@ impl Memory {
             }
             None => {
                 let member = cat.holder(&r.org, &r.user);
-                member
-                    .held
-                    .lock()
-                    .insert(r.id, r.issue.map_or(0, |i| i.seq));
+                member.held.lock().insert(r.id);
                 self.refresh.insert(r.id, Arc::new(self.hot_of(r, member)));
             }
         }

@@ -1,7 +1,7 @@
 //! The entries of memory: organizations, members, refresh and access tokens.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -79,18 +79,16 @@ pub(crate) struct MemberHot {
     pub(super) user: Arc<str>,
     pub(super) role: AtomicU8,
     pub(super) not_before: AtomicU64,
-    /// The refresh tokens stored for this organization and user id, with
-    /// the sequence number of the issue event each record carries (0:
-    /// none): what lists and the audit read instead of a stored index.
-    /// Shared by every `MemberHot` of the same ids (a member removed and
+    /// The refresh tokens stored for this organization and user id (what
+    /// the cap on a member's live tokens counts). Shared by every `MemberHot` of the same ids (a member removed and
     /// added again is a new one; their tokens are listed together).
     pub(super) held: Arc<Mutex<TokenIds>>,
     /// Unique for the life of the process: the key of the names cache.
     uid: u64,
 }
 
-/// Refresh token ids, each with its issue event's sequence number.
-pub(crate) type TokenIds = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
+/// Refresh token ids.
+pub(crate) type TokenIds = HashSet<[u8; 16], BuildHasherDefault<IdHasher>>;
 
 /// A member's token list, locked (see [`MemberHot::lock_held`]): read
 /// outside memory, extended only by [`super::Memory::put_issued`].
@@ -101,10 +99,10 @@ impl HeldTokens<'_> {
         self.0.len()
     }
     pub(crate) fn ids(&self) -> impl Iterator<Item = &[u8; 16]> {
-        self.0.keys()
+        self.0.iter()
     }
-    pub(super) fn insert(&mut self, id: [u8; 16], seq: u64) {
-        self.0.insert(id, seq);
+    pub(super) fn insert(&mut self, id: [u8; 16]) {
+        self.0.insert(id);
     }
 }
 

@@ -32,8 +32,7 @@ pub(crate) struct Loader<'a> {
     /// backend hands them over before any token), so that the loader
     /// threads find a token's member without taking the catalog lock.
     members: OnceLock<Members>,
-    /// The refresh tokens loaded, with their issue event's sequence
-    /// numbers, to be put in their members' lists (`MemberHot::held`) by
+    /// The refresh tokens loaded, to be put in their members' lists (`MemberHot::held`) by
     /// [`Loader::finish`], member by member: putting them there as they
     /// come would have the loader threads pull the same members' lists
     /// back and forth between their cores. Split as the threads split the
@@ -45,8 +44,8 @@ pub(crate) struct Loader<'a> {
 }
 
 /// A loaded token for its member's list: the member (by address, as a
-/// sort key), the token id, its issue event's sequence number.
-type Held = (usize, [u8; 16], u64);
+/// sort key) and the token id.
+type Held = (usize, [u8; 16]);
 
 fn address(m: &Arc<MemberHot>) -> usize {
     Arc::as_ptr(m) as usize
@@ -90,8 +89,8 @@ impl<'a> Loader<'a> {
             };
             let mut held = member.held.lock();
             held.reserve(run.len());
-            for (_, id, seq) in run {
-                held.insert(*id, *seq);
+            for (_, id) in run {
+                held.insert(*id);
             }
         }
         drop(cat);
@@ -152,7 +151,7 @@ impl<'a> Loader<'a> {
     pub(crate) fn refresh(&self, r: &RefreshView<'_>) {
         let inner = self.mem;
         let member = self.holder(r.org, r.user);
-        let held = (address(&member), r.id, r.issue_seq);
+        let held = (address(&member), r.id);
         let hot = Arc::new(inner.hot_of_view(r, member));
         if inner.refresh.insert_new(r.id, hot.clone()) {
             let part = usize::from(r.id[0]) * LOADED_PARTS / 256;

@@ -217,18 +217,8 @@ impl Memory {
         r: &RefreshRecord,
         member: &Arc<MemberHot>,
     ) {
-        held.insert(r.id, r.issue.map_or(0, |i| i.seq));
+        held.insert(r.id);
         self.refresh
             .insert(r.id, Arc::new(self.hot_of(r, member.clone())));
-    }
-
-    /// The refresh tokens held for `org` (for its member `user` only, when
-    /// given), sorted: the candidates a
-    /// [`Change::RevokeMany`](crate::change::Change::RevokeMany) names for a
-    /// backend with no index by owner.
-    pub(crate) fn held_ids(&self, cat: &Catalog, org: &str, user: Option<&str>) -> Vec<[u8; 16]> {
-        let mut ids: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
-        ids.sort_unstable();
-        ids
     }
 }

@@ -103,11 +103,14 @@ impl TokenStore {
                 inner.deny(actor, action, Some(subject.into()), why)
             });
         }
+        let not_member = || Error::NotFound(format!("{subject} is not a member of {}", actor.org));
         let member = cat
             .member(&actor.org, subject)
-            .ok_or_else(|| Error::NotFound(format!("{subject} is not a member of {}", actor.org)))?
+            .ok_or_else(not_member)?
             .clone();
-        let subject_role = member.role().unwrap_or(Role::Stakeholder);
+        // A member of the catalog has a role (a removed one is not listed
+        // there); none is never taken for the weakest.
+        let subject_role = member.role().ok_or_else(not_member)?;
         let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
         let now = inner.now();
         let asked = opts.expires_in.map(|s| now.saturating_add(s));
@@ -134,8 +137,7 @@ impl TokenStore {
                 )));
             }
         }
-        // The audit event travels with the record (a backend may store
-        // it inside, making the issue one write): same time, same words.
+        // The audit event, at the record's own time.
         let mut event = inner.event_record(
             &actor.org,
             &actor.user,
@@ -145,7 +147,6 @@ impl TokenStore {
         );
         event.at = now;
         event.last_at = now;
-        let seq = event.seq;
         let rec = RefreshRecord {
             id: id.0,
             org: actor.org.clone(),
@@ -159,10 +160,7 @@ impl TokenStore {
             state: StoredState::Active,
             verifier: check,
             life: Default::default(),
-            issue: Some(IssueEvent {
-                seq,
-                assigned: to.is_some(),
-            }),
+            issue: None,
         };
         let changes = vec![Change::IssueRefresh(rec.clone()), Change::Event(event)];
         let ticket = inner.commit(&changes)?;
@@ -207,7 +205,7 @@ impl TokenStore {
         inner.recover()?;
         let cat = inner.lock_catalog_for_read()?;
         inner.actor_role(&cat, actor, "token.list")?;
-        inner.list(&cat, &actor.org, Some(&actor.user))
+        inner.list(&actor.org, Some(&actor.user))
     }
 
     /// Every token of the actor's organization (Settings › API Tokens);
@@ -245,7 +243,7 @@ impl TokenStore {
                 "only the Owner may list every token",
             ));
         }
-        inner.list(&cat, &actor.org, None)
+        inner.list(&actor.org, None)
     }
 }
 
@@ -326,12 +324,9 @@ impl Inner {
         }
     }
 
-    pub(super) fn list(
-        &self,
-        cat: &Catalog,
-        org: &str,
-        user: Option<&str>,
-    ) -> Result<Vec<TokenInfo>> {
+    /// The tokens of `org` (of its member `user`), oldest first. The
+    /// caller holds the catalog (shared), so that no write runs meanwhile.
+    pub(super) fn list(&self, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
         let unreadable = self.backend.unreadable_refresh() + self.unlisted;
         if unreadable != 0 {
             return Err(Error::Corrupt(format!(
@@ -341,8 +336,7 @@ impl Inner {
             )));
         }
         let now = self.now();
-        let held: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
-        let mut recs = self.backend.list_refresh(org, user, &held)?;
+        let mut recs = self.backend.list_refresh(org, user)?;
         recs.sort_by_key(|r| (r.created_at, r.id));
         Ok(recs.into_iter().map(|r| self.info_of(r, now)).collect())
     }

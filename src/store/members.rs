@@ -175,7 +175,7 @@ impl TokenStore {
         }
         let now = inner.now();
         let changes = [
-            inner.revoke_many(&cat, org, Some(user), u64::MAX, now, HOST, "member removed"),
+            inner.revoke_many(org, Some(user), u64::MAX, now, HOST, "member removed"),
             Change::RemoveMember {
                 org: org.into(),
                 user: user.into(),

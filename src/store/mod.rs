@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
 use crate::change::{Change, Committed};
-use crate::codec::{self, AccessRecord, EventRecord, IssueEvent, RefreshRecord, StoredState};
+use crate::codec::{self, AccessRecord, EventRecord, RefreshRecord, StoredState};
 use crate::commit::{Flusher, WriterMark};
 use crate::config::{load_or_create, Config, StoreKey};
 use crate::error::{Error, Result};

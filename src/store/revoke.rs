@@ -224,7 +224,6 @@ impl TokenStore {
             }
         }
         let mut changes = vec![inner.revoke_many(
-            &cat,
             &actor.org,
             user,
             before.unwrap_or(u64::MAX),
@@ -336,14 +335,12 @@ impl TokenStore {
 
 impl Inner {
     /// The revocation of every refresh token of `org` (of its member `user`
-    /// only, when given) created before `before` (`u64::MAX`: all), with
-    /// the ones memory holds named for a backend with no index by owner
-    /// (see [`Change::RevokeMany`]). Reads nothing from storage: the backend
-    /// selects inside its commit and reports the ids it revoked.
-    #[allow(clippy::too_many_arguments)]
+    /// only, when given) created before `before` (`u64::MAX`: all). Reads
+    /// nothing from storage: the backend selects inside its commit (see
+    /// [`Change::RevokeMany`]) and reports the ids it revoked. The caller
+    /// holds the catalog exclusively.
     pub(super) fn revoke_many(
         &self,
-        cat: &Catalog,
         org: &str,
         user: Option<&str>,
         before: u64,
@@ -358,7 +355,6 @@ impl Inner {
             at: now,
             by: by.into(),
             reason: Some(reason.into()),
-            held: self.mem.held_ids(cat, org, user),
         }
     }
 }

@@ -552,10 +552,9 @@ impl Conn {
                     at,
                     by,
                     reason,
-                    // The tables also hold other replicas' tokens: they are
-                    // selected here, by owner.
-                    held: _,
                 } => {
+                    // Selected here, by owner (the tables also hold other
+                    // replicas' tokens).
                     let rows = match user {
                         Some(u) => tx.query(&st.refresh_active_member, &[org, u]),
                         None => tx.query(&st.refresh_active_org, &[org]),

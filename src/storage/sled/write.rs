@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::codec::{issue_target, IssueEvent};
 use crate::policy::Role;
 
 type TxResult = std::result::Result<(), ConflictableTransactionError<Error>>;
@@ -104,12 +105,17 @@ impl SledBackend {
                 self.refresh
                     .insert(&r.id[..], encode_refresh(r)?)
                     .map_err(io)?;
+                self.owners
+                    .issued(&r.org, &r.user, r.id, r.issue.map_or(0, |i| i.seq));
                 return Ok(Committed::default());
             }
-            [Change::IssueRefresh(r), Change::Event(e)] if embedded(changes, e) => {
+            [Change::IssueRefresh(r), Change::Event(e)] if carried(r, e).is_some() => {
+                let mut rec = r.clone();
+                rec.issue = carried(r, e);
                 self.refresh
-                    .insert(&r.id[..], encode_refresh(r)?)
+                    .insert(&r.id[..], encode_refresh(&rec)?)
                     .map_err(io)?;
+                self.owners.issued(&r.org, &r.user, r.id, e.seq);
                 return Ok(Committed::default());
             }
             [Change::PutAccess(rec)] => {
@@ -147,6 +153,17 @@ impl SledBackend {
         let touched: Vec<[u8; 16]> = changes.iter().filter_map(family_of).collect();
         let mut locked = self.slots.lock(touched.iter().copied());
         let (at, planned) = plan_slots(changes, &mut locked);
+        // What the batch's issues carry, and the tokens its bulk
+        // revocations select among (all of the owner's: the table names
+        // every stored record).
+        let carries = carried_events(changes);
+        let candidates: Vec<Vec<[u8; 16]>> = changes
+            .iter()
+            .map(|c| match c {
+                Change::RevokeMany { org, user, .. } => self.owners.ids(org, user.as_deref()),
+                _ => Vec::new(),
+            })
+            .collect();
         let access_only = changes
             .iter()
             .all(|c| matches!(c, Change::PutAccess(_) | Change::DeleteAccess { .. }));
@@ -191,7 +208,7 @@ impl SledBackend {
                     // Counted afresh on each attempt (sled may run this
                     // closure again after a conflict).
                     let mut done = Committed::default();
-                    for (c, slot) in changes.iter().zip(&at) {
+                    for (i, (c, slot)) in changes.iter().zip(&at).enumerate() {
                         match c {
                             Change::AddMember { org, user, role } => {
                                 let m = MemberRecord {
@@ -228,8 +245,16 @@ impl SledBackend {
                                 }
                             }
                             Change::IssueRefresh(r) => {
-                                let v = encode_refresh(r)
-                                    .map_err(ConflictableTransactionError::Abort)?;
+                                let v = match carries.issue.get(&i) {
+                                    // Its issue event inside the record.
+                                    Some(ie) => {
+                                        let mut rec = r.clone();
+                                        rec.issue = Some(*ie);
+                                        encode_refresh(&rec)
+                                    }
+                                    None => encode_refresh(r),
+                                }
+                                .map_err(ConflictableTransactionError::Abort)?;
                                 refresh.insert(&r.id[..], v)?;
                             }
                             Change::RevokeRefresh { id, at, by, reason } => {
@@ -247,15 +272,13 @@ impl SledBackend {
                                 at,
                                 by,
                                 reason,
-                                held,
                             } => {
-                                // No index by owner here: the store named
-                                // the tokens it holds of `org` (`user`),
-                                // which are all of them; each is selected
-                                // here by the codec's predicate. One the
-                                // disk lacks is skipped, as listing the
-                                // member's tokens skips it: a damaged entry
-                                // must not block an emergency revocation.
+                                // The owner's tokens, as the backend's own
+                                // table names them; each is selected here
+                                // by the codec's predicate. One the disk
+                                // lacks is skipped, as listing the member's
+                                // tokens skips it: a damaged entry must not
+                                // block an emergency revocation.
                                 let revoke = Revocation {
                                     at: *at,
                                     by,
@@ -266,7 +289,7 @@ impl SledBackend {
                                     user: user.as_deref(),
                                     before: *before,
                                 };
-                                for id in held {
+                                for id in &candidates[i] {
                                     if revoke_refresh(refresh, id, &revoke, Some(&terms))? {
                                         done.revoked.push(*id);
                                     }
@@ -332,7 +355,7 @@ impl SledBackend {
                                     access.remove(&access_key(refresh_id, *slot)[..])?;
                                 }
                             }
-                            Change::Event(e) if embedded(changes, e) => {}
+                            Change::Event(_) if carries.events.contains(&i) => {}
                             Change::Event(e) => {
                                 let v =
                                     encode_event(e).map_err(ConflictableTransactionError::Abort)?;
@@ -347,6 +370,28 @@ impl SledBackend {
         match res {
             Ok(done) => {
                 locked.put_back(planned);
+                for (i, c) in changes.iter().enumerate() {
+                    match c {
+                        Change::IssueRefresh(r) => {
+                            let seq = carries
+                                .issue
+                                .get(&i)
+                                .copied()
+                                .or(r.issue)
+                                .map_or(0, |ie| ie.seq);
+                            self.owners.issued(&r.org, &r.user, r.id, seq);
+                        }
+                        Change::DeleteRefresh { id, org, user } => {
+                            self.owners.deleted(org, user, id)
+                        }
+                        // A rotation's successor is issued; its event is
+                        // `token.rotate`, in the events tree.
+                        Change::Rotate { new, .. } => {
+                            self.owners.issued(&new.org, &new.user, new.id, 0)
+                        }
+                        _ => {}
+                    }
+                }
                 Ok(done)
             }
             Err(TransactionError::Abort(e)) => Err(e),
@@ -512,13 +557,57 @@ fn update_member(
     Ok(())
 }
 
-/// Whether `e` is the issue event of a refresh record put in the same
-/// batch, which then carries it.
-pub(super) fn embedded(changes: &[Change], e: &EventRecord) -> bool {
-    changes.iter().any(|c| match c {
-        Change::IssueRefresh(r) => r.org == e.org && r.issue.is_some_and(|i| i.seq == e.seq),
-        _ => false,
+/// The issue event a new refresh record `r` carries inside it when `e`,
+/// an event of the same batch, is its issue's: the record then says all
+/// the event says ([`RefreshRecord::issue_event`] writes it out again,
+/// field for field), and the issue is one insert. sled's own layout: the
+/// store commits the record and the event as two changes.
+fn carried(r: &RefreshRecord, e: &EventRecord) -> Option<IssueEvent> {
+    let assigned = match e.action.as_str() {
+        "token.generate" => false,
+        "token.assign" => true,
+        _ => return None,
+    };
+    let fits = r.issue.is_none()
+        && e.org == r.org
+        && e.actor == r.created_by
+        && e.at == r.created_at
+        && e.last_at == r.created_at
+        && e.count == 1
+        && e.outcome == "ok"
+        && e.target.as_deref() == Some(issue_target(&r.id, &r.user).as_str());
+    fits.then_some(IssueEvent {
+        seq: e.seq,
+        assigned,
     })
+}
+
+/// Which of a batch's events its new refresh records carry.
+#[derive(Default)]
+struct Carries {
+    /// By the index of the `IssueRefresh`: the event it carries.
+    issue: HashMap<usize, IssueEvent>,
+    /// The indices of the events carried (not written to the events tree).
+    events: Vec<usize>,
+}
+
+fn carried_events(changes: &[Change]) -> Carries {
+    let mut out = Carries::default();
+    for (i, c) in changes.iter().enumerate() {
+        let Change::IssueRefresh(r) = c else { continue };
+        for (j, e) in changes.iter().enumerate() {
+            let Change::Event(e) = e else { continue };
+            if out.events.contains(&j) {
+                continue;
+            }
+            if let Some(ie) = carried(r, e) {
+                out.issue.insert(i, ie);
+                out.events.push(j);
+                break;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -530,7 +619,7 @@ mod tests {
     fn record(n: u8) -> RefreshRecord {
         RefreshRecord {
             id: [n; 16],
-            org: "acme".into(),
+            org: if n == 8 { "other" } else { "acme" }.into(),
             user: if n.is_multiple_of(2) { "ann" } else { "bob" }.into(),
             role_at_issue: Role::User,
             scopes: vec!["user-read".into()],
@@ -577,7 +666,7 @@ mod tests {
                 b.write(&[Change::IssueRefresh(record(n))]).unwrap();
             }
         }
-        // Token 3 is revoked already; 8 is not named.
+        // Token 3 is revoked already; 8 is another organization's.
         let held: Vec<[u8; 16]> = (1..=7).map(|n| [n; 16]).collect();
         let reason = Some("bulk revocation".to_string());
         let each: Vec<Change> = held
@@ -598,7 +687,6 @@ mod tests {
                 at: 2_000,
                 by: "ann".into(),
                 reason,
-                held,
             }])
             .unwrap();
         let want: Vec<[u8; 16]> = [1, 2, 4, 5, 6, 7].iter().map(|n| [*n; 16]).collect();
@@ -607,18 +695,18 @@ mod tests {
         let untouched = decode_refresh(&bulk.refresh.get([8u8; 16]).unwrap().unwrap()).unwrap();
         assert_eq!(untouched.state, StoredState::Active);
 
-        // A named token the disk lacks is skipped and not counted (as a
-        // listing of the member's tokens would skip it); the others are
-        // revoked.
+        // A token the owner table names and the disk lacks is skipped and
+        // not counted (as a listing of the member's tokens would skip it);
+        // the others are revoked.
+        bulk.owners.issued("other", "ann", [42; 16], 0);
         let done = bulk
             .write(&[Change::RevokeMany {
-                org: "acme".into(),
+                org: "other".into(),
                 user: None,
                 before: u64::MAX,
                 at: 3_000,
                 by: "ann".into(),
                 reason: None,
-                held: vec![[8; 16], [42; 16]],
             }])
             .unwrap();
         assert_eq!(done.revoked, vec![[8; 16]]);
@@ -629,8 +717,8 @@ mod tests {
             "{:?}",
             revoked.state
         );
-        // The terms are checked on the stored record: a named token of
-        // another member, or created at or after the cutoff, stays active.
+        // The terms are checked: a token of another member, or created at
+        // or after the cutoff, stays active.
         bulk.write(&[
             Change::IssueRefresh(record(10)),
             Change::IssueRefresh(record(11)),
@@ -644,7 +732,6 @@ mod tests {
                 at: 3_500,
                 by: "ann".into(),
                 reason: None,
-                held: vec![[10; 16], [11; 16]],
             }])
             .unwrap();
         // 10 is ann's but created at 1_010; 11 is bob's.
@@ -657,7 +744,6 @@ mod tests {
                 at: 3_500,
                 by: "ann".into(),
                 reason: None,
-                held: vec![[10; 16], [11; 16]],
             }])
             .unwrap();
         assert_eq!(done.revoked, vec![[10; 16]]);
@@ -798,5 +884,67 @@ mod tests {
         b.write(&purge).unwrap();
         assert!(stored(&b, 1).is_empty());
         assert_eq!(b.slots.family(&[1; 16]), None);
+    }
+
+    /// The store commits a new token and its issue event as two changes;
+    /// sled keeps the event inside the record (one insert), lists it in the
+    /// audit trail from there, and writes an event that does not match the
+    /// record to the events tree.
+    #[test]
+    fn sled_keeps_the_issue_event_inside_the_record_itself() {
+        let b = SledBackend::open(None, 1 << 20).unwrap();
+        let mut r = record(2);
+        r.issue = None;
+        let event = |r: &RefreshRecord, seq: u64| EventRecord {
+            seq,
+            at: r.created_at,
+            org: r.org.clone(),
+            actor: r.created_by.clone(),
+            action: "token.generate".into(),
+            target: Some(issue_target(&r.id, &r.user)),
+            outcome: "ok".into(),
+            count: 1,
+            last_at: r.created_at,
+        };
+        let e = event(&r, 5);
+        b.write(&[Change::IssueRefresh(r.clone()), Change::Event(e.clone())])
+            .unwrap();
+        let stored = decode_refresh(&b.refresh.get([2u8; 16]).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            stored.issue,
+            Some(IssueEvent {
+                seq: 5,
+                assigned: false
+            })
+        );
+        assert_eq!(b.events.len(), 0, "carried, not written beside it");
+        assert_eq!(b.events("acme", u64::MAX, 10).unwrap(), vec![e.clone()]);
+        assert_eq!(b.list_refresh("acme", Some("ann")).unwrap().len(), 1);
+        // An event that says something else is stored on its own, in a
+        // batch (here with a second token) as alone.
+        let mut r4 = record(4);
+        r4.issue = None;
+        let mut other = event(&r4, 6);
+        other.outcome = "ok, and more".into();
+        b.write(&[Change::IssueRefresh(r4), Change::Event(other.clone())])
+            .unwrap();
+        let stored = decode_refresh(&b.refresh.get([4u8; 16]).unwrap().unwrap()).unwrap();
+        assert_eq!(stored.issue, None);
+        assert_eq!(b.events.len(), 1);
+        let mut r6 = record(6);
+        r6.issue = None;
+        let e6 = event(&r6, 7);
+        b.write(&[
+            Change::IssueRefresh(r6),
+            Change::Event(e6.clone()),
+            Change::PutLastRefresh { id: [2; 16], at: 9 },
+        ])
+        .unwrap();
+        assert_eq!(
+            b.events("acme", u64::MAX, 10).unwrap(),
+            vec![e6, other, e],
+            "newest first, from the records and the tree"
+        );
+        assert_eq!(b.events.len(), 1);
     }
 }
