@@ -775,6 +775,65 @@ impl AsyncTokenStore {
         self.run(move |s| s.get(&actor, &id)).await
     }
 
+    /// [`TokenStore::assign_pending`] on a blocking thread.
+    ///
+    /// **Blocks** a blocking thread for one durable commit, as
+    /// [`AsyncTokenStore::assign`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::assign_pending`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Role, TokenState};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// store.add_member("acme", "bob", Role::User).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let info = store.assign_pending(&ann, "bob", Default::default()).await?;
+    /// assert_eq!(info.state, TokenState::Pending);
+    /// let t = store.claim(&Actor::new("acme", "bob"), &info.id).await?;
+    /// assert_eq!(t.info.state, TokenState::Active);
+    /// # Ok(()) }
+    /// ```
+    pub async fn assign_pending(
+        &self,
+        actor: &Actor,
+        user: &str,
+        opts: GenerateOptions,
+    ) -> Result<TokenInfo> {
+        let (actor, user) = (actor.clone(), user.to_string());
+        self.run(move |s| s.assign_pending(&actor, &user, opts))
+            .await
+    }
+
+    /// [`TokenStore::claim`] on a blocking thread.
+    ///
+    /// **Blocks** a blocking thread for one durable commit, as
+    /// [`AsyncTokenStore::generate`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::claim`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// store.add_member("acme", "bob", Role::User).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let info = store.assign_pending(&ann, "bob", Default::default()).await?;
+    /// let t = store.claim(&Actor::new("acme", "bob"), &info.id).await?;
+    /// assert!(store.exchange(t.token.expose()).await.is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub async fn claim(&self, actor: &Actor, id: &TokenId) -> Result<IssuedToken> {
+        let (actor, id) = (actor.clone(), *id);
+        self.run(move |s| s.claim(&actor, &id)).await
+    }
+
     /// [`TokenStore::rotate`] on a blocking thread.
     ///
     /// **Blocks** a blocking thread for one durable commit, as

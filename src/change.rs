@@ -95,6 +95,11 @@ pub(crate) enum Change {
     /// transaction; memory sets the entry's. A record the backend lacks is
     /// corruption, as for [`Change::RevokeRefresh`].
     SetDisabled { id: [u8; 16], disabled: bool },
+    /// A pending token claimed by its member: its record as it now stands
+    /// (its verifier set, no longer pending) replaces the stored one;
+    /// memory makes its entry anew from it. A record the backend lacks is
+    /// corruption.
+    Claim(RefreshRecord),
     /// Rotate the refresh token `old`: `new` (its successor, a new active
     /// record) is stored, and `old` is marked rotated and dies at `dies_at`
     /// (its expiry is lowered to it, never raised). Its access tokens die with it: they

@@ -86,6 +86,7 @@ pub struct Config {
     pub(crate) durable_exchange: bool,
     pub(crate) lazy_flush_every: u64,
     pub(crate) retention: Duration,
+    pub(crate) pending_claim_window: Duration,
     pub(crate) audit_retention: Duration,
     pub(crate) max_live_tokens_per_member: usize,
     pub(crate) create_if_missing: bool,
@@ -108,6 +109,7 @@ impl fmt::Debug for Config {
             .field("prefix", &self.prefix)
             .field("durable_exchange", &self.durable_exchange)
             .field("retention", &self.retention)
+            .field("pending_claim_window", &self.pending_claim_window)
             .field("audit_retention", &self.audit_retention)
             .field(
                 "max_live_tokens_per_member",
@@ -133,6 +135,7 @@ impl Config {
             durable_exchange: false,
             lazy_flush_every: 1024,
             retention: Duration::from_secs(30 * 24 * 3600),
+            pending_claim_window: Duration::from_secs(7 * 24 * 3600),
             audit_retention: Duration::from_secs(400 * 24 * 3600),
             max_live_tokens_per_member: 100,
             create_if_missing: true,
@@ -215,6 +218,14 @@ impl Config {
     /// durable call inherits stays small (default 1024, at least 1).
     pub fn lazy_flush_every(mut self, n: u64) -> Self {
         self.lazy_flush_every = n;
+        self
+    }
+
+    /// How long a token assigned pending (`TokenStore::assign_pending`)
+    /// waits for its member to claim it before it expires unclaimed
+    /// (default 7 days).
+    pub fn pending_claim_window(mut self, window: Duration) -> Self {
+        self.pending_claim_window = window;
         self
     }
 

@@ -67,7 +67,7 @@ impl GenerateOptions {
 /// With the cargo feature `serde` it serializes as a map whose `"state"`
 /// is the lowercase name (`active`, `expired`, `revoked`, as
 /// [`TokenState::as_str`], `Display` and the CLI's JSON say, `disabled`
-/// included), and a revoked
+/// and `pending` included), and a revoked
 /// token's `revoked_at`, `revoked_by` and `revoke_reason` beside it; in a
 /// [`TokenInfo`] those keys sit among the token's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +85,9 @@ pub enum TokenState {
     /// Suspended (`disable`): neither it nor its access tokens verify until
     /// its holder or the Owner enables it again.
     Disabled,
+    /// Assigned pending (`assign_pending`): its member has not claimed it
+    /// yet, so no secret exists.
+    Pending,
     /// Revoked.
     Revoked {
         /// When (Unix seconds).
@@ -100,19 +103,20 @@ pub enum TokenState {
 }
 
 impl std::fmt::Display for TokenState {
-    /// `active`, `expired`, `disabled` or `revoked`.
+    /// `active`, `expired`, `disabled`, `pending` or `revoked`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
 impl TokenState {
-    /// `active`, `expired`, `disabled` or `revoked`.
+    /// `active`, `expired`, `disabled`, `pending` or `revoked`.
     pub fn as_str(&self) -> &'static str {
         match self {
             TokenState::Active => "active",
             TokenState::Expired => "expired",
             TokenState::Disabled => "disabled",
+            TokenState::Pending => "pending",
             TokenState::Revoked { .. } => "revoked",
         }
     }

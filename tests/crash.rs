@@ -153,6 +153,8 @@ fn child(dir: &Path) {
             acks.line(&format!("ok {what}"));
         }
     }
+    // Tokens this child assigned pending, to claim.
+    let mut pending: Vec<(tokenvault::TokenId, &str, &str)> = Vec::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         let (org, user, _) = MEMBERS[rng.below(MEMBERS.len())];
@@ -175,7 +177,15 @@ fn child(dir: &Path) {
                 let what = format!("assign {org} {to}");
                 acks.line(&format!("try {what}"));
                 let o = Actor::new(org, owner(org));
-                if let Ok(t) = store.assign(&o, to, GenerateOptions::default()) {
+                if rng.below(3) == 0 {
+                    // Pending: no secret until `to` claims it (below).
+                    let what = format!("pend {org} {to}");
+                    acks.line(&format!("try {what}"));
+                    if let Ok(i) = store.assign_pending(&o, to, GenerateOptions::default()) {
+                        acks.line(&format!("ok {what} {}", i.id));
+                        pending.push((i.id, org, to));
+                    }
+                } else if let Ok(t) = store.assign(&o, to, GenerateOptions::default()) {
                     let id = t.info.id.to_string();
                     secrets.line(&format!("r {id} {org} {to} {}", t.token.expose()));
                     acks.line(&format!("ok {what} {id}"));
@@ -299,6 +309,21 @@ fn child(dir: &Path) {
                     known.refresh.push((new, org, holder, text.into()));
                 }
             }
+            // The member claims a token assigned to them pending: its secret
+            // is logged before its `ok`, as an issue's.
+            99 if !pending.is_empty() => {
+                let (id, org, to) = pending.swap_remove(rng.below(pending.len()));
+                let what = format!("claim {id}");
+                acks.line(&format!("try {what}"));
+                if let Ok(t) = store.claim(&Actor::new(org, to), &id) {
+                    let text = t.token.expose();
+                    secrets.line(&format!("r {id} {org} {to} {text}"));
+                    acks.line(&format!("ok {what}"));
+                    known
+                        .refresh
+                        .push((id.to_string(), org.into(), to.into(), text.into()));
+                }
+            }
             // An organization's policy, with limits far beyond the test's
             // run so that they stop nothing.
             98 => {
@@ -347,6 +372,9 @@ struct Expect {
     disabled: HashMap<String, bool>,
     /// Acknowledged rotations: old id → when it dies.
     rotated: HashMap<String, u64>,
+    /// Tokens assigned pending (acknowledged), and those claimed since.
+    unclaimed: HashSet<String>,
+    claimed: HashSet<String>,
     /// The last acknowledged policy of each organization: maximum
     /// lifetime, unused expiry.
     policies: HashMap<String, (Option<u64>, Option<u64>)>,
@@ -406,6 +434,14 @@ fn expectations(lines: &[String]) -> Expect {
                     }
                     ["revoke_access", id] => {
                         e.revoked_access.insert(id.to_string());
+                    }
+                    ["pend", org, user, id] => {
+                        e.tokens
+                            .insert(id.to_string(), (org.to_string(), user.to_string()));
+                        e.unclaimed.insert(id.to_string());
+                    }
+                    ["claim", id] => {
+                        e.claimed.insert(id.to_string());
                     }
                     ["policy", org, max, unused] => {
                         let secs = |s: &str| s.parse::<u64>().ok();
@@ -508,7 +544,10 @@ fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
             "cycle {cycle}: invariant 2: revoked token {id} listed as {:?}",
             t.state
         );
-        let text = texts[id.as_str()];
+        // A token assigned pending and never claimed has no secret.
+        let Some(text) = texts.get(id.as_str()) else {
+            continue;
+        };
         let r = store.exchange(text);
         assert_eq!(
             r.as_ref().err().map(|e| e.kind()),
@@ -536,6 +575,22 @@ fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
                 t.state.as_str(),
                 "disabled",
                 "cycle {cycle}: acknowledged enable of {id} lost"
+            );
+        }
+    }
+    // An acknowledged pending assignment stays pending until an
+    // acknowledged claim (or a revocation); a claim holds.
+    for id in &e.unclaimed {
+        let state = listed[id].state.as_str();
+        if e.claimed.contains(id) {
+            assert_ne!(
+                state, "pending",
+                "cycle {cycle}: acknowledged claim of {id} lost"
+            );
+        } else if !pending.ends_with(id.as_str()) {
+            assert!(
+                state == "pending" || state == "revoked",
+                "cycle {cycle}: pending token {id} listed as {state}"
             );
         }
     }

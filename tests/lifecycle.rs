@@ -568,6 +568,125 @@ fn the_policy_survives_a_reopen_without_close() {
     store.close().unwrap();
 }
 
+#[test]
+fn a_pending_assignment_shows_its_secret_only_to_its_member_once() {
+    let clock = ManualClock::new(T0);
+    let (store, olivia, adam, uma, bea) = store_at(&clock);
+    // Only the Owner assigns, pending or not.
+    let e = store
+        .assign_pending(&adam, "uma", Default::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), "forbidden");
+    let info = store
+        .assign_pending(&olivia, "uma", GenerateOptions::default().label("ci"))
+        .unwrap();
+    assert_eq!(info.state, TokenState::Pending);
+    assert_eq!(info.created_by, "olivia");
+    assert_eq!(store.list_own(&uma).unwrap()[0].state, TokenState::Pending);
+    assert_eq!(
+        store.list_org(&olivia).unwrap()[0].state,
+        TokenState::Pending
+    );
+    let ev = &store.audit(&olivia, 1).unwrap()[0];
+    assert_eq!(ev.action, "token.assign");
+    // Nobody but uma claims it; a pending token cannot be suspended or
+    // rotated.
+    assert_eq!(
+        store.claim(&olivia, &info.id).unwrap_err().kind(),
+        "forbidden"
+    );
+    assert_eq!(
+        store.claim(&adam, &info.id).unwrap_err().kind(),
+        "forbidden"
+    );
+    assert_eq!(store.claim(&bea, &info.id).unwrap_err().kind(), "not_found");
+    assert_eq!(
+        store.disable(&uma, &info.id).unwrap_err().kind(),
+        "conflict"
+    );
+    assert_eq!(
+        store.rotate(&uma, &info.id, 0).unwrap_err().kind(),
+        "conflict"
+    );
+    assert_eq!(
+        store.get(&uma, &info.id).unwrap().state,
+        TokenState::Pending
+    );
+
+    let t = store.claim(&uma, &info.id).unwrap();
+    assert_eq!(t.info.id, info.id);
+    assert_eq!(t.info.state, TokenState::Active);
+    assert_eq!(t.info.label.as_deref(), Some("ci"));
+    let a = store.exchange(t.token.expose()).unwrap().access_token;
+    assert_eq!(&*store.verify(a.expose()).unwrap().user, "uma");
+    assert_eq!(store.claim(&uma, &info.id).unwrap_err().kind(), "conflict");
+    let ev = &store.audit(&olivia, 1).unwrap()[0];
+    assert_eq!(
+        (ev.action.as_str(), ev.actor.as_str()),
+        ("token.claim", "uma")
+    );
+
+    // Unclaimed for 7 days: expired. The Owner may revoke one meanwhile.
+    let late = store
+        .assign_pending(&olivia, "uma", Default::default())
+        .unwrap();
+    let gone = store
+        .assign_pending(&olivia, "uma", Default::default())
+        .unwrap();
+    store.revoke(&olivia, &gone.id, None).unwrap();
+    assert_eq!(store.claim(&uma, &gone.id).unwrap_err().kind(), "revoked");
+    clock.advance(7 * 86_400);
+    assert_eq!(store.claim(&uma, &late.id).unwrap_err().kind(), "expired");
+    assert_eq!(
+        store.get(&uma, &late.id).unwrap().state,
+        TokenState::Expired
+    );
+    // The plain assignment still returns the secret.
+    let plain = store.assign(&olivia, "uma", Default::default()).unwrap();
+    store.exchange(plain.token.expose()).unwrap();
+}
+
+#[test]
+fn a_pending_token_and_its_claim_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (waiting, claimed, secret) = {
+        let store = common::store::keyed(&path, 3)
+            .pending_claim_window(Duration::from_secs(3_600))
+            .open()
+            .unwrap();
+        let (olivia, _, uma) = common::store::seed_acme(&store);
+        let w = store
+            .assign_pending(&olivia, "uma", Default::default())
+            .unwrap();
+        let c = store
+            .assign_pending(&olivia, "uma", Default::default())
+            .unwrap();
+        let t = store.claim(&uma, &c.id).unwrap();
+        drop(store);
+        (w, c, t.token.expose().to_string())
+    };
+    let store = common::store::keyed(&path, 3).open().unwrap();
+    let uma = Actor::new("acme", "uma");
+    assert_eq!(
+        store.get(&uma, &waiting.id).unwrap().state,
+        TokenState::Pending
+    );
+    assert_eq!(
+        store.get(&uma, &claimed.id).unwrap().state,
+        TokenState::Active
+    );
+    store.exchange(&secret).unwrap();
+    assert_eq!(
+        store.claim(&uma, &claimed.id).unwrap_err().kind(),
+        "conflict"
+    );
+    let t = store.claim(&uma, &waiting.id).unwrap();
+    store.exchange(t.token.expose()).unwrap();
+    assert!(store.check_integrity().unwrap().is_clean());
+    store.close().unwrap();
+}
+
 /// Against a PostgreSQL server (`TOKENVAULT_PG_URL`, as `.ci/postgres.sh`
 /// sets it): a suspension, an enable and a rotation made through one
 /// replica are in force on another at once (it catches up), and after a
@@ -657,6 +776,16 @@ fn lifecycle_on_a_shared_store() {
         ));
         let d = one.generate(&olivia, Default::default()).unwrap();
         one.disable(&olivia, &d.info.id).unwrap();
+        // Assigned pending on one replica, claimed on the other.
+        let pend = one
+            .assign_pending(&olivia, "uma", Default::default())
+            .unwrap();
+        two.catch_up().unwrap();
+        assert_eq!(two.get(&uma, &pend.id).unwrap().state, TokenState::Pending);
+        let claimed = two.claim(&uma, &pend.id).unwrap();
+        one.catch_up().unwrap();
+        one.exchange(claimed.token.expose()).unwrap();
+        assert_eq!(one.claim(&uma, &pend.id).unwrap_err().kind(), "conflict");
         one.close().unwrap();
         two.close().unwrap();
         // A replica opened afresh loads the states from the database.
@@ -674,6 +803,7 @@ fn lifecycle_on_a_shared_store() {
             Err(Error::Expired)
         ));
         assert_eq!(three.org_policy(&olivia).unwrap(), p);
+        three.exchange(claimed.token.expose()).unwrap();
         assert!(three.check_integrity().unwrap().is_clean());
         three.close().unwrap();
     }

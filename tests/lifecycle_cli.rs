@@ -321,3 +321,41 @@ fn org_policy_prints_and_changes_the_policy() {
     );
     assert_eq!(v.ok(&["org", "policy", "--as", "acme/olivia"]), p);
 }
+
+#[test]
+fn a_pending_assignment_prints_no_secret_and_the_member_claims_it() {
+    let v = Vault::seeded();
+    let a = v.ok(&[
+        "token",
+        "assign",
+        "--as",
+        "acme/olivia",
+        "--to",
+        "uma",
+        "--label",
+        "ci",
+        "--pending",
+    ]);
+    assert!(a.get("token").is_none(), "{a}");
+    assert_eq!(a["state"], "pending");
+    assert_eq!(a["user"], "uma");
+    let id = s(&a["id"]).to_string();
+    let mine = v.ok(&["token", "list", "--as", "acme/uma"]);
+    assert_eq!(mine["tokens"][0]["state"], "pending");
+    v.fail(
+        &["token", "claim", "--as", "acme/olivia", &id],
+        1,
+        "forbidden",
+    );
+    let c = v.ok(&["token", "claim", "--as", "acme/uma", &id]);
+    assert_eq!(
+        keys(&c),
+        ["expires_at", "id", "role", "scopes", "token", "user"]
+    );
+    assert_eq!(c["id"], a["id"]);
+    v.ok(&["exchange", s(&c["token"])]);
+    v.fail(&["token", "claim", "--as", "acme/uma", &id], 1, "conflict");
+    // Without --pending, the assignment shows the secret as before.
+    let plain = v.ok(&["token", "assign", "--as", "acme/olivia", "--to", "uma"]);
+    assert!(s(&plain["token"]).starts_with("tvr_"));
+}

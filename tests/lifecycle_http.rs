@@ -245,3 +245,47 @@ fn rotate_answers_201_with_the_new_token_and_the_old_ones_end() {
     let left = body["data"]["old_expires_at"].as_u64().unwrap() - before;
     assert!((86_390..=86_410).contains(&left), "{left}");
 }
+
+#[test]
+fn a_pending_assignment_is_claimed_by_its_member_only() {
+    let (store, s) = setup();
+    let (olivia, _) = bearer(&store, "acme", "olivia");
+    let (uma, _) = bearer(&store, "acme", "uma");
+    let (adam, _) = bearer(&store, "acme", "adam");
+    let (code, body) = post(
+        &s,
+        "/v3/refresh-token",
+        &olivia,
+        Some(json!({"user_id": "uma", "pending": true})),
+    );
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let d = &body["data"];
+    assert_eq!(d["state"], "pending");
+    let hint = d["token"].as_str().unwrap();
+    assert!(
+        hint.starts_with("tvr_****"),
+        "no secret for the Owner: {hint}"
+    );
+    let id = d["id"].as_str().unwrap().to_string();
+    let (code, _) = post(
+        &s,
+        "/v3/refresh-token",
+        &olivia,
+        Some(json!({"user_id": "uma", "pending": 1})),
+    );
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let path = format!("/v3/refresh-token/{id}/claim");
+    for who in [&olivia, &adam] {
+        let (code, _) = post(&s, &path, who, None);
+        assert_eq!(code, StatusCode::FORBIDDEN);
+    }
+    let (code, body) = post(&s, &path, &uma, None);
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(body["data"]["id"], id);
+    assert_eq!(body["data"]["state"], "active");
+    let secret = body["data"]["token"].as_str().unwrap();
+    store.exchange(secret).unwrap();
+    let (code, _) = post(&s, &path, &uma, None);
+    assert_eq!(code, StatusCode::CONFLICT);
+}

@@ -359,3 +359,55 @@ fn lifecycle_calls_agree_with_the_model_across_reopens() {
     // after it, and the last successor.
     assert_eq!((stats.exchanges, stats.reopens), (5, 2));
 }
+
+/// A pending assignment against the model: no secret exchanges until its
+/// member claims it (the Owner may not), then the claimed one does, also
+/// after a reopen; an unclaimed one expires after its window.
+#[test]
+fn pending_assignments_agree_with_the_model() {
+    let stats = run(&[
+        Op::AssignPending {
+            org: ACME,
+            actor: ANN,
+            user: CAT,
+            opts: plain(),
+        },
+        Op::Exchange(Tok::Own(0)),
+        Op::Claim {
+            org: ACME,
+            user: ANN,
+            tok: Tok::Own(0),
+        },
+        Op::Reopen,
+        Op::Claim {
+            org: ACME,
+            user: CAT,
+            tok: Tok::Own(0),
+        },
+        Op::Exchange(Tok::Own(0)),
+        Op::Claim {
+            org: ACME,
+            user: CAT,
+            tok: Tok::Own(0),
+        },
+        Op::AssignPending {
+            org: ACME,
+            actor: ANN,
+            user: BOB,
+            opts: plain(),
+        },
+        Op::ListOrg {
+            org: ACME,
+            user: ANN,
+        },
+        Op::Reopen,
+        Op::Advance(7 * 86_400),
+        Op::Claim {
+            org: ACME,
+            user: BOB,
+            tok: Tok::Own(0),
+        },
+        Op::Purge { limit: 1000 },
+    ]);
+    assert_eq!((stats.exchanges, stats.reopens), (1, 2));
+}

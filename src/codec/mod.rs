@@ -99,6 +99,10 @@ pub(crate) struct Lifecycle {
     /// the end of the grace period when it was rotated). The audit event
     /// `token.rotate` names both tokens.
     pub rotated: bool,
+    /// Assigned pending: no secret exists yet (the verifier matches none)
+    /// until its member claims it, which they may until this time (Unix
+    /// seconds); 0 once claimed, or for a token never pending.
+    pub pending_until: u64,
 }
 
 impl Lifecycle {

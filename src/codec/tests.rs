@@ -308,6 +308,7 @@ fn refresh_records_carry_their_lifecycle() {
         r.life = Lifecycle {
             disabled: i % 3 != 1,
             rotated: i % 3 != 0,
+            pending_until: if i % 5 == 0 { 0 } else { i * 1_000_003 },
         };
         r.issue = (i % 4 == 0).then_some(IssueEvent {
             seq: i + 1,
@@ -341,13 +342,15 @@ fn refresh_records_carry_their_lifecycle() {
         }
     }
     // A version-3 record whose lifecycle is the default is never written.
-    // (The lifecycle is two bytes: disabled, then rotated.)
+    // (The lifecycle here is three bytes: disabled, rotated, then a
+    // pending time of 0.)
     let mut r = sample_refresh(2);
     r.life.disabled = true;
     let mut b = encode_refresh(&r).unwrap();
     let n = b.len();
     // The lifecycle's first byte (disabled) sits just before its length.
     let len = usize::from(u16::from_be_bytes([b[n - 11], b[n - 10]]));
+    assert_eq!(len, 3);
     b[n - 11 - len] = 0;
     assert!(decode_refresh(&b).is_err());
     assert!(decode_refresh(&[REFRESH_WITH_LIFECYCLE]).is_err());

@@ -379,6 +379,7 @@ fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
                 .patch(token_routes::label),
         )
         .route("/v3/refresh-token/{id}/rotate", post(token_routes::rotate))
+        .route("/v3/refresh-token/{id}/claim", post(token_routes::claim))
         .route(
             "/v3/refresh-token/{id}/disable",
             post(token_routes::disable),

@@ -118,6 +118,16 @@ pub(crate) async fn create(State(app): Shared, req: Request) -> Result<Response,
         .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let req = CreateRequest::parse(&body)?;
     let actor = actor_of(&p);
+    if req.pending {
+        // No secret in the answer: the member claims it.
+        let info = app
+            .store
+            .assign_pending(&actor, &req.user_id, req.opts)
+            .await?;
+        let data = item(&info, hint(app.store.prefix(), &info.id), rate_of(&app));
+        let res = (StatusCode::CREATED, Json(json!({ "data": data }))).into_response();
+        return Ok(no_store(res));
+    }
     let issued = if req.user_id == actor.user {
         app.store.generate(&actor, req.opts).await?
     } else {
@@ -304,6 +314,9 @@ fn introspection(store: &TokenStore, org: &str, token: &str) -> Result<Value, Er
 struct CreateRequest {
     user_id: String,
     opts: GenerateOptions,
+    /// `"pending": true`: an assignment whose secret only its member sees,
+    /// when they claim it.
+    pending: bool,
 }
 
 impl CreateRequest {
@@ -344,7 +357,16 @@ impl CreateRequest {
                 )
             }
         }
-        Ok(CreateRequest { user_id, opts })
+        let pending = match o.get("pending") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("`pending` must be true or false")),
+        };
+        Ok(CreateRequest {
+            user_id,
+            opts,
+            pending,
+        })
     }
 }
 

@@ -112,6 +112,23 @@ async fn suspend(
     ))
 }
 
+/// `POST /v3/refresh-token/{id}/claim` (scope `read`): the member a
+/// token was assigned to pending claims it; 201 with the token as `POST
+/// /v3/refresh-token` answers it (the secret in `token`, this once).
+pub(crate) async fn claim(
+    State(app): Shared,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let p = authenticate(app.store.sync(), &headers, &[READ.to_string()]).await?;
+    let id = id_of(id)?;
+    let actor = actor_of(&p);
+    let t = app.store.claim(&actor, &id).await?;
+    let data = item(&t.info, t.token.expose().to_string(), rate_of(&app));
+    let res = (StatusCode::CREATED, Json(json!({ "data": data }))).into_response();
+    Ok(routes::no_store(res))
+}
+
 /// `POST /v3/refresh-token/{id}/rotate` with `{"grace": seconds}` (scope
 /// `read`; the body, or its `grace`, may be left out for 24 hours): a new
 /// token with the old one's settings, for the holder or the Owner. 201

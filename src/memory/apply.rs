@@ -7,7 +7,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::catalog::Catalog;
-use super::entries::{AccessHot, MemberHot, RefreshExtra, RefreshHot, LIFE_DISABLED, LIFE_ROTATED};
+use super::entries::{
+    AccessHot, MemberHot, RefreshExtra, RefreshHot, LIFE_DISABLED, LIFE_PENDING, LIFE_ROTATED,
+};
 use super::{Memory, Stored};
 use crate::change::{Change, Committed};
 use crate::codec::{self, AccessRecord, RefreshRecord, StoredState};
@@ -67,6 +69,17 @@ impl Memory {
                 Change::SetDisabled { id, disabled } => {
                     if let Some(hot) = self.refresh.get(id) {
                         hot.set_disabled(*disabled);
+                    }
+                }
+                Change::Claim(rec) => {
+                    // The entry is made anew with its verifier (a pending
+                    // token has no access tokens to carry over).
+                    if let Some(old) = self.refresh.get(&rec.id) {
+                        let hot = Arc::new(self.hot_of(rec, old.member.clone()));
+                        if !old.revocable() {
+                            hot.mark_revoked(old.revoked_at());
+                        }
+                        self.refresh.insert(rec.id, hot);
                     }
                 }
                 Change::Rotate { old, dies_at, new } => {
@@ -214,12 +227,23 @@ impl Memory {
             verifier: r.verifier,
             scopes: self.policy.set_of(&r.scopes),
             created_at: r.created_at,
-            expires_at: AtomicU64::new(r.expires_at.unwrap_or(u64::MAX)),
+            // Pending, it lives until the end of its claim window at most.
+            expires_at: AtomicU64::new(r.expires_at.unwrap_or(u64::MAX).min(
+                match r.life.pending_until {
+                    0 => u64::MAX,
+                    until => until,
+                },
+            )),
             revoked: AtomicBool::new(r.revoked_at.is_some()),
             last_used: AtomicU64::new(r.created_at),
             life: AtomicU8::new(
                 (if r.life.disabled { LIFE_DISABLED } else { 0 })
-                    | (if r.life.rotated { LIFE_ROTATED } else { 0 }),
+                    | (if r.life.rotated { LIFE_ROTATED } else { 0 })
+                    | (if r.life.pending_until != 0 {
+                        LIFE_PENDING
+                    } else {
+                        0
+                    }),
             ),
             revoked_at: AtomicU64::new(r.revoked_at.unwrap_or(0)),
             extra: Mutex::new(RefreshExtra::default()),

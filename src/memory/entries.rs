@@ -17,6 +17,9 @@ use crate::token::{TokenKind, Unchecked};
 pub(crate) const LIFE_DISABLED: u8 = 1;
 /// A refresh entry's lifecycle flag: replaced by a rotation.
 pub(crate) const LIFE_ROTATED: u8 = 2;
+/// A refresh entry's lifecycle flag: assigned pending, not claimed yet
+/// (its expiry is then the end of the claim window).
+pub(crate) const LIFE_PENDING: u8 = 4;
 
 /// Marks a member that is no longer in the organization.
 pub(crate) const ROLE_REMOVED: u8 = u8::MAX;
@@ -292,6 +295,11 @@ impl RefreshHot {
     #[inline]
     pub(crate) fn is_disabled(&self) -> bool {
         self.life.load(Ordering::Acquire) & LIFE_DISABLED != 0
+    }
+    /// Assigned pending and not claimed yet.
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.life.load(Ordering::Acquire) & LIFE_PENDING != 0
     }
     /// Replaced by a rotation (it dies at the end of its grace period).
     #[inline]

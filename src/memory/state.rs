@@ -35,6 +35,9 @@ pub(crate) enum Usable {
     /// Suspended (`disable`): usable again once enabled, unless revoked or
     /// expired meanwhile.
     Disabled,
+    /// Assigned pending and not claimed yet: it has no secret, so nobody
+    /// can present it.
+    Pending,
 }
 
 impl Usable {
@@ -47,6 +50,9 @@ impl Usable {
             Usable::Revoked | Usable::CutOff | Usable::Removed => Err(Error::Revoked),
             Usable::Expired => Err(Error::Expired),
             Usable::Disabled => Err(Error::Disabled),
+            // Unreachable through a secret (there is none yet): answered as
+            // an unknown token.
+            Usable::Pending => Err(Error::InvalidToken),
         }
     }
 
@@ -54,7 +60,7 @@ impl Usable {
     /// cap of live tokens, and what the purge keeps.
     #[inline]
     pub(crate) fn is_live(self) -> bool {
-        matches!(self, Usable::Yes(_) | Usable::Disabled)
+        matches!(self, Usable::Yes(_) | Usable::Disabled | Usable::Pending)
     }
 
     /// Gone for good, as against expired (the purge keeps each for its
@@ -84,6 +90,9 @@ impl RefreshHot {
         }
         if self.ends_at() <= now {
             return Usable::Expired;
+        }
+        if self.is_pending() {
+            return Usable::Pending;
         }
         if self.is_disabled() {
             return Usable::Disabled;

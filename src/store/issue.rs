@@ -65,11 +65,54 @@ impl TokenStore {
         self.issue(actor, Some(user), opts)
     }
 
+    /// The Owner assigns a token to a member without seeing its secret:
+    /// it is listed with state `pending` (for the member and the Owner)
+    /// until the member claims it with [`TokenStore::claim`], which makes
+    /// and shows the secret once. Unclaimed, it expires after
+    /// [`Config::pending_claim_window`] (7 days by default); the Owner can
+    /// revoke it meanwhile. Audited as `token.assign`; durable on return.
+    ///
+    /// **Blocks** as [`TokenStore::assign`] (one durable commit).
+    ///
+    /// # Errors
+    /// As [`TokenStore::assign`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Role, TokenState, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let info = store.assign_pending(&Actor::new("acme", "ann"), "bob", Default::default())?;
+    /// assert_eq!(info.state, TokenState::Pending);
+    /// // Only bob sees the secret, once.
+    /// let t = store.claim(&Actor::new("acme", "bob"), &info.id)?;
+    /// assert!(store.exchange(t.token.expose()).is_ok());
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn assign_pending(
+        &self,
+        actor: &Actor,
+        user: &str,
+        opts: GenerateOptions,
+    ) -> Result<TokenInfo> {
+        self.issue_as(actor, Some(user), opts, true).map(|t| t.info)
+    }
+
     pub(super) fn issue(
         &self,
         actor: &Actor,
         to: Option<&str>,
         opts: GenerateOptions,
+    ) -> Result<IssuedToken> {
+        self.issue_as(actor, to, opts, false)
+    }
+
+    fn issue_as(
+        &self,
+        actor: &Actor,
+        to: Option<&str>,
+        opts: GenerateOptions,
+        pending: bool,
     ) -> Result<IssuedToken> {
         let inner = &*self.inner;
         if let Some(l) = &opts.label {
@@ -159,7 +202,16 @@ impl TokenStore {
             expires_at,
             state: StoredState::Active,
             verifier: check,
-            life: Default::default(),
+            life: crate::codec::Lifecycle {
+                // No secret is shown for it: the one made above is
+                // dropped, and its member gets another when they claim it.
+                pending_until: if pending {
+                    now.saturating_add(inner.pending_window)
+                } else {
+                    0
+                },
+                ..Default::default()
+            },
             issue: None,
         };
         let changes = vec![Change::IssueRefresh(rec.clone()), Change::Event(event)];
@@ -293,6 +345,7 @@ impl Inner {
         let usable = match &hot {
             Some(h) => h.usable(now),
             None if r.expires_at.is_some_and(|e| e <= now) => Usable::Expired,
+            None if r.life.pending_until != 0 => Usable::Pending,
             None if r.life.disabled => Usable::Disabled,
             None => Usable::Yes(r.role_at_issue),
         };
@@ -302,6 +355,7 @@ impl Inner {
                 Usable::Yes(_) => TokenState::Active,
                 Usable::Expired => TokenState::Expired,
                 Usable::Disabled => TokenState::Disabled,
+                Usable::Pending => TokenState::Pending,
                 Usable::Revoked | Usable::CutOff | Usable::Removed => TokenState::Revoked {
                     at: hot.as_ref().map_or(0, |h| h.member().cutoff()),
                     by: HOST.into(),

@@ -301,7 +301,7 @@ impl TokenStore {
         let now = inner.now();
         inner.mem.for_each_refresh(|_, r| {
             match r.usable(now) {
-                Usable::Yes(_) | Usable::Disabled => s.active += 1,
+                Usable::Yes(_) | Usable::Disabled | Usable::Pending => s.active += 1,
                 Usable::Expired => s.expired += 1,
                 Usable::Revoked | Usable::CutOff | Usable::Removed => s.revoked += 1,
             }

@@ -43,6 +43,7 @@ mod members;
 mod open;
 // The read gate: how every read path reaches memory (freshness and
 // read-through on a shared store).
+mod pending;
 mod policy_org;
 mod read;
 mod reads;
@@ -130,6 +131,8 @@ pub(crate) struct Inner {
     durable_exchange: bool,
     lazy_flush_every: u64,
     retention: u64,
+    /// Seconds a pending assignment waits to be claimed.
+    pending_window: u64,
     /// How long audit events are kept, in seconds.
     audit_retention: u64,
     /// Live refresh tokens a member may hold.

@@ -131,6 +131,7 @@ impl TokenStore {
             durable_exchange: cfg.durable_exchange,
             lazy_flush_every: cfg.lazy_flush_every,
             retention: cfg.retention.as_secs(),
+            pending_window: cfg.pending_claim_window.as_secs().max(1),
             audit_retention: cfg.audit_retention.as_secs(),
             max_live: cfg.max_live_tokens_per_member,
             denials: Mutex::new(denials::Denials::default()),

@@ -151,6 +151,11 @@ impl TokenStore {
         if usable.is_revoked() {
             usable.check()?;
         }
+        if hot.is_pending() && !usable.is_revoked() && usable != Usable::Expired {
+            return Err(Error::Conflict(format!(
+                "token {id} is not claimed yet: nothing to rotate"
+            )));
+        }
         if hot.is_rotated() {
             return Err(Error::Conflict(format!(
                 "token {id} was rotated already: rotate its successor"

@@ -91,6 +91,11 @@ impl TokenStore {
         let now = inner.now();
         let mut rec = inner.record_of(id)?;
         let usable = hot.usable(now);
+        if usable == Usable::Pending {
+            return Err(Error::Conflict(format!(
+                "token {id} is not claimed yet: revoke it, or let its member claim it"
+            )));
+        }
         if !usable.is_live() {
             // Gone for good, or expired: nothing to suspend or restore.
             usable.check()?;

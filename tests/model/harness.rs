@@ -461,6 +461,56 @@ impl Harness {
                 }
                 Ok(a.is_err())
             }
+            Op::AssignPending {
+                org,
+                actor,
+                user,
+                opts,
+            } => {
+                let (o, u, to) = (org_name(*org), user_name(*actor), user_name(*user));
+                let mut g = GenerateOptions::default();
+                if let Some(l) = opts.label {
+                    g = g.label(l);
+                }
+                if let Some(s) = &opts.scopes {
+                    g = g.scopes(s.iter().copied());
+                }
+                if let Some(e) = opts.expires_in {
+                    g = g.expires_in(e);
+                }
+                let a = self.store().assign_pending(&Actor::new(o, u), to, g);
+                let e = self.model.issue(o, u, Some(to), opts);
+                same("assign_pending", &a, &e)?;
+                if let (Ok(info), Ok(mut rec)) = (a.as_ref(), e) {
+                    let id = *info.id.as_bytes();
+                    ensure!(!self.model.refresh.contains_key(&id), "id reused");
+                    Model::make_pending(&mut rec, now);
+                    self.model.refresh.insert(id, rec);
+                    let want = self.model.info(&id);
+                    ensure!(*info == want, "pending info {info:?}, model {want:?}");
+                    // No secret exists: a text with the right id and some
+                    // secret, which never matches.
+                    self.refresh
+                        .push((id, encode_raw(PREFIX, TokenKind::Refresh, id, [0x77; 32])));
+                }
+                Ok(a.is_err())
+            }
+            Op::Claim { org, user, tok } => {
+                let (o, u) = (org_name(*org), user_name(*user));
+                let (tid, known) = self.refresh_id_of(*tok);
+                let a = self.store().claim(&Actor::new(o, u), &tid);
+                let e = self.model.claim(o, u, known.as_ref());
+                same("claim", &a, &e)?;
+                if let (Ok(t), Ok(want)) = (a.as_ref(), e) {
+                    ensure!(t.info == want, "claimed {:?}, model {want:?}", t.info);
+                    let id = *tid.as_bytes();
+                    let text = t.token.expose().to_string();
+                    for entry in self.refresh.iter_mut().filter(|(i, _)| *i == id) {
+                        entry.1 = text.clone();
+                    }
+                }
+                Ok(a.is_err())
+            }
             Op::Suspend {
                 org,
                 user,

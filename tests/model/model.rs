@@ -13,6 +13,8 @@ pub const ACCESS_TTL: u64 = 300;
 pub const CAP: usize = 3;
 /// Retention of revoked and expired refresh records.
 pub const RETENTION: u64 = 600;
+/// How long a pending assignment waits to be claimed (the default).
+pub const PENDING_WINDOW: u64 = 7 * 86_400;
 /// Live refresh tokens a member may hold (small, so that sequences reach it).
 pub const LIVE_CAP: usize = 4;
 
@@ -59,6 +61,8 @@ pub(crate) struct RefreshM {
     disabled: bool,
     /// Rotated (its expiry lowered to the end of the grace period).
     rotated: bool,
+    /// Assigned pending: claimable until then (0: not pending).
+    pending_until: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -146,7 +150,10 @@ impl Model {
     /// When a token stops by expiry: its own, or its organization's
     /// maximum lifetime or unused expiry (from its last exchange).
     fn ends_at(&self, r: &RefreshM) -> u64 {
-        let own = r.expires_at.unwrap_or(u64::MAX);
+        let own = r.expires_at.unwrap_or(u64::MAX).min(match r.pending_until {
+            0 => u64::MAX,
+            t => t,
+        });
         let (max, unused) = self.policy.get(&r.org).copied().unwrap_or((None, None));
         let last_used = r.last_refresh.unwrap_or(0).max(r.created_at);
         let life = max.map_or(u64::MAX, |m| r.created_at.saturating_add(m));
@@ -223,6 +230,9 @@ impl Model {
         if self.is_expired(r) {
             return Err("expired");
         }
+        if r.pending_until != 0 {
+            return Err("conflict");
+        }
         self.refresh.get_mut(&id).expect("held").disabled = disable;
         Ok(self.info(&id))
     }
@@ -245,7 +255,7 @@ impl Model {
         if self.is_revoked(r) {
             return Err("revoked");
         }
-        if r.rotated {
+        if r.rotated || (r.pending_until != 0 && !self.is_expired(r)) {
             return Err("conflict");
         }
         if self.is_expired(r) {
@@ -279,6 +289,7 @@ impl Model {
             live: Vec::new(),
             disabled: false,
             rotated: false,
+            pending_until: 0,
         };
         Ok((new, dies_at))
     }
@@ -305,6 +316,7 @@ impl Model {
                 reason: Some("cutoff or membership".into()),
             },
             None if self.is_expired(r) => TokenState::Expired,
+            None if r.pending_until != 0 => TokenState::Pending,
             None if r.disabled => TokenState::Disabled,
             None => TokenState::Active,
         };
@@ -482,13 +494,47 @@ impl Model {
             live: Vec::new(),
             disabled: false,
             rotated: false,
+            pending_until: 0,
         })
+    }
+
+    /// Marks a record just issued as pending (`assign_pending`).
+    pub(crate) fn make_pending(r: &mut RefreshM, now: u64) {
+        r.pending_until = now + PENDING_WINDOW;
+    }
+
+    /// `claim` by `actor` of the token `id`; on success, its info.
+    pub(crate) fn claim(&mut self, org: &str, actor: &str, id: Option<&Id>) -> MResult<TokenInfo> {
+        self.role(org, actor).ok_or("forbidden")?;
+        let id = *id.ok_or("not_found")?;
+        let r = self.refresh.get(&id).ok_or("not_found")?;
+        if r.org != org {
+            return Err("not_found");
+        }
+        if r.user != actor {
+            return Err("forbidden");
+        }
+        if self.is_revoked(r) {
+            return Err("revoked");
+        }
+        if self.is_expired(r) {
+            return Err("expired");
+        }
+        if r.pending_until == 0 {
+            return Err("conflict");
+        }
+        self.refresh.get_mut(&id).expect("held").pending_until = 0;
+        Ok(self.info(&id))
     }
 
     /// Checks an exchange of refresh token `id`; `Ok` holds the access
     /// token's expiry.
     pub(crate) fn exchange_check(&self, id: &Id) -> MResult<u64> {
         let r = self.refresh.get(id).ok_or("invalid_token")?;
+        // A pending token has no secret yet: none presented matches.
+        if r.pending_until != 0 {
+            return Err("invalid_token");
+        }
         if self.is_revoked(r) {
             return Err("revoked");
         }

@@ -97,6 +97,19 @@ pub enum Op {
         user: u8,
         opts: Opts,
     },
+    /// `assign_pending`: no secret until the member claims it.
+    AssignPending {
+        org: u8,
+        actor: u8,
+        user: u8,
+        opts: Opts,
+    },
+    /// `claim` of a pending token by id.
+    Claim {
+        org: u8,
+        user: u8,
+        tok: Tok,
+    },
     Exchange(Tok),
     Verify(Tok),
     Authorize(Tok, &'static str),
@@ -281,6 +294,12 @@ pub fn decode_op(r: &mut Bytes<'_>) -> Op {
             user: user_ix(b),
             opts: opts(c, d, e),
         },
+        7 if g % 3 == 0 => Op::AssignPending {
+            org: org_ix(a),
+            actor: user_ix(b),
+            user: user_ix(c),
+            opts: opts(d, e, f),
+        },
         7 => Op::Assign {
             org: org_ix(a),
             actor: user_ix(b),
@@ -345,11 +364,16 @@ pub fn decode_op(r: &mut Bytes<'_>) -> Op {
         },
         28 => Op::Flush,
         29 => Op::Reopen,
+        30 if e % 4 == 3 => Op::Claim {
+            org: org_ix(a),
+            user: user_ix(b),
+            tok: tok(c, d),
+        },
         30 => Op::Suspend {
             org: org_ix(a),
             user: user_ix(b),
             tok: tok(c, d),
-            disable: e % 3 != 0,
+            disable: e % 4 != 0,
         },
         _ => Op::Rotate {
             org: org_ix(a),

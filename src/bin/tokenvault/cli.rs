@@ -217,6 +217,18 @@ pub enum TokenCommand {
         to: String,
         #[command(flatten)]
         issue: IssueArgs,
+        /// Show no secret: the token waits (state `pending`) for the member
+        /// to claim it with `token claim` (within 7 days).
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Claim a token the Owner assigned to the actor pending (printed once).
+    Claim {
+        #[arg(long = "as", value_name = "ORG/USER", value_parser = parse::actor)]
+        actor: Actor,
+        /// The token's id (32 hex digits, as `token list` shows).
+        #[arg(value_name = "ID", value_parser = token_id)]
+        id: TokenId,
     },
     /// The actor's own tokens; with --all every token of the org (Owner only).
     List {

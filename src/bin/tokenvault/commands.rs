@@ -362,8 +362,37 @@ fn token(store: &TokenStore, cmd: &TokenCommand) -> Result<Report, CliError> {
             let t = store.generate(actor, options(issue))?;
             Ok(issued(&t))
         }
-        TokenCommand::Assign { actor, to, issue } => {
+        TokenCommand::Assign {
+            actor,
+            to,
+            issue,
+            pending: true,
+        } => {
+            let i = store.assign_pending(actor, to, options(issue))?;
+            Ok(Report::new(
+                json!({
+                    "id": i.id.to_string(),
+                    "user": i.user,
+                    "role": i.role_at_issue,
+                    "scopes": i.scopes,
+                    "expires_at": i.expires_at,
+                    "state": i.state.as_str(),
+                }),
+                format!(
+                    "Refresh token {} assigned to {}/{}, pending: no secret is shown here; \
+                     {} claims it with `tokenvault token claim --as {}/{} {}`.",
+                    i.id, i.org, i.user, i.user, i.org, i.user, i.id
+                ),
+            ))
+        }
+        TokenCommand::Assign {
+            actor, to, issue, ..
+        } => {
             let t = store.assign(actor, to, options(issue))?;
+            Ok(issued(&t))
+        }
+        TokenCommand::Claim { actor, id } => {
+            let t = store.claim(actor, id)?;
             Ok(issued(&t))
         }
         TokenCommand::List {

@@ -519,7 +519,14 @@ impl Conn {
                         &[&&r.id[..], &r.org, &r.user, &false, &body],
                     )
                     .map_err(pg)?;
-                    logged.push(LogChange::Issued(r.clone()));
+                    logged.push(if r.life == Default::default() {
+                        LogChange::Issued(r.clone())
+                    } else {
+                        LogChange::IssuedWithLife {
+                            rec: r.clone(),
+                            life: r.life.clone(),
+                        }
+                    });
                 }
                 Change::RevokeRefresh { id, at, by, reason } => {
                     let Some(row) = tx.query_opt(&st.refresh_get, &[&&id[..]]).map_err(pg)? else {
@@ -627,6 +634,13 @@ impl Conn {
                         org: org.clone(),
                         policy: *policy,
                     });
+                }
+                Change::Claim(rec) => {
+                    update_refresh(&mut tx, st, &rec.id, |r| {
+                        r.verifier = rec.verifier;
+                        r.life = rec.life.clone();
+                    })?;
+                    logged.push(LogChange::Claim(rec.clone()));
                 }
                 Change::SetDisabled { id, disabled } => {
                     update_refresh(&mut tx, st, id, |r| r.life.disabled = *disabled)?;

@@ -113,6 +113,16 @@ pub(crate) enum LogChange {
         org: String,
         policy: OrgPolicyRecord,
     },
+    /// A pending token claimed: its record with its verifier (no longer
+    /// pending).
+    Claim(RefreshRecord),
+    /// A new refresh token with lifecycle state (an assignment pending
+    /// its claim): as [`LogChange::Issued`], with the state the record's
+    /// serde form leaves out.
+    IssuedWithLife {
+        rec: RefreshRecord,
+        life: crate::codec::Lifecycle,
+    },
 }
 
 /// The most ids one [`LogChange::RevokeMany`] row carries: far below what
@@ -157,6 +167,11 @@ impl LogChange {
             LogChange::SetDisabled { id, disabled } => Change::SetDisabled { id, disabled },
             LogChange::Rotate { old, dies_at, new } => Change::Rotate { old, dies_at, new },
             LogChange::SetOrgPolicy { org, policy } => Change::SetOrgPolicy { org, policy },
+            LogChange::Claim(rec) => Change::Claim(rec),
+            LogChange::IssuedWithLife { mut rec, life } => {
+                rec.life = life;
+                Change::IssueRefresh(rec)
+            }
             // The old format, read for logs written before an upgrade. A
             // member record says the member is in the organization with
             // that role (added, changed, or made or unmade the Owner: memory

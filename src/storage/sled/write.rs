@@ -317,6 +317,12 @@ impl SledBackend {
                             Change::SetOrgPolicy { org, policy } => {
                                 policies.insert(org_key(org), enc(policy)?)?;
                             }
+                            Change::Claim(rec) => {
+                                update_refresh(refresh, &rec.id, |r| {
+                                    r.verifier = rec.verifier;
+                                    r.life = rec.life.clone();
+                                })?;
+                            }
                             Change::SetDisabled { id, disabled } => {
                                 update_refresh(refresh, id, |r| r.life.disabled = *disabled)?;
                             }
