@@ -21,7 +21,9 @@ pub(crate) use feed::{
 
 /// The embedded engine's entry points for the store: open a store's
 /// directory, and sync a directory (the key file's).
-pub(crate) use self::sled::files::{open as open_embedded, sync_dir};
+pub(crate) use self::sled::files::{
+    open as open_embedded, open_read_only as open_embedded_read_only, sync_dir,
+};
 
 /// Where and how to reach a shared backend (PostgreSQL), as the store's
 /// configuration gives it.

@@ -23,6 +23,21 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
     match &cli.command {
         Command::Init => init(db, loose),
         Command::Demo => crate::demo::run(),
+        other if writes_nothing(other) => {
+            // Opened to read only: on a full disk it still answers, and it
+            // leaves the store as it found it (no checkpoint, the
+            // warm-start files kept).
+            let store = open_existing_as(db, loose, true)?;
+            let result = on_store(&store, other);
+            let closed = store.close();
+            let report = result?;
+            if let Err(e) = closed {
+                crate::output::print_stderr(&format!(
+                    "warning: the command succeeded, but closing the store failed: {e}"
+                ));
+            }
+            Ok(report)
+        }
         other => {
             let store = open_existing(db, loose)?;
             let result = on_store(&store, other);
@@ -80,10 +95,37 @@ pub fn key_file(db: &Path) -> Result<PathBuf, CliError> {
     Ok(db.with_file_name(name))
 }
 
+/// Whether `p` exists; a file system that cannot say (gone, failing) is an
+/// `io` error, never taken for "missing".
+fn exists(p: &Path) -> Result<bool, CliError> {
+    p.try_exists()
+        .map_err(|e| CliError::new("io", format!("cannot look at {}: {e}", p.display())))
+}
+
+/// The commands that only read (`verify`, `token list|show`, `member
+/// list`, `audit`, `stats`, `check`): they open the store read-only.
+fn writes_nothing(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Verify { .. }
+            | Command::Audit { .. }
+            | Command::Stats
+            | Command::Check
+            | Command::Token(TokenCommand::List { .. } | TokenCommand::Show { .. })
+            | Command::Member(MemberCommand::List { .. })
+    )
+}
+
 /// Opens an existing store; creates nothing when it is missing.
 pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
+    open_existing_as(db, loose, false)
+}
+
+/// [`open_existing`], read-only if `read_only` (see
+/// `tokenvault::Config::read_only`).
+fn open_existing_as(db: &Path, loose: bool, read_only: bool) -> Result<TokenStore, CliError> {
     let kf = key_file(db)?;
-    if !db.exists() {
+    if !exists(db)? {
         return Err(CliError::new(
             "not_found",
             format!(
@@ -92,7 +134,7 @@ pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
             ),
         ));
     }
-    if !kf.exists() {
+    if !exists(&kf)? {
         return Err(CliError::new(
             "key_mismatch",
             format!(
@@ -105,18 +147,19 @@ pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
     Ok(Config::new(db)
         .create_if_missing(false)
         .allow_loose_key_permissions(loose)
+        .read_only(read_only)
         .open()?)
 }
 
 fn init(db: &Path, loose: bool) -> Result<Report, CliError> {
     let kf = key_file(db)?;
-    if db.exists() {
+    if exists(db)? {
         return Err(CliError::new(
             "conflict",
             format!("a token store already exists at {}", db.display()),
         ));
     }
-    if kf.exists() {
+    if exists(&kf)? {
         return Err(CliError::new(
             "conflict",
             format!(
