@@ -336,6 +336,39 @@ mod tests {
         files.drain().unwrap();
     }
 
+    /// After `release`, the descriptor "sled" holds writes and syncs
+    /// without error, and nothing of it reaches the file; the file's lock
+    /// goes once the last descriptor of the old file does.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_released_descriptor_reaches_nothing_on_disk() {
+        use std::io::{Seek, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut theirs = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        theirs.write_all(b"before").unwrap();
+        theirs.lock().unwrap();
+        let files = StableFiles::open(dir.path()).unwrap();
+        files.drain().unwrap();
+        assert!(files.release());
+        theirs.seek(std::io::SeekFrom::Start(0)).unwrap();
+        theirs.write_all(b"after, lost").unwrap();
+        theirs.sync_all().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"before");
+        // The lock is still held through the duplicate, then goes with it.
+        let other = File::open(&path).unwrap();
+        assert!(other.try_lock().is_err());
+        drop(files);
+        other.try_lock().unwrap();
+        drop(theirs);
+    }
+
     #[test]
     fn new_blob_files_are_synced_and_missing_ones_are_no_error() {
         let dir = tempfile::tempdir().unwrap();
