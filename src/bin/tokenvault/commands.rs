@@ -30,7 +30,17 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
             let store = open_existing_as(db, loose, true)?;
             let result = on_store(&store, other);
             let closed = store.close();
-            let report = result?;
+            let report = match result {
+                // A refusal is audited: the same command on the store
+                // opened for writing records it (and is refused the same
+                // way). Where that cannot be written (a full disk), the
+                // answer is still the refusal.
+                Err(e) if e.kind == "forbidden" => {
+                    let _ = run_writing(db, loose, other);
+                    return Err(e);
+                }
+                other => other?,
+            };
             if let Err(e) = closed {
                 crate::output::print_stderr(&format!(
                     "warning: the command succeeded, but closing the store failed: {e}"
@@ -38,44 +48,49 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
             }
             Ok(report)
         }
-        other => {
-            let store = open_existing(db, loose)?;
-            let result = on_store(&store, other);
-            // Every write, including the audit entry of a refused call, is
-            // durable before the process exits, and sled is checkpointed so
-            // that the next command's open has no log to replay.
-            let Ok(report) = result else {
-                let _ = store.close();
-                return result;
-            };
-            // Once everything is durable the call has succeeded: a failed
-            // checkpoint after it (a full disk) only costs the next open
-            // its log replay, so it is a warning, not a failure.
-            if let Err(e) = store.flush() {
-                let _ = store.close();
-                return Err(e.into());
-            }
-            // `serve` may leave a request's store call finishing on a
-            // blocking thread: give it a few seconds to let go.
-            match store.close_timeout(Duration::from_secs(5)) {
-                Ok(closed) if !closed.last_handle => {
-                    crate::output::print_stderr(&format!(
-                        "warning: the command succeeded and its changes are durable, but the \
-                         store was not checkpointed ({closed}; the next open replays the log \
-                         instead)"
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    crate::output::print_stderr(&format!(
-                        "warning: the command succeeded and its changes are durable, but the \
-                         checkpoint after it failed (the next open replays the log instead): {e}"
-                    ));
-                }
-            }
-            Ok(report)
+        other => run_writing(db, loose, other),
+    }
+}
+
+/// Runs a command on the store opened for writing: every write (the audit
+/// entry of a refused call too) is durable before it returns, and the
+/// store is checkpointed.
+fn run_writing(db: &Path, loose: bool, cmd: &Command) -> Result<Report, CliError> {
+    let store = open_existing(db, loose)?;
+    let result = on_store(&store, cmd);
+    // Every write, including the audit entry of a refused call, is
+    // durable before the process exits, and sled is checkpointed so
+    // that the next command's open has no log to replay.
+    let Ok(report) = result else {
+        let _ = store.close();
+        return result;
+    };
+    // Once everything is durable the call has succeeded: a failed
+    // checkpoint after it (a full disk) only costs the next open
+    // its log replay, so it is a warning, not a failure.
+    if let Err(e) = store.flush() {
+        let _ = store.close();
+        return Err(e.into());
+    }
+    // `serve` may leave a request's store call finishing on a
+    // blocking thread: give it a few seconds to let go.
+    match store.close_timeout(Duration::from_secs(5)) {
+        Ok(closed) if !closed.last_handle => {
+            crate::output::print_stderr(&format!(
+                "warning: the command succeeded and its changes are durable, but the \
+                 store was not checkpointed ({closed}; the next open replays the log \
+                 instead)"
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            crate::output::print_stderr(&format!(
+                "warning: the command succeeded and its changes are durable, but the \
+                 checkpoint after it failed (the next open replays the log instead): {e}"
+            ));
         }
     }
+    Ok(report)
 }
 
 /// The key file the library uses for `db`: the same path with `.key`
