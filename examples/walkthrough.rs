@@ -96,7 +96,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         other => return Err(format!("expected InsufficientScope, got {other:?}").into()),
     }
-    println!("12. The audit trail, newest first:");
+    // The lifecycle beyond issue and revoke (docs/lifecycle.md).
+    let pending =
+        store.assign_pending(&olivia, "uma", GenerateOptions::default().label("deploy"))?;
+    println!(
+        "12. olivia assigned token {} to uma pending: state {}, no secret shown to olivia.",
+        pending.id, pending.state
+    );
+    let claimed = store.claim(&uma, &pending.id)?;
+    println!(
+        "13. uma claimed it from her profile: its secret ({}…) is shown to her, once.",
+        &claimed.token.expose()[..8]
+    );
+    let rotated = store.rotate(&uma, &claimed.info.id, std::time::Duration::from_secs(3600))?;
+    println!(
+        "14. uma rotated it: new token {}; the old one works until {} (one hour of overlap).",
+        rotated.issued.info.id, rotated.old_expires_at
+    );
+    store.disable(&olivia, &own.info.id)?;
+    match store.exchange(own.token.expose()) {
+        Err(Error::Disabled) => println!(
+            "15. olivia disabled uma's laptop token: it is refused (disabled) until enabled."
+        ),
+        other => return Err(format!("expected Disabled, got {other:?}").into()),
+    }
+    store.enable(&olivia, &own.info.id)?;
+    store.exchange(own.token.expose())?;
+    println!("    olivia enabled it again: it exchanges.");
+
+    println!("16. The audit trail, newest first:");
     for e in store.audit(&olivia, 6)? {
         println!(
             "     #{:<3} {:<8} {:<18} {:<40} {}",
@@ -109,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let report = store.check_integrity()?;
     println!(
-        "13. Integrity check: {} members, {} refresh and {} access records, {} problems.",
+        "17. Integrity check: {} members, {} refresh and {} access records, {} problems.",
         report.members,
         report.refresh_tokens,
         report.access_tokens,
