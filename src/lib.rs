@@ -92,6 +92,7 @@ mod error;
 pub mod http;
 mod janitor;
 mod memory;
+mod observe;
 mod policy;
 #[cfg(feature = "postgres")]
 mod replica;
@@ -110,6 +111,8 @@ pub use config::PostgresOptions;
 pub use config::{Config, StoreKey};
 pub use error::{Error, IoError, Result};
 pub use janitor::Janitor;
+#[cfg(feature = "metrics")]
+pub use observe::describe_metrics;
 pub use policy::{Policy, PolicyBuilder, Role};
 #[cfg(feature = "postgres")]
 pub use replica::SyncStatus;
