@@ -79,6 +79,8 @@
 
 mod auth;
 mod error;
+#[cfg(feature = "metrics")]
+mod metrics_route;
 mod oauth;
 mod openapi;
 mod ratelimit;
@@ -95,6 +97,8 @@ use axum::Router;
 
 pub use auth::{require_bearer, require_scope, Authorized, Bearer, BearerLayer};
 pub use error::ApiError;
+#[cfg(feature = "metrics")]
+pub use metrics_route::{metrics_router, record_store_gauges, Render};
 pub use ratelimit::RateLimit;
 pub use server::{serve, serve_on, serve_with};
 

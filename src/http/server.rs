@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -101,6 +101,10 @@ fn declared_length(req: &Request) -> Option<u64> {
 async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_class(req.method());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     // The route template only: a raw path or query could hold anything.
     let route = req.extensions().get::<MatchedPath>().map_or_else(
         || "-".to_string(),
@@ -143,15 +147,32 @@ async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
     if has_token && route != "-" && credential_accepted(res.status()) {
         res.extensions_mut().insert(Credentialed);
     }
+    let took = start.elapsed();
+    #[cfg(feature = "metrics")]
+    super::metrics_route::request(&route, res.status(), took);
     tracing::info!(
         target: TARGET,
         method,
         route = %route,
         status = res.status().as_u16(),
-        ms = start.elapsed().as_millis() as u64,
+        latency = took.as_secs_f64() * 1e3,
+        peer = %PeerText(peer),
         "request"
     );
     res
+}
+
+/// A request's peer address as logged (`-` when unknown: a host serving
+/// the router itself without connect info).
+struct PeerText(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 pub(crate) async fn not_found() -> ApiError {
@@ -329,7 +350,8 @@ where
         let answered = slot.shared.clone();
         let svc = TowerToHyperService::new(
             app.clone()
-                .map_request(move |req: Request<_>| {
+                .map_request(move |mut req: Request<_>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
                     mark.store(true, Ordering::Relaxed);
                     started.busy.fetch_add(1, Ordering::AcqRel);
                     req
@@ -355,6 +377,8 @@ where
             let evicted = state.evict.notified();
             tokio::pin!(evicted);
             let _permits = (slot, peer_permit);
+            #[cfg(feature = "metrics")]
+            let _counted = super::metrics_route::OpenConnection::new();
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -834,6 +858,11 @@ impl Refusals {
         if self.full + self.peer == 0 {
             self.since = Instant::now();
         }
+        #[cfg(feature = "metrics")]
+        super::metrics_route::connection_refused(match why {
+            Refusal::Full => "full",
+            Refusal::Peer => "peer",
+        });
         match why {
             Refusal::Full => self.full += 1,
             Refusal::Peer => self.peer += 1,
