@@ -178,6 +178,17 @@ pub(crate) fn exchange<T>(r: Result<T>) -> Result<T> {
     r
 }
 
+/// Counts a refused exchange: the check of a refresh token a front makes
+/// before [`exchange`] (which counts the rest).
+#[inline]
+pub(crate) fn exchange_refused<T>(r: Result<T>) -> Result<T> {
+    #[cfg(feature = "metrics")]
+    if r.is_err() {
+        EXCHANGES.add(outcome_of(&r));
+    }
+    r
+}
+
 /// Counts a management call.
 #[inline]
 pub(crate) fn call<T>(call: Call, r: Result<T>) -> Result<T> {

@@ -86,6 +86,8 @@ mod openapi;
 mod ratelimit;
 mod routes;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 mod token_routes;
 
 use std::sync::Arc;
@@ -101,6 +103,10 @@ pub use error::ApiError;
 pub use metrics_route::{metrics_router, record_store_gauges, Render};
 pub use ratelimit::RateLimit;
 pub use server::{serve, serve_on, serve_with};
+#[cfg(all(feature = "tls", unix))]
+pub use tls::reload_on_sighup;
+#[cfg(feature = "tls")]
+pub use tls::{serve_tls_on, TlsFiles};
 
 use crate::TokenStore;
 

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+#[cfg(feature = "tls")]
+pub(crate) use accept::serve_conns;
 pub use accept::serve_on;
 pub(crate) use guard::{guarded, method_not_allowed, not_found, truncated};
 pub(crate) use refuse::RETRY_AFTER_SECS;
