@@ -34,8 +34,10 @@ use super::server::TARGET;
 pub struct TlsFiles {
     cert: PathBuf,
     key: PathBuf,
-    current: Arc<Current>,
-    config: Arc<ServerConfig>,
+    /// The configuration new connections get. A reload replaces it whole,
+    /// session cache included, so that no session made with the old
+    /// certificate is resumed after it.
+    config: Arc<RwLock<Arc<ServerConfig>>>,
 }
 
 impl fmt::Debug for TlsFiles {
@@ -48,19 +50,31 @@ impl fmt::Debug for TlsFiles {
     }
 }
 
-/// The certificate handed to each new handshake.
-struct Current(RwLock<Arc<CertifiedKey>>);
+/// The one certificate of a configuration.
+struct Fixed(Arc<CertifiedKey>);
 
-impl fmt::Debug for Current {
+impl fmt::Debug for Fixed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Current(..)")
+        f.write_str("Fixed(..)")
     }
 }
 
-impl ResolvesServerCert for Current {
+impl ResolvesServerCert for Fixed {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().clone())
+        Some(self.0.clone())
     }
+}
+
+/// The server configuration for the certificate and key in these files.
+fn configure(cert: &Path, key: &Path) -> io::Result<Arc<ServerConfig>> {
+    let pair = Arc::new(read_pair(cert, key)?);
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS setup: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(pair)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 impl TlsFiles {
@@ -83,24 +97,19 @@ impl TlsFiles {
     /// ```
     pub fn load(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> io::Result<TlsFiles> {
         let (cert, key) = (cert.as_ref().to_path_buf(), key.as_ref().to_path_buf());
-        let current = Arc::new(Current(RwLock::new(Arc::new(read_pair(&cert, &key)?))));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(format!("TLS setup: {e}")))?
-            .with_no_client_auth()
-            .with_cert_resolver(current.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = configure(&cert, &key)?;
         Ok(TlsFiles {
             cert,
             key,
-            current,
-            config: Arc::new(config),
+            config: Arc::new(RwLock::new(config)),
         })
     }
 
     /// Reads both files again and, if they are good, serves them to every
-    /// connection opened from now on; if not, keeps the certificate in use
-    /// and returns the error (as [`TlsFiles::load`]).
+    /// connection opened from now on (with a fresh session cache: no client
+    /// resumes a session of the old certificate); if not, keeps the
+    /// certificate in use and returns the error (as [`TlsFiles::load`]).
+    /// Open connections are not touched.
     ///
     /// **Blocks** for two small file reads (microseconds).
     ///
@@ -113,13 +122,14 @@ impl TlsFiles {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn reload(&self) -> io::Result<()> {
-        let pair = read_pair(&self.cert, &self.key)?;
-        *self.current.0.write() = Arc::new(pair);
+        let config = configure(&self.cert, &self.key)?;
+        *self.config.write() = config;
         Ok(())
     }
 
+    /// The acceptor for a connection accepted now.
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.config.clone())
+        TlsAcceptor::from(self.config.read().clone())
     }
 }
 
@@ -249,5 +259,5 @@ pub async fn serve_tls_on<F>(
 where
     F: std::future::Future<Output = ()> + Send,
 {
-    super::server::serve_conns(listener, app, cfg, Some(tls.acceptor()), shutdown).await
+    super::server::serve_conns(listener, app, cfg, Some(tls.clone()), shutdown).await
 }

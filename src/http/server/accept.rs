@@ -84,7 +84,7 @@ where
 
 /// What a connection's bytes pass through: TLS (feature `tls`) or nothing.
 #[cfg(feature = "tls")]
-pub(crate) type Tls = Option<tokio_rustls::TlsAcceptor>;
+pub(crate) type Tls = Option<crate::http::TlsFiles>;
 #[cfg(not(feature = "tls"))]
 pub(crate) type Tls = Option<std::convert::Infallible>;
 
@@ -195,7 +195,8 @@ where
             let io: Box<dyn ConnIo> = match tls {
                 None => Box::new(io),
                 #[cfg(feature = "tls")]
-                Some(acceptor) => {
+                Some(files) => {
+                    let acceptor = files.acceptor();
                     match tokio::time::timeout(first_deadline, acceptor.accept(io)).await {
                         Ok(Ok(s)) => Box::new(s),
                         Ok(Err(e)) => {
