@@ -48,7 +48,10 @@ fn the_unit_file_verifies_and_is_hardened() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed: {stderr}"
+    );
     let about_unit: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("tokenvault.service"))
@@ -66,7 +69,10 @@ fn a_misspelt_option_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let unit = dir.path().join("tokenvault.service");
     let text = UNIT
-        .replace("/usr/local/bin/tokenvault", env!("CARGO_BIN_EXE_tokenvault"))
+        .replace(
+            "/usr/local/bin/tokenvault",
+            env!("CARGO_BIN_EXE_tokenvault"),
+        )
         .replace("ProtectHome=yes", "ProtectHomes=yes");
     std::fs::write(&unit, text).unwrap();
     let out = Command::new("systemd-analyze")
