@@ -65,6 +65,10 @@
 //!   revocation, RFC 7662 introspection) as an axum router, a tower layer and
 //!   extractor that guard a host's routes with bearer verification and a
 //!   scope check, and a server.
+//! - With the cargo feature `metrics`: counters and histograms through the
+//!   `metrics` facade (the host installs the recorder; `docs/operations.md`
+//!   lists them); with `tls`, HTTPS for the HTTP front (rustls, a
+//!   certificate reloadable without dropping connections).
 //! - With the cargo feature `postgres`, `Config::postgres`: the same store
 //!   in PostgreSQL, shared by several service replicas, each verifying from
 //!   its own memory within a staleness bound (see docs/postgres.md).
