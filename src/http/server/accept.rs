@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use axum::Router;
 use hyper::server::conn::http1;
@@ -80,6 +80,9 @@ where
     F: Future<Output = ()> + Send,
 {
     let local = listener.local_addr()?;
+    // The request bounds, the timeout and the body cap on every route,
+    // the host's included.
+    let app = super::guard::serving(app, cfg);
     let slots = Slots::new(cfg.max_connections);
     let peers = Peers::new(cfg.connections_per_peer());
     let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
@@ -132,7 +135,8 @@ where
         let answered = slot.shared.clone();
         let svc = TowerToHyperService::new(
             app.clone()
-                .map_request(move |req: Request<_>| {
+                .map_request(move |mut req: Request<_>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
                     mark.store(true, Ordering::Relaxed);
                     started.busy.fetch_add(1, Ordering::AcqRel);
                     req
