@@ -17,8 +17,18 @@
 //! | `POST /oauth/introspect` (RFC 7662) | Bearer of the same org | 200 `{"active": false}` or `{"active": true, "scope", "sub", "exp", "iat", "token_type"}` |
 //! | `POST /oauth/token` (RFC 6749 §6) | form `grant_type=refresh_token&refresh_token=…`, optional `scope`; no client authentication | 200 `{"access_token", "token_type": "Bearer", "expires_in", "scope"}`; 400 `{"error", "error_description"}` |
 //! | `GET /openapi.json` | none; only with [`HttpConfig::openapi`] | 200 the OpenAPI 3.1 document of these routes (`docs/openapi.json`) |
+//! | `PATCH /v3/members/{user}` `{"role": …}` | Bearer, scope `user-write`; the Owner | 200 `{"data": {"organization_id", "user_id", "role"}}`; 409 to or from `owner` |
+//! | `DELETE /v3/members/{user}` | Bearer, scope `user-write`; the Owner | 200 `{"data": {"organization_id", "user_id", "revoked"}}`; 409 for the Owner |
+//! | `POST /v3/members/{user}/revoke-all`, optional `{"before": T}` | Bearer, scope `user-write`; the Owner, or the member for their own | 200 `{"data": {"organization_id", "user_id", "revoked"}}` |
+//! | `POST /v3/org/revoke-all`, optional `{"before": T}` | Bearer, scope `user-write`; the Owner | 200 `{"data": {"organization_id", "revoked"}}` |
 //! | `GET /healthz`, `GET /readyz` | none; see [`HttpConfig::health`] | 200 or 503, one line of text |
 //!
+//! The member routes act as [`TokenStore::set_role`],
+//! [`TokenStore::remove_member`] and [`TokenStore::revoke_all`] do, on the
+//! authority of the bearer's holder: the Owner (an Admin's `user-write` is
+//! not enough), audited in their name; a user who is not a member of their
+//! organization, another organization's member included, is 404 `no such
+//! member`, exactly as nobody.
 //!
 //! Times in `expires_at`/`issued_at`/`exp`/`iat` are Unix seconds;
 //! `last_refresh` is RFC 3339 (`0001-01-01T00:00:00Z` when never exchanged).
@@ -89,6 +99,7 @@
 mod auth;
 mod error;
 mod health;
+mod member_routes;
 mod oauth;
 mod openapi;
 mod ratelimit;
@@ -101,7 +112,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
 pub use auth::{require_bearer, require_scope, Authorized, Bearer, BearerLayer};
@@ -442,7 +453,16 @@ fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
         )
         .route("/oauth/revoke", post(routes::revoke))
         .route("/oauth/introspect", post(routes::introspect))
-        .route("/oauth/token", post(oauth::token));
+        .route("/oauth/token", post(oauth::token))
+        .route(
+            "/v3/members/{user}",
+            patch(member_routes::set_role).delete(member_routes::remove),
+        )
+        .route(
+            "/v3/members/{user}/revoke-all",
+            post(member_routes::revoke_member),
+        )
+        .route("/v3/org/revoke-all", post(member_routes::revoke_org));
     let r = if cfg.openapi {
         r.route("/openapi.json", get(openapi::document))
     } else {
