@@ -18,7 +18,7 @@ use axum::http::StatusCode as AxStatus;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use common::http::{client, Server};
+use common::http::{captured, client, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokenvault::http::{self, require_bearer, require_scope, Authorized, HttpConfig, OnRejection};
@@ -409,6 +409,32 @@ fn health_is_off_on_the_mountable_routers_unless_asked() {
             StatusCode::OK
         );
     }
+}
+
+#[test]
+fn health_probes_are_logged_at_debug_not_info() {
+    let log = captured();
+    let store = TokenStore::temporary().unwrap();
+    let s = Served::start(http::Server::new(store.clone(), HttpConfig::default()));
+    let c = client();
+    for path in ["/healthz", "/readyz", "/v3/refresh-token"] {
+        let _ = c.get(s.url(path)).send().unwrap();
+    }
+    drop(s);
+    let lines = log.lock().unwrap().clone();
+    let request = |route: &str, level: &str| {
+        lines.iter().any(|l| {
+            l.starts_with("tokenvault::http")
+                && l.contains("message=request")
+                && l.contains(&format!("route={route} "))
+                && l.ends_with(&format!("level={level}"))
+        })
+    };
+    for route in ["/healthz", "/readyz"] {
+        assert!(request(route, "DEBUG"), "{route}: {lines:#?}");
+        assert!(!request(route, "INFO"), "{route}: {lines:#?}");
+    }
+    assert!(request("/v3/refresh-token", "INFO"), "{lines:#?}");
 }
 
 /// A tmpfs of `size` on a fresh directory (root only), unmounted on drop.
