@@ -25,8 +25,11 @@ pub(crate) const REALM: &str = "tokenvault";
 /// code. The text never holds a token.
 ///
 /// It is the rejection of the [`Authorized`](super::Authorized) extractor and
-/// what the [`BearerLayer`](super::BearerLayer) answers with; a host may use it
-/// in its own handlers too:
+/// what the [`BearerLayer`](super::BearerLayer) answers with (unless a host's
+/// [`OnRejection`](super::OnRejection) hook answers instead: the extractor's
+/// `ApiError` then carries the hook's response, which `into_response` sends,
+/// while [`status`](Self::status) and [`message`](Self::message) still tell
+/// the default); a host may use it in its own handlers too:
 ///
 /// ```
 /// use axum::response::IntoResponse;
