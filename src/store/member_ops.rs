@@ -84,7 +84,6 @@ impl TokenStore {
         let now = inner.now();
         let changes = [
             inner.revoke_many(
-                &cat,
                 &actor.org,
                 Some(user),
                 u64::MAX,
