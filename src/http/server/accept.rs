@@ -104,6 +104,9 @@ where
     F: Future<Output = ()> + Send,
 {
     let local = listener.local_addr()?;
+    // The request bounds, the timeout and the body cap on every route,
+    // the host's included.
+    let app = super::guard::serving(app, cfg);
     let slots = Slots::new(cfg.max_connections);
     let peers = Peers::new(cfg.connections_per_peer());
     let lingering = Arc::new(Semaphore::new(MAX_LINGERING));

@@ -24,6 +24,29 @@ struct Limits {
     request_timeout: Duration,
 }
 
+/// Marks a request that a guard has taken in charge, so that a guard
+/// further in (a router's own, under [`serve_on`](super::serve_on)'s) lets
+/// it through: each request is bounded, timed and logged once, by the
+/// outermost guard.
+#[derive(Clone, Copy)]
+struct Guarded;
+
+/// Marks a response the log line gives at DEBUG rather than INFO (the
+/// health endpoints, which probes call every few seconds).
+#[derive(Clone, Copy)]
+pub(crate) struct Quiet;
+
+/// Wraps every route of `router` (the host's too) in the guard and bounds
+/// the bodies its extractors read to [`HttpConfig::max_body_bytes`] (a
+/// route's own `DefaultBodyLimit` still wins): what
+/// [`serve_on`](super::serve_on) serves.
+pub(crate) fn serving(router: Router, cfg: &HttpConfig) -> Router {
+    guarded(
+        router.layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes)),
+        cfg,
+    )
+}
+
 /// Wraps `router` in the per-request guard.
 pub(crate) fn guarded(router: Router, cfg: &HttpConfig) -> Router {
     let limits = Arc::new(Limits {
@@ -82,7 +105,11 @@ fn declared_length(req: &Request) -> Option<u64> {
         .ok()
 }
 
-async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+async fn guard(State(limits): State<Arc<Limits>>, mut req: Request, next: Next) -> Response {
+    if req.extensions().get::<Guarded>().is_some() {
+        return next.run(req).await;
+    }
+    req.extensions_mut().insert(Guarded);
     let start = Instant::now();
     let method = method_class(req.method());
     let peer = req
@@ -134,15 +161,14 @@ async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> R
     if has_token && route != "-" && credential_accepted(res.status()) {
         res.extensions_mut().insert(Credentialed);
     }
-    tracing::info!(
-        target: TARGET,
-        method,
-        route = %route,
-        status = res.status().as_u16(),
-        latency = took.as_secs_f64() * 1e3,
-        peer = %PeerText(peer),
-        "request"
-    );
+    let status = res.status().as_u16();
+    let latency = took.as_secs_f64() * 1e3;
+    let peer = PeerText(peer);
+    if res.extensions().get::<Quiet>().is_some() {
+        tracing::debug!(target: TARGET, method, route = %route, status, latency, peer = %peer, "request");
+    } else {
+        tracing::info!(target: TARGET, method, route = %route, status, latency, peer = %peer, "request");
+    }
     res
 }
 

@@ -4,6 +4,7 @@
 //! connections turned away over a cap (`refuse.rs`).
 
 mod accept;
+mod builder;
 mod caps;
 mod guard;
 mod refuse;
@@ -17,10 +18,11 @@ use tokio::net::TcpListener;
 #[cfg(feature = "tls")]
 pub(crate) use accept::serve_conns;
 pub use accept::serve_on;
-pub(crate) use guard::{guarded, method_not_allowed, not_found, truncated};
+pub use builder::Server;
+pub(crate) use guard::{guarded, method_not_allowed, not_found, truncated, Quiet};
 pub(crate) use refuse::RETRY_AFTER_SECS;
 
-use super::{app, HttpConfig};
+use super::{app_composed, HttpConfig};
 use crate::TokenStore;
 
 pub(crate) const TARGET: &str = "tokenvault::http";
@@ -58,10 +60,16 @@ pub async fn serve(store: TokenStore, addr: SocketAddr) -> io::Result<()> {
 pub async fn serve_with(store: TokenStore, addr: SocketAddr, cfg: &HttpConfig) -> io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(target: TARGET, addr = %listener.local_addr()?, "listening");
-    serve_on(listener, app(store, cfg), cfg, shutdown_signal()).await
+    serve_on(
+        listener,
+        app_composed(store, cfg, true),
+        cfg,
+        shutdown_signal(),
+    )
+    .await
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
