@@ -56,6 +56,14 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
 /// entry of a refused call too) is durable before it returns, and the
 /// store is checkpointed.
 fn run_writing(db: &Path, loose: bool, cmd: &Command) -> Result<Report, CliError> {
+    // Before the store opens: its metrics register on first use.
+    if let Command::Serve {
+        metrics_listen: Some(_),
+        ..
+    } = cmd
+    {
+        crate::serve::install_metrics()?;
+    }
     let store = open_existing(db, loose)?;
     let result = on_store(&store, cmd);
     // Every write, including the audit entry of a refused call, is
@@ -267,13 +275,29 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
             max_connections,
             max_connections_per_peer,
             first_request_timeout,
+            metrics_listen,
+            log_format,
+            tls_cert,
+            tls_key,
         } => {
             let limits = ServeLimits {
                 max_connections: *max_connections,
                 per_peer: *max_connections_per_peer,
                 first_request_secs: *first_request_timeout,
             };
-            serve(store, *listen, *rate_per_minute, *rate_burst, &limits)
+            let extras = crate::serve::Extras {
+                metrics_listen: *metrics_listen,
+                log_format: log_format.clone(),
+                tls: tls_cert.clone().zip(tls_key.clone()),
+            };
+            serve(
+                store,
+                *listen,
+                *rate_per_minute,
+                *rate_burst,
+                &limits,
+                &extras,
+            )
         }
         Command::Init | Command::Demo => unreachable_command(),
     }
@@ -292,12 +316,13 @@ fn serve(
     per_minute: u32,
     burst: u32,
     limits: &ServeLimits,
+    extras: &crate::serve::Extras,
 ) -> Result<Report, CliError> {
     use tokenvault::http::{HttpConfig, RateLimit};
-    // Logs go to standard error; a second subscriber (in tests) is ignored.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .try_init();
+    // Logs go to standard error.
+    crate::logs::init(&extras.log_format);
+    // A bad certificate or key is an error before anything is served.
+    let tls = extras.load_tls()?;
     let cfg = if per_minute == 0 {
         HttpConfig::default().no_rate_limit()
     } else {
@@ -316,8 +341,7 @@ fn serve(
         .enable_all()
         .build()
         .map_err(|e| CliError::new("io", format!("cannot start the runtime: {e}")))?;
-    rt.block_on(tokenvault::http::serve_with(store.clone(), listen, &cfg))
-        .map_err(|e| CliError::new("io", format!("cannot serve on {listen}: {e}")))?;
+    rt.block_on(crate::serve::run(store, listen, &cfg, extras, tls))?;
     Ok(Report::new(
         json!({ "served": listen.to_string() }),
         format!("Stopped serving on {listen}."),
