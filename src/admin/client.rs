@@ -81,13 +81,14 @@ impl AdminClient {
                     "the admin socket closed the connection without an answer",
                 ));
             }
-            let v: Value = serde_json::from_str(&line).map_err(|_| {
+            let answer: Answer = serde_json::from_str(&line).map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "the admin socket's answer is not JSON",
+                    "the admin socket's answer is not one it sends",
                 )
             })?;
-            if v.get("stdin").is_some() {
+            drop(line);
+            if answer.stdin == Some(true) {
                 let raw = read_stdin(stdin)?;
                 let mut hex = Zeroizing::new(String::with_capacity(raw.len() * 2));
                 for b in raw.iter() {
@@ -96,22 +97,21 @@ impl AdminClient {
                 send(&mut self.stream, &json!({ "stdin_hex": &*hex }))?;
                 continue;
             }
-            if let Some(e) = v.get("error") {
-                let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
-                let message = e.get("message").and_then(Value::as_str).unwrap_or("");
-                let io_kind = if kind == "forbidden" {
+            if let Some(e) = answer.error {
+                let io_kind = if e.kind == "forbidden" {
                     io::ErrorKind::PermissionDenied
                 } else {
                     io::ErrorKind::Other
                 };
                 return Err(io::Error::new(
                     io_kind,
-                    format!("the admin socket refused the request ({kind}): {message}"),
+                    format!(
+                        "the admin socket refused the request ({}): {}",
+                        e.kind, e.message
+                    ),
                 ));
             }
-            let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-            let code = v.get("exit").and_then(Value::as_u64);
-            return match (text("stdout"), text("stderr"), code) {
+            return match (answer.stdout, answer.stderr, answer.exit) {
                 (Some(out), Some(err), Some(code)) => Ok(CommandOutput::new(
                     out,
                     err,
@@ -124,6 +124,25 @@ impl AdminClient {
             };
         }
     }
+}
+
+/// One line from the server: a request for standard input, a refusal, or
+/// the command's output.
+#[derive(serde::Deserialize)]
+struct Answer {
+    stdin: Option<bool>,
+    error: Option<Refusal>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    exit: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct Refusal {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    message: String,
 }
 
 fn send(stream: &mut UnixStream, v: &Value) -> io::Result<()> {

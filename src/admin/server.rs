@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::commands::{Caller, MAX_STDIN};
-use super::{execute, socket_path, MAX_REQUEST};
+use super::{execute, socket_path, CommandOutput, MAX_REQUEST};
 use crate::error::{Error, IoError};
 use crate::TokenStore;
 
@@ -110,6 +110,8 @@ struct Shared {
 /// Offers the admin socket of `store` at `DB/admin.sock`, with the default
 /// [`AdminConfig`], until the returned guard is dropped. See
 /// [`serve_admin_with`].
+///
+/// Blocks as [`serve_admin_with`]: a few file system calls.
 ///
 /// # Errors
 /// As [`serve_admin_with`].
@@ -472,6 +474,26 @@ fn write_line(stream: &mut UnixStream, v: &Value) -> io::Result<()> {
     stream.flush()
 }
 
+/// Answers with what the command printed, without a copy of its text
+/// that outlives the call (it may hold a secret).
+fn send_answer(stream: &mut UnixStream, out: &CommandOutput) -> io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        stdout: &'a str,
+        stderr: &'a str,
+        exit: u8,
+    }
+    let answer = Answer {
+        stdout: out.stdout(),
+        stderr: out.stderr(),
+        exit: out.exit_code(),
+    };
+    let mut text = Zeroizing::new(serde_json::to_string(&answer).map_err(io::Error::other)?);
+    text.push('\n');
+    stream.write_all(text.as_bytes())?;
+    stream.flush()
+}
+
 /// Answers a protocol error: `{"error": {"kind": …, "message": …}}`.
 fn answer_error(stream: &mut UnixStream, kind: &str, message: &str) -> io::Result<()> {
     write_line(
@@ -574,12 +596,7 @@ fn serve_connection(mut stream: UnixStream, shared: &Shared) {
     };
     let (out, command) = execute(&shared.store, &args, &mut Caller::Remote(&mut ask));
     drop(args);
-    let answer = json!({
-        "stdout": out.stdout(),
-        "stderr": out.stderr(),
-        "exit": out.exit_code(),
-    });
-    let sent = write_line(&mut stream, &answer);
+    let sent = send_answer(&mut stream, &out);
     // The command words only: an argument may hold a token, and the
     // output may hold a secret just made (it goes to the client alone).
     tracing::info!(
