@@ -24,7 +24,7 @@ pub enum Caller<'a> {
     Local,
     /// A client of the admin socket: standard input, when a command reads
     /// it (a TOKEN given as `-`), is asked of the client through this
-    /// function (at most [`MAX_STDIN`] + 1 bytes); nothing is drawn.
+    /// function (at most `MAX_STDIN` + 1 bytes); nothing is drawn.
     Remote(&'a mut dyn FnMut() -> std::io::Result<Zeroizing<Vec<u8>>>),
 }
 

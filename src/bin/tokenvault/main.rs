@@ -25,7 +25,9 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 use tokenvault::admin::__cli::{self, Cli, CliError};
-use tokenvault::admin::{socket_path, AdminClient, CommandOutput};
+#[cfg(unix)]
+use tokenvault::admin::AdminClient;
+use tokenvault::admin::CommandOutput;
 
 fn main() -> ExitCode {
     let args_os: Vec<OsString> = std::env::args_os().collect();
@@ -53,8 +55,9 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.global.json;
+    #[cfg(unix)]
     if cli.command.local_only().is_none() {
-        let socket = socket_path(&cli.global.db);
+        let socket = tokenvault::admin::socket_path(&cli.global.db);
         match AdminClient::connect(&socket) {
             Ok(mut client) => return through_socket(&mut client, &args_os, &args, json),
             Err(e) => {
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs the command line in the process that holds the store.
+#[cfg(unix)]
 fn through_socket(
     client: &mut AdminClient,
     args_os: &[OsString],
@@ -100,6 +104,7 @@ fn through_socket(
 
 /// A store held by a process that offers no admin socket (or one that
 /// cannot be reached): said plainly.
+#[cfg(unix)]
 fn held_without_socket<T>(
     result: Result<T, CliError>,
     db: &Path,
