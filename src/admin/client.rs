@@ -71,15 +71,23 @@ impl AdminClient {
         stdin: &mut dyn Read,
     ) -> io::Result<CommandOutput> {
         let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-        send(&mut self.stream, &json!({ "args": args }))?;
+        // A server that refuses at once (`forbidden`, `busy`) may close
+        // before the request is written: its answer is read all the same.
+        let sent = send(&mut self.stream, &json!({ "args": args }));
         let mut reader = BufReader::new(self.stream.try_clone()?);
         loop {
             let mut line = Zeroizing::new(String::new());
-            if reader.read_line(&mut line)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the admin socket closed the connection without an answer",
-                ));
+            let read = reader.read_line(&mut line);
+            match (read, &sent) {
+                (Ok(n), _) if n > 0 => {}
+                (_, Err(e)) => return Err(io::Error::new(e.kind(), e.to_string())),
+                (Ok(_), Ok(())) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the admin socket closed the connection without an answer",
+                    ))
+                }
+                (Err(e), Ok(())) => return Err(e),
             }
             let answer: Answer = serde_json::from_str(&line).map_err(|_| {
                 io::Error::new(

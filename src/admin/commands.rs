@@ -41,44 +41,74 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
     match &cli.command {
         Command::Init => init(db, loose),
         Command::Demo => super::demo::run(),
-        other => {
-            let store = open_existing(db, loose)?;
+        other if writes_nothing(other) => {
+            // Opened to read only: on a full disk it still answers, and it
+            // leaves the store as it found it (no checkpoint, the
+            // warm-start files kept).
+            let store = open_existing_as(db, loose, true)?;
             let result = on_store(&store, other, &mut Caller::Local);
-            // Every write, including the audit entry of a refused call, is
-            // durable before the process exits, and sled is checkpointed so
-            // that the next command's open has no log to replay.
-            let Ok(report) = result else {
-                let _ = store.close();
-                return result;
+            let closed = store.close();
+            let report = match result {
+                // A refusal is audited: the same command on the store
+                // opened for writing records it (and is refused the same
+                // way). Where that cannot be written (a full disk), the
+                // answer is still the refusal.
+                Err(e) if e.kind == "forbidden" => {
+                    let _ = run_writing(db, loose, other);
+                    return Err(e);
+                }
+                other => other?,
             };
-            // Once everything is durable the call has succeeded: a failed
-            // checkpoint after it (a full disk) only costs the next open
-            // its log replay, so it is a warning, not a failure.
-            if let Err(e) = store.flush() {
-                let _ = store.close();
-                return Err(e.into());
-            }
-            // `serve` may leave a request's store call finishing on a
-            // blocking thread: give it a few seconds to let go.
-            match store.close_timeout(Duration::from_secs(5)) {
-                Ok(closed) if !closed.last_handle => {
-                    super::output::print_stderr(&format!(
-                        "warning: the command succeeded and its changes are durable, but the \
-                         store was not checkpointed ({closed}; the next open replays the log \
-                         instead)"
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    super::output::print_stderr(&format!(
-                        "warning: the command succeeded and its changes are durable, but the \
-                         checkpoint after it failed (the next open replays the log instead): {e}"
-                    ));
-                }
+            if let Err(e) = closed {
+                super::output::print_stderr(&format!(
+                    "warning: the command succeeded, but closing the store failed: {e}"
+                ));
             }
             Ok(report)
         }
+        other => run_writing(db, loose, other),
     }
+}
+
+/// Runs a command on the store opened for writing: every write (the audit
+/// entry of a refused call too) is durable before it returns, and the
+/// store is checkpointed.
+fn run_writing(db: &Path, loose: bool, cmd: &Command) -> Result<Report, CliError> {
+    let store = open_existing(db, loose)?;
+    let result = on_store(&store, cmd, &mut Caller::Local);
+    // Every write, including the audit entry of a refused call, is
+    // durable before the process exits, and sled is checkpointed so
+    // that the next command's open has no log to replay.
+    let Ok(report) = result else {
+        let _ = store.close();
+        return result;
+    };
+    // Once everything is durable the call has succeeded: a failed
+    // checkpoint after it (a full disk) only costs the next open
+    // its log replay, so it is a warning, not a failure.
+    if let Err(e) = store.flush() {
+        let _ = store.close();
+        return Err(e.into());
+    }
+    // `serve` may leave a request's store call finishing on a
+    // blocking thread: give it a few seconds to let go.
+    match store.close_timeout(Duration::from_secs(5)) {
+        Ok(closed) if !closed.last_handle => {
+            super::output::print_stderr(&format!(
+                "warning: the command succeeded and its changes are durable, but the \
+                 store was not checkpointed ({closed}; the next open replays the log \
+                 instead)"
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            super::output::print_stderr(&format!(
+                "warning: the command succeeded and its changes are durable, but the \
+                 checkpoint after it failed (the next open replays the log instead): {e}"
+            ));
+        }
+    }
+    Ok(report)
 }
 
 /// The key file the library uses for `db`: the same path with `.key`
@@ -98,10 +128,37 @@ pub fn key_file(db: &Path) -> Result<PathBuf, CliError> {
     Ok(db.with_file_name(name))
 }
 
+/// Whether `p` exists; a file system that cannot say (gone, failing) is an
+/// `io` error, never taken for "missing".
+fn exists(p: &Path) -> Result<bool, CliError> {
+    p.try_exists()
+        .map_err(|e| CliError::new("io", format!("cannot look at {}: {e}", p.display())))
+}
+
+/// The commands that only read (`verify`, `token list|show`, `member
+/// list`, `audit`, `stats`, `check`): they open the store read-only.
+fn writes_nothing(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Verify { .. }
+            | Command::Audit { .. }
+            | Command::Stats
+            | Command::Check
+            | Command::Token(TokenCommand::List { .. } | TokenCommand::Show { .. })
+            | Command::Member(MemberCommand::List { .. })
+    )
+}
+
 /// Opens an existing store; creates nothing when it is missing.
 pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
+    open_existing_as(db, loose, false)
+}
+
+/// [`open_existing`], read-only if `read_only` (see
+/// `crate::Config::read_only`).
+fn open_existing_as(db: &Path, loose: bool, read_only: bool) -> Result<TokenStore, CliError> {
     let kf = key_file(db)?;
-    if !db.exists() {
+    if !exists(db)? {
         return Err(CliError::new(
             "not_found",
             format!(
@@ -110,7 +167,7 @@ pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
             ),
         ));
     }
-    if !kf.exists() {
+    if !exists(&kf)? {
         return Err(CliError::new(
             "key_mismatch",
             format!(
@@ -123,18 +180,19 @@ pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
     Ok(Config::new(db)
         .create_if_missing(false)
         .allow_loose_key_permissions(loose)
+        .read_only(read_only)
         .open()?)
 }
 
 fn init(db: &Path, loose: bool) -> Result<Report, CliError> {
     let kf = key_file(db)?;
-    if db.exists() {
+    if exists(db)? {
         return Err(CliError::new(
             "conflict",
             format!("a token store already exists at {}", db.display()),
         ));
     }
-    if kf.exists() {
+    if exists(&kf)? {
         return Err(CliError::new(
             "conflict",
             format!(

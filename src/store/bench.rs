@@ -55,7 +55,7 @@ impl TokenStore {
         let mut done = 0;
         while done < count {
             let n = BATCH.min(count - done);
-            let mut cat = inner.mem.catalog.write();
+            let mut cat = inner.mem.catalog_write();
             let role = inner.actor_role(&cat, actor, "token.bulk_generate")?;
             let scopes = inner.policy.names(inner.policy.narrow(role, None)?);
             let now = inner.now();
@@ -64,7 +64,7 @@ impl TokenStore {
             for _ in 0..n {
                 let (id, secret) = loop {
                     let (id, secret) = token::random_id_and_secret()?;
-                    if !inner.mem.refresh.contains(&id.0) {
+                    if !inner.mem.has_refresh(&id.0) {
                         break (id, secret);
                     }
                 };
@@ -83,10 +83,10 @@ impl TokenStore {
                     issue: None,
                 }));
                 let mut access = Vec::with_capacity(exchanges);
-                for slot in 0..exchanges as u32 {
+                for _ in 0..exchanges {
                     let (aid, asecret) = loop {
                         let (aid, asecret) = token::random_id_and_secret()?;
-                        if !inner.mem.access.contains(&aid.0) {
+                        if !inner.mem.has_access(&aid.0) {
                             break (aid, asecret);
                         }
                     };
@@ -98,7 +98,7 @@ impl TokenStore {
                         revoked: false,
                         verifier: verifier(&inner.access_key, &asecret.0),
                     };
-                    changes.push(Change::PutAccess { rec, slot });
+                    changes.push(Change::PutAccess(rec));
                     access.push((aid, asecret));
                 }
                 secrets.push((id, secret, access));

@@ -14,6 +14,10 @@ mod scan;
 mod integrity;
 // After a failed sync: making the disk hold what reads return.
 mod resync;
+// Where each access record sits in its family.
+mod slots;
+// Who holds which refresh token.
+mod owners;
 use scan::{org_from_key, scan_families, scan_parts, u64_from};
 
 use std::path::Path;
@@ -47,6 +51,11 @@ pub(crate) struct SledBackend {
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
+    /// The slot of each stored access record in its family, so that the
+    /// rest of the crate names access records by id only.
+    slots: slots::Slots,
+    /// Who holds which refresh token (sled has no index tree by owner).
+    owners: owners::Owners,
     /// Where the database lives (none: temporary) and sled's cache size,
     /// for the checkpoint of [`Backend::close`].
     path: Option<std::path::PathBuf>,
@@ -62,6 +71,10 @@ pub(crate) struct SledBackend {
     /// make a change durable on top of it. Every later sync answers this
     /// error until the database is opened again (see `resync`).
     sync_failed: parking_lot::Mutex<Option<String>>,
+    /// Opened to read only (`Config::read_only`): every write is refused,
+    /// the warm-start files and their marker are kept, and closing writes
+    /// nothing.
+    read_only: bool,
 }
 
 /// The schema version written, and those upgraded from. 2: access records
@@ -116,7 +129,19 @@ fn slot_of(k: &[u8]) -> Option<u32> {
 
 impl SledBackend {
     /// Opens (or creates) a database at `path`, or a temporary one.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<Self> {
+        Self::open_keeping_warm(path, cache_bytes, false)
+    }
+
+    /// [`SledBackend::open`]; with `keep_warm`, the warm-start marker stays
+    /// in the meta tree and the files on disk (an open that will write
+    /// nothing).
+    pub(crate) fn open_keeping_warm(
+        path: Option<&Path>,
+        cache_bytes: u64,
+        keep_warm: bool,
+    ) -> Result<Self> {
         let cfg = sled::Config::new().cache_capacity(cache_bytes);
         let cfg = match path {
             Some(p) => cfg.path(p),
@@ -130,7 +155,7 @@ impl SledBackend {
                 let files = match StableFiles::open(p) {
                     Ok(files) => files,
                     Err(e) => {
-                        let_go_without_files(db);
+                        let_go_without_files(db, p);
                         return Err(e);
                     }
                 };
@@ -149,7 +174,12 @@ impl SledBackend {
             // written since the close that made them: their marker goes,
             // durably, before anything else can write.
             let mut marker = None;
-            if let (Some(p), Some(files)) = (path, &stable) {
+            if let (Some(_), true) = (path, keep_warm) {
+                marker = meta
+                    .get(warm::MARKER_KEY)
+                    .map_err(io)?
+                    .and_then(|m| warm::Marker::decode(&m));
+            } else if let (Some(p), Some(files)) = (path, &stable) {
                 match meta.remove(warm::MARKER_KEY).map_err(io)? {
                     Some(m) => {
                         db.flush().map_err(io)?;
@@ -192,11 +222,14 @@ impl SledBackend {
             last_refresh,
             events,
             unreadable: AtomicU64::new(0),
+            slots: slots::Slots::new(),
+            owners: owners::Owners::new(scan_parts()),
             path: path.map(Path::to_path_buf),
             cache_bytes,
             warm: parking_lot::Mutex::new(marker),
             stable,
             sync_failed: parking_lot::Mutex::new(None),
+            read_only: false,
             db,
         })
     }
@@ -212,12 +245,25 @@ impl SledBackend {
                 let (k, _) = kv.map_err(io)?;
                 self.access.remove(k).map_err(io)?;
             }
+            self.slots.drop_family(id);
         }
         self.sync()
     }
 }
 
 impl SledBackend {
+    /// The error of a write to a store opened to read only.
+    fn refuse_if_read_only(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::Conflict(
+                "the store was opened read-only: it makes no changes (open it without \
+                 read_only to change it)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether dropping the database now is safe: sled has a sticky error (its drop then
     /// does no I/O), or a sync through its own description succeeds.
     fn syncs_or_sticky(&self) -> bool {
@@ -285,10 +331,10 @@ impl Backend for Closed {
     fn get_refresh(&self, _: &[u8; 16]) -> Result<Option<RefreshRecord>> {
         self.refused()
     }
-    fn list_refresh(&self, _: &str, _: Option<&str>, _: &[[u8; 16]]) -> Result<Vec<RefreshRecord>> {
+    fn list_refresh(&self, _: &str, _: Option<&str>) -> Result<Vec<RefreshRecord>> {
         self.refused()
     }
-    fn events(&self, _: &str, _: u64, _: usize, _: &[([u8; 16], u64)]) -> Result<Vec<EventRecord>> {
+    fn events(&self, _: &str, _: u64, _: usize) -> Result<Vec<EventRecord>> {
         self.refused()
     }
     fn put_event(&self, _: &EventRecord, _: Option<u64>) -> Result<u64> {
@@ -322,11 +368,16 @@ impl Drop for SledBackend {
 /// Before a database handle is dropped: sled 0.34.7 syncs the file when its
 /// last handle goes and panics if that sync fails. Flush and sync first
 /// through sled's own file description ([`StableFiles::drain`]): a failure
-/// met here is reported once, as the error returned, and is not met again
-/// by sled's sync. If sled has a sticky error, its drop does no I/O. A sync
-/// that fails twice in a row would fail in sled's drop too: then a handle
-/// is kept (leaked) instead, so that the last handle never goes and nothing
-/// panics; the process keeps the database's file lock until it exits.
+/// met here is reported once, as the error returned. Then sled's
+/// descriptor is pointed at an in-memory file ([`StableFiles::release`]),
+/// so that its drop can neither fail nor panic, whatever the file system
+/// does meanwhile (a daemon gone, a device gone), and the database is
+/// dropped, its memory and its lock freed. Where that cannot be done (not
+/// Linux, sled's descriptor not found) and the sync fails twice in a row
+/// (as it would in sled's drop), a handle is kept (leaked) instead, so
+/// that the last handle never goes; the process then keeps the database's
+/// memory and file lock until it exits. If sled has a sticky error, its
+/// drop does no I/O.
 fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) -> Result<()> {
     // A failed flush usually leaves sled's sticky error (then its drop does
     // no I/O), but not always (a file system gone): the syncs below decide.
@@ -336,19 +387,25 @@ fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) -> Result<()> {
         return flushed;
     };
     let first = files.drain();
-    if first.is_err() && files.drain().is_err() {
+    if !files.release() && first.is_err() && files.drain().is_err() {
         std::mem::forget(db.clone());
     }
     flushed.and(first)
 }
 
-/// Lets go of a database whose files this crate could not open (so no sync
-/// through sled's description can be tried first): kept (leaked) rather
-/// than dropped, since sled's drop would panic if its sync failed. Only on
-/// a file system already failing; the process keeps the lock until it
-/// exits.
-fn let_go_without_files(db: Db) {
-    std::mem::forget(db);
+/// Lets go of a database whose files this crate could not open (the file
+/// system failed right after sled opened it, so no sync through sled's
+/// description can be tried first): sled's descriptor is pointed at an
+/// in-memory file, as in [`keep_if_unsynced`], and the database dropped;
+/// where that cannot be done it is kept (leaked) rather than dropped,
+/// since sled's drop would panic if its sync failed, and the process keeps
+/// the lock until it exits.
+fn let_go_without_files(db: Db, dir: &Path) {
+    if stable::release_sleds(dir) {
+        drop(db);
+    } else {
+        std::mem::forget(db);
+    }
 }
 
 /// How long opening waits for a lock that sled itself, or another open of
@@ -383,6 +440,7 @@ impl Backend for SledBackend {
     }
 
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.refuse_if_read_only()?;
         self.meta.insert(name, value).map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())
@@ -411,11 +469,13 @@ impl Backend for SledBackend {
         // closed), as the integrity check reports it.
         let unreadable = AtomicU64::new(0);
         let max_issue = AtomicU64::new(0);
-        let on_refresh = |_: usize, k: &[u8], v: &[u8]| {
+        self.owners.clear();
+        let on_refresh = |part: usize, k: &[u8], v: &[u8]| {
             let loaded = |r: &RefreshView<'_>| {
                 if r.id[..] != *k {
                     return false;
                 }
+                self.owners.loaded(part, r.org, r.user, r.id, r.issue_seq);
                 // Records come in random order of their events: a new
                 // highest is rare, and only it is written.
                 if r.issue_seq > max_issue.load(Ordering::Relaxed) {
@@ -433,8 +493,14 @@ impl Backend for SledBackend {
                 skip();
             }
         };
+        // Each record's slot goes to the backend's own table; memory gets
+        // the record.
+        self.slots.clear();
         let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => sink.access(rec, Some(slot)),
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                self.slots.loaded(&rec.refresh_id, rec.id, slot);
+                sink.access(rec);
+            }
             _ => skip(),
         };
         let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), u64_from(v)) {
@@ -498,7 +564,9 @@ impl Backend for SledBackend {
                 }
             }
         }
-        if let Some(p) = &self.path {
+        self.slots.finish_load();
+        self.owners.finish_load();
+        if let Some(p) = self.path.as_ref().filter(|_| !self.read_only) {
             warm::remove(p);
         }
         self.unreadable
@@ -510,6 +578,7 @@ impl Backend for SledBackend {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<Committed> {
+        self.refuse_if_read_only()?;
         self.write(changes)
     }
 
@@ -518,6 +587,7 @@ impl Backend for SledBackend {
     }
 
     fn upgrade(&self, from: &[u8]) -> Result<()> {
+        self.refuse_if_read_only()?;
         if from == b"1" {
             self.upgrade_access_keys()?;
         }
@@ -590,6 +660,11 @@ impl Backend for SledBackend {
     }
 
     fn close(self: Box<Self>) -> Result<CloseDone> {
+        if self.read_only {
+            // Nothing was written: no sync, checkpoint or warm-start files
+            // (those of the last close stay valid).
+            return Ok(CloseDone::default());
+        }
         self.sync()?;
         let mut done = CloseDone::default();
         if let Some(p) = &self.path {
@@ -639,7 +714,7 @@ impl Backend for SledBackend {
             let files = match StableFiles::open(&p) {
                 Ok(files) => files,
                 Err(e) => {
-                    let_go_without_files(db);
+                    let_go_without_files(db, &p);
                     return Err(e);
                 }
             };
@@ -661,15 +736,10 @@ impl Backend for SledBackend {
         }
     }
 
-    fn list_refresh(
-        &self,
-        org: &str,
-        user: Option<&str>,
-        held: &[[u8; 16]],
-    ) -> Result<Vec<RefreshRecord>> {
-        // sled keeps no index by owner: memory says who holds which token.
-        let mut ids = held.to_vec();
-        ids.sort_unstable();
+    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
+        // No index tree by owner: the backend's own table says who holds
+        // which token.
+        let ids = self.owners.ids(org, user);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(r) = self.get_refresh(&id)? {
@@ -681,24 +751,15 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
-    fn events(
-        &self,
-        org: &str,
-        before: u64,
-        limit: usize,
-        issued: &[([u8; 16], u64)],
-    ) -> Result<Vec<EventRecord>> {
+    fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>> {
         // The issue events of the organization's stored tokens (the newest
         // `limit` of them, read from their records) first, then the events
         // tree: a purge that moves an event from its record to the tree
         // meanwhile leaves it in one of the two reads, or both (the same
         // seq, kept once).
         let mut out = Vec::new();
-        let mut issued: Vec<([u8; 16], u64)> = issued
-            .iter()
-            .copied()
-            .filter(|(_, seq)| *seq != 0 && *seq < before)
-            .collect();
+        let mut issued: Vec<([u8; 16], u64)> = self.owners.issue_events(org);
+        issued.retain(|(_, seq)| *seq < before);
         issued.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
         issued.truncate(limit);
         for (id, _) in issued {
@@ -722,6 +783,7 @@ impl Backend for SledBackend {
     }
 
     fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64> {
+        self.refuse_if_read_only()?;
         match stored {
             None => {
                 self.write(&[Change::Event(e.clone())])?;
@@ -738,6 +800,7 @@ impl Backend for SledBackend {
     }
 
     fn purge_events(&self, before: u64, limit: usize) -> Result<(u64, bool)> {
+        self.refuse_if_read_only()?;
         // Each organization's events in the order of their numbers (the
         // order they were made in): its oldest go until one is recent
         // enough, then the scan jumps to the next organization.
