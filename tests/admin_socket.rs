@@ -126,12 +126,30 @@ impl Serve {
                 s.assert_running();
                 UnixStream::connect(&sock).is_ok()
             });
-        } else {
-            wait_for("serve to listen", || {
-                s.assert_running();
-                s.log().contains("listening")
-            });
         }
+        // Up, and past the point where a SIGTERM stops it gracefully: its
+        // HTTP front answers a request.
+        let mut port = None;
+        wait_for("serve to listen", || {
+            s.assert_running();
+            port = s.log().lines().find_map(|l| {
+                let (_, addr) = l.split_once("listening addr=")?;
+                addr.trim().rsplit_once(':')?.1.parse::<u16>().ok()
+            });
+            port.is_some()
+        });
+        let port = port.unwrap();
+        wait_for("serve to answer over HTTP", || {
+            s.assert_running();
+            let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = c.set_read_timeout(Some(BOUND));
+            let asked =
+                c.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut head = [0u8; 12];
+            asked.is_ok() && c.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ")
+        });
         s
     }
 

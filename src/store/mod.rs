@@ -39,6 +39,8 @@ mod bench;
 mod close;
 mod issue;
 mod maintenance;
+#[cfg(feature = "http")]
+mod member_ops;
 mod members;
 mod open;
 // The read gate: how every read path reaches memory (freshness and
