@@ -74,6 +74,15 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
 /// entry of a refused call too) is durable before it returns, and the
 /// store is checkpointed.
 fn run_writing(db: &Path, loose: bool, cmd: &Command) -> Result<Report, CliError> {
+    // Before the store opens: its metrics register on first use.
+    #[cfg(feature = "cli")]
+    if let Command::Serve {
+        metrics_listen: Some(_),
+        ..
+    } = cmd
+    {
+        super::serve::install_metrics()?;
+    }
     let store = open_existing(db, loose)?;
     let result = on_store(&store, cmd, &mut Caller::Local);
     // Every write, including the audit entry of a refused call, is
@@ -278,6 +287,10 @@ fn on_store(
             max_connections,
             max_connections_per_peer,
             first_request_timeout,
+            metrics_listen,
+            log_format,
+            tls_cert,
+            tls_key,
             no_admin_socket,
         } => {
             let limits = ServeLimits {
@@ -286,7 +299,19 @@ fn on_store(
                 first_request_secs: *first_request_timeout,
                 admin_socket: !*no_admin_socket,
             };
-            serve(store, *listen, *rate_per_minute, *rate_burst, &limits)
+            let extras = super::serve::Extras {
+                metrics_listen: *metrics_listen,
+                log_format: log_format.clone(),
+                tls: tls_cert.clone().zip(tls_key.clone()),
+            };
+            serve(
+                store,
+                *listen,
+                *rate_per_minute,
+                *rate_burst,
+                &limits,
+                &extras,
+            )
         }
         #[cfg(not(feature = "cli"))]
         Command::Serve { .. } => Err(CliError::new(
@@ -314,12 +339,13 @@ fn serve(
     per_minute: u32,
     burst: u32,
     limits: &ServeLimits,
+    extras: &super::serve::Extras,
 ) -> Result<Report, CliError> {
     use crate::http::{HttpConfig, RateLimit};
-    // Logs go to standard error; a second subscriber (in tests) is ignored.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .try_init();
+    // Logs go to standard error.
+    super::logs::init(&extras.log_format);
+    // A bad certificate or key is an error before anything is served.
+    let tls = extras.load_tls()?;
     let cfg = if per_minute == 0 {
         HttpConfig::default().no_rate_limit()
     } else {
@@ -341,9 +367,7 @@ fn serve(
     // The command line reaches the store through the admin socket while
     // this process holds it; without one, `serve` still serves HTTP.
     let admin = limits.admin_socket.then(|| admin_socket(store)).flatten();
-    let served = rt
-        .block_on(crate::http::serve_with(store.clone(), listen, &cfg))
-        .map_err(|e| CliError::new("io", format!("cannot serve on {listen}: {e}")));
+    let served = rt.block_on(super::serve::run(store, listen, &cfg, extras, tls));
     // Removes the socket file, after the requests in progress (bounded).
     drop(admin);
     served?;

@@ -48,8 +48,12 @@ mod client;
 mod commands;
 mod demo;
 mod error;
+#[cfg(feature = "cli")]
+mod logs;
 mod output;
 mod parse;
+#[cfg(feature = "cli")]
+mod serve;
 #[cfg(unix)]
 mod server;
 

@@ -85,9 +85,19 @@
 //! # Logging
 //! One `tracing` event per request at INFO, target `tokenvault::http`:
 //! method (a standard one by name, any other as `other`), route template
-//! (never the raw path or query), status and milliseconds. No token, header
-//! or body is ever logged. Refused connections are a WARN line with counts,
-//! at most one per ten seconds.
+//! (never the raw path or query), status, `latency` (milliseconds, a float)
+//! and `peer` (the client's address and port, `-` when the router is served
+//! without [`serve_on`]). No token, header or body is ever logged. Refused
+//! connections are a WARN line with counts, at most one per ten seconds.
+//!
+//! # Metrics and TLS
+//! With the `metrics` feature the front counts requests by route template
+//! and status (`tokenvault_http_requests_total`, and their time in
+//! `tokenvault_http_request_seconds`), connections open and refused, and
+//! [`metrics_router`] answers `GET /metrics` for a listener of its own. With
+//! the `tls` feature [`serve_tls_on`] serves HTTPS with a [`TlsFiles`]
+//! certificate that [`TlsFiles::reload`] (or SIGHUP through
+//! [`reload_on_sighup`]) swaps for new connections.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -100,12 +110,16 @@ mod auth;
 mod error;
 mod health;
 mod member_routes;
+#[cfg(feature = "metrics")]
+mod metrics_route;
 mod oauth;
 mod openapi;
 mod ratelimit;
 mod reject;
 mod routes;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 mod token_routes;
 
 use std::sync::Arc;
@@ -117,9 +131,15 @@ use axum::Router;
 
 pub use auth::{require_bearer, require_scope, Authorized, Bearer, BearerLayer};
 pub use error::ApiError;
+#[cfg(feature = "metrics")]
+pub use metrics_route::{metrics_router, record_store_gauges, Render};
 pub use ratelimit::RateLimit;
 pub use reject::{OnRejection, Rejection};
 pub use server::{serve, serve_on, serve_with, Server};
+#[cfg(all(feature = "tls", unix))]
+pub use tls::reload_on_sighup;
+#[cfg(feature = "tls")]
+pub use tls::{serve_tls_on, TlsFiles};
 
 use crate::{AsyncTokenStore, TokenStore};
 

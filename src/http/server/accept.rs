@@ -79,6 +79,30 @@ pub async fn serve_on<F>(
 where
     F: Future<Output = ()> + Send,
 {
+    serve_conns(listener, app, cfg, None, shutdown).await
+}
+
+/// What a connection's bytes pass through: TLS (feature `tls`) or nothing.
+#[cfg(feature = "tls")]
+pub(crate) type Tls = Option<crate::http::TlsFiles>;
+#[cfg(not(feature = "tls"))]
+pub(crate) type Tls = Option<std::convert::Infallible>;
+
+/// A connection's byte stream, plain or TLS.
+trait ConnIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ConnIo for T {}
+
+/// [`serve_on`], with each connection's bytes through `tls` when given.
+pub(crate) async fn serve_conns<F>(
+    listener: TcpListener,
+    app: Router,
+    cfg: &HttpConfig,
+    tls: Tls,
+    shutdown: F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send,
+{
     let local = listener.local_addr()?;
     // The request bounds, the timeout and the body cap on every route,
     // the host's included.
@@ -157,16 +181,40 @@ where
             stalled: None,
         };
         let mut stop = stop_rx.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             let state = slot.shared.clone();
             let evicted = state.evict.notified();
             tokio::pin!(evicted);
             let _permits = (slot, peer_permit);
+            #[cfg(feature = "metrics")]
+            let _counted = crate::http::metrics_route::OpenConnection::new();
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(head);
+            // The TLS handshake has the first request's deadline too.
+            let io: Box<dyn ConnIo> = match tls {
+                None => Box::new(io),
+                #[cfg(feature = "tls")]
+                Some(files) => {
+                    let acceptor = files.acceptor();
+                    match tokio::time::timeout(first_deadline, acceptor.accept(io)).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(target: TARGET, %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(target: TARGET, %peer, "connection closed: no TLS handshake in time");
+                            return;
+                        }
+                    }
+                }
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
+            };
             let conn = builder.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             // A connection that has not sent one whole request head by then

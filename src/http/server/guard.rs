@@ -2,10 +2,11 @@
 //! header and head bounds, a declared body over the cap refused before
 //! authentication, the request timeout, and one log line per request.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -111,6 +112,10 @@ async fn guard(State(limits): State<Arc<Limits>>, mut req: Request, next: Next) 
     req.extensions_mut().insert(Guarded);
     let start = Instant::now();
     let method = method_class(req.method());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     // The route template only: a raw path or query could hold anything.
     let route = req.extensions().get::<MatchedPath>().map_or_else(
         || "-".to_string(),
@@ -150,17 +155,34 @@ async fn guard(State(limits): State<Arc<Limits>>, mut req: Request, next: Next) 
         }
     };
     let mut res = res;
+    let took = start.elapsed();
+    #[cfg(feature = "metrics")]
+    crate::http::metrics_route::request(&route, res.status(), took);
     if has_token && route != "-" && credential_accepted(res.status()) {
         res.extensions_mut().insert(Credentialed);
     }
     let status = res.status().as_u16();
-    let ms = start.elapsed().as_millis() as u64;
+    let latency = took.as_secs_f64() * 1e3;
+    let peer = PeerText(peer);
     if res.extensions().get::<Quiet>().is_some() {
-        tracing::debug!(target: TARGET, method, route = %route, status, ms, "request");
+        tracing::debug!(target: TARGET, method, route = %route, status, latency, peer = %peer, "request");
     } else {
-        tracing::info!(target: TARGET, method, route = %route, status, ms, "request");
+        tracing::info!(target: TARGET, method, route = %route, status, latency, peer = %peer, "request");
     }
     res
+}
+
+/// A request's peer address as logged (`-` when unknown: a host serving
+/// the router itself without connect info).
+struct PeerText(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 pub(crate) async fn not_found() -> ApiError {

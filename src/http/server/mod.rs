@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
+#[cfg(feature = "tls")]
+pub(crate) use accept::serve_conns;
 pub use accept::serve_on;
 pub use builder::Server;
 pub(crate) use guard::{guarded, method_not_allowed, not_found, truncated, Quiet};

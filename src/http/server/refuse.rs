@@ -115,6 +115,11 @@ impl Refusals {
         if self.full + self.peer == 0 {
             self.since = Instant::now();
         }
+        #[cfg(feature = "metrics")]
+        crate::http::metrics_route::connection_refused(match why {
+            Refusal::Full => "full",
+            Refusal::Peer => "peer",
+        });
         match why {
             Refusal::Full => self.full += 1,
             Refusal::Peer => self.peer += 1,
