@@ -84,6 +84,8 @@
 // that a cargo feature gates is marked with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 #[cfg(feature = "tokio")]
 mod async_store;
 mod change;

@@ -870,7 +870,9 @@ mod cli {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("tokens.db");
         ok(&db, &["init"]);
-        let (mut server, _port) = serve(&db);
+        // Without its admin socket: with one, the command goes through it
+        // (tests/admin_socket.rs).
+        let (mut server, _port) = serve_with(&db, &["--no-admin-socket"]);
         let out = run(&db, &["stats"]);
         stop(&mut server);
         let d = doc(&out);
@@ -878,7 +880,7 @@ mod cli {
         assert_eq!(d["error"]["kind"], "io", "{d}");
         let msg = d["error"]["message"].as_str().unwrap();
         assert!(msg.contains("held by another process"), "{msg}");
-        assert!(msg.contains("HTTP API"), "{msg}");
+        assert!(msg.contains("offers no admin socket"), "{msg}");
         assert!(
             !msg.contains("Os {") && !msg.contains("WouldBlock"),
             "{msg}"
@@ -976,6 +978,10 @@ mod cli {
     }
 
     fn serve(db: &Path) -> (Child, u16) {
+        serve_with(db, &[])
+    }
+
+    fn serve_with(db: &Path, extra: &[&str]) -> (Child, u16) {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -985,6 +991,7 @@ mod cli {
             .arg("--db")
             .arg(db)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -44,6 +44,9 @@ const TIERS: &[(&str, &[&str])] = &[
     // calls as futures; the HTTP front uses it.
     ("faces", &["async_store"]),
     ("fronts", &["janitor", "http"]),
+    // `admin` (feature `admin`): the operator's commands on an open store
+    // and the admin socket; its `serve` command runs the HTTP front.
+    ("operator", &["admin"]),
 ];
 
 /// The edges allowed inside a tier. Among the leaves: the value types are
@@ -929,6 +932,8 @@ fn the_rules_match_the_design() {
     // Down is allowed, up is not.
     assert_eq!(broken_rule("store", "memory"), None);
     assert_eq!(broken_rule("http", "store"), None);
+    assert_eq!(broken_rule("admin", "http"), None);
+    assert!(broken_rule("http", "admin").is_some());
     assert_eq!(broken_rule("replica", "storage"), None);
     assert!(broken_rule("storage", "store").is_some());
     assert!(broken_rule("memory", "replica").is_some());

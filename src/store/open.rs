@@ -206,6 +206,13 @@ impl TokenStore {
         &self.inner.prefix
     }
 
+    /// The directory of a store on disk, as it was opened (none for a
+    /// temporary or shared store). Does not block.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn dir(&self) -> Option<&std::path::Path> {
+        self.inner.dir()
+    }
+
     /// The role → scopes policy of this store. Does not block.
     pub fn policy(&self) -> &Policy {
         &self.inner.policy

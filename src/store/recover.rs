@@ -213,6 +213,13 @@ impl TokenStore {
 }
 
 impl Inner {
+    /// The directory of a store on disk (none for a temporary or shared
+    /// store): where the admin socket lives.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(super) fn dir(&self) -> Option<&std::path::Path> {
+        self.recovery.as_ref().and_then(|r| r.cfg.path.as_deref())
+    }
+
     /// The generation of the storage (see [`Inner::gate`]).
     #[inline]
     pub(super) fn generation(&self) -> u64 {

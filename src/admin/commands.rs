@@ -1,34 +1,54 @@
 //! What each command does: open the store, call the library, shape the
-//! answer.
+//! answer. The `tokenvault` binary runs a command here on a store it opens
+//! itself ([`run`]); the admin socket runs it here on the store its process
+//! holds ([`on_open_store`]): the same code either way.
+#![allow(missing_docs)]
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokenvault::{
+use crate::{
     Config, GenerateOptions, Grace, IssuedToken, Page, RevokeScope, Role, TokenInfo, TokenStore,
 };
+use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::cli::{Cli, Command, IssueArgs, MemberCommand, OrgCommand, TokenCommand};
-use crate::error::CliError;
-use crate::output::{plural, when, Report, Table};
-use crate::parse::format_time;
+use super::cli::{Cli, Command, IssueArgs, MemberCommand, OrgCommand, TokenCommand};
+use super::error::CliError;
+use super::output::{plural, when, Report, Table};
+use super::parse::format_time;
 
-/// Runs the parsed command line.
+/// Whom a command runs for.
+pub enum Caller<'a> {
+    /// The `tokenvault` process itself: standard input is its own, and
+    /// `purge` draws a progress bar when standard error is a terminal.
+    Local,
+    /// A client of the admin socket: standard input, when a command reads
+    /// it (a TOKEN given as `-`), is asked of the client through this
+    /// function (at most `MAX_STDIN` + 1 bytes); nothing is drawn.
+    Remote(&'a mut dyn FnMut() -> std::io::Result<Zeroizing<Vec<u8>>>),
+}
+
+impl Caller<'_> {
+    fn is_local(&self) -> bool {
+        matches!(self, Caller::Local)
+    }
+}
+
+/// Runs the parsed command line in this process, opening the store itself.
 pub fn run(cli: &Cli) -> Result<Report, CliError> {
     let db = &cli.global.db;
     let loose = cli.global.allow_loose_key_permissions;
     match &cli.command {
         Command::Init => init(db, loose),
-        Command::Demo => crate::demo::run(),
+        Command::Demo => super::demo::run(),
         other if writes_nothing(other) => {
             // Opened to read only: on a full disk it still answers, and it
             // leaves the store as it found it (no checkpoint, the
             // warm-start files kept).
             let store = open_existing_as(db, loose, true)?;
-            let result = on_store(&store, other);
+            let result = on_store(&store, other, &mut Caller::Local);
             let closed = store.close();
             let report = match result {
                 // A refusal is audited: the same command on the store
@@ -42,7 +62,7 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
                 other => other?,
             };
             if let Err(e) = closed {
-                crate::output::print_stderr(&format!(
+                super::output::print_stderr(&format!(
                     "warning: the command succeeded, but closing the store failed: {e}"
                 ));
             }
@@ -57,15 +77,16 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
 /// store is checkpointed.
 fn run_writing(db: &Path, loose: bool, cmd: &Command) -> Result<Report, CliError> {
     // Before the store opens: its metrics register on first use.
+    #[cfg(feature = "cli")]
     if let Command::Serve {
         metrics_listen: Some(_),
         ..
     } = cmd
     {
-        crate::serve::install_metrics()?;
+        super::serve::install_metrics()?;
     }
     let store = open_existing(db, loose)?;
-    let result = on_store(&store, cmd);
+    let result = on_store(&store, cmd, &mut Caller::Local);
     // Every write, including the audit entry of a refused call, is
     // durable before the process exits, and sled is checkpointed so
     // that the next command's open has no log to replay.
@@ -84,7 +105,7 @@ fn run_writing(db: &Path, loose: bool, cmd: &Command) -> Result<Report, CliError
     // blocking thread: give it a few seconds to let go.
     match store.close_timeout(Duration::from_secs(5)) {
         Ok(closed) if !closed.last_handle => {
-            crate::output::print_stderr(&format!(
+            super::output::print_stderr(&format!(
                 "warning: the command succeeded and its changes are durable, but the \
                  store was not checkpointed ({closed}; the next open replays the log \
                  instead)"
@@ -92,7 +113,7 @@ fn run_writing(db: &Path, loose: bool, cmd: &Command) -> Result<Report, CliError
         }
         Ok(_) => {}
         Err(e) => {
-            crate::output::print_stderr(&format!(
+            super::output::print_stderr(&format!(
                 "warning: the command succeeded and its changes are durable, but the \
                  checkpoint after it failed (the next open replays the log instead): {e}"
             ));
@@ -145,7 +166,7 @@ pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
 }
 
 /// [`open_existing`], read-only if `read_only` (see
-/// `tokenvault::Config::read_only`).
+/// `crate::Config::read_only`).
 fn open_existing_as(db: &Path, loose: bool, read_only: bool) -> Result<TokenStore, CliError> {
     let kf = key_file(db)?;
     if !exists(db)? {
@@ -199,11 +220,11 @@ fn init(db: &Path, loose: bool) -> Result<Report, CliError> {
         .open()?;
     store.flush()?;
     match store.close() {
-        Ok(closed) if !closed.last_handle => crate::output::print_stderr(&format!(
+        Ok(closed) if !closed.last_handle => super::output::print_stderr(&format!(
             "warning: the store was created, but not checkpointed: {closed}"
         )),
         Ok(_) => {}
-        Err(e) => crate::output::print_stderr(&format!(
+        Err(e) => super::output::print_stderr(&format!(
             "warning: the store was created, but the checkpoint after it failed: {e}"
         )),
     }
@@ -218,7 +239,35 @@ fn init(db: &Path, loose: bool) -> Result<Report, CliError> {
     ))
 }
 
-fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
+/// Runs a command for a client of the admin socket on the store this
+/// process holds, then makes every write durable (as [`run`] does before
+/// its process exits). `init`, `demo` and `serve` do not run there.
+pub fn on_open_store(
+    store: &TokenStore,
+    cmd: &Command,
+    caller: &mut Caller<'_>,
+) -> Result<Report, CliError> {
+    if let Some(name) = cmd.local_only() {
+        return Err(CliError::new(
+            "usage",
+            format!("`{name}` does not run through the admin socket; run it where the store is"),
+        ));
+    }
+    let result = on_store(store, cmd, caller);
+    // Also after a refusal: its audit entry is made durable, as the local
+    // run's close makes it.
+    match (result, store.flush()) {
+        (Ok(report), Ok(())) => Ok(report),
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Err(e), _) => Err(e),
+    }
+}
+
+fn on_store(
+    store: &TokenStore,
+    cmd: &Command,
+    caller: &mut Caller<'_>,
+) -> Result<Report, CliError> {
     match cmd {
         Command::Member(m) => member(store, m),
         Command::Token(t) => token(store, t),
@@ -258,16 +307,17 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
                 ),
             ))
         }
-        Command::Exchange { token } => exchange(store, token),
-        Command::Verify { token, scope } => verify(store, token, scope.as_deref()),
+        Command::Exchange { token } => exchange(store, token, caller),
+        Command::Verify { token, scope } => verify(store, token, scope.as_deref(), caller),
         Command::Audit {
             actor,
             limit,
             after,
         } => audit(store, actor, *limit, *after),
-        Command::Purge { batch } => purge(store, *batch as usize),
+        Command::Purge { batch } => purge(store, *batch as usize, caller.is_local()),
         Command::Check => check(store),
         Command::Stats => stats(store),
+        #[cfg(feature = "cli")]
         Command::Serve {
             listen,
             rate_per_minute,
@@ -279,13 +329,15 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
             log_format,
             tls_cert,
             tls_key,
+            no_admin_socket,
         } => {
             let limits = ServeLimits {
                 max_connections: *max_connections,
                 per_peer: *max_connections_per_peer,
                 first_request_secs: *first_request_timeout,
+                admin_socket: !*no_admin_socket,
             };
-            let extras = crate::serve::Extras {
+            let extras = super::serve::Extras {
                 metrics_listen: *metrics_listen,
                 log_format: log_format.clone(),
                 tls: tls_cert.clone().zip(tls_key.clone()),
@@ -299,28 +351,37 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
                 &extras,
             )
         }
+        #[cfg(not(feature = "cli"))]
+        Command::Serve { .. } => Err(CliError::new(
+            "usage",
+            "`serve` needs the `cli` feature of tokenvault",
+        )),
         Command::Init | Command::Demo => unreachable_command(),
     }
 }
 
-/// The connection limits of `serve`'s flags.
+/// The connection limits of `serve`'s flags, and whether it offers the
+/// admin socket.
+#[cfg(feature = "cli")]
 struct ServeLimits {
     max_connections: u64,
     per_peer: Option<u64>,
     first_request_secs: u64,
+    admin_socket: bool,
 }
 
+#[cfg(feature = "cli")]
 fn serve(
     store: &TokenStore,
     listen: std::net::SocketAddr,
     per_minute: u32,
     burst: u32,
     limits: &ServeLimits,
-    extras: &crate::serve::Extras,
+    extras: &super::serve::Extras,
 ) -> Result<Report, CliError> {
-    use tokenvault::http::{HttpConfig, RateLimit};
+    use crate::http::{HttpConfig, RateLimit};
     // Logs go to standard error.
-    crate::logs::init(&extras.log_format);
+    super::logs::init(&extras.log_format);
     // A bad certificate or key is an error before anything is served.
     let tls = extras.load_tls()?;
     let cfg = if per_minute == 0 {
@@ -341,11 +402,46 @@ fn serve(
         .enable_all()
         .build()
         .map_err(|e| CliError::new("io", format!("cannot start the runtime: {e}")))?;
-    rt.block_on(crate::serve::run(store, listen, &cfg, extras, tls))?;
+    // The command line reaches the store through the admin socket while
+    // this process holds it; without one, `serve` still serves HTTP.
+    let admin = limits.admin_socket.then(|| admin_socket(store)).flatten();
+    let served = rt.block_on(super::serve::run(store, listen, &cfg, extras, tls));
+    // Removes the socket file, after the requests in progress (bounded).
+    drop(admin);
+    served?;
     Ok(Report::new(
         json!({ "served": listen.to_string() }),
         format!("Stopped serving on {listen}."),
     ))
+}
+
+/// Offers the admin socket, or logs why not and goes on without it.
+#[cfg(feature = "cli")]
+fn admin_socket(store: &TokenStore) -> Option<super::AdminSocket> {
+    #[cfg(unix)]
+    match super::serve_admin(store) {
+        Ok(socket) => {
+            tracing::info!(
+                target: "tokenvault::admin",
+                "admin socket at {} (the tokenvault command line on this store goes through it)",
+                socket.path().display()
+            );
+            Some(socket)
+        }
+        Err(e) => {
+            tracing::warn!(
+                target: "tokenvault::admin",
+                "no admin socket, serving without one (the command line cannot reach this \
+                 store while it runs): {e}"
+            );
+            None
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = store;
+        None
+    }
 }
 
 fn unreachable_command() -> Result<Report, CliError> {
@@ -669,19 +765,18 @@ fn token_table(tokens: &[TokenInfo]) -> String {
 // ----- exchange and verification -----
 
 /// Most a token read from standard input may be; longer input is refused.
-const MAX_STDIN: u64 = 64 * 1024;
+pub const MAX_STDIN: u64 = 64 * 1024;
 
 /// The token argument, or standard input's content for `-` (surrounding
 /// whitespace and the trailing newline removed).
-fn token_text(arg: &str) -> Result<Zeroizing<String>, CliError> {
+fn token_text(arg: &str, caller: &mut Caller<'_>) -> Result<Zeroizing<String>, CliError> {
     if arg != "-" {
         return Ok(Zeroizing::new(arg.to_string()));
     }
-    let mut raw = Zeroizing::new(Vec::new());
-    std::io::stdin()
-        .lock()
-        .take(MAX_STDIN + 1)
-        .read_to_end(&mut raw)?;
+    let raw = match caller {
+        Caller::Local => read_stdin(&mut std::io::stdin().lock())?,
+        Caller::Remote(ask) => ask()?,
+    };
     if raw.len() as u64 > MAX_STDIN {
         return Err(CliError::new(
             "malformed",
@@ -697,8 +792,16 @@ fn token_text(arg: &str) -> Result<Zeroizing<String>, CliError> {
     Ok(Zeroizing::new(text.to_string()))
 }
 
-fn exchange(store: &TokenStore, arg: &str) -> Result<Report, CliError> {
-    let refresh = token_text(arg)?;
+/// Reads at most [`MAX_STDIN`] + 1 bytes: enough to tell a token from
+/// input far longer than one.
+pub fn read_stdin(input: &mut dyn Read) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let mut raw = Zeroizing::new(Vec::new());
+    input.take(MAX_STDIN + 1).read_to_end(&mut raw)?;
+    Ok(raw)
+}
+
+fn exchange(store: &TokenStore, arg: &str, caller: &mut Caller<'_>) -> Result<Report, CliError> {
+    let refresh = token_text(arg, caller)?;
     let g = store.exchange(&refresh)?;
     let json = json!({
         "data": {
@@ -720,8 +823,13 @@ fn exchange(store: &TokenStore, arg: &str) -> Result<Report, CliError> {
     Ok(Report::new(json, human))
 }
 
-fn verify(store: &TokenStore, arg: &str, scope: Option<&str>) -> Result<Report, CliError> {
-    let access = token_text(arg)?;
+fn verify(
+    store: &TokenStore,
+    arg: &str,
+    scope: Option<&str>,
+    caller: &mut Caller<'_>,
+) -> Result<Report, CliError> {
+    let access = token_text(arg, caller)?;
     let p = match scope {
         Some(s) => store.authorize(&access, s)?,
         None => store.verify(&access)?,
@@ -762,7 +870,7 @@ const AUDIT_DEFAULT_LIMIT: usize = 50;
 
 fn audit(
     store: &TokenStore,
-    actor: &tokenvault::Actor,
+    actor: &crate::Actor,
     limit: Option<u64>,
     after: Option<u64>,
 ) -> Result<Report, CliError> {
@@ -813,8 +921,8 @@ fn audit(
     Ok(Report::new(json, human))
 }
 
-fn purge(store: &TokenStore, batch: usize) -> Result<Report, CliError> {
-    let bar = std::io::stderr().is_terminal().then(|| {
+fn purge(store: &TokenStore, batch: usize, local: bool) -> Result<Report, CliError> {
+    let bar = (local && std::io::stderr().is_terminal()).then(|| {
         let bar =
             indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
         if let Ok(style) = indicatif::ProgressStyle::with_template(

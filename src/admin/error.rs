@@ -1,5 +1,6 @@
-//! The tool's failure: a stable kind (the library's [`tokenvault::Error::kind`]
+//! The tool's failure: a stable kind (the library's [`crate::Error::kind`]
 //! names, plus `usage` for bad command lines), a sentence, and an exit code.
+#![allow(missing_docs)]
 
 use serde_json::{json, Value};
 
@@ -46,8 +47,8 @@ impl CliError {
     }
 }
 
-impl From<tokenvault::Error> for CliError {
-    fn from(e: tokenvault::Error) -> Self {
+impl From<crate::Error> for CliError {
+    fn from(e: crate::Error) -> Self {
         // `unavailable`: the store refused the call while it opened its
         // storage again after a fault (retrying later may succeed).
         CliError::new(e.kind(), e.to_string())

@@ -4,9 +4,10 @@
 //! The parsers return `Err(String)` so that clap reports a bad value as a
 //! usage error (exit 2, kind `usage`).
 
+#![allow(missing_docs)]
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokenvault::{Actor, Role};
+use crate::{Actor, Role};
 
 /// `ORG/USER`: the organization id may not contain `/`, so the first `/`
 /// splits; the user id may contain further slashes.

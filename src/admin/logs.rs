@@ -94,7 +94,7 @@ fn now_rfc3339() -> String {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = crate::parse::format_time(d.as_secs());
+    let secs = super::parse::format_time(d.as_secs());
     let whole = secs.strip_suffix('Z').unwrap_or(&secs);
     format!("{whole}.{:03}Z", d.subsec_millis())
 }

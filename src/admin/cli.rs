@@ -1,14 +1,18 @@
 //! The command line grammar (clap derive).
 //!
-//! To add a command (e.g. `serve` behind the `http` feature), add a variant
-//! to [`Command`] and a match arm in `commands::run`.
+//! To add a command, add a variant to [`Command`] and a match arm in
+//! `commands::on_store`; it then runs through the admin socket too (the
+//! socket carries the command line, not a list of commands). A command
+//! that must run in its own process, as `init`, `demo` and `serve` do,
+//! goes in [`Command::local_only`].
+#![allow(missing_docs)]
 
 use std::path::PathBuf;
 
+use crate::{Actor, Role, TokenId};
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use tokenvault::{Actor, Role, TokenId};
 
-use crate::parse;
+use super::parse;
 
 /// Operate a tokenvault store: members, refresh and access tokens,
 /// revocation, audit, purge and integrity.
@@ -154,7 +158,43 @@ pub enum Command {
         /// The PEM private key of --tls-cert.
         #[arg(long, value_name = "PEM", requires = "tls_cert")]
         tls_key: Option<std::path::PathBuf>,
+        /// Do not offer the admin socket (DB/admin.sock) through which the
+        /// command line reaches the store while `serve` holds it.
+        #[arg(long)]
+        no_admin_socket: bool,
     },
+}
+
+impl Command {
+    /// The name of a command that runs only in a process of its own (it
+    /// creates a store, makes a temporary one, or holds one), never
+    /// through the admin socket.
+    pub fn local_only(&self) -> Option<&'static str> {
+        match self {
+            Command::Init => Some("init"),
+            Command::Demo => Some("demo"),
+            Command::Serve { .. } => Some("serve"),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a command line sent to the admin socket (without the program
+/// name): the grammar of the binary, except that no option is read from
+/// this process's environment (`TOKENVAULT_DB` and the like are the
+/// client's business; the store is the one this process holds).
+pub fn parse_remote(args: &[String]) -> Result<(Cli, Vec<String>), clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let grammar = Cli::command().mut_args(|a| a.env(None::<&str>));
+    let argv = std::iter::once("tokenvault".to_string()).chain(args.iter().cloned());
+    let matches = grammar.try_get_matches_from(argv)?;
+    let mut words = Vec::new();
+    let mut m = &matches;
+    while let Some((name, sub)) = m.subcommand() {
+        words.push(name.to_string());
+        m = sub;
+    }
+    Ok((Cli::from_arg_matches(&matches)?, words))
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use crate::http::{HttpConfig, TlsFiles};
+use crate::TokenStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokenvault::http::{HttpConfig, TlsFiles};
-use tokenvault::TokenStore;
 use tokio::net::TcpListener;
 
-use crate::error::CliError;
+use super::error::CliError;
 
 /// `serve`'s flags beyond the API's own.
 pub struct Extras {
@@ -60,7 +60,7 @@ pub fn install_metrics() -> Result<(), CliError> {
         })
         .and_then(|b| b.install_recorder())
         .map_err(|e| failed(&e))?;
-    tokenvault::describe_metrics();
+    crate::describe_metrics();
     let _ = RECORDER.set(handle);
     Ok(())
 }
@@ -85,11 +85,11 @@ pub async fn run(
             .get()
             .cloned()
             .ok_or_else(|| CliError::new("io", "the metrics recorder is not installed"))?;
-        let render: tokenvault::http::Render = Arc::new(move || {
+        let render: crate::http::Render = Arc::new(move || {
             handle.run_upkeep();
             handle.render()
         });
-        let app = tokenvault::http::metrics_router(store.clone(), render);
+        let app = crate::http::metrics_router(store.clone(), render);
         let bound = metrics.local_addr().unwrap_or(addr);
         tracing::info!(target: "tokenvault::http", addr = %bound, "metrics at GET /metrics");
         tokio::spawn(async move {
@@ -99,18 +99,18 @@ pub async fn run(
         });
     }
     let local = listener.local_addr().unwrap_or(listen);
-    let app = tokenvault::http::app(store.clone(), cfg);
+    let app = crate::http::app(store.clone(), cfg);
     let served = match tls {
         Some(tls) => {
-            let reloads = tokenvault::http::reload_on_sighup(tls.clone())
+            let reloads = crate::http::reload_on_sighup(tls.clone())
                 .map_err(|e| CliError::new("io", format!("cannot watch for SIGHUP: {e}")))?;
             tokio::spawn(reloads);
             tracing::info!(target: "tokenvault::http", addr = %local, "listening (TLS)");
-            tokenvault::http::serve_tls_on(listener, app, cfg, &tls, shutdown_signal()).await
+            crate::http::serve_tls_on(listener, app, cfg, &tls, shutdown_signal()).await
         }
         None => {
             tracing::info!(target: "tokenvault::http", addr = %local, "listening");
-            tokenvault::http::serve_on(listener, app, cfg, shutdown_signal()).await
+            crate::http::serve_on(listener, app, cfg, shutdown_signal()).await
         }
     };
     served.map_err(|e| CliError::new("io", format!("cannot serve on {listen}: {e}")))

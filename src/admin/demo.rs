@@ -1,12 +1,13 @@
 //! `tokenvault demo`: the seed story on a temporary store, narrated step by
 //! step with the command that does the same on a real store. Each step
 //! checks its outcome; a surprise fails the demo.
+#![allow(missing_docs)]
 
+use crate::{Actor, Config, Error, GenerateOptions, Role, TokenStore};
 use serde_json::json;
-use tokenvault::{Actor, Config, Error, GenerateOptions, Role, TokenStore};
 
-use crate::error::CliError;
-use crate::output::Report;
+use super::error::CliError;
+use super::output::Report;
 
 struct Story {
     steps: Vec<String>,
