@@ -412,6 +412,36 @@ impl AsyncTokenStore {
         self.run(move |s| s.exchange(token.expose())).await
     }
 
+    /// [`TokenStore::exchange_with_scopes`] off the async workers: an access
+    /// token narrowed to `scopes`. Blocks (on tokio's blocking pool, never
+    /// on a worker) as [`AsyncTokenStore::exchange`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::exchange_with_scopes`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let t = store.generate(&Actor::new("acme", "ann"), Default::default()).await?;
+    /// let grant = store.exchange_with_scopes(t.token.expose(), &["read"]).await?;
+    /// let who = store.verify(grant.access_token.expose())?;
+    /// assert!(!who.scopes.contains("org-admin"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_with_scopes<S: AsRef<str>>(
+        &self,
+        refresh_token: &str,
+        scopes: &[S],
+    ) -> Result<AccessGrant> {
+        let token = crate::SecretToken::from_str_unchecked(refresh_token);
+        let scopes: Vec<String> = scopes.iter().map(|s| s.as_ref().to_string()).collect();
+        self.run(move |s| s.exchange_with_scopes(token.expose(), &scopes))
+            .await
+    }
+
     /// [`TokenStore::verify`]: synchronous, it reads memory only on an
     /// embedded store (about 0.3 µs, perf report `verify_hot_ns`; a first
     /// touch after an open about 1 µs). Does not block on an embedded

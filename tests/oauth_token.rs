@@ -211,20 +211,95 @@ fn each_refusal_of_section_5_2() {
         assert!(!d.contains(&bad), "the description never echoes the token");
     }
 
-    // invalid_scope: a scope the token lacks, an empty one, and (this version
-    // issues no narrower access token) a strict subset.
+    // invalid_scope: a scope the token lacks (alone, or beside one it has),
+    // an unknown one, and an empty one.
     let body = format!("grant_type=refresh_token&refresh_token={live_t}&scope=user-write");
     let d = assert_refused(post_form(&server, &body), "invalid_scope");
     assert!(d.contains("user-write"), "{d}");
-    let body = format!("grant_type=refresh_token&refresh_token={live_t}&scope=+");
+    let body = format!("grant_type=refresh_token&refresh_token={live_t}&scope=read+user-write");
+    let d = assert_refused(post_form(&server, &body), "invalid_scope");
+    assert!(d.contains("user-write"), "{d}");
+    let body = format!("grant_type=refresh_token&refresh_token={live_t}&scope=no-such-scope");
     assert_refused(post_form(&server, &body), "invalid_scope");
-    let body = format!("grant_type=refresh_token&refresh_token={live_t}&scope=read");
+    let body = format!("grant_type=refresh_token&refresh_token={live_t}&scope=+");
     assert_refused(post_form(&server, &body), "invalid_scope");
     // None of these issued anything.
     assert!(store.verify_refresh(live_t).unwrap().last_refresh.is_none());
     // The live token still refreshes.
     let body = format!("grant_type=refresh_token&refresh_token={live_t}");
     assert_eq!(post_form(&server, &body).status(), StatusCode::OK);
+}
+
+/// A `scope` that is a strict subset of the refresh token's narrows the
+/// access token (RFC 6749 §3.3): the answer's `scope` says the granted set,
+/// and verification, `authorize` and introspection answer with it.
+#[test]
+fn a_scope_subset_narrows_the_access_token() {
+    let (store, olivia, uma) = store();
+    let t = store.generate(&uma, GenerateOptions::default()).unwrap();
+    let server = Server::start(&store, HttpConfig::default());
+    let oauth = BasicClient::new(ClientId::new("any-client".into()))
+        .set_token_uri(TokenUrl::new(server.url("/oauth/token")).unwrap());
+    let refresh = RefreshToken::new(t.token.expose().to_string());
+    let answer = oauth
+        .exchange_refresh_token(&refresh)
+        .add_scope(Scope::new("read".into()))
+        .add_scope(Scope::new("squad-read".into()))
+        .add_scope(Scope::new("read".into()))
+        .request(&http_client)
+        .expect("refreshed with a narrower scope");
+    let mut granted: Vec<String> = answer
+        .scopes()
+        .expect("scope")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    granted.sort();
+    assert_eq!(granted, ["read", "squad-read"]);
+    let access = answer.access_token().secret();
+    let who = store.verify(access).unwrap();
+    let mut held = who.scopes.to_vec();
+    held.sort();
+    assert_eq!(held, ["read", "squad-read"]);
+    store.authorize(access, "read").unwrap();
+    assert!(matches!(
+        store.authorize(access, "incident-write"),
+        Err(tokenvault::Error::InsufficientScope(_))
+    ));
+    // A plain refresh of the same token still grants all of its scopes.
+    let full = oauth
+        .exchange_refresh_token(&refresh)
+        .request(&http_client)
+        .expect("refreshed");
+    assert!(store
+        .verify(full.access_token().secret())
+        .unwrap()
+        .scopes
+        .contains("incident-write"));
+    // Introspection answers with the narrowed set.
+    let bearer = store
+        .exchange(
+            store
+                .generate(&olivia, GenerateOptions::default())
+                .unwrap()
+                .token
+                .expose(),
+        )
+        .unwrap()
+        .access_token;
+    let v: Value = client()
+        .post(server.url("/oauth/introspect"))
+        .bearer_auth(bearer.expose())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={access}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["active"], true, "{v}");
+    let mut scope: Vec<&str> = v["scope"].as_str().unwrap().split(' ').collect();
+    scope.sort();
+    assert_eq!(scope, ["read", "squad-read"]);
 }
 
 #[test]

@@ -26,6 +26,15 @@ pub(crate) const REFRESH_WITH_LIFECYCLE: u8 = 3;
 /// events always were, and decodes with a count of 1.
 pub(crate) const EVENT_WITH_COUNT: u8 = 2;
 const COUNT_TRAILER: usize = 16;
+/// The version byte of an access record narrowed to some of its refresh
+/// token's scopes: the version-1 body, then the scope names' bincode (a
+/// list of strings), then that list's length in bytes (2 bytes,
+/// big-endian). An access record that is not narrowed keeps version 1, as
+/// access records always were, and decodes as not narrowed.
+pub(crate) const ACCESS_WITH_SCOPES: u8 = 2;
+/// The most scope names an access record may be narrowed to (a policy names
+/// at most 64).
+const MAX_ACCESS_SCOPES: usize = 64;
 /// No record is larger than this; decoding stops rather than allocate more.
 const MAX_RECORD: usize = 64 * 1024;
 
@@ -200,6 +209,11 @@ pub(crate) struct AccessRecord {
     pub expires_at: u64,
     pub revoked: bool,
     pub verifier: [u8; 32],
+    /// The scopes it was narrowed to at exchange (`scope` of
+    /// `POST /oauth/token`), sorted; `None`: its refresh token's scopes.
+    /// Not part of the bincode body (see [`ACCESS_WITH_SCOPES`]).
+    #[serde(skip)]
+    pub scopes: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for AccessRecord {
@@ -209,6 +223,7 @@ impl std::fmt::Debug for AccessRecord {
             .field("refresh_id", &crate::TokenId(self.refresh_id))
             .field("expires_at", &self.expires_at)
             .field("revoked", &self.revoked)
+            .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
 }
@@ -420,6 +435,7 @@ fn fast_access(bytes: &[u8]) -> Option<AccessRecord> {
         expires_at: c.u64()?,
         revoked: c.flag()?,
         verifier: c.array()?,
+        scopes: None,
     };
     c.0.is_empty().then_some(rec)
 }
@@ -579,12 +595,51 @@ pub(crate) fn view_refresh(bytes: &[u8]) -> Option<RefreshView<'_>> {
     })
 }
 
-/// Decodes an access record (as `decode`, faster).
+/// Decodes an access record of either version (as `decode`, faster for
+/// version 1).
 pub(crate) fn decode_access(bytes: &[u8]) -> Result<AccessRecord> {
-    match fast_access(bytes) {
-        Some(a) => Ok(a),
-        None => decode(bytes, "access"),
+    let Some((&ACCESS_WITH_SCOPES, rest)) = bytes.split_first() else {
+        return match fast_access(bytes) {
+            Some(a) => Ok(a),
+            None => decode(bytes, "access"),
+        };
+    };
+    let Some(split) = rest.len().checked_sub(2) else {
+        return Err(Error::Corrupt("access record too short".into()));
+    };
+    let (rest, len) = rest.split_at(split);
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let Some(split) = rest.len().checked_sub(len) else {
+        return Err(Error::Corrupt("access record: bad scopes length".into()));
+    };
+    let (body, scopes) = rest.split_at(split);
+    let mut rec: AccessRecord = decode_body(body, "access")?;
+    let scopes: Vec<String> = decode_body(scopes, "access scopes")?;
+    if scopes.is_empty() || scopes.len() > MAX_ACCESS_SCOPES {
+        // Never written so: an access token grants at least one scope.
+        return Err(Error::Corrupt("access record: bad number of scopes".into()));
     }
+    rec.scopes = Some(scopes);
+    Ok(rec)
+}
+
+/// Encodes an access record: version 1, or version 2 when it is narrowed
+/// to some scopes.
+pub(crate) fn encode_access(rec: &AccessRecord) -> Result<Vec<u8>> {
+    let mut out = encode(rec)?;
+    if let Some(scopes) = &rec.scopes {
+        if scopes.is_empty() || scopes.len() > MAX_ACCESS_SCOPES {
+            return Err(Error::Corrupt("access record: bad number of scopes".into()));
+        }
+        out[0] = ACCESS_WITH_SCOPES;
+        let before = out.len();
+        bincode::serde::encode_into_writer(scopes, Append(&mut out), config())
+            .map_err(|e| Error::Corrupt(format!("cannot encode a record: {e}")))?;
+        let len = u16::try_from(out.len() - before)
+            .map_err(|_| Error::Corrupt("access scopes too large".into()))?;
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    Ok(out)
 }
 
 /// Encodes a refresh record: version 1, or version 2 when it carries its
@@ -719,7 +774,7 @@ pub fn decode_any(kind: RecordType, bytes: &[u8]) -> Result<Vec<u8>> {
     match kind {
         RecordType::Member => encode(&decode::<MemberRecord>(bytes, "member")?),
         RecordType::Refresh => encode_refresh(&decode_refresh(bytes)?),
-        RecordType::Access => encode(&decode::<AccessRecord>(bytes, "access")?),
+        RecordType::Access => encode_access(&decode_access(bytes)?),
         RecordType::Event => encode_event(&decode_event(bytes)?),
         RecordType::OrgPolicy => encode(&decode::<OrgPolicyRecord>(bytes, "org policy")?),
     }

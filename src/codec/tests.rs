@@ -60,6 +60,7 @@ fn sample_access(i: u64) -> AccessRecord {
         expires_at: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         revoked: i.is_multiple_of(2),
         verifier: [(i * 3) as u8; 32],
+        scopes: None,
     }
 }
 
@@ -354,4 +355,48 @@ fn refresh_records_carry_their_lifecycle() {
     b[n - 11 - len] = 0;
     assert!(decode_refresh(&b).is_err());
     assert!(decode_refresh(&[REFRESH_WITH_LIFECYCLE]).is_err());
+}
+
+#[test]
+fn access_records_carry_their_narrowing_and_old_ones_read_as_not_narrowed() {
+    let plain = sample_access(3);
+    let b = encode_access(&plain).unwrap();
+    // Not narrowed: written exactly as before narrowing existed.
+    assert_eq!(b, encode(&plain).unwrap());
+    assert_eq!(b[0], FORMAT_VERSION);
+    assert_eq!(decode_access(&b).unwrap().scopes, None);
+    let mut narrowed = sample_access(4);
+    narrowed.scopes = Some(vec!["read".into(), "squad-read".into()]);
+    let n = encode_access(&narrowed).unwrap();
+    assert_eq!(n[0], ACCESS_WITH_SCOPES);
+    assert_eq!(decode_access(&n).unwrap(), narrowed);
+    assert_eq!(
+        decode_any(RecordType::Access, &n).unwrap(),
+        n,
+        "the fuzz target's round trip keeps the narrowing"
+    );
+    // An empty narrowing is never written, and never accepted.
+    narrowed.scopes = Some(Vec::new());
+    assert!(encode_access(&narrowed).is_err());
+    let mut empty = encode(&narrowed).unwrap();
+    empty[0] = ACCESS_WITH_SCOPES;
+    empty.extend_from_slice(&[0, 0, 1]);
+    assert!(decode_access(&empty).is_err());
+    // Damage is an error, never a panic: every cut and flipped byte.
+    for cut in 0..n.len() {
+        let _ = decode_access(&n[..cut]);
+    }
+    let mut next = rng(7);
+    for _ in 0..2000 {
+        let d = damaged(&n, &mut next);
+        if let Ok(a) = decode_access(&d) {
+            let s = a.scopes.as_ref().map_or(0, Vec::len);
+            assert!(s <= 64);
+        }
+    }
+    // A length that points before the body.
+    let mut long = n.clone();
+    let l = long.len();
+    long[l - 2..].copy_from_slice(&u16::MAX.to_be_bytes());
+    assert!(decode_access(&long).is_err());
 }

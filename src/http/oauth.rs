@@ -211,31 +211,40 @@ fn grant(
     let store = app.store.sync();
     let info = store.verify_refresh(token.expose())?;
     let granted = effective_scopes(store, &info)?;
-    if let Some(requested) = requested {
-        if let Some(extra) = requested.iter().find(|s| !granted.contains(s)) {
-            return Err(OAuthError::invalid_scope(format!(
-                "`{}` is not among the refresh token's scopes",
-                shown(extra)
-            )));
+    let asked = match requested {
+        None => None,
+        Some(requested) => {
+            if let Some(extra) = requested.iter().find(|s| !granted.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "`{}` is not among the refresh token's scopes",
+                    shown(extra)
+                )));
+            }
+            let mut asked = requested;
+            asked.sort();
+            asked.dedup();
+            Some(asked)
         }
-        let mut asked = requested;
-        asked.sort();
-        asked.dedup();
-        if asked.len() != granted.len() {
-            // The store's access tokens carry their refresh token's scopes
-            // (cut to the holder's role); issuing a broader token than asked
-            // would be worse than saying so.
-            return Err(OAuthError::invalid_scope(format!(
-                "this server does not narrow access tokens: omit `scope`, or ask for all of `{}`",
-                granted.join(" ")
-            )));
-        }
-    }
+    };
     if let Some(l) = &app.limiter {
         l.take(&info.id).map_err(ApiError::rate_limited)?;
     }
-    let grant = store.exchange(token.expose())?;
-    Ok((grant, granted))
+    // A subset narrows the access token (RFC 6749 §3.3): it is stored with
+    // it and what verification grants; the whole set is a plain exchange.
+    let grant = match &asked {
+        Some(asked) if asked.len() < granted.len() => store
+            .exchange_with_scopes(token.expose(), asked)
+            .map_err(|e| match e {
+                // The holder's role changed since the check above.
+                Error::InsufficientScope(s) => OAuthError::invalid_scope(format!(
+                    "`{}` is not among the refresh token's scopes",
+                    shown(&s)
+                )),
+                e => OAuthError::from(e),
+            })?,
+        _ => store.exchange(token.expose())?,
+    };
+    Ok((grant, asked.unwrap_or(granted)))
 }
 
 /// The refresh token's scopes cut to its holder's current role, sorted: what

@@ -154,8 +154,10 @@ impl Memory {
         }
         extra.live.push(rec.id);
         note_exchange(parent, extra, rec.issued_at);
-        self.access
-            .insert(rec.id, AccessHot::new(parent.clone(), rec));
+        self.access.insert(
+            rec.id,
+            AccessHot::new(parent.clone(), rec, self.access_scopes(rec)),
+        );
     }
 
     /// Applies stored records as they stand: a replica's snapshot and

@@ -345,20 +345,25 @@ pub(crate) struct AccessHot {
     pub(super) issued_at: u64,
     pub(super) expires_at: u64,
     pub(super) revoked: AtomicBool,
+    /// The scopes it was narrowed to at exchange (all bits set when it was
+    /// not: its refresh token's scopes).
+    pub(super) scopes: ScopeSet,
     /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`).
     pub(super) check: AtomicU64,
 }
 
 impl AccessHot {
     /// The one way an access entry is made: from its record, in the
-    /// family of `refresh`.
-    pub(super) fn new(refresh: Arc<RefreshHot>, rec: &AccessRecord) -> AccessHot {
+    /// family of `refresh`, narrowed to `scopes` (see
+    /// [`AccessHot::scopes`]).
+    pub(super) fn new(refresh: Arc<RefreshHot>, rec: &AccessRecord, scopes: ScopeSet) -> AccessHot {
         AccessHot {
             refresh,
             verifier: rec.verifier,
             issued_at: rec.issued_at,
             expires_at: rec.expires_at,
             revoked: AtomicBool::new(rec.revoked),
+            scopes,
             check: AtomicU64::new(0),
         }
     }
@@ -379,6 +384,13 @@ impl AccessHot {
     #[inline]
     pub(crate) fn expires_at(&self) -> u64 {
         self.expires_at
+    }
+    /// The scopes it may grant at most, before its refresh token's scopes
+    /// and its holder's current role cut them: those it was narrowed to at
+    /// exchange, or every scope (all bits set) when it was not narrowed.
+    #[inline]
+    pub(crate) fn scopes(&self) -> ScopeSet {
+        self.scopes
     }
     /// Marks the access token revoked itself (one-way).
     pub(super) fn mark_revoked(&self) {

@@ -185,10 +185,10 @@ impl<'a> Loader<'a> {
             return;
         };
         let mut extra = parent.extra.lock();
-        if inner
-            .access
-            .insert_new(a.id, AccessHot::new(parent.clone(), &a))
-        {
+        if inner.access.insert_new(
+            a.id,
+            AccessHot::new(parent.clone(), &a, inner.access_scopes(&a)),
+        ) {
             extra.live.push(a.id);
             note_exchange(&parent, &mut extra, a.issued_at);
         } else if a.revoked {

@@ -168,6 +168,16 @@ impl Memory {
         }
     }
 
+    /// The scope set an access record is narrowed to in memory: its scope
+    /// names as the policy's bits (names the policy no longer knows grant
+    /// nothing), or every bit when it is not narrowed.
+    pub(crate) fn access_scopes(&self, rec: &AccessRecord) -> crate::policy::ScopeSet {
+        match &rec.scopes {
+            Some(names) => self.policy.set_of(names),
+            None => crate::policy::ScopeSet(u64::MAX),
+        }
+    }
+
     /// Replaces this memory by `reloaded` (loaded anew after a storage fault)
     /// record by record, so that a verification meanwhile sees each token
     /// either as before or as after; `cat` is this memory's catalog, held

@@ -166,6 +166,7 @@ mod tests {
             expires_at,
             revoked: false,
             verifier: [id; 32],
+            scopes: None,
         }
     }
 

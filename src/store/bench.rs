@@ -98,6 +98,7 @@ impl TokenStore {
                         expires_at: now.saturating_add(inner.access_ttl),
                         revoked: false,
                         verifier: verifier(&inner.access_key, &asecret.0),
+                        scopes: None,
                     };
                     changes.push(Change::PutAccess(rec));
                     access.push((aid, asecret));

@@ -41,10 +41,61 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
-        crate::observe::exchange(self.exchange_unobserved(refresh_token))
+        crate::observe::exchange(self.exchange_unobserved::<&str>(refresh_token, None))
     }
 
-    fn exchange_unobserved(&self, refresh_token: &str) -> Result<AccessGrant> {
+    /// [`TokenStore::exchange`], with an access token narrowed to `scopes`
+    /// (RFC 6749 §3.3 and §6: the `scope` of a refresh at
+    /// `POST /oauth/token`): it grants at most those, however its holder's
+    /// role changes later, and still never more than its refresh token's
+    /// scopes cut to the holder's current role. Every name must be among the
+    /// scopes the refresh token grants now (its scopes within the holder's
+    /// current role); repeats count once. The narrowing is stored with the
+    /// access record (both backends) and answered by [`TokenStore::verify`],
+    /// [`TokenStore::authorize`] and introspection.
+    ///
+    /// **Blocks** as [`TokenStore::exchange`]: one write to storage, lazily
+    /// durable (microseconds on sled; a transaction on PostgreSQL).
+    ///
+    /// # Errors
+    /// As [`TokenStore::exchange`]; and, once the refresh token checked out,
+    /// [`Error::InsufficientScope`] naming the first scope it does not grant
+    /// (nothing is written), or [`Error::InvalidArgument`] for an empty
+    /// list or more than 64 names.
+    ///
+    /// ```
+    /// use tokenvault::{Actor, Error, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "bob", Role::User)?;
+    /// let t = store.generate(&Actor::new("acme", "bob"), Default::default())?;
+    /// let grant = store.exchange_with_scopes(t.token.expose(), &["read"])?;
+    /// let who = store.verify(grant.access_token.expose())?;
+    /// assert!(who.scopes.contains("read"));
+    /// assert!(!who.scopes.contains("incident-write"));
+    /// assert!(matches!(
+    ///     store.exchange_with_scopes(t.token.expose(), &["user-write"]),
+    ///     Err(Error::InsufficientScope(_))
+    /// ));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn exchange_with_scopes<S: AsRef<str>>(
+        &self,
+        refresh_token: &str,
+        scopes: &[S],
+    ) -> Result<AccessGrant> {
+        if scopes.is_empty() || scopes.len() > 64 {
+            return Err(Error::InvalidArgument(
+                "an access token is narrowed to between 1 and 64 scopes".into(),
+            ));
+        }
+        crate::observe::exchange(self.exchange_unobserved(refresh_token, Some(scopes)))
+    }
+
+    fn exchange_unobserved<S: AsRef<str>>(
+        &self,
+        refresh_token: &str,
+        scopes: Option<&[S]>,
+    ) -> Result<AccessGrant> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
         let fresh = inner.read_refresh(&parsed.id.0)?;
@@ -55,7 +106,27 @@ impl TokenStore {
             .filter(|r| ct_eq(r.verifier(), &v))
             .ok_or(Error::InvalidToken)?;
         let now = inner.now();
-        parent.usable(now).check()?;
+        let role = parent.usable(now).check()?;
+        let scopes = match scopes {
+            None => None,
+            Some(asked) => {
+                let grants = parent.scopes().and(inner.policy.mask(role));
+                let mut names: Vec<String> = Vec::with_capacity(asked.len());
+                for s in asked {
+                    let s = s.as_ref();
+                    match inner.policy.bit(s) {
+                        Some(b) if grants.contains(b) => names.push(s.to_string()),
+                        _ => {
+                            let shown: String = s.chars().take(64).collect();
+                            return Err(Error::InsufficientScope(shown));
+                        }
+                    }
+                }
+                names.sort();
+                names.dedup();
+                Some(names)
+            }
+        };
         let (aid, asecret) = loop {
             let (id, secret) = token::random_id_and_secret()?;
             if !inner.mem.has_access(&id.0) {
@@ -72,6 +143,7 @@ impl TokenStore {
             expires_at,
             revoked: false,
             verifier: verifier(&inner.access_key, &asecret.0),
+            scopes,
         };
         let ticket = {
             let mut extra = parent.lock_family();
@@ -229,7 +301,7 @@ impl TokenStore {
                 user,
                 role,
                 scopes: Scopes {
-                    set: r.scopes().and(inner.policy.mask(role)),
+                    set: r.scopes().and(a.scopes()).and(inner.policy.mask(role)),
                     names: inner.scope_names,
                 },
                 refresh_id: TokenId(r.id()),

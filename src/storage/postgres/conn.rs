@@ -311,7 +311,7 @@ impl Conn {
                     .push((u64_of(a), decode_row(col::<&[u8]>(row, 3)?))),
                 2 => {
                     let body: Vec<u8> = col(row, 3)?;
-                    out.access = Some(decode::<AccessRecord>(&body, "access")?);
+                    out.access = Some(decode_access(&body)?);
                 }
                 _ => {
                     let body: Vec<u8> = col(row, 3)?;
@@ -408,7 +408,7 @@ impl Conn {
             .map_err(pg)?;
         while let Some(row) = it.next().map_err(pg)? {
             let body: &[u8] = col(&row, 0)?;
-            match decode::<AccessRecord>(body, "access") {
+            match decode_access(body) {
                 Ok(a) => s.access.push(a),
                 Err(_) => s.skipped += 1,
             }
@@ -671,10 +671,10 @@ impl Conn {
                     // Gone meanwhile (purged on another replica): nothing
                     // left to revoke.
                     if let Some(row) = tx.query_opt(&st.access_get, &[&&id[..]]).map_err(pg)? {
-                        let mut a: AccessRecord = decode(col::<&[u8]>(&row, 0)?, "access")?;
+                        let mut a = decode_access(col::<&[u8]>(&row, 0)?)?;
                         if !a.revoked {
                             a.revoked = true;
-                            tx.execute(&st.access_revoke, &[&&id[..], &encode(&a)?])
+                            tx.execute(&st.access_revoke, &[&&id[..], &encode_access(&a)?])
                                 .map_err(pg)?;
                             logged.push(LogChange::RevokeAccess {
                                 refresh_id: *refresh_id,
@@ -686,7 +686,7 @@ impl Conn {
                 Change::PutAccess(a) => {
                     tx.execute(
                         &st.access_ins,
-                        &[&&a.id[..], &&a.refresh_id[..], &false, &encode(a)?],
+                        &[&&a.id[..], &&a.refresh_id[..], &false, &encode_access(a)?],
                     )
                     .map_err(pg)?;
                     if !capped.contains(&a.refresh_id) {

@@ -57,7 +57,7 @@ pub(super) fn check_integrity(c: &mut Conn) -> Result<IntegrityReport> {
         r.access_tokens += 1;
         let id: &[u8] = col(&row, 0)?;
         let parent: &[u8] = col(&row, 1)?;
-        match decode::<AccessRecord>(col::<&[u8]>(&row, 3)?, "access") {
+        match decode_access(col::<&[u8]>(&row, 3)?) {
             Ok(a) => {
                 if a.id[..] != *id
                     || a.refresh_id[..] != *parent

@@ -350,6 +350,7 @@ mod tests {
             expires_at: 2,
             revoked: true,
             verifier: [2; 32],
+            scopes: None,
         };
         let got = row(old::LogChange::RevokeAccess(access.clone())).expect("decodes");
         assert!(

@@ -50,8 +50,8 @@ use super::{
 use crate::change::{Change, Committed};
 use crate::codec::StoredState;
 use crate::codec::{
-    decode, decode_event, decode_refresh, encode, encode_event, encode_refresh_bare, AccessRecord,
-    EventRecord, MemberRecord, OrgPolicyRecord, RefreshRecord,
+    decode, decode_access, decode_event, decode_refresh, encode, encode_access, encode_event,
+    encode_refresh_bare, AccessRecord, EventRecord, MemberRecord, OrgPolicyRecord, RefreshRecord,
 };
 use crate::error::{Error, IoError, Result};
 use crate::policy::Role;

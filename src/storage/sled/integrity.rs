@@ -3,7 +3,7 @@
 
 use super::scan::{org_from_key, u64_from};
 use super::{io, slot_of, SledBackend};
-use crate::codec::{decode, decode_event, decode_refresh, member_key, AccessRecord, MemberRecord};
+use crate::codec::{decode, decode_access, decode_event, decode_refresh, member_key, MemberRecord};
 use crate::error::Result;
 use crate::storage::IntegrityReport;
 
@@ -63,7 +63,7 @@ pub(super) fn check(b: &SledBackend) -> Result<IntegrityReport> {
     for kv in b.access.iter() {
         let (k, v) = kv.map_err(io)?;
         r.access_tokens += 1;
-        match decode::<AccessRecord>(&v, "access") {
+        match decode_access(&v) {
             Ok(a) => {
                 if slot_of(&k).is_none() || k[..16] != a.refresh_id {
                     p.push(format!(

@@ -31,9 +31,9 @@ use self::stable::StableFiles;
 use super::{Backend, Closed as CloseDone, IntegrityReport, LoadSink, Loaded};
 use crate::change::{Change, Committed};
 use crate::codec::{
-    decode, decode_access, decode_event, decode_refresh, encode, encode_event, encode_refresh,
-    member_key, org_key, view_refresh, AccessRecord, EventRecord, MemberRecord, OrgPolicyRecord,
-    RefreshRecord, RefreshView, StoredState,
+    decode, decode_access, decode_event, decode_refresh, encode, encode_access, encode_event,
+    encode_refresh, member_key, org_key, view_refresh, AccessRecord, EventRecord, MemberRecord,
+    OrgPolicyRecord, RefreshRecord, RefreshView, StoredState,
 };
 use crate::error::{Error, IoError, Result};
 

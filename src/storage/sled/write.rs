@@ -57,7 +57,7 @@ impl SledBackend {
             if k.len() != V1_ACCESS_KEY_LEN {
                 continue;
             }
-            if let Ok(a) = decode::<AccessRecord>(&v, "access") {
+            if let Ok(a) = decode_access(&v) {
                 if k[..16] == a.refresh_id && k[16..] == a.id {
                     old.push((k, a));
                 }
@@ -76,7 +76,7 @@ impl SledBackend {
                 slot = 0;
             }
             batch.remove(k.clone());
-            batch.insert(&access_key(&a.refresh_id, slot)[..], encode(a)?);
+            batch.insert(&access_key(&a.refresh_id, slot)[..], encode_access(a)?);
             slot += 1;
         }
         self.access.apply_batch(batch).map_err(io)?;
@@ -119,7 +119,7 @@ impl SledBackend {
                 return Ok(Committed::default());
             }
             [Change::PutAccess(rec)] => {
-                let v = encode(rec)?;
+                let v = encode_access(rec)?;
                 return self.slots.with(&rec.refresh_id, |fam| {
                     let slot = fam.free_slot();
                     self.access
@@ -135,7 +135,7 @@ impl SledBackend {
             }, Change::PutAccess(rec)]
                 if *refresh_id == rec.refresh_id =>
             {
-                let v = encode(rec)?;
+                let v = encode_access(rec)?;
                 return self.slots.with(refresh_id, |fam| {
                     let slot = fam.slot_of(old).unwrap_or_else(|| fam.free_slot());
                     self.access
@@ -172,7 +172,7 @@ impl SledBackend {
             for (c, slot) in changes.iter().zip(&at) {
                 match (c, slot) {
                     (Change::PutAccess(rec), Some(slot)) => {
-                        batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
+                        batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode_access(rec)?)
                     }
                     (Change::DeleteAccess { refresh_id, .. }, Some(slot)) => {
                         batch.remove(&access_key(refresh_id, *slot)[..])
@@ -339,7 +339,8 @@ impl SledBackend {
                                 if let Some(slot) = slot {
                                     access.insert(
                                         &access_key(&rec.refresh_id, *slot)[..],
-                                        enc(rec)?,
+                                        encode_access(rec)
+                                            .map_err(ConflictableTransactionError::Abort)?,
                                     )?;
                                 }
                             }
@@ -352,7 +353,11 @@ impl SledBackend {
                                         .map_err(ConflictableTransactionError::Abort)?;
                                     if a.id == *id && !a.revoked {
                                         a.revoked = true;
-                                        access.insert(&key[..], enc(&a)?)?;
+                                        access.insert(
+                                            &key[..],
+                                            encode_access(&a)
+                                                .map_err(ConflictableTransactionError::Abort)?,
+                                        )?;
                                     }
                                 }
                             }
@@ -786,6 +791,7 @@ mod tests {
             expires_at: 10_000,
             revoked: false,
             verifier: [id; 32],
+            scopes: None,
         }
     }
 
