@@ -411,3 +411,42 @@ fn pending_assignments_agree_with_the_model() {
     ]);
     assert_eq!((stats.exchanges, stats.reopens), (1, 2));
 }
+
+/// Narrowed exchanges: within the token's scopes (repeats count once),
+/// refused beyond them or the holder's role, and the narrowing cut further
+/// by a demotion, never widened by a promotion, across a reopen.
+#[test]
+fn narrowed_exchanges_agree_with_the_model() {
+    let stats = run(&[
+        Op::Generate {
+            org: ACME,
+            user: BOB,
+            opts: plain(),
+        },
+        Op::ExchangeScoped(Tok::Own(0), &["user-write", "read", "read"]),
+        Op::ExchangeScoped(Tok::Own(0), &["org-admin"]),
+        Op::ExchangeScoped(Tok::Own(0), &["billing"]),
+        Op::Authorize(Tok::Own(0), "user-write"),
+        Op::Authorize(Tok::Own(0), "service-write"),
+        Op::Reopen,
+        Op::Verify(Tok::Own(0)),
+        Op::Authorize(Tok::Own(0), "service-write"),
+        Op::SetRole {
+            org: ACME,
+            user: BOB,
+            role: Role::User,
+        },
+        Op::Authorize(Tok::Own(0), "user-write"),
+        Op::ExchangeScoped(Tok::Own(0), &["user-write"]),
+        Op::SetRole {
+            org: ACME,
+            user: BOB,
+            role: Role::Admin,
+        },
+        Op::Reopen,
+        Op::Verify(Tok::Own(0)),
+        Op::Authorize(Tok::Own(0), "user-write"),
+        Op::Authorize(Tok::Own(0), "squad-create"),
+    ]);
+    assert_eq!((stats.exchanges, stats.reopens), (1, 2));
+}

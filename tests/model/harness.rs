@@ -342,12 +342,21 @@ impl Harness {
                 }
                 Ok(a.is_err())
             }
-            Op::Exchange(t) => {
+            Op::Exchange(_) | Op::ExchangeScoped(..) => {
+                let (t, narrow) = match op {
+                    Op::ExchangeScoped(t, scopes) => (t, Some(*scopes)),
+                    Op::Exchange(t) => (t, None),
+                    _ => unreachable!(),
+                };
                 let (text, id, malformed) = self.resolve(*t, TokenKind::Refresh);
-                let a = self.store().exchange(&text);
-                let e = match id {
-                    Some(id) => self.model.exchange_check(&id),
-                    None => Err(Self::missing(malformed)),
+                let a = match narrow {
+                    Some(scopes) => self.store().exchange_with_scopes(&text, scopes),
+                    None => self.store().exchange(&text),
+                };
+                let e = match (id, narrow) {
+                    (Some(id), Some(scopes)) => self.model.exchange_scoped_check(&id, scopes),
+                    (Some(id), None) => self.model.exchange_check(&id),
+                    (None, _) => Err(Self::missing(malformed)),
                 };
                 same("exchange", &a, &e)?;
                 if let (Ok(g), Ok(expires_at), Some(rid)) = (a.as_ref(), e, id) {
@@ -370,7 +379,14 @@ impl Harness {
                     );
                     let aid = *g.access_id.as_bytes();
                     ensure!(!self.model.access.contains_key(&aid), "access id reused");
-                    self.model.exchange_apply(&rid, aid, expires_at);
+                    let narrow = narrow.map(|n| {
+                        let mut n: Vec<String> = n.iter().map(|s| s.to_string()).collect();
+                        n.sort();
+                        n.dedup();
+                        n
+                    });
+                    self.model
+                        .exchange_apply_narrowed(&rid, aid, expires_at, narrow);
                     self.access.push((aid, access));
                     self.stats.exchanges += 1;
                 }

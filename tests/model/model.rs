@@ -71,6 +71,8 @@ pub(crate) struct AccessM {
     issued_at: u64,
     expires_at: u64,
     revoked: bool,
+    /// The scopes it was narrowed to at exchange, if it was.
+    narrow: Option<Vec<String>>,
 }
 
 /// What the model expects of a verification.
@@ -547,7 +549,32 @@ impl Model {
         Ok((self.now + ACCESS_TTL).min(r.expires_at.unwrap_or(u64::MAX)))
     }
 
+    /// Checks an exchange narrowed to `scopes`: as [`Model::exchange_check`],
+    /// then each must be among the scopes the token grants now.
+    pub(crate) fn exchange_scoped_check(&self, id: &Id, scopes: &[&str]) -> MResult<u64> {
+        let expires_at = self.exchange_check(id)?;
+        let r = &self.refresh[id];
+        let role = self.role(&r.org, &r.user).ok_or("revoked")?;
+        let allowed = policy(role);
+        for s in scopes {
+            if !(allowed.contains(s) && r.scopes.iter().any(|t| t == s)) {
+                return Err("insufficient_scope");
+            }
+        }
+        Ok(expires_at)
+    }
+
     pub(crate) fn exchange_apply(&mut self, id: &Id, access: Id, expires_at: u64) {
+        self.exchange_apply_narrowed(id, access, expires_at, None);
+    }
+
+    pub(crate) fn exchange_apply_narrowed(
+        &mut self,
+        id: &Id,
+        access: Id,
+        expires_at: u64,
+        narrow: Option<Vec<String>>,
+    ) {
         let now = self.now;
         let r = self.refresh.get_mut(id).expect("refresh");
         while r.live.len() >= CAP {
@@ -563,6 +590,7 @@ impl Model {
                 issued_at: now,
                 expires_at,
                 revoked: false,
+                narrow,
             },
         );
     }
@@ -589,6 +617,7 @@ impl Model {
                 .scopes
                 .iter()
                 .filter(|s| allowed.contains(&s.as_str()))
+                .filter(|s| a.narrow.as_ref().is_none_or(|n| n.contains(s)))
                 .cloned()
                 .collect(),
             refresh_id: a.refresh,

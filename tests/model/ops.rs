@@ -23,6 +23,16 @@ pub const SCOPES: [&str; 8] = [
 ];
 /// A scope the policy does not know.
 pub const UNKNOWN_SCOPE: &str = "billing";
+/// Scope lists an exchange asks to narrow to: within every role, within
+/// some, repeated, unknown.
+pub const NARROWINGS: [&[&str]; 6] = [
+    &["read"],
+    &["squad-read", "read", "read"],
+    &["incident-write"],
+    &["user-write", "read"],
+    &["org-admin"],
+    &[UNKNOWN_SCOPE],
+];
 /// Longest operation sequence taken from one input.
 pub const MAX_OPS: usize = 64;
 /// Bytes per encoded operation.
@@ -111,6 +121,8 @@ pub enum Op {
         tok: Tok,
     },
     Exchange(Tok),
+    /// `exchange_with_scopes`: an access token narrowed to these scopes.
+    ExchangeScoped(Tok, &'static [&'static str]),
     Verify(Tok),
     Authorize(Tok, &'static str),
     ListOwn {
@@ -306,6 +318,9 @@ pub fn decode_op(r: &mut Bytes<'_>) -> Op {
             user: user_ix(c),
             opts: opts(d, e, f),
         },
+        11 if g % 2 == 0 => {
+            Op::ExchangeScoped(tok(a, b), NARROWINGS[c as usize % NARROWINGS.len()])
+        }
         8..=11 => Op::Exchange(tok(a, b)),
         12..=14 => Op::Verify(tok(a, b)),
         15 => Op::Authorize(
