@@ -57,11 +57,6 @@ pub(crate) enum Change {
     /// The backend selects them inside its own transaction, by the codec's
     /// predicate, and reports their ids (see [`Committed`]); memory revokes
     /// exactly those.
-    ///
-    /// `held` names the tokens of `org` (of `user`) that this process
-    /// holds, for a backend with no index by owner to select among (the
-    /// embedded one, whose tokens are all held); a backend with such an
-    /// index (the shared one) selects by owner itself.
     RevokeMany {
         org: String,
         user: Option<String>,
@@ -69,7 +64,6 @@ pub(crate) enum Change {
         at: u64,
         by: String,
         reason: Option<String>,
-        held: Vec<[u8; 16]>,
     },
     /// Delete a refresh record; its access records must be deleted by
     /// `DeleteAccess` changes in the same batch.
@@ -82,24 +76,16 @@ pub(crate) enum Change {
     /// no access record of it is left to tell (exchange itself does not
     /// write it: the newest access record's `issued_at` says it).
     PutLastRefresh { id: [u8; 16], at: u64 },
-    /// A new access token of its refresh token's family, in slot `slot`
-    /// of the family (at most `cap` slots): a slot taken already is freed
-    /// by this change (the oldest evicted in the same single write).
-    PutAccess { rec: AccessRecord, slot: u32 },
-    /// Revoke one access token (of the family `refresh_id`, in slot
-    /// `slot`), if it is not revoked already.
-    RevokeAccess {
-        refresh_id: [u8; 16],
-        id: [u8; 16],
-        slot: u32,
-    },
-    /// Delete the access record `id` (of the family `refresh_id`, in slot
-    /// `slot`).
-    DeleteAccess {
-        refresh_id: [u8; 16],
-        id: [u8; 16],
-        slot: u32,
-    },
+    /// A new access token of its refresh token's family. Past the cap on
+    /// live access tokens, the store puts the eviction of the oldest
+    /// ([`Change::DeleteAccess`]) just before it in the same batch.
+    PutAccess(AccessRecord),
+    /// Revoke one access token (of the family `refresh_id`), if it is not
+    /// revoked already and is still stored.
+    RevokeAccess { refresh_id: [u8; 16], id: [u8; 16] },
+    /// Delete the access record `id` (of the family `refresh_id`): a purge,
+    /// or the eviction of the oldest past the cap.
+    DeleteAccess { refresh_id: [u8; 16], id: [u8; 16] },
     /// Replace the label of a stored refresh token (labels live on disk
     /// only: memory has nothing to change). A record the backend lacks is
     /// corruption, as for [`Change::RevokeRefresh`].

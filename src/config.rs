@@ -477,8 +477,11 @@ fn write_key_file(path: &Path, key: &StoreKey) -> Result<bool> {
             return Err(err);
         }
     }
-    // The new name is durable once its directory is.
-    crate::storage::sync_dir(parent.unwrap_or(Path::new(".")))?;
+    // The new name is durable once its directory is (fsync of the
+    // directory itself).
+    std::fs::File::open(parent.unwrap_or(Path::new(".")))
+        .and_then(|dir| dir.sync_all())
+        .map_err(crate::error::io_error)?;
     Ok(true)
 }
 

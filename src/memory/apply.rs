@@ -59,7 +59,7 @@ impl Memory {
                         cat.drop_ghost_if_empty(org, user, &gone.member.held);
                     }
                 }
-                Change::PutAccess { rec, .. } => self.with_family(&rec.refresh_id, c),
+                Change::PutAccess(rec) => self.with_family(&rec.refresh_id, c),
                 Change::RevokeAccess { refresh_id, .. }
                 | Change::DeleteAccess { refresh_id, .. } => self.with_family(refresh_id, c),
                 Change::PutLastRefresh { id, .. } => self.with_family(id, c),
@@ -88,7 +88,7 @@ impl Memory {
     ) {
         for c in changes {
             match c {
-                Change::PutAccess { rec, slot } => self.put_access(parent, extra, rec, Some(*slot)),
+                Change::PutAccess(rec) => self.put_access(parent, extra, rec),
                 Change::RevokeAccess { id, .. } => {
                     self.access.with(id, |a| {
                         if let Some(a) = a {
@@ -98,7 +98,7 @@ impl Memory {
                 }
                 Change::DeleteAccess { id, .. } => {
                     self.access.remove(id);
-                    extra.live.retain(|(x, _)| x != id);
+                    extra.live.retain(|x| x != id);
                 }
                 Change::PutLastRefresh { at, .. } => note_exchange(extra, *at),
                 _ => {}
@@ -106,16 +106,14 @@ impl Memory {
         }
     }
 
-    /// Puts an access record in its family, in `slot` (a record put in a
-    /// used slot replaces, evicts, the one there) or, with `None`, in the
-    /// family's next free slot. One already held keeps its entry: only a
-    /// revocation sticks to it.
+    /// Puts an access record in its family, as its newest. One already
+    /// held keeps its entry: only a revocation sticks to it. (An eviction
+    /// is its own change, [`Change::DeleteAccess`].)
     pub(super) fn put_access(
         &self,
         parent: &Arc<RefreshHot>,
         extra: &mut RefreshExtra,
         rec: &AccessRecord,
-        slot: Option<u32>,
     ) {
         let held = self.access.with(&rec.id, |old| match old {
             Some(old) => {
@@ -129,18 +127,10 @@ impl Memory {
         if held {
             return;
         }
-        let slot = slot.unwrap_or(extra.next_slot);
-        if slot < extra.next_slot {
-            if let Some(i) = extra.live.iter().position(|(_, s)| *s == slot) {
-                let (old, _) = extra.live.remove(i);
-                self.access.remove(&old);
-            }
-        }
-        extra.next_slot = extra.next_slot.max(slot.saturating_add(1));
-        extra.live.push((rec.id, slot));
+        extra.live.push(rec.id);
         note_exchange(extra, rec.issued_at);
         self.access
-            .insert(rec.id, AccessHot::new(parent.clone(), rec, slot));
+            .insert(rec.id, AccessHot::new(parent.clone(), rec));
     }
 
     /// Applies stored records as they stand: a replica's snapshot and
@@ -159,10 +149,10 @@ impl Memory {
             Stored::Member(m) => cat.put_member(&m.org, &m.user, m.role, m.not_before),
             Stored::OrgCutoff { org, at } => cat.org_mut(&org).hot.raise_cutoff(at),
             Stored::Refresh(r) => self.put_refresh(cat, &r),
-            Stored::Access { rec, slot } => {
+            Stored::Access(rec) => {
                 if let Some(parent) = self.refresh.get(&rec.refresh_id) {
                     let mut extra = parent.extra.lock();
-                    self.put_access(&parent, &mut extra, &rec, slot);
+                    self.put_access(&parent, &mut extra, &rec);
                 }
             }
             Stored::LastRefresh { id, at } => {
@@ -184,10 +174,7 @@ impl Memory {
             }
             None => {
                 let member = cat.holder(&r.org, &r.user);
-                member
-                    .held
-                    .lock()
-                    .insert(r.id, r.issue.map_or(0, |i| i.seq));
+                member.held.lock().insert(r.id);
                 self.refresh.insert(r.id, Arc::new(self.hot_of(r, member)));
             }
         }

@@ -1,5 +1,6 @@
-//! The membership catalog: organizations, their members, and who holds
-//! which token. Read anywhere through its methods; changed only by
+//! The membership catalog: organizations, their members (each with the
+//! tokens they hold, for the cap on live tokens), and removed members'
+//! stand-ins. Read anywhere through its methods; changed only by
 //! memory's own mutators (see the module above).
 
 use std::collections::HashMap;
@@ -85,35 +86,6 @@ impl Catalog {
             members += e.members.len() as u64;
         }
         (orgs, members)
-    }
-
-    /// The refresh tokens stored for `org`, or for one member of it (also
-    /// those of a removed member, until they are purged), each with its
-    /// issue event's sequence number.
-    pub(crate) fn held(&self, org: &str, user: Option<&str>) -> Vec<([u8; 16], u64)> {
-        let mut holders: Vec<&Arc<MemberHot>> = Vec::new();
-        if let Some(entry) = self.orgs.get(org) {
-            match user {
-                Some(u) => {
-                    holders.extend(entry.members.get(u));
-                    holders.extend(entry.ghosts.get(u));
-                }
-                None => {
-                    holders.extend(entry.members.values());
-                    holders.extend(entry.ghosts.values());
-                }
-            }
-        }
-        let mut out = Vec::new();
-        // Each list once (a user is a member or a ghost, so they should not
-        // repeat; a repeat would list a token twice).
-        let mut seen = std::collections::HashSet::new();
-        for m in holders {
-            if seen.insert(Arc::as_ptr(&m.held) as usize) {
-                out.extend(m.held.lock().iter().map(|(id, seq)| (*id, *seq)));
-            }
-        }
-        out
     }
 
     /// The member a token of `(org, user)` hangs on: the member, or a

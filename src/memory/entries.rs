@@ -1,7 +1,7 @@
 //! The entries of memory: organizations, members, refresh and access tokens.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -39,18 +39,16 @@ pub(crate) struct MemberHot {
     pub(super) user: Arc<str>,
     pub(super) role: AtomicU8,
     pub(super) not_before: AtomicU64,
-    /// The refresh tokens stored for this organization and user id, with
-    /// the sequence number of the issue event each record carries (0:
-    /// none): what lists and the audit read instead of a stored index.
-    /// Shared by every `MemberHot` of the same ids (a member removed and
+    /// The refresh tokens stored for this organization and user id (what
+    /// the cap on a member's live tokens counts). Shared by every `MemberHot` of the same ids (a member removed and
     /// added again is a new one; their tokens are listed together).
     pub(super) held: Arc<Mutex<TokenIds>>,
     /// Unique for the life of the process: the key of the names cache.
     uid: u64,
 }
 
-/// Refresh token ids, each with its issue event's sequence number.
-pub(crate) type TokenIds = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
+/// Refresh token ids.
+pub(crate) type TokenIds = HashSet<[u8; 16], BuildHasherDefault<IdHasher>>;
 
 /// A member's token list, locked (see [`MemberHot::lock_held`]): read
 /// outside memory, extended only by [`super::Memory::put_issued`].
@@ -61,10 +59,10 @@ impl HeldTokens<'_> {
         self.0.len()
     }
     pub(crate) fn ids(&self) -> impl Iterator<Item = &[u8; 16]> {
-        self.0.keys()
+        self.0.iter()
     }
-    pub(super) fn insert(&mut self, id: [u8; 16], seq: u64) {
-        self.0.insert(id, seq);
+    pub(super) fn insert(&mut self, id: [u8; 16]) {
+        self.0.insert(id);
     }
 }
 
@@ -72,12 +70,12 @@ static NEXT_MEMBER_UID: AtomicU64 = AtomicU64::new(1);
 
 const NAME_CACHE: usize = 256;
 
-type NameSlot = Option<(u64, Arc<str>, Arc<str>)>;
+type CachedNames = Option<(u64, Arc<str>, Arc<str>)>;
 
 thread_local! {
     /// Per thread, copies of recently verified members' names (direct
     /// mapped by member uid).
-    static NAMES: RefCell<Vec<NameSlot>> = RefCell::new(vec![None; NAME_CACHE]);
+    static NAMES: RefCell<Vec<CachedNames>> = RefCell::new(vec![None; NAME_CACHE]);
 }
 
 impl MemberHot {
@@ -112,13 +110,13 @@ impl MemberHot {
         NAMES
             .try_with(|cache| {
                 let mut cache = cache.borrow_mut();
-                let slot = &mut cache[(self.uid % NAME_CACHE as u64) as usize];
-                match slot {
+                let entry = &mut cache[(self.uid % NAME_CACHE as u64) as usize];
+                match entry {
                     Some((uid, org, user)) if *uid == self.uid => (org.clone(), user.clone()),
                     _ => {
                         let org: Arc<str> = Arc::from(&*self.org.id);
                         let user: Arc<str> = Arc::from(&*self.user);
-                        *slot = Some((self.uid, org.clone(), user.clone()));
+                        *entry = Some((self.uid, org.clone(), user.clone()));
                         (org, user)
                     }
                 }
@@ -168,40 +166,20 @@ impl MemberHot {
 #[derive(Default)]
 pub(crate) struct RefreshExtra {
     pub(super) last_refresh: Option<u64>,
-    /// Live access ids with their slots, oldest first.
-    pub(super) live: Vec<([u8; 16], u32)>,
-    /// One past the highest slot used; slots below it may be taken.
-    pub(super) next_slot: u32,
+    /// Live access ids, oldest first.
+    pub(super) live: Vec<[u8; 16]>,
 }
 
 impl RefreshExtra {
-    /// The family's live access ids with their slots, oldest first.
+    /// The family's live access ids, oldest first.
     #[inline]
-    pub(crate) fn live(&self) -> &[([u8; 16], u32)] {
+    pub(crate) fn live(&self) -> &[[u8; 16]] {
         &self.live
     }
     /// When the token was last exchanged, if known.
     #[inline]
     pub(crate) fn last_refresh(&self) -> Option<u64> {
         self.last_refresh
-    }
-
-    /// The slot for a new access record of a family holding `live.len() <
-    /// cap` records: the next unused one, or a gap left by a purge.
-    pub(crate) fn free_slot(&self, cap: usize) -> u32 {
-        if (self.next_slot as usize) < cap {
-            return self.next_slot;
-        }
-        let mut used: Vec<u32> = self.live.iter().map(|(_, s)| *s).collect();
-        used.sort_unstable();
-        let mut want = 0u32;
-        for s in used {
-            if s > want {
-                break;
-            }
-            want = s + 1;
-        }
-        want
     }
 }
 
@@ -267,23 +245,20 @@ pub(crate) struct AccessHot {
     pub(super) verifier: [u8; 32],
     pub(super) issued_at: u64,
     pub(super) expires_at: u64,
-    /// Where its record is stored within its family.
-    pub(super) slot: u32,
     pub(super) revoked: AtomicBool,
     /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`).
     pub(super) check: AtomicU64,
 }
 
 impl AccessHot {
-    /// The one way an access entry is made: from its record, in slot `slot`
-    /// of the family of `refresh`.
-    pub(super) fn new(refresh: Arc<RefreshHot>, rec: &AccessRecord, slot: u32) -> AccessHot {
+    /// The one way an access entry is made: from its record, in the
+    /// family of `refresh`.
+    pub(super) fn new(refresh: Arc<RefreshHot>, rec: &AccessRecord) -> AccessHot {
         AccessHot {
             refresh,
             verifier: rec.verifier,
             issued_at: rec.issued_at,
             expires_at: rec.expires_at,
-            slot,
             revoked: AtomicBool::new(rec.revoked),
             check: AtomicU64::new(0),
         }
@@ -305,10 +280,6 @@ impl AccessHot {
     #[inline]
     pub(crate) fn expires_at(&self) -> u64 {
         self.expires_at
-    }
-    #[inline]
-    pub(crate) fn slot(&self) -> u32 {
-        self.slot
     }
     /// Marks the access token revoked itself (one-way).
     pub(super) fn mark_revoked(&self) {
@@ -332,7 +303,7 @@ mod tests {
     }
 
     /// The per-thread names cache never answers with another member's
-    /// names, also when members share a cache slot, and on any thread.
+    /// names, also when members share a cache entry, and on any thread.
     #[test]
     fn names_come_from_the_right_member() {
         let org = Arc::new(OrgHot::new("acme"));

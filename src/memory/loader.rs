@@ -3,9 +3,8 @@
 //!
 //! What it does is what [`Memory::load`] would do with the same records
 //! ([`Stored`]), minus what cannot happen while loading: keys are unique,
-//! so a refresh record is new, and an access record comes in its slot
-//! order (a record for a used slot, or one without a slot, still goes the
-//! general way).
+//! so a refresh record and an access record are each new (the same id
+//! twice is damage: as in [`Memory::load`], only a revocation sticks).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -33,8 +32,7 @@ pub(crate) struct Loader<'a> {
     /// backend hands them over before any token), so that the loader
     /// threads find a token's member without taking the catalog lock.
     members: OnceLock<Members>,
-    /// The refresh tokens loaded, with their issue event's sequence
-    /// numbers, to be put in their members' lists (`MemberHot::held`) by
+    /// The refresh tokens loaded, to be put in their members' lists (`MemberHot::held`) by
     /// [`Loader::finish`], member by member: putting them there as they
     /// come would have the loader threads pull the same members' lists
     /// back and forth between their cores. Split as the threads split the
@@ -46,8 +44,8 @@ pub(crate) struct Loader<'a> {
 }
 
 /// A loaded token for its member's list: the member (by address, as a
-/// sort key), the token id, its issue event's sequence number.
-type Held = (usize, [u8; 16], u64);
+/// sort key) and the token id.
+type Held = (usize, [u8; 16]);
 
 fn address(m: &Arc<MemberHot>) -> usize {
     Arc::as_ptr(m) as usize
@@ -91,8 +89,8 @@ impl<'a> Loader<'a> {
             };
             let mut held = member.held.lock();
             held.reserve(run.len());
-            for (_, id, seq) in run {
-                held.insert(*id, *seq);
+            for (_, id) in run {
+                held.insert(*id);
             }
         }
         drop(cat);
@@ -148,7 +146,7 @@ impl<'a> Loader<'a> {
     pub(crate) fn refresh(&self, r: &RefreshView<'_>) {
         let inner = self.mem;
         let member = self.holder(r.org, r.user);
-        let held = (address(&member), r.id, r.issue_seq);
+        let held = (address(&member), r.id);
         let hot = Arc::new(inner.hot_of_view(r, member));
         if inner.refresh.insert_new(r.id, hot.clone()) {
             let part = usize::from(r.id[0]) * LOADED_PARTS / 256;
@@ -165,9 +163,9 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Applies one stored access record, in slot `slot` of its family
-    /// where the backend keeps slots.
-    pub(crate) fn access(&self, a: AccessRecord, slot: Option<u32>) {
+    /// Applies one stored access record (families' records come in no
+    /// particular order: [`Loader::finish`] orders them).
+    pub(crate) fn access(&self, a: AccessRecord) {
         let inner = self.mem;
         let parent = LAST
             .with(|last| {
@@ -182,20 +180,11 @@ impl<'a> Loader<'a> {
             return;
         };
         let mut extra = parent.extra.lock();
-        let slot = match slot {
-            Some(s) if s >= extra.next_slot => s,
-            // A slot that may be in use, or none: the general way.
-            _ => {
-                inner.put_access(&parent, &mut extra, &a, slot);
-                return;
-            }
-        };
         if inner
             .access
-            .insert_new(a.id, AccessHot::new(parent.clone(), &a, slot))
+            .insert_new(a.id, AccessHot::new(parent.clone(), &a))
         {
-            extra.next_slot = slot.saturating_add(1);
-            extra.live.push((a.id, slot));
+            extra.live.push(a.id);
             note_exchange(&mut extra, a.issued_at);
         } else if a.revoked {
             // The same id twice (damage): as `Memory::load`, a revocation
@@ -217,16 +206,16 @@ impl Memory {
         self.refresh.for_each(|_, r| {
             let mut extra = r.extra.lock();
             if extra.live.len() > 1 {
-                let mut keyed: Vec<(u64, [u8; 16], u32)> = extra
+                let mut keyed: Vec<(u64, [u8; 16])> = extra
                     .live
                     .iter()
-                    .map(|&(id, slot)| {
+                    .map(|&id| {
                         let at = self.access.with(&id, |a| a.map_or(0, |a| a.issued_at));
-                        (at, id, slot)
+                        (at, id)
                     })
                     .collect();
                 keyed.sort_unstable();
-                extra.live = keyed.into_iter().map(|(_, id, slot)| (id, slot)).collect();
+                extra.live = keyed.into_iter().map(|(_, id)| id).collect();
             }
             true
         });

@@ -34,7 +34,7 @@
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::codec::{AccessRecord, MemberRecord, RefreshRecord};
 use crate::policy::Policy;
@@ -49,7 +49,7 @@ mod state;
 pub(crate) use catalog::Catalog;
 pub(crate) use entries::{AccessHot, HeldTokens, MemberHot, RefreshHot};
 pub(crate) use loader::Loader;
-pub(crate) use maps::Sharded;
+use maps::Sharded;
 pub(crate) use state::Usable;
 
 /// A stored record as it stands, for memory only: what loading, a
@@ -64,14 +64,9 @@ pub(crate) enum Stored {
     /// A refresh record, in whatever state it is (a shared store's).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Refresh(RefreshRecord),
-    /// An access record, in slot `slot` of its family where the backend
-    /// keeps slots; otherwise (`None`) it takes the family's next free one,
-    /// evicting nothing (a shared store's).
+    /// An access record, the newest of its family (evicting nothing).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    Access {
-        rec: AccessRecord,
-        slot: Option<u32>,
-    },
+    Access(AccessRecord),
     /// The time of a refresh token's last exchange.
     LastRefresh { id: [u8; 16], at: u64 },
 }
@@ -79,14 +74,83 @@ pub(crate) enum Stored {
 /// The in-memory verification state: its one owner (see the module doc for
 /// the methods that change it).
 pub(crate) struct Memory {
-    /// Refresh entries by id: read-only outside this module.
-    pub(crate) refresh: Sharded<Arc<RefreshHot>>,
-    /// Access entries by id: read-only outside this module.
-    pub(crate) access: Sharded<AccessHot>,
+    /// Refresh entries by id.
+    refresh: Sharded<Arc<RefreshHot>>,
+    /// Access entries by id.
+    access: Sharded<AccessHot>,
     /// The catalog: writers hold it exclusively, issues and readers share
     /// it; its contents change only through this module's methods.
-    pub(crate) catalog: RwLock<Catalog>,
+    catalog: RwLock<Catalog>,
     policy: Arc<Policy>,
+}
+
+/// Reading memory: what code outside this module sees of it. None of these
+/// creates or changes anything.
+impl Memory {
+    /// The refresh token `id`, if memory holds it.
+    #[inline]
+    pub(crate) fn refresh(&self, id: &[u8; 16]) -> Option<Arc<RefreshHot>> {
+        self.refresh.get(id)
+    }
+    /// Runs `f` on the refresh token `id` as memory holds it (no
+    /// reference count taken).
+    #[inline]
+    pub(crate) fn refresh_with<R>(
+        &self,
+        id: &[u8; 16],
+        f: impl FnOnce(Option<&Arc<RefreshHot>>) -> R,
+    ) -> R {
+        self.refresh.with(id, f)
+    }
+    /// Whether memory holds the refresh token `id`.
+    #[inline]
+    pub(crate) fn has_refresh(&self, id: &[u8; 16]) -> bool {
+        self.refresh.contains(id)
+    }
+    /// Runs `f` on the access token `id` as memory holds it, under its
+    /// shard's read lock.
+    #[inline(always)]
+    pub(crate) fn access_with<R>(
+        &self,
+        id: &[u8; 16],
+        f: impl FnOnce(Option<&AccessHot>) -> R,
+    ) -> R {
+        self.access.with(id, f)
+    }
+    /// Whether memory holds the access token `id`.
+    #[inline]
+    pub(crate) fn has_access(&self, id: &[u8; 16]) -> bool {
+        self.access.contains(id)
+    }
+    /// Calls `f` on each refresh token until it returns `false`.
+    pub(crate) fn for_each_refresh(&self, f: impl FnMut(&[u8; 16], &Arc<RefreshHot>) -> bool) {
+        self.refresh.for_each(f)
+    }
+    /// Calls `f` on each access token until it returns `false`.
+    pub(crate) fn for_each_access(&self, f: impl FnMut(&[u8; 16], &AccessHot) -> bool) {
+        self.access.for_each(f)
+    }
+    /// How many refresh tokens memory holds.
+    pub(crate) fn refresh_count(&self) -> usize {
+        self.refresh.len()
+    }
+    /// How many access tokens memory holds.
+    pub(crate) fn access_count(&self) -> usize {
+        self.access.len()
+    }
+    /// The catalog, shared: for reading it, and for an issue (issues share
+    /// it; see [`Memory::put_issued`]).
+    #[inline]
+    pub(crate) fn catalog_read(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.catalog.read()
+    }
+    /// The catalog, exclusively: what a writer holds from its checks to
+    /// [`Memory::apply`]. [`Catalog`] has no method that changes it outside
+    /// this module, so holding it changes nothing by itself.
+    #[inline]
+    pub(crate) fn catalog_write(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write()
+    }
 }
 
 impl Memory {
@@ -148,18 +212,8 @@ impl Memory {
         r: &RefreshRecord,
         member: &Arc<MemberHot>,
     ) {
-        held.insert(r.id, r.issue.map_or(0, |i| i.seq));
+        held.insert(r.id);
         self.refresh
             .insert(r.id, Arc::new(self.hot_of(r, member.clone())));
-    }
-
-    /// The refresh tokens held for `org` (for its member `user` only, when
-    /// given), sorted: the candidates a
-    /// [`Change::RevokeMany`](crate::change::Change::RevokeMany) names for a
-    /// backend with no index by owner.
-    pub(crate) fn held_ids(&self, cat: &Catalog, org: &str, user: Option<&str>) -> Vec<[u8; 16]> {
-        let mut ids: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
-        ids.sort_unstable();
-        ids
     }
 }

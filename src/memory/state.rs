@@ -172,14 +172,8 @@ mod tests {
                 Stored::Refresh(refresh(3, "cat", 100, None)),
                 // Held by someone who is not a member.
                 Stored::Refresh(refresh(4, "gone", 100, None)),
-                Stored::Access {
-                    rec: access(11, 1, 2_000),
-                    slot: None,
-                },
-                Stored::Access {
-                    rec: access(13, 3, 200),
-                    slot: None,
-                },
+                Stored::Access(access(11, 1, 2_000)),
+                Stored::Access(access(13, 3, 200)),
             ],
         );
         let r = |id: u8| mem.refresh.get(&[id; 16]).expect("loaded");

@@ -94,7 +94,7 @@ impl Replica {
         may_block: bool,
     ) -> Result<bool> {
         self.state.check_fresh()?;
-        if mem.access.contains(id) {
+        if mem.has_access(id) {
             return Ok(true);
         }
         if !checksum_ok() {
@@ -113,7 +113,7 @@ impl Replica {
     #[inline]
     pub(crate) fn ensure_refresh(&self, mem: &Memory, id: &[u8; 16]) -> Result<()> {
         self.state.check_fresh()?;
-        if mem.refresh.contains(id) {
+        if mem.has_refresh(id) {
             return Ok(());
         }
         self.read_through(mem, None, Some(id)).map_err(fail_closed)
@@ -144,7 +144,7 @@ impl Replica {
         let rep = &self.state;
         let started = rep.now();
         let log = feed.read(rep.applied())?;
-        let mut cat = mem.catalog.write();
+        let mut cat = mem.catalog_write();
         if self.follow(mem, &mut cat, log, started) {
             return Ok(());
         }
@@ -193,17 +193,16 @@ impl Replica {
         let refresh: HashSet<[u8; 16]> = snap.refresh.iter().map(|r| r.id).collect();
         let access: HashSet<[u8; 16]> = snap.access.iter().map(|a| a.id).collect();
         let mut changes = Vec::new();
-        mem.access.for_each(|id, a| {
+        mem.for_each_access(|id, a| {
             if !access.contains(id) {
                 changes.push(Change::DeleteAccess {
                     refresh_id: a.refresh().id(),
                     id: *id,
-                    slot: a.slot(),
                 });
             }
             true
         });
-        mem.refresh.for_each(|id, r| {
+        mem.for_each_refresh(|id, r| {
             if !refresh.contains(id) {
                 changes.push(Change::DeleteRefresh {
                     id: *id,
@@ -252,7 +251,7 @@ impl Replica {
                     .read(rep.applied(), access, refresh)
                     .map(|got| (got, started))
             });
-            let mut cat = mem.catalog.write();
+            let mut cat = mem.catalog_write();
             let (got, started) = match early.take() {
                 Some(r) => r?,
                 None => {
@@ -274,7 +273,7 @@ impl Replica {
             let found_access = got.access.is_some();
             if let Some((r, last)) = got.refresh {
                 let id = r.id;
-                if !mem.refresh.contains(&id) {
+                if !mem.has_refresh(&id) {
                     read.push(Stored::Refresh(r));
                     if let Some(at) = last {
                         read.push(Stored::LastRefresh { id, at });
@@ -282,8 +281,8 @@ impl Replica {
                 }
             }
             if let Some(rec) = got.access {
-                if !mem.access.contains(&rec.id) {
-                    read.push(Stored::Access { rec, slot: None });
+                if !mem.has_access(&rec.id) {
+                    read.push(Stored::Access(rec));
                 }
             }
             mem.load(&mut cat, read);
@@ -314,11 +313,7 @@ fn stored_of(snap: Snapshot) -> Vec<Stored> {
     out.extend(snap.refresh.into_iter().map(Stored::Refresh));
     let mut access = snap.access;
     access.sort_by_key(|a| (a.issued_at, a.id));
-    out.extend(
-        access
-            .into_iter()
-            .map(|rec| Stored::Access { rec, slot: None }),
-    );
+    out.extend(access.into_iter().map(Stored::Access));
     out.extend(
         snap.last_refresh
             .into_iter()

@@ -143,7 +143,7 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Hands the snapshot over to `sink` as a load does (see
-    /// [`LoadSink`]): access records oldest first, with no slot.
+    /// [`LoadSink`]): access records oldest first.
     pub(crate) fn hand_over(self, sink: &dyn LoadSink) {
         for (org, at) in self.org_cutoffs {
             sink.org_cutoff(org, at);
@@ -157,7 +157,7 @@ impl Snapshot {
         let mut access = self.access;
         access.sort_by_key(|a| (a.issued_at, a.id));
         for rec in access {
-            sink.access(rec, None);
+            sink.access(rec);
         }
         for (id, at) in self.last_refresh {
             sink.last_refresh(id, at);

@@ -20,8 +20,8 @@ pub(crate) use feed::{
 };
 
 /// The embedded engine's entry points for the store: open a store's
-/// directory, and sync a directory (the key file's).
-pub(crate) use self::sled::files::{open as open_embedded, sync_dir};
+/// directory.
+pub(crate) use self::sled::files::open as open_embedded;
 
 /// Where and how to reach a shared backend (PostgreSQL), as the store's
 /// configuration gives it.
@@ -73,9 +73,8 @@ pub(crate) trait LoadSink: Sync {
     fn member(&self, m: MemberRecord);
     /// A refresh record, read in place where the backend can.
     fn refresh(&self, r: &RefreshView<'_>);
-    /// An access record, with its slot in its family where the backend
-    /// keeps one (sled).
-    fn access(&self, rec: AccessRecord, slot: Option<u32>);
+    /// An access record.
+    fn access(&self, rec: AccessRecord);
     fn last_refresh(&self, id: [u8; 16], at: u64);
 }
 
@@ -146,29 +145,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// One refresh record.
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>>;
-    /// The refresh records of an organization, or of one member of it.
-    /// `held` names those memory knows of (the store keeps who holds
-    /// which token): a backend without an index by owner reads these; one
-    /// with such an index (PostgreSQL, which also sees what other replicas
-    /// wrote) may ask it instead.
-    fn list_refresh(
-        &self,
-        org: &str,
-        user: Option<&str>,
-        held: &[[u8; 16]],
-    ) -> Result<Vec<RefreshRecord>>;
+    /// The refresh records of an organization, or of one member of it
+    /// (also those of a removed member, until purged), in any order.
+    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>>;
     /// The newest `limit` events of `org` numbered below `before` (a page
-    /// of the audit trail; `u64::MAX` for the newest), newest first.
-    /// `issued` names the organization's refresh records known to carry
-    /// their issue event, with its sequence number, for a backend that
-    /// stores issue events there (sled); others ignore it.
-    fn events(
-        &self,
-        org: &str,
-        before: u64,
-        limit: usize,
-        issued: &[([u8; 16], u64)],
-    ) -> Result<Vec<EventRecord>>;
+    /// of the audit trail; `u64::MAX` for the newest), newest first, issue
+    /// events included wherever the backend keeps them.
+    fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>>;
     /// Writes one audit event on its own (a refused call's): a new event
     /// when `stored` is `None`, returning the number it is stored under
     /// (sled: its `seq`; PostgreSQL: the database's); otherwise replaces

@@ -109,7 +109,7 @@ impl TokenStore {
         }
         // Every holder is a member, and their scopes, before any write.
         let granted = {
-            let cat = inner.mem.catalog.read();
+            let cat = inner.mem.catalog_read();
             holders
                 .iter()
                 .map(|(actor, _)| {
@@ -153,7 +153,7 @@ impl TokenStore {
                 secret.0.copy_from_slice(&b[16..]);
                 (TokenId(id), secret)
             };
-            let mut cat = inner.mem.catalog.write();
+            let mut cat = inner.mem.catalog_write();
             let now = inner.now();
             let mut changes = Vec::with_capacity(n * per_token + runs.len());
             let mut secrets = Vec::with_capacity(n);
@@ -163,12 +163,12 @@ impl TokenStore {
                 for _ in 0..count {
                     let (id, secret) = loop {
                         let (id, secret) = draw();
-                        if !inner.mem.refresh.contains(&id.0) {
+                        if !inner.mem.has_refresh(&id.0) {
                             break (id, secret);
                         }
                         // A repeated id (never seen in practice): a fresh draw.
                         let (id, secret) = token::random_id_and_secret()?;
-                        if !inner.mem.refresh.contains(&id.0) {
+                        if !inner.mem.has_refresh(&id.0) {
                             break (id, secret);
                         }
                     };
@@ -187,14 +187,14 @@ impl TokenStore {
                         issue: None,
                     }));
                     let mut access = Vec::with_capacity(exchanges);
-                    for slot in 0..exchanges as u32 {
+                    for _ in 0..exchanges {
                         let (aid, asecret) = loop {
                             let (aid, asecret) = draw();
-                            if !inner.mem.access.contains(&aid.0) {
+                            if !inner.mem.has_access(&aid.0) {
                                 break (aid, asecret);
                             }
                             let (aid, asecret) = token::random_id_and_secret()?;
-                            if !inner.mem.access.contains(&aid.0) {
+                            if !inner.mem.has_access(&aid.0) {
                                 break (aid, asecret);
                             }
                         };
@@ -206,7 +206,7 @@ impl TokenStore {
                             revoked: false,
                             verifier: verifier(&inner.access_key, &asecret.0),
                         };
-                        changes.push(Change::PutAccess { rec, slot });
+                        changes.push(Change::PutAccess(rec));
                         access.push((aid, asecret));
                     }
                     secrets.push((h, id, secret, access));

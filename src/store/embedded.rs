@@ -39,17 +39,17 @@ impl Inner {
 
     #[inline(always)]
     pub(super) fn lock_catalog_for_write(&self) -> Result<CatalogGuard<'_>> {
-        Ok(self.mem.catalog.write())
+        Ok(self.mem.catalog_write())
     }
 
     #[inline(always)]
     pub(super) fn lock_catalog_for_issue(&self) -> Result<IssueCatalog<'_>> {
-        Ok(self.mem.catalog.read())
+        Ok(self.mem.catalog_read())
     }
 
     #[inline(always)]
     pub(super) fn lock_catalog_for_read(&self) -> Result<RwLockReadGuard<'_, Catalog>> {
-        Ok(self.mem.catalog.read())
+        Ok(self.mem.catalog_read())
     }
 
     #[inline(always)]

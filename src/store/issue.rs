@@ -87,7 +87,7 @@ impl TokenStore {
         // so that concurrent calls do this work side by side.
         let (id, secret) = loop {
             let (id, secret) = token::random_id_and_secret()?;
-            if !inner.mem.refresh.contains(&id.0) {
+            if !inner.mem.has_refresh(&id.0) {
                 break (id, secret);
             }
         };
@@ -103,11 +103,14 @@ impl TokenStore {
                 inner.deny(actor, action, Some(subject.into()), why)
             });
         }
+        let not_member = || Error::NotFound(format!("{subject} is not a member of {}", actor.org));
         let member = cat
             .member(&actor.org, subject)
-            .ok_or_else(|| Error::NotFound(format!("{subject} is not a member of {}", actor.org)))?
+            .ok_or_else(not_member)?
             .clone();
-        let subject_role = member.role().unwrap_or(Role::Stakeholder);
+        // A member of the catalog has a role (a removed one is not listed
+        // there); none is never taken for the weakest.
+        let subject_role = member.role().ok_or_else(not_member)?;
         let scopes = inner.policy.narrow(subject_role, opts.scopes.as_deref())?;
         let now = inner.now();
         // The cap on the member's live tokens. Their list is held from the
@@ -122,8 +125,7 @@ impl TokenStore {
                 .filter(|id| {
                     inner
                         .mem
-                        .refresh
-                        .with(id, |r| r.is_some_and(|r| r.usable(now).is_usable()))
+                        .refresh_with(id, |r| r.is_some_and(|r| r.usable(now).is_usable()))
                 })
                 .count();
             if live >= inner.max_live {
@@ -133,8 +135,7 @@ impl TokenStore {
                 )));
             }
         }
-        // The audit event travels with the record (a backend may store
-        // it inside, making the issue one write): same time, same words.
+        // The audit event, at the record's own time.
         let mut event = inner.event_record(
             &actor.org,
             &actor.user,
@@ -144,7 +145,6 @@ impl TokenStore {
         );
         event.at = now;
         event.last_at = now;
-        let seq = event.seq;
         let rec = RefreshRecord {
             id: id.0,
             org: actor.org.clone(),
@@ -157,10 +157,7 @@ impl TokenStore {
             expires_at: opts.expires_in.map(|s| now.saturating_add(s)),
             state: StoredState::Active,
             verifier: check,
-            issue: Some(IssueEvent {
-                seq,
-                assigned: to.is_some(),
-            }),
+            issue: None,
         };
         let changes = vec![Change::IssueRefresh(rec.clone()), Change::Event(event)];
         let ticket = inner.commit(&changes)?;
@@ -205,7 +202,7 @@ impl TokenStore {
         inner.recover()?;
         let cat = inner.lock_catalog_for_read()?;
         inner.actor_role(&cat, actor, "token.list")?;
-        inner.list(&cat, &actor.org, Some(&actor.user))
+        inner.list(&actor.org, Some(&actor.user))
     }
 
     /// Every token of the actor's organization (Settings › API Tokens);
@@ -243,7 +240,7 @@ impl TokenStore {
                 "only the Owner may list every token",
             ));
         }
-        inner.list(&cat, &actor.org, None)
+        inner.list(&actor.org, None)
     }
 }
 
@@ -257,7 +254,7 @@ impl Inner {
     fn unissue(&self, rec: &RefreshRecord) {
         self.backend.note_failed_issue(&rec.id);
         {
-            let mut cat = self.mem.catalog.write();
+            let mut cat = self.mem.catalog_write();
             self.mem.apply(
                 &mut cat,
                 &[Change::DeleteRefresh {
@@ -278,7 +275,7 @@ impl Inner {
                 user: rec.user.clone(),
             };
             // Under the catalog, as every commit (a reload waits for it).
-            let committed = self.commit_apply(&mut self.mem.catalog.write(), &[gone]);
+            let committed = self.commit_apply(&mut self.mem.catalog_write(), &[gone]);
             if let Ok(ticket) = committed {
                 let _ = self.sync_with(ticket, true);
             }
@@ -286,7 +283,7 @@ impl Inner {
     }
 
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
-        let hot = self.mem.refresh.get(&r.id);
+        let hot = self.mem.refresh(&r.id);
         let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
         // The stored revocation says who and why; otherwise the one rule
         // (on the record's own expiry where memory does not hold it).
@@ -322,12 +319,9 @@ impl Inner {
         }
     }
 
-    pub(super) fn list(
-        &self,
-        cat: &Catalog,
-        org: &str,
-        user: Option<&str>,
-    ) -> Result<Vec<TokenInfo>> {
+    /// The tokens of `org` (of its member `user`), oldest first. The
+    /// caller holds the catalog (shared), so that no write runs meanwhile.
+    pub(super) fn list(&self, org: &str, user: Option<&str>) -> Result<Vec<TokenInfo>> {
         let unreadable = self.backend.unreadable_refresh() + self.unlisted;
         if unreadable != 0 {
             return Err(Error::Corrupt(format!(
@@ -337,8 +331,7 @@ impl Inner {
             )));
         }
         let now = self.now();
-        let held: Vec<[u8; 16]> = cat.held(org, user).into_iter().map(|(id, _)| id).collect();
-        let mut recs = self.backend.list_refresh(org, user, &held)?;
+        let mut recs = self.backend.list_refresh(org, user)?;
         recs.sort_by_key(|r| (r.created_at, r.id));
         Ok(recs.into_iter().map(|r| self.info_of(r, now)).collect())
     }

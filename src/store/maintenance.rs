@@ -43,7 +43,7 @@ impl TokenStore {
     ) -> Result<Vec<AuditEvent>> {
         let inner = &*self.inner;
         inner.recover()?;
-        let issued = {
+        {
             let cat = inner.lock_catalog_for_read()?;
             let role = inner.actor_role(&cat, actor, "audit")?;
             if !may(role, Action::Audit) {
@@ -54,12 +54,8 @@ impl TokenStore {
                     "only the Owner may read the audit trail",
                 ));
             }
-            // The issue events stored inside the organization's records.
-            let mut issued = cat.held(&actor.org, None);
-            issued.retain(|(_, seq)| *seq != 0);
-            issued
-        };
-        let mut events = inner.backend.events(&actor.org, before, limit, &issued)?;
+        }
+        let mut events = inner.backend.events(&actor.org, before, limit)?;
         inner.overlay_denials(&actor.org, &mut events);
         Ok(events
             .into_iter()
@@ -142,7 +138,7 @@ impl TokenStore {
         // Refresh records past retention, with all their access records.
         let mut dead: Vec<Arc<RefreshHot>> = Vec::new();
         let mut budget = limit;
-        inner.mem.refresh.for_each(|_, r| {
+        inner.mem.for_each_refresh(|_, r| {
             let u = r.usable(now);
             let gone_since = if u.is_revoked() {
                 Some(r.revoked_at())
@@ -167,7 +163,7 @@ impl TokenStore {
         let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id()).collect();
         let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
         if !report.more {
-            inner.mem.access.for_each(|id, a| {
+            inner.mem.for_each_access(|id, a| {
                 let gone = !a.usable(now).is_usable();
                 if gone && !dead_set.contains(&a.refresh().id()) {
                     if budget == 0 {
@@ -184,9 +180,8 @@ impl TokenStore {
             return Ok(report);
         }
         // Every family touched is locked (in id order) from here to the end
-        // of the commit, as an exchange locks its family: a slot read here
-        // cannot be taken over by a concurrent exchange before it is
-        // deleted.
+        // of the commit, as an exchange locks its family: no exchange adds
+        // to or evicts from a family between this read and the commit.
         useless.sort_by_key(|(r, id)| (r.id(), *id));
         let mut families: Vec<Arc<RefreshHot>> = dead.clone();
         families.extend(useless.iter().map(|(r, _)| r.clone()));
@@ -200,11 +195,10 @@ impl TokenStore {
         for (r, extra) in families.iter().zip(guards.iter()) {
             let mut fam = Vec::new();
             if dead_set.contains(&r.id()) {
-                for &(id, slot) in extra.live() {
+                for &id in extra.live() {
                     fam.push(Change::DeleteAccess {
                         refresh_id: r.id(),
                         id,
-                        slot,
                     });
                 }
                 refresh_changes.push(Change::DeleteRefresh {
@@ -215,11 +209,10 @@ impl TokenStore {
             }
             while u < useless.len() && useless[u].0.id() == r.id() {
                 let id = useless[u].1;
-                if let Some(&(_, slot)) = extra.live().iter().find(|(x, _)| *x == id) {
+                if extra.live().contains(&id) {
                     fam.push(Change::DeleteAccess {
                         refresh_id: r.id(),
                         id,
-                        slot,
                     });
                 }
                 u += 1;
@@ -272,7 +265,7 @@ impl TokenStore {
     /// ```
     pub fn check_integrity(&self) -> Result<IntegrityReport> {
         self.inner.recover()?;
-        let _cat = self.inner.mem.catalog.write();
+        let _cat = self.inner.mem.catalog_write();
         let mut r = self.inner.backend.check_integrity()?;
         if self.inner.skipped > 0 && r.problems.is_empty() {
             r.problems.push(format!(
@@ -302,11 +295,11 @@ impl TokenStore {
         inner.recover()?;
         let mut s = Stats::default();
         {
-            let cat = inner.mem.catalog.write();
+            let cat = inner.mem.catalog_write();
             (s.orgs, s.members) = cat.counts();
         }
         let now = inner.now();
-        inner.mem.refresh.for_each(|_, r| {
+        inner.mem.for_each_refresh(|_, r| {
             match r.usable(now) {
                 Usable::Yes(_) => s.active += 1,
                 Usable::Expired => s.expired += 1,
@@ -314,7 +307,7 @@ impl TokenStore {
             }
             true
         });
-        s.access_tokens = inner.mem.access.len() as u64;
+        s.access_tokens = inner.mem.access_count() as u64;
         s.disk_bytes = inner.backend.size_on_disk()?;
         s.warm_start = inner.warm_start;
         Ok(s)

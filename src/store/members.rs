@@ -175,7 +175,7 @@ impl TokenStore {
         }
         let now = inner.now();
         let changes = [
-            inner.revoke_many(&cat, org, Some(user), u64::MAX, now, HOST, "member removed"),
+            inner.revoke_many(org, Some(user), u64::MAX, now, HOST, "member removed"),
             Change::RemoveMember {
                 org: org.into(),
                 user: user.into(),
@@ -191,14 +191,14 @@ impl TokenStore {
     /// A member's current role, if they are a member. Does not block
     /// (memory only).
     pub fn member_role(&self, org: &str, user: &str) -> Option<Role> {
-        let cat = self.inner.mem.catalog.read();
+        let cat = self.inner.mem.catalog_read();
         cat.member(org, user).and_then(|m| m.role())
     }
 
     /// The members of `org` and their roles, sorted by user id. Does not
     /// block (memory only).
     pub fn members(&self, org: &str) -> Vec<(String, Role)> {
-        let cat = self.inner.mem.catalog.read();
+        let cat = self.inner.mem.catalog_read();
         let mut out = cat.members_of(org);
         out.sort();
         out

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
 use crate::change::{Change, Committed};
-use crate::codec::{self, AccessRecord, EventRecord, IssueEvent, RefreshRecord, StoredState};
+use crate::codec::{self, AccessRecord, EventRecord, RefreshRecord, StoredState};
 use crate::commit::{Flusher, WriterMark};
 use crate::config::{load_or_create, Config, StoreKey};
 use crate::error::{Error, Result};
@@ -78,8 +78,8 @@ impl std::fmt::Debug for TokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenStore")
             .field("prefix", &self.inner.prefix)
-            .field("refresh_tokens", &self.inner.mem.refresh.len())
-            .field("access_tokens", &self.inner.mem.access.len())
+            .field("refresh_tokens", &self.inner.mem.refresh_count())
+            .field("access_tokens", &self.inner.mem.access_count())
             .finish_non_exhaustive()
     }
 }

@@ -231,8 +231,8 @@ impl crate::storage::LoadSink for Sink<'_, '_> {
     fn refresh(&self, r: &crate::codec::RefreshView<'_>) {
         self.0.refresh(r);
     }
-    fn access(&self, rec: AccessRecord, slot: Option<u32>) {
-        self.0.access(rec, slot);
+    fn access(&self, rec: AccessRecord) {
+        self.0.access(rec);
     }
     fn last_refresh(&self, id: [u8; 16], at: u64) {
         self.0.last_refresh(id, at);

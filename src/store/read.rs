@@ -51,13 +51,13 @@ impl Fresh<'_> {
         id: &[u8; 16],
         f: impl FnOnce(Option<&AccessHot>) -> R,
     ) -> R {
-        self.inner.mem.access.with(id, f)
+        self.inner.mem.access_with(id, f)
     }
 
     /// The refresh token `id` as memory holds it.
     #[inline]
     pub(super) fn refresh(&self, id: &[u8; 16]) -> Option<Arc<RefreshHot>> {
-        self.inner.mem.refresh.get(id)
+        self.inner.mem.refresh(id)
     }
 
     /// The stored record of the refresh token `id` (its label, scopes and
@@ -124,10 +124,8 @@ mod tests {
         ] {
             let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
             for direct in [
-                "mem.access.with(",
-                "mem.access.get(",
-                "mem.refresh.with(",
-                "mem.refresh.get(",
+                "mem.access_with(",
+                "mem.refresh(",
                 "backend.get_refresh(",
                 "backend.get_access(",
             ] {

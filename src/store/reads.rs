@@ -168,7 +168,7 @@ impl TokenStore {
         let mut cat = inner.lock_for_write()?;
         let role = inner.actor_role(&cat, actor, "token.label")?;
         inner.find_refresh(&mut cat, &id.0)?;
-        let hot = inner.mem.refresh.get(&id.0);
+        let hot = inner.mem.refresh(&id.0);
         inner.check_holder_or_owner(actor, role, id, hot, "token.label", Action::RevokeOther)?;
         let mut rec = inner.record_of(id)?;
         rec.label = label.map(Into::into);

@@ -41,8 +41,8 @@ use crate::error::{Error, IoError, Result};
 use crate::storage::{Backend, Closed, IntegrityReport, LoadSink, Loaded};
 
 /// How soon after a failed reopen the next call tries again (meanwhile,
-/// calls answer the last failure): a reopen reads sled's log, which a call
-/// should not pay for each time while the disk stays full.
+/// calls answer the last failure): a reopen may read the whole storage,
+/// which a call should not pay for each time while the disk stays full.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// The storage a store on disk writes to, replaceable after a fault.
@@ -124,22 +124,11 @@ impl Backend for SwapHandle {
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>> {
         self.0.call(|b| b.get_refresh(id))
     }
-    fn list_refresh(
-        &self,
-        org: &str,
-        user: Option<&str>,
-        held: &[[u8; 16]],
-    ) -> Result<Vec<RefreshRecord>> {
-        self.0.call(|b| b.list_refresh(org, user, held))
+    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
+        self.0.call(|b| b.list_refresh(org, user))
     }
-    fn events(
-        &self,
-        org: &str,
-        before: u64,
-        limit: usize,
-        issued: &[([u8; 16], u64)],
-    ) -> Result<Vec<EventRecord>> {
-        self.0.call(|b| b.events(org, before, limit, issued))
+    fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>> {
+        self.0.call(|b| b.events(org, before, limit))
     }
     fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64> {
         self.0.call(|b| b.put_event(e, stored))
@@ -305,7 +294,7 @@ impl Inner {
                 return Err(Error::Unavailable(msg.clone()));
             }
         }
-        let mut cat = self.mem.catalog.write();
+        let mut cat = self.mem.catalog_write();
         let gate = r.gate.write();
         if !r.swap.failed.load(Ordering::Acquire) {
             // Another caller reloaded meanwhile.

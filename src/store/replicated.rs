@@ -138,7 +138,7 @@ impl TokenStore {
         let Some(rep) = &inner.replica else {
             return Ok(());
         };
-        let mut cat = inner.mem.catalog.write();
+        let mut cat = inner.mem.catalog_write();
         rep.catch_up(&inner.mem, &mut cat)
     }
 }
@@ -194,7 +194,7 @@ impl Inner {
     /// The catalog for issuing a token (see [`IssueCatalog`]).
     pub(super) fn lock_catalog_for_issue(&self) -> Result<IssueCatalog<'_>> {
         if self.replica.is_none() {
-            return Ok(IssueCatalog::Embedded(self.mem.catalog.read()));
+            return Ok(IssueCatalog::Embedded(self.mem.catalog_read()));
         }
         Ok(IssueCatalog::Shared(self.lock_catalog_for_write()?))
     }
@@ -204,12 +204,12 @@ impl Inner {
     pub(super) fn lock_catalog_for_write(&self) -> Result<CatalogGuard<'_>> {
         let Some(rep) = &self.replica else {
             return Ok(CatalogGuard {
-                cat: self.mem.catalog.write(),
+                cat: self.mem.catalog_write(),
                 _manage: None,
             });
         };
         let manage = rep.manage_lock()?;
-        let mut cat = self.mem.catalog.write();
+        let mut cat = self.mem.catalog_write();
         rep.catch_up(&self.mem, &mut cat)?;
         Ok(CatalogGuard {
             cat,
@@ -224,9 +224,9 @@ impl Inner {
     /// ([`Error::Unavailable`]), never answering from stale memory.
     pub(super) fn lock_catalog_for_read(&self) -> Result<RwLockReadGuard<'_, Catalog>> {
         let Some(rep) = &self.replica else {
-            return Ok(self.mem.catalog.read());
+            return Ok(self.mem.catalog_read());
         };
-        let mut cat = self.mem.catalog.write();
+        let mut cat = self.mem.catalog_write();
         rep.catch_up(&self.mem, &mut cat)
             .map_err(replica::fail_closed)?;
         Ok(RwLockWriteGuard::downgrade(cat))
@@ -236,7 +236,7 @@ impl Inner {
     /// call by id (under [`Inner::lock_for_write`], so nothing about it can
     /// change meanwhile). Blocks on PostgreSQL.
     pub(super) fn find_refresh(&self, cat: &mut Catalog, id: &[u8; 16]) -> Result<()> {
-        if self.replica.is_none() || self.mem.refresh.contains(id) {
+        if self.replica.is_none() || self.mem.has_refresh(id) {
             return Ok(());
         }
         if let Some(r) = self.backend.get_refresh(id)? {

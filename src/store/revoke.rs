@@ -59,8 +59,7 @@ impl TokenStore {
         inner.find_refresh(&mut cat, &id.0)?;
         let hot = inner
             .mem
-            .refresh
-            .get(&id.0)
+            .refresh(&id.0)
             .ok_or_else(|| Error::NotFound(format!("no token with id {id}")))?;
         if *hot.member().org_id() != *actor.org && foreign == Foreign::Unknown {
             return Err(Error::NotFound(format!("no token with id {id}")));
@@ -225,7 +224,6 @@ impl TokenStore {
             }
         }
         let mut changes = vec![inner.revoke_many(
-            &cat,
             &actor.org,
             user,
             before.unwrap_or(u64::MAX),
@@ -310,22 +308,21 @@ impl TokenStore {
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = fresh.access_with(&parsed.id.0, |a| {
             a.filter(|a| ct_eq(a.verifier(), &v))
-                .map(|a| (a.refresh().clone(), a.slot(), a.revocable()))
+                .map(|a| (a.refresh().clone(), a.revocable()))
         });
-        let (parent, slot, revocable) = found.ok_or(Error::InvalidToken)?;
+        let (parent, revocable) = found.ok_or(Error::InvalidToken)?;
         if !revocable {
             return Ok(());
         }
         let ticket = {
             let mut extra = parent.lock_family();
-            if !extra.live().contains(&(parsed.id.0, slot)) {
+            if !extra.live().contains(&parsed.id.0) {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }
             let changes = [Change::RevokeAccess {
                 refresh_id: parent.id(),
                 id: parsed.id.0,
-                slot,
             }];
             let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
@@ -338,14 +335,12 @@ impl TokenStore {
 
 impl Inner {
     /// The revocation of every refresh token of `org` (of its member `user`
-    /// only, when given) created before `before` (`u64::MAX`: all), with
-    /// the ones memory holds named for a backend with no index by owner
-    /// (see [`Change::RevokeMany`]). Reads nothing from storage: the backend
-    /// selects inside its commit and reports the ids it revoked.
-    #[allow(clippy::too_many_arguments)]
+    /// only, when given) created before `before` (`u64::MAX`: all). Reads
+    /// nothing from storage: the backend selects inside its commit (see
+    /// [`Change::RevokeMany`]) and reports the ids it revoked. The caller
+    /// holds the catalog exclusively.
     pub(super) fn revoke_many(
         &self,
-        cat: &Catalog,
         org: &str,
         user: Option<&str>,
         before: u64,
@@ -360,7 +355,6 @@ impl Inner {
             at: now,
             by: by.into(),
             reason: Some(reason.into()),
-            held: self.mem.held_ids(cat, org, user),
         }
     }
 }

@@ -201,7 +201,6 @@ impl TokenStore {
         let now = inner.now();
         for user in current.keys().filter(|u| !wanted.contains_key(*u)) {
             changes.push(inner.revoke_many(
-                &cat,
                 org,
                 Some(user.as_str()),
                 u64::MAX,

@@ -54,7 +54,7 @@ impl TokenStore {
         parent.usable(now).check()?;
         let (aid, asecret) = loop {
             let (id, secret) = token::random_id_and_secret()?;
-            if !inner.mem.access.contains(&id.0) {
+            if !inner.mem.has_access(&id.0) {
                 break (id, secret);
             }
         };
@@ -75,29 +75,23 @@ impl TokenStore {
             // of every family it touches until memory agrees with disk, so
             // no access record is written for a family being deleted (an
             // orphan), nor for one revoked or expired meanwhile.
-            if !inner.mem.refresh.contains(&parent.id()) {
+            if !inner.mem.has_refresh(&parent.id()) {
                 return Err(Error::InvalidToken);
             }
             parent.usable(inner.now()).check()?;
-            // Past the cap, the new record takes the slot of the oldest,
-            // which evicts it in the same single write. (More than `cap`
-            // live records only if the cap was lowered since they were
-            // made: those are deleted in the same atomic batch.)
-            let mut changes = Vec::with_capacity(1);
-            let slot = match extra.live().len().checked_sub(inner.cap) {
-                Some(excess) => {
-                    for &(id, slot) in &extra.live()[..excess] {
-                        changes.push(Change::DeleteAccess {
-                            refresh_id: parent.id(),
-                            id,
-                            slot,
-                        });
-                    }
-                    extra.live()[excess].1
+            // Past the cap, the oldest is evicted in the same atomic batch
+            // (more than one only if the cap was lowered since they were
+            // made).
+            let mut changes = Vec::with_capacity(2);
+            if let Some(excess) = (extra.live().len() + 1).checked_sub(inner.cap) {
+                for &id in &extra.live()[..excess] {
+                    changes.push(Change::DeleteAccess {
+                        refresh_id: parent.id(),
+                        id,
+                    });
                 }
-                None => extra.free_slot(inner.cap),
-            };
-            changes.push(Change::PutAccess { rec, slot });
+            }
+            changes.push(Change::PutAccess(rec));
             let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
             inner.mem.apply_family(&parent, &mut extra, &changes);

@@ -517,10 +517,9 @@ impl Conn {
                     at,
                     by,
                     reason,
-                    // The tables also hold other replicas' tokens: they are
-                    // selected here, by owner.
-                    held: _,
                 } => {
+                    // Selected here, by owner (the tables also hold other
+                    // replicas' tokens).
                     let rows = match user {
                         Some(u) => tx.query(&st.refresh_active_member, &[org, u]),
                         None => tx.query(&st.refresh_active_org, &[org]),
@@ -599,7 +598,7 @@ impl Conn {
                     tx.execute(&st.last_refresh, &[&&id[..], &i64_of(*at)])
                         .map_err(pg)?;
                 }
-                Change::RevokeAccess { refresh_id, id, .. } => {
+                Change::RevokeAccess { refresh_id, id } => {
                     // Gone meanwhile (purged on another replica): nothing
                     // left to revoke.
                     if let Some(row) = tx.query_opt(&st.access_get, &[&&id[..]]).map_err(pg)? {
@@ -615,7 +614,7 @@ impl Conn {
                         }
                     }
                 }
-                Change::PutAccess { rec: a, .. } => {
+                Change::PutAccess(a) => {
                     tx.execute(
                         &st.access_ins,
                         &[&&a.id[..], &&a.refresh_id[..], &false, &encode(a)?],
@@ -625,7 +624,7 @@ impl Conn {
                         capped.push(a.refresh_id);
                     }
                 }
-                Change::DeleteAccess { refresh_id, id, .. } => {
+                Change::DeleteAccess { refresh_id, id } => {
                     tx.execute(&st.access_del, &[&&id[..]]).map_err(pg)?;
                     logged.push(LogChange::DeleteAccess {
                         refresh_id: *refresh_id,

@@ -101,10 +101,6 @@ pub(crate) enum LogChange {
 /// the codec decodes in one record.
 pub(crate) const IDS_PER_ROW: usize = 1024;
 
-/// The slot of an access token in a change read from the log: the database
-/// keeps none, and memory finds the token by its id.
-const NO_SLOT: u32 = u32::MAX;
-
 impl LogChange {
     /// Appends to `out` the changes memory applies for this one; `false`
     /// when it cannot be followed from the log (memory then reloads a
@@ -121,16 +117,8 @@ impl LogChange {
                 Change::RevokeRefresh { id, at, by, reason }
             }
             LogChange::DeleteRefresh { id, org, user } => Change::DeleteRefresh { id, org, user },
-            LogChange::RevokeAccess { refresh_id, id } => Change::RevokeAccess {
-                refresh_id,
-                id,
-                slot: NO_SLOT,
-            },
-            LogChange::DeleteAccess { refresh_id, id } => Change::DeleteAccess {
-                refresh_id,
-                id,
-                slot: NO_SLOT,
-            },
+            LogChange::RevokeAccess { refresh_id, id } => Change::RevokeAccess { refresh_id, id },
+            LogChange::DeleteAccess { refresh_id, id } => Change::DeleteAccess { refresh_id, id },
             LogChange::RevokeMany {
                 ids,
                 at,
@@ -182,7 +170,6 @@ impl LogChange {
             LogChange::OldRevokeAccess(a) if a.revoked => Change::RevokeAccess {
                 refresh_id: a.refresh_id,
                 id: a.id,
-                slot: NO_SLOT,
             },
             LogChange::OldRevokeAccess(_) => return false,
         };

@@ -444,12 +444,7 @@ impl Backend for PgBackend {
         )
     }
 
-    fn list_refresh(
-        &self,
-        org: &str,
-        user: Option<&str>,
-        _held: &[[u8; 16]],
-    ) -> Result<Vec<RefreshRecord>> {
+    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
         self.with_conn(
             || true,
             |c| {
@@ -465,13 +460,7 @@ impl Backend for PgBackend {
         )
     }
 
-    fn events(
-        &self,
-        org: &str,
-        before: u64,
-        limit: usize,
-        _issued: &[([u8; 16], u64)],
-    ) -> Result<Vec<EventRecord>> {
+    fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let before = i64_of(before);
         self.with_conn(

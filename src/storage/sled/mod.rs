@@ -14,6 +14,10 @@ mod scan;
 mod integrity;
 // After a failed sync: making the disk hold what reads return.
 mod resync;
+// Where each access record sits in its family.
+mod slots;
+// Who holds which refresh token.
+mod owners;
 use scan::{org_from_key, scan_families, scan_parts, u64_from};
 
 use std::path::Path;
@@ -47,6 +51,11 @@ pub(crate) struct SledBackend {
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
+    /// The slot of each stored access record in its family, so that the
+    /// rest of the crate names access records by id only.
+    slots: slots::Slots,
+    /// Who holds which refresh token (sled has no index tree by owner).
+    owners: owners::Owners,
     /// Where the database lives (none: temporary) and sled's cache size,
     /// for the checkpoint of [`Backend::close`].
     path: Option<std::path::PathBuf>,
@@ -192,6 +201,8 @@ impl SledBackend {
             last_refresh,
             events,
             unreadable: AtomicU64::new(0),
+            slots: slots::Slots::new(),
+            owners: owners::Owners::new(scan_parts()),
             path: path.map(Path::to_path_buf),
             cache_bytes,
             warm: parking_lot::Mutex::new(marker),
@@ -212,6 +223,7 @@ impl SledBackend {
                 let (k, _) = kv.map_err(io)?;
                 self.access.remove(k).map_err(io)?;
             }
+            self.slots.drop_family(id);
         }
         self.sync()
     }
@@ -285,10 +297,10 @@ impl Backend for Closed {
     fn get_refresh(&self, _: &[u8; 16]) -> Result<Option<RefreshRecord>> {
         self.refused()
     }
-    fn list_refresh(&self, _: &str, _: Option<&str>, _: &[[u8; 16]]) -> Result<Vec<RefreshRecord>> {
+    fn list_refresh(&self, _: &str, _: Option<&str>) -> Result<Vec<RefreshRecord>> {
         self.refused()
     }
-    fn events(&self, _: &str, _: u64, _: usize, _: &[([u8; 16], u64)]) -> Result<Vec<EventRecord>> {
+    fn events(&self, _: &str, _: u64, _: usize) -> Result<Vec<EventRecord>> {
         self.refused()
     }
     fn put_event(&self, _: &EventRecord, _: Option<u64>) -> Result<u64> {
@@ -411,11 +423,13 @@ impl Backend for SledBackend {
         // closed), as the integrity check reports it.
         let unreadable = AtomicU64::new(0);
         let max_issue = AtomicU64::new(0);
-        let on_refresh = |_: usize, k: &[u8], v: &[u8]| {
+        self.owners.clear();
+        let on_refresh = |part: usize, k: &[u8], v: &[u8]| {
             let loaded = |r: &RefreshView<'_>| {
                 if r.id[..] != *k {
                     return false;
                 }
+                self.owners.loaded(part, r.org, r.user, r.id, r.issue_seq);
                 // Records come in random order of their events: a new
                 // highest is rare, and only it is written.
                 if r.issue_seq > max_issue.load(Ordering::Relaxed) {
@@ -433,8 +447,14 @@ impl Backend for SledBackend {
                 skip();
             }
         };
+        // Each record's slot goes to the backend's own table; memory gets
+        // the record.
+        self.slots.clear();
         let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => sink.access(rec, Some(slot)),
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                self.slots.loaded(&rec.refresh_id, rec.id, slot);
+                sink.access(rec);
+            }
             _ => skip(),
         };
         let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), u64_from(v)) {
@@ -498,6 +518,8 @@ impl Backend for SledBackend {
                 }
             }
         }
+        self.slots.finish_load();
+        self.owners.finish_load();
         if let Some(p) = &self.path {
             warm::remove(p);
         }
@@ -661,15 +683,10 @@ impl Backend for SledBackend {
         }
     }
 
-    fn list_refresh(
-        &self,
-        org: &str,
-        user: Option<&str>,
-        held: &[[u8; 16]],
-    ) -> Result<Vec<RefreshRecord>> {
-        // sled keeps no index by owner: memory says who holds which token.
-        let mut ids = held.to_vec();
-        ids.sort_unstable();
+    fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
+        // No index tree by owner: the backend's own table says who holds
+        // which token.
+        let ids = self.owners.ids(org, user);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(r) = self.get_refresh(&id)? {
@@ -681,24 +698,15 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
-    fn events(
-        &self,
-        org: &str,
-        before: u64,
-        limit: usize,
-        issued: &[([u8; 16], u64)],
-    ) -> Result<Vec<EventRecord>> {
+    fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>> {
         // The issue events of the organization's stored tokens (the newest
         // `limit` of them, read from their records) first, then the events
         // tree: a purge that moves an event from its record to the tree
         // meanwhile leaves it in one of the two reads, or both (the same
         // seq, kept once).
         let mut out = Vec::new();
-        let mut issued: Vec<([u8; 16], u64)> = issued
-            .iter()
-            .copied()
-            .filter(|(_, seq)| *seq != 0 && *seq < before)
-            .collect();
+        let mut issued: Vec<([u8; 16], u64)> = self.owners.issue_events(org);
+        issued.retain(|(_, seq)| *seq < before);
         issued.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
         issued.truncate(limit);
         for (id, _) in issued {

@@ -1,7 +1,10 @@
 //! Writing a batch of changes: one insert, a batch on one tree, or a
 //! transaction over the trees.
 
+use std::collections::HashMap;
+
 use super::*;
+use crate::codec::{issue_target, IssueEvent};
 use crate::policy::Role;
 
 type TxResult = std::result::Result<(), ConflictableTransactionError<Error>>;
@@ -94,46 +97,92 @@ impl SledBackend {
     /// over the trees otherwise.
     pub(super) fn write(&self, changes: &[Change]) -> Result<Committed> {
         // Issuing a token (its record, and the audit event the record
-        // carries) is one insert. So is an exchange, which also replaces
-        // the access record it evicts (same slot).
+        // carries) is one insert. So is an exchange, also one that evicts
+        // the oldest access record of its family: the new record takes the
+        // evicted one's slot, its key.
         match changes {
             [Change::IssueRefresh(r)] => {
                 self.refresh
                     .insert(&r.id[..], encode_refresh(r)?)
                     .map_err(io)?;
+                self.owners
+                    .issued(&r.org, &r.user, r.id, r.issue.map_or(0, |i| i.seq));
                 return Ok(Committed::default());
             }
-            [Change::IssueRefresh(r), Change::Event(e)] if embedded(changes, e) => {
+            [Change::IssueRefresh(r), Change::Event(e)] if carried(r, e).is_some() => {
+                let mut rec = r.clone();
+                rec.issue = carried(r, e);
                 self.refresh
-                    .insert(&r.id[..], encode_refresh(r)?)
+                    .insert(&r.id[..], encode_refresh(&rec)?)
                     .map_err(io)?;
+                self.owners.issued(&r.org, &r.user, r.id, e.seq);
                 return Ok(Committed::default());
             }
-            [Change::PutAccess { rec, slot }] => {
-                self.access
-                    .insert(access_key(&rec.refresh_id, *slot), encode(rec)?)
-                    .map_err(io)?;
-                return Ok(Committed::default());
+            [Change::PutAccess(rec)] => {
+                let v = encode(rec)?;
+                return self.slots.with(&rec.refresh_id, |fam| {
+                    let slot = fam.free_slot();
+                    self.access
+                        .insert(access_key(&rec.refresh_id, slot), v)
+                        .map_err(io)?;
+                    fam.put(rec.id, slot);
+                    Ok(Committed::default())
+                });
+            }
+            [Change::DeleteAccess {
+                refresh_id,
+                id: old,
+            }, Change::PutAccess(rec)]
+                if *refresh_id == rec.refresh_id =>
+            {
+                let v = encode(rec)?;
+                return self.slots.with(refresh_id, |fam| {
+                    let slot = fam.slot_of(old).unwrap_or_else(|| fam.free_slot());
+                    self.access
+                        .insert(access_key(refresh_id, slot), v)
+                        .map_err(io)?;
+                    fam.replace(old, rec.id);
+                    Ok(Committed::default())
+                });
             }
             _ => {}
         }
+        // The slots of the access records the batch touches, planned on
+        // copies of their families' slots while their shards stay locked,
+        // and kept only if the write succeeds.
+        let touched: Vec<[u8; 16]> = changes.iter().filter_map(family_of).collect();
+        let mut locked = self.slots.lock(touched.iter().copied());
+        let (at, planned) = plan_slots(changes, &mut locked);
+        // What the batch's issues carry, and the tokens its bulk
+        // revocations select among (all of the owner's: the table names
+        // every stored record).
+        let carries = carried_events(changes);
+        let candidates: Vec<Vec<[u8; 16]>> = changes
+            .iter()
+            .map(|c| match c {
+                Change::RevokeMany { org, user, .. } => self.owners.ids(org, user.as_deref()),
+                _ => Vec::new(),
+            })
+            .collect();
         let access_only = changes
             .iter()
-            .all(|c| matches!(c, Change::PutAccess { .. } | Change::DeleteAccess { .. }));
+            .all(|c| matches!(c, Change::PutAccess(_) | Change::DeleteAccess { .. }));
         if access_only {
             let mut batch = sled::Batch::default();
-            for c in changes {
-                match c {
-                    Change::PutAccess { rec, slot } => {
+            for (c, slot) in changes.iter().zip(&at) {
+                match (c, slot) {
+                    (Change::PutAccess(rec), Some(slot)) => {
                         batch.insert(&access_key(&rec.refresh_id, *slot)[..], encode(rec)?)
                     }
-                    Change::DeleteAccess {
-                        refresh_id, slot, ..
-                    } => batch.remove(&access_key(refresh_id, *slot)[..]),
-                    _ => unreachable!("checked above: access changes only"),
+                    (Change::DeleteAccess { refresh_id, .. }, Some(slot)) => {
+                        batch.remove(&access_key(refresh_id, *slot)[..])
+                    }
+                    // Not stored: nothing to delete.
+                    _ => {}
                 }
             }
             self.access.apply_batch(batch).map_err(io)?;
+            locked.put_back(planned);
             return Ok(Committed::default());
         }
         let res: std::result::Result<Committed, TransactionError<Error>> = (
@@ -158,7 +207,7 @@ impl SledBackend {
                     // Counted afresh on each attempt (sled may run this
                     // closure again after a conflict).
                     let mut done = Committed::default();
-                    for c in changes {
+                    for (i, (c, slot)) in changes.iter().zip(&at).enumerate() {
                         match c {
                             Change::AddMember { org, user, role } => {
                                 let m = MemberRecord {
@@ -195,8 +244,16 @@ impl SledBackend {
                                 }
                             }
                             Change::IssueRefresh(r) => {
-                                let v = encode_refresh(r)
-                                    .map_err(ConflictableTransactionError::Abort)?;
+                                let v = match carries.issue.get(&i) {
+                                    // Its issue event inside the record.
+                                    Some(ie) => {
+                                        let mut rec = r.clone();
+                                        rec.issue = Some(*ie);
+                                        encode_refresh(&rec)
+                                    }
+                                    None => encode_refresh(r),
+                                }
+                                .map_err(ConflictableTransactionError::Abort)?;
                                 refresh.insert(&r.id[..], v)?;
                             }
                             Change::RevokeRefresh { id, at, by, reason } => {
@@ -214,15 +271,13 @@ impl SledBackend {
                                 at,
                                 by,
                                 reason,
-                                held,
                             } => {
-                                // No index by owner here: the store named
-                                // the tokens it holds of `org` (`user`),
-                                // which are all of them; each is selected
-                                // here by the codec's predicate. One the
-                                // disk lacks is skipped, as listing the
-                                // member's tokens skips it: a damaged entry
-                                // must not block an emergency revocation.
+                                // The owner's tokens, as the backend's own
+                                // table names them; each is selected here
+                                // by the codec's predicate. One the disk
+                                // lacks is skipped, as listing the member's
+                                // tokens skips it: a damaged entry must not
+                                // block an emergency revocation.
                                 let revoke = Revocation {
                                     at: *at,
                                     by,
@@ -233,7 +288,7 @@ impl SledBackend {
                                     user: user.as_deref(),
                                     before: *before,
                                 };
-                                for id in held {
+                                for id in &candidates[i] {
                                     if revoke_refresh(refresh, id, &revoke, Some(&terms))? {
                                         done.revoked.push(*id);
                                     }
@@ -261,18 +316,17 @@ impl SledBackend {
                             Change::PutLastRefresh { id, at } => {
                                 last.insert(&id[..], &at.to_be_bytes()[..])?;
                             }
-                            Change::PutAccess { rec, slot } => {
-                                access
-                                    .insert(&access_key(&rec.refresh_id, *slot)[..], enc(rec)?)?;
+                            Change::PutAccess(rec) => {
+                                if let Some(slot) = slot {
+                                    access.insert(
+                                        &access_key(&rec.refresh_id, *slot)[..],
+                                        enc(rec)?,
+                                    )?;
+                                }
                             }
-                            Change::RevokeAccess {
-                                refresh_id,
-                                id,
-                                slot,
-                                ..
-                            } => {
-                                // Its record, still in its slot (the store
-                                // checked under the family's lock), marked.
+                            Change::RevokeAccess { refresh_id, id } => {
+                                // Its record, if still stored, marked.
+                                let Some(slot) = slot else { continue };
                                 let key = access_key(refresh_id, *slot);
                                 if let Some(v) = access.get(&key[..])? {
                                     let mut a = decode_access(&v)
@@ -283,12 +337,12 @@ impl SledBackend {
                                     }
                                 }
                             }
-                            Change::DeleteAccess {
-                                refresh_id, slot, ..
-                            } => {
-                                access.remove(&access_key(refresh_id, *slot)[..])?;
+                            Change::DeleteAccess { refresh_id, .. } => {
+                                if let Some(slot) = slot {
+                                    access.remove(&access_key(refresh_id, *slot)[..])?;
+                                }
                             }
-                            Change::Event(e) if embedded(changes, e) => {}
+                            Change::Event(_) if carries.events.contains(&i) => {}
                             Change::Event(e) => {
                                 let v =
                                     encode_event(e).map_err(ConflictableTransactionError::Abort)?;
@@ -301,11 +355,81 @@ impl SledBackend {
                 },
             );
         match res {
-            Ok(done) => Ok(done),
+            Ok(done) => {
+                locked.put_back(planned);
+                for (i, c) in changes.iter().enumerate() {
+                    match c {
+                        Change::IssueRefresh(r) => {
+                            let seq = carries
+                                .issue
+                                .get(&i)
+                                .copied()
+                                .or(r.issue)
+                                .map_or(0, |ie| ie.seq);
+                            self.owners.issued(&r.org, &r.user, r.id, seq);
+                        }
+                        Change::DeleteRefresh { id, org, user } => {
+                            self.owners.deleted(org, user, id)
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(done)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(io(e)),
         }
     }
+}
+
+/// The family whose slots a change touches, if any.
+fn family_of(c: &Change) -> Option<[u8; 16]> {
+    match c {
+        Change::PutAccess(rec) => Some(rec.refresh_id),
+        Change::RevokeAccess { refresh_id, .. } | Change::DeleteAccess { refresh_id, .. } => {
+            Some(*refresh_id)
+        }
+        Change::DeleteRefresh { id, .. } => Some(*id),
+        _ => None,
+    }
+}
+
+/// The slot each access change of `changes` writes (`None`: a record that
+/// is not stored, or a change that is not an access change), and the
+/// families' slots once the batch is written (`None`: the family is gone).
+type Planned = Vec<([u8; 16], Option<slots::Family>)>;
+
+fn plan_slots(changes: &[Change], locked: &mut slots::Locked<'_>) -> (Vec<Option<u32>>, Planned) {
+    let mut planned: Planned = Vec::new();
+    let mut index: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut at = Vec::with_capacity(changes.len());
+    for c in changes {
+        let Some(family) = family_of(c) else {
+            at.push(None);
+            continue;
+        };
+        let i = *index.entry(family).or_insert_with(|| {
+            planned.push((family, Some(locked.copy(&family))));
+            planned.len() - 1
+        });
+        let fam = planned[i].1.get_or_insert_with(Default::default);
+        at.push(match c {
+            Change::PutAccess(rec) => {
+                let slot = fam.free_slot();
+                fam.put(rec.id, slot);
+                Some(slot)
+            }
+            Change::DeleteAccess { id, .. } => fam.remove(id),
+            Change::RevokeAccess { id, .. } => fam.slot_of(id),
+            _ => {
+                // The family itself goes (its records were deleted before,
+                // in the same batch).
+                planned[i].1 = None;
+                None
+            }
+        });
+    }
+    (at, planned)
 }
 
 /// A revocation's when, who and why.
@@ -405,13 +529,57 @@ fn update_member(
     Ok(())
 }
 
-/// Whether `e` is the issue event of a refresh record put in the same
-/// batch, which then carries it.
-pub(super) fn embedded(changes: &[Change], e: &EventRecord) -> bool {
-    changes.iter().any(|c| match c {
-        Change::IssueRefresh(r) => r.org == e.org && r.issue.is_some_and(|i| i.seq == e.seq),
-        _ => false,
+/// The issue event a new refresh record `r` carries inside it when `e`,
+/// an event of the same batch, is its issue's: the record then says all
+/// the event says ([`RefreshRecord::issue_event`] writes it out again,
+/// field for field), and the issue is one insert. sled's own layout: the
+/// store commits the record and the event as two changes.
+fn carried(r: &RefreshRecord, e: &EventRecord) -> Option<IssueEvent> {
+    let assigned = match e.action.as_str() {
+        "token.generate" => false,
+        "token.assign" => true,
+        _ => return None,
+    };
+    let fits = r.issue.is_none()
+        && e.org == r.org
+        && e.actor == r.created_by
+        && e.at == r.created_at
+        && e.last_at == r.created_at
+        && e.count == 1
+        && e.outcome == "ok"
+        && e.target.as_deref() == Some(issue_target(&r.id, &r.user).as_str());
+    fits.then_some(IssueEvent {
+        seq: e.seq,
+        assigned,
     })
+}
+
+/// Which of a batch's events its new refresh records carry.
+#[derive(Default)]
+struct Carries {
+    /// By the index of the `IssueRefresh`: the event it carries.
+    issue: HashMap<usize, IssueEvent>,
+    /// The indices of the events carried (not written to the events tree).
+    events: Vec<usize>,
+}
+
+fn carried_events(changes: &[Change]) -> Carries {
+    let mut out = Carries::default();
+    for (i, c) in changes.iter().enumerate() {
+        let Change::IssueRefresh(r) = c else { continue };
+        for (j, e) in changes.iter().enumerate() {
+            let Change::Event(e) = e else { continue };
+            if out.events.contains(&j) {
+                continue;
+            }
+            if let Some(ie) = carried(r, e) {
+                out.issue.insert(i, ie);
+                out.events.push(j);
+                break;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -423,7 +591,7 @@ mod tests {
     fn record(n: u8) -> RefreshRecord {
         RefreshRecord {
             id: [n; 16],
-            org: "acme".into(),
+            org: if n == 8 { "other" } else { "acme" }.into(),
             user: if n.is_multiple_of(2) { "ann" } else { "bob" }.into(),
             role_at_issue: Role::User,
             scopes: vec!["user-read".into()],
@@ -469,7 +637,7 @@ mod tests {
                 b.write(&[Change::IssueRefresh(record(n))]).unwrap();
             }
         }
-        // Token 3 is revoked already; 8 is not named.
+        // Token 3 is revoked already; 8 is another organization's.
         let held: Vec<[u8; 16]> = (1..=7).map(|n| [n; 16]).collect();
         let reason = Some("bulk revocation".to_string());
         let each: Vec<Change> = held
@@ -490,7 +658,6 @@ mod tests {
                 at: 2_000,
                 by: "ann".into(),
                 reason,
-                held,
             }])
             .unwrap();
         let want: Vec<[u8; 16]> = [1, 2, 4, 5, 6, 7].iter().map(|n| [*n; 16]).collect();
@@ -499,18 +666,18 @@ mod tests {
         let untouched = decode_refresh(&bulk.refresh.get([8u8; 16]).unwrap().unwrap()).unwrap();
         assert_eq!(untouched.state, StoredState::Active);
 
-        // A named token the disk lacks is skipped and not counted (as a
-        // listing of the member's tokens would skip it); the others are
-        // revoked.
+        // A token the owner table names and the disk lacks is skipped and
+        // not counted (as a listing of the member's tokens would skip it);
+        // the others are revoked.
+        bulk.owners.issued("other", "ann", [42; 16], 0);
         let done = bulk
             .write(&[Change::RevokeMany {
-                org: "acme".into(),
+                org: "other".into(),
                 user: None,
                 before: u64::MAX,
                 at: 3_000,
                 by: "ann".into(),
                 reason: None,
-                held: vec![[8; 16], [42; 16]],
             }])
             .unwrap();
         assert_eq!(done.revoked, vec![[8; 16]]);
@@ -521,8 +688,8 @@ mod tests {
             "{:?}",
             revoked.state
         );
-        // The terms are checked on the stored record: a named token of
-        // another member, or created at or after the cutoff, stays active.
+        // The terms are checked: a token of another member, or created at
+        // or after the cutoff, stays active.
         bulk.write(&[
             Change::IssueRefresh(record(10)),
             Change::IssueRefresh(record(11)),
@@ -536,7 +703,6 @@ mod tests {
                 at: 3_500,
                 by: "ann".into(),
                 reason: None,
-                held: vec![[10; 16], [11; 16]],
             }])
             .unwrap();
         // 10 is ann's but created at 1_010; 11 is bob's.
@@ -549,7 +715,6 @@ mod tests {
                 at: 3_500,
                 by: "ann".into(),
                 reason: None,
-                held: vec![[10; 16], [11; 16]],
             }])
             .unwrap();
         assert_eq!(done.revoked, vec![[10; 16]]);
@@ -576,5 +741,181 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
         assert_eq!(refresh_tree(&bulk), before);
+    }
+
+    fn access(id: u8, family: u8) -> AccessRecord {
+        AccessRecord {
+            id: [id; 16],
+            refresh_id: [family; 16],
+            issued_at: u64::from(id),
+            expires_at: 10_000,
+            revoked: false,
+            verifier: [id; 32],
+        }
+    }
+
+    /// The access tree as (slot, access id, revoked) of family `family`.
+    fn stored(b: &SledBackend, family: u8) -> Vec<(u32, u8, bool)> {
+        b.access
+            .scan_prefix([family; 16])
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                let a = decode_access(&v).unwrap();
+                (slot_of(&k).unwrap(), a.id[0], a.revoked)
+            })
+            .collect()
+    }
+
+    /// The backend finds each access record's slot itself: a new record
+    /// takes a free slot, an eviction's new record the evicted one's (one
+    /// insert), a revocation and a deletion find the record by id, and a
+    /// failed write changes no slot.
+    #[test]
+    fn access_changes_name_records_by_id_and_sled_keeps_the_slots() {
+        let b = SledBackend::open(None, 1 << 20).unwrap();
+        b.write(&[Change::IssueRefresh(record(1))]).unwrap();
+        for n in 10..13 {
+            b.write(&[Change::PutAccess(access(n, 1))]).unwrap();
+        }
+        assert_eq!(
+            stored(&b, 1),
+            vec![(0, 10, false), (1, 11, false), (2, 12, false)]
+        );
+        // Past the cap: the oldest goes, the new record takes its key.
+        b.write(&[
+            Change::DeleteAccess {
+                refresh_id: [1; 16],
+                id: [10; 16],
+            },
+            Change::PutAccess(access(13, 1)),
+        ])
+        .unwrap();
+        assert_eq!(
+            stored(&b, 1),
+            vec![(0, 13, false), (1, 11, false), (2, 12, false)]
+        );
+        b.write(&[Change::RevokeAccess {
+            refresh_id: [1; 16],
+            id: [12; 16],
+        }])
+        .unwrap();
+        // A purge deletes by id; the freed slot is the next one taken.
+        b.write(&[Change::DeleteAccess {
+            refresh_id: [1; 16],
+            id: [11; 16],
+        }])
+        .unwrap();
+        assert_eq!(stored(&b, 1), vec![(0, 13, false), (2, 12, true)]);
+        b.write(&[Change::PutAccess(access(14, 1))]).unwrap();
+        assert_eq!(
+            stored(&b, 1),
+            vec![(0, 13, false), (1, 14, false), (2, 12, true)]
+        );
+        // Revoking or deleting what is not stored writes nothing.
+        b.write(&[
+            Change::RevokeAccess {
+                refresh_id: [1; 16],
+                id: [99; 16],
+            },
+            Change::DeleteAccess {
+                refresh_id: [1; 16],
+                id: [98; 16],
+            },
+        ])
+        .unwrap();
+        assert_eq!(stored(&b, 1).len(), 3);
+        // A batch that fails (a label for a token the disk lacks) leaves
+        // the slots as they were: the next record takes slot 3.
+        let err = b
+            .write(&[
+                Change::PutAccess(access(15, 1)),
+                Change::SetLabel {
+                    id: [42; 16],
+                    label: None,
+                },
+            ])
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert_eq!(stored(&b, 1).len(), 3);
+        b.write(&[Change::PutAccess(access(16, 1))]).unwrap();
+        assert_eq!(stored(&b, 1).last(), Some(&(3, 16, false)));
+        // Deleting the family forgets its slots.
+        let mut purge: Vec<Change> = [13u8, 14, 12, 16]
+            .iter()
+            .map(|n| Change::DeleteAccess {
+                refresh_id: [1; 16],
+                id: [*n; 16],
+            })
+            .collect();
+        purge.push(Change::DeleteRefresh {
+            id: [1; 16],
+            org: "acme".into(),
+            user: "bob".into(),
+        });
+        b.write(&purge).unwrap();
+        assert!(stored(&b, 1).is_empty());
+        assert_eq!(b.slots.family(&[1; 16]), None);
+    }
+
+    /// The store commits a new token and its issue event as two changes;
+    /// sled keeps the event inside the record (one insert), lists it in the
+    /// audit trail from there, and writes an event that does not match the
+    /// record to the events tree.
+    #[test]
+    fn sled_keeps_the_issue_event_inside_the_record_itself() {
+        let b = SledBackend::open(None, 1 << 20).unwrap();
+        let mut r = record(2);
+        r.issue = None;
+        let event = |r: &RefreshRecord, seq: u64| EventRecord {
+            seq,
+            at: r.created_at,
+            org: r.org.clone(),
+            actor: r.created_by.clone(),
+            action: "token.generate".into(),
+            target: Some(issue_target(&r.id, &r.user)),
+            outcome: "ok".into(),
+            count: 1,
+            last_at: r.created_at,
+        };
+        let e = event(&r, 5);
+        b.write(&[Change::IssueRefresh(r.clone()), Change::Event(e.clone())])
+            .unwrap();
+        let stored = decode_refresh(&b.refresh.get([2u8; 16]).unwrap().unwrap()).unwrap();
+        assert_eq!(
+            stored.issue,
+            Some(IssueEvent {
+                seq: 5,
+                assigned: false
+            })
+        );
+        assert_eq!(b.events.len(), 0, "carried, not written beside it");
+        assert_eq!(b.events("acme", u64::MAX, 10).unwrap(), vec![e.clone()]);
+        assert_eq!(b.list_refresh("acme", Some("ann")).unwrap().len(), 1);
+        // An event that says something else is stored on its own, in a
+        // batch (here with a second token) as alone.
+        let mut r4 = record(4);
+        r4.issue = None;
+        let mut other = event(&r4, 6);
+        other.outcome = "ok, and more".into();
+        b.write(&[Change::IssueRefresh(r4), Change::Event(other.clone())])
+            .unwrap();
+        let stored = decode_refresh(&b.refresh.get([4u8; 16]).unwrap().unwrap()).unwrap();
+        assert_eq!(stored.issue, None);
+        assert_eq!(b.events.len(), 1);
+        let mut r6 = record(6);
+        r6.issue = None;
+        let e6 = event(&r6, 7);
+        b.write(&[
+            Change::IssueRefresh(r6),
+            Change::Event(e6.clone()),
+            Change::PutLastRefresh { id: [2; 16], at: 9 },
+        ])
+        .unwrap();
+        assert_eq!(
+            b.events("acme", u64::MAX, 10).unwrap(),
+            vec![e6, other, e],
+            "newest first, from the records and the tree"
+        );
+        assert_eq!(b.events.len(), 1);
     }
 }

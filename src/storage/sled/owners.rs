@@ -1,0 +1,181 @@
+//! Who holds which refresh token, for the queries by owner: a list of an
+//! organization's or a member's tokens, a bulk revocation, and the audit
+//! trail's issue events (which sled keeps inside the token records).
+//!
+//! sled has no index tree by owner (schema 3 dropped it: it made every
+//! issue a transaction over two trees). This table is the backend's own, in
+//! memory: built by [`Owners::loaded`] from the refresh records while the
+//! store loads, and changed only after a write succeeded, so it names
+//! exactly the records on disk. It is not the store's memory: nothing above
+//! `storage/` reads it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::slots::IdHasher;
+
+/// A member's token ids, each with the sequence number of the issue event
+/// its record carries (0: none).
+type Tokens = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
+
+/// An organization's tokens, by user id.
+type OrgTokens = HashMap<Box<str>, Tokens>;
+
+/// Organizations' tokens, by organization id.
+type Orgs = HashMap<Box<str>, OrgTokens>;
+
+const SHARDS: usize = 32;
+
+fn shard_of(org: &str) -> usize {
+    let mut h = DefaultHasher::new();
+    org.hash(&mut h);
+    (h.finish() % SHARDS as u64) as usize
+}
+
+/// One loaded record, before it is sorted into the table.
+type Found = (Box<str>, Box<str>, [u8; 16], u64);
+
+pub(super) struct Owners {
+    shards: Box<[RwLock<Orgs>]>,
+    /// Records found by each loader thread (by its part), sorted into the
+    /// table by [`Owners::finish_load`]: the threads do not meet on the
+    /// table's locks.
+    found: Box<[Mutex<Vec<Found>>]>,
+}
+
+impl Owners {
+    pub(super) fn new(parts: usize) -> Owners {
+        Owners {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            found: (0..parts.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// Notes a stored refresh record found by loader part `part`.
+    pub(super) fn loaded(&self, part: usize, org: &str, user: &str, id: [u8; 16], seq: u64) {
+        self.found[part % self.found.len()]
+            .lock()
+            .push((org.into(), user.into(), id, seq));
+    }
+
+    /// Forgets everything (before a load).
+    pub(super) fn clear(&self) {
+        for s in self.shards.iter() {
+            s.write().clear();
+        }
+        for f in self.found.iter() {
+            f.lock().clear();
+        }
+    }
+
+    /// Sorts what the loader threads found into the table.
+    pub(super) fn finish_load(&self) {
+        for part in self.found.iter() {
+            let found = std::mem::take(&mut *part.lock());
+            for (org, user, id, seq) in found {
+                self.put(org, user, id, seq);
+            }
+        }
+    }
+
+    fn put(&self, org: Box<str>, user: Box<str>, id: [u8; 16], seq: u64) {
+        let mut shard = self.shards[shard_of(&org)].write();
+        let users = shard.entry(org).or_default();
+        match users.get_mut(&user) {
+            Some(tokens) => {
+                tokens.insert(id, seq);
+            }
+            None => {
+                let mut tokens = Tokens::default();
+                tokens.insert(id, seq);
+                users.insert(user, tokens);
+            }
+        }
+    }
+
+    /// Notes a refresh record just written (`seq`: its issue event's, or 0).
+    pub(super) fn issued(&self, org: &str, user: &str, id: [u8; 16], seq: u64) {
+        self.put(org.into(), user.into(), id, seq);
+    }
+
+    /// Forgets a refresh record just deleted.
+    pub(super) fn deleted(&self, org: &str, user: &str, id: &[u8; 16]) {
+        let mut shard = self.shards[shard_of(org)].write();
+        let Some(users) = shard.get_mut(org) else {
+            return;
+        };
+        if let Some(tokens) = users.get_mut(user) {
+            tokens.remove(id);
+            if tokens.is_empty() {
+                users.remove(user);
+            }
+        }
+        if users.is_empty() {
+            shard.remove(org);
+        }
+    }
+
+    /// The ids of the tokens of `org` (of its member `user` only, when
+    /// given), sorted.
+    pub(super) fn ids(&self, org: &str, user: Option<&str>) -> Vec<[u8; 16]> {
+        let shard = self.shards[shard_of(org)].read();
+        let mut out: Vec<[u8; 16]> = match (shard.get(org), user) {
+            (None, _) => Vec::new(),
+            (Some(users), Some(u)) => users
+                .get(u)
+                .map(|t| t.keys().copied().collect())
+                .unwrap_or_default(),
+            (Some(users), None) => users.values().flat_map(|t| t.keys().copied()).collect(),
+        };
+        out.sort_unstable();
+        out
+    }
+
+    /// The tokens of `org` whose records carry their issue event, with its
+    /// sequence number.
+    pub(super) fn issue_events(&self, org: &str) -> Vec<([u8; 16], u64)> {
+        let shard = self.shards[shard_of(org)].read();
+        shard
+            .get(org)
+            .map(|users| {
+                users
+                    .values()
+                    .flat_map(|t| t.iter().filter(|(_, s)| **s != 0).map(|(i, s)| (*i, *s)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_answers_by_organization_and_member() {
+        let o = Owners::new(2);
+        o.loaded(0, "acme", "ann", [2; 16], 7);
+        o.loaded(1, "acme", "bob", [1; 16], 0);
+        o.loaded(1, "other", "ann", [3; 16], 9);
+        assert!(o.ids("acme", None).is_empty(), "not sorted in yet");
+        o.finish_load();
+        o.issued("acme", "ann", [4; 16], 11);
+        assert_eq!(o.ids("acme", None), vec![[1; 16], [2; 16], [4; 16]]);
+        assert_eq!(o.ids("acme", Some("ann")), vec![[2; 16], [4; 16]]);
+        assert_eq!(o.ids("acme", Some("cat")), Vec::<[u8; 16]>::new());
+        let mut ev = o.issue_events("acme");
+        ev.sort_unstable();
+        assert_eq!(ev, vec![([2; 16], 7), ([4; 16], 11)]);
+        o.deleted("acme", "ann", &[2; 16]);
+        o.deleted("acme", "ann", &[4; 16]);
+        assert_eq!(o.ids("acme", None), vec![[1; 16]]);
+        o.deleted("acme", "bob", &[1; 16]);
+        assert!(o.shards[shard_of("acme")].read().get("acme").is_none());
+        assert_eq!(o.ids("other", Some("ann")), vec![[3; 16]]);
+        o.clear();
+        assert!(o.ids("other", None).is_empty());
+    }
+}

@@ -1,0 +1,268 @@
+//! Where each stored access record sits in its family: its slot, the last
+//! four bytes of its key (`access_key`). The rest of the crate names an
+//! access token by its id and its refresh token's; this table, the
+//! backend's own, turns that into a key, gives a new record a free slot,
+//! and gives it its evicted predecessor's slot when an exchange past the
+//! cap deletes the oldest in the same batch (so that the exchange is one
+//! insert).
+//!
+//! Built by [`Slots::loaded`] from the keys while the store loads, changed
+//! only after a write to the access tree succeeded (a failed write leaves
+//! it as it was). A writer holds the lock of its family's shard from
+//! choosing a slot to noting it, so two writers never choose the same one.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use parking_lot::{Mutex, MutexGuard};
+
+/// Ids are random: their first eight bytes are hash enough.
+#[derive(Default)]
+pub(super) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
+type Families = HashMap<[u8; 16], Family, BuildHasherDefault<IdHasher>>;
+
+const SHARDS: usize = 64;
+
+fn shard_of(family: &[u8; 16]) -> usize {
+    family[0] as usize % SHARDS
+}
+
+/// The slots of one family's stored access records.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub(super) struct Family {
+    /// Each stored record's id and slot, in the order they were put (so
+    /// the oldest, which the cap evicts, is found first).
+    live: VecDeque<([u8; 16], u32)>,
+    /// Slots below `next` that no record holds.
+    free: Vec<u32>,
+    /// One past the highest slot ever given.
+    next: u32,
+}
+
+impl Family {
+    /// The slot of the record `id`, if it is stored.
+    pub(super) fn slot_of(&self, id: &[u8; 16]) -> Option<u32> {
+        self.live.iter().find(|(x, _)| x == id).map(|(_, s)| *s)
+    }
+
+    /// Forgets the record `id` without freeing its slot (a new record is
+    /// about to take it); returns the slot.
+    fn take(&mut self, id: &[u8; 16]) -> Option<u32> {
+        let i = match self.live.front() {
+            Some((x, _)) if x == id => 0,
+            _ => self.live.iter().position(|(x, _)| x == id)?,
+        };
+        self.live.remove(i).map(|(_, s)| s)
+    }
+
+    /// Forgets the record `id` and frees its slot; returns the slot.
+    pub(super) fn remove(&mut self, id: &[u8; 16]) -> Option<u32> {
+        let slot = self.take(id)?;
+        self.free.push(slot);
+        Some(slot)
+    }
+
+    /// A slot no record holds (not yet noted: see [`Family::put`]).
+    pub(super) fn free_slot(&self) -> u32 {
+        self.free.last().copied().unwrap_or(self.next)
+    }
+
+    /// Notes the record `id` in `slot` (one [`Family::free_slot`] gave, or
+    /// one [`Family::take`] released).
+    pub(super) fn put(&mut self, id: [u8; 16], slot: u32) {
+        if let Some(i) = self.free.iter().rposition(|s| *s == slot) {
+            self.free.swap_remove(i);
+        }
+        self.next = self.next.max(slot.saturating_add(1));
+        self.live.push_back((id, slot));
+    }
+
+    /// The slot the new record `new` of a batch "evict `old`, put `new`"
+    /// takes: `old`'s if it is stored, a free one otherwise. Noted here;
+    /// the caller writes the record.
+    pub(super) fn replace(&mut self, old: &[u8; 16], new: [u8; 16]) -> u32 {
+        let slot = self.take(old).unwrap_or_else(|| self.free_slot());
+        self.put(new, slot);
+        slot
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+/// The slot table of every family, sharded by family.
+pub(super) struct Slots {
+    shards: Box<[Mutex<Families>]>,
+}
+
+/// Some shards of the table, locked (in shard order) by a writer of a
+/// batch: it plans on copies of the families, and puts them back only if
+/// the write succeeded.
+pub(super) struct Locked<'a> {
+    shards: Vec<(usize, MutexGuard<'a, Families>)>,
+}
+
+impl Locked<'_> {
+    fn shard(&mut self, family: &[u8; 16]) -> &mut Families {
+        let i = shard_of(family);
+        let at = self
+            .shards
+            .iter()
+            .position(|(s, _)| *s == i)
+            .expect("the shards of every family of the batch are locked");
+        &mut self.shards[at].1
+    }
+
+    /// A copy of the family's slots, to plan on.
+    pub(super) fn copy(&mut self, family: &[u8; 16]) -> Family {
+        self.shard(family).get(family).cloned().unwrap_or_default()
+    }
+
+    /// Puts planned families back (`None`: the family is gone).
+    pub(super) fn put_back(&mut self, planned: Vec<([u8; 16], Option<Family>)>) {
+        for (id, f) in planned {
+            match f {
+                Some(f) if !f.is_empty() => {
+                    self.shard(&id).insert(id, f);
+                }
+                _ => {
+                    self.shard(&id).remove(&id);
+                }
+            }
+        }
+    }
+}
+
+impl Slots {
+    pub(super) fn new() -> Slots {
+        Slots {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// Runs `f` on the family's slots, under its shard's lock; a family
+    /// left empty is dropped.
+    pub(super) fn with<R>(&self, family: &[u8; 16], f: impl FnOnce(&mut Family) -> R) -> R {
+        let mut shard = self.shards[shard_of(family)].lock();
+        let fam = shard.entry(*family).or_default();
+        let r = f(fam);
+        if fam.is_empty() {
+            shard.remove(family);
+        }
+        r
+    }
+
+    /// Locks the shards of `families`, in shard order.
+    pub(super) fn lock(&self, families: impl Iterator<Item = [u8; 16]>) -> Locked<'_> {
+        let mut idx: Vec<usize> = families.map(|f| shard_of(&f)).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        Locked {
+            shards: idx
+                .into_iter()
+                .map(|i| (i, self.shards[i].lock()))
+                .collect(),
+        }
+    }
+
+    /// Forgets everything (before a load).
+    pub(super) fn clear(&self) {
+        for s in self.shards.iter() {
+            s.lock().clear();
+        }
+    }
+
+    /// Notes a record found stored in `slot` of `family` while loading
+    /// (from several threads at once).
+    pub(super) fn loaded(&self, family: &[u8; 16], id: [u8; 16], slot: u32) {
+        let mut shard = self.shards[shard_of(family)].lock();
+        let fam = shard.entry(*family).or_default();
+        fam.next = fam.next.max(slot.saturating_add(1));
+        fam.live.push_back((id, slot));
+    }
+
+    /// Once every record is loaded: each family's unused slots below its
+    /// highest are free.
+    pub(super) fn finish_load(&self) {
+        for s in self.shards.iter() {
+            for fam in s.lock().values_mut() {
+                if fam.live.len() == fam.next as usize {
+                    continue;
+                }
+                let mut used: Vec<u32> = fam.live.iter().map(|(_, s)| *s).collect();
+                used.sort_unstable();
+                fam.free = (0..fam.next)
+                    .filter(|s| used.binary_search(s).is_err())
+                    .collect();
+            }
+        }
+    }
+
+    /// Forgets a family (its records were removed outside a batch).
+    pub(super) fn drop_family(&self, family: &[u8; 16]) {
+        self.shards[shard_of(family)].lock().remove(family);
+    }
+
+    /// The family's slots, if it has records (for tests).
+    #[cfg(test)]
+    pub(super) fn family(&self, family: &[u8; 16]) -> Option<Family> {
+        self.shards[shard_of(family)].lock().get(family).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_reuses_freed_and_evicted_slots() {
+        let mut f = Family::default();
+        for n in 0..3u8 {
+            let s = f.free_slot();
+            f.put([n; 16], s);
+        }
+        assert_eq!(f.slot_of(&[2; 16]), Some(2));
+        // Eviction: the new record takes the oldest's slot.
+        assert_eq!(f.replace(&[0; 16], [9; 16]), 0);
+        assert_eq!(f.slot_of(&[0; 16]), None);
+        assert_eq!(f.slot_of(&[9; 16]), Some(0));
+        // A purge frees a slot; the next record takes it, then a new one.
+        assert_eq!(f.remove(&[1; 16]), Some(1));
+        assert_eq!(f.free_slot(), 1);
+        f.put([10; 16], 1);
+        assert_eq!(f.free_slot(), 3);
+        // Evicting what is not stored takes a free slot.
+        assert_eq!(f.replace(&[77; 16], [11; 16]), 3);
+        assert_eq!(f.remove(&[77; 16]), None);
+    }
+
+    #[test]
+    fn loading_finds_the_gaps() {
+        let s = Slots::new();
+        let fam = [5; 16];
+        s.loaded(&fam, [1; 16], 4);
+        s.loaded(&fam, [2; 16], 1);
+        s.finish_load();
+        let f = s.family(&fam).unwrap();
+        assert_eq!(f.next, 5);
+        let mut free = f.free.clone();
+        free.sort_unstable();
+        assert_eq!(free, vec![0, 2, 3]);
+        assert_eq!(f.slot_of(&[1; 16]), Some(4));
+    }
+}
