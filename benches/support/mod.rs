@@ -171,12 +171,23 @@ pub fn floor_value(i: u64) -> Vec<u8> {
 /// Opens (creating if needed) a raw sled database at `path` whose tree
 /// `floor` holds `n` keys `floor_key(0..n)`.
 pub fn floor_db(path: &Path, n: u64) -> sled::Db {
+    // sled lets go of its file lock when its background threads end, a
+    // moment after the last handle is dropped: an open right after the
+    // fill waits for that (generously bounded).
     let open = |cache: u64| {
-        sled::Config::new()
-            .path(path)
-            .cache_capacity(cache)
-            .open()
-            .expect("floor db opens")
+        let t = std::time::Instant::now();
+        loop {
+            match sled::Config::new().path(path).cache_capacity(cache).open() {
+                Ok(db) => return db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && t.elapsed() < std::time::Duration::from_secs(120) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("floor db opens: {e:?}"),
+            }
+        }
     };
     let db = open(64 * 1024 * 1024);
     let tree = db.open_tree("floor").expect("tree");
