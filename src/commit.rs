@@ -170,7 +170,10 @@ impl Flusher {
         let target = f.written.load(Ordering::Acquire);
         let started = Instant::now();
         sync()?;
-        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        let before = f.flushed.load(Ordering::Acquire);
+        crate::observe::synced(elapsed, target.saturating_sub(before));
+        let took = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         f.flush_ns.store(took, Ordering::Relaxed);
         f.flushed.fetch_max(target, Ordering::AcqRel);
         f.lazy.store(0, Ordering::Release);

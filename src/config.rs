@@ -92,6 +92,7 @@ pub struct Config {
     pub(crate) cache_bytes: u64,
     pub(crate) allow_loose_key_permissions: bool,
     pub(crate) create_new: bool,
+    pub(crate) read_only: bool,
     /// A shared PostgreSQL store instead of sled (see `Config::postgres`).
     #[cfg(feature = "postgres")]
     pub(crate) postgres: Option<PostgresOptions>,
@@ -112,7 +113,8 @@ impl fmt::Debug for Config {
             .field(
                 "max_live_tokens_per_member",
                 &self.max_live_tokens_per_member,
-            );
+            )
+            .field("read_only", &self.read_only);
         #[cfg(feature = "postgres")]
         d.field("postgres", &self.postgres);
         d.finish_non_exhaustive()
@@ -139,6 +141,7 @@ impl Config {
             cache_bytes: 64 * 1024 * 1024,
             allow_loose_key_permissions: false,
             create_new: false,
+            read_only: false,
             #[cfg(feature = "postgres")]
             postgres: None,
         }
@@ -275,8 +278,53 @@ impl Config {
         self
     }
 
+    /// Whether the store is opened to read only (default false): for a
+    /// tool that looks without changing anything (the CLI's `verify`,
+    /// `token list`, `stats`, `check`, ...), so that it works on a full
+    /// disk and leaves the store exactly as it found it.
+    ///
+    /// A read-only open writes nothing of its own: it keeps the warm-start
+    /// files and their marker (see [`TokenStore::close`]), and its close
+    /// writes neither a checkpoint nor new warm-start files. Only recovery
+    /// may write at open: sled's own after an unclean stop, and the rewrite
+    /// after a failed sync on this boot (see `docs/durability.md`); on a
+    /// full disk that open then fails with [`Error::Io`] saying the disk
+    /// is full and that the open needed room to recover. Every call that
+    /// would change the store fails with [`Error::Conflict`] and changes
+    /// nothing; refused calls are not recorded in the audit trail. The
+    /// store must exist ([`Config::create_if_missing`] does not apply).
+    /// For a store on disk only (not [`Config::temporary`], nor a shared
+    /// PostgreSQL store): opening otherwise fails with
+    /// [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// use tokenvault::{Config, Role, TokenStore};
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tokens.db");
+    /// let store = TokenStore::open(&path)?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// store.close()?;
+    ///
+    /// let looking = Config::new(&path).read_only(true).open()?;
+    /// assert_eq!(looking.member_role("acme", "ann"), Some(Role::Owner));
+    /// let e = looking.add_member("acme", "bob", Role::User).unwrap_err();
+    /// assert_eq!(e.kind(), "conflict");
+    /// let report = looking.close()?;
+    /// assert!(report.last_handle && !report.checkpoint);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_only(mut self, yes: bool) -> Self {
+        self.read_only = yes;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         crate::token::validate_prefix(&self.prefix)?;
+        if self.read_only && self.path.is_none() {
+            return Err(Error::InvalidArgument(
+                "read_only needs a store on disk, not a temporary one".into(),
+            ));
+        }
         if self.access_ttl.as_secs() == 0 {
             return Err(Error::InvalidArgument(
                 "access_ttl must be at least one second".into(),

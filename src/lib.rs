@@ -65,6 +65,10 @@
 //!   revocation, RFC 7662 introspection) as an axum router, a tower layer and
 //!   extractor that guard a host's routes with bearer verification and a
 //!   scope check, and a server.
+//! - With the cargo feature `metrics`: counters and histograms through the
+//!   `metrics` facade (the host installs the recorder; `docs/operations.md`
+//!   lists them); with `tls`, HTTPS for the HTTP front (rustls, a
+//!   certificate reloadable without dropping connections).
 //! - With the cargo feature `postgres`, `Config::postgres`: the same store
 //!   in PostgreSQL, shared by several service replicas, each verifying from
 //!   its own memory within a staleness bound (see docs/postgres.md).
@@ -92,6 +96,7 @@ mod error;
 pub mod http;
 mod janitor;
 mod memory;
+mod observe;
 mod policy;
 #[cfg(feature = "postgres")]
 mod replica;
@@ -110,6 +115,8 @@ pub use config::PostgresOptions;
 pub use config::{Config, StoreKey};
 pub use error::{Error, IoError, Result};
 pub use janitor::Janitor;
+#[cfg(feature = "metrics")]
+pub use observe::describe_metrics;
 pub use policy::{Policy, PolicyBuilder, Role};
 #[cfg(feature = "postgres")]
 pub use replica::SyncStatus;

@@ -644,6 +644,117 @@ fn a_key_file_others_may_read_is_refused() {
     );
 }
 
+// ----- read-only opens and the store directory's lock -----
+
+/// Every file under `dir` with its bytes (the whole state a command could
+/// change).
+fn files_of(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A read-only open after a close reads the warm-start files and leaves
+/// every file of the store as it found it (no checkpoint, no warm-start
+/// files written or removed, the marker still valid: the next open is a
+/// warm start again); writes fail as `conflict` and change nothing.
+#[test]
+fn a_read_only_open_changes_no_file_and_keeps_the_warm_start_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokens.db");
+    let (store, ann) = owner_store(&db);
+    store.add_member("acme", "uma", Role::User).unwrap();
+    let t = store.generate(&ann, GenerateOptions::default()).unwrap();
+    let report = store.close().unwrap();
+    assert!(report.checkpoint && report.warm_start_files, "{report:?}");
+    let before = files_of(&db);
+    for _ in 0..3 {
+        let ro = Config::new(&db).read_only(true).open().unwrap();
+        assert!(
+            ro.stats().unwrap().warm_start,
+            "the warm-start files were not read"
+        );
+        assert_eq!(ro.verify_refresh(t.token.expose()).unwrap().id, t.info.id);
+        assert_eq!(ro.list_org(&ann).unwrap().len(), 1);
+        assert!(ro.check_integrity().unwrap().problems.is_empty());
+        let e = ro.add_member("acme", "sam", Role::User).unwrap_err();
+        assert_eq!(e.kind(), "conflict", "{e}");
+        let e = ro.revoke(&ann, &t.info.id, None).unwrap_err();
+        assert_eq!(e.kind(), "conflict", "{e}");
+        assert!(
+            ro.verify_refresh(t.token.expose()).is_ok(),
+            "a refused revoke took effect"
+        );
+        let e = ro.generate(&ann, GenerateOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), "conflict", "{e}");
+        assert_eq!(ro.list_org(&ann).unwrap().len(), 1);
+        let closed = ro.close().unwrap();
+        assert!(closed.last_handle && !closed.checkpoint && !closed.warm_start_files);
+        let after = files_of(&db);
+        let changed: Vec<_> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|p| before.get(*p) != after.get(*p))
+            .collect();
+        assert!(changed.is_empty(), "a read-only open changed {changed:?}");
+    }
+    // The marker is still valid: a normal open starts warm, with everything.
+    let store = open(&db).unwrap();
+    assert!(store.stats().unwrap().warm_start);
+    assert_eq!(store.member_role("acme", "sam"), None);
+    store.add_member("acme", "sam", Role::User).unwrap();
+    store.close().unwrap();
+    // A read-only open of a missing store creates nothing.
+    let missing = dir.path().join("missing.db");
+    let e = Config::new(&missing).read_only(true).open().unwrap_err();
+    assert_eq!(e.kind(), "not_found", "{e}");
+    assert!(!missing.exists());
+    let e = Config::temporary().read_only(true).open().unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+}
+
+/// The store directory's lock held by another process (here: another
+/// open file description, as `flock DIR sleep 60` would hold it) when the
+/// last handle closes: the close waits about 2 s, skips its checkpoint and
+/// says so (`io`, "the checkpoint was skipped", "held by another
+/// process"); everything was durable before, so the store opens with it.
+#[test]
+fn close_skips_its_checkpoint_when_the_directory_is_held_past_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tokens.db");
+    let (store, _) = owner_store(&db);
+    store.add_member("acme", "uma", Role::User).unwrap();
+    let held = std::fs::File::open(&db).unwrap();
+    held.lock().unwrap();
+    let started = Instant::now();
+    let e = store.close().unwrap_err();
+    let waited = started.elapsed();
+    drop(held);
+    assert_eq!(e.kind(), "io", "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("the checkpoint was skipped"), "{msg}");
+    assert!(msg.contains("held by another process"), "{msg}");
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "gave up after {waited:?}"
+    );
+    // A generous bound for a loaded machine: the point is that it ends.
+    assert!(waited < Duration::from_secs(60), "waited {waited:?}");
+    let store = open(&db).unwrap();
+    assert_eq!(store.member_role("acme", "uma"), Some(Role::User));
+    store.close().unwrap();
+}
+
 /// `create_new` refuses an existing store or key file, changing nothing.
 #[test]
 fn create_new_refuses_what_exists() {
@@ -776,6 +887,64 @@ mod cli {
         ok(&db, &["stats"]);
     }
 
+    /// `serve` on a store whose directory another process holds (as
+    /// `flock DIR sleep 60` would, here this test process): it does not
+    /// hang; after the 2 s lock wait it exits 1 with one `io` document
+    /// saying the store is held by another process.
+    #[test]
+    fn serve_on_a_store_held_by_another_process_exits_1_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tokens.db");
+        ok(&db, &["init"]);
+        let held = std::fs::File::open(&db).unwrap();
+        held.lock().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let started = Instant::now();
+        let mut child = Command::new(bin())
+            .env_remove("TOKENVAULT_DB")
+            .arg("--db")
+            .arg(&db)
+            .args(["--json", "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A generous bound for a loaded machine; a hang ends here.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let waited = started.elapsed();
+        let out = child.wait_with_output().unwrap();
+        drop(held);
+        let status = status.unwrap_or_else(|| panic!("serve still ran after {waited:?}"));
+        let d = doc(&out);
+        assert_eq!(status.code(), Some(1), "{d}");
+        assert_eq!(d["error"]["kind"], "io", "{d}");
+        let msg = d["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("held by another process"), "{msg}");
+        assert!(
+            waited >= Duration::from_millis(1900),
+            "gave up after {waited:?}"
+        );
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "something listens"
+        );
+        // Once it is let go, the store serves commands again.
+        ok(&db, &["stats"]);
+    }
+
     /// A key file others may read: refused as `key_mismatch` naming
     /// `chmod 600`, accepted with the flag or its environment variable.
     #[test]
@@ -833,6 +1002,106 @@ mod cli {
             .args(["-TERM", &child.id().to_string()])
             .status();
         let _ = child.wait();
+    }
+
+    /// On a full disk the read-only commands (`verify`, `token list`,
+    /// `token show`, `member list`, `audit`, `stats`, `check`) answer, exit
+    /// 0 with the right output, and write nothing: every file of the store
+    /// is as before, and the next open starts warm (the warm-start marker
+    /// still valid). A command that changes something still fails with
+    /// `io` "the disk is full". After an unclean stop, a read-only command
+    /// either answers or fails saying the open needed room to recover.
+    #[test]
+    #[ignore = "needs root (mounts a tmpfs): cargo test --test faults -- --ignored"]
+    fn read_only_commands_answer_on_a_full_disk() {
+        let Some(fs) = Tmpfs::mount("4m") else { return };
+        let db = fs.path().join("tokens.db");
+        ok(&db, &["init"]);
+        ok(&db, &["member", "add", "acme", "olivia", "owner"]);
+        ok(&db, &["member", "add", "acme", "uma", "user"]);
+        let t = ok(&db, &["token", "generate", "--as", "acme/uma"]);
+        let id = t["id"].as_str().unwrap().to_string();
+        let grant = ok(&db, &["exchange", t["token"].as_str().unwrap()]);
+        let access = grant["data"]["access_token"].as_str().unwrap().to_string();
+        let before = files_of(&db);
+        let ballast = fill(fs.path());
+        type Check<'a> = &'a dyn Fn(&Value) -> bool;
+        let reads: [(&[&str], Check); 7] = [
+            (&["verify", &access], &|d| d["user"] == "uma"),
+            (&["token", "list", "--as", "acme/olivia", "--all"], &|d| {
+                d.to_string().contains(&id)
+            }),
+            (&["token", "show", "--as", "acme/olivia", &id], &|d| {
+                d.to_string().contains(&id)
+            }),
+            (&["member", "list", "acme"], &|d| {
+                d.to_string().contains("olivia") && d.to_string().contains("uma")
+            }),
+            (&["audit", "--as", "acme/olivia"], &|d| {
+                d.to_string().contains("uma")
+            }),
+            (&["stats"], &|d| d.is_object()),
+            (&["check"], &|d| d["clean"] == true),
+        ];
+        for (args, right) in reads {
+            let out = run(&db, args);
+            let d = doc(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{args:?} on a full disk: {d} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(right(&d), "{args:?}: {d}");
+            println!("{args:?} on a full disk: exit 0");
+        }
+        let after = files_of(&db);
+        let changed: Vec<_> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|p| before.get(*p) != after.get(*p))
+            .collect();
+        assert!(changed.is_empty(), "read-only commands changed {changed:?}");
+        free(&ballast, None);
+        let store = Config::new(&db).read_only(true).open().unwrap();
+        assert!(
+            store.stats().unwrap().warm_start,
+            "the warm-start marker went"
+        );
+        store.close().unwrap();
+        // An unclean stop (the store dropped without a close after a
+        // write, as a killed process leaves it: sled replays its log at the
+        // next open), then a full disk: the read-only command answers, or
+        // fails saying that the open needed room to recover.
+        let store = open(&db).unwrap();
+        store.add_member("acme", "wes", Role::User).unwrap();
+        drop(store);
+        let ballast = fill(fs.path());
+        let out = run(&db, &["member", "list", "acme"]);
+        let d = doc(&out);
+        match out.status.code() {
+            Some(0) => assert!(d.to_string().contains("wes"), "{d}"),
+            Some(1) => {
+                let msg = d["error"]["message"].as_str().unwrap();
+                assert!(
+                    msg.contains("the disk is full") && msg.contains("recover"),
+                    "{msg}"
+                );
+            }
+            other => panic!("exit {other:?}: {d}"),
+        }
+        println!("a read-only command after an unclean stop on a full disk: {d}");
+        // A change fails as before: `io` "the disk is full", or succeeds
+        // where sled's log still had room.
+        let out = run(&db, &["member", "add", "acme", "sam", "user"]);
+        let d = doc(&out);
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => assert!(d.to_string().contains("the disk is full"), "{d}"),
+            other => panic!("a change on a full disk: exit {other:?}: {d}"),
+        }
+        println!("a change on a full disk: {d}");
+        free(&ballast, None);
     }
 
     /// `tokenvault serve` on a full disk: POST, DELETE and the exchange

@@ -1082,7 +1082,7 @@ impl Drop for LocalRoute {
 /// per-peer count, and two addresses of one /64 share theirs. Needs
 /// `ip -6 route add local …/56 dev lo` (root, or CAP_NET_ADMIN); where that
 /// is refused the test says so and checks nothing more (the keying itself
-/// is unit-tested in `src/http/server.rs`).
+/// is unit-tested in `src/http/server/caps.rs`).
 #[test]
 fn each_ipv6_64_of_a_56_counts_as_one_peer() {
     const NET: &str = "fd00:7465:6b6e:100::/56";

@@ -29,7 +29,9 @@ use syn::visit::Visit;
 const TIERS: &[(&str, &[&str])] = &[
     (
         "leaves",
-        &["error", "clock", "policy", "token", "types", "config"],
+        &[
+            "error", "clock", "policy", "token", "types", "config", "observe",
+        ],
     ),
     // `serde_impls` (with the async face and serde branch): the serde
     // feature's impls for the public value types.
@@ -63,6 +65,8 @@ const SIDEWAYS: &[(&str, &str)] = &[
     ("config", "clock"),
     ("config", "policy"),
     ("config", "token"),
+    // The metrics hooks label an outcome by its error kind.
+    ("observe", "error"),
 ];
 
 /// Edges that break the rules in today's tree and are being removed. Each

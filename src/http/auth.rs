@@ -18,6 +18,7 @@ use tower::{Layer, Service};
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
+use super::reject::{OnRejection, Rejection};
 use crate::token::SecretToken;
 use crate::{Principal, TokenStore};
 
@@ -25,31 +26,37 @@ use crate::{Principal, TokenStore};
 const MAX_AUTHORIZATION: usize = 1024;
 
 /// The `Bearer` token of a request, or the refusal RFC 6750 prescribes.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
+    let missing = |m: &str| Rejection::front(ApiError::no_credentials(m), true);
+    let bad = |e: ApiError| Rejection::front(e, false);
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err(ApiError::no_credentials(
+        return Err(missing(
             "missing Authorization header (Authorization: Bearer <access token>)",
         ));
     };
     if values.next().is_some() {
-        return Err(ApiError::bad_request("more than one Authorization header"));
+        return Err(bad(ApiError::bad_request(
+            "more than one Authorization header",
+        )));
     }
     if value.len() > MAX_AUTHORIZATION {
-        return Err(ApiError::invalid_token("the bearer token is too long"));
+        return Err(bad(ApiError::invalid_token("the bearer token is too long")));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("the Authorization header is not visible ASCII"))?;
+    let value = value.to_str().map_err(|_| {
+        bad(ApiError::bad_request(
+            "the Authorization header is not visible ASCII",
+        ))
+    })?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::no_credentials(
+        return Err(missing(
             "the Authorization header must use the Bearer scheme",
         ));
     }
     let token = token.trim_matches(' ');
     if token.is_empty() {
-        return Err(ApiError::bad_request("empty bearer token"));
+        return Err(bad(ApiError::bad_request("empty bearer token")));
     }
     Ok(token)
 }
@@ -83,8 +90,19 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     scopes: &[String],
 ) -> Result<Principal, ApiError> {
+    authenticate_or_reject(store, headers, scopes)
+        .await
+        .map_err(Rejection::into_default)
+}
+
+/// [`authenticate`] with the refusal as a [`Rejection`], for a host's hook.
+async fn authenticate_or_reject(
+    store: &TokenStore,
+    headers: &HeaderMap,
+    scopes: &[String],
+) -> Result<Principal, Rejection> {
     let token = bearer_token(headers)?;
-    let p = match store.try_verify(token)? {
+    let p = match store.try_verify(token).map_err(Rejection::store)? {
         Some(p) => p,
         None => verify_off_worker(store, token).await?,
     };
@@ -97,17 +115,19 @@ fn authenticate_now(
     store: &TokenStore,
     headers: &HeaderMap,
     scopes: &[String],
-) -> Result<Option<Principal>, ApiError> {
+) -> Result<Option<Principal>, Rejection> {
     let token = bearer_token(headers)?;
-    match store.try_verify(token)? {
+    match store.try_verify(token).map_err(Rejection::store)? {
         Some(p) => require_scopes(p, scopes).map(Some),
         None => Ok(None),
     }
 }
 
-fn require_scopes(p: Principal, scopes: &[String]) -> Result<Principal, ApiError> {
+fn require_scopes(p: Principal, scopes: &[String]) -> Result<Principal, Rejection> {
     if let Some(missing) = scopes.iter().find(|s| !p.scopes.contains(s)) {
-        return Err(crate::Error::InsufficientScope(missing.clone()).into());
+        return Err(Rejection::store(crate::Error::InsufficientScope(
+            missing.clone(),
+        )));
     }
     Ok(p)
 }
@@ -115,7 +135,7 @@ fn require_scopes(p: Principal, scopes: &[String]) -> Result<Principal, ApiError
 /// [`TokenStore::verify`] on tokio's blocking pool, within the
 /// read-through bound.
 #[cold]
-async fn verify_off_worker(store: &TokenStore, token: &str) -> Result<Principal, ApiError> {
+async fn verify_off_worker(store: &TokenStore, token: &str) -> Result<Principal, Rejection> {
     let permit = match tokio::time::timeout(READ_THROUGH_WAIT, READ_THROUGH_SLOTS.acquire()).await {
         Ok(Ok(permit)) => permit,
         _ => {
@@ -124,7 +144,7 @@ async fn verify_off_worker(store: &TokenStore, token: &str) -> Result<Principal,
                 limit = READ_THROUGHS,
                 "bearer read-throughs at their limit; answering 503"
             );
-            return Err(ApiError::unavailable());
+            return Err(Rejection::front(ApiError::unavailable(), false));
         }
     };
     let store = store.clone();
@@ -135,10 +155,10 @@ async fn verify_off_worker(store: &TokenStore, token: &str) -> Result<Principal,
     })
     .await;
     match r {
-        Ok(r) => Ok(r?),
+        Ok(r) => r.map_err(Rejection::store),
         Err(e) => {
             tracing::error!(target: "tokenvault::http", error = %e, "bearer verification task failed");
-            Err(ApiError::internal())
+            Err(Rejection::front(ApiError::internal(), false))
         }
     }
 }
@@ -149,8 +169,8 @@ async fn authenticate_owned(
     store: TokenStore,
     headers: HeaderMap,
     scopes: Arc<[String]>,
-) -> Result<Principal, ApiError> {
-    authenticate(&store, &headers, &scopes).await
+) -> Result<Principal, Rejection> {
+    authenticate_or_reject(&store, &headers, &scopes).await
 }
 
 /// The verified principal of a request: who its `Authorization: Bearer`
@@ -164,6 +184,9 @@ async fn authenticate_owned(
 /// error="invalid_token"` for a bad, revoked or expired token; 503 with
 /// `Retry-After` when a shared store's replica cannot answer (stale, or its
 /// database unreachable).
+/// A host answers these its own way with an [`OnRejection`] hook among the
+/// request's extensions (`axum::Extension(hook)`), or on the
+/// [`BearerLayer`] in front.
 ///
 /// When it waits: behind a [`BearerLayer`] never (the layer verified).
 /// Verifying itself, it answers on the async worker from memory, without
@@ -212,9 +235,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
             return Ok(a.clone());
         }
         if let Some(store) = parts.extensions.get::<TokenStore>() {
-            return authenticate(store, &parts.headers, &[])
-                .await
-                .map(Authorized);
+            return match authenticate_or_reject(store, &parts.headers, &[]).await {
+                Ok(p) => Ok(Authorized(p)),
+                Err(r) => Err(match parts.extensions.get::<OnRejection>() {
+                    Some(hook) => {
+                        let default = r.default_refusal().clone();
+                        default.replaced_by(hook.respond(r))
+                    }
+                    None => r.into_default(),
+                }),
+            };
         }
         tracing::error!(
             target: "tokenvault::http",
@@ -233,7 +263,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
 /// with `error="invalid_token"` for a malformed, unknown, revoked or expired
 /// one, 403 with `error="insufficient_scope"` (and the scope) when a scope is
 /// missing, 400 `invalid_request` for a garbled header, 503 with
-/// `Retry-After` when a shared store's replica cannot answer.
+/// `Retry-After` when a shared store's replica cannot answer. A host
+/// answers them its own way with [`on_rejection`](Self::on_rejection).
 ///
 /// It never blocks an async worker. On an embedded store, and on a shared
 /// store for a token the replica holds, it verifies inline from memory
@@ -269,12 +300,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorized {
 pub struct BearerLayer {
     store: TokenStore,
     scopes: Arc<[String]>,
+    hook: Option<OnRejection>,
 }
 
 impl std::fmt::Debug for BearerLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerLayer")
             .field("scopes", &self.scopes)
+            .field("on_rejection", &self.hook.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -285,6 +318,7 @@ impl BearerLayer {
         BearerLayer {
             store: store.clone(),
             scopes: Arc::from(Vec::new()),
+            hook: None,
         }
     }
 
@@ -295,7 +329,35 @@ impl BearerLayer {
         BearerLayer {
             store: self.store,
             scopes: Arc::from(v),
+            hook: self.hook,
         }
+    }
+
+    /// Answers refusals with the host's `hook` instead of Squadcast's
+    /// envelope (see [`OnRejection`]): the hook is handed the store's
+    /// [`Error`](crate::Error), or the missing / malformed header case, and
+    /// what tokenvault would have answered. Without it (the default), the
+    /// refusals are those described on [`BearerLayer`].
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use axum::response::IntoResponse;
+    /// use tokenvault::http::{require_bearer, OnRejection};
+    ///
+    /// let store = tokenvault::TokenStore::temporary()?;
+    /// let layer = require_bearer(&store).on_rejection(OnRejection::new(|r| {
+    ///     if r.missing_credentials() {
+    ///         (StatusCode::SEE_OTHER, [("location", "/login")]).into_response()
+    ///     } else {
+    ///         (r.status(), "not allowed").into_response()
+    ///     }
+    /// }));
+    /// # drop(layer);
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn on_rejection(mut self, hook: OnRejection) -> Self {
+        self.hook = Some(hook);
+        self
     }
 }
 
@@ -366,17 +428,29 @@ where
                 let store = self.layer.store.clone();
                 let scopes = self.layer.scopes.clone();
                 let headers = req.headers().clone();
+                let hook = self.layer.hook.clone();
                 Box::pin(async move {
                     match authenticate_owned(store, headers, scopes).await {
                         Ok(p) => {
                             req.extensions_mut().insert(Authorized(p));
                             ready.call(req).await
                         }
-                        Err(e) => Ok(e.into_response()),
+                        Err(r) => Ok(refuse(hook.as_ref(), r)),
                     }
                 })
             }
-            Err(e) => Box::pin(async move { Ok(e.into_response()) }),
+            Err(r) => {
+                let res = refuse(self.layer.hook.as_ref(), r);
+                Box::pin(async move { Ok(res) })
+            }
         }
+    }
+}
+
+/// The answer to a refusal: the host's hook's, or the default.
+fn refuse(hook: Option<&OnRejection>, r: Rejection) -> Response {
+    match hook {
+        Some(h) => h.respond(r),
+        None => r.into_response(),
     }
 }

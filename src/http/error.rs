@@ -25,8 +25,11 @@ pub(crate) const REALM: &str = "tokenvault";
 /// code. The text never holds a token.
 ///
 /// It is the rejection of the [`Authorized`](super::Authorized) extractor and
-/// what the [`BearerLayer`](super::BearerLayer) answers with; a host may use it
-/// in its own handlers too:
+/// what the [`BearerLayer`](super::BearerLayer) answers with (unless a host's
+/// [`OnRejection`](super::OnRejection) hook answers instead: the extractor's
+/// `ApiError` then carries the hook's response, which `into_response` sends,
+/// while [`status`](Self::status) and [`message`](Self::message) still tell
+/// the default); a host may use it in its own handlers too:
 ///
 /// ```
 /// use axum::response::IntoResponse;
@@ -53,6 +56,9 @@ pub struct ApiError {
     /// RFC 6749 `error` member goes into the body.
     rfc_body: bool,
     retry_after: Option<u64>,
+    /// A host's answer in its place (an [`OnRejection`](super::OnRejection)
+    /// hook's, for the [`Authorized`](super::Authorized) extractor).
+    replaced: Option<super::reject::Replacement>,
 }
 
 impl ApiError {
@@ -92,6 +98,7 @@ impl ApiError {
             scope: None,
             rfc_body: false,
             retry_after: None,
+            replaced: None,
         }
     }
 
@@ -158,6 +165,12 @@ impl ApiError {
         self
     }
 
+    /// This refusal answered by `res` instead (a host's hook's answer).
+    pub(crate) fn replaced_by(mut self, res: Response) -> Self {
+        self.replaced = Some(super::reject::Replacement::new(res));
+        self
+    }
+
     /// The seconds of its `Retry-After` header, if it has one.
     pub(crate) fn retry_after(&self) -> Option<u64> {
         self.retry_after
@@ -215,11 +228,18 @@ impl std::error::Error for ApiError {}
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
+        ApiError::of(&e)
+    }
+}
+
+impl ApiError {
+    /// The refusal for a store error (what `From` gives), without taking it.
+    pub(crate) fn of(e: &Error) -> Self {
         match e {
             Error::Malformed(_) | Error::InvalidToken | Error::Expired | Error::Revoked => {
                 ApiError::invalid_token(e.to_string())
             }
-            Error::InsufficientScope(ref scope) => {
+            Error::InsufficientScope(scope) => {
                 let mut a = ApiError::new(StatusCode::FORBIDDEN, e.to_string());
                 a.code = Some("insufficient_scope");
                 a.scope = Some(scope.clone());
@@ -250,6 +270,9 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(res) = self.replaced.as_ref().and_then(|r| r.take()) {
+            return res;
+        }
         let mut body = json!({
             "meta": {"status": self.status.as_u16(), "error_message": self.message}
         });

@@ -17,6 +17,18 @@
 //! | `POST /oauth/introspect` (RFC 7662) | Bearer of the same org | 200 `{"active": false}` or `{"active": true, "scope", "sub", "exp", "iat", "token_type"}` |
 //! | `POST /oauth/token` (RFC 6749 §6) | form `grant_type=refresh_token&refresh_token=…`, optional `scope`; no client authentication | 200 `{"access_token", "token_type": "Bearer", "expires_in", "scope"}`; 400 `{"error", "error_description"}` |
 //! | `GET /openapi.json` | none; only with [`HttpConfig::openapi`] | 200 the OpenAPI 3.1 document of these routes (`docs/openapi.json`) |
+//! | `PATCH /v3/members/{user}` `{"role": …}` | Bearer, scope `user-write`; the Owner | 200 `{"data": {"organization_id", "user_id", "role"}}`; 409 to or from `owner` |
+//! | `DELETE /v3/members/{user}` | Bearer, scope `user-write`; the Owner | 200 `{"data": {"organization_id", "user_id", "revoked"}}`; 409 for the Owner |
+//! | `POST /v3/members/{user}/revoke-all`, optional `{"before": T}` | Bearer, scope `user-write`; the Owner, or the member for their own | 200 `{"data": {"organization_id", "user_id", "revoked"}}` |
+//! | `POST /v3/org/revoke-all`, optional `{"before": T}` | Bearer, scope `user-write`; the Owner | 200 `{"data": {"organization_id", "revoked"}}` |
+//! | `GET /healthz`, `GET /readyz` | none; see [`HttpConfig::health`] | 200 or 503, one line of text |
+//!
+//! The member routes act as [`TokenStore::set_role`],
+//! [`TokenStore::remove_member`] and [`TokenStore::revoke_all`] do, on the
+//! authority of the bearer's holder: the Owner (an Admin's `user-write` is
+//! not enough), audited in their name; a user who is not a member of their
+//! organization, another organization's member included, is 404 `no such
+//! member`, exactly as nobody.
 //!
 //! Times in `expires_at`/`issued_at`/`exp`/`iat` are Unix seconds;
 //! `last_refresh` is RFC 3339 (`0001-01-01T00:00:00Z` when never exchanged).
@@ -63,12 +75,29 @@
 //! token verified are counted, so the public id of a token is not enough to
 //! exhaust its bucket.
 //!
+//! # For hosts
+//! [`Server`] takes the store and one [`HttpConfig`] and serves these
+//! routes beside a host's own under the same limits. A host shapes the
+//! refusals of [`BearerLayer`] and [`Authorized`] with an [`OnRejection`]
+//! hook. Handlers served by [`serve_on`] (and so by [`Server`]) may take
+//! `axum::extract::ConnectInfo<SocketAddr>`.
+//!
 //! # Logging
 //! One `tracing` event per request at INFO, target `tokenvault::http`:
 //! method (a standard one by name, any other as `other`), route template
-//! (never the raw path or query), status and milliseconds. No token, header
-//! or body is ever logged. Refused connections are a WARN line with counts,
-//! at most one per ten seconds.
+//! (never the raw path or query), status, `latency` (milliseconds, a float)
+//! and `peer` (the client's address and port, `-` when the router is served
+//! without [`serve_on`]). No token, header or body is ever logged. Refused
+//! connections are a WARN line with counts, at most one per ten seconds.
+//!
+//! # Metrics and TLS
+//! With the `metrics` feature the front counts requests by route template
+//! and status (`tokenvault_http_requests_total`, and their time in
+//! `tokenvault_http_request_seconds`), connections open and refused, and
+//! [`metrics_router`] answers `GET /metrics` for a listener of its own. With
+//! the `tls` feature [`serve_tls_on`] serves HTTPS with a [`TlsFiles`]
+//! certificate that [`TlsFiles::reload`] (or SIGHUP through
+//! [`reload_on_sighup`]) swaps for new connections.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -79,26 +108,40 @@
 
 mod auth;
 mod error;
+mod health;
+mod member_routes;
+#[cfg(feature = "metrics")]
+mod metrics_route;
 mod oauth;
 mod openapi;
 mod ratelimit;
+mod reject;
 mod routes;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 mod token_routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
 pub use auth::{require_bearer, require_scope, Authorized, Bearer, BearerLayer};
 pub use error::ApiError;
+#[cfg(feature = "metrics")]
+pub use metrics_route::{metrics_router, record_store_gauges, Render};
 pub use ratelimit::RateLimit;
-pub use server::{serve, serve_on, serve_with};
+pub use reject::{OnRejection, Rejection};
+pub use server::{serve, serve_on, serve_with, Server};
+#[cfg(all(feature = "tls", unix))]
+pub use tls::reload_on_sighup;
+#[cfg(feature = "tls")]
+pub use tls::{serve_tls_on, TlsFiles};
 
-use crate::TokenStore;
+use crate::{AsyncTokenStore, TokenStore};
 
 /// Settings of the HTTP front. Every one has a default; see each method.
 ///
@@ -124,6 +167,7 @@ pub struct HttpConfig {
     max_connections_per_peer: Option<usize>,
     shutdown_grace: Duration,
     openapi: bool,
+    health: Option<bool>,
 }
 
 impl Default for HttpConfig {
@@ -140,6 +184,7 @@ impl Default for HttpConfig {
             max_connections_per_peer: None,
             shutdown_grace: Duration::from_secs(10),
             openapi: false,
+            health: None,
         }
     }
 }
@@ -298,6 +343,38 @@ impl HttpConfig {
         self.openapi
     }
 
+    /// Whether `GET /healthz` and `GET /readyz` are served. By default they
+    /// are by [`Server`], [`serve`] and [`serve_with`] (what `tokenvault
+    /// serve` runs), and not by [`router`], [`router_with`] and [`app`],
+    /// which a host merges into a router that may have health routes of its
+    /// own; `health(true)` adds them there too, `health(false)` leaves them
+    /// out everywhere.
+    ///
+    /// `/healthz` answers `200 ok` while the process answers at all;
+    /// `/readyz` answers `200 ready` when the store can make a write
+    /// durable now (one [`TokenStore::flush`], on a blocking thread, within
+    /// 5 s) and, on a shared (PostgreSQL) store, this replica is within its
+    /// staleness bound; otherwise `503 not ready: <reason>` with
+    /// `Retry-After`. Each is one line of plain text, `Cache-Control:
+    /// no-store`; neither is rate limited, and their requests are logged at
+    /// DEBUG rather than INFO.
+    ///
+    /// ```
+    /// use tokenvault::http::HttpConfig;
+    /// assert_eq!(HttpConfig::default().health_enabled(), None);
+    /// assert_eq!(HttpConfig::default().health(false).health_enabled(), Some(false));
+    /// ```
+    pub fn health(mut self, on: bool) -> Self {
+        self.health = Some(on);
+        self
+    }
+
+    /// Whether the health endpoints were turned on or off; `None` for the
+    /// default of each entry point (see [`health`](Self::health)).
+    pub fn health_enabled(&self) -> Option<bool> {
+        self.health
+    }
+
     /// The first head's deadline: never longer than any head's.
     pub(crate) fn first_head_deadline(&self) -> Duration {
         self.first_request_timeout.min(self.header_read_timeout)
@@ -350,12 +427,28 @@ pub fn router_with(store: TokenStore, cfg: &HttpConfig) -> Router {
 /// # Ok::<(), tokenvault::Error>(())
 /// ```
 pub fn app(store: TokenStore, cfg: &HttpConfig) -> Router {
-    let r = routes(store, cfg)
+    app_composed(store, cfg, false)
+}
+
+/// [`app`], with the health endpoints unless `cfg` says otherwise when
+/// `health_default`.
+pub(crate) fn app_composed(store: TokenStore, cfg: &HttpConfig, health_default: bool) -> Router {
+    let health = cfg.health.unwrap_or(health_default);
+    let async_store = AsyncTokenStore::from(store.clone());
+    let r = routes(store, cfg);
+    let r = if health {
+        r.merge(health::health_routes(async_store))
+    } else {
+        r
+    };
+    let r = r
         .fallback(server::not_found)
         .method_not_allowed_fallback(server::method_not_allowed);
     server::guarded(r, cfg)
 }
 
+/// The routes of [`router_with`] (`tests/openapi.rs` reads this function:
+/// every route registered here is in `docs/openapi.json`).
 fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
     let state = Arc::new(routes::AppState {
         store: store.into(),
@@ -380,7 +473,16 @@ fn routes(store: TokenStore, cfg: &HttpConfig) -> Router {
         )
         .route("/oauth/revoke", post(routes::revoke))
         .route("/oauth/introspect", post(routes::introspect))
-        .route("/oauth/token", post(oauth::token));
+        .route("/oauth/token", post(oauth::token))
+        .route(
+            "/v3/members/{user}",
+            patch(member_routes::set_role).delete(member_routes::remove),
+        )
+        .route(
+            "/v3/members/{user}/revoke-all",
+            post(member_routes::revoke_member),
+        )
+        .route("/v3/org/revoke-all", post(member_routes::revoke_org));
     let r = if cfg.openapi {
         r.route("/openapi.json", get(openapi::document))
     } else {

@@ -72,7 +72,8 @@ pub(crate) async fn access_token(
     let grant = app
         .store
         .run(move |store| {
-            let info = store.verify_refresh(refresh.expose())?;
+            // A token refused here counts as a refused exchange.
+            let info = crate::observe::exchange_refused(store.verify_refresh(refresh.expose()))?;
             if let Some(l) = &app2.limiter {
                 l.take(&info.id).map_err(ApiError::rate_limited)?;
             }

@@ -20,8 +20,10 @@ pub(crate) use feed::{
 };
 
 /// The embedded engine's entry points for the store: open a store's
-/// directory.
-pub(crate) use self::sled::files::open as open_embedded;
+/// directory, to write or to read only.
+pub(crate) use self::sled::files::{
+    open as open_embedded, open_read_only as open_embedded_read_only,
+};
 
 /// Where and how to reach a shared backend (PostgreSQL), as the store's
 /// configuration gives it.

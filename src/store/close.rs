@@ -35,6 +35,10 @@ impl TokenStore {
     /// Dropping a store without closing it loses nothing: the next open
     /// replays sled's log and reads its trees instead.
     ///
+    /// A store opened with [`Config::read_only`](crate::Config::read_only)
+    /// writes nothing at close: no checkpoint and no warm-start files (the
+    /// report says so), and those of the last close stay valid.
+    ///
     /// While other handles (clones, an HTTP server's, an
     /// [`AsyncTokenStore`](crate::AsyncTokenStore)'s, a call still running
     /// on a blocking thread) are open, this only flushes, and the report

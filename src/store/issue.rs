@@ -34,7 +34,10 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn generate(&self, actor: &Actor, opts: GenerateOptions) -> Result<IssuedToken> {
-        self.issue(actor, None, opts)
+        crate::observe::call(
+            crate::observe::Call::Generate,
+            self.issue(actor, None, opts),
+        )
     }
 
     /// The Owner creates a token for another member of the organization
@@ -62,7 +65,10 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn assign(&self, actor: &Actor, user: &str, opts: GenerateOptions) -> Result<IssuedToken> {
-        self.issue(actor, Some(user), opts)
+        crate::observe::call(
+            crate::observe::Call::Assign,
+            self.issue(actor, Some(user), opts),
+        )
     }
 
     pub(super) fn issue(

@@ -126,6 +126,13 @@ impl TokenStore {
                 report.more = more;
             }
         }
+        let r = &report;
+        crate::observe::purged(
+            r.access_removed,
+            r.refresh_removed,
+            r.events_removed,
+            r.more,
+        );
         Ok(report)
     }
 

@@ -25,6 +25,13 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn add_member(&self, org: &str, user: &str, role: Role) -> Result<()> {
+        crate::observe::call(
+            crate::observe::Call::AddMember,
+            self.add_member_unobserved(org, user, role),
+        )
+    }
+
+    fn add_member_unobserved(&self, org: &str, user: &str, role: Role) -> Result<()> {
         check_id("organization", org)?;
         check_id("user", user)?;
         let inner = &*self.inner;
@@ -70,6 +77,13 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn set_role(&self, org: &str, user: &str, role: Role) -> Result<()> {
+        crate::observe::call(
+            crate::observe::Call::SetRole,
+            self.set_role_unobserved(org, user, role),
+        )
+    }
+
+    fn set_role_unobserved(&self, org: &str, user: &str, role: Role) -> Result<()> {
         let inner = &*self.inner;
         let cat = inner.lock_for_write()?;
         let current = cat
@@ -120,6 +134,13 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn transfer_ownership(&self, org: &str, new_owner: &str) -> Result<()> {
+        crate::observe::call(
+            crate::observe::Call::TransferOwnership,
+            self.transfer_unobserved(org, new_owner),
+        )
+    }
+
+    fn transfer_unobserved(&self, org: &str, new_owner: &str) -> Result<()> {
         let inner = &*self.inner;
         let cat = inner.lock_for_write()?;
         let new = cat
@@ -162,6 +183,13 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn remove_member(&self, org: &str, user: &str) -> Result<usize> {
+        crate::observe::call(
+            crate::observe::Call::RemoveMember,
+            self.remove_member_unobserved(org, user),
+        )
+    }
+
+    fn remove_member_unobserved(&self, org: &str, user: &str) -> Result<usize> {
         let inner = &*self.inner;
         let mut cat = inner.lock_for_write()?;
         let m = cat

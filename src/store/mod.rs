@@ -39,6 +39,8 @@ mod bench;
 mod close;
 mod issue;
 mod maintenance;
+#[cfg(feature = "http")]
+mod member_ops;
 mod members;
 mod open;
 // The read gate: how every read path reaches memory (freshness and
@@ -384,7 +386,9 @@ impl Inner {
     /// Waits until the batch with `ticket` is durable; concurrent callers
     /// share one flush.
     fn sync(&self, ticket: u64) -> Result<()> {
+        let started = crate::observe::start();
         let r = self.sync_with(ticket, true);
+        crate::observe::durable_wait(started);
         if r.is_err() {
             // A failed storage is reopened at once where it can be, so that
             // memory drops what this failed call changed in it (otherwise

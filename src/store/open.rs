@@ -43,11 +43,19 @@ impl TokenStore {
     pub(crate) fn open_with(cfg: Config) -> Result<TokenStore> {
         #[cfg(feature = "postgres")]
         if cfg.postgres.is_some() {
+            if cfg.read_only {
+                return Err(Error::InvalidArgument(
+                    "read_only is for a store on disk, not a shared PostgreSQL store".into(),
+                ));
+            }
             return replicated::open(cfg);
         }
         cfg.validate()?;
+        // Whether the store exists, or the error of a file system that
+        // cannot say (e.g. gone: never taken for "missing").
+        let exists = |p: &std::path::Path| p.try_exists().map_err(crate::error::io_error);
         if let Some(p) = &cfg.path {
-            if !cfg.create_if_missing && !p.exists() {
+            if (!cfg.create_if_missing || cfg.read_only) && !exists(p)? {
                 return Err(Error::NotFound(format!(
                     "no token store at {} (create one first)",
                     p.display()
@@ -55,7 +63,7 @@ impl TokenStore {
             }
         }
         if let Some(p) = cfg.path.as_ref().filter(|_| cfg.create_new) {
-            if p.exists() {
+            if exists(p)? {
                 return Err(Error::Conflict(format!(
                     "a token store already exists at {}",
                     p.display()
@@ -65,7 +73,10 @@ impl TokenStore {
         let key = match (&cfg.key, cfg.key_file_path()) {
             (Some(k), _) => k.clone(),
             (None, Some(kf)) => {
-                let exists = cfg.path.as_ref().is_some_and(|p| p.exists());
+                let exists = match &cfg.path {
+                    Some(p) => exists(p)?,
+                    None => false,
+                };
                 let loose = cfg.allow_loose_key_permissions;
                 let (key, created) = load_or_create(&kf, !exists, loose)?;
                 if cfg.create_new && !created {
@@ -79,6 +90,14 @@ impl TokenStore {
             }
             (None, None) => StoreKey::generate()?,
         };
+        if cfg.read_only {
+            // Nothing to recover from at run time: it never writes.
+            let backend = crate::storage::open_embedded_read_only(
+                cfg.path.as_deref().unwrap_or(std::path::Path::new("")),
+                cfg.cache_bytes,
+            )?;
+            return Self::with_backend(Box::new(backend), cfg, key);
+        }
         Self::open_recoverable(cfg, key)
     }
 
@@ -95,6 +114,11 @@ impl TokenStore {
                     "a token store already exists there (created meanwhile)".into(),
                 ))
             }
+            None if cfg.read_only => {
+                return Err(Error::NotFound(
+                    "no token store there yet (a read-only open creates none)".into(),
+                ))
+            }
             None => {
                 backend.meta_put("key_fingerprint", &fingerprint[..16])?;
                 backend.meta_put("schema", current)?;
@@ -106,6 +130,13 @@ impl TokenStore {
                     .is_some_and(|s| bool::from(s.ct_eq(&fingerprint[..16])));
                 if !ok {
                     return Err(Error::KeyMismatch);
+                }
+                if v != current && cfg.read_only {
+                    return Err(Error::Conflict(format!(
+                        "the store has the older format {:?}: open it once without read_only \
+                         to upgrade it",
+                        String::from_utf8_lossy(&v)
+                    )));
                 }
                 if v != current {
                     backend.upgrade(&v)?;
@@ -187,7 +218,7 @@ impl Config {
     /// - [`Error::InvalidArgument`] for a bad setting (prefix, zero TTL or
     ///   cap);
     /// - [`Error::NotFound`] if the store does not exist and
-    ///   `create_if_missing` is false;
+    ///   `create_if_missing` is false, or [`Config::read_only`] is set;
     /// - [`Error::KeyMismatch`] if the key is not the one the store was
     ///   created with (or the key file is missing for an existing store);
     /// - [`Error::KeyFileExposed`] (kind `key_mismatch`) if group or others
@@ -196,8 +227,13 @@ impl Config {
     /// - [`Error::Conflict`] with [`Config::create_new`] if the store or its
     ///   key file exists;
     /// - [`Error::Corrupt`] for a store of an unknown format version;
+    /// - [`Error::Conflict`] with [`Config::read_only`] for a store of an
+    ///   older format version (a read-only open cannot upgrade it);
     /// - [`Error::Io`] if the files cannot be read or written (the disk is
-    ///   full, or another process holds the store: the message says which).
+    ///   full, or another process holds the store: the message says which;
+    ///   with [`Config::read_only`], a full disk means the open needed room
+    ///   to recover the store after an unclean stop), or the file system
+    ///   cannot say whether the store exists (e.g. gone).
     ///
     /// Blocks while it reads the store (after a failed sync of the store on
     /// this boot, it first reads and writes back all of its files, see

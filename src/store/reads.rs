@@ -161,6 +161,18 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn set_label(&self, actor: &Actor, id: &TokenId, label: Option<&str>) -> Result<TokenInfo> {
+        crate::observe::call(
+            crate::observe::Call::SetLabel,
+            self.set_label_unobserved(actor, id, label),
+        )
+    }
+
+    fn set_label_unobserved(
+        &self,
+        actor: &Actor,
+        id: &TokenId,
+        label: Option<&str>,
+    ) -> Result<TokenInfo> {
         if let Some(l) = label {
             check_text("label", l, MAX_LABEL)?;
         }

@@ -31,7 +31,10 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn revoke(&self, actor: &Actor, id: &TokenId, reason: Option<&str>) -> Result<()> {
-        self.revoke_with(actor, id, reason, Foreign::Forbidden)
+        crate::observe::call(
+            crate::observe::Call::Revoke,
+            self.revoke_with(actor, id, reason, Foreign::Forbidden),
+        )
     }
 
     /// [`TokenStore::revoke`] for a front that answers another
@@ -40,7 +43,10 @@ impl TokenStore {
     /// one and not audited (an unknown id is not either).
     #[cfg(feature = "http")]
     pub(crate) fn revoke_in_own_org(&self, actor: &Actor, id: &TokenId) -> Result<()> {
-        self.revoke_with(actor, id, None, Foreign::Unknown)
+        crate::observe::call(
+            crate::observe::Call::Revoke,
+            self.revoke_with(actor, id, None, Foreign::Unknown),
+        )
     }
 
     pub(super) fn revoke_with(
@@ -137,6 +143,13 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn revoke_refresh(&self, refresh_token: &str, reason: Option<&str>) -> Result<()> {
+        crate::observe::call(
+            crate::observe::Call::RevokeRefresh,
+            self.revoke_refresh_unobserved(refresh_token, reason),
+        )
+    }
+
+    fn revoke_refresh_unobserved(&self, refresh_token: &str, reason: Option<&str>) -> Result<()> {
         if let Some(r) = reason {
             check_text("reason", r, MAX_REASON)?;
         }
@@ -183,6 +196,18 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn revoke_all(
+        &self,
+        actor: &Actor,
+        scope: RevokeScope,
+        before: Option<u64>,
+    ) -> Result<usize> {
+        crate::observe::call(
+            crate::observe::Call::RevokeAll,
+            self.revoke_all_unobserved(actor, scope, before),
+        )
+    }
+
+    fn revoke_all_unobserved(
         &self,
         actor: &Actor,
         scope: RevokeScope,
@@ -298,6 +323,13 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn revoke_access(&self, access_token: &str) -> Result<()> {
+        crate::observe::call(
+            crate::observe::Call::RevokeAccess,
+            self.revoke_access_unobserved(access_token),
+        )
+    }
+
+    fn revoke_access_unobserved(&self, access_token: &str) -> Result<()> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Access, access_token)?;
         inner.recover()?;

@@ -99,6 +99,17 @@ impl TokenStore {
         I: IntoIterator<Item = (U, Role)>,
         U: AsRef<str>,
     {
+        crate::observe::call(
+            crate::observe::Call::SyncOrg,
+            self.sync_org_unobserved(org, members),
+        )
+    }
+
+    fn sync_org_unobserved<I, U>(&self, org: &str, members: I) -> Result<SyncReport>
+    where
+        I: IntoIterator<Item = (U, Role)>,
+        U: AsRef<str>,
+    {
         let wanted = wanted_members(org, members)?;
         let inner = &*self.inner;
         let mut cat = inner.lock_for_write()?;

@@ -41,6 +41,10 @@ impl TokenStore {
     /// # Ok::<(), tokenvault::Error>(())
     /// ```
     pub fn exchange(&self, refresh_token: &str) -> Result<AccessGrant> {
+        crate::observe::exchange(self.exchange_unobserved(refresh_token))
+    }
+
+    fn exchange_unobserved(&self, refresh_token: &str) -> Result<AccessGrant> {
         let inner = &*self.inner;
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
         let fresh = inner.read_refresh(&parsed.id.0)?;
@@ -191,6 +195,11 @@ impl TokenStore {
 
     #[inline(always)]
     fn verify_reaching(&self, access_token: &str, reach: Reach) -> Result<Option<Principal>> {
+        crate::observe::verification(self.verify_unobserved(access_token, reach))
+    }
+
+    #[inline(always)]
+    fn verify_unobserved(&self, access_token: &str, reach: Reach) -> Result<Option<Principal>> {
         let inner = &*self.inner;
         let kind = TokenKind::Access;
         let u = token::parse_unchecked(&inner.prefix, kind, access_token)?;

@@ -88,7 +88,8 @@ pub fn client() -> Client {
         .expect("client")
 }
 
-/// Collects every tracing event of the process as text.
+/// Collects every tracing event of the process as text: the target, each
+/// field as ` name=value`, and last ` level=LEVEL`.
 pub struct Capture(Arc<Mutex<Vec<String>>>);
 
 pub struct Fields(String);
@@ -111,6 +112,7 @@ impl tracing::Subscriber for Capture {
     fn event(&self, event: &tracing::Event<'_>) {
         let mut f = Fields(event.metadata().target().to_string());
         event.record(&mut f);
+        f.0.push_str(&format!(" level={}", event.metadata().level()));
         self.0.lock().unwrap().push(f.0);
     }
     fn enter(&self, _: &tracing::span::Id) {}

@@ -119,6 +119,8 @@ pub struct Counters {
     /// Syncs (of files and directories) and writes refused by a fault.
     pub failed_syncs: u64,
     pub failed_writes: u64,
+    /// Every request answered (or refused), from the mount on.
+    pub requests: u64,
 }
 
 /// What a failed file sync does to the pages it could not write.
@@ -146,6 +148,9 @@ struct State {
     /// What every request answers after a cut (`EIO`; `ENOTCONN` for a
     /// daemon gone, see [`Disk::die`]).
     cut_errno: Errno,
+    /// The file system dies once this many more requests have been
+    /// answered, with this error (see [`Disk::die_after`]).
+    dies_after: Option<(u64, Errno)>,
     faults: Faults,
     counters: Counters,
     mode: Mode,
@@ -164,6 +169,7 @@ impl State {
             next_ino: ROOT + 1,
             cut: false,
             cut_errno: Errno::EIO,
+            dies_after: None,
             faults: Faults::default(),
             counters: Counters::default(),
             mode: Mode::Kind,
@@ -310,6 +316,21 @@ impl State {
         }
         self.cut = false;
         self.cut_errno = Errno::EIO;
+        self.dies_after = None;
+    }
+
+    /// Counts a request; the file system dies here if its time has come.
+    fn count_request(&mut self) {
+        self.counters.requests += 1;
+        match self.dies_after {
+            Some((0, errno)) => {
+                self.dies_after = None;
+                self.cut = true;
+                self.cut_errno = errno;
+            }
+            Some((n, errno)) => self.dies_after = Some((n - 1, errno)),
+            None => {}
+        }
     }
 
     /// The error a sync fails with while that fault is on (counted).
@@ -400,10 +421,12 @@ impl FileRef<'_> {
 /// The FUSE side: every request locks the shared state.
 struct PowerFs(Arc<Mutex<State>>);
 
-/// Takes the state's lock, or answers `EIO` after a cut.
+/// Takes the state's lock, or answers `EIO` after a cut (or the error of
+/// a death, see [`Disk::die_with`]).
 macro_rules! live {
     ($self:ident, $reply:ident) => {{
         let mut s = $self.0.lock();
+        s.count_request();
         if s.cut {
             s.counters.after_cut += 1;
             $reply.error(s.cut_errno);
@@ -900,9 +923,24 @@ impl Disk {
     /// The file system dies (as when its daemon is gone): from now on every
     /// request fails with `ENOTCONN`, until [`Disk::restart`].
     pub fn die(&self) {
+        self.die_with(libc::ENOTCONN);
+    }
+
+    /// The file system dies now, every request answering `errno` from now
+    /// on until [`Disk::restart`]: `ENOTCONN` or `ECONNABORTED` as when a
+    /// FUSE daemon is gone, `EIO` as when the device is gone. Nothing
+    /// written after this reaches the "disk".
+    pub fn die_with(&self, errno: i32) {
         let mut s = self.state.lock();
         s.cut = true;
-        s.cut_errno = Errno::ENOTCONN;
+        s.cut_errno = Errno::from_i32(errno);
+    }
+
+    /// The file system dies (as [`Disk::die_with`]) once it has answered
+    /// `requests` more requests: the next one, and every one after it,
+    /// answers `errno`. A crash point counted in file system requests.
+    pub fn die_after(&self, requests: u64, errno: i32) {
+        self.state.lock().dies_after = Some((requests, Errno::from_i32(errno)));
     }
 
     /// Everything written so far becomes durable, as after `sync(2)`.

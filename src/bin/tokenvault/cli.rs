@@ -134,6 +134,22 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "5s",
               value_parser = parse::duration)]
         first_request_timeout: u64,
+        /// Also serve Prometheus metrics at GET /metrics on ADDR, a listener
+        /// of its own (keep it off the public network).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Log format on standard error: text, or json (one object a line:
+        /// time, level, target, message and the event's fields).
+        #[arg(long, value_name = "FORMAT", default_value = "text",
+              value_parser = ["text", "json"])]
+        log_format: String,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key);
+        /// SIGHUP reloads both files for new connections.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
     },
 }
 

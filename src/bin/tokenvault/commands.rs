@@ -23,44 +23,82 @@ pub fn run(cli: &Cli) -> Result<Report, CliError> {
     match &cli.command {
         Command::Init => init(db, loose),
         Command::Demo => crate::demo::run(),
-        other => {
-            let store = open_existing(db, loose)?;
+        other if writes_nothing(other) => {
+            // Opened to read only: on a full disk it still answers, and it
+            // leaves the store as it found it (no checkpoint, the
+            // warm-start files kept).
+            let store = open_existing_as(db, loose, true)?;
             let result = on_store(&store, other);
-            // Every write, including the audit entry of a refused call, is
-            // durable before the process exits, and sled is checkpointed so
-            // that the next command's open has no log to replay.
-            let Ok(report) = result else {
-                let _ = store.close();
-                return result;
+            let closed = store.close();
+            let report = match result {
+                // A refusal is audited: the same command on the store
+                // opened for writing records it (and is refused the same
+                // way). Where that cannot be written (a full disk), the
+                // answer is still the refusal.
+                Err(e) if e.kind == "forbidden" => {
+                    let _ = run_writing(db, loose, other);
+                    return Err(e);
+                }
+                other => other?,
             };
-            // Once everything is durable the call has succeeded: a failed
-            // checkpoint after it (a full disk) only costs the next open
-            // its log replay, so it is a warning, not a failure.
-            if let Err(e) = store.flush() {
-                let _ = store.close();
-                return Err(e.into());
-            }
-            // `serve` may leave a request's store call finishing on a
-            // blocking thread: give it a few seconds to let go.
-            match store.close_timeout(Duration::from_secs(5)) {
-                Ok(closed) if !closed.last_handle => {
-                    crate::output::print_stderr(&format!(
-                        "warning: the command succeeded and its changes are durable, but the \
-                         store was not checkpointed ({closed}; the next open replays the log \
-                         instead)"
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    crate::output::print_stderr(&format!(
-                        "warning: the command succeeded and its changes are durable, but the \
-                         checkpoint after it failed (the next open replays the log instead): {e}"
-                    ));
-                }
+            if let Err(e) = closed {
+                crate::output::print_stderr(&format!(
+                    "warning: the command succeeded, but closing the store failed: {e}"
+                ));
             }
             Ok(report)
         }
+        other => run_writing(db, loose, other),
     }
+}
+
+/// Runs a command on the store opened for writing: every write (the audit
+/// entry of a refused call too) is durable before it returns, and the
+/// store is checkpointed.
+fn run_writing(db: &Path, loose: bool, cmd: &Command) -> Result<Report, CliError> {
+    // Before the store opens: its metrics register on first use.
+    if let Command::Serve {
+        metrics_listen: Some(_),
+        ..
+    } = cmd
+    {
+        crate::serve::install_metrics()?;
+    }
+    let store = open_existing(db, loose)?;
+    let result = on_store(&store, cmd);
+    // Every write, including the audit entry of a refused call, is
+    // durable before the process exits, and sled is checkpointed so
+    // that the next command's open has no log to replay.
+    let Ok(report) = result else {
+        let _ = store.close();
+        return result;
+    };
+    // Once everything is durable the call has succeeded: a failed
+    // checkpoint after it (a full disk) only costs the next open
+    // its log replay, so it is a warning, not a failure.
+    if let Err(e) = store.flush() {
+        let _ = store.close();
+        return Err(e.into());
+    }
+    // `serve` may leave a request's store call finishing on a
+    // blocking thread: give it a few seconds to let go.
+    match store.close_timeout(Duration::from_secs(5)) {
+        Ok(closed) if !closed.last_handle => {
+            crate::output::print_stderr(&format!(
+                "warning: the command succeeded and its changes are durable, but the \
+                 store was not checkpointed ({closed}; the next open replays the log \
+                 instead)"
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            crate::output::print_stderr(&format!(
+                "warning: the command succeeded and its changes are durable, but the \
+                 checkpoint after it failed (the next open replays the log instead): {e}"
+            ));
+        }
+    }
+    Ok(report)
 }
 
 /// The key file the library uses for `db`: the same path with `.key`
@@ -80,10 +118,37 @@ pub fn key_file(db: &Path) -> Result<PathBuf, CliError> {
     Ok(db.with_file_name(name))
 }
 
+/// Whether `p` exists; a file system that cannot say (gone, failing) is an
+/// `io` error, never taken for "missing".
+fn exists(p: &Path) -> Result<bool, CliError> {
+    p.try_exists()
+        .map_err(|e| CliError::new("io", format!("cannot look at {}: {e}", p.display())))
+}
+
+/// The commands that only read (`verify`, `token list|show`, `member
+/// list`, `audit`, `stats`, `check`): they open the store read-only.
+fn writes_nothing(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Verify { .. }
+            | Command::Audit { .. }
+            | Command::Stats
+            | Command::Check
+            | Command::Token(TokenCommand::List { .. } | TokenCommand::Show { .. })
+            | Command::Member(MemberCommand::List { .. })
+    )
+}
+
 /// Opens an existing store; creates nothing when it is missing.
 pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
+    open_existing_as(db, loose, false)
+}
+
+/// [`open_existing`], read-only if `read_only` (see
+/// `tokenvault::Config::read_only`).
+fn open_existing_as(db: &Path, loose: bool, read_only: bool) -> Result<TokenStore, CliError> {
     let kf = key_file(db)?;
-    if !db.exists() {
+    if !exists(db)? {
         return Err(CliError::new(
             "not_found",
             format!(
@@ -92,7 +157,7 @@ pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
             ),
         ));
     }
-    if !kf.exists() {
+    if !exists(&kf)? {
         return Err(CliError::new(
             "key_mismatch",
             format!(
@@ -105,18 +170,19 @@ pub fn open_existing(db: &Path, loose: bool) -> Result<TokenStore, CliError> {
     Ok(Config::new(db)
         .create_if_missing(false)
         .allow_loose_key_permissions(loose)
+        .read_only(read_only)
         .open()?)
 }
 
 fn init(db: &Path, loose: bool) -> Result<Report, CliError> {
     let kf = key_file(db)?;
-    if db.exists() {
+    if exists(db)? {
         return Err(CliError::new(
             "conflict",
             format!("a token store already exists at {}", db.display()),
         ));
     }
-    if kf.exists() {
+    if exists(&kf)? {
         return Err(CliError::new(
             "conflict",
             format!(
@@ -173,13 +239,29 @@ fn on_store(store: &TokenStore, cmd: &Command) -> Result<Report, CliError> {
             max_connections,
             max_connections_per_peer,
             first_request_timeout,
+            metrics_listen,
+            log_format,
+            tls_cert,
+            tls_key,
         } => {
             let limits = ServeLimits {
                 max_connections: *max_connections,
                 per_peer: *max_connections_per_peer,
                 first_request_secs: *first_request_timeout,
             };
-            serve(store, *listen, *rate_per_minute, *rate_burst, &limits)
+            let extras = crate::serve::Extras {
+                metrics_listen: *metrics_listen,
+                log_format: log_format.clone(),
+                tls: tls_cert.clone().zip(tls_key.clone()),
+            };
+            serve(
+                store,
+                *listen,
+                *rate_per_minute,
+                *rate_burst,
+                &limits,
+                &extras,
+            )
         }
         Command::Init | Command::Demo => unreachable_command(),
     }
@@ -198,12 +280,13 @@ fn serve(
     per_minute: u32,
     burst: u32,
     limits: &ServeLimits,
+    extras: &crate::serve::Extras,
 ) -> Result<Report, CliError> {
     use tokenvault::http::{HttpConfig, RateLimit};
-    // Logs go to standard error; a second subscriber (in tests) is ignored.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .try_init();
+    // Logs go to standard error.
+    crate::logs::init(&extras.log_format);
+    // A bad certificate or key is an error before anything is served.
+    let tls = extras.load_tls()?;
     let cfg = if per_minute == 0 {
         HttpConfig::default().no_rate_limit()
     } else {
@@ -222,8 +305,7 @@ fn serve(
         .enable_all()
         .build()
         .map_err(|e| CliError::new("io", format!("cannot start the runtime: {e}")))?;
-    rt.block_on(tokenvault::http::serve_with(store.clone(), listen, &cfg))
-        .map_err(|e| CliError::new("io", format!("cannot serve on {listen}: {e}")))?;
+    rt.block_on(crate::serve::run(store, listen, &cfg, extras, tls))?;
     Ok(Report::new(
         json!({ "served": listen.to_string() }),
         format!("Stopped serving on {listen}."),

@@ -15,8 +15,10 @@ mod cli;
 mod commands;
 mod demo;
 mod error;
+mod logs;
 mod output;
 mod parse;
+mod serve;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -42,11 +42,39 @@ pub(super) fn lock_held(path: &Path) -> Error {
 /// then tightens the modes of every file in the directory (sled creates
 /// files with the process's umask).
 pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend> {
+    open_as(path, cache_bytes, false)
+}
+
+/// Opens the sled database of an existing store to read only (see
+/// `Config::read_only`): as [`open`], except that the directory must exist,
+/// the warm-start files and their marker are kept, and the backend refuses
+/// every write. Recovery may still write: sled's own, and what follows a
+/// failed sync on this boot (which also takes the warm-start marker out,
+/// as the tokens of failed issues are removed).
+pub(crate) fn open_read_only(path: &Path, cache_bytes: u64) -> Result<SledBackend> {
+    open_as(Some(path), cache_bytes, true).map_err(|mut e| {
+        // The open itself wrote: recovery (sled's log replay after an
+        // unclean stop, or the rewrite after a failed sync).
+        if let Error::Io(m) = &mut e {
+            if m.message().starts_with("the disk is full") {
+                m.message_mut().push_str(
+                    " (the store was opened to read only, but the open needed room to recover \
+                     it after an unclean stop)",
+                );
+            }
+        }
+        e
+    })
+}
+
+fn open_as(path: Option<&Path>, cache_bytes: u64, read_only: bool) -> Result<SledBackend> {
     // Held until sled holds its own lock (see `lock_dir`).
     let mut failed = Vec::new();
     let _opening = match path {
         Some(p) => {
-            make_private_dir(p)?;
+            if !read_only {
+                make_private_dir(p)?;
+            }
             let guard = lock_dir(p)?;
             remove_leftovers(p)?;
             if let Some(ids) = super::resync::pending(p)? {
@@ -57,10 +85,14 @@ pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend>
         }
         None => None,
     };
-    let backend = SledBackend::open(path, cache_bytes).map_err(|e| match path {
-        Some(p) if is_lock_held(&e) => lock_held(p),
-        _ => e,
-    })?;
+    // Removing the tokens of failed issues changes the records: the
+    // warm-start files no longer hold what sled holds.
+    let keep_warm = read_only && failed.is_empty();
+    let mut backend =
+        SledBackend::open_keeping_warm(path, cache_bytes, keep_warm).map_err(|e| match path {
+            Some(p) if is_lock_held(&e) => lock_held(p),
+            _ => e,
+        })?;
     if let Some(p) = path {
         if !failed.is_empty() {
             backend.remove_failed_issues(&failed)?;
@@ -68,6 +100,7 @@ pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<SledBackend>
         super::resync::clear(p)?;
         tighten(p)?;
     }
+    backend.read_only = read_only;
     Ok(backend)
 }
 

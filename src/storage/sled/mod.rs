@@ -71,6 +71,10 @@ pub(crate) struct SledBackend {
     /// make a change durable on top of it. Every later sync answers this
     /// error until the database is opened again (see `resync`).
     sync_failed: parking_lot::Mutex<Option<String>>,
+    /// Opened to read only (`Config::read_only`): every write is refused,
+    /// the warm-start files and their marker are kept, and closing writes
+    /// nothing.
+    read_only: bool,
 }
 
 /// The schema version written, and those upgraded from. 2: access records
@@ -125,7 +129,19 @@ fn slot_of(k: &[u8]) -> Option<u32> {
 
 impl SledBackend {
     /// Opens (or creates) a database at `path`, or a temporary one.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn open(path: Option<&Path>, cache_bytes: u64) -> Result<Self> {
+        Self::open_keeping_warm(path, cache_bytes, false)
+    }
+
+    /// [`SledBackend::open`]; with `keep_warm`, the warm-start marker stays
+    /// in the meta tree and the files on disk (an open that will write
+    /// nothing).
+    pub(crate) fn open_keeping_warm(
+        path: Option<&Path>,
+        cache_bytes: u64,
+        keep_warm: bool,
+    ) -> Result<Self> {
         let cfg = sled::Config::new().cache_capacity(cache_bytes);
         let cfg = match path {
             Some(p) => cfg.path(p),
@@ -139,7 +155,7 @@ impl SledBackend {
                 let files = match StableFiles::open(p) {
                     Ok(files) => files,
                     Err(e) => {
-                        let_go_without_files(db);
+                        let_go_without_files(db, p);
                         return Err(e);
                     }
                 };
@@ -158,7 +174,12 @@ impl SledBackend {
             // written since the close that made them: their marker goes,
             // durably, before anything else can write.
             let mut marker = None;
-            if let (Some(p), Some(files)) = (path, &stable) {
+            if let (Some(_), true) = (path, keep_warm) {
+                marker = meta
+                    .get(warm::MARKER_KEY)
+                    .map_err(io)?
+                    .and_then(|m| warm::Marker::decode(&m));
+            } else if let (Some(p), Some(files)) = (path, &stable) {
                 match meta.remove(warm::MARKER_KEY).map_err(io)? {
                     Some(m) => {
                         db.flush().map_err(io)?;
@@ -208,6 +229,7 @@ impl SledBackend {
             warm: parking_lot::Mutex::new(marker),
             stable,
             sync_failed: parking_lot::Mutex::new(None),
+            read_only: false,
             db,
         })
     }
@@ -230,6 +252,18 @@ impl SledBackend {
 }
 
 impl SledBackend {
+    /// The error of a write to a store opened to read only.
+    fn refuse_if_read_only(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::Conflict(
+                "the store was opened read-only: it makes no changes (open it without \
+                 read_only to change it)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether dropping the database now is safe: sled has a sticky error (its drop then
     /// does no I/O), or a sync through its own description succeeds.
     fn syncs_or_sticky(&self) -> bool {
@@ -334,11 +368,16 @@ impl Drop for SledBackend {
 /// Before a database handle is dropped: sled 0.34.7 syncs the file when its
 /// last handle goes and panics if that sync fails. Flush and sync first
 /// through sled's own file description ([`StableFiles::drain`]): a failure
-/// met here is reported once, as the error returned, and is not met again
-/// by sled's sync. If sled has a sticky error, its drop does no I/O. A sync
-/// that fails twice in a row would fail in sled's drop too: then a handle
-/// is kept (leaked) instead, so that the last handle never goes and nothing
-/// panics; the process keeps the database's file lock until it exits.
+/// met here is reported once, as the error returned. Then sled's
+/// descriptor is pointed at an in-memory file ([`StableFiles::release`]),
+/// so that its drop can neither fail nor panic, whatever the file system
+/// does meanwhile (a daemon gone, a device gone), and the database is
+/// dropped, its memory and its lock freed. Where that cannot be done (not
+/// Linux, sled's descriptor not found) and the sync fails twice in a row
+/// (as it would in sled's drop), a handle is kept (leaked) instead, so
+/// that the last handle never goes; the process then keeps the database's
+/// memory and file lock until it exits. If sled has a sticky error, its
+/// drop does no I/O.
 fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) -> Result<()> {
     // A failed flush usually leaves sled's sticky error (then its drop does
     // no I/O), but not always (a file system gone): the syncs below decide.
@@ -348,19 +387,25 @@ fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) -> Result<()> {
         return flushed;
     };
     let first = files.drain();
-    if first.is_err() && files.drain().is_err() {
+    if !files.release() && first.is_err() && files.drain().is_err() {
         std::mem::forget(db.clone());
     }
     flushed.and(first)
 }
 
-/// Lets go of a database whose files this crate could not open (so no sync
-/// through sled's description can be tried first): kept (leaked) rather
-/// than dropped, since sled's drop would panic if its sync failed. Only on
-/// a file system already failing; the process keeps the lock until it
-/// exits.
-fn let_go_without_files(db: Db) {
-    std::mem::forget(db);
+/// Lets go of a database whose files this crate could not open (the file
+/// system failed right after sled opened it, so no sync through sled's
+/// description can be tried first): sled's descriptor is pointed at an
+/// in-memory file, as in [`keep_if_unsynced`], and the database dropped;
+/// where that cannot be done it is kept (leaked) rather than dropped,
+/// since sled's drop would panic if its sync failed, and the process keeps
+/// the lock until it exits.
+fn let_go_without_files(db: Db, dir: &Path) {
+    if stable::release_sleds(dir) {
+        drop(db);
+    } else {
+        std::mem::forget(db);
+    }
 }
 
 /// How long opening waits for a lock that sled itself, or another open of
@@ -395,6 +440,7 @@ impl Backend for SledBackend {
     }
 
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.refuse_if_read_only()?;
         self.meta.insert(name, value).map_err(io)?;
         self.db.flush().map_err(io)?;
         Ok(())
@@ -520,7 +566,7 @@ impl Backend for SledBackend {
         }
         self.slots.finish_load();
         self.owners.finish_load();
-        if let Some(p) = &self.path {
+        if let Some(p) = self.path.as_ref().filter(|_| !self.read_only) {
             warm::remove(p);
         }
         self.unreadable
@@ -532,6 +578,7 @@ impl Backend for SledBackend {
     }
 
     fn commit(&self, changes: &[Change]) -> Result<Committed> {
+        self.refuse_if_read_only()?;
         self.write(changes)
     }
 
@@ -540,6 +587,7 @@ impl Backend for SledBackend {
     }
 
     fn upgrade(&self, from: &[u8]) -> Result<()> {
+        self.refuse_if_read_only()?;
         if from == b"1" {
             self.upgrade_access_keys()?;
         }
@@ -612,6 +660,11 @@ impl Backend for SledBackend {
     }
 
     fn close(self: Box<Self>) -> Result<CloseDone> {
+        if self.read_only {
+            // Nothing was written: no sync, checkpoint or warm-start files
+            // (those of the last close stay valid).
+            return Ok(CloseDone::default());
+        }
         self.sync()?;
         let mut done = CloseDone::default();
         if let Some(p) = &self.path {
@@ -661,7 +714,7 @@ impl Backend for SledBackend {
             let files = match StableFiles::open(&p) {
                 Ok(files) => files,
                 Err(e) => {
-                    let_go_without_files(db);
+                    let_go_without_files(db, &p);
                     return Err(e);
                 }
             };
@@ -730,6 +783,7 @@ impl Backend for SledBackend {
     }
 
     fn put_event(&self, e: &EventRecord, stored: Option<u64>) -> Result<u64> {
+        self.refuse_if_read_only()?;
         match stored {
             None => {
                 self.write(&[Change::Event(e.clone())])?;
@@ -746,6 +800,7 @@ impl Backend for SledBackend {
     }
 
     fn purge_events(&self, before: u64, limit: usize) -> Result<(u64, bool)> {
+        self.refuse_if_read_only()?;
         // Each organization's events in the order of their numbers (the
         // order they were made in): its oldest go until one is recent
         // enough, then the scan jumps to the next organization.

@@ -16,8 +16,14 @@
 //! sled 0.34.7 also syncs when its database is dropped and panics if that
 //! fails: before a drop, [`StableFiles::drain`] syncs through a duplicate of
 //! sled's own descriptor (found once at open), so that a failure pending
-//! there is met here, as an error, and not again by sled. A database whose
-//! sync keeps failing is never dropped (see `SledBackend`'s `Drop`).
+//! there is met here, as an error, and not again by sled. Then
+//! [`StableFiles::release`] points sled's descriptor at an empty in-memory
+//! file, so that nothing sled's drop does afterwards (a flush and a sync)
+//! reaches the disk or can fail, even if the file system died in between:
+//! dropping the database is then what a crash would be at that instant,
+//! after everything acknowledged was synced. Where sled's descriptor is
+//! not known (not Linux, or it could not be found), a database whose sync
+//! keeps failing is never dropped (see `SledBackend`'s `Drop`).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -36,6 +42,10 @@ pub(super) struct StableFiles {
     /// A duplicate of sled's own descriptor of the `db` file, where it
     /// could be found: syncs before a drop go through it.
     sleds: Option<File>,
+    /// sled's own descriptor of the `db` file (the number it duplicates),
+    /// valid as long as the database is open: [`StableFiles::release`]
+    /// points it elsewhere before the database is dropped.
+    sled_fd: Option<SledFd>,
     /// Blob files already synced.
     blobs: Mutex<HashSet<OsString>>,
 }
@@ -44,12 +54,16 @@ impl StableFiles {
     /// Finds the files of the database open at `dir`.
     pub(super) fn open(dir: &Path) -> Result<StableFiles> {
         let path = dir.join("db");
-        let sleds = sled_descriptor(&path);
+        let (sled_fd, sleds) = match sled_descriptor(&path) {
+            Some((fd, file)) => (Some(fd), Some(file)),
+            None => (None, None),
+        };
         let db = File::open(&path).map_err(|e| file_error("open", &path, e))?;
         Ok(StableFiles {
             dir: dir.to_path_buf(),
             db,
             sleds,
+            sled_fd,
             blobs: Mutex::new(HashSet::new()),
         })
     }
@@ -100,6 +114,18 @@ impl StableFiles {
             .unwrap_or(&self.db)
             .sync_data()
             .map_err(|e| file_error("sync", &self.dir.join("db"), e))
+    }
+
+    /// Points sled's own descriptor of the `db` file at an empty in-memory
+    /// file, so that the flush and the sync sled's drop does cannot fail
+    /// (sled 0.34.7 panics when that sync fails) and reach nothing on
+    /// disk. Returns whether it did (false where sled's descriptor is not
+    /// known). Call it only after [`StableFiles::drain`], and only right
+    /// before the database's last handle is dropped: nothing sled writes
+    /// after it is kept, exactly as if the process had been killed here.
+    /// Does not block.
+    pub(super) fn release(&self) -> bool {
+        self.sled_fd.as_ref().is_some_and(SledFd::release)
     }
 
     /// Makes the directory's entries durable (after sled renamed or removed
@@ -182,20 +208,70 @@ fn file_error(what: &str, path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// A duplicate of the descriptor this process holds open on `path` (sled's,
-/// opened by `sled::Config::open` just before; called before this crate
-/// opens one of its own), found through `/proc/self/fd`. A duplicate shares
-/// the open file description, so a sync through it is a sync through
-/// sled's. `None` where there is no such directory or no descriptor names
-/// the file.
+/// sled's own descriptor of its `db` file: its number in this process.
+/// sled keeps it open, under that number, as long as its database is open.
+#[derive(Debug)]
+pub(super) struct SledFd(#[cfg_attr(not(target_os = "linux"), allow(dead_code))] i32);
+
+impl SledFd {
+    /// See [`StableFiles::release`].
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn release(&self) -> bool {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; it
+        // returns a new descriptor or -1.
+        let mem = unsafe { libc::memfd_create(c"tokenvault-released".as_ptr(), libc::MFD_CLOEXEC) };
+        if mem < 0 {
+            return false;
+        }
+        // SAFETY: `mem` was just returned by memfd_create and nothing else
+        // owns it.
+        let mem = unsafe { OwnedFd::from_raw_fd(mem) };
+        // SAFETY: `self.0` is sled's descriptor of the `db` file, which sled
+        // keeps open (under that number) until the database the caller
+        // still holds is dropped, so it names no other file. dup3 replaces
+        // what it refers to atomically: a sled thread using it meanwhile
+        // uses either file. The descriptor stays open, now on the in-memory
+        // file, and sled closes it when its database goes; the lock sled
+        // holds goes with the last descriptor of the old file.
+        let r = unsafe { libc::dup3(mem.as_raw_fd(), self.0, libc::O_CLOEXEC) };
+        r >= 0
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn release(&self) -> bool {
+        false
+    }
+}
+
+/// Lets go of sled's descriptor of `dir`'s `db` file when this crate could
+/// not open the files of a database it is dropping (the file system died
+/// right after sled opened it): see [`StableFiles::release`]. Returns
+/// whether it did.
+pub(super) fn release_sleds(dir: &Path) -> bool {
+    sled_descriptor(&dir.join("db")).is_some_and(|(fd, _)| fd.release())
+}
+
+/// sled's descriptor of `path` and a duplicate of it: the descriptor this
+/// process holds open on `path` (sled's, opened by `sled::Config::open`
+/// just before; called before this crate opens one of its own), found
+/// through `/proc/self/fd`. A duplicate shares the open file description,
+/// so a sync through it is a sync through sled's. `None` where there is no
+/// such directory or no descriptor names the file; where the file system
+/// no longer answers (so the file cannot be told apart by its inode), only
+/// if exactly one descriptor names it.
 #[cfg(target_os = "linux")]
-fn sled_descriptor(path: &Path) -> Option<File> {
+fn sled_descriptor(path: &Path) -> Option<(SledFd, File)> {
     use std::os::unix::fs::MetadataExt;
-    let want = std::fs::metadata(path).ok()?;
-    let canonical = std::fs::canonicalize(path).ok()?;
+    let want = std::fs::metadata(path).ok();
+    let target = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .ok()?;
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").ok()? {
         let Ok(entry) = entry else { continue };
-        if std::fs::read_link(entry.path()).ok().as_deref() != Some(canonical.as_path()) {
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(target.as_path()) {
             continue;
         }
         let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
@@ -204,16 +280,23 @@ fn sled_descriptor(path: &Path) -> Option<File> {
         let Some(file) = duplicate(fd) else { continue };
         // The descriptor may have been closed and reused between the
         // listing and the duplicate: keep it only if it is the same file.
-        match file.metadata() {
-            Ok(m) if m.dev() == want.dev() && m.ino() == want.ino() => return Some(file),
+        match (&want, file.metadata()) {
+            (Some(w), Ok(m)) if m.dev() == w.dev() && m.ino() == w.ino() => {
+                return Some((SledFd(fd), file))
+            }
+            (None, _) => found.push((SledFd(fd), file)),
             _ => continue,
         }
     }
-    None
+    if found.len() == 1 {
+        found.pop()
+    } else {
+        None
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn sled_descriptor(_path: &Path) -> Option<File> {
+fn sled_descriptor(_path: &Path) -> Option<(SledFd, File)> {
     None
 }
 
@@ -251,6 +334,39 @@ mod tests {
         let mut dup = files.sleds.as_ref().unwrap();
         assert_eq!(dup.stream_position().unwrap(), 3);
         files.drain().unwrap();
+    }
+
+    /// After `release`, the descriptor "sled" holds writes and syncs
+    /// without error, and nothing of it reaches the file; the file's lock
+    /// goes once the last descriptor of the old file does.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_released_descriptor_reaches_nothing_on_disk() {
+        use std::io::{Seek, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut theirs = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        theirs.write_all(b"before").unwrap();
+        theirs.lock().unwrap();
+        let files = StableFiles::open(dir.path()).unwrap();
+        files.drain().unwrap();
+        assert!(files.release());
+        theirs.seek(std::io::SeekFrom::Start(0)).unwrap();
+        theirs.write_all(b"after, lost").unwrap();
+        theirs.sync_all().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"before");
+        // The lock is still held through the duplicate, then goes with it.
+        let other = File::open(&path).unwrap();
+        assert!(other.try_lock().is_err());
+        drop(files);
+        other.try_lock().unwrap();
+        drop(theirs);
     }
 
     #[test]
