@@ -19,7 +19,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{populate, process_cpu_ms, rss_mib, Layout};
+use support::{populate, process_cpu_ms, rss_mib, Layout, BUILD_CACHE_BYTES};
 use tokenvault::{Config, StoreKey};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     if !dir.exists() {
         let t = Instant::now();
-        let store = config().open()?;
+        let store = config().cache_bytes(BUILD_CACHE_BYTES).open()?;
         populate(&store, Layout::for_tokens(tokens), 10)?;
         store.close()?;
         println!(

@@ -156,7 +156,9 @@ fn build_child(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let layout = Layout::for_tokens(tokens);
     let t = Instant::now();
-    let store = store_config(&dir.join("store")).open()?;
+    let store = store_config(&dir.join("store"))
+        .cache_bytes(BUILD_CACHE_BYTES)
+        .open()?;
     // Every (refresh, access) pair, for the measurements in random order.
     let (mut all_refresh, mut all_access) = (Texts::default(), Texts::default());
     let sample = populate_visit(&store, layout, keep, &mut |r, a| {
@@ -195,6 +197,74 @@ fn build_child(
     writeln!(out, "FLOOR {floor_ms}")?;
     out.flush()?;
     Ok(())
+}
+
+/// Child mode: opens the store at `dir`, exchanges the refresh tokens read
+/// from stdin (one a line, until an empty line: secrets travel over a
+/// pipe, never in arguments) without a sync, says `READY` and waits to be
+/// killed (SIGKILL) with those writes in sled's log, as a service that
+/// crashes while serving.
+fn crash_child(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let store = store_config(dir).open()?;
+    let mut lines = std::io::stdin().lock().lines();
+    let mut written = 0;
+    for line in lines.by_ref() {
+        let line = line?;
+        if line.is_empty() {
+            break;
+        }
+        // A token the benchmarks revoked is refused: the others write.
+        written += usize::from(store.exchange(&line).is_ok());
+    }
+    if written == 0 {
+        return Err("no exchange went through".into());
+    }
+    println!("READY");
+    std::io::stdout().flush()?;
+    // Until the parent kills this process (or closes the pipe, if it
+    // fails first).
+    for line in lines {
+        line?;
+    }
+    Ok(())
+}
+
+/// The open after a crash: a child opens the store, writes and is killed
+/// with SIGKILL once it says so; then the time from `open` to the first
+/// verification here. The store must be closed (dropped) by the caller.
+fn open_after_kill_ms(
+    dir: &Path,
+    refresh: &[String],
+    probe: &str,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--crash-child")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let ready = (|| -> Result<bool, Box<dyn std::error::Error>> {
+        let mut stdin = child.stdin.take().ok_or("no pipe")?;
+        for r in refresh {
+            writeln!(stdin, "{r}")?;
+        }
+        writeln!(stdin)?;
+        stdin.flush()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or("no pipe")?).read_line(&mut line)?;
+        // Kept open until the kill: the child waits on it.
+        std::mem::forget(stdin);
+        Ok(line.trim() == "READY")
+    })();
+    child.kill()?;
+    child.wait()?;
+    if !ready? {
+        return Err("the crash child did not get ready".into());
+    }
+    let t = Instant::now();
+    let s = store_config(dir).open()?;
+    s.verify(probe)?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Child mode: the baselines, measured in a process of their own so that
@@ -510,6 +580,13 @@ fn main() {
         };
         if let Err(e) = floor_child(&args[2], layout, args[6] == "quick") {
             eprintln!("the floor failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--crash-child") {
+        if let Err(e) = crash_child(Path::new(&args[2])) {
+            eprintln!("the crash child failed: {e}");
             std::process::exit(1);
         }
         return;
@@ -1138,6 +1215,12 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         s.verify(&sample.access[0])?;
         *r = t.elapsed().as_secs_f64() * 1e3;
     }
+    // Open after a crash: killed (SIGKILL) with writes in sled's log.
+    let open_after_kill_ms = open_after_kill_ms(
+        &dir.path().join("store"),
+        &sample.refresh[..sample.refresh.len().min(100)],
+        &sample.access[0],
+    )?;
     let steal_end = cpu_steal();
     let steal_share =
         (steal_end.0 - steal_start.0) as f64 / (steal_end.1 - steal_start.1).max(1) as f64;
@@ -1220,6 +1303,7 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
         row("  close after building it", close_ms, "ms", None, "checkpoint + warm-start files", None),
         row("  warm-start files while closed", warm_bytes_per_token, "B/token", None, "read and deleted by the open", None),
         row("  open after the benchmarks, not closed", reopen_ms[0], "ms", None, "replays sled's log, reads its trees", None),
+        row("  open after SIGKILL while writing", open_after_kill_ms, "ms", None, "replays sled's log, reads its trees", None),
         row("  open again, nothing to replay", reopen_ms[1], "ms", None, "reads sled's trees", None),
         row("  sled scan of as many records", sled_scan_ms, "ms", None, "floor of an eager open", None),
         row("disk bytes per token (after purge)", disk_bytes_per_token, "B", None, "<= 400", le(disk_bytes_per_token, 400.0)),
@@ -1306,6 +1390,7 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
             "open_cpu_ms": open_cpu_ms,
             "reopen_ms": reopen_ms[0],
             "reopen_again_ms": reopen_ms[1],
+            "open_after_kill_ms": open_after_kill_ms,
             "floor_disk_bytes_per_record": floor_disk_bytes_per_record,
             "cpu_steal_share": steal_share,
             "verify_threads2_speedup_cpu": verify_threads2_speedup_cpu,

@@ -21,7 +21,7 @@ use crate::error::{Error, IoError, Result};
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const CHUNK_DIGITS: usize = 11;
-const PAYLOAD_LEN: usize = 48;
+pub(crate) const PAYLOAD_LEN: usize = 48;
 const PAYLOAD_DIGITS: usize = PAYLOAD_LEN / 8 * CHUNK_DIGITS;
 const CHECK_DIGITS: usize = 6;
 /// Longest prefix a store accepts.

@@ -75,6 +75,13 @@ pub struct Sample {
 
 /// Adds the members and fills an empty store with `layout`, keeping about
 /// `keep` access tokens (and as many refresh tokens) spread over the store.
+/// The storage engine's page cache for a store being built by
+/// [`populate`] (the default is 64 MiB): the builder issues tokens of
+/// random ids, so once the trees outgrow the cache nearly every insert
+/// would read and decode a page of them again. A store opened for
+/// measurement keeps the default.
+pub const BUILD_CACHE_BYTES: u64 = 3 << 30;
+
 pub fn populate(store: &TokenStore, layout: Layout, keep: usize) -> tokenvault::Result<Sample> {
     populate_visit(store, layout, keep, &mut |_, _| {})
 }
@@ -90,31 +97,38 @@ pub fn populate_visit(
     let stride = (layout.refresh_tokens() / keep.max(1)).max(1);
     let mut sample = Sample::default();
     let mut n = 0usize;
-    for o in 0..layout.orgs {
-        let org = org_name(o);
-        for m in 0..layout.members_per_org {
-            store.add_member(&org, &user_name(m), role_of(m))?;
+    // Organizations in groups, each group's members added organization by
+    // organization (one atomic, durable call each) and their tokens issued
+    // in one bulk call (large batches, one sync at its end).
+    const ORGS_PER_CALL: usize = 64;
+    for first in (0..layout.orgs).step_by(ORGS_PER_CALL) {
+        let orgs = first..(first + ORGS_PER_CALL).min(layout.orgs);
+        let mut holders = Vec::with_capacity(orgs.len() * layout.members_per_org);
+        for o in orgs {
+            let org = org_name(o);
+            let members: Vec<(String, Role)> = (0..layout.members_per_org)
+                .map(|m| (user_name(m), role_of(m)))
+                .collect();
+            store.sync_org(&org, members)?;
+            for m in 0..layout.members_per_org {
+                holders.push((
+                    Actor::new(org.clone(), user_name(m)),
+                    layout.refresh_per_member,
+                ));
+            }
         }
-        for m in 0..layout.members_per_org {
-            let actor = Actor::new(org.clone(), user_name(m));
-            store.bulk_issue_for_benchmarks(
-                &actor,
-                layout.refresh_per_member,
-                1,
-                &mut |r, a| {
-                    if let Some(first) = a.first() {
-                        visit(r.expose(), first.expose());
-                    }
-                    if n.is_multiple_of(stride) && sample.access.len() < keep {
-                        sample.refresh.push(r.expose().to_string());
-                        sample
-                            .access
-                            .extend(a.iter().map(|t| t.expose().to_string()));
-                    }
-                    n += 1;
-                },
-            )?;
-        }
+        store.bulk_issue_many_for_benchmarks(&holders, 1, &mut |_, r, a| {
+            if let Some(first) = a.first() {
+                visit(r.expose(), first.expose());
+            }
+            if n.is_multiple_of(stride) && sample.access.len() < keep {
+                sample.refresh.push(r.expose().to_string());
+                sample
+                    .access
+                    .extend(a.iter().map(|t| t.expose().to_string()));
+            }
+            n += 1;
+        })?;
     }
     Ok(sample)
 }
@@ -157,25 +171,50 @@ pub fn floor_value(i: u64) -> Vec<u8> {
 /// Opens (creating if needed) a raw sled database at `path` whose tree
 /// `floor` holds `n` keys `floor_key(0..n)`.
 pub fn floor_db(path: &Path, n: u64) -> sled::Db {
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(64 * 1024 * 1024)
-        .open()
-        .expect("floor db opens");
+    // sled lets go of its file lock when its background threads end, a
+    // moment after the last handle is dropped: an open right after the
+    // fill waits for that (generously bounded).
+    let open = |cache: u64| {
+        let t = std::time::Instant::now();
+        loop {
+            match sled::Config::new().path(path).cache_capacity(cache).open() {
+                Ok(db) => return db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && t.elapsed() < std::time::Duration::from_secs(120) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("floor db opens: {e:?}"),
+            }
+        }
+    };
+    let db = open(64 * 1024 * 1024);
     let tree = db.open_tree("floor").expect("tree");
     if (tree.len() as u64) < n {
-        let mut i = 0;
-        while i < n {
-            let mut batch = sled::Batch::default();
-            for j in i..(i + 10_000).min(n) {
-                batch.insert(&floor_key(j)[..], floor_value(j));
-            }
-            tree.apply_batch(batch).expect("batch");
-            i += 10_000;
-        }
-        db.flush().expect("flush");
+        // Filled with the builder's cache (random keys: see
+        // `BUILD_CACHE_BYTES`), then opened again as it is measured.
+        drop(tree);
+        drop(db);
+        fill_floor(&open(BUILD_CACHE_BYTES), n);
+        return open(64 * 1024 * 1024);
     }
     db
+}
+
+/// Puts the keys `floor_key(0..n)` in the tree `floor` of `db`.
+fn fill_floor(db: &sled::Db, n: u64) {
+    let tree = db.open_tree("floor").expect("tree");
+    let mut i = 0;
+    while i < n {
+        let mut batch = sled::Batch::default();
+        for j in i..(i + 10_000).min(n) {
+            batch.insert(&floor_key(j)[..], floor_value(j));
+        }
+        tree.apply_batch(batch).expect("batch");
+        i += 10_000;
+    }
+    db.flush().expect("flush");
 }
 
 /// The floor: what the cheapest stored verification costs — a keyed blake3

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 
+use super::live::Live;
 use super::maps::IdHasher;
 use crate::codec::{AccessRecord, OrgPolicyRecord};
 use crate::policy::{Role, ScopeSet};
@@ -214,15 +215,15 @@ impl MemberHot {
 #[derive(Default)]
 pub(crate) struct RefreshExtra {
     pub(super) last_refresh: Option<u64>,
-    /// Live access ids, oldest first.
-    pub(super) live: Vec<[u8; 16]>,
+    /// Live access ids, oldest first (one held inline).
+    pub(super) live: Live,
 }
 
 impl RefreshExtra {
     /// The family's live access ids, oldest first.
     #[inline]
     pub(crate) fn live(&self) -> &[[u8; 16]] {
-        &self.live
+        self.live.as_slice()
     }
     /// When the token was last exchanged, if known.
     #[inline]

@@ -95,6 +95,7 @@ impl<'a> Loader<'a> {
         }
         drop(cat);
         self.mem.order_live_lists();
+        super::maps::release_freed_heap();
         missing
     }
 

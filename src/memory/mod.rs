@@ -42,6 +42,7 @@ use crate::policy::Policy;
 mod apply;
 mod catalog;
 mod entries;
+mod live;
 mod loader;
 mod maps;
 mod state;
