@@ -64,3 +64,7 @@ export TOKENVAULT_PG_REQUIRED=1
 
 echo "== cargo test --features postgres --test postgres"
 cargo test --features postgres --test postgres "$@" -- --include-ignored --nocapture
+# The PostgreSQL tests of other files (each `#[ignore]`d as needing a
+# server): only the ignored ones, the rest ran in the plain pass.
+echo "== cargo test --features postgres (PostgreSQL tests of other files)"
+cargo test --features postgres --test lifecycle --test lifecycle_scopes --test token_reads "$@" -- --ignored --nocapture

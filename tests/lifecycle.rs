@@ -693,6 +693,7 @@ fn a_pending_token_and_its_claim_survive_a_reopen() {
 /// reopen.
 #[cfg(feature = "postgres")]
 #[test]
+#[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn lifecycle_on_a_shared_store() {
     use postgres::{Client, NoTls};
     use tokenvault::{Config, PostgresOptions, StoreKey};

@@ -151,6 +151,7 @@ fn the_narrowing_survives_a_reopen_without_close() {
 /// replica opened afresh.
 #[cfg(feature = "postgres")]
 #[test]
+#[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn the_narrowing_holds_on_every_replica() {
     use postgres::{Client, NoTls};
     use tokenvault::{Config, PostgresOptions, StoreKey};

@@ -337,6 +337,7 @@ fn audit_pages_add_up_and_stay_put_while_events_are_added() {
 /// through another, and the audit pages by the database's numbers.
 #[cfg(feature = "postgres")]
 #[test]
+#[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn labels_and_audit_pages_on_a_shared_store() {
     use postgres::{Client, NoTls};
     use tokenvault::{Config, PostgresOptions, StoreKey};
