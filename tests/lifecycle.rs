@@ -695,22 +695,11 @@ fn a_pending_token_and_its_claim_survive_a_reopen() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn lifecycle_on_a_shared_store() {
-    use postgres::{Client, NoTls};
     use tokenvault::{Config, PostgresOptions, StoreKey};
-    let Some(admin) = std::env::var("TOKENVAULT_PG_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(std::env::var_os("TOKENVAULT_PG_REQUIRED").is_none());
-        eprintln!("note: skipped: TOKENVAULT_PG_URL is not set");
+    let Some(db) = common::pg::ScratchDb::new("lifecycle") else {
         return;
     };
-    let name = format!("tv_lifecycle_{}", std::process::id());
-    let mut c = Client::connect(&admin, NoTls).unwrap();
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let url = format!("{admin} dbname={name}");
+    let url = db.url.clone();
     let key = StoreKey::generate().unwrap();
     let clock = ManualClock::new(T0);
     let open = || {
@@ -808,6 +797,5 @@ fn lifecycle_on_a_shared_store() {
         assert!(three.check_integrity().unwrap().is_clean());
         three.close().unwrap();
     }
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .unwrap();
+    drop(db);
 }

@@ -153,22 +153,11 @@ fn the_narrowing_survives_a_reopen_without_close() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn the_narrowing_holds_on_every_replica() {
-    use postgres::{Client, NoTls};
     use tokenvault::{Config, PostgresOptions, StoreKey};
-    let Some(admin) = std::env::var("TOKENVAULT_PG_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(std::env::var_os("TOKENVAULT_PG_REQUIRED").is_none());
-        eprintln!("note: skipped: TOKENVAULT_PG_URL is not set");
+    let Some(db) = common::pg::ScratchDb::new("scopes") else {
         return;
     };
-    let name = format!("tv_scopes_{}", std::process::id());
-    let mut c = Client::connect(&admin, NoTls).unwrap();
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let url = format!("{admin} dbname={name}");
+    let url = db.url.clone();
     let key = StoreKey::generate().unwrap();
     let open = || {
         Config::postgres_with(PostgresOptions::new(&url).pool_size(2))
@@ -214,6 +203,5 @@ fn the_narrowing_holds_on_every_replica() {
     three.authorize(plain.expose(), "service-write").unwrap();
     assert!(three.check_integrity().unwrap().is_clean());
     three.close().unwrap();
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .unwrap();
+    drop(db);
 }

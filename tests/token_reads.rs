@@ -339,22 +339,11 @@ fn audit_pages_add_up_and_stay_put_while_events_are_added() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn labels_and_audit_pages_on_a_shared_store() {
-    use postgres::{Client, NoTls};
     use tokenvault::{Config, PostgresOptions, StoreKey};
-    let Some(admin) = std::env::var("TOKENVAULT_PG_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(std::env::var_os("TOKENVAULT_PG_REQUIRED").is_none());
-        eprintln!("note: skipped: TOKENVAULT_PG_URL is not set");
+    let Some(db) = common::pg::ScratchDb::new("reads") else {
         return;
     };
-    let name = format!("tv_reads_{}", std::process::id());
-    let mut c = Client::connect(&admin, NoTls).unwrap();
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let url = format!("{admin} dbname={name}");
+    let url = db.url.clone();
     let key = StoreKey::generate().unwrap();
     let open = || {
         Config::postgres_with(PostgresOptions::new(&url).pool_size(2))
@@ -383,8 +372,7 @@ fn labels_and_audit_pages_on_a_shared_store() {
         one.close().unwrap();
         two.close().unwrap();
     }
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .unwrap();
+    drop(db);
 }
 
 #[cfg(feature = "postgres")]

@@ -1,12 +1,15 @@
 //! Shared by test files (each has `mod common;`): store fixtures
 //! ([`store`]), helpers for tests that run this test binary again as a
 //! child process ([`child`]) and, with the `http` feature, a loopback HTTP
-//! server and a log capture ([`http`]). Not every file uses every helper.
+//! server and a log capture ([`http`]); with `postgres`, a scratch database
+//! ([`pg`]). Not every file uses every helper.
 #![allow(dead_code)]
 
 pub mod child;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod store;
 
 #[allow(unused_imports)]
