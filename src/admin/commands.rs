@@ -37,6 +37,11 @@ impl Caller<'_> {
 }
 
 /// Runs the parsed command line in this process, opening the store itself.
+/// **Blocks** for the open, the command and the close.
+///
+/// # Errors
+/// A [`CliError`] with the kind and exit code the command answers (the
+/// store's error kinds, `usage`, `io`…), as `tokenvault` prints it.
 pub fn run(cli: &Cli) -> Result<Report, CliError> {
     let db = &cli.global.db;
     let loose = cli.global.allow_loose_key_permissions;
