@@ -58,7 +58,7 @@ impl fmt::Debug for StoreKey {
     }
 }
 
-/// How to open a [`TokenStore`]. Every setting has a sensible default; see
+/// How to open a [`TokenStore`](crate::TokenStore). Every setting has a sensible default; see
 /// each method.
 ///
 /// ```
@@ -295,7 +295,7 @@ impl Config {
     /// disk and leaves the store exactly as it found it.
     ///
     /// A read-only open writes nothing of its own: it keeps the warm-start
-    /// files and their marker (see [`TokenStore::close`]), and its close
+    /// files and their marker (see [`TokenStore::close`](crate::TokenStore::close)), and its close
     /// writes neither a checkpoint nor new warm-start files. Only recovery
     /// may write at open: sled's own after an unclean stop, and the rewrite
     /// after a failed sync on this boot (see `docs/durability.md`); on a

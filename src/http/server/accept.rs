@@ -28,8 +28,8 @@ use super::socket::{bound_send_buffer, Watched};
 use super::TARGET;
 use crate::http::HttpConfig;
 
-/// Serves `app` (any axum router: [`app`], or a host's router with
-/// [`router`](super::router) merged in) on `listener` over HTTP/1.1 until
+/// Serves `app` (any axum router: [`app`](crate::http::app), or a host's router with
+/// [`router`](crate::http::router) merged in) on `listener` over HTTP/1.1 until
 /// `shutdown` completes, then stops accepting and gives open requests
 /// [`HttpConfig::shutdown_grace`] to finish. It returns only once every
 /// connection is closed and has let go of `app` (and so of the store's

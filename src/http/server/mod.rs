@@ -27,7 +27,7 @@ use crate::TokenStore;
 
 pub(crate) const TARGET: &str = "tokenvault::http";
 
-/// Serves [`app`] for `store` on `addr` with default settings until Ctrl-C
+/// Serves [`app`](crate::http::app) for `store` on `addr` with default settings until Ctrl-C
 /// or SIGTERM, then lets open requests finish. This is what
 /// `tokenvault serve --listen ADDR` runs.
 ///
