@@ -24,7 +24,8 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    /// Whether the call changed nothing.
+    /// Whether the call changed nothing. Reads this report only: never
+    /// blocks.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.role_changed.is_empty() && self.removed.is_empty()
     }
