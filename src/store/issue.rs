@@ -346,11 +346,13 @@ impl Inner {
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
         let hot = self.mem.refresh(&r.id);
         let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
+        // A token spent by a rotation on use shows the end of its leeway.
+        let expires_at = r.effective_expiry();
         // The stored revocation says who and why; otherwise the one rule
         // (on the record's own expiry where memory does not hold it).
         let usable = match &hot {
             Some(h) => h.usable(now),
-            None if r.expires_at.is_some_and(|e| e <= now) => Usable::Expired,
+            None if expires_at.is_some_and(|e| e <= now) => Usable::Expired,
             None if r.life.pending_until != 0 => Usable::Pending,
             None if r.life.disabled => Usable::Disabled,
             None => Usable::Yes(r.role_at_issue),
@@ -378,7 +380,7 @@ impl Inner {
             label: r.label,
             created_at: r.created_at,
             created_by: r.created_by,
-            expires_at: r.expires_at,
+            expires_at,
             last_refresh,
             state,
         }
