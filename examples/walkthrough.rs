@@ -131,7 +131,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let app = store.generate(&uma, GenerateOptions::default().label("mobile app"))?;
     let refreshed = store.oauth_refresh(app.token.expose(), &[] as &[&str])?;
-    let next = refreshed.refresh_token.ok_or("expected a new refresh token")?;
+    let next = refreshed
+        .refresh_token
+        .ok_or("expected a new refresh token")?;
     println!(
         "    olivia turned on rotation on use: uma's app refreshed and got a new refresh token ({}…).",
         &next.expose()[..8]

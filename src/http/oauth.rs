@@ -3,6 +3,9 @@
 //! A public client (RFC 6749 §2.1): no client authentication; a `client_id`
 //! parameter, or an `Authorization` header, is accepted and ignored. The
 //! answer is §5.1's, the refusals §5.2's, both as JSON and never cached.
+//! Under the holder's organization's `rotate_on_use`, the refresh rotates
+//! (`TokenStore::oauth_refresh`): the answer gains `refresh_token`, and a
+//! spent token presented again is `invalid_grant` (its family revoked).
 
 use std::sync::Arc;
 

@@ -256,6 +256,7 @@ impl Inner {
         let id = TokenId(hot.id());
         let run = || -> Result<Error> {
             let mut cat = self.lock_for_write()?;
+            self.find_refresh(&mut cat, &id.0)?;
             let Some(hot) = self.mem.refresh(&id.0) else {
                 return Ok(Error::InvalidToken);
             };
