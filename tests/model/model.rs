@@ -333,6 +333,9 @@ impl Model {
             created_by: r.created_by.clone(),
             expires_at: r.expires_at,
             last_refresh: r.last_refresh,
+            // The model's exchanges name no client.
+            last_used_ip: None,
+            last_used_agent: None,
             state,
         }
     }
