@@ -253,17 +253,25 @@ impl ClientInfo {
         self.ip.is_none() && self.agent.is_none()
     }
 
-    /// The same client without an agent that carries a token of `prefix`
-    /// (`<prefix>r_` or `<prefix>a_` anywhere in it).
-    pub(crate) fn without_tokens(&self, prefix: &str) -> ClientInfo {
-        let carries = |a: &str| {
-            ['r', 'a']
-                .iter()
-                .any(|k| a.contains(&format!("{prefix}{k}_")))
+    /// Whether the agent carries what looks like a token of `prefix`:
+    /// `<prefix>r_` or `<prefix>a_` anywhere in it. Allocates nothing.
+    pub(crate) fn agent_carries_token(&self, prefix: &str) -> bool {
+        let Some(agent) = self.agent.as_deref() else {
+            return false;
         };
+        agent.match_indices(prefix).any(|(i, _)| {
+            matches!(
+                agent.as_bytes().get(i + prefix.len()..i + prefix.len() + 2),
+                Some([b'r' | b'a', b'_'])
+            )
+        })
+    }
+
+    /// The same address without the agent.
+    pub(crate) fn without_agent(&self) -> ClientInfo {
         ClientInfo {
             ip: self.ip,
-            agent: self.agent.clone().filter(|a| !carries(a)),
+            agent: None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Exchange and verification. Each reads memory through the read gate
 //! (`read.rs`).
 
+use std::borrow::Cow;
+
 use super::read::Reach;
 use super::*;
 
@@ -143,10 +145,13 @@ impl TokenStore {
         client: Option<&ClientInfo>,
     ) -> Result<AccessGrant> {
         let inner = &*self.inner;
-        // What may be kept of the client: nothing if its agent carried one
-        // of this store's tokens.
-        let client = client
-            .map(|c| c.without_tokens(&inner.prefix))
+        // What may be kept of the client: not an agent that carries one of
+        // this store's tokens. Borrowed (no allocation) unless cut.
+        let client: Option<Cow<'_, ClientInfo>> = client
+            .map(|c| match c.agent_carries_token(&inner.prefix) {
+                true => Cow::Owned(c.without_agent()),
+                false => Cow::Borrowed(c),
+            })
             .filter(|c| !c.is_empty());
         let parsed = token::parse(&inner.prefix, TokenKind::Refresh, refresh_token)?;
         let fresh = inner.read_refresh(&parsed.id.0)?;
@@ -221,11 +226,11 @@ impl TokenStore {
             changes.push(Change::PutAccess(rec));
             // The client of this exchange, in the same batch, only when it
             // is not the one recorded already.
-            if extra.client() != client.as_ref() {
+            if extra.client() != client.as_deref() {
                 changes.push(Change::PutLastRefresh {
                     id: parent.id(),
                     at: now,
-                    client,
+                    client: client.map(Cow::into_owned),
                 });
             }
             let _gate = inner.gate(generation)?;
