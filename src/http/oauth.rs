@@ -17,10 +17,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::client::{client_of, peer_of};
 use super::error::ApiError;
 use super::routes::AppState;
 use crate::token::SecretToken;
-use crate::{Error, TokenStore};
+use crate::{ClientInfo, Error, TokenStore};
 
 /// Longest refresh token text looked at (the longest prefix gives 90
 /// characters).
@@ -140,6 +141,7 @@ pub(crate) async fn token(State(app): State<Arc<AppState>>, req: Request) -> Res
 }
 
 async fn refresh(app: Arc<AppState>, req: Request) -> Result<Response, OAuthError> {
+    let client = client_of(req.headers(), peer_of(req.extensions()));
     let form: Result<Form<TokenRequest>, FormRejection> = Form::from_request(req, &()).await;
     let Form(form) = form.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -188,12 +190,13 @@ async fn refresh(app: Arc<AppState>, req: Request) -> Result<Response, OAuthErro
         }
     };
     let token = SecretToken::from_str_unchecked(&token);
-    let (grant, scopes) = tokio::task::spawn_blocking(move || grant(&app, &token, requested))
-        .await
-        .map_err(|e| {
-            tracing::error!(target: "tokenvault::http", error = %e, "store task failed");
-            OAuthError::from(ApiError::from(Error::Io("store task failed".into())))
-        })??;
+    let (grant, scopes) =
+        tokio::task::spawn_blocking(move || grant(&app, &token, requested, &client))
+            .await
+            .map_err(|e| {
+                tracing::error!(target: "tokenvault::http", error = %e, "store task failed");
+                OAuthError::from(ApiError::from(Error::Io("store task failed".into())))
+            })??;
     let access = &grant.access;
     let mut body = json!({
         "access_token": access.access_token.expose(),
@@ -216,6 +219,7 @@ fn grant(
     app: &AppState,
     token: &SecretToken,
     requested: Option<Vec<String>>,
+    client: &ClientInfo,
 ) -> Result<(crate::OAuthGrant, Vec<String>), OAuthError> {
     // On tokio's blocking pool: the store's synchronous face.
     let store = app.store.sync();
@@ -224,10 +228,12 @@ fn grant(
         // after its leeway: the refresh itself tells (and then revokes its
         // family, answering `Revoked`).
         Err(Error::Expired) => {
-            return Err(match store.oauth_refresh(token.expose(), &[] as &[&str]) {
-                Err(e) => e.into(),
-                Ok(_) => Error::Expired.into(),
-            })
+            return Err(
+                match store.oauth_refresh_from(token.expose(), &[] as &[&str], client) {
+                    Err(e) => e.into(),
+                    Ok(_) => Error::Expired.into(),
+                },
+            )
         }
         other => other?,
     };
@@ -257,7 +263,7 @@ fn grant(
         _ => &[],
     };
     let grant = store
-        .oauth_refresh(token.expose(), narrowed)
+        .oauth_refresh_from(token.expose(), narrowed, client)
         .map_err(|e| match e {
             // The holder's role changed since the check above.
             Error::InsufficientScope(s) => OAuthError::invalid_scope(format!(

@@ -345,7 +345,10 @@ impl Inner {
 
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
         let hot = self.mem.refresh(&r.id);
-        let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
+        let (last_refresh, client) = hot.as_ref().map_or((None, None), |h| {
+            let extra = h.lock_family();
+            (extra.last_refresh(), extra.client().cloned())
+        });
         // A token spent by a rotation on use shows the end of its leeway.
         let expires_at = r.effective_expiry();
         // The stored revocation says who and why; otherwise the one rule
@@ -382,6 +385,8 @@ impl Inner {
             created_by: r.created_by,
             expires_at,
             last_refresh,
+            last_used_ip: client.as_ref().and_then(ClientInfo::ip),
+            last_used_agent: client.and_then(|c| c.agent.map(String::from)),
             state,
         }
     }

@@ -6,6 +6,7 @@
 use super::*;
 use crate::codec::Lifecycle;
 use crate::token::SecretToken;
+use crate::ClientInfo;
 
 /// The longest [`Config::rotation_leeway`] honoured, in seconds (5
 /// minutes): enough for a client to retry a lost answer, short enough that
@@ -118,6 +119,47 @@ impl TokenStore {
         refresh_token: &str,
         scopes: &[S],
     ) -> Result<OAuthGrant> {
+        self.oauth_refresh_with(refresh_token, scopes, None)
+    }
+
+    /// [`TokenStore::oauth_refresh`] for a host that names the client (the
+    /// HTTP front passes the peer address and the `User-Agent`): its
+    /// exchange records `client` as the token's last use (the new token's,
+    /// when the refresh rotated), as [`TokenStore::exchange_from`] does.
+    ///
+    /// **Blocks** as [`TokenStore::oauth_refresh`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::oauth_refresh`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, ClientInfo, OrgPolicy, Role, TokenStore};
+    /// let store = TokenStore::temporary()?;
+    /// store.add_member("acme", "ann", Role::Owner)?;
+    /// let ann = Actor::new("acme", "ann");
+    /// store.set_org_policy(&ann, OrgPolicy::default().rotate_on_use(true))?;
+    /// let t = store.generate(&ann, Default::default())?;
+    /// let app = ClientInfo::new(None, Some("ann-app/3.0"));
+    /// let g = store.oauth_refresh_from(t.token.expose(), &[] as &[&str], &app)?;
+    /// let new = store.get(&ann, &g.access.refresh_id)?;
+    /// assert_eq!(new.last_used_agent.as_deref(), Some("ann-app/3.0"));
+    /// # Ok::<(), tokenvault::Error>(())
+    /// ```
+    pub fn oauth_refresh_from<S: AsRef<str>>(
+        &self,
+        refresh_token: &str,
+        scopes: &[S],
+        client: &ClientInfo,
+    ) -> Result<OAuthGrant> {
+        self.oauth_refresh_with(refresh_token, scopes, Some(client))
+    }
+
+    fn oauth_refresh_with<S: AsRef<str>>(
+        &self,
+        refresh_token: &str,
+        scopes: &[S],
+        client: Option<&ClientInfo>,
+    ) -> Result<OAuthGrant> {
         if scopes.len() > 64 {
             return Err(Error::InvalidArgument(
                 "an access token is narrowed to at most 64 scopes".into(),
@@ -142,10 +184,11 @@ impl TokenStore {
             Plan::Plain => (refresh_token, None),
             Plan::Rotated(t) => (t.expose(), Some(t.clone())),
         };
-        let access = if scopes.is_empty() {
-            self.exchange(presented)?
-        } else {
-            self.exchange_with_scopes(presented, scopes)?
+        let access = match (client, scopes.is_empty()) {
+            (Some(c), true) => self.exchange_from::<&str>(presented, None, c)?,
+            (Some(c), false) => self.exchange_from(presented, Some(scopes), c)?,
+            (None, true) => self.exchange(presented)?,
+            (None, false) => self.exchange_with_scopes(presented, scopes)?,
         };
         Ok(OAuthGrant {
             access,
