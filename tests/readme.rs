@@ -45,7 +45,7 @@ fn readme_example_matches_crate_docs() {
 /// The first example of `AsyncTokenStore`'s documentation, without its
 /// hidden lines.
 fn async_doc_example() -> Vec<String> {
-    let src = include_str!("../src/async_store.rs");
+    let src = include_str!("../src/async_store/mod.rs");
     let head = &src[..src.find("pub struct AsyncTokenStore").expect("the struct")];
     let doc: Vec<&str> = head
         .lines()
