@@ -9,6 +9,8 @@
 //! an answer arriving) with a generous bound, never a bare sleep.
 #![cfg(all(feature = "cli", unix))]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::args::words;
 use serde_json::Value;
 
 /// How long any awaited event may take on a loaded machine.
@@ -327,22 +330,6 @@ fn next_second() {
     };
     let start = now();
     wait_for("the clock's next second", || now() > start);
-}
-
-/// The arguments of a command line written on one line: split on spaces,
-/// except that a part in single quotes is one argument (`'old laptop'`).
-fn words(line: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = line.trim_start();
-    while !rest.is_empty() {
-        let (word, after) = match rest.strip_prefix('\'') {
-            Some(quoted) => quoted.split_once('\'').expect("a closing quote"),
-            None => rest.split_once(' ').unwrap_or((rest, "")),
-        };
-        out.push(word);
-        rest = after.trim_start();
-    }
-    out
 }
 
 /// One side of the comparison: a store, and what its earlier commands

@@ -1,10 +1,13 @@
 //! Guards the `tokenvault` command-line tool by driving the built binary: the seed story, the policy table's refusals (exit 1, `forbidden`, nothing changed), every `--json` shape, the exit codes, and bad input (malformed token, unknown role, missing database, wrong key, tokens read from stdin).
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+use common::args::words;
 use serde_json::Value;
 use tokenvault::token::encode_raw;
 use tokenvault::TokenKind;
@@ -162,26 +165,10 @@ fn seed_story_end_to_end() {
     let v = Vault::seeded();
     // uma's own token, then the Owner's assignments.
     let own = v.ok(&["token", "generate", "--as", "acme/uma", "--label", "laptop"]);
-    let for_adam = v.ok(&[
-        "token",
-        "assign",
-        "--as",
-        "acme/olivia",
-        "--to",
-        "adam",
-        "--label",
-        "terraform",
-    ]);
-    let for_uma = v.ok(&[
-        "token",
-        "assign",
-        "--as",
-        "acme/olivia",
-        "--to",
-        "uma",
-        "--label",
-        "ci",
-    ]);
+    let for_adam = v.ok(&words(
+        "token assign --as acme/olivia --to adam --label terraform",
+    ));
+    let for_uma = v.ok(&words("token assign --as acme/olivia --to uma --label ci"));
     assert_eq!(for_uma["user"], "uma");
     assert_eq!(for_adam["role"], "admin");
 
@@ -348,16 +335,9 @@ fn policy_refusals_exit_1_forbidden_and_change_nothing() {
 #[test]
 fn json_shapes() {
     let v = Vault::seeded();
-    let gen = v.ok(&[
-        "token",
-        "generate",
-        "--as",
-        "acme/uma",
-        "--scopes",
-        "read,incident-write",
-        "--label",
-        "x",
-    ]);
+    let gen = v.ok(&words(
+        "token generate --as acme/uma --scopes read,incident-write --label x",
+    ));
     let shape = sorted(&["id", "token", "user", "role", "scopes", "expires_at"]);
     assert_eq!(keys(&gen), shape);
     assert!(s(&gen["token"]).starts_with("tvr_"));
@@ -365,16 +345,9 @@ fn json_shapes() {
     assert_eq!(gen["scopes"], serde_json::json!(["read", "incident-write"]));
     assert!(gen["expires_at"].is_null());
 
-    let asg = v.ok(&[
-        "token",
-        "assign",
-        "--as",
-        "acme/olivia",
-        "--to",
-        "adam",
-        "--expires-in",
-        "30d",
-    ]);
+    let asg = v.ok(&words(
+        "token assign --as acme/olivia --to adam --expires-in 30d",
+    ));
     assert_eq!(keys(&asg), shape);
     assert_eq!((s(&asg["user"]), s(&asg["role"])), ("adam", "admin"));
     let exp = asg["expires_at"]
@@ -415,18 +388,9 @@ fn json_shapes() {
     assert_eq!(keys(&list), ["tokens"]);
     let tokens = list["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 2);
-    let tshape = sorted(&[
-        "id",
-        "user",
-        "role",
-        "scopes",
-        "label",
-        "created_at",
-        "created_by",
-        "expires_at",
-        "last_refresh",
-        "state",
-    ]);
+    let tshape = sorted(&words(
+        "id user role scopes label created_at created_by expires_at last_refresh state",
+    ));
     for t in tokens {
         assert_eq!(keys(t), tshape);
         assert!(t["created_at"].is_u64());
@@ -486,23 +450,9 @@ fn json_shapes() {
 #[test]
 fn token_states_active_revoked_expired() {
     let v = Vault::seeded();
-    let short = v.ok(&[
-        "token",
-        "generate",
-        "--as",
-        "acme/uma",
-        "--expires-in",
-        "1s",
-    ]);
+    let short = v.ok(&words("token generate --as acme/uma --expires-in 1s"));
     let gone = v.ok(&["token", "generate", "--as", "acme/uma"]);
-    let live = v.ok(&[
-        "token",
-        "generate",
-        "--as",
-        "acme/uma",
-        "--expires-in",
-        "1h",
-    ]);
+    let live = v.ok(&words("token generate --as acme/uma --expires-in 1h"));
     v.ok(&["token", "revoke", "--as", "acme/uma", s(&gone["id"])]);
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let list = v.ok(&["token", "list", "--as", "acme/uma"]);
@@ -534,34 +484,11 @@ fn exit_codes() {
         &["member", "add", "acme", "zed", "boss"],
         &["token", "generate"],
         &["token", "generate", "--as", "acme"],
-        &[
-            "token",
-            "generate",
-            "--as",
-            "acme/uma",
-            "--expires-in",
-            "soon",
-        ],
+        &words("token generate --as acme/uma --expires-in soon"),
         &["token", "revoke", "--as", "acme/olivia", "not-an-id"],
         &["token", "revoke-all", "--as", "acme/olivia"],
-        &[
-            "token",
-            "revoke-all",
-            "--as",
-            "acme/olivia",
-            "--org",
-            "--user",
-            "uma",
-        ],
-        &[
-            "token",
-            "revoke-all",
-            "--as",
-            "acme/olivia",
-            "--org",
-            "--before",
-            "yesterday",
-        ],
+        &words("token revoke-all --as acme/olivia --org --user uma"),
+        &words("token revoke-all --as acme/olivia --org --before yesterday"),
         &["audit", "--as", "acme/olivia", "--limit", "-3"],
         &["purge", "--batch", "0"],
         &["stats", "--frob"],
@@ -579,27 +506,12 @@ fn exit_codes() {
     // The library's InvalidArgument is bad usage too: a scope above the role,
     // a cutoff in the future.
     v.fail(
-        &[
-            "token",
-            "generate",
-            "--as",
-            "acme/uma",
-            "--scopes",
-            "user-write",
-        ],
+        &words("token generate --as acme/uma --scopes user-write"),
         2,
         "usage",
     );
     v.fail(
-        &[
-            "token",
-            "revoke-all",
-            "--as",
-            "acme/olivia",
-            "--org",
-            "--before",
-            "2999-01-01T00:00:00Z",
-        ],
+        &words("token revoke-all --as acme/olivia --org --before 2999-01-01T00:00:00Z"),
         2,
         "usage",
     );
@@ -618,13 +530,7 @@ fn exit_codes() {
     );
     v.fail(&["member", "list", "initech"], 1, "not_found");
     v.fail(
-        &[
-            "token",
-            "revoke",
-            "--as",
-            "acme/olivia",
-            "0123456789abcdef0123456789abcdef",
-        ],
+        &words("token revoke --as acme/olivia 0123456789abcdef0123456789abcdef"),
         1,
         "not_found",
     );
@@ -1015,40 +921,20 @@ fn revoke_all_with_a_cutoff() {
     let old = v.ok(&["token", "generate", "--as", "acme/uma"]);
     let adam = v.ok(&["token", "generate", "--as", "acme/adam"]);
     // A cutoff before anything was issued revokes nothing.
-    let none = v.ok(&[
-        "token",
-        "revoke-all",
-        "--as",
-        "acme/olivia",
-        "--org",
-        "--before",
-        "2001-09-09T01:46:40Z",
-    ]);
+    let none = v.ok(&words(
+        "token revoke-all --as acme/olivia --org --before 2001-09-09T01:46:40Z",
+    ));
     assert_eq!(none["revoked"], 0);
     assert_eq!(none["before"], 1_000_000_000);
-    let none = v.ok(&[
-        "token",
-        "revoke-all",
-        "--as",
-        "acme/olivia",
-        "--user",
-        "uma",
-        "--before",
-        "1000000000",
-    ]);
+    let none = v.ok(&words(
+        "token revoke-all --as acme/olivia --user uma --before 1000000000",
+    ));
     assert_eq!(none["revoked"], 0);
     // Tokens are stamped in whole seconds: wait for the next one.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let r = v.ok(&[
-        "token",
-        "revoke-all",
-        "--as",
-        "acme/olivia",
-        "--user",
-        "uma",
-        "--before",
-        "now",
-    ]);
+    let r = v.ok(&words(
+        "token revoke-all --as acme/olivia --user uma --before now",
+    ));
     assert_eq!(r["revoked"], 1);
     assert_eq!(r["user"], "uma");
     v.fail(&["exchange", s(&old["token"])], 1, "revoked");
@@ -1222,13 +1108,7 @@ fn token_show_and_label_print_one_list_item() {
         "usage",
     );
     v.fail(
-        &[
-            "token",
-            "show",
-            "--as",
-            "acme/uma",
-            "00000000000000000000000000000000",
-        ],
+        &words("token show --as acme/uma 00000000000000000000000000000000"),
         1,
         "not_found",
     );
@@ -1256,15 +1136,7 @@ fn token_list_and_audit_page_with_after_and_limit() {
     let mut walked: Vec<Value> = Vec::new();
     let mut args: Vec<String> = vec![];
     loop {
-        let mut a = vec![
-            "token",
-            "list",
-            "--as",
-            "acme/olivia",
-            "--all",
-            "--limit",
-            "2",
-        ];
+        let mut a = words("token list --as acme/olivia --all --limit 2");
         a.extend(args.iter().map(String::as_str));
         let page = v.ok(&a);
         assert_eq!(keys(&page), ["next", "tokens"]);
@@ -1340,4 +1212,19 @@ fn token_list_and_audit_page_with_after_and_limit() {
         2,
         "usage",
     );
+}
+
+/// The one-line command lines above split as written.
+#[test]
+fn one_line_command_lines_split_on_spaces_and_keep_quoted_parts_whole() {
+    assert_eq!(
+        words("token list  --as acme/uma"),
+        ["token", "list", "--as", "acme/uma"]
+    );
+    assert_eq!(
+        words("token label $id 'old laptop' x"),
+        ["token", "label", "$id", "old laptop", "x"]
+    );
+    assert_eq!(words("''"), [""]);
+    assert!(words("").is_empty());
 }
