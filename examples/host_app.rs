@@ -1104,20 +1104,30 @@ fn members_form(me: &Me, csrf: &str, user: &str) -> Result<&'static str, Failure
     known_user(user)
 }
 
-/// A membership call that gives a user a role (adds them, or changes it).
-type RoleCall = fn(&TokenStore, &str, &str, Role) -> tokenvault::Result<()>;
-
-/// A Members form that gives `user` the form's role through `call`, logs
-/// `what` and goes back to the Members page with `done`.
-async fn give_role(
-    app: App,
-    me: Me,
-    user: String,
-    f: RoleForm,
-    call: RoleCall,
+/// A Members form that gives a user a role: the membership call that does
+/// it, what the log says, and the `done` notice of the Members page after.
+struct GiveRole {
+    call: fn(&TokenStore, &str, &str, Role) -> tokenvault::Result<()>,
     what: &'static str,
     done: &'static str,
-) -> Response {
+}
+
+const CHANGE_ROLE: GiveRole = GiveRole {
+    call: TokenStore::set_role,
+    what: "role changed",
+    done: "role",
+};
+
+const ADD_MEMBER: GiveRole = GiveRole {
+    call: TokenStore::add_member,
+    what: "member added",
+    done: "added",
+};
+
+/// Gives `user` the form's role as `give` says, then goes back to the
+/// Members page.
+async fn give_role(app: App, me: Me, user: String, f: RoleForm, give: &GiveRole) -> Response {
+    let GiveRole { call, what, done } = *give;
     let run = async {
         let user = members_form(&me, &f.csrf, &user)?;
         let role = settable_role(&f.role)?;
@@ -1134,16 +1144,7 @@ async fn change_role(
     Path(user): Path<String>,
     Form(f): Form<RoleForm>,
 ) -> Response {
-    give_role(
-        app,
-        me,
-        user,
-        f,
-        TokenStore::set_role,
-        "role changed",
-        "role",
-    )
-    .await
+    give_role(app, me, user, f, &CHANGE_ROLE).await
 }
 
 async fn remove_member(
@@ -1167,16 +1168,7 @@ async fn add_member(
     Path(user): Path<String>,
     Form(f): Form<RoleForm>,
 ) -> Response {
-    give_role(
-        app,
-        me,
-        user,
-        f,
-        TokenStore::add_member,
-        "member added",
-        "added",
-    )
-    .await
+    give_role(app, me, user, f, &ADD_MEMBER).await
 }
 
 // ---------------------------------------------------------------------------
