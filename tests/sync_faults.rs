@@ -237,6 +237,26 @@ fn child_env() -> Option<(std::path::PathBuf, String)> {
     Some((path.into(), std::env::var(MODE_ENV).unwrap_or_default()))
 }
 
+/// In the child process a test runs of itself, runs `body` with the
+/// store's path and the mode, and says so (the test then returns).
+fn ran_as_child(body: impl FnOnce(&Path, &str)) -> bool {
+    match child_env() {
+        Some((path, mode)) => {
+            body(&path, &mode);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A fresh disk of `fs` for `test`, its mode printed first; none (as
+/// [`disk_in`] says) where the file system cannot be had.
+fn fresh_disk(test: &str, fs: Mode) -> Option<Disk> {
+    let disk = disk_in(test, fs)?;
+    println!("{fs:?}:");
+    Some(disk)
+}
+
 /// Runs the library calls in a child with the fault of `mode` switched on;
 /// returns the child's standard error after checking its answers and exit.
 fn faulted_calls(test: &str, disk: &mut Disk, mode: &str) {
@@ -306,8 +326,7 @@ const MODES: [Mode; 2] = [Mode::Kind, Mode::Linux];
 #[test]
 #[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
 fn durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail() {
-    if let Some((path, mode)) = child_env() {
-        child(&path, &mode);
+    if ran_as_child(child) {
         return;
     }
     let test = "durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail";
@@ -319,10 +338,9 @@ fn durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail() {
             "dead-drop",
             "dead-close",
         ] {
-            let Some(mut disk) = disk_in(test, fs) else {
+            let Some(mut disk) = fresh_disk(test, fs) else {
                 return;
             };
-            println!("{fs:?}:");
             faulted_calls(test, &mut disk, mode);
         }
     }
@@ -331,16 +349,14 @@ fn durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail() {
 #[test]
 #[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
 fn a_failed_revocation_retried_is_ok_only_once_synced_and_survives_a_cut() {
-    if let Some((path, mode)) = child_env() {
-        child(&path, &mode);
+    if ran_as_child(child) {
         return;
     }
     let test = "a_failed_revocation_retried_is_ok_only_once_synced_and_survives_a_cut";
     for fs in MODES {
-        let Some(mut disk) = disk_in(test, fs) else {
+        let Some(mut disk) = fresh_disk(test, fs) else {
             return;
         };
-        println!("{fs:?}:");
         revocation_retried(test, &mut disk);
     }
 }
@@ -392,10 +408,9 @@ fn revocation_retried(test: &str, disk: &mut Disk) {
 fn cli_commands_answer_one_io_document_while_syncs_fail() {
     let test = "cli_commands_answer_one_io_document_while_syncs_fail";
     for fs in MODES {
-        let Some(disk) = disk_in(test, fs) else {
+        let Some(disk) = fresh_disk(test, fs) else {
             return;
         };
-        println!("{fs:?}:");
         cli_commands(&disk);
     }
 }
@@ -653,10 +668,11 @@ fn boots(test: &str, fs: Mode, boots: usize) -> Run {
 #[test]
 #[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
 fn eight_boots_through_failed_syncs_keep_the_store_openable_and_whole() {
-    if let Some((path, mode)) = child_env() {
+    if ran_as_child(|path, mode| {
         if mode == "boot" {
-            boot_child(&path);
+            boot_child(path);
         }
+    }) {
         return;
     }
     let test = "eight_boots_through_failed_syncs_keep_the_store_openable_and_whole";
@@ -847,8 +863,7 @@ fn spread(from: u64, to: u64, count: u64) -> Vec<u64> {
 #[test]
 #[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
 fn a_file_system_that_dies_at_any_point_panics_nothing() {
-    if let Some((path, mode)) = child_env() {
-        dying_child(&path, &mode);
+    if ran_as_child(dying_child) {
         return;
     }
     let test = "a_file_system_that_dies_at_any_point_panics_nothing";
