@@ -764,6 +764,25 @@ struct Death {
     stderr: String,
 }
 
+impl Death {
+    /// The end of the run at `point` (answering `errno`) whose child ended
+    /// with `status` (`None`: killed after hanging), having said `stderr`.
+    fn new(
+        (point, errno): (u64, i32),
+        status: Option<std::process::ExitStatus>,
+        stderr: String,
+    ) -> Death {
+        Death {
+            point,
+            errno,
+            hung: status.is_none(),
+            status,
+            panicked: stderr.contains("panicked"),
+            stderr,
+        }
+    }
+}
+
 /// Waits up to 60 s (a loaded machine) for a child, then kills it.
 fn wait_bounded(child: &mut Child) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -810,35 +829,19 @@ fn die_during_calls(test: &str, mode: &str, point: Option<(u64, i32)>) -> (Death
     let said = peer.next_or_end();
     let _ = done.send(());
     let killed = watchdog.join().expect("the watchdog");
-    let (point, errno) = point.unwrap_or((u64::MAX, 0));
+    let point = point.unwrap_or((u64::MAX, 0));
     if said.as_deref() != Some("calls done") {
         // Hung (killed above) or ended during the calls.
         let status = wait_bounded(&mut peer.child).filter(|_| !killed);
         let calls = disk.counters().requests;
-        let stderr = peer.stderr();
-        let death = Death {
-            point,
-            errno,
-            hung: status.is_none(),
-            status,
-            panicked: stderr.contains("panicked"),
-            stderr,
-        };
+        let death = Death::new(point, status, peer.stderr());
         return (death, calls, calls);
     }
     let calls = disk.counters().requests;
     peer.tell("go");
     let status = wait_bounded(&mut peer.child);
     let total = disk.counters().requests;
-    let stderr = peer.stderr();
-    let death = Death {
-        point,
-        errno,
-        hung: status.is_none(),
-        status,
-        panicked: stderr.contains("panicked"),
-        stderr,
-    };
+    let death = Death::new(point, status, peer.stderr());
     (death, calls, total)
 }
 
