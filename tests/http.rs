@@ -11,12 +11,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use common::http::{captured, client, Server};
+use common::http::{captured, client, raw, Server};
 use reqwest::blocking::Response;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -152,17 +152,6 @@ fn ids_of(v: &Value) -> Vec<String> {
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Sends raw bytes and returns what comes back until the server closes or
-/// `wait` passes.
-fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(wait)).unwrap();
-    let _ = c.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 // ----- the seed story -----
