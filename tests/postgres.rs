@@ -132,6 +132,12 @@ impl TestDb {
         open_on(&self.url, key, BOUND)
     }
 
+    /// Two replicas of one new store (one new key) on this database.
+    fn two_replicas(&self) -> (TokenStore, TokenStore) {
+        let k = key();
+        (self.open(&k), self.open(&k))
+    }
+
     /// The change log's epoch: every commit so far is numbered at most this.
     fn epoch(&self) -> u64 {
         let seq: i64 = self
@@ -384,9 +390,7 @@ fn invariants_hold_across_replicas() {
     let Some((_g, db)) = shared_db("inv") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, adam, uma) = seed_acme(&a);
     a.add_member("other", "oscar", Role::Owner).unwrap();
     let oscar = Actor::new("other", "oscar");
@@ -481,9 +485,7 @@ fn a_member_added_again_keeps_working_on_every_replica() {
     let Some((_g, db)) = shared_db("readd") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (_, _, uma) = seed_acme(&a);
     a.add_member("acme", "bob", Role::User).unwrap();
     let old = a
@@ -524,9 +526,7 @@ fn sync_org_and_token_reads_reach_every_replica() {
     let Some((_g, db)) = shared_db("syncorg") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, adam, uma) = seed_acme(&a);
     let (umas, g_uma) = issue_and_exchange(&a, &uma);
     // On B at once, before its sync thread need have heard of it.
@@ -599,9 +599,7 @@ fn bulk_revocation_reaches_tokens_another_replica_issued() {
     let Some((_g, db)) = shared_db("bulk") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, adam, uma) = seed_acme(&a);
     // More of uma's tokens than one log row names, issued on B only.
     b.catch_up().unwrap();
@@ -822,9 +820,7 @@ fn revocation_on_one_replica_is_in_force_on_another_within_the_bound() {
     let Some((_g, db)) = shared_db("prop") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
     let n = 300;
     let mut tokens = Vec::with_capacity(n);
@@ -952,9 +948,7 @@ fn killed_listener_misses_no_revocation() {
     let Some((_g, db)) = shared_db("kill") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
     let n = 120;
     let mut tokens = Vec::new();
@@ -1232,9 +1226,7 @@ fn every_read_path_reaches_tokens_another_replica_issued() {
     let Some((_g, db)) = shared_db("reads") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
 
     // verify_refresh on B of a token A just issued: found, not invalid.
@@ -1327,9 +1319,7 @@ fn the_http_front_of_one_replica_serves_tokens_of_another() {
     let Some((_g, db)) = shared_db("http") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
     let cfg = HttpConfig::default().no_rate_limit();
     async fn whoami(Authorized(p): Authorized) -> String {
@@ -1504,9 +1494,7 @@ fn server_stopped_fails_closed_then_recovers() {
     let Some(db) = TestDb::new("outage") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
     let keep = a.generate(&uma, Default::default()).unwrap();
     let gone = a.generate(&uma, Default::default()).unwrap();
@@ -1778,9 +1766,7 @@ fn a_replicas_gauges_follow_its_change_feed() {
     let Some((_g, db)) = shared_db("gauges") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (_, _, uma) = seed_acme(&a);
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
