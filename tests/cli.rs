@@ -636,6 +636,15 @@ fn human_output_is_tables_and_sentences() {
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("Purged"));
 }
 
+/// Standard output, then standard error, as text.
+fn all_output(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A token pasted where an id or a name belongs is recognized and never
 /// repeated: not in a usage error, not in a refusal, with or without
 /// `--json`.
@@ -646,46 +655,31 @@ fn a_token_where_an_id_belongs_is_never_echoed() {
     let secret = s(&tok["token"]).to_string();
     // Any stretch of the token's digits would leak part of the secret.
     let digits = &secret[secret.len() - 30..];
-    let leaks = |out: &Output| {
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        all.contains(digits)
-    };
+    let leaks = |out: &Output| all_output(out).contains(digits);
     for json in [false, true] {
-        let mut args = vec!["token", "revoke", "--as", "acme/uma", secret.as_str()];
-        if json {
-            args.insert(0, "--json");
-        }
-        let out = v.run(&args);
+        // With `--json` first when `json` says so.
+        let run = |args: &[&str]| {
+            let mut args = args.to_vec();
+            if json {
+                args.insert(0, "--json");
+            }
+            v.run(&args)
+        };
+        let out = run(&["token", "revoke", "--as", "acme/uma", secret.as_str()]);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         assert!(!leaks(&out), "the secret was echoed: {out:?}");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = all_output(&out);
         assert!(text.contains("this is a token, not a token id"), "{text}");
         if json {
             assert_error_shape(&json_of(&out), "usage");
         }
         // A token given as a member's name, to a call the store refuses.
         let to = format!("--to={secret}");
-        let mut args = vec!["token", "assign", "--as", "acme/olivia", to.as_str()];
-        if json {
-            args.insert(0, "--json");
-        }
-        let out = v.run(&args);
+        let out = run(&["token", "assign", "--as", "acme/olivia", to.as_str()]);
         assert_ne!(out.status.code(), Some(0), "{out:?}");
         assert!(!leaks(&out), "the secret was echoed: {out:?}");
         // And as an actor that is no ORG/USER.
-        let mut args = vec!["token", "list", "--as", secret.as_str()];
-        if json {
-            args.insert(0, "--json");
-        }
-        let out = v.run(&args);
+        let out = run(&["token", "list", "--as", secret.as_str()]);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         assert!(!leaks(&out), "the secret was echoed: {out:?}");
     }
