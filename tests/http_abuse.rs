@@ -10,6 +10,9 @@
 #![cfg(feature = "http")]
 
 mod common;
+#[cfg(feature = "cli")]
+#[path = "support/serve.rs"]
+mod serve;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -892,22 +895,13 @@ fn odd_requests_keep_log_lines_short() {
 #[test]
 fn serve_flags_set_the_connection_limits() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tv.db");
-    let bin = env!("CARGO_BIN_EXE_tokenvault");
-    let init = Command::new(bin)
-        .arg("--db")
-        .arg(&db)
-        .arg("init")
-        .env_remove("TOKENVAULT_DB")
-        .output()
-        .unwrap();
+    let init = serve::tv(&db).arg("init").output().unwrap();
     assert!(init.status.success(), "{init:?}");
-    let mut child = Command::new(bin)
-        .arg("--db")
-        .arg(&db)
+    let mut child = serve::tv(&db)
         .args([
             "serve",
             "--listen",
@@ -919,7 +913,6 @@ fn serve_flags_set_the_connection_limits() {
             "--first-request-timeout",
             "30s",
         ])
-        .env_remove("TOKENVAULT_DB")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -942,17 +935,7 @@ fn serve_flags_set_the_connection_limits() {
             .map_while(Result::ok)
         {
             // Without terminal colours, whatever the subscriber decides.
-            let mut plain = String::new();
-            let mut esc = false;
-            for c in line.chars() {
-                match (esc, c) {
-                    (false, '\u{1b}') => esc = true,
-                    (true, 'm') => esc = false,
-                    (true, _) => {}
-                    (false, c) => plain.push(c),
-                }
-            }
-            if tx.send(plain).is_err() {
+            if tx.send(serve::strip_ansi(&line)).is_err() {
                 break;
             }
         }
