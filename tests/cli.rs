@@ -56,14 +56,18 @@ impl Vault {
         self.cmd().args(args).output().expect("run tokenvault")
     }
 
-    /// Runs with `--json`, expects exit 0, returns the document.
-    fn ok(&self, args: &[&str]) -> Value {
-        let out = self
-            .cmd()
+    /// Runs with `--json` first.
+    fn run_json(&self, args: &[&str]) -> Output {
+        self.cmd()
             .arg("--json")
             .args(args)
             .output()
-            .expect("run tokenvault");
+            .expect("run tokenvault")
+    }
+
+    /// Runs with `--json`, expects exit 0, returns the document.
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.run_json(args);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -76,12 +80,7 @@ impl Vault {
 
     /// Runs with `--json`, expects `code` and an error of `kind`.
     fn fail(&self, args: &[&str], code: i32, kind: &str) -> Value {
-        let out = self
-            .cmd()
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("run tokenvault");
+        let out = self.run_json(args);
         let doc = json_of(&out);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {doc}");
         assert_error_shape(&doc, kind);
