@@ -669,25 +669,24 @@ fn rfc7009_revocation() {
     let (uma_refresh, _) = refresh_of(&store, "acme", "uma");
     let uma1 = access(&s, &uma_refresh);
     let uma2 = access(&s, &uma_refresh);
+    // An RFC 7009 revocation with the form `body`.
+    let revoke = |bearer: Option<&str>, body: &str| form(&s, "/oauth/revoke", bearer, body);
 
     // An unknown or malformed token: 200 all the same.
     for t in ["unknown", "tvr_zzzz", "tva_"] {
-        let res = form(&s, "/oauth/revoke", Some(&olivia), &format!("token={t}"));
+        let res = revoke(Some(&olivia), &format!("token={t}"));
         assert_eq!(res.status(), StatusCode::OK);
     }
 
     // Another org's caller cannot revoke acme's token: 200, nothing changes.
-    let res = form(&s, "/oauth/revoke", Some(&gina), &format!("token={uma1}"));
+    let res = revoke(Some(&gina), &format!("token={uma1}"));
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(list(&s, &uma1).status(), StatusCode::OK);
 
     // An access token alone: the refresh token and its other access tokens
     // stay usable.
     let body = format!("token={uma1}&token_type_hint=access_token");
-    assert_eq!(
-        form(&s, "/oauth/revoke", Some(&uma2), &body).status(),
-        StatusCode::OK
-    );
+    assert_eq!(revoke(Some(&uma2), &body).status(), StatusCode::OK);
     assert_eq!(refusal(list(&s, &uma1)).0, StatusCode::UNAUTHORIZED);
     assert_eq!(list(&s, &uma2).status(), StatusCode::OK);
     assert_eq!(exchange(&s, &uma_refresh).status(), StatusCode::OK);
@@ -695,10 +694,7 @@ fn rfc7009_revocation() {
     // A refresh token (a wrong hint does not matter): it and every access
     // token derived from it.
     let body = format!("token={uma_refresh}&token_type_hint=access_token");
-    assert_eq!(
-        form(&s, "/oauth/revoke", Some(&olivia), &body).status(),
-        StatusCode::OK
-    );
+    assert_eq!(revoke(Some(&olivia), &body).status(), StatusCode::OK);
     assert_eq!(refusal(list(&s, &uma2)).0, StatusCode::UNAUTHORIZED);
     assert_eq!(
         refusal(exchange(&s, &uma_refresh)).0,
@@ -706,10 +702,7 @@ fn rfc7009_revocation() {
     );
     // Again: 200.
     let body = format!("token={uma_refresh}");
-    assert_eq!(
-        form(&s, "/oauth/revoke", Some(&olivia), &body).status(),
-        StatusCode::OK
-    );
+    assert_eq!(revoke(Some(&olivia), &body).status(), StatusCode::OK);
     // The audit trail names the holder as the one who revoked.
     let events = store.audit(&Actor::new("acme", "olivia"), 50).unwrap();
     assert!(events
@@ -717,10 +710,10 @@ fn rfc7009_revocation() {
         .any(|e| e.action == "token.revoke" && e.actor == "uma" && e.outcome == "ok"));
 
     // Guarded by a bearer token; `token` is required.
-    let res = form(&s, "/oauth/revoke", None, &format!("token={uma_refresh}"));
+    let res = revoke(None, &format!("token={uma_refresh}"));
     assert!(challenge(&res).starts_with("Bearer"));
     assert_eq!(refusal(res).0, StatusCode::UNAUTHORIZED);
-    let (status, v) = refusal(form(&s, "/oauth/revoke", Some(&olivia), ""));
+    let (status, v) = refusal(revoke(Some(&olivia), ""));
     assert_eq!(
         (status, v["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_request"))
