@@ -387,9 +387,20 @@ fn json_shapes() {
     assert_eq!(keys(&list), ["tokens"]);
     let tokens = list["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 2);
-    let tshape = sorted(&words(
-        "id user role scopes label created_at created_by expires_at last_refresh state",
-    ));
+    let tshape = sorted(&[
+        "id",
+        "user",
+        "role",
+        "scopes",
+        "label",
+        "created_at",
+        "created_by",
+        "expires_at",
+        "last_refresh",
+        "last_used_ip",
+        "last_used_agent",
+        "state",
+    ]);
     for t in tokens {
         assert_eq!(keys(t), tshape);
         assert!(t["created_at"].is_u64());
@@ -407,6 +418,7 @@ fn json_shapes() {
     );
     let a = tokens.iter().find(|t| t["id"] == asg["id"]).unwrap();
     assert!(a["label"].is_null() && a["last_refresh"].is_null());
+    assert!(a["last_used_ip"].is_null() && a["last_used_agent"].is_null());
     assert_eq!(a["expires_at"], asg["expires_at"]);
 
     let members = v.ok(&["member", "list", "acme"]);
