@@ -1096,22 +1096,55 @@ fn known_user(user: &str) -> Result<&'static str, Failure> {
     })
 }
 
+/// The checks every Members form passes first: the page is the Owner's,
+/// the form is of this session, and the path names a user of this app.
+fn members_form(me: &Me, csrf: &str, user: &str) -> Result<&'static str, Failure> {
+    me.owner_only("Members")?;
+    me.check(csrf)?;
+    known_user(user)
+}
+
+/// A Members form that gives a user a role: the membership call that does
+/// it, what the log says, and the `done` notice of the Members page after.
+struct GiveRole {
+    call: fn(&TokenStore, &str, &str, Role) -> tokenvault::Result<()>,
+    what: &'static str,
+    done: &'static str,
+}
+
+const CHANGE_ROLE: GiveRole = GiveRole {
+    call: TokenStore::set_role,
+    what: "role changed",
+    done: "role",
+};
+
+const ADD_MEMBER: GiveRole = GiveRole {
+    call: TokenStore::add_member,
+    what: "member added",
+    done: "added",
+};
+
+/// Gives `user` the form's role as `give` says, then goes back to the
+/// Members page.
+async fn give_role(app: App, me: Me, user: String, f: RoleForm, give: &GiveRole) -> Response {
+    let GiveRole { call, what, done } = *give;
+    let run = async {
+        let user = members_form(&me, &f.csrf, &user)?;
+        let role = settable_role(&f.role)?;
+        blocking(&app.store, move |s| call(s, ORG, user, role)).await?;
+        tracing::info!(by = me.user, user, %role, "{what}");
+        Ok::<_, Failure>(Redirect::to(&format!("/members?done={done}")).into_response())
+    };
+    run.await.unwrap_or_else(|f| f.into_response())
+}
+
 async fn change_role(
     State(app): State<App>,
     me: Me,
     Path(user): Path<String>,
     Form(f): Form<RoleForm>,
 ) -> Response {
-    let run = async {
-        me.owner_only("Members")?;
-        me.check(&f.csrf)?;
-        let user = known_user(&user)?;
-        let role = settable_role(&f.role)?;
-        blocking(&app.store, move |s| s.set_role(ORG, user, role)).await?;
-        tracing::info!(by = me.user, user, %role, "role changed");
-        Ok::<_, Failure>(Redirect::to("/members?done=role").into_response())
-    };
-    run.await.unwrap_or_else(|f| f.into_response())
+    give_role(app, me, user, f, &CHANGE_ROLE).await
 }
 
 async fn remove_member(
@@ -1121,9 +1154,7 @@ async fn remove_member(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let run = async {
-        me.owner_only("Members")?;
-        me.check(&f.csrf)?;
-        let user = known_user(&user)?;
+        let user = members_form(&me, &f.csrf, &user)?;
         let n = blocking(&app.store, move |s| s.remove_member(ORG, user)).await?;
         tracing::info!(by = me.user, user, revoked = n, "member removed");
         Ok::<_, Failure>(Redirect::to(&format!("/members?done=removed&n={n}")).into_response())
@@ -1137,16 +1168,7 @@ async fn add_member(
     Path(user): Path<String>,
     Form(f): Form<RoleForm>,
 ) -> Response {
-    let run = async {
-        me.owner_only("Members")?;
-        me.check(&f.csrf)?;
-        let user = known_user(&user)?;
-        let role = settable_role(&f.role)?;
-        blocking(&app.store, move |s| s.add_member(ORG, user, role)).await?;
-        tracing::info!(by = me.user, user, %role, "member added");
-        Ok::<_, Failure>(Redirect::to("/members?done=added").into_response())
-    };
-    run.await.unwrap_or_else(|f| f.into_response())
+    give_role(app, me, user, f, &ADD_MEMBER).await
 }
 
 // ---------------------------------------------------------------------------

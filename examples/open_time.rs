@@ -19,30 +19,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{populate, process_cpu_ms, rss_mib, Layout, BUILD_CACHE_BYTES};
-use tokenvault::{Config, StoreKey};
+use support::timed_store::TimedStore;
+use support::{process_cpu_ms, rss_mib, BUILD_CACHE_BYTES};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or("usage: open_time DIR [TOKENS]")?);
-    let tokens: usize = match args.next() {
-        Some(n) => n.replace('_', "").parse()?,
-        None => 1_000_000,
-    };
-    let config = || {
-        Config::new(&dir)
-            .key(StoreKey::from_bytes([0x42; 32]))
-            .max_access_per_refresh(10_001)
-    };
-    if !dir.exists() {
-        let t = Instant::now();
-        let store = config().cache_bytes(BUILD_CACHE_BYTES).open()?;
-        populate(&store, Layout::for_tokens(tokens), 10)?;
-        store.close()?;
-        println!(
-            "built {tokens} tokens in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
+    let timed = TimedStore::from_args("usage: open_time DIR [TOKENS]")?;
+    if timed.build_if_missing(timed.config().cache_bytes(BUILD_CACHE_BYTES))? {
         return Ok(());
     }
     let opens: usize = std::env::var("OPENS")
@@ -53,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(Duration::from_millis(1500));
         let cpu = process_cpu_ms();
         let t = Instant::now();
-        let store = config().open()?;
+        let store = timed.config().open()?;
         let wall = t.elapsed();
         let open_cpu = process_cpu_ms() - cpu;
         let cpu = process_cpu_ms();

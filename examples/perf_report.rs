@@ -95,6 +95,16 @@ fn parse_args() -> Result<Opts, String> {
 /// (the report issues far more refresh tokens per member than a service
 /// would: about 100 each when the store is built, then thousands more over
 /// 64 members in the write benchmarks).
+/// The median nanoseconds of a call of `check` over the items of `order`,
+/// each in turn and around again: at least `calls` calls and one whole
+/// pass, in batches of `per`.
+fn median_ns_over(calls: usize, order: &[u32], per: usize, mut check: impl FnMut(usize)) -> f64 {
+    let mut v = time_batches(calls.max(order.len()) / per, per, |i| {
+        check(order[i % order.len()] as usize)
+    });
+    median(&mut v)
+}
+
 fn store_config(path: &Path) -> Config {
     Config::new(path)
         .key(StoreKey::from_bytes(KEY))
@@ -511,15 +521,11 @@ fn floor_child(prefix: &str, layout: Layout, q: bool) -> Result<(), Box<dyn std:
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let per = 1000.min(random.len());
-    let mut v = time_batches(
-        (if q { 200_000 } else { 500_000 }).max(random.len()) / per,
-        per,
-        |i| {
-            let r = floor.check(access.get(random[i % random.len()] as usize), now);
-            assert!(r.is_some(), "a token of the floor verifies");
-        },
-    );
-    println!("floor_random_ns {}", median(&mut v));
+    let ns = median_ns_over(if q { 200_000 } else { 500_000 }, &random, per, |k| {
+        let r = floor.check(access.get(k), now);
+        assert!(r.is_some(), "a token of the floor verifies");
+    });
+    println!("floor_random_ns {ns}");
     println!("floor_bytes_per_token {bytes_per_record}");
     Ok(())
 }
@@ -923,14 +929,9 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     // the same cost. The matches are counted so that no work is elided.)
     let limit = Limit::new(store.prefix(), KEY, &all_access, tokens);
     let mut matched = 0usize;
-    let mut v = time_batches(
-        (if q { 200_000 } else { 500_000 }).max(random.len()) / per,
-        per,
-        |i| {
-            matched += usize::from(limit.check(all_access.get(random[i % random.len()] as usize)));
-        },
-    );
-    let limit_random_ns = median(&mut v);
+    let limit_random_ns = median_ns_over(if q { 200_000 } else { 500_000 }, &random, per, |k| {
+        matched += usize::from(limit.check(all_access.get(k)));
+    });
     assert!(
         std::hint::black_box(matched) > 0,
         "the limit's table holds the tokens"
@@ -940,25 +941,16 @@ fn run(opts: &Opts) -> Result<(), Box<dyn std::error::Error>> {
     // The stateless yardsticks over as many distinct tokens, in random order.
     let jwts = JwtSet::new(random.len());
     let jwt_order = shuffled(jwts.tokens.len(), RANDOM_SEED ^ 0x7);
-    let mut v = time_batches(
-        (if q { 100_000 } else { 300_000 }).max(jwt_order.len()) / per,
-        per,
-        |i| {
-            assert!(jwts.check(jwt_order[i % jwt_order.len()] as usize));
-        },
-    );
-    let jwt_fast_ns = median(&mut v);
+    let jwt_fast_ns = median_ns_over(if q { 100_000 } else { 300_000 }, &jwt_order, per, |k| {
+        assert!(jwts.check(k));
+    });
     drop(jwts);
     let pasetos = PasetoSet::new(random.len().min(if q { 20_000 } else { 100_000 }));
     let paseto_order = shuffled(pasetos.tokens.len(), RANDOM_SEED ^ 0x9);
-    let mut v = time_batches(
-        (if q { 40_000 } else { 100_000 }).max(paseto_order.len()) / per,
-        per,
-        |i| {
-            assert!(pasetos.check(paseto_order[i % paseto_order.len()] as usize));
-        },
-    );
-    let paseto_local_ns = median(&mut v);
+    let paseto_local_ns =
+        median_ns_over(if q { 40_000 } else { 100_000 }, &paseto_order, per, |k| {
+            assert!(pasetos.check(k));
+        });
     drop(pasetos);
 
     // The hash-map floor, in a process of its own so that its memory is

@@ -19,40 +19,21 @@ mod support;
 
 use std::time::Instant;
 
-use support::{populate, Layout};
-use tokenvault::{Config, StoreKey};
+use support::timed_store::TimedStore;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or("usage: resync_time DIR [TOKENS]")?);
-    let tokens: usize = match args.next() {
-        Some(n) => n.replace('_', "").parse()?,
-        None => 1_000_000,
-    };
-    let config = || {
-        Config::new(&dir)
-            .key(StoreKey::from_bytes([0x42; 32]))
-            .max_access_per_refresh(10_001)
-    };
-    if !dir.exists() {
-        let t = Instant::now();
-        let store = config().open()?;
-        populate(&store, Layout::for_tokens(tokens), 10)?;
-        store.close()?;
-        println!(
-            "built {tokens} tokens in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-    let bytes: u64 = walk(&dir);
+    let timed = TimedStore::from_args("usage: resync_time DIR [TOKENS]")?;
+    timed.build_if_missing(timed.config())?;
+    let (dir, tokens) = (&timed.dir, timed.tokens);
+    let bytes: u64 = walk(dir);
     let t = Instant::now();
-    let store = config().open()?;
+    let store = timed.config().open()?;
     let plain = t.elapsed();
     store.close()?;
     // The marker a failed sync leaves (its first line is not read).
     std::fs::write(dir.join("unsynced"), b"a sync failed\n")?;
     let t = Instant::now();
-    let store = config().open()?;
+    let store = timed.config().open()?;
     let rewritten = t.elapsed();
     assert!(
         !dir.join("unsynced").exists(),

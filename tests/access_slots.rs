@@ -7,10 +7,10 @@
 mod common;
 
 use common::raw_sled;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokenvault::{Actor, Config, ManualClock, Role, TokenStore};
+use tokenvault::{Actor, Config, IssuedToken, ManualClock, Role, TokenStore};
 
 const T0: u64 = 1_800_000_000;
 
@@ -35,31 +35,74 @@ fn open(path: &Path, cap: usize, clock: &ManualClock) -> TokenStore {
     }
 }
 
+/// A scratch directory, the path of a store in it and a clock at `T0`.
+struct Scratch {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    clock: ManualClock,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        Scratch {
+            _dir: dir,
+            path,
+            clock: ManualClock::new(T0),
+        }
+    }
+}
+
 fn verifies(store: &TokenStore, tokens: &[String]) -> Vec<bool> {
     tokens.iter().map(|t| store.verify(t).is_ok()).collect()
 }
 
+/// Makes ann the Owner of `acme` and issues her one refresh token.
+fn ann_token(store: &TokenStore) -> IssuedToken {
+    store.add_member("acme", "ann", Role::Owner).unwrap();
+    store
+        .generate(&Actor::new("acme", "ann"), Default::default())
+        .unwrap()
+}
+
+/// Exchanges `refresh` and returns the access token it gives.
+fn exchange(store: &TokenStore, refresh: &IssuedToken) -> String {
+    store
+        .exchange(refresh.token.expose())
+        .unwrap()
+        .access_token
+        .expose()
+        .to_string()
+}
+
+/// `n` exchanges of `refresh`, the clock moved one second before each.
+fn exchange_ticking(
+    store: &TokenStore,
+    clock: &ManualClock,
+    refresh: &IssuedToken,
+    n: usize,
+) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            clock.advance(1);
+            exchange(store, refresh)
+        })
+        .collect()
+}
+
 #[test]
 fn eviction_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let clock = ManualClock::new(T0);
-    let store = open(&path, 3, &clock);
-    store.add_member("acme", "ann", Role::Owner).unwrap();
-    let t = store
-        .generate(&Actor::new("acme", "ann"), Default::default())
-        .unwrap();
-    let mut access = Vec::new();
-    for _ in 0..5 {
-        clock.advance(1);
-        let g = store.exchange(t.token.expose()).unwrap();
-        access.push(g.access_token.expose().to_string());
-    }
+    let scratch = Scratch::new();
+    let (path, clock) = (&scratch.path, &scratch.clock);
+    let store = open(path, 3, clock);
+    let t = ann_token(&store);
+    let mut access = exchange_ticking(&store, clock, &t, 5);
     let expected = vec![false, false, true, true, true];
     assert_eq!(verifies(&store, &access), expected);
     store.flush().unwrap();
     drop(store);
-    let store = open(&path, 3, &clock);
+    let store = open(path, 3, clock);
     assert_eq!(verifies(&store, &access), expected);
     assert_eq!(store.stats().unwrap().access_tokens, 3);
     let report = store.check_integrity().unwrap();
@@ -68,8 +111,7 @@ fn eviction_survives_a_reopen() {
     // Slots now hold, in slot order, the 4th, 5th and 3rd token: the next
     // exchange must still evict the oldest (the 3rd), not slot 0.
     clock.advance(1);
-    let g = store.exchange(t.token.expose()).unwrap();
-    access.push(g.access_token.expose().to_string());
+    access.push(exchange(&store, &t));
     assert_eq!(
         verifies(&store, &access),
         vec![false, false, false, true, true, true]
@@ -78,56 +120,32 @@ fn eviction_survives_a_reopen() {
 
 #[test]
 fn a_lowered_cap_evicts_the_surplus_on_the_next_exchange() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let clock = ManualClock::new(T0);
-    let store = open(&path, 5, &clock);
-    store.add_member("acme", "ann", Role::Owner).unwrap();
-    let t = store
-        .generate(&Actor::new("acme", "ann"), Default::default())
-        .unwrap();
-    let mut access = Vec::new();
-    for _ in 0..5 {
-        clock.advance(1);
-        access.push(
-            store
-                .exchange(t.token.expose())
-                .unwrap()
-                .access_token
-                .expose()
-                .to_string(),
-        );
-    }
+    let scratch = Scratch::new();
+    let (path, clock) = (&scratch.path, &scratch.clock);
+    let store = open(path, 5, clock);
+    let t = ann_token(&store);
+    let mut access = exchange_ticking(&store, clock, &t, 5);
     drop(store);
-    let store = open(&path, 2, &clock);
+    let store = open(path, 2, clock);
     // Nothing is evicted until the family is written again.
     assert_eq!(verifies(&store, &access), vec![true; 5]);
     clock.advance(1);
-    access.push(
-        store
-            .exchange(t.token.expose())
-            .unwrap()
-            .access_token
-            .expose()
-            .to_string(),
-    );
+    access.push(exchange(&store, &t));
     let expected = vec![false, false, false, false, true, true];
     assert_eq!(verifies(&store, &access), expected);
     drop(store);
-    let store = open(&path, 2, &clock);
+    let store = open(path, 2, clock);
     assert_eq!(verifies(&store, &access), expected);
     assert!(store.check_integrity().unwrap().is_clean());
 }
 
 #[test]
 fn purge_frees_slots_and_keeps_the_last_exchange_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let clock = ManualClock::new(T0);
-    let store = open(&path, 3, &clock);
-    store.add_member("acme", "ann", Role::Owner).unwrap();
+    let scratch = Scratch::new();
+    let (path, clock) = (&scratch.path, &scratch.clock);
+    let store = open(path, 3, clock);
+    let t = ann_token(&store);
     let ann = Actor::new("acme", "ann");
-    let t = store.generate(&ann, Default::default()).unwrap();
     for _ in 0..3 {
         store.exchange(t.token.expose()).unwrap();
     }
@@ -137,22 +155,12 @@ fn purge_frees_slots_and_keeps_the_last_exchange_time() {
     assert_eq!(store.list_own(&ann).unwrap()[0].last_refresh, Some(T0));
     drop(store);
     // The last exchange time outlives the records that told it.
-    let store = open(&path, 3, &clock);
+    let store = open(path, 3, clock);
     assert_eq!(store.list_own(&ann).unwrap()[0].last_refresh, Some(T0));
-    let mut access = Vec::new();
-    for _ in 0..3 {
-        access.push(
-            store
-                .exchange(t.token.expose())
-                .unwrap()
-                .access_token
-                .expose()
-                .to_string(),
-        );
-    }
+    let access: Vec<_> = (0..3).map(|_| exchange(&store, &t)).collect();
     assert_eq!(verifies(&store, &access), vec![true; 3]);
     drop(store);
-    let store = open(&path, 3, &clock);
+    let store = open(path, 3, clock);
     assert_eq!(verifies(&store, &access), vec![true; 3]);
     assert_eq!(
         store.list_own(&ann).unwrap()[0].last_refresh,
@@ -163,19 +171,15 @@ fn purge_frees_slots_and_keeps_the_last_exchange_time() {
 
 #[test]
 fn a_revoked_access_token_stays_revoked_in_its_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let clock = ManualClock::new(T0);
-    let store = open(&path, 3, &clock);
-    store.add_member("acme", "ann", Role::Owner).unwrap();
-    let t = store
-        .generate(&Actor::new("acme", "ann"), Default::default())
-        .unwrap();
+    let scratch = Scratch::new();
+    let (path, clock) = (&scratch.path, &scratch.clock);
+    let store = open(path, 3, clock);
+    let t = ann_token(&store);
     let a = store.exchange(t.token.expose()).unwrap().access_token;
     let b = store.exchange(t.token.expose()).unwrap().access_token;
     store.revoke_access(a.expose()).unwrap();
     drop(store);
-    let store = open(&path, 3, &clock);
+    let store = open(path, 3, clock);
     assert!(store.verify(a.expose()).is_err());
     assert!(store.verify(b.expose()).is_ok());
     assert!(store.check_integrity().unwrap().is_clean());
@@ -185,26 +189,11 @@ fn a_revoked_access_token_stays_revoked_in_its_slot() {
 /// refresh id ‖ access id) opens, is upgraded, and verifies the same.
 #[test]
 fn a_version_1_store_is_upgraded_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let clock = ManualClock::new(T0);
-    let store = open(&path, 3, &clock);
-    store.add_member("acme", "ann", Role::Owner).unwrap();
-    let t = store
-        .generate(&Actor::new("acme", "ann"), Default::default())
-        .unwrap();
-    let mut access = Vec::new();
-    for _ in 0..3 {
-        clock.advance(1);
-        access.push(
-            store
-                .exchange(t.token.expose())
-                .unwrap()
-                .access_token
-                .expose()
-                .to_string(),
-        );
-    }
+    let scratch = Scratch::new();
+    let (path, clock) = (&scratch.path, &scratch.clock);
+    let store = open(path, 3, clock);
+    let t = ann_token(&store);
+    let mut access = exchange_ticking(&store, clock, &t, 3);
     let ids: Vec<_> = access
         .iter()
         .map(|a| tokenvault::token::inspect("tv", a).unwrap().1)
@@ -213,7 +202,7 @@ fn a_version_1_store_is_upgraded_on_open() {
     drop(store);
     {
         // Rewrite the access tree to the version-1 layout.
-        let raw = raw_sled(&path);
+        let raw = raw_sled(path);
         let tree = raw.open_tree("access").unwrap();
         let rows: Vec<_> = tree.iter().map(|kv| kv.unwrap()).collect();
         assert_eq!(rows.len(), 3);
@@ -240,7 +229,7 @@ fn a_version_1_store_is_upgraded_on_open() {
             .unwrap();
         raw.flush().unwrap();
     }
-    let store = open(&path, 3, &clock);
+    let store = open(path, 3, clock);
     assert_eq!(verifies(&store, &access), vec![true; 3]);
     let report = store.check_integrity().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
@@ -251,17 +240,10 @@ fn a_version_1_store_is_upgraded_on_open() {
     assert_eq!(listed[0].id.to_string(), t.info.id.to_string());
     // The oldest is evicted first, as before the upgrade.
     clock.advance(1);
-    access.push(
-        store
-            .exchange(t.token.expose())
-            .unwrap()
-            .access_token
-            .expose()
-            .to_string(),
-    );
+    access.push(exchange(&store, &t));
     assert_eq!(verifies(&store, &access), vec![false, true, true, true]);
     drop(store);
-    let raw = raw_sled(&path);
+    let raw = raw_sled(path);
     assert_eq!(
         raw.open_tree("meta")
             .unwrap()
@@ -287,20 +269,8 @@ fn durable_exchange_with_slots() {
         .access_ttl(Duration::from_secs(60))
         .open()
         .unwrap();
-    store.add_member("acme", "ann", Role::Owner).unwrap();
-    let t = store
-        .generate(&Actor::new("acme", "ann"), Default::default())
-        .unwrap();
-    let grants: Vec<_> = (0..4)
-        .map(|_| {
-            store
-                .exchange(t.token.expose())
-                .unwrap()
-                .access_token
-                .expose()
-                .to_string()
-        })
-        .collect();
+    let t = ann_token(&store);
+    let grants: Vec<_> = (0..4).map(|_| exchange(&store, &t)).collect();
     assert_eq!(verifies(&store, &grants), vec![false, false, true, true]);
     assert!(store.check_integrity().unwrap().is_clean());
 }

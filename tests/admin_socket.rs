@@ -9,6 +9,8 @@
 //! an answer arriving) with a generous bound, never a bare sleep.
 #![cfg(all(feature = "cli", unix))]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::args::words;
 use serde_json::Value;
 
 /// How long any awaited event may take on a loaded machine.
@@ -53,11 +56,16 @@ fn tv(db: &Path, args: &[&str], stdin: Option<&str>) -> Out {
         let mut input = child.stdin.take().unwrap();
         input.write_all(text.as_bytes()).unwrap();
     }
-    let out = child.wait_with_output().unwrap();
-    Out {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
+    Out::from(child.wait_with_output().unwrap())
+}
+
+impl From<std::process::Output> for Out {
+    fn from(out: std::process::Output) -> Out {
+        Out {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
     }
 }
 
@@ -76,6 +84,16 @@ fn seeded(db: &Path) {
     for (user, role) in [("olivia", "owner"), ("adam", "admin"), ("uma", "user")] {
         assert_eq!(tv(db, &["member", "add", "acme", user, role], None).code, 0);
     }
+}
+
+/// A seeded store `t.db` in a new directory, and a `serve` started on it
+/// as [`Serve::start`] says.
+fn seeded_serve(extra: &[&str], expect_socket: bool) -> (tempfile::TempDir, PathBuf, Serve) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    seeded(&db);
+    let serve = Serve::start(&db, extra, expect_socket);
+    (dir, db, serve)
 }
 
 fn socket_of(db: &Path) -> PathBuf {
@@ -366,377 +384,157 @@ fn every_command_through_serve_prints_what_it_prints_on_a_stopped_store() {
     seeded(&remote.db);
     let mut serve = Serve::start(&remote.db, &[], true);
 
-    // (arguments, standard input, variables to take from the JSON answer)
+    // (the command line as [`words`] splits it, standard input, variables to
+    // take from the JSON answer)
     type Step = (
-        &'static [&'static str],
+        &'static str,
         Option<&'static str>,
         &'static [(&'static str, &'static str)],
     );
     let steps: &[Step] = &[
         // members
-        (&["member", "list", "acme"], None, &[]),
-        (&["--json", "member", "list", "acme"], None, &[]),
-        (&["member", "add", "acme", "sam", "stakeholder"], None, &[]),
-        (
-            &["member", "add", "acme", "ivy", "user", "--json"],
-            None,
-            &[],
-        ),
-        (&["member", "add", "acme", "ivy", "user"], None, &[]),
-        (&["member", "role", "acme", "ivy", "admin"], None, &[]),
-        (
-            &["--json", "member", "role", "acme", "ivy", "user"],
-            None,
-            &[],
-        ),
-        (&["member", "list", "nowhere"], None, &[]),
-        (&["--json", "member", "list", "nowhere"], None, &[]),
-        (&["member", "add", "acme", "x", "boss"], None, &[]),
+        ("member list acme", None, &[]),
+        ("--json member list acme", None, &[]),
+        ("member add acme sam stakeholder", None, &[]),
+        ("member add acme ivy user --json", None, &[]),
+        ("member add acme ivy user", None, &[]),
+        ("member role acme ivy admin", None, &[]),
+        ("--json member role acme ivy user", None, &[]),
+        ("member list nowhere", None, &[]),
+        ("--json member list nowhere", None, &[]),
+        ("member add acme x boss", None, &[]),
         // tokens
         (
-            &[
-                "--json", "token", "generate", "--as", "acme/uma", "--label", "laptop",
-            ],
+            "--json token generate --as acme/uma --label laptop",
             None,
             &[("uma_id", "id"), ("uma_token", "token")],
         ),
         (
-            &[
-                "token",
-                "generate",
-                "--as",
-                "acme/adam",
-                "--scopes",
-                "read,user-write",
-                "--expires-in",
-                "30d",
-            ],
+            "token generate --as acme/adam --scopes read,user-write --expires-in 30d",
             None,
             &[],
         ),
         (
-            &[
-                "--json",
-                "token",
-                "assign",
-                "--as",
-                "acme/olivia",
-                "--to",
-                "ivy",
-                "--label",
-                "ci",
-            ],
+            "--json token assign --as acme/olivia --to ivy --label ci",
             None,
             &[("ivy_id", "id"), ("ivy_token", "token")],
         ),
+        ("token assign --as acme/olivia --to sam", None, &[]),
+        ("token generate --as acme/uma --scopes org-admin", None, &[]),
         (
-            &["token", "assign", "--as", "acme/olivia", "--to", "sam"],
+            "--json token generate --as acme/uma --scopes org-admin",
             None,
             &[],
         ),
+        ("token assign --as acme/adam --to uma", None, &[]),
+        ("--json token assign --as acme/adam --to ivy", None, &[]),
+        ("token list --as acme/uma", None, &[]),
+        ("--json token list --as acme/uma", None, &[]),
+        ("token list --as acme/olivia --all", None, &[]),
+        ("--json token list --as acme/olivia --all", None, &[]),
         (
-            &[
-                "token",
-                "generate",
-                "--as",
-                "acme/uma",
-                "--scopes",
-                "org-admin",
-            ],
-            None,
-            &[],
-        ),
-        (
-            &[
-                "--json",
-                "token",
-                "generate",
-                "--as",
-                "acme/uma",
-                "--scopes",
-                "org-admin",
-            ],
-            None,
-            &[],
-        ),
-        (
-            &["token", "assign", "--as", "acme/adam", "--to", "uma"],
-            None,
-            &[],
-        ),
-        (
-            &[
-                "--json",
-                "token",
-                "assign",
-                "--as",
-                "acme/adam",
-                "--to",
-                "ivy",
-            ],
-            None,
-            &[],
-        ),
-        (&["token", "list", "--as", "acme/uma"], None, &[]),
-        (&["--json", "token", "list", "--as", "acme/uma"], None, &[]),
-        (
-            &["token", "list", "--as", "acme/olivia", "--all"],
-            None,
-            &[],
-        ),
-        (
-            &["--json", "token", "list", "--as", "acme/olivia", "--all"],
-            None,
-            &[],
-        ),
-        (
-            &[
-                "--json",
-                "token",
-                "list",
-                "--as",
-                "acme/olivia",
-                "--all",
-                "--limit",
-                "2",
-            ],
+            "--json token list --as acme/olivia --all --limit 2",
             None,
             &[("page", "next")],
         ),
+        ("token list --as acme/olivia --all --limit 2", None, &[]),
         (
-            &[
-                "token",
-                "list",
-                "--as",
-                "acme/olivia",
-                "--all",
-                "--limit",
-                "2",
-            ],
+            "--json token list --as acme/olivia --all --after $page",
             None,
             &[],
         ),
+        ("token list --as acme/uma --all", None, &[]),
+        ("--json token list --as acme/adam --all", None, &[]),
+        ("token show --as acme/uma $uma_id", None, &[]),
+        ("--json token show --as acme/olivia $ivy_id", None, &[]),
+        ("token show --as acme/adam $ivy_id", None, &[]),
+        ("token label --as acme/uma $uma_id 'old laptop'", None, &[]),
         (
-            &[
-                "--json",
-                "token",
-                "list",
-                "--as",
-                "acme/olivia",
-                "--all",
-                "--after",
-                "$page",
-            ],
-            None,
-            &[],
-        ),
-        (&["token", "list", "--as", "acme/uma", "--all"], None, &[]),
-        (
-            &["--json", "token", "list", "--as", "acme/adam", "--all"],
-            None,
-            &[],
-        ),
-        (&["token", "show", "--as", "acme/uma", "$uma_id"], None, &[]),
-        (
-            &["--json", "token", "show", "--as", "acme/olivia", "$ivy_id"],
-            None,
-            &[],
-        ),
-        (
-            &["token", "show", "--as", "acme/adam", "$ivy_id"],
-            None,
-            &[],
-        ),
-        (
-            &[
-                "token",
-                "label",
-                "--as",
-                "acme/uma",
-                "$uma_id",
-                "old laptop",
-            ],
-            None,
-            &[],
-        ),
-        (
-            &[
-                "--json",
-                "token",
-                "label",
-                "--as",
-                "acme/olivia",
-                "$uma_id",
-                "phone",
-            ],
+            "--json token label --as acme/olivia $uma_id phone",
             None,
             &[],
         ),
         // exchange and verification, the token as an argument and on stdin
         (
-            &["--json", "exchange", "$uma_token"],
+            "--json exchange $uma_token",
             None,
             &[("uma_access", "data.access_token")],
         ),
-        (&["exchange", "-"], Some("$ivy_token"), &[]),
+        ("exchange -", Some("$ivy_token"), &[]),
         (
-            &["--json", "exchange", "-"],
+            "--json exchange -",
             Some("$ivy_token"),
             &[("ivy_access", "data.access_token")],
         ),
-        (&["exchange", "-"], Some(""), &[]),
-        (&["exchange", "tvr_notatoken"], None, &[]),
-        (&["verify", "$uma_access"], None, &[]),
+        ("exchange -", Some(""), &[]),
+        ("exchange tvr_notatoken", None, &[]),
+        ("verify $uma_access", None, &[]),
         (
-            &["--json", "verify", "-", "--scope", "incident-write"],
+            "--json verify - --scope incident-write",
             Some("$uma_access"),
             &[],
         ),
-        (
-            &["verify", "$uma_access", "--scope", "user-write"],
-            None,
-            &[],
-        ),
-        (
-            &["--json", "verify", "$uma_access", "--scope", "user-write"],
-            None,
-            &[],
-        ),
-        (&["verify", "-"], Some("$ivy_access"), &[]),
+        ("verify $uma_access --scope user-write", None, &[]),
+        ("--json verify $uma_access --scope user-write", None, &[]),
+        ("verify -", Some("$ivy_access"), &[]),
         // revocation
+        ("token revoke --as acme/adam $uma_id", None, &[]),
         (
-            &["token", "revoke", "--as", "acme/adam", "$uma_id"],
+            "token revoke --as acme/uma $uma_id --reason lost",
             None,
             &[],
         ),
+        ("--json verify $uma_access", None, &[]),
+        ("verify $uma_access", None, &[]),
+        ("--json token revoke --as acme/olivia $ivy_id", None, &[]),
+        ("token revoke-all --as acme/olivia --user adam", None, &[]),
         (
-            &[
-                "token", "revoke", "--as", "acme/uma", "$uma_id", "--reason", "lost",
-            ],
+            "--json token revoke-all --as acme/olivia --user sam --before 2020-01-01T00:00:00Z",
             None,
             &[],
         ),
-        (&["--json", "verify", "$uma_access"], None, &[]),
-        (&["verify", "$uma_access"], None, &[]),
+        ("token revoke-all --as acme/uma --org", None, &[]),
         (
-            &[
-                "--json",
-                "token",
-                "revoke",
-                "--as",
-                "acme/olivia",
-                "$ivy_id",
-            ],
+            "token revoke-all --as acme/olivia --org --before 2999-01-01",
             None,
             &[],
         ),
-        (
-            &[
-                "token",
-                "revoke-all",
-                "--as",
-                "acme/olivia",
-                "--user",
-                "adam",
-            ],
-            None,
-            &[],
-        ),
-        (
-            &[
-                "--json",
-                "token",
-                "revoke-all",
-                "--as",
-                "acme/olivia",
-                "--user",
-                "sam",
-                "--before",
-                "2020-01-01T00:00:00Z",
-            ],
-            None,
-            &[],
-        ),
-        (
-            &["token", "revoke-all", "--as", "acme/uma", "--org"],
-            None,
-            &[],
-        ),
-        (
-            &[
-                "token",
-                "revoke-all",
-                "--as",
-                "acme/olivia",
-                "--org",
-                "--before",
-                "2999-01-01",
-            ],
-            None,
-            &[],
-        ),
-        (&["member", "transfer", "acme", "adam"], None, &[]),
-        (
-            &["--json", "member", "transfer", "acme", "olivia"],
-            None,
-            &[],
-        ),
-        (&["--json", "member", "remove", "acme", "ivy"], None, &[]),
-        (&["member", "remove", "acme", "sam"], None, &[]),
+        ("member transfer acme adam", None, &[]),
+        ("--json member transfer acme olivia", None, &[]),
+        ("--json member remove acme ivy", None, &[]),
+        ("member remove acme sam", None, &[]),
         // operations
-        (&["audit", "--as", "acme/olivia"], None, &[]),
+        ("audit --as acme/olivia", None, &[]),
         (
-            &["--json", "audit", "--as", "acme/olivia", "--limit", "5"],
+            "--json audit --as acme/olivia --limit 5",
             None,
             &[("cursor", "next")],
         ),
         (
-            &[
-                "audit",
-                "--as",
-                "acme/olivia",
-                "--limit",
-                "3",
-                "--after",
-                "$cursor",
-            ],
+            "audit --as acme/olivia --limit 3 --after $cursor",
             None,
             &[],
         ),
-        (&["--json", "audit", "--as", "acme/uma"], None, &[]),
-        (&["purge"], None, &[]),
-        (&["--json", "purge", "--batch", "2"], None, &[]),
-        (&["check"], None, &[]),
-        (&["--json", "check"], None, &[]),
-        (&["stats"], None, &[]),
-        (&["--json", "stats"], None, &[]),
-        (
-            &[
-                "token",
-                "revoke-all",
-                "--as",
-                "acme/olivia",
-                "--org",
-                "--json",
-            ],
-            None,
-            &[],
-        ),
-        (
-            &["token", "list", "--as", "acme/olivia", "--all"],
-            None,
-            &[],
-        ),
+        ("--json audit --as acme/uma", None, &[]),
+        ("purge", None, &[]),
+        ("--json purge --batch 2", None, &[]),
+        ("check", None, &[]),
+        ("--json check", None, &[]),
+        ("stats", None, &[]),
+        ("--json stats", None, &[]),
+        ("token revoke-all --as acme/olivia --org --json", None, &[]),
+        ("token list --as acme/olivia --all", None, &[]),
     ];
     let issuing = |args: &[&str]| args.contains(&"generate") || args.contains(&"assign");
     let mut secrets = Vec::new();
-    for (args, stdin, take) in steps {
-        if issuing(args) {
+    for (line, stdin, take) in steps {
+        let args = words(line);
+        if issuing(&args) {
             next_second();
         }
         let mut outs = Vec::new();
         for side in [&mut local, &mut remote] {
-            let out = side.run(args, *stdin);
+            let out = side.run(&args, *stdin);
             for (name, path) in *take {
                 let doc: Value = serde_json::from_str(&out.stdout)
                     .unwrap_or_else(|_| panic!("{args:?} on {}: {out:?}", side.db.display()));
@@ -790,10 +588,7 @@ fn every_command_through_serve_prints_what_it_prints_on_a_stopped_store() {
 /// store (`demo`) still runs.
 #[test]
 fn a_store_held_without_an_admin_socket_is_said_plainly() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    seeded(&db);
-    let serve = Serve::start(&db, &["--no-admin-socket"], false);
+    let (_dir, db, serve) = seeded_serve(&["--no-admin-socket"], false);
     assert!(!socket_of(&db).exists());
     let out = tv(&db, &["member", "list", "acme"], None);
     assert_eq!(out.code, 1, "{out:?}");
@@ -819,10 +614,7 @@ fn a_store_held_without_an_admin_socket_is_said_plainly() {
 /// store itself again.
 #[test]
 fn the_socket_is_private_and_removed_at_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    seeded(&db);
-    let mut serve = Serve::start(&db, &[], true);
+    let (_dir, db, mut serve) = seeded_serve(&[], true);
     let meta = std::fs::symlink_metadata(socket_of(&db)).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -838,10 +630,7 @@ fn the_socket_is_private_and_removed_at_shutdown() {
 /// replaces the stale file with its own socket.
 #[test]
 fn a_stale_socket_left_by_a_killed_serve_is_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    seeded(&db);
-    let mut first = Serve::start(&db, &[], true);
+    let (_dir, db, mut first) = seeded_serve(&[], true);
     first.stop_with(libc::SIGKILL);
     let sock = socket_of(&db);
     assert!(
@@ -888,10 +677,7 @@ fn error_kind(line: &str) -> String {
 /// closed connection; meanwhile and afterwards the server answers others.
 #[test]
 fn bad_requests_get_an_error_and_the_server_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    seeded(&db);
-    let mut serve = Serve::start(&db, &[], true);
+    let (_dir, db, mut serve) = seeded_serve(&[], true);
     let sock = socket_of(&db);
 
     // Not JSON; JSON without args; args that are not strings; an empty line.
@@ -957,10 +743,7 @@ fn bad_requests_get_an_error_and_the_server_keeps_serving() {
 /// serves again once the others are done.
 #[test]
 fn connections_beyond_the_bound_are_answered_busy() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    seeded(&db);
-    let mut serve = Serve::start(&db, &[], true);
+    let (_dir, db, mut serve) = seeded_serve(&[], true);
     let sock = socket_of(&db);
     // Eight connections that send nothing yet hold every place (the
     // start's probe may still hold one for a moment: then one of them is
@@ -1023,10 +806,7 @@ fn a_client_of_another_uid_is_refused() {
         eprintln!("note: not root, skipped");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    seeded(&db);
-    let mut serve = Serve::start(&db, &[], true);
+    let (dir, db, mut serve) = seeded_serve(&[], true);
     let as_nobody = |args: &[&str]| {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -1038,11 +818,7 @@ fn a_client_of_another_uid_is_refused() {
             .stdin(Stdio::null())
             .output()
             .expect("setpriv");
-        Out {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code().unwrap_or(-1),
-        }
+        Out::from(out)
     };
     // As made: the directory (0700) keeps it out.
     let out = as_nobody(&["member", "add", "acme", "mallory", "owner"]);

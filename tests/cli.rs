@@ -1,10 +1,13 @@
 //! Guards the `tokenvault` command-line tool by driving the built binary: the seed story, the policy table's refusals (exit 1, `forbidden`, nothing changed), every `--json` shape, the exit codes, and bad input (malformed token, unknown role, missing database, wrong key, tokens read from stdin).
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+use common::args::words;
 use serde_json::Value;
 use tokenvault::token::encode_raw;
 use tokenvault::TokenKind;
@@ -53,14 +56,18 @@ impl Vault {
         self.cmd().args(args).output().expect("run tokenvault")
     }
 
-    /// Runs with `--json`, expects exit 0, returns the document.
-    fn ok(&self, args: &[&str]) -> Value {
-        let out = self
-            .cmd()
+    /// Runs with `--json` first.
+    fn run_json(&self, args: &[&str]) -> Output {
+        self.cmd()
             .arg("--json")
             .args(args)
             .output()
-            .expect("run tokenvault");
+            .expect("run tokenvault")
+    }
+
+    /// Runs with `--json`, expects exit 0, returns the document.
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.run_json(args);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -73,12 +80,7 @@ impl Vault {
 
     /// Runs with `--json`, expects `code` and an error of `kind`.
     fn fail(&self, args: &[&str], code: i32, kind: &str) -> Value {
-        let out = self
-            .cmd()
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("run tokenvault");
+        let out = self.run_json(args);
         let doc = json_of(&out);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {doc}");
         assert_error_shape(&doc, kind);
@@ -162,26 +164,10 @@ fn seed_story_end_to_end() {
     let v = Vault::seeded();
     // uma's own token, then the Owner's assignments.
     let own = v.ok(&["token", "generate", "--as", "acme/uma", "--label", "laptop"]);
-    let for_adam = v.ok(&[
-        "token",
-        "assign",
-        "--as",
-        "acme/olivia",
-        "--to",
-        "adam",
-        "--label",
-        "terraform",
-    ]);
-    let for_uma = v.ok(&[
-        "token",
-        "assign",
-        "--as",
-        "acme/olivia",
-        "--to",
-        "uma",
-        "--label",
-        "ci",
-    ]);
+    let for_adam = v.ok(&words(
+        "token assign --as acme/olivia --to adam --label terraform",
+    ));
+    let for_uma = v.ok(&words("token assign --as acme/olivia --to uma --label ci"));
     assert_eq!(for_uma["user"], "uma");
     assert_eq!(for_adam["role"], "admin");
 
@@ -348,16 +334,9 @@ fn policy_refusals_exit_1_forbidden_and_change_nothing() {
 #[test]
 fn json_shapes() {
     let v = Vault::seeded();
-    let gen = v.ok(&[
-        "token",
-        "generate",
-        "--as",
-        "acme/uma",
-        "--scopes",
-        "read,incident-write",
-        "--label",
-        "x",
-    ]);
+    let gen = v.ok(&words(
+        "token generate --as acme/uma --scopes read,incident-write --label x",
+    ));
     let shape = sorted(&["id", "token", "user", "role", "scopes", "expires_at"]);
     assert_eq!(keys(&gen), shape);
     assert!(s(&gen["token"]).starts_with("tvr_"));
@@ -365,16 +344,9 @@ fn json_shapes() {
     assert_eq!(gen["scopes"], serde_json::json!(["read", "incident-write"]));
     assert!(gen["expires_at"].is_null());
 
-    let asg = v.ok(&[
-        "token",
-        "assign",
-        "--as",
-        "acme/olivia",
-        "--to",
-        "adam",
-        "--expires-in",
-        "30d",
-    ]);
+    let asg = v.ok(&words(
+        "token assign --as acme/olivia --to adam --expires-in 30d",
+    ));
     assert_eq!(keys(&asg), shape);
     assert_eq!((s(&asg["user"]), s(&asg["role"])), ("adam", "admin"));
     let exp = asg["expires_at"]
@@ -489,23 +461,9 @@ fn json_shapes() {
 #[test]
 fn token_states_active_revoked_expired() {
     let v = Vault::seeded();
-    let short = v.ok(&[
-        "token",
-        "generate",
-        "--as",
-        "acme/uma",
-        "--expires-in",
-        "1s",
-    ]);
+    let short = v.ok(&words("token generate --as acme/uma --expires-in 1s"));
     let gone = v.ok(&["token", "generate", "--as", "acme/uma"]);
-    let live = v.ok(&[
-        "token",
-        "generate",
-        "--as",
-        "acme/uma",
-        "--expires-in",
-        "1h",
-    ]);
+    let live = v.ok(&words("token generate --as acme/uma --expires-in 1h"));
     v.ok(&["token", "revoke", "--as", "acme/uma", s(&gone["id"])]);
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let list = v.ok(&["token", "list", "--as", "acme/uma"]);
@@ -537,34 +495,11 @@ fn exit_codes() {
         &["member", "add", "acme", "zed", "boss"],
         &["token", "generate"],
         &["token", "generate", "--as", "acme"],
-        &[
-            "token",
-            "generate",
-            "--as",
-            "acme/uma",
-            "--expires-in",
-            "soon",
-        ],
+        &words("token generate --as acme/uma --expires-in soon"),
         &["token", "revoke", "--as", "acme/olivia", "not-an-id"],
         &["token", "revoke-all", "--as", "acme/olivia"],
-        &[
-            "token",
-            "revoke-all",
-            "--as",
-            "acme/olivia",
-            "--org",
-            "--user",
-            "uma",
-        ],
-        &[
-            "token",
-            "revoke-all",
-            "--as",
-            "acme/olivia",
-            "--org",
-            "--before",
-            "yesterday",
-        ],
+        &words("token revoke-all --as acme/olivia --org --user uma"),
+        &words("token revoke-all --as acme/olivia --org --before yesterday"),
         &["audit", "--as", "acme/olivia", "--limit", "-3"],
         &["purge", "--batch", "0"],
         &["stats", "--frob"],
@@ -582,27 +517,12 @@ fn exit_codes() {
     // The library's InvalidArgument is bad usage too: a scope above the role,
     // a cutoff in the future.
     v.fail(
-        &[
-            "token",
-            "generate",
-            "--as",
-            "acme/uma",
-            "--scopes",
-            "user-write",
-        ],
+        &words("token generate --as acme/uma --scopes user-write"),
         2,
         "usage",
     );
     v.fail(
-        &[
-            "token",
-            "revoke-all",
-            "--as",
-            "acme/olivia",
-            "--org",
-            "--before",
-            "2999-01-01T00:00:00Z",
-        ],
+        &words("token revoke-all --as acme/olivia --org --before 2999-01-01T00:00:00Z"),
         2,
         "usage",
     );
@@ -621,13 +541,7 @@ fn exit_codes() {
     );
     v.fail(&["member", "list", "initech"], 1, "not_found");
     v.fail(
-        &[
-            "token",
-            "revoke",
-            "--as",
-            "acme/olivia",
-            "0123456789abcdef0123456789abcdef",
-        ],
+        &words("token revoke --as acme/olivia 0123456789abcdef0123456789abcdef"),
         1,
         "not_found",
     );
@@ -733,6 +647,15 @@ fn human_output_is_tables_and_sentences() {
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("Purged"));
 }
 
+/// Standard output, then standard error, as text.
+fn all_output(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A token pasted where an id or a name belongs is recognized and never
 /// repeated: not in a usage error, not in a refusal, with or without
 /// `--json`.
@@ -743,46 +666,31 @@ fn a_token_where_an_id_belongs_is_never_echoed() {
     let secret = s(&tok["token"]).to_string();
     // Any stretch of the token's digits would leak part of the secret.
     let digits = &secret[secret.len() - 30..];
-    let leaks = |out: &Output| {
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        all.contains(digits)
-    };
+    let leaks = |out: &Output| all_output(out).contains(digits);
     for json in [false, true] {
-        let mut args = vec!["token", "revoke", "--as", "acme/uma", secret.as_str()];
-        if json {
-            args.insert(0, "--json");
-        }
-        let out = v.run(&args);
+        // With `--json` first when `json` says so.
+        let run = |args: &[&str]| {
+            let mut args = args.to_vec();
+            if json {
+                args.insert(0, "--json");
+            }
+            v.run(&args)
+        };
+        let out = run(&["token", "revoke", "--as", "acme/uma", secret.as_str()]);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         assert!(!leaks(&out), "the secret was echoed: {out:?}");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = all_output(&out);
         assert!(text.contains("this is a token, not a token id"), "{text}");
         if json {
             assert_error_shape(&json_of(&out), "usage");
         }
         // A token given as a member's name, to a call the store refuses.
         let to = format!("--to={secret}");
-        let mut args = vec!["token", "assign", "--as", "acme/olivia", to.as_str()];
-        if json {
-            args.insert(0, "--json");
-        }
-        let out = v.run(&args);
+        let out = run(&["token", "assign", "--as", "acme/olivia", to.as_str()]);
         assert_ne!(out.status.code(), Some(0), "{out:?}");
         assert!(!leaks(&out), "the secret was echoed: {out:?}");
         // And as an actor that is no ORG/USER.
-        let mut args = vec!["token", "list", "--as", secret.as_str()];
-        if json {
-            args.insert(0, "--json");
-        }
-        let out = v.run(&args);
+        let out = run(&["token", "list", "--as", secret.as_str()]);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         assert!(!leaks(&out), "the secret was echoed: {out:?}");
     }
@@ -1018,40 +926,20 @@ fn revoke_all_with_a_cutoff() {
     let old = v.ok(&["token", "generate", "--as", "acme/uma"]);
     let adam = v.ok(&["token", "generate", "--as", "acme/adam"]);
     // A cutoff before anything was issued revokes nothing.
-    let none = v.ok(&[
-        "token",
-        "revoke-all",
-        "--as",
-        "acme/olivia",
-        "--org",
-        "--before",
-        "2001-09-09T01:46:40Z",
-    ]);
+    let none = v.ok(&words(
+        "token revoke-all --as acme/olivia --org --before 2001-09-09T01:46:40Z",
+    ));
     assert_eq!(none["revoked"], 0);
     assert_eq!(none["before"], 1_000_000_000);
-    let none = v.ok(&[
-        "token",
-        "revoke-all",
-        "--as",
-        "acme/olivia",
-        "--user",
-        "uma",
-        "--before",
-        "1000000000",
-    ]);
+    let none = v.ok(&words(
+        "token revoke-all --as acme/olivia --user uma --before 1000000000",
+    ));
     assert_eq!(none["revoked"], 0);
     // Tokens are stamped in whole seconds: wait for the next one.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let r = v.ok(&[
-        "token",
-        "revoke-all",
-        "--as",
-        "acme/olivia",
-        "--user",
-        "uma",
-        "--before",
-        "now",
-    ]);
+    let r = v.ok(&words(
+        "token revoke-all --as acme/olivia --user uma --before now",
+    ));
     assert_eq!(r["revoked"], 1);
     assert_eq!(r["user"], "uma");
     v.fail(&["exchange", s(&old["token"])], 1, "revoked");
@@ -1225,13 +1113,7 @@ fn token_show_and_label_print_one_list_item() {
         "usage",
     );
     v.fail(
-        &[
-            "token",
-            "show",
-            "--as",
-            "acme/uma",
-            "00000000000000000000000000000000",
-        ],
+        &words("token show --as acme/uma 00000000000000000000000000000000"),
         1,
         "not_found",
     );
@@ -1259,15 +1141,7 @@ fn token_list_and_audit_page_with_after_and_limit() {
     let mut walked: Vec<Value> = Vec::new();
     let mut args: Vec<String> = vec![];
     loop {
-        let mut a = vec![
-            "token",
-            "list",
-            "--as",
-            "acme/olivia",
-            "--all",
-            "--limit",
-            "2",
-        ];
+        let mut a = words("token list --as acme/olivia --all --limit 2");
         a.extend(args.iter().map(String::as_str));
         let page = v.ok(&a);
         assert_eq!(keys(&page), ["next", "tokens"]);
@@ -1343,4 +1217,19 @@ fn token_list_and_audit_page_with_after_and_limit() {
         2,
         "usage",
     );
+}
+
+/// The one-line command lines above split as written.
+#[test]
+fn one_line_command_lines_split_on_spaces_and_keep_quoted_parts_whole() {
+    assert_eq!(
+        words("token list  --as acme/uma"),
+        ["token", "list", "--as", "acme/uma"]
+    );
+    assert_eq!(
+        words("token label $id 'old laptop' x"),
+        ["token", "label", "$id", "old laptop", "x"]
+    );
+    assert_eq!(words("''"), [""]);
+    assert!(words("").is_empty());
 }

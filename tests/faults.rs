@@ -13,9 +13,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokenvault::{Actor, Config, Error, GenerateOptions, Role, TokenStore};
+use tokenvault::{Actor, Config, Error, GenerateOptions, IssuedToken, Role, TokenStore};
 
 fn required() -> bool {
     std::env::var_os("TOKENVAULT_FAULTS_REQUIRED").is_some()
@@ -138,6 +139,14 @@ fn owner_store(path: &Path) -> (TokenStore, Actor) {
     (store, Actor::new("acme", "ann"))
 }
 
+/// Checks that `t` verifies in `store` as itself.
+fn assert_live(store: &TokenStore, t: &IssuedToken) {
+    assert_eq!(
+        store.verify_refresh(t.token.expose()).unwrap().id,
+        t.info.id
+    );
+}
+
 /// The newest finished snapshot of a database.
 fn newest_snapshot(db: &Path) -> Option<(u64, PathBuf)> {
     std::fs::read_dir(db)
@@ -180,10 +189,7 @@ fn an_unfinished_snapshot_does_not_brick_the_store() {
     // By hand: an empty `.generating` file, as a snapshot cut short leaves.
     std::fs::write(path.join("snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
     let store = TokenStore::open(&path).expect("an empty leftover must not brick the store");
-    assert_eq!(
-        store.verify_refresh(t.token.expose()).unwrap().id,
-        t.info.id
-    );
+    assert_live(&store, &t);
     assert!(matches!(
         store.verify_refresh(revoked.token.expose()),
         Err(Error::Revoked)
@@ -199,10 +205,7 @@ fn an_unfinished_snapshot_does_not_brick_the_store() {
         let name = format!("snap.{:016X}.generating", lsn + 1);
         std::fs::write(path.join(&name), &bytes[..cut]).unwrap();
         let store = TokenStore::open(&path).expect("a truncated leftover must not brick it");
-        assert_eq!(
-            store.verify_refresh(t.token.expose()).unwrap().id,
-            t.info.id
-        );
+        assert_live(&store, &t);
         assert!(store.verify_refresh(revoked.token.expose()).is_err());
         assert!(store.check_integrity().unwrap().is_clean());
         assert_eq!(generating(&path), 0);
@@ -252,10 +255,7 @@ fn a_disk_filled_during_close_does_not_brick_the_store() {
         free(&ballast, None);
         let store = eventually("open", || TokenStore::open(&path));
         for t in &acked {
-            assert_eq!(
-                store.verify_refresh(t.token.expose()).unwrap().id,
-                t.info.id
-            );
+            assert_live(&store, t);
         }
         assert!(store.check_integrity().unwrap().is_clean());
         store.close().unwrap();
@@ -349,10 +349,7 @@ fn a_full_disk_fails_calls_cleanly_and_the_store_writes_again_once_space_is_free
 
     let store = TokenStore::open(&path).unwrap();
     for t in &acked[..acked.len() - 1] {
-        assert_eq!(
-            store.verify_refresh(t.token.expose()).unwrap().id,
-            t.info.id
-        );
+        assert_live(&store, t);
     }
     assert!(matches!(
         store.verify_refresh(victim.token.expose()),
@@ -391,7 +388,12 @@ fn concurrent_callers_through_a_full_disk() {
     // Set once the ballast is gone; then counts the issues that succeed.
     let freed = std::sync::atomic::AtomicBool::new(false);
     let issued_after = std::sync::atomic::AtomicU64::new(0);
-    let failed_kind = |e: &Error| matches!(e.kind(), "io" | "unavailable");
+    // A call that failed: its own write or sync failed, or it was refused
+    // while the store opens its storage again.
+    let failed = |e: &Error| {
+        assert!(matches!(e.kind(), "io" | "unavailable"), "{e}");
+        failures.fetch_add(1, Ordering::Relaxed);
+    };
     let (acked, revoked) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..3)
             .map(|_| {
@@ -400,13 +402,12 @@ fn concurrent_callers_through_a_full_disk() {
                     let mut revoked = Vec::new();
                     // The token whose revocation failed, retried first.
                     let mut pending: Option<tokenvault::IssuedToken> = None;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !stop.load(Ordering::Relaxed) {
                         if let Some(t) = pending.take() {
                             match store.revoke(&bob, &t.info.id, None) {
                                 Ok(()) => revoked.push(t),
                                 Err(e) => {
-                                    assert!(failed_kind(&e), "{e}");
-                                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    failed(&e);
                                     pending = Some(t);
                                     continue;
                                 }
@@ -414,8 +415,8 @@ fn concurrent_callers_through_a_full_disk() {
                         }
                         match store.generate(&bob, GenerateOptions::default()) {
                             Ok(t) => {
-                                if freed.load(std::sync::atomic::Ordering::Acquire) {
-                                    issued_after.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                                if freed.load(Ordering::Acquire) {
+                                    issued_after.fetch_add(1, Ordering::AcqRel);
                                 }
                                 if let Ok(g) = store.exchange(t.token.expose()) {
                                     let _ = store.verify(g.access_token.expose());
@@ -423,17 +424,13 @@ fn concurrent_callers_through_a_full_disk() {
                                 match store.revoke(&bob, &t.info.id, None) {
                                     Ok(()) => revoked.push(t.clone()),
                                     Err(e) => {
-                                        assert!(failed_kind(&e), "{e}");
-                                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                        failed(&e);
                                         pending = Some(t.clone());
                                     }
                                 }
                                 acked.push(t);
                             }
-                            Err(e) => {
-                                assert!(failed_kind(&e), "{e}");
-                                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
+                            Err(e) => failed(&e),
                         }
                     }
                     (acked, revoked)
@@ -442,18 +439,16 @@ fn concurrent_callers_through_a_full_disk() {
             .collect();
         std::thread::sleep(Duration::from_millis(1500));
         free(&ballast, None);
-        freed.store(true, std::sync::atomic::Ordering::Release);
+        freed.store(true, Ordering::Release);
         // The workers stop once they issue again (at most 30 s, a loaded
         // machine), not after a fixed time: running on, they could fill the
         // disk anew and leave `close` no room for its checkpoint (as they
         // did on a loaded machine).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while issued_after.load(std::sync::atomic::Ordering::Acquire) < 3
-            && Instant::now() < deadline
-        {
+        while issued_after.load(Ordering::Acquire) < 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         let mut acked = Vec::new();
         let mut revoked = Vec::new();
         for w in workers {
@@ -631,24 +626,30 @@ fn a_key_file_others_may_read_is_refused() {
         .allow_loose_key_permissions(true)
         .open()
         .unwrap();
-    assert_eq!(
-        store.verify_refresh(t.token.expose()).unwrap().id,
-        t.info.id
-    );
+    assert_live(&store, &t);
     store.close().unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let store = TokenStore::open(&path).unwrap();
-    assert_eq!(
-        store.verify_refresh(t.token.expose()).unwrap().id,
-        t.info.id
-    );
+    assert_live(&store, &t);
 }
 
 // ----- read-only opens and the store directory's lock -----
 
+type Files = std::collections::BTreeMap<PathBuf, Vec<u8>>;
+
+/// The files added, removed or changed from `before` to `after`.
+fn changed(before: &Files, after: &Files) -> Vec<PathBuf> {
+    before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .cloned()
+        .collect()
+}
+
 /// Every file under `dir` with its bytes (the whole state a command could
 /// change).
-fn files_of(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+fn files_of(dir: &Path) -> Files {
     let mut out = std::collections::BTreeMap::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
@@ -684,7 +685,7 @@ fn a_read_only_open_changes_no_file_and_keeps_the_warm_start_valid() {
             ro.stats().unwrap().warm_start,
             "the warm-start files were not read"
         );
-        assert_eq!(ro.verify_refresh(t.token.expose()).unwrap().id, t.info.id);
+        assert_live(&ro, &t);
         assert_eq!(ro.list_org(&ann).unwrap().len(), 1);
         assert!(ro.check_integrity().unwrap().problems.is_empty());
         let e = ro.add_member("acme", "sam", Role::User).unwrap_err();
@@ -700,12 +701,7 @@ fn a_read_only_open_changes_no_file_and_keeps_the_warm_start_valid() {
         assert_eq!(ro.list_org(&ann).unwrap().len(), 1);
         let closed = ro.close().unwrap();
         assert!(closed.last_handle && !closed.checkpoint && !closed.warm_start_files);
-        let after = files_of(&db);
-        let changed: Vec<_> = before
-            .keys()
-            .chain(after.keys())
-            .filter(|p| before.get(*p) != after.get(*p))
-            .collect();
+        let changed = changed(&before, &files_of(&db));
         assert!(changed.is_empty(), "a read-only open changed {changed:?}");
     }
     // The marker is still valid: a normal open starts warm, with everything.
@@ -788,15 +784,21 @@ mod cli {
         assert_cmd::cargo::cargo_bin("tokenvault")
     }
 
+    /// The binary on the store `db`, the caller adds the rest.
+    fn tv(db: &Path) -> Command {
+        let mut c = Command::new(bin());
+        c.env_remove("TOKENVAULT_DB").arg("--db").arg(db);
+        c
+    }
+
     fn run(db: &Path, args: &[&str]) -> Output {
-        Command::new(bin())
-            .env_remove("TOKENVAULT_DB")
-            .arg("--db")
-            .arg(db)
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap()
+        tv(db).arg("--json").args(args).output().unwrap()
+    }
+
+    /// A port nobody listens on (bound, then let go).
+    fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
     }
 
     fn doc(out: &Output) -> Value {
@@ -821,10 +823,7 @@ mod cli {
     }
 
     fn spawn_init(db: &Path) -> Child {
-        Command::new(bin())
-            .env_remove("TOKENVAULT_DB")
-            .arg("--db")
-            .arg(db)
+        tv(db)
             .args(["--json", "init"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -900,15 +899,9 @@ mod cli {
         ok(&db, &["init"]);
         let held = std::fs::File::open(&db).unwrap();
         held.lock().unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let started = Instant::now();
-        let mut child = Command::new(bin())
-            .env_remove("TOKENVAULT_DB")
-            .arg("--db")
-            .arg(&db)
+        let mut child = tv(&db)
             .args(["--json", "serve", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -982,14 +975,8 @@ mod cli {
     }
 
     fn serve_with(db: &Path, extra: &[&str]) -> (Child, u16) {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let child = Command::new(bin())
-            .env_remove("TOKENVAULT_DB")
-            .arg("--db")
-            .arg(db)
+        let port = free_port();
+        let child = tv(db)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .stdout(Stdio::null())
@@ -1062,12 +1049,7 @@ mod cli {
             assert!(right(&d), "{args:?}: {d}");
             println!("{args:?} on a full disk: exit 0");
         }
-        let after = files_of(&db);
-        let changed: Vec<_> = before
-            .keys()
-            .chain(after.keys())
-            .filter(|p| before.get(*p) != after.get(*p))
-            .collect();
+        let changed = changed(&before, &files_of(&db));
         assert!(changed.is_empty(), "read-only commands changed {changed:?}");
         free(&ballast, None);
         let store = Config::new(&db).read_only(true).open().unwrap();

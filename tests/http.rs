@@ -11,12 +11,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use common::http::{captured, client, Server};
+use common::http::{captured, client, raw, Server};
 use reqwest::blocking::Response;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -152,17 +152,6 @@ fn ids_of(v: &Value) -> Vec<String> {
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Sends raw bytes and returns what comes back until the server closes or
-/// `wait` passes.
-fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(wait)).unwrap();
-    let _ = c.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 // ----- the seed story -----
@@ -680,25 +669,24 @@ fn rfc7009_revocation() {
     let (uma_refresh, _) = refresh_of(&store, "acme", "uma");
     let uma1 = access(&s, &uma_refresh);
     let uma2 = access(&s, &uma_refresh);
+    // An RFC 7009 revocation with the form `body`.
+    let revoke = |bearer: Option<&str>, body: &str| form(&s, "/oauth/revoke", bearer, body);
 
     // An unknown or malformed token: 200 all the same.
     for t in ["unknown", "tvr_zzzz", "tva_"] {
-        let res = form(&s, "/oauth/revoke", Some(&olivia), &format!("token={t}"));
+        let res = revoke(Some(&olivia), &format!("token={t}"));
         assert_eq!(res.status(), StatusCode::OK);
     }
 
     // Another org's caller cannot revoke acme's token: 200, nothing changes.
-    let res = form(&s, "/oauth/revoke", Some(&gina), &format!("token={uma1}"));
+    let res = revoke(Some(&gina), &format!("token={uma1}"));
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(list(&s, &uma1).status(), StatusCode::OK);
 
     // An access token alone: the refresh token and its other access tokens
     // stay usable.
     let body = format!("token={uma1}&token_type_hint=access_token");
-    assert_eq!(
-        form(&s, "/oauth/revoke", Some(&uma2), &body).status(),
-        StatusCode::OK
-    );
+    assert_eq!(revoke(Some(&uma2), &body).status(), StatusCode::OK);
     assert_eq!(refusal(list(&s, &uma1)).0, StatusCode::UNAUTHORIZED);
     assert_eq!(list(&s, &uma2).status(), StatusCode::OK);
     assert_eq!(exchange(&s, &uma_refresh).status(), StatusCode::OK);
@@ -706,10 +694,7 @@ fn rfc7009_revocation() {
     // A refresh token (a wrong hint does not matter): it and every access
     // token derived from it.
     let body = format!("token={uma_refresh}&token_type_hint=access_token");
-    assert_eq!(
-        form(&s, "/oauth/revoke", Some(&olivia), &body).status(),
-        StatusCode::OK
-    );
+    assert_eq!(revoke(Some(&olivia), &body).status(), StatusCode::OK);
     assert_eq!(refusal(list(&s, &uma2)).0, StatusCode::UNAUTHORIZED);
     assert_eq!(
         refusal(exchange(&s, &uma_refresh)).0,
@@ -717,10 +702,7 @@ fn rfc7009_revocation() {
     );
     // Again: 200.
     let body = format!("token={uma_refresh}");
-    assert_eq!(
-        form(&s, "/oauth/revoke", Some(&olivia), &body).status(),
-        StatusCode::OK
-    );
+    assert_eq!(revoke(Some(&olivia), &body).status(), StatusCode::OK);
     // The audit trail names the holder as the one who revoked.
     let events = store.audit(&Actor::new("acme", "olivia"), 50).unwrap();
     assert!(events
@@ -728,10 +710,10 @@ fn rfc7009_revocation() {
         .any(|e| e.action == "token.revoke" && e.actor == "uma" && e.outcome == "ok"));
 
     // Guarded by a bearer token; `token` is required.
-    let res = form(&s, "/oauth/revoke", None, &format!("token={uma_refresh}"));
+    let res = revoke(None, &format!("token={uma_refresh}"));
     assert!(challenge(&res).starts_with("Bearer"));
     assert_eq!(refusal(res).0, StatusCode::UNAUTHORIZED);
-    let (status, v) = refusal(form(&s, "/oauth/revoke", Some(&olivia), ""));
+    let (status, v) = refusal(revoke(Some(&olivia), ""));
     assert_eq!(
         (status, v["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_request"))

@@ -10,6 +10,9 @@
 #![cfg(feature = "http")]
 
 mod common;
+#[cfg(feature = "cli")]
+#[path = "support/serve.rs"]
+mod serve;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -60,13 +63,18 @@ fn loopback(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-/// A blocking connection to `addr` from the local address `from`.
-fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+/// A blocking connection to `addr` from the local address `from`, on a
+/// socket that `socket` makes; reads time out after 20 s.
+fn connect_on(
+    socket: impl FnOnce() -> std::io::Result<tokio::net::TcpSocket>,
+    from: IpAddr,
+    addr: SocketAddr,
+) -> std::io::Result<TcpStream> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let s = rt.block_on(async {
-        let sock = tokio::net::TcpSocket::new_v4()?;
+        let sock = socket()?;
         sock.bind(SocketAddr::new(from, 0))?;
         sock.connect(addr).await
     })?;
@@ -74,6 +82,30 @@ fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     Ok(s)
+}
+
+/// A blocking connection to `addr` from the local address `from`.
+fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    connect_on(tokio::net::TcpSocket::new_v4, from, addr)
+}
+
+/// A request for a route that does not exist (404), kept alive.
+const NOPE: &[u8] = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// [`NOPE`], asking the server to close the connection after it answers.
+const NOPE_CLOSE: &[u8] = b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+/// Sends `request` on `c` and checks that the first bytes of the answer
+/// start with `want` (e.g. `HTTP/1.1 404`).
+fn answered(c: &mut TcpStream, request: &[u8], want: &str) {
+    c.write_all(request).unwrap();
+    let mut buf = [0u8; 512];
+    let k = c.read(&mut buf).unwrap();
+    assert!(
+        buf[..k].starts_with(want.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&buf[..k])
+    );
 }
 
 /// Everything the server sends until it closes or 20 s pass.
@@ -171,7 +203,7 @@ async fn hold_one(server: SocketAddr, hold: Hold, stop: &AtomicBool, counts: &At
         Hold::MissingSmallBody => {
             b"POST /oauth/introspect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tva_made_up\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
         }
-        Hold::KeepAliveIdle => b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+        Hold::KeepAliveIdle => NOPE,
     };
     if write_all(&c, head).await.is_err() {
         return;
@@ -362,21 +394,53 @@ fn body_of(reply: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
+/// Asks for [`NOPE_CLOSE`] from `from`, on a fresh connection each time,
+/// until the reply starts with `want` (the server may notice a closed
+/// connection a moment late): at most 100 tries 50 ms apart. Returns the
+/// last reply.
+fn ask_until(from: IpAddr, addr: SocketAddr, want: &str) -> String {
+    let mut reply = String::new();
+    for _ in 0..100 {
+        reply = send_from(from, addr, NOPE_CLOSE);
+        if reply.starts_with(want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reply
+}
+
+/// Checks that `reply` is a 503 that says to retry after a second, with a
+/// JSON body of status 503 whose message contains `says`.
+fn assert_refused(reply: &str, says: &str) {
+    assert_eq!(
+        status_of(reply),
+        "HTTP/1.1 503 Service Unavailable",
+        "{reply}"
+    );
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 1\r\n"),
+        "{reply}"
+    );
+    let v = body_of(reply);
+    assert_eq!(v["meta"]["status"], 503, "{reply}");
+    assert!(
+        v["meta"]["error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains(says)),
+        "{reply}"
+    );
+}
+
 /// Opens connections from `from` until the server has taken `n` of them as
 /// open (a request answered on each proves it is served).
 fn held(from: IpAddr, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|_| {
             let mut c = connect_from(from, addr).unwrap();
-            c.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut buf = [0u8; 512];
-            let k = c.read(&mut buf).unwrap();
-            assert!(
-                buf[..k].starts_with(b"HTTP/1.1 404"),
-                "{}",
-                String::from_utf8_lossy(&buf[..k])
-            );
+            answered(&mut c, NOPE, "HTTP/1.1 404");
             c
         })
         .collect()
@@ -391,54 +455,20 @@ fn a_peer_over_its_cap_gets_503_with_retry_after() {
     let s = Server::start(&store, cfg);
     let holds = held(loopback(2), s.addr, 2);
 
-    let reply = send_from(
-        loopback(2),
-        s.addr,
-        b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
-    );
-    assert_eq!(
-        status_of(&reply),
-        "HTTP/1.1 503 Service Unavailable",
-        "{reply}"
-    );
-    assert!(
-        reply
-            .to_ascii_lowercase()
-            .contains("\r\nretry-after: 1\r\n"),
-        "{reply}"
-    );
-    let v = body_of(&reply);
-    assert_eq!(v["meta"]["status"], 503, "{reply}");
-    assert!(v["meta"]["error_message"]
-        .as_str()
-        .is_some_and(|m| m.contains("this address")));
+    let reply = send_from(loopback(2), s.addr, NOPE);
+    assert_refused(&reply, "this address");
 
     // Another address is served meanwhile.
-    let reply = send_from(
-        loopback(1),
-        s.addr,
-        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let reply = send_from(loopback(1), s.addr, NOPE_CLOSE);
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
 
     // Once the held connections close, the address is served again (the
     // server notices the close a moment later: bounded retries).
     drop(holds);
-    let served = (0..100).any(|_| {
-        let reply = send_from(
-            loopback(2),
-            s.addr,
-            b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        );
-        if reply.starts_with("HTTP/1.1 404") {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        false
-    });
+    let reply = ask_until(loopback(2), s.addr, "HTTP/1.1 404");
     assert!(
-        served,
-        "the address stayed refused after its connections closed"
+        reply.starts_with("HTTP/1.1 404"),
+        "the address stayed refused after its connections closed: {reply}"
     );
 }
 
@@ -455,14 +485,7 @@ fn busy(from: IpAddr, addr: SocketAddr, bearer: &str, n: usize) -> Vec<TcpStream
                  Content-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\n\
                  Content-Length: 40\r\n\r\n"
             );
-            c.write_all(head.as_bytes()).unwrap();
-            let mut buf = [0u8; 512];
-            let k = c.read(&mut buf).unwrap();
-            assert!(
-                buf[..k].starts_with(b"HTTP/1.1 100"),
-                "{}",
-                String::from_utf8_lossy(&buf[..k])
-            );
+            answered(&mut c, head.as_bytes(), "HTTP/1.1 100");
             c
         })
         .collect()
@@ -482,34 +505,8 @@ fn a_full_server_answers_503_with_retry_after() {
     let _b = busy(loopback(3), s.addr, &bearer, 1);
     // The exchange's own connection may still be closing: bounded retries
     // until the three busy ones are all the server holds.
-    let mut reply = String::new();
-    for _ in 0..100 {
-        reply = send_from(
-            loopback(4),
-            s.addr,
-            b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        );
-        if reply.starts_with("HTTP/1.1 503") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        status_of(&reply),
-        "HTTP/1.1 503 Service Unavailable",
-        "{reply}"
-    );
-    assert!(
-        reply
-            .to_ascii_lowercase()
-            .contains("\r\nretry-after: 1\r\n"),
-        "{reply}"
-    );
-    let v = body_of(&reply);
-    assert_eq!(v["meta"]["status"], 503, "{reply}");
-    assert!(v["meta"]["error_message"]
-        .as_str()
-        .is_some_and(|m| m.contains("as many connections")));
+    let reply = ask_until(loopback(4), s.addr, "HTTP/1.1 503");
+    assert_refused(&reply, "as many connections");
 }
 
 /// Whether the server has closed `c` (reads end, or fail with a reset).
@@ -543,46 +540,20 @@ fn a_full_server_closes_the_longest_idle_connection_for_a_new_one() {
         "POST /oauth/introspect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\ntoken=x"
     );
-    trusted.write_all(req.as_bytes()).unwrap();
-    let mut buf = [0u8; 512];
-    let k = trusted.read(&mut buf).unwrap();
-    assert!(
-        buf[..k].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..k])
-    );
+    answered(&mut trusted, req.as_bytes(), "HTTP/1.1 200");
     // Two anonymous ones, the first idle longer than the second.
     let mut older = held(loopback(3), s.addr, 1).pop().unwrap();
     std::thread::sleep(Duration::from_millis(20));
     let _newer = held(loopback(4), s.addr, 1);
     // The exchange's own connection may still hold its slot a moment.
-    let mut reply = String::new();
-    for _ in 0..100 {
-        reply = send_from(
-            loopback(5),
-            s.addr,
-            b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        );
-        if reply.starts_with("HTTP/1.1 404") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let reply = ask_until(loopback(5), s.addr, "HTTP/1.1 404");
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     assert!(
         closed_by_server(&mut older),
         "the longest idle anonymous connection was closed"
     );
     // The trusted connection, idle longer still, is served on.
-    trusted
-        .write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let k = trusted.read(&mut buf).unwrap();
-    assert!(
-        buf[..k].starts_with(b"HTTP/1.1 404"),
-        "{}",
-        String::from_utf8_lossy(&buf[..k])
-    );
+    answered(&mut trusted, NOPE, "HTTP/1.1 404");
 }
 
 /// A client that pipelines requests and never reads the answers is closed
@@ -596,7 +567,7 @@ fn a_client_that_reads_no_answer_is_closed_after_the_write_timeout() {
     // A tiny receive window, so that answers back up quickly.
     c.set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let chunk = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".repeat(512);
+    let chunk = NOPE.repeat(512);
     let mut c = c;
     let start = Instant::now();
     let mut sent = 0usize;
@@ -631,7 +602,7 @@ fn a_client_that_reads_no_answer_is_closed_after_the_write_timeout() {
             Err(_) => {}
         }
     }
-    let asked = sent / b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".len();
+    let asked = sent / NOPE.len();
     let answered = String::from_utf8_lossy(&got)
         .matches("HTTP/1.1 404")
         .count();
@@ -698,15 +669,7 @@ fn a_connection_without_a_request_head_is_closed() {
     // heads have the header-read timeout.
     let mut c = connect_from(loopback(1), s.addr).unwrap();
     for _ in 0..2 {
-        c.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut buf = [0u8; 512];
-        let k = c.read(&mut buf).unwrap();
-        assert!(
-            buf[..k].starts_with(b"HTTP/1.1 404"),
-            "{}",
-            String::from_utf8_lossy(&buf[..k])
-        );
+        answered(&mut c, NOPE, "HTTP/1.1 404");
         std::thread::sleep(Duration::from_millis(600));
     }
 }
@@ -844,7 +807,7 @@ fn refused_connections_are_logged_as_counts() {
     let _hold = held(loopback(2), addr, 1);
     const REFUSED: u64 = 40;
     for _ in 0..REFUSED {
-        let reply = send_from(loopback(2), addr, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+        let reply = send_from(loopback(2), addr, NOPE);
         assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     }
     drop(_hold);
@@ -932,22 +895,13 @@ fn odd_requests_keep_log_lines_short() {
 #[test]
 fn serve_flags_set_the_connection_limits() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tv.db");
-    let bin = env!("CARGO_BIN_EXE_tokenvault");
-    let init = Command::new(bin)
-        .arg("--db")
-        .arg(&db)
-        .arg("init")
-        .env_remove("TOKENVAULT_DB")
-        .output()
-        .unwrap();
+    let init = serve::tv(&db).arg("init").output().unwrap();
     assert!(init.status.success(), "{init:?}");
-    let mut child = Command::new(bin)
-        .arg("--db")
-        .arg(&db)
+    let mut child = serve::tv(&db)
         .args([
             "serve",
             "--listen",
@@ -959,7 +913,6 @@ fn serve_flags_set_the_connection_limits() {
             "--first-request-timeout",
             "30s",
         ])
-        .env_remove("TOKENVAULT_DB")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -982,17 +935,7 @@ fn serve_flags_set_the_connection_limits() {
             .map_while(Result::ok)
         {
             // Without terminal colours, whatever the subscriber decides.
-            let mut plain = String::new();
-            let mut esc = false;
-            for c in line.chars() {
-                match (esc, c) {
-                    (false, '\u{1b}') => esc = true,
-                    (true, 'm') => esc = false,
-                    (true, _) => {}
-                    (false, c) => plain.push(c),
-                }
-            }
-            if tx.send(plain).is_err() {
+            if tx.send(serve::strip_ansi(&line)).is_err() {
                 break;
             }
         }
@@ -1017,17 +960,13 @@ fn serve_flags_set_the_connection_limits() {
         .unwrap_or_else(|| panic!("no address in {listening:?}"));
 
     let _hold = held(loopback(2), addr, 1);
-    let reply = send_from(loopback(2), addr, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = send_from(loopback(2), addr, NOPE);
     assert_eq!(
         status_of(&reply),
         "HTTP/1.1 503 Service Unavailable",
         "{reply}"
     );
-    let reply = send_from(
-        loopback(1),
-        addr,
-        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let reply = send_from(loopback(1), addr, NOPE_CLOSE);
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     let line = wait_for("refused in the last");
     assert!(line.contains("1 connection refused"), "{line}");
@@ -1037,10 +976,7 @@ fn serve_flags_set_the_connection_limits() {
 
 /// A connection from the IPv6 address `from`.
 fn connect_from_v6(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let s = rt.block_on(async {
+    let socket = || {
         let sock = tokio::net::TcpSocket::new_v6()?;
         // The address is routed to this host (a local route), not assigned
         // to an interface: binding it needs IPV6_FREEBIND.
@@ -1058,13 +994,9 @@ fn connect_from_v6(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream>
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        sock.bind(SocketAddr::new(from, 0))?;
-        sock.connect(addr).await
-    })?;
-    let s = s.into_std()?;
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    Ok(s)
+        Ok(sock)
+    };
+    connect_on(socket, from, addr)
 }
 
 /// A local route for a /56 on the loopback device, removed on drop.
@@ -1107,20 +1039,12 @@ fn each_ipv6_64_of_a_56_counts_as_one_peer() {
     let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
     let hold = |from: IpAddr| {
         let mut c = connect_from_v6(from, s.addr).unwrap();
-        c.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut buf = [0u8; 512];
-        let k = c.read(&mut buf).unwrap();
-        assert!(
-            buf[..k].starts_with(b"HTTP/1.1 404"),
-            "{}",
-            String::from_utf8_lossy(&buf[..k])
-        );
+        answered(&mut c, NOPE, "HTTP/1.1 404");
         c
     };
     let ask = |from: IpAddr| {
         let mut c = connect_from_v6(from, s.addr).unwrap();
-        let _ = c.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let _ = c.write_all(NOPE_CLOSE);
         read_all(c)
     };
     // Two hosts of the first /64 take its whole share.

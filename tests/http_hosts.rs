@@ -18,7 +18,7 @@ use axum::http::StatusCode as AxStatus;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use common::http::{captured, client, Server};
+use common::http::{captured, client, raw, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokenvault::http::{self, require_bearer, require_scope, Authorized, HttpConfig, OnRejection};
@@ -41,17 +41,6 @@ fn bearer(store: &TokenStore, actor: &Actor) -> String {
         .access_token
         .expose()
         .to_string()
-}
-
-/// Sends raw bytes and returns what comes back until the server closes or
-/// `wait` passes.
-fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(wait)).unwrap();
-    let _ = c.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn status_line(answer: &str) -> &str {

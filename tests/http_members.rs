@@ -43,6 +43,17 @@ fn send(s: &Server, method: &str, path: &str, bearer: &str, body: Option<Value>)
     req.send().unwrap()
 }
 
+/// `PATCH /v3/members/USER` with the body `{"role": ROLE}`.
+fn patch_role(s: &Server, user: &str, bearer: &str, role: &str) -> Response {
+    send(
+        s,
+        "PATCH",
+        &format!("/v3/members/{user}"),
+        bearer,
+        Some(json!({ "role": role })),
+    )
+}
+
 fn answer(res: Response) -> (StatusCode, Value) {
     let status = res.status();
     let v = res.json().unwrap_or(Value::Null);
@@ -60,13 +71,7 @@ fn the_owner_demotes_and_promotes_and_others_are_refused() {
 
     // The Owner demotes the Admin: at once, adam's token loses user-write.
     assert!(store.verify(&adam).unwrap().scopes.contains("user-write"));
-    let (st, v) = answer(send(
-        &s,
-        "PATCH",
-        "/v3/members/adam",
-        &olivia,
-        Some(json!({"role": "user"})),
-    ));
+    let (st, v) = answer(patch_role(&s, "adam", &olivia, "user"));
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(
         v,
@@ -75,35 +80,17 @@ fn the_owner_demotes_and_promotes_and_others_are_refused() {
     assert_eq!(store.member_role("acme", "adam"), Some(Role::User));
     assert!(!store.verify(&adam).unwrap().scopes.contains("user-write"));
     // ...and promotes him back.
-    let (st, _) = answer(send(
-        &s,
-        "PATCH",
-        "/v3/members/adam",
-        &olivia,
-        Some(json!({"role": "admin"})),
-    ));
+    let (st, _) = answer(patch_role(&s, "adam", &olivia, "admin"));
     assert_eq!(st, StatusCode::OK);
     assert_eq!(store.member_role("acme", "adam"), Some(Role::Admin));
 
     // An Admin holds user-write but is not the Owner: 403, nothing changes.
-    let (st, v) = answer(send(
-        &s,
-        "PATCH",
-        "/v3/members/uma",
-        &adam,
-        Some(json!({"role": "stakeholder"})),
-    ));
+    let (st, v) = answer(patch_role(&s, "uma", &adam, "stakeholder"));
     assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
     assert_eq!(v["meta"]["status"], 403);
     assert_eq!(store.member_role("acme", "uma"), Some(Role::User));
     // A User's token lacks user-write: 403 insufficient_scope.
-    let res = send(
-        &s,
-        "PATCH",
-        "/v3/members/adam",
-        &uma,
-        Some(json!({"role": "user"})),
-    );
+    let res = patch_role(&s, "adam", &uma, "user");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(res.headers()["www-authenticate"]
         .to_str()
@@ -112,31 +99,13 @@ fn the_owner_demotes_and_promotes_and_others_are_refused() {
     assert_eq!(store.member_role("acme", "adam"), Some(Role::Admin));
 
     // Another organization's member is answered exactly as nobody.
-    let foreign = answer(send(
-        &s,
-        "PATCH",
-        "/v3/members/gus",
-        &olivia,
-        Some(json!({"role": "admin"})),
-    ));
-    let nobody = answer(send(
-        &s,
-        "PATCH",
-        "/v3/members/nobody",
-        &olivia,
-        Some(json!({"role": "admin"})),
-    ));
+    let foreign = answer(patch_role(&s, "gus", &olivia, "admin"));
+    let nobody = answer(patch_role(&s, "nobody", &olivia, "admin"));
     assert_eq!(foreign.0, StatusCode::NOT_FOUND);
     assert_eq!(foreign, nobody);
     assert_eq!(store.member_role("globex", "gus"), Some(Role::User));
     // Their own Owner may.
-    let (st, _) = answer(send(
-        &s,
-        "PATCH",
-        "/v3/members/gus",
-        &gina,
-        Some(json!({"role": "admin"})),
-    ));
+    let (st, _) = answer(patch_role(&s, "gus", &gina, "admin"));
     assert_eq!(st, StatusCode::OK);
 
     // Not to or from Owner; a bad body changes nothing.

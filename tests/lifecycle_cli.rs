@@ -4,9 +4,12 @@
 //! refusals (kind and exit code, nothing changed).
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::path::PathBuf;
 
 use assert_cmd::Command;
+use common::args::words;
 use serde_json::Value;
 
 struct Vault {
@@ -79,18 +82,9 @@ fn s(v: &Value) -> &str {
 #[test]
 fn rotate_prints_the_new_token_and_what_it_replaces() {
     let v = Vault::seeded();
-    let old = v.ok(&[
-        "token",
-        "generate",
-        "--as",
-        "acme/uma",
-        "--label",
-        "ci",
-        "--scopes",
-        "read",
-        "--expires-in",
-        "30d",
-    ]);
+    let old = v.ok(&words(
+        "token generate --as acme/uma --label ci --scopes read --expires-in 30d",
+    ));
     let id = s(&old["id"]);
     let r = v.ok(&[
         "token", "rotate", "--as", "acme/uma", id, "--grace", "1h30m",
@@ -243,31 +237,13 @@ fn org_policy_prints_and_changes_the_policy() {
         p,
         serde_json::json!({"org": "acme", "max_lifetime": null, "unused_expiry": null, "rotate_on_use": false})
     );
-    let p = v.ok(&[
-        "org",
-        "policy",
-        "--as",
-        "acme/olivia",
-        "--max-lifetime",
-        "30d",
-        "--unused-expiry",
-        "1h30m",
-        "--rotate-on-use",
-        "false",
-    ]);
+    let p = v.ok(&words("org policy --as acme/olivia --max-lifetime 30d --unused-expiry 1h30m --rotate-on-use false"));
     assert_eq!(
         p,
         serde_json::json!({"org": "acme", "max_lifetime": 2_592_000, "unused_expiry": 5_400, "rotate_on_use": false})
     );
     // Only what is given changes; `none` lifts a limit.
-    let p = v.ok(&[
-        "org",
-        "policy",
-        "--as",
-        "acme/olivia",
-        "--unused-expiry",
-        "none",
-    ]);
+    let p = v.ok(&words("org policy --as acme/olivia --unused-expiry none"));
     assert_eq!(p["max_lifetime"], 2_592_000);
     assert_eq!(p["unused_expiry"], Value::Null);
     assert_eq!(v.ok(&["org", "policy", "--as", "acme/olivia"]), p);
@@ -275,14 +251,7 @@ fn org_policy_prints_and_changes_the_policy() {
     let t = v.ok(&["token", "generate", "--as", "acme/uma"]);
     assert!(t["expires_at"].is_u64());
     v.fail(
-        &[
-            "token",
-            "generate",
-            "--as",
-            "acme/uma",
-            "--expires-in",
-            "31d",
-        ],
+        &words("token generate --as acme/uma --expires-in 31d"),
         2,
         "usage",
     );
@@ -313,17 +282,9 @@ fn org_policy_prints_and_changes_the_policy() {
 #[test]
 fn a_pending_assignment_prints_no_secret_and_the_member_claims_it() {
     let v = Vault::seeded();
-    let a = v.ok(&[
-        "token",
-        "assign",
-        "--as",
-        "acme/olivia",
-        "--to",
-        "uma",
-        "--label",
-        "ci",
-        "--pending",
-    ]);
+    let a = v.ok(&words(
+        "token assign --as acme/olivia --to uma --label ci --pending",
+    ));
     assert!(a.get("token").is_none(), "{a}");
     assert_eq!(a["state"], "pending");
     assert_eq!(a["user"], "uma");

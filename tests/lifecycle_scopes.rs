@@ -153,18 +153,10 @@ fn the_narrowing_survives_a_reopen_without_close() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn the_narrowing_holds_on_every_replica() {
-    use tokenvault::{Config, PostgresOptions, StoreKey};
     let Some(db) = common::pg::ScratchDb::new("scopes") else {
         return;
     };
-    let url = db.url.clone();
-    let key = StoreKey::generate().unwrap();
-    let open = || {
-        Config::postgres_with(PostgresOptions::new(&url).pool_size(2))
-            .key(key.clone())
-            .open()
-            .unwrap()
-    };
+    let open = db.replicas();
     let (narrowed, plain) = {
         let (one, two) = (open(), open());
         let (_, adam, _) = common::store::seed_acme(&one);
@@ -203,5 +195,6 @@ fn the_narrowing_holds_on_every_replica() {
     three.authorize(plain.expose(), "service-write").unwrap();
     assert!(three.check_integrity().unwrap().is_clean());
     three.close().unwrap();
+    drop(open);
     drop(db);
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use reqwest::blocking::Client;
 use serde_json::Value;
-use serve::{cli, seeded_store, Served};
+use serve::{cli, run_json, seeded_store, tv, Served};
 
 /// Runs the token flow against `api`; every token and secret text it saw.
 fn flow(api: SocketAddr, owner_refresh: &str, uma_refresh: &str) -> Vec<String> {
@@ -176,14 +176,7 @@ fn text_lines_show_no_secret_either() {
 fn an_unknown_log_format_is_bad_usage() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_store(dir.path());
-    let out = std::process::Command::new(serve::BIN)
-        .arg("--db")
-        .arg(&db)
-        .args(["--json", "serve", "--log-format", "xml"])
-        .env_remove("TOKENVAULT_DB")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, v) = run_json(tv(&db).args(["--json", "serve", "--log-format", "xml"]));
+    assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["error"]["kind"], "usage");
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokenvault::{Actor, Error, ManualClock, RevokeScope, Role, TokenStore};
@@ -18,6 +18,13 @@ fn open(path: &Path, clock: &ManualClock) -> TokenStore {
         .retention(Duration::from_secs(10))
         .open()
         .unwrap()
+}
+
+/// A scratch directory, the path of a store in it, and a clock at `T0`.
+fn scratch() -> (tempfile::TempDir, PathBuf, ManualClock) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    (dir, path, ManualClock::new(T0))
 }
 
 /// A store with the Owner ann and the User bob of `acme`.
@@ -44,9 +51,7 @@ fn generate_events(store: &TokenStore, owner: &Actor) -> usize {
 
 #[test]
 fn a_member_removed_and_added_again_keeps_every_token_listed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let clock = ManualClock::new(T0);
+    let (_dir, path, clock) = scratch();
     let (store, ann, bob) = seeded(&path, &clock);
     let t1 = store.generate(&bob, Default::default()).unwrap();
     store.remove_member("acme", "bob").unwrap();
@@ -89,9 +94,7 @@ fn a_member_removed_and_added_again_keeps_every_token_listed() {
 
 #[test]
 fn a_member_removed_before_a_reopen_is_listed_until_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let clock = ManualClock::new(T0);
+    let (_dir, path, clock) = scratch();
     let (store, ann, bob) = seeded(&path, &clock);
     let t1 = store.generate(&bob, Default::default()).unwrap();
     store.remove_member("acme", "bob").unwrap();

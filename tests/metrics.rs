@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use reqwest::blocking::Client;
 use serde_json::Value;
-use serve::{cli, seeded_store, Served};
+use serve::{cli, run_json, seeded_store, tv, Served};
 
 /// One sample: name, labels and value.
 #[derive(Debug, Clone)]
@@ -312,22 +312,15 @@ fn a_metrics_address_in_use_is_an_error_at_start() {
     let db = seeded_store(dir.path());
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(serve::BIN)
-        .arg("--db")
-        .arg(&db)
-        .args([
-            "--json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            &addr,
-        ])
-        .env_remove("TOKENVAULT_DB")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let (code, v) = run_json(tv(&db).args([
+        "--json",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        &addr,
+    ]));
+    assert_eq!(code, Some(1), "{v}");
     assert_eq!(v["error"]["kind"], "io");
     assert!(
         v["error"]["message"].as_str().unwrap().contains(&addr),

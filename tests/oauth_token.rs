@@ -7,13 +7,16 @@
 mod common;
 
 use common::http::{client, Server};
-use oauth2::basic::{BasicClient, BasicErrorResponseType};
-use oauth2::{ClientId, RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl};
+use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
+use oauth2::{
+    ClientId, EndpointNotSet, EndpointSet, RefreshToken, RequestTokenError, Scope, TokenResponse,
+    TokenUrl,
+};
 use reqwest::blocking::Response;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokenvault::http::{HttpConfig, RateLimit};
-use tokenvault::{Actor, GenerateOptions, TokenStore};
+use tokenvault::{Actor, GenerateOptions, IssuedToken, SecretToken, TokenStore};
 
 /// oauth2's synchronous HTTP client, made of reqwest's blocking one.
 fn http_client(req: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, reqwest::Error> {
@@ -35,6 +38,42 @@ fn store() -> (TokenStore, Actor, Actor) {
     let store = TokenStore::temporary().unwrap();
     let (olivia, _adam, uma) = common::store::seed_acme(&store);
     (store, olivia, uma)
+}
+
+/// A store seeded with acme, one token of uma's and a server on it.
+fn served_token() -> (TokenStore, Actor, Actor, IssuedToken, Server) {
+    let (store, olivia, uma) = store();
+    let t = store.generate(&uma, GenerateOptions::default()).unwrap();
+    let server = Server::start(&store, HttpConfig::default());
+    (store, olivia, uma, t, server)
+}
+
+/// The `oauth2` crate's client of `server`'s token endpoint.
+fn oauth_client(
+    server: &Server,
+) -> BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet> {
+    BasicClient::new(ClientId::new("any-client".into()))
+        .set_token_uri(TokenUrl::new(server.url("/oauth/token")).unwrap())
+}
+
+/// The scopes an answer grants, sorted.
+fn granted_scopes(answer: &BasicTokenResponse) -> Vec<String> {
+    let mut granted: Vec<String> = answer
+        .scopes()
+        .expect("scope")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    granted.sort();
+    granted
+}
+
+/// The form of a plain refresh of `refresh`.
+fn refresh_form(refresh: &SecretToken) -> String {
+    format!(
+        "grant_type=refresh_token&refresh_token={}",
+        refresh.expose()
+    )
 }
 
 fn post_form(server: &Server, body: &str) -> Response {
@@ -60,11 +99,8 @@ fn assert_refused(res: Response, error: &str) -> String {
 
 #[test]
 fn the_oauth2_crate_refreshes_and_the_token_verifies() {
-    let (store, _olivia, uma) = store();
-    let t = store.generate(&uma, GenerateOptions::default()).unwrap();
-    let server = Server::start(&store, HttpConfig::default());
-    let oauth = BasicClient::new(ClientId::new("any-client".into()))
-        .set_token_uri(TokenUrl::new(server.url("/oauth/token")).unwrap());
+    let (store, _olivia, uma, t, server) = served_token();
+    let oauth = oauth_client(&server);
     let refresh = RefreshToken::new(t.token.expose().to_string());
     let answer = oauth
         .exchange_refresh_token(&refresh)
@@ -77,13 +113,7 @@ fn the_oauth2_crate_refreshes_and_the_token_verifies() {
         .verify(answer.access_token().secret())
         .expect("verifies");
     assert_eq!(&*who.user, "uma");
-    let mut granted: Vec<String> = answer
-        .scopes()
-        .expect("scope")
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    granted.sort();
+    let granted = granted_scopes(&answer);
     let mut held = who.scopes.to_vec();
     held.sort();
     assert_eq!(granted, held);
@@ -107,9 +137,7 @@ fn the_oauth2_crate_refreshes_and_the_token_verifies() {
 
 #[test]
 fn answer_shape_and_headers_follow_section_5_1() {
-    let (store, _olivia, uma) = store();
-    let t = store.generate(&uma, GenerateOptions::default()).unwrap();
-    let server = Server::start(&store, HttpConfig::default());
+    let (store, _olivia, _uma, t, server) = served_token();
     let res = post_form(
         &server,
         &format!(
@@ -235,11 +263,8 @@ fn each_refusal_of_section_5_2() {
 /// and verification, `authorize` and introspection answer with it.
 #[test]
 fn a_scope_subset_narrows_the_access_token() {
-    let (store, olivia, uma) = store();
-    let t = store.generate(&uma, GenerateOptions::default()).unwrap();
-    let server = Server::start(&store, HttpConfig::default());
-    let oauth = BasicClient::new(ClientId::new("any-client".into()))
-        .set_token_uri(TokenUrl::new(server.url("/oauth/token")).unwrap());
+    let (store, olivia, _uma, t, server) = served_token();
+    let oauth = oauth_client(&server);
     let refresh = RefreshToken::new(t.token.expose().to_string());
     let answer = oauth
         .exchange_refresh_token(&refresh)
@@ -248,13 +273,7 @@ fn a_scope_subset_narrows_the_access_token() {
         .add_scope(Scope::new("read".into()))
         .request(&http_client)
         .expect("refreshed with a narrower scope");
-    let mut granted: Vec<String> = answer
-        .scopes()
-        .expect("scope")
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    granted.sort();
+    let granted = granted_scopes(&answer);
     assert_eq!(granted, ["read", "squad-read"]);
     let access = answer.access_token().secret();
     let who = store.verify(access).unwrap();
@@ -312,10 +331,7 @@ fn expired_and_removed_holders_are_invalid_grant() {
     let adams = store.generate(&adam, GenerateOptions::default()).unwrap();
     store.remove_member("acme", "adam").unwrap();
     let server = Server::start(&store, HttpConfig::default());
-    let body = format!(
-        "grant_type=refresh_token&refresh_token={}",
-        adams.token.expose()
-    );
+    let body = refresh_form(&adams.token);
     assert_refused(post_form(&server, &body), "invalid_grant");
     // Wait, with a generous bound, for the one-second token to expire.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -323,10 +339,7 @@ fn expired_and_removed_holders_are_invalid_grant() {
         assert!(std::time::Instant::now() < deadline, "token never expired");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let body = format!(
-        "grant_type=refresh_token&refresh_token={}",
-        short.token.expose()
-    );
+    let body = refresh_form(&short.token);
     let d = assert_refused(post_form(&server, &body), "invalid_grant");
     assert!(d.contains("expired"), "{d}");
 }
@@ -340,27 +353,21 @@ fn refreshes_share_the_exchange_rate_limit() {
         burst: 2,
     });
     let server = Server::start(&store, cfg);
-    let body = format!(
-        "grant_type=refresh_token&refresh_token={}",
-        t.token.expose()
-    );
+    let body = refresh_form(&t.token);
+    let squadcast_exchange = || {
+        client()
+            .get(server.url("/oauth/access-token"))
+            .header("x-refresh-token", t.token.expose())
+            .send()
+            .unwrap()
+    };
     // One through Squadcast's route, one here: the bucket of two is spent.
-    let res = client()
-        .get(server.url("/oauth/access-token"))
-        .header("x-refresh-token", t.token.expose())
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(squadcast_exchange().status(), StatusCode::OK);
     assert_eq!(post_form(&server, &body).status(), StatusCode::OK);
     let res = post_form(&server, &body);
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
     let v: Value = res.json().unwrap();
     assert_eq!(v["error"], "slow_down");
-    let res = client()
-        .get(server.url("/oauth/access-token"))
-        .header("x-refresh-token", t.token.expose())
-        .send()
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(squadcast_exchange().status(), StatusCode::TOO_MANY_REQUESTS);
 }

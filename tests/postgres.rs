@@ -27,8 +27,8 @@ use common::store::seed_acme;
 use postgres::{Client, NoTls};
 use tokenvault::token::{decode_raw, encode_raw, TokenKind};
 use tokenvault::{
-    Actor, Config, Error, GenerateOptions, PostgresOptions, RevokeScope, Role, StoreKey,
-    TokenState, TokenStore,
+    AccessGrant, Actor, Config, Error, GenerateOptions, IssuedToken, PostgresOptions, RevokeScope,
+    Role, StoreKey, TokenState, TokenStore,
 };
 
 /// Held shared by every test, exclusively by the one that stops the server.
@@ -38,6 +38,13 @@ const BOUND: Duration = Duration::from_millis(1000);
 
 fn shared_server() -> RwLockReadGuard<'static, ()> {
     SERVER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shared hold on the server and a database of the test's own (none,
+/// and a note, without a server).
+fn shared_db(tag: &str) -> Option<(RwLockReadGuard<'static, ()>, TestDb)> {
+    let g = shared_server();
+    Some((g, TestDb::new(tag)?))
 }
 
 fn exclusive_server() -> RwLockWriteGuard<'static, ()> {
@@ -125,6 +132,12 @@ impl TestDb {
         open_on(&self.url, key, BOUND)
     }
 
+    /// Two replicas of one new store (one new key) on this database.
+    fn two_replicas(&self) -> (TokenStore, TokenStore) {
+        let k = key();
+        (self.open(&k), self.open(&k))
+    }
+
     /// The change log's epoch: every commit so far is numbered at most this.
     fn epoch(&self) -> u64 {
         let seq: i64 = self
@@ -190,6 +203,13 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A token of `actor` issued on `store`, and an access grant for it there.
+fn issue_and_exchange(store: &TokenStore, actor: &Actor) -> (IssuedToken, AccessGrant) {
+    let t = store.generate(actor, Default::default()).unwrap();
+    let g = store.exchange(t.token.expose()).unwrap();
+    (t, g)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -253,8 +273,7 @@ fn the_connection_string_never_shows_in_debug() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn seed_story_on_postgres() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("seed") else {
+    let Some((_g, db)) = shared_db("seed") else {
         return;
     };
     let k = key();
@@ -368,13 +387,10 @@ fn seed_story_on_postgres() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn invariants_hold_across_replicas() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("inv") else {
+    let Some((_g, db)) = shared_db("inv") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, adam, uma) = seed_acme(&a);
     a.add_member("other", "oscar", Role::Owner).unwrap();
     let oscar = Actor::new("other", "oscar");
@@ -466,13 +482,10 @@ fn invariants_hold_across_replicas() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn a_member_added_again_keeps_working_on_every_replica() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("readd") else {
+    let Some((_g, db)) = shared_db("readd") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (_, _, uma) = seed_acme(&a);
     a.add_member("acme", "bob", Role::User).unwrap();
     let old = a
@@ -510,16 +523,12 @@ fn a_member_added_again_keeps_working_on_every_replica() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn sync_org_and_token_reads_reach_every_replica() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("syncorg") else {
+    let Some((_g, db)) = shared_db("syncorg") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, adam, uma) = seed_acme(&a);
-    let umas = a.generate(&uma, Default::default()).unwrap();
-    let g_uma = a.exchange(umas.token.expose()).unwrap();
+    let (umas, g_uma) = issue_and_exchange(&a, &uma);
     // On B at once, before its sync thread need have heard of it.
     let got = b.get(&uma, &umas.info.id).unwrap();
     assert_eq!((got.id, got.user.as_str()), (umas.info.id, "uma"));
@@ -587,21 +596,17 @@ fn sync_org_and_token_reads_reach_every_replica() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn bulk_revocation_reaches_tokens_another_replica_issued() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("bulk") else {
+    let Some((_g, db)) = shared_db("bulk") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, adam, uma) = seed_acme(&a);
     // More of uma's tokens than one log row names, issued on B only.
     b.catch_up().unwrap();
     let mut on_b = Vec::new();
     b.bulk_issue_for_benchmarks(&uma, 1_100, 1, &mut |r, acc| on_b.push((r, acc)))
         .unwrap();
-    let t_b = b.generate(&uma, Default::default()).unwrap();
-    let g_b = b.exchange(t_b.token.expose()).unwrap();
+    let (t_b, g_b) = issue_and_exchange(&b, &uma);
     let t_a = a.generate(&uma, Default::default()).unwrap();
     let g_adam = b
         .exchange(
@@ -682,8 +687,7 @@ fn bulk_revocation_reaches_tokens_another_replica_issued() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn the_access_cap_holds_across_replicas() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("cap") else {
+    let Some((_g, db)) = shared_db("cap") else {
         return;
     };
     let k = key();
@@ -727,8 +731,7 @@ fn the_access_cap_holds_across_replicas() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn concurrent_first_opens_migrate_once() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("mig") else {
+    let Some((_g, db)) = shared_db("mig") else {
         return;
     };
     let k = key();
@@ -782,8 +785,7 @@ fn concurrent_first_opens_migrate_once() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn made_up_tokens_are_read_once_and_rate_limited() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("fake") else {
+    let Some((_g, db)) = shared_db("fake") else {
         return;
     };
     let store = Config::postgres_with(options(&db.url, BOUND).read_through_per_second(1))
@@ -816,19 +818,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn revocation_on_one_replica_is_in_force_on_another_within_the_bound() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("prop") else {
+    let Some((_g, db)) = shared_db("prop") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
     let n = 300;
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
-        let t = a.generate(&uma, Default::default()).unwrap();
-        let g = a.exchange(t.token.expose()).unwrap();
+        let (t, g) = issue_and_exchange(&a, &uma);
         // Loaded on B (read through).
         assert!(b.verify(g.access_token.expose()).is_ok());
         tokens.push((t.info.id, g.access_token));
@@ -894,8 +892,7 @@ fn revocation_on_one_replica_is_in_force_on_another_within_the_bound() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn polling_alone_keeps_replicas_within_the_bound() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("poll") else {
+    let Some((_g, db)) = shared_db("poll") else {
         return;
     };
     let k = key();
@@ -908,8 +905,7 @@ fn polling_alone_keeps_replicas_within_the_bound() {
     let n = 30;
     let mut propagation = Vec::new();
     for i in 0..n {
-        let t = a.generate(&uma, Default::default()).unwrap();
-        let g = a.exchange(t.token.expose()).unwrap();
+        let (t, g) = issue_and_exchange(&a, &uma);
         assert!(b.verify(g.access_token.expose()).is_ok());
         // Spread the revocations over B's poll period, which the loop would
         // otherwise lock onto.
@@ -950,19 +946,15 @@ fn polling_alone_keeps_replicas_within_the_bound() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn killed_listener_misses_no_revocation() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("kill") else {
+    let Some((_g, db)) = shared_db("kill") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
     let n = 120;
     let mut tokens = Vec::new();
     for _ in 0..n {
-        let t = a.generate(&uma, Default::default()).unwrap();
-        let g = a.exchange(t.token.expose()).unwrap();
+        let (t, g) = issue_and_exchange(&a, &uma);
         assert!(b.verify(g.access_token.expose()).is_ok());
         tokens.push((t.info.id, g.access_token));
     }
@@ -1013,8 +1005,7 @@ fn killed_listener_misses_no_revocation() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn out_of_order_commits_cannot_skip_a_revocation() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("order") else {
+    let Some((_g, db)) = shared_db("order") else {
         return;
     };
     // The hazard: transaction 1 takes 1, transaction 2 takes 2 and commits
@@ -1046,10 +1037,8 @@ fn out_of_order_commits_cannot_skip_a_revocation() {
     let b = db.open(&k);
     let c = db.open(&k);
     let (olivia, _, uma) = seed_acme(&a);
-    let tx = a.generate(&uma, Default::default()).unwrap();
-    let gx = a.exchange(tx.token.expose()).unwrap();
-    let ty = b.generate(&uma, Default::default()).unwrap();
-    let gy = b.exchange(ty.token.expose()).unwrap();
+    let (tx, gx) = issue_and_exchange(&a, &uma);
+    let (_ty, gy) = issue_and_exchange(&b, &uma);
     assert!(c.verify(gx.access_token.expose()).is_ok());
     assert!(c.verify(gy.access_token.expose()).is_ok());
     let epoch = |s: &mut Client| -> i64 {
@@ -1115,8 +1104,7 @@ fn out_of_order_commits_cannot_skip_a_revocation() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn replica_behind_the_pruned_log_reloads_a_snapshot() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("prune") else {
+    let Some((_g, db)) = shared_db("prune") else {
         return;
     };
     let k = key();
@@ -1133,10 +1121,8 @@ fn replica_behind_the_pruned_log_reloads_a_snapshot() {
     .unwrap();
     let b_url = url_with(&db.admin, &db.name, Some(&role));
     let b = open_on(&b_url, &k, BOUND);
-    let t = a.generate(&uma, Default::default()).unwrap();
-    let g = a.exchange(t.token.expose()).unwrap();
-    let t2 = a.generate(&adam, Default::default()).unwrap();
-    let g2 = a.exchange(t2.token.expose()).unwrap();
+    let (t, g) = issue_and_exchange(&a, &uma);
+    let (_t2, g2) = issue_and_exchange(&a, &adam);
     assert!(b.verify(g.access_token.expose()).is_ok());
     assert!(b.authorize(g2.access_token.expose(), "user-write").is_ok());
 
@@ -1177,8 +1163,7 @@ fn replica_behind_the_pruned_log_reloads_a_snapshot() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn replicas_prune_the_change_log() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("retain") else {
+    let Some((_g, db)) = shared_db("retain") else {
         return;
     };
     let k = key();
@@ -1239,13 +1224,10 @@ fn past_the_bound(since: Instant) {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn every_read_path_reaches_tokens_another_replica_issued() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("reads") else {
+    let Some((_g, db)) = shared_db("reads") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
 
     // verify_refresh on B of a token A just issued: found, not invalid.
@@ -1258,8 +1240,7 @@ fn every_read_path_reaches_tokens_another_replica_issued() {
 
     // revoke_refresh on B of a second token A issued; A's exchange of it
     // fails once the bound has passed (and says `revoked` soon after).
-    let second = a.generate(&uma, Default::default()).unwrap();
-    let on_a = a.exchange(second.token.expose()).unwrap();
+    let (second, on_a) = issue_and_exchange(&a, &uma);
     b.revoke_refresh(second.token.expose(), Some("through B"))
         .unwrap();
     let returned = Instant::now();
@@ -1276,8 +1257,7 @@ fn every_read_path_reaches_tokens_another_replica_issued() {
 
     // verify, authorize, try_verify and revoke_access on B of access
     // tokens minted on A.
-    let third = a.generate(&uma, Default::default()).unwrap();
-    let g1 = a.exchange(third.token.expose()).unwrap();
+    let (third, g1) = issue_and_exchange(&a, &uma);
     let g2 = a.exchange(third.token.expose()).unwrap();
     let who = b.verify(g1.access_token.expose()).unwrap();
     assert_eq!(&*who.user, "uma");
@@ -1337,13 +1317,10 @@ fn the_http_front_of_one_replica_serves_tokens_of_another() {
     use serde_json::Value;
     use tokenvault::http::{self, require_bearer, Authorized, HttpConfig};
 
-    let _g = shared_server();
-    let Some(db) = TestDb::new("http") else {
+    let Some((_g, db)) = shared_db("http") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
     let cfg = HttpConfig::default().no_rate_limit();
     async fn whoami(Authorized(p): Authorized) -> String {
@@ -1518,9 +1495,7 @@ fn server_stopped_fails_closed_then_recovers() {
     let Some(db) = TestDb::new("outage") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (olivia, _, uma) = seed_acme(&a);
     let keep = a.generate(&uma, Default::default()).unwrap();
     let gone = a.generate(&uma, Default::default()).unwrap();
@@ -1702,8 +1677,7 @@ impl OutageFront {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn refusals_are_coalesced_and_old_events_purged() {
-    let _g = shared_server();
-    let Some(db) = TestDb::new("audit_bounds") else {
+    let Some((_g, db)) = shared_db("audit_bounds") else {
         return;
     };
     let k = key();
@@ -1790,13 +1764,10 @@ fn sample(page: &str, name: &str) -> Option<f64> {
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn a_replicas_gauges_follow_its_change_feed() {
     use metrics_exporter_prometheus::PrometheusBuilder;
-    let _g = shared_server();
-    let Some(db) = TestDb::new("gauges") else {
+    let Some((_g, db)) = shared_db("gauges") else {
         return;
     };
-    let k = key();
-    let a = db.open(&k);
-    let b = db.open(&k);
+    let (a, b) = db.two_replicas();
     let (_, _, uma) = seed_acme(&a);
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();

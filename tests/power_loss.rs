@@ -654,6 +654,39 @@ mod serve {
         v["data"]["access_token"].as_str().map(str::to_string)
     }
 
+    /// An RFC 7009 revocation of `token` with the `Authorization` header
+    /// `auth`.
+    fn revoke_7009(
+        c: &reqwest::blocking::Client,
+        base: &str,
+        auth: &str,
+        token: &str,
+    ) -> reqwest::Result<reqwest::blocking::Response> {
+        c.post(format!("{base}/oauth/revoke"))
+            .header("Authorization", auth)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    }
+
+    /// Whether the server answered `r` (false when the request failed, as
+    /// when the power was cut); `acked` runs when it answered `status`.
+    fn answered(
+        r: reqwest::Result<reqwest::blocking::Response>,
+        status: u16,
+        acked: impl FnOnce(),
+    ) -> bool {
+        match r {
+            Ok(r) => {
+                if r.status().as_u16() == status {
+                    acked();
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// A client thread: the Owner assigns tokens to members, they exchange
     /// them, and the Owner revokes some (by id, or through RFC 7009 with a
     /// refresh or an access token), until the server dies or `stop`.
@@ -698,52 +731,21 @@ mod serve {
                 }
                 60..=79 if n > 0 => {
                     let id = seen.tokens[rng.below(n)].0.clone();
-                    match c
+                    let r = c
                         .delete(format!("{base}/v3/refresh-token/{id}"))
                         .header("Authorization", &auth)
-                        .send()
-                    {
-                        Ok(r) if r.status().as_u16() == 204 => {
-                            seen.revoked.push(id);
-                            true
-                        }
-                        Ok(_) => true,
-                        Err(_) => false,
-                    }
+                        .send();
+                    answered(r, 204, || seen.revoked.push(id))
                 }
                 80..=89 if n > 0 => {
                     let (id, _, text) = seen.tokens[rng.below(n)].clone();
-                    match c
-                        .post(format!("{base}/oauth/revoke"))
-                        .header("Authorization", &auth)
-                        .header("Content-Type", "application/x-www-form-urlencoded")
-                        .body(format!("token={text}"))
-                        .send()
-                    {
-                        Ok(r) if r.status().as_u16() == 200 => {
-                            seen.revoked.push(id);
-                            true
-                        }
-                        Ok(_) => true,
-                        Err(_) => false,
-                    }
+                    let r = revoke_7009(&c, &base, &auth, &text);
+                    answered(r, 200, || seen.revoked.push(id))
                 }
                 90..=99 if !seen.access.is_empty() => {
                     let (a, _) = seen.access[rng.below(seen.access.len())].clone();
-                    match c
-                        .post(format!("{base}/oauth/revoke"))
-                        .header("Authorization", &auth)
-                        .header("Content-Type", "application/x-www-form-urlencoded")
-                        .body(format!("token={a}"))
-                        .send()
-                    {
-                        Ok(r) if r.status().as_u16() == 200 => {
-                            seen.revoked_access.push(a);
-                            true
-                        }
-                        Ok(_) => true,
-                        Err(_) => false,
-                    }
+                    let r = revoke_7009(&c, &base, &auth, &a);
+                    answered(r, 200, || seen.revoked_access.push(a))
                 }
                 _ => true,
             };

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::Duration;
 
-use tokenvault::{Actor, Clock, Config, Error, GenerateOptions, ManualClock, RevokeScope, Role};
+use tokenvault::{
+    Actor, Clock, Config, Error, GenerateOptions, ManualClock, RevokeScope, Role, TokenStore,
+};
 
 /// Rounds per test in CI.
 const ROUNDS: u64 = 150;
@@ -54,17 +56,19 @@ const ACTIONS: [Action; 6] = [
     Action::Demote,
 ];
 
-#[test]
-fn invariant_2_and_3_nothing_verifies_after_revocation_returns() {
-    let clock = ManualClock::new(1_700_000_000);
-    let store = Config::temporary()
-        .clock(clock.clone())
-        .open()
-        .expect("store");
-    let owner = Actor::new("acme", "olivia");
+/// Opens `config` and makes olivia the Owner of acme.
+fn with_owner(config: Config) -> (TokenStore, Actor) {
+    let store = config.open().expect("store");
     store
         .add_member("acme", "olivia", Role::Owner)
         .expect("owner");
+    (store, Actor::new("acme", "olivia"))
+}
+
+#[test]
+fn invariant_2_and_3_nothing_verifies_after_revocation_returns() {
+    let clock = ManualClock::new(1_700_000_000);
+    let (store, owner) = with_owner(Config::temporary().clock(clock.clone()));
     let mut seed = 0x0123_4567_89AB_CDEF_u64;
     let (mut verified_before, mut refused_after) = (0u64, 0u64);
     for round in 0..rounds() {
@@ -206,15 +210,11 @@ fn invariant_6_purge_racing_exchange_and_revoke_access_leaves_no_orphan() {
     let clock = ManualClock::new(1_700_000_000);
     // Retention zero: a revoked family is purgeable at once, so purge races
     // with the calls that still hold it.
-    let store = Config::temporary()
-        .clock(clock.clone())
-        .retention(Duration::ZERO)
-        .open()
-        .expect("store");
-    let owner = Actor::new("acme", "olivia");
-    store
-        .add_member("acme", "olivia", Role::Owner)
-        .expect("owner");
+    let (store, owner) = with_owner(
+        Config::temporary()
+            .clock(clock.clone())
+            .retention(Duration::ZERO),
+    );
     store.add_member("acme", "uma", Role::User).expect("member");
     let uma = Actor::new("acme", "uma");
     for round in 0..rounds() * 2 {

@@ -2,11 +2,12 @@
 //! rustdoc runs), line for line, so the README never shows code that does not
 //! compile.
 
-fn doc_example() -> Vec<String> {
-    let lib = include_str!("../src/lib.rs");
-    let doc: Vec<&str> = lib
+/// The first code block of the doc comments (lines starting with `marker`,
+/// `//!` or `///`) in `src`, without its hidden (`# `) lines.
+fn first_doc_block(src: &str, marker: &str) -> Vec<String> {
+    let doc: Vec<&str> = src
         .lines()
-        .filter_map(|l| l.strip_prefix("//!"))
+        .filter_map(|l| l.strip_prefix(marker))
         .map(|l| l.strip_prefix(' ').unwrap_or(l))
         .collect();
     let start = doc.iter().position(|l| *l == "```").expect("doc example") + 1;
@@ -18,13 +19,14 @@ fn doc_example() -> Vec<String> {
         .collect()
 }
 
-fn readme_example() -> Vec<String> {
+/// The first ```` ```rust ```` block of the README after the line `heading`.
+fn readme_block(heading: &str) -> Vec<String> {
     let readme = include_str!("../README.md");
     let lines: Vec<&str> = readme.lines().collect();
     let section = lines
         .iter()
-        .position(|l| *l == "## Using the library")
-        .expect("library section");
+        .position(|l| *l == heading)
+        .unwrap_or_else(|| panic!("no section {heading:?}"));
     let lines = &lines[section..];
     let start = lines
         .iter()
@@ -33,6 +35,14 @@ fn readme_example() -> Vec<String> {
         + 1;
     let end = start + lines[start..].iter().position(|l| *l == "```").unwrap();
     lines[start..end].iter().map(|l| l.to_string()).collect()
+}
+
+fn doc_example() -> Vec<String> {
+    first_doc_block(include_str!("../src/lib.rs"), "//!")
+}
+
+fn readme_example() -> Vec<String> {
+    readme_block("## Using the library")
 }
 
 #[test]
@@ -47,36 +57,12 @@ fn readme_example_matches_crate_docs() {
 fn async_doc_example() -> Vec<String> {
     let src = include_str!("../src/async_store/mod.rs");
     let head = &src[..src.find("pub struct AsyncTokenStore").expect("the struct")];
-    let doc: Vec<&str> = head
-        .lines()
-        .filter_map(|l| l.strip_prefix("///"))
-        .map(|l| l.strip_prefix(' ').unwrap_or(l))
-        .collect();
-    let start = doc.iter().position(|l| *l == "```").expect("doc example") + 1;
-    let end = start + doc[start..].iter().position(|l| *l == "```").unwrap();
-    doc[start..end]
-        .iter()
-        .filter(|l| !l.starts_with("# "))
-        .map(|l| l.to_string())
-        .collect()
+    first_doc_block(head, "///")
 }
 
 #[test]
 fn readme_async_example_matches_the_async_face_docs() {
-    let readme = include_str!("../README.md");
-    let lines: Vec<&str> = readme.lines().collect();
-    let section = lines
-        .iter()
-        .position(|l| *l == "## In an async service")
-        .expect("async section");
-    let lines = &lines[section..];
-    let start = lines
-        .iter()
-        .position(|l| *l == "```rust")
-        .expect("rust block")
-        + 1;
-    let end = start + lines[start..].iter().position(|l| *l == "```").unwrap();
-    let example: Vec<String> = lines[start..end].iter().map(|l| l.to_string()).collect();
+    let example = readme_block("## In an async service");
     let doc = async_doc_example();
     assert!(doc.len() > 5, "async doc example too short: {doc:?}");
     assert_eq!(example, doc);

@@ -237,6 +237,26 @@ fn child_env() -> Option<(std::path::PathBuf, String)> {
     Some((path.into(), std::env::var(MODE_ENV).unwrap_or_default()))
 }
 
+/// In the child process a test runs of itself, runs `body` with the
+/// store's path and the mode, and says so (the test then returns).
+fn ran_as_child(body: impl FnOnce(&Path, &str)) -> bool {
+    match child_env() {
+        Some((path, mode)) => {
+            body(&path, &mode);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A fresh disk of `fs` for `test`, its mode printed first; none (as
+/// [`disk_in`] says) where the file system cannot be had.
+fn fresh_disk(test: &str, fs: Mode) -> Option<Disk> {
+    let disk = disk_in(test, fs)?;
+    println!("{fs:?}:");
+    Some(disk)
+}
+
 /// Runs the library calls in a child with the fault of `mode` switched on;
 /// returns the child's standard error after checking its answers and exit.
 fn faulted_calls(test: &str, disk: &mut Disk, mode: &str) {
@@ -306,8 +326,7 @@ const MODES: [Mode; 2] = [Mode::Kind, Mode::Linux];
 #[test]
 #[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
 fn durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail() {
-    if let Some((path, mode)) = child_env() {
-        child(&path, &mode);
+    if ran_as_child(child) {
         return;
     }
     let test = "durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail";
@@ -319,10 +338,9 @@ fn durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail() {
             "dead-drop",
             "dead-close",
         ] {
-            let Some(mut disk) = disk_in(test, fs) else {
+            let Some(mut disk) = fresh_disk(test, fs) else {
                 return;
             };
-            println!("{fs:?}:");
             faulted_calls(test, &mut disk, mode);
         }
     }
@@ -331,16 +349,14 @@ fn durable_calls_flush_close_and_drop_answer_errors_while_syncs_fail() {
 #[test]
 #[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
 fn a_failed_revocation_retried_is_ok_only_once_synced_and_survives_a_cut() {
-    if let Some((path, mode)) = child_env() {
-        child(&path, &mode);
+    if ran_as_child(child) {
         return;
     }
     let test = "a_failed_revocation_retried_is_ok_only_once_synced_and_survives_a_cut";
     for fs in MODES {
-        let Some(mut disk) = disk_in(test, fs) else {
+        let Some(mut disk) = fresh_disk(test, fs) else {
             return;
         };
-        println!("{fs:?}:");
         revocation_retried(test, &mut disk);
     }
 }
@@ -392,10 +408,9 @@ fn revocation_retried(test: &str, disk: &mut Disk) {
 fn cli_commands_answer_one_io_document_while_syncs_fail() {
     let test = "cli_commands_answer_one_io_document_while_syncs_fail";
     for fs in MODES {
-        let Some(disk) = disk_in(test, fs) else {
+        let Some(disk) = fresh_disk(test, fs) else {
             return;
         };
-        println!("{fs:?}:");
         cli_commands(&disk);
     }
 }
@@ -653,10 +668,11 @@ fn boots(test: &str, fs: Mode, boots: usize) -> Run {
 #[test]
 #[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
 fn eight_boots_through_failed_syncs_keep_the_store_openable_and_whole() {
-    if let Some((path, mode)) = child_env() {
+    if ran_as_child(|path, mode| {
         if mode == "boot" {
-            boot_child(&path);
+            boot_child(path);
         }
+    }) {
         return;
     }
     let test = "eight_boots_through_failed_syncs_keep_the_store_openable_and_whole";
@@ -748,6 +764,25 @@ struct Death {
     stderr: String,
 }
 
+impl Death {
+    /// The end of the run at `point` (answering `errno`) whose child ended
+    /// with `status` (`None`: killed after hanging), having said `stderr`.
+    fn new(
+        (point, errno): (u64, i32),
+        status: Option<std::process::ExitStatus>,
+        stderr: String,
+    ) -> Death {
+        Death {
+            point,
+            errno,
+            hung: status.is_none(),
+            status,
+            panicked: stderr.contains("panicked"),
+            stderr,
+        }
+    }
+}
+
 /// Waits up to 60 s (a loaded machine) for a child, then kills it.
 fn wait_bounded(child: &mut Child) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -794,35 +829,19 @@ fn die_during_calls(test: &str, mode: &str, point: Option<(u64, i32)>) -> (Death
     let said = peer.next_or_end();
     let _ = done.send(());
     let killed = watchdog.join().expect("the watchdog");
-    let (point, errno) = point.unwrap_or((u64::MAX, 0));
+    let point = point.unwrap_or((u64::MAX, 0));
     if said.as_deref() != Some("calls done") {
         // Hung (killed above) or ended during the calls.
         let status = wait_bounded(&mut peer.child).filter(|_| !killed);
         let calls = disk.counters().requests;
-        let stderr = peer.stderr();
-        let death = Death {
-            point,
-            errno,
-            hung: status.is_none(),
-            status,
-            panicked: stderr.contains("panicked"),
-            stderr,
-        };
+        let death = Death::new(point, status, peer.stderr());
         return (death, calls, calls);
     }
     let calls = disk.counters().requests;
     peer.tell("go");
     let status = wait_bounded(&mut peer.child);
     let total = disk.counters().requests;
-    let stderr = peer.stderr();
-    let death = Death {
-        point,
-        errno,
-        hung: status.is_none(),
-        status,
-        panicked: stderr.contains("panicked"),
-        stderr,
-    };
+    let death = Death::new(point, status, peer.stderr());
     (death, calls, total)
 }
 
@@ -847,8 +866,7 @@ fn spread(from: u64, to: u64, count: u64) -> Vec<u64> {
 #[test]
 #[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
 fn a_file_system_that_dies_at_any_point_panics_nothing() {
-    if let Some((path, mode)) = child_env() {
-        dying_child(&path, &mode);
+    if ran_as_child(dying_child) {
         return;
     }
     let test = "a_file_system_that_dies_at_any_point_panics_nothing";

@@ -176,6 +176,16 @@ fn bad_lists_are_usage_errors_and_change_nothing() {
     assert!(e.to_string().contains("exactly one Owner"), "{e}");
 }
 
+/// `sync_org` to olivia (Owner), adam and uma with the roles given.
+fn sync_acme(store: &TokenStore, adam: Role, uma: Role) {
+    store
+        .sync_org(
+            "acme",
+            [("olivia", Role::Owner), ("adam", adam), ("uma", uma)],
+        )
+        .unwrap();
+}
+
 #[test]
 fn re_promotion_gives_old_tokens_back_what_they_were_issued_with_and_no_more() {
     let store = TokenStore::temporary().unwrap();
@@ -193,16 +203,7 @@ fn re_promotion_gives_old_tokens_back_what_they_were_issued_with_and_no_more() {
     store.authorize(a.expose(), "user-write").unwrap();
 
     // Demoted to User: the Admin scope goes at once.
-    store
-        .sync_org(
-            "acme",
-            [
-                ("olivia", Role::Owner),
-                ("adam", Role::User),
-                ("uma", Role::User),
-            ],
-        )
-        .unwrap();
+    sync_acme(&store, Role::User, Role::User);
     assert!(matches!(
         store.authorize(a.expose(), "user-write"),
         Err(Error::InsufficientScope(_))
@@ -212,16 +213,7 @@ fn re_promotion_gives_old_tokens_back_what_they_were_issued_with_and_no_more() {
     // Promoted back, and uma promoted to Admin: adam's old token (and its
     // access token) has user-write again; uma's, issued to a User, gains
     // no Admin scope.
-    store
-        .sync_org(
-            "acme",
-            [
-                ("olivia", Role::Owner),
-                ("adam", Role::Admin),
-                ("uma", Role::Admin),
-            ],
-        )
-        .unwrap();
+    sync_acme(&store, Role::Admin, Role::Admin);
     store.authorize(a.expose(), "user-write").unwrap();
     assert!(matches!(
         store.authorize(u.expose(), "user-write"),
@@ -237,16 +229,7 @@ fn re_promotion_gives_old_tokens_back_what_they_were_issued_with_and_no_more() {
     store
         .sync_org("acme", [("olivia", Role::Owner), ("uma", Role::Admin)])
         .unwrap();
-    store
-        .sync_org(
-            "acme",
-            [
-                ("olivia", Role::Owner),
-                ("adam", Role::Admin),
-                ("uma", Role::Admin),
-            ],
-        )
-        .unwrap();
+    sync_acme(&store, Role::Admin, Role::Admin);
     assert!(store.verify(a.expose()).is_err());
     assert!(store.exchange(admin_token.token.expose()).is_err());
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::Value;
-use serve::{cli, seeded_store, Served};
+use serve::{cli, run_json, seeded_store, tv, Served};
 use tokio_rustls::rustls;
 
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -257,20 +257,14 @@ fn sighup_serves_the_new_certificate_to_new_connections_only() {
 /// `serve --json --tls-cert CERT --tls-key KEY` on `db`: exit code and
 /// the one JSON document.
 fn start_fails(db: &Path, cert: &Path, key: &Path) -> (Option<i32>, Value) {
-    let out = std::process::Command::new(serve::BIN)
-        .arg("--db")
-        .arg(db)
-        .args(["--json", "serve", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
-        .env_remove("TOKENVAULT_DB")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {out:?}"));
-    (out.status.code(), v)
+    run_json(
+        tv(db)
+            .args(["--json", "serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .stdin(std::process::Stdio::null()),
+    )
 }
 
 #[test]
@@ -307,16 +301,8 @@ fn a_bad_certificate_or_key_is_an_error_at_start() {
     }
 
     // One flag without the other is bad usage.
-    let out = std::process::Command::new(serve::BIN)
-        .arg("--db")
-        .arg(&db)
-        .args(["--json", "serve", "--tls-cert"])
-        .arg(&cert)
-        .env_remove("TOKENVAULT_DB")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, v) = run_json(tv(&db).args(["--json", "serve", "--tls-cert"]).arg(&cert));
+    assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["error"]["kind"], "usage");
     // The store was not left held: a command runs on it at once.
     cli(&db, &["stats"]);

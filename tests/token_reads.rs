@@ -339,18 +339,10 @@ fn audit_pages_add_up_and_stay_put_while_events_are_added() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn labels_and_audit_pages_on_a_shared_store() {
-    use tokenvault::{Config, PostgresOptions, StoreKey};
     let Some(db) = common::pg::ScratchDb::new("reads") else {
         return;
     };
-    let url = db.url.clone();
-    let key = StoreKey::generate().unwrap();
-    let open = || {
-        Config::postgres_with(PostgresOptions::new(&url).pool_size(2))
-            .key(key.clone())
-            .open()
-            .unwrap()
-    };
+    let open = db.replicas();
     {
         let (one, two) = (open(), open());
         let (olivia, _, uma) = common::store::seed_acme(&one);
@@ -372,6 +364,7 @@ fn labels_and_audit_pages_on_a_shared_store() {
         one.close().unwrap();
         two.close().unwrap();
     }
+    drop(open);
     drop(db);
 }
 

@@ -5,7 +5,7 @@
 //! the checksum is right.
 
 use tokenvault::token::{decode_raw, encode_raw, TokenKind};
-use tokenvault::{Actor, Error, Role, TokenStore};
+use tokenvault::{Actor, Error, Role, SecretToken, TokenStore};
 
 /// The same token with its last checksum digit changed.
 fn bad_checksum(token: &str) -> String {
@@ -15,14 +15,21 @@ fn bad_checksum(token: &str) -> String {
     String::from_utf8(b).unwrap()
 }
 
-#[test]
-fn a_changed_checksum_is_malformed_before_and_after_a_verification() {
+/// A temporary store where ann (Owner of acme) holds a token, and an
+/// access token made from it.
+fn store_with_an_access_token() -> (TokenStore, SecretToken) {
     let store = TokenStore::temporary().unwrap();
     store.add_member("acme", "ann", Role::Owner).unwrap();
     let t = store
         .generate(&Actor::new("acme", "ann"), Default::default())
         .unwrap();
     let good = store.exchange(t.token.expose()).unwrap().access_token;
+    (store, good)
+}
+
+#[test]
+fn a_changed_checksum_is_malformed_before_and_after_a_verification() {
+    let (store, good) = store_with_an_access_token();
     let bad = bad_checksum(good.expose());
     // Never verified yet: the checksum is computed.
     assert!(matches!(store.verify(&bad), Err(Error::Malformed(_))));
@@ -40,12 +47,7 @@ fn a_changed_checksum_is_malformed_before_and_after_a_verification() {
 
 #[test]
 fn unknown_ids_and_wrong_secrets_are_invalid_only_with_a_right_checksum() {
-    let store = TokenStore::temporary().unwrap();
-    store.add_member("acme", "ann", Role::Owner).unwrap();
-    let t = store
-        .generate(&Actor::new("acme", "ann"), Default::default())
-        .unwrap();
-    let good = store.exchange(t.token.expose()).unwrap().access_token;
+    let (store, good) = store_with_an_access_token();
     assert!(store.verify(good.expose()).is_ok());
     let (id, secret) = decode_raw("tv", TokenKind::Access, good.expose()).unwrap();
     let mut other = secret;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod random;
+pub mod timed_store;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! A loopback HTTP server for the HTTP tests, the client they use, and a
 //! capture of the process's tracing events.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -79,6 +80,17 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// Sends raw bytes to `addr` and returns what comes back until the server
+/// closes or `wait` passes.
+pub fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    let _ = c.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn client() -> Client {

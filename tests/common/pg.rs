@@ -3,6 +3,7 @@
 //! ends, passed or failed.
 
 use postgres::{Client, NoTls};
+use tokenvault::{Config, PostgresOptions, StoreKey, TokenStore};
 
 /// A database of its own for one test; dropped (with its connections) on
 /// drop.
@@ -37,6 +38,18 @@ impl ScratchDb {
         c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
         let url = format!("{admin} dbname={name}");
         Some(ScratchDb { admin, name, url })
+    }
+
+    /// Opens replicas of one store on this database: each call opens
+    /// another, all with the same new key and a pool of two connections.
+    pub fn replicas(&self) -> impl Fn() -> TokenStore + '_ {
+        let key = StoreKey::generate().unwrap();
+        move || {
+            Config::postgres_with(PostgresOptions::new(&self.url).pool_size(2))
+                .key(key.clone())
+                .open()
+                .unwrap()
+        }
     }
 }
 

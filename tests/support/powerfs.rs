@@ -443,6 +443,21 @@ fn entry(s: &State, ino: u64, reply: ReplyEntry) {
     }
 }
 
+fn attr(s: &State, ino: u64, reply: ReplyAttr) {
+    match s.attr(ino) {
+        Some(a) => reply.attr(&TTL, &a),
+        None => reply.error(Errno::ENOENT),
+    }
+}
+
+/// Takes `name` out of the directory `parent` (whose entry was checked).
+fn unlinked(s: &mut State, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    if let Ok(e) = s.entries(parent) {
+        e.remove(name);
+    }
+    reply.ok()
+}
+
 impl Filesystem for PowerFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let mut s = live!(self, reply);
@@ -454,10 +469,7 @@ impl Filesystem for PowerFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let s = live!(self, reply);
-        match s.attr(ino.0) {
-            Some(a) => reply.attr(&TTL, &a),
-            None => reply.error(Errno::ENOENT),
-        }
+        attr(&s, ino.0, reply)
     }
 
     fn setattr(
@@ -498,10 +510,7 @@ impl Filesystem for PowerFs {
                 n.perm = (mode & 0o7777) as u16;
             }
         }
-        match s.attr(ino.0) {
-            Some(a) => reply.attr(&TTL, &a),
-            None => reply.error(Errno::ENOENT),
-        }
+        attr(&s, ino.0, reply)
     }
 
     fn mknod(
@@ -544,12 +553,7 @@ impl Filesystem for PowerFs {
         let mut s = live!(self, reply);
         match s.child(parent.0, name) {
             Ok(ino) if s.is_dir(ino) => reply.error(Errno::EISDIR),
-            Ok(_) => {
-                if let Ok(e) = s.entries(parent.0) {
-                    e.remove(name);
-                }
-                reply.ok()
-            }
+            Ok(_) => unlinked(&mut s, parent.0, name, reply),
             Err(e) => reply.error(e),
         }
     }
@@ -562,12 +566,7 @@ impl Filesystem for PowerFs {
         };
         match s.entries(ino) {
             Ok(e) if !e.is_empty() => reply.error(Errno::ENOTEMPTY),
-            Ok(_) => {
-                if let Ok(e) = s.entries(parent.0) {
-                    e.remove(name);
-                }
-                reply.ok()
-            }
+            Ok(_) => unlinked(&mut s, parent.0, name, reply),
             Err(e) => reply.error(e),
         }
     }

@@ -16,15 +16,29 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokenvault");
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// The binary on the store `db` (`TOKENVAULT_DB` unset); the caller adds
+/// the rest.
+pub fn tv(db: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--db").arg(db).env_remove("TOKENVAULT_DB");
+    c
+}
+
+/// Runs `command` to its end; its exit code and the one JSON document it
+/// printed (panics if it printed anything else).
+pub fn run_json(command: &mut Command) -> (Option<i32>, Value) {
+    let out = command.output().expect("run tokenvault");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {out:?}"));
+    (out.status.code(), v)
+}
+
 /// Runs the CLI with `--json` on `db` and returns its document; panics on a
 /// failure.
 pub fn cli(db: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .arg("--db")
-        .arg(db)
+    let out = tv(db)
         .arg("--json")
         .args(args)
-        .env_remove("TOKENVAULT_DB")
         .output()
         .expect("run tokenvault");
     assert!(out.status.success(), "{args:?}: {out:?}");
@@ -51,12 +65,9 @@ pub struct Served {
 impl Served {
     /// `tokenvault --db DB serve --listen 127.0.0.1:0 EXTRA...`.
     pub fn start(db: &Path, extra: &[&str]) -> Served {
-        let mut child = Command::new(BIN)
-            .arg("--db")
-            .arg(db)
+        let mut child = tv(db)
             .args(["serve", "--listen", "127.0.0.1:0", "--rate-per-minute", "0"])
             .args(extra)
-            .env_remove("TOKENVAULT_DB")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -167,7 +178,8 @@ fn addr_in(line: &str) -> Option<std::net::SocketAddr> {
     line[at..].split_whitespace().next()?.parse().ok()
 }
 
-fn strip_ansi(line: &str) -> String {
+/// `line` without its terminal colours.
+pub fn strip_ansi(line: &str) -> String {
     let mut plain = String::new();
     let mut esc = false;
     for c in line.chars() {
