@@ -801,8 +801,8 @@ fn wait_bounded(child: &mut Child) -> Option<std::process::ExitStatus> {
     }
 }
 
-/// One crash-point run of the library workload `mode` (`drop` or
-/// `close`): the file system dies after `point` requests (never, for
+/// One crash-point run of the library workload `mode` (`drop`, `close` or
+/// `busy`): the file system dies after `point` requests (never, for
 /// `None`: a measuring run); returns how it ended and the request counts
 /// at the end of the calls and at the end of the run.
 fn die_during_calls(test: &str, mode: &str, point: Option<(u64, i32)>) -> (Death, u64, u64) {
@@ -876,9 +876,9 @@ fn a_file_system_that_dies_at_any_point_panics_nothing() {
     let soak = std::env::var_os("TOKENVAULT_SOAK").is_some();
     let mut bad = Vec::new();
     // Runs whose child never returned from a call once the file system
-    // died: sled 0.34.7's flush can wait forever for a write that failed
-    // (`make_stable`), a known limitation (docs/faults.md), reported here
-    // but not a failure of this test, which is about panics.
+    // died (sled 0.34.7's flush waited forever for a write that failed
+    // before the store woke it; docs/faults.md): killed by the watchdog,
+    // and a failure.
     let mut hung = Vec::new();
     let mut runs = 0;
     for mode in ["drop", "close"] {
@@ -927,6 +927,124 @@ fn a_file_system_that_dies_at_any_point_panics_nothing() {
             d.point, d.errno, d.status, d.stderr
         );
     }
+    assert!(bad.is_empty(), "{} of {runs} runs ended badly", bad.len());
+    assert!(hung.is_empty(), "{} of {runs} runs hung", hung.len());
+}
+
+/// The child of a crash-point run of durable calls made together: four
+/// threads each issue a token and revoke it, over and over (every answer
+/// ignored: any may fail once the file system is dead), so that one
+/// call's flush seals sled's log buffer while another call is still
+/// copying its record into it, and that call's thread writes the buffer;
+/// then, after telling the parent, the store is dropped. Exits 0 unless
+/// something panicked.
+fn busy_child(path: &Path) {
+    // The store's warnings (a flush it woke) reach the parent through the
+    // child's standard error.
+    #[cfg(feature = "cli")]
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
+    let calls = || -> tokenvault::Result<TokenStore> {
+        let store = open(path)?;
+        let _ = store.add_member("acme", "ann", Role::Owner);
+        std::thread::scope(|s| {
+            for _ in 0..BUSY_THREADS {
+                s.spawn(|| {
+                    let ann = Actor::new("acme", "ann");
+                    for _ in 0..BUSY_ROUNDS {
+                        if let Ok(t) = store.generate(&ann, Default::default()) {
+                            let _ = store.revoke(&ann, &t.info.id, None);
+                        }
+                    }
+                });
+            }
+        });
+        Ok(store)
+    };
+    let store = calls();
+    say("@@ calls done");
+    hear();
+    match store {
+        Ok(store) => {
+            drop(store);
+            say("@@ dropped");
+        }
+        Err(e) => say(&format!("@@ open {}", e.kind())),
+    }
+}
+
+/// How many threads of [`busy_child`] make durable calls together, and
+/// how many tokens each issues and revokes.
+const BUSY_THREADS: usize = 4;
+const BUSY_ROUNDS: usize = 10;
+
+/// Kills the file system at many points of durable calls made together
+/// by four threads: every call returns (an error once the file system is
+/// dead), none waits forever, and the child exits 0 without a panic.
+/// sled 0.34.7 leaves a flush waiting forever when the write of the log
+/// buffer it sealed fails in another thread (docs/faults.md); the store
+/// wakes it. A child that has not ended 60 s after the file system died is
+/// killed and counted as hung, a failure (the run stops at the third).
+/// That order of events is rare: about one crash point in 400 met it
+/// before the fix, so CI runs 120 points spread over the calls and
+/// `TOKENVAULT_SOAK=1` kills it at every request of the calls, three times
+/// over.
+#[test]
+#[ignore = "needs root and /dev/fuse: cargo test --test sync_faults -- --ignored"]
+fn durable_calls_made_together_return_when_the_file_system_dies() {
+    if let Some((path, _)) = child_env() {
+        busy_child(&path);
+        return;
+    }
+    let test = "durable_calls_made_together_return_when_the_file_system_dies";
+    if disk_in(test, Mode::Linux).is_none() {
+        return;
+    }
+    let (clean, calls, total) = die_during_calls(test, "busy", None);
+    assert!(
+        clean.status.is_some_and(|s| s.success()) && !clean.panicked,
+        "the workload fails on a live file system: {clean:?}"
+    );
+    let soak = std::env::var_os("TOKENVAULT_SOAK").is_some();
+    let points: Vec<u64> = if soak {
+        (0..3).flat_map(|_| 0..calls).collect()
+    } else {
+        spread(0, calls, 120)
+    };
+    let (mut hung, mut bad, mut runs, mut woken) = (Vec::new(), Vec::new(), 0, 0);
+    for (i, point) in points.iter().enumerate() {
+        let errno = DEATHS[i % DEATHS.len()];
+        let (death, _, _) = die_during_calls(test, "busy", Some((*point, errno)));
+        runs += 1;
+        if death.stderr.contains("waking that flush") {
+            println!("woken: point {point} errno {errno}");
+            woken += 1;
+        }
+        if death.hung {
+            println!("hung: point {point} errno {errno}");
+            hung.push(death);
+            if hung.len() >= 3 {
+                break;
+            }
+        } else if death.panicked || !death.status.is_some_and(|s| s.success()) {
+            bad.push(death);
+        }
+    }
+    println!(
+        "{runs} crash points of {} (the calls took {calls} requests, the whole run {total}): \
+         {} hung, {} ended badly; the store woke a flush sled left waiting in {woken}",
+        points.len(),
+        hung.len(),
+        bad.len()
+    );
+    for d in bad.iter().take(3) {
+        println!(
+            "point {} errno {} status {:?}:\n{}",
+            d.point, d.errno, d.status, d.stderr
+        );
+    }
+    assert!(hung.is_empty(), "{} of {runs} runs hung", hung.len());
     assert!(bad.is_empty(), "{} of {runs} runs ended badly", bad.len());
 }
 

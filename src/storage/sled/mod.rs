@@ -18,6 +18,8 @@ mod resync;
 mod slots;
 // Who holds which refresh token.
 mod owners;
+// Waking a flush that sled left waiting after a failed write.
+mod wake;
 use scan::{org_from_key, scan_families, scan_parts, u64_from};
 
 use std::path::Path;
@@ -41,6 +43,9 @@ const EVENT_SEQ: &str = "event_seq";
 
 pub(crate) struct SledBackend {
     db: Db,
+    /// The configuration `db` was opened with: sled keeps its error in it
+    /// (see `wake`).
+    cfg: sled::Config,
     meta: Tree,
     members: Tree,
     cutoffs: Tree,
@@ -162,7 +167,7 @@ impl SledBackend {
                     }
                 };
                 if let Err(e) = files.sync_created() {
-                    let _ = keep_if_unsynced(&db, Some(&files));
+                    let _ = keep_if_unsynced(&db, &cfg, Some(&files));
                     return Err(e);
                 }
                 Some(files)
@@ -184,7 +189,7 @@ impl SledBackend {
             } else if let (Some(p), Some(files)) = (path, &stable) {
                 match meta.remove(warm::MARKER_KEY).map_err(io)? {
                     Some(m) => {
-                        db.flush().map_err(io)?;
+                        wake::flush(&db, &cfg).map_err(io)?;
                         files.sync()?;
                         marker = warm::Marker::decode(&m);
                     }
@@ -209,7 +214,7 @@ impl SledBackend {
         let (meta, trees, marker) = match trees {
             Ok(opened) => opened,
             Err(e) => {
-                let _ = keep_if_unsynced(&db, stable.as_ref());
+                let _ = keep_if_unsynced(&db, &cfg, stable.as_ref());
                 return Err(e);
             }
         };
@@ -236,6 +241,7 @@ impl SledBackend {
             sync_failed: parking_lot::Mutex::new(None),
             read_only: false,
             db,
+            cfg,
         })
     }
 
@@ -269,14 +275,19 @@ impl SledBackend {
         Ok(())
     }
 
+    /// sled's flush of the database, which answers sled's error rather
+    /// than wait forever after a write of its log failed (see `wake`).
+    /// Blocks for the writes of what is not yet written.
+    fn flush(&self) -> Result<()> {
+        wake::flush(&self.db, &self.cfg).map(drop).map_err(io)
+    }
+
     /// Whether dropping the database now is safe: sled has a sticky error (its drop then
     /// does no I/O), or a sync through its own description succeeds.
     fn syncs_or_sticky(&self) -> bool {
         match &self.stable {
             None => true,
-            Some(files) => {
-                self.db.flush().is_err() || files.drain().is_ok() || files.drain().is_ok()
-            }
+            Some(files) => self.flush().is_err() || files.drain().is_ok() || files.drain().is_ok(),
         }
     }
 }
@@ -366,7 +377,7 @@ impl Drop for SledBackend {
     fn drop(&mut self) {
         // Dropping reports nothing: a failure here was already reported to
         // the durable call that met it first (see `keep_if_unsynced`).
-        let _ = keep_if_unsynced(&self.db, self.stable.as_ref());
+        let _ = keep_if_unsynced(&self.db, &self.cfg, self.stable.as_ref());
     }
 }
 
@@ -383,10 +394,10 @@ impl Drop for SledBackend {
 /// that the last handle never goes; the process then keeps the database's
 /// memory and file lock until it exits. If sled has a sticky error, its
 /// drop does no I/O.
-fn keep_if_unsynced(db: &Db, files: Option<&StableFiles>) -> Result<()> {
+fn keep_if_unsynced(db: &Db, cfg: &sled::Config, files: Option<&StableFiles>) -> Result<()> {
     // A failed flush usually leaves sled's sticky error (then its drop does
     // no I/O), but not always (a file system gone): the syncs below decide.
-    let flushed = db.flush().map(drop).map_err(io);
+    let flushed = wake::flush(db, cfg).map(drop).map_err(io);
     // A temporary database: sled's drop does not sync it.
     let Some(files) = files else {
         return flushed;
@@ -447,7 +458,7 @@ impl Backend for SledBackend {
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
         self.refuse_if_read_only()?;
         self.meta.insert(name, value).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.flush()?;
         Ok(())
     }
 
@@ -617,14 +628,10 @@ impl Backend for SledBackend {
                  the store has opened its files again)"
             ))));
         }
-        let synced = self
-            .db
-            .flush()
-            .map_err(io)
-            .and_then(|_| match &self.stable {
-                Some(files) => files.sync(),
-                None => Ok(()),
-            });
+        let synced = self.flush().and_then(|_| match &self.stable {
+            Some(files) => files.sync(),
+            None => Ok(()),
+        });
         if let (Err(e), Some(p)) = (&synced, &self.path) {
             let msg = match e {
                 Error::Io(m) => m.message().to_string(),
@@ -729,7 +736,7 @@ impl Backend for SledBackend {
                     return Err(e);
                 }
             };
-            let synced = keep_if_unsynced(&db, Some(&files));
+            let synced = keep_if_unsynced(&db, &cfg, Some(&files));
             drop(db);
             synced?;
             files.sync_dir()?;

@@ -80,7 +80,7 @@ impl SledBackend {
             slot += 1;
         }
         self.access.apply_batch(batch).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.flush()?;
         Ok(())
     }
 
