@@ -783,6 +783,22 @@ impl Death {
     }
 }
 
+/// One crash-point run of `test`'s `mode` killed at `point` with `errno`.
+/// Outside a soak, a run that hung is run once more at the same point and
+/// errno, and counts as hung only if it hangs again: one order of events
+/// in sled 0.34.7 still leaves a flush waiting after the store woke it
+/// (about one crash point in 5,000; docs/faults.md), and CI's short run
+/// must not fail on it by chance. A soak counts every hang.
+fn run_point(test: &str, mode: &str, (point, errno): (u64, i32), soak: bool) -> Death {
+    let (death, _, _) = die_during_calls(test, mode, Some((point, errno)));
+    if !death.hung || soak {
+        return death;
+    }
+    println!("hung once: point {point} errno {errno}; running it again");
+    let (again, _, _) = die_during_calls(test, mode, Some((point, errno)));
+    again
+}
+
 /// Waits up to 60 s (a loaded machine) for a child, then kills it.
 fn wait_bounded(child: &mut Child) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -897,7 +913,7 @@ fn a_file_system_that_dies_at_any_point_panics_nothing() {
         let mut panics = 0;
         for (i, point) in points.iter().enumerate() {
             let errno = DEATHS[i % DEATHS.len()];
-            let (death, _, _) = die_during_calls(test, mode, Some((*point, errno)));
+            let death = run_point(test, mode, (*point, errno), soak);
             runs += 1;
             if death.hung && !death.panicked {
                 hung.push(death);
@@ -1015,7 +1031,7 @@ fn durable_calls_made_together_return_when_the_file_system_dies() {
     let (mut hung, mut bad, mut runs, mut woken) = (Vec::new(), Vec::new(), 0, 0);
     for (i, point) in points.iter().enumerate() {
         let errno = DEATHS[i % DEATHS.len()];
-        let (death, _, _) = die_during_calls(test, "busy", Some((*point, errno)));
+        let death = run_point(test, "busy", (*point, errno), soak);
         runs += 1;
         if death.stderr.contains("waking that flush") {
             println!("woken: point {point} errno {errno}");
