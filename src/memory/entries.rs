@@ -232,21 +232,27 @@ impl RefreshExtra {
     }
 }
 
+/// Laid out in declaration order (`repr(C)`): what verification and the
+/// policy checks read comes first, so that it spans one or two cache lines
+/// of the entry's allocation (with its reference counts: 16 bytes before
+/// it), and what only writers read (the verifier, which an exchange
+/// compares; the revocation time; the family's bookkeeping) after it.
+#[repr(C)]
 pub(crate) struct RefreshHot {
-    pub(super) id: [u8; 16],
     pub(super) member: Arc<MemberHot>,
-    pub(super) verifier: [u8; 32],
     pub(super) scopes: ScopeSet,
     pub(super) created_at: u64,
     /// `u64::MAX` when the token never expires. Only lowered, by a
     /// rotation (the end of its grace period).
     pub(super) expires_at: AtomicU64,
-    pub(super) revoked: AtomicBool,
     /// When it was last exchanged (its creation until then): what an
     /// organization's expiry of unused tokens counts from.
     pub(super) last_used: AtomicU64,
+    pub(super) id: [u8; 16],
+    pub(super) revoked: AtomicBool,
     /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`]).
     pub(super) life: AtomicU8,
+    pub(super) verifier: [u8; 32],
     /// When it was revoked (for the purge's retention); 0 if never.
     pub(super) revoked_at: AtomicU64,
     pub(super) extra: Mutex<RefreshExtra>,

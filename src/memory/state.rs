@@ -130,6 +130,30 @@ impl AccessHot {
     pub(crate) fn revocable(&self) -> bool {
         !self.revoked.load(Ordering::Acquire)
     }
+
+    /// Asks the processor to start loading what [`AccessHot::usable`]
+    /// reads of the refresh entry (its first two cache lines), without
+    /// waiting for it: verification calls this as soon as it has found
+    /// the access entry, then hashes the presented secret while the entry,
+    /// likely a miss in a large store, comes from main memory. Changes
+    /// nothing (a hint); elsewhere than x86-64, nothing.
+    #[inline(always)]
+    pub(crate) fn prefetch_refresh(&self) {
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let p = std::sync::Arc::as_ptr(&self.refresh).cast::<i8>();
+            // SAFETY: a prefetch is a hint that never faults, reads no
+            // value and writes nothing; `p` points into a live allocation
+            // (the `Arc` is held by `self`), and so does `p + 64` (the
+            // entry is larger than 64 bytes; `wrapping_add` in any case).
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
