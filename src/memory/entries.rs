@@ -346,17 +346,26 @@ impl RefreshHot {
     }
 }
 
+/// Marks an access entry revoked, in its state word (see
+/// [`AccessHot::state`]). Above the checksum memo's bits
+/// (`token::CHECK_KNOWN` and the low 32), which only ever OR into the word,
+/// as this does.
+const ACCESS_REVOKED: u64 = 1 << 33;
+
+/// 72 bytes: with its 16-byte key, an 88-byte slot of its table.
 pub(crate) struct AccessHot {
     pub(super) refresh: Arc<RefreshHot>,
     pub(super) verifier: [u8; 32],
     pub(super) issued_at: u64,
     pub(super) expires_at: u64,
-    pub(super) revoked: AtomicBool,
     /// The scopes it was narrowed to at exchange (all bits set when it was
     /// not: its refresh token's scopes).
     pub(super) scopes: ScopeSet,
-    /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`).
-    pub(super) check: AtomicU64,
+    /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`:
+    /// bits 0 to 32) and whether it is revoked itself ([`ACCESS_REVOKED`]);
+    /// bits 34 to 63 are free for more states. Every change ORs bits in,
+    /// so none is lost to another.
+    state: AtomicU64,
 }
 
 impl AccessHot {
@@ -369,9 +378,8 @@ impl AccessHot {
             verifier: rec.verifier,
             issued_at: rec.issued_at,
             expires_at: rec.expires_at,
-            revoked: AtomicBool::new(rec.revoked),
             scopes,
-            check: AtomicU64::new(0),
+            state: AtomicU64::new(if rec.revoked { ACCESS_REVOKED } else { 0 }),
         }
     }
 
@@ -401,14 +409,19 @@ impl AccessHot {
     }
     /// Marks the access token revoked itself (one-way).
     pub(super) fn mark_revoked(&self) {
-        self.revoked.store(true, Ordering::Release);
+        self.state.fetch_or(ACCESS_REVOKED, Ordering::AcqRel);
+    }
+    /// Whether the access token is revoked itself.
+    #[inline]
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.state.load(Ordering::Acquire) & ACCESS_REVOKED != 0
     }
     /// The verify rule's checksum check for a token whose secret matched
     /// this entry, with this entry's memo (see
     /// `token::Unchecked::checksum_ok_memo`): only the first check hashes.
     #[inline]
     pub(crate) fn checksum_ok(&self, u: &Unchecked, prefix: &str, kind: TokenKind) -> bool {
-        u.checksum_ok_memo(prefix, kind, &self.check)
+        u.checksum_ok_memo(prefix, kind, &self.state)
     }
 }
 
