@@ -114,11 +114,13 @@ static NEXT_MEMBER_UID: AtomicU64 = AtomicU64::new(1);
 
 const NAME_CACHE: usize = 256;
 
-type CachedNames = Option<(u64, Arc<str>, Arc<str>)>;
+/// A member's uid, with this thread's copies of its names once it was met
+/// twice in a row in its cache entry.
+type CachedNames = Option<(u64, Option<(Arc<str>, Arc<str>)>)>;
 
 thread_local! {
-    /// Per thread, copies of recently verified members' names (direct
-    /// mapped by member uid).
+    /// Per thread, recently verified members (direct mapped by member uid)
+    /// and copies of the names of those met again.
     static NAMES: RefCell<Vec<CachedNames>> = RefCell::new(vec![None; NAME_CACHE]);
 }
 
@@ -146,27 +148,38 @@ impl MemberHot {
         }
     }
 
-    /// The organization and user ids for a [`crate::Principal`]: clones of
-    /// copies the calling thread owns (a small cache per thread), so that
-    /// threads verifying the same member's tokens at once do not bounce one
-    /// reference count between their cores.
+    /// The organization and user ids for a [`crate::Principal`]. For a
+    /// member this thread verifies again and again, clones of copies the
+    /// thread owns (a small cache per thread), so that threads verifying
+    /// the same member's tokens at once do not bounce one reference count
+    /// between their cores; the copies are made on the member's second
+    /// visit in a row to its cache entry. For a member met once (random
+    /// traffic over many members, where copies would be evicted before
+    /// they are used again), clones of the shared names: no allocation.
     pub(crate) fn names(&self) -> (Arc<str>, Arc<str>) {
+        let shared = || (self.org.id.clone(), self.user.clone());
         NAMES
             .try_with(|cache| {
                 let mut cache = cache.borrow_mut();
                 let entry = &mut cache[(self.uid % NAME_CACHE as u64) as usize];
                 match entry {
-                    Some((uid, org, user)) if *uid == self.uid => (org.clone(), user.clone()),
-                    _ => {
+                    Some((uid, Some((org, user)))) if *uid == self.uid => {
+                        (org.clone(), user.clone())
+                    }
+                    Some((uid, copies @ None)) if *uid == self.uid => {
                         let org: Arc<str> = Arc::from(&*self.org.id);
                         let user: Arc<str> = Arc::from(&*self.user);
-                        *entry = Some((self.uid, org.clone(), user.clone()));
+                        *copies = Some((org.clone(), user.clone()));
                         (org, user)
+                    }
+                    _ => {
+                        *entry = Some((self.uid, None));
+                        shared()
                     }
                 }
             })
             // The thread is ending: the shared copies do.
-            .unwrap_or_else(|_| (self.org.id.clone(), self.user.clone()))
+            .unwrap_or_else(|_| shared())
     }
 
     #[inline]
@@ -447,6 +460,16 @@ mod tests {
                 assert_eq!((&*o, &*u), ("acme", format!("user{i}").as_str()));
             }
         }
+        // Met once in its entry: the shared names; twice in a row and
+        // after: this thread's own copies, the same ones each time.
+        let m = &members[5];
+        let first = m.names();
+        assert!(Arc::ptr_eq(&first.1, &m.user) && Arc::ptr_eq(&first.0, &org.id));
+        let second = m.names();
+        assert!(!Arc::ptr_eq(&second.1, &m.user) && !Arc::ptr_eq(&second.0, &org.id));
+        let third = m.names();
+        assert!(Arc::ptr_eq(&second.1, &third.1) && Arc::ptr_eq(&second.0, &third.0));
+        assert_eq!((&*third.0, &*third.1), ("acme", "user5"));
         std::thread::scope(|s| {
             s.spawn(|| {
                 for (i, m) in members.iter().enumerate().rev() {
