@@ -31,7 +31,7 @@ pub(super) fn check_integrity(c: &mut Conn) -> Result<IntegrityReport> {
         let id: &[u8] = col(&row, 0)?;
         match decode_refresh(col::<&[u8]>(&row, 4)?) {
             Ok(rec) => {
-                let revoked = rec.state != StoredState::Active;
+                let revoked = !rec.state.revocable();
                 if rec.id[..] != *id
                     || rec.org != col::<&str>(&row, 1)?
                     || rec.user != col::<&str>(&row, 2)?
