@@ -121,8 +121,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("expected Disabled, got {other:?}").into()),
     }
     store.enable(&olivia, &own.info.id)?;
-    store.exchange(own.token.expose())?;
-    println!("    olivia enabled it again: it exchanges.");
+    // The host names the client (the HTTP front passes the peer address
+    // and the User-Agent): lists show it as the token's last use.
+    let laptop = tokenvault::ClientInfo::new(Some([192, 0, 2, 15].into()), Some("uma-laptop/2.1"));
+    store.exchange_from::<&str>(own.token.expose(), None, &laptop)?;
+    let seen = store.get(&uma, &own.info.id)?;
+    println!(
+        "    olivia enabled it again: it exchanges; last used from {} by {}.",
+        seen.last_used_ip.map_or("-".into(), |ip| ip.to_string()),
+        seen.last_used_agent.as_deref().unwrap_or("-")
+    );
 
     println!("16. The audit trail, newest first:");
     for e in store.audit(&olivia, 6)? {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    AccessGrant, Actor, AuditEvent, CloseReport, Config, Error, GenerateOptions, Grace,
+    AccessGrant, Actor, AuditEvent, ClientInfo, CloseReport, Config, Error, GenerateOptions, Grace,
     IntegrityReport, IssuedToken, OrgPolicy, Page, Paged, Policy, Principal, PurgeReport, Result,
     RevokeScope, Role, Rotated, Stats, SyncReport, TokenId, TokenInfo, TokenStore,
 };
@@ -439,6 +439,42 @@ impl AsyncTokenStore {
         let token = crate::SecretToken::from_str_unchecked(refresh_token);
         let scopes: Vec<String> = scopes.iter().map(|s| s.as_ref().to_string()).collect();
         self.run(move |s| s.exchange_with_scopes(token.expose(), &scopes))
+            .await
+    }
+
+    /// [`TokenStore::exchange_from`] off the async workers: an exchange
+    /// that records its client (address and user agent) as the token's
+    /// last use. Blocks (on tokio's blocking pool, never on a worker) as
+    /// [`AsyncTokenStore::exchange`].
+    ///
+    /// # Errors
+    /// As [`TokenStore::exchange_from`].
+    ///
+    /// ```
+    /// use tokenvault::{Actor, AsyncTokenStore, ClientInfo, Role};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tokenvault::Error> {
+    /// let store = AsyncTokenStore::temporary().await?;
+    /// store.add_member("acme", "ann", Role::Owner).await?;
+    /// let ann = Actor::new("acme", "ann");
+    /// let t = store.generate(&ann, Default::default()).await?;
+    /// let client = ClientInfo::new(None, Some("deploy-bot/1.2"));
+    /// store.exchange_from::<&str>(t.token.expose(), None, &client).await?;
+    /// let listed = store.list_own(&ann).await?;
+    /// assert_eq!(listed[0].last_used_agent.as_deref(), Some("deploy-bot/1.2"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_from<S: AsRef<str>>(
+        &self,
+        refresh_token: &str,
+        scopes: Option<&[S]>,
+        client: &ClientInfo,
+    ) -> Result<AccessGrant> {
+        let token = crate::SecretToken::from_str_unchecked(refresh_token);
+        let scopes: Option<Vec<String>> =
+            scopes.map(|s| s.iter().map(|s| s.as_ref().to_string()).collect());
+        let client = client.clone();
+        self.run(move |s| s.exchange_from(token.expose(), scopes.as_deref(), &client))
             .await
     }
 

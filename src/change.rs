@@ -6,6 +6,7 @@
 
 use crate::codec::{AccessRecord, EventRecord, OrgPolicyRecord, RefreshRecord};
 use crate::policy::Role;
+use crate::types::ClientInfo;
 
 /// One change to durable state. A batch of changes is committed atomically.
 #[derive(Debug, Clone)]
@@ -72,10 +73,17 @@ pub(crate) enum Change {
         org: String,
         user: String,
     },
-    /// Record the time of the last exchange of a refresh token, for when
-    /// no access record of it is left to tell (exchange itself does not
-    /// write it: the newest access record's `issued_at` says it).
-    PutLastRefresh { id: [u8; 16], at: u64 },
+    /// Record the last use of a refresh token: the time, for when no
+    /// access record of it is left to tell (the newest access record's
+    /// `issued_at` says it otherwise), and the client of the last exchange
+    /// (`None`: unknown), which replaces the one stored. An exchange puts
+    /// it in its own batch only when the client differs from the one
+    /// memory holds (no write of its own, no sync of its own).
+    PutLastRefresh {
+        id: [u8; 16],
+        at: u64,
+        client: Option<ClientInfo>,
+    },
     /// A new access token of its refresh token's family. Past the cap on
     /// live access tokens, the store puts the eviction of the oldest
     /// ([`Change::DeleteAccess`]) just before it in the same batch.

@@ -128,6 +128,6 @@ pub use storage::IntegrityReport;
 pub use store::{Grace, Page, Paged, RoleChange, Rotated, SyncReport, TokenStore};
 pub use token::{SecretToken, TokenId, TokenKind};
 pub use types::{
-    AccessGrant, Actor, AuditEvent, CloseReport, GenerateOptions, IssuedToken, OrgPolicy,
-    Principal, PurgeReport, RevokeScope, Scopes, Stats, TokenInfo, TokenState,
+    AccessGrant, Actor, AuditEvent, ClientInfo, CloseReport, GenerateOptions, IssuedToken,
+    OrgPolicy, Principal, PurgeReport, RevokeScope, Scopes, Stats, TokenInfo, TokenState,
 };

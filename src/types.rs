@@ -1,5 +1,6 @@
 //! Public value types the store's calls take and return.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::policy::{Role, ScopeSet};
@@ -151,6 +152,16 @@ pub struct TokenInfo {
     pub expires_at: Option<u64>,
     /// The last exchange, Unix seconds.
     pub last_refresh: Option<u64>,
+    /// The client address of the last exchange, when its host passed one
+    /// ([`crate::TokenStore::exchange_from`]; the HTTP front passes the
+    /// peer's). With `serde`, a string such as `"203.0.113.7"`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub last_used_ip: Option<IpAddr>,
+    /// The user agent of the last exchange, when its host passed one: at
+    /// most [`ClientInfo::MAX_AGENT`] bytes, without control characters,
+    /// and never one that carried a token.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub last_used_agent: Option<String>,
     /// Active, expired or revoked.
     #[cfg_attr(feature = "serde", serde(flatten))]
     pub state: TokenState,
@@ -187,6 +198,112 @@ pub struct AccessGrant {
     pub access_id: TokenId,
     /// The refresh token's public id.
     pub refresh_id: TokenId,
+}
+
+/// Who made an exchange, as its host saw the client: the network address
+/// and the `User-Agent`. Lists show it as `last_used_ip` and
+/// `last_used_agent` ([`TokenInfo`]). Pass it to
+/// [`crate::TokenStore::exchange_from`].
+///
+/// The agent is cleaned when the value is made: control characters are
+/// dropped and it is cut to [`ClientInfo::MAX_AGENT`] bytes (at a character
+/// boundary); an empty one is none. The store also drops, at the exchange,
+/// an agent that carries what looks like one of its tokens, so that a
+/// secret never reaches a record.
+///
+/// ```
+/// use tokenvault::ClientInfo;
+/// let c = ClientInfo::new(Some("203.0.113.7".parse().unwrap()), Some("curl/8.5\n"));
+/// assert_eq!(c.user_agent(), Some("curl/8.5"));
+/// assert_eq!(c.ip().map(|ip| ip.to_string()).as_deref(), Some("203.0.113.7"));
+/// let long = "x".repeat(1000);
+/// assert_eq!(ClientInfo::new(None, Some(&long)).user_agent().unwrap().len(), ClientInfo::MAX_AGENT);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ClientInfo {
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) agent: Option<Box<str>>,
+}
+
+impl ClientInfo {
+    /// The longest user agent kept, in bytes.
+    pub const MAX_AGENT: usize = 256;
+
+    /// A client at `ip` (if known) that sent `user_agent` (if any), cleaned
+    /// as the type says. Never fails, never blocks.
+    pub fn new(ip: Option<IpAddr>, user_agent: Option<&str>) -> Self {
+        ClientInfo {
+            ip,
+            agent: user_agent.and_then(clean_agent),
+        }
+    }
+
+    /// The client's address, if known.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    /// The cleaned user agent, if any.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
+    /// Nothing known of the client.
+    pub fn is_empty(&self) -> bool {
+        self.ip.is_none() && self.agent.is_none()
+    }
+
+    /// Whether the agent carries what looks like a token of `prefix`:
+    /// `<prefix>r_` or `<prefix>a_` anywhere in it. Allocates nothing.
+    pub(crate) fn agent_carries_token(&self, prefix: &str) -> bool {
+        let Some(agent) = self.agent.as_deref() else {
+            return false;
+        };
+        agent.match_indices(prefix).any(|(i, _)| {
+            matches!(
+                agent.as_bytes().get(i + prefix.len()..i + prefix.len() + 2),
+                Some([b'r' | b'a', b'_'])
+            )
+        })
+    }
+
+    /// The same address without the agent.
+    pub(crate) fn without_agent(&self) -> ClientInfo {
+        ClientInfo {
+            ip: self.ip,
+            agent: None,
+        }
+    }
+}
+
+/// Whether `s` holds what looks like a token of any prefix: a kind letter
+/// and `_` followed by a token's 72 base62 digits (payload and checksum).
+fn carries_token_body(s: &str) -> bool {
+    const BODY: usize = 72;
+    let b = s.as_bytes();
+    b.windows(2).enumerate().any(|(i, w)| {
+        matches!(w, [b'r' | b'a', b'_'])
+            && b.get(i + 2..i + 2 + BODY)
+                .is_some_and(|body| body.iter().all(u8::is_ascii_alphanumeric))
+    })
+}
+
+/// Drops an agent that carries a token (of any prefix) and control
+/// characters, and cuts to [`ClientInfo::MAX_AGENT`] bytes at
+/// a character boundary; `None` if nothing is left.
+fn clean_agent(raw: &str) -> Option<Box<str>> {
+    if carries_token_body(raw) {
+        return None;
+    }
+    let mut out = String::with_capacity(raw.len().min(ClientInfo::MAX_AGENT));
+    for c in raw.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > ClientInfo::MAX_AGENT {
+            break;
+        }
+        out.push(c);
+    }
+    let trimmed = out.trim();
+    (!trimmed.is_empty()).then(|| trimmed.into())
 }
 
 /// The effective scopes of a verified token.

@@ -425,6 +425,8 @@ fn json_shapes() {
         "created_by",
         "expires_at",
         "last_refresh",
+        "last_used_ip",
+        "last_used_agent",
         "state",
     ]);
     for t in tokens {
@@ -444,6 +446,7 @@ fn json_shapes() {
     );
     let a = tokens.iter().find(|t| t["id"] == asg["id"]).unwrap();
     assert!(a["label"].is_null() && a["last_refresh"].is_null());
+    assert!(a["last_used_ip"].is_null() && a["last_used_agent"].is_null());
     assert_eq!(a["expires_at"], asg["expires_at"]);
 
     let members = v.ok(&["member", "list", "acme"]);

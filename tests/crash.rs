@@ -36,7 +36,10 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::child::{this_test, Rng};
-use tokenvault::{Actor, GenerateOptions, RevokeScope, Role, TokenState, TokenStore};
+use tokenvault::{Actor, ClientInfo, GenerateOptions, RevokeScope, Role, TokenState, TokenStore};
+
+/// The clients the child names in half of its exchanges.
+const CLIENTS: [(&str, &str); 2] = [("192.0.2.1", "crash-bot/1"), ("2001:db8::7", "cron/9")];
 
 const CHILD_ENV: &str = "TOKENVAULT_CRASH_CHILD";
 const SEED_ENV: &str = "TOKENVAULT_CRASH_SEED";
@@ -197,7 +200,17 @@ fn child(dir: &Path) {
             30..=54 if !known.refresh.is_empty() => {
                 let (rid, _, _, text) = &known.refresh[rng.below(known.refresh.len())];
                 // Exchange is lazily durable: no try/ok, only the secret.
-                if let Ok(g) = store.exchange(text) {
+                // Half name one of the known clients (its last use is
+                // written in the exchange's batch when it changes).
+                let client = CLIENTS.get(rng.below(CLIENTS.len() * 2));
+                let done = match client {
+                    Some((ip, agent)) => {
+                        let c = ClientInfo::new(Some(ip.parse().unwrap()), Some(agent));
+                        store.exchange_from::<&str>(text, None, &c)
+                    }
+                    None => store.exchange(text),
+                };
+                if let Ok(g) = done {
                     let aid = g.access_id.to_string();
                     secrets.line(&format!("a {aid} {rid} {}", g.access_token.expose()));
                     known
@@ -527,6 +540,21 @@ fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
         }
     }
     let pending = e.pending.as_deref().unwrap_or("");
+    // A token's last use names one of the clients the child used, or none:
+    // never a mix of two, never garbage.
+    for (id, t) in &listed {
+        let shown = (
+            t.last_used_ip.map(|ip| ip.to_string()),
+            t.last_used_agent.clone(),
+        );
+        assert!(
+            shown == (None, None)
+                || CLIENTS
+                    .iter()
+                    .any(|(ip, a)| shown == (Some(ip.to_string()), Some(a.to_string()))),
+            "cycle {cycle}: token {id} shows a client never used: {shown:?}"
+        );
+    }
 
     // Every acknowledged generate/assign is present, with its holder.
     for (id, (org, user)) in &e.tokens {

@@ -205,6 +205,8 @@ fn rotate_answers_201_with_the_new_token_and_the_old_ones_end() {
             "deleted",
             "id",
             "last_refresh",
+            "last_used_agent",
+            "last_used_ip",
             "old_expires_at",
             "organization_id",
             "rate_limit",

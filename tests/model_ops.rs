@@ -450,3 +450,50 @@ fn narrowed_exchanges_agree_with_the_model() {
     ]);
     assert_eq!((stats.exchanges, stats.reopens), (1, 2));
 }
+
+/// Exchanges that name their client: lists show the last one's address and
+/// agent (an agent carrying a token never), a plain exchange clears them,
+/// and they survive a purge of the access records and reopens.
+#[test]
+fn last_use_clients_agree_with_the_model() {
+    let stats = run(&[
+        Op::Generate {
+            org: ACME,
+            user: BOB,
+            opts: plain(),
+        },
+        Op::ExchangeFrom(Tok::Own(0), 0),
+        Op::ListOwn {
+            org: ACME,
+            user: BOB,
+        },
+        Op::Reopen,
+        Op::ListOrg {
+            org: ACME,
+            user: ANN,
+        },
+        Op::ExchangeFrom(Tok::Own(0), 3),
+        Op::ExchangeFrom(Tok::Own(0), 3),
+        Op::Advance(3_600),
+        Op::Purge { limit: 1000 },
+        Op::Reopen,
+        Op::ListOwn {
+            org: ACME,
+            user: BOB,
+        },
+        Op::ExchangeFrom(Tok::Own(0), 1),
+        Op::Exchange(Tok::Own(0)),
+        Op::Reopen,
+        Op::ListOwn {
+            org: ACME,
+            user: BOB,
+        },
+        Op::ExchangeFrom(Tok::Own(0), 2),
+        Op::Reopen,
+        Op::ListOwn {
+            org: ACME,
+            user: BOB,
+        },
+    ]);
+    assert_eq!((stats.exchanges, stats.reopens), (6, 4));
+}

@@ -733,6 +733,8 @@ fn token_json(t: &TokenInfo) -> Value {
         "created_by": t.created_by,
         "expires_at": t.expires_at,
         "last_refresh": t.last_refresh,
+        "last_used_ip": t.last_used_ip.map(|ip| ip.to_string()),
+        "last_used_agent": t.last_used_agent,
         "state": t.state.as_str(),
     })
 }

@@ -1,10 +1,13 @@
 //! Everything the store writes to disk, and the one place that encodes and
 //! decodes it: serde + bincode 2 behind a leading format-version byte.
 
+use std::net::IpAddr;
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::policy::Role;
+use crate::types::ClientInfo;
 
 /// The version byte in front of every record.
 pub(crate) const FORMAT_VERSION: u8 = 1;
@@ -291,6 +294,67 @@ impl EventRecord {
         self.last_at = self.at;
         self
     }
+}
+
+/// The tag after the time in a last-use value that names its client.
+const LAST_USE_CLIENT: u8 = 1;
+
+/// A refresh token's last use as stored: the time (8 bytes, big-endian),
+/// then, when a client is known, [`LAST_USE_CLIENT`], the address (`0`
+/// none, `4` and four bytes, `6` and sixteen bytes) and the user agent
+/// (UTF-8, the rest). A value of the time alone is what earlier versions
+/// wrote.
+pub(crate) fn encode_last_use(at: u64, client: Option<&ClientInfo>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(&at.to_be_bytes());
+    if let Some(c) = client.filter(|c| !c.is_empty()) {
+        out.push(LAST_USE_CLIENT);
+        match c.ip() {
+            None => out.push(0),
+            Some(IpAddr::V4(ip)) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            Some(IpAddr::V6(ip)) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(c.user_agent().unwrap_or("").as_bytes());
+    }
+    out
+}
+
+/// Reads a value of [`encode_last_use`] (or of earlier versions: the time
+/// alone); `None` if it is not one.
+pub(crate) fn decode_last_use(v: &[u8]) -> Option<(u64, Option<ClientInfo>)> {
+    let (at, rest) = v.split_first_chunk::<8>()?;
+    let at = u64::from_be_bytes(*at);
+    let Some((&tag, rest)) = rest.split_first() else {
+        return Some((at, None));
+    };
+    if tag != LAST_USE_CLIENT {
+        return None;
+    }
+    let (&kind, rest) = rest.split_first()?;
+    let (ip, agent) = match kind {
+        0 => (None, rest),
+        4 => {
+            let (ip, rest) = rest.split_first_chunk::<4>()?;
+            (Some(IpAddr::from(*ip)), rest)
+        }
+        6 => {
+            let (ip, rest) = rest.split_first_chunk::<16>()?;
+            (Some(IpAddr::from(*ip)), rest)
+        }
+        _ => return None,
+    };
+    if agent.len() > ClientInfo::MAX_AGENT {
+        return None;
+    }
+    let agent = std::str::from_utf8(agent).ok()?;
+    let client = ClientInfo::new(ip, Some(agent));
+    Some((at, (!client.is_empty()).then_some(client)))
 }
 
 /// `s` cut to at most `max` bytes on a character boundary, ending in `…`

@@ -400,3 +400,57 @@ fn access_records_carry_their_narrowing_and_old_ones_read_as_not_narrowed() {
     long[l - 2..].copy_from_slice(&u16::MAX.to_be_bytes());
     assert!(decode_access(&long).is_err());
 }
+
+#[test]
+fn last_use_values_round_trip_and_read_the_old_time_alone() {
+    // What earlier versions wrote: the time alone.
+    assert_eq!(decode_last_use(&7u64.to_be_bytes()), Some((7, None)));
+    for client in [
+        ClientInfo::new(Some("192.0.2.1".parse().unwrap()), Some("a/1")),
+        ClientInfo::new(Some("2001:db8::1".parse().unwrap()), None),
+        ClientInfo::new(None, Some(&"é".repeat(200))),
+    ] {
+        let v = encode_last_use(9, Some(&client));
+        assert_eq!(decode_last_use(&v), Some((9, Some(client))));
+    }
+    // Nothing known of the client: the old form.
+    assert_eq!(
+        encode_last_use(3, Some(&ClientInfo::default())),
+        3u64.to_be_bytes()
+    );
+    // Damage: short, an unknown tag or address kind, a cut address, an
+    // agent over the bound or not UTF-8.
+    let good = encode_last_use(1, Some(&ClientInfo::new(None, Some("x"))));
+    let mut bad = good.clone();
+    bad[8] = 2;
+    let mut kind = good.clone();
+    kind[9] = 5;
+    let mut long = good[..10].to_vec();
+    long.extend(std::iter::repeat_n(b'a', ClientInfo::MAX_AGENT + 1));
+    let mut utf = good[..10].to_vec();
+    utf.extend([0xff, 0xfe]);
+    for v in [
+        &good[..5],
+        &bad[..],
+        &kind[..],
+        &[0, 0, 0, 0, 0, 0, 0, 1, 1, 4, 1, 2][..],
+        &long[..],
+        &utf[..],
+    ] {
+        assert_eq!(decode_last_use(v), None, "{v:?}");
+    }
+}
+
+proptest::proptest! {
+    /// Any bytes: no panic, and what reads as a last use writes back to
+    /// the same.
+    #[test]
+    fn last_use_decoding_takes_any_bytes(
+        v in proptest::collection::vec(proptest::num::u8::ANY, 0..300)
+    ) {
+        if let Some((at, client)) = decode_last_use(&v) {
+            let again = encode_last_use(at, client.as_ref());
+            proptest::prop_assert_eq!(decode_last_use(&again), Some((at, client)));
+        }
+    }
+}

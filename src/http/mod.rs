@@ -7,7 +7,7 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /oauth/access-token` | header `X-Refresh-Token` | 200 `{"data": {"access_token", "expires_at", "issued_at", "refresh_token", "type": "Bearer"}}` |
-//! | `GET /v3/refresh-token` | Bearer, scope `read` | 200 `{"data": [{"id", "organization_id", "user_id", "token", "last_refresh", "rate_limit", "deleted"}]}`: the org's for the Owner whose token also grants `user-write`, else the caller's own |
+//! | `GET /v3/refresh-token` | Bearer, scope `read` | 200 `{"data": [{"id", "organization_id", "user_id", "token", "last_refresh", "last_used_ip", "last_used_agent", "rate_limit", "deleted"}]}`: the org's for the Owner whose token also grants `user-write`, else the caller's own |
 //! | `GET /v3/refresh-token?after=ID&limit=N` | Bearer, scope `read` | the same list a page at a time: the tokens after `after` (an id of the list), at most `limit`; with `limit`, `"next"` beside `"data"` (the next page's cursor, or null) |
 //! | `GET /v3/refresh-token/{id}` | Bearer, scope `read` | 200 `{"data": {…, "label"}}` for the token's holder or the Owner; 403 another member; 404 unknown or another organization's |
 //! | `PATCH /v3/refresh-token/{id}` `{"label": "…" or null}` | Bearer, scope `read` | 200 `{"data": {…, "label"}}` with the new label (holder or Owner; audited); 422 a bad label or body |
@@ -32,6 +32,12 @@
 //!
 //! Times in `expires_at`/`issued_at`/`exp`/`iat` are Unix seconds;
 //! `last_refresh` is RFC 3339 (`0001-01-01T00:00:00Z` when never exchanged).
+//! `last_used_ip` and `last_used_agent` name the client of that last
+//! exchange (through `GET /oauth/access-token` or `POST /oauth/token`): the
+//! connection's peer address as [`serve_on`] sees it (no `X-Forwarded-For`
+//! or `Forwarded` header is believed) and its `User-Agent`, at most 256
+//! bytes, without control characters, dropped if it carries a token; each
+//! null when unknown.
 //! In lists, `token` is a masked hint, `tvr_****` and the last four hex
 //! digits of the public id: the store never keeps the secret, and the hint
 //! is derived from nothing secret. `deleted` is true once revoked;
@@ -107,6 +113,7 @@
 //! ```
 
 mod auth;
+mod client;
 mod error;
 mod health;
 mod member_routes;

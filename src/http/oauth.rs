@@ -14,10 +14,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::client::{client_of, peer_of};
 use super::error::ApiError;
 use super::routes::AppState;
 use crate::token::SecretToken;
-use crate::{Error, TokenStore};
+use crate::{ClientInfo, Error, TokenStore};
 
 /// Longest refresh token text looked at (the longest prefix gives 90
 /// characters).
@@ -137,6 +138,7 @@ pub(crate) async fn token(State(app): State<Arc<AppState>>, req: Request) -> Res
 }
 
 async fn refresh(app: Arc<AppState>, req: Request) -> Result<Response, OAuthError> {
+    let client = client_of(req.headers(), peer_of(req.extensions()));
     let form: Result<Form<TokenRequest>, FormRejection> = Form::from_request(req, &()).await;
     let Form(form) = form.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -185,12 +187,13 @@ async fn refresh(app: Arc<AppState>, req: Request) -> Result<Response, OAuthErro
         }
     };
     let token = SecretToken::from_str_unchecked(&token);
-    let (grant, scopes) = tokio::task::spawn_blocking(move || grant(&app, &token, requested))
-        .await
-        .map_err(|e| {
-            tracing::error!(target: "tokenvault::http", error = %e, "store task failed");
-            OAuthError::from(ApiError::from(Error::Io("store task failed".into())))
-        })??;
+    let (grant, scopes) =
+        tokio::task::spawn_blocking(move || grant(&app, &token, requested, &client))
+            .await
+            .map_err(|e| {
+                tracing::error!(target: "tokenvault::http", error = %e, "store task failed");
+                OAuthError::from(ApiError::from(Error::Io("store task failed".into())))
+            })??;
     let body = json!({
         "access_token": grant.access_token.expose(),
         "token_type": grant.token_type,
@@ -206,6 +209,7 @@ fn grant(
     app: &AppState,
     token: &SecretToken,
     requested: Option<Vec<String>>,
+    client: &ClientInfo,
 ) -> Result<(crate::AccessGrant, Vec<String>), OAuthError> {
     // On tokio's blocking pool: the store's synchronous face.
     let store = app.store.sync();
@@ -233,7 +237,7 @@ fn grant(
     // it and what verification grants; the whole set is a plain exchange.
     let grant = match &asked {
         Some(asked) if asked.len() < granted.len() => store
-            .exchange_with_scopes(token.expose(), asked)
+            .exchange_from(token.expose(), Some(asked.as_slice()), client)
             .map_err(|e| match e {
                 // The holder's role changed since the check above.
                 Error::InsufficientScope(s) => OAuthError::invalid_scope(format!(
@@ -242,7 +246,7 @@ fn grant(
                 )),
                 e => OAuthError::from(e),
             })?,
-        _ => store.exchange(token.expose())?,
+        _ => store.exchange_from::<&str>(token.expose(), None, client)?,
     };
     Ok((grant, asked.unwrap_or(granted)))
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::authenticate;
+use super::client::{client_of, Peer};
 use super::error::ApiError;
 use super::ratelimit::RateLimiter;
 use crate::token::{self, SecretToken, TokenKind};
@@ -47,8 +48,10 @@ pub(super) fn no_store(mut res: Response) -> Response {
 /// `GET /oauth/access-token` with `X-Refresh-Token`.
 pub(crate) async fn access_token(
     State(app): Shared,
+    Peer(peer): Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let client = client_of(&headers, peer);
     let mut values = headers.get_all("x-refresh-token").iter();
     let value = values
         .next()
@@ -77,7 +80,7 @@ pub(crate) async fn access_token(
             if let Some(l) = &app2.limiter {
                 l.take(&info.id).map_err(ApiError::rate_limited)?;
             }
-            Ok::<_, ApiError>(store.exchange(refresh.expose())?)
+            Ok::<_, ApiError>(store.exchange_from::<&str>(refresh.expose(), None, &client)?)
         })
         .await?;
     let body = json!({"data": {
@@ -395,6 +398,8 @@ pub(super) fn item(info: &TokenInfo, token: String, rate_limit: u32) -> Value {
         "user_id": info.user,
         "token": token,
         "last_refresh": rfc3339(info.last_refresh),
+        "last_used_ip": info.last_used_ip.map(|ip| ip.to_string()),
+        "last_used_agent": info.last_used_agent,
         "rate_limit": rate_limit,
         "deleted": matches!(info.state, TokenState::Revoked { .. }),
         "state": info.state.as_str(),

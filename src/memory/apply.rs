@@ -14,6 +14,7 @@ use super::{Memory, Stored};
 use crate::change::{Change, Committed};
 use crate::codec::{self, AccessRecord, RefreshRecord, StoredState};
 use crate::policy::Role;
+use crate::types::ClientInfo;
 
 impl Memory {
     /// Brings the in-memory state in line with a committed batch, with what
@@ -125,7 +126,10 @@ impl Memory {
                     self.access.remove(id);
                     extra.live.retain(|x| x != id);
                 }
-                Change::PutLastRefresh { at, .. } => note_exchange(parent, extra, *at),
+                Change::PutLastRefresh { at, client, .. } => {
+                    note_exchange(parent, extra, *at);
+                    note_client(extra, client.as_ref());
+                }
                 _ => {}
             }
         }
@@ -183,9 +187,11 @@ impl Memory {
                     self.put_access(&parent, &mut extra, &rec);
                 }
             }
-            Stored::LastRefresh { id, at } => {
+            Stored::LastRefresh { id, at, client } => {
                 if let Some(parent) = self.refresh.get(&id) {
-                    note_exchange(&parent, &mut parent.extra.lock(), at);
+                    let mut extra = parent.extra.lock();
+                    note_exchange(&parent, &mut extra, at);
+                    note_client(&mut extra, client.as_ref());
                 }
             }
         }
@@ -257,4 +263,11 @@ impl Memory {
 pub(super) fn note_exchange(parent: &RefreshHot, extra: &mut RefreshExtra, at: u64) {
     extra.last_refresh = Some(extra.last_refresh.map_or(at, |l| l.max(at)));
     parent.note_use(at);
+}
+
+/// Records the client of the family's last exchange (`None`: unknown),
+/// replacing the one held: stored or committed, it is always the latest
+/// the store wrote.
+pub(super) fn note_client(extra: &mut RefreshExtra, client: Option<&ClientInfo>) {
+    extra.client = client.filter(|c| !c.is_empty()).cloned().map(Box::new);
 }

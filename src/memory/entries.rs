@@ -13,6 +13,7 @@ use super::maps::IdHasher;
 use crate::codec::{AccessRecord, OrgPolicyRecord};
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
+use crate::types::ClientInfo;
 
 /// A refresh entry's lifecycle flag: suspended.
 pub(crate) const LIFE_DISABLED: u8 = 1;
@@ -228,6 +229,9 @@ impl MemberHot {
 #[derive(Default)]
 pub(crate) struct RefreshExtra {
     pub(super) last_refresh: Option<u64>,
+    /// The client of the last exchange, when its host passed one (boxed:
+    /// one pointer while none is known).
+    pub(super) client: Option<Box<ClientInfo>>,
     /// Live access ids, oldest first (one held inline).
     pub(super) live: Live,
 }
@@ -242,6 +246,11 @@ impl RefreshExtra {
     #[inline]
     pub(crate) fn last_refresh(&self) -> Option<u64> {
         self.last_refresh
+    }
+    /// The client of the last exchange, if its host passed one.
+    #[inline]
+    pub(crate) fn client(&self) -> Option<&ClientInfo> {
+        self.client.as_deref()
     }
 }
 

@@ -16,6 +16,7 @@ use super::apply::note_exchange;
 use super::entries::{AccessHot, MemberHot, RefreshHot};
 use super::{Memory, Stored};
 use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshView};
+use crate::types::ClientInfo;
 
 thread_local! {
     /// The family this thread put in memory last. A backend hands each
@@ -121,8 +122,8 @@ impl<'a> Loader<'a> {
     }
 
     /// A refresh token's last exchange (after every access record).
-    pub(crate) fn last_refresh(&self, id: [u8; 16], at: u64) {
-        self.general(Stored::LastRefresh { id, at });
+    pub(crate) fn last_refresh(&self, id: [u8; 16], at: u64, client: Option<ClientInfo>) {
+        self.general(Stored::LastRefresh { id, at, client });
     }
 
     fn holder(&self, org: &str, user: &str) -> Arc<MemberHot> {

@@ -38,6 +38,7 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshRecord};
 use crate::policy::Policy;
+use crate::types::ClientInfo;
 
 mod apply;
 mod catalog;
@@ -73,8 +74,13 @@ pub(crate) enum Stored {
     /// An access record, the newest of its family (evicting nothing).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Access(AccessRecord),
-    /// The time of a refresh token's last exchange.
-    LastRefresh { id: [u8; 16], at: u64 },
+    /// The time of a refresh token's last exchange, and its client if
+    /// known.
+    LastRefresh {
+        id: [u8; 16],
+        at: u64,
+        client: Option<ClientInfo>,
+    },
 }
 
 /// The in-memory verification state: its one owner (see the module doc for

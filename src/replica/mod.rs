@@ -275,8 +275,8 @@ impl Replica {
                 let id = r.id;
                 if !mem.has_refresh(&id) {
                     read.push(Stored::Refresh(r));
-                    if let Some(at) = last {
-                        read.push(Stored::LastRefresh { id, at });
+                    if let Some((at, client)) = last {
+                        read.push(Stored::LastRefresh { id, at, client });
                     }
                 }
             }
@@ -322,7 +322,7 @@ fn stored_of(snap: Snapshot) -> Vec<Stored> {
     out.extend(
         snap.last_refresh
             .into_iter()
-            .map(|(id, at)| Stored::LastRefresh { id, at }),
+            .map(|(id, at, client)| Stored::LastRefresh { id, at, client }),
     );
     out
 }

@@ -18,6 +18,7 @@ use super::LoadSink;
 use crate::change::Change;
 use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshRecord};
 use crate::error::Result;
+use crate::types::ClientInfo;
 
 /// A backend shared by several replicas of a service.
 pub(crate) trait SharedBackend: Send + Sync + 'static {
@@ -119,12 +120,16 @@ impl LogBatch {
     }
 }
 
+/// A refresh token's last use as stored: the time of its last exchange and
+/// that exchange's client, if known.
+pub(crate) type LastUse = (u64, Option<ClientInfo>);
+
 /// A feed read with, from the same snapshot, a token memory does not hold.
 pub(crate) struct ReadThrough {
     pub log: LogBatch,
     /// The refresh record asked for (or the access record's parent), with
     /// its last exchange.
-    pub refresh: Option<(RefreshRecord, Option<u64>)>,
+    pub refresh: Option<(RefreshRecord, Option<LastUse>)>,
     pub access: Option<AccessRecord>,
 }
 
@@ -137,7 +142,8 @@ pub(crate) struct Snapshot {
     pub org_policies: Vec<(String, OrgPolicyRecord)>,
     pub refresh: Vec<RefreshRecord>,
     pub access: Vec<AccessRecord>,
-    pub last_refresh: Vec<([u8; 16], u64)>,
+    /// Last exchanges: time and client (if known) by refresh id.
+    pub last_refresh: Vec<([u8; 16], u64, Option<ClientInfo>)>,
     /// Records that could not be decoded and were left out (fail closed).
     pub skipped: u64,
 }
@@ -163,8 +169,8 @@ impl Snapshot {
         for rec in access {
             sink.access(rec);
         }
-        for (id, at) in self.last_refresh {
-            sink.last_refresh(id, at);
+        for (id, at, client) in self.last_refresh {
+            sink.last_refresh(id, at, client);
         }
     }
 }

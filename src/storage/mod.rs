@@ -8,6 +8,7 @@ use crate::codec::{
     AccessRecord, EventRecord, MemberRecord, OrgPolicyRecord, RefreshRecord, RefreshView,
 };
 use crate::error::Result;
+use crate::types::ClientInfo;
 
 // What a backend that several replicas share offers besides `Backend`.
 #[cfg(feature = "postgres")]
@@ -81,7 +82,8 @@ pub(crate) trait LoadSink: Sync {
     fn refresh(&self, r: &RefreshView<'_>);
     /// An access record.
     fn access(&self, rec: AccessRecord);
-    fn last_refresh(&self, id: [u8; 16], at: u64);
+    /// A refresh token's last exchange: its time, and its client if known.
+    fn last_refresh(&self, id: [u8; 16], at: u64, client: Option<ClientInfo>);
 }
 
 /// What [`crate::TokenStore::check_integrity`] found.

@@ -345,7 +345,10 @@ impl Inner {
 
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
         let hot = self.mem.refresh(&r.id);
-        let last_refresh = hot.as_ref().and_then(|h| h.lock_family().last_refresh());
+        let (last_refresh, client) = hot.as_ref().map_or((None, None), |h| {
+            let extra = h.lock_family();
+            (extra.last_refresh(), extra.client().cloned())
+        });
         // The stored revocation says who and why; otherwise the one rule
         // (on the record's own expiry where memory does not hold it).
         let usable = match &hot {
@@ -380,6 +383,8 @@ impl Inner {
             created_by: r.created_by,
             expires_at: r.expires_at,
             last_refresh,
+            last_used_ip: client.as_ref().and_then(ClientInfo::ip),
+            last_used_agent: client.and_then(|c| c.agent.map(String::from)),
             state,
         }
     }

@@ -229,7 +229,11 @@ impl TokenStore {
             // keep that time when records of a surviving family go.
             if !fam.is_empty() && !dead_set.contains(&r.id()) {
                 if let Some(at) = extra.last_refresh() {
-                    fam.push(Change::PutLastRefresh { id: r.id(), at });
+                    fam.push(Change::PutLastRefresh {
+                        id: r.id(),
+                        at,
+                        client: extra.client().cloned(),
+                    });
                 }
             }
             per_family.push(fam);

@@ -281,7 +281,7 @@ impl crate::storage::LoadSink for Sink<'_, '_> {
     fn access(&self, rec: AccessRecord) {
         self.0.access(rec);
     }
-    fn last_refresh(&self, id: [u8; 16], at: u64) {
-        self.0.last_refresh(id, at);
+    fn last_refresh(&self, id: [u8; 16], at: u64, client: Option<crate::types::ClientInfo>) {
+        self.0.last_refresh(id, at, client);
     }
 }

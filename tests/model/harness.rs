@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tokenvault::token::{decode_raw, encode_raw, inspect};
 use tokenvault::{
-    Actor, Config, GenerateOptions, ManualClock, Principal, RevokeScope, Role, StoreKey, TokenId,
-    TokenKind, TokenStore,
+    Actor, ClientInfo, Config, GenerateOptions, ManualClock, Principal, RevokeScope, Role,
+    StoreKey, TokenId, TokenKind, TokenStore,
 };
 
 use super::model::{policy, Id, MResult, Model, PrincipalM, ACCESS_TTL, CAP, LIVE_CAP, RETENTION};
-use super::ops::{org_name, user_name, Before, Op, Tok, ORGS};
+use super::ops::{org_name, user_name, Before, Op, Tok, CLIENTS, ORGS};
 
 /// The clock's start.
 pub const START: u64 = 1_700_000_000;
@@ -342,16 +342,22 @@ impl Harness {
                 }
                 Ok(a.is_err())
             }
-            Op::Exchange(_) | Op::ExchangeScoped(..) => {
-                let (t, narrow) = match op {
-                    Op::ExchangeScoped(t, scopes) => (t, Some(*scopes)),
-                    Op::Exchange(t) => (t, None),
+            Op::Exchange(_) | Op::ExchangeScoped(..) | Op::ExchangeFrom(..) => {
+                let (t, narrow, client) = match op {
+                    Op::ExchangeScoped(t, scopes) => (t, Some(*scopes), None),
+                    Op::Exchange(t) => (t, None, None),
+                    Op::ExchangeFrom(t, c) => (t, None, Some(*c)),
                     _ => unreachable!(),
                 };
                 let (text, id, malformed) = self.resolve(*t, TokenKind::Refresh);
-                let a = match narrow {
-                    Some(scopes) => self.store().exchange_with_scopes(&text, scopes),
-                    None => self.store().exchange(&text),
+                let a = match (narrow, client) {
+                    (Some(scopes), _) => self.store().exchange_with_scopes(&text, scopes),
+                    (None, Some(c)) => {
+                        let (ip, agent) = CLIENTS[c as usize];
+                        let info = ClientInfo::new(ip.map(|ip| ip.parse().unwrap()), agent);
+                        self.store().exchange_from::<&str>(&text, None, &info)
+                    }
+                    (None, None) => self.store().exchange(&text),
                 };
                 let e = match (id, narrow) {
                     (Some(id), Some(scopes)) => self.model.exchange_scoped_check(&id, scopes),
@@ -387,6 +393,9 @@ impl Harness {
                     });
                     self.model
                         .exchange_apply_narrowed(&rid, aid, expires_at, narrow);
+                    if let Some(c) = client {
+                        self.model.exchange_client(&rid, c);
+                    }
                     self.access.push((aid, access));
                     self.stats.exchanges += 1;
                 }

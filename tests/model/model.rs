@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tokenvault::{Role, TokenId, TokenInfo, TokenState};
 
-use super::ops::{Opts, SCOPES};
+use super::ops::{Opts, CLIENTS, SCOPES};
 
 /// Access token lifetime of the store under test.
 pub const ACCESS_TTL: u64 = 300;
@@ -55,6 +55,8 @@ pub(crate) struct RefreshM {
     /// The stored state: `(at, by, reason)` once revoked.
     revoked: Option<(u64, String, Option<String>)>,
     last_refresh: Option<u64>,
+    /// The client of the last exchange (`CLIENTS[i]`), if it named one.
+    client: Option<u8>,
     /// Access ids, oldest first.
     live: Vec<Id>,
     /// Suspended (`disable`) and not enabled since.
@@ -288,6 +290,7 @@ impl Model {
             expires_at,
             revoked: None,
             last_refresh: None,
+            client: None,
             live: Vec::new(),
             disabled: false,
             rotated: false,
@@ -333,6 +336,14 @@ impl Model {
             created_by: r.created_by.clone(),
             expires_at: r.expires_at,
             last_refresh: r.last_refresh,
+            last_used_ip: r
+                .client
+                .and_then(|c| CLIENTS[c as usize].0.map(|ip| ip.parse().unwrap())),
+            last_used_agent: r
+                .client
+                .and_then(|c| CLIENTS[c as usize].1)
+                .filter(|a| !a.contains("tvr_"))
+                .map(String::from),
             state,
         }
     }
@@ -493,6 +504,7 @@ impl Model {
             expires_at,
             revoked: None,
             last_refresh: None,
+            client: None,
             live: Vec::new(),
             disabled: false,
             rotated: false,
@@ -564,6 +576,11 @@ impl Model {
         Ok(expires_at)
     }
 
+    /// Records the client of the exchange just applied.
+    pub(crate) fn exchange_client(&mut self, id: &Id, client: u8) {
+        self.refresh.get_mut(id).expect("refresh").client = Some(client);
+    }
+
     pub(crate) fn exchange_apply(&mut self, id: &Id, access: Id, expires_at: u64) {
         self.exchange_apply_narrowed(id, access, expires_at, None);
     }
@@ -583,6 +600,7 @@ impl Model {
         }
         r.live.push(access);
         r.last_refresh = Some(now);
+        r.client = None;
         self.access.insert(
             access,
             AccessM {

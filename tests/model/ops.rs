@@ -38,6 +38,16 @@ pub const MAX_OPS: usize = 64;
 /// Bytes per encoded operation.
 pub const OP_BYTES: usize = 8;
 
+/// Clients an exchange may name (`Op::ExchangeFrom`): address and user
+/// agent. The last one's agent carries what looks like a token of the
+/// model's prefix, so the store keeps its address only.
+pub(crate) const CLIENTS: [(Option<&str>, Option<&str>); 4] = [
+    (Some("192.0.2.1"), Some("bot/1")),
+    (Some("2001:db8::2"), None),
+    (None, Some("cron/2")),
+    (Some("198.51.100.3"), Some("leaky tvr_abc")),
+];
+
 const ADVANCES: [u64; 8] = [1, 1, 30, 299, 300, 301, 601, 3600];
 
 /// A token argument, resolved against the tokens issued so far.
@@ -123,6 +133,8 @@ pub enum Op {
     Exchange(Tok),
     /// `exchange_with_scopes`: an access token narrowed to these scopes.
     ExchangeScoped(Tok, &'static [&'static str]),
+    /// `exchange_from`: an exchange by the client `CLIENTS[i]`.
+    ExchangeFrom(Tok, u8),
     Verify(Tok),
     Authorize(Tok, &'static str),
     ListOwn {
@@ -321,6 +333,7 @@ pub fn decode_op(r: &mut Bytes<'_>) -> Op {
         11 if g % 2 == 0 => {
             Op::ExchangeScoped(tok(a, b), NARROWINGS[c as usize % NARROWINGS.len()])
         }
+        9 if g % 2 == 0 => Op::ExchangeFrom(tok(a, b), c % CLIENTS.len() as u8),
         8..=11 => Op::Exchange(tok(a, b)),
         12..=14 => Op::Verify(tok(a, b)),
         15 => Op::Authorize(

@@ -2,6 +2,7 @@
 //! one connection's calls (commit, fetch, snapshot, listen).
 
 use super::*;
+use crate::types::ClientInfo;
 
 /// How to reach the database, and the per-connection settings.
 #[derive(Clone)]
@@ -145,8 +146,15 @@ impl Stmts {
                 "DELETE FROM tokenvault_access WHERE refresh_id = $1 RETURNING id",
             )?,
             refresh_del: p("DELETE FROM tokenvault_refresh WHERE id = $1")?,
+            // The client goes with the latest time: an older write (a purge
+            // on a replica that missed a later exchange) leaves it.
             last_refresh: p("UPDATE tokenvault_refresh \
-                 SET last_refresh = GREATEST(COALESCE(last_refresh, 0), $2) WHERE id = $1")?,
+                 SET last_refresh = GREATEST(COALESCE(last_refresh, 0), $2), \
+                 last_ip = CASE WHEN $2 >= COALESCE(last_refresh, 0) \
+                   THEN $3::inet ELSE last_ip END, \
+                 last_agent = CASE WHEN $2 >= COALESCE(last_refresh, 0) \
+                   THEN $4::text ELSE last_agent END \
+                 WHERE id = $1")?,
             access_ins: p(
                 "INSERT INTO tokenvault_access (id, refresh_id, revoked, record) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
@@ -171,12 +179,14 @@ impl Stmts {
             // or the parent of $2).
             fetch: p(
                 "WITH e AS (SELECT seq, floor FROM tokenvault_epoch WHERE id = 1) \
-                 SELECT 0::int2, e.seq, e.floor, NULL::bytea FROM e \
-                 UNION ALL (SELECT 1::int2, c.seq, c.n, c.body \
+                 SELECT 0::int2, e.seq, e.floor, NULL::bytea, NULL::inet, NULL::text FROM e \
+                 UNION ALL (SELECT 1::int2, c.seq, c.n, c.body, NULL::inet, NULL::text \
                    FROM tokenvault_changes c, e WHERE c.seq > $1 AND c.seq <= e.seq \
                    ORDER BY c.seq, c.n LIMIT $4) \
-                 UNION ALL SELECT 2::int2, 0, 0, a.record FROM tokenvault_access a WHERE a.id = $2 \
-                 UNION ALL SELECT 3::int2, 0, COALESCE(r.last_refresh, -1), r.record \
+                 UNION ALL SELECT 2::int2, 0, 0, a.record, NULL::inet, NULL::text \
+                   FROM tokenvault_access a WHERE a.id = $2 \
+                 UNION ALL SELECT 3::int2, 0, COALESCE(r.last_refresh, -1), r.record, \
+                   r.last_ip, r.last_agent \
                    FROM tokenvault_refresh r WHERE r.id = $3 \
                    OR r.id = (SELECT refresh_id FROM tokenvault_access WHERE id = $2)",
             )?,
@@ -316,7 +326,8 @@ impl Conn {
                 _ => {
                     let body: Vec<u8> = col(row, 3)?;
                     let rec = decode_refresh(&body)?;
-                    out.refresh = Some((rec, u64::try_from(b).ok()));
+                    let last = u64::try_from(b).ok().map(|at| (at, client_of(row, 4)));
+                    out.refresh = Some((rec, last));
                 }
             }
         }
@@ -383,7 +394,7 @@ impl Conn {
         }
         let mut it = tx
             .query_raw(
-                "SELECT record, last_refresh FROM tokenvault_refresh",
+                "SELECT record, last_refresh, last_ip, last_agent FROM tokenvault_refresh",
                 std::iter::empty::<i32>(),
             )
             .map_err(pg)?;
@@ -392,7 +403,7 @@ impl Conn {
             match decode_refresh(body) {
                 Ok(r) => {
                     if let Some(at) = col::<Option<i64>>(&row, 1)? {
-                        s.last_refresh.push((r.id, u64_of(at)));
+                        s.last_refresh.push((r.id, u64_of(at), client_of(&row, 2)));
                     }
                     s.refresh.push(r);
                 }
@@ -663,8 +674,10 @@ impl Conn {
                         new: new.clone(),
                     });
                 }
-                Change::PutLastRefresh { id, at } => {
-                    tx.execute(&st.last_refresh, &[&&id[..], &i64_of(*at)])
+                Change::PutLastRefresh { id, at, client } => {
+                    let ip = client.as_ref().and_then(|c| c.ip());
+                    let agent = client.as_ref().and_then(|c| c.user_agent());
+                    tx.execute(&st.last_refresh, &[&&id[..], &i64_of(*at), &ip, &agent])
                         .map_err(pg)?;
                 }
                 Change::RevokeAccess { refresh_id, id } => {
@@ -733,4 +746,15 @@ impl Conn {
         tx.commit().map_err(pg)?;
         Ok((seq, done))
     }
+}
+
+/// The client of a last exchange from the columns `at` (`last_ip`) and
+/// `at + 1` (`last_agent`), cleaned as when it was recorded; `None` when
+/// neither says anything (or a column cannot be read: the client is only
+/// shown, never trusted).
+fn client_of(row: &Row, at: usize) -> Option<ClientInfo> {
+    let ip: Option<std::net::IpAddr> = row.try_get(at).ok().flatten();
+    let agent: Option<String> = row.try_get(at + 1).ok().flatten();
+    let c = ClientInfo::new(ip, agent.as_deref());
+    (!c.is_empty()).then_some(c)
 }

@@ -75,6 +75,14 @@ CREATE TABLE tokenvault_org_policy (
 );
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE tokenvault_refresh
+    ADD COLUMN last_ip inet,
+    ADD COLUMN last_agent text;
+"#,
+    ),
 ];
 
 /// The tables, for sizes and tests.

@@ -91,7 +91,7 @@ pub(super) fn check(b: &SledBackend) -> Result<IntegrityReport> {
     for kv in b.last_refresh.iter() {
         let (k, v) = kv.map_err(io)?;
         let ok = <[u8; 16]>::try_from(&k[..]).is_ok_and(|id| refresh_ids.contains(&id));
-        if !ok || u64_from(&v).is_none() {
+        if !ok || crate::codec::decode_last_use(&v).is_none() {
             p.push("last_refresh entry without its refresh record".into());
         }
     }

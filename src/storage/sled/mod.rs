@@ -31,9 +31,9 @@ use self::stable::StableFiles;
 use super::{Backend, Closed as CloseDone, IntegrityReport, LoadSink, Loaded};
 use crate::change::{Change, Committed};
 use crate::codec::{
-    decode, decode_access, decode_event, decode_refresh, encode, encode_access, encode_event,
-    encode_refresh, member_key, org_key, view_refresh, AccessRecord, EventRecord, MemberRecord,
-    OrgPolicyRecord, RefreshRecord, RefreshView, StoredState,
+    decode, decode_access, decode_event, decode_last_use, decode_refresh, encode, encode_access,
+    encode_event, encode_refresh, member_key, org_key, view_refresh, AccessRecord, EventRecord,
+    MemberRecord, OrgPolicyRecord, RefreshRecord, RefreshView, StoredState,
 };
 use crate::error::{Error, IoError, Result};
 
@@ -514,8 +514,8 @@ impl Backend for SledBackend {
             }
             _ => skip(),
         };
-        let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), u64_from(v)) {
-            (Ok(id), Some(at)) => sink.last_refresh(id, at),
+        let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), decode_last_use(v)) {
+            (Ok(id), Some((at, client))) => sink.last_refresh(id, at, client),
             _ => skip(),
         };
         // Each loader thread hands a family's refresh record over before

@@ -332,8 +332,11 @@ impl SledBackend {
                                     .map_err(ConflictableTransactionError::Abort)?;
                                 refresh.insert(&new.id[..], v)?;
                             }
-                            Change::PutLastRefresh { id, at } => {
-                                last.insert(&id[..], &at.to_be_bytes()[..])?;
+                            Change::PutLastRefresh { id, at, client } => {
+                                last.insert(
+                                    &id[..],
+                                    crate::codec::encode_last_use(*at, client.as_ref()),
+                                )?;
                             }
                             Change::PutAccess(rec) => {
                                 if let Some(slot) = slot {
@@ -949,7 +952,11 @@ mod tests {
         b.write(&[
             Change::IssueRefresh(r6),
             Change::Event(e6.clone()),
-            Change::PutLastRefresh { id: [2; 16], at: 9 },
+            Change::PutLastRefresh {
+                id: [2; 16],
+                at: 9,
+                client: None,
+            },
         ])
         .unwrap();
         assert_eq!(
