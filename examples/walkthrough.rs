@@ -131,6 +131,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seen.last_used_ip.map_or("-".into(), |ip| ip.to_string()),
         seen.last_used_agent.as_deref().unwrap_or("-")
     );
+    // Rotation on use (RFC 9700): each OAuth refresh returns a new refresh
+    // token; presenting a spent one again revokes the whole family.
+    store.set_org_policy(
+        &olivia,
+        tokenvault::OrgPolicy::default().rotate_on_use(true),
+    )?;
+    let app = store.generate(&uma, GenerateOptions::default().label("mobile app"))?;
+    let refreshed = store.oauth_refresh(app.token.expose(), &[] as &[&str])?;
+    let next = refreshed
+        .refresh_token
+        .ok_or("expected a new refresh token")?;
+    println!(
+        "    olivia turned on rotation on use: uma's app refreshed and got a new refresh token ({}…).",
+        &next.expose()[..8]
+    );
+    match store.oauth_refresh(app.token.expose(), &[] as &[&str]) {
+        Err(Error::Revoked) if matches!(store.exchange(next.expose()), Err(Error::Revoked)) => {
+            println!("    the spent token came back (stolen?): its whole family is revoked.")
+        }
+        other => return Err(format!("expected reuse detection, got {other:?}").into()),
+    }
 
     println!("16. The audit trail, newest first:");
     for e in store.audit(&olivia, 6)? {

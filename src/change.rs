@@ -117,6 +117,32 @@ pub(crate) enum Change {
         dies_at: u64,
         new: RefreshRecord,
     },
+    /// A refresh of an OAuth client under its organization's
+    /// `rotate_on_use`: `old` is spent (marked rotated and spent) and dies
+    /// at `dies_at` (its expiry lowered to it, never raised: a second spend
+    /// within the leeway keeps the first one's end); `new`, its successor
+    /// in the same rotation family (`new.life.family`), is stored active.
+    /// A record the backend lacks is corruption.
+    RotateOnUse {
+        old: [u8; 16],
+        dies_at: u64,
+        new: RefreshRecord,
+    },
+    /// Revoke, each as [`Change::RevokeRefresh`] would, every refresh token
+    /// of the member `org`/`user` whose rotation family is `family` (the
+    /// original's id: the original itself and every successor made by a
+    /// rotation on use) that a revocation still changes: reuse of a spent
+    /// token. The backend selects them inside its own transaction and
+    /// reports their ids (see [`Committed`]), as for
+    /// [`Change::RevokeMany`]; memory revokes exactly those.
+    RevokeFamily {
+        org: String,
+        user: String,
+        family: [u8; 16],
+        at: u64,
+        by: String,
+        reason: Option<String>,
+    },
     /// An organization's token policy, replacing the one it had (the
     /// default: no limits).
     SetOrgPolicy {
@@ -132,7 +158,7 @@ pub(crate) enum Change {
 /// beforehand.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Committed {
-    /// The refresh tokens the batch's [`Change::RevokeMany`] changes
-    /// revoked (tokens found revoked already are not named), sorted.
+    /// The refresh tokens the batch's [`Change::RevokeMany`] and
+    /// [`Change::RevokeFamily`] changes revoked (tokens found revoked already are not named), sorted.
     pub revoked: Vec<[u8; 16]>,
 }

@@ -87,6 +87,7 @@ pub struct Config {
     pub(crate) lazy_flush_every: u64,
     pub(crate) retention: Duration,
     pub(crate) pending_claim_window: Duration,
+    pub(crate) rotation_leeway: Duration,
     pub(crate) audit_retention: Duration,
     pub(crate) max_live_tokens_per_member: usize,
     pub(crate) create_if_missing: bool,
@@ -111,6 +112,7 @@ impl fmt::Debug for Config {
             .field("durable_exchange", &self.durable_exchange)
             .field("retention", &self.retention)
             .field("pending_claim_window", &self.pending_claim_window)
+            .field("rotation_leeway", &self.rotation_leeway)
             .field("audit_retention", &self.audit_retention)
             .field(
                 "max_live_tokens_per_member",
@@ -138,6 +140,7 @@ impl Config {
             lazy_flush_every: 1024,
             retention: Duration::from_secs(30 * 24 * 3600),
             pending_claim_window: Duration::from_secs(7 * 24 * 3600),
+            rotation_leeway: Duration::ZERO,
             audit_retention: Duration::from_secs(400 * 24 * 3600),
             max_live_tokens_per_member: 100,
             create_if_missing: true,
@@ -229,6 +232,18 @@ impl Config {
     /// (default 7 days).
     pub fn pending_claim_window(mut self, window: Duration) -> Self {
         self.pending_claim_window = window;
+        self
+    }
+
+    /// How long a refresh token spent by a rotation on use (an
+    /// organization's `rotate_on_use`, see
+    /// [`TokenStore::oauth_refresh`](crate::TokenStore::oauth_refresh))
+    /// keeps working, for a client that retries a refresh whose answer it
+    /// lost (default 0: spent at once; whole seconds, at most 5 minutes,
+    /// more is cut to that). Presented after it, the token is a reuse and
+    /// its whole rotation family is revoked.
+    pub fn rotation_leeway(mut self, leeway: Duration) -> Self {
+        self.rotation_leeway = leeway;
         self
     }
 

@@ -125,7 +125,7 @@ pub use replica::SyncStatus;
 #[cfg(feature = "serde")]
 pub use serde_impls::ShowingSecret;
 pub use storage::IntegrityReport;
-pub use store::{Grace, Page, Paged, RoleChange, Rotated, SyncReport, TokenStore};
+pub use store::{Grace, OAuthGrant, Page, Paged, RoleChange, Rotated, SyncReport, TokenStore};
 pub use token::{SecretToken, TokenId, TokenKind};
 pub use types::{
     AccessGrant, Actor, AuditEvent, ClientInfo, CloseReport, GenerateOptions, IssuedToken,

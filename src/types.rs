@@ -94,7 +94,8 @@ pub enum TokenState {
         /// When (Unix seconds).
         #[cfg_attr(feature = "serde", serde(rename = "revoked_at"))]
         at: u64,
-        /// Who revoked it (a user id, or `host` for membership changes).
+        /// Who revoked it (a user id, `host` for membership changes, or
+        /// `tokenvault` for the family of a reused spent token).
         #[cfg_attr(feature = "serde", serde(rename = "revoked_by"))]
         by: String,
         /// Why, if a reason was given.
@@ -419,8 +420,11 @@ pub struct OrgPolicy {
     /// its last exchange) is expired, at use and by the purge. `None`: no
     /// limit.
     pub unused_expiry: Option<u64>,
-    /// Rotation on use for OAuth clients. Not available yet: setting it is
-    /// refused (`usage`), and it reads `false`.
+    /// Rotation on use for OAuth clients (RFC 9700 §4.14): each refresh
+    /// through [`TokenStore::oauth_refresh`](crate::TokenStore::oauth_refresh)
+    /// (`POST /oauth/token`) returns a new refresh token and spends the one
+    /// presented; presenting a spent token again revokes its whole family.
+    /// Off by default.
     pub rotate_on_use: bool,
 }
 
@@ -433,6 +437,11 @@ impl OrgPolicy {
     /// Sets [`OrgPolicy::unused_expiry`]. Does not block.
     pub fn unused_expiry(mut self, secs: Option<u64>) -> Self {
         self.unused_expiry = secs;
+        self
+    }
+    /// Sets [`OrgPolicy::rotate_on_use`]. Does not block.
+    pub fn rotate_on_use(mut self, on: bool) -> Self {
+        self.rotate_on_use = on;
         self
     }
 }

@@ -156,13 +156,36 @@ fn child(dir: &Path) {
             acks.line(&format!("ok {what}"));
         }
     }
+    // Most children start with rotation on use on in acme (later policy
+    // calls change it), so that refreshes rotate from the first cycle.
+    if rng.below(4) != 0 {
+        let what = "policy acme none none true";
+        acks.line(&format!("try {what}"));
+        let p = tokenvault::OrgPolicy::default().rotate_on_use(true);
+        if store.set_org_policy(&Actor::new("acme", "o"), p).is_ok() {
+            acks.line(&format!("ok {what}"));
+        }
+    }
     // Tokens this child assigned pending, to claim.
     let mut pending: Vec<(tokenvault::TokenId, &str, &str)> = Vec::new();
+    // Tokens spent by an acknowledged refresh that rotated them (id,
+    // text), this child's and earlier ones', to present again.
+    let mut spent: Vec<(String, String)> = read_lines(&dir.join("acks.log"))
+        .iter()
+        .filter_map(|l| match l.split(' ').collect::<Vec<_>>().as_slice() {
+            ["ok", "refresh", old, new] if *new != "-" => known
+                .refresh
+                .iter()
+                .find(|r| r.0 == *old)
+                .map(|r| (r.0.clone(), r.3.clone())),
+            _ => None,
+        })
+        .collect();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         let (org, user, _) = MEMBERS[rng.below(MEMBERS.len())];
         let actor = Actor::new(org, user);
-        match rng.below(100) {
+        match rng.below(112) {
             0..=19 => {
                 let what = format!("gen {org} {user}");
                 acks.line(&format!("try {what}"));
@@ -199,6 +222,11 @@ fn child(dir: &Path) {
             }
             30..=54 if !known.refresh.is_empty() => {
                 let (rid, _, _, text) = &known.refresh[rng.below(known.refresh.len())];
+                // A spent token is presented by the reuse below only (an
+                // exchange of it would be a reuse too, unacknowledged).
+                if spent.iter().any(|(id, _)| id == rid) {
+                    continue;
+                }
                 // Exchange is lazily durable: no try/ok, only the secret.
                 // Half name one of the known clients (its last use is
                 // written in the exchange's batch when it changes).
@@ -322,6 +350,47 @@ fn child(dir: &Path) {
                     known.refresh.push((new, org, holder, text.into()));
                 }
             }
+            // An OAuth refresh (rotating under the organization's policy):
+            // the successor's secret is logged before its `ok`, as an
+            // issue's. Or a spent token presented again: a reuse, which
+            // revokes its family before the call answers `revoked`.
+            100..=111 if !known.refresh.is_empty() => {
+                let n = known.refresh.len();
+                let (id, org, holder, text) = known.refresh[n - 1 - rng.below(n.min(4))].clone();
+                if let Some(old) = spent.get(rng.below(spent.len().max(1))).cloned() {
+                    // Only a spent token that is not revoked (its family
+                    // by an earlier reuse, say) is a reuse when presented.
+                    let expired = matches!(
+                        store.verify_refresh(&old.1),
+                        Err(tokenvault::Error::Expired)
+                    );
+                    if expired && rng.below(2) == 0 {
+                        let what = format!("reuse {}", old.0);
+                        acks.line(&format!("try {what}"));
+                        if let Err(tokenvault::Error::Revoked) =
+                            store.oauth_refresh(&old.1, &[] as &[&str])
+                        {
+                            acks.line(&format!("ok {what}"));
+                        }
+                        continue;
+                    }
+                }
+                let what = format!("refresh {id}");
+                acks.line(&format!("try {what}"));
+                if let Ok(g) = store.oauth_refresh(&text, &[] as &[&str]) {
+                    match g.refresh_token {
+                        Some(new_text) => {
+                            let new = g.access.refresh_id.to_string();
+                            let t = new_text.expose();
+                            secrets.line(&format!("r {new} {org} {holder} {t}"));
+                            acks.line(&format!("ok {what} {new}"));
+                            known.refresh.push((new, org, holder, t.into()));
+                            spent.push((id, text));
+                        }
+                        None => acks.line(&format!("ok {what} -")),
+                    }
+                }
+            }
             // The member claims a token assigned to them pending: its secret
             // is logged before its `ok`, as an issue's.
             99 if !pending.is_empty() => {
@@ -342,12 +411,15 @@ fn child(dir: &Path) {
             98 => {
                 let mut pick = |n: u64| (rng.below(2) == 0).then_some(n * 365 * 86_400);
                 let (max, unused) = (pick(10), pick(5));
+                // Rotation on use, mostly on, so that refreshes rotate.
+                let rotate = rng.below(4) != 0;
                 let text = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |s| s.to_string());
-                let what = format!("policy {org} {} {}", text(max), text(unused));
+                let what = format!("policy {org} {} {} {rotate}", text(max), text(unused));
                 acks.line(&format!("try {what}"));
                 let p = tokenvault::OrgPolicy::default()
                     .max_lifetime(max)
-                    .unused_expiry(unused);
+                    .unused_expiry(unused)
+                    .rotate_on_use(rotate);
                 if store
                     .set_org_policy(&Actor::new(org, owner(org)), p)
                     .is_ok()
@@ -389,8 +461,15 @@ struct Expect {
     unclaimed: HashSet<String>,
     claimed: HashSet<String>,
     /// The last acknowledged policy of each organization: maximum
-    /// lifetime, unused expiry.
-    policies: HashMap<String, (Option<u64>, Option<u64>)>,
+    /// lifetime, unused expiry, rotation on use.
+    policies: HashMap<String, (Option<u64>, Option<u64>, bool)>,
+    /// Tokens spent by an acknowledged refresh that rotated them.
+    spent: HashSet<String>,
+    /// The original of each acknowledged token's rotation-on-use family
+    /// (a token absent here is its own).
+    family: HashMap<String, String>,
+    /// Acknowledged reuses (each revoked its family).
+    reused: usize,
     /// Last acknowledged role of each member (`None`: removed).
     roles: HashMap<(String, String), Option<Role>>,
     /// The call in flight at the kill, if any.
@@ -456,10 +535,31 @@ fn expectations(lines: &[String]) -> Expect {
                     ["claim", id] => {
                         e.claimed.insert(id.to_string());
                     }
-                    ["policy", org, max, unused] => {
+                    ["policy", org, max, unused, rotate] => {
                         let secs = |s: &str| s.parse::<u64>().ok();
+                        let rotate = rotate.parse().expect("rotate_on_use");
                         e.policies
-                            .insert(org.to_string(), (secs(max), secs(unused)));
+                            .insert(org.to_string(), (secs(max), secs(unused), rotate));
+                    }
+                    ["refresh", _, "-"] => {}
+                    ["refresh", old, new] => {
+                        // As for a rotation: the successor is expected
+                        // where its predecessor is.
+                        if let Some((org, user)) = e.tokens.get(*old).cloned() {
+                            e.tokens.insert(new.to_string(), (org, user));
+                        }
+                        let root = e.family.get(*old).cloned().unwrap_or(old.to_string());
+                        e.family.insert(new.to_string(), root);
+                        e.spent.insert(old.to_string());
+                    }
+                    ["reuse", id] => {
+                        e.reused += 1;
+                        let root = e.family.get(*id).cloned().unwrap_or(id.to_string());
+                        for t in e.tokens.keys() {
+                            if *t == root || e.family.get(t) == Some(&root) {
+                                e.revoked.insert(t.clone());
+                            }
+                        }
                     }
                     ["disable", id] => {
                         e.disabled.insert(id.to_string(), true);
@@ -591,7 +691,12 @@ fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
         }
         let t = &listed[id];
         let gone = matches!(t.state.as_str(), "revoked" | "expired");
-        let r = store.exchange(texts[id.as_str()]);
+        // A spent token is not traded here: that would be a reuse.
+        let r = if e.spent.contains(id) {
+            store.verify_refresh(texts[id.as_str()]).map(|_| ())
+        } else {
+            store.exchange(texts[id.as_str()]).map(|_| ())
+        };
         if *disabled && !gone {
             assert_eq!(
                 (t.state.as_str(), r.as_ref().err().map(|e| e.kind())),
@@ -623,7 +728,7 @@ fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
         }
     }
     // Acknowledged policies hold (unless the call in flight set one).
-    for (org, (max, unused)) in &e.policies {
+    for (org, (max, unused, rotate)) in &e.policies {
         if pending.starts_with(&format!("policy {org} ")) {
             continue;
         }
@@ -631,9 +736,32 @@ fn check(store: &TokenStore, dir: &Path, cycle: u64) -> usize {
             .org_policy(&Actor::new(org, owner(org)))
             .expect("org_policy");
         assert_eq!(
-            (p.max_lifetime, p.unused_expiry),
-            (*max, *unused),
+            (p.max_lifetime, p.unused_expiry, p.rotate_on_use),
+            (*max, *unused, *rotate),
             "cycle {cycle}: acknowledged policy of {org} lost"
+        );
+    }
+    // A token spent by an acknowledged refresh stays spent: it neither
+    // verifies (checked without trading it, which would be a reuse) nor
+    // is rotated again by hand.
+    for id in &e.spent {
+        let t = &listed[id];
+        assert!(
+            matches!(t.state.as_str(), "expired" | "revoked"),
+            "cycle {cycle}: spent token {id} listed as {:?}",
+            t.state
+        );
+        let r = store.verify_refresh(texts[id.as_str()]);
+        let kind = r.as_ref().err().map(|e| e.kind());
+        assert!(
+            kind == Some("expired") || kind == Some("revoked"),
+            "cycle {cycle}: spent token {id} still verifies: {r:?}"
+        );
+        let again = store.rotate(&Actor::new(&t.org, owner(&t.org)), &t.id, 0);
+        let kind = again.as_ref().err().map(|e| e.kind());
+        assert!(
+            kind == Some("conflict") || kind == Some("revoked"),
+            "cycle {cycle}: spent token {id} rotated: {again:?}"
         );
     }
     // Acknowledged rotations hold: the old token dies when it was said to,
@@ -753,9 +881,11 @@ fn invariant_2_and_6_acknowledged_writes_survive_sigkill() {
     }
     let e = expectations(&read_lines(&dir.join("acks.log")));
     let (suspended, rotated) = (e.disabled.len(), e.rotated.len());
+    let (spent, reused) = (e.spent.len(), e.reused);
     eprintln!(
         "crash test: {killed} SIGKILL cycles, {acked} acknowledged calls checked \
-         ({suspended} tokens suspended or enabled, {rotated} rotated)"
+         ({suspended} tokens suspended or enabled, {rotated} rotated, {spent} spent \
+         by a refresh, {reused} reuses)"
     );
     assert_eq!(killed, n);
     assert!(
@@ -765,6 +895,10 @@ fn invariant_2_and_6_acknowledged_writes_survive_sigkill() {
     assert!(
         suspended > 0 && rotated > 0,
         "no suspension or no rotation was acknowledged: they went untested"
+    );
+    assert!(
+        spent > 0 && reused > 0,
+        "no rotation on use or no reuse was acknowledged: they went untested"
     );
 }
 

@@ -409,11 +409,6 @@ fn max_lifetime_bounds_new_tokens_and_stops_older_ones_at_use() {
     for bad in [
         OrgPolicy::default().max_lifetime(Some(0)),
         OrgPolicy::default().unused_expiry(Some(0)),
-        {
-            let mut p = OrgPolicy::default();
-            p.rotate_on_use = true;
-            p
-        },
     ] {
         assert_eq!(
             store.set_org_policy(&olivia, bad).unwrap_err().kind(),

@@ -286,7 +286,7 @@ fn org_policy_prints_and_changes_the_policy() {
         2,
         "usage",
     );
-    // Refusals: not the Owner, bad durations, rotation on use.
+    // Refusals: not the Owner, bad durations.
     v.fail(&["org", "policy", "--as", "acme/uma"], 1, "forbidden");
     v.fail(
         &["org", "policy", "--as", "acme/adam", "--max-lifetime", "1d"],
@@ -307,18 +307,6 @@ fn org_policy_prints_and_changes_the_policy() {
             "usage",
         );
     }
-    v.fail(
-        &[
-            "org",
-            "policy",
-            "--as",
-            "acme/olivia",
-            "--rotate-on-use",
-            "true",
-        ],
-        2,
-        "usage",
-    );
     assert_eq!(v.ok(&["org", "policy", "--as", "acme/olivia"]), p);
 }
 

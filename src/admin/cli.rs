@@ -235,7 +235,9 @@ pub enum OrgCommand {
         /// Expire tokens not exchanged for this long, or `none`.
         #[arg(long, value_name = "DURATION|none", value_parser = parse::limit)]
         unused_expiry: Option<parse::Limit>,
-        /// Rotate refresh tokens on use (`true` is not available yet).
+        /// Rotate refresh tokens on use: each OAuth refresh (`POST
+        /// /oauth/token`) returns a new refresh token, and presenting a
+        /// spent one again revokes its whole family.
         #[arg(long, value_name = "true|false", value_parser = clap::value_parser!(bool))]
         rotate_on_use: Option<bool>,
     },

@@ -23,6 +23,13 @@ const ISSUE_TRAILER: usize = 9;
 /// issue event). Only a record whose lifecycle is not the default is
 /// written so: every other record keeps version 1 or 2.
 pub(crate) const REFRESH_WITH_LIFECYCLE: u8 = 3;
+/// The version byte of a refresh record that carries rotation-on-use state
+/// ([`Lifecycle::spent`], [`Lifecycle::family`]): laid out as version 3,
+/// with the rotation state's bincode and its length (2 bytes, big-endian)
+/// between the lifecycle's length and the issue trailer. Only a record with
+/// such state is written so (the version-3 part may then be the default);
+/// every other record keeps version 1, 2 or 3.
+pub(crate) const REFRESH_WITH_ROTATION: u8 = 4;
 /// The version byte of an audit event that stands for several refusals:
 /// the version-1 body, then how many (8 bytes, big-endian) and the time of
 /// the last (8 bytes, big-endian). An event of one call is version 1, as
@@ -115,11 +122,45 @@ pub(crate) struct Lifecycle {
     /// until its member claims it, which they may until this time (Unix
     /// seconds); 0 once claimed, or for a token never pending.
     pub pending_until: u64,
+    /// Spent by a refresh that rotated it on use (its organization's
+    /// `rotate_on_use`): it (and its access tokens) die at this time, the
+    /// end of the leeway (Unix seconds; 0: not spent), and `rotated` is
+    /// set. Its `expires_at` keeps what it was issued with, which a retry
+    /// within the leeway copies to another successor. Presented after
+    /// that time, it is a reuse. Not in this struct's serde form (see
+    /// [`REFRESH_WITH_ROTATION`]).
+    #[serde(skip)]
+    pub spent_until: u64,
+    /// The original token of its rotation-on-use family, for a successor
+    /// made by a rotation on use; `None` for a token that is its own
+    /// family's original. Not in this struct's serde form.
+    #[serde(skip)]
+    pub family: Option<[u8; 16]>,
+}
+
+/// What a version-4 refresh record adds to the version-3 lifecycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct RotationState {
+    spent_until: u64,
+    family: Option<[u8; 16]>,
 }
 
 impl Lifecycle {
     fn is_default(&self) -> bool {
         *self == Lifecycle::default()
+    }
+
+    /// Whether the version-3 part (what the serde form holds) is the
+    /// default.
+    fn v3_is_default(&self) -> bool {
+        !self.disabled && !self.rotated && self.pending_until == 0
+    }
+
+    fn rotation(&self) -> RotationState {
+        RotationState {
+            spent_until: self.spent_until,
+            family: self.family,
+        }
     }
 }
 
@@ -163,6 +204,33 @@ impl RefreshRecord {
     pub(crate) fn rotate_to(&mut self, dies_at: u64) {
         self.expires_at = Some(self.expires_at.map_or(dies_at, |e| e.min(dies_at)));
         self.life.rotated = true;
+    }
+
+    /// Marks the record spent by a rotation on use, dying at `dies_at`
+    /// (never later than its own expiry, which it keeps; a second spend
+    /// within the leeway keeps the first one's end).
+    pub(crate) fn spend_to(&mut self, dies_at: u64) {
+        let end = dies_at.max(1).min(self.expires_at.unwrap_or(u64::MAX));
+        self.life.rotated = true;
+        self.life.spent_until = match self.life.spent_until {
+            0 => end,
+            t => t.min(end),
+        };
+    }
+
+    /// When the token stops by its own expiry, or by the end of its leeway
+    /// once spent: what lists show as its `expires_at`.
+    pub(crate) fn effective_expiry(&self) -> Option<u64> {
+        match self.life.spent_until {
+            0 => self.expires_at,
+            t => Some(self.expires_at.map_or(t, |e| e.min(t))),
+        }
+    }
+
+    /// The original token of its rotation-on-use family (itself if it is
+    /// the original).
+    pub(crate) fn family_root(&self) -> [u8; 16] {
+        self.life.family.unwrap_or(self.id)
     }
 
     /// The audit event this record carries, written out in full.
@@ -723,13 +791,17 @@ pub(crate) fn encode_refresh_bare(rec: &RefreshRecord) -> Result<Vec<u8>> {
 fn encode_refresh_with(rec: &RefreshRecord, issue: Option<IssueEvent>) -> Result<Vec<u8>> {
     let mut out = encode(rec)?;
     if !rec.life.is_default() {
-        out[0] = REFRESH_WITH_LIFECYCLE;
-        let before = out.len();
-        bincode::serde::encode_into_writer(&rec.life, Append(&mut out), config())
-            .map_err(|e| Error::Corrupt(format!("cannot encode a record: {e}")))?;
-        let len = u16::try_from(out.len() - before)
-            .map_err(|_| Error::Corrupt("lifecycle state too large".into()))?;
-        out.extend_from_slice(&len.to_be_bytes());
+        let rotation = rec.life.rotation();
+        let with_rotation = rotation != RotationState::default();
+        out[0] = if with_rotation {
+            REFRESH_WITH_ROTATION
+        } else {
+            REFRESH_WITH_LIFECYCLE
+        };
+        append_sized(&mut out, &rec.life)?;
+        if with_rotation {
+            append_sized(&mut out, &rotation)?;
+        }
         let (seq, assigned) = issue.map_or((0, false), |i| (i.seq, i.assigned));
         out.extend_from_slice(&seq.to_be_bytes());
         out.push(u8::from(assigned));
@@ -743,16 +815,44 @@ fn encode_refresh_with(rec: &RefreshRecord, issue: Option<IssueEvent>) -> Result
     Ok(out)
 }
 
+/// Appends `value`'s bincode and then its length (2 bytes, big-endian).
+fn append_sized<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<()> {
+    let before = out.len();
+    bincode::serde::encode_into_writer(value, Append(out), config())
+        .map_err(|e| Error::Corrupt(format!("cannot encode a record: {e}")))?;
+    let len = u16::try_from(out.len() - before)
+        .map_err(|_| Error::Corrupt("lifecycle state too large".into()))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Splits off the end of `rest` a part written by [`append_sized`]:
+/// `(what is before it, the part)`.
+fn split_sized<'a>(rest: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8])> {
+    let Some(split) = rest.len().checked_sub(2) else {
+        return Err(Error::Corrupt("refresh record too short".into()));
+    };
+    let (rest, len) = rest.split_at(split);
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let Some(split) = rest.len().checked_sub(len) else {
+        return Err(Error::Corrupt(format!("refresh record: bad {what} length")));
+    };
+    Ok(rest.split_at(split))
+}
+
 /// A stored refresh record's parts: its version-1 body, the issue event a
-/// version-2 or -3 record carries after it, and the lifecycle state a
-/// version-3 record carries. The body is `None` when the record is none of
+/// version-2, -3 or -4 record carries after it, and the lifecycle state a
+/// version-3 or -4 record carries. The body is `None` when the record is none of
 /// these versions (serde decoding then says what it is).
 type RefreshSplit<'a> = (Option<&'a [u8]>, Option<IssueEvent>, Lifecycle);
 
 fn split_refresh(bytes: &[u8]) -> Result<RefreshSplit<'_>> {
     let (version, rest) = match bytes.split_first() {
         Some((&FORMAT_VERSION, body)) => return Ok((Some(body), None, Lifecycle::default())),
-        Some((&v @ (REFRESH_WITH_EVENT | REFRESH_WITH_LIFECYCLE), rest)) => (v, rest),
+        Some((
+            &v @ (REFRESH_WITH_EVENT | REFRESH_WITH_LIFECYCLE | REFRESH_WITH_ROTATION),
+            rest,
+        )) => (v, rest),
         _ => return Ok((None, None, Lifecycle::default())),
     };
     let Some(split) = rest.len().checked_sub(ISSUE_TRAILER) else {
@@ -768,31 +868,36 @@ fn split_refresh(bytes: &[u8]) -> Result<RefreshSplit<'_>> {
     };
     let seq = u64::from_be_bytes(seq);
     let issue = match (seq, version) {
-        (0, REFRESH_WITH_LIFECYCLE) if !assigned => None,
+        (0, REFRESH_WITH_LIFECYCLE | REFRESH_WITH_ROTATION) if !assigned => None,
         (0, _) => return Err(Error::Corrupt("refresh record: issue event 0".into())),
         (seq, _) => Some(IssueEvent { seq, assigned }),
     };
     if version == REFRESH_WITH_EVENT {
         return Ok((Some(rest), issue, Lifecycle::default()));
     }
-    let Some(split) = rest.len().checked_sub(2) else {
-        return Err(Error::Corrupt("refresh record too short".into()));
+    let (rest, rotation) = if version == REFRESH_WITH_ROTATION {
+        let (rest, part) = split_sized(rest, "rotation state")?;
+        let rotation: RotationState = decode_body(part, "refresh rotation state")?;
+        if rotation == RotationState::default() {
+            // Never written so: without rotation state it is version 3.
+            return Err(Error::Corrupt(
+                "refresh record: version 4 without rotation state".into(),
+            ));
+        }
+        (rest, rotation)
+    } else {
+        (rest, RotationState::default())
     };
-    let (rest, len) = rest.split_at(split);
-    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-    let Some(split) = rest.len().checked_sub(len) else {
-        return Err(Error::Corrupt(
-            "refresh record: bad lifecycle length".into(),
-        ));
-    };
-    let (body, life) = rest.split_at(split);
-    let life: Lifecycle = decode_body(life, "refresh lifecycle")?;
-    if life.is_default() {
+    let (body, life) = split_sized(rest, "lifecycle")?;
+    let mut life: Lifecycle = decode_body(life, "refresh lifecycle")?;
+    if version == REFRESH_WITH_LIFECYCLE && life.v3_is_default() {
         // Never written so: a default lifecycle keeps version 1 or 2.
         return Err(Error::Corrupt(
             "refresh record: version 3 without lifecycle state".into(),
         ));
     }
+    life.spent_until = rotation.spent_until;
+    life.family = rotation.family;
     Ok((Some(body), issue, life))
 }
 

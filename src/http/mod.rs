@@ -15,7 +15,7 @@
 //! | `DELETE /v3/refresh-token/{id}` | Bearer, scope `user-write` | 204; revokes the token and its access tokens; 404 for an unknown id or another organization's, alike |
 //! | `POST /oauth/revoke` (RFC 7009) | Bearer of the same org | 200, even for an unknown token |
 //! | `POST /oauth/introspect` (RFC 7662) | Bearer of the same org | 200 `{"active": false}` or `{"active": true, "scope", "sub", "exp", "iat", "token_type"}` |
-//! | `POST /oauth/token` (RFC 6749 §6) | form `grant_type=refresh_token&refresh_token=…`, optional `scope`; no client authentication | 200 `{"access_token", "token_type": "Bearer", "expires_in", "scope"}`; 400 `{"error", "error_description"}` |
+//! | `POST /oauth/token` (RFC 6749 §6) | form `grant_type=refresh_token&refresh_token=…`, optional `scope`; no client authentication | 200 `{"access_token", "token_type": "Bearer", "expires_in", "scope"}`, plus `"refresh_token"` (the new one) when the organization rotates on use; 400 `{"error", "error_description"}` |
 //! | `GET /openapi.json` | none; only with [`HttpConfig::openapi`] | 200 the OpenAPI 3.1 document of these routes (`docs/openapi.json`) |
 //! | `PATCH /v3/members/{user}` `{"role": …}` | Bearer, scope `user-write`; the Owner | 200 `{"data": {"organization_id", "user_id", "role"}}`; 409 to or from `owner` |
 //! | `DELETE /v3/members/{user}` | Bearer, scope `user-write`; the Owner | 200 `{"data": {"organization_id", "user_id", "revoked"}}`; 409 for the Owner |

@@ -3,6 +3,9 @@
 //! A public client (RFC 6749 §2.1): no client authentication; a `client_id`
 //! parameter, or an `Authorization` header, is accepted and ignored. The
 //! answer is §5.1's, the refusals §5.2's, both as JSON and never cached.
+//! Under the holder's organization's `rotate_on_use`, the refresh rotates
+//! (`TokenStore::oauth_refresh`): the answer gains `refresh_token`, and a
+//! spent token presented again is `invalid_grant` (its family revoked).
 
 use std::sync::Arc;
 
@@ -194,26 +197,46 @@ async fn refresh(app: Arc<AppState>, req: Request) -> Result<Response, OAuthErro
                 tracing::error!(target: "tokenvault::http", error = %e, "store task failed");
                 OAuthError::from(ApiError::from(Error::Io("store task failed".into())))
             })??;
-    let body = json!({
-        "access_token": grant.access_token.expose(),
-        "token_type": grant.token_type,
-        "expires_in": grant.expires_at.saturating_sub(grant.issued_at),
+    let access = &grant.access;
+    let mut body = json!({
+        "access_token": access.access_token.expose(),
+        "token_type": access.token_type,
+        "expires_in": access.expires_at.saturating_sub(access.issued_at),
         "scope": scopes.join(" "),
     });
+    // Rotated on use (the organization's policy): the new refresh token,
+    // RFC 6749 §6; the one presented is spent.
+    if let Some(new) = &grant.refresh_token {
+        body["refresh_token"] = json!(new.expose());
+    }
     Ok(no_store(Json(body).into_response()))
 }
 
 /// Checks the refresh token and the requested scopes, takes one from the
-/// token's rate-limit bucket, then exchanges. Blocks on the store.
+/// token's rate-limit bucket, then refreshes (rotating the refresh token
+/// when its organization rotates on use). Blocks on the store.
 fn grant(
     app: &AppState,
     token: &SecretToken,
     requested: Option<Vec<String>>,
     client: &ClientInfo,
-) -> Result<(crate::AccessGrant, Vec<String>), OAuthError> {
+) -> Result<(crate::OAuthGrant, Vec<String>), OAuthError> {
     // On tokio's blocking pool: the store's synchronous face.
     let store = app.store.sync();
-    let info = store.verify_refresh(token.expose())?;
+    let info = match store.verify_refresh(token.expose()) {
+        // Perhaps a token spent by a rotation on use, presented again
+        // after its leeway: the refresh itself tells (and then revokes its
+        // family, answering `Revoked`).
+        Err(Error::Expired) => {
+            return Err(
+                match store.oauth_refresh_from(token.expose(), &[] as &[&str], client) {
+                    Err(e) => e.into(),
+                    Ok(_) => Error::Expired.into(),
+                },
+            )
+        }
+        other => other?,
+    };
     let granted = effective_scopes(store, &info)?;
     let asked = match requested {
         None => None,
@@ -235,19 +258,20 @@ fn grant(
     }
     // A subset narrows the access token (RFC 6749 §3.3): it is stored with
     // it and what verification grants; the whole set is a plain exchange.
-    let grant = match &asked {
-        Some(asked) if asked.len() < granted.len() => store
-            .exchange_from(token.expose(), Some(asked.as_slice()), client)
-            .map_err(|e| match e {
-                // The holder's role changed since the check above.
-                Error::InsufficientScope(s) => OAuthError::invalid_scope(format!(
-                    "`{}` is not among the refresh token's scopes",
-                    shown(&s)
-                )),
-                e => OAuthError::from(e),
-            })?,
-        _ => store.exchange_from::<&str>(token.expose(), None, client)?,
+    let narrowed: &[String] = match &asked {
+        Some(asked) if asked.len() < granted.len() => asked,
+        _ => &[],
     };
+    let grant = store
+        .oauth_refresh_from(token.expose(), narrowed, client)
+        .map_err(|e| match e {
+            // The holder's role changed since the check above.
+            Error::InsufficientScope(s) => OAuthError::invalid_scope(format!(
+                "`{}` is not among the refresh token's scopes",
+                shown(&s)
+            )),
+            e => OAuthError::from(e),
+        })?;
     Ok((grant, asked.unwrap_or(granted)))
 }
 

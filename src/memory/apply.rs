@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use super::catalog::Catalog;
 use super::entries::{
     AccessHot, MemberHot, RefreshExtra, RefreshHot, LIFE_DISABLED, LIFE_PENDING, LIFE_ROTATED,
+    LIFE_SPENT,
 };
 use super::{Memory, Stored};
 use crate::change::{Change, Committed};
@@ -47,7 +48,7 @@ impl Memory {
                         hot.mark_revoked(*at);
                     }
                 }
-                Change::RevokeMany { at, .. } => {
+                Change::RevokeMany { at, .. } | Change::RevokeFamily { at, .. } => {
                     // What the backend selected and revoked, as reported.
                     for id in &done.revoked {
                         if let Some(hot) = self.refresh.get(id) {
@@ -86,6 +87,12 @@ impl Memory {
                 Change::Rotate { old, dies_at, new } => {
                     if let Some(hot) = self.refresh.get(old) {
                         hot.mark_rotated(*dies_at);
+                    }
+                    self.put_refresh(cat, new);
+                }
+                Change::RotateOnUse { old, dies_at, new } => {
+                    if let Some(hot) = self.refresh.get(old) {
+                        hot.mark_spent(*dies_at);
                     }
                     self.put_refresh(cat, new);
                 }
@@ -209,6 +216,9 @@ impl Memory {
                 if r.life.rotated {
                     hot.mark_rotated(r.expires_at.unwrap_or(u64::MAX));
                 }
+                if r.life.spent_until != 0 {
+                    hot.mark_spent(r.life.spent_until);
+                }
                 hot.set_disabled(r.life.disabled);
             }
             None => {
@@ -236,17 +246,29 @@ impl Memory {
             scopes: self.policy.set_of(&r.scopes),
             created_at: r.created_at,
             // Pending, it lives until the end of its claim window at most.
-            expires_at: AtomicU64::new(r.expires_at.unwrap_or(u64::MAX).min(
-                match r.life.pending_until {
-                    0 => u64::MAX,
-                    until => until,
-                },
-            )),
+            expires_at: AtomicU64::new(
+                r.expires_at
+                    .unwrap_or(u64::MAX)
+                    .min(match r.life.pending_until {
+                        0 => u64::MAX,
+                        until => until,
+                    })
+                    // Spent by a rotation on use: until the leeway ends.
+                    .min(match r.life.spent_until {
+                        0 => u64::MAX,
+                        until => until,
+                    }),
+            ),
             revoked: AtomicBool::new(r.revoked_at.is_some()),
             last_used: AtomicU64::new(r.created_at),
             life: AtomicU8::new(
                 (if r.life.disabled { LIFE_DISABLED } else { 0 })
                     | (if r.life.rotated { LIFE_ROTATED } else { 0 })
+                    | (if r.life.spent_until != 0 {
+                        LIFE_SPENT
+                    } else {
+                        0
+                    })
                     | (if r.life.pending_until != 0 {
                         LIFE_PENDING
                     } else {

@@ -22,6 +22,9 @@ pub(crate) const LIFE_ROTATED: u8 = 2;
 /// A refresh entry's lifecycle flag: assigned pending, not claimed yet
 /// (its expiry is then the end of the claim window).
 pub(crate) const LIFE_PENDING: u8 = 4;
+/// A refresh entry's lifecycle flag: spent by a rotation on use (set with
+/// [`LIFE_ROTATED`]; presented after its expiry, it is a reuse).
+pub(crate) const LIFE_SPENT: u8 = 8;
 
 /// Marks a member that is no longer in the organization.
 pub(crate) const ROLE_REMOVED: u8 = u8::MAX;
@@ -334,6 +337,18 @@ impl RefreshHot {
     #[inline]
     pub(crate) fn is_rotated(&self) -> bool {
         self.life.load(Ordering::Acquire) & LIFE_ROTATED != 0
+    }
+    /// Spent by a rotation on use.
+    #[inline]
+    pub(crate) fn is_spent(&self) -> bool {
+        self.life.load(Ordering::Acquire) & LIFE_SPENT != 0
+    }
+    /// Marks the token spent by a rotation on use, dying at `dies_at`
+    /// (never later than it would have).
+    pub(super) fn mark_spent(&self, dies_at: u64) {
+        self.expires_at.fetch_min(dies_at, Ordering::AcqRel);
+        self.life
+            .fetch_or(LIFE_ROTATED | LIFE_SPENT, Ordering::AcqRel);
     }
     /// Suspends or restores the token.
     pub(super) fn set_disabled(&self, disabled: bool) {

@@ -349,11 +349,13 @@ impl Inner {
             let extra = h.lock_family();
             (extra.last_refresh(), extra.client().cloned())
         });
+        // A token spent by a rotation on use shows the end of its leeway.
+        let expires_at = r.effective_expiry();
         // The stored revocation says who and why; otherwise the one rule
         // (on the record's own expiry where memory does not hold it).
         let usable = match &hot {
             Some(h) => h.usable(now),
-            None if r.expires_at.is_some_and(|e| e <= now) => Usable::Expired,
+            None if expires_at.is_some_and(|e| e <= now) => Usable::Expired,
             None if r.life.pending_until != 0 => Usable::Pending,
             None if r.life.disabled => Usable::Disabled,
             None => Usable::Yes(r.role_at_issue),
@@ -381,7 +383,7 @@ impl Inner {
             label: r.label,
             created_at: r.created_at,
             created_by: r.created_by,
-            expires_at: r.expires_at,
+            expires_at,
             last_refresh,
             last_used_ip: client.as_ref().and_then(ClientInfo::ip),
             last_used_agent: client.and_then(|c| c.agent.map(String::from)),

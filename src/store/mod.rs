@@ -51,12 +51,14 @@ mod read;
 mod reads;
 mod revoke;
 mod rotate;
+mod rotate_on_use;
 mod suspend;
 mod sync_org;
 mod verify;
 
 pub use reads::{Page, Paged};
 pub use rotate::{Grace, Rotated};
+pub use rotate_on_use::OAuthGrant;
 pub use sync_org::{RoleChange, SyncReport};
 
 /// Derives the key fingerprint kept in the meta tree (and by shared backends).
@@ -135,6 +137,8 @@ pub(crate) struct Inner {
     retention: u64,
     /// Seconds a pending assignment waits to be claimed.
     pending_window: u64,
+    /// Seconds a token spent by a rotation on use keeps working.
+    rotation_leeway: u64,
     /// How long audit events are kept, in seconds.
     audit_retention: u64,
     /// Live refresh tokens a member may hold.

@@ -163,6 +163,10 @@ impl TokenStore {
             lazy_flush_every: cfg.lazy_flush_every,
             retention: cfg.retention.as_secs(),
             pending_window: cfg.pending_claim_window.as_secs().max(1),
+            rotation_leeway: cfg
+                .rotation_leeway
+                .as_secs()
+                .min(super::rotate_on_use::MAX_ROTATION_LEEWAY),
             audit_retention: cfg.audit_retention.as_secs(),
             max_live: cfg.max_live_tokens_per_member,
             denials: Mutex::new(denials::Denials::default()),

@@ -36,17 +36,18 @@ impl TokenStore {
     /// refused), and every token of the organization, older ones included,
     /// stops working (as expired) once past `max_lifetime` since its
     /// creation or `unused_expiry` since its last exchange. Loosening the
-    /// policy brings such tokens back, unless they were purged. Returns the
-    /// policy now in force.
+    /// policy brings such tokens back, unless they were purged. With
+    /// `rotate_on_use`, OAuth refreshes ([`TokenStore::oauth_refresh`])
+    /// rotate the refresh token from now on; turning it off stops that
+    /// (tokens spent already stay spent). Returns the policy now in force.
     ///
     /// **Blocks** for one durable commit, as [`TokenStore::revoke`] (an
     /// fdatasync: about 0.2–0.4 ms on an idle disk).
     ///
     /// # Errors
     /// [`Error::Forbidden`] unless the actor is the Owner;
-    /// [`Error::InvalidArgument`] (kind `usage`) for a zero duration, or
-    /// for `rotate_on_use` (not available yet); [`Error::Io`] if storage
-    /// fails. Nothing changes on an error.
+    /// [`Error::InvalidArgument`] (kind `usage`) for a zero duration;
+    /// [`Error::Io`] if storage fails. Nothing changes on an error.
     ///
     /// ```
     /// use tokenvault::{Actor, Error, GenerateOptions, OrgPolicy, Role, TokenStore};
@@ -69,24 +70,20 @@ impl TokenStore {
                 "max_lifetime and unused_expiry must be positive (or none)".into(),
             ));
         }
-        if policy.rotate_on_use {
-            return Err(Error::InvalidArgument(
-                "rotate_on_use is not available in this release".into(),
-            ));
-        }
         let inner = &*self.inner;
         let mut cat = inner.lock_for_write()?;
         inner.owner_of(&cat, actor, "org.policy")?;
         let rec = OrgPolicyRecord {
             max_lifetime: policy.max_lifetime,
             unused_expiry: policy.unused_expiry,
-            rotate_on_use: false,
+            rotate_on_use: policy.rotate_on_use,
         };
         let secs = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |s| s.to_string());
         let target = format!(
-            "max_lifetime={} unused_expiry={}",
+            "max_lifetime={} unused_expiry={} rotate_on_use={}",
             secs(rec.max_lifetime),
-            secs(rec.unused_expiry)
+            secs(rec.unused_expiry),
+            rec.rotate_on_use
         );
         let changes = vec![
             Change::SetOrgPolicy {

@@ -162,7 +162,12 @@ impl TokenStore {
             .filter(|r| ct_eq(r.verifier(), &v))
             .ok_or(Error::InvalidToken)?;
         let now = inner.now();
-        let role = parent.usable(now).check()?;
+        // A spent token presented past its leeway is a reuse (see
+        // `rotate_on_use.rs`): its family is revoked.
+        let role = parent
+            .usable(now)
+            .check()
+            .map_err(|e| inner.refused(&parent, e))?;
         let scopes = match scopes {
             None => None,
             Some(asked) => {

@@ -12,7 +12,9 @@ use tokenvault::{
     StoreKey, TokenId, TokenKind, TokenStore,
 };
 
-use super::model::{policy, Id, MResult, Model, PrincipalM, ACCESS_TTL, CAP, LIVE_CAP, RETENTION};
+use super::model::{
+    policy, Id, MResult, Model, PrincipalM, ACCESS_TTL, CAP, LEEWAY, LIVE_CAP, RETENTION,
+};
 use super::ops::{org_name, user_name, Before, Op, Tok, CLIENTS, ORGS};
 
 /// The clock's start.
@@ -154,6 +156,7 @@ impl Harness {
             .access_ttl(Duration::from_secs(ACCESS_TTL))
             .max_access_per_refresh(CAP)
             .max_live_tokens_per_member(LIVE_CAP)
+            .rotation_leeway(Duration::from_secs(LEEWAY))
             .retention(Duration::from_secs(RETENTION))
             .prefix(PREFIX)
     }
@@ -359,6 +362,12 @@ impl Harness {
                     }
                     (None, None) => self.store().exchange(&text),
                 };
+                // A spent token past its leeway: its family is revoked (an
+                // error answer that changes the store, on purpose).
+                let reused = id.is_some_and(|id| self.model.reuse(&id));
+                if reused {
+                    self.stats.revocations += 1;
+                }
                 let e = match (id, narrow) {
                     (Some(id), Some(scopes)) => self.model.exchange_scoped_check(&id, scopes),
                     (Some(id), None) => self.model.exchange_check(&id),
@@ -399,7 +408,7 @@ impl Harness {
                     self.access.push((aid, access));
                     self.stats.exchanges += 1;
                 }
-                Ok(a.is_err())
+                Ok(a.is_err() && !reused)
             }
             Op::Verify(t) | Op::Authorize(t, _) => {
                 let (text, id, malformed) = self.resolve(*t, TokenKind::Access);
@@ -596,15 +605,92 @@ impl Harness {
                 user,
                 max_lifetime,
                 unused_expiry,
+                rotate_on_use,
             } => {
                 let (o, u) = (org_name(*org), user_name(*user));
                 let p = tokenvault::OrgPolicy::default()
                     .max_lifetime(*max_lifetime)
-                    .unused_expiry(*unused_expiry);
+                    .unused_expiry(*unused_expiry)
+                    .rotate_on_use(*rotate_on_use);
                 let a = self.store().set_org_policy(&Actor::new(o, u), p);
-                let e = self.model.set_policy(o, u, *max_lifetime, *unused_expiry);
+                let e = self
+                    .model
+                    .set_policy(o, u, *max_lifetime, *unused_expiry, *rotate_on_use);
                 same("set_org_policy", &a, &e)?;
+                if let Ok(got) = &a {
+                    ensure!(*got == p, "set_org_policy answered {got:?}, asked {p:?}");
+                }
                 Ok(a.is_err())
+            }
+            Op::OAuthRefresh(t, scopes) => {
+                let (text, id, malformed) = self.resolve(*t, TokenKind::Refresh);
+                let a = self.store().oauth_refresh(&text, scopes);
+                // A reuse revokes the family: an error answer that changes
+                // the store, on purpose.
+                let reused = id.is_some_and(|id| self.model.reuse(&id));
+                if reused {
+                    self.stats.revocations += 1;
+                }
+                let e = match id {
+                    Some(id) => self.model.oauth_check(&id, scopes),
+                    None => Err(Self::missing(malformed)),
+                };
+                same("oauth_refresh", &a, &e)?;
+                let (Ok(g), Ok(plan), Some(rid)) = (a.as_ref(), e, id) else {
+                    return Ok(a.is_err() && !reused);
+                };
+                ensure!(
+                    !format!("{g:?}").contains(&text)
+                        && !format!("{g:?}").contains(g.access.access_token.expose()),
+                    "invariant 1: Debug of an OAuth grant shows a secret"
+                );
+                // The refresh token the access token belongs to.
+                let holder = match (plan, &g.refresh_token) {
+                    (None, None) => rid,
+                    (Some((rec, dies_at)), Some(new)) => {
+                        let new_id = *g.access.refresh_id.as_bytes();
+                        ensure!(
+                            inspect(PREFIX, new.expose()).ok()
+                                == Some((TokenKind::Refresh, g.access.refresh_id)),
+                            "the new refresh token does not parse to its id"
+                        );
+                        ensure!(!self.model.refresh.contains_key(&new_id), "id reused");
+                        self.model.spend_apply(&rid, new_id, rec, dies_at);
+                        self.refresh.push((new_id, new.expose().to_string()));
+                        new_id
+                    }
+                    (plan, got) => {
+                        return Err(format!(
+                            "oauth_refresh rotated: {}, model expected rotation: {}",
+                            got.is_some(),
+                            plan.is_some()
+                        ))
+                    }
+                };
+                let narrow: Option<Vec<String>> = (!scopes.is_empty()).then(|| {
+                    let mut n: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+                    n.sort();
+                    n.dedup();
+                    n
+                });
+                let expires_at = self
+                    .model
+                    .exchange_check(&holder)
+                    .map_err(|k| format!("the model cannot exchange the refreshed token: {k}"))?;
+                ensure!(
+                    g.access.expires_at == expires_at
+                        && g.access.issued_at == now
+                        && *g.access.refresh_id.as_bytes() == holder,
+                    "oauth grant differs from the model: {g:?}, expires_at {expires_at}"
+                );
+                let aid = *g.access.access_id.as_bytes();
+                ensure!(!self.model.access.contains_key(&aid), "access id reused");
+                self.model
+                    .exchange_apply_narrowed(&holder, aid, expires_at, narrow);
+                self.access
+                    .push((aid, g.access.access_token.expose().to_string()));
+                self.stats.exchanges += 1;
+                Ok(false)
             }
             Op::RevokeAccess(t) => {
                 let (text, id, malformed) = self.resolve(*t, TokenKind::Access);
@@ -788,7 +874,13 @@ impl Harness {
         // exchanges. Only calls the model says must fail, so state is kept.
         for (id, text) in &self.refresh {
             let e = m.exchange_check(id);
-            if e.is_err() {
+            if e.is_err() && m.would_reuse(id) {
+                // Trading a spent token past its leeway is a reuse, which
+                // revokes its family (the operations check that): here its
+                // refusal is checked without trading it.
+                let a = store.verify_refresh(text);
+                same("invariant 2 sweep: verify_refresh", &a, &e)?;
+            } else if e.is_err() {
                 let a = store.exchange(text);
                 same("invariant 2 sweep: exchange", &a, &e)?;
             }

@@ -17,6 +17,11 @@ pub const RETENTION: u64 = 600;
 pub const PENDING_WINDOW: u64 = 7 * 86_400;
 /// Live refresh tokens a member may hold (small, so that sequences reach it).
 pub const LIVE_CAP: usize = 4;
+/// How long a token spent by a rotation on use keeps working.
+pub const LEEWAY: u64 = 30;
+/// Who revokes a family on reuse, and why.
+pub const REUSE_BY: &str = "tokenvault";
+pub const REUSE_REASON: &str = "reuse detected";
 
 fn scope_order(s: &str) -> usize {
     SCOPES.iter().position(|x| *x == s).unwrap_or(usize::MAX)
@@ -65,6 +70,10 @@ pub(crate) struct RefreshM {
     rotated: bool,
     /// Assigned pending: claimable until then (0: not pending).
     pending_until: u64,
+    /// Spent by a rotation on use: dies then (0: not spent).
+    spent_until: u64,
+    /// The original of its rotation-on-use family (`None`: itself).
+    family: Option<Id>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +108,8 @@ pub struct Model {
     pub(crate) access: BTreeMap<Id, AccessM>,
     /// Organizations' policies: maximum lifetime, unused expiry.
     pub(crate) policy: BTreeMap<String, (Option<u64>, Option<u64>)>,
+    /// Organizations that rotate refresh tokens on use.
+    pub(crate) rotate_on_use: BTreeMap<String, bool>,
 }
 
 fn id_ok(s: &str, org: bool) -> bool {
@@ -118,6 +129,7 @@ impl Model {
             refresh: BTreeMap::new(),
             access: BTreeMap::new(),
             policy: BTreeMap::new(),
+            rotate_on_use: BTreeMap::new(),
         }
     }
 
@@ -154,10 +166,17 @@ impl Model {
     /// When a token stops by expiry: its own, or its organization's
     /// maximum lifetime or unused expiry (from its last exchange).
     fn ends_at(&self, r: &RefreshM) -> u64 {
-        let own = r.expires_at.unwrap_or(u64::MAX).min(match r.pending_until {
-            0 => u64::MAX,
-            t => t,
-        });
+        let own = r
+            .expires_at
+            .unwrap_or(u64::MAX)
+            .min(match r.pending_until {
+                0 => u64::MAX,
+                t => t,
+            })
+            .min(match r.spent_until {
+                0 => u64::MAX,
+                t => t,
+            });
         let (max, unused) = self.policy.get(&r.org).copied().unwrap_or((None, None));
         let last_used = r.last_refresh.unwrap_or(0).max(r.created_at);
         let life = max.map_or(u64::MAX, |m| r.created_at.saturating_add(m));
@@ -186,6 +205,7 @@ impl Model {
         actor: &str,
         max: Option<u64>,
         unused: Option<u64>,
+        rotate_on_use: bool,
     ) -> MResult<()> {
         if max == Some(0) || unused == Some(0) {
             return Err("usage");
@@ -194,6 +214,7 @@ impl Model {
             return Err("forbidden");
         }
         self.policy.insert(org.into(), (max, unused));
+        self.rotate_on_use.insert(org.into(), rotate_on_use);
         Ok(())
     }
 
@@ -295,6 +316,8 @@ impl Model {
             disabled: false,
             rotated: false,
             pending_until: 0,
+            spent_until: 0,
+            family: None,
         };
         Ok((new, dies_at))
     }
@@ -304,6 +327,110 @@ impl Model {
         let r = self.refresh.get_mut(old).expect("old");
         r.rotated = true;
         r.expires_at = Some(dies_at);
+        self.refresh.insert(new_id, new);
+    }
+
+    /// Presenting the token `id` (its secret matched) to an exchange or a
+    /// refresh: if it is spent and past its leeway (and not revoked in
+    /// effect), that is a reuse, and every stored-active token of its
+    /// family is revoked. Returns whether it was.
+    pub(crate) fn reuse(&mut self, id: &Id) -> bool {
+        if !self.would_reuse(id) {
+            return false;
+        }
+        let r = &self.refresh[id];
+        let (org, user, family) = (r.org.clone(), r.user.clone(), r.family.unwrap_or(*id));
+        let now = self.now;
+        for (rid, t) in self.refresh.iter_mut() {
+            if t.org == org
+                && t.user == user
+                && t.family.unwrap_or(*rid) == family
+                && t.revoked.is_none()
+            {
+                t.revoked = Some((now, REUSE_BY.into(), Some(REUSE_REASON.into())));
+            }
+        }
+        true
+    }
+
+    /// Whether presenting the token `id` now is a reuse (see
+    /// [`Model::reuse`]).
+    pub(crate) fn would_reuse(&self, id: &Id) -> bool {
+        self.refresh
+            .get(id)
+            .is_some_and(|r| r.spent_until != 0 && !self.is_revoked(r) && self.is_expired(r))
+    }
+
+    /// Checks an OAuth refresh of `id` (after [`Model::reuse`]) narrowed
+    /// to `scopes` (none: not narrowed): `Ok(None)` for a plain exchange,
+    /// `Ok(Some((successor without id, dies_at)))` for a rotation on use.
+    pub(crate) fn oauth_check(&self, id: &Id, scopes: &[&str]) -> MResult<Option<(RefreshM, u64)>> {
+        let r = self.refresh.get(id).ok_or("invalid_token")?;
+        let rotates = r.spent_until != 0
+            || (self.rotate_on_use.get(&r.org).copied().unwrap_or(false) && !r.rotated);
+        if !rotates {
+            return match scopes {
+                [] => self.exchange_check(id),
+                s => self.exchange_scoped_check(id, s),
+            }
+            .map(|_| None);
+        }
+        if r.pending_until != 0 {
+            return Err("invalid_token");
+        }
+        if self.is_revoked(r) {
+            return Err("revoked");
+        }
+        if self.is_expired(r) {
+            return Err("expired");
+        }
+        if r.disabled {
+            return Err("disabled");
+        }
+        let role = self.role(&r.org, &r.user).ok_or("revoked")?;
+        let allowed = policy(role);
+        for s in scopes {
+            if !(allowed.contains(s) && r.scopes.iter().any(|t| t == s)) {
+                return Err("insufficient_scope");
+            }
+        }
+        let dies_at = (self.now + LEEWAY).min(r.expires_at.unwrap_or(u64::MAX));
+        let expires_at = self.expiry_within(&r.org, r.expires_at, true)?;
+        let new = RefreshM {
+            org: r.org.clone(),
+            user: r.user.clone(),
+            role_at_issue: role,
+            scopes: r
+                .scopes
+                .iter()
+                .filter(|s| allowed.contains(&s.as_str()))
+                .cloned()
+                .collect(),
+            label: r.label.clone(),
+            created_at: self.now,
+            created_by: r.created_by.clone(),
+            expires_at,
+            revoked: None,
+            last_refresh: None,
+            live: Vec::new(),
+            disabled: false,
+            rotated: false,
+            pending_until: 0,
+            spent_until: 0,
+            family: Some(r.family.unwrap_or(*id)),
+            client: None,
+        };
+        Ok(Some((new, dies_at)))
+    }
+
+    /// Applies a rotation on use [`Model::oauth_check`] allowed.
+    pub(crate) fn spend_apply(&mut self, old: &Id, new_id: Id, new: RefreshM, dies_at: u64) {
+        let r = self.refresh.get_mut(old).expect("old");
+        r.rotated = true;
+        r.spent_until = match r.spent_until {
+            0 => dies_at,
+            t => t.min(dies_at),
+        };
         self.refresh.insert(new_id, new);
     }
 
@@ -334,7 +461,10 @@ impl Model {
             label: r.label.clone(),
             created_at: r.created_at,
             created_by: r.created_by.clone(),
-            expires_at: r.expires_at,
+            expires_at: match r.spent_until {
+                0 => r.expires_at,
+                t => Some(r.expires_at.map_or(t, |e| e.min(t))),
+            },
             last_refresh: r.last_refresh,
             last_used_ip: r
                 .client
@@ -509,6 +639,8 @@ impl Model {
             disabled: false,
             rotated: false,
             pending_until: 0,
+            spent_until: 0,
+            family: None,
         })
     }
 
@@ -558,7 +690,14 @@ impl Model {
         if r.disabled {
             return Err("disabled");
         }
-        Ok((self.now + ACCESS_TTL).min(r.expires_at.unwrap_or(u64::MAX)))
+        // A spent token's access tokens die with it at the leeway's end.
+        let spent = match r.spent_until {
+            0 => u64::MAX,
+            t => t,
+        };
+        Ok((self.now + ACCESS_TTL)
+            .min(r.expires_at.unwrap_or(u64::MAX))
+            .min(spent))
     }
 
     /// Checks an exchange narrowed to `scopes`: as [`Model::exchange_check`],

@@ -172,13 +172,19 @@ pub enum Op {
         tok: Tok,
         grace: u64,
     },
-    /// `set_org_policy` with a maximum lifetime and an unused expiry.
+    /// `set_org_policy` with a maximum lifetime, an unused expiry and
+    /// rotation on use.
     SetPolicy {
         org: u8,
         user: u8,
         max_lifetime: Option<u64>,
         unused_expiry: Option<u64>,
+        rotate_on_use: bool,
     },
+    /// `oauth_refresh` (`POST /oauth/token`), narrowed to these scopes when
+    /// any: rotates under the organization's `rotate_on_use`; a spent token
+    /// past the leeway revokes its family.
+    OAuthRefresh(Tok, &'static [&'static str]),
     Purge {
         limit: usize,
     },
@@ -333,6 +339,14 @@ pub fn decode_op(r: &mut Bytes<'_>) -> Op {
         11 if g % 2 == 0 => {
             Op::ExchangeScoped(tok(a, b), NARROWINGS[c as usize % NARROWINGS.len()])
         }
+        10 if g % 2 == 1 => Op::OAuthRefresh(
+            tok(a, b),
+            if c % 3 == 0 {
+                NARROWINGS[d as usize % NARROWINGS.len()]
+            } else {
+                &[]
+            },
+        ),
         9 if g % 2 == 0 => Op::ExchangeFrom(tok(a, b), c % CLIENTS.len() as u8),
         8..=11 => Op::Exchange(tok(a, b)),
         12..=14 => Op::Verify(tok(a, b)),
@@ -389,6 +403,7 @@ pub fn decode_op(r: &mut Bytes<'_>) -> Op {
             user: user_ix(b),
             max_lifetime: [None, None, Some(0), Some(300), Some(1000)][(c % 5) as usize],
             unused_expiry: [None, None, Some(0), Some(300), Some(601)][(d % 5) as usize],
+            rotate_on_use: e % 2 == 1,
         },
         28 => Op::Flush,
         29 => Op::Reopen,

@@ -616,6 +616,46 @@ impl Conn {
                     }
                     done.revoked.extend(revoked);
                 }
+                Change::RevokeFamily {
+                    org,
+                    user,
+                    family,
+                    at,
+                    by,
+                    reason,
+                } => {
+                    // Selected here, among the member's tokens, by their
+                    // stored family; logged as the ids revoked, as
+                    // RevokeMany is.
+                    let rows = tx
+                        .query(&st.refresh_active_member, &[org, user])
+                        .map_err(pg)?;
+                    let mut revoked: Vec<[u8; 16]> = Vec::new();
+                    for row in &rows {
+                        let mut r: RefreshRecord = decode_refresh(col::<&[u8]>(row, 0)?)?;
+                        if r.family_root() != *family || !r.state.revocable() {
+                            continue;
+                        }
+                        r.state = StoredState::Revoked {
+                            at: *at,
+                            by: by.clone(),
+                            reason: reason.clone(),
+                        };
+                        tx.execute(&st.refresh_revoke, &[&&r.id[..], &encode_refresh_bare(&r)?])
+                            .map_err(pg)?;
+                        revoked.push(r.id);
+                    }
+                    revoked.sort_unstable();
+                    for chunk in revoked.chunks(log::IDS_PER_ROW) {
+                        logged.push(LogChange::RevokeMany {
+                            ids: chunk.to_vec(),
+                            at: *at,
+                            by: by.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
+                    done.revoked.extend(revoked);
+                }
                 Change::DeleteRefresh { id, org, user } => {
                     for row in tx.query(&st.refresh_del_access, &[&&id[..]]).map_err(pg)? {
                         let aid: &[u8] = col(&row, 0)?;
@@ -672,6 +712,21 @@ impl Conn {
                         old: *old,
                         dies_at: *dies_at,
                         new: new.clone(),
+                    });
+                }
+                Change::RotateOnUse { old, dies_at, new } => {
+                    update_refresh(&mut tx, st, old, |r| r.spend_to(*dies_at))?;
+                    let body = encode_refresh_bare(new)?;
+                    tx.execute(
+                        &st.refresh_ins,
+                        &[&&new.id[..], &new.org, &new.user, &false, &body],
+                    )
+                    .map_err(pg)?;
+                    logged.push(LogChange::RotateOnUse {
+                        old: *old,
+                        dies_at: *dies_at,
+                        new: new.clone(),
+                        family: new.family_root(),
                     });
                 }
                 Change::PutLastRefresh { id, at, client } => {

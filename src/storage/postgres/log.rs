@@ -123,6 +123,15 @@ pub(crate) enum LogChange {
         rec: RefreshRecord,
         life: crate::codec::Lifecycle,
     },
+    /// A rotation on use: `old` spent, dying at `dies_at`; `new` its
+    /// successor in the rotation family `family` (which the record's serde
+    /// form leaves out; memory keeps nothing of it).
+    RotateOnUse {
+        old: [u8; 16],
+        dies_at: u64,
+        new: RefreshRecord,
+        family: [u8; 16],
+    },
 }
 
 /// The most ids one [`LogChange::RevokeMany`] row carries: far below what
@@ -171,6 +180,15 @@ impl LogChange {
             LogChange::IssuedWithLife { mut rec, life } => {
                 rec.life = life;
                 Change::IssueRefresh(rec)
+            }
+            LogChange::RotateOnUse {
+                old,
+                dies_at,
+                mut new,
+                family,
+            } => {
+                new.life.family = Some(family);
+                Change::RotateOnUse { old, dies_at, new }
             }
             // The old format, read for logs written before an upgrade. A
             // member record says the member is in the organization with

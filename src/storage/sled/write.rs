@@ -161,6 +161,7 @@ impl SledBackend {
             .iter()
             .map(|c| match c {
                 Change::RevokeMany { org, user, .. } => self.owners.ids(org, user.as_deref()),
+                Change::RevokeFamily { org, user, .. } => self.owners.ids(org, Some(user)),
                 _ => Vec::new(),
             })
             .collect();
@@ -288,6 +289,34 @@ impl SledBackend {
                                     org,
                                     user: user.as_deref(),
                                     before: *before,
+                                    family: None,
+                                };
+                                for id in &candidates[i] {
+                                    if revoke_refresh(refresh, id, &revoke, Some(&terms))? {
+                                        done.revoked.push(*id);
+                                    }
+                                }
+                            }
+                            Change::RevokeFamily {
+                                org,
+                                user,
+                                family,
+                                at,
+                                by,
+                                reason,
+                            } => {
+                                // The member's tokens, selected here by
+                                // their stored family, as for RevokeMany.
+                                let revoke = Revocation {
+                                    at: *at,
+                                    by,
+                                    reason,
+                                };
+                                let terms = Terms {
+                                    org,
+                                    user: Some(user),
+                                    before: u64::MAX,
+                                    family: Some(*family),
                                 };
                                 for id in &candidates[i] {
                                     if revoke_refresh(refresh, id, &revoke, Some(&terms))? {
@@ -328,6 +357,12 @@ impl SledBackend {
                             }
                             Change::Rotate { old, dies_at, new } => {
                                 update_refresh(refresh, old, |r| r.rotate_to(*dies_at))?;
+                                let v = encode_refresh(new)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                refresh.insert(&new.id[..], v)?;
+                            }
+                            Change::RotateOnUse { old, dies_at, new } => {
+                                update_refresh(refresh, old, |r| r.spend_to(*dies_at))?;
                                 let v = encode_refresh(new)
                                     .map_err(ConflictableTransactionError::Abort)?;
                                 refresh.insert(&new.id[..], v)?;
@@ -400,7 +435,7 @@ impl SledBackend {
                         }
                         // A rotation's successor is issued; its event is
                         // `token.rotate`, in the events tree.
-                        Change::Rotate { new, .. } => {
+                        Change::Rotate { new, .. } | Change::RotateOnUse { new, .. } => {
                             self.owners.issued(&new.org, &new.user, new.id, 0)
                         }
                         _ => {}
@@ -477,6 +512,9 @@ struct Terms<'a> {
     org: &'a str,
     user: Option<&'a str>,
     before: u64,
+    /// Only the tokens of this rotation family (see
+    /// [`crate::codec::RefreshRecord::family_root`]).
+    family: Option<[u8; 16]>,
 }
 
 /// Revokes the stored refresh record `id` if a revocation still changes it
@@ -503,7 +541,10 @@ fn revoke_refresh(
     let selected = match terms {
         None => r.state.revocable(),
         Some(t) => {
-            r.org == t.org && t.user.is_none_or(|u| r.user == u) && r.revocable_before(t.before)
+            r.org == t.org
+                && t.user.is_none_or(|u| r.user == u)
+                && t.family.is_none_or(|f| r.family_root() == f)
+                && r.revocable_before(t.before)
         }
     };
     if !selected {
