@@ -333,15 +333,19 @@ impl Unchecked {
     }
 
     /// [`Unchecked::checksum_ok`] for a token whose secret matched a stored
-    /// verifier: `memo` (zero at first) keeps that token's right checksum,
-    /// [`CHECK_KNOWN`] marking it known, so only the first check hashes.
+    /// verifier: `memo` (its low 33 bits zero at first) keeps that token's
+    /// right checksum in its low 32 bits, [`CHECK_KNOWN`] marking it known,
+    /// so only the first check hashes. Bits above `CHECK_KNOWN` are the
+    /// caller's and left as they are.
     pub(crate) fn checksum_ok_memo(&self, prefix: &str, kind: TokenKind, memo: &AtomicU64) -> bool {
         let known = memo.load(Ordering::Relaxed);
         let expected = if known & CHECK_KNOWN != 0 {
             known as u32
         } else {
             let e = self.expected(prefix, kind);
-            memo.store(CHECK_KNOWN | u64::from(e), Ordering::Relaxed);
+            // ORed in: the memo's word may carry other bits above these
+            // (an access entry's state), and nothing else sets these.
+            memo.fetch_or(CHECK_KNOWN | u64::from(e), Ordering::Relaxed);
             e
         };
         self.claimed == u64::from(expected)

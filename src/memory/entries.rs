@@ -118,11 +118,13 @@ static NEXT_MEMBER_UID: AtomicU64 = AtomicU64::new(1);
 
 const NAME_CACHE: usize = 256;
 
-type CachedNames = Option<(u64, Arc<str>, Arc<str>)>;
+/// A member's uid, with this thread's copies of its names once it was met
+/// twice in a row in its cache entry.
+type CachedNames = Option<(u64, Option<(Arc<str>, Arc<str>)>)>;
 
 thread_local! {
-    /// Per thread, copies of recently verified members' names (direct
-    /// mapped by member uid).
+    /// Per thread, recently verified members (direct mapped by member uid)
+    /// and copies of the names of those met again.
     static NAMES: RefCell<Vec<CachedNames>> = RefCell::new(vec![None; NAME_CACHE]);
 }
 
@@ -150,27 +152,38 @@ impl MemberHot {
         }
     }
 
-    /// The organization and user ids for a [`crate::Principal`]: clones of
-    /// copies the calling thread owns (a small cache per thread), so that
-    /// threads verifying the same member's tokens at once do not bounce one
-    /// reference count between their cores.
+    /// The organization and user ids for a [`crate::Principal`]. For a
+    /// member this thread verifies again and again, clones of copies the
+    /// thread owns (a small cache per thread), so that threads verifying
+    /// the same member's tokens at once do not bounce one reference count
+    /// between their cores; the copies are made on the member's second
+    /// visit in a row to its cache entry. For a member met once (random
+    /// traffic over many members, where copies would be evicted before
+    /// they are used again), clones of the shared names: no allocation.
     pub(crate) fn names(&self) -> (Arc<str>, Arc<str>) {
+        let shared = || (self.org.id.clone(), self.user.clone());
         NAMES
             .try_with(|cache| {
                 let mut cache = cache.borrow_mut();
                 let entry = &mut cache[(self.uid % NAME_CACHE as u64) as usize];
                 match entry {
-                    Some((uid, org, user)) if *uid == self.uid => (org.clone(), user.clone()),
-                    _ => {
+                    Some((uid, Some((org, user)))) if *uid == self.uid => {
+                        (org.clone(), user.clone())
+                    }
+                    Some((uid, copies @ None)) if *uid == self.uid => {
                         let org: Arc<str> = Arc::from(&*self.org.id);
                         let user: Arc<str> = Arc::from(&*self.user);
-                        *entry = Some((self.uid, org.clone(), user.clone()));
+                        *copies = Some((org.clone(), user.clone()));
                         (org, user)
+                    }
+                    _ => {
+                        *entry = Some((self.uid, None));
+                        shared()
                     }
                 }
             })
             // The thread is ending: the shared copies do.
-            .unwrap_or_else(|_| (self.org.id.clone(), self.user.clone()))
+            .unwrap_or_else(|_| shared())
     }
 
     #[inline]
@@ -244,21 +257,27 @@ impl RefreshExtra {
     }
 }
 
+/// Laid out in declaration order (`repr(C)`): what verification and the
+/// policy checks read comes first, so that it spans one or two cache lines
+/// of the entry's allocation (with its reference counts: 16 bytes before
+/// it), and what only writers read (the verifier, which an exchange
+/// compares; the revocation time; the family's bookkeeping) after it.
+#[repr(C)]
 pub(crate) struct RefreshHot {
-    pub(super) id: [u8; 16],
     pub(super) member: Arc<MemberHot>,
-    pub(super) verifier: [u8; 32],
     pub(super) scopes: ScopeSet,
     pub(super) created_at: u64,
     /// `u64::MAX` when the token never expires. Only lowered, by a
     /// rotation (the end of its grace period).
     pub(super) expires_at: AtomicU64,
-    pub(super) revoked: AtomicBool,
     /// When it was last exchanged (its creation until then): what an
     /// organization's expiry of unused tokens counts from.
     pub(super) last_used: AtomicU64,
+    pub(super) id: [u8; 16],
+    pub(super) revoked: AtomicBool,
     /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`]).
     pub(super) life: AtomicU8,
+    pub(super) verifier: [u8; 32],
     /// When it was revoked (for the purge's retention); 0 if never.
     pub(super) revoked_at: AtomicU64,
     pub(super) extra: Mutex<RefreshExtra>,
@@ -364,17 +383,26 @@ impl RefreshHot {
     }
 }
 
+/// Marks an access entry revoked, in its state word (see
+/// [`AccessHot::state`]). Above the checksum memo's bits
+/// (`token::CHECK_KNOWN` and the low 32), which only ever OR into the word,
+/// as this does.
+const ACCESS_REVOKED: u64 = 1 << 33;
+
+/// 72 bytes: with its 16-byte key, an 88-byte slot of its table.
 pub(crate) struct AccessHot {
     pub(super) refresh: Arc<RefreshHot>,
     pub(super) verifier: [u8; 32],
     pub(super) issued_at: u64,
     pub(super) expires_at: u64,
-    pub(super) revoked: AtomicBool,
     /// The scopes it was narrowed to at exchange (all bits set when it was
     /// not: its refresh token's scopes).
     pub(super) scopes: ScopeSet,
-    /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`).
-    pub(super) check: AtomicU64,
+    /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`:
+    /// bits 0 to 32) and whether it is revoked itself ([`ACCESS_REVOKED`]);
+    /// bits 34 to 63 are free for more states. Every change ORs bits in,
+    /// so none is lost to another.
+    state: AtomicU64,
 }
 
 impl AccessHot {
@@ -387,9 +415,8 @@ impl AccessHot {
             verifier: rec.verifier,
             issued_at: rec.issued_at,
             expires_at: rec.expires_at,
-            revoked: AtomicBool::new(rec.revoked),
             scopes,
-            check: AtomicU64::new(0),
+            state: AtomicU64::new(if rec.revoked { ACCESS_REVOKED } else { 0 }),
         }
     }
 
@@ -419,14 +446,19 @@ impl AccessHot {
     }
     /// Marks the access token revoked itself (one-way).
     pub(super) fn mark_revoked(&self) {
-        self.revoked.store(true, Ordering::Release);
+        self.state.fetch_or(ACCESS_REVOKED, Ordering::AcqRel);
+    }
+    /// Whether the access token is revoked itself.
+    #[inline]
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.state.load(Ordering::Acquire) & ACCESS_REVOKED != 0
     }
     /// The verify rule's checksum check for a token whose secret matched
     /// this entry, with this entry's memo (see
     /// `token::Unchecked::checksum_ok_memo`): only the first check hashes.
     #[inline]
     pub(crate) fn checksum_ok(&self, u: &Unchecked, prefix: &str, kind: TokenKind) -> bool {
-        u.checksum_ok_memo(prefix, kind, &self.check)
+        u.checksum_ok_memo(prefix, kind, &self.state)
     }
 }
 
@@ -452,6 +484,16 @@ mod tests {
                 assert_eq!((&*o, &*u), ("acme", format!("user{i}").as_str()));
             }
         }
+        // Met once in its entry: the shared names; twice in a row and
+        // after: this thread's own copies, the same ones each time.
+        let m = &members[5];
+        let first = m.names();
+        assert!(Arc::ptr_eq(&first.1, &m.user) && Arc::ptr_eq(&first.0, &org.id));
+        let second = m.names();
+        assert!(!Arc::ptr_eq(&second.1, &m.user) && !Arc::ptr_eq(&second.0, &org.id));
+        let third = m.names();
+        assert!(Arc::ptr_eq(&second.1, &third.1) && Arc::ptr_eq(&second.0, &third.0));
+        assert_eq!((&*third.0, &*third.1), ("acme", "user5"));
         std::thread::scope(|s| {
             s.spawn(|| {
                 for (i, m) in members.iter().enumerate().rev() {

@@ -350,10 +350,16 @@ impl TokenStore {
         else {
             return Ok(None);
         };
-        let v = verifier(&inner.access_key, &u.parsed.secret.0);
         let now = inner.now();
         let checksum_mismatch = || Error::Malformed("checksum mismatch");
         fresh.access_with(&u.parsed.id.0, |a| {
+            // The refresh entry, likely a second miss in a large store,
+            // loads while the secret is hashed (found or not, the hash is
+            // computed: an unknown id costs what a wrong secret costs).
+            if let Some(a) = a {
+                a.prefetch_refresh();
+            }
+            let v = verifier(&inner.access_key, &u.parsed.secret.0);
             // The verify rule (see `token::Unchecked`): checksum first.
             let a = match a {
                 Some(a) if ct_eq(a.verifier(), &v) => a,

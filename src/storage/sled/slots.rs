@@ -42,8 +42,27 @@ fn shard_of(family: &[u8; 16]) -> usize {
 }
 
 /// The slots of one family's stored access records.
+///
+/// Held inline in its table's entry, without a heap allocation, in the
+/// common states: no record, or one record in slot 0 with no other slot
+/// ever given (a refresh token exchanged and each new access token
+/// evicting the last). Any other state is a [`Wide`] on the heap; every
+/// change settles back to the inline form when it can, so two families in
+/// the same state compare equal.
 #[derive(Default, Clone, Debug, PartialEq, Eq)]
-pub(super) struct Family {
+pub(super) enum Family {
+    /// No record and no slot ever given.
+    #[default]
+    Empty,
+    /// One record, in slot 0, the only slot ever given.
+    One([u8; 16]),
+    /// Anything else.
+    Wide(Box<Wide>),
+}
+
+/// A family's slots in general.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub(super) struct Wide {
     /// Each stored record's id and slot, in the order they were put (so
     /// the oldest, which the cap evicts, is found first).
     live: VecDeque<([u8; 16], u32)>,
@@ -53,14 +72,8 @@ pub(super) struct Family {
     next: u32,
 }
 
-impl Family {
-    /// The slot of the record `id`, if it is stored.
-    pub(super) fn slot_of(&self, id: &[u8; 16]) -> Option<u32> {
-        self.live.iter().find(|(x, _)| x == id).map(|(_, s)| *s)
-    }
-
-    /// Forgets the record `id` without freeing its slot (a new record is
-    /// about to take it); returns the slot.
+impl Wide {
+    /// Forgets the record `id` without freeing its slot; returns the slot.
     fn take(&mut self, id: &[u8; 16]) -> Option<u32> {
         let i = match self.live.front() {
             Some((x, _)) if x == id => 0,
@@ -69,39 +82,142 @@ impl Family {
         self.live.remove(i).map(|(_, s)| s)
     }
 
-    /// Forgets the record `id` and frees its slot; returns the slot.
-    pub(super) fn remove(&mut self, id: &[u8; 16]) -> Option<u32> {
-        let slot = self.take(id)?;
-        self.free.push(slot);
-        Some(slot)
-    }
-
-    /// A slot no record holds (not yet noted: see [`Family::put`]).
-    pub(super) fn free_slot(&self) -> u32 {
-        self.free.last().copied().unwrap_or(self.next)
-    }
-
-    /// Notes the record `id` in `slot` (one [`Family::free_slot`] gave, or
-    /// one [`Family::take`] released).
-    pub(super) fn put(&mut self, id: [u8; 16], slot: u32) {
+    fn put(&mut self, id: [u8; 16], slot: u32) {
         if let Some(i) = self.free.iter().rposition(|s| *s == slot) {
             self.free.swap_remove(i);
         }
         self.next = self.next.max(slot.saturating_add(1));
         self.live.push_back((id, slot));
     }
+}
+
+impl Family {
+    /// The general form of this state, to change (see [`Family::settle`]).
+    fn wide(&mut self) -> &mut Wide {
+        let w = match std::mem::take(self) {
+            Family::Empty => Wide::default(),
+            Family::One(id) => Wide {
+                live: VecDeque::from([(id, 0)]),
+                free: Vec::new(),
+                next: 1,
+            },
+            Family::Wide(w) => *w,
+        };
+        *self = Family::Wide(Box::new(w));
+        match self {
+            Family::Wide(w) => w,
+            _ => unreachable!("just made wide"),
+        }
+    }
+
+    /// Back to an inline form if the state has one.
+    fn settle(&mut self) {
+        if let Family::Wide(w) = self {
+            if w.free.is_empty() {
+                match (w.next, w.live.front()) {
+                    (0, None) => *self = Family::Empty,
+                    (1, Some(&(id, 0))) => *self = Family::One(id),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The slot of the record `id`, if it is stored.
+    pub(super) fn slot_of(&self, id: &[u8; 16]) -> Option<u32> {
+        match self {
+            Family::Empty => None,
+            Family::One(x) => (x == id).then_some(0),
+            Family::Wide(w) => w.live.iter().find(|(x, _)| x == id).map(|(_, s)| *s),
+        }
+    }
+
+    /// Forgets the record `id` and frees its slot; returns the slot.
+    pub(super) fn remove(&mut self, id: &[u8; 16]) -> Option<u32> {
+        // Unknown ids change nothing (and allocate nothing).
+        self.slot_of(id)?;
+        let w = self.wide();
+        let slot = w.take(id);
+        if let Some(s) = slot {
+            w.free.push(s);
+        }
+        self.settle();
+        slot
+    }
+
+    /// A slot no record holds (not yet noted: see [`Family::put`]).
+    pub(super) fn free_slot(&self) -> u32 {
+        match self {
+            Family::Empty => 0,
+            Family::One(_) => 1,
+            Family::Wide(w) => w.free.last().copied().unwrap_or(w.next),
+        }
+    }
+
+    /// Notes the record `id` in `slot` (one [`Family::free_slot`] gave, or
+    /// one that an eviction released).
+    pub(super) fn put(&mut self, id: [u8; 16], slot: u32) {
+        if let (Family::Empty, 0) = (&*self, slot) {
+            *self = Family::One(id);
+            return;
+        }
+        self.wide().put(id, slot);
+        self.settle();
+    }
 
     /// The slot the new record `new` of a batch "evict `old`, put `new`"
     /// takes: `old`'s if it is stored, a free one otherwise. Noted here;
     /// the caller writes the record.
     pub(super) fn replace(&mut self, old: &[u8; 16], new: [u8; 16]) -> u32 {
-        let slot = self.take(old).unwrap_or_else(|| self.free_slot());
-        self.put(new, slot);
+        if let Family::One(x) = self {
+            if x == old {
+                *x = new;
+                return 0;
+            }
+        }
+        let w = self.wide();
+        let slot = match w.take(old) {
+            Some(s) => s,
+            None => w.free.last().copied().unwrap_or(w.next),
+        };
+        w.put(new, slot);
+        self.settle();
         slot
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.live.is_empty()
+        match self {
+            Family::Empty => true,
+            Family::One(_) => false,
+            Family::Wide(w) => w.live.is_empty(),
+        }
+    }
+
+    /// Notes a record found stored in `slot` while loading (free slots
+    /// are found by [`Family::finish_load`]).
+    fn loaded(&mut self, id: [u8; 16], slot: u32) {
+        if let (Family::Empty, 0) = (&*self, slot) {
+            *self = Family::One(id);
+            return;
+        }
+        let w = self.wide();
+        w.next = w.next.max(slot.saturating_add(1));
+        w.live.push_back((id, slot));
+        self.settle();
+    }
+
+    /// Once every record is loaded: the unused slots below the highest
+    /// are free.
+    fn finish_load(&mut self) {
+        let Family::Wide(w) = self else { return };
+        if w.live.len() != w.next as usize {
+            let mut used: Vec<u32> = w.live.iter().map(|(_, s)| *s).collect();
+            used.sort_unstable();
+            w.free = (0..w.next)
+                .filter(|s| used.binary_search(s).is_err())
+                .collect();
+        }
+        self.settle();
     }
 }
 
@@ -191,9 +307,7 @@ impl Slots {
     /// (from several threads at once).
     pub(super) fn loaded(&self, family: &[u8; 16], id: [u8; 16], slot: u32) {
         let mut shard = self.shards[shard_of(family)].lock();
-        let fam = shard.entry(*family).or_default();
-        fam.next = fam.next.max(slot.saturating_add(1));
-        fam.live.push_back((id, slot));
+        shard.entry(*family).or_default().loaded(id, slot);
     }
 
     /// Once every record is loaded: each family's unused slots below its
@@ -201,14 +315,7 @@ impl Slots {
     pub(super) fn finish_load(&self) {
         for s in self.shards.iter() {
             for fam in s.lock().values_mut() {
-                if fam.live.len() == fam.next as usize {
-                    continue;
-                }
-                let mut used: Vec<u32> = fam.live.iter().map(|(_, s)| *s).collect();
-                used.sort_unstable();
-                fam.free = (0..fam.next)
-                    .filter(|s| used.binary_search(s).is_err())
-                    .collect();
+                fam.finish_load();
             }
         }
     }
@@ -259,10 +366,59 @@ mod tests {
         s.loaded(&fam, [2; 16], 1);
         s.finish_load();
         let f = s.family(&fam).unwrap();
-        assert_eq!(f.next, 5);
-        let mut free = f.free.clone();
+        let Family::Wide(w) = &f else {
+            panic!("two records in slots 4 and 1 are held wide: {f:?}")
+        };
+        assert_eq!(w.next, 5);
+        let mut free = w.free.clone();
         free.sort_unstable();
         assert_eq!(free, vec![0, 2, 3]);
         assert_eq!(f.slot_of(&[1; 16]), Some(4));
+        // One record in slot 0 loads inline; alone in slot 2, it is wide
+        // with slots 0 and 1 free.
+        s.loaded(&[6; 16], [7; 16], 0);
+        s.loaded(&[8; 16], [9; 16], 2);
+        s.finish_load();
+        assert_eq!(s.family(&[6; 16]), Some(Family::One([7; 16])));
+        let f = s.family(&[8; 16]).unwrap();
+        assert_eq!((f.slot_of(&[9; 16]), f.free_slot()), (Some(2), 1));
+    }
+
+    /// The common life of a family (issued, exchanged, each exchange
+    /// evicting the last access token) stays inline, and every state that
+    /// has an inline form settles back to it.
+    #[test]
+    fn the_common_states_are_inline() {
+        let mut f = Family::default();
+        assert_eq!(f.free_slot(), 0);
+        f.put([1; 16], 0);
+        assert_eq!(f, Family::One([1; 16]));
+        assert_eq!(f.replace(&[1; 16], [2; 16]), 0);
+        assert_eq!(f, Family::One([2; 16]));
+        assert_eq!(f.slot_of(&[2; 16]), Some(0));
+        assert_eq!(f.slot_of(&[1; 16]), None);
+        // A second record goes wide; evicting the first and then the
+        // second's removal leave slot 0 taken and slot 1 free: wide still.
+        assert_eq!(f.free_slot(), 1);
+        f.put([3; 16], 1);
+        assert!(matches!(f, Family::Wide(_)), "{f:?}");
+        assert_eq!(f.replace(&[2; 16], [4; 16]), 0);
+        assert_eq!(f.remove(&[3; 16]), Some(1));
+        assert!(matches!(f, Family::Wide(_)), "{f:?}");
+        // Slot 1 is taken again and its record replaced by the one in
+        // slot 0 going: one record in slot 1 is not the inline state.
+        f.put([5; 16], 1);
+        assert_eq!(f.remove(&[4; 16]), Some(0));
+        assert_eq!((f.slot_of(&[5; 16]), f.free_slot()), (Some(1), 0));
+        assert!(!f.is_empty());
+        // Removing the last record leaves an empty family.
+        assert_eq!(f.remove(&[5; 16]), Some(1));
+        assert!(f.is_empty());
+        let mut one = Family::One([6; 16]);
+        assert_eq!(one.remove(&[7; 16]), None);
+        assert_eq!(one, Family::One([6; 16]));
+        assert_eq!(one.remove(&[6; 16]), Some(0));
+        assert!(one.is_empty());
+        assert_eq!(one.free_slot(), 0);
     }
 }
