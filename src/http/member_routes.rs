@@ -10,18 +10,17 @@
 //! not a member of the caller's organization (another organization's
 //! member included) is answered 404 exactly as an unknown one.
 
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::authenticate;
 use super::error::ApiError;
-use super::routes::{actor_of, no_store, Shared, USER_WRITE};
-use crate::{Error, RevokeScope, Role};
+use super::routes::{actor_of, body_of, no_store, AppState, Shared, USER_WRITE};
+use crate::{Actor, Error, RevokeScope, Role};
 
 fn no_member() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such member")
@@ -41,11 +40,15 @@ fn member_error(e: Error) -> ApiError {
     }
 }
 
-/// The body, read once the bearer was accepted.
-async fn body_of(req: Request) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, &())
-        .await
-        .map_err(|r| ApiError::new(r.status(), r.body_text()))
+/// The caller (their bearer must grant `user-write`) and the member the
+/// path names: the bearer is checked first.
+async fn caller(
+    app: &AppState,
+    headers: &HeaderMap,
+    user: Result<Path<String>, PathRejection>,
+) -> Result<(Actor, String), ApiError> {
+    let p = authenticate(app.store.sync(), headers, &[USER_WRITE.to_string()]).await?;
+    Ok((actor_of(&p), user_of(user)?))
 }
 
 fn unprocessable(m: &str) -> ApiError {
@@ -102,10 +105,8 @@ pub(crate) async fn set_role(
     user: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(app.store.sync(), req.headers(), &[USER_WRITE.to_string()]).await?;
-    let user = user_of(user)?;
+    let (actor, user) = caller(&app, req.headers(), user).await?;
     let role = parse_role(&body_of(req).await?)?;
-    let actor = actor_of(&p);
     let (org, target) = (actor.org.clone(), user.clone());
     app.store
         .run(move |s| s.set_role_as(&actor, &target, role))
@@ -124,9 +125,7 @@ pub(crate) async fn remove(
     user: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(app.store.sync(), req.headers(), &[USER_WRITE.to_string()]).await?;
-    let user = user_of(user)?;
-    let actor = actor_of(&p);
+    let (actor, user) = caller(&app, req.headers(), user).await?;
     let (org, target) = (actor.org.clone(), user.clone());
     let revoked = app
         .store
@@ -146,10 +145,8 @@ pub(crate) async fn revoke_member(
     user: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(app.store.sync(), req.headers(), &[USER_WRITE.to_string()]).await?;
-    let user = user_of(user)?;
+    let (actor, user) = caller(&app, req.headers(), user).await?;
     let before = parse_before(&body_of(req).await?)?;
-    let actor = actor_of(&p);
     let (org, target) = (actor.org.clone(), user.clone());
     let revoked = app
         .store

@@ -38,6 +38,13 @@ pub(crate) const USER_WRITE: &str = "user-write";
 /// The scope that `GET /v3/refresh-token` requires.
 pub(crate) const READ: &str = "read";
 
+/// The whole body of `req`, read only once its bearer was accepted.
+pub(super) async fn body_of(req: Request) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, &())
+        .await
+        .map_err(|r| ApiError::new(r.status(), r.body_text()))
+}
+
 pub(super) fn no_store(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -117,10 +124,7 @@ pub(crate) async fn list(State(app): Shared, headers: HeaderMap) -> Result<Respo
 /// bearer is checked before any of the body is read.
 pub(crate) async fn create(State(app): Shared, req: Request) -> Result<Response, ApiError> {
     let p = authenticate(app.store.sync(), req.headers(), &[USER_WRITE.to_string()]).await?;
-    let body = Bytes::from_request(req, &())
-        .await
-        .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
-    let req = CreateRequest::parse(&body)?;
+    let req = CreateRequest::parse(&body_of(req).await?)?;
     let actor = actor_of(&p);
     if req.pending {
         // No secret in the answer: the member claims it.

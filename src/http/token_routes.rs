@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +13,9 @@ use serde_json::{json, Value};
 
 use super::auth::authenticate;
 use super::error::ApiError;
-use super::routes::{self, actor_of, hint, item, rate_of, AppState, Shared, READ, USER_WRITE};
+use super::routes::{
+    self, actor_of, body_of, hint, item, rate_of, AppState, Shared, READ, USER_WRITE,
+};
 use crate::{Actor, Grace, Page, Role, TokenId, TokenInfo};
 
 fn not_found() -> ApiError {
@@ -34,6 +35,22 @@ fn one(app: &AppState, info: &TokenInfo) -> Value {
     v
 }
 
+/// The caller of a route on one token (its bearer must grant `read`) and
+/// the token's id: the bearer is checked first, then the path.
+async fn caller(
+    app: &AppState,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<(Actor, TokenId), ApiError> {
+    let p = authenticate(app.store.sync(), headers, &[READ.to_string()]).await?;
+    Ok((actor_of(&p), id_of(id)?))
+}
+
+/// `{"data": data}` with `status`, never cached.
+fn answer(status: StatusCode, data: Value) -> Response {
+    routes::no_store((status, Json(json!({ "data": data }))).into_response())
+}
+
 /// `GET /v3/refresh-token/{id}` (scope `read`): the token, for its holder
 /// or the Owner of its organization; another organization's token is 404
 /// as an unknown id.
@@ -42,13 +59,9 @@ pub(crate) async fn show(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(app.store.sync(), &headers, &[READ.to_string()]).await?;
-    let id = id_of(id)?;
-    let actor = actor_of(&p);
+    let (actor, id) = caller(&app, &headers, id).await?;
     let info = app.store.get(&actor, &id).await?;
-    Ok(routes::no_store(
-        Json(json!({ "data": one(&app, &info) })).into_response(),
-    ))
+    Ok(answer(StatusCode::OK, one(&app, &info)))
 }
 
 /// `PATCH /v3/refresh-token/{id}` with `{"label": "…"}` or `{"label":
@@ -59,17 +72,10 @@ pub(crate) async fn label(
     id: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(app.store.sync(), req.headers(), &[READ.to_string()]).await?;
-    let id = id_of(id)?;
-    let body = Bytes::from_request(req, &())
-        .await
-        .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
-    let label = parse_label(&body)?;
-    let actor = actor_of(&p);
+    let (actor, id) = caller(&app, req.headers(), id).await?;
+    let label = parse_label(&body_of(req).await?)?;
     let info = app.store.set_label(&actor, &id, label.as_deref()).await?;
-    Ok(routes::no_store(
-        Json(json!({ "data": one(&app, &info) })).into_response(),
-    ))
+    Ok(answer(StatusCode::OK, one(&app, &info)))
 }
 
 /// `POST /v3/refresh-token/{id}/disable` (scope `read`): suspends the
@@ -99,17 +105,13 @@ async fn suspend(
     id: Result<Path<String>, PathRejection>,
     disable: bool,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(app.store.sync(), &headers, &[READ.to_string()]).await?;
-    let id = id_of(id)?;
-    let actor = actor_of(&p);
+    let (actor, id) = caller(&app, &headers, id).await?;
     let info = if disable {
         app.store.disable(&actor, &id).await?
     } else {
         app.store.enable(&actor, &id).await?
     };
-    Ok(routes::no_store(
-        Json(json!({ "data": one(&app, &info) })).into_response(),
-    ))
+    Ok(answer(StatusCode::OK, one(&app, &info)))
 }
 
 /// `POST /v3/refresh-token/{id}/claim` (scope `read`): the member a
@@ -120,13 +122,10 @@ pub(crate) async fn claim(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(app.store.sync(), &headers, &[READ.to_string()]).await?;
-    let id = id_of(id)?;
-    let actor = actor_of(&p);
+    let (actor, id) = caller(&app, &headers, id).await?;
     let t = app.store.claim(&actor, &id).await?;
     let data = item(&t.info, t.token.expose().to_string(), rate_of(&app));
-    let res = (StatusCode::CREATED, Json(json!({ "data": data }))).into_response();
-    Ok(routes::no_store(res))
+    Ok(answer(StatusCode::CREATED, data))
 }
 
 /// `POST /v3/refresh-token/{id}/rotate` with `{"grace": seconds}` (scope
@@ -140,13 +139,8 @@ pub(crate) async fn rotate(
     id: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let p = authenticate(app.store.sync(), req.headers(), &[READ.to_string()]).await?;
-    let id = id_of(id)?;
-    let body = Bytes::from_request(req, &())
-        .await
-        .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
-    let grace = parse_grace(&body)?;
-    let actor = actor_of(&p);
+    let (actor, id) = caller(&app, req.headers(), id).await?;
+    let grace = parse_grace(&body_of(req).await?)?;
     let r = app.store.rotate(&actor, &id, grace).await?;
     let mut data = item(
         &r.issued.info,
@@ -155,8 +149,7 @@ pub(crate) async fn rotate(
     );
     data["replaces"] = json!(r.replaces.to_string());
     data["old_expires_at"] = json!(r.old_expires_at);
-    let res = (StatusCode::CREATED, Json(json!({ "data": data }))).into_response();
-    Ok(routes::no_store(res))
+    Ok(answer(StatusCode::CREATED, data))
 }
 
 /// The body of `POST /v3/refresh-token/{id}/rotate`: the grace period in
