@@ -96,6 +96,7 @@ mod config;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+mod idmap;
 mod janitor;
 mod memory;
 mod observe;

@@ -30,7 +30,7 @@ const TIERS: &[(&str, &[&str])] = &[
     (
         "leaves",
         &[
-            "error", "clock", "policy", "token", "types", "config", "observe",
+            "error", "clock", "policy", "token", "types", "config", "observe", "idmap",
         ],
     ),
     // `serde_impls` (with the async face and serde branch): the serde

@@ -242,7 +242,7 @@ impl Memory {
         RefreshHot {
             id: r.id,
             member,
-            verifier: r.verifier,
+            verifier: super::entries::VerifierHalf::of(&r.verifier),
             scopes: self.policy.set_of(&r.scopes),
             created_at: r.created_at,
             // Pending, it lives until the end of its claim window at most.
@@ -283,7 +283,7 @@ impl Memory {
 
 /// Notes an exchange at `at` as the family's last, unless a later one is.
 pub(super) fn note_exchange(parent: &RefreshHot, extra: &mut RefreshExtra, at: u64) {
-    extra.last_refresh = Some(extra.last_refresh.map_or(at, |l| l.max(at)));
+    extra.note_refresh(at);
     parent.note_use(at);
 }
 

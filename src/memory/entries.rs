@@ -26,6 +26,36 @@ pub(crate) const LIFE_PENDING: u8 = 4;
 /// [`LIFE_ROTATED`]; presented after its expiry, it is a reuse).
 pub(crate) const LIFE_SPENT: u8 = 8;
 
+/// What memory keeps of a token's verifier (the keyed blake3 of its
+/// secret, which its stored record holds whole): the first 16 bytes.
+/// Matching them by chance takes 2^128 guesses of a secret against a key
+/// the guesser does not know, as many as guessing the token's id and
+/// secret outright; and it halves what each entry spends on it.
+#[derive(Clone, Copy)]
+pub(crate) struct VerifierHalf([u8; 16]);
+
+impl VerifierHalf {
+    pub(crate) fn of(verifier: &[u8; 32]) -> VerifierHalf {
+        let mut half = [0u8; 16];
+        half.copy_from_slice(&verifier[..16]);
+        VerifierHalf(half)
+    }
+    /// Whether `verifier` (of a presented secret) matches, in constant
+    /// time: the words are folded without branching and only the result
+    /// is compared.
+    #[inline]
+    pub(crate) fn matches(&self, verifier: &[u8; 32]) -> bool {
+        use subtle::ConstantTimeEq;
+        let word = |b: &[u8], i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_ne_bytes(w)
+        };
+        let acc = (word(&self.0, 0) ^ word(verifier, 0)) | (word(&self.0, 1) ^ word(verifier, 1));
+        acc.ct_eq(&0).into()
+    }
+}
+
 /// Marks a member that is no longer in the organization.
 pub(crate) const ROLE_REMOVED: u8 = u8::MAX;
 
@@ -229,9 +259,9 @@ impl MemberHot {
 }
 
 /// Mutable bookkeeping of a refresh token, touched only by writers.
-#[derive(Default)]
 pub(crate) struct RefreshExtra {
-    pub(super) last_refresh: Option<u64>,
+    /// [`NEVER_REFRESHED`] until the first exchange known.
+    last_refresh: u64,
     /// The client of the last exchange, when its host passed one (boxed:
     /// one pointer while none is known).
     pub(super) client: Option<Box<ClientInfo>>,
@@ -239,7 +269,28 @@ pub(crate) struct RefreshExtra {
     pub(super) live: Live,
 }
 
+/// A refresh token's last exchange, before there is one (an `Option`
+/// would double the field).
+const NEVER_REFRESHED: u64 = u64::MAX;
+
+impl Default for RefreshExtra {
+    fn default() -> Self {
+        RefreshExtra {
+            last_refresh: NEVER_REFRESHED,
+            client: None,
+            live: Live::Empty,
+        }
+    }
+}
+
 impl RefreshExtra {
+    /// Notes an exchange at `at`, unless a later one is known.
+    pub(super) fn note_refresh(&mut self, at: u64) {
+        self.last_refresh = match self.last_refresh {
+            NEVER_REFRESHED => at,
+            l => l.max(at),
+        };
+    }
     /// The family's live access ids, oldest first.
     #[inline]
     pub(crate) fn live(&self) -> &[[u8; 16]] {
@@ -248,7 +299,7 @@ impl RefreshExtra {
     /// When the token was last exchanged, if known.
     #[inline]
     pub(crate) fn last_refresh(&self) -> Option<u64> {
-        self.last_refresh
+        Some(self.last_refresh).filter(|l| *l != NEVER_REFRESHED)
     }
     /// The client of the last exchange, if its host passed one.
     #[inline]
@@ -277,7 +328,7 @@ pub(crate) struct RefreshHot {
     pub(super) revoked: AtomicBool,
     /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`]).
     pub(super) life: AtomicU8,
-    pub(super) verifier: [u8; 32],
+    pub(super) verifier: VerifierHalf,
     /// When it was revoked (for the purge's retention); 0 if never.
     pub(super) revoked_at: AtomicU64,
     pub(super) extra: Mutex<RefreshExtra>,
@@ -294,9 +345,11 @@ impl RefreshHot {
     pub(crate) fn member(&self) -> &MemberHot {
         &self.member
     }
+    /// Whether `verifier` (of a presented secret) is the token's, in
+    /// constant time.
     #[inline]
-    pub(crate) fn verifier(&self) -> &[u8; 32] {
-        &self.verifier
+    pub(crate) fn verifier_matches(&self, verifier: &[u8; 32]) -> bool {
+        self.verifier.matches(verifier)
     }
     #[inline]
     pub(crate) fn scopes(&self) -> ScopeSet {
@@ -389,10 +442,10 @@ impl RefreshHot {
 /// as this does.
 const ACCESS_REVOKED: u64 = 1 << 33;
 
-/// 72 bytes: with its 16-byte key, an 88-byte slot of its table.
+/// 56 bytes: with its 16-byte key, a 72-byte slot of its table.
 pub(crate) struct AccessHot {
     pub(super) refresh: Arc<RefreshHot>,
-    pub(super) verifier: [u8; 32],
+    pub(super) verifier: VerifierHalf,
     pub(super) issued_at: u64,
     pub(super) expires_at: u64,
     /// The scopes it was narrowed to at exchange (all bits set when it was
@@ -412,7 +465,7 @@ impl AccessHot {
     pub(super) fn new(refresh: Arc<RefreshHot>, rec: &AccessRecord, scopes: ScopeSet) -> AccessHot {
         AccessHot {
             refresh,
-            verifier: rec.verifier,
+            verifier: VerifierHalf::of(&rec.verifier),
             issued_at: rec.issued_at,
             expires_at: rec.expires_at,
             scopes,
@@ -425,9 +478,11 @@ impl AccessHot {
     pub(crate) fn refresh(&self) -> &Arc<RefreshHot> {
         &self.refresh
     }
+    /// Whether `verifier` (of a presented secret) is the token's, in
+    /// constant time.
     #[inline]
-    pub(crate) fn verifier(&self) -> &[u8; 32] {
-        &self.verifier
+    pub(crate) fn verifier_matches(&self, verifier: &[u8; 32]) -> bool {
+        self.verifier.matches(verifier)
     }
     #[inline]
     pub(crate) fn issued_at(&self) -> u64 {
@@ -468,6 +523,17 @@ mod tests {
 
     fn member(org: &Arc<OrgHot>, user: &str) -> MemberHot {
         MemberHot::new(org.clone(), user, Role::User as u8, 0)
+    }
+
+    /// The entries keep their sizes: an access entry in a 72-byte slot of
+    /// its table, a refresh entry in a 160-byte heap block (144 bytes and
+    /// two reference counts, rounded up by the allocator).
+    #[test]
+    fn entries_keep_their_sizes() {
+        assert_eq!(std::mem::size_of::<AccessHot>(), 56);
+        assert_eq!(std::mem::size_of::<Option<AccessHot>>(), 56);
+        assert!(std::mem::size_of::<RefreshHot>() <= 144);
+        assert!(std::mem::size_of::<RefreshExtra>() <= 40);
     }
 
     /// The per-thread names cache never answers with another member's

@@ -251,19 +251,6 @@ fn verifier(key: &[u8; 32], secret: &[u8; 32]) -> [u8; 32] {
     *blake3::keyed_hash(key, secret).as_bytes()
 }
 
-/// Constant-time equality of two verifiers: the words are folded without
-/// branching and only the folded result is compared, in constant time.
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let mut acc = 0u64;
-    for i in 0..4 {
-        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
-        x.copy_from_slice(&a[i * 8..i * 8 + 8]);
-        y.copy_from_slice(&b[i * 8..i * 8 + 8]);
-        acc |= u64::from_ne_bytes(x) ^ u64::from_ne_bytes(y);
-    }
-    acc.ct_eq(&0).into()
-}
-
 impl Inner {
     fn now(&self) -> u64 {
         self.clock.now()

@@ -339,7 +339,7 @@ impl TokenStore {
             .ok_or(Error::InvalidToken)?;
         let v = verifier(&inner.access_key, &parsed.secret.0);
         let found = fresh.access_with(&parsed.id.0, |a| {
-            a.filter(|a| ct_eq(a.verifier(), &v))
+            a.filter(|a| a.verifier_matches(&v))
                 .map(|a| (a.refresh().clone(), a.revocable()))
         });
         let (parent, revocable) = found.ok_or(Error::InvalidToken)?;

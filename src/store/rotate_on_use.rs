@@ -171,7 +171,7 @@ impl TokenStore {
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let hot = fresh
             .refresh(&parsed.id.0)
-            .filter(|r| ct_eq(r.verifier(), &v))
+            .filter(|r| r.verifier_matches(&v))
             .ok_or(Error::InvalidToken)?;
         // Only a token its organization rotates, or one spent already,
         // takes the write path; every other refresh is an exchange.

@@ -159,7 +159,7 @@ impl TokenStore {
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let parent = fresh
             .refresh(&parsed.id.0)
-            .filter(|r| ct_eq(r.verifier(), &v))
+            .filter(|r| r.verifier_matches(&v))
             .ok_or(Error::InvalidToken)?;
         let now = inner.now();
         // A spent token presented past its leeway is a reuse (see
@@ -362,7 +362,7 @@ impl TokenStore {
             let v = verifier(&inner.access_key, &u.parsed.secret.0);
             // The verify rule (see `token::Unchecked`): checksum first.
             let a = match a {
-                Some(a) if ct_eq(a.verifier(), &v) => a,
+                Some(a) if a.verifier_matches(&v) => a,
                 _ if !u.checksum_ok(&inner.prefix, kind) => return Err(checksum_mismatch()),
                 _ => return Err(Error::InvalidToken),
             };
@@ -429,7 +429,7 @@ impl TokenStore {
         let v = verifier(&inner.refresh_key, &parsed.secret.0);
         let hot = fresh
             .refresh(&parsed.id.0)
-            .filter(|r| ct_eq(r.verifier(), &v))
+            .filter(|r| r.verifier_matches(&v))
             .ok_or(Error::InvalidToken)?;
         let now = inner.now();
         hot.usable(now).check()?;

@@ -11,8 +11,8 @@
 //! it as it was). A writer holds the lock of its family's shard from
 //! choosing a slot to noting it, so two writers never choose the same one.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
+use std::hash::Hasher;
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -33,7 +33,7 @@ impl Hasher for IdHasher {
     }
 }
 
-type Families = HashMap<[u8; 16], Family, BuildHasherDefault<IdHasher>>;
+type Families = crate::idmap::IdMap<Family>;
 
 const SHARDS: usize = 64;
 
@@ -275,7 +275,7 @@ impl Slots {
     /// left empty is dropped.
     pub(super) fn with<R>(&self, family: &[u8; 16], f: impl FnOnce(&mut Family) -> R) -> R {
         let mut shard = self.shards[shard_of(family)].lock();
-        let fam = shard.entry(*family).or_default();
+        let fam = shard.get_or_insert_with(*family, Family::default);
         let r = f(fam);
         if fam.is_empty() {
             shard.remove(family);
@@ -307,7 +307,9 @@ impl Slots {
     /// (from several threads at once).
     pub(super) fn loaded(&self, family: &[u8; 16], id: [u8; 16], slot: u32) {
         let mut shard = self.shards[shard_of(family)].lock();
-        shard.entry(*family).or_default().loaded(id, slot);
+        shard
+            .get_or_insert_with(*family, Family::default)
+            .loaded(id, slot);
     }
 
     /// Once every record is loaded: each family's unused slots below its

@@ -1,0 +1,414 @@
+//! A map from 16-byte random ids to values, in one flat table.
+//!
+//! Every token the store holds sits in such tables (memory's maps by token
+//! id, the sled backend's slot table by family), so their cost per entry
+//! is most of the store's memory per token, and a lookup of one is the
+//! verification's first read of main memory. A general hash map pays for
+//! both twice: its table grows by doubling (at a random size it is on
+//! average three quarters full, and just after growing, half), and a
+//! lookup reads a control byte in one place and the entry in another.
+//!
+//! [`IdMap`] keeps each entry (key and value, inline) in one array whose
+//! size is any number, not a power of two, kept between 57 % and 85 %
+//! full, and sized once to the number it is reserved for (as when a store
+//! loads). It finds an id by linear probing from the slot the id's own
+//! bits choose, in Robin Hood order (an entry far from its home slot is
+//! never passed by one nearer to its own), so that a lookup reads one
+//! place of memory, the entry found a slot or two from where it began,
+//! and a lookup of an absent id stops as early as that of a present one.
+//! Removal shifts the entries after it back (no tombstones).
+//!
+//! Ids are random (the store draws them), so their bits are the hash: the
+//! second eight bytes of the id choose the slot. An id presented by a
+//! client costs at most the probe of an absent one; it cannot place
+//! anything in the table.
+
+/// One slot: a key and its value, or nothing (`val` is `None`; the key is
+/// then meaningless).
+pub(crate) struct Slot<V> {
+    key: [u8; 16],
+    val: Option<V>,
+}
+
+/// Entries per 100 slots at most; a table about to pass it grows.
+const MAX_LOAD_PERCENT: usize = 85;
+
+/// A map from 16-byte ids to `V` (see the module doc).
+pub(crate) struct IdMap<V> {
+    slots: Box<[Slot<V>]>,
+    len: usize,
+}
+
+impl<V> Default for IdMap<V> {
+    fn default() -> Self {
+        IdMap::new()
+    }
+}
+
+/// The id's own bits, as a number.
+#[inline(always)]
+fn bits(key: &[u8; 16]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[8..]);
+    u64::from_le_bytes(b)
+}
+
+fn empty_slots<V>(n: usize) -> Box<[Slot<V>]> {
+    (0..n)
+        .map(|_| Slot {
+            key: [0; 16],
+            val: None,
+        })
+        .collect()
+}
+
+impl<V> IdMap<V> {
+    /// An empty map (no allocation until the first insert).
+    pub(crate) fn new() -> Self {
+        IdMap {
+            slots: Box::new([]),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// How many entries it holds before it grows.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len() * MAX_LOAD_PERCENT / 100
+    }
+
+    /// The slot where the search for `key` begins: the id's bits scaled to
+    /// the table's size (a multiply, not a division).
+    #[inline(always)]
+    fn home(&self, key: &[u8; 16]) -> usize {
+        ((bits(key) as u128 * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// How far slot `i` is from the home slot of `key`.
+    #[inline(always)]
+    fn distance(&self, i: usize, key: &[u8; 16]) -> usize {
+        let home = self.home(key);
+        if i >= home {
+            i - home
+        } else {
+            i + self.slots.len() - home
+        }
+    }
+
+    #[inline(always)]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// The slot holding `key`, if any.
+    #[inline(always)]
+    fn find(&self, key: &[u8; 16]) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut i = self.home(key);
+        let mut d = 0;
+        loop {
+            let s = &self.slots[i];
+            s.val.as_ref()?;
+            if s.key == *key {
+                return Some(i);
+            }
+            // In Robin Hood order, `key` would sit before any entry nearer
+            // to its own home than `key` is to its.
+            if self.distance(i, &s.key) < d {
+                return None;
+            }
+            d += 1;
+            i = self.next(i);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(&self, key: &[u8; 16]) -> Option<&V> {
+        let i = self.find(key)?;
+        self.slots[i].val.as_ref()
+    }
+
+    pub(crate) fn contains_key(&self, key: &[u8; 16]) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// Makes room for `additional` more entries without growing.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let want = self.len.saturating_add(additional);
+        if want > self.capacity() {
+            self.resize(want.saturating_mul(100) / MAX_LOAD_PERCENT + 1);
+        }
+    }
+
+    fn resize(&mut self, slots: usize) {
+        let old = std::mem::replace(&mut self.slots, empty_slots(slots.max(1)));
+        self.len = 0;
+        for s in old.into_vec() {
+            if let Some(v) = s.val {
+                self.put_absent(s.key, v);
+            }
+        }
+    }
+
+    /// Inserts `val` at `key`, returning the value it replaces.
+    pub(crate) fn insert(&mut self, key: [u8; 16], val: V) -> Option<V> {
+        if let Some(i) = self.find(&key) {
+            return self.slots[i].val.replace(val);
+        }
+        self.insert_absent(key, val);
+        None
+    }
+
+    /// Inserts `val` at `key` unless `key` is taken; says whether it did.
+    pub(crate) fn insert_new(&mut self, key: [u8; 16], val: V) -> bool {
+        if self.find(&key).is_some() {
+            return false;
+        }
+        self.insert_absent(key, val);
+        true
+    }
+
+    /// The value at `key`, put there by `make` if there was none.
+    pub(crate) fn get_or_insert_with(&mut self, key: [u8; 16], make: impl FnOnce() -> V) -> &mut V {
+        let i = match self.find(&key) {
+            Some(i) => i,
+            None => {
+                self.insert_absent(key, make());
+                self.find(&key).expect("an entry just inserted is found")
+            }
+        };
+        self.slots[i]
+            .val
+            .as_mut()
+            .expect("a found slot holds a value")
+    }
+
+    /// Inserts an entry whose key the map does not hold.
+    fn insert_absent(&mut self, key: [u8; 16], val: V) {
+        if self.len + 1 > self.capacity() {
+            // Half again as large: grown step by step, a table is between
+            // 57 % and 85 % full.
+            let n = self.slots.len();
+            self.resize((n + n / 2).max(8));
+        }
+        self.put_absent(key, val);
+    }
+
+    /// Puts an entry whose key the map does not hold in a table with room
+    /// for it: from its home slot on, taking the place of the first entry
+    /// nearer to its own home, which moves on in its stead.
+    fn put_absent(&mut self, mut key: [u8; 16], val: V) {
+        let mut val = Some(val);
+        let mut i = self.home(&key);
+        let mut d = 0;
+        loop {
+            if self.slots[i].val.is_none() {
+                self.slots[i] = Slot { key, val };
+                self.len += 1;
+                return;
+            }
+            let theirs = self.distance(i, &self.slots[i].key);
+            if theirs < d {
+                let s = &mut self.slots[i];
+                std::mem::swap(&mut s.key, &mut key);
+                std::mem::swap(&mut s.val, &mut val);
+                d = theirs;
+            }
+            d += 1;
+            i = self.next(i);
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    pub(crate) fn remove(&mut self, key: &[u8; 16]) -> Option<V> {
+        let mut i = self.find(key)?;
+        let val = self.slots[i].val.take();
+        self.len -= 1;
+        // The entries after it that are not at home move back one slot.
+        loop {
+            let j = self.next(i);
+            let shift = match &self.slots[j].val {
+                Some(_) => self.distance(j, &self.slots[j].key) > 0,
+                None => false,
+            };
+            if !shift {
+                return val;
+            }
+            let moved = Slot {
+                key: self.slots[j].key,
+                val: self.slots[j].val.take(),
+            };
+            self.slots[i] = moved;
+            i = j;
+        }
+    }
+
+    /// Removes every entry, keeping the table.
+    pub(crate) fn clear(&mut self) {
+        for s in self.slots.iter_mut() {
+            s.val = None;
+        }
+        self.len = 0;
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8; 16], &V)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.val.as_ref().map(|v| (&s.key, v)))
+    }
+
+    /// Every value, to change, in no particular order.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.slots.iter_mut().filter_map(|s| s.val.as_mut())
+    }
+}
+
+impl<V> IntoIterator for IdMap<V> {
+    type Item = ([u8; 16], V);
+    type IntoIter =
+        std::iter::FilterMap<std::vec::IntoIter<Slot<V>>, fn(Slot<V>) -> Option<([u8; 16], V)>>;
+    fn into_iter(self) -> Self::IntoIter {
+        fn entry<V>(s: Slot<V>) -> Option<([u8; 16], V)> {
+            s.val.map(|v| (s.key, v))
+        }
+        self.slots.into_vec().into_iter().filter_map(entry::<V>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u32),
+        InsertNew(u8, u32),
+        Remove(u8),
+        Get(u8),
+        Reserve(u8),
+        Clear,
+    }
+
+    /// Ids from a small pool, so operations meet the same ids, with bits
+    /// that often share a home slot (the pool's ids differ in few bits).
+    fn id(n: u8) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[0] = n;
+        k[15] = n / 4;
+        k[8] = n.wrapping_mul(37);
+        k
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (any::<u8>(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            2 => (any::<u8>(), any::<u32>()).prop_map(|(k, v)| Op::InsertNew(k, v)),
+            4 => any::<u8>().prop_map(Op::Remove),
+            3 => any::<u8>().prop_map(Op::Get),
+            1 => any::<u8>().prop_map(Op::Reserve),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of operations answers as a `HashMap` does, and the
+        /// table keeps its Robin Hood order.
+        #[test]
+        fn behaves_as_a_hash_map(ops in proptest::collection::vec(op(), 1..400)) {
+            let mut m = IdMap::new();
+            let mut model: HashMap<[u8; 16], u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => prop_assert_eq!(m.insert(id(k), v), model.insert(id(k), v)),
+                    Op::InsertNew(k, v) => {
+                        let fresh = !model.contains_key(&id(k));
+                        if fresh {
+                            model.insert(id(k), v);
+                        }
+                        prop_assert_eq!(m.insert_new(id(k), v), fresh);
+                    }
+                    Op::Remove(k) => prop_assert_eq!(m.remove(&id(k)), model.remove(&id(k))),
+                    Op::Get(k) => {
+                        prop_assert_eq!(m.get(&id(k)), model.get(&id(k)));
+                        prop_assert_eq!(m.contains_key(&id(k)), model.contains_key(&id(k)));
+                    }
+                    Op::Reserve(n) => {
+                        m.reserve(n as usize);
+                        prop_assert!(m.capacity() >= m.len() + n as usize);
+                    }
+                    Op::Clear => {
+                        m.clear();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(m.len(), model.len());
+                prop_assert!(m.len() <= m.capacity());
+                // Robin Hood order: along the table, an entry is at most
+                // one slot farther from its home than the entry before it.
+                let n = m.slots.len();
+                for i in 0..n {
+                    let j = (i + 1) % n;
+                    if m.slots[j].val.is_some() {
+                        let dj = m.distance(j, &m.slots[j].key);
+                        match &m.slots[i].val {
+                            Some(_) => {
+                                let di = m.distance(i, &m.slots[i].key);
+                                prop_assert!(dj <= di + 1, "slot {} is {} from home after {}", j, dj, di);
+                            }
+                            None => prop_assert_eq!(dj, 0, "slot {} after an empty one", j),
+                        }
+                    }
+                }
+            }
+            let mut seen: Vec<([u8; 16], u32)> = m.iter().map(|(k, v)| (*k, *v)).collect();
+            let mut want: Vec<([u8; 16], u32)> = model.into_iter().collect();
+            seen.sort_unstable();
+            want.sort_unstable();
+            prop_assert_eq!(&seen, &want);
+            let mut taken: Vec<([u8; 16], u32)> = m.into_iter().collect();
+            taken.sort_unstable();
+            prop_assert_eq!(taken, want);
+        }
+    }
+
+    /// Reserved for what it will hold, a table of random ids is filled to
+    /// most of its size without growing, and every id is found.
+    #[test]
+    fn a_reserved_table_fills_without_growing() {
+        let n = 10_000;
+        let mut m = IdMap::new();
+        m.reserve(n);
+        let slots = m.slots.len();
+        let ids: Vec<[u8; 16]> = (0..n as u32)
+            .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+            .map(|h| {
+                let mut k = [0u8; 16];
+                k.copy_from_slice(&h[..16]);
+                k
+            })
+            .collect();
+        for (i, k) in ids.iter().enumerate() {
+            assert!(m.insert_new(*k, i));
+        }
+        assert_eq!(m.slots.len(), slots, "no growth");
+        assert!(n * 100 / slots >= 80, "{n} entries in {slots} slots");
+        for (i, k) in ids.iter().enumerate() {
+            assert_eq!(m.get(k), Some(&i));
+        }
+        let mut absent = ids[0];
+        absent[3] ^= 1;
+        assert_eq!(m.get(&absent), None);
+    }
+}
