@@ -125,6 +125,11 @@ impl fmt::Debug for Config {
     }
 }
 
+/// The smallest page cache [`Config::cache_bytes`] accepts (sled's own
+/// floor is 256 bytes, and it panics below it; a page is the least that
+/// makes sense).
+const MIN_CACHE_BYTES: u64 = 4096;
+
 impl Config {
     fn base(path: Option<PathBuf>) -> Self {
         Config {
@@ -279,7 +284,8 @@ impl Config {
         self
     }
 
-    /// Bytes of page cache the storage engine may use (default 64 MiB).
+    /// Bytes of page cache the storage engine may use (default 64 MiB, at
+    /// least 4096: opening refuses less with [`Error::InvalidArgument`]).
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.cache_bytes = bytes;
         self
@@ -365,6 +371,11 @@ impl Config {
             return Err(Error::InvalidArgument(
                 "max_live_tokens_per_member must be at least 1".into(),
             ));
+        }
+        if self.cache_bytes < MIN_CACHE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "cache_bytes must be at least {MIN_CACHE_BYTES}"
+            )));
         }
         if self.lazy_flush_every == 0 {
             return Err(Error::InvalidArgument(

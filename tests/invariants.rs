@@ -487,6 +487,22 @@ fn the_store_key_is_checked() {
     assert!(!missing.exists());
 }
 
+/// A page cache too small for the storage engine is refused at open,
+/// before anything is created (the engine itself would panic on it).
+#[test]
+fn a_cache_too_small_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    for bytes in [0, 1, 255, 4095] {
+        let e = Config::new(&path).cache_bytes(bytes).open().unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{bytes}: {e}");
+        assert!(e.to_string().contains("cache_bytes"), "{e}");
+        assert!(!path.exists());
+    }
+    let store = Config::new(&path).cache_bytes(4096).open().unwrap();
+    store.add_member("a", "o", Role::Owner).unwrap();
+}
+
 #[test]
 fn bad_arguments_are_refused_cleanly() {
     let store = TokenStore::temporary().unwrap();
