@@ -177,6 +177,7 @@ fn build_child(
     })?;
     store.flush()?;
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
+    eprintln!("built in {:.1} s; closing it ...", build_ms / 1e3);
     let to_revoke = revoke_set(&store, revokes)?;
     store.flush()?;
     // A clean shutdown: `close` checkpoints sled (see its docs), so the
@@ -184,6 +185,10 @@ fn build_child(
     let t = Instant::now();
     store.close()?;
     let close_ms = t.elapsed().as_secs_f64() * 1e3;
+    eprintln!(
+        "closed in {:.1} s; building the floor database ...",
+        close_ms / 1e3
+    );
     let t = Instant::now();
     let floor = floor_db(&dir.join("floor"), layout.tokens() as u64);
     drop(floor);
