@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tokenvault::{Actor, ClientInfo, Config, ManualClock, Role, TokenStore};
+use tokenvault::{Actor, ClientInfo, ManualClock, Role, TokenStore};
 
 const T0: u64 = 1_800_000_000;
 
@@ -447,20 +447,11 @@ fn a_router_without_a_peer_records_the_agent_only() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn the_last_client_on_a_shared_store() {
-    use tokenvault::{PostgresOptions, StoreKey};
     let Some(db) = common::pg::ScratchDb::new("last_use") else {
         return;
     };
-    let url = db.url.clone();
-    let key = StoreKey::generate().unwrap();
     let clock = ManualClock::new(T0);
-    let open = || {
-        Config::postgres_with(PostgresOptions::new(&url).pool_size(2))
-            .key(key.clone())
-            .clock(clock.clone())
-            .open()
-            .unwrap()
-    };
+    let open = db.replicas_on(&clock);
     let one = open();
     let (_, _, uma) = common::store::seed_acme(&one);
     let t = one.generate(&uma, Default::default()).unwrap();

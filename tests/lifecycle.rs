@@ -690,20 +690,11 @@ fn a_pending_token_and_its_claim_survive_a_reopen() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn lifecycle_on_a_shared_store() {
-    use tokenvault::{Config, PostgresOptions, StoreKey};
     let Some(db) = common::pg::ScratchDb::new("lifecycle") else {
         return;
     };
-    let url = db.url.clone();
-    let key = StoreKey::generate().unwrap();
     let clock = ManualClock::new(T0);
-    let open = || {
-        Config::postgres_with(PostgresOptions::new(&url).pool_size(2))
-            .key(key.clone())
-            .clock(clock.clone())
-            .open()
-            .unwrap()
-    };
+    let open = db.replicas_on(&clock);
     {
         let (one, two) = (open(), open());
         let (olivia, _, uma) = common::store::seed_acme(&one);
@@ -792,5 +783,4 @@ fn lifecycle_on_a_shared_store() {
         assert!(three.check_integrity().unwrap().is_clean());
         three.close().unwrap();
     }
-    drop(db);
 }

@@ -384,20 +384,11 @@ async fn the_async_face_rotates_too() {
 #[test]
 #[ignore = "needs PostgreSQL: .ci/postgres.sh"]
 fn rotation_on_use_on_a_shared_store() {
-    use tokenvault::{PostgresOptions, StoreKey};
     let Some(db) = common::pg::ScratchDb::new("rotate_on_use") else {
         return;
     };
-    let url = db.url.clone();
-    let key = StoreKey::generate().unwrap();
     let clock = ManualClock::new(T0);
-    let open = || {
-        Config::postgres_with(PostgresOptions::new(&url).pool_size(2))
-            .key(key.clone())
-            .clock(clock.clone())
-            .open()
-            .unwrap()
-    };
+    let open = db.replicas_on(&clock);
     {
         let (one, two) = (open(), open());
         let (olivia, _, uma) = common::store::seed_acme(&one);
@@ -431,5 +422,4 @@ fn rotation_on_use_on_a_shared_store() {
         assert!(three.check_integrity().unwrap().is_clean());
         three.close().unwrap();
     }
-    drop(db);
 }

@@ -3,7 +3,7 @@
 //! ends, passed or failed.
 
 use postgres::{Client, NoTls};
-use tokenvault::{Config, PostgresOptions, StoreKey, TokenStore};
+use tokenvault::{Config, ManualClock, PostgresOptions, StoreKey, TokenStore};
 
 /// A database of its own for one test; dropped (with its connections) on
 /// drop.
@@ -43,12 +43,28 @@ impl ScratchDb {
     /// Opens replicas of one store on this database: each call opens
     /// another, all with the same new key and a pool of two connections.
     pub fn replicas(&self) -> impl Fn() -> TokenStore + '_ {
+        self.replicas_with(|c| c)
+    }
+
+    /// [`ScratchDb::replicas`], every replica on `clock`.
+    #[allow(dead_code)]
+    pub fn replicas_on(&self, clock: &ManualClock) -> impl Fn() -> TokenStore + '_ {
+        let clock = clock.clone();
+        self.replicas_with(move |c| c.clock(clock.clone()))
+    }
+
+    fn replicas_with<'a>(
+        &'a self,
+        more: impl Fn(Config) -> Config + 'a,
+    ) -> impl Fn() -> TokenStore + 'a {
         let key = StoreKey::generate().unwrap();
         move || {
-            Config::postgres_with(PostgresOptions::new(&self.url).pool_size(2))
-                .key(key.clone())
-                .open()
-                .unwrap()
+            more(
+                Config::postgres_with(PostgresOptions::new(&self.url).pool_size(2))
+                    .key(key.clone()),
+            )
+            .open()
+            .unwrap()
         }
     }
 }
