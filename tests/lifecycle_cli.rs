@@ -6,67 +6,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use assert_cmd::Command;
 use common::args::words;
+use common::vault::Vault;
 use serde_json::Value;
 
-struct Vault {
-    dir: tempfile::TempDir,
-    db: PathBuf,
-}
-
-impl Vault {
-    /// A store with acme: olivia (owner), adam (admin), uma (user).
-    fn seeded() -> Vault {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("tokens.db");
-        let v = Vault { dir, db };
-        v.ok(&["init"]);
-        for (user, role) in [("olivia", "owner"), ("adam", "admin"), ("uma", "user")] {
-            v.ok(&["member", "add", "acme", user, role]);
-        }
-        v
-    }
-
-    fn run(&self, args: &[&str]) -> (Option<i32>, Value) {
-        let out = Command::cargo_bin("tokenvault")
-            .unwrap()
-            .current_dir(self.dir.path())
-            .env_remove("TOKENVAULT_DB")
-            .arg("--db")
-            .arg(&self.db)
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        let text = if out.stdout.is_empty() {
-            &out.stderr
-        } else {
-            &out.stdout
-        };
-        let doc = serde_json::from_slice(text).unwrap_or_else(|e| {
-            panic!(
-                "{args:?}: not JSON ({e}): {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code(), doc)
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        let (code, doc) = self.run(args);
-        assert_eq!(code, Some(0), "{args:?}: {doc}");
-        doc
-    }
-
-    fn fail(&self, args: &[&str], code: i32, kind: &str) {
-        let (got, doc) = self.run(args);
-        assert_eq!(got, Some(code), "{args:?}: {doc}");
-        assert_eq!(doc["error"]["kind"], kind, "{args:?}: {doc}");
-    }
+/// A store with acme: olivia (owner), adam (admin), uma (user).
+fn seeded() -> Vault {
+    Vault::with_acme(&[("olivia", "owner"), ("adam", "admin"), ("uma", "user")])
 }
 
 fn keys(v: &Value) -> Vec<String> {
@@ -81,7 +27,7 @@ fn s(v: &Value) -> &str {
 
 #[test]
 fn rotate_prints_the_new_token_and_what_it_replaces() {
-    let v = Vault::seeded();
+    let v = seeded();
     let old = v.ok(&words(
         "token generate --as acme/uma --label ci --scopes read --expires-in 30d",
     ));
@@ -158,7 +104,7 @@ fn rotate_prints_the_new_token_and_what_it_replaces() {
 
 #[test]
 fn rotate_refuses_bad_input_and_others_tokens() {
-    let v = Vault::seeded();
+    let v = seeded();
     let t = v.ok(&["token", "generate", "--as", "acme/uma"]);
     let id = s(&t["id"]);
     for bad in ["-1", "1x", "1h30", "soon", ""] {
@@ -186,7 +132,7 @@ fn rotate_refuses_bad_input_and_others_tokens() {
 
 #[test]
 fn disable_and_enable_print_the_id_and_state() {
-    let v = Vault::seeded();
+    let v = seeded();
     let t = v.ok(&["token", "generate", "--as", "acme/uma"]);
     let id = s(&t["id"]);
     let access = v.ok(&["exchange", s(&t["token"])]);
@@ -231,7 +177,7 @@ fn disable_and_enable_print_the_id_and_state() {
 
 #[test]
 fn org_policy_prints_and_changes_the_policy() {
-    let v = Vault::seeded();
+    let v = seeded();
     let p = v.ok(&["org", "policy", "--as", "acme/olivia"]);
     assert_eq!(
         p,
@@ -281,7 +227,7 @@ fn org_policy_prints_and_changes_the_policy() {
 
 #[test]
 fn a_pending_assignment_prints_no_secret_and_the_member_claims_it() {
-    let v = Vault::seeded();
+    let v = seeded();
     let a = v.ok(&words(
         "token assign --as acme/olivia --to uma --label ci --pending",
     ));

@@ -13,6 +13,8 @@ pub mod http;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod store;
+#[cfg(feature = "cli")]
+pub mod vault;
 
 #[allow(unused_imports)]
 pub use store::raw_sled;
