@@ -149,6 +149,14 @@ impl<V> IdMap<V> {
         }
     }
 
+    /// Makes room for as many entries as a sibling table holding
+    /// `sibling` (a shard beside this one, of ids from the same random
+    /// source: shards fill alike, within a few percent of each other, the
+    /// deviation of a count being its square root), and some.
+    pub(crate) fn reserve_like(&mut self, sibling: usize) {
+        self.reserve(sibling + sibling / 16 + 16);
+    }
+
     fn resize(&mut self, slots: usize) {
         let old = std::mem::replace(&mut self.slots, empty_slots(slots.max(1)));
         self.len = 0;

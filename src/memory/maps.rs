@@ -35,13 +35,6 @@ fn shard_index(id: &[u8; 16]) -> usize {
     id[0] as usize * SHARDS / 256
 }
 
-/// Room for a shard's entries when the shard before it holds `hint`: ids
-/// are random, so shards fill alike, within a few percent of each other
-/// (the deviation of a shard's count is its square root).
-fn room_for(hint: usize) -> usize {
-    hint + hint / 16 + 16
-}
-
 /// One shard on cache lines of its own (128 bytes: a line and the one the
 /// prefetcher pairs with it), so that a writer of one shard does not evict
 /// another's table header from other cores.
@@ -112,7 +105,7 @@ impl<V> Sharded<V> {
             // rather than growing step by step. (Not waiting for that
             // shard: it may be another loader's.)
             let hint = self.shards[i - 1].try_read().map_or(0, |p| p.len());
-            g.reserve(room_for(hint));
+            g.reserve_like(hint);
         }
         g.insert(id, v);
     }
@@ -124,7 +117,7 @@ impl<V> Sharded<V> {
         if g.capacity() == 0 && i > 0 {
             // As `insert`.
             let hint = self.shards[i - 1].try_read().map_or(0, |p| p.len());
-            g.reserve(room_for(hint));
+            g.reserve_like(hint);
         }
         g.insert_new(id, v)
     }

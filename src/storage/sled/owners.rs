@@ -29,21 +29,33 @@ type Orgs = HashMap<Box<str>, OrgTokens>;
 
 const SHARDS: usize = 32;
 
+/// The tokens of `org`'s member `user` in `orgs`, an empty list made for
+/// them if they had none (the names copied only then).
+fn tokens_of<'a>(orgs: &'a mut Orgs, org: &str, user: &str) -> &'a mut Tokens {
+    if !orgs.contains_key(org) {
+        orgs.insert(org.into(), OrgTokens::default());
+    }
+    let users = orgs.get_mut(org).expect("just made");
+    if !users.contains_key(user) {
+        users.insert(user.into(), Tokens::default());
+    }
+    users.get_mut(user).expect("just made")
+}
+
 fn shard_of(org: &str) -> usize {
     let mut h = DefaultHasher::new();
     org.hash(&mut h);
     (h.finish() % SHARDS as u64) as usize
 }
 
-/// One loaded record, before it is sorted into the table.
-type Found = (Box<str>, Box<str>, [u8; 16], u64);
-
 pub(super) struct Owners {
     shards: Box<[RwLock<Orgs>]>,
-    /// Records found by each loader thread (by its part), sorted into the
-    /// table by [`Owners::finish_load`]: the threads do not meet on the
-    /// table's locks.
-    found: Box<[Mutex<Vec<Found>>]>,
+    /// Records found by each loader thread (by its part), already grouped
+    /// by organization and member (a name is copied once per member and
+    /// part, not once per token), merged into the table by
+    /// [`Owners::finish_load`]: the threads do not meet on the table's
+    /// locks.
+    found: Box<[Mutex<Orgs>]>,
 }
 
 impl Owners {
@@ -56,9 +68,8 @@ impl Owners {
 
     /// Notes a stored refresh record found by loader part `part`.
     pub(super) fn loaded(&self, part: usize, org: &str, user: &str, id: [u8; 16], seq: u64) {
-        self.found[part % self.found.len()]
-            .lock()
-            .push((org.into(), user.into(), id, seq));
+        let mut found = self.found[part % self.found.len()].lock();
+        tokens_of(&mut found, org, user).insert(id, seq);
     }
 
     /// Forgets everything (before a load).
@@ -71,34 +82,30 @@ impl Owners {
         }
     }
 
-    /// Sorts what the loader threads found into the table.
+    /// Merges what the loader threads found into the table: a member's
+    /// tokens found by one part only move over whole.
     pub(super) fn finish_load(&self) {
         for part in self.found.iter() {
             let found = std::mem::take(&mut *part.lock());
-            for (org, user, id, seq) in found {
-                self.put(org, user, id, seq);
-            }
-        }
-    }
-
-    fn put(&self, org: Box<str>, user: Box<str>, id: [u8; 16], seq: u64) {
-        let mut shard = self.shards[shard_of(&org)].write();
-        let users = shard.entry(org).or_default();
-        match users.get_mut(&user) {
-            Some(tokens) => {
-                tokens.insert(id, seq);
-            }
-            None => {
-                let mut tokens = Tokens::default();
-                tokens.insert(id, seq);
-                users.insert(user, tokens);
+            for (org, members) in found {
+                let mut shard = self.shards[shard_of(&org)].write();
+                let users = shard.entry(org).or_default();
+                for (user, tokens) in members {
+                    match users.get_mut(&user) {
+                        Some(held) => held.extend(tokens),
+                        None => {
+                            users.insert(user, tokens);
+                        }
+                    }
+                }
             }
         }
     }
 
     /// Notes a refresh record just written (`seq`: its issue event's, or 0).
     pub(super) fn issued(&self, org: &str, user: &str, id: [u8; 16], seq: u64) {
-        self.put(org.into(), user.into(), id, seq);
+        let mut shard = self.shards[shard_of(org)].write();
+        tokens_of(&mut shard, org, user).insert(id, seq);
     }
 
     /// Forgets a refresh record just deleted.

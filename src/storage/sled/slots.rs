@@ -37,8 +37,11 @@ type Families = crate::idmap::IdMap<Family>;
 
 const SHARDS: usize = 64;
 
+/// By the family's leading bits: a load, which meets families in key
+/// order, fills one shard after another, each sized from the one before
+/// (see [`Slots::loaded`]).
 fn shard_of(family: &[u8; 16]) -> usize {
-    family[0] as usize % SHARDS
+    family[0] as usize * SHARDS / 256
 }
 
 /// The slots of one family's stored access records.
@@ -306,7 +309,16 @@ impl Slots {
     /// Notes a record found stored in `slot` of `family` while loading
     /// (from several threads at once).
     pub(super) fn loaded(&self, family: &[u8; 16], id: [u8; 16], slot: u32) {
-        let mut shard = self.shards[shard_of(family)].lock();
+        let i = shard_of(family);
+        let mut shard = self.shards[i].lock();
+        if shard.capacity() == 0 && i > 0 {
+            // A shard's first family: ids are random, so shards fill
+            // alike, and the shard before it has just been filled (unless
+            // another loader holds it: not waited for). Room for as many,
+            // and some, at once rather than growing step by step.
+            let hint = self.shards[i - 1].try_lock().map_or(0, |p| p.len());
+            shard.reserve_like(hint);
+        }
         shard
             .get_or_insert_with(*family, Family::default)
             .loaded(id, slot);
