@@ -23,6 +23,25 @@
 //! client costs at most the probe of an absent one; it cannot place
 //! anything in the table.
 
+/// For the standard maps and sets of ids that remain (a member's token
+/// lists): ids are random, so a fold of their bytes is already a good
+/// hash, the second eight bytes XORed with the first eight rotated.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+}
+
 /// One slot: a key and its value, or nothing (`val` is `None`; the key is
 /// then meaningless).
 pub(crate) struct Slot<V> {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::live::Live;
-use super::maps::IdHasher;
 use crate::codec::{AccessRecord, OrgPolicyRecord};
+use crate::idmap::IdHasher;
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
 use crate::types::ClientInfo;

@@ -1,33 +1,11 @@
 //! The sharded maps from token id to entry that verification reads.
 //! Read from anywhere; changed only by memory's own mutators.
 
-use std::hash::Hasher;
 use std::sync::{PoisonError, TryLockError};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use crate::idmap::IdMap;
-
-/// Ids are random, so a fold of their bytes is already a good hash: the
-/// second eight bytes, XORed with the first eight rotated. The leading
-/// byte, which picks the shard (and so is nearly fixed within one), lands
-/// on bits 5 to 12, where it is XORed with random bits of the second half:
-/// buckets and tags stay evenly spread.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
-        }
-    }
-}
 
 const SHARDS: usize = 128;
 
@@ -84,8 +62,8 @@ impl<V> Sharded<V> {
     /// (as a store's trees hold them, and as opening a store loads them)
     /// fill one shard after another, each while its table is in the cache,
     /// and threads loading different key ranges write different shards.
-    /// Within a shard, buckets come from bytes the shard does not use
-    /// (see [`IdHasher`]), so they stay evenly spread.
+    /// Within a shard, slots come from bytes the shard does not use (see
+    /// [`IdMap`]), so they stay evenly spread.
     fn shard(&self, id: &[u8; 16]) -> &Shard<V> {
         &self.shards[shard_index(id)]
     }

@@ -15,7 +15,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::slots::IdHasher;
+use crate::idmap::IdHasher;
 
 /// A member's token ids, each with the sequence number of the issue event
 /// its record carries (0: none).

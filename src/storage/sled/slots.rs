@@ -12,26 +12,8 @@
 //! choosing a slot to noting it, so two writers never choose the same one.
 
 use std::collections::VecDeque;
-use std::hash::Hasher;
 
 use parking_lot::{Mutex, MutexGuard};
-
-/// Ids are random: their first eight bytes are hash enough.
-#[derive(Default)]
-pub(super) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
-        }
-    }
-}
 
 type Families = crate::idmap::IdMap<Family>;
 
