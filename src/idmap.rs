@@ -9,9 +9,10 @@
 //! lookup reads a control byte in one place and the entry in another.
 //!
 //! [`IdMap`] keeps each entry (key and value, inline) in one array whose
-//! size is any number, not a power of two, kept between 57 % and 85 %
-//! full, and sized once to the number it is reserved for (as when a store
-//! loads). It finds an id by linear probing from the slot the id's own
+//! size is any number, not a power of two: sized once to the number it is
+//! reserved for (as when a store loads), and grown by half when it would
+//! pass 85 % full, so that a table filled step by step is between 57 % and
+//! 85 % full (removals can leave it emptier: it never shrinks). It finds an id by linear probing from the slot the id's own
 //! bits choose, in Robin Hood order (an entry far from its home slot is
 //! never passed by one nearer to its own), so that a lookup reads one
 //! place of memory, the entry found a slot or two from where it began,
