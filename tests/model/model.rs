@@ -76,6 +76,46 @@ pub(crate) struct RefreshM {
     family: Option<Id>,
 }
 
+impl RefreshM {
+    /// The token that replaces this one in a rotation (with a grace period
+    /// or on use): its owner, label and scopes (those `allowed` keeps),
+    /// new, unused and live.
+    fn successor(
+        &self,
+        role: Role,
+        allowed: &[&str],
+        now: u64,
+        created_by: String,
+        expires_at: Option<u64>,
+        family: Option<Id>,
+    ) -> RefreshM {
+        RefreshM {
+            org: self.org.clone(),
+            user: self.user.clone(),
+            role_at_issue: role,
+            scopes: self
+                .scopes
+                .iter()
+                .filter(|s| allowed.contains(&s.as_str()))
+                .cloned()
+                .collect(),
+            label: self.label.clone(),
+            created_at: now,
+            created_by,
+            expires_at,
+            revoked: None,
+            last_refresh: None,
+            client: None,
+            live: Vec::new(),
+            disabled: false,
+            rotated: false,
+            pending_until: 0,
+            spent_until: 0,
+            family,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct AccessM {
     refresh: Id,
@@ -295,30 +335,7 @@ impl Model {
         let allowed = policy(role);
         let dies_at = (self.now + grace).min(r.expires_at.unwrap_or(u64::MAX));
         let expires_at = self.expiry_within(&r.org, r.expires_at, true)?;
-        let new = RefreshM {
-            org: r.org.clone(),
-            user: r.user.clone(),
-            role_at_issue: role,
-            scopes: r
-                .scopes
-                .iter()
-                .filter(|s| allowed.contains(&s.as_str()))
-                .cloned()
-                .collect(),
-            label: r.label.clone(),
-            created_at: self.now,
-            created_by: actor.into(),
-            expires_at,
-            revoked: None,
-            last_refresh: None,
-            client: None,
-            live: Vec::new(),
-            disabled: false,
-            rotated: false,
-            pending_until: 0,
-            spent_until: 0,
-            family: None,
-        };
+        let new = r.successor(role, allowed, self.now, actor.into(), expires_at, None);
         Ok((new, dies_at))
     }
 
@@ -396,30 +413,14 @@ impl Model {
         }
         let dies_at = (self.now + LEEWAY).min(r.expires_at.unwrap_or(u64::MAX));
         let expires_at = self.expiry_within(&r.org, r.expires_at, true)?;
-        let new = RefreshM {
-            org: r.org.clone(),
-            user: r.user.clone(),
-            role_at_issue: role,
-            scopes: r
-                .scopes
-                .iter()
-                .filter(|s| allowed.contains(&s.as_str()))
-                .cloned()
-                .collect(),
-            label: r.label.clone(),
-            created_at: self.now,
-            created_by: r.created_by.clone(),
+        let new = r.successor(
+            role,
+            allowed,
+            self.now,
+            r.created_by.clone(),
             expires_at,
-            revoked: None,
-            last_refresh: None,
-            live: Vec::new(),
-            disabled: false,
-            rotated: false,
-            pending_until: 0,
-            spent_until: 0,
-            family: Some(r.family.unwrap_or(*id)),
-            client: None,
-        };
+            Some(r.family.unwrap_or(*id)),
+        );
         Ok(Some((new, dies_at)))
     }
 
