@@ -66,6 +66,11 @@ pub(crate) struct Loaded {
     /// Whether the records came from warm-start files (sled, after a clean
     /// close) rather than from the database itself.
     pub warm: bool,
+    /// The records handed over are not to be trusted (warm-start files
+    /// found damaged only after some of their entries were handed over):
+    /// the caller discards what it made of them and loads again into an
+    /// empty sink.
+    pub again: bool,
 }
 
 /// What [`Backend::load`] hands each stored record to (the store passes

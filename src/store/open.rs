@@ -183,11 +183,22 @@ impl TokenStore {
         };
         // Loading is applying every stored record to empty memory, one at
         // a time as the backend reads it (from several threads at once).
-        let loaded = {
+        let mut tries = 0;
+        let loaded = loop {
             let loader = crate::memory::Loader::new(&inner.mem);
             let loaded = inner.backend.load(&Sink(&loader))?;
-            inner.unlisted = loader.finish();
-            loaded
+            if !loaded.again {
+                inner.unlisted = loader.finish();
+                break loaded;
+            }
+            // What the backend handed over is not to be trusted (see
+            // `Loaded::again`): thrown away with the memory made of it.
+            drop(loader);
+            inner.mem = Memory::new(policy.clone());
+            tries += 1;
+            if tries > 1 {
+                return Err(Error::Io("the store's records could not be loaded".into()));
+            }
         };
         inner.skipped = loaded.skipped;
         inner.warm_start = loaded.warm;

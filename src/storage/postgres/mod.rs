@@ -400,6 +400,7 @@ impl Backend for PgBackend {
             last_event_seq: 0,
             skipped,
             warm: false,
+            again: false,
         })
     }
 

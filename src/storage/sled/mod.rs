@@ -456,44 +456,36 @@ impl Backend for SledBackend {
         // its access records (see `scan_families`; the warm-start files
         // keep that order), and the last exchanges come after every family.
         let marker = self.warm.lock().take();
-        let files = match (&self.path, &marker) {
-            (Some(p), Some(m)) => warm::read(p, m),
+        let warm = match (&self.path, &marker) {
+            (Some(p), Some(m)) => Some(warm::stream(
+                p,
+                m,
+                &|i, kind, k, v| match kind {
+                    warm::REFRESH => on_refresh(i, k, v),
+                    warm::ACCESS => on_access(i, k, v),
+                    _ => skip(),
+                },
+                &mut |kind, k, v| match kind {
+                    warm::LAST_REFRESH => on_last(k, v),
+                    _ => skip(),
+                },
+            )?),
             _ => None,
         };
-        match files.as_deref().and_then(<[Vec<u8>]>::split_last) {
-            Some((last, parts)) => {
-                info.warm = true;
-                let load_part = |i: usize, part: &[u8]| {
-                    for (kind, k, v) in warm::file_entries(part) {
-                        match kind {
-                            warm::REFRESH => on_refresh(i, k, v),
-                            warm::ACCESS => on_access(i, k, v),
-                            _ => skip(),
-                        }
-                    }
-                };
-                std::thread::scope(|s| {
-                    let mut threads = Vec::with_capacity(parts.len());
-                    for (i, part) in parts.iter().enumerate() {
-                        let load_part = &load_part;
-                        let run = move || load_part(i, part);
-                        match std::thread::Builder::new().spawn_scoped(s, run) {
-                            Ok(t) => threads.push(t),
-                            // No thread to be had: loaded here instead.
-                            Err(_) => load_part(i, part),
-                        }
-                    }
-                    threads.into_iter().try_for_each(|t| {
-                        t.join()
-                            .map_err(|_| Error::Io("a loader thread failed".into()))
-                    })
-                })?;
-                for (kind, k, v) in warm::file_entries(last) {
-                    match kind {
-                        warm::LAST_REFRESH => on_last(k, v),
-                        _ => skip(),
-                    }
+        match warm {
+            Some(true) => info.warm = true,
+            Some(false) => {
+                // Files that differ from their marker, found out after
+                // entries of theirs were handed over: the store discards
+                // what it made of them and loads again, from the trees
+                // this time (the marker is gone).
+                if let Some(p) = self.path.as_ref().filter(|_| !self.read_only) {
+                    warm::remove(p);
                 }
+                return Ok(Loaded {
+                    again: true,
+                    ..Loaded::default()
+                });
             }
             None => {
                 scan_families(
