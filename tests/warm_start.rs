@@ -278,12 +278,13 @@ fn writes_after_a_warm_open_outlive_the_files_it_read() {
 #[test]
 fn damaged_warm_files_are_not_read() {
     let clock = ManualClock::new(T0);
-    // Bytes flipped, a file cut short, a file missing: each open falls
-    // back to sled's trees and sees the store as it was closed. (The
-    // largest file is damaged: it holds records whichever way the key
-    // space was cut.)
+    // Bytes flipped, a file cut short, a file missing, a byte of every
+    // entry's value, the last exchanges' file: each open falls back to
+    // sled's trees and sees the store as it was closed, nothing of the
+    // damaged files kept. (Otherwise the largest file is damaged: it holds
+    // records whichever way the key space was cut.)
     type Damage = fn(&Path);
-    let damages: [(&str, Damage); 3] = [
+    let damages: [(&str, Damage); 5] = [
         ("flipped", |d| {
             let f = largest(d);
             let mut b = std::fs::read(&f).unwrap();
@@ -301,6 +302,34 @@ fn damaged_warm_files_are_not_read() {
             std::fs::write(&f, &b[..b.len() - 3]).unwrap();
         }),
         ("missing", |d| std::fs::remove_file(largest(d)).unwrap()),
+        // The layout intact, only the hash tells: every entry is handed
+        // over before the damage is known.
+        ("a byte of each value", |d| {
+            let f = largest(d);
+            let mut b = std::fs::read(&f).unwrap();
+            let mut at = 8 + 16;
+            let mut flipped = 0;
+            while at + 6 <= b.len() {
+                let klen = usize::from(b[at + 1]);
+                let vlen = u32::from_le_bytes(b[at + 2..at + 6].try_into().unwrap()) as usize;
+                let end = at + 6 + klen + vlen;
+                if vlen > 0 {
+                    b[end - 1] ^= 0x01;
+                    flipped += 1;
+                }
+                at = end;
+            }
+            assert!(flipped > 10 && at == b.len(), "not the entry layout");
+            std::fs::write(&f, b).unwrap();
+        }),
+        ("the last exchanges", |d| {
+            let f = last_file(d);
+            let mut b = std::fs::read(&f).unwrap();
+            assert!(b.len() > 8 + 16, "no last exchange written");
+            let end = b.len() - 1;
+            b[end] ^= 0x01;
+            std::fs::write(&f, b).unwrap();
+        }),
     ];
     for (what, damage) in damages {
         let dir = tempfile::tempdir().unwrap();
@@ -318,6 +347,18 @@ fn damaged_warm_files_are_not_read() {
         assert_same(&observe(&store, &made), &before, what);
         assert!(!warm_dir(&path).exists(), "{what}: files left behind");
     }
+}
+
+/// The warm-start file of the last exchanges: the last one.
+fn last_file(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.parse::<u32>().unwrap()
+        })
+        .unwrap()
 }
 
 /// The largest warm-start file in `dir`.

@@ -18,9 +18,11 @@
 //!   flushes before anything else can write, so any later write, and any
 //!   crash after it, leaves no marker: the files it described are then
 //!   stale and are never read again (the next close writes new ones).
-//! * [`read`] accepts the files only if each has the length and hash the
-//!   marker names and starts with its nonce; otherwise the open walks
-//!   sled's trees as it would without them.
+//! * [`stream`] accepts the files only if each has the length and hash the
+//!   marker names and starts with its nonce. It hands entries over as it
+//!   reads them, before a file's hash is known; a file that turns out not
+//!   to match has the open throw away everything loaded and walk sled's
+//!   trees as it would without the files.
 //!
 //! The files hold what sled's trees hold (verifiers, never secrets) and
 //! exist only while the store is closed: the open that reads them deletes
@@ -29,6 +31,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -259,10 +262,12 @@ const CHUNK: u64 = 1 << 20;
 /// tokens has 1.6 GB of them, and reading them whole made the open fault in
 /// (and the kernel zero) as many fresh pages, about a tenth of its time.
 /// So entries are handed over before their file's hash is known: on
-/// `false` the caller discards everything it made of them.
+/// `false` the caller discards everything it made of them. Every file is
+/// opened and its length checked before any is read, and the first file
+/// found bad stops the others at their next chunk.
 ///
 /// # Errors
-/// [`Error::Io`] if a thread handling a file panicked.
+/// [`Error::Io`] if a thread reading a file panicked (in a callback).
 pub(super) fn stream(
     db: &Path,
     marker: &Marker,
@@ -270,14 +275,27 @@ pub(super) fn stream(
     on_last: OnEntry<'_>,
 ) -> Result<bool> {
     let dir = dir(db);
-    let Some((last, parts)) = marker.files.split_last() else {
+    let mut files = Vec::with_capacity(marker.files.len());
+    for (i, &(len, _)) in marker.files.iter().enumerate() {
+        match File::open(dir.join(i.to_string())) {
+            Ok(f) if f.metadata().map(|m| m.len()).ok() == Some(len) => files.push(f),
+            _ => return Ok(false),
+        }
+    }
+    let Some((last, parts)) = files.split_last() else {
         return Ok(false);
     };
+    let failed = AtomicBool::new(false);
     let part = |i: usize| {
-        let path = dir.join(i.to_string());
-        stream_file(&path, parts[i], &marker.nonce, &mut |kind, k, v| {
-            on_part(i, kind, k, v)
-        })
+        let each = &mut |kind, k: &[u8], v: &[u8]| on_part(i, kind, k, v);
+        stream_file(
+            &parts[i],
+            marker.files[i],
+            &marker.nonce,
+            CHUNK,
+            &failed,
+            each,
+        )
     };
     let parts_ok = std::thread::scope(|s| {
         let threads: Vec<_> = (0..parts.len())
@@ -288,48 +306,81 @@ pub(super) fn stream(
                     .map_err(|_| i)
             })
             .collect();
-        threads.into_iter().try_fold(true, |all, t| {
-            let ok = match t {
+        // Every thread joined before any result is looked at.
+        let results: Vec<Result<bool>> = threads
+            .into_iter()
+            .map(|t| match t {
                 Ok(t) => t
                     .join()
-                    .map_err(|_| Error::Io("a loader thread failed".into()))?,
+                    .map_err(|_| Error::Io("a loader thread failed".into())),
                 // No thread to be had: read here instead.
-                Err(i) => part(i),
-            };
-            Ok::<bool, Error>(all && ok)
-        })
+                Err(i) => Ok(part(i)),
+            })
+            .collect();
+        results
+            .into_iter()
+            .try_fold(true, |all, ok| Ok::<bool, Error>(ok? && all))
     })?;
-    let last_path = dir.join(parts.len().to_string());
-    Ok(parts_ok && stream_file(&last_path, *last, &marker.nonce, on_last))
+    let last_ok = parts_ok
+        && stream_file(
+            last,
+            marker.files[parts.len()],
+            &marker.nonce,
+            CHUNK,
+            &failed,
+            on_last,
+        );
+    Ok(last_ok)
 }
 
-/// Streams one file's entries to `each`; whether the file has the length
-/// and hash `(len, hash)`, starts with `nonce` and holds nothing but whole
-/// entries. Stops at the first byte that is no entry.
+/// Streams one file's entries to `each`, `chunk` bytes read at a time;
+/// whether the file has the length and hash `(len, hash)`, starts with
+/// `nonce` and holds nothing but whole entries. Stops at the first byte
+/// that is no entry, as soon as the file is known to be longer than `len`
+/// or an entry to end past it, and once `failed` is set (by another file);
+/// sets `failed` when it fails.
 fn stream_file(
-    path: &Path,
+    file: &File,
     (len, hash): (u64, [u8; 32]),
     nonce: &[u8; 16],
+    chunk: u64,
+    failed: &AtomicBool,
     each: OnEntry<'_>,
 ) -> bool {
-    let Ok(mut file) = File::open(path) else {
-        return false;
-    };
-    if file.metadata().map(|m| m.len()).ok() != Some(len) {
-        return false;
+    let ok = stream_checked(file, (len, hash), nonce, chunk, failed, each);
+    if !ok {
+        failed.store(true, Ordering::Relaxed);
     }
+    ok
+}
+
+fn stream_checked(
+    mut file: &File,
+    (len, hash): (u64, [u8; 32]),
+    nonce: &[u8; 16],
+    chunk: u64,
+    failed: &AtomicBool,
+    each: OnEntry<'_>,
+) -> bool {
     let header = MAGIC.len() + nonce.len();
     let mut hasher = blake3::Hasher::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(2 * CHUNK as usize);
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * chunk.min(CHUNK) as usize);
+    // Bytes read so far; `buf` holds the last of them.
     let mut total = 0u64;
     let mut started = false;
     loop {
+        if failed.load(Ordering::Relaxed) {
+            return false;
+        }
         let kept = buf.len();
-        let Ok(n) = (&mut file).take(CHUNK).read_to_end(&mut buf) else {
+        let Ok(n) = (&mut file).take(chunk).read_to_end(&mut buf) else {
             return false;
         };
         hasher.update(&buf[kept..]);
         total += n as u64;
+        if total > len {
+            return false;
+        }
         let mut body = &buf[..];
         if !started {
             if body.len() < header && n > 0 {
@@ -350,7 +401,15 @@ fn stream_file(
                     each(kind, key, value);
                     body = rest;
                 }
-                Step::Short => break,
+                Step::Short(need) => {
+                    // Where the entry would end in the file, once its
+                    // lengths are known: past the end, it never will.
+                    let at = total - body.len() as u64;
+                    if at.saturating_add(need as u64) > len {
+                        return false;
+                    }
+                    break;
+                }
                 Step::Bad => return false,
             }
         }
@@ -366,30 +425,34 @@ fn stream_file(
 enum Step<'a> {
     /// An entry (kind, key, value) and the bytes after it.
     Entry(u8, &'a [u8], &'a [u8], &'a [u8]),
-    /// The bytes end inside an entry: more may follow.
-    Short,
+    /// The bytes end inside an entry (more may follow): how many bytes the
+    /// entry takes in all, as far as is known yet (its lengths, once they
+    /// are there; until then, only the bytes there are).
+    Short(usize),
     /// The bytes are no entry.
     Bad,
 }
 
 fn step(body: &[u8]) -> Step<'_> {
-    let Some((&[kind, klen], rest)) = body.split_first_chunk::<2>() else {
-        return match body.first() {
-            Some(kind) if !(REFRESH..=LAST_REFRESH).contains(kind) => Step::Bad,
-            _ => Step::Short,
-        };
+    let Some(&kind) = body.first() else {
+        return Step::Short(0);
     };
     if !(REFRESH..=LAST_REFRESH).contains(&kind) {
         return Step::Bad;
     }
+    let Some((&[_, klen, a, b, c, d], rest)) = body.split_first_chunk::<6>() else {
+        return Step::Short(body.len());
+    };
+    let vlen = u32::from_le_bytes([a, b, c, d]) as usize;
+    let need = 6usize
+        .saturating_add(usize::from(klen))
+        .saturating_add(vlen);
     let entry = (|| {
-        let (vlen, rest) = rest.split_first_chunk::<4>()?;
-        let vlen = u32::from_le_bytes(*vlen) as usize;
         let (key, rest) = rest.split_at_checked(usize::from(klen))?;
         let (value, rest) = rest.split_at_checked(vlen)?;
         Some(Step::Entry(kind, key, value, rest))
     })();
-    entry.unwrap_or(Step::Short)
+    entry.unwrap_or(Step::Short(need))
 }
 
 /// The entries in `body`, a whole file's after its header: each
@@ -406,7 +469,7 @@ fn entries(mut body: &[u8]) -> impl Iterator<Item = Option<(u8, &[u8], &[u8])>> 
                 body = rest;
                 Some(Some((kind, key, value)))
             }
-            Step::Short | Step::Bad => {
+            Step::Short(_) | Step::Bad => {
                 body = &[];
                 Some(None)
             }
@@ -538,6 +601,138 @@ mod tests {
             }
         }
         assert_eq!(got, vec![want, vec![]]);
+    }
+
+    /// A file of `body` after the header, as a marker would name it.
+    fn file_of(dir: &Path, body: &[u8]) -> (File, (u64, [u8; 32])) {
+        let bytes = [&MAGIC[..], &[7; 16], body].concat();
+        let path = dir.join("f");
+        std::fs::write(&path, &bytes).unwrap();
+        let named = (bytes.len() as u64, *blake3::hash(&bytes).as_bytes());
+        (File::open(&path).unwrap(), named)
+    }
+
+    /// What `stream_file` hands over and says of `body`, read `chunk`
+    /// bytes at a time.
+    fn streamed(dir: &Path, body: &[u8], chunk: u64) -> (Entries, bool) {
+        let (file, named) = file_of(dir, body);
+        let mut got = Entries::new();
+        let failed = AtomicBool::new(false);
+        let ok = stream_file(&file, named, &[7; 16], chunk, &failed, &mut |k, a, b| {
+            got.push((k, a.to_vec(), b.to_vec()))
+        });
+        assert_eq!(failed.load(Ordering::Relaxed), !ok);
+        (got, ok)
+    }
+
+    /// What the whole-body walk finds: the entries, and whether the body
+    /// is nothing but entries.
+    fn walked(body: &[u8]) -> (Entries, bool) {
+        let mut got = Entries::new();
+        for e in entries(body) {
+            match e {
+                Some((k, a, b)) => got.push((k, a.to_vec(), b.to_vec())),
+                None => return (got, false),
+            }
+        }
+        (got, true)
+    }
+
+    /// Read a byte, two, ... 64 at a time, so that a chunk ends at every
+    /// place of an entry (inside its kind and lengths, its key, its value,
+    /// at its end), a file streams as the whole-body walk reads it: the
+    /// same entries, and the same verdict, whole or cut short anywhere or
+    /// with a byte that is no entry.
+    #[test]
+    fn any_chunk_size_reads_what_the_whole_walk_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut body = Vec::new();
+        for i in 0..40u8 {
+            let key = vec![i; usize::from(i % 5)];
+            let value = vec![i; usize::from(i) * 3 % 70];
+            body.extend([REFRESH + i % 3, key.len() as u8]);
+            body.extend((value.len() as u32).to_le_bytes());
+            body.extend(&key);
+            body.extend(&value);
+        }
+        let mut bad_kind = body.clone();
+        bad_kind.extend([9, 0, 0, 0, 0, 0]);
+        let mut bad_length = body.clone();
+        bad_length.extend([ACCESS, 1, 0xff, 0xff, 0xff, 0x7f, b'k']);
+        let cases: Vec<Vec<u8>> = vec![
+            body.clone(),
+            body[..body.len() - 1].to_vec(),
+            body[..body.len() - 70].to_vec(),
+            bad_kind,
+            bad_length,
+            vec![],
+        ];
+        for case in &cases {
+            let want = walked(case);
+            for chunk in 1..=64 {
+                assert_eq!(streamed(tmp.path(), case, chunk), want, "chunk {chunk}");
+            }
+        }
+        assert!(walked(&body).1 && walked(&body).0.len() == 40);
+    }
+
+    proptest::proptest! {
+        /// Any bytes, named rightly by the marker, read any chunk at a
+        /// time: what the whole-body walk reads, and no panic.
+        #[test]
+        fn streaming_reads_any_bytes_as_the_walk_does(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            chunk in 1u64..40,
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            proptest::prop_assert_eq!(streamed(tmp.path(), &body, chunk), walked(&body));
+        }
+    }
+
+    /// A file whose bytes differ from what the marker names, or another
+    /// file's failure, stops it.
+    #[test]
+    fn a_wrong_hash_or_another_files_failure_stops_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let body = [REFRESH, 1, 1, 0, 0, 0, b'k', b'v'];
+        let (file, (len, mut hash)) = file_of(tmp.path(), &body);
+        let failed = AtomicBool::new(false);
+        let mut seen = 0;
+        assert!(stream_file(
+            &file,
+            (len, hash),
+            &[7; 16],
+            4,
+            &failed,
+            &mut |_, _, _| seen += 1
+        ));
+        hash[0] ^= 1;
+        let file = File::open(tmp.path().join("f")).unwrap();
+        assert!(!stream_file(
+            &file,
+            (len, hash),
+            &[7; 16],
+            4,
+            &failed,
+            &mut |_, _, _| seen += 1
+        ));
+        assert!(
+            failed.load(Ordering::Relaxed),
+            "a failure is told to the other files"
+        );
+        hash[0] ^= 1;
+        let file = File::open(tmp.path().join("f")).unwrap();
+        assert!(!stream_file(
+            &file,
+            (len, hash),
+            &[7; 16],
+            4,
+            &failed,
+            &mut |_, _, _| seen += 1
+        ));
+        // The entry came whole once for the good file and once before the
+        // hash was found wrong; never after another file failed.
+        assert_eq!(seen, 2);
     }
 
     #[test]
