@@ -50,12 +50,67 @@ fn shard_of(org: &str) -> usize {
 
 pub(super) struct Owners {
     shards: Box<[RwLock<Orgs>]>,
-    /// Records found by each loader thread (by its part), already grouped
-    /// by organization and member (a name is copied once per member and
-    /// part, not once per token), merged into the table by
-    /// [`Owners::finish_load`]: the threads do not meet on the table's
-    /// locks.
-    found: Box<[Mutex<Orgs>]>,
+    /// Records found by each loader thread (by its part), merged into the
+    /// table by [`Owners::finish_load`]: the threads do not meet on the
+    /// table's locks.
+    found: Box<[Mutex<Found>]>,
+}
+
+/// The longest organization and user ids, together, that a
+/// [`MemberKey`] holds inline.
+const INLINE_NAMES: usize = 46;
+
+/// A member's organization and user ids as one key: inline when they are
+/// short (as ids are), so that finding a member compares bytes in the
+/// table's own slot rather than in two strings elsewhere on the heap (at
+/// ten million tokens, those misses were most of the time a load spent
+/// here).
+#[derive(PartialEq, Eq, Hash)]
+enum MemberKey {
+    /// The lengths of the two ids, then their bytes, zero-padded.
+    Inline([u8; INLINE_NAMES + 2]),
+    /// Longer ids: the organization id's length (u32, little-endian),
+    /// then both ids.
+    Boxed(Box<[u8]>),
+}
+
+impl MemberKey {
+    fn of(org: &str, user: &str) -> MemberKey {
+        let (o, u) = (org.as_bytes(), user.as_bytes());
+        if o.len() + u.len() <= INLINE_NAMES {
+            let mut k = [0u8; INLINE_NAMES + 2];
+            // Both lengths fit a byte: together they are at most 46.
+            k[0] = o.len() as u8;
+            k[1] = u.len() as u8;
+            k[2..2 + o.len()].copy_from_slice(o);
+            k[2 + o.len()..2 + o.len() + u.len()].copy_from_slice(u);
+            MemberKey::Inline(k)
+        } else {
+            let len = u32::try_from(o.len()).unwrap_or(u32::MAX).to_le_bytes();
+            MemberKey::Boxed([&len[..], o, u].concat().into_boxed_slice())
+        }
+    }
+}
+
+/// What one loader part found: each member met, once (its key, and its
+/// ids), and each token as its member's number in `names`, its id and its
+/// issue event's sequence number, in the order found.
+#[derive(Default)]
+struct Found {
+    members: HashMap<MemberKey, u32>,
+    names: Vec<(Box<str>, Box<str>)>,
+    tokens: Vec<(u32, [u8; 16], u64)>,
+}
+
+impl Found {
+    fn note(&mut self, org: &str, user: &str, id: [u8; 16], seq: u64) {
+        let next = self.names.len() as u32;
+        let member = *self.members.entry(MemberKey::of(org, user)).or_insert(next);
+        if member == next {
+            self.names.push((org.into(), user.into()));
+        }
+        self.tokens.push((member, id, seq));
+    }
 }
 
 impl Owners {
@@ -69,7 +124,7 @@ impl Owners {
     /// Notes a stored refresh record found by loader part `part`.
     pub(super) fn loaded(&self, part: usize, org: &str, user: &str, id: [u8; 16], seq: u64) {
         let mut found = self.found[part % self.found.len()].lock();
-        tokens_of(&mut found, org, user).insert(id, seq);
+        found.note(org, user, id, seq);
     }
 
     /// Forgets everything (before a load).
@@ -78,26 +133,27 @@ impl Owners {
             s.write().clear();
         }
         for f in self.found.iter() {
-            f.lock().clear();
+            *f.lock() = Found::default();
         }
     }
 
-    /// Merges what the loader threads found into the table: a member's
-    /// tokens found by one part only move over whole.
+    /// Merges what the loader threads found into the table, member by
+    /// member: each member's list sized once for what one part found.
     pub(super) fn finish_load(&self) {
         for part in self.found.iter() {
-            let found = std::mem::take(&mut *part.lock());
-            for (org, members) in found {
-                let mut shard = self.shards[shard_of(&org)].write();
-                let users = shard.entry(org).or_default();
-                for (user, tokens) in members {
-                    match users.get_mut(&user) {
-                        Some(held) => held.extend(tokens),
-                        None => {
-                            users.insert(user, tokens);
-                        }
-                    }
-                }
+            let Found {
+                members,
+                names,
+                mut tokens,
+            } = std::mem::take(&mut *part.lock());
+            drop(members);
+            tokens.sort_unstable_by_key(|t| t.0);
+            for run in tokens.chunk_by(|a, b| a.0 == b.0) {
+                let (org, user) = &names[run[0].0 as usize];
+                let mut shard = self.shards[shard_of(org)].write();
+                let held = tokens_of(&mut shard, org, user);
+                held.reserve(run.len());
+                held.extend(run.iter().map(|&(_, id, seq)| (id, seq)));
             }
         }
     }
@@ -160,6 +216,46 @@ impl Owners {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Members are told apart however their ids split the same bytes, with
+    /// short ids (held inline) and long ones (boxed), and across parts.
+    #[test]
+    fn members_whose_ids_join_alike_stay_apart() {
+        let long = "o".repeat(40);
+        let pairs: Vec<(String, String)> = vec![
+            ("ab".into(), "c".into()),
+            ("a".into(), "bc".into()),
+            ("abc".into(), String::new()),
+            (long.clone(), "u".repeat(10)),
+            (format!("{long}u"), "u".repeat(9)),
+            (long.clone(), "u".repeat(6)),
+        ];
+        assert!(MemberKey::of("ab", "c") != MemberKey::of("a", "bc"));
+        assert!(matches!(
+            MemberKey::of(&long, &"u".repeat(10)),
+            MemberKey::Boxed(_)
+        ));
+        assert!(matches!(
+            MemberKey::of(&long, &"u".repeat(6)),
+            MemberKey::Inline(_)
+        ));
+        let o = Owners::new(2);
+        for (i, (org, user)) in pairs.iter().enumerate() {
+            // Each member's two tokens found by different parts.
+            o.loaded(0, org, user, [i as u8; 16], 1);
+            o.loaded(1, org, user, [100 + i as u8; 16], 0);
+        }
+        o.finish_load();
+        for (i, (org, user)) in pairs.iter().enumerate() {
+            assert_eq!(
+                o.ids(org, Some(user)),
+                vec![[i as u8; 16], [100 + i as u8; 16]],
+                "{org}/{user}"
+            );
+        }
+        assert_eq!(o.ids("ab", None).len(), 2);
+        assert_eq!(o.ids(&long, None).len(), 4);
+    }
 
     #[test]
     fn the_table_answers_by_organization_and_member() {

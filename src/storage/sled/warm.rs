@@ -719,41 +719,22 @@ mod tests {
     fn a_wrong_hash_or_another_files_failure_stops_a_file() {
         let tmp = tempfile::tempdir().unwrap();
         let body = [REFRESH, 1, 1, 0, 0, 0, b'k', b'v'];
-        let (file, (len, mut hash)) = file_of(tmp.path(), &body);
+        let (_, (len, mut hash)) = file_of(tmp.path(), &body);
         let failed = AtomicBool::new(false);
         let mut seen = 0;
-        assert!(stream_file(
-            &file,
-            (len, hash),
-            &[7; 16],
-            4,
-            &failed,
-            &mut |_, _, _| seen += 1
-        ));
+        let mut run = |hash: [u8; 32]| {
+            let file = File::open(tmp.path().join("f")).unwrap();
+            stream_file(&file, (len, hash), &[7; 16], 4, &failed, &mut |_, _, _| {
+                seen += 1
+            })
+        };
+        assert!(run(hash));
         hash[0] ^= 1;
-        let file = File::open(tmp.path().join("f")).unwrap();
-        assert!(!stream_file(
-            &file,
-            (len, hash),
-            &[7; 16],
-            4,
-            &failed,
-            &mut |_, _, _| seen += 1
-        ));
-        assert!(
-            failed.load(Ordering::Relaxed),
-            "a failure is told to the other files"
-        );
+        assert!(!run(hash));
         hash[0] ^= 1;
-        let file = File::open(tmp.path().join("f")).unwrap();
-        assert!(!stream_file(
-            &file,
-            (len, hash),
-            &[7; 16],
-            4,
-            &failed,
-            &mut |_, _, _| seen += 1
-        ));
+        let told = failed.load(Ordering::Relaxed);
+        assert!(!run(hash));
+        assert!(told, "a failure is told to the other files");
         // The entry came whole once for the good file and once before the
         // hash was found wrong; never after another file failed.
         assert_eq!(seen, 2);
