@@ -364,21 +364,6 @@ fn read_ahead(file: &File) {
 /// or an entry to end past it, and once `failed` is set (by another file);
 /// sets `failed` when it fails.
 fn stream_file(
-    file: &File,
-    (len, hash): (u64, [u8; 32]),
-    nonce: &[u8; 16],
-    chunk: u64,
-    failed: &AtomicBool,
-    each: OnEntry<'_>,
-) -> bool {
-    let ok = stream_checked(file, (len, hash), nonce, chunk, failed, each);
-    if !ok {
-        failed.store(true, Ordering::Relaxed);
-    }
-    ok
-}
-
-fn stream_checked(
     mut file: &File,
     (len, hash): (u64, [u8; 32]),
     nonce: &[u8; 16],
@@ -392,18 +377,18 @@ fn stream_checked(
     // Bytes read so far; `buf` holds the last of them.
     let mut total = 0u64;
     let mut started = false;
-    loop {
+    let ok = 'read: loop {
         if failed.load(Ordering::Relaxed) {
-            return false;
+            break 'read false;
         }
         let kept = buf.len();
         let Ok(n) = (&mut file).take(chunk).read_to_end(&mut buf) else {
-            return false;
+            break 'read false;
         };
         hasher.update(&buf[kept..]);
         total += n as u64;
         if total > len {
-            return false;
+            break 'read false;
         }
         let mut body = &buf[..];
         if !started {
@@ -414,7 +399,7 @@ fn stream_checked(
                 .strip_prefix(&MAGIC[..])
                 .and_then(|b| b.strip_prefix(&nonce[..]))
             else {
-                return false;
+                break 'read false;
             };
             body = rest;
             started = true;
@@ -430,19 +415,23 @@ fn stream_checked(
                     // lengths are known: past the end, it never will.
                     let at = total - body.len() as u64;
                     if at.saturating_add(need as u64) > len {
-                        return false;
+                        break 'read false;
                     }
                     break;
                 }
-                Step::Bad => return false,
+                Step::Bad => break 'read false,
             }
         }
         if n == 0 {
-            return body.is_empty() && total == len && hasher.finalize() == hash;
+            break 'read body.is_empty() && total == len && hasher.finalize() == hash;
         }
         let used = buf.len() - body.len();
         buf.drain(..used);
+    };
+    if !ok {
+        failed.store(true, Ordering::Relaxed);
     }
+    ok
 }
 
 /// One step of the walk over a file's entries.
