@@ -89,20 +89,39 @@ impl RefreshM {
         expires_at: Option<u64>,
         family: Option<Id>,
     ) -> RefreshM {
+        let scopes = self
+            .scopes
+            .iter()
+            .filter(|s| allowed.contains(&s.as_str()))
+            .cloned()
+            .collect();
         RefreshM {
-            org: self.org.clone(),
-            user: self.user.clone(),
-            role_at_issue: role,
-            scopes: self
-                .scopes
-                .iter()
-                .filter(|s| allowed.contains(&s.as_str()))
-                .cloned()
-                .collect(),
             label: self.label.clone(),
-            created_at: now,
-            created_by,
             expires_at,
+            family,
+            ..RefreshM::issued(&self.org, &self.user, role, scopes, now, created_by)
+        }
+    }
+
+    /// A token just issued to `user` of `org`: unlabelled, never expiring
+    /// and its own family until the caller says otherwise; unused, live.
+    fn issued(
+        org: &str,
+        user: &str,
+        role_at_issue: Role,
+        scopes: Vec<String>,
+        created_at: u64,
+        created_by: String,
+    ) -> RefreshM {
+        RefreshM {
+            org: org.into(),
+            user: user.into(),
+            role_at_issue,
+            scopes,
+            label: None,
+            created_at,
+            created_by,
+            expires_at: None,
             revoked: None,
             last_refresh: None,
             client: None,
@@ -111,7 +130,7 @@ impl RefreshM {
             rotated: false,
             pending_until: 0,
             spent_until: 0,
-            family,
+            family: None,
         }
     }
 }
@@ -625,23 +644,9 @@ impl Model {
             return Err("limit");
         }
         Ok(RefreshM {
-            org: org.into(),
-            user: subject.into(),
-            role_at_issue: subject_role,
-            scopes,
             label: o.label.map(Into::into),
-            created_at: self.now,
-            created_by: actor.into(),
             expires_at,
-            revoked: None,
-            last_refresh: None,
-            client: None,
-            live: Vec::new(),
-            disabled: false,
-            rotated: false,
-            pending_until: 0,
-            spent_until: 0,
-            family: None,
+            ..RefreshM::issued(org, subject, subject_role, scopes, self.now, actor.into())
         })
     }
 
