@@ -130,6 +130,10 @@ impl fmt::Debug for Config {
 /// makes sense).
 const MIN_CACHE_BYTES: u64 = 4096;
 
+/// The longest access token lifetime ([`Config::access_ttl`]): what fits
+/// in the 30 bits that memory keeps it in (see `memory::entries`).
+pub(crate) const MAX_ACCESS_TTL_SECS: u64 = (1 << 30) - 1;
+
 impl Config {
     fn base(path: Option<PathBuf>) -> Self {
         Config {
@@ -185,7 +189,9 @@ impl Config {
         self
     }
 
-    /// Lifetime of access tokens (default one hour; at least one second).
+    /// Lifetime of access tokens (default one hour; at least one second, at
+    /// most 2^30 seconds, about 34 years: memory keeps an access token's
+    /// lifetime in 30 bits).
     pub fn access_ttl(mut self, ttl: Duration) -> Self {
         self.access_ttl = ttl;
         self
@@ -361,6 +367,11 @@ impl Config {
             return Err(Error::InvalidArgument(
                 "access_ttl must be at least one second".into(),
             ));
+        }
+        if self.access_ttl.as_secs() > MAX_ACCESS_TTL_SECS {
+            return Err(Error::InvalidArgument(format!(
+                "access_ttl must be at most {MAX_ACCESS_TTL_SECS} seconds (34 years)"
+            )));
         }
         if self.max_access_per_refresh == 0 {
             return Err(Error::InvalidArgument(

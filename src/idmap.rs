@@ -53,6 +53,10 @@ pub(crate) struct Slot<V> {
 /// Entries per 100 slots at most; a table about to pass it grows.
 const MAX_LOAD_PERCENT: usize = 85;
 
+/// How full [`IdMap::fit`] leaves a table: below [`MAX_LOAD_PERCENT`], so
+/// that a few more entries (5 % of it) fit before it grows.
+const FIT_LOAD_PERCENT: usize = 80;
+
 /// A map from 16-byte ids to `V` (see the module doc).
 pub(crate) struct IdMap<V> {
     slots: Box<[Slot<V>]>,
@@ -175,6 +179,19 @@ impl<V> IdMap<V> {
     /// deviation of a count being its square root), and some.
     pub(crate) fn reserve_like(&mut self, sibling: usize) {
         self.reserve(sibling + sibling / 16 + 16);
+    }
+
+    /// Sizes the table to what it holds, and some: to about
+    /// [`FIT_LOAD_PERCENT`] full, if it is emptier than that. For a table
+    /// filled in an order its reservations could not foresee (a store's
+    /// access tokens load family by family, so every shard of them fills
+    /// at once, each grown step by step), which leaves it anywhere between
+    /// 57 % and 85 % full. A table as full or fuller is left as it is.
+    pub(crate) fn fit(&mut self) {
+        let slots = self.len.saturating_mul(100) / FIT_LOAD_PERCENT + 1;
+        if slots < self.slots.len() {
+            self.resize(slots);
+        }
     }
 
     fn resize(&mut self, slots: usize) {
@@ -326,6 +343,7 @@ mod tests {
         Remove(u8),
         Get(u8),
         Reserve(u8),
+        Fit,
         Clear,
     }
 
@@ -346,6 +364,7 @@ mod tests {
             4 => any::<u8>().prop_map(Op::Remove),
             3 => any::<u8>().prop_map(Op::Get),
             1 => any::<u8>().prop_map(Op::Reserve),
+            1 => Just(Op::Fit),
             1 => Just(Op::Clear),
         ]
     }
@@ -376,6 +395,7 @@ mod tests {
                         m.reserve(n as usize);
                         prop_assert!(m.capacity() >= m.len() + n as usize);
                     }
+                    Op::Fit => m.fit(),
                     Op::Clear => {
                         m.clear();
                         model.clear();
@@ -409,6 +429,60 @@ mod tests {
             taken.sort_unstable();
             prop_assert_eq!(taken, want);
         }
+    }
+
+    /// A table grown step by step and fitted holds every entry it held,
+    /// in about 80 % of the slots it had (no fewer than that, so the next
+    /// inserts do not grow it at once), and stays in Robin Hood order; one
+    /// already as full is left alone.
+    #[test]
+    fn a_fitted_table_keeps_its_entries_in_fewer_slots() {
+        let ids: Vec<[u8; 16]> = (0..5_000u32)
+            .map(|i| {
+                let mut k = [0u8; 16];
+                k.copy_from_slice(&blake3::hash(&i.to_le_bytes()).as_bytes()[..16]);
+                k
+            })
+            .collect();
+        let mut m = IdMap::new();
+        for (i, k) in ids.iter().enumerate() {
+            m.insert(*k, i);
+        }
+        // Grown by half at a time: 5,000 entries sit in a table well
+        // under 80 % full (6,634 slots, 75 %, or more).
+        let before = m.slots.len();
+        assert!(ids.len() * 100 / before < 78, "{before} slots");
+        m.fit();
+        let after = m.slots.len();
+        assert!(after < before, "fitted from {before} to {after} slots");
+        let load = ids.len() * 100 / after;
+        assert!((79..=80).contains(&load), "{load} % full in {after} slots");
+        assert!(
+            m.capacity() >= ids.len() + ids.len() / 20,
+            "room for 5 % more"
+        );
+        assert_eq!(m.len(), ids.len());
+        for (i, k) in ids.iter().enumerate() {
+            assert_eq!(m.get(k), Some(&i));
+        }
+        for i in 0..after {
+            if m.slots[i].val.is_some() {
+                let j = (i + 1) % after;
+                if m.slots[j].val.is_some() {
+                    let (di, dj) = (
+                        m.distance(i, &m.slots[i].key),
+                        m.distance(j, &m.slots[j].key),
+                    );
+                    assert!(dj <= di + 1, "slot {j} is {dj} from home after {di}");
+                }
+            }
+        }
+        m.fit();
+        assert_eq!(m.slots.len(), after, "a fitted table is left as it is");
+        let mut empty: IdMap<u8> = IdMap::new();
+        empty.fit();
+        assert_eq!(empty.len(), 0);
+        assert!(empty.insert_new(ids[0], 1) && empty.get(&ids[0]) == Some(&1));
     }
 
     /// Reserved for what it will hold, a table of random ids is filled to

@@ -24,9 +24,14 @@ fn ip(s: &str) -> IpAddr {
 /// Opens the store at `path`, waiting while the previous handle's sled
 /// threads still hold the file lock (released shortly after a close).
 fn open(path: &Path, clock: &ManualClock) -> TokenStore {
+    open_with(|| common::store::keyed(path, 3).clock(clock.clone()))
+}
+
+/// [`open`] for any configuration.
+fn open_with(config: impl Fn() -> tokenvault::Config) -> TokenStore {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match common::store::keyed(path, 3).clock(clock.clone()).open() {
+        match config().open() {
             Err(tokenvault::Error::Io(e)) if e.contains("lock") && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -485,4 +490,44 @@ fn the_last_client_on_a_shared_store() {
     let info = five.get(&uma, &t.info.id).unwrap();
     assert_eq!((info.last_used_ip, info.last_used_agent), (None, None));
     five.close().unwrap();
+}
+
+/// The longest access token lifetime a store takes (2^30 - 1 seconds, what
+/// memory keeps of it) verifies with its issue and expiry as granted, also
+/// after a close and reopen; one second more is refused before anything
+/// opens.
+#[test]
+fn the_longest_access_lifetime_round_trips_and_a_longer_one_is_refused() {
+    let max = (1u64 << 30) - 1;
+    let refused = tokenvault::Config::temporary()
+        .access_ttl(Duration::from_secs(max + 1))
+        .open();
+    assert!(
+        matches!(&refused, Err(tokenvault::Error::InvalidArgument(m)) if m.contains("access_ttl")),
+        "{:?}",
+        refused.err()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let config = || {
+        common::store::keyed(dir.path(), 3)
+            .clock(clock.clone())
+            .access_ttl(Duration::from_secs(max))
+    };
+    let store = config().open().unwrap();
+    let (_, _, uma) = common::store::seed_acme(&store);
+    let t = store.generate(&uma, Default::default()).unwrap();
+    clock.advance(5);
+    let grant = store.exchange(t.token.expose()).unwrap();
+    assert_eq!((grant.issued_at, grant.expires_at), (T0 + 5, T0 + 5 + max));
+    let p = store.verify(grant.access_token.expose()).unwrap();
+    assert_eq!((p.issued_at, p.expires_at), (T0 + 5, T0 + 5 + max));
+    store.close().unwrap();
+    let store = open_with(config);
+    let p = store.verify(grant.access_token.expose()).unwrap();
+    assert_eq!((p.issued_at, p.expires_at), (T0 + 5, T0 + 5 + max));
+    assert_eq!(
+        store.get(&uma, &t.info.id).unwrap().last_refresh,
+        Some(T0 + 5)
+    );
 }

@@ -1,15 +1,15 @@
 //! Memory's mutators for committed changes ([`Memory::apply`],
 //! [`Memory::apply_family`]) and for stored records ([`Memory::load`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::catalog::Catalog;
 use super::entries::{
-    AccessHot, MemberHot, RefreshExtra, RefreshHot, LIFE_DISABLED, LIFE_PENDING, LIFE_ROTATED,
-    LIFE_SPENT,
+    refresh_state, AccessHot, MemberHot, RefreshExtra, RefreshHot, LIFE_DISABLED, LIFE_PENDING,
+    LIFE_ROTATED, LIFE_SPENT,
 };
 use super::{Memory, Stored};
 use crate::change::{Change, Committed};
@@ -259,9 +259,8 @@ impl Memory {
                         until => until,
                     }),
             ),
-            revoked: AtomicBool::new(r.revoked_at.is_some()),
-            last_used: AtomicU64::new(r.created_at),
-            life: AtomicU8::new(
+            last_used: AtomicU64::new(0),
+            state: refresh_state(
                 (if r.life.disabled { LIFE_DISABLED } else { 0 })
                     | (if r.life.rotated { LIFE_ROTATED } else { 0 })
                     | (if r.life.spent_until != 0 {
@@ -274,16 +273,17 @@ impl Memory {
                     } else {
                         0
                     }),
+                r.revoked_at,
             ),
-            revoked_at: AtomicU64::new(r.revoked_at.unwrap_or(0)),
             extra: Mutex::new(RefreshExtra::default()),
         }
     }
 }
 
 /// Notes an exchange at `at` as the family's last, unless a later one is.
-pub(super) fn note_exchange(parent: &RefreshHot, extra: &mut RefreshExtra, at: u64) {
-    extra.note_refresh(at);
+/// Called with the family's lock held (`_held`), as the client noted with
+/// it is.
+pub(super) fn note_exchange(parent: &RefreshHot, _held: &mut RefreshExtra, at: u64) {
     parent.note_use(at);
 }
 

@@ -25,6 +25,27 @@ pub(crate) const LIFE_PENDING: u8 = 4;
 /// A refresh entry's lifecycle flag: spent by a rotation on use (set with
 /// [`LIFE_ROTATED`]; presented after its expiry, it is a reuse).
 pub(crate) const LIFE_SPENT: u8 = 8;
+/// A refresh entry's lifecycle flag: revoked itself (one-way).
+const LIFE_REVOKED: u8 = 16;
+/// A refresh entry's lifecycle flag: exchanged at least once (its last use
+/// is then the time of its last exchange).
+const LIFE_REFRESHED: u8 = 32;
+
+/// Where a refresh entry's lifecycle flags sit in its state word: its top
+/// byte. Below them, the time it was revoked (0 if never; a time past
+/// 2^56 seconds is kept as that).
+const LIFE_SHIFT: u32 = 56;
+const REVOKED_AT_MASK: u64 = (1 << LIFE_SHIFT) - 1;
+
+/// A refresh entry's first state word: lifecycle flags `life`, and its
+/// revocation at `revoked_at` if it is revoked.
+pub(super) fn refresh_state(life: u8, revoked_at: Option<u64>) -> AtomicU64 {
+    let (flag, at) = match revoked_at {
+        Some(at) => (LIFE_REVOKED, at.min(REVOKED_AT_MASK)),
+        None => (0, 0),
+    };
+    AtomicU64::new((u64::from(life | flag) << LIFE_SHIFT) | at)
+}
 
 /// What memory keeps of a token's verifier (the keyed blake3 of its
 /// secret, which its stored record holds whole): the first 16 bytes.
@@ -259,9 +280,8 @@ impl MemberHot {
 }
 
 /// Mutable bookkeeping of a refresh token, touched only by writers.
+#[derive(Default)]
 pub(crate) struct RefreshExtra {
-    /// [`NEVER_REFRESHED`] until the first exchange known.
-    last_refresh: u64,
     /// The client of the last exchange, when its host passed one (boxed:
     /// one pointer while none is known).
     pub(super) client: Option<Box<ClientInfo>>,
@@ -269,37 +289,11 @@ pub(crate) struct RefreshExtra {
     pub(super) live: Live,
 }
 
-/// A refresh token's last exchange, before there is one (an `Option`
-/// would double the field).
-const NEVER_REFRESHED: u64 = u64::MAX;
-
-impl Default for RefreshExtra {
-    fn default() -> Self {
-        RefreshExtra {
-            last_refresh: NEVER_REFRESHED,
-            client: None,
-            live: Live::Empty,
-        }
-    }
-}
-
 impl RefreshExtra {
-    /// Notes an exchange at `at`, unless a later one is known.
-    pub(super) fn note_refresh(&mut self, at: u64) {
-        self.last_refresh = match self.last_refresh {
-            NEVER_REFRESHED => at,
-            l => l.max(at),
-        };
-    }
     /// The family's live access ids, oldest first.
     #[inline]
     pub(crate) fn live(&self) -> &[[u8; 16]] {
         self.live.as_slice()
-    }
-    /// When the token was last exchanged, if known.
-    #[inline]
-    pub(crate) fn last_refresh(&self) -> Option<u64> {
-        Some(self.last_refresh).filter(|l| *l != NEVER_REFRESHED)
     }
     /// The client of the last exchange, if its host passed one.
     #[inline]
@@ -312,7 +306,8 @@ impl RefreshExtra {
 /// policy checks read comes first, so that it spans one or two cache lines
 /// of the entry's allocation (with its reference counts: 16 bytes before
 /// it), and what only writers read (the verifier, which an exchange
-/// compares; the revocation time; the family's bookkeeping) after it.
+/// compares; the family's bookkeeping) after it. 120 bytes: with the
+/// reference counts, a 144-byte heap block (see `entries_keep_their_sizes`).
 #[repr(C)]
 pub(crate) struct RefreshHot {
     pub(super) member: Arc<MemberHot>,
@@ -321,16 +316,16 @@ pub(crate) struct RefreshHot {
     /// `u64::MAX` when the token never expires. Only lowered, by a
     /// rotation (the end of its grace period).
     pub(super) expires_at: AtomicU64,
-    /// When it was last exchanged (its creation until then): what an
-    /// organization's expiry of unused tokens counts from.
+    /// When it was last exchanged (0 until [`LIFE_REFRESHED`] is set): with
+    /// its creation, what an organization's expiry of unused tokens counts
+    /// from.
     pub(super) last_used: AtomicU64,
+    /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`], ...) in the top
+    /// byte, the time it was revoked (for the purge's retention) below
+    /// them: one word (see [`refresh_state`]).
+    pub(super) state: AtomicU64,
     pub(super) id: [u8; 16],
-    pub(super) revoked: AtomicBool,
-    /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`]).
-    pub(super) life: AtomicU8,
     pub(super) verifier: VerifierHalf,
-    /// When it was revoked (for the purge's retention); 0 if never.
-    pub(super) revoked_at: AtomicU64,
     pub(super) extra: Mutex<RefreshExtra>,
 }
 
@@ -366,66 +361,90 @@ impl RefreshHot {
     #[inline]
     pub(crate) fn ends_at(&self) -> u64 {
         let own = self.expires_at.load(Ordering::Acquire);
-        let policy = self
-            .member
-            .org
-            .policy_end(self.created_at, self.last_used.load(Ordering::Acquire));
+        let used = self.last_used.load(Ordering::Acquire).max(self.created_at);
+        let policy = self.member.org.policy_end(self.created_at, used);
         own.min(policy)
     }
-    /// Notes a use (an exchange) at `at`.
+    /// Notes a use (an exchange) at `at`, unless a later one is known.
     pub(super) fn note_use(&self, at: u64) {
         self.last_used.fetch_max(at, Ordering::AcqRel);
+        self.set_life(LIFE_REFRESHED);
+    }
+    /// When the token was last exchanged, if known.
+    #[inline]
+    pub(crate) fn last_refresh(&self) -> Option<u64> {
+        (self.life() & LIFE_REFRESHED != 0).then(|| self.last_used.load(Ordering::Acquire))
+    }
+    /// The lifecycle flags.
+    #[inline]
+    fn life(&self) -> u8 {
+        (self.state.load(Ordering::Acquire) >> LIFE_SHIFT) as u8
+    }
+    fn set_life(&self, flags: u8) {
+        self.state
+            .fetch_or(u64::from(flags) << LIFE_SHIFT, Ordering::AcqRel);
+    }
+    /// Revoked itself.
+    #[inline]
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.life() & LIFE_REVOKED != 0
     }
     /// Suspended (`disable`) and not enabled since.
     #[inline]
     pub(crate) fn is_disabled(&self) -> bool {
-        self.life.load(Ordering::Acquire) & LIFE_DISABLED != 0
+        self.life() & LIFE_DISABLED != 0
     }
     /// Assigned pending and not claimed yet.
     #[inline]
     pub(crate) fn is_pending(&self) -> bool {
-        self.life.load(Ordering::Acquire) & LIFE_PENDING != 0
+        self.life() & LIFE_PENDING != 0
     }
     /// Replaced by a rotation (it dies at the end of its grace period).
     #[inline]
     pub(crate) fn is_rotated(&self) -> bool {
-        self.life.load(Ordering::Acquire) & LIFE_ROTATED != 0
+        self.life() & LIFE_ROTATED != 0
     }
     /// Spent by a rotation on use.
     #[inline]
     pub(crate) fn is_spent(&self) -> bool {
-        self.life.load(Ordering::Acquire) & LIFE_SPENT != 0
+        self.life() & LIFE_SPENT != 0
     }
     /// Marks the token spent by a rotation on use, dying at `dies_at`
     /// (never later than it would have).
     pub(super) fn mark_spent(&self, dies_at: u64) {
         self.expires_at.fetch_min(dies_at, Ordering::AcqRel);
-        self.life
-            .fetch_or(LIFE_ROTATED | LIFE_SPENT, Ordering::AcqRel);
+        self.set_life(LIFE_ROTATED | LIFE_SPENT);
     }
     /// Suspends or restores the token.
     pub(super) fn set_disabled(&self, disabled: bool) {
         if disabled {
-            self.life.fetch_or(LIFE_DISABLED, Ordering::AcqRel);
+            self.set_life(LIFE_DISABLED);
         } else {
-            self.life.fetch_and(!LIFE_DISABLED, Ordering::AcqRel);
+            self.state
+                .fetch_and(!(u64::from(LIFE_DISABLED) << LIFE_SHIFT), Ordering::AcqRel);
         }
     }
     /// Marks the token rotated, dying at `dies_at` (never later than its
     /// own expiry).
     pub(super) fn mark_rotated(&self, dies_at: u64) {
         self.expires_at.fetch_min(dies_at, Ordering::AcqRel);
-        self.life.fetch_or(LIFE_ROTATED, Ordering::AcqRel);
+        self.set_life(LIFE_ROTATED);
     }
     /// When the token itself was revoked; 0 if never.
     #[inline]
     pub(crate) fn revoked_at(&self) -> u64 {
-        self.revoked_at.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & REVOKED_AT_MASK
     }
     /// Marks the token revoked itself at `at` (one-way).
     pub(super) fn mark_revoked(&self, at: u64) {
-        self.revoked_at.store(at, Ordering::Release);
-        self.revoked.store(true, Ordering::Release);
+        let at = at.min(REVOKED_AT_MASK);
+        let revoked = u64::from(LIFE_REVOKED) << LIFE_SHIFT;
+        // The flags kept, the time replaced (the latest revocation's).
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                Some((s & !REVOKED_AT_MASK) | revoked | at)
+            });
     }
     /// The family's lock and bookkeeping: a writer holds it from reading
     /// the live list to [`super::Memory::apply_family`], which alone
@@ -442,19 +461,24 @@ impl RefreshHot {
 /// as this does.
 const ACCESS_REVOKED: u64 = 1 << 33;
 
-/// 56 bytes: with its 16-byte key, a 72-byte slot of its table.
+/// Where an access entry's lifetime (its expiry less its issue, in
+/// seconds) sits in its state word: the 30 bits above [`ACCESS_REVOKED`],
+/// set once when the entry is made.
+const ACCESS_LIFETIME_SHIFT: u32 = 34;
+
+/// 48 bytes: with its 16-byte key, a 64-byte slot of its table.
 pub(crate) struct AccessHot {
     pub(super) refresh: Arc<RefreshHot>,
     pub(super) verifier: VerifierHalf,
-    pub(super) issued_at: u64,
     pub(super) expires_at: u64,
     /// The scopes it was narrowed to at exchange (all bits set when it was
     /// not: its refresh token's scopes).
     pub(super) scopes: ScopeSet,
     /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`:
-    /// bits 0 to 32) and whether it is revoked itself ([`ACCESS_REVOKED`]);
-    /// bits 34 to 63 are free for more states. Every change ORs bits in,
-    /// so none is lost to another.
+    /// bits 0 to 32), whether it is revoked itself ([`ACCESS_REVOKED`]),
+    /// and its lifetime (bits 34 to 63, see [`ACCESS_LIFETIME_SHIFT`]):
+    /// what [`AccessHot::issued_at`] counts back from its expiry. Every
+    /// change ORs bits in, so none is lost to another.
     state: AtomicU64,
 }
 
@@ -462,14 +486,22 @@ impl AccessHot {
     /// The one way an access entry is made: from its record, in the
     /// family of `refresh`, narrowed to `scopes` (see
     /// [`AccessHot::scopes`]).
+    ///
+    /// A lifetime longer than [`crate::config::MAX_ACCESS_TTL_SECS`], which
+    /// no store issues, is kept as that: the issue is then shown later than
+    /// stored; the expiry, which decides, is kept whole.
     pub(super) fn new(refresh: Arc<RefreshHot>, rec: &AccessRecord, scopes: ScopeSet) -> AccessHot {
+        let lifetime = rec
+            .expires_at
+            .saturating_sub(rec.issued_at)
+            .min(crate::config::MAX_ACCESS_TTL_SECS);
+        let revoked = if rec.revoked { ACCESS_REVOKED } else { 0 };
         AccessHot {
             refresh,
             verifier: VerifierHalf::of(&rec.verifier),
-            issued_at: rec.issued_at,
             expires_at: rec.expires_at,
             scopes,
-            state: AtomicU64::new(if rec.revoked { ACCESS_REVOKED } else { 0 }),
+            state: AtomicU64::new((lifetime << ACCESS_LIFETIME_SHIFT) | revoked),
         }
     }
 
@@ -484,9 +516,11 @@ impl AccessHot {
     pub(crate) fn verifier_matches(&self, verifier: &[u8; 32]) -> bool {
         self.verifier.matches(verifier)
     }
+    /// When it was issued: its expiry less its lifetime.
     #[inline]
     pub(crate) fn issued_at(&self) -> u64 {
-        self.issued_at
+        let lifetime = self.state.load(Ordering::Relaxed) >> ACCESS_LIFETIME_SHIFT;
+        self.expires_at - lifetime
     }
     #[inline]
     pub(crate) fn expires_at(&self) -> u64 {
@@ -525,15 +559,117 @@ mod tests {
         MemberHot::new(org.clone(), user, Role::User as u8, 0)
     }
 
-    /// The entries keep their sizes: an access entry in a 72-byte slot of
-    /// its table, a refresh entry in a 160-byte heap block (144 bytes and
-    /// two reference counts, rounded up by the allocator).
+    /// The entries keep their sizes: an access entry in a 64-byte slot of
+    /// its table, a refresh entry in a 144-byte heap block (120 bytes, two
+    /// reference counts, and glibc's 8-byte header, rounded up to 16).
     #[test]
     fn entries_keep_their_sizes() {
-        assert_eq!(std::mem::size_of::<AccessHot>(), 56);
-        assert_eq!(std::mem::size_of::<Option<AccessHot>>(), 56);
-        assert!(std::mem::size_of::<RefreshHot>() <= 144);
-        assert!(std::mem::size_of::<RefreshExtra>() <= 40);
+        assert_eq!(std::mem::size_of::<AccessHot>(), 48);
+        assert_eq!(std::mem::size_of::<Option<AccessHot>>(), 48);
+        assert_eq!(std::mem::size_of::<crate::idmap::Slot<AccessHot>>(), 64);
+        assert!(std::mem::size_of::<RefreshHot>() <= 120);
+        assert!(std::mem::size_of::<RefreshExtra>() <= 32);
+    }
+
+    /// An access entry's issue, expiry, revocation and checksum memo share
+    /// its state word without touching each other; a lifetime past the
+    /// longest a store issues keeps the expiry whole.
+    #[test]
+    fn an_access_entry_keeps_its_issue_beside_its_states() {
+        let org = Arc::new(OrgHot::new("acme"));
+        let refresh = Arc::new(RefreshHot {
+            member: Arc::new(member(&org, "ann")),
+            scopes: ScopeSet(1),
+            created_at: 100,
+            expires_at: AtomicU64::new(u64::MAX),
+            last_used: AtomicU64::new(0),
+            state: refresh_state(0, None),
+            id: [1; 16],
+            verifier: VerifierHalf([2; 16]),
+            extra: Mutex::default(),
+        });
+        let rec = |issued_at, expires_at, revoked| AccessRecord {
+            id: [3; 16],
+            refresh_id: [1; 16],
+            issued_at,
+            expires_at,
+            revoked,
+            verifier: [4; 32],
+            scopes: None,
+        };
+        let max = crate::config::MAX_ACCESS_TTL_SECS;
+        let now = 1_800_000_000;
+        let a = AccessHot::new(refresh.clone(), &rec(now, now + max, false), ScopeSet(1));
+        assert_eq!(
+            (a.issued_at(), a.expires_at(), a.is_revoked()),
+            (now, now + max, false)
+        );
+        a.state.fetch_or(
+            crate::token::CHECK_KNOWN | u64::from(u32::MAX),
+            Ordering::Relaxed,
+        );
+        a.mark_revoked();
+        assert_eq!(
+            (a.issued_at(), a.expires_at(), a.is_revoked()),
+            (now, now + max, true)
+        );
+        let b = AccessHot::new(refresh.clone(), &rec(5, u64::MAX, true), ScopeSet(1));
+        assert_eq!(
+            (b.issued_at(), b.expires_at(), b.is_revoked()),
+            (u64::MAX - max, u64::MAX, true)
+        );
+        let c = AccessHot::new(refresh, &rec(9, 4, false), ScopeSet(1));
+        assert_eq!((c.issued_at(), c.expires_at()), (4, 4));
+    }
+
+    /// A refresh entry's state word: every flag set and cleared on its
+    /// own, a revocation keeping the flags and its time, and the last
+    /// exchange known only once there was one.
+    #[test]
+    fn the_state_word_keeps_flags_and_revocation_apart() {
+        let org = Arc::new(OrgHot::new("acme"));
+        let hot = RefreshHot {
+            member: Arc::new(member(&org, "ann")),
+            scopes: ScopeSet(1),
+            created_at: 100,
+            expires_at: AtomicU64::new(u64::MAX),
+            last_used: AtomicU64::new(0),
+            state: refresh_state(LIFE_PENDING, None),
+            id: [1; 16],
+            verifier: VerifierHalf([2; 16]),
+            extra: Mutex::default(),
+        };
+        assert!(hot.is_pending() && !hot.is_disabled() && !hot.is_revoked());
+        assert_eq!((hot.revoked_at(), hot.last_refresh()), (0, None));
+        hot.set_disabled(true);
+        hot.note_use(50);
+        assert_eq!(
+            hot.last_refresh(),
+            Some(50),
+            "an exchange before creation is kept"
+        );
+        assert_eq!(hot.ends_at(), u64::MAX);
+        hot.mark_revoked(7_000);
+        assert!(hot.is_revoked() && hot.is_disabled() && hot.is_pending());
+        assert_eq!(hot.revoked_at(), 7_000);
+        hot.mark_revoked(9_000);
+        hot.set_disabled(false);
+        hot.mark_rotated(500);
+        assert!(hot.is_revoked() && !hot.is_disabled() && hot.is_rotated() && !hot.is_spent());
+        assert_eq!((hot.revoked_at(), hot.expires_at()), (9_000, 500));
+        hot.mark_spent(400);
+        assert!(hot.is_spent() && hot.is_rotated());
+        hot.note_use(300);
+        hot.note_use(200);
+        assert_eq!(hot.last_refresh(), Some(300));
+        hot.mark_revoked(u64::MAX);
+        assert_eq!(hot.revoked_at(), REVOKED_AT_MASK);
+        assert!(hot.is_pending() && hot.is_spent() && hot.is_revoked());
+        let loaded = refresh_state(LIFE_ROTATED, Some(42));
+        assert_eq!(
+            loaded.load(Ordering::Relaxed),
+            (u64::from(LIFE_ROTATED | LIFE_REVOKED) << LIFE_SHIFT) | 42
+        );
     }
 
     /// The per-thread names cache never answers with another member's

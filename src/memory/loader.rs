@@ -96,6 +96,10 @@ impl<'a> Loader<'a> {
         }
         drop(cat);
         self.mem.order_live_lists();
+        // The access tokens came family by family, in no order of their
+        // own ids: every shard of them filled at once, grown step by step.
+        self.mem.access.fit();
+        self.mem.refresh.fit();
         super::maps::release_freed_heap();
         missing
     }
@@ -217,7 +221,7 @@ impl Memory {
                     .live
                     .iter()
                     .map(|&id| {
-                        let at = self.access.with(&id, |a| a.map_or(0, |a| a.issued_at));
+                        let at = self.access.with(&id, |a| a.map_or(0, AccessHot::issued_at));
                         (at, id)
                     })
                     .collect();

@@ -108,6 +108,14 @@ impl<V> Sharded<V> {
         self.shard(id).read().contains_key(id)
     }
 
+    /// Sizes each shard to what it holds (see [`IdMap::fit`]), one shard
+    /// at a time.
+    pub(super) fn fit(&self) {
+        for s in self.shards.iter() {
+            s.write().fit();
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }

@@ -12,8 +12,6 @@
 //! backends revoke inside their transactions, `StoredState::revocable` in
 //! the codec.
 
-use std::sync::atomic::Ordering;
-
 use super::entries::{AccessHot, RefreshHot};
 use crate::error::{Error, Result};
 use crate::policy::Role;
@@ -79,7 +77,7 @@ impl RefreshHot {
     /// and suspension.
     #[inline]
     pub(crate) fn usable(&self, now: u64) -> Usable {
-        if self.revoked.load(Ordering::Acquire) {
+        if self.is_revoked() {
             return Usable::Revoked;
         }
         let Some(role) = self.member.role() else {
@@ -105,7 +103,7 @@ impl RefreshHot {
     /// that is written down).
     #[inline]
     pub(crate) fn revocable(&self) -> bool {
-        !self.revoked.load(Ordering::Acquire)
+        !self.is_revoked()
     }
 }
 

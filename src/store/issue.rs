@@ -347,7 +347,7 @@ impl Inner {
         let hot = self.mem.refresh(&r.id);
         let (last_refresh, client) = hot.as_ref().map_or((None, None), |h| {
             let extra = h.lock_family();
-            (extra.last_refresh(), extra.client().cloned())
+            (h.last_refresh(), extra.client().cloned())
         });
         // A token spent by a rotation on use shows the end of its leeway.
         let expires_at = r.effective_expiry();

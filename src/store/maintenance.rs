@@ -228,7 +228,7 @@ impl TokenStore {
             // The newest access record of a family tells its last exchange;
             // keep that time when records of a surviving family go.
             if !fam.is_empty() && !dead_set.contains(&r.id()) {
-                if let Some(at) = extra.last_refresh() {
+                if let Some(at) = r.last_refresh() {
                     fam.push(Change::PutLastRefresh {
                         id: r.id(),
                         at,

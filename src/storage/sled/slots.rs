@@ -307,12 +307,15 @@ impl Slots {
     }
 
     /// Once every record is loaded: each family's unused slots below its
-    /// highest are free.
+    /// highest are free, and each shard is sized to what it holds (see
+    /// `IdMap::fit`: a shard whose reservation missed grew step by step).
     pub(super) fn finish_load(&self) {
         for s in self.shards.iter() {
-            for fam in s.lock().values_mut() {
+            let mut shard = s.lock();
+            for fam in shard.values_mut() {
                 fam.finish_load();
             }
+            shard.fit();
         }
     }
 
