@@ -1,7 +1,7 @@
 //! A map from 16-byte random ids to values, in one flat table.
 //!
-//! Every token the store holds sits in such tables (memory's maps by token
-//! id, the sled backend's slot table by family), so their cost per entry
+//! Every token the store holds sits in such a table (memory's maps by token
+//! id), so their cost per entry
 //! is most of the store's memory per token, and a lookup of one is the
 //! verification's first read of main memory. A general hash map pays for
 //! both twice: its table grows by doubling (at a random size it is on
@@ -222,21 +222,6 @@ impl<V> IdMap<V> {
         true
     }
 
-    /// The value at `key`, put there by `make` if there was none.
-    pub(crate) fn get_or_insert_with(&mut self, key: [u8; 16], make: impl FnOnce() -> V) -> &mut V {
-        let i = match self.find(&key) {
-            Some(i) => i,
-            None => {
-                self.insert_absent(key, make());
-                self.find(&key).expect("an entry just inserted is found")
-            }
-        };
-        self.slots[i]
-            .val
-            .as_mut()
-            .expect("a found slot holds a value")
-    }
-
     /// Inserts an entry whose key the map does not hold.
     fn insert_absent(&mut self, key: [u8; 16], val: V) {
         if self.len + 1 > self.capacity() {
@@ -298,6 +283,7 @@ impl<V> IdMap<V> {
     }
 
     /// Removes every entry, keeping the table.
+    #[cfg(test)]
     pub(crate) fn clear(&mut self) {
         for s in self.slots.iter_mut() {
             s.val = None;
@@ -310,11 +296,6 @@ impl<V> IdMap<V> {
         self.slots
             .iter()
             .filter_map(|s| s.val.as_ref().map(|v| (&s.key, v)))
-    }
-
-    /// Every value, to change, in no particular order.
-    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.slots.iter_mut().filter_map(|s| s.val.as_mut())
     }
 }
 

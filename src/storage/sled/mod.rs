@@ -62,8 +62,9 @@ pub(crate) struct SledBackend {
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
-    /// The slot of each stored access record in its family, so that the
-    /// rest of the crate names access records by id only.
+    /// The locks of the families' slots, so that the rest of the crate
+    /// names access records by id only (the slots are read off the access
+    /// tree: see `slots`).
     slots: slots::Slots,
     /// Who holds which refresh token (sled has no index tree by owner).
     owners: owners::Owners,
@@ -260,7 +261,6 @@ impl SledBackend {
                 let (k, _) = kv.map_err(io)?;
                 self.access.remove(k).map_err(io)?;
             }
-            self.slots.drop_family(id);
         }
         self.sync()
     }
@@ -438,14 +438,10 @@ impl Backend for SledBackend {
                 skip();
             }
         };
-        // Each record's slot goes to the backend's own table; memory gets
-        // the record.
-        self.slots.clear();
+        // A record under a key of its own family's goes to memory (its
+        // slot stays on disk, in the key).
         let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
-            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
-                self.slots.loaded(&rec.refresh_id, rec.id, slot);
-                sink.access(rec);
-            }
+            (Some(_), Ok(rec)) if k[..16] == rec.refresh_id => sink.access(rec),
             _ => skip(),
         };
         let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), decode_last_use(v)) {
@@ -501,7 +497,6 @@ impl Backend for SledBackend {
                 }
             }
         }
-        self.slots.finish_load();
         self.owners.finish_load();
         if let Some(p) = self.path.as_ref().filter(|_| !self.read_only) {
             warm::remove(p);

@@ -1,45 +1,42 @@
 //! Where each stored access record sits in its family: its slot, the last
 //! four bytes of its key (`access_key`). The rest of the crate names an
-//! access token by its id and its refresh token's; this table, the
-//! backend's own, turns that into a key, gives a new record a free slot,
-//! and gives it its evicted predecessor's slot when an exchange past the
-//! cap deletes the oldest in the same batch (so that the exchange is one
-//! insert).
+//! access token by its id and its refresh token's; the backend turns that
+//! into a key, gives a new record a free slot, and gives it its evicted
+//! predecessor's slot when an exchange past the cap deletes the oldest in
+//! the same batch (so that the exchange is one insert).
 //!
-//! Built by [`Slots::loaded`] from the keys while the store loads, changed
-//! only after a write to the access tree succeeded (a failed write leaves
-//! it as it was). A writer holds the lock of its family's shard from
-//! choosing a slot to noting it, so two writers never choose the same one.
+//! Nothing of it is kept in memory: a writer reads its family's slots off
+//! the access tree ([`read`]: the keys under the family's prefix, which
+//! sit together), under the lock of the family's stripe, and plans on
+//! them; a failed write leaves the tree, and so the slots, as they were.
 
 use std::collections::VecDeque;
 
 use parking_lot::{Mutex, MutexGuard};
 
-type Families = crate::idmap::IdMap<Family>;
+use crate::error::Result;
 
 const SHARDS: usize = 64;
 
-/// By the family's leading bits: a load, which meets families in key
-/// order, fills one shard after another, each sized from the one before
-/// (see [`Slots::loaded`]).
+/// A family's stripe, by its leading bits.
 fn shard_of(family: &[u8; 16]) -> usize {
     family[0] as usize * SHARDS / 256
 }
 
 /// The slots of one family's stored access records.
 ///
-/// Held inline in its table's entry, without a heap allocation, in the
-/// common states: no record, or one record in slot 0 with no other slot
-/// ever given (a refresh token exchanged and each new access token
-/// evicting the last). Any other state is a [`Wide`] on the heap; every
-/// change settles back to the inline form when it can, so two families in
-/// the same state compare equal.
+/// Inline, without a heap allocation, in the common states: no record, or
+/// one record in slot 0 and no other slot below the highest (a refresh
+/// token exchanged and each new access token evicting the last). Any other
+/// state is a [`Wide`] on the heap; every change settles back to the
+/// inline form when it can, so two families in the same state compare
+/// equal.
 #[derive(Default, Clone, Debug, PartialEq, Eq)]
 pub(super) enum Family {
-    /// No record and no slot ever given.
+    /// No record.
     #[default]
     Empty,
-    /// One record, in slot 0, the only slot ever given.
+    /// One record, in slot 0, and no free slot.
     One([u8; 16]),
     /// Anything else.
     Wide(Box<Wide>),
@@ -48,12 +45,12 @@ pub(super) enum Family {
 /// A family's slots in general.
 #[derive(Default, Clone, Debug, PartialEq, Eq)]
 pub(super) struct Wide {
-    /// Each stored record's id and slot, in the order they were put (so
-    /// the oldest, which the cap evicts, is found first).
+    /// Each stored record's id and slot, in the order they were read (by
+    /// slot) and put.
     live: VecDeque<([u8; 16], u32)>,
     /// Slots below `next` that no record holds.
     free: Vec<u32>,
-    /// One past the highest slot ever given.
+    /// One past the highest slot taken (as read, or given since).
     next: u32,
 }
 
@@ -170,7 +167,8 @@ impl Family {
         slot
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         match self {
             Family::Empty => true,
             Family::One(_) => false,
@@ -178,7 +176,7 @@ impl Family {
         }
     }
 
-    /// Notes a record found stored in `slot` while loading (free slots
+    /// Notes a record found stored in `slot` while reading (free slots
     /// are found by [`Family::finish_load`]).
     fn loaded(&mut self, id: [u8; 16], slot: u32) {
         if let (Family::Empty, 0) = (&*self, slot) {
@@ -191,8 +189,8 @@ impl Family {
         self.settle();
     }
 
-    /// Once every record is loaded: the unused slots below the highest
-    /// are free.
+    /// Once every record is read: the unused slots below the highest are
+    /// free.
     fn finish_load(&mut self) {
         let Family::Wide(w) = self else { return };
         if w.live.len() != w.next as usize {
@@ -206,128 +204,75 @@ impl Family {
     }
 }
 
-/// The slot table of every family, sharded by family.
+/// The locks of the families' slots, striped by family: a writer holds
+/// its family's stripe from reading the family's slots off the access tree
+/// to writing its record, so two writers never choose the same slot. The
+/// slots themselves are not kept in memory: the access tree holds them
+/// (each record's key), and [`read`] reads a family's back.
 pub(super) struct Slots {
-    shards: Box<[Mutex<Families>]>,
+    stripes: Box<[Mutex<()>]>,
 }
 
-/// Some shards of the table, locked (in shard order) by a writer of a
-/// batch: it plans on copies of the families, and puts them back only if
-/// the write succeeded.
-pub(super) struct Locked<'a> {
-    shards: Vec<(usize, MutexGuard<'a, Families>)>,
-}
-
-impl Locked<'_> {
-    fn shard(&mut self, family: &[u8; 16]) -> &mut Families {
-        let i = shard_of(family);
-        let at = self
-            .shards
-            .iter()
-            .position(|(s, _)| *s == i)
-            .expect("the shards of every family of the batch are locked");
-        &mut self.shards[at].1
-    }
-
-    /// A copy of the family's slots, to plan on.
-    pub(super) fn copy(&mut self, family: &[u8; 16]) -> Family {
-        self.shard(family).get(family).cloned().unwrap_or_default()
-    }
-
-    /// Puts planned families back (`None`: the family is gone).
-    pub(super) fn put_back(&mut self, planned: Vec<([u8; 16], Option<Family>)>) {
-        for (id, f) in planned {
-            match f {
-                Some(f) if !f.is_empty() => {
-                    self.shard(&id).insert(id, f);
-                }
-                _ => {
-                    self.shard(&id).remove(&id);
-                }
+/// The slots of `family`'s stored access records, read from the access
+/// tree: the keys under its prefix (a key of another layout, or a record
+/// that does not decode or names another family, is skipped, as the load
+/// skips it; its slot reads as free).
+///
+/// # Errors
+///
+/// `io` (or `corrupt`) when sled fails to read the tree.
+pub(super) fn read(access: &sled::Tree, family: &[u8; 16]) -> Result<Family> {
+    let mut fam = Family::default();
+    for kv in access.scan_prefix(family) {
+        let (k, v) = kv.map_err(super::io)?;
+        if let (Some(slot), Ok(rec)) = (super::slot_of(&k), crate::codec::decode_access(&v)) {
+            if rec.refresh_id == *family {
+                fam.loaded(rec.id, slot);
             }
         }
     }
+    fam.finish_load();
+    Ok(fam)
+}
+
+/// Some stripes of the locks, held (in stripe order) by a writer of a
+/// batch: it plans on the families' slots as read while it holds them.
+pub(super) struct Locked<'a> {
+    _stripes: Vec<MutexGuard<'a, ()>>,
 }
 
 impl Slots {
     pub(super) fn new() -> Slots {
         Slots {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            stripes: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
-    /// Runs `f` on the family's slots, under its shard's lock; a family
-    /// left empty is dropped.
-    pub(super) fn with<R>(&self, family: &[u8; 16], f: impl FnOnce(&mut Family) -> R) -> R {
-        let mut shard = self.shards[shard_of(family)].lock();
-        let fam = shard.get_or_insert_with(*family, Family::default);
-        let r = f(fam);
-        if fam.is_empty() {
-            shard.remove(family);
-        }
-        r
+    /// Runs `f` on the family's slots, read from `access`, under its
+    /// stripe's lock.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`read`], and `f`'s.
+    pub(super) fn with<R>(
+        &self,
+        access: &sled::Tree,
+        family: &[u8; 16],
+        f: impl FnOnce(&mut Family) -> Result<R>,
+    ) -> Result<R> {
+        let _stripe = self.stripes[shard_of(family)].lock();
+        let mut fam = read(access, family)?;
+        f(&mut fam)
     }
 
-    /// Locks the shards of `families`, in shard order.
+    /// Locks the stripes of `families`, in stripe order.
     pub(super) fn lock(&self, families: impl Iterator<Item = [u8; 16]>) -> Locked<'_> {
         let mut idx: Vec<usize> = families.map(|f| shard_of(&f)).collect();
         idx.sort_unstable();
         idx.dedup();
         Locked {
-            shards: idx
-                .into_iter()
-                .map(|i| (i, self.shards[i].lock()))
-                .collect(),
+            _stripes: idx.into_iter().map(|i| self.stripes[i].lock()).collect(),
         }
-    }
-
-    /// Forgets everything (before a load).
-    pub(super) fn clear(&self) {
-        for s in self.shards.iter() {
-            s.lock().clear();
-        }
-    }
-
-    /// Notes a record found stored in `slot` of `family` while loading
-    /// (from several threads at once).
-    pub(super) fn loaded(&self, family: &[u8; 16], id: [u8; 16], slot: u32) {
-        let i = shard_of(family);
-        let mut shard = self.shards[i].lock();
-        if shard.capacity() == 0 && i > 0 {
-            // A shard's first family: ids are random, so shards fill
-            // alike, and the shard before it has just been filled (unless
-            // another loader holds it: not waited for). Room for as many,
-            // and some, at once rather than growing step by step.
-            let hint = self.shards[i - 1].try_lock().map_or(0, |p| p.len());
-            shard.reserve_like(hint);
-        }
-        shard
-            .get_or_insert_with(*family, Family::default)
-            .loaded(id, slot);
-    }
-
-    /// Once every record is loaded: each family's unused slots below its
-    /// highest are free, and each shard is sized to what it holds (see
-    /// `IdMap::fit`: a shard whose reservation missed grew step by step).
-    pub(super) fn finish_load(&self) {
-        for s in self.shards.iter() {
-            let mut shard = s.lock();
-            for fam in shard.values_mut() {
-                fam.finish_load();
-            }
-            shard.fit();
-        }
-    }
-
-    /// Forgets a family (its records were removed outside a batch).
-    pub(super) fn drop_family(&self, family: &[u8; 16]) {
-        self.shards[shard_of(family)].lock().remove(family);
-    }
-
-    /// The family's slots, if it has records (for tests).
-    #[cfg(test)]
-    pub(super) fn family(&self, family: &[u8; 16]) -> Option<Family> {
-        self.shards[shard_of(family)].lock().get(family).cloned()
     }
 }
 
@@ -358,13 +303,33 @@ mod tests {
     }
 
     #[test]
-    fn loading_finds_the_gaps() {
-        let s = Slots::new();
-        let fam = [5; 16];
-        s.loaded(&fam, [1; 16], 4);
-        s.loaded(&fam, [2; 16], 1);
-        s.finish_load();
-        let f = s.family(&fam).unwrap();
+    fn reading_finds_the_gaps() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let access = db.open_tree("access").unwrap();
+        let put = |family: u8, id: u8, slot: u32| {
+            let rec = crate::codec::AccessRecord {
+                id: [id; 16],
+                refresh_id: [family; 16],
+                issued_at: 1,
+                expires_at: 2,
+                revoked: false,
+                verifier: [0; 32],
+                scopes: None,
+            };
+            let v = crate::codec::encode_access(&rec).unwrap();
+            access
+                .insert(super::super::access_key(&[family; 16], slot), v)
+                .unwrap();
+        };
+        put(5, 1, 4);
+        put(5, 2, 1);
+        // Skipped: a record under another family's key, a value that does
+        // not decode, a key of another layout.
+        access
+            .insert(super::super::access_key(&[5; 16], 3), &b"junk"[..])
+            .unwrap();
+        access.insert([5u8; 17], &b"junk"[..]).unwrap();
+        let f = read(&access, &[5; 16]).unwrap();
         let Family::Wide(w) = &f else {
             panic!("two records in slots 4 and 1 are held wide: {f:?}")
         };
@@ -373,14 +338,19 @@ mod tests {
         free.sort_unstable();
         assert_eq!(free, vec![0, 2, 3]);
         assert_eq!(f.slot_of(&[1; 16]), Some(4));
-        // One record in slot 0 loads inline; alone in slot 2, it is wide
-        // with slots 0 and 1 free.
-        s.loaded(&[6; 16], [7; 16], 0);
-        s.loaded(&[8; 16], [9; 16], 2);
-        s.finish_load();
-        assert_eq!(s.family(&[6; 16]), Some(Family::One([7; 16])));
-        let f = s.family(&[8; 16]).unwrap();
+        assert_eq!(f.slot_of(&[2; 16]), Some(1));
+        // One record in slot 0 reads inline; alone in slot 2, it is wide
+        // with slots 0 and 1 free; no record: empty.
+        put(6, 7, 0);
+        put(8, 9, 2);
+        assert_eq!(read(&access, &[6; 16]).unwrap(), Family::One([7; 16]));
+        let f = read(&access, &[8; 16]).unwrap();
         assert_eq!((f.slot_of(&[9; 16]), f.free_slot()), (Some(2), 1));
+        assert_eq!(read(&access, &[7; 16]).unwrap(), Family::Empty);
+        // Under its stripe's lock, the same.
+        let slots = Slots::new();
+        let got = slots.with(&access, &[6; 16], |f| Ok(f.clone())).unwrap();
+        assert_eq!(got, Family::One([7; 16]));
     }
 
     /// The common life of a family (issued, exchanged, each exchange

@@ -120,12 +120,11 @@ impl SledBackend {
             }
             [Change::PutAccess(rec)] => {
                 let v = encode_access(rec)?;
-                return self.slots.with(&rec.refresh_id, |fam| {
+                return self.slots.with(&self.access, &rec.refresh_id, |fam| {
                     let slot = fam.free_slot();
                     self.access
                         .insert(access_key(&rec.refresh_id, slot), v)
                         .map_err(io)?;
-                    fam.put(rec.id, slot);
                     Ok(Committed::default())
                 });
             }
@@ -136,23 +135,22 @@ impl SledBackend {
                 if *refresh_id == rec.refresh_id =>
             {
                 let v = encode_access(rec)?;
-                return self.slots.with(refresh_id, |fam| {
-                    let slot = fam.slot_of(old).unwrap_or_else(|| fam.free_slot());
+                return self.slots.with(&self.access, refresh_id, |fam| {
+                    let slot = fam.replace(old, rec.id);
                     self.access
                         .insert(access_key(refresh_id, slot), v)
                         .map_err(io)?;
-                    fam.replace(old, rec.id);
                     Ok(Committed::default())
                 });
             }
             _ => {}
         }
         // The slots of the access records the batch touches, planned on
-        // copies of their families' slots while their shards stay locked,
-        // and kept only if the write succeeds.
+        // their families' slots as read from the access tree while their
+        // stripes stay locked.
         let touched: Vec<[u8; 16]> = changes.iter().filter_map(family_of).collect();
-        let mut locked = self.slots.lock(touched.iter().copied());
-        let (at, planned) = plan_slots(changes, &mut locked);
+        let _locked = self.slots.lock(touched.iter().copied());
+        let at = plan_slots(changes, &self.access)?;
         // What the batch's issues carry, and the tokens its bulk
         // revocations select among (all of the owner's: the table names
         // every stored record).
@@ -183,7 +181,6 @@ impl SledBackend {
                 }
             }
             self.access.apply_batch(batch).map_err(io)?;
-            locked.put_back(planned);
             return Ok(Committed::default());
         }
         let res: std::result::Result<Committed, TransactionError<Error>> = (
@@ -418,7 +415,6 @@ impl SledBackend {
             );
         match res {
             Ok(done) => {
-                locked.put_back(planned);
                 for (i, c) in changes.iter().enumerate() {
                     match c {
                         Change::IssueRefresh(r) => {
@@ -462,24 +458,20 @@ fn family_of(c: &Change) -> Option<[u8; 16]> {
 }
 
 /// The slot each access change of `changes` writes (`None`: a record that
-/// is not stored, or a change that is not an access change), and the
-/// families' slots once the batch is written (`None`: the family is gone).
-type Planned = Vec<([u8; 16], Option<slots::Family>)>;
-
-fn plan_slots(changes: &[Change], locked: &mut slots::Locked<'_>) -> (Vec<Option<u32>>, Planned) {
-    let mut planned: Planned = Vec::new();
-    let mut index: HashMap<[u8; 16], usize> = HashMap::new();
+/// is not stored, or a change that is not an access change), planned on
+/// the families' slots as `access` holds them.
+fn plan_slots(changes: &[Change], access: &sled::Tree) -> Result<Vec<Option<u32>>> {
+    let mut families: HashMap<[u8; 16], slots::Family> = HashMap::new();
     let mut at = Vec::with_capacity(changes.len());
     for c in changes {
         let Some(family) = family_of(c) else {
             at.push(None);
             continue;
         };
-        let i = *index.entry(family).or_insert_with(|| {
-            planned.push((family, Some(locked.copy(&family))));
-            planned.len() - 1
-        });
-        let fam = planned[i].1.get_or_insert_with(Default::default);
+        let fam = match families.entry(family) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(slots::read(access, &family)?),
+        };
         at.push(match c {
             Change::PutAccess(rec) => {
                 let slot = fam.free_slot();
@@ -491,12 +483,12 @@ fn plan_slots(changes: &[Change], locked: &mut slots::Locked<'_>) -> (Vec<Option
             _ => {
                 // The family itself goes (its records were deleted before,
                 // in the same batch).
-                planned[i].1 = None;
+                *fam = slots::Family::default();
                 None
             }
         });
     }
-    (at, planned)
+    Ok(at)
 }
 
 /// A revocation's when, who and why.
