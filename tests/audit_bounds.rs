@@ -364,6 +364,62 @@ fn only_live_tokens_count_against_the_cap() {
     ));
 }
 
+/// Memory counts a member's stored tokens and the backend lists them once
+/// the count reaches the cap: the count is rebuilt by a reopen (so the cap
+/// still holds), taken down by a purge (so the member may issue again),
+/// and kept across a removal and a return.
+#[test]
+fn the_cap_holds_across_a_reopen_a_purge_and_a_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.db");
+    let clock = ManualClock::new(START);
+    let cfg = || {
+        Config::new(&path)
+            .clock(clock.clone())
+            .max_live_tokens_per_member(3)
+            .retention(Duration::from_secs(60))
+    };
+    let (store, olivia, _, uma) = seeded(cfg());
+    for _ in 0..3 {
+        store.generate(&uma, Default::default()).unwrap();
+    }
+    store.close().unwrap();
+    let store = cfg().open().unwrap();
+    let refused = |store: &TokenStore| {
+        store
+            .generate(&uma, Default::default())
+            .err()
+            .map(|e| e.kind())
+    };
+    assert_eq!(refused(&store), Some("limit"), "counted again at open");
+    // Removed and back: the same three tokens, revoked by the removal.
+    store.remove_member("acme", "uma").unwrap();
+    store.add_member("acme", "uma", Role::User).unwrap();
+    assert_eq!(store.list_own(&uma).unwrap().len(), 3);
+    for _ in 0..3 {
+        store.generate(&uma, Default::default()).unwrap();
+    }
+    assert_eq!(refused(&store), Some("limit"));
+    // The three revoked ones purged: three stored, all live.
+    clock.advance(120);
+    let report = store.purge_expired(1_000).unwrap();
+    assert_eq!(report.refresh_removed, 3);
+    assert_eq!(store.list_own(&uma).unwrap().len(), 3);
+    assert_eq!(refused(&store), Some("limit"));
+    store
+        .revoke_all(&olivia, RevokeScope::Member("uma".into()), None)
+        .unwrap();
+    clock.advance(120);
+    assert_eq!(store.purge_expired(1_000).unwrap().refresh_removed, 3);
+    assert!(store.list_own(&uma).unwrap().is_empty());
+    store.close().unwrap();
+    let store = cfg().open().unwrap();
+    for _ in 0..3 {
+        store.generate(&uma, Default::default()).unwrap();
+    }
+    assert_eq!(refused(&store), Some("limit"));
+}
+
 /// Threads issuing to one member at once never take them past the cap:
 /// exactly the cap's worth succeed.
 #[test]

@@ -58,7 +58,10 @@ impl Memory {
                 }
                 Change::DeleteRefresh { id, org, user } => {
                     if let Some(gone) = self.refresh.remove(id) {
-                        gone.member.held.lock().remove(id);
+                        {
+                            let mut held = gone.member.held.lock();
+                            *held = held.saturating_sub(1);
+                        }
                         // A removed member's stand-in goes with its last
                         // token.
                         cat.drop_ghost_if_empty(org, user, &gone.member.held);
@@ -223,7 +226,7 @@ impl Memory {
             }
             None => {
                 let member = cat.holder(&r.org, &r.user);
-                member.held.lock().insert(r.id);
+                *member.held.lock() += 1;
                 self.refresh.insert(r.id, Arc::new(self.hot_of(r, member)));
             }
         }

@@ -13,9 +13,8 @@ pub(super) struct OrgEntry {
     pub(super) hot: Arc<OrgHot>,
     pub(super) members: HashMap<String, Arc<MemberHot>>,
     /// Members no longer present who still hold (revoked) tokens, by user
-    /// id: what those tokens hang on, and where lists find them. Gone with
-    /// their last token, or when the user is added again (the new member
-    /// takes over their list).
+    /// id: what those tokens hang on. Gone with their last token, or when
+    /// the user is added again (the new member takes over their count).
     pub(super) ghosts: HashMap<String, Arc<MemberHot>>,
     pub(super) owner: Option<String>,
 }
@@ -106,7 +105,7 @@ impl Catalog {
     /// Makes `user` a member of `org` with `role` (a member already: their
     /// role changes), with their own cutoff raised to `not_before`; keeps
     /// the organization's Owner in step. A user added again takes over the
-    /// list of their removed stand-in.
+    /// count of their removed stand-in.
     pub(super) fn put_member(&mut self, org: &str, user: &str, role: Role, not_before: u64) {
         match self.member(org, user).cloned() {
             Some(hot) => {
@@ -162,21 +161,21 @@ impl Catalog {
             if entry.owner.as_deref() == Some(user) {
                 entry.owner = None;
             }
-            if !hot.held.lock().is_empty() {
+            if *hot.held.lock() != 0 {
                 entry.ghosts.insert(user.to_string(), hot);
             }
         }
     }
 
     /// Forgets a removed member's stand-in once its last token is gone
-    /// (`held` is that token's list).
+    /// (`held` is that token's count).
     pub(super) fn drop_ghost_if_empty(
         &mut self,
         org: &str,
         user: &str,
-        held: &Arc<parking_lot::Mutex<super::entries::TokenIds>>,
+        held: &Arc<parking_lot::Mutex<usize>>,
     ) {
-        if !held.lock().is_empty() {
+        if *held.lock() != 0 {
             return;
         }
         if let Some(entry) = self.orgs.get_mut(org) {

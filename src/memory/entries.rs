@@ -1,8 +1,6 @@
 //! The entries of memory: organizations, members, refresh and access tokens.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -10,7 +8,6 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::live::Live;
 use crate::codec::{AccessRecord, OrgPolicyRecord};
-use crate::idmap::IdHasher;
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
 use crate::types::ClientInfo;
@@ -138,30 +135,30 @@ pub(crate) struct MemberHot {
     pub(super) user: Arc<str>,
     pub(super) role: AtomicU8,
     pub(super) not_before: AtomicU64,
-    /// The refresh tokens stored for this organization and user id (what
-    /// the cap on a member's live tokens counts). Shared by every `MemberHot` of the same ids (a member removed and
-    /// added again is a new one; their tokens are listed together).
-    pub(super) held: Arc<Mutex<TokenIds>>,
+    /// How many refresh tokens are stored for this organization and user
+    /// id (what the cap on a member's live tokens counts first). Shared by
+    /// every `MemberHot` of the same ids (a member removed and added again
+    /// is a new one; their tokens are counted together). The ids
+    /// themselves are the backend's to list.
+    pub(super) held: Arc<Mutex<usize>>,
     /// Unique for the life of the process: the key of the names cache.
     uid: u64,
 }
 
-/// Refresh token ids.
-pub(crate) type TokenIds = HashSet<[u8; 16], BuildHasherDefault<IdHasher>>;
-
-/// A member's token list, locked (see [`MemberHot::lock_held`]): read
-/// outside memory, extended only by [`super::Memory::put_issued`].
-pub(crate) struct HeldTokens<'a>(MutexGuard<'a, TokenIds>);
+/// A member's count of stored tokens, locked (see
+/// [`MemberHot::lock_held`]): read outside memory, raised only by
+/// [`super::Memory::put_issued`].
+pub(crate) struct HeldTokens<'a>(MutexGuard<'a, usize>);
 
 impl HeldTokens<'_> {
+    /// How many refresh tokens are stored for the member's ids, live or
+    /// not.
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        *self.0
     }
-    pub(crate) fn ids(&self) -> impl Iterator<Item = &[u8; 16]> {
-        self.0.iter()
-    }
-    pub(super) fn insert(&mut self, id: [u8; 16]) {
-        self.0.insert(id);
+    /// Counts one more.
+    pub(super) fn add_one(&mut self) {
+        *self.0 += 1;
     }
 }
 
@@ -184,14 +181,14 @@ impl MemberHot {
         Self::sharing(org, user, role, not_before, Arc::default())
     }
 
-    /// A member whose tokens are listed with `held` (those of an earlier
+    /// A member whose tokens are counted with `held` (those of an earlier
     /// member of the same ids).
     pub(super) fn sharing(
         org: Arc<OrgHot>,
         user: &str,
         role: u8,
         not_before: u64,
-        held: Arc<Mutex<TokenIds>>,
+        held: Arc<Mutex<usize>>,
     ) -> MemberHot {
         MemberHot {
             org,
@@ -245,8 +242,9 @@ impl MemberHot {
     pub(crate) fn user(&self) -> &str {
         &self.user
     }
-    /// The member's token list, locked: an issue holds it from counting
-    /// the member's tokens (the cap) to putting the new one in memory.
+    /// The member's count of stored tokens, locked: an issue holds it from
+    /// counting the member's tokens (the cap) to putting the new one in
+    /// memory.
     #[inline]
     pub(crate) fn lock_held(&self) -> HeldTokens<'_> {
         HeldTokens(self.held.lock())

@@ -33,20 +33,17 @@ pub(crate) struct Loader<'a> {
     /// backend hands them over before any token), so that the loader
     /// threads find a token's member without taking the catalog lock.
     members: OnceLock<Members>,
-    /// The refresh tokens loaded, to be put in their members' lists (`MemberHot::held`) by
-    /// [`Loader::finish`], member by member: putting them there as they
-    /// come would have the loader threads pull the same members' lists
-    /// back and forth between their cores. Split as the threads split the
-    /// key space, so that they rarely meet on a lock.
-    loaded: Vec<Mutex<Vec<Held>>>,
+    /// The members of the refresh tokens loaded (by address), to be
+    /// counted in their members' counts (`MemberHot::held`) by
+    /// [`Loader::finish`], member by member: counting them as they come
+    /// would have the loader threads pull the same members' counts back
+    /// and forth between their cores. Split as the threads split the key
+    /// space, so that they rarely meet on a lock.
+    loaded: Vec<Mutex<Vec<usize>>>,
     /// Stand-ins made for removed members while loading (each made once,
     /// under the catalog lock), by organization and user id.
     ghosts: Mutex<HashMap<(String, String), Arc<MemberHot>>>,
 }
-
-/// A loaded token for its member's list: the member (by address, as a
-/// sort key) and the token id.
-type Held = (usize, [u8; 16]);
 
 fn address(m: &Arc<MemberHot>) -> usize {
     Arc::as_ptr(m) as usize
@@ -64,12 +61,12 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Puts the loaded tokens in their members' lists and each family's
-    /// live list oldest first; returns how many tokens were left out
+    /// Counts the loaded tokens in their members' counts and puts each
+    /// family's live list oldest first; returns how many tokens were left out
     /// because their member was not found (none can be: each hangs on a
     /// member or a stand-in of the catalog).
     pub(crate) fn finish(self) -> u64 {
-        let mut all: Vec<Held> = Vec::new();
+        let mut all: Vec<usize> = Vec::new();
         for part in &self.loaded {
             all.append(&mut part.lock());
         }
@@ -79,20 +76,16 @@ impl<'a> Loader<'a> {
             .flat_map(|(_, e)| e.members.values().chain(e.ghosts.values()))
             .map(|m| (address(m), m))
             .collect();
-        // Member by member, each list sized once.
-        all.sort_unstable_by_key(|h| h.0);
+        // Member by member.
+        all.sort_unstable();
         let mut missing = 0;
-        for run in all.chunk_by(|a, b| a.0 == b.0) {
-            let Some(member) = members.get(&run[0].0) else {
+        for run in all.chunk_by(|a, b| a == b) {
+            let Some(member) = members.get(&run[0]) else {
                 debug_assert!(false, "a loaded token's member is not in the catalog");
                 missing += run.len() as u64;
                 continue;
             };
-            let mut held = member.held.lock();
-            held.reserve(run.len());
-            for (_, id) in run {
-                held.insert(*id);
-            }
+            *member.held.lock() += run.len();
         }
         drop(cat);
         self.mem.order_live_lists();
@@ -157,7 +150,7 @@ impl<'a> Loader<'a> {
     pub(crate) fn refresh(&self, r: &RefreshView<'_>) {
         let inner = self.mem;
         let member = self.holder(r.org, r.user);
-        let held = (address(&member), r.id);
+        let held = address(&member);
         let hot = Arc::new(inner.hot_of_view(r, member));
         if inner.refresh.insert_new(r.id, hot.clone()) {
             let part = usize::from(r.id[0]) * LOADED_PARTS / 256;

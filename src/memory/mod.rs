@@ -18,8 +18,8 @@
 //!   changes, by a writer holding that family's lock (exchange, revoking an
 //!   access token);
 //! - [`Memory::put_issued`]: a refresh token just issued, by an issue that
-//!   holds its member's token list (issues share the catalog, so they cannot
-//!   go through `apply`);
+//!   holds its member's count of stored tokens (issues share the catalog,
+//!   so they cannot go through `apply`);
 //! - [`Memory::load`]: stored records as they stand ([`Stored`], memory's
 //!   own inputs, never committed): a replica's snapshot and read-through;
 //!   and [`Loader`], the same for opening a store, from the backend's
@@ -225,16 +225,16 @@ impl Memory {
         *cat = catalog.into_inner();
     }
 
-    /// Puts a refresh record just issued in memory, listed with `member`'s
-    /// tokens in `held` (their list, which the issue has held locked since
-    /// it counted them): with no catalog change, the member being one.
+    /// Puts a refresh record just issued in memory, counted with `member`'s
+    /// tokens in `held` (their count, which the issue has held locked
+    /// since it read it): with no catalog change, the member being one.
     pub(crate) fn put_issued(
         &self,
         mut held: HeldTokens<'_>,
         r: &RefreshRecord,
         member: &Arc<MemberHot>,
     ) {
-        held.insert(r.id);
+        held.add_one();
         self.refresh
             .insert(r.id, Arc::new(self.hot_of(r, member.clone())));
     }

@@ -161,6 +161,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The refresh records of an organization, or of one member of it
     /// (also those of a removed member, until purged), in any order.
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>>;
+    /// The ids of the refresh records of one member of `org` (also those
+    /// of a removed member, until purged), in any order: what the cap on a
+    /// member's live tokens counts once their stored tokens reach it.
+    fn refresh_ids(&self, org: &str, user: &str) -> Result<Vec<[u8; 16]>> {
+        Ok(self
+            .list_refresh(org, Some(user))?
+            .into_iter()
+            .map(|r| r.id)
+            .collect())
+    }
     /// The newest `limit` events of `org` numbered below `before` (a page
     /// of the audit trail; `u64::MAX` for the newest), newest first, issue
     /// events included wherever the backend keeps them.

@@ -164,15 +164,18 @@ impl TokenStore {
         let now = inner.now();
         let asked = opts.expires_in.map(|s| now.saturating_add(s));
         let expires_at = inner.expiry_within(&member, now, asked, false)?;
-        // The cap on the member's live tokens. Their list is held from the
-        // count to the insert, so concurrent issues for the same member
+        // The cap on the member's live tokens. Their count is held from
+        // the check to the insert, so concurrent issues for the same member
         // (which share the catalog) are counted one after another. Only a
-        // member listing at least the cap's worth of tokens, live or not,
-        // is counted one by one.
+        // member holding at least the cap's worth of stored tokens, live or
+        // not, has them counted one by one: the backend lists their ids
+        // (memory keeps only the count), and memory says which are live.
         let held = member.lock_held();
         if held.len() >= inner.max_live {
-            let live = held
-                .ids()
+            let live = inner
+                .backend
+                .refresh_ids(&actor.org, subject)?
+                .iter()
                 .filter(|id| {
                     inner
                         .mem

@@ -127,6 +127,9 @@ impl Backend for SwapHandle {
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
         self.0.call(|b| b.list_refresh(org, user))
     }
+    fn refresh_ids(&self, org: &str, user: &str) -> Result<Vec<[u8; 16]>> {
+        self.0.call(|b| b.refresh_ids(org, user))
+    }
     fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>> {
         self.0.call(|b| b.events(org, before, limit))
     }

@@ -679,6 +679,11 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
+    fn refresh_ids(&self, org: &str, user: &str) -> Result<Vec<[u8; 16]>> {
+        // The backend's own table names exactly the records on disk.
+        Ok(self.owners.ids(org, Some(user)))
+    }
+
     fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>> {
         // The issue events of the organization's stored tokens (the newest
         // `limit` of them, read from their records) first, then the events
