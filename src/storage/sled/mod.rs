@@ -62,9 +62,9 @@ pub(crate) struct SledBackend {
     /// Refresh records found unreadable at open: whose they are is unknown,
     /// so no list can be known complete (lists fail with `Corrupt`).
     unreadable: AtomicU64,
-    /// The locks of the families' slots, so that the rest of the crate
-    /// names access records by id only (the slots are read off the access
-    /// tree: see `slots`).
+    /// The families' slots, so that the rest of the crate names access
+    /// records by id only (kept for the families with a record past slot
+    /// 0, read off the access tree for the others: see `slots`).
     slots: slots::Slots,
     /// Who holds which refresh token (sled has no index tree by owner).
     owners: owners::Owners,
@@ -261,6 +261,7 @@ impl SledBackend {
                 let (k, _) = kv.map_err(io)?;
                 self.access.remove(k).map_err(io)?;
             }
+            self.slots.drop_family(id);
         }
         self.sync()
     }
@@ -439,7 +440,9 @@ impl Backend for SledBackend {
             }
         };
         // A record under a key of its own family's goes to memory (its
-        // slot stays on disk, in the key).
+        // slot stays in the key: the backend reads a family's slots when it
+        // writes the family).
+        self.slots.clear();
         let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
             (Some(_), Ok(rec)) if k[..16] == rec.refresh_id => sink.access(rec),
             _ => skip(),

@@ -5,16 +5,18 @@
 //! predecessor's slot when an exchange past the cap deletes the oldest in
 //! the same batch (so that the exchange is one insert).
 //!
-//! Nothing of it is kept in memory: a writer reads its family's slots off
-//! the access tree ([`read`]: the keys under the family's prefix, which
-//! sit together), under the lock of the family's stripe, and plans on
-//! them; a failed write leaves the tree, and so the slots, as they were.
+//! Only the families with a record past slot 0 are kept in memory (see
+//! [`Slots`]); the others, nearly all, are read off the access tree when
+//! written. Changed only after a write succeeded (a failed write leaves
+//! them as they were).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::Result;
+use crate::idmap::IdHasher;
 
 const SHARDS: usize = 64;
 
@@ -167,6 +169,15 @@ impl Family {
         slot
     }
 
+    /// Whether a record sits past slot 0: such a family is kept in memory
+    /// (see [`Slots`]); any other reads back from the tree alike.
+    fn is_wide(&self) -> bool {
+        match self {
+            Family::Wide(w) => w.live.iter().any(|(_, s)| *s != 0),
+            _ => false,
+        }
+    }
+
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         match self {
@@ -204,13 +215,23 @@ impl Family {
     }
 }
 
-/// The locks of the families' slots, striped by family: a writer holds
-/// its family's stripe from reading the family's slots off the access tree
-/// to writing its record, so two writers never choose the same slot. The
-/// slots themselves are not kept in memory: the access tree holds them
-/// (each record's key), and [`read`] reads a family's back.
+/// The slots of the families that hold a record past slot 0, by family.
+type Wides = HashMap<[u8; 16], Family, BuildHasherDefault<IdHasher>>;
+
+/// The families' slots, striped by family: a writer holds its family's
+/// stripe from reading the family's slots to writing its record, so two
+/// writers never choose the same slot.
+///
+/// A family whose records all sit in slot 0 (none, or one: every family
+/// of a refresh token whose exchanges each evict the last) is not kept in
+/// memory: its slots are read off the access tree ([`read`], one key at
+/// most). A family with a record past slot 0 is kept here once a write
+/// read it, so that its later writers do not read all its records again
+/// (an exchange into a family of 10,000 live access tokens would). What
+/// is kept is what the tree holds: a family not kept is read, so the
+/// load builds nothing.
 pub(super) struct Slots {
-    stripes: Box<[Mutex<()>]>,
+    stripes: Box<[Mutex<Wides>]>,
 }
 
 /// The slots of `family`'s stored access records, read from the access
@@ -235,10 +256,47 @@ pub(super) fn read(access: &sled::Tree, family: &[u8; 16]) -> Result<Family> {
     Ok(fam)
 }
 
-/// Some stripes of the locks, held (in stripe order) by a writer of a
-/// batch: it plans on the families' slots as read while it holds them.
+/// Some stripes, locked (in stripe order) by a writer of a batch: it plans
+/// on copies of the families' slots, and puts them back only if the write
+/// succeeded.
 pub(super) struct Locked<'a> {
-    _stripes: Vec<MutexGuard<'a, ()>>,
+    stripes: Vec<(usize, MutexGuard<'a, Wides>)>,
+}
+
+impl Locked<'_> {
+    fn stripe(&mut self, family: &[u8; 16]) -> &mut Wides {
+        let i = shard_of(family);
+        let at = self
+            .stripes
+            .iter()
+            .position(|(s, _)| *s == i)
+            .expect("the stripes of every family of the batch are locked");
+        &mut self.stripes[at].1
+    }
+
+    /// A copy of the family's slots, to plan on.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`read`].
+    pub(super) fn copy(&mut self, access: &sled::Tree, family: &[u8; 16]) -> Result<Family> {
+        match self.stripe(family).get(family) {
+            Some(f) => Ok(f.clone()),
+            None => read(access, family),
+        }
+    }
+
+    /// Puts planned families back, once the batch is written.
+    pub(super) fn put_back(&mut self, planned: Vec<([u8; 16], Family)>) {
+        for (id, f) in planned {
+            let stripe = self.stripe(&id);
+            if f.is_wide() {
+                stripe.insert(id, f);
+            } else {
+                stripe.remove(&id);
+            }
+        }
+    }
 }
 
 impl Slots {
@@ -248,8 +306,8 @@ impl Slots {
         }
     }
 
-    /// Runs `f` on the family's slots, read from `access`, under its
-    /// stripe's lock.
+    /// Runs `f` on the family's slots under its stripe's lock; `f` changes
+    /// them only once its write succeeded.
     ///
     /// # Errors
     ///
@@ -260,9 +318,16 @@ impl Slots {
         family: &[u8; 16],
         f: impl FnOnce(&mut Family) -> Result<R>,
     ) -> Result<R> {
-        let _stripe = self.stripes[shard_of(family)].lock();
-        let mut fam = read(access, family)?;
-        f(&mut fam)
+        let mut stripe = self.stripes[shard_of(family)].lock();
+        let mut fam = match stripe.remove(family) {
+            Some(fam) => fam,
+            None => read(access, family)?,
+        };
+        let r = f(&mut fam);
+        if fam.is_wide() {
+            stripe.insert(*family, fam);
+        }
+        r
     }
 
     /// Locks the stripes of `families`, in stripe order.
@@ -271,8 +336,29 @@ impl Slots {
         idx.sort_unstable();
         idx.dedup();
         Locked {
-            _stripes: idx.into_iter().map(|i| self.stripes[i].lock()).collect(),
+            stripes: idx
+                .into_iter()
+                .map(|i| (i, self.stripes[i].lock()))
+                .collect(),
         }
+    }
+
+    /// Forgets everything (before a load).
+    pub(super) fn clear(&self) {
+        for s in self.stripes.iter() {
+            s.lock().clear();
+        }
+    }
+
+    /// Forgets a family (its records were removed outside a batch).
+    pub(super) fn drop_family(&self, family: &[u8; 16]) {
+        self.stripes[shard_of(family)].lock().remove(family);
+    }
+
+    /// The family's slots, if they are kept in memory (for tests).
+    #[cfg(test)]
+    pub(super) fn kept(&self, family: &[u8; 16]) -> Option<Family> {
+        self.stripes[shard_of(family)].lock().get(family).cloned()
     }
 }
 

@@ -125,6 +125,7 @@ impl SledBackend {
                     self.access
                         .insert(access_key(&rec.refresh_id, slot), v)
                         .map_err(io)?;
+                    fam.put(rec.id, slot);
                     Ok(Committed::default())
                 });
             }
@@ -136,21 +137,22 @@ impl SledBackend {
             {
                 let v = encode_access(rec)?;
                 return self.slots.with(&self.access, refresh_id, |fam| {
-                    let slot = fam.replace(old, rec.id);
+                    let slot = fam.slot_of(old).unwrap_or_else(|| fam.free_slot());
                     self.access
                         .insert(access_key(refresh_id, slot), v)
                         .map_err(io)?;
+                    fam.replace(old, rec.id);
                     Ok(Committed::default())
                 });
             }
             _ => {}
         }
         // The slots of the access records the batch touches, planned on
-        // their families' slots as read from the access tree while their
-        // stripes stay locked.
+        // copies of their families' slots while their stripes stay locked,
+        // and kept only if the write succeeds.
         let touched: Vec<[u8; 16]> = changes.iter().filter_map(family_of).collect();
-        let _locked = self.slots.lock(touched.iter().copied());
-        let at = plan_slots(changes, &self.access)?;
+        let mut locked = self.slots.lock(touched.iter().copied());
+        let (at, planned) = plan_slots(changes, &self.access, &mut locked)?;
         // What the batch's issues carry, and the tokens its bulk
         // revocations select among (all of the owner's: the table names
         // every stored record).
@@ -181,6 +183,7 @@ impl SledBackend {
                 }
             }
             self.access.apply_batch(batch).map_err(io)?;
+            locked.put_back(planned);
             return Ok(Committed::default());
         }
         let res: std::result::Result<Committed, TransactionError<Error>> = (
@@ -415,6 +418,7 @@ impl SledBackend {
             );
         match res {
             Ok(done) => {
+                locked.put_back(planned);
                 for (i, c) in changes.iter().enumerate() {
                     match c {
                         Change::IssueRefresh(r) => {
@@ -458,20 +462,32 @@ fn family_of(c: &Change) -> Option<[u8; 16]> {
 }
 
 /// The slot each access change of `changes` writes (`None`: a record that
-/// is not stored, or a change that is not an access change), planned on
-/// the families' slots as `access` holds them.
-fn plan_slots(changes: &[Change], access: &sled::Tree) -> Result<Vec<Option<u32>>> {
-    let mut families: HashMap<[u8; 16], slots::Family> = HashMap::new();
+/// is not stored, or a change that is not an access change), and the
+/// families' slots once the batch is written.
+type Planned = Vec<([u8; 16], slots::Family)>;
+
+fn plan_slots(
+    changes: &[Change],
+    access: &sled::Tree,
+    locked: &mut slots::Locked<'_>,
+) -> Result<(Vec<Option<u32>>, Planned)> {
+    let mut planned: Planned = Vec::new();
+    let mut index: HashMap<[u8; 16], usize> = HashMap::new();
     let mut at = Vec::with_capacity(changes.len());
     for c in changes {
         let Some(family) = family_of(c) else {
             at.push(None);
             continue;
         };
-        let fam = match families.entry(family) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(slots::read(access, &family)?),
+        let i = match index.get(&family) {
+            Some(i) => *i,
+            None => {
+                planned.push((family, locked.copy(access, &family)?));
+                index.insert(family, planned.len() - 1);
+                planned.len() - 1
+            }
         };
+        let fam = &mut planned[i].1;
         at.push(match c {
             Change::PutAccess(rec) => {
                 let slot = fam.free_slot();
@@ -488,7 +504,7 @@ fn plan_slots(changes: &[Change], access: &sled::Tree) -> Result<Vec<Option<u32>
             }
         });
     }
-    Ok(at)
+    Ok((at, planned))
 }
 
 /// A revocation's when, who and why.

@@ -199,6 +199,12 @@ fn access_changes_name_records_by_id_and_sled_keeps_the_slots() {
         stored(&b, 1),
         vec![(0, 10, false), (1, 11, false), (2, 12, false)]
     );
+    // Records past slot 0: the family's slots are kept, as the tree has
+    // them.
+    assert_eq!(
+        b.slots.kept(&[1; 16]),
+        Some(slots::read(&b.access, &[1; 16]).unwrap())
+    );
     // Past the cap: the oldest goes, the new record takes its key.
     b.write(&[
         Change::DeleteAccess {
@@ -276,6 +282,42 @@ fn access_changes_name_records_by_id_and_sled_keeps_the_slots() {
         slots::read(&b.access, &[1; 16]).unwrap(),
         slots::Family::Empty
     );
+    assert_eq!(b.slots.kept(&[1; 16]), None);
+    // A family whose one record sits in slot 0 is not kept: its slots are
+    // read back from the tree.
+    b.write(&[Change::IssueRefresh(record(3))]).unwrap();
+    b.write(&[Change::PutAccess(access(20, 3))]).unwrap();
+    b.write(&[
+        Change::DeleteAccess {
+            refresh_id: [3; 16],
+            id: [20; 16],
+        },
+        Change::PutAccess(access(21, 3)),
+    ])
+    .unwrap();
+    assert_eq!(stored(&b, 3), vec![(0, 21, false)]);
+    assert_eq!(b.slots.kept(&[3; 16]), None);
+    // A second record goes past slot 0; once the first is gone, only slot
+    // 1 is taken: kept still. A failed batch changes nothing kept.
+    b.write(&[Change::PutAccess(access(22, 3))]).unwrap();
+    assert!(b.slots.kept(&[3; 16]).is_some());
+    b.write(&[Change::DeleteAccess {
+        refresh_id: [3; 16],
+        id: [21; 16],
+    }])
+    .unwrap();
+    let kept = b.slots.kept(&[3; 16]);
+    assert_eq!(kept, Some(slots::read(&b.access, &[3; 16]).unwrap()));
+    b.write(&[
+        Change::PutAccess(access(23, 3)),
+        Change::SetLabel {
+            id: [42; 16],
+            label: None,
+        },
+    ])
+    .unwrap_err();
+    assert_eq!(b.slots.kept(&[3; 16]), kept);
+    assert_eq!(stored(&b, 3), vec![(1, 22, false)]);
 }
 
 /// The store commits a new token and its issue event as two changes;
