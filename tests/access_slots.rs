@@ -118,6 +118,34 @@ fn eviction_survives_a_reopen() {
     );
 }
 
+/// A family with records past slot 0 keeps every one across reopens
+/// (after a plain drop, which loads from the trees, and after `close`,
+/// which loads from the warm-start files): the open finds which families
+/// to keep the slots of, so that a new record never takes a taken slot.
+#[test]
+fn a_family_past_slot_0_keeps_every_record_across_reopens() {
+    let scratch = Scratch::new();
+    let (path, clock) = (&scratch.path, &scratch.clock);
+    let store = open(path, 10, clock);
+    let t = ann_token(&store);
+    let mut access = exchange_ticking(&store, clock, &t, 3);
+    store.flush().unwrap();
+    drop(store);
+    let store = open(path, 10, clock);
+    access.extend(exchange_ticking(&store, clock, &t, 2));
+    store.close().unwrap();
+    let store = open(path, 10, clock);
+    access.extend(exchange_ticking(&store, clock, &t, 2));
+    store.flush().unwrap();
+    drop(store);
+    let store = open(path, 10, clock);
+    assert_eq!(verifies(&store, &access), vec![true; 7]);
+    assert_eq!(store.stats().unwrap().access_tokens, 7);
+    let report = store.check_integrity().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.access_tokens, 7);
+}
+
 #[test]
 fn a_lowered_cap_evicts_the_surplus_on_the_next_exchange() {
     let scratch = Scratch::new();

@@ -149,7 +149,7 @@ pub(crate) struct Inner {
     mem: Memory,
     flusher: Flusher,
     skipped: u64,
-    /// Tokens loaded that could not be put in their member's list (see
+    /// Tokens loaded whose member could not be found to count them (see
     /// `Loader::finish`): lists fail closed while there are any.
     unlisted: u64,
     /// Whether the open read warm-start files (see [`TokenStore::close`]).

@@ -439,12 +439,14 @@ impl Backend for SledBackend {
                 skip();
             }
         };
-        // A record under a key of its own family's goes to memory (its
-        // slot stays in the key: the backend reads a family's slots when it
-        // writes the family).
+        // A record under a key of its own family's goes to memory; its
+        // slot, past 0, makes the backend keep its family's slots.
         self.slots.clear();
         let on_access = |_: usize, k: &[u8], v: &[u8]| match (slot_of(k), decode_access(v)) {
-            (Some(_), Ok(rec)) if k[..16] == rec.refresh_id => sink.access(rec),
+            (Some(slot), Ok(rec)) if k[..16] == rec.refresh_id => {
+                self.slots.loaded(&rec.refresh_id, slot);
+                sink.access(rec);
+            }
             _ => skip(),
         };
         let on_last = |k: &[u8], v: &[u8]| match (<[u8; 16]>::try_from(k), decode_last_use(v)) {
@@ -500,6 +502,7 @@ impl Backend for SledBackend {
                 }
             }
         }
+        self.slots.finish_load(&self.access)?;
         self.owners.finish_load();
         if let Some(p) = self.path.as_ref().filter(|_| !self.read_only) {
             warm::remove(p);

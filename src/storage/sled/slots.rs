@@ -6,9 +6,9 @@
 //! the same batch (so that the exchange is one insert).
 //!
 //! Only the families with a record past slot 0 are kept in memory (see
-//! [`Slots`]); the others, nearly all, are read off the access tree when
-//! written. Changed only after a write succeeded (a failed write leaves
-//! them as they were).
+//! [`Slots`]); the others, nearly all, have their one key read off the
+//! access tree when written. Changed only after a write succeeded (a
+//! failed write leaves them as they were).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -222,16 +222,36 @@ type Wides = HashMap<[u8; 16], Family, BuildHasherDefault<IdHasher>>;
 /// stripe from reading the family's slots to writing its record, so two
 /// writers never choose the same slot.
 ///
-/// A family whose records all sit in slot 0 (none, or one: every family
-/// of a refresh token whose exchanges each evict the last) is not kept in
-/// memory: its slots are read off the access tree ([`read`], one key at
-/// most). A family with a record past slot 0 is kept here once a write
-/// read it, so that its later writers do not read all its records again
-/// (an exchange into a family of 10,000 live access tokens would). What
-/// is kept is what the tree holds: a family not kept is read, so the
-/// load builds nothing.
+/// Every family with a record past slot 0 is kept here (the load finds
+/// them: [`Slots::loaded`]), so that its writers do not read all its
+/// records each time (an exchange into a family of 10,000 live access
+/// tokens would). A family not kept has at most one record, in slot 0
+/// (every family of a refresh token whose exchanges each evict the last:
+/// nearly all), and its slots are read off the access tree with one
+/// lookup of that key ([`read_slot_0`]; not a scan, which in sled copies
+/// the whole leaf).
 pub(super) struct Slots {
     stripes: Box<[Mutex<Wides>]>,
+    /// Families a load found with a record past slot 0, read and kept by
+    /// [`Slots::finish_load`].
+    found: Mutex<Vec<[u8; 16]>>,
+}
+
+/// The slots of a family that is not kept (so has no record past slot
+/// 0), read from its slot-0 key (a record that does not decode or names
+/// another family reads as none, as the load skips it).
+///
+/// # Errors
+///
+/// `io` (or `corrupt`) when sled fails to read the tree.
+fn read_slot_0(access: &sled::Tree, family: &[u8; 16]) -> Result<Family> {
+    let v = access
+        .get(super::access_key(family, 0))
+        .map_err(super::io)?;
+    Ok(match v.map(|v| crate::codec::decode_access(&v)) {
+        Some(Ok(rec)) if rec.refresh_id == *family => Family::One(rec.id),
+        _ => Family::Empty,
+    })
 }
 
 /// The slots of `family`'s stored access records, read from the access
@@ -282,7 +302,7 @@ impl Locked<'_> {
     pub(super) fn copy(&mut self, access: &sled::Tree, family: &[u8; 16]) -> Result<Family> {
         match self.stripe(family).get(family) {
             Some(f) => Ok(f.clone()),
-            None => read(access, family),
+            None => read_slot_0(access, family),
         }
     }
 
@@ -303,6 +323,7 @@ impl Slots {
     pub(super) fn new() -> Slots {
         Slots {
             stripes: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            found: Mutex::default(),
         }
     }
 
@@ -321,7 +342,7 @@ impl Slots {
         let mut stripe = self.stripes[shard_of(family)].lock();
         let mut fam = match stripe.remove(family) {
             Some(fam) => fam,
-            None => read(access, family)?,
+            None => read_slot_0(access, family)?,
         };
         let r = f(&mut fam);
         if fam.is_wide() {
@@ -348,6 +369,35 @@ impl Slots {
         for s in self.stripes.iter() {
             s.lock().clear();
         }
+        self.found.lock().clear();
+    }
+
+    /// Notes a record found stored in `slot` of `family` while loading
+    /// (from several threads at once): a slot past 0 makes the family one
+    /// to keep.
+    pub(super) fn loaded(&self, family: &[u8; 16], slot: u32) {
+        if slot != 0 {
+            self.found.lock().push(*family);
+        }
+    }
+
+    /// Once every record is loaded: the families found with a record past
+    /// slot 0, read from `access` and kept.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`read`].
+    pub(super) fn finish_load(&self, access: &sled::Tree) -> Result<()> {
+        let mut found = std::mem::take(&mut *self.found.lock());
+        found.sort_unstable();
+        found.dedup();
+        for family in found {
+            let fam = read(access, &family)?;
+            if fam.is_wide() {
+                self.stripes[shard_of(&family)].lock().insert(family, fam);
+            }
+        }
+        Ok(())
     }
 
     /// Forgets a family (its records were removed outside a batch).
