@@ -11,7 +11,7 @@ use super::entries::{
     refresh_state, AccessHot, MemberHot, RefreshExtra, RefreshHot, LIFE_DISABLED, LIFE_PENDING,
     LIFE_ROTATED, LIFE_SPENT,
 };
-use super::{Memory, Stored};
+use super::{Memory, RefreshArc, Stored};
 use crate::change::{Change, Committed};
 use crate::codec::{self, AccessRecord, RefreshRecord, StoredState};
 use crate::policy::Role;
@@ -80,7 +80,7 @@ impl Memory {
                     // The entry is made anew with its verifier (a pending
                     // token has no access tokens to carry over).
                     if let Some(old) = self.refresh.get(&rec.id) {
-                        let hot = Arc::new(self.hot_of(rec, old.member.clone()));
+                        let hot = self.slab.alloc(self.hot_of(rec, old.member.clone()));
                         if !old.revocable() {
                             hot.mark_revoked(old.revoked_at());
                         }
@@ -118,7 +118,7 @@ impl Memory {
     /// the caller holds (exchange, revoking an access token).
     pub(crate) fn apply_family(
         &self,
-        parent: &Arc<RefreshHot>,
+        parent: &RefreshArc,
         extra: &mut RefreshExtra,
         changes: &[Change],
     ) {
@@ -150,7 +150,7 @@ impl Memory {
     /// is its own change, [`Change::DeleteAccess`].)
     pub(super) fn put_access(
         &self,
-        parent: &Arc<RefreshHot>,
+        parent: &RefreshArc,
         extra: &mut RefreshExtra,
         rec: &AccessRecord,
     ) {
@@ -227,7 +227,8 @@ impl Memory {
             None => {
                 let member = cat.holder(&r.org, &r.user);
                 *member.held.lock() += 1;
-                self.refresh.insert(r.id, Arc::new(self.hot_of(r, member)));
+                self.refresh
+                    .insert(r.id, self.slab.alloc(self.hot_of(r, member)));
             }
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::live::Live;
+use super::RefreshArc;
 use crate::codec::{AccessRecord, OrgPolicyRecord};
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
@@ -304,8 +305,10 @@ impl RefreshExtra {
 /// policy checks read comes first, so that it spans one or two cache lines
 /// of the entry's allocation (with its reference counts: 16 bytes before
 /// it), and what only writers read (the verifier, which an exchange
-/// compares; the family's bookkeeping) after it. 120 bytes: with the
-/// reference counts, a 144-byte heap block (see `entries_keep_their_sizes`).
+/// compares; the family's bookkeeping) after it. 120 bytes: with its
+/// reference count, a 128-byte slot of its memory's slab, starting a cache
+/// line, so that the fields verification reads share one (see
+/// `entries_keep_their_sizes` and `slab.rs`).
 #[repr(C)]
 pub(crate) struct RefreshHot {
     pub(super) member: Arc<MemberHot>,
@@ -466,7 +469,7 @@ const ACCESS_LIFETIME_SHIFT: u32 = 34;
 
 /// 48 bytes: with its 16-byte key, a 64-byte slot of its table.
 pub(crate) struct AccessHot {
-    pub(super) refresh: Arc<RefreshHot>,
+    pub(super) refresh: RefreshArc,
     pub(super) verifier: VerifierHalf,
     pub(super) expires_at: u64,
     /// The scopes it was narrowed to at exchange (all bits set when it was
@@ -488,7 +491,7 @@ impl AccessHot {
     /// A lifetime longer than [`crate::config::MAX_ACCESS_TTL_SECS`], which
     /// no store issues, is kept as that: the issue is then shown later than
     /// stored; the expiry, which decides, is kept whole.
-    pub(super) fn new(refresh: Arc<RefreshHot>, rec: &AccessRecord, scopes: ScopeSet) -> AccessHot {
+    pub(super) fn new(refresh: RefreshArc, rec: &AccessRecord, scopes: ScopeSet) -> AccessHot {
         let lifetime = rec
             .expires_at
             .saturating_sub(rec.issued_at)
@@ -505,7 +508,7 @@ impl AccessHot {
 
     /// The refresh token of its family.
     #[inline]
-    pub(crate) fn refresh(&self) -> &Arc<RefreshHot> {
+    pub(crate) fn refresh(&self) -> &RefreshArc {
         &self.refresh
     }
     /// Whether `verifier` (of a presented secret) is the token's, in
@@ -558,14 +561,16 @@ mod tests {
     }
 
     /// The entries keep their sizes: an access entry in a 64-byte slot of
-    /// its table, a refresh entry in a 144-byte heap block (120 bytes, two
-    /// reference counts, and glibc's 8-byte header, rounded up to 16).
+    /// its table, a refresh entry in a 128-byte slot of its slab (120
+    /// bytes and a 4-byte reference count), with what verification reads
+    /// of it in its first 56 bytes.
     #[test]
     fn entries_keep_their_sizes() {
         assert_eq!(std::mem::size_of::<AccessHot>(), 48);
         assert_eq!(std::mem::size_of::<Option<AccessHot>>(), 48);
         assert_eq!(std::mem::size_of::<crate::idmap::Slot<AccessHot>>(), 64);
         assert!(std::mem::size_of::<RefreshHot>() <= 120);
+        assert!(std::mem::offset_of!(RefreshHot, state) + 8 <= 56);
         assert!(std::mem::size_of::<RefreshExtra>() <= 32);
     }
 
@@ -575,7 +580,8 @@ mod tests {
     #[test]
     fn an_access_entry_keeps_its_issue_beside_its_states() {
         let org = Arc::new(OrgHot::new("acme"));
-        let refresh = Arc::new(RefreshHot {
+        let slab = super::super::slab::Slab::new();
+        let refresh = slab.alloc(RefreshHot {
             member: Arc::new(member(&org, "ann")),
             scopes: ScopeSet(1),
             created_at: 100,

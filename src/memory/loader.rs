@@ -13,8 +13,8 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 
 use super::apply::note_exchange;
-use super::entries::{AccessHot, MemberHot, RefreshHot};
-use super::{Memory, Stored};
+use super::entries::{AccessHot, MemberHot};
+use super::{Memory, RefreshArc, Stored};
 use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshView};
 use crate::types::ClientInfo;
 
@@ -22,7 +22,7 @@ thread_local! {
     /// The family this thread put in memory last. A backend hands each
     /// refresh record over just before the access records of its family,
     /// so an access record's parent is nearly always this one.
-    static LAST: RefCell<Option<Arc<RefreshHot>>> = const { RefCell::new(None) };
+    static LAST: RefCell<Option<RefreshArc>> = const { RefCell::new(None) };
 }
 
 type Members = HashMap<String, HashMap<String, Arc<MemberHot>>>;
@@ -151,7 +151,7 @@ impl<'a> Loader<'a> {
         let inner = self.mem;
         let member = self.holder(r.org, r.user);
         let held = address(&member);
-        let hot = Arc::new(inner.hot_of_view(r, member));
+        let hot = inner.slab.alloc(inner.hot_of_view(r, member));
         if inner.refresh.insert_new(r.id, hot.clone()) {
             let part = usize::from(r.id[0]) * LOADED_PARTS / 256;
             self.loaded[part].lock().push(held);

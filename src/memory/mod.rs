@@ -30,7 +30,10 @@
 //!
 //! Entries are built in one place each ([`Memory::hot_of_view`] for a
 //! refresh token, `AccessHot::new` for an access token), and whether a
-//! token is usable now is one rule (`state.rs`).
+//! token is usable now is one rule (`state.rs`). Access entries sit in
+//! their map's table; refresh entries in slots of the memory's slab
+//! (`slab.rs`), which the refresh map and each access entry of the family
+//! refer to.
 
 use std::sync::Arc;
 
@@ -46,6 +49,7 @@ mod entries;
 mod live;
 mod loader;
 mod maps;
+mod slab;
 mod state;
 
 pub(crate) use catalog::Catalog;
@@ -53,6 +57,10 @@ pub(crate) use entries::{AccessHot, HeldTokens, MemberHot, RefreshHot};
 pub(crate) use loader::Loader;
 use maps::Sharded;
 pub(crate) use state::Usable;
+
+/// A reference to a refresh entry: an `Arc` whose entry sits in a slot of
+/// its memory's slab (see `slab.rs`).
+pub(crate) type RefreshArc = slab::SlabArc<RefreshHot>;
 
 /// A stored record as it stands, for memory only: what loading, a
 /// replica's snapshot and a read-through hand over. Not a change: nothing
@@ -87,7 +95,9 @@ pub(crate) enum Stored {
 /// the methods that change it).
 pub(crate) struct Memory {
     /// Refresh entries by id.
-    refresh: Sharded<Arc<RefreshHot>>,
+    refresh: Sharded<RefreshArc>,
+    /// Where the refresh entries are: slots of 2 MiB chunks.
+    slab: slab::Slab<RefreshHot>,
     /// Access entries by id.
     access: Sharded<AccessHot>,
     /// The catalog: writers hold it exclusively, issues and readers share
@@ -101,7 +111,7 @@ pub(crate) struct Memory {
 impl Memory {
     /// The refresh token `id`, if memory holds it.
     #[inline]
-    pub(crate) fn refresh(&self, id: &[u8; 16]) -> Option<Arc<RefreshHot>> {
+    pub(crate) fn refresh(&self, id: &[u8; 16]) -> Option<RefreshArc> {
         self.refresh.get(id)
     }
     /// Runs `f` on the refresh token `id` as memory holds it (no
@@ -110,7 +120,7 @@ impl Memory {
     pub(crate) fn refresh_with<R>(
         &self,
         id: &[u8; 16],
-        f: impl FnOnce(Option<&Arc<RefreshHot>>) -> R,
+        f: impl FnOnce(Option<&RefreshArc>) -> R,
     ) -> R {
         self.refresh.with(id, f)
     }
@@ -135,7 +145,7 @@ impl Memory {
         self.access.contains(id)
     }
     /// Calls `f` on each refresh token until it returns `false`.
-    pub(crate) fn for_each_refresh(&self, f: impl FnMut(&[u8; 16], &Arc<RefreshHot>) -> bool) {
+    pub(crate) fn for_each_refresh(&self, f: impl FnMut(&[u8; 16], &RefreshArc) -> bool) {
         self.refresh.for_each(f)
     }
     /// Calls `f` on each access token until it returns `false`.
@@ -169,6 +179,7 @@ impl Memory {
     pub(crate) fn new(policy: Arc<Policy>) -> Memory {
         Memory {
             refresh: Sharded::new(),
+            slab: slab::Slab::new(),
             access: Sharded::new(),
             catalog: RwLock::new(Catalog::default()),
             policy,
@@ -188,7 +199,10 @@ impl Memory {
     /// Replaces this memory by `reloaded` (loaded anew after a storage fault)
     /// record by record, so that a verification meanwhile sees each token
     /// either as before or as after; `cat` is this memory's catalog, held
-    /// exclusively by the caller.
+    /// exclusively by the caller. The reloaded memory's refresh entries
+    /// stay in its slab's chunks, which live on while those entries do
+    /// (their freed slots are not handed out again: a fault's reload costs
+    /// its memory until the entries it brought in are gone).
     pub(crate) fn replace_with(&self, cat: &mut Catalog, reloaded: Memory) {
         let Memory {
             refresh,
@@ -236,6 +250,6 @@ impl Memory {
     ) {
         held.add_one();
         self.refresh
-            .insert(r.id, Arc::new(self.hot_of(r, member.clone())));
+            .insert(r.id, self.slab.alloc(self.hot_of(r, member.clone())));
     }
 }

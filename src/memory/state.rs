@@ -141,10 +141,10 @@ impl AccessHot {
         #[allow(unsafe_code)]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let p = std::sync::Arc::as_ptr(&self.refresh).cast::<i8>();
+            let p = super::RefreshArc::as_ptr(&self.refresh).cast::<i8>();
             // SAFETY: a prefetch is a hint that never faults, reads no
             // value and writes nothing; `p` points into a live allocation
-            // (the `Arc` is held by `self`), and so does `p + 64` (the
+            // (the reference is held by `self`), and so does `p + 64` (the
             // entry is larger than 64 bytes; `wrapping_add` in any case).
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(p);

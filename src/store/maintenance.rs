@@ -143,7 +143,7 @@ impl TokenStore {
         let now = inner.now();
         let mut report = PurgeReport::default();
         // Refresh records past retention, with all their access records.
-        let mut dead: Vec<Arc<RefreshHot>> = Vec::new();
+        let mut dead: Vec<RefreshArc> = Vec::new();
         let mut budget = limit;
         inner.mem.for_each_refresh(|_, r| {
             let u = r.usable(now);
@@ -168,7 +168,7 @@ impl TokenStore {
         });
         // Access records that can no longer verify.
         let dead_set: std::collections::HashSet<[u8; 16]> = dead.iter().map(|r| r.id()).collect();
-        let mut useless: Vec<(Arc<RefreshHot>, [u8; 16])> = Vec::new();
+        let mut useless: Vec<(RefreshArc, [u8; 16])> = Vec::new();
         if !report.more {
             inner.mem.for_each_access(|id, a| {
                 let gone = !a.usable(now).is_live();
@@ -190,7 +190,7 @@ impl TokenStore {
         // of the commit, as an exchange locks its family: no exchange adds
         // to or evicts from a family between this read and the commit.
         useless.sort_by_key(|(r, id)| (r.id(), *id));
-        let mut families: Vec<Arc<RefreshHot>> = dead.clone();
+        let mut families: Vec<RefreshArc> = dead.clone();
         families.extend(useless.iter().map(|(r, _)| r.clone()));
         families.sort_by_key(|r| r.id());
         families.dedup_by_key(|r| r.id());

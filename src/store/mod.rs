@@ -11,7 +11,7 @@ use crate::codec::{self, AccessRecord, EventRecord, RefreshRecord, StoredState};
 use crate::commit::{Flusher, WriterMark};
 use crate::config::{load_or_create, Config, StoreKey};
 use crate::error::{Error, Result};
-use crate::memory::{Catalog, Memory, RefreshHot, Usable};
+use crate::memory::{Catalog, Memory, RefreshArc, RefreshHot, Usable};
 use crate::policy::{may, Action, Policy, Role};
 use crate::storage::{Backend, IntegrityReport};
 use crate::token::{self, TokenId, TokenKind};

@@ -56,7 +56,7 @@ impl Fresh<'_> {
 
     /// The refresh token `id` as memory holds it.
     #[inline]
-    pub(super) fn refresh(&self, id: &[u8; 16]) -> Option<Arc<RefreshHot>> {
+    pub(super) fn refresh(&self, id: &[u8; 16]) -> Option<RefreshArc> {
         self.inner.mem.refresh(id)
     }
 

@@ -331,7 +331,7 @@ impl Inner {
         actor: &Actor,
         role: Role,
         id: &TokenId,
-        hot: Option<Arc<RefreshHot>>,
+        hot: Option<RefreshArc>,
         action: &str,
         other: Action,
     ) -> Result<()> {
