@@ -302,12 +302,11 @@ impl RefreshExtra {
 }
 
 /// Laid out in declaration order (`repr(C)`): what verification and the
-/// policy checks read comes first, so that it spans one or two cache lines
-/// of the entry's allocation (with its reference counts: 16 bytes before
-/// it), and what only writers read (the verifier, which an exchange
-/// compares; the family's bookkeeping) after it. 120 bytes: with its
-/// reference count, a 128-byte slot of its memory's slab, starting a cache
-/// line, so that the fields verification reads share one (see
+/// policy checks read comes first (to the id, 64 bytes), and what only
+/// writers read (the verifier, which an exchange compares; the family's
+/// bookkeeping) after it. 120 bytes: with its reference count after it, a
+/// 128-byte slot of its memory's slab that starts a cache line, so that
+/// what verification reads comes in one line (see
 /// `entries_keep_their_sizes` and `slab.rs`).
 #[repr(C)]
 pub(crate) struct RefreshHot {
@@ -563,14 +562,14 @@ mod tests {
     /// The entries keep their sizes: an access entry in a 64-byte slot of
     /// its table, a refresh entry in a 128-byte slot of its slab (120
     /// bytes and a 4-byte reference count), with what verification reads
-    /// of it in its first 56 bytes.
+    /// of it (to its id) in its first 64 bytes.
     #[test]
     fn entries_keep_their_sizes() {
         assert_eq!(std::mem::size_of::<AccessHot>(), 48);
         assert_eq!(std::mem::size_of::<Option<AccessHot>>(), 48);
         assert_eq!(std::mem::size_of::<crate::idmap::Slot<AccessHot>>(), 64);
         assert!(std::mem::size_of::<RefreshHot>() <= 120);
-        assert!(std::mem::offset_of!(RefreshHot, state) + 8 <= 56);
+        assert!(std::mem::offset_of!(RefreshHot, id) + 16 <= 64);
         assert!(std::mem::size_of::<RefreshExtra>() <= 32);
     }
 

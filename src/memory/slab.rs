@@ -6,7 +6,9 @@
 //! allocation per token while a store loads, placed between the load's own
 //! short-lived buffers. A [`Slab`] hands out fixed-size slots of 2 MiB
 //! chunks instead: a slot is the entry and a 4-byte reference count,
-//! nothing else, and each 128-byte slot starts a cache line.
+//! nothing else, and each 128-byte slot starts a cache line with its
+//! entry, so that the entry's first 64 bytes (what verification reads)
+//! come in one.
 //!
 //! [`SlabArc`] is the reference: it behaves as an `Arc` (clone, deref,
 //! the entry dropped with its last reference). A chunk lives while any of
@@ -53,18 +55,20 @@ struct Header {
     part_free: Arc<AtomicUsize>,
 }
 
-/// One slot: a reference count and, while it is above zero, a value.
+/// One slot: while its reference count is above zero, a value. The value
+/// comes first, at the slot's start (a cache line's, see [`first_slot`]),
+/// so that a value's first 64 bytes share one line; the count after it.
 #[repr(C)]
 struct Slot<T> {
+    val: MaybeUninit<T>,
     refs: AtomicU32,
     /// The next free slot of the chunk, while this one is free.
     next: UnsafeCell<u32>,
-    val: MaybeUninit<T>,
 }
 
 /// Where a chunk's first slot begins: on a cache line of its own (so that
 /// with 128-byte slots, each slot starts a line, and a refresh entry's
-/// first 56 bytes, all that verification reads of it, share one).
+/// first 64 bytes, all that verification reads of it, share one).
 const fn first_slot<T>() -> usize {
     let a = if align_of::<Slot<T>>() > 64 {
         align_of::<Slot<T>>()
@@ -287,9 +291,9 @@ impl<T> Slab<T> {
         // `Inner::pop_free`). Written whole: a fresh slot holds nothing.
         unsafe {
             slot.as_ptr().write(Slot {
+                val: MaybeUninit::new(val),
                 refs: AtomicU32::new(1),
                 next: UnsafeCell::new(NONE),
-                val: MaybeUninit::new(val),
             });
         }
         SlabArc {

@@ -129,8 +129,8 @@ impl AccessHot {
         !self.is_revoked()
     }
 
-    /// Asks the processor to start loading what [`AccessHot::usable`]
-    /// reads of the refresh entry (its first two cache lines), without
+    /// Asks the processor to start loading what verification reads of the
+    /// refresh entry (its first cache line: the slot starts one), without
     /// waiting for it: verification calls this as soon as it has found
     /// the access entry, then hashes the presented secret while the entry,
     /// likely a miss in a large store, comes from main memory. Changes
@@ -143,12 +143,10 @@ impl AccessHot {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             let p = super::RefreshArc::as_ptr(&self.refresh).cast::<i8>();
             // SAFETY: a prefetch is a hint that never faults, reads no
-            // value and writes nothing; `p` points into a live allocation
-            // (the reference is held by `self`), and so does `p + 64` (the
-            // entry is larger than 64 bytes; `wrapping_add` in any case).
+            // value and writes nothing; `p` points into a live slot (the
+            // reference is held by `self`).
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(p);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
             }
         }
     }
