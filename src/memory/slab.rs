@@ -246,12 +246,6 @@ unsafe impl<T: Send + Sync> Send for Slab<T> {}
 // SAFETY: as above; its own state is behind locks and atomics.
 unsafe impl<T: Send + Sync> Sync for Slab<T> {}
 
-impl<T> Default for Slab<T> {
-    fn default() -> Self {
-        Slab::new()
-    }
-}
-
 impl<T> Slab<T> {
     pub(crate) fn new() -> Slab<T> {
         assert!(
@@ -451,6 +445,9 @@ mod tests {
     fn a_slot_is_the_value_and_a_count() {
         assert_eq!(size_of::<Slot<[u64; 15]>>(), 128);
         assert_eq!(size_of::<Slot<super::super::entries::RefreshHot>>(), 128);
+        // The value at the slot's start, which starts a cache line.
+        assert_eq!(std::mem::offset_of!(Slot<[u64; 15]>, val), 0);
+        assert_eq!(first_slot::<[u64; 15]>() % 64, 0);
         assert!(slots_per_chunk::<super::super::entries::RefreshHot>() > 16_000);
     }
 
