@@ -20,9 +20,11 @@
 //! Removal shifts the entries after it back (no tombstones).
 //!
 //! Ids are random (the store draws them), so their bits are the hash: the
-//! second eight bytes of the id choose the slot. An id presented by a
-//! client costs at most the probe of an absent one; it cannot place
-//! anything in the table.
+//! second eight bytes of the id choose the slot. A table of values that
+//! hold their own id (the refresh entries) keeps only those eight bytes in
+//! each slot ([`Placed`]) and compares the rest in the value it finds. An
+//! id presented by a client costs at most the probe of an absent one; it
+//! cannot place anything in the table.
 
 /// For the standard maps and sets of ids that remain (a member's token
 /// lists): ids are random, so a fold of their bytes is already a good
@@ -43,10 +45,73 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-/// One slot: a key and its value, or nothing (`val` is `None`; the key is
-/// then meaningless).
-pub(crate) struct Slot<V> {
-    key: [u8; 16],
+/// What a slot keeps of its entry's id: enough to place the entry (the
+/// id's bits, see [`bits`]) and, with the entry, to tell its id whole.
+pub(crate) trait SlotKey<V>: Copy + Eq {
+    /// What the slot of `id` keeps.
+    fn of(id: &[u8; 16]) -> Self;
+    /// The bits that place the entry (those of its id).
+    fn bits(&self) -> u64;
+    /// Whether `v`, kept under `Self::of(id)`, is the entry of `id`.
+    fn confirms(v: &V, id: &[u8; 16]) -> bool;
+    /// The whole id of the entry `v` kept under `self`.
+    fn id(&self, v: &V) -> [u8; 16];
+}
+
+/// The whole id, in the slot: for values that do not hold their own.
+impl<V> SlotKey<V> for [u8; 16] {
+    #[inline(always)]
+    fn of(id: &[u8; 16]) -> Self {
+        *id
+    }
+    #[inline(always)]
+    fn bits(&self) -> u64 {
+        bits(self)
+    }
+    #[inline(always)]
+    fn confirms(_: &V, _: &[u8; 16]) -> bool {
+        true
+    }
+    #[inline(always)]
+    fn id(&self, _: &V) -> [u8; 16] {
+        *self
+    }
+}
+
+/// A value that holds its own id (as a refresh entry does).
+pub(crate) trait HoldsId {
+    fn held_id(&self) -> [u8; 16];
+}
+
+/// Only the id's bits that place it (its second eight bytes), in the
+/// slot: for values that hold their whole id, which a lookup compares
+/// once these match. Half the key's bytes per slot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placed(u64);
+
+impl<V: HoldsId> SlotKey<V> for Placed {
+    #[inline(always)]
+    fn of(id: &[u8; 16]) -> Self {
+        Placed(bits(id))
+    }
+    #[inline(always)]
+    fn bits(&self) -> u64 {
+        self.0
+    }
+    #[inline(always)]
+    fn confirms(v: &V, id: &[u8; 16]) -> bool {
+        v.held_id() == *id
+    }
+    #[inline(always)]
+    fn id(&self, v: &V) -> [u8; 16] {
+        v.held_id()
+    }
+}
+
+/// One slot: what it keeps of a key and its value, or nothing (`val` is
+/// `None`; the key is then meaningless).
+pub(crate) struct Slot<K, V> {
+    key: K,
     val: Option<V>,
 }
 
@@ -57,13 +122,15 @@ const MAX_LOAD_PERCENT: usize = 85;
 /// that a few more entries (5 % of it) fit before it grows.
 const FIT_LOAD_PERCENT: usize = 80;
 
-/// A map from 16-byte ids to `V` (see the module doc).
-pub(crate) struct IdMap<V> {
-    slots: Box<[Slot<V>]>,
+/// A map from 16-byte ids to `V` (see the module doc), each slot keeping
+/// `K` of its entry's id: the whole id, or for values that hold theirs,
+/// only its bits that place it ([`Placed`]).
+pub(crate) struct IdMap<V, K = [u8; 16]> {
+    slots: Box<[Slot<K, V>]>,
     len: usize,
 }
 
-impl<V> Default for IdMap<V> {
+impl<V, K: SlotKey<V>> Default for IdMap<V, K> {
     fn default() -> Self {
         IdMap::new()
     }
@@ -77,16 +144,12 @@ fn bits(key: &[u8; 16]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn empty_slots<V>(n: usize) -> Box<[Slot<V>]> {
-    (0..n)
-        .map(|_| Slot {
-            key: [0; 16],
-            val: None,
-        })
-        .collect()
+fn empty_slots<K: SlotKey<V>, V>(n: usize) -> Box<[Slot<K, V>]> {
+    let key = K::of(&[0; 16]);
+    (0..n).map(|_| Slot { key, val: None }).collect()
 }
 
-impl<V> IdMap<V> {
+impl<V, K: SlotKey<V>> IdMap<V, K> {
     /// An empty map (no allocation until the first insert).
     pub(crate) fn new() -> Self {
         IdMap {
@@ -107,13 +170,13 @@ impl<V> IdMap<V> {
     /// The slot where the search for `key` begins: the id's bits scaled to
     /// the table's size (a multiply, not a division).
     #[inline(always)]
-    fn home(&self, key: &[u8; 16]) -> usize {
-        ((bits(key) as u128 * self.slots.len() as u128) >> 64) as usize
+    fn home(&self, key: &K) -> usize {
+        ((key.bits() as u128 * self.slots.len() as u128) >> 64) as usize
     }
 
     /// How far slot `i` is from the home slot of `key`.
     #[inline(always)]
-    fn distance(&self, i: usize, key: &[u8; 16]) -> usize {
+    fn distance(&self, i: usize, key: &K) -> usize {
         let home = self.home(key);
         if i >= home {
             i - home
@@ -137,12 +200,13 @@ impl<V> IdMap<V> {
         if self.len == 0 {
             return None;
         }
-        let mut i = self.home(key);
+        let k = K::of(key);
+        let mut i = self.home(&k);
         let mut d = 0;
         loop {
             let s = &self.slots[i];
-            s.val.as_ref()?;
-            if s.key == *key {
+            let v = s.val.as_ref()?;
+            if s.key == k && K::confirms(v, key) {
                 return Some(i);
             }
             // In Robin Hood order, `key` would sit before any entry nearer
@@ -204,26 +268,29 @@ impl<V> IdMap<V> {
         }
     }
 
-    /// Inserts `val` at `key`, returning the value it replaces.
+    /// Inserts `val` at `key`, returning the value it replaces. (A value
+    /// that holds its id must hold `key`.)
     pub(crate) fn insert(&mut self, key: [u8; 16], val: V) -> Option<V> {
+        debug_assert!(K::confirms(&val, &key), "a value under another id");
         if let Some(i) = self.find(&key) {
             return self.slots[i].val.replace(val);
         }
-        self.insert_absent(key, val);
+        self.insert_absent(K::of(&key), val);
         None
     }
 
     /// Inserts `val` at `key` unless `key` is taken; says whether it did.
     pub(crate) fn insert_new(&mut self, key: [u8; 16], val: V) -> bool {
+        debug_assert!(K::confirms(&val, &key), "a value under another id");
         if self.find(&key).is_some() {
             return false;
         }
-        self.insert_absent(key, val);
+        self.insert_absent(K::of(&key), val);
         true
     }
 
     /// Inserts an entry whose key the map does not hold.
-    fn insert_absent(&mut self, key: [u8; 16], val: V) {
+    fn insert_absent(&mut self, key: K, val: V) {
         if self.len + 1 > self.capacity() {
             // Half again as large: grown step by step, a table is between
             // 57 % and 85 % full.
@@ -236,7 +303,7 @@ impl<V> IdMap<V> {
     /// Puts an entry whose key the map does not hold in a table with room
     /// for it: from its home slot on, taking the place of the first entry
     /// nearer to its own home, which moves on in its stead.
-    fn put_absent(&mut self, mut key: [u8; 16], val: V) {
+    fn put_absent(&mut self, mut key: K, val: V) {
         let mut val = Some(val);
         let mut i = self.home(&key);
         let mut d = 0;
@@ -292,22 +359,24 @@ impl<V> IdMap<V> {
     }
 
     /// Every entry, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8; 16], &V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ([u8; 16], &V)> {
         self.slots
             .iter()
-            .filter_map(|s| s.val.as_ref().map(|v| (&s.key, v)))
+            .filter_map(|s| s.val.as_ref().map(|v| (s.key.id(v), v)))
     }
 }
 
-impl<V> IntoIterator for IdMap<V> {
+impl<V, K: SlotKey<V>> IntoIterator for IdMap<V, K> {
     type Item = ([u8; 16], V);
-    type IntoIter =
-        std::iter::FilterMap<std::vec::IntoIter<Slot<V>>, fn(Slot<V>) -> Option<([u8; 16], V)>>;
+    type IntoIter = std::iter::FilterMap<
+        std::vec::IntoIter<Slot<K, V>>,
+        fn(Slot<K, V>) -> Option<([u8; 16], V)>,
+    >;
     fn into_iter(self) -> Self::IntoIter {
-        fn entry<V>(s: Slot<V>) -> Option<([u8; 16], V)> {
-            s.val.map(|v| (s.key, v))
+        fn entry<K: SlotKey<V>, V>(s: Slot<K, V>) -> Option<([u8; 16], V)> {
+            s.val.map(|v| (s.key.id(&v), v))
         }
-        self.slots.into_vec().into_iter().filter_map(entry::<V>)
+        self.slots.into_vec().into_iter().filter_map(entry::<K, V>)
     }
 }
 
@@ -329,13 +398,32 @@ mod tests {
     }
 
     /// Ids from a small pool, so operations meet the same ids, with bits
-    /// that often share a home slot (the pool's ids differ in few bits).
+    /// that often share a home slot (the pool's ids differ in few bits),
+    /// and eight ids to each value of the bits that place them (so that a
+    /// [`Placed`] key matches ids other than the one sought).
     fn id(n: u8) -> [u8; 16] {
         let mut k = [0u8; 16];
         k[0] = n;
-        k[15] = n / 4;
-        k[8] = n.wrapping_mul(37);
+        k[15] = (n % 32) / 4;
+        k[8] = (n % 32).wrapping_mul(37);
         k
+    }
+
+    /// A value that holds its id, for either kind of key.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    struct Entry {
+        id: [u8; 16],
+        n: u32,
+    }
+
+    impl HoldsId for Entry {
+        fn held_id(&self) -> [u8; 16] {
+            self.id
+        }
+    }
+
+    fn entry(k: u8, n: u32) -> Entry {
+        Entry { id: id(k), n }
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -350,66 +438,99 @@ mod tests {
         ]
     }
 
-    proptest! {
-        /// Any sequence of operations answers as a `HashMap` does, and the
-        /// table keeps its Robin Hood order.
-        #[test]
-        fn behaves_as_a_hash_map(ops in proptest::collection::vec(op(), 1..400)) {
-            let mut m = IdMap::new();
-            let mut model: HashMap<[u8; 16], u32> = HashMap::new();
-            for op in ops {
-                match op {
-                    Op::Insert(k, v) => prop_assert_eq!(m.insert(id(k), v), model.insert(id(k), v)),
-                    Op::InsertNew(k, v) => {
-                        let fresh = !model.contains_key(&id(k));
-                        if fresh {
-                            model.insert(id(k), v);
-                        }
-                        prop_assert_eq!(m.insert_new(id(k), v), fresh);
+    /// Runs `ops` on a map keyed by `K` and on a `HashMap`: they answer
+    /// alike, and the table keeps its Robin Hood order.
+    fn against_a_hash_map<K: SlotKey<Entry>>(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let mut m: IdMap<Entry, K> = IdMap::new();
+        let mut model: HashMap<[u8; 16], Entry> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Insert(k, v) => prop_assert_eq!(
+                    m.insert(id(k), entry(k, v)),
+                    model.insert(id(k), entry(k, v))
+                ),
+                Op::InsertNew(k, v) => {
+                    let fresh = !model.contains_key(&id(k));
+                    if fresh {
+                        model.insert(id(k), entry(k, v));
                     }
-                    Op::Remove(k) => prop_assert_eq!(m.remove(&id(k)), model.remove(&id(k))),
-                    Op::Get(k) => {
-                        prop_assert_eq!(m.get(&id(k)), model.get(&id(k)));
-                        prop_assert_eq!(m.contains_key(&id(k)), model.contains_key(&id(k)));
-                    }
-                    Op::Reserve(n) => {
-                        m.reserve(n as usize);
-                        prop_assert!(m.capacity() >= m.len() + n as usize);
-                    }
-                    Op::Fit => m.fit(),
-                    Op::Clear => {
-                        m.clear();
-                        model.clear();
-                    }
+                    prop_assert_eq!(m.insert_new(id(k), entry(k, v)), fresh);
                 }
-                prop_assert_eq!(m.len(), model.len());
-                prop_assert!(m.len() <= m.capacity());
-                // Robin Hood order: along the table, an entry is at most
-                // one slot farther from its home than the entry before it.
-                let n = m.slots.len();
-                for i in 0..n {
-                    let j = (i + 1) % n;
-                    if m.slots[j].val.is_some() {
-                        let dj = m.distance(j, &m.slots[j].key);
-                        match &m.slots[i].val {
-                            Some(_) => {
-                                let di = m.distance(i, &m.slots[i].key);
-                                prop_assert!(dj <= di + 1, "slot {} is {} from home after {}", j, dj, di);
-                            }
-                            None => prop_assert_eq!(dj, 0, "slot {} after an empty one", j),
+                Op::Remove(k) => prop_assert_eq!(m.remove(&id(k)), model.remove(&id(k))),
+                Op::Get(k) => {
+                    prop_assert_eq!(m.get(&id(k)), model.get(&id(k)));
+                    prop_assert_eq!(m.contains_key(&id(k)), model.contains_key(&id(k)));
+                }
+                Op::Reserve(n) => {
+                    m.reserve(n as usize);
+                    prop_assert!(m.capacity() >= m.len() + n as usize);
+                }
+                Op::Fit => m.fit(),
+                Op::Clear => {
+                    m.clear();
+                    model.clear();
+                }
+            }
+            prop_assert_eq!(m.len(), model.len());
+            prop_assert!(m.len() <= m.capacity());
+            // Robin Hood order: along the table, an entry is at most one
+            // slot farther from its home than the entry before it.
+            let n = m.slots.len();
+            for i in 0..n {
+                let j = (i + 1) % n;
+                if m.slots[j].val.is_some() {
+                    let dj = m.distance(j, &m.slots[j].key);
+                    match &m.slots[i].val {
+                        Some(_) => {
+                            let di = m.distance(i, &m.slots[i].key);
+                            prop_assert!(
+                                dj <= di + 1,
+                                "slot {} is {} from home after {}",
+                                j,
+                                dj,
+                                di
+                            );
                         }
+                        None => prop_assert_eq!(dj, 0, "slot {} after an empty one", j),
                     }
                 }
             }
-            let mut seen: Vec<([u8; 16], u32)> = m.iter().map(|(k, v)| (*k, *v)).collect();
-            let mut want: Vec<([u8; 16], u32)> = model.into_iter().collect();
-            seen.sort_unstable();
-            want.sort_unstable();
-            prop_assert_eq!(&seen, &want);
-            let mut taken: Vec<([u8; 16], u32)> = m.into_iter().collect();
-            taken.sort_unstable();
-            prop_assert_eq!(taken, want);
         }
+        let mut seen: Vec<([u8; 16], Entry)> = m.iter().map(|(k, v)| (k, *v)).collect();
+        let mut want: Vec<([u8; 16], Entry)> = model.into_iter().collect();
+        seen.sort_unstable();
+        want.sort_unstable();
+        prop_assert_eq!(&seen, &want);
+        let mut taken: Vec<([u8; 16], Entry)> = m.into_iter().collect();
+        taken.sort_unstable();
+        prop_assert_eq!(taken, want);
+        Ok(())
+    }
+
+    proptest! {
+        /// Any sequence of operations answers as a `HashMap` does, with the
+        /// whole id in each slot.
+        #[test]
+        fn behaves_as_a_hash_map(ops in proptest::collection::vec(op(), 1..400)) {
+            against_a_hash_map::<[u8; 16]>(ops)?;
+        }
+
+        /// The same with only the id's placing bits in each slot: ids that
+        /// share them are told apart by the id the value holds.
+        #[test]
+        fn behaves_as_a_hash_map_with_placed_keys(ops in proptest::collection::vec(op(), 1..400)) {
+            against_a_hash_map::<Placed>(ops)?;
+        }
+    }
+
+    /// A slot keeping only the placing bits of a refresh entry's id (a
+    /// slab reference) is two words, against three with the whole id.
+    #[test]
+    fn placed_slots_are_two_words() {
+        use std::mem::size_of;
+        type Ref = std::ptr::NonNull<u8>;
+        assert_eq!(size_of::<Slot<Placed, Ref>>(), 16);
+        assert_eq!(size_of::<Slot<[u8; 16], Ref>>(), 24);
     }
 
     /// A table grown step by step and fitted holds every entry it held,
@@ -425,7 +546,7 @@ mod tests {
                 k
             })
             .collect();
-        let mut m = IdMap::new();
+        let mut m: IdMap<usize> = IdMap::new();
         for (i, k) in ids.iter().enumerate() {
             m.insert(*k, i);
         }
@@ -471,7 +592,7 @@ mod tests {
     #[test]
     fn a_reserved_table_fills_without_growing() {
         let n = 10_000;
-        let mut m = IdMap::new();
+        let mut m: IdMap<usize> = IdMap::new();
         m.reserve(n);
         let slots = m.slots.len();
         let ids: Vec<[u8; 16]> = (0..n as u32)

@@ -562,12 +562,21 @@ mod tests {
     /// The entries keep their sizes: an access entry in a 64-byte slot of
     /// its table, a refresh entry in a 128-byte slot of its slab (120
     /// bytes and a 4-byte reference count), with what verification reads
-    /// of it (to its id) in its first 64 bytes.
+    /// of it (to its id) in its first 64 bytes, and named in its table by
+    /// a 16-byte slot.
     #[test]
     fn entries_keep_their_sizes() {
         assert_eq!(std::mem::size_of::<AccessHot>(), 48);
         assert_eq!(std::mem::size_of::<Option<AccessHot>>(), 48);
-        assert_eq!(std::mem::size_of::<crate::idmap::Slot<AccessHot>>(), 64);
+        assert_eq!(
+            std::mem::size_of::<crate::idmap::Slot<[u8; 16], AccessHot>>(),
+            64
+        );
+        assert_eq!(
+            std::mem::size_of::<crate::idmap::Slot<crate::idmap::Placed, super::super::RefreshArc>>(
+            ),
+            16
+        );
         assert!(std::mem::size_of::<RefreshHot>() <= 120);
         assert!(std::mem::offset_of!(RefreshHot, id) + 16 <= 64);
         assert!(std::mem::size_of::<RefreshExtra>() <= 32);

@@ -5,7 +5,7 @@ use std::sync::{PoisonError, TryLockError};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
-use crate::idmap::IdMap;
+use crate::idmap::{IdMap, SlotKey};
 
 const SHARDS: usize = 128;
 
@@ -24,18 +24,18 @@ fn shard_index(id: &[u8; 16]) -> usize {
 /// word per shard, most reads would find it last written by the other
 /// core and wait for its cache line to come over.
 #[repr(align(128))]
-struct Shard<V>(ShardedLock<IdMap<V>>);
+struct Shard<V, K>(ShardedLock<IdMap<V, K>>);
 
-impl<V> Shard<V> {
-    fn read(&self) -> ShardedLockReadGuard<'_, IdMap<V>> {
+impl<V, K> Shard<V, K> {
+    fn read(&self) -> ShardedLockReadGuard<'_, IdMap<V, K>> {
         // A panic while writing leaves the map as the panicking call left
         // it, as with `parking_lot`: no poisoning.
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
-    fn write(&self) -> ShardedLockWriteGuard<'_, IdMap<V>> {
+    fn write(&self) -> ShardedLockWriteGuard<'_, IdMap<V, K>> {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
-    fn try_read(&self) -> Option<ShardedLockReadGuard<'_, IdMap<V>>> {
+    fn try_read(&self) -> Option<ShardedLockReadGuard<'_, IdMap<V, K>>> {
         match self.0.try_read() {
             Ok(g) => Some(g),
             Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -44,12 +44,13 @@ impl<V> Shard<V> {
     }
 }
 
-/// A map from token id to `V`, split into shards each behind its own lock.
-pub(crate) struct Sharded<V> {
-    shards: Box<[Shard<V>]>,
+/// A map from token id to `V`, split into shards each behind its own lock;
+/// each slot keeps `K` of its entry's id (see [`SlotKey`]).
+pub(crate) struct Sharded<V, K = [u8; 16]> {
+    shards: Box<[Shard<V, K>]>,
 }
 
-impl<V> Sharded<V> {
+impl<V, K: SlotKey<V>> Sharded<V, K> {
     pub(crate) fn new() -> Self {
         Sharded {
             shards: (0..SHARDS)
@@ -64,7 +65,7 @@ impl<V> Sharded<V> {
     /// and threads loading different key ranges write different shards.
     /// Within a shard, slots come from bytes the shard does not use (see
     /// [`IdMap`]), so they stay evenly spread.
-    fn shard(&self, id: &[u8; 16]) -> &Shard<V> {
+    fn shard(&self, id: &[u8; 16]) -> &Shard<V, K> {
         &self.shards[shard_index(id)]
     }
 
@@ -135,7 +136,7 @@ impl<V> Sharded<V> {
         for s in self.shards.iter() {
             let g = s.read();
             for (k, v) in g.iter() {
-                if !f(k, v) {
+                if !f(&k, v) {
                     return;
                 }
             }
@@ -143,7 +144,7 @@ impl<V> Sharded<V> {
     }
 }
 
-impl<V: Clone> Sharded<V> {
+impl<V: Clone, K: SlotKey<V>> Sharded<V, K> {
     pub(crate) fn get(&self, id: &[u8; 16]) -> Option<V> {
         self.with(id, |v| v.cloned())
     }

@@ -62,6 +62,16 @@ pub(crate) use state::Usable;
 /// its memory's slab (see `slab.rs`).
 pub(crate) type RefreshArc = slab::SlabArc<RefreshHot>;
 
+/// A refresh entry holds its id: its table's slots keep only the bits of
+/// the id that place it (see [`crate::idmap::Placed`]), a lookup compares
+/// the rest in the entry, which every caller reads next anyway.
+impl crate::idmap::HoldsId for RefreshArc {
+    #[inline(always)]
+    fn held_id(&self) -> [u8; 16] {
+        self.id
+    }
+}
+
 /// A stored record as it stands, for memory only: what loading, a
 /// replica's snapshot and a read-through hand over. Not a change: nothing
 /// commits it.
@@ -94,8 +104,9 @@ pub(crate) enum Stored {
 /// The in-memory verification state: its one owner (see the module doc for
 /// the methods that change it).
 pub(crate) struct Memory {
-    /// Refresh entries by id.
-    refresh: Sharded<RefreshArc>,
+    /// Refresh entries by id (each slot: the id's placing bits and the
+    /// entry's slot, two words).
+    refresh: Sharded<RefreshArc, crate::idmap::Placed>,
     /// Where the refresh entries are: slots of 2 MiB chunks.
     slab: slab::Slab<RefreshHot>,
     /// Access entries by id.
