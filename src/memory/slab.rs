@@ -105,8 +105,8 @@ impl<T> Chunk<T> {
             std::alloc::handle_alloc_error(layout);
         };
         // SAFETY: `base` is a fresh allocation of CHUNK_BYTES aligned to
-        // CHUNK_BYTES, which holds a `Header` at its start (checked in
-        // `Slab::new`) and is aligned enough for it.
+        // CHUNK_BYTES, which holds a `Header` at its start (the first slot
+        // begins past it, see `first_slot`) and is aligned enough for it.
         unsafe {
             base.as_ptr().cast::<Header>().write(Header {
                 live: AtomicUsize::new(1 + slots_per_chunk::<T>()),

@@ -17,9 +17,94 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::idmap::IdHasher;
 
+/// How many tokens a member's list holds in a plain list; past it, in a
+/// hash map.
+const FEW: usize = 256;
+
 /// A member's token ids, each with the sequence number of the issue event
-/// its record carries (0: none).
-type Tokens = HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>;
+/// its record carries (0: none). Most members hold few tokens (the cap on
+/// live tokens is 100 unless the host raises it), and for them a list
+/// sized to what it holds takes 24 bytes a token, where a hash map at its
+/// usual load takes 32: a plain list, scanned, up to [`FEW`]; a hash map
+/// beyond, so that a member with many tokens costs no more per call.
+#[derive(Debug)]
+enum Tokens {
+    Few(Vec<([u8; 16], u64)>),
+    Many(HashMap<[u8; 16], u64, BuildHasherDefault<IdHasher>>),
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens::Few(Vec::new())
+    }
+}
+
+impl Tokens {
+    /// Notes `id` with `seq` (replacing the sequence number of an `id`
+    /// already held).
+    fn insert(&mut self, id: [u8; 16], seq: u64) {
+        match self {
+            Tokens::Few(v) => {
+                if let Some(t) = v.iter_mut().find(|(x, _)| *x == id) {
+                    t.1 = seq;
+                } else if v.len() < FEW {
+                    v.push((id, seq));
+                } else {
+                    let mut m: HashMap<_, _, _> = v.drain(..).collect();
+                    m.insert(id, seq);
+                    *self = Tokens::Many(m);
+                }
+            }
+            Tokens::Many(m) => {
+                m.insert(id, seq);
+            }
+        }
+    }
+
+    /// Notes each of `found` (ids and sequence numbers), none of which it
+    /// holds (a load's records, each found once): a plain list is sized
+    /// once for them, and not searched.
+    fn extend(&mut self, found: impl ExactSizeIterator<Item = ([u8; 16], u64)>) {
+        match self {
+            Tokens::Few(v) => {
+                v.reserve_exact(found.len());
+                v.extend(found);
+                if v.len() > FEW {
+                    *self = Tokens::Many(v.drain(..).collect());
+                }
+            }
+            Tokens::Many(m) => m.extend(found),
+        }
+    }
+
+    fn remove(&mut self, id: &[u8; 16]) {
+        match self {
+            Tokens::Few(v) => {
+                if let Some(i) = v.iter().position(|(x, _)| x == id) {
+                    v.swap_remove(i);
+                }
+            }
+            Tokens::Many(m) => {
+                m.remove(id);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Tokens::Few(v) => v.is_empty(),
+            Tokens::Many(m) => m.is_empty(),
+        }
+    }
+
+    /// Each token: its id and its issue event's sequence number.
+    fn iter(&self) -> Box<dyn Iterator<Item = ([u8; 16], u64)> + '_> {
+        match self {
+            Tokens::Few(v) => Box::new(v.iter().copied()),
+            Tokens::Many(m) => Box::new(m.iter().map(|(i, s)| (*i, *s))),
+        }
+    }
+}
 
 /// An organization's tokens, by user id.
 type OrgTokens = HashMap<Box<str>, Tokens>;
@@ -152,7 +237,6 @@ impl Owners {
                 let (org, user) = &names[run[0].0 as usize];
                 let mut shard = self.shards[shard_of(org)].write();
                 let held = tokens_of(&mut shard, org, user);
-                held.reserve(run.len());
                 held.extend(run.iter().map(|&(_, id, seq)| (id, seq)));
             }
         }
@@ -189,9 +273,12 @@ impl Owners {
             (None, _) => Vec::new(),
             (Some(users), Some(u)) => users
                 .get(u)
-                .map(|t| t.keys().copied().collect())
+                .map(|t| t.iter().map(|(id, _)| id).collect())
                 .unwrap_or_default(),
-            (Some(users), None) => users.values().flat_map(|t| t.keys().copied()).collect(),
+            (Some(users), None) => users
+                .values()
+                .flat_map(|t| t.iter().map(|(id, _)| id))
+                .collect(),
         };
         out.sort_unstable();
         out
@@ -206,7 +293,7 @@ impl Owners {
             .map(|users| {
                 users
                     .values()
-                    .flat_map(|t| t.iter().filter(|(_, s)| **s != 0).map(|(i, s)| (*i, *s)))
+                    .flat_map(|t| t.iter().filter(|(_, s)| *s != 0))
                     .collect()
             })
             .unwrap_or_default()
@@ -255,6 +342,81 @@ mod tests {
         }
         assert_eq!(o.ids("ab", None).len(), 2);
         assert_eq!(o.ids(&long, None).len(), 4);
+    }
+
+    proptest::proptest! {
+        /// A member's list answers as a hash map does, through its change
+        /// from a plain list to a hash map past `FEW` tokens.
+        #[test]
+        fn a_members_list_behaves_as_a_hash_map(
+            ops in proptest::collection::vec((0u8..4, 0u32..700, proptest::prelude::any::<u64>()), 1..300)
+        ) {
+            let id = |n: u32| {
+                let mut k = [0u8; 16];
+                k[..4].copy_from_slice(&n.to_le_bytes());
+                k
+            };
+            let mut t = Tokens::default();
+            let mut model: HashMap<[u8; 16], u64> = HashMap::new();
+            let mut next_new = 1_000u32;
+            let last = ops.len() - 1;
+            for (step, (op, n, seq)) in ops.into_iter().enumerate() {
+                match op {
+                    0 | 1 => {
+                        t.insert(id(n), seq);
+                        model.insert(id(n), seq);
+                    }
+                    2 => {
+                        t.remove(&id(n));
+                        model.remove(&id(n));
+                    }
+                    _ => {
+                        // A batch of ids it does not hold, as a load finds.
+                        let batch: Vec<([u8; 16], u64)> = (0..n % 64)
+                            .map(|i| (id(next_new + i), seq))
+                            .collect();
+                        next_new += n % 64;
+                        model.extend(batch.iter().copied());
+                        t.extend(batch.into_iter());
+                    }
+                }
+                proptest::prop_assert_eq!(t.is_empty(), model.is_empty());
+                if step % 16 == 0 || step == last {
+                    let mut seen: Vec<([u8; 16], u64)> = t.iter().collect();
+                    let mut want: Vec<([u8; 16], u64)> =
+                        model.iter().map(|(i, s)| (*i, *s)).collect();
+                    seen.sort_unstable();
+                    want.sort_unstable();
+                    proptest::prop_assert_eq!(seen, want);
+                }
+                if let Tokens::Few(v) = &t {
+                    proptest::prop_assert!(v.len() <= FEW);
+                }
+            }
+        }
+    }
+
+    /// A member's list of a few tokens is a plain list sized to them; past
+    /// `FEW`, a hash map.
+    #[test]
+    fn few_tokens_sit_in_a_plain_list() {
+        let o = Owners::new(1);
+        for i in 0..100u8 {
+            o.loaded(0, "acme", "ann", [i; 16], 1);
+        }
+        for i in 0..=FEW as u32 {
+            let mut id = [7u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            o.loaded(0, "acme", "bob", id, 0);
+        }
+        o.finish_load();
+        let shard = o.shards[shard_of("acme")].read();
+        let users = shard.get("acme").expect("acme");
+        match users.get("ann") {
+            Some(Tokens::Few(v)) => assert_eq!((v.len(), v.capacity()), (100, 100)),
+            other => panic!("ann's 100 tokens: {other:?}"),
+        }
+        assert!(matches!(users.get("bob"), Some(Tokens::Many(m)) if m.len() == FEW + 1));
     }
 
     #[test]
