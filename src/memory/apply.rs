@@ -84,7 +84,7 @@ impl Memory {
                         if !old.revocable() {
                             hot.mark_revoked(old.revoked_at());
                         }
-                        self.refresh.insert(rec.id, hot);
+                        self.refresh.insert(hot);
                     }
                 }
                 Change::Rotate { old, dies_at, new } => {
@@ -227,8 +227,7 @@ impl Memory {
             None => {
                 let member = cat.holder(&r.org, &r.user);
                 *member.held.lock() += 1;
-                self.refresh
-                    .insert(r.id, self.slab.alloc(self.hot_of(r, member)));
+                self.refresh.insert(self.slab.alloc(self.hot_of(r, member)));
             }
         }
     }

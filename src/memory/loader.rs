@@ -152,7 +152,7 @@ impl<'a> Loader<'a> {
         let member = self.holder(r.org, r.user);
         let held = address(&member);
         let hot = inner.slab.alloc(inner.hot_of_view(r, member));
-        if inner.refresh.insert_new(r.id, hot.clone()) {
+        if inner.refresh.insert_new(hot.clone()) {
             let part = usize::from(r.id[0]) * LOADED_PARTS / 256;
             self.loaded[part].lock().push(held);
             LAST.with(|last| *last.borrow_mut() = Some(hot));

@@ -5,7 +5,7 @@ use std::sync::{PoisonError, TryLockError};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
-use crate::idmap::{IdMap, SlotKey};
+use crate::idmap::{HoldsId, IdMap, Placed, SlotKey};
 
 const SHARDS: usize = 128;
 
@@ -74,7 +74,9 @@ impl<V, K: SlotKey<V>> Sharded<V, K> {
         f(g.get(id))
     }
 
-    pub(super) fn insert(&self, id: [u8; 16], v: V) {
+    /// Inserts `v` at `id` (see the two `insert`s below, which name the
+    /// id each kind of map takes).
+    fn insert_at(&self, id: [u8; 16], v: V) {
         let i = shard_index(&id);
         let mut g = self.shards[i].write();
         if g.capacity() == 0 && i > 0 {
@@ -89,12 +91,12 @@ impl<V, K: SlotKey<V>> Sharded<V, K> {
         g.insert(id, v);
     }
 
-    /// Inserts `v` unless `id` is taken; says whether it did.
-    pub(super) fn insert_new(&self, id: [u8; 16], v: V) -> bool {
+    /// Inserts `v` at `id` unless `id` is taken; says whether it did.
+    fn insert_new_at(&self, id: [u8; 16], v: V) -> bool {
         let i = shard_index(&id);
         let mut g = self.shards[i].write();
         if g.capacity() == 0 && i > 0 {
-            // As `insert`.
+            // As `insert_at`.
             let hint = self.shards[i - 1].try_read().map_or(0, |p| p.len());
             g.reserve_like(hint);
         }
@@ -141,6 +143,34 @@ impl<V, K: SlotKey<V>> Sharded<V, K> {
                 }
             }
         }
+    }
+}
+
+/// A map whose slots keep whole ids: the caller names the id.
+impl<V> Sharded<V, [u8; 16]> {
+    /// Inserts `v` at `id`, replacing what was there.
+    pub(super) fn insert(&self, id: [u8; 16], v: V) {
+        self.insert_at(id, v);
+    }
+
+    /// Inserts `v` at `id` unless `id` is taken; says whether it did.
+    pub(super) fn insert_new(&self, id: [u8; 16], v: V) -> bool {
+        self.insert_new_at(id, v)
+    }
+}
+
+/// A map whose values hold their ids ([`Placed`] slots): the id is the
+/// value's own, so that no value can be put under another id (a lookup of
+/// that id would then miss it, and one of its own find it).
+impl<V: HoldsId> Sharded<V, Placed> {
+    /// Inserts `v` at its id, replacing what was there.
+    pub(super) fn insert(&self, v: V) {
+        self.insert_at(v.held_id(), v);
+    }
+
+    /// Inserts `v` at its id unless the id is taken; says whether it did.
+    pub(super) fn insert_new(&self, v: V) -> bool {
+        self.insert_new_at(v.held_id(), v)
     }
 }
 

@@ -235,8 +235,8 @@ impl Memory {
             }
             true
         });
-        for (id, r) in refresh.into_entries() {
-            self.refresh.insert(id, r);
+        for (_, r) in refresh.into_entries() {
+            self.refresh.insert(r);
         }
         for (id, a) in access.into_entries() {
             self.access.insert(id, a);
@@ -261,6 +261,6 @@ impl Memory {
     ) {
         held.add_one();
         self.refresh
-            .insert(r.id, self.slab.alloc(self.hot_of(r, member.clone())));
+            .insert(self.slab.alloc(self.hot_of(r, member.clone())));
     }
 }
