@@ -187,6 +187,46 @@ pub(crate) fn random_id_and_secret() -> Result<(TokenId, Secret)> {
     Ok((TokenId(id), secret))
 }
 
+/// The next number in this process's order of access-token issues (see
+/// [`random_access_id_and_secret`]): the first is the time it is first
+/// asked for, in microseconds since the Unix epoch, so that a process
+/// started later counts on from above an earlier one's numbers (unless it
+/// issued more than one token per microsecond it ran); each is one more
+/// than the last. 56 bits.
+fn next_issue_order() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    const MASK: u64 = (1 << 56) - 1;
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros().clamp(1, u128::from(MASK)) as u64);
+        let _ = NEXT.compare_exchange(0, micros, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    NEXT.fetch_add(1, Ordering::Relaxed) & MASK
+}
+
+/// A new access token's id and secret: random, but for the id's bytes 1
+/// to 7, which carry its place in this process's order of issues (see
+/// [`issue_order`]). A family's access records say when they were issued
+/// to the second only; this tells which of a second's came first, so that
+/// the cap evicts the oldest. The id is not secret (the secret is), and its
+/// 9 other bytes, those that place it in memory's tables and shards, stay
+/// random.
+pub(crate) fn random_access_id_and_secret() -> Result<(TokenId, Secret)> {
+    let (mut id, secret) = random_id_and_secret()?;
+    id.0[1..8].copy_from_slice(&next_issue_order().to_be_bytes()[1..]);
+    Ok((id, secret))
+}
+
+/// An access id's place in the order of issues within its second (see
+/// [`random_access_id_and_secret`]; for an id made before it, a number of
+/// no meaning, as good as any to break a tie).
+pub(crate) fn issue_order(id: &[u8; 16]) -> u64 {
+    let mut b = [0u8; 8];
+    b[1..].copy_from_slice(&id[1..8]);
+    u64::from_be_bytes(b)
+}
+
 /// Whether `prefix` is acceptable: 1 to 16 ASCII lowercase letters or digits.
 pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix.is_empty()

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::catalog::Catalog;
 use super::entries::{
-    refresh_state, AccessHot, MemberHot, RefreshExtra, RefreshHot, LIFE_DISABLED, LIFE_PENDING,
+    refresh_state, AccessHot, FamilyBook, MemberHot, RefreshHot, LIFE_DISABLED, LIFE_PENDING,
     LIFE_ROTATED, LIFE_SPENT,
 };
 use super::{Memory, RefreshArc, Stored};
@@ -57,6 +57,7 @@ impl Memory {
                     }
                 }
                 Change::DeleteRefresh { id, org, user } => {
+                    self.clients.remove(id);
                     if let Some(gone) = self.refresh.remove(id) {
                         {
                             let mut held = gone.member.held.lock();
@@ -109,8 +110,8 @@ impl Memory {
     /// its lock.
     fn with_family(&self, refresh_id: &[u8; 16], c: &Change) {
         if let Some(parent) = self.refresh.get(refresh_id) {
-            let mut extra = parent.extra.lock();
-            self.apply_family(&parent, &mut extra, std::slice::from_ref(c));
+            let mut book = parent.family.lock();
+            self.apply_family(&parent, &mut book, std::slice::from_ref(c));
         }
     }
 
@@ -119,12 +120,12 @@ impl Memory {
     pub(crate) fn apply_family(
         &self,
         parent: &RefreshArc,
-        extra: &mut RefreshExtra,
+        book: &mut FamilyBook,
         changes: &[Change],
     ) {
         for c in changes {
             match c {
-                Change::PutAccess(rec) => self.put_access(parent, extra, rec),
+                Change::PutAccess(rec) => self.put_access(parent, book, rec),
                 Change::RevokeAccess { id, .. } => {
                     self.access.with(id, |a| {
                         if let Some(a) = a {
@@ -133,12 +134,15 @@ impl Memory {
                     });
                 }
                 Change::DeleteAccess { id, .. } => {
-                    self.access.remove(id);
-                    extra.live.retain(|x| x != id);
+                    if let Some(gone) = self.access.remove(id) {
+                        if RefreshArc::ptr_eq(gone.refresh(), parent) {
+                            book.remove_one();
+                        }
+                    }
                 }
                 Change::PutLastRefresh { at, client, .. } => {
-                    note_exchange(parent, extra, *at);
-                    note_client(extra, client.as_ref());
+                    note_exchange(parent, book, *at);
+                    self.note_client(parent, book, client.as_ref());
                 }
                 _ => {}
             }
@@ -151,7 +155,7 @@ impl Memory {
     pub(super) fn put_access(
         &self,
         parent: &RefreshArc,
-        extra: &mut RefreshExtra,
+        book: &mut FamilyBook,
         rec: &AccessRecord,
     ) {
         let held = self.access.with(&rec.id, |old| match old {
@@ -166,8 +170,8 @@ impl Memory {
         if held {
             return;
         }
-        extra.live.push(rec.id);
-        note_exchange(parent, extra, rec.issued_at);
+        book.add_one();
+        note_exchange(parent, book, rec.issued_at);
         self.access.insert(
             rec.id,
             AccessHot::new(parent.clone(), rec, self.access_scopes(rec)),
@@ -193,15 +197,15 @@ impl Memory {
             Stored::Refresh(r) => self.put_refresh(cat, &r),
             Stored::Access(rec) => {
                 if let Some(parent) = self.refresh.get(&rec.refresh_id) {
-                    let mut extra = parent.extra.lock();
-                    self.put_access(&parent, &mut extra, &rec);
+                    let mut book = parent.family.lock();
+                    self.put_access(&parent, &mut book, &rec);
                 }
             }
             Stored::LastRefresh { id, at, client } => {
                 if let Some(parent) = self.refresh.get(&id) {
-                    let mut extra = parent.extra.lock();
-                    note_exchange(&parent, &mut extra, at);
-                    note_client(&mut extra, client.as_ref());
+                    let mut book = parent.family.lock();
+                    note_exchange(&parent, &mut book, at);
+                    self.note_client(&parent, &mut book, client.as_ref());
                 }
             }
         }
@@ -278,7 +282,7 @@ impl Memory {
                     }),
                 r.revoked_at,
             ),
-            extra: Mutex::new(RefreshExtra::default()),
+            family: Mutex::new(FamilyBook::default()),
         }
     }
 }
@@ -286,13 +290,25 @@ impl Memory {
 /// Notes an exchange at `at` as the family's last, unless a later one is.
 /// Called with the family's lock held (`_held`), as the client noted with
 /// it is.
-pub(super) fn note_exchange(parent: &RefreshHot, _held: &mut RefreshExtra, at: u64) {
+pub(super) fn note_exchange(parent: &RefreshHot, _held: &mut FamilyBook, at: u64) {
     parent.note_use(at);
 }
 
-/// Records the client of the family's last exchange (`None`: unknown),
-/// replacing the one held: stored or committed, it is always the latest
-/// the store wrote.
-pub(super) fn note_client(extra: &mut RefreshExtra, client: Option<&ClientInfo>) {
-    extra.client = client.filter(|c| !c.is_empty()).cloned().map(Box::new);
+impl Memory {
+    /// Records the client of the family's last exchange (`None`: unknown),
+    /// replacing the one held: stored or committed, it is always the latest
+    /// the store wrote. Called with the family's lock held (`_held`).
+    pub(super) fn note_client(
+        &self,
+        parent: &RefreshHot,
+        _held: &mut FamilyBook,
+        client: Option<&ClientInfo>,
+    ) {
+        match client.filter(|c| !c.is_empty()) {
+            Some(c) => self.clients.insert(parent.id, Box::new(c.clone())),
+            None => {
+                self.clients.remove(&parent.id);
+            }
+        }
+    }
 }

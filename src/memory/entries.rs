@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::live::Live;
 use super::RefreshArc;
 use crate::codec::{AccessRecord, OrgPolicyRecord};
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
-use crate::types::ClientInfo;
 
 /// A refresh entry's lifecycle flag: suspended.
 pub(crate) const LIFE_DISABLED: u8 = 1;
@@ -278,35 +276,38 @@ impl MemberHot {
     }
 }
 
-/// Mutable bookkeeping of a refresh token, touched only by writers.
+/// A family's bookkeeping in its refresh entry, under the family's lock:
+/// how many of its access tokens memory holds (what the cap counts).
+/// Which ones, oldest first, the backend's access records tell (read
+/// when the cap evicts or a purge removes the family); the client of the
+/// last exchange is in memory's own map of clients. Four bytes: with the
+/// lock's, a word.
 #[derive(Default)]
-pub(crate) struct RefreshExtra {
-    /// The client of the last exchange, when its host passed one (boxed:
-    /// one pointer while none is known).
-    pub(super) client: Option<Box<ClientInfo>>,
-    /// Live access ids, oldest first (one held inline).
-    pub(super) live: Live,
+pub(crate) struct FamilyBook {
+    held: u32,
 }
 
-impl RefreshExtra {
-    /// The family's live access ids, oldest first.
+impl FamilyBook {
+    /// How many of the family's access tokens memory holds.
     #[inline]
-    pub(crate) fn live(&self) -> &[[u8; 16]] {
-        self.live.as_slice()
+    pub(crate) fn live_count(&self) -> usize {
+        self.held as usize
     }
-    /// The client of the last exchange, if its host passed one.
-    #[inline]
-    pub(crate) fn client(&self) -> Option<&ClientInfo> {
-        self.client.as_deref()
+    /// One more held.
+    pub(super) fn add_one(&mut self) {
+        self.held = self.held.saturating_add(1);
+    }
+    /// One fewer held.
+    pub(super) fn remove_one(&mut self) {
+        self.held = self.held.saturating_sub(1);
     }
 }
 
 /// Laid out in declaration order (`repr(C)`): what verification and the
 /// policy checks read comes first (to the id, 64 bytes), and what only
 /// writers read (the verifier, which an exchange compares; the family's
-/// bookkeeping) after it. 120 bytes: with its reference count after it, a
-/// 128-byte slot of its memory's slab that starts a cache line, so that
-/// what verification reads comes in one line (see
+/// lock and count) after it. 88 bytes: with its reference count and the
+/// slab's free-list link, a 96-byte slot of its memory's slab (see
 /// `entries_keep_their_sizes` and `slab.rs`).
 #[repr(C)]
 pub(crate) struct RefreshHot {
@@ -326,7 +327,7 @@ pub(crate) struct RefreshHot {
     pub(super) state: AtomicU64,
     pub(super) id: [u8; 16],
     pub(super) verifier: VerifierHalf,
-    pub(super) extra: Mutex<RefreshExtra>,
+    pub(super) family: Mutex<FamilyBook>,
 }
 
 impl RefreshHot {
@@ -446,12 +447,12 @@ impl RefreshHot {
                 Some((s & !REVOKED_AT_MASK) | revoked | at)
             });
     }
-    /// The family's lock and bookkeeping: a writer holds it from reading
-    /// the live list to [`super::Memory::apply_family`], which alone
-    /// changes it.
+    /// The family's lock and count: a writer holds it from counting the
+    /// family's access tokens (and reading which they are) to
+    /// [`super::Memory::apply_family`], which alone changes the count.
     #[inline]
-    pub(crate) fn lock_family(&self) -> MutexGuard<'_, RefreshExtra> {
-        self.extra.lock()
+    pub(crate) fn lock_family(&self) -> MutexGuard<'_, FamilyBook> {
+        self.family.lock()
     }
 }
 
@@ -560,10 +561,10 @@ mod tests {
     }
 
     /// The entries keep their sizes: an access entry in a 64-byte slot of
-    /// its table, a refresh entry in a 128-byte slot of its slab (120
-    /// bytes and a 4-byte reference count), with what verification reads
-    /// of it (to its id) in its first 64 bytes, and named in its table by
-    /// a 16-byte slot.
+    /// its table, a refresh entry in a 96-byte slot of its slab (88 bytes,
+    /// a 4-byte reference count and a 4-byte free-list link), with what
+    /// verification reads of it (to its id) in its first 64 bytes, and
+    /// named in its table by a 16-byte slot.
     #[test]
     fn entries_keep_their_sizes() {
         assert_eq!(std::mem::size_of::<AccessHot>(), 48);
@@ -577,9 +578,9 @@ mod tests {
             ),
             16
         );
-        assert!(std::mem::size_of::<RefreshHot>() <= 120);
+        assert_eq!(std::mem::size_of::<RefreshHot>(), 88);
         assert!(std::mem::offset_of!(RefreshHot, id) + 16 <= 64);
-        assert!(std::mem::size_of::<RefreshExtra>() <= 32);
+        assert_eq!(std::mem::size_of::<Mutex<FamilyBook>>(), 8);
     }
 
     /// An access entry's issue, expiry, revocation and checksum memo share
@@ -598,7 +599,7 @@ mod tests {
             state: refresh_state(0, None),
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
-            extra: Mutex::default(),
+            family: Mutex::default(),
         });
         let rec = |issued_at, expires_at, revoked| AccessRecord {
             id: [3; 16],
@@ -649,7 +650,7 @@ mod tests {
             state: refresh_state(LIFE_PENDING, None),
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
-            extra: Mutex::default(),
+            family: Mutex::default(),
         };
         assert!(hot.is_pending() && !hot.is_disabled() && !hot.is_revoked());
         assert_eq!((hot.revoked_at(), hot.last_refresh()), (0, None));

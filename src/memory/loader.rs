@@ -61,8 +61,8 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Counts the loaded tokens in their members' counts and puts each
-    /// family's live list oldest first; returns how many tokens were left out
+    /// Counts the loaded tokens in their members' counts; returns how many
+    /// tokens were left out
     /// because their member was not found (none can be: each hangs on a
     /// member or a stand-in of the catalog).
     pub(crate) fn finish(self) -> u64 {
@@ -88,7 +88,6 @@ impl<'a> Loader<'a> {
             *member.held.lock() += run.len();
         }
         drop(cat);
-        self.mem.order_live_lists();
         // The access tokens came family by family, in no order of their
         // own ids: every shard of them filled at once, grown step by step.
         self.mem.access.fit();
@@ -168,7 +167,7 @@ impl<'a> Loader<'a> {
     }
 
     /// Applies one stored access record (families' records come in no
-    /// particular order: [`Loader::finish`] orders them).
+    /// particular order; a family counts them).
     pub(crate) fn access(&self, a: AccessRecord) {
         let inner = self.mem;
         let parent = LAST
@@ -183,13 +182,13 @@ impl<'a> Loader<'a> {
         let Some(parent) = parent else {
             return;
         };
-        let mut extra = parent.extra.lock();
+        let mut book = parent.family.lock();
         if inner.access.insert_new(
             a.id,
             AccessHot::new(parent.clone(), &a, inner.access_scopes(&a)),
         ) {
-            extra.live.push(a.id);
-            note_exchange(&parent, &mut extra, a.issued_at);
+            book.add_one();
+            note_exchange(&parent, &mut book, a.issued_at);
         } else if a.revoked {
             // The same id twice (damage): as `Memory::load`, a revocation
             // sticks to the one already there.
@@ -199,30 +198,6 @@ impl<'a> Loader<'a> {
                 }
             });
         }
-    }
-}
-
-impl Memory {
-    /// Puts each family's live list oldest first (the cap evicts from the
-    /// front), once every record is loaded: access records come in no
-    /// particular order.
-    fn order_live_lists(&self) {
-        self.refresh.for_each(|_, r| {
-            let mut extra = r.extra.lock();
-            if extra.live.len() > 1 {
-                let mut keyed: Vec<(u64, [u8; 16])> = extra
-                    .live
-                    .iter()
-                    .map(|&id| {
-                        let at = self.access.with(&id, |a| a.map_or(0, AccessHot::issued_at));
-                        (at, id)
-                    })
-                    .collect();
-                keyed.sort_unstable();
-                extra.live = keyed.into_iter().map(|(_, id)| id).collect();
-            }
-            true
-        });
     }
 }
 

@@ -23,8 +23,8 @@
 //! - [`Memory::load`]: stored records as they stand ([`Stored`], memory's
 //!   own inputs, never committed): a replica's snapshot and read-through;
 //!   and [`Loader`], the same for opening a store, from the backend's
-//!   loader threads at once (its [`Loader::finish`] orders each family's
-//!   live list);
+//!   loader threads at once (its [`Loader::finish`] counts each member's
+//!   tokens);
 //! - [`Memory::replace_with`]: memory reloaded after a storage fault, put
 //!   in place record by record.
 //!
@@ -33,7 +33,9 @@
 //! token is usable now is one rule (`state.rs`). Access entries sit in
 //! their map's table; refresh entries in slots of the memory's slab
 //! (`slab.rs`), which the refresh map and each access entry of the family
-//! refer to.
+//! refer to. A family's entry counts the access tokens memory holds of it;
+//! which they are, oldest first, the backend's records say (read only
+//! when the cap evicts or a purge removes the family).
 
 use std::sync::Arc;
 
@@ -46,7 +48,6 @@ use crate::types::ClientInfo;
 mod apply;
 mod catalog;
 mod entries;
-mod live;
 mod loader;
 mod maps;
 mod slab;
@@ -111,6 +112,9 @@ pub(crate) struct Memory {
     slab: slab::Slab<RefreshHot>,
     /// Access entries by id.
     access: Sharded<AccessHot>,
+    /// The client of each family's last exchange, by refresh id, for the
+    /// families whose host named one (changed under the family's lock).
+    clients: Sharded<Box<ClientInfo>>,
     /// The catalog: writers hold it exclusively, issues and readers share
     /// it; its contents change only through this module's methods.
     catalog: RwLock<Catalog>,
@@ -155,6 +159,24 @@ impl Memory {
     pub(crate) fn has_access(&self, id: &[u8; 16]) -> bool {
         self.access.contains(id)
     }
+    /// Whether memory holds the access token `id` in the family of
+    /// `parent` (a writer asks under the family's lock).
+    #[inline]
+    pub(crate) fn family_holds(&self, parent: &RefreshArc, id: &[u8; 16]) -> bool {
+        self.access.with(id, |a| {
+            a.is_some_and(|a| RefreshArc::ptr_eq(a.refresh(), parent))
+        })
+    }
+    /// The client of the last exchange of the refresh token `id`, if its
+    /// host named one.
+    pub(crate) fn client_of(&self, id: &[u8; 16]) -> Option<ClientInfo> {
+        self.clients.with(id, |c| c.map(|c| ClientInfo::clone(c)))
+    }
+    /// Whether `client` is the one recorded for the last exchange of the
+    /// refresh token `id` (`None`: none is).
+    pub(crate) fn client_is(&self, id: &[u8; 16], client: Option<&ClientInfo>) -> bool {
+        self.clients.with(id, |c| c.map(|c| &**c) == client)
+    }
     /// Calls `f` on each refresh token until it returns `false`.
     pub(crate) fn for_each_refresh(&self, f: impl FnMut(&[u8; 16], &RefreshArc) -> bool) {
         self.refresh.for_each(f)
@@ -192,6 +214,7 @@ impl Memory {
             refresh: Sharded::new(),
             slab: slab::Slab::new(),
             access: Sharded::new(),
+            clients: Sharded::new(),
             catalog: RwLock::new(Catalog::default()),
             policy,
         }
@@ -218,6 +241,7 @@ impl Memory {
         let Memory {
             refresh,
             access,
+            clients,
             catalog,
             ..
         } = reloaded;
@@ -243,6 +267,19 @@ impl Memory {
         }
         for id in &stale_access {
             self.access.remove(id);
+        }
+        let mut stale_clients = Vec::new();
+        self.clients.for_each(|id, _| {
+            if !clients.contains(id) {
+                stale_clients.push(*id);
+            }
+            true
+        });
+        for (id, c) in clients.into_entries() {
+            self.clients.insert(id, c);
+        }
+        for id in &stale_clients {
+            self.clients.remove(id);
         }
         for id in &stale_refresh {
             self.refresh.remove(id);

@@ -5,10 +5,11 @@
 //! of the entry, rounded up to the allocator's 16-byte steps, one
 //! allocation per token while a store loads, placed between the load's own
 //! short-lived buffers. A [`Slab`] hands out fixed-size slots of 2 MiB
-//! chunks instead: a slot is the entry and a 4-byte reference count,
-//! nothing else, and each 128-byte slot starts a cache line with its
-//! entry, so that the entry's first 64 bytes (what verification reads)
-//! come in one.
+//! chunks instead: a slot is the entry, a 4-byte reference count and a
+//! 4-byte free-list link, nothing else. A refresh entry's slot is 96
+//! bytes, and the slots start at a cache line: every other entry's first
+//! 64 bytes (what verification reads) come in one line, the others' in
+//! two, which the processor asks for at once.
 //!
 //! [`SlabArc`] is the reference: it behaves as an `Arc` (clone, deref,
 //! the entry dropped with its last reference). A chunk lives while any of
@@ -56,8 +57,8 @@ struct Header {
 }
 
 /// One slot: while its reference count is above zero, a value. The value
-/// comes first, at the slot's start (a cache line's, see [`first_slot`]),
-/// so that a value's first 64 bytes share one line; the count after it.
+/// comes first, at the slot's start (the first slot's a cache line's, see
+/// [`first_slot`]); the count after it.
 #[repr(C)]
 struct Slot<T> {
     val: MaybeUninit<T>,
@@ -67,8 +68,8 @@ struct Slot<T> {
 }
 
 /// Where a chunk's first slot begins: on a cache line of its own (so that
-/// with 128-byte slots, each slot starts a line, and a refresh entry's
-/// first 64 bytes, all that verification reads of it, share one).
+/// with slots of a multiple of 64 bytes, each slot would start a line;
+/// with a refresh entry's 96, every other one does).
 const fn first_slot<T>() -> usize {
     let a = if align_of::<Slot<T>>() > 64 {
         align_of::<Slot<T>>()
@@ -359,7 +360,6 @@ impl<T> SlabArc<T> {
     }
 
     /// Whether both refer to the same slot.
-    #[cfg(test)]
     pub(crate) fn ptr_eq(a: &SlabArc<T>, b: &SlabArc<T>) -> bool {
         a.slot == b.slot
     }
@@ -444,11 +444,12 @@ mod tests {
     #[test]
     fn a_slot_is_the_value_and_a_count() {
         assert_eq!(size_of::<Slot<[u64; 15]>>(), 128);
-        assert_eq!(size_of::<Slot<super::super::entries::RefreshHot>>(), 128);
-        // The value at the slot's start, which starts a cache line.
+        assert_eq!(size_of::<Slot<super::super::entries::RefreshHot>>(), 96);
+        // The value at the slot's start; the first slot starts a cache line.
         assert_eq!(std::mem::offset_of!(Slot<[u64; 15]>, val), 0);
         assert_eq!(first_slot::<[u64; 15]>() % 64, 0);
-        assert!(slots_per_chunk::<super::super::entries::RefreshHot>() > 16_000);
+        assert_eq!(first_slot::<super::super::entries::RefreshHot>() % 64, 0);
+        assert!(slots_per_chunk::<super::super::entries::RefreshHot>() > 21_000);
     }
 
     /// Every value is dropped once, with its last reference, whichever

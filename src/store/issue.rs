@@ -349,8 +349,8 @@ impl Inner {
     pub(super) fn info_of(&self, r: RefreshRecord, now: u64) -> TokenInfo {
         let hot = self.mem.refresh(&r.id);
         let (last_refresh, client) = hot.as_ref().map_or((None, None), |h| {
-            let extra = h.lock_family();
-            (h.last_refresh(), extra.client().cloned())
+            let _family = h.lock_family();
+            (h.last_refresh(), self.mem.client_of(&r.id))
         });
         // A token spent by a rotation on use shows the end of its leeway.
         let expires_at = r.effective_expiry();

@@ -199,10 +199,10 @@ impl TokenStore {
         let mut refresh_changes = Vec::with_capacity(dead.len());
         let mut access_removed = 0u64;
         let mut u = 0;
-        for (r, extra) in families.iter().zip(guards.iter()) {
+        for r in &families {
             let mut fam = Vec::new();
             if dead_set.contains(&r.id()) {
-                for &id in extra.live() {
+                for id in inner.family_live(r)? {
                     fam.push(Change::DeleteAccess {
                         refresh_id: r.id(),
                         id,
@@ -216,7 +216,7 @@ impl TokenStore {
             }
             while u < useless.len() && useless[u].0.id() == r.id() {
                 let id = useless[u].1;
-                if extra.live().contains(&id) {
+                if inner.mem.family_holds(r, &id) {
                     fam.push(Change::DeleteAccess {
                         refresh_id: r.id(),
                         id,
@@ -232,7 +232,7 @@ impl TokenStore {
                     fam.push(Change::PutLastRefresh {
                         id: r.id(),
                         at,
-                        client: extra.client().cloned(),
+                        client: inner.mem.client_of(&r.id()),
                     });
                 }
             }
@@ -244,8 +244,8 @@ impl TokenStore {
             return Ok(report);
         }
         let ticket = inner.commit(&changes)?;
-        for ((r, extra), fam) in families.iter().zip(guards.iter_mut()).zip(&per_family) {
-            inner.mem.apply_family(r, extra, fam);
+        for ((r, book), fam) in families.iter().zip(guards.iter_mut()).zip(&per_family) {
+            inner.mem.apply_family(r, book, fam);
         }
         drop(guards);
         inner

@@ -256,6 +256,21 @@ impl Inner {
         self.clock.now()
     }
 
+    /// The access tokens of `parent`'s family that memory holds, oldest
+    /// first: the backend's records of the family (memory keeps only their
+    /// count), less any memory does not hold. For a writer holding the
+    /// family's lock, so that none is added or evicted meanwhile. Blocks on
+    /// storage (a scan of the family's keys; a query on a shared store).
+    ///
+    /// # Errors
+    ///
+    /// What the backend's read fails with.
+    pub(super) fn family_live(&self, parent: &crate::memory::RefreshArc) -> Result<Vec<[u8; 16]>> {
+        let mut ids = self.backend.family_access(&parent.id())?;
+        ids.retain(|id| self.mem.family_holds(parent, id));
+        Ok(ids)
+    }
+
     fn actor_role(&self, cat: &Catalog, actor: &Actor, action: &str) -> Result<Role> {
         match cat.member(&actor.org, &actor.user).and_then(|m| m.role()) {
             Some(r) => Ok(r),

@@ -347,8 +347,8 @@ impl TokenStore {
             return Ok(());
         }
         let ticket = {
-            let mut extra = parent.lock_family();
-            if !extra.live().contains(&parsed.id.0) {
+            let mut book = parent.lock_family();
+            if !inner.mem.family_holds(&parent, &parsed.id.0) {
                 // Purged or evicted meanwhile: nothing left to revoke.
                 return Ok(());
             }
@@ -358,7 +358,7 @@ impl TokenStore {
             }];
             let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
-            inner.mem.apply_family(&parent, &mut extra, &changes);
+            inner.mem.apply_family(&parent, &mut book, &changes);
             ticket
         };
         inner.sync(ticket)

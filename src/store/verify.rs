@@ -189,7 +189,7 @@ impl TokenStore {
             }
         };
         let (aid, asecret) = loop {
-            let (id, secret) = token::random_id_and_secret()?;
+            let (id, secret) = token::random_access_id_and_secret()?;
             if !inner.mem.has_access(&id.0) {
                 break (id, secret);
             }
@@ -207,7 +207,7 @@ impl TokenStore {
             scopes,
         };
         let ticket = {
-            let mut extra = parent.lock_family();
+            let mut book = parent.lock_family();
             // Checked again under the family's lock: a purge holds the lock
             // of every family it touches until memory agrees with disk, so
             // no access record is written for a family being deleted (an
@@ -220,8 +220,8 @@ impl TokenStore {
             // (more than one only if the cap was lowered since they were
             // made).
             let mut changes = Vec::with_capacity(2);
-            if let Some(excess) = (extra.live().len() + 1).checked_sub(inner.cap) {
-                for &id in &extra.live()[..excess] {
+            if let Some(excess) = (book.live_count() + 1).checked_sub(inner.cap) {
+                for id in inner.family_live(&parent)?.into_iter().take(excess) {
                     changes.push(Change::DeleteAccess {
                         refresh_id: parent.id(),
                         id,
@@ -231,7 +231,7 @@ impl TokenStore {
             changes.push(Change::PutAccess(rec));
             // The client of this exchange, in the same batch, only when it
             // is not the one recorded already.
-            if extra.client() != client.as_deref() {
+            if !inner.mem.client_is(&parent.id(), client.as_deref()) {
                 changes.push(Change::PutLastRefresh {
                     id: parent.id(),
                     at: now,
@@ -240,7 +240,7 @@ impl TokenStore {
             }
             let _gate = inner.gate(generation)?;
             let ticket = inner.commit(&changes)?;
-            inner.mem.apply_family(&parent, &mut extra, &changes);
+            inner.mem.apply_family(&parent, &mut book, &changes);
             ticket
         };
         if inner.durable_exchange {

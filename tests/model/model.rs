@@ -923,13 +923,20 @@ impl Model {
         Ok(())
     }
 
-    /// What a reopen changes: live access tokens are reloaded ordered by
-    /// issue time then id (eviction among tokens of the same second may
-    /// pick any of them).
+    /// What a reopen changes: nothing in the order of a family's live
+    /// access tokens. The store reads it back from the records, by issue
+    /// time and, within a second, by the order of issue an access id
+    /// carries in its bytes 1 to 7; this sorts by that rule, so that a
+    /// store that lost the order (say, by sorting on the whole id) fails.
     pub(crate) fn reopened(&mut self) {
         let access = &self.access;
+        let order = |a: &Id| {
+            let mut b = [0u8; 8];
+            b[1..].copy_from_slice(&a[1..8]);
+            u64::from_be_bytes(b)
+        };
         for r in self.refresh.values_mut() {
-            r.live.sort_by_key(|a| (access[a].issued_at, *a));
+            r.live.sort_by_key(|a| (access[a].issued_at, order(a)));
         }
     }
 }

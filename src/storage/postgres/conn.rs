@@ -91,6 +91,7 @@ pub(crate) struct Stmts {
     pub(crate) meta_get: Statement,
     pub(crate) meta_put: Statement,
     pub(crate) refresh_get: Statement,
+    pub(crate) access_family: Statement,
     pub(crate) refresh_org: Statement,
     pub(crate) refresh_member: Statement,
     pub(crate) events: Statement,
@@ -194,6 +195,9 @@ impl Stmts {
             meta_put: p("INSERT INTO tokenvault_meta (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")?,
             refresh_get: p("SELECT record FROM tokenvault_refresh WHERE id = $1")?,
+            // A family's access records in the order they were stored
+            // (`n`, as the cap's own statement orders them).
+            access_family: p("SELECT id FROM tokenvault_access WHERE refresh_id = $1 ORDER BY n")?,
             refresh_org: p("SELECT record FROM tokenvault_refresh WHERE org = $1")?,
             refresh_member: p(
                 "SELECT record FROM tokenvault_refresh WHERE org = $1 AND member = $2",

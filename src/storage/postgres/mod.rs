@@ -431,6 +431,30 @@ impl Backend for PgBackend {
         Ok(())
     }
 
+    fn family_access(&self, refresh_id: &[u8; 16]) -> Result<Vec<[u8; 16]>> {
+        self.with_conn(
+            || true,
+            |c| {
+                let rows = c
+                    .client
+                    .query(&c.st.access_family, &[&&refresh_id[..]])
+                    .map_err(pg)?;
+                let mut ids = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let raw: &[u8] = col(&row, 0)?;
+                    let id: [u8; 16] = raw.try_into().map_err(|_| {
+                        Error::Corrupt(format!(
+                            "an access id of {} bytes in tokenvault_access",
+                            raw.len()
+                        ))
+                    })?;
+                    ids.push(id);
+                }
+                Ok(ids)
+            },
+        )
+    }
+
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>> {
         self.with_conn(
             || true,
