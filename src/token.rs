@@ -500,6 +500,32 @@ pub fn decode_raw(prefix: &str, kind: TokenKind, token: &str) -> Result<([u8; 16
 mod tests {
     use super::*;
 
+    /// Access ids carry the order they were made in (bytes 1 to 7, read
+    /// back by `issue_order`), from any thread; their other bytes, which
+    /// place them in memory's tables and shards, are random.
+    #[test]
+    fn access_ids_carry_their_order_of_issue() {
+        let ids: Vec<[u8; 16]> = (0..64)
+            .map(|_| random_access_id_and_secret().unwrap().0 .0)
+            .collect();
+        for w in ids.windows(2) {
+            assert!(issue_order(&w[0]) < issue_order(&w[1]), "{w:?}");
+        }
+        let other = std::thread::spawn(|| random_access_id_and_secret().unwrap().0 .0)
+            .join()
+            .unwrap();
+        assert!(issue_order(&other) > issue_order(&ids[63]));
+        let firsts: std::collections::HashSet<u8> = ids.iter().map(|i| i[0]).collect();
+        let placing: std::collections::HashSet<[u8; 8]> =
+            ids.iter().map(|i| i[8..].try_into().unwrap()).collect();
+        assert!(firsts.len() > 16, "byte 0 is random");
+        assert_eq!(placing.len(), ids.len(), "bytes 8 to 15 are random");
+        // An id made before the order existed reads as any number.
+        let mut old = [0u8; 16];
+        old[1..8].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(issue_order(&old), 0x0001_0203_0405_0607);
+    }
+
     #[test]
     fn round_trip_and_fixed_length() {
         let (id, secret) = random_id_and_secret().unwrap();

@@ -202,7 +202,7 @@ impl TokenStore {
         for r in &families {
             let mut fam = Vec::new();
             if dead_set.contains(&r.id()) {
-                for id in inner.family_live(r)? {
+                for id in inner.family_live(r, usize::MAX)? {
                     fam.push(Change::DeleteAccess {
                         refresh_id: r.id(),
                         id,

@@ -256,19 +256,28 @@ impl Inner {
         self.clock.now()
     }
 
-    /// The access tokens of `parent`'s family that memory holds, oldest
-    /// first: the backend's records of the family (memory keeps only their
-    /// count), less any memory does not hold. For a writer holding the
-    /// family's lock, so that none is added or evicted meanwhile. Blocks on
-    /// storage (a scan of the family's keys; a query on a shared store).
+    /// The oldest `limit` access tokens of `parent`'s family that memory
+    /// holds, oldest first: from the backend's records of the family
+    /// (memory keeps only their count), less any memory does not hold. For
+    /// a writer holding the family's lock, so that none is added or
+    /// evicted meanwhile. Blocks on storage (on sled, at most one lookup;
+    /// on a shared store, a query).
     ///
     /// # Errors
     ///
     /// What the backend's read fails with.
-    pub(super) fn family_live(&self, parent: &crate::memory::RefreshArc) -> Result<Vec<[u8; 16]>> {
-        let mut ids = self.backend.family_access(&parent.id())?;
-        ids.retain(|id| self.mem.family_holds(parent, id));
-        Ok(ids)
+    pub(super) fn family_live(
+        &self,
+        parent: &crate::memory::RefreshArc,
+        limit: usize,
+    ) -> Result<Vec<[u8; 16]>> {
+        Ok(self
+            .backend
+            .family_access(&parent.id())?
+            .into_iter()
+            .filter(|id| self.mem.family_holds(parent, id))
+            .take(limit)
+            .collect())
     }
 
     fn actor_role(&self, cat: &Catalog, actor: &Actor, action: &str) -> Result<Role> {

@@ -221,7 +221,7 @@ impl TokenStore {
             // made).
             let mut changes = Vec::with_capacity(2);
             if let Some(excess) = (book.live_count() + 1).checked_sub(inner.cap) {
-                for id in inner.family_live(&parent)?.into_iter().take(excess) {
+                for id in inner.family_live(&parent, excess)? {
                     changes.push(Change::DeleteAccess {
                         refresh_id: parent.id(),
                         id,

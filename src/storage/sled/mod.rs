@@ -671,23 +671,8 @@ impl Backend for SledBackend {
     }
 
     fn family_access(&self, refresh_id: &[u8; 16]) -> Result<Vec<[u8; 16]>> {
-        // A family's records sit under its id (see `access_key`); a key of
-        // another layout, or a record that does not decode or names
-        // another family, is skipped, as the load skips it.
-        let mut found: Vec<(u64, u64, [u8; 16])> = Vec::new();
-        for kv in self.access.scan_prefix(refresh_id) {
-            let (k, v) = kv.map_err(io)?;
-            if slot_of(&k).is_none() {
-                continue;
-            }
-            if let Ok(rec) = decode_access(&v) {
-                if rec.refresh_id == *refresh_id {
-                    found.push((rec.issued_at, crate::token::issue_order(&rec.id), rec.id));
-                }
-            }
-        }
-        found.sort_unstable();
-        Ok(found.into_iter().map(|(_, _, id)| id).collect())
+        // The families' slots know (see `slots`): no scan of the tree.
+        self.slots.ids(&self.access, refresh_id)
     }
 
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {

@@ -107,6 +107,16 @@ impl Family {
         }
     }
 
+    /// The ids of the family's records, oldest first (records are put in
+    /// the order they are issued, and a load orders what it reads).
+    fn ids(&self) -> Vec<[u8; 16]> {
+        match self {
+            Family::Empty => Vec::new(),
+            Family::One(id) => vec![*id],
+            Family::Wide(w) => w.live.iter().map(|(id, _)| *id).collect(),
+        }
+    }
+
     /// The slot of the record `id`, if it is stored.
     pub(super) fn slot_of(&self, id: &[u8; 16]) -> Option<u32> {
         match self {
@@ -263,14 +273,26 @@ fn read_slot_0(access: &sled::Tree, family: &[u8; 16]) -> Result<Family> {
 ///
 /// `io` (or `corrupt`) when sled fails to read the tree.
 pub(super) fn read(access: &sled::Tree, family: &[u8; 16]) -> Result<Family> {
-    let mut fam = Family::default();
+    // Oldest first, as the records are put while the store runs: by issue
+    // time, then by the order of issue an access id carries.
+    let mut found: Vec<(u64, u64, [u8; 16], u32)> = Vec::new();
     for kv in access.scan_prefix(family) {
         let (k, v) = kv.map_err(super::io)?;
         if let (Some(slot), Ok(rec)) = (super::slot_of(&k), crate::codec::decode_access(&v)) {
             if rec.refresh_id == *family {
-                fam.loaded(rec.id, slot);
+                found.push((
+                    rec.issued_at,
+                    crate::token::issue_order(&rec.id),
+                    rec.id,
+                    slot,
+                ));
             }
         }
+    }
+    found.sort_unstable();
+    let mut fam = Family::default();
+    for (_, _, id, slot) in found {
+        fam.loaded(id, slot);
     }
     fam.finish_load();
     Ok(fam)
@@ -400,6 +422,21 @@ impl Slots {
         Ok(())
     }
 
+    /// The ids of `family`'s stored records, oldest first: from memory
+    /// for a family kept here, else from its slot-0 key (one lookup, not a
+    /// scan).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`read_slot_0`].
+    pub(super) fn ids(&self, access: &sled::Tree, family: &[u8; 16]) -> Result<Vec<[u8; 16]>> {
+        let stripe = self.stripes[shard_of(family)].lock();
+        match stripe.get(family) {
+            Some(f) => Ok(f.ids()),
+            None => Ok(read_slot_0(access, family)?.ids()),
+        }
+    }
+
     /// Forgets a family (its records were removed outside a batch).
     pub(super) fn drop_family(&self, family: &[u8; 16]) {
         self.stripes[shard_of(family)].lock().remove(family);
@@ -487,6 +524,60 @@ mod tests {
         let slots = Slots::new();
         let got = slots.with(&access, &[6; 16], |f| Ok(f.clone())).unwrap();
         assert_eq!(got, Family::One([7; 16]));
+    }
+
+    /// A family read from the tree lists its records oldest first (by
+    /// issue time, then by the order of issue the ids carry), whatever
+    /// slots they sit in; `ids` answers the same for a kept family and one
+    /// read off its slot-0 key, and new records come after.
+    #[test]
+    fn reading_orders_a_family_by_issue() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let access = db.open_tree("access").unwrap();
+        let id = |order: u8, tail: u8| {
+            let mut id = [tail; 16];
+            id[1..8].copy_from_slice(&[0, 0, 0, 0, 0, 0, order]);
+            id
+        };
+        let put = |family: u8, id: [u8; 16], issued_at: u64, slot: u32| {
+            let rec = crate::codec::AccessRecord {
+                id,
+                refresh_id: [family; 16],
+                issued_at,
+                expires_at: issued_at + 60,
+                revoked: false,
+                verifier: [0; 32],
+                scopes: None,
+            };
+            let v = crate::codec::encode_access(&rec).unwrap();
+            access
+                .insert(super::super::access_key(&[family; 16], slot), v)
+                .unwrap();
+        };
+        // Slot order, id order and issue order all differ.
+        put(5, id(2, 1), 100, 0);
+        put(5, id(1, 9), 100, 1);
+        put(5, id(9, 3), 99, 2);
+        put(5, id(0, 7), 101, 3);
+        let oldest_first = vec![id(9, 3), id(1, 9), id(2, 1), id(0, 7)];
+        assert_eq!(read(&access, &[5; 16]).unwrap().ids(), oldest_first);
+        let slots = Slots::new();
+        slots.loaded(&[5; 16], 3);
+        slots.finish_load(&access).unwrap();
+        assert_eq!(slots.ids(&access, &[5; 16]).unwrap(), oldest_first);
+        slots
+            .with(&access, &[5; 16], |f| {
+                f.replace(&id(9, 3), id(3, 4));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            slots.ids(&access, &[5; 16]).unwrap(),
+            vec![id(1, 9), id(2, 1), id(0, 7), id(3, 4)]
+        );
+        put(6, id(4, 4), 100, 0);
+        assert_eq!(slots.ids(&access, &[6; 16]).unwrap(), vec![id(4, 4)]);
+        assert!(slots.ids(&access, &[7; 16]).unwrap().is_empty());
     }
 
     /// The common life of a family (issued, exchanged, each exchange
