@@ -133,6 +133,18 @@ impl<V, K: SlotKey<V>> Sharded<V, K> {
         out
     }
 
+    /// The ids this map holds and `other` does not.
+    pub(super) fn ids_not_in<W, L: SlotKey<W>>(&self, other: &Sharded<W, L>) -> Vec<[u8; 16]> {
+        let mut out = Vec::new();
+        self.for_each(|id, _| {
+            if !other.contains(id) {
+                out.push(*id);
+            }
+            true
+        });
+        out
+    }
+
     /// Visits every entry, shard by shard; `f` returns false to stop.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8; 16], &V) -> bool) {
         for s in self.shards.iter() {

@@ -245,20 +245,9 @@ impl Memory {
             catalog,
             ..
         } = reloaded;
-        let mut stale_refresh = Vec::new();
-        self.refresh.for_each(|id, _| {
-            if !refresh.contains(id) {
-                stale_refresh.push(*id);
-            }
-            true
-        });
-        let mut stale_access = Vec::new();
-        self.access.for_each(|id, _| {
-            if !access.contains(id) {
-                stale_access.push(*id);
-            }
-            true
-        });
+        let stale_refresh = self.refresh.ids_not_in(&refresh);
+        let stale_access = self.access.ids_not_in(&access);
+        let stale_clients = self.clients.ids_not_in(&clients);
         for (_, r) in refresh.into_entries() {
             self.refresh.insert(r);
         }
@@ -268,13 +257,6 @@ impl Memory {
         for id in &stale_access {
             self.access.remove(id);
         }
-        let mut stale_clients = Vec::new();
-        self.clients.for_each(|id, _| {
-            if !clients.contains(id) {
-                stale_clients.push(*id);
-            }
-            true
-        });
         for (id, c) in clients.into_entries() {
             self.clients.insert(id, c);
         }

@@ -453,6 +453,24 @@ impl Slots {
 mod tests {
     use super::*;
 
+    /// Writes an access record of `family` issued at `issued_at` under
+    /// the key of `slot`.
+    fn put_record(access: &sled::Tree, family: u8, id: [u8; 16], issued_at: u64, slot: u32) {
+        let rec = crate::codec::AccessRecord {
+            id,
+            refresh_id: [family; 16],
+            issued_at,
+            expires_at: issued_at + 1,
+            revoked: false,
+            verifier: [0; 32],
+            scopes: None,
+        };
+        let v = crate::codec::encode_access(&rec).unwrap();
+        access
+            .insert(super::super::access_key(&[family; 16], slot), v)
+            .unwrap();
+    }
+
     #[test]
     fn a_family_reuses_freed_and_evicted_slots() {
         let mut f = Family::default();
@@ -479,21 +497,7 @@ mod tests {
     fn reading_finds_the_gaps() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let access = db.open_tree("access").unwrap();
-        let put = |family: u8, id: u8, slot: u32| {
-            let rec = crate::codec::AccessRecord {
-                id: [id; 16],
-                refresh_id: [family; 16],
-                issued_at: 1,
-                expires_at: 2,
-                revoked: false,
-                verifier: [0; 32],
-                scopes: None,
-            };
-            let v = crate::codec::encode_access(&rec).unwrap();
-            access
-                .insert(super::super::access_key(&[family; 16], slot), v)
-                .unwrap();
-        };
+        let put = |family: u8, id: u8, slot: u32| put_record(&access, family, [id; 16], 1, slot);
         put(5, 1, 4);
         put(5, 2, 1);
         // Skipped: a record under another family's key, a value that does
@@ -540,19 +544,7 @@ mod tests {
             id
         };
         let put = |family: u8, id: [u8; 16], issued_at: u64, slot: u32| {
-            let rec = crate::codec::AccessRecord {
-                id,
-                refresh_id: [family; 16],
-                issued_at,
-                expires_at: issued_at + 60,
-                revoked: false,
-                verifier: [0; 32],
-                scopes: None,
-            };
-            let v = crate::codec::encode_access(&rec).unwrap();
-            access
-                .insert(super::super::access_key(&[family; 16], slot), v)
-                .unwrap();
+            put_record(&access, family, id, issued_at, slot)
         };
         // Slot order, id order and issue order all differ.
         put(5, id(2, 1), 100, 0);
