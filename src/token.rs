@@ -188,39 +188,41 @@ pub(crate) fn random_id_and_secret() -> Result<(TokenId, Secret)> {
 }
 
 /// The next number in this process's order of access-token issues (see
-/// [`random_access_id_and_secret`]): the first is the time it is first
-/// asked for, in microseconds since the Unix epoch, so that a process
-/// started later counts on from above an earlier one's numbers (unless it
-/// issued more than one token per microsecond it ran); each is one more
-/// than the last. 56 bits.
+/// [`stamp_issue_order`]): the time, in microseconds since the Unix epoch,
+/// or one more than the last number if that is not earlier (two issues in
+/// one microsecond, or a clock stepped back). So it grows with every issue,
+/// also across a restart (unless the clock went back meanwhile), and tells
+/// no more than when the token was issued. 56 bits.
 fn next_issue_order() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static LAST: AtomicU64 = AtomicU64::new(0);
     const MASK: u64 = (1 << 56) - 1;
-    if NEXT.load(Ordering::Relaxed) == 0 {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros().clamp(1, u128::from(MASK)) as u64);
-        let _ = NEXT.compare_exchange(0, micros, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    NEXT.fetch_add(1, Ordering::Relaxed) & MASK
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros().min(u128::from(MASK)) as u64);
+    let next = |last: u64| now.max(last.saturating_add(1)).min(MASK);
+    let last = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(next(last))
+        })
+        .unwrap_or_else(|last| last);
+    next(last)
 }
 
-/// A new access token's id and secret: random, but for the id's bytes 1
-/// to 7, which carry its place in this process's order of issues (see
-/// [`issue_order`]). A family's access records say when they were issued
-/// to the second only; this tells which of a second's came first, so that
-/// the cap evicts the oldest. The id is not secret (the secret is), and its
-/// 9 other bytes, those that place it in memory's tables and shards, stay
-/// random.
-pub(crate) fn random_access_id_and_secret() -> Result<(TokenId, Secret)> {
-    let (mut id, secret) = random_id_and_secret()?;
+/// Writes into an access id, whose other bytes are random, its place in
+/// this process's order of issue: bytes 1 to 7 (see [`issue_order`]). A
+/// family's access records say when they were issued to the second only;
+/// this tells which of a second's came first, so that the cap evicts the
+/// oldest. The exchange stamps the id under the family's lock, so that a
+/// family's records are also written in that order. The id is not secret
+/// (the secret is); its 9 other bytes, those that place it in memory's
+/// tables and shards, stay random.
+pub(crate) fn stamp_issue_order(id: &mut TokenId) {
     id.0[1..8].copy_from_slice(&next_issue_order().to_be_bytes()[1..]);
-    Ok((id, secret))
 }
 
 /// An access id's place in the order of issues within its second (see
-/// [`random_access_id_and_secret`]; for an id made before it, a number of
-/// no meaning, as good as any to break a tie).
+/// [`stamp_issue_order`]; for an id made before it, a number of no
+/// meaning, as good as any to break a tie).
 pub(crate) fn issue_order(id: &[u8; 16]) -> u64 {
     let mut b = [0u8; 8];
     b[1..].copy_from_slice(&id[1..8]);
@@ -505,15 +507,22 @@ mod tests {
     /// place them in memory's tables and shards, are random.
     #[test]
     fn access_ids_carry_their_order_of_issue() {
-        let ids: Vec<[u8; 16]> = (0..64)
-            .map(|_| random_access_id_and_secret().unwrap().0 .0)
-            .collect();
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        let stamped = || {
+            let mut id = random_id_and_secret().unwrap().0;
+            stamp_issue_order(&mut id);
+            id.0
+        };
+        let ids: Vec<[u8; 16]> = (0..64).map(|_| stamped()).collect();
         for w in ids.windows(2) {
             assert!(issue_order(&w[0]) < issue_order(&w[1]), "{w:?}");
         }
-        let other = std::thread::spawn(|| random_access_id_and_secret().unwrap().0 .0)
-            .join()
-            .unwrap();
+        // The time of issue in microseconds (or just after the last).
+        assert!(issue_order(&ids[0]) >= before);
+        let other = std::thread::spawn(stamped).join().unwrap();
         assert!(issue_order(&other) > issue_order(&ids[63]));
         let firsts: std::collections::HashSet<u8> = ids.iter().map(|i| i[0]).collect();
         let placing: std::collections::HashSet<[u8; 8]> =

@@ -113,7 +113,8 @@ pub(crate) struct Memory {
     /// Access entries by id.
     access: Sharded<AccessHot>,
     /// The client of each family's last exchange, by refresh id, for the
-    /// families whose host named one (changed under the family's lock).
+    /// families whose host named one (changed under the family's lock, or
+    /// once the family's entry is gone).
     clients: Sharded<Box<ClientInfo>>,
     /// The catalog: writers hold it exclusively, issues and readers share
     /// it; its contents change only through this module's methods.
@@ -160,12 +161,16 @@ impl Memory {
         self.access.contains(id)
     }
     /// Whether memory holds the access token `id` in the family of
-    /// `parent` (a writer asks under the family's lock).
+    /// `parent` (a writer asks under the family's lock). By the family's
+    /// id, not its entry: memory reloaded after a storage fault holds the
+    /// same families in new entries, and a writer still holding an old one
+    /// must go on to the gate, which refuses it, rather than conclude that
+    /// the token is gone.
     #[inline]
     pub(crate) fn family_holds(&self, parent: &RefreshArc, id: &[u8; 16]) -> bool {
-        self.access.with(id, |a| {
-            a.is_some_and(|a| RefreshArc::ptr_eq(a.refresh(), parent))
-        })
+        let family = parent.id();
+        self.access
+            .with(id, |a| a.is_some_and(|a| a.refresh().id() == family))
     }
     /// The client of the last exchange of the refresh token `id`, if its
     /// host named one.

@@ -158,12 +158,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// One refresh record.
     fn get_refresh(&self, id: &[u8; 16]) -> Result<Option<RefreshRecord>>;
-    /// The ids of the access records stored in the family of the refresh
-    /// token `refresh_id`, oldest first (by issue; see
-    /// [`crate::token::issue_order`] for tokens issued in the same second):
-    /// what the cap on a family's live access tokens evicts from, and what
-    /// a purge removes with the family.
-    fn family_access(&self, refresh_id: &[u8; 16]) -> Result<Vec<[u8; 16]>>;
+    /// The ids of the first `limit` access records stored in the family of
+    /// the refresh token `refresh_id`, oldest first: in the order they were
+    /// written (an exchange writes its family's records in the order it
+    /// issues them; a sled store read back at open orders them by issue
+    /// time, then by [`crate::token::issue_order`]). What the cap on a
+    /// family's live access tokens evicts from, and what a purge removes
+    /// with the family.
+    fn family_access(&self, refresh_id: &[u8; 16], limit: usize) -> Result<Vec<[u8; 16]>>;
     /// The refresh records of an organization, or of one member of it
     /// (also those of a removed member, until purged), in any order.
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>>;

@@ -194,7 +194,7 @@ impl TokenStore {
                             if !inner.mem.has_access(&aid.0) {
                                 break (aid, asecret);
                             }
-                            let (aid, asecret) = token::random_access_id_and_secret()?;
+                            let (aid, asecret) = token::random_id_and_secret()?;
                             if !inner.mem.has_access(&aid.0) {
                                 break (aid, asecret);
                             }

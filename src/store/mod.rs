@@ -261,7 +261,9 @@ impl Inner {
     /// (memory keeps only their count), less any memory does not hold. For
     /// a writer holding the family's lock, so that none is added or
     /// evicted meanwhile. Blocks on storage (on sled, at most one lookup;
-    /// on a shared store, a query).
+    /// on a shared store, a query). On a shared store the database may
+    /// name tokens a replica's memory does not hold yet, so fewer may come
+    /// back; the database's own cap holds there.
     ///
     /// # Errors
     ///
@@ -273,7 +275,7 @@ impl Inner {
     ) -> Result<Vec<[u8; 16]>> {
         Ok(self
             .backend
-            .family_access(&parent.id())?
+            .family_access(&parent.id(), limit)?
             .into_iter()
             .filter(|id| self.mem.family_holds(parent, id))
             .take(limit)

@@ -127,8 +127,8 @@ impl Backend for SwapHandle {
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
         self.0.call(|b| b.list_refresh(org, user))
     }
-    fn family_access(&self, refresh_id: &[u8; 16]) -> Result<Vec<[u8; 16]>> {
-        self.0.call(|b| b.family_access(refresh_id))
+    fn family_access(&self, refresh_id: &[u8; 16], limit: usize) -> Result<Vec<[u8; 16]>> {
+        self.0.call(|b| b.family_access(refresh_id, limit))
     }
     fn refresh_ids(&self, org: &str, user: &str) -> Result<Vec<[u8; 16]>> {
         self.0.call(|b| b.refresh_ids(org, user))

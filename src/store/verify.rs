@@ -188,26 +188,32 @@ impl TokenStore {
                 Some(names)
             }
         };
-        let (aid, asecret) = loop {
-            let (id, secret) = token::random_access_id_and_secret()?;
-            if !inner.mem.has_access(&id.0) {
-                break (id, secret);
-            }
-        };
+        let (mut aid, asecret) = token::random_id_and_secret()?;
         let expires_at = now
             .saturating_add(inner.access_ttl)
             .min(parent.expires_at());
-        let rec = AccessRecord {
-            id: aid.0,
-            refresh_id: parent.id(),
-            issued_at: now,
-            expires_at,
-            revoked: false,
-            verifier: verifier(&inner.access_key, &asecret.0),
-            scopes,
-        };
+        let access_verifier = verifier(&inner.access_key, &asecret.0);
         let ticket = {
             let mut book = parent.lock_family();
+            // The id takes its place in the order of issue under the
+            // family's lock, so that a family's records are written in
+            // that order (see `token::stamp_issue_order`).
+            loop {
+                token::stamp_issue_order(&mut aid);
+                if !inner.mem.has_access(&aid.0) {
+                    break;
+                }
+                aid = token::random_id_and_secret()?.0;
+            }
+            let rec = AccessRecord {
+                id: aid.0,
+                refresh_id: parent.id(),
+                issued_at: now,
+                expires_at,
+                revoked: false,
+                verifier: access_verifier,
+                scopes,
+            };
             // Checked again under the family's lock: a purge holds the lock
             // of every family it touches until memory agrees with disk, so
             // no access record is written for a family being deleted (an

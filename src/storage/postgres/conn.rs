@@ -197,7 +197,8 @@ impl Stmts {
             refresh_get: p("SELECT record FROM tokenvault_refresh WHERE id = $1")?,
             // A family's access records in the order they were stored
             // (`n`, as the cap's own statement orders them).
-            access_family: p("SELECT id FROM tokenvault_access WHERE refresh_id = $1 ORDER BY n")?,
+            access_family: p("SELECT id FROM tokenvault_access WHERE refresh_id = $1 \
+                 ORDER BY n LIMIT $2")?,
             refresh_org: p("SELECT record FROM tokenvault_refresh WHERE org = $1")?,
             refresh_member: p(
                 "SELECT record FROM tokenvault_refresh WHERE org = $1 AND member = $2",

@@ -431,13 +431,14 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    fn family_access(&self, refresh_id: &[u8; 16]) -> Result<Vec<[u8; 16]>> {
+    fn family_access(&self, refresh_id: &[u8; 16], limit: usize) -> Result<Vec<[u8; 16]>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_conn(
             || true,
             |c| {
                 let rows = c
                     .client
-                    .query(&c.st.access_family, &[&&refresh_id[..]])
+                    .query(&c.st.access_family, &[&&refresh_id[..], &limit])
                     .map_err(pg)?;
                 let mut ids = Vec::with_capacity(rows.len());
                 for row in rows {

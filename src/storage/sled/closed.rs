@@ -60,7 +60,7 @@ impl Backend for Closed {
     fn list_refresh(&self, _: &str, _: Option<&str>) -> Result<Vec<RefreshRecord>> {
         self.refused()
     }
-    fn family_access(&self, _: &[u8; 16]) -> Result<Vec<[u8; 16]>> {
+    fn family_access(&self, _: &[u8; 16], _: usize) -> Result<Vec<[u8; 16]>> {
         self.refused()
     }
     fn events(&self, _: &str, _: u64, _: usize) -> Result<Vec<EventRecord>> {

@@ -670,9 +670,9 @@ impl Backend for SledBackend {
         }
     }
 
-    fn family_access(&self, refresh_id: &[u8; 16]) -> Result<Vec<[u8; 16]>> {
+    fn family_access(&self, refresh_id: &[u8; 16], limit: usize) -> Result<Vec<[u8; 16]>> {
         // The families' slots know (see `slots`): no scan of the tree.
-        self.slots.ids(&self.access, refresh_id)
+        self.slots.ids(&self.access, refresh_id, limit)
     }
 
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {

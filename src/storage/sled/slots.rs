@@ -107,13 +107,14 @@ impl Family {
         }
     }
 
-    /// The ids of the family's records, oldest first (records are put in
-    /// the order they are issued, and a load orders what it reads).
-    fn ids(&self) -> Vec<[u8; 16]> {
+    /// The ids of the family's first `limit` records, oldest first
+    /// (records are put in the order they are issued, and a load orders
+    /// what it reads).
+    fn ids(&self, limit: usize) -> Vec<[u8; 16]> {
         match self {
             Family::Empty => Vec::new(),
             Family::One(id) => vec![*id],
-            Family::Wide(w) => w.live.iter().map(|(id, _)| *id).collect(),
+            Family::Wide(w) => w.live.iter().take(limit).map(|(id, _)| *id).collect(),
         }
     }
 
@@ -422,18 +423,26 @@ impl Slots {
         Ok(())
     }
 
-    /// The ids of `family`'s stored records, oldest first: from memory
-    /// for a family kept here, else from its slot-0 key (one lookup, not a
-    /// scan).
+    /// The ids of `family`'s first `limit` stored records, oldest first:
+    /// from memory for a family kept here, else from its slot-0 key (one
+    /// lookup, not a scan).
     ///
     /// # Errors
     ///
     /// Those of [`read_slot_0`].
-    pub(super) fn ids(&self, access: &sled::Tree, family: &[u8; 16]) -> Result<Vec<[u8; 16]>> {
+    pub(super) fn ids(
+        &self,
+        access: &sled::Tree,
+        family: &[u8; 16],
+        limit: usize,
+    ) -> Result<Vec<[u8; 16]>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let stripe = self.stripes[shard_of(family)].lock();
         match stripe.get(family) {
-            Some(f) => Ok(f.ids()),
-            None => Ok(read_slot_0(access, family)?.ids()),
+            Some(f) => Ok(f.ids(limit)),
+            None => Ok(read_slot_0(access, family)?.ids(limit)),
         }
     }
 
@@ -552,11 +561,19 @@ mod tests {
         put(5, id(9, 3), 99, 2);
         put(5, id(0, 7), 101, 3);
         let oldest_first = vec![id(9, 3), id(1, 9), id(2, 1), id(0, 7)];
-        assert_eq!(read(&access, &[5; 16]).unwrap().ids(), oldest_first);
+        assert_eq!(
+            read(&access, &[5; 16]).unwrap().ids(usize::MAX),
+            oldest_first
+        );
         let slots = Slots::new();
         slots.loaded(&[5; 16], 3);
         slots.finish_load(&access).unwrap();
-        assert_eq!(slots.ids(&access, &[5; 16]).unwrap(), oldest_first);
+        assert_eq!(
+            slots.ids(&access, &[5; 16], usize::MAX).unwrap(),
+            oldest_first
+        );
+        assert_eq!(slots.ids(&access, &[5; 16], 2).unwrap(), oldest_first[..2]);
+        assert!(slots.ids(&access, &[5; 16], 0).unwrap().is_empty());
         slots
             .with(&access, &[5; 16], |f| {
                 f.replace(&id(9, 3), id(3, 4));
@@ -564,12 +581,15 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            slots.ids(&access, &[5; 16]).unwrap(),
+            slots.ids(&access, &[5; 16], usize::MAX).unwrap(),
             vec![id(1, 9), id(2, 1), id(0, 7), id(3, 4)]
         );
         put(6, id(4, 4), 100, 0);
-        assert_eq!(slots.ids(&access, &[6; 16]).unwrap(), vec![id(4, 4)]);
-        assert!(slots.ids(&access, &[7; 16]).unwrap().is_empty());
+        assert_eq!(
+            slots.ids(&access, &[6; 16], usize::MAX).unwrap(),
+            vec![id(4, 4)]
+        );
+        assert!(slots.ids(&access, &[7; 16], usize::MAX).unwrap().is_empty());
     }
 
     /// The common life of a family (issued, exchanged, each exchange
