@@ -1,15 +1,15 @@
 //! Memory's mutators for committed changes ([`Memory::apply`],
 //! [`Memory::apply_family`]) and for stored records ([`Memory::load`]).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU8};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::catalog::Catalog;
 use super::entries::{
-    refresh_state, AccessHot, FamilyBook, MemberHot, RefreshHot, LIFE_DISABLED, LIFE_PENDING,
-    LIFE_ROTATED, LIFE_SPENT,
+    held_expiry, held_time, AccessHot, FamilyBook, MemberHot, RefreshHot, LIFE_DISABLED,
+    LIFE_PENDING, LIFE_REVOKED, LIFE_ROTATED, LIFE_SPENT,
 };
 use super::{Memory, RefreshArc, Stored};
 use crate::change::{Change, Committed};
@@ -45,19 +45,20 @@ impl Memory {
                 Change::IssueRefresh(r) => self.put_refresh(cat, r),
                 Change::RevokeRefresh { id, at, .. } => {
                     if let Some(hot) = self.refresh.get(id) {
-                        hot.mark_revoked(*at);
+                        self.note_revoked(&hot, *at);
                     }
                 }
                 Change::RevokeMany { at, .. } | Change::RevokeFamily { at, .. } => {
                     // What the backend selected and revoked, as reported.
                     for id in &done.revoked {
                         if let Some(hot) = self.refresh.get(id) {
-                            hot.mark_revoked(*at);
+                            self.note_revoked(&hot, *at);
                         }
                     }
                 }
                 Change::DeleteRefresh { id, org, user } => {
                     self.clients.remove(id);
+                    self.revoked.remove(id);
                     if let Some(gone) = self.refresh.remove(id) {
                         {
                             let mut held = gone.member.held.lock();
@@ -79,11 +80,12 @@ impl Memory {
                 }
                 Change::Claim(rec) => {
                     // The entry is made anew with its verifier (a pending
-                    // token has no access tokens to carry over).
+                    // token has no access tokens to carry over); a
+                    // revocation's time, kept by id, stays.
                     if let Some(old) = self.refresh.get(&rec.id) {
                         let hot = self.slab.alloc(self.hot_of(rec, old.member.clone()));
                         if !old.revocable() {
-                            hot.mark_revoked(old.revoked_at());
+                            hot.mark_revoked();
                         }
                         self.refresh.insert(hot);
                     }
@@ -218,7 +220,7 @@ impl Memory {
         match self.refresh.get(&r.id) {
             Some(hot) => {
                 if let StoredState::Revoked { at, .. } = r.state {
-                    hot.mark_revoked(at);
+                    self.note_revoked(&hot, at);
                 }
                 if r.life.rotated {
                     hot.mark_rotated(r.expires_at.unwrap_or(u64::MAX));
@@ -240,20 +242,27 @@ impl Memory {
         self.hot_of_view(&r.view(), member)
     }
 
-    /// The one way a refresh entry is made.
+    /// The one way a refresh entry is made. Every caller puts it in memory
+    /// under its id, or (a load's duplicate) applies its revocation to the
+    /// entry held there: so the time of a revoked record's revocation goes
+    /// into memory's map of them here, beside the entry's flag (the first
+    /// time known stays, as on disk).
     pub(super) fn hot_of_view(
         &self,
         r: &codec::RefreshView<'_>,
         member: Arc<MemberHot>,
     ) -> RefreshHot {
+        if let Some(at) = r.revoked_at {
+            self.revoked.insert_new(r.id, at);
+        }
         RefreshHot {
             id: r.id,
             member,
             verifier: super::entries::VerifierHalf::of(&r.verifier),
             scopes: self.policy.set_of(&r.scopes),
-            created_at: r.created_at,
+            created_at: held_time(r.created_at),
             // Pending, it lives until the end of its claim window at most.
-            expires_at: AtomicU64::new(
+            expires_at: AtomicU32::new(held_expiry(
                 r.expires_at
                     .unwrap_or(u64::MAX)
                     .min(match r.life.pending_until {
@@ -265,9 +274,9 @@ impl Memory {
                         0 => u64::MAX,
                         until => until,
                     }),
-            ),
-            last_used: AtomicU64::new(0),
-            state: refresh_state(
+            )),
+            last_used: AtomicU32::new(0),
+            life: AtomicU8::new(
                 (if r.life.disabled { LIFE_DISABLED } else { 0 })
                     | (if r.life.rotated { LIFE_ROTATED } else { 0 })
                     | (if r.life.spent_until != 0 {
@@ -279,8 +288,12 @@ impl Memory {
                         LIFE_PENDING
                     } else {
                         0
+                    })
+                    | (if r.revoked_at.is_some() {
+                        LIFE_REVOKED
+                    } else {
+                        0
                     }),
-                r.revoked_at,
             ),
             family: Mutex::new(FamilyBook::default()),
         }
@@ -295,6 +308,14 @@ pub(super) fn note_exchange(parent: &RefreshHot, _held: &mut FamilyBook, at: u64
 }
 
 impl Memory {
+    /// Marks `hot` revoked itself at `at`, one-way. A time already known
+    /// stays: the first revocation's, as the record keeps it (a backend
+    /// does not revoke a revoked record again).
+    pub(super) fn note_revoked(&self, hot: &RefreshHot, at: u64) {
+        hot.mark_revoked();
+        self.revoked.insert_new(hot.id, at);
+    }
+
     /// Records the client of the family's last exchange (`None`: unknown),
     /// replacing the one held: stored or committed, it is always the latest
     /// the store wrote. Called with the family's lock held (`_held`).

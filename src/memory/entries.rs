@@ -1,7 +1,7 @@
 //! The entries of memory: organizations, members, refresh and access tokens.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -21,26 +21,53 @@ pub(crate) const LIFE_PENDING: u8 = 4;
 /// A refresh entry's lifecycle flag: spent by a rotation on use (set with
 /// [`LIFE_ROTATED`]; presented after its expiry, it is a reuse).
 pub(crate) const LIFE_SPENT: u8 = 8;
-/// A refresh entry's lifecycle flag: revoked itself (one-way).
-const LIFE_REVOKED: u8 = 16;
+/// A refresh entry's lifecycle flag: revoked itself (one-way; when, memory
+/// keeps beside the entry, for the purge's retention).
+pub(super) const LIFE_REVOKED: u8 = 16;
 /// A refresh entry's lifecycle flag: exchanged at least once (its last use
 /// is then the time of its last exchange).
 const LIFE_REFRESHED: u8 = 32;
 
-/// Where a refresh entry's lifecycle flags sit in its state word: its top
-/// byte. Below them, the time it was revoked (0 if never; a time past
-/// 2^56 seconds is kept as that).
-const LIFE_SHIFT: u32 = 56;
-const REVOKED_AT_MASK: u64 = (1 << LIFE_SHIFT) - 1;
+/// The latest time a refresh entry holds to the second: 2106-02-07
+/// 06:28:14 UTC, the last second a `u32` counts less one (which stands for
+/// "never" in an expiry). A later time is held as this one, so that what
+/// the entry decides can only come sooner: a creation or last use held
+/// earlier than it was makes a policy's limit and a cutoff apply sooner, an
+/// expiry held earlier ends the token sooner. Records keep the times they
+/// are given whole; only one the store takes from an entry (an access
+/// token's expiry, capped at its refresh token's; the last use a purge
+/// writes back; a token's reported last refresh) is the time held.
+pub(crate) const HELD_TIME_MAX: u64 = u32::MAX as u64 - 1;
 
-/// A refresh entry's first state word: lifecycle flags `life`, and its
-/// revocation at `revoked_at` if it is revoked.
-pub(super) fn refresh_state(life: u8, revoked_at: Option<u64>) -> AtomicU64 {
-    let (flag, at) = match revoked_at {
-        Some(at) => (LIFE_REVOKED, at.min(REVOKED_AT_MASK)),
-        None => (0, 0),
-    };
-    AtomicU64::new((u64::from(life | flag) << LIFE_SHIFT) | at)
+/// An expiry of "never", as a refresh entry holds it.
+const HELD_NEVER: u32 = u32::MAX;
+
+/// A time as a refresh entry holds it (see [`HELD_TIME_MAX`]).
+#[inline]
+pub(super) fn held_time(t: u64) -> u32 {
+    // Lossless below the cap.
+    t.min(HELD_TIME_MAX) as u32
+}
+
+/// An expiry as a refresh entry holds it: `u64::MAX` (never) as never,
+/// any other time as [`held_time`] holds it.
+#[inline]
+pub(super) fn held_expiry(t: u64) -> u32 {
+    if t == u64::MAX {
+        HELD_NEVER
+    } else {
+        held_time(t)
+    }
+}
+
+/// An expiry a refresh entry holds, as a time (`u64::MAX`: never).
+#[inline]
+fn expiry_of(held: u32) -> u64 {
+    if held == HELD_NEVER {
+        u64::MAX
+    } else {
+        u64::from(held)
+    }
 }
 
 /// What memory keeps of a token's verifier (the keyed blake3 of its
@@ -304,33 +331,39 @@ impl FamilyBook {
 }
 
 /// Laid out in declaration order (`repr(C)`): what verification and the
-/// policy checks read comes first (to the id, 64 bytes), and what only
+/// policy checks read comes first (its first 29 bytes: the member, the
+/// scopes, its times and lifecycle flags), then its id, and what only
 /// writers read (the verifier, which an exchange compares; the family's
-/// lock and count) after it. 88 bytes: with its reference count and the
-/// slab's free-list link, a 96-byte slot of its memory's slab (see
-/// `entries_keep_their_sizes` and `slab.rs`).
+/// lock and count) after them. 72 bytes: with its reference count and the
+/// slab's free-list link, an 80-byte slot of its memory's slab (see
+/// `entries_keep_their_sizes` and `slab.rs`). Its times are held in 4
+/// bytes each (see [`HELD_TIME_MAX`]); when it was revoked, memory keeps
+/// beside it (only revoked tokens have such a time).
 #[repr(C)]
 pub(crate) struct RefreshHot {
     pub(super) member: Arc<MemberHot>,
     pub(super) scopes: ScopeSet,
-    pub(super) created_at: u64,
-    /// `u64::MAX` when the token never expires. Only lowered, by a
-    /// rotation (the end of its grace period).
-    pub(super) expires_at: AtomicU64,
-    /// When it was last exchanged (0 until [`LIFE_REFRESHED`] is set): with
-    /// its creation, what an organization's expiry of unused tokens counts
-    /// from.
-    pub(super) last_used: AtomicU64,
-    /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`], ...) in the top
-    /// byte, the time it was revoked (for the purge's retention) below
-    /// them: one word (see [`refresh_state`]).
-    pub(super) state: AtomicU64,
+    /// When it was made (held, see [`held_time`]).
+    pub(super) created_at: u32,
+    /// When it expires ([`held_expiry`]: `u32::MAX` when never). Only
+    /// lowered, by a rotation (the end of its grace period).
+    pub(super) expires_at: AtomicU32,
+    /// When it was last exchanged (0 until [`LIFE_REFRESHED`] is set;
+    /// held): with its creation, what an organization's expiry of unused
+    /// tokens counts from.
+    pub(super) last_used: AtomicU32,
+    /// Lifecycle flags ([`LIFE_DISABLED`], [`LIFE_ROTATED`], ...).
+    pub(super) life: AtomicU8,
     pub(super) id: [u8; 16],
     pub(super) verifier: VerifierHalf,
     pub(super) family: Mutex<FamilyBook>,
 }
 
 impl RefreshHot {
+    /// How many of its first bytes verification and the policy checks
+    /// read: to its lifecycle flags.
+    pub(super) const HOT_BYTES: usize = std::mem::offset_of!(RefreshHot, life) + 1;
+
     #[inline]
     pub(crate) fn id(&self) -> [u8; 16] {
         self.id
@@ -355,35 +388,36 @@ impl RefreshHot {
     /// end of its grace period if that comes first).
     #[inline]
     pub(crate) fn expires_at(&self) -> u64 {
-        self.expires_at.load(Ordering::Acquire)
+        expiry_of(self.expires_at.load(Ordering::Acquire))
     }
     /// When the token stops being usable by expiry: its own, or a limit of
     /// its organization's policy (`u64::MAX`: never).
     #[inline]
     pub(crate) fn ends_at(&self) -> u64 {
-        let own = self.expires_at.load(Ordering::Acquire);
-        let used = self.last_used.load(Ordering::Acquire).max(self.created_at);
-        let policy = self.member.org.policy_end(self.created_at, used);
+        let own = self.expires_at();
+        let created = u64::from(self.created_at);
+        let used = u64::from(self.last_used.load(Ordering::Acquire)).max(created);
+        let policy = self.member.org.policy_end(created, used);
         own.min(policy)
     }
     /// Notes a use (an exchange) at `at`, unless a later one is known.
     pub(super) fn note_use(&self, at: u64) {
-        self.last_used.fetch_max(at, Ordering::AcqRel);
+        self.last_used.fetch_max(held_time(at), Ordering::AcqRel);
         self.set_life(LIFE_REFRESHED);
     }
     /// When the token was last exchanged, if known.
     #[inline]
     pub(crate) fn last_refresh(&self) -> Option<u64> {
-        (self.life() & LIFE_REFRESHED != 0).then(|| self.last_used.load(Ordering::Acquire))
+        (self.life() & LIFE_REFRESHED != 0)
+            .then(|| u64::from(self.last_used.load(Ordering::Acquire)))
     }
     /// The lifecycle flags.
     #[inline]
     fn life(&self) -> u8 {
-        (self.state.load(Ordering::Acquire) >> LIFE_SHIFT) as u8
+        self.life.load(Ordering::Acquire)
     }
     fn set_life(&self, flags: u8) {
-        self.state
-            .fetch_or(u64::from(flags) << LIFE_SHIFT, Ordering::AcqRel);
+        self.life.fetch_or(flags, Ordering::AcqRel);
     }
     /// Revoked itself.
     #[inline]
@@ -413,7 +447,8 @@ impl RefreshHot {
     /// Marks the token spent by a rotation on use, dying at `dies_at`
     /// (never later than it would have).
     pub(super) fn mark_spent(&self, dies_at: u64) {
-        self.expires_at.fetch_min(dies_at, Ordering::AcqRel);
+        self.expires_at
+            .fetch_min(held_expiry(dies_at), Ordering::AcqRel);
         self.set_life(LIFE_ROTATED | LIFE_SPENT);
     }
     /// Suspends or restores the token.
@@ -421,31 +456,20 @@ impl RefreshHot {
         if disabled {
             self.set_life(LIFE_DISABLED);
         } else {
-            self.state
-                .fetch_and(!(u64::from(LIFE_DISABLED) << LIFE_SHIFT), Ordering::AcqRel);
+            self.life.fetch_and(!LIFE_DISABLED, Ordering::AcqRel);
         }
     }
     /// Marks the token rotated, dying at `dies_at` (never later than its
     /// own expiry).
     pub(super) fn mark_rotated(&self, dies_at: u64) {
-        self.expires_at.fetch_min(dies_at, Ordering::AcqRel);
+        self.expires_at
+            .fetch_min(held_expiry(dies_at), Ordering::AcqRel);
         self.set_life(LIFE_ROTATED);
     }
-    /// When the token itself was revoked; 0 if never.
-    #[inline]
-    pub(crate) fn revoked_at(&self) -> u64 {
-        self.state.load(Ordering::Acquire) & REVOKED_AT_MASK
-    }
-    /// Marks the token revoked itself at `at` (one-way).
-    pub(super) fn mark_revoked(&self, at: u64) {
-        let at = at.min(REVOKED_AT_MASK);
-        let revoked = u64::from(LIFE_REVOKED) << LIFE_SHIFT;
-        // The flags kept, the time replaced (the latest revocation's).
-        let _ = self
-            .state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                Some((s & !REVOKED_AT_MASK) | revoked | at)
-            });
+    /// Marks the token revoked itself (one-way; memory keeps when, see
+    /// `Memory::note_revoked`).
+    pub(super) fn mark_revoked(&self) {
+        self.set_life(LIFE_REVOKED);
     }
     /// The family's lock and count: a writer holds it from counting the
     /// family's access tokens (and reading which they are) to
@@ -561,10 +585,10 @@ mod tests {
     }
 
     /// The entries keep their sizes: an access entry in a 64-byte slot of
-    /// its table, a refresh entry in a 96-byte slot of its slab (88 bytes,
+    /// its table, a refresh entry in an 80-byte slot of its slab (72 bytes,
     /// a 4-byte reference count and a 4-byte free-list link), with what
-    /// verification reads of it (to its id) in its first 64 bytes, and
-    /// named in its table by a 16-byte slot.
+    /// verification reads of it in its first 29 bytes and its id in the
+    /// next 16, and named in its table by a 16-byte slot.
     #[test]
     fn entries_keep_their_sizes() {
         assert_eq!(std::mem::size_of::<AccessHot>(), 48);
@@ -578,8 +602,9 @@ mod tests {
             ),
             16
         );
-        assert_eq!(std::mem::size_of::<RefreshHot>(), 88);
-        assert!(std::mem::offset_of!(RefreshHot, id) + 16 <= 64);
+        assert_eq!(std::mem::size_of::<RefreshHot>(), 72);
+        assert_eq!(RefreshHot::HOT_BYTES, 29);
+        assert_eq!(std::mem::offset_of!(RefreshHot, id), 29);
         assert_eq!(std::mem::size_of::<Mutex<FamilyBook>>(), 8);
     }
 
@@ -594,9 +619,9 @@ mod tests {
             member: Arc::new(member(&org, "ann")),
             scopes: ScopeSet(1),
             created_at: 100,
-            expires_at: AtomicU64::new(u64::MAX),
-            last_used: AtomicU64::new(0),
-            state: refresh_state(0, None),
+            expires_at: AtomicU32::new(HELD_NEVER),
+            last_used: AtomicU32::new(0),
+            life: AtomicU8::new(0),
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
             family: Mutex::default(),
@@ -635,25 +660,25 @@ mod tests {
         assert_eq!((c.issued_at(), c.expires_at()), (4, 4));
     }
 
-    /// A refresh entry's state word: every flag set and cleared on its
-    /// own, a revocation keeping the flags and its time, and the last
-    /// exchange known only once there was one.
+    /// A refresh entry's lifecycle flags: each set and cleared on its
+    /// own, a revocation keeping the others; its expiry only lowered; and
+    /// the last exchange known only once there was one, the latest kept.
     #[test]
-    fn the_state_word_keeps_flags_and_revocation_apart() {
+    fn the_lifecycle_flags_keep_each_other() {
         let org = Arc::new(OrgHot::new("acme"));
         let hot = RefreshHot {
             member: Arc::new(member(&org, "ann")),
             scopes: ScopeSet(1),
             created_at: 100,
-            expires_at: AtomicU64::new(u64::MAX),
-            last_used: AtomicU64::new(0),
-            state: refresh_state(LIFE_PENDING, None),
+            expires_at: AtomicU32::new(HELD_NEVER),
+            last_used: AtomicU32::new(0),
+            life: AtomicU8::new(LIFE_PENDING),
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
             family: Mutex::default(),
         };
         assert!(hot.is_pending() && !hot.is_disabled() && !hot.is_revoked());
-        assert_eq!((hot.revoked_at(), hot.last_refresh()), (0, None));
+        assert_eq!(hot.last_refresh(), None);
         hot.set_disabled(true);
         hot.note_use(50);
         assert_eq!(
@@ -661,28 +686,21 @@ mod tests {
             Some(50),
             "an exchange before creation is kept"
         );
-        assert_eq!(hot.ends_at(), u64::MAX);
-        hot.mark_revoked(7_000);
+        assert_eq!((hot.expires_at(), hot.ends_at()), (u64::MAX, u64::MAX));
+        hot.mark_revoked();
         assert!(hot.is_revoked() && hot.is_disabled() && hot.is_pending());
-        assert_eq!(hot.revoked_at(), 7_000);
-        hot.mark_revoked(9_000);
         hot.set_disabled(false);
         hot.mark_rotated(500);
         assert!(hot.is_revoked() && !hot.is_disabled() && hot.is_rotated() && !hot.is_spent());
-        assert_eq!((hot.revoked_at(), hot.expires_at()), (9_000, 500));
+        assert_eq!(hot.expires_at(), 500);
         hot.mark_spent(400);
+        hot.mark_rotated(450);
         assert!(hot.is_spent() && hot.is_rotated());
+        assert_eq!(hot.expires_at(), 400, "only lowered");
         hot.note_use(300);
         hot.note_use(200);
         assert_eq!(hot.last_refresh(), Some(300));
-        hot.mark_revoked(u64::MAX);
-        assert_eq!(hot.revoked_at(), REVOKED_AT_MASK);
         assert!(hot.is_pending() && hot.is_spent() && hot.is_revoked());
-        let loaded = refresh_state(LIFE_ROTATED, Some(42));
-        assert_eq!(
-            loaded.load(Ordering::Relaxed),
-            (u64::from(LIFE_ROTATED | LIFE_REVOKED) << LIFE_SHIFT) | 42
-        );
     }
 
     /// The per-thread names cache never answers with another member's

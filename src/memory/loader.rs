@@ -92,6 +92,7 @@ impl<'a> Loader<'a> {
         // own ids: every shard of them filled at once, grown step by step.
         self.mem.access.fit();
         self.mem.refresh.fit();
+        self.mem.revoked.fit();
         super::maps::release_freed_heap();
         missing
     }
@@ -155,12 +156,13 @@ impl<'a> Loader<'a> {
             let part = usize::from(r.id[0]) * LOADED_PARTS / 256;
             self.loaded[part].lock().push(held);
             LAST.with(|last| *last.borrow_mut() = Some(hot));
-        } else if let Some(at) = r.revoked_at {
+        } else if r.revoked_at.is_some() {
             // The same id twice (damage): as `Memory::apply`, a revocation
-            // sticks to the one already there.
+            // sticks to the one already there (its time, if the first had
+            // none, went in with the entry made above).
             inner.refresh.with(&r.id, |old| {
                 if let Some(old) = old {
-                    old.mark_revoked(at);
+                    old.mark_revoked();
                 }
             });
         }

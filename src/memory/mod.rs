@@ -116,6 +116,11 @@ pub(crate) struct Memory {
     /// families whose host named one (changed under the family's lock, or
     /// once the family's entry is gone).
     clients: Sharded<Box<ClientInfo>>,
+    /// When each refresh token revoked itself was revoked (the latest
+    /// revocation's time), by id: what the purge's retention counts from.
+    /// Only revoked tokens have one, until they are purged; changed with
+    /// the catalog held exclusively, or by the loader.
+    revoked: Sharded<u64>,
     /// The catalog: writers hold it exclusively, issues and readers share
     /// it; its contents change only through this module's methods.
     catalog: RwLock<Catalog>,
@@ -182,6 +187,12 @@ impl Memory {
     pub(crate) fn client_is(&self, id: &[u8; 16], client: Option<&ClientInfo>) -> bool {
         self.clients.with(id, |c| c.map(|c| &**c) == client)
     }
+    /// When the refresh token `id` was revoked itself (the latest
+    /// revocation's time); 0 if memory holds no such time (never revoked
+    /// itself, or gone).
+    pub(crate) fn revoked_at(&self, id: &[u8; 16]) -> u64 {
+        self.revoked.get(id).unwrap_or(0)
+    }
     /// Calls `f` on each refresh token until it returns `false`.
     pub(crate) fn for_each_refresh(&self, f: impl FnMut(&[u8; 16], &RefreshArc) -> bool) {
         self.refresh.for_each(f)
@@ -220,6 +231,7 @@ impl Memory {
             slab: slab::Slab::new(),
             access: Sharded::new(),
             clients: Sharded::new(),
+            revoked: Sharded::new(),
             catalog: RwLock::new(Catalog::default()),
             policy,
         }
@@ -247,12 +259,14 @@ impl Memory {
             refresh,
             access,
             clients,
+            revoked,
             catalog,
             ..
         } = reloaded;
         let stale_refresh = self.refresh.ids_not_in(&refresh);
         let stale_access = self.access.ids_not_in(&access);
         let stale_clients = self.clients.ids_not_in(&clients);
+        let stale_revoked = self.revoked.ids_not_in(&revoked);
         for (_, r) in refresh.into_entries() {
             self.refresh.insert(r);
         }
@@ -267,6 +281,12 @@ impl Memory {
         }
         for id in &stale_clients {
             self.clients.remove(id);
+        }
+        for (id, at) in revoked.into_entries() {
+            self.revoked.insert(id, at);
+        }
+        for id in &stale_revoked {
+            self.revoked.remove(id);
         }
         for id in &stale_refresh {
             self.refresh.remove(id);

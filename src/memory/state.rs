@@ -83,7 +83,7 @@ impl RefreshHot {
         let Some(role) = self.member.role() else {
             return Usable::Removed;
         };
-        if self.created_at < self.member.cutoff() {
+        if u64::from(self.created_at) < self.member.cutoff() {
             return Usable::CutOff;
         }
         if self.ends_at() <= now {
@@ -130,7 +130,8 @@ impl AccessHot {
     }
 
     /// Asks the processor to start loading what verification reads of the
-    /// refresh entry (its first cache line: the slot starts one), without
+    /// refresh entry (its first [`RefreshHot::HOT_BYTES`] bytes: one cache
+    /// line for three slots in four, two for the fourth), without
     /// waiting for it: verification calls this as soon as it has found
     /// the access entry, then hashes the presented secret while the entry,
     /// likely a miss in a large store, comes from main memory. Changes
@@ -143,10 +144,11 @@ impl AccessHot {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             let p = super::RefreshArc::as_ptr(&self.refresh).cast::<i8>();
             // SAFETY: a prefetch is a hint that never faults, reads no
-            // value and writes nothing; `p` points into a live slot (the
-            // reference is held by `self`).
+            // value and writes nothing; `p` and the last of the hot bytes
+            // point into a live slot (the reference is held by `self`).
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.add(RefreshHot::HOT_BYTES - 1));
             }
         }
     }
@@ -199,23 +201,26 @@ mod tests {
         })
     }
 
+    /// A memory holding `records`, and its catalog.
+    fn loaded(records: Vec<Stored>) -> (Memory, Catalog) {
+        let mem = Memory::new(Arc::new(Policy::default()));
+        let mut cat = Catalog::default();
+        mem.load(&mut cat, records);
+        (mem, cat)
+    }
+
     /// An access entry's revocation and its checksum memo share one word:
     /// neither undoes the other, in either order, and a wrong checksum is
     /// still refused once the right one is known.
     #[test]
     fn revocation_and_checksum_memo_keep_each_other() {
         use crate::token::{self, TokenKind};
-        let mem = Memory::new(Arc::new(Policy::default()));
-        let mut cat = Catalog::default();
-        mem.load(
-            &mut cat,
-            vec![
-                member("ann", Role::Admin, 0),
-                Stored::Refresh(refresh(1, "ann", 100, None)),
-                Stored::Access(access(11, 1, 2_000)),
-                Stored::Access(access(12, 1, 2_000)),
-            ],
-        );
+        let (mem, _) = loaded(vec![
+            member("ann", Role::Admin, 0),
+            Stored::Refresh(refresh(1, "ann", 100, None)),
+            Stored::Access(access(11, 1, 2_000)),
+            Stored::Access(access(12, 1, 2_000)),
+        ]);
         assert!(std::mem::size_of::<AccessHot>() <= 72);
         let (kind, prefix) = (TokenKind::Access, "tv");
         let text = |id: u8| token::encode_raw(prefix, kind, [id; 16], [7; 32]);
@@ -254,22 +259,17 @@ mod tests {
     /// says revoked also when it expired itself.
     #[test]
     fn each_reason_and_its_error() {
-        let mem = Memory::new(Arc::new(Policy::default()));
-        let mut cat = Catalog::default();
-        mem.load(
-            &mut cat,
-            vec![
-                member("ann", Role::Admin, 0),
-                member("cat", Role::User, 500),
-                Stored::Refresh(refresh(1, "ann", 100, None)),
-                Stored::Refresh(refresh(2, "ann", 100, Some(1_000))),
-                Stored::Refresh(refresh(3, "cat", 100, None)),
-                // Held by someone who is not a member.
-                Stored::Refresh(refresh(4, "gone", 100, None)),
-                Stored::Access(access(11, 1, 2_000)),
-                Stored::Access(access(13, 3, 200)),
-            ],
-        );
+        let (mem, _) = loaded(vec![
+            member("ann", Role::Admin, 0),
+            member("cat", Role::User, 500),
+            Stored::Refresh(refresh(1, "ann", 100, None)),
+            Stored::Refresh(refresh(2, "ann", 100, Some(1_000))),
+            Stored::Refresh(refresh(3, "cat", 100, None)),
+            // Held by someone who is not a member.
+            Stored::Refresh(refresh(4, "gone", 100, None)),
+            Stored::Access(access(11, 1, 2_000)),
+            Stored::Access(access(13, 3, 200)),
+        ]);
         let r = |id: u8| mem.refresh.get(&[id; 16]).expect("loaded");
         let a = |id: u8| {
             mem.access
@@ -285,7 +285,7 @@ mod tests {
         assert!(mem.access.with(&[11; 16], |a| a.unwrap().usable(2_000)) == Usable::Expired);
 
         // A revocation comes first, before expiry.
-        r(2).mark_revoked(1_200);
+        r(2).mark_revoked();
         assert_eq!(r(2).usable(5_000), Usable::Revoked);
         assert!(!r(2).revocable());
         mem.access.with(&[11; 16], |a| a.unwrap().mark_revoked());
@@ -300,5 +300,126 @@ mod tests {
         assert!(matches!(Usable::Expired.check(), Err(Error::Expired)));
         assert!(Usable::Disabled.is_live() && !Usable::Disabled.is_revoked());
         assert!(matches!(Usable::Disabled.check(), Err(Error::Disabled)));
+    }
+
+    /// Times past what an entry holds are held as its latest second, so
+    /// that what it decides comes sooner, never later: an expiry ends the
+    /// token then (never stays never), a policy's maximum lifetime counts
+    /// from a creation held earlier, and a cutoff set later than it cuts
+    /// the token off. Below it, every time is held whole.
+    #[test]
+    fn times_past_what_an_entry_holds_only_bring_its_end_sooner() {
+        use crate::codec::OrgPolicyRecord;
+        use crate::memory::entries::HELD_TIME_MAX;
+        let far = HELD_TIME_MAX + 1_000;
+        let (mem, mut cat) = loaded(vec![
+            member("ann", Role::Admin, 0),
+            Stored::Refresh(refresh(1, "ann", 100, Some(far))),
+            Stored::Refresh(refresh(2, "ann", far, None)),
+            Stored::Refresh(refresh(
+                3,
+                "ann",
+                HELD_TIME_MAX - 5,
+                Some(HELD_TIME_MAX - 1),
+            )),
+        ]);
+        let r = |id: u8| mem.refresh.get(&[id; 16]).expect("loaded");
+        assert_eq!(r(1).expires_at(), HELD_TIME_MAX);
+        assert_eq!(r(1).usable(HELD_TIME_MAX - 1), Usable::Yes(Role::Admin));
+        assert_eq!(r(1).usable(far - 1), Usable::Expired, "ends sooner");
+        assert_eq!(r(2).expires_at(), u64::MAX, "never stays never");
+        assert_eq!(r(2).usable(u64::MAX - 1), Usable::Yes(Role::Admin));
+        assert_eq!(r(3).expires_at(), HELD_TIME_MAX - 1, "held whole");
+        assert_eq!(r(3).usable(HELD_TIME_MAX - 2), Usable::Yes(Role::Admin));
+        assert_eq!(r(3).usable(HELD_TIME_MAX - 1), Usable::Expired);
+        // A rotation never lengthens a life.
+        r(3).mark_rotated(u64::MAX);
+        assert_eq!(r(3).expires_at(), HELD_TIME_MAX - 1);
+        // An exchange past the cap is held at it.
+        r(2).note_use(far + 7);
+        assert_eq!(r(2).last_refresh(), Some(HELD_TIME_MAX));
+        // A maximum lifetime of 10 s: token 2, made at `far`, is held as
+        // made at the cap, so it ends 10 s after the cap, sooner than it
+        // would.
+        cat.org_mut("acme").hot.set_policy(&OrgPolicyRecord {
+            max_lifetime: Some(10),
+            unused_expiry: None,
+            rotate_on_use: false,
+        });
+        assert_eq!(r(2).ends_at(), HELD_TIME_MAX + 10);
+        assert_eq!(r(2).usable(far), Usable::Expired);
+        // A cutoff just past the cap cuts off token 2, made later (at
+        // `far`), as if it were made at the cap.
+        cat.org_mut("acme")
+            .hot
+            .set_policy(&OrgPolicyRecord::default());
+        cat.org_mut("acme").hot.raise_cutoff(HELD_TIME_MAX + 1);
+        assert_eq!(r(2).usable(far + 2), Usable::CutOff);
+    }
+
+    /// A refresh record revoked at `at`.
+    fn revoked(id: u8, at: u64) -> RefreshRecord {
+        RefreshRecord {
+            state: StoredState::Revoked {
+                at,
+                by: "ann".into(),
+                reason: None,
+            },
+            ..refresh(id, "ann", 100, None)
+        }
+    }
+
+    /// A refresh token's revocation time is kept beside its entry by id:
+    /// the first revocation's, loaded with it, as reloaded after a fault,
+    /// and gone with the token.
+    #[test]
+    fn a_revocation_time_is_kept_by_id_until_the_token_goes() {
+        use crate::change::{Change, Committed};
+        let (mem, mut cat) = loaded(vec![
+            member("ann", Role::Admin, 0),
+            Stored::Refresh(refresh(1, "ann", 100, None)),
+            Stored::Refresh(revoked(2, 300)),
+        ]);
+        assert_eq!(
+            (mem.revoked_at(&[1; 16]), mem.revoked_at(&[2; 16])),
+            (0, 300)
+        );
+        assert!(mem.refresh.get(&[2; 16]).unwrap().is_revoked());
+        let revoke = |at| Change::RevokeRefresh {
+            id: [1; 16],
+            at,
+            by: "ann".into(),
+            reason: None,
+        };
+        mem.apply(&mut cat, &[revoke(700)], &Committed::default());
+        assert_eq!(mem.revoked_at(&[1; 16]), 700);
+        mem.apply(&mut cat, &[revoke(900)], &Committed::default());
+        assert_eq!(mem.revoked_at(&[1; 16]), 700, "the first revocation's");
+        // Memory reloaded (after a storage fault): token 1's time as
+        // reloaded, token 2's gone with its revocation (not on disk).
+        let reloaded = Memory::new(Arc::new(Policy::default()));
+        reloaded.load(
+            &mut reloaded.catalog_write(),
+            vec![
+                member("ann", Role::Admin, 0),
+                Stored::Refresh(revoked(1, 650)),
+                Stored::Refresh(refresh(2, "ann", 100, None)),
+            ],
+        );
+        mem.replace_with(&mut cat, reloaded);
+        assert_eq!(
+            (mem.revoked_at(&[1; 16]), mem.revoked_at(&[2; 16])),
+            (650, 0)
+        );
+        mem.apply(
+            &mut cat,
+            &[Change::DeleteRefresh {
+                id: [1; 16],
+                org: "acme".into(),
+                user: "ann".into(),
+            }],
+            &Committed::default(),
+        );
+        assert_eq!((mem.revoked_at(&[1; 16]), mem.refresh_count()), (0, 1));
     }
 }

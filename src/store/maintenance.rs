@@ -148,7 +148,7 @@ impl TokenStore {
         inner.mem.for_each_refresh(|_, r| {
             let u = r.usable(now);
             let gone_since = if u.is_revoked() {
-                Some(r.revoked_at())
+                Some(inner.mem.revoked_at(&r.id()))
             } else if u == Usable::Expired {
                 Some(r.ends_at())
             } else {
