@@ -39,20 +39,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.close()?;
     let store = config().open()?;
     let access = &sample.access;
-    // One random order (xorshift, fixed seed), the same for every build.
-    let mut order: Vec<usize> = (0..access.len()).collect();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..order.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        order.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    // One random order (fixed seed), the same for every build.
+    let order = support::random::shuffled(access.len(), 0x9e37_79b9_7f4a_7c15);
     let mut per_pass = Vec::with_capacity(passes);
     for _ in 0..passes {
         let t = Instant::now();
         for &k in &order {
-            store.verify(&access[k])?;
+            store.verify(&access[k as usize])?;
         }
         per_pass.push(t.elapsed().as_nanos() as f64 / order.len() as f64);
     }
