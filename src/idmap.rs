@@ -83,20 +83,22 @@ pub(crate) trait HoldsId {
     fn held_id(&self) -> [u8; 16];
 }
 
-/// Only the id's bits that place it (its second eight bytes), in the
+/// Only the id's bits that place it (the high 32 of its [`bits`]), in the
 /// slot: for values that hold their whole id, which a lookup compares
-/// once these match. Half the key's bytes per slot.
+/// once these match (another id's entry passes this first test once in
+/// four billion). A quarter of the key's bytes per slot: with a 4-byte
+/// value (a refresh entry's slab reference), an 8-byte slot.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Placed(u64);
+pub(crate) struct Placed(u32);
 
 impl<V: HoldsId> SlotKey<V> for Placed {
     #[inline(always)]
     fn of(id: &[u8; 16]) -> Self {
-        Placed(bits(id))
+        Placed((bits(id) >> 32) as u32)
     }
     #[inline(always)]
     fn bits(&self) -> u64 {
-        self.0
+        u64::from(self.0) << 32
     }
     #[inline(always)]
     fn confirms(v: &V, id: &[u8; 16]) -> bool {
@@ -399,8 +401,8 @@ mod tests {
 
     /// Ids from a small pool, so operations meet the same ids, with bits
     /// that often share a home slot (the pool's ids differ in few bits),
-    /// and eight ids to each value of the bits that place them (so that a
-    /// [`Placed`] key matches ids other than the one sought).
+    /// and many ids to each value of the bits a [`Placed`] key keeps (so
+    /// that it matches ids other than the one sought).
     fn id(n: u8) -> [u8; 16] {
         let mut k = [0u8; 16];
         k[0] = n;
@@ -523,14 +525,15 @@ mod tests {
         }
     }
 
-    /// A slot keeping only the placing bits of a refresh entry's id (a
-    /// slab reference) is two words, against three with the whole id.
+    /// A slot keeping only the placing bits of a refresh entry's id and
+    /// its 4-byte slab reference is one word, against 20 bytes with the
+    /// whole id.
     #[test]
-    fn placed_slots_are_two_words() {
+    fn placed_slots_are_one_word() {
         use std::mem::size_of;
-        type Ref = std::ptr::NonNull<u8>;
-        assert_eq!(size_of::<Slot<Placed, Ref>>(), 16);
-        assert_eq!(size_of::<Slot<[u8; 16], Ref>>(), 24);
+        type Ref = std::num::NonZeroU32;
+        assert_eq!(size_of::<Slot<Placed, Ref>>(), 8);
+        assert_eq!(size_of::<Slot<[u8; 16], Ref>>(), 20);
     }
 
     /// A table grown step by step and fitted holds every entry it held,

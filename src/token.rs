@@ -348,10 +348,6 @@ pub(crate) fn token_len(prefix: &str) -> usize {
     prefix.len() + 2 + PAYLOAD_DIGITS + CHECK_DIGITS
 }
 
-/// Marks a checksum memo (see [`Unchecked::checksum_ok_memo`]) as holding
-/// the checksum in its low 32 bits.
-pub(crate) const CHECK_KNOWN: u64 = 1 << 32;
-
 /// A token taken apart whose checksum digits were read but not yet
 /// compared (see [`parse_unchecked`]).
 pub(crate) struct Unchecked {
@@ -375,19 +371,20 @@ impl Unchecked {
     }
 
     /// [`Unchecked::checksum_ok`] for a token whose secret matched a stored
-    /// verifier: `memo` (its low 33 bits zero at first) keeps that token's
-    /// right checksum in its low 32 bits, [`CHECK_KNOWN`] marking it known,
-    /// so only the first check hashes. Bits above `CHECK_KNOWN` are the
-    /// caller's and left as they are.
+    /// verifier: `memo` (its low 32 bits zero at first) keeps that token's
+    /// right checksum in its low 32 bits once it is known, so that only the
+    /// first check hashes (a token whose right checksum is 0, one in four
+    /// billion, is hashed at every check instead). Bits above the low 32
+    /// are the caller's and left as they are.
     pub(crate) fn checksum_ok_memo(&self, prefix: &str, kind: TokenKind, memo: &AtomicU64) -> bool {
-        let known = memo.load(Ordering::Relaxed);
-        let expected = if known & CHECK_KNOWN != 0 {
-            known as u32
+        let known = memo.load(Ordering::Relaxed) as u32;
+        let expected = if known != 0 {
+            known
         } else {
             let e = self.expected(prefix, kind);
             // ORed in: the memo's word may carry other bits above these
             // (an access entry's state), and nothing else sets these.
-            memo.fetch_or(CHECK_KNOWN | u64::from(e), Ordering::Relaxed);
+            memo.fetch_or(u64::from(e), Ordering::Relaxed);
             e
         };
         self.claimed == u64::from(expected)

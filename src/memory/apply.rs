@@ -137,6 +137,9 @@ impl Memory {
                 }
                 Change::DeleteAccess { id, .. } => {
                     if let Some(gone) = self.access.remove(id) {
+                        if gone.is_narrowed() {
+                            self.narrowed.remove(id);
+                        }
                         if RefreshArc::ptr_eq(gone.refresh(), parent) {
                             book.remove_one();
                         }
@@ -174,9 +177,14 @@ impl Memory {
         }
         book.add_one();
         note_exchange(parent, book, rec.issued_at);
+        // Its narrowed scopes before the entry that says it has them.
+        let narrowed = self.narrowed_scopes(rec);
+        if let Some(scopes) = narrowed {
+            self.narrowed.insert(rec.id, scopes);
+        }
         self.access.insert(
             rec.id,
-            AccessHot::new(parent.clone(), rec, self.access_scopes(rec)),
+            AccessHot::new(parent.clone(), rec, narrowed.is_some()),
         );
     }
 

@@ -480,10 +480,14 @@ impl RefreshHot {
     }
 }
 
-/// Marks an access entry revoked, in its state word (see
-/// [`AccessHot::state`]). Above the checksum memo's bits
-/// (`token::CHECK_KNOWN` and the low 32), which only ever OR into the word,
-/// as this does.
+/// Marks an access entry narrowed at exchange, in its state word (see
+/// [`AccessHot::state`]): the scopes it was narrowed to are in memory's
+/// map of them, by the token's id. Above the checksum memo's 32 bits,
+/// which only ever OR into the word, as this does (set once, when the
+/// entry is made).
+const ACCESS_NARROWED: u64 = 1 << 32;
+
+/// Marks an access entry revoked, in its state word.
 const ACCESS_REVOKED: u64 = 1 << 33;
 
 /// Where an access entry's lifetime (its expiry less its issue, in
@@ -491,42 +495,49 @@ const ACCESS_REVOKED: u64 = 1 << 33;
 /// set once when the entry is made.
 const ACCESS_LIFETIME_SHIFT: u32 = 34;
 
-/// 48 bytes: with its 16-byte key, a 64-byte slot of its table.
+/// Every scope: what an access token not narrowed at exchange may grant at
+/// most, before its refresh token's scopes and its holder's role cut it.
+pub(crate) const ALL_SCOPES: ScopeSet = ScopeSet(u64::MAX);
+
+/// 32 bytes: with its 16-byte key, a 48-byte slot of its table. What is
+/// not in it: the scopes an access token was narrowed to at exchange
+/// (few are), which memory keeps in a map of their own (see
+/// [`AccessHot::is_narrowed`]).
 pub(crate) struct AccessHot {
     pub(super) refresh: RefreshArc,
+    /// When it expires, held in 4 bytes as a refresh entry holds its times
+    /// (see [`HELD_TIME_MAX`]: a later expiry ends it in 2106).
+    expires_at: u32,
     pub(super) verifier: VerifierHalf,
-    pub(super) expires_at: u64,
-    /// The scopes it was narrowed to at exchange (all bits set when it was
-    /// not: its refresh token's scopes).
-    pub(super) scopes: ScopeSet,
     /// The token's checksum memo (see `token::Unchecked::checksum_ok_memo`:
-    /// bits 0 to 32), whether it is revoked itself ([`ACCESS_REVOKED`]),
-    /// and its lifetime (bits 34 to 63, see [`ACCESS_LIFETIME_SHIFT`]):
-    /// what [`AccessHot::issued_at`] counts back from its expiry. Every
-    /// change ORs bits in, so none is lost to another.
+    /// the low 32 bits), whether it was narrowed ([`ACCESS_NARROWED`]) and
+    /// whether it is revoked itself ([`ACCESS_REVOKED`]), and its lifetime
+    /// (bits 34 to 63, see [`ACCESS_LIFETIME_SHIFT`]): what
+    /// [`AccessHot::issued_at`] counts back from its expiry. Every change
+    /// ORs bits in, so none is lost to another.
     state: AtomicU64,
 }
 
 impl AccessHot {
     /// The one way an access entry is made: from its record, in the
-    /// family of `refresh`, narrowed to `scopes` (see
-    /// [`AccessHot::scopes`]).
+    /// family of `refresh`, `narrowed` if its record names the scopes it
+    /// was narrowed to (which memory then keeps beside it).
     ///
     /// A lifetime longer than [`crate::config::MAX_ACCESS_TTL_SECS`], which
     /// no store issues, is kept as that: the issue is then shown later than
-    /// stored; the expiry, which decides, is kept whole.
-    pub(super) fn new(refresh: RefreshArc, rec: &AccessRecord, scopes: ScopeSet) -> AccessHot {
-        let lifetime = rec
-            .expires_at
+    /// stored; the expiry, which decides, is kept (as held).
+    pub(super) fn new(refresh: RefreshArc, rec: &AccessRecord, narrowed: bool) -> AccessHot {
+        let expires_at = held_time(rec.expires_at);
+        let lifetime = u64::from(expires_at)
             .saturating_sub(rec.issued_at)
             .min(crate::config::MAX_ACCESS_TTL_SECS);
         let revoked = if rec.revoked { ACCESS_REVOKED } else { 0 };
+        let narrowed = if narrowed { ACCESS_NARROWED } else { 0 };
         AccessHot {
             refresh,
+            expires_at,
             verifier: VerifierHalf::of(&rec.verifier),
-            expires_at: rec.expires_at,
-            scopes,
-            state: AtomicU64::new((lifetime << ACCESS_LIFETIME_SHIFT) | revoked),
+            state: AtomicU64::new((lifetime << ACCESS_LIFETIME_SHIFT) | revoked | narrowed),
         }
     }
 
@@ -545,18 +556,19 @@ impl AccessHot {
     #[inline]
     pub(crate) fn issued_at(&self) -> u64 {
         let lifetime = self.state.load(Ordering::Relaxed) >> ACCESS_LIFETIME_SHIFT;
-        self.expires_at - lifetime
+        self.expires_at().saturating_sub(lifetime)
     }
     #[inline]
     pub(crate) fn expires_at(&self) -> u64 {
-        self.expires_at
+        u64::from(self.expires_at)
     }
-    /// The scopes it may grant at most, before its refresh token's scopes
-    /// and its holder's current role cut them: those it was narrowed to at
-    /// exchange, or every scope (all bits set) when it was not narrowed.
+    /// Whether it was narrowed at exchange: the scopes it may grant at
+    /// most are then those memory keeps for it (`Memory::access_scopes_of`);
+    /// otherwise every scope ([`ALL_SCOPES`]), before its refresh token's
+    /// scopes and its holder's current role cut them.
     #[inline]
-    pub(crate) fn scopes(&self) -> ScopeSet {
-        self.scopes
+    pub(crate) fn is_narrowed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & ACCESS_NARROWED != 0
     }
     /// Marks the access token revoked itself (one-way).
     pub(super) fn mark_revoked(&self) {
@@ -584,23 +596,23 @@ mod tests {
         MemberHot::new(org.clone(), user, Role::User as u8, 0)
     }
 
-    /// The entries keep their sizes: an access entry in a 64-byte slot of
+    /// The entries keep their sizes: an access entry in a 48-byte slot of
     /// its table, a refresh entry in an 80-byte slot of its slab (72 bytes,
     /// a 4-byte reference count and a 4-byte free-list link), with what
     /// verification reads of it in its first 29 bytes and its id in the
-    /// next 16, and named in its table by a 16-byte slot.
+    /// next 16, and named in its table by an 8-byte slot.
     #[test]
     fn entries_keep_their_sizes() {
-        assert_eq!(std::mem::size_of::<AccessHot>(), 48);
-        assert_eq!(std::mem::size_of::<Option<AccessHot>>(), 48);
+        assert_eq!(std::mem::size_of::<AccessHot>(), 32);
+        assert_eq!(std::mem::size_of::<Option<AccessHot>>(), 32);
         assert_eq!(
             std::mem::size_of::<crate::idmap::Slot<[u8; 16], AccessHot>>(),
-            64
+            48
         );
         assert_eq!(
             std::mem::size_of::<crate::idmap::Slot<crate::idmap::Placed, super::super::RefreshArc>>(
             ),
-            16
+            8
         );
         assert_eq!(std::mem::size_of::<RefreshHot>(), 72);
         assert_eq!(RefreshHot::HOT_BYTES, 29);
@@ -608,9 +620,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<Mutex<FamilyBook>>(), 8);
     }
 
-    /// An access entry's issue, expiry, revocation and checksum memo share
-    /// its state word without touching each other; a lifetime past the
-    /// longest a store issues keeps the expiry whole.
+    /// An access entry's issue, expiry, narrowing, revocation and checksum
+    /// memo share its state word without touching each other; an expiry
+    /// past what the entry holds is held as its last second.
     #[test]
     fn an_access_entry_keeps_its_issue_beside_its_states() {
         let org = Arc::new(OrgHot::new("acme"));
@@ -637,26 +649,40 @@ mod tests {
         };
         let max = crate::config::MAX_ACCESS_TTL_SECS;
         let now = 1_800_000_000;
-        let a = AccessHot::new(refresh.clone(), &rec(now, now + max, false), ScopeSet(1));
+        let a = AccessHot::new(refresh.clone(), &rec(now, now + max, false), true);
         assert_eq!(
-            (a.issued_at(), a.expires_at(), a.is_revoked()),
-            (now, now + max, false)
+            (
+                a.issued_at(),
+                a.expires_at(),
+                a.is_revoked(),
+                a.is_narrowed()
+            ),
+            (now, now + max, false, true)
         );
-        a.state.fetch_or(
-            crate::token::CHECK_KNOWN | u64::from(u32::MAX),
-            Ordering::Relaxed,
-        );
+        a.state.fetch_or(u64::from(u32::MAX), Ordering::Relaxed);
         a.mark_revoked();
         assert_eq!(
-            (a.issued_at(), a.expires_at(), a.is_revoked()),
-            (now, now + max, true)
+            (
+                a.issued_at(),
+                a.expires_at(),
+                a.is_revoked(),
+                a.is_narrowed()
+            ),
+            (now, now + max, true, true)
         );
-        let b = AccessHot::new(refresh.clone(), &rec(5, u64::MAX, true), ScopeSet(1));
+        // An expiry past what the entry holds ends it sooner, in 2106; its
+        // issue counts back from there.
+        let b = AccessHot::new(refresh.clone(), &rec(5, u64::MAX, true), false);
         assert_eq!(
-            (b.issued_at(), b.expires_at(), b.is_revoked()),
-            (u64::MAX - max, u64::MAX, true)
+            (
+                b.issued_at(),
+                b.expires_at(),
+                b.is_revoked(),
+                b.is_narrowed()
+            ),
+            (HELD_TIME_MAX - max, HELD_TIME_MAX, true, false)
         );
-        let c = AccessHot::new(refresh, &rec(9, 4, false), ScopeSet(1));
+        let c = AccessHot::new(refresh, &rec(9, 4, false), false);
         assert_eq!((c.issued_at(), c.expires_at()), (4, 4));
     }
 

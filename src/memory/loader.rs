@@ -91,6 +91,7 @@ impl<'a> Loader<'a> {
         // The access tokens came family by family, in no order of their
         // own ids: every shard of them filled at once, grown step by step.
         self.mem.access.fit();
+        self.mem.narrowed.fit();
         self.mem.refresh.fit();
         self.mem.revoked.fit();
         super::maps::release_freed_heap();
@@ -185,10 +186,16 @@ impl<'a> Loader<'a> {
             return;
         };
         let mut book = parent.family.lock();
-        if inner.access.insert_new(
-            a.id,
-            AccessHot::new(parent.clone(), &a, inner.access_scopes(&a)),
-        ) {
+        // Nothing verifies while memory loads: the entry may go in before
+        // its narrowed scopes (which only an entry put in has).
+        let narrowed = inner.narrowed_scopes(&a);
+        if inner
+            .access
+            .insert_new(a.id, AccessHot::new(parent.clone(), &a, narrowed.is_some()))
+        {
+            if let Some(scopes) = narrowed {
+                inner.narrowed.insert(a.id, scopes);
+            }
             book.add_one();
             note_exchange(&parent, &mut book, a.issued_at);
         } else if a.revoked {

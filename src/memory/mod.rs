@@ -42,7 +42,7 @@ use std::sync::Arc;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshRecord};
-use crate::policy::Policy;
+use crate::policy::{Policy, ScopeSet};
 use crate::types::ClientInfo;
 
 mod apply;
@@ -105,19 +105,24 @@ pub(crate) enum Stored {
 /// The in-memory verification state: its one owner (see the module doc for
 /// the methods that change it).
 pub(crate) struct Memory {
-    /// Refresh entries by id (each slot: the id's placing bits and the
-    /// entry's slot, two words).
+    /// Refresh entries by id (each slot: 4 bytes of the id's placing bits
+    /// and the entry's 4-byte slab reference).
     refresh: Sharded<RefreshArc, crate::idmap::Placed>,
     /// Where the refresh entries are: slots of 2 MiB chunks.
     slab: slab::Slab<RefreshHot>,
     /// Access entries by id.
     access: Sharded<AccessHot>,
+    /// The scopes each access token narrowed at exchange was narrowed to,
+    /// by its id: for those only (their entries say so, see
+    /// [`AccessHot::is_narrowed`]), put in before the entry and taken out
+    /// after it.
+    narrowed: Sharded<crate::policy::ScopeSet>,
     /// The client of each family's last exchange, by refresh id, for the
     /// families whose host named one (changed under the family's lock, or
     /// once the family's entry is gone).
     clients: Sharded<Box<ClientInfo>>,
-    /// When each refresh token revoked itself was revoked (the latest
-    /// revocation's time), by id: what the purge's retention counts from.
+    /// When each refresh token revoked itself was revoked (the first
+    /// revocation's time, as its record keeps), by id: what the purge's retention counts from.
     /// Only revoked tokens have one, until they are purged; changed with
     /// the catalog held exclusively, or by the loader.
     revoked: Sharded<u64>,
@@ -160,6 +165,19 @@ impl Memory {
     ) -> R {
         self.access.with(id, f)
     }
+    /// The scopes the access token `id`, whose entry is `a`, may grant at
+    /// most, before its refresh token's scopes and its holder's current
+    /// role cut them: those it was narrowed to at exchange, or every scope
+    /// when it was not narrowed. (Narrowed scopes missing from memory,
+    /// which its mutators never leave, would grant none.)
+    #[inline]
+    pub(crate) fn access_scopes_of(&self, id: &[u8; 16], a: &AccessHot) -> ScopeSet {
+        if a.is_narrowed() {
+            self.narrowed.get(id).unwrap_or(ScopeSet(0))
+        } else {
+            entries::ALL_SCOPES
+        }
+    }
     /// Whether memory holds the access token `id`.
     #[inline]
     pub(crate) fn has_access(&self, id: &[u8; 16]) -> bool {
@@ -187,7 +205,7 @@ impl Memory {
     pub(crate) fn client_is(&self, id: &[u8; 16], client: Option<&ClientInfo>) -> bool {
         self.clients.with(id, |c| c.map(|c| &**c) == client)
     }
-    /// When the refresh token `id` was revoked itself (the latest
+    /// When the refresh token `id` was revoked itself (the first
     /// revocation's time); 0 if memory holds no such time (never revoked
     /// itself, or gone).
     pub(crate) fn revoked_at(&self, id: &[u8; 16]) -> u64 {
@@ -230,6 +248,7 @@ impl Memory {
             refresh: Sharded::new(),
             slab: slab::Slab::new(),
             access: Sharded::new(),
+            narrowed: Sharded::new(),
             clients: Sharded::new(),
             revoked: Sharded::new(),
             catalog: RwLock::new(Catalog::default()),
@@ -237,14 +256,11 @@ impl Memory {
         }
     }
 
-    /// The scope set an access record is narrowed to in memory: its scope
-    /// names as the policy's bits (names the policy no longer knows grant
-    /// nothing), or every bit when it is not narrowed.
-    pub(crate) fn access_scopes(&self, rec: &AccessRecord) -> crate::policy::ScopeSet {
-        match &rec.scopes {
-            Some(names) => self.policy.set_of(names),
-            None => crate::policy::ScopeSet(u64::MAX),
-        }
+    /// The scope set an access record is narrowed to in memory, if it is
+    /// narrowed: its scope names as the policy's bits (names the policy no
+    /// longer knows grant nothing).
+    pub(super) fn narrowed_scopes(&self, rec: &AccessRecord) -> Option<ScopeSet> {
+        rec.scopes.as_ref().map(|names| self.policy.set_of(names))
     }
 
     /// Replaces this memory by `reloaded` (loaded anew after a storage fault)
@@ -258,6 +274,7 @@ impl Memory {
         let Memory {
             refresh,
             access,
+            narrowed,
             clients,
             revoked,
             catalog,
@@ -265,16 +282,24 @@ impl Memory {
         } = reloaded;
         let stale_refresh = self.refresh.ids_not_in(&refresh);
         let stale_access = self.access.ids_not_in(&access);
+        let stale_narrowed = self.narrowed.ids_not_in(&narrowed);
         let stale_clients = self.clients.ids_not_in(&clients);
         let stale_revoked = self.revoked.ids_not_in(&revoked);
         for (_, r) in refresh.into_entries() {
             self.refresh.insert(r);
+        }
+        // Narrowed scopes in before their entries, out after them.
+        for (id, n) in narrowed.into_entries() {
+            self.narrowed.insert(id, n);
         }
         for (id, a) in access.into_entries() {
             self.access.insert(id, a);
         }
         for id in &stale_access {
             self.access.remove(id);
+        }
+        for id in &stale_narrowed {
+            self.narrowed.remove(id);
         }
         for (id, c) in clients.into_entries() {
             self.clients.insert(id, c);

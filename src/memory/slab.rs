@@ -12,7 +12,14 @@
 //! the fourth in two, which the processor asks for at once.
 //!
 //! [`SlabArc`] is the reference: it behaves as an `Arc` (clone, deref,
-//! the entry dropped with its last reference). A chunk lives while any of
+//! the entry dropped with its last reference), in four bytes: the number
+//! of its chunk and its slot's place in it, not an address. Chunks are
+//! numbered for the whole process (every slab's), and a table of their
+//! addresses by number, 1 MiB of address space touched only where chunks
+//! are, turns a reference into its slot with one read of a line that
+//! stays in the cache (a store of ten million tokens has a few hundred
+//! chunks). Four bytes instead of eight let an access entry and a refresh
+//! table's slot be smaller by that much (see `entries.rs`). A chunk lives while any of
 //! its slots does or its slab does: it counts both, so a reference may
 //! outlive its slab (as an entry of a memory replaced after a storage
 //! fault may). A slot freed while its slab lives goes on its chunk's free
@@ -26,8 +33,9 @@ use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of, MaybeUninit};
+use std::num::NonZeroU32;
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
@@ -39,6 +47,60 @@ const CHUNK_BYTES: usize = 2 << 20;
 
 /// No slot (the end of a free list).
 const NONE: u32 = u32::MAX;
+
+/// How many of a reference's low bits name its slot within its chunk;
+/// the bits above, its chunk's number.
+const SLOT_BITS: u32 = 15;
+
+/// How many chunks the process's slabs can hold at once: as many numbers
+/// as the bits above [`SLOT_BITS`] count (0 is never a chunk's, so that no
+/// reference is 0). 131,071 chunks of 2 MiB: 256 GiB of entries.
+const MAX_CHUNKS: usize = 1 << (32 - SLOT_BITS);
+
+/// Every chunk's address, by its number (null: no such chunk). Written when
+/// a chunk is made and when it is freed; read by every reference that
+/// reaches its slot. Zeroed, it takes no memory until chunks are numbered.
+static CHUNKS: [AtomicPtr<u8>; MAX_CHUNKS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_CHUNKS];
+
+/// Chunk numbers: the next never used, and those given back.
+struct Numbers {
+    next: u32,
+    free: Vec<u32>,
+}
+
+static NUMBERS: std::sync::Mutex<Numbers> = std::sync::Mutex::new(Numbers {
+    next: 1,
+    free: Vec::new(),
+});
+
+/// A number for a new chunk at `base`, its address put in [`CHUNKS`];
+/// `None` when every number is taken.
+fn number_chunk(base: NonNull<u8>) -> Option<u32> {
+    let mut n = NUMBERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let number = match n.free.pop() {
+        Some(k) => k,
+        None if (n.next as usize) < MAX_CHUNKS => {
+            n.next += 1;
+            n.next - 1
+        }
+        None => return None,
+    };
+    CHUNKS[number as usize].store(base.as_ptr(), Ordering::Release);
+    Some(number)
+}
+
+/// Gives a freed chunk's number back.
+fn unnumber_chunk(number: u32) {
+    CHUNKS[number as usize].store(std::ptr::null_mut(), Ordering::Release);
+    NUMBERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .free
+        .push(number);
+}
 
 /// A chunk's bookkeeping, at its start.
 struct Header {
@@ -54,6 +116,8 @@ struct Header {
     /// slab's part that made this one (shared with it): the part is
     /// searched for a free slot only when it has one.
     part_free: Arc<AtomicUsize>,
+    /// The chunk's number (see [`CHUNKS`]).
+    number: u32,
 }
 
 /// One slot: while its reference count is above zero, a value. The value
@@ -92,6 +156,7 @@ fn chunk_layout() -> Layout {
 /// A chunk: its header, then its slots.
 struct Chunk<T> {
     base: NonNull<u8>,
+    number: u32,
     _t: PhantomData<T>,
 }
 
@@ -105,6 +170,13 @@ impl<T> Chunk<T> {
         let Some(base) = NonNull::new(base) else {
             std::alloc::handle_alloc_error(layout);
         };
+        let Some(number) = number_chunk(base) else {
+            // Every chunk number is taken: as out of memory (256 GiB of
+            // entries are held).
+            // SAFETY: allocated above with this layout, never used.
+            unsafe { std::alloc::dealloc(base.as_ptr(), layout) };
+            std::alloc::handle_alloc_error(layout);
+        };
         // SAFETY: `base` is a fresh allocation of CHUNK_BYTES aligned to
         // CHUNK_BYTES, which holds a `Header` at its start (the first slot
         // begins past it, see `first_slot`) and is aligned enough for it.
@@ -113,10 +185,12 @@ impl<T> Chunk<T> {
                 live: AtomicUsize::new(1 + slots_per_chunk::<T>()),
                 free: Mutex::new(NONE),
                 part_free: part_free.clone(),
+                number,
             });
         }
         Chunk {
             base,
+            number,
             _t: PhantomData,
         }
     }
@@ -141,17 +215,24 @@ impl<T> Chunk<T> {
         }
     }
 
+    /// The reference to slot `i` (see [`SlabArc`]).
+    fn reference(&self, i: usize) -> NonZeroU32 {
+        let r = (self.number << SLOT_BITS) | i as u32;
+        NonZeroU32::new(r).expect("chunk numbers start at 1")
+    }
+
     /// Takes a slot off the free list, if there is one.
-    fn pop_free(&self) -> Option<NonNull<Slot<T>>> {
+    fn pop_free(&self) -> Option<(NonNull<Slot<T>>, NonZeroU32)> {
         let mut head = self.header().free.lock();
         if *head == NONE {
             return None;
         }
-        let slot = self.slot(*head as usize);
+        let i = *head as usize;
+        let slot = self.slot(i);
         // SAFETY: a slot on the free list has no reference, so nothing
         // else reads or writes its `next`; the list's lock is held.
         *head = unsafe { *(*slot.as_ptr()).next.get() };
-        Some(slot)
+        Some((slot, self.reference(i)))
     }
 }
 
@@ -168,12 +249,16 @@ unsafe fn release_chunk(header: *mut Header, n: usize) {
     }
     fence(Ordering::Acquire);
     // SAFETY: nothing counts on the chunk any more: no slot is in use and
-    // its slab is gone, so nothing else reads it. Its header is dropped
-    // (its share of the free count) and the chunk freed as it was made.
-    unsafe {
+    // its slab is gone, so nothing else reads it (no reference names its
+    // number). Its header is dropped (its share of the free count) and the
+    // chunk freed as it was made.
+    let number = unsafe {
+        let number = (*header).number;
         std::ptr::drop_in_place(header);
         std::alloc::dealloc(header.cast::<u8>(), chunk_layout());
-    }
+        number
+    };
+    unnumber_chunk(number);
 }
 
 /// A part of a slab: its own chunks, the last of them handing out new
@@ -189,14 +274,14 @@ struct Inner<T> {
 impl<T> Inner<T> {
     /// A slot off the free list of one of the part's chunks, counted in
     /// its chunk's `live` again.
-    fn pop_free(&mut self) -> Option<NonNull<Slot<T>>> {
+    fn pop_free(&mut self) -> Option<(NonNull<Slot<T>>, NonZeroU32)> {
         let n = self.chunks.len();
         for k in 0..n {
             let c = (self.cursor + k) % n;
-            if let Some(slot) = self.chunks[c].pop_free() {
+            if let Some(found) = self.chunks[c].pop_free() {
                 self.cursor = c;
                 self.chunks[c].header().live.fetch_add(1, Ordering::Relaxed);
-                return Some(slot);
+                return Some(found);
             }
         }
         None
@@ -212,7 +297,7 @@ struct Part<T> {
 
 impl<T> Part<T> {
     /// A freed slot of the part's, if it has one.
-    fn take_free(&self) -> Option<NonNull<Slot<T>>> {
+    fn take_free(&self) -> Option<(NonNull<Slot<T>>, NonZeroU32)> {
         if self.free.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -252,7 +337,7 @@ impl<T> Slab<T> {
         assert!(
             size_of::<T>() > 0
                 && slots_per_chunk::<T>() > 0
-                && slots_per_chunk::<T>() < NONE as usize,
+                && slots_per_chunk::<T>() <= 1 << SLOT_BITS,
             "a slab holds values that take room, several to a chunk"
         );
         Slab {
@@ -277,7 +362,7 @@ impl<T> Slab<T> {
     /// locks (and, once per chunk, allocating one).
     pub(crate) fn alloc(&self, val: T) -> SlabArc<T> {
         let own = PART.try_with(|p| *p).unwrap_or(0);
-        let slot = (0..PARTS)
+        let (slot, r) = (0..PARTS)
             .find_map(|k| self.parts[(own + k) % PARTS].take_free())
             .unwrap_or_else(|| self.new_slot(&self.parts[own]));
         // SAFETY: the slot is ours alone (fresh, or off a free list: no
@@ -291,24 +376,21 @@ impl<T> Slab<T> {
                 next: UnsafeCell::new(NONE),
             });
         }
-        SlabArc {
-            slot,
-            _t: PhantomData,
-        }
+        SlabArc { r, _t: PhantomData }
     }
 
     /// The next slot never handed out of `part`'s last chunk, a chunk
     /// made for it when that one is used up.
-    fn new_slot(&self, part: &Part<T>) -> NonNull<Slot<T>> {
+    fn new_slot(&self, part: &Part<T>) -> (NonNull<Slot<T>>, NonZeroU32) {
         let mut inner = part.inner.lock();
         if inner.chunks.is_empty() || inner.bump == slots_per_chunk::<T>() {
             inner.chunks.push(Chunk::new(&part.free));
             inner.bump = 0;
         }
         let last = inner.chunks.last().expect("a chunk was just made");
-        let slot = last.slot(inner.bump);
+        let found = (last.slot(inner.bump), last.reference(inner.bump));
         inner.bump += 1;
-        slot
+        found
     }
 
     /// The chunks' bytes (what the slab holds, used or not).
@@ -340,9 +422,11 @@ impl<T> Drop for Slab<T> {
 }
 
 /// A reference to a value in a [`Slab`]: as `Arc<T>`, without its two
-/// words of counts and its heap block.
+/// words of counts and its heap block, and in four bytes: its chunk's
+/// number (see [`CHUNKS`]) above [`SLOT_BITS`], its slot's place in the
+/// chunk below. Never 0, so that an `Option` of it takes four bytes too.
 pub(crate) struct SlabArc<T> {
-    slot: NonNull<Slot<T>>,
+    r: NonZeroU32,
     _t: PhantomData<T>,
 }
 
@@ -361,18 +445,45 @@ impl<T> SlabArc<T> {
 
     /// Whether both refer to the same slot.
     pub(crate) fn ptr_eq(a: &SlabArc<T>, b: &SlabArc<T>) -> bool {
-        a.slot == b.slot
+        a.r == b.r
     }
 
+    /// The chunk's address and the slot's place in it.
+    #[inline(always)]
+    fn place(&self) -> (*mut u8, usize) {
+        let r = self.r.get();
+        // Relaxed: whoever handed this reference over made its chunk's
+        // address visible first (the chunk was numbered before any of its
+        // references existed, and a reference travels between threads
+        // only through what orders memory: a lock, or an atomic count),
+        // and the number is not given to another chunk while this
+        // reference keeps the chunk. `r >> SLOT_BITS` is below
+        // `MAX_CHUNKS` for any `u32`.
+        let base = CHUNKS[(r >> SLOT_BITS) as usize].load(Ordering::Relaxed);
+        (base, (r & ((1 << SLOT_BITS) - 1)) as usize)
+    }
+
+    #[inline(always)]
+    fn slot_ptr(&self) -> *mut Slot<T> {
+        let (base, i) = self.place();
+        // SAFETY: the reference keeps its chunk alive, so `base` is that
+        // chunk's address, and slot `i` lies within it (see `Chunk::slot`).
+        unsafe {
+            base.add(first_slot::<T>() + i * size_of::<Slot<T>>())
+                .cast::<Slot<T>>()
+        }
+    }
+
+    #[inline(always)]
     fn slot(&self) -> &Slot<T> {
         // SAFETY: this reference keeps the slot (and so its chunk) alive.
-        unsafe { self.slot.as_ref() }
+        unsafe { &*self.slot_ptr() }
     }
 }
 
 impl<T> std::ops::Deref for SlabArc<T> {
     type Target = T;
-    #[inline]
+    #[inline(always)]
     fn deref(&self) -> &T {
         // SAFETY: the value was written before the first reference was
         // made, and is dropped only after the last is gone.
@@ -388,7 +499,7 @@ impl<T> Clone for SlabArc<T> {
             std::process::abort();
         }
         SlabArc {
-            slot: self.slot,
+            r: self.r,
             _t: PhantomData,
         }
     }
@@ -400,12 +511,9 @@ impl<T> Drop for SlabArc<T> {
             return;
         }
         fence(Ordering::Acquire);
-        let slot = self.slot.as_ptr();
-        // The chunk's start: the slot's address with its low bits cleared
-        // (chunks are aligned to their size), reached from the slot's own
-        // pointer, which came from the chunk's.
-        let offset = slot as usize & (CHUNK_BYTES - 1);
-        let chunk = slot.cast::<u8>().wrapping_sub(offset).cast::<Header>();
+        let (base, index) = self.place();
+        let slot = self.slot_ptr();
+        let chunk = base.cast::<Header>();
         // SAFETY: the last reference is gone: the value is dropped once,
         // then the slot goes on its chunk's free list (under its lock) and
         // the chunk's count of it is given up. The chunk lives until then:
@@ -415,7 +523,6 @@ impl<T> Drop for SlabArc<T> {
             {
                 let header = &*chunk;
                 let mut head = header.free.lock();
-                let index = (offset - first_slot::<T>()) / size_of::<Slot<T>>();
                 *(*slot).next.get() = *head;
                 *head = index as u32;
                 header.part_free.fetch_add(1, Ordering::AcqRel);
@@ -443,6 +550,8 @@ mod tests {
     /// a chunk holds thousands.
     #[test]
     fn a_slot_is_the_value_and_a_count() {
+        assert_eq!(size_of::<SlabArc<[u64; 15]>>(), 4);
+        assert_eq!(size_of::<Option<SlabArc<[u64; 15]>>>(), 4);
         assert_eq!(size_of::<Slot<[u64; 15]>>(), 128);
         assert_eq!(size_of::<Slot<super::super::entries::RefreshHot>>(), 80);
         // The value at the slot's start; the first slot starts a cache line.
@@ -450,6 +559,7 @@ mod tests {
         assert_eq!(first_slot::<[u64; 15]>() % 64, 0);
         assert_eq!(first_slot::<super::super::entries::RefreshHot>() % 64, 0);
         assert!(slots_per_chunk::<super::super::entries::RefreshHot>() > 21_000);
+        assert!(slots_per_chunk::<super::super::entries::RefreshHot>() <= 1 << SLOT_BITS);
     }
 
     /// Every value is dropped once, with its last reference, whichever
@@ -492,6 +602,32 @@ mod tests {
         drop(copies);
         drop(again);
         assert_eq!(drops.load(Ordering::Relaxed), n + n / 2);
+    }
+
+    /// Chunk numbers are the process's: two slabs' references never name
+    /// the same slot, a reference keeps its chunk's number past its slab,
+    /// and a freed chunk gives its number back (more slabs come and go
+    /// here than there are numbers: were one kept, the last would find
+    /// none and end the process).
+    #[test]
+    fn chunk_numbers_are_given_back() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let a: Slab<Counted> = Slab::new();
+        let b: Slab<Counted> = Slab::new();
+        let ra = a.alloc(Counted(drops.clone(), [1; 14]));
+        let rb = b.alloc(Counted(drops.clone(), [2; 14]));
+        assert!(!SlabArc::ptr_eq(&ra, &rb));
+        assert_ne!(ra.r.get() >> SLOT_BITS, rb.r.get() >> SLOT_BITS);
+        drop(a);
+        drop(b);
+        assert_eq!((ra.1[0], rb.1[0]), (1, 2));
+        drop((ra, rb));
+        for i in 0..MAX_CHUNKS as u64 + 10 {
+            let slab: Slab<Counted> = Slab::new();
+            let r = slab.alloc(Counted(drops.clone(), [i; 14]));
+            assert_eq!(r.1[13], i);
+        }
+        assert_eq!(drops.load(Ordering::Relaxed), MAX_CHUNKS + 12);
     }
 
     /// A slot freed by one thread's values is handed to another thread

@@ -118,7 +118,7 @@ impl AccessHot {
             return Usable::Revoked;
         }
         match self.refresh.usable(now) {
-            Usable::Yes(_) | Usable::Disabled if self.expires_at <= now => Usable::Expired,
+            Usable::Yes(_) | Usable::Disabled if self.expires_at() <= now => Usable::Expired,
             other => other,
         }
     }
@@ -421,5 +421,63 @@ mod tests {
             &Committed::default(),
         );
         assert_eq!((mem.revoked_at(&[1; 16]), mem.refresh_count()), (0, 1));
+    }
+
+    /// The scopes an access token was narrowed to are kept by its id while
+    /// its entry lives: put in with it (loaded or exchanged), taken out
+    /// with it, and swapped with memory reloaded after a fault; a token not
+    /// narrowed has none kept and may grant every scope (before its
+    /// refresh token's and its holder's role cut them).
+    #[test]
+    fn narrowed_scopes_live_as_long_as_their_entry() {
+        use crate::change::Change;
+        use crate::memory::entries::ALL_SCOPES;
+        let read = Policy::default().set_of(&["read".to_string()]);
+        assert_ne!(read, ALL_SCOPES);
+        let narrowed = |id: u8| AccessRecord {
+            scopes: Some(vec!["read".into()]),
+            ..access(id, 1, 2_000)
+        };
+        let (mem, mut cat) = loaded(vec![
+            member("ann", Role::Admin, 0),
+            Stored::Refresh(refresh(1, "ann", 100, None)),
+            Stored::Access(narrowed(11)),
+            Stored::Access(access(12, 1, 2_000)),
+        ]);
+        let scopes = |mem: &Memory, id: u8| {
+            mem.access
+                .with(&[id; 16], |a| a.map(|a| mem.access_scopes_of(&[id; 16], a)))
+        };
+        assert_eq!(
+            (scopes(&mem, 11), scopes(&mem, 12)),
+            (Some(read), Some(ALL_SCOPES))
+        );
+        assert_eq!(mem.narrowed.len(), 1);
+        let parent = mem.refresh(&[1; 16]).unwrap();
+        let family = |changes: &[Change]| {
+            mem.apply_family(&parent, &mut parent.lock_family(), changes);
+        };
+        family(&[Change::PutAccess(narrowed(13))]);
+        assert_eq!((scopes(&mem, 13), mem.narrowed.len()), (Some(read), 2));
+        family(&[Change::DeleteAccess {
+            refresh_id: [1; 16],
+            id: [11; 16],
+        }]);
+        assert_eq!((scopes(&mem, 11), mem.narrowed.len()), (None, 1));
+        assert!(mem.narrowed.get(&[11; 16]).is_none());
+        // Reloaded: 12 narrowed now (as its record says), 13 gone.
+        let reloaded = Memory::new(Arc::new(Policy::default()));
+        reloaded.load(
+            &mut reloaded.catalog_write(),
+            vec![
+                member("ann", Role::Admin, 0),
+                Stored::Refresh(refresh(1, "ann", 100, None)),
+                Stored::Access(narrowed(12)),
+            ],
+        );
+        mem.replace_with(&mut cat, reloaded);
+        assert_eq!((scopes(&mem, 12), scopes(&mem, 13)), (Some(read), None));
+        assert_eq!(mem.narrowed.len(), 1);
+        assert!(mem.narrowed.get(&[13; 16]).is_none());
     }
 }

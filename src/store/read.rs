@@ -54,6 +54,13 @@ impl Fresh<'_> {
         self.inner.mem.access_with(id, f)
     }
 
+    /// The scopes the access token `id`, whose entry is `a`, may grant at
+    /// most (see `Memory::access_scopes_of`).
+    #[inline(always)]
+    pub(super) fn access_scopes_of(&self, id: &[u8; 16], a: &AccessHot) -> crate::policy::ScopeSet {
+        self.inner.mem.access_scopes_of(id, a)
+    }
+
     /// The refresh token `id` as memory holds it.
     #[inline]
     pub(super) fn refresh(&self, id: &[u8; 16]) -> Option<RefreshArc> {

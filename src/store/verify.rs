@@ -383,7 +383,10 @@ impl TokenStore {
                 user,
                 role,
                 scopes: Scopes {
-                    set: r.scopes().and(a.scopes()).and(inner.policy.mask(role)),
+                    set: r
+                        .scopes()
+                        .and(fresh.access_scopes_of(&u.parsed.id.0, a))
+                        .and(inner.policy.mask(role)),
                     names: inner.scope_names,
                 },
                 refresh_id: TokenId(r.id()),
