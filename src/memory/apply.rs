@@ -2,16 +2,13 @@
 //! [`Memory::apply_family`]) and for stored records ([`Memory::load`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU8};
-use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 use super::catalog::Catalog;
 use super::entries::{
-    held_expiry, held_time, AccessHot, FamilyBook, MemberHot, RefreshHot, LIFE_DISABLED,
-    LIFE_PENDING, LIFE_REVOKED, LIFE_ROTATED, LIFE_SPENT,
+    held_expiry, held_time, AccessHot, FamilyBook, RefreshHot, LIFE_DISABLED, LIFE_PENDING,
+    LIFE_REVOKED, LIFE_ROTATED, LIFE_SPENT,
 };
-use super::{Memory, RefreshArc, Stored};
+use super::{MemberArc, Memory, RefreshArc, Stored};
 use crate::change::{Change, Committed};
 use crate::codec::{self, AccessRecord, RefreshRecord, StoredState};
 use crate::policy::Role;
@@ -112,7 +109,7 @@ impl Memory {
     /// its lock.
     fn with_family(&self, refresh_id: &[u8; 16], c: &Change) {
         if let Some(parent) = self.refresh.get(refresh_id) {
-            let mut book = parent.family.lock();
+            let mut book = parent.lock_family();
             self.apply_family(&parent, &mut book, std::slice::from_ref(c));
         }
     }
@@ -207,13 +204,13 @@ impl Memory {
             Stored::Refresh(r) => self.put_refresh(cat, &r),
             Stored::Access(rec) => {
                 if let Some(parent) = self.refresh.get(&rec.refresh_id) {
-                    let mut book = parent.family.lock();
+                    let mut book = parent.lock_family();
                     self.put_access(&parent, &mut book, &rec);
                 }
             }
             Stored::LastRefresh { id, at, client } => {
                 if let Some(parent) = self.refresh.get(&id) {
-                    let mut book = parent.family.lock();
+                    let mut book = parent.lock_family();
                     note_exchange(&parent, &mut book, at);
                     self.note_client(&parent, &mut book, client.as_ref());
                 }
@@ -246,7 +243,7 @@ impl Memory {
         }
     }
 
-    pub(super) fn hot_of(&self, r: &RefreshRecord, member: Arc<MemberHot>) -> RefreshHot {
+    pub(super) fn hot_of(&self, r: &RefreshRecord, member: MemberArc) -> RefreshHot {
         self.hot_of_view(&r.view(), member)
     }
 
@@ -255,11 +252,7 @@ impl Memory {
     /// entry held there: so the time of a revoked record's revocation goes
     /// into memory's map of them here, beside the entry's flag (the first
     /// time known stays, as on disk).
-    pub(super) fn hot_of_view(
-        &self,
-        r: &codec::RefreshView<'_>,
-        member: Arc<MemberHot>,
-    ) -> RefreshHot {
+    pub(super) fn hot_of_view(&self, r: &codec::RefreshView<'_>, member: MemberArc) -> RefreshHot {
         if let Some(at) = r.revoked_at {
             self.revoked.insert_new(r.id, at);
         }
@@ -303,7 +296,8 @@ impl Memory {
                         0
                     }),
             ),
-            family: Mutex::new(FamilyBook::default()),
+            family_lock: super::entries::unlocked(),
+            family: std::cell::UnsafeCell::default(),
         }
     }
 }

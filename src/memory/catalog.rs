@@ -7,15 +7,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::entries::{MemberHot, OrgHot, ROLE_REMOVED};
+use super::MemberArc;
 use crate::policy::Role;
 
 pub(super) struct OrgEntry {
     pub(super) hot: Arc<OrgHot>,
-    pub(super) members: HashMap<String, Arc<MemberHot>>,
+    pub(super) members: HashMap<String, MemberArc>,
     /// Members no longer present who still hold (revoked) tokens, by user
     /// id: what those tokens hang on. Gone with their last token, or when
     /// the user is added again (the new member takes over their count).
-    pub(super) ghosts: HashMap<String, Arc<MemberHot>>,
+    pub(super) ghosts: HashMap<String, MemberArc>,
     pub(super) owner: Option<String>,
 }
 
@@ -42,7 +43,7 @@ impl Catalog {
         self.orgs.iter()
     }
 
-    pub(crate) fn member(&self, org: &str, user: &str) -> Option<&Arc<MemberHot>> {
+    pub(crate) fn member(&self, org: &str, user: &str) -> Option<&MemberArc> {
         self.orgs.get(org)?.members.get(user)
     }
 
@@ -89,7 +90,7 @@ impl Catalog {
 
     /// The member a token of `(org, user)` hangs on: the member, or a
     /// removed stand-in (made if there is none: a writer's step).
-    pub(super) fn holder(&mut self, org: &str, user: &str) -> Arc<MemberHot> {
+    pub(super) fn holder(&mut self, org: &str, user: &str) -> MemberArc {
         if let Some(m) = self.member(org, user) {
             return m.clone();
         }
@@ -98,7 +99,7 @@ impl Catalog {
         entry
             .ghosts
             .entry(user.to_string())
-            .or_insert_with(|| Arc::new(MemberHot::new(org_hot, user, ROLE_REMOVED, 0)))
+            .or_insert_with(|| super::member_arc(MemberHot::new(org_hot, user, ROLE_REMOVED, 0)))
             .clone()
     }
 
@@ -119,7 +120,7 @@ impl Catalog {
                     .remove(user)
                     .map(|g| g.held.clone())
                     .unwrap_or_default();
-                let hot = Arc::new(MemberHot::sharing(
+                let hot = super::member_arc(MemberHot::sharing(
                     entry.hot.clone(),
                     user,
                     role as u8,

@@ -1,12 +1,12 @@
 //! The entries of memory: organizations, members, refresh and access tokens.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use super::RefreshArc;
+use super::{MemberArc, RefreshArc};
 use crate::codec::{AccessRecord, OrgPolicyRecord};
 use crate::policy::{Role, ScopeSet};
 use crate::token::{TokenKind, Unchecked};
@@ -331,20 +331,20 @@ impl FamilyBook {
 }
 
 /// Laid out in declaration order (`repr(C)`): what verification and the
-/// policy checks read comes first (its first 29 bytes: the member, the
-/// scopes, its times and lifecycle flags), then its id, and what only
-/// writers read (the verifier, which an exchange compares; the family's
-/// lock and count) after them. 72 bytes: with its reference count and the
-/// slab's free-list link, an 80-byte slot of its memory's slab (see
-/// `entries_keep_their_sizes` and `slab.rs`). Its times are held in 4
-/// bytes each (see [`HELD_TIME_MAX`]); when it was revoked, memory keeps
-/// beside it (only revoked tokens have such a time).
+/// policy checks read comes first (its first 25 bytes: the member, its
+/// creation, the scopes, its expiry and last use, its lifecycle flags),
+/// then its id, and what only writers read (the verifier, which an
+/// exchange compares; the family's lock and count) after them. 64 bytes:
+/// with its reference count and the slab's free-list link, a 72-byte slot
+/// of its memory's slab (see `entries_keep_their_sizes` and `slab.rs`).
+/// Its times are held in 4 bytes each (see [`HELD_TIME_MAX`]); when it was
+/// revoked, memory keeps beside it (only revoked tokens have such a time).
 #[repr(C)]
 pub(crate) struct RefreshHot {
-    pub(super) member: Arc<MemberHot>,
-    pub(super) scopes: ScopeSet,
+    pub(super) member: MemberArc,
     /// When it was made (held, see [`held_time`]).
     pub(super) created_at: u32,
+    pub(super) scopes: ScopeSet,
     /// When it expires ([`held_expiry`]: `u32::MAX` when never). Only
     /// lowered, by a rotation (the end of its grace period).
     pub(super) expires_at: AtomicU32,
@@ -356,7 +356,55 @@ pub(crate) struct RefreshHot {
     pub(super) life: AtomicU8,
     pub(super) id: [u8; 16],
     pub(super) verifier: VerifierHalf,
-    pub(super) family: Mutex<FamilyBook>,
+    /// The family's lock (one byte, in what would be padding; made by
+    /// [`unlocked`]): it guards `family`, reached only through
+    /// [`FamilyGuard`].
+    pub(super) family_lock: parking_lot::RawMutex,
+    pub(super) family: UnsafeCell<FamilyBook>,
+}
+
+/// A family's lock, not held: what a new refresh entry starts with.
+pub(super) fn unlocked() -> parking_lot::RawMutex {
+    <parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT
+}
+
+// SAFETY: every field but `family` is shared as it would be in an `Arc`;
+// `family` is read and written only through a `FamilyGuard`, which holds
+// `family_lock` (as `parking_lot::Mutex` shares its value).
+#[allow(unsafe_code)]
+unsafe impl Sync for RefreshHot {}
+
+/// A family's lock, held (see [`RefreshHot::lock_family`]): its
+/// bookkeeping to read and change, the lock let go when this is dropped.
+pub(crate) struct FamilyGuard<'a> {
+    hot: &'a RefreshHot,
+}
+
+#[allow(unsafe_code)]
+impl std::ops::Deref for FamilyGuard<'_> {
+    type Target = FamilyBook;
+    fn deref(&self) -> &FamilyBook {
+        // SAFETY: this guard holds the family's lock, so nothing else
+        // reaches the book until it is dropped.
+        unsafe { &*self.hot.family.get() }
+    }
+}
+
+#[allow(unsafe_code)]
+impl std::ops::DerefMut for FamilyGuard<'_> {
+    fn deref_mut(&mut self) -> &mut FamilyBook {
+        // SAFETY: as above, and the guard is borrowed mutably.
+        unsafe { &mut *self.hot.family.get() }
+    }
+}
+
+#[allow(unsafe_code)]
+impl Drop for FamilyGuard<'_> {
+    fn drop(&mut self) {
+        use parking_lot::lock_api::RawMutex as _;
+        // SAFETY: the guard was made by locking this lock, once.
+        unsafe { self.hot.family_lock.unlock() }
+    }
 }
 
 impl RefreshHot {
@@ -474,9 +522,12 @@ impl RefreshHot {
     /// The family's lock and count: a writer holds it from counting the
     /// family's access tokens (and reading which they are) to
     /// [`super::Memory::apply_family`], which alone changes the count.
+    /// Blocks while another holds it.
     #[inline]
-    pub(crate) fn lock_family(&self) -> MutexGuard<'_, FamilyBook> {
-        self.family.lock()
+    pub(crate) fn lock_family(&self) -> FamilyGuard<'_> {
+        use parking_lot::lock_api::RawMutex as _;
+        self.family_lock.lock();
+        FamilyGuard { hot: self }
     }
 }
 
@@ -597,10 +648,11 @@ mod tests {
     }
 
     /// The entries keep their sizes: an access entry in a 48-byte slot of
-    /// its table, a refresh entry in an 80-byte slot of its slab (72 bytes,
+    /// its table, a refresh entry in a 72-byte slot of its slab (64 bytes,
     /// a 4-byte reference count and a 4-byte free-list link), with what
-    /// verification reads of it in its first 29 bytes and its id in the
-    /// next 16, and named in its table by an 8-byte slot.
+    /// verification reads of it in its first 25 bytes and its id in the
+    /// next 16, its family's lock and count in the last 8, and named in its
+    /// table by an 8-byte slot; a member is named by 4 bytes.
     #[test]
     fn entries_keep_their_sizes() {
         assert_eq!(std::mem::size_of::<AccessHot>(), 32);
@@ -614,10 +666,12 @@ mod tests {
             ),
             8
         );
-        assert_eq!(std::mem::size_of::<RefreshHot>(), 72);
-        assert_eq!(RefreshHot::HOT_BYTES, 29);
-        assert_eq!(std::mem::offset_of!(RefreshHot, id), 29);
-        assert_eq!(std::mem::size_of::<Mutex<FamilyBook>>(), 8);
+        assert_eq!(std::mem::size_of::<RefreshHot>(), 64);
+        assert_eq!(RefreshHot::HOT_BYTES, 25);
+        assert_eq!(std::mem::offset_of!(RefreshHot, id), 25);
+        assert_eq!(std::mem::offset_of!(RefreshHot, family_lock), 57);
+        assert_eq!(std::mem::offset_of!(RefreshHot, family), 60);
+        assert_eq!(std::mem::size_of::<super::super::MemberArc>(), 4);
     }
 
     /// An access entry's issue, expiry, narrowing, revocation and checksum
@@ -628,7 +682,7 @@ mod tests {
         let org = Arc::new(OrgHot::new("acme"));
         let slab = super::super::slab::Slab::new();
         let refresh = slab.alloc(RefreshHot {
-            member: Arc::new(member(&org, "ann")),
+            member: super::super::member_arc(member(&org, "ann")),
             scopes: ScopeSet(1),
             created_at: 100,
             expires_at: AtomicU32::new(HELD_NEVER),
@@ -636,7 +690,8 @@ mod tests {
             life: AtomicU8::new(0),
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
-            family: Mutex::default(),
+            family_lock: unlocked(),
+            family: UnsafeCell::default(),
         });
         let rec = |issued_at, expires_at, revoked| AccessRecord {
             id: [3; 16],
@@ -686,6 +741,43 @@ mod tests {
         assert_eq!((c.issued_at(), c.expires_at()), (4, 4));
     }
 
+    /// A family's lock excludes: threads counting under it lose no count,
+    /// and each sees the book as the last holder left it.
+    #[test]
+    fn a_family_lock_lets_one_writer_in_at_a_time() {
+        let org = Arc::new(OrgHot::new("acme"));
+        let hot = RefreshHot {
+            member: super::super::member_arc(member(&org, "ann")),
+            created_at: 100,
+            scopes: ScopeSet(1),
+            expires_at: AtomicU32::new(HELD_NEVER),
+            last_used: AtomicU32::new(0),
+            life: AtomicU8::new(0),
+            id: [1; 16],
+            verifier: VerifierHalf([2; 16]),
+            family_lock: unlocked(),
+            family: UnsafeCell::default(),
+        };
+        let per = 20_000;
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..per {
+                        let mut book = hot.lock_family();
+                        let before = book.live_count();
+                        // A write the others would overwrite, unlocked.
+                        std::hint::black_box(&mut *book).held = before as u32 + 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(hot.lock_family().live_count(), 3 * per);
+        let mut book = hot.lock_family();
+        book.remove_one();
+        drop(book);
+        assert_eq!(hot.lock_family().live_count(), 3 * per - 1);
+    }
+
     /// A refresh entry's lifecycle flags: each set and cleared on its
     /// own, a revocation keeping the others; its expiry only lowered; and
     /// the last exchange known only once there was one, the latest kept.
@@ -693,7 +785,7 @@ mod tests {
     fn the_lifecycle_flags_keep_each_other() {
         let org = Arc::new(OrgHot::new("acme"));
         let hot = RefreshHot {
-            member: Arc::new(member(&org, "ann")),
+            member: super::super::member_arc(member(&org, "ann")),
             scopes: ScopeSet(1),
             created_at: 100,
             expires_at: AtomicU32::new(HELD_NEVER),
@@ -701,7 +793,8 @@ mod tests {
             life: AtomicU8::new(LIFE_PENDING),
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
-            family: Mutex::default(),
+            family_lock: unlocked(),
+            family: UnsafeCell::default(),
         };
         assert!(hot.is_pending() && !hot.is_disabled() && !hot.is_revoked());
         assert_eq!(hot.last_refresh(), None);

@@ -8,13 +8,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
 use super::apply::note_exchange;
-use super::entries::{AccessHot, MemberHot};
-use super::{Memory, RefreshArc, Stored};
+use super::entries::AccessHot;
+use super::{MemberArc, Memory, RefreshArc, Stored};
 use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshView};
 use crate::types::ClientInfo;
 
@@ -25,7 +25,7 @@ thread_local! {
     static LAST: RefCell<Option<RefreshArc>> = const { RefCell::new(None) };
 }
 
-type Members = HashMap<String, HashMap<String, Arc<MemberHot>>>;
+type Members = HashMap<String, HashMap<String, MemberArc>>;
 
 pub(crate) struct Loader<'a> {
     mem: &'a Memory,
@@ -42,11 +42,11 @@ pub(crate) struct Loader<'a> {
     loaded: Vec<Mutex<Vec<usize>>>,
     /// Stand-ins made for removed members while loading (each made once,
     /// under the catalog lock), by organization and user id.
-    ghosts: Mutex<HashMap<(String, String), Arc<MemberHot>>>,
+    ghosts: Mutex<HashMap<(String, String), MemberArc>>,
 }
 
-fn address(m: &Arc<MemberHot>) -> usize {
-    Arc::as_ptr(m) as usize
+fn address(m: &MemberArc) -> usize {
+    MemberArc::as_ptr(m) as usize
 }
 
 const LOADED_PARTS: usize = 16;
@@ -71,7 +71,7 @@ impl<'a> Loader<'a> {
             all.append(&mut part.lock());
         }
         let cat = self.mem.catalog.read();
-        let members: HashMap<usize, &Arc<MemberHot>> = cat
+        let members: HashMap<usize, &MemberArc> = cat
             .orgs()
             .flat_map(|(_, e)| e.members.values().chain(e.ghosts.values()))
             .map(|m| (address(m), m))
@@ -124,7 +124,7 @@ impl<'a> Loader<'a> {
         self.general(Stored::LastRefresh { id, at, client });
     }
 
-    fn holder(&self, org: &str, user: &str) -> Arc<MemberHot> {
+    fn holder(&self, org: &str, user: &str) -> MemberArc {
         let members = self.members.get_or_init(|| {
             let cat = self.mem.catalog.read();
             cat.orgs()
@@ -185,7 +185,7 @@ impl<'a> Loader<'a> {
         let Some(parent) = parent else {
             return;
         };
-        let mut book = parent.family.lock();
+        let mut book = parent.lock_family();
         // Nothing verifies while memory loads: the entry may go in before
         // its narrowed scopes (which only an entry put in has).
         let narrowed = inner.narrowed_scopes(&a);

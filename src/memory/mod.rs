@@ -63,6 +63,21 @@ pub(crate) use state::Usable;
 /// its memory's slab (see `slab.rs`).
 pub(crate) type RefreshArc = slab::SlabArc<RefreshHot>;
 
+/// A reference to a member: an `Arc` whose entry sits in a slot of the
+/// process's slab of members (see [`member_arc`]), four bytes in each
+/// refresh entry.
+pub(crate) type MemberArc = slab::SlabArc<MemberHot>;
+
+/// Puts a member in the process's slab of members (one for every store
+/// of the process: members are few beside tokens, and a slab of its own
+/// per memory would hold a chunk per loader thread for them). Its chunks
+/// stay for the process; their freed slots serve the next members.
+pub(super) fn member_arc(m: MemberHot) -> MemberArc {
+    static MEMBERS: std::sync::LazyLock<slab::Slab<MemberHot>> =
+        std::sync::LazyLock::new(slab::Slab::new);
+    MEMBERS.alloc(m)
+}
+
 /// A refresh entry holds its id: its table's slots keep only the bits of
 /// the id that place it (see [`crate::idmap::Placed`]), a lookup compares
 /// the rest in the entry, which every caller reads next anyway.
@@ -326,7 +341,7 @@ impl Memory {
         &self,
         mut held: HeldTokens<'_>,
         r: &RefreshRecord,
-        member: &Arc<MemberHot>,
+        member: &MemberArc,
     ) {
         held.add_one();
         self.refresh

@@ -6,10 +6,10 @@
 //! allocation per token while a store loads, placed between the load's own
 //! short-lived buffers. A [`Slab`] hands out fixed-size slots of 2 MiB
 //! chunks instead: a slot is the entry, a 4-byte reference count and a
-//! 4-byte free-list link, nothing else. A refresh entry's slot is 80
-//! bytes, and the slots start at a cache line: of every four entries,
-//! three have what verification reads (their first 29 bytes) in one line,
-//! the fourth in two, which the processor asks for at once.
+//! 4-byte free-list link, nothing else. A refresh entry's slot is 72
+//! bytes, and the slots start at a cache line: of every eight entries,
+//! five have what verification reads (their first 25 bytes) in one line,
+//! the other three in two, which the processor asks for at once.
 //!
 //! [`SlabArc`] is the reference: it behaves as an `Arc` (clone, deref,
 //! the entry dropped with its last reference), in four bytes: the number
@@ -133,7 +133,7 @@ struct Slot<T> {
 
 /// Where a chunk's first slot begins: on a cache line of its own (so that
 /// with slots of a multiple of 64 bytes, each slot would start a line;
-/// with a refresh entry's 80, every fourth one does).
+/// with a refresh entry's 72, every eighth one does).
 const fn first_slot<T>() -> usize {
     let a = if align_of::<Slot<T>>() > 64 {
         align_of::<Slot<T>>()
@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(size_of::<SlabArc<[u64; 15]>>(), 4);
         assert_eq!(size_of::<Option<SlabArc<[u64; 15]>>>(), 4);
         assert_eq!(size_of::<Slot<[u64; 15]>>(), 128);
-        assert_eq!(size_of::<Slot<super::super::entries::RefreshHot>>(), 80);
+        assert_eq!(size_of::<Slot<super::super::entries::RefreshHot>>(), 72);
         // The value at the slot's start; the first slot starts a cache line.
         assert_eq!(std::mem::offset_of!(Slot<[u64; 15]>, val), 0);
         assert_eq!(first_slot::<[u64; 15]>() % 64, 0);

@@ -131,7 +131,7 @@ impl AccessHot {
 
     /// Asks the processor to start loading what verification reads of the
     /// refresh entry (its first [`RefreshHot::HOT_BYTES`] bytes: one cache
-    /// line for three slots in four, two for the fourth), without
+    /// line for five slots in eight, two for the other three), without
     /// waiting for it: verification calls this as soon as it has found
     /// the access entry, then hashes the presented secret while the entry,
     /// likely a miss in a large store, comes from main memory. Changes

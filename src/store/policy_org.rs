@@ -115,7 +115,7 @@ impl Inner {
         cat: &'c Catalog,
         actor: &Actor,
         action: &str,
-    ) -> Result<&'c Arc<crate::memory::MemberHot>> {
+    ) -> Result<&'c crate::memory::MemberArc> {
         let role = self.actor_role(cat, actor, action)?;
         if !may(role, Action::RevokeOther) {
             return Err(self.deny(
