@@ -21,8 +21,9 @@
 //!
 //! Ids are random (the store draws them), so their bits are the hash: the
 //! second eight bytes of the id choose the slot. A table of values that
-//! hold their own id (the refresh entries) keeps only those eight bytes in
-//! each slot ([`Placed`]) and compares the rest in the value it finds. An
+//! hold their own id (the refresh entries) keeps only the four highest of
+//! those bytes in each slot ([`Placed`]) and compares the whole id in the
+//! value it finds. An
 //! id presented by a client costs at most the probe of an absent one; it
 //! cannot place anything in the table.
 

@@ -297,7 +297,7 @@ impl Memory {
                     }),
             ),
             family_lock: super::entries::unlocked(),
-            family: std::cell::UnsafeCell::default(),
+            family: super::entries::FamilyCell::new(),
         }
     }
 }

@@ -307,8 +307,8 @@ impl MemberHot {
 /// how many of its access tokens memory holds (what the cap counts).
 /// Which ones, oldest first, the backend's access records tell (read
 /// when the cap evicts or a purge removes the family); the client of the
-/// last exchange is in memory's own map of clients. Four bytes: with the
-/// lock's, a word.
+/// last exchange is in memory's own map of clients. Four bytes, beside
+/// the family's one-byte lock in the refresh entry (see [`FamilyCell`]).
 #[derive(Default)]
 pub(crate) struct FamilyBook {
     held: u32,
@@ -360,25 +360,45 @@ pub(crate) struct RefreshHot {
     /// [`unlocked`]): it guards `family`, reached only through
     /// [`FamilyGuard`].
     pub(super) family_lock: parking_lot::RawMutex,
-    pub(super) family: UnsafeCell<FamilyBook>,
+    pub(super) family: FamilyCell,
 }
+
+/// A family's bookkeeping as its refresh entry holds it: reached only
+/// through a [`FamilyGuard`], which holds the entry's family lock.
+#[repr(transparent)]
+pub(crate) struct FamilyCell(UnsafeCell<FamilyBook>);
+
+impl FamilyCell {
+    /// A family's bookkeeping as a new refresh entry starts it.
+    pub(super) fn new() -> FamilyCell {
+        FamilyCell(UnsafeCell::new(FamilyBook::default()))
+    }
+}
+
+// SAFETY: the book is read and written only through a `FamilyGuard` (its
+// field is private to this module), which holds the family's lock: shared
+// as `parking_lot::Mutex` shares its value.
+#[allow(unsafe_code)]
+unsafe impl Sync for FamilyCell {}
 
 /// A family's lock, not held: what a new refresh entry starts with.
 pub(super) fn unlocked() -> parking_lot::RawMutex {
     <parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT
 }
 
-// SAFETY: every field but `family` is shared as it would be in an `Arc`;
-// `family` is read and written only through a `FamilyGuard`, which holds
-// `family_lock` (as `parking_lot::Mutex` shares its value).
-#[allow(unsafe_code)]
-unsafe impl Sync for RefreshHot {}
-
 /// A family's lock, held (see [`RefreshHot::lock_family`]): its
-/// bookkeeping to read and change, the lock let go when this is dropped.
+/// bookkeeping to read and change, the lock let go when this is dropped,
+/// on the thread that took it (a guard is not `Send`, as a
+/// `parking_lot::MutexGuard` is not).
 pub(crate) struct FamilyGuard<'a> {
     hot: &'a RefreshHot,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
+
+// SAFETY: shared, a guard only reads the book (as a `MutexGuard` may be
+// shared when its value may).
+#[allow(unsafe_code)]
+unsafe impl Sync for FamilyGuard<'_> {}
 
 #[allow(unsafe_code)]
 impl std::ops::Deref for FamilyGuard<'_> {
@@ -386,7 +406,7 @@ impl std::ops::Deref for FamilyGuard<'_> {
     fn deref(&self) -> &FamilyBook {
         // SAFETY: this guard holds the family's lock, so nothing else
         // reaches the book until it is dropped.
-        unsafe { &*self.hot.family.get() }
+        unsafe { &*self.hot.family.0.get() }
     }
 }
 
@@ -394,7 +414,7 @@ impl std::ops::Deref for FamilyGuard<'_> {
 impl std::ops::DerefMut for FamilyGuard<'_> {
     fn deref_mut(&mut self) -> &mut FamilyBook {
         // SAFETY: as above, and the guard is borrowed mutably.
-        unsafe { &mut *self.hot.family.get() }
+        unsafe { &mut *self.hot.family.0.get() }
     }
 }
 
@@ -527,7 +547,10 @@ impl RefreshHot {
     pub(crate) fn lock_family(&self) -> FamilyGuard<'_> {
         use parking_lot::lock_api::RawMutex as _;
         self.family_lock.lock();
-        FamilyGuard { hot: self }
+        FamilyGuard {
+            hot: self,
+            _not_send: std::marker::PhantomData,
+        }
     }
 }
 
@@ -691,7 +714,7 @@ mod tests {
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
             family_lock: unlocked(),
-            family: UnsafeCell::default(),
+            family: FamilyCell::new(),
         });
         let rec = |issued_at, expires_at, revoked| AccessRecord {
             id: [3; 16],
@@ -756,7 +779,7 @@ mod tests {
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
             family_lock: unlocked(),
-            family: UnsafeCell::default(),
+            family: FamilyCell::new(),
         };
         let per = 20_000;
         std::thread::scope(|s| {
@@ -794,7 +817,7 @@ mod tests {
             id: [1; 16],
             verifier: VerifierHalf([2; 16]),
             family_lock: unlocked(),
-            family: UnsafeCell::default(),
+            family: FamilyCell::new(),
         };
         assert!(hot.is_pending() && !hot.is_disabled() && !hot.is_revoked());
         assert_eq!(hot.last_refresh(), None);

@@ -137,8 +137,9 @@ pub(crate) struct Memory {
     /// once the family's entry is gone).
     clients: Sharded<Box<ClientInfo>>,
     /// When each refresh token revoked itself was revoked (the first
-    /// revocation's time, as its record keeps), by id: what the purge's retention counts from.
-    /// Only revoked tokens have one, until they are purged; changed with
+    /// revocation's time, as its record keeps), by id: what the purge's
+    /// retention counts from. Only revoked tokens have one, until they are
+    /// purged; changed with
     /// the catalog held exclusively, or by the loader.
     revoked: Sharded<u64>,
     /// The catalog: writers hold it exclusively, issues and readers share

@@ -18,11 +18,13 @@
 //! addresses by number, 1 MiB of address space touched only where chunks
 //! are, turns a reference into its slot with one read of a line that
 //! stays in the cache (a store of ten million tokens has a few hundred
-//! chunks). Four bytes instead of eight let an access entry and a refresh
-//! table's slot be smaller by that much (see `entries.rs`). A chunk lives while any of
-//! its slots does or its slab does: it counts both, so a reference may
-//! outlive its slab (as an entry of a memory replaced after a storage
-//! fault may). A slot freed while its slab lives goes on its chunk's free
+//! chunks). Four bytes instead of eight let an access entry, a refresh
+//! entry and a refresh table's slot be smaller by that much (see
+//! `entries.rs`).
+//!
+//! A chunk lives while any of its slots does or its slab does: it counts
+//! both, so a reference may outlive its slab (as an entry of a memory
+//! replaced after a storage fault may). A slot freed while its slab lives goes on its chunk's free
 //! list and is handed out again before the slab takes a new slot. A slab
 //! does not give its chunks back before it goes: after a purge, their
 //! freed slots wait for the next entries.
@@ -334,12 +336,15 @@ unsafe impl<T: Send + Sync> Sync for Slab<T> {}
 
 impl<T> Slab<T> {
     pub(crate) fn new() -> Slab<T> {
-        assert!(
-            size_of::<T>() > 0
-                && slots_per_chunk::<T>() > 0
-                && slots_per_chunk::<T>() <= 1 << SLOT_BITS,
-            "a slab holds values that take room, several to a chunk"
-        );
+        const {
+            assert!(
+                size_of::<T>() > 0
+                    && slots_per_chunk::<T>() > 0
+                    && slots_per_chunk::<T>() <= 1 << SLOT_BITS,
+                "a slab holds values that take room, several to a chunk, \
+                 and no more to a chunk than a reference can name"
+            )
+        };
         Slab {
             parts: (0..PARTS)
                 .map(|_| {
@@ -560,6 +565,7 @@ mod tests {
         assert_eq!(first_slot::<super::super::entries::RefreshHot>() % 64, 0);
         assert!(slots_per_chunk::<super::super::entries::RefreshHot>() > 21_000);
         assert!(slots_per_chunk::<super::super::entries::RefreshHot>() <= 1 << SLOT_BITS);
+        assert!(slots_per_chunk::<super::super::entries::MemberHot>() <= 1 << SLOT_BITS);
     }
 
     /// Every value is dropped once, with its last reference, whichever

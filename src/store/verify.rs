@@ -317,7 +317,7 @@ impl TokenStore {
     /// blocking is fine, e.g. in `tokio::task::spawn_blocking`). On an
     /// embedded store it is exactly [`TokenStore::verify`] and never `None`.
     /// Never blocks: no disk, no database, no lock beyond a shard's read
-    /// lock.
+    /// lock (two for an access token narrowed at exchange).
     ///
     /// # Errors
     /// As [`TokenStore::verify`], except that it never reads the database:
