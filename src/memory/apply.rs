@@ -260,7 +260,7 @@ impl Memory {
             id: r.id,
             member,
             verifier: super::entries::VerifierHalf::of(&r.verifier),
-            scopes: self.policy.set_of(&r.scopes),
+            scopes: self.policy.set_of(&r.scopes).into(),
             created_at: held_time(r.created_at),
             // Pending, it lives until the end of its claim window at most.
             expires_at: AtomicU32::new(held_expiry(

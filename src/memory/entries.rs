@@ -330,13 +330,33 @@ impl FamilyBook {
     }
 }
 
+/// A scope set as a refresh entry holds it: in two 4-byte halves, so that
+/// nothing in the entry is aligned to more than 4 and its slab slot is 68
+/// bytes rather than 72.
+#[derive(Clone, Copy)]
+pub(super) struct HeldScopes([u32; 2]);
+
+impl From<ScopeSet> for HeldScopes {
+    fn from(s: ScopeSet) -> HeldScopes {
+        HeldScopes([s.0 as u32, (s.0 >> 32) as u32])
+    }
+}
+
+impl HeldScopes {
+    #[inline(always)]
+    fn get(self) -> ScopeSet {
+        ScopeSet(u64::from(self.0[0]) | (u64::from(self.0[1]) << 32))
+    }
+}
+
 /// Laid out in declaration order (`repr(C)`): what verification and the
 /// policy checks read comes first (its first 25 bytes: the member, its
 /// creation, the scopes, its expiry and last use, its lifecycle flags),
 /// then its id, and what only writers read (the verifier, which an
-/// exchange compares; the family's lock and count) after them. 64 bytes:
-/// with its reference count and the slab's free-list link, a 72-byte slot
-/// of its memory's slab (see `entries_keep_their_sizes` and `slab.rs`).
+/// exchange compares; the family's lock and count) after them. 64 bytes,
+/// aligned to 4 (see [`HeldScopes`]): with its
+/// reference count, a 68-byte slot of its memory's slab (see
+/// `entries_keep_their_sizes` and `slab.rs`).
 /// Its times are held in 4 bytes each (see [`HELD_TIME_MAX`]); when it was
 /// revoked, memory keeps beside it (only revoked tokens have such a time).
 #[repr(C)]
@@ -344,7 +364,7 @@ pub(crate) struct RefreshHot {
     pub(super) member: MemberArc,
     /// When it was made (held, see [`held_time`]).
     pub(super) created_at: u32,
-    pub(super) scopes: ScopeSet,
+    pub(super) scopes: HeldScopes,
     /// When it expires ([`held_expiry`]: `u32::MAX` when never). Only
     /// lowered, by a rotation (the end of its grace period).
     pub(super) expires_at: AtomicU32,
@@ -450,7 +470,7 @@ impl RefreshHot {
     }
     #[inline]
     pub(crate) fn scopes(&self) -> ScopeSet {
-        self.scopes
+        self.scopes.get()
     }
     /// `u64::MAX` when the token never expires (for a rotated token, the
     /// end of its grace period if that comes first).
@@ -671,8 +691,8 @@ mod tests {
     }
 
     /// The entries keep their sizes: an access entry in a 48-byte slot of
-    /// its table, a refresh entry in a 72-byte slot of its slab (64 bytes,
-    /// a 4-byte reference count and a 4-byte free-list link), with what
+    /// its table, a refresh entry in a 68-byte slot of its slab (64 bytes
+    /// and a 4-byte reference count), with what
     /// verification reads of it in its first 25 bytes and its id in the
     /// next 16, its family's lock and count in the last 8, and named in its
     /// table by an 8-byte slot; a member is named by 4 bytes.
@@ -690,6 +710,7 @@ mod tests {
             8
         );
         assert_eq!(std::mem::size_of::<RefreshHot>(), 64);
+        assert_eq!(std::mem::align_of::<RefreshHot>(), 4);
         assert_eq!(RefreshHot::HOT_BYTES, 25);
         assert_eq!(std::mem::offset_of!(RefreshHot, id), 25);
         assert_eq!(std::mem::offset_of!(RefreshHot, family_lock), 57);
@@ -706,7 +727,7 @@ mod tests {
         let slab = super::super::slab::Slab::new();
         let refresh = slab.alloc(RefreshHot {
             member: super::super::member_arc(member(&org, "ann")),
-            scopes: ScopeSet(1),
+            scopes: ScopeSet(1).into(),
             created_at: 100,
             expires_at: AtomicU32::new(HELD_NEVER),
             last_used: AtomicU32::new(0),
@@ -764,6 +785,23 @@ mod tests {
         assert_eq!((c.issued_at(), c.expires_at()), (4, 4));
     }
 
+    /// A refresh entry's scopes, held in two halves, are the set it was
+    /// given, every bit of it.
+    #[test]
+    fn held_scopes_keep_every_bit() {
+        for bits in [
+            0,
+            1,
+            1 << 31,
+            1 << 32,
+            1 << 63 | 5,
+            u64::MAX,
+            0x8000_0001_0000_8001,
+        ] {
+            assert_eq!(HeldScopes::from(ScopeSet(bits)).get(), ScopeSet(bits));
+        }
+    }
+
     /// A family's lock excludes: threads counting under it lose no count,
     /// and each sees the book as the last holder left it.
     #[test]
@@ -772,7 +810,7 @@ mod tests {
         let hot = RefreshHot {
             member: super::super::member_arc(member(&org, "ann")),
             created_at: 100,
-            scopes: ScopeSet(1),
+            scopes: ScopeSet(1).into(),
             expires_at: AtomicU32::new(HELD_NEVER),
             last_used: AtomicU32::new(0),
             life: AtomicU8::new(0),
@@ -809,7 +847,7 @@ mod tests {
         let org = Arc::new(OrgHot::new("acme"));
         let hot = RefreshHot {
             member: super::super::member_arc(member(&org, "ann")),
-            scopes: ScopeSet(1),
+            scopes: ScopeSet(1).into(),
             created_at: 100,
             expires_at: AtomicU32::new(HELD_NEVER),
             last_used: AtomicU32::new(0),

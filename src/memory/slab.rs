@@ -5,11 +5,12 @@
 //! of the entry, rounded up to the allocator's 16-byte steps, one
 //! allocation per token while a store loads, placed between the load's own
 //! short-lived buffers. A [`Slab`] hands out fixed-size slots of 2 MiB
-//! chunks instead: a slot is the entry, a 4-byte reference count and a
-//! 4-byte free-list link, nothing else. A refresh entry's slot is 72
-//! bytes, and the slots start at a cache line: of every eight entries,
-//! five have what verification reads (their first 25 bytes) in one line,
-//! the other three in two, which the processor asks for at once.
+//! chunks instead: a slot is the entry and a 4-byte reference count,
+//! nothing else (a free slot links to the next free one in its entry's
+//! place). A refresh entry's slot is 68 bytes, and the slots start at a
+//! cache line: of every sixteen entries, ten have what verification reads
+//! (their first 25 bytes) in one line, the other six in two, which the
+//! processor asks for at once.
 //!
 //! [`SlabArc`] is the reference: it behaves as an `Arc` (clone, deref,
 //! the entry dropped with its last reference), in four bytes: the number
@@ -32,7 +33,6 @@
 #![allow(unsafe_code)]
 
 use std::alloc::Layout;
-use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of, MaybeUninit};
 use std::num::NonZeroU32;
@@ -124,18 +124,32 @@ struct Header {
 
 /// One slot: while its reference count is above zero, a value. The value
 /// comes first, at the slot's start (the first slot's a cache line's, see
-/// [`first_slot`]); the count after it.
+/// [`first_slot`]); the count after it. A free slot has no value: its
+/// first four bytes link it to the next free slot of its chunk (see
+/// [`next_free`]).
 #[repr(C)]
 struct Slot<T> {
     val: MaybeUninit<T>,
     refs: AtomicU32,
-    /// The next free slot of the chunk, while this one is free.
-    next: UnsafeCell<u32>,
+}
+
+/// Where a free slot keeps the number of the next free slot of its chunk:
+/// the first four bytes of its value's place (read and written unaligned,
+/// under the chunk's free-list lock, while no reference to the slot
+/// exists).
+///
+/// # Safety
+///
+/// `slot` points to a slot of a live chunk.
+unsafe fn next_free<T>(slot: *mut Slot<T>) -> *mut u32 {
+    // SAFETY: the caller's slot lies within a live chunk; the value's
+    // place is at least four bytes (`Slab::new` checks it).
+    unsafe { std::ptr::addr_of_mut!((*slot).val).cast::<u32>() }
 }
 
 /// Where a chunk's first slot begins: on a cache line of its own (so that
 /// with slots of a multiple of 64 bytes, each slot would start a line;
-/// with a refresh entry's 72, every eighth one does).
+/// with a refresh entry's 68, every sixteenth one does).
 const fn first_slot<T>() -> usize {
     let a = if align_of::<Slot<T>>() > 64 {
         align_of::<Slot<T>>()
@@ -232,8 +246,8 @@ impl<T> Chunk<T> {
         let i = *head as usize;
         let slot = self.slot(i);
         // SAFETY: a slot on the free list has no reference, so nothing
-        // else reads or writes its `next`; the list's lock is held.
-        *head = unsafe { *(*slot.as_ptr()).next.get() };
+        // else reads or writes its link; the list's lock is held.
+        *head = unsafe { next_free(slot.as_ptr()).read_unaligned() };
         Some((slot, self.reference(i)))
     }
 }
@@ -338,10 +352,10 @@ impl<T> Slab<T> {
     pub(crate) fn new() -> Slab<T> {
         const {
             assert!(
-                size_of::<T>() > 0
+                size_of::<T>() >= 4
                     && slots_per_chunk::<T>() > 0
                     && slots_per_chunk::<T>() <= 1 << SLOT_BITS,
-                "a slab holds values that take room, several to a chunk, \
+                "a slab holds values of four bytes or more, several to a chunk, \
                  and no more to a chunk than a reference can name"
             )
         };
@@ -378,7 +392,6 @@ impl<T> Slab<T> {
             slot.as_ptr().write(Slot {
                 val: MaybeUninit::new(val),
                 refs: AtomicU32::new(1),
-                next: UnsafeCell::new(NONE),
             });
         }
         SlabArc { r, _t: PhantomData }
@@ -528,7 +541,7 @@ impl<T> Drop for SlabArc<T> {
             {
                 let header = &*chunk;
                 let mut head = header.free.lock();
-                *(*slot).next.get() = *head;
+                next_free(slot).write_unaligned(*head);
                 *head = index as u32;
                 header.part_free.fetch_add(1, Ordering::AcqRel);
             }
@@ -558,7 +571,7 @@ mod tests {
         assert_eq!(size_of::<SlabArc<[u64; 15]>>(), 4);
         assert_eq!(size_of::<Option<SlabArc<[u64; 15]>>>(), 4);
         assert_eq!(size_of::<Slot<[u64; 15]>>(), 128);
-        assert_eq!(size_of::<Slot<super::super::entries::RefreshHot>>(), 72);
+        assert_eq!(size_of::<Slot<super::super::entries::RefreshHot>>(), 68);
         // The value at the slot's start; the first slot starts a cache line.
         assert_eq!(std::mem::offset_of!(Slot<[u64; 15]>, val), 0);
         assert_eq!(first_slot::<[u64; 15]>() % 64, 0);

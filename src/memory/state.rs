@@ -131,7 +131,7 @@ impl AccessHot {
 
     /// Asks the processor to start loading what verification reads of the
     /// refresh entry (its first [`RefreshHot::HOT_BYTES`] bytes: one cache
-    /// line for five slots in eight, two for the other three), without
+    /// line for ten slots in sixteen, two for the other six), without
     /// waiting for it: verification calls this as soon as it has found
     /// the access entry, then hashes the presented secret while the entry,
     /// likely a miss in a large store, comes from main memory. Changes
