@@ -690,6 +690,23 @@ mod tests {
         MemberHot::new(org.clone(), user, Role::User as u8, 0)
     }
 
+    /// A refresh entry of ann's, made at 100, never expiring, with the
+    /// lifecycle flags `life`.
+    fn entry(org: &Arc<OrgHot>, life: u8) -> RefreshHot {
+        RefreshHot {
+            member: super::super::member_arc(member(org, "ann")),
+            created_at: 100,
+            scopes: ScopeSet(1).into(),
+            expires_at: AtomicU32::new(HELD_NEVER),
+            last_used: AtomicU32::new(0),
+            life: AtomicU8::new(life),
+            id: [1; 16],
+            verifier: VerifierHalf([2; 16]),
+            family_lock: unlocked(),
+            family: FamilyCell::new(),
+        }
+    }
+
     /// The entries keep their sizes: an access entry in a 48-byte slot of
     /// its table, a refresh entry in a 68-byte slot of its slab (64 bytes
     /// and a 4-byte reference count), with what
@@ -725,18 +742,7 @@ mod tests {
     fn an_access_entry_keeps_its_issue_beside_its_states() {
         let org = Arc::new(OrgHot::new("acme"));
         let slab = super::super::slab::Slab::new();
-        let refresh = slab.alloc(RefreshHot {
-            member: super::super::member_arc(member(&org, "ann")),
-            scopes: ScopeSet(1).into(),
-            created_at: 100,
-            expires_at: AtomicU32::new(HELD_NEVER),
-            last_used: AtomicU32::new(0),
-            life: AtomicU8::new(0),
-            id: [1; 16],
-            verifier: VerifierHalf([2; 16]),
-            family_lock: unlocked(),
-            family: FamilyCell::new(),
-        });
+        let refresh = slab.alloc(entry(&org, 0));
         let rec = |issued_at, expires_at, revoked| AccessRecord {
             id: [3; 16],
             refresh_id: [1; 16],
@@ -807,18 +813,7 @@ mod tests {
     #[test]
     fn a_family_lock_lets_one_writer_in_at_a_time() {
         let org = Arc::new(OrgHot::new("acme"));
-        let hot = RefreshHot {
-            member: super::super::member_arc(member(&org, "ann")),
-            created_at: 100,
-            scopes: ScopeSet(1).into(),
-            expires_at: AtomicU32::new(HELD_NEVER),
-            last_used: AtomicU32::new(0),
-            life: AtomicU8::new(0),
-            id: [1; 16],
-            verifier: VerifierHalf([2; 16]),
-            family_lock: unlocked(),
-            family: FamilyCell::new(),
-        };
+        let hot = entry(&org, 0);
         let per = 20_000;
         std::thread::scope(|s| {
             for _ in 0..3 {
@@ -845,18 +840,7 @@ mod tests {
     #[test]
     fn the_lifecycle_flags_keep_each_other() {
         let org = Arc::new(OrgHot::new("acme"));
-        let hot = RefreshHot {
-            member: super::super::member_arc(member(&org, "ann")),
-            scopes: ScopeSet(1).into(),
-            created_at: 100,
-            expires_at: AtomicU32::new(HELD_NEVER),
-            last_used: AtomicU32::new(0),
-            life: AtomicU8::new(LIFE_PENDING),
-            id: [1; 16],
-            verifier: VerifierHalf([2; 16]),
-            family_lock: unlocked(),
-            family: FamilyCell::new(),
-        };
+        let hot = entry(&org, LIFE_PENDING);
         assert!(hot.is_pending() && !hot.is_disabled() && !hot.is_revoked());
         assert_eq!(hot.last_refresh(), None);
         hot.set_disabled(true);
