@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU32, AtomicU8};
 
 use super::catalog::Catalog;
 use super::entries::{
-    held_expiry, held_time, AccessHot, FamilyBook, RefreshHot, LIFE_DISABLED, LIFE_PENDING,
-    LIFE_REVOKED, LIFE_ROTATED, LIFE_SPENT,
+    held_expiry, held_time, AccessHot, RefreshHot, LIFE_DISABLED, LIFE_PENDING, LIFE_REVOKED,
+    LIFE_ROTATED, LIFE_SPENT,
 };
+use super::family::FamilyBook;
 use super::{MemberArc, Memory, RefreshArc, Stored};
 use crate::change::{Change, Committed};
 use crate::codec::{self, AccessRecord, RefreshRecord, StoredState};
@@ -296,8 +297,8 @@ impl Memory {
                         0
                     }),
             ),
-            family_lock: super::entries::unlocked(),
-            family: super::entries::FamilyCell::new(),
+            family_lock: super::family::unlocked(),
+            family: super::family::FamilyCell::new(),
         }
     }
 }

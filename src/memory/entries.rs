@@ -1,10 +1,14 @@
 //! The entries of memory: organizations, members, refresh and access tokens.
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
+
+#[cfg(test)]
+use super::family::unlocked;
+use super::family::{FamilyCell, FamilyGuard};
 
 use super::{MemberArc, RefreshArc};
 use crate::codec::{AccessRecord, OrgPolicyRecord};
@@ -303,33 +307,6 @@ impl MemberHot {
     }
 }
 
-/// A family's bookkeeping in its refresh entry, under the family's lock:
-/// how many of its access tokens memory holds (what the cap counts).
-/// Which ones, oldest first, the backend's access records tell (read
-/// when the cap evicts or a purge removes the family); the client of the
-/// last exchange is in memory's own map of clients. Four bytes, beside
-/// the family's one-byte lock in the refresh entry (see [`FamilyCell`]).
-#[derive(Default)]
-pub(crate) struct FamilyBook {
-    held: u32,
-}
-
-impl FamilyBook {
-    /// How many of the family's access tokens memory holds.
-    #[inline]
-    pub(crate) fn live_count(&self) -> usize {
-        self.held as usize
-    }
-    /// One more held.
-    pub(super) fn add_one(&mut self) {
-        self.held = self.held.saturating_add(1);
-    }
-    /// One fewer held.
-    pub(super) fn remove_one(&mut self) {
-        self.held = self.held.saturating_sub(1);
-    }
-}
-
 /// A scope set as a refresh entry holds it: in two 4-byte halves, so that
 /// nothing in the entry is aligned to more than 4 and its slab slot is 68
 /// bytes rather than 72.
@@ -377,74 +354,10 @@ pub(crate) struct RefreshHot {
     pub(super) id: [u8; 16],
     pub(super) verifier: VerifierHalf,
     /// The family's lock (one byte, in what would be padding; made by
-    /// [`unlocked`]): it guards `family`, reached only through
+    /// `family::unlocked`): it guards `family`, reached only through a
     /// [`FamilyGuard`].
     pub(super) family_lock: parking_lot::RawMutex,
     pub(super) family: FamilyCell,
-}
-
-/// A family's bookkeeping as its refresh entry holds it: reached only
-/// through a [`FamilyGuard`], which holds the entry's family lock.
-#[repr(transparent)]
-pub(crate) struct FamilyCell(UnsafeCell<FamilyBook>);
-
-impl FamilyCell {
-    /// A family's bookkeeping as a new refresh entry starts it.
-    pub(super) fn new() -> FamilyCell {
-        FamilyCell(UnsafeCell::new(FamilyBook::default()))
-    }
-}
-
-// SAFETY: the book is read and written only through a `FamilyGuard` (its
-// field is private to this module), which holds the family's lock: shared
-// as `parking_lot::Mutex` shares its value.
-#[allow(unsafe_code)]
-unsafe impl Sync for FamilyCell {}
-
-/// A family's lock, not held: what a new refresh entry starts with.
-pub(super) fn unlocked() -> parking_lot::RawMutex {
-    <parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT
-}
-
-/// A family's lock, held (see [`RefreshHot::lock_family`]): its
-/// bookkeeping to read and change, the lock let go when this is dropped,
-/// on the thread that took it (a guard is not `Send`, as a
-/// `parking_lot::MutexGuard` is not).
-pub(crate) struct FamilyGuard<'a> {
-    hot: &'a RefreshHot,
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-// SAFETY: shared, a guard only reads the book (as a `MutexGuard` may be
-// shared when its value may).
-#[allow(unsafe_code)]
-unsafe impl Sync for FamilyGuard<'_> {}
-
-#[allow(unsafe_code)]
-impl std::ops::Deref for FamilyGuard<'_> {
-    type Target = FamilyBook;
-    fn deref(&self) -> &FamilyBook {
-        // SAFETY: this guard holds the family's lock, so nothing else
-        // reaches the book until it is dropped.
-        unsafe { &*self.hot.family.0.get() }
-    }
-}
-
-#[allow(unsafe_code)]
-impl std::ops::DerefMut for FamilyGuard<'_> {
-    fn deref_mut(&mut self) -> &mut FamilyBook {
-        // SAFETY: as above, and the guard is borrowed mutably.
-        unsafe { &mut *self.hot.family.0.get() }
-    }
-}
-
-#[allow(unsafe_code)]
-impl Drop for FamilyGuard<'_> {
-    fn drop(&mut self) {
-        use parking_lot::lock_api::RawMutex as _;
-        // SAFETY: the guard was made by locking this lock, once.
-        unsafe { self.hot.family_lock.unlock() }
-    }
 }
 
 impl RefreshHot {
@@ -565,12 +478,7 @@ impl RefreshHot {
     /// Blocks while another holds it.
     #[inline]
     pub(crate) fn lock_family(&self) -> FamilyGuard<'_> {
-        use parking_lot::lock_api::RawMutex as _;
-        self.family_lock.lock();
-        FamilyGuard {
-            hot: self,
-            _not_send: std::marker::PhantomData,
-        }
+        FamilyGuard::lock(&self.family_lock, &self.family)
     }
 }
 
@@ -806,32 +714,6 @@ mod tests {
         ] {
             assert_eq!(HeldScopes::from(ScopeSet(bits)).get(), ScopeSet(bits));
         }
-    }
-
-    /// A family's lock excludes: threads counting under it lose no count,
-    /// and each sees the book as the last holder left it.
-    #[test]
-    fn a_family_lock_lets_one_writer_in_at_a_time() {
-        let org = Arc::new(OrgHot::new("acme"));
-        let hot = entry(&org, 0);
-        let per = 20_000;
-        std::thread::scope(|s| {
-            for _ in 0..3 {
-                s.spawn(|| {
-                    for _ in 0..per {
-                        let mut book = hot.lock_family();
-                        let before = book.live_count();
-                        // A write the others would overwrite, unlocked.
-                        std::hint::black_box(&mut *book).held = before as u32 + 1;
-                    }
-                });
-            }
-        });
-        assert_eq!(hot.lock_family().live_count(), 3 * per);
-        let mut book = hot.lock_family();
-        book.remove_one();
-        drop(book);
-        assert_eq!(hot.lock_family().live_count(), 3 * per - 1);
     }
 
     /// A refresh entry's lifecycle flags: each set and cleared on its

@@ -48,6 +48,7 @@ use crate::types::ClientInfo;
 mod apply;
 mod catalog;
 mod entries;
+mod family;
 mod loader;
 mod maps;
 mod slab;
@@ -131,7 +132,7 @@ pub(crate) struct Memory {
     /// by its id: for those only (their entries say so, see
     /// [`AccessHot::is_narrowed`]), put in before the entry and taken out
     /// after it.
-    narrowed: Sharded<crate::policy::ScopeSet>,
+    narrowed: Sharded<ScopeSet>,
     /// The client of each family's last exchange, by refresh id, for the
     /// families whose host named one (changed under the family's lock, or
     /// once the family's entry is gone).
