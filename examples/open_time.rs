@@ -12,7 +12,10 @@
 //! it (all threads), the CPU time spent in the 2.5 s after it returned
 //! (work left running in the background) with the resident memory then,
 //! and the time of the `close` that follows (which writes the warm-start
-//! files the next open reads).
+//! files the next open reads). With `WATCH=S` in the environment, it also
+//! prints the resident memory every 5 s for S seconds after each open
+//! (sled's flusher rewrites pages in the background after an open, reading
+//! them into its cache).
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -41,6 +44,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cpu = process_cpu_ms();
         std::thread::sleep(Duration::from_millis(2500));
         let (after_cpu, rss) = (process_cpu_ms() - cpu, rss_mib());
+        let watch: u64 = std::env::var("WATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        for waited in (5..=watch).step_by(5) {
+            std::thread::sleep(Duration::from_secs(5));
+            println!(
+                "  {:.1} s after the open: rss {:.1} MiB",
+                2.5 + waited as f64,
+                rss_mib()
+            );
+        }
         let t = Instant::now();
         store.close()?;
         println!(

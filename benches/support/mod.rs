@@ -489,6 +489,18 @@ pub fn cpu_steal() -> (u64, u64) {
     (v.get(7).copied().unwrap_or(0), total)
 }
 
+/// Returns the allocator's free pages to the system (glibc's
+/// `malloc_trim`), as the store does after its load: called before a
+/// "before" reading of the resident memory, so that what an earlier phase
+/// freed (building the store) is not counted as given back by the store.
+pub fn give_back_freed_pages() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: no pointer passed; glibc releases whole free pages only.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// This process's resident memory, MiB (`VmRSS` of /proc/self/status).
 pub fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

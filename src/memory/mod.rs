@@ -79,6 +79,23 @@ pub(super) fn member_arc(m: MemberHot) -> MemberArc {
     MEMBERS.alloc(m)
 }
 
+/// Hands the pages that the allocator holds free back to the system: what
+/// a load freed (the records it decoded, the backend's lists while it
+/// sorted them) stays resident in the allocator's arenas otherwise, about
+/// 10 bytes per stored token at a million (see `docs/performance.md`,
+/// "What a load leaves behind"). glibc only (`malloc_trim`); elsewhere it
+/// does nothing. Blocks for a few milliseconds (each arena's lock, one at
+/// a time); called after loading and after a reload, never on a hot path.
+#[allow(unsafe_code)]
+pub(crate) fn give_back_freed_pages() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` takes no pointer; it only returns whole free
+    // pages of glibc's own arenas to the system, under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A refresh entry holds its id: its table's slots keep only the bits of
 /// the id that place it (see [`crate::idmap::Placed`]), a lookup compares
 /// the rest in the entry, which every caller reads next anyway.

@@ -200,6 +200,8 @@ impl TokenStore {
                 return Err(Error::Io("the store's records could not be loaded".into()));
             }
         };
+        // What the load freed goes back to the system, not kept for later.
+        crate::memory::give_back_freed_pages();
         inner.skipped = loaded.skipped;
         inner.warm_start = loaded.warm;
         inner.event_seq = AtomicU64::new(loaded.last_event_seq);

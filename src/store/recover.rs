@@ -366,6 +366,8 @@ impl Inner {
         *r.last_failure.lock() = None;
         drop(gate);
         drop(cat);
+        // The memory replaced, and the reload's own, go back to the system.
+        crate::memory::give_back_freed_pages();
         Ok(())
     }
 
