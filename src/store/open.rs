@@ -262,7 +262,10 @@ impl Config {
     ///
     /// Blocks while it reads the store (after a failed sync of the store on
     /// this boot, it first reads and writes back all of its files, see
-    /// `docs/durability.md`); waits up to two seconds for a store that
+    /// `docs/durability.md`), then hands the memory that loading freed
+    /// back to the system (with glibc: `malloc_trim`, a few milliseconds;
+    /// it trims the whole process's allocator, not only the store's);
+    /// waits up to two seconds for a store that
     /// another handle in this process is letting go of, or whose directory
     /// another process holds, then fails with [`Error::Io`] saying so.
     ///
