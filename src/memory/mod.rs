@@ -79,15 +79,18 @@ pub(super) fn member_arc(m: MemberHot) -> MemberArc {
     MEMBERS.alloc(m)
 }
 
-/// Hands the pages that the allocator holds free back to the system: what
-/// a load freed (the records it decoded, the backend's lists while it
-/// sorted them) stays resident in the allocator's arenas otherwise, about
-/// 10 bytes per stored token at a million (see `docs/performance.md`,
-/// "What a load leaves behind"). glibc only (`malloc_trim`); elsewhere it
-/// does nothing. Blocks for a few milliseconds (each arena's lock, one at
-/// a time); called after loading and after a reload, never on a hot path.
+/// The fewest tokens a load must have put in memory for it to give the
+/// allocator's free pages back afterwards ([`Memory::give_back_after_load`]):
+/// below it, what the load freed is small, and trimming a large host
+/// process's allocator at every open of a small store (tests, tools) would
+/// cost it more than it gives back.
+const GIVE_BACK_FROM_TOKENS: usize = 65_536;
+
+/// Hands the pages that the allocator holds free back to the system
+/// (glibc's `malloc_trim`; elsewhere nothing). Blocks for a few
+/// milliseconds, holding each of the allocator's arenas in turn.
 #[allow(unsafe_code)]
-pub(crate) fn give_back_freed_pages() {
+fn give_back_freed_pages() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` takes no pointer; it only returns whole free
     // pages of glibc's own arenas to the system, under their locks.
@@ -260,6 +263,18 @@ impl Memory {
     /// How many access tokens memory holds.
     pub(crate) fn access_count(&self) -> usize {
         self.access.len()
+    }
+    /// After a load into this memory (an open, a reload after a fault):
+    /// hands what the load freed back to the system, when it held at least
+    /// [`GIVE_BACK_FROM_TOKENS`] tokens. The records it decoded and the
+    /// backend's lists it sorted stay resident in the allocator's arenas
+    /// otherwise: about 13 bytes per stored token at a million (see
+    /// `docs/performance.md`, "What a load leaves behind"). Trims the whole
+    /// process's allocator (glibc only); blocks for a few milliseconds.
+    pub(crate) fn give_back_after_load(&self) {
+        if self.refresh_count() + self.access_count() >= GIVE_BACK_FROM_TOKENS {
+            give_back_freed_pages();
+        }
     }
     /// The catalog, shared: for reading it, and for an issue (issues share
     /// it; see [`Memory::put_issued`]).

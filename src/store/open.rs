@@ -201,7 +201,7 @@ impl TokenStore {
             }
         };
         // What the load freed goes back to the system, not kept for later.
-        crate::memory::give_back_freed_pages();
+        inner.mem.give_back_after_load();
         inner.skipped = loaded.skipped;
         inner.warm_start = loaded.warm;
         inner.event_seq = AtomicU64::new(loaded.last_event_seq);
@@ -262,9 +262,10 @@ impl Config {
     ///
     /// Blocks while it reads the store (after a failed sync of the store on
     /// this boot, it first reads and writes back all of its files, see
-    /// `docs/durability.md`), then hands the memory that loading freed
-    /// back to the system (with glibc: `malloc_trim`, a few milliseconds;
-    /// it trims the whole process's allocator, not only the store's);
+    /// `docs/durability.md`); after loading 65,536 tokens or more, it
+    /// hands the memory that loading freed back to the system (with
+    /// glibc: `malloc_trim`, a few milliseconds; it trims the whole
+    /// process's allocator, not only the store's);
     /// waits up to two seconds for a store that
     /// another handle in this process is letting go of, or whose directory
     /// another process holds, then fails with [`Error::Io`] saying so.

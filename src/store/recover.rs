@@ -367,7 +367,7 @@ impl Inner {
         drop(gate);
         drop(cat);
         // The memory replaced, and the reload's own, go back to the system.
-        crate::memory::give_back_freed_pages();
+        self.mem.give_back_after_load();
         Ok(())
     }
 
