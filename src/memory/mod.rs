@@ -264,7 +264,8 @@ impl Memory {
     pub(crate) fn access_count(&self) -> usize {
         self.access.len()
     }
-    /// After a load into this memory (an open, a reload after a fault):
+    /// After a load into this memory (an open, a reload after a fault, a
+    /// replica's reload from a snapshot):
     /// hands what the load freed back to the system, when it held at least
     /// [`GIVE_BACK_FROM_TOKENS`] tokens. The records it decoded and the
     /// backend's lists it sorted stay resident in the allocator's arenas

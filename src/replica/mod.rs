@@ -179,6 +179,13 @@ impl Replica {
     /// this replica applied (management calls commit and apply under that
     /// lock).
     fn reload(&self, mem: &Memory, cat: &mut Catalog, snap: Snapshot, seq: u64, started: u64) {
+        self.reload_from(mem, cat, snap, seq, started);
+        // What the reload read and compared goes back to the system.
+        mem.give_back_after_load();
+    }
+
+    /// [`Self::reload`] itself.
+    fn reload_from(&self, mem: &Memory, cat: &mut Catalog, snap: Snapshot, seq: u64, started: u64) {
         let rep = &self.state;
         if seq < rep.applied() {
             // Memory moved past this snapshot meanwhile; the next sync goes on
