@@ -13,7 +13,8 @@
 //! (work left running in the background) with the resident memory then,
 //! and the time of the `close` that follows (which writes the warm-start
 //! files the next open reads). With `WATCH=S` in the environment, it also
-//! prints the resident memory every 5 s for S seconds after each open
+//! prints the resident memory every 5 s for S seconds (rounded down to a
+//! multiple of 5) after each open, before that open's line
 //! (sled's flusher rewrites pages in the background after an open, reading
 //! them into its cache).
 
@@ -34,6 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    let watch: u64 = std::env::var("WATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     for _ in 0..opens {
         std::thread::sleep(Duration::from_millis(1500));
         let cpu = process_cpu_ms();
@@ -44,10 +49,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cpu = process_cpu_ms();
         std::thread::sleep(Duration::from_millis(2500));
         let (after_cpu, rss) = (process_cpu_ms() - cpu, rss_mib());
-        let watch: u64 = std::env::var("WATCH")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         for waited in (5..=watch).step_by(5) {
             std::thread::sleep(Duration::from_secs(5));
             println!(

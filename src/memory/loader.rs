@@ -94,7 +94,8 @@ impl<'a> Loader<'a> {
         self.mem.narrowed.fit();
         self.mem.refresh.fit();
         self.mem.revoked.fit();
-        super::maps::release_freed_heap();
+        // What the load freed goes back to the system once the loader and
+        // its lists are gone: `Memory::give_back_after_load`.
         missing
     }
 

@@ -191,20 +191,3 @@ impl<V: Clone, K: SlotKey<V>> Sharded<V, K> {
         self.with(id, |v| v.cloned())
     }
 }
-
-/// Hands the heap memory freed while loading back to the operating
-/// system. Opening a store allocates and frees a great deal around the
-/// entries that stay (record buffers, lists sorted and dropped, tables
-/// outgrown), and glibc keeps such freed pages resident for reuse: at a
-/// million tokens about a tenth of the store's resident memory. Takes a
-/// few milliseconds per GiB of heap, once per open. Elsewhere than glibc,
-/// nothing.
-#[allow(unsafe_code)]
-pub(super) fn release_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `malloc_trim` only returns free memory of the allocator's
-    // own arenas to the kernel; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}

@@ -267,11 +267,14 @@ impl Memory {
     /// After a load into this memory (an open, a reload after a fault, a
     /// replica's reload from a snapshot):
     /// hands what the load freed back to the system, when it held at least
-    /// [`GIVE_BACK_FROM_TOKENS`] tokens. The records it decoded and the
-    /// backend's lists it sorted stay resident in the allocator's arenas
-    /// otherwise: about 13 bytes per stored token at a million (see
-    /// `docs/performance.md`, "What a load leaves behind"). Trims the whole
-    /// process's allocator (glibc only); blocks for a few milliseconds.
+    /// [`GIVE_BACK_FROM_TOKENS`] tokens. Call it once the loader is gone:
+    /// what the load allocated and dropped (records decoded, the backend's
+    /// lists, the loader's list of every token's member) stays resident in
+    /// the allocator's arenas otherwise, and the loader's own lists are
+    /// freed only when it is dropped (about 13 bytes per stored token at a
+    /// million, see `docs/performance.md`, "What a load leaves behind").
+    /// Trims the whole process's allocator (glibc only); blocks for a few
+    /// milliseconds.
     pub(crate) fn give_back_after_load(&self) {
         if self.refresh_count() + self.access_count() >= GIVE_BACK_FROM_TOKENS {
             give_back_freed_pages();

@@ -179,13 +179,6 @@ impl Replica {
     /// this replica applied (management calls commit and apply under that
     /// lock).
     fn reload(&self, mem: &Memory, cat: &mut Catalog, snap: Snapshot, seq: u64, started: u64) {
-        self.reload_from(mem, cat, snap, seq, started);
-        // What the reload read and compared goes back to the system.
-        mem.give_back_after_load();
-    }
-
-    /// [`Self::reload`] itself.
-    fn reload_from(&self, mem: &Memory, cat: &mut Catalog, snap: Snapshot, seq: u64, started: u64) {
         let rep = &self.state;
         if seq < rep.applied() {
             // Memory moved past this snapshot meanwhile; the next sync goes on
@@ -230,6 +223,11 @@ impl Replica {
         rep.set_applied(seq);
         rep.note_reload();
         rep.mark_ok(started);
+        // What the reload read and compared goes back to the system (under
+        // the catalog's lock, which the whole reload holds: milliseconds
+        // beside the snapshot's read).
+        drop((refresh, access, changes));
+        mem.give_back_after_load();
     }
 
     /// Reads a token memory does not hold (and the feed up to the same

@@ -8,7 +8,9 @@ impl TokenStore {
     ///
     /// **Blocks** while the store loads: about 0.9 s per million tokens after a
     /// [`close`](TokenStore::close) (perf report, `open_to_verify_ms`), 2–3 s
-    /// per million after a drop without one.
+    /// per million after a drop without one; then, for 65,536 tokens or
+    /// more, a few milliseconds more to hand the memory the load freed back
+    /// to the system (see [`Config::open`]).
     ///
     /// # Errors
     /// As [`Config::open`].
@@ -90,15 +92,19 @@ impl TokenStore {
             }
             (None, None) => StoreKey::generate()?,
         };
-        if cfg.read_only {
+        let store = if cfg.read_only {
             // Nothing to recover from at run time: it never writes.
             let backend = crate::storage::open_embedded_read_only(
                 cfg.path.as_deref().unwrap_or(std::path::Path::new("")),
                 cfg.cache_bytes,
             )?;
-            return Self::with_backend(Box::new(backend), cfg, key);
-        }
-        Self::open_recoverable(cfg, key)
+            Self::with_backend(Box::new(backend), cfg, key)?
+        } else {
+            Self::open_recoverable(cfg, key)?
+        };
+        // What the load freed goes back to the system, the loader gone.
+        store.inner.mem.give_back_after_load();
+        Ok(store)
     }
 
     pub(super) fn with_backend(
@@ -200,8 +206,6 @@ impl TokenStore {
                 return Err(Error::Io("the store's records could not be loaded".into()));
             }
         };
-        // What the load freed goes back to the system, not kept for later.
-        inner.mem.give_back_after_load();
         inner.skipped = loaded.skipped;
         inner.warm_start = loaded.warm;
         inner.event_seq = AtomicU64::new(loaded.last_event_seq);

@@ -366,7 +366,8 @@ impl Inner {
         *r.last_failure.lock() = None;
         drop(gate);
         drop(cat);
-        // The memory replaced, and the reload's own, go back to the system.
+        // What the reload freed (the memory replaced, the reload's loader)
+        // goes back to the system, outside the catalog's lock.
         self.mem.give_back_after_load();
         Ok(())
     }

@@ -89,6 +89,8 @@ pub(super) fn open(cfg: Config) -> Result<TokenStore> {
     // The snapshot read at open counts as a sync that started now.
     let started = state.now();
     let mut store = TokenStore::with_backend(backend, cfg, key)?;
+    // What the load freed goes back to the system, the loader gone.
+    store.inner.mem.give_back_after_load();
     let inner = Arc::get_mut(&mut store.inner)
         .ok_or_else(|| Error::Io("the new store already has another handle".into()))?;
     let subscriber = shared.subscriber();
