@@ -280,6 +280,44 @@ impl SledBackend {
         Ok(())
     }
 
+    /// Appends to `out` the stored refresh records of `org` (of its member
+    /// `user`, when given) whose ids begin with `prefix`: a range of the
+    /// refresh tree, usually one record (see `owners`). A record under
+    /// another id's key is left out, as a load leaves it out. Blocks for
+    /// sled's reads.
+    fn refresh_with_prefix(
+        &self,
+        prefix: &owners::Prefix,
+        org: &str,
+        user: Option<&str>,
+        out: &mut Vec<RefreshRecord>,
+    ) -> Result<()> {
+        for kv in self.refresh.scan_prefix(prefix) {
+            let (k, v) = kv.map_err(io)?;
+            let r = decode_refresh(&v)?;
+            if r.id[..] == *k && r.org == org && user.is_none_or(|u| r.user == u) {
+                out.push(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the stored refresh records that begin as those of
+    /// `org`'s tokens (of its member `user`'s, when given) do: theirs, and
+    /// any other that shares a prefix with one of them (rare; the caller
+    /// tells them apart by their records). Blocks for sled's reads.
+    fn ids_by_prefix(&self, org: &str, user: Option<&str>) -> Result<Vec<[u8; 16]>> {
+        let mut out = Vec::new();
+        for p in self.owners.prefixes(org, user) {
+            for k in self.refresh.scan_prefix(p).keys() {
+                if let Ok(id) = <[u8; 16]>::try_from(&k.map_err(io)?[..]) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// sled's flush of the database, which answers sled's error rather
     /// than wait forever after a write of its log failed (see `wake`).
     /// Blocks for the writes of what is not yet written.
@@ -676,23 +714,13 @@ impl Backend for SledBackend {
     }
 
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>> {
-        // No index tree by owner: the backend's own table says who holds
-        // which token.
-        let ids = self.owners.ids(org, user);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(r) = self.get_refresh(&id)? {
-                if r.org == org && user.is_none_or(|u| r.user == u) {
-                    out.push(r);
-                }
-            }
+        // No index tree by owner: the backend's own table says which
+        // prefixes of ids the owner's tokens have.
+        let mut out = Vec::new();
+        for p in self.owners.prefixes(org, user) {
+            self.refresh_with_prefix(&p, org, user, &mut out)?;
         }
         Ok(out)
-    }
-
-    fn refresh_ids(&self, org: &str, user: &str) -> Result<Vec<[u8; 16]>> {
-        // The backend's own table names exactly the records on disk.
-        Ok(self.owners.ids(org, Some(user)))
     }
 
     fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>> {
@@ -701,15 +729,40 @@ impl Backend for SledBackend {
         // tree: a purge that moves an event from its record to the tree
         // meanwhile leaves it in one of the two reads, or both (the same
         // seq, kept once).
+        // The table's entries name their records by the prefix of their
+        // ids and the event's number: those with a number are read newest
+        // first until `limit` are found (an entry a rewritten record left
+        // finds none); those without one, every time.
         let mut out = Vec::new();
-        let mut issued: Vec<([u8; 16], u64)> = self.owners.issue_events(org);
-        issued.retain(|(_, seq)| *seq < before);
-        issued.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
-        issued.truncate(limit);
-        for (id, _) in issued {
-            let found = self.get_refresh(&id)?.filter(|r| r.org == org);
-            if let Some(ev) = found.and_then(|r| r.issue_event()) {
-                out.push(ev);
+        let (mut known, mut unknown): (Vec<_>, Vec<_>) = self
+            .owners
+            .issue_events(org)
+            .into_iter()
+            .partition(|(_, seq)| *seq != owners::SEQ_READ);
+        known.retain(|(_, seq)| *seq < before);
+        known.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
+        unknown.sort_unstable();
+        unknown.dedup();
+        let mut recs = Vec::new();
+        for (p, _) in unknown {
+            self.refresh_with_prefix(&p, org, None, &mut recs)?;
+        }
+        out.extend(
+            recs.drain(..)
+                .filter_map(|r| r.issue_event())
+                .filter(|e| e.seq < before),
+        );
+        let mut found = 0;
+        for (p, seq) in known {
+            if found >= limit {
+                break;
+            }
+            self.refresh_with_prefix(&p, org, None, &mut recs)?;
+            for ev in recs.drain(..).filter_map(|r| r.issue_event()) {
+                if ev.seq == seq {
+                    out.push(ev);
+                    found += 1;
+                }
             }
         }
         let below = event_key(org, 0)..event_key(org, before);

@@ -154,17 +154,18 @@ impl SledBackend {
         let mut locked = self.slots.lock(touched.iter().copied());
         let (at, planned) = plan_slots(changes, &self.access, &mut locked)?;
         // What the batch's issues carry, and the tokens its bulk
-        // revocations select among (all of the owner's: the table names
-        // every stored record).
+        // revocations select among: every stored record whose id begins as
+        // one of the owner's does (the table names a prefix of each of
+        // theirs; the revocation's terms leave out any other's).
         let carries = carried_events(changes);
         let candidates: Vec<Vec<[u8; 16]>> = changes
             .iter()
             .map(|c| match c {
-                Change::RevokeMany { org, user, .. } => self.owners.ids(org, user.as_deref()),
-                Change::RevokeFamily { org, user, .. } => self.owners.ids(org, Some(user)),
-                _ => Vec::new(),
+                Change::RevokeMany { org, user, .. } => self.ids_by_prefix(org, user.as_deref()),
+                Change::RevokeFamily { org, user, .. } => self.ids_by_prefix(org, Some(user)),
+                _ => Ok(Vec::new()),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let access_only = changes
             .iter()
             .all(|c| matches!(c, Change::PutAccess(_) | Change::DeleteAccess { .. }));
@@ -186,6 +187,9 @@ impl SledBackend {
             locked.put_back(planned);
             return Ok(Committed::default());
         }
+        // Which of the batch's changes deleted a stored refresh record,
+        // noted by the attempt that commits.
+        let deleted = std::cell::RefCell::new(vec![false; changes.len()]);
         let res: std::result::Result<Committed, TransactionError<Error>> = (
             &self.members,
             &self.cutoffs,
@@ -209,6 +213,7 @@ impl SledBackend {
                     // Counted afresh on each attempt (sled may run this
                     // closure again after a conflict).
                     let mut done = Committed::default();
+                    deleted.borrow_mut().fill(false);
                     for (i, (c, slot)) in changes.iter().zip(&at).enumerate() {
                         match c {
                             Change::AddMember { org, user, role } => {
@@ -329,6 +334,7 @@ impl SledBackend {
                                 // to the events tree: the audit trail
                                 // outlives the token.
                                 if let Some(v) = refresh.remove(&id[..])? {
+                                    deleted.borrow_mut()[i] = true;
                                     if let Some(ev) =
                                         decode_refresh(&v).ok().and_then(|r| r.issue_event())
                                     {
@@ -419,6 +425,7 @@ impl SledBackend {
         match res {
             Ok(done) => {
                 locked.put_back(planned);
+                let deleted = deleted.into_inner();
                 for (i, c) in changes.iter().enumerate() {
                     match c {
                         Change::IssueRefresh(r) => {
@@ -430,7 +437,10 @@ impl SledBackend {
                                 .map_or(0, |ie| ie.seq);
                             self.owners.issued(&r.org, &r.user, r.id, seq);
                         }
-                        Change::DeleteRefresh { id, org, user } => {
+                        // Only a record that was there: the table
+                        // names records by a prefix of their ids, which
+                        // another record may share.
+                        Change::DeleteRefresh { id, org, user } if deleted[i] => {
                             self.owners.deleted(org, user, id)
                         }
                         // A rotation's successor is issued; its event is

@@ -418,3 +418,81 @@ fn writers_of_one_family_at_once_keep_every_record() {
     let slots: Vec<u32> = got.iter().map(|(slot, _, _)| *slot).collect();
     assert_eq!(slots, (0..100).collect::<Vec<u32>>());
 }
+
+/// Tokens whose ids begin alike (the backend's table by owner keeps six
+/// bytes of each id): each listed and its issue event shown, a bulk
+/// revocation reaches them all, the deletion of an id that is not stored
+/// forgets none, and once one is deleted the other's event is still
+/// shown, newest first among the rest.
+#[test]
+fn tokens_whose_ids_begin_alike_are_each_found() {
+    let b = SledBackend::open(None, 1 << 20).unwrap();
+    let alike = |n: u8, seq: u64| {
+        let mut r = record(1);
+        r.id[15] = n;
+        r.issue = Some(IssueEvent {
+            seq,
+            assigned: false,
+        });
+        r
+    };
+    let (a, c) = (alike(10, 20), alike(11, 21));
+    let mut other = record(7);
+    other.issue = Some(IssueEvent {
+        seq: 22,
+        assigned: false,
+    });
+    for r in [&a, &c, &other] {
+        b.write(&[Change::IssueRefresh(r.clone())]).unwrap();
+    }
+    let ids = |b: &SledBackend| {
+        let mut v: Vec<[u8; 16]> = b
+            .list_refresh("acme", Some("bob"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let seqs = |b: &SledBackend, limit: usize| -> Vec<u64> {
+        b.events("acme", u64::MAX, limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(ids(&b), vec![a.id, c.id, other.id]);
+    assert_eq!(seqs(&b, 10), vec![22, 21, 20]);
+    assert_eq!(seqs(&b, 2), vec![22, 21]);
+    let mut absent = a.id;
+    absent[15] = 12;
+    let delete = |id: [u8; 16]| Change::DeleteRefresh {
+        id,
+        org: "acme".into(),
+        user: "bob".into(),
+    };
+    b.write(&[delete(absent)]).unwrap();
+    assert_eq!(ids(&b), vec![a.id, c.id, other.id], "none forgotten");
+    let revoked = b
+        .write(&[Change::RevokeMany {
+            org: "acme".into(),
+            user: Some("bob".into()),
+            before: u64::MAX,
+            at: 2_000,
+            by: "ann".into(),
+            reason: None,
+        }])
+        .unwrap()
+        .revoked;
+    assert_eq!(revoked, vec![a.id, c.id, other.id]);
+    b.write(&[delete(c.id)]).unwrap();
+    assert_eq!(ids(&b), vec![a.id, other.id]);
+    // c's event moved to the events tree with its record; a's is read
+    // from its record, its number no longer kept.
+    assert_eq!(seqs(&b, 10), vec![22, 21, 20]);
+    assert_eq!(seqs(&b, 1), vec![22]);
+    b.write(&[delete(a.id)]).unwrap();
+    assert_eq!(ids(&b), vec![other.id]);
+    assert_eq!(seqs(&b, 10), vec![22, 21, 20]);
+}
