@@ -171,7 +171,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn list_refresh(&self, org: &str, user: Option<&str>) -> Result<Vec<RefreshRecord>>;
     /// The ids of the refresh records of one member of `org` (also those
     /// of a removed member, until purged), in any order: what the cap on a
-    /// member's live tokens counts once their stored tokens reach it.
+    /// member's live tokens counts once their stored tokens reach it. It
+    /// may name a few other records too (the embedded backend reads its
+    /// records by a prefix of their ids): the caller keeps the member's.
     fn refresh_ids(&self, org: &str, user: &str) -> Result<Vec<[u8; 16]>> {
         Ok(self
             .list_refresh(org, Some(user))?

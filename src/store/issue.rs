@@ -169,17 +169,22 @@ impl TokenStore {
         // (which share the catalog) are counted one after another. Only a
         // member holding at least the cap's worth of stored tokens, live or
         // not, has them counted one by one: the backend lists their ids
-        // (memory keeps only the count), and memory says which are live.
+        // (memory keeps only the count; the backend may name a few others'
+        // too), and memory says which are the member's and live.
         let held = member.lock_held();
         if held.len() >= inner.max_live {
+            let theirs = |r: &crate::memory::RefreshHot| {
+                let m = r.member();
+                m.org_id() == actor.org && m.user() == subject
+            };
             let live = inner
                 .backend
                 .refresh_ids(&actor.org, subject)?
                 .iter()
                 .filter(|id| {
-                    inner
-                        .mem
-                        .refresh_with(id, |r| r.is_some_and(|r| r.usable(now).is_live()))
+                    inner.mem.refresh_with(id, |r| {
+                        r.is_some_and(|r| theirs(r) && r.usable(now).is_live())
+                    })
                 })
                 .count();
             if live >= inner.max_live {

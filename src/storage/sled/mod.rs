@@ -723,6 +723,12 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
+    fn refresh_ids(&self, org: &str, user: &str) -> Result<Vec<[u8; 16]>> {
+        // Keys only, none decoded: the caller tells the member's from any
+        // other of the same prefix by memory's entries.
+        self.ids_by_prefix(org, Some(user))
+    }
+
     fn events(&self, org: &str, before: u64, limit: usize) -> Result<Vec<EventRecord>> {
         // The issue events of the organization's stored tokens (the newest
         // `limit` of them, read from their records) first, then the events
@@ -740,7 +746,10 @@ impl Backend for SledBackend {
             .into_iter()
             .partition(|(_, seq)| *seq != owners::SEQ_READ);
         known.retain(|(_, seq)| *seq < before);
-        known.sort_unstable_by_key(|(_, seq)| std::cmp::Reverse(*seq));
+        // Each entry once (a record issued twice under its id would have
+        // left two), so that each one found counts once.
+        known.sort_unstable_by_key(|(p, seq)| (std::cmp::Reverse(*seq), *p));
+        known.dedup();
         unknown.sort_unstable();
         unknown.dedup();
         let mut recs = Vec::new();

@@ -8,8 +8,9 @@
 //! store loads, and changed only after a write succeeded. It is not the
 //! store's memory: nothing above `storage/` reads it.
 //!
-//! It keeps 12 bytes a token: the first [`PREFIX`] bytes of its id and the
-//! sequence number of the issue event its record carries. The backend
+//! It keeps 12 bytes a token (in a member's plain list; more in the hash
+//! maps of a member with many): the first [`PREFIX`] bytes of its id and
+//! the sequence number of the issue event its record carries. The backend
 //! reads the records themselves by that prefix (a range of the refresh
 //! tree, whose keys are the ids) and keeps those of the owner asked for,
 //! so an answer names exactly the records on disk whatever the table

@@ -279,11 +279,13 @@ impl SledBackend {
                                 by,
                                 reason,
                             } => {
-                                // The owner's tokens, as the backend's own
-                                // table names them; each is selected here
-                                // by the codec's predicate. One the disk
-                                // lacks is skipped, as listing the member's
-                                // tokens skips it: a damaged entry must not
+                                // The owner's tokens among the records of
+                                // the prefixes the backend's own table
+                                // names (read before the transaction);
+                                // each is selected here by the codec's
+                                // predicate, and a record under another
+                                // id's key is left alone. One gone since
+                                // is skipped: a damaged entry must not
                                 // block an emergency revocation.
                                 let revoke = Revocation {
                                     at: *at,
@@ -559,7 +561,8 @@ fn revoke_refresh(
     let selected = match terms {
         None => r.state.revocable(),
         Some(t) => {
-            r.org == t.org
+            r.id == *id
+                && r.org == t.org
                 && t.user.is_none_or(|u| r.user == u)
                 && t.family.is_none_or(|f| r.family_root() == f)
                 && r.revocable_before(t.before)

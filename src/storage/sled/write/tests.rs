@@ -465,6 +465,15 @@ fn tokens_whose_ids_begin_alike_are_each_found() {
     assert_eq!(ids(&b), vec![a.id, c.id, other.id]);
     assert_eq!(seqs(&b, 10), vec![22, 21, 20]);
     assert_eq!(seqs(&b, 2), vec![22, 21]);
+    // A record written again under its id: still one of each, and a page
+    // as long as asked.
+    b.write(&[Change::IssueRefresh(c.clone())]).unwrap();
+    assert_eq!(ids(&b), vec![a.id, c.id, other.id]);
+    assert_eq!(seqs(&b, 3), vec![22, 21, 20]);
+    let mut held = b.refresh_ids("acme", "bob").unwrap();
+    held.sort_unstable();
+    held.dedup();
+    assert_eq!(held, vec![a.id, c.id, other.id]);
     let mut absent = a.id;
     absent[15] = 12;
     let delete = |id: [u8; 16]| Change::DeleteRefresh {
