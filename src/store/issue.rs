@@ -416,3 +416,65 @@ impl Inner {
         Ok(recs.into_iter().map(|r| self.info_of(r, now)).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::codec::{decode_refresh, encode_refresh};
+    use crate::{Actor, Config, GenerateOptions, Role, StoreKey};
+
+    /// The cap counts a member's own live tokens, also when the backend
+    /// names another member's token whose id begins as one of theirs does
+    /// (the embedded backend lists ids by their first six bytes): here
+    /// bob's live token is moved on disk under such an id, and ann, one
+    /// live and one revoked token under a cap of two, may still issue.
+    #[test]
+    fn the_cap_counts_only_the_members_own_tokens_among_ids_that_begin_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = || {
+            Config::new(dir.path())
+                .key(StoreKey::from_bytes([3; 32]))
+                .max_live_tokens_per_member(2)
+        };
+        let store = cfg().open().unwrap();
+        store.add_member("acme", "olivia", Role::Owner).unwrap();
+        store.add_member("acme", "ann", Role::User).unwrap();
+        store.add_member("acme", "bob", Role::User).unwrap();
+        let (ann, bob) = (Actor::new("acme", "ann"), Actor::new("acme", "bob"));
+        let live = store.generate(&ann, GenerateOptions::default()).unwrap();
+        let gone = store.generate(&ann, GenerateOptions::default()).unwrap();
+        store.revoke(&ann, &gone.info.id, None).unwrap();
+        let theirs = store.generate(&bob, GenerateOptions::default()).unwrap();
+        store.close().unwrap();
+        {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let db = loop {
+                match sled::open(dir.path()) {
+                    Ok(db) => break db,
+                    Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            };
+            let refresh = db.open_tree("refresh").unwrap();
+            let old = theirs.info.id.0;
+            let mut rec = decode_refresh(&refresh.get(old).unwrap().unwrap()).unwrap();
+            rec.id[..6].copy_from_slice(&live.info.id.0[..6]);
+            refresh
+                .insert(rec.id, encode_refresh(&rec).unwrap())
+                .unwrap();
+            refresh.remove(old).unwrap();
+            // The warm-start files no longer hold what sled holds.
+            db.open_tree("meta").unwrap().remove("warm_start").unwrap();
+            db.flush().unwrap();
+        }
+        let store = cfg().open().unwrap();
+        assert_eq!(store.list_own(&bob).unwrap().len(), 1);
+        store
+            .generate(&ann, GenerateOptions::default())
+            .expect("ann holds one live token of two");
+        let refused = store.generate(&ann, GenerateOptions::default());
+        assert!(
+            matches!(refused, Err(crate::Error::Limit(_))),
+            "{refused:?}"
+        );
+    }
+}
