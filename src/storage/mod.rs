@@ -22,11 +22,13 @@ pub(crate) use feed::{
     ChangeFeed, LogBatch, ManageLock, ReadThrough, SharedBackend, Snapshot, Subscriber,
 };
 
-/// The embedded engine's entry points for the store: open a store's
-/// directory, to write or to read only.
 pub(crate) use self::sled::files::{
     open as open_embedded, open_read_only as open_embedded_read_only,
 };
+/// The embedded engine's entry points for the store: open a store's
+/// directory, to write or to read only.
+#[cfg(test)]
+pub(crate) use self::sled::tests::move_refresh_record;
 
 /// Where and how to reach a shared backend (PostgreSQL), as the store's
 /// configuration gives it.

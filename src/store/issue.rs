@@ -419,7 +419,6 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use crate::codec::{decode_refresh, encode_refresh};
     use crate::{Actor, Config, GenerateOptions, Role, StoreKey};
 
     /// The cap counts a member's own live tokens, also when the backend
@@ -445,27 +444,7 @@ mod tests {
         store.revoke(&ann, &gone.info.id, None).unwrap();
         let theirs = store.generate(&bob, GenerateOptions::default()).unwrap();
         store.close().unwrap();
-        {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            let db = loop {
-                match sled::open(dir.path()) {
-                    Ok(db) => break db,
-                    Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                }
-            };
-            let refresh = db.open_tree("refresh").unwrap();
-            let old = theirs.info.id.0;
-            let mut rec = decode_refresh(&refresh.get(old).unwrap().unwrap()).unwrap();
-            rec.id[..6].copy_from_slice(&live.info.id.0[..6]);
-            refresh
-                .insert(rec.id, encode_refresh(&rec).unwrap())
-                .unwrap();
-            refresh.remove(old).unwrap();
-            // The warm-start files no longer hold what sled holds.
-            db.open_tree("meta").unwrap().remove("warm_start").unwrap();
-            db.flush().unwrap();
-        }
+        crate::storage::move_refresh_record(dir.path(), theirs.info.id.0, live.info.id.0);
         let store = cfg().open().unwrap();
         assert_eq!(store.list_own(&bob).unwrap().len(), 1);
         store

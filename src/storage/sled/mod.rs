@@ -734,11 +734,10 @@ impl Backend for SledBackend {
         // `limit` of them, read from their records) first, then the events
         // tree: a purge that moves an event from its record to the tree
         // meanwhile leaves it in one of the two reads, or both (the same
-        // seq, kept once).
-        // The table's entries name their records by the prefix of their
-        // ids and the event's number: those with a number are read newest
-        // first until `limit` are found (an entry a rewritten record left
-        // finds none); those without one, every time.
+        // seq, kept once). The table's entries name their records by the
+        // prefix of their ids and the event's number: those with a number
+        // are read newest first until `limit` are found (an entry a
+        // rewritten record left finds none); those without one, every time.
         let mut out = Vec::new();
         let (mut known, mut unknown): (Vec<_>, Vec<_>) = self
             .owners
@@ -873,4 +872,4 @@ impl Backend for SledBackend {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

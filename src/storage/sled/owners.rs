@@ -57,9 +57,7 @@ impl Entry {
     }
 
     fn prefix(&self) -> Prefix {
-        let mut p = [0u8; PREFIX];
-        p.copy_from_slice(&self.0[..PREFIX]);
-        p
+        first_bytes(&self.0)
     }
 
     fn seq(&self) -> u64 {
@@ -83,9 +81,7 @@ fn number(p: &Prefix) -> u64 {
 }
 
 fn prefix_of(n: u64) -> Prefix {
-    let mut p = [0u8; PREFIX];
-    p.copy_from_slice(&n.to_le_bytes()[..PREFIX]);
-    p
+    first_bytes(&n.to_le_bytes())
 }
 
 /// For maps keyed by a prefix as a number: its bits are random (ids are),
@@ -267,8 +263,13 @@ fn shard_of(org: &str) -> usize {
 
 /// The first [`PREFIX`] bytes of `id`.
 pub(super) fn prefix(id: &[u8; 16]) -> Prefix {
+    first_bytes(id)
+}
+
+/// The first [`PREFIX`] bytes of `b` (at least that long).
+fn first_bytes(b: &[u8]) -> Prefix {
     let mut p = [0u8; PREFIX];
-    p.copy_from_slice(&id[..PREFIX]);
+    p.copy_from_slice(&b[..PREFIX]);
     p
 }
 

@@ -3,6 +3,36 @@
 use super::*;
 use crate::error::tests::cause;
 
+/// For tests above `storage/`: moves the refresh record `old` of the
+/// closed store in `dir` under an id whose first six bytes are `prefix`'s
+/// (the rest kept), and takes out the warm-start marker (the files no
+/// longer hold what sled holds), as a store with such ids would hold it.
+/// Returns the new id.
+pub(crate) fn move_refresh_record(dir: &Path, old: [u8; 16], prefix: [u8; 16]) -> [u8; 16] {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let db = loop {
+        // sled lets go of its file lock a moment after the store closes.
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(e) if Instant::now() > deadline => panic!("{e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let refresh = db.open_tree("refresh").unwrap();
+    let mut rec = decode_refresh(&refresh.get(old).unwrap().unwrap()).unwrap();
+    rec.id[..owners::PREFIX].copy_from_slice(&prefix[..owners::PREFIX]);
+    refresh
+        .insert(rec.id, encode_refresh(&rec).unwrap())
+        .unwrap();
+    refresh.remove(old).unwrap();
+    db.open_tree("meta")
+        .unwrap()
+        .remove(warm::MARKER_KEY)
+        .unwrap();
+    db.flush().unwrap();
+    rec.id
+}
+
 /// The descriptor sled itself writes through is found at open (so that
 /// a failed sync pending there is met before sled's own sync when the
 /// database is dropped).
