@@ -39,11 +39,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let mut config = timed.config();
+    if let Some(mib) = std::env::var("CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config = config.cache_bytes(mib << 20);
+    }
     for _ in 0..opens {
         std::thread::sleep(Duration::from_millis(1500));
         let cpu = process_cpu_ms();
         let t = Instant::now();
-        let store = timed.config().open()?;
+        let store = config.clone().open()?;
         let wall = t.elapsed();
         let open_cpu = process_cpu_ms() - cpu;
         let cpu = process_cpu_ms();

@@ -98,6 +98,7 @@ mod error;
 pub mod http;
 mod idmap;
 mod janitor;
+mod member_index;
 mod memory;
 mod observe;
 mod policy;

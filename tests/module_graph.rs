@@ -30,7 +30,15 @@ const TIERS: &[(&str, &[&str])] = &[
     (
         "leaves",
         &[
-            "error", "clock", "policy", "token", "types", "config", "observe", "idmap",
+            "error",
+            "clock",
+            "policy",
+            "token",
+            "types",
+            "config",
+            "observe",
+            "idmap",
+            "member_index",
         ],
     ),
     // `serde_impls` (with the async face and serde branch): the serde

@@ -16,6 +16,7 @@ use super::apply::note_exchange;
 use super::entries::AccessHot;
 use super::{MemberArc, Memory, RefreshArc, Stored};
 use crate::codec::{AccessRecord, MemberRecord, OrgPolicyRecord, RefreshView};
+use crate::member_index::MemberIndex;
 use crate::types::ClientInfo;
 
 thread_local! {
@@ -25,13 +26,19 @@ thread_local! {
     static LAST: RefCell<Option<RefreshArc>> = const { RefCell::new(None) };
 }
 
-type Members = HashMap<String, HashMap<String, MemberArc>>;
+/// The catalog's members, numbered by their names.
+struct Members {
+    index: MemberIndex,
+    arcs: Vec<MemberArc>,
+}
 
 pub(crate) struct Loader<'a> {
     mem: &'a Memory,
     /// The members, copied from the catalog once they are all loaded (the
     /// backend hands them over before any token), so that the loader
-    /// threads find a token's member without taking the catalog lock.
+    /// threads find a token's member without taking the catalog lock; in
+    /// a [`MemberIndex`], which a lookup per record finds still in the
+    /// cache (see its doc).
     members: OnceLock<Members>,
     /// The members of the refresh tokens loaded (by address), to be
     /// counted in their members' counts (`MemberHot::held`) by
@@ -128,12 +135,18 @@ impl<'a> Loader<'a> {
     fn holder(&self, org: &str, user: &str) -> MemberArc {
         let members = self.members.get_or_init(|| {
             let cat = self.mem.catalog.read();
-            cat.orgs()
-                .map(|(org, e)| (org.clone(), e.members.clone()))
-                .collect()
+            let (mut index, mut arcs) = (MemberIndex::new(), Vec::new());
+            for (org, e) in cat.orgs() {
+                for (user, m) in &e.members {
+                    if index.get_or_insert(org, user) as usize == arcs.len() {
+                        arcs.push(m.clone());
+                    }
+                }
+            }
+            Members { index, arcs }
         });
-        match members.get(org).and_then(|users| users.get(user)) {
-            Some(m) => m.clone(),
+        match members.index.get(org, user) {
+            Some(i) => members.arcs[i as usize].clone(),
             // A removed member's stand-in.
             None => {
                 let mut ghosts = self.ghosts.lock();

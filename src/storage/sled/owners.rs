@@ -26,6 +26,8 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::member_index::MemberIndex;
+
 /// How many of an id's first bytes the table keeps.
 pub(super) const PREFIX: usize = 6;
 
@@ -281,59 +283,19 @@ pub(super) struct Owners {
     found: Box<[Mutex<Found>]>,
 }
 
-/// The longest organization and user ids, together, that a
-/// [`MemberKey`] holds inline.
-const INLINE_NAMES: usize = 46;
-
-/// A member's organization and user ids as one key: inline when they are
-/// short (as ids are), so that finding a member compares bytes in the
-/// table's own slot rather than in two strings elsewhere on the heap (at
-/// ten million tokens, those misses were most of the time a load spent
-/// here).
-#[derive(PartialEq, Eq, Hash)]
-enum MemberKey {
-    /// The lengths of the two ids, then their bytes, zero-padded.
-    Inline([u8; INLINE_NAMES + 2]),
-    /// Longer ids: the organization id's length (u32, little-endian),
-    /// then both ids.
-    Boxed(Box<[u8]>),
-}
-
-impl MemberKey {
-    fn of(org: &str, user: &str) -> MemberKey {
-        let (o, u) = (org.as_bytes(), user.as_bytes());
-        if o.len() + u.len() <= INLINE_NAMES {
-            let mut k = [0u8; INLINE_NAMES + 2];
-            // Both lengths fit a byte: together they are at most 46.
-            k[0] = o.len() as u8;
-            k[1] = u.len() as u8;
-            k[2..2 + o.len()].copy_from_slice(o);
-            k[2 + o.len()..2 + o.len() + u.len()].copy_from_slice(u);
-            MemberKey::Inline(k)
-        } else {
-            let len = u32::try_from(o.len()).unwrap_or(u32::MAX).to_le_bytes();
-            MemberKey::Boxed([&len[..], o, u].concat().into_boxed_slice())
-        }
-    }
-}
-
-/// What one loader part found: each member met, once (its key, and its
-/// ids), and each token as its member's number in `names` and its entry,
-/// in the order found.
+/// What one loader part found: each member met, once (numbered by a
+/// [`MemberIndex`], which a lookup per record finds still in the cache),
+/// and each token as its member's number and its entry, in the order
+/// found.
 #[derive(Default)]
 struct Found {
-    members: HashMap<MemberKey, u32>,
-    names: Vec<(Box<str>, Box<str>)>,
+    members: MemberIndex,
     tokens: Vec<(u32, Entry)>,
 }
 
 impl Found {
     fn note(&mut self, org: &str, user: &str, id: [u8; 16], seq: u64) {
-        let next = self.names.len() as u32;
-        let member = *self.members.entry(MemberKey::of(org, user)).or_insert(next);
-        if member == next {
-            self.names.push((org.into(), user.into()));
-        }
+        let member = self.members.get_or_insert(org, user);
         self.tokens.push((member, Entry::new(&id, seq)));
     }
 }
@@ -368,13 +330,11 @@ impl Owners {
         for part in self.found.iter() {
             let Found {
                 members,
-                names,
                 mut tokens,
             } = std::mem::take(&mut *part.lock());
-            drop(members);
             tokens.sort_unstable_by_key(|t| t.0);
             for run in tokens.chunk_by(|a, b| a.0 == b.0) {
-                let (org, user) = &names[run[0].0 as usize];
+                let (org, user) = members.names(run[0].0);
                 let mut shard = self.shards[shard_of(org)].write();
                 let held = tokens_of(&mut shard, org, user);
                 held.extend(run.iter().map(|&(_, e)| e));
@@ -484,15 +444,6 @@ mod tests {
             (format!("{long}u"), "u".repeat(9)),
             (long.clone(), "u".repeat(6)),
         ];
-        assert!(MemberKey::of("ab", "c") != MemberKey::of("a", "bc"));
-        assert!(matches!(
-            MemberKey::of(&long, &"u".repeat(10)),
-            MemberKey::Boxed(_)
-        ));
-        assert!(matches!(
-            MemberKey::of(&long, &"u".repeat(6)),
-            MemberKey::Inline(_)
-        ));
         let o = Owners::new(2);
         for (i, (org, user)) in pairs.iter().enumerate() {
             // Each member's two tokens found by different parts.
