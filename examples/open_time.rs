@@ -16,7 +16,8 @@
 //! prints the resident memory every 5 s for S seconds (rounded down to a
 //! multiple of 5) after each open, before that open's line
 //! (sled's flusher rewrites pages in the background after an open, reading
-//! them into its cache).
+//! them into its cache). With `CACHE_MIB=N`, the opens give sled a page
+//! cache of N MiB (`Config::cache_bytes`) instead of the default.
 
 #[path = "../benches/support/mod.rs"]
 mod support;

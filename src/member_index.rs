@@ -2,17 +2,18 @@
 //! number, for the loads that look up the member of every token.
 //!
 //! An open hands over millions of refresh records, each naming its member,
-//! while writing memory's tables at random: whatever a lookup reads is cold
-//! by the next lookup of the same member, unless it is small. A map of
+//! while writing memory's tables at random: whatever a lookup reads has
+//! likely left the cache by the next lookup of the same member. A map of
 //! `String` keys reads, per lookup, its buckets and then each key's bytes
-//! wherever the heap put them (in a 10M open, a third of the loader's
-//! time went into two such lookups per record). This one keeps each
-//! member in a slot of one cache line: the member's number, a tag of the
-//! names' hash, and the names themselves when they are short (as ids
-//! are). A lookup reads one slot and, when the tag matches, compares the
-//! names it holds; longer names are compared where the index keeps every
-//! member's names, one after the other, in one buffer. Exact: a tag only
-//! picks what to compare.
+//! wherever the heap put them (in a 10M open, two such lookups per record
+//! took a third of the open). This one keeps each member in a slot of one
+//! cache line: the member's number, a tag of the names' hash, and the
+//! names themselves when they are short (as ids are). A lookup reads one
+//! slot and, when the tag matches, compares the names it holds; longer
+//! names are compared where the index keeps every member's names, one
+//! after the other, in one buffer. Exact: a tag only picks what to
+//! compare. (`docs/performance.md`, "Members found in one cache line
+//! during the open", has what it saved.)
 //!
 //! The hash is std's keyed SipHash (`RandomState`): names come from users,
 //! and a map whose hash they could predict could be made to collide.

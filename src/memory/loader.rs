@@ -37,8 +37,7 @@ pub(crate) struct Loader<'a> {
     /// The members, copied from the catalog once they are all loaded (the
     /// backend hands them over before any token), so that the loader
     /// threads find a token's member without taking the catalog lock; in
-    /// a [`MemberIndex`], which a lookup per record finds still in the
-    /// cache (see its doc).
+    /// a [`MemberIndex`], whose lookup reads one cache line (see its doc).
     members: OnceLock<Members>,
     /// The members of the refresh tokens loaded (by address), to be
     /// counted in their members' counts (`MemberHot::held`) by

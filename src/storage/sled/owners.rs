@@ -284,9 +284,8 @@ pub(super) struct Owners {
 }
 
 /// What one loader part found: each member met, once (numbered by a
-/// [`MemberIndex`], which a lookup per record finds still in the cache),
-/// and each token as its member's number and its entry, in the order
-/// found.
+/// [`MemberIndex`], whose lookup reads one cache line), and each token as
+/// its member's number and its entry, in the order found.
 #[derive(Default)]
 struct Found {
     members: MemberIndex,
